@@ -1,0 +1,46 @@
+# Hearth: `make run` sets everything up and serves; `make test` is what CI runs.
+# Parts of the project add their own set-up and test steps in mk/*.mk through:
+#   SETUP      targets `make run` and `make test` need first (apt packages, models, venvs)
+#   TEST_SUITES targets run by `make test` after the cargo tests (SDK, browser, ...)
+SHELL := /bin/bash
+CARGO ?= cargo
+SETUP :=
+TEST_SUITES :=
+APT_PACKAGES :=
+
+include $(sort $(wildcard mk/*.mk))
+
+.PHONY: run build release test lint unit setup apt bench clean
+.DEFAULT_GOAL := run
+
+# Debian packages the build needs, installed only when one is missing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+setup: apt $(SETUP)
+
+release: setup
+	$(CARGO) build --release --bin hearth
+
+run: release
+	./target/release/hearth serve $(ARGS)
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: setup
+	$(CARGO) nextest run --workspace --locked --no-fail-fast
+
+test: lint unit $(TEST_SUITES)
+
+bench: setup
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean

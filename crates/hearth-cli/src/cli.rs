@@ -1,0 +1,60 @@
+//! Command-line arguments (clap derive). Doc comments become `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{models::ModelsArgs, sandbox::SandboxArgs};
+
+const EXAMPLES: &str = "\
+Examples:
+  hearth serve                              serve ./hearth.toml, or the default model
+  hearth serve --config /etc/hearth.toml --listen 0.0.0.0:8080
+  hearth config check hearth.toml           validate a config file
+  HEARTH_API_KEYS=sk-local-123 hearth serve --listen 0.0.0.0:8080
+
+Then point any OpenAI client at http://127.0.0.1:8080/v1";
+
+/// Hearth: a private, self-hosted AI platform in one binary.
+///
+/// An OpenAI-compatible API that routes each model name to the embedded
+/// llama.cpp engine or to an upstream OpenAI-compatible server.
+#[derive(Debug, Parser)]
+#[command(name = "hearth", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the server (API, UI, metrics).
+    Serve(ServeArgs),
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Download and inspect local models.
+    Models(ModelsArgs),
+    /// Run untrusted code in the sandbox, or check what this host can enforce.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Config file; default ./hearth.toml when it exists, else built-in defaults.
+    #[arg(long, short, env = "HEARTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8080 (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (with HEARTH_* overrides applied); exit 1 on any error.
+    Check {
+        /// Config file; default ./hearth.toml when it exists, else built-in defaults.
+        #[arg(value_name = "FILE", env = "HEARTH_CONFIG")]
+        file: Option<PathBuf>,
+    },
+}

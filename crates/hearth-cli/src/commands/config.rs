@@ -1,0 +1,30 @@
+//! `hearth config check`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hearth_config::ProcessEnv;
+
+use crate::output;
+
+pub fn check(file: Option<&Path>) -> ExitCode {
+    match hearth_config::load(file, &ProcessEnv) {
+        Ok(config) => {
+            let names: Vec<_> = config.models.iter().map(|m| m.name.as_str()).collect();
+            output::line(format!(
+                "ok: {} model(s) ({}), listen {}, {} API key(s)",
+                config.models.len(),
+                names.join(", "),
+                config.server.listen,
+                config.resolved_keys.len()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                output::err(format!("error: {d}"));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

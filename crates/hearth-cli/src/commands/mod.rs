@@ -1,0 +1,19 @@
+//! One module per command.
+
+pub mod config;
+pub mod models;
+pub mod sandbox;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
+        Command::Models(args) => models::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
+    }
+}

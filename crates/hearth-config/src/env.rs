@@ -1,0 +1,78 @@
+//! Where environment variables come from, and the names Hearth reads.
+//!
+//! Loading takes an [`Env`] so tests pass a [`MapEnv`] instead of mutating the
+//! process environment.
+
+use std::collections::BTreeMap;
+
+/// Prefix of every override: `HEARTH_<SECTION>_<KEY>`.
+pub const PREFIX: &str = "HEARTH_";
+/// Comma-separated client API keys.
+pub const API_KEYS: &str = "HEARTH_API_KEYS";
+/// Log level filter; wins over `log.level`.
+pub const LOG: &str = "HEARTH_LOG";
+/// Path of the config file; `--config` wins over it.
+pub const CONFIG: &str = "HEARTH_CONFIG";
+/// Top-level `default_model`.
+pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
+/// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
+pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];
+
+/// A source of environment variables.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+    /// Every variable whose name starts with `HEARTH_`.
+    fn hearth_vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn hearth_vars(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = std::env::vars().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+        v.sort();
+        v
+    }
+}
+
+/// A fixed set of variables, for tests and embedders.
+#[derive(Debug, Clone, Default)]
+pub struct MapEnv(pub BTreeMap<String, String>);
+
+impl MapEnv {
+    pub fn new<I, K, V>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        MapEnv(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+impl Env for MapEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    fn hearth_vars(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// The env-name form of a model name: upper case, other characters as `_`.
+pub fn model_env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect()
+}

@@ -1,0 +1,98 @@
+//! `hearth.toml` and `HEARTH_*` environment overrides, validated at start.
+//!
+//! This crate owns the shape of the configuration, its defaults, the mapping of
+//! environment variables onto it, and every check that can be made before serving.
+//! Errors name the file, the line, the key and the fix. It knows nothing of HTTP,
+//! backends or the engine: other crates read the typed [`Config`].
+//!
+//! # Layout
+//! - [`model`], [`server`]: the sections, with their defaults.
+//! - [`env`]: where environment variables come from (swappable in tests), and their names.
+//! - [`load`]: file + env -> [`Config`], with located diagnostics.
+//! - [`validate`]: cross-field checks (fallbacks exist, keys resolve, binds are safe).
+
+pub mod env;
+mod load;
+pub mod model;
+pub mod server;
+mod validate;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use env::{Env, MapEnv, ProcessEnv};
+pub use load::{ConfigError, Diagnostic, load, load_str};
+pub use model::{BackendKind, ModelConfig};
+pub use server::{
+    HealthConfig, KeyConfig, LimitsConfig, LogConfig, ResolvedKey, SandboxConfig, ServerConfig,
+    StorageConfig,
+};
+
+/// The name the default embedded model is served under.
+pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";
+/// Where `make run` puts the default model.
+pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The whole configuration. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Model that answers requests naming no model; the first model when unset.
+    pub default_model: Option<String>,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub health: HealthConfig,
+    pub sandbox: SandboxConfig,
+    pub models: Vec<ModelConfig>,
+    pub keys: Vec<KeyConfig>,
+    /// Keys after resolving `key_env`/`key_file` and `HEARTH_API_KEYS`. Never serialized.
+    #[serde(skip)]
+    pub resolved_keys: Vec<ResolvedKey>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_model: None,
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            health: HealthConfig::default(),
+            sandbox: SandboxConfig::default(),
+            models: Vec::new(),
+            keys: Vec::new(),
+            resolved_keys: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The model that answers requests with no `model`.
+    pub fn default_model_name(&self) -> Option<&str> {
+        self.default_model.as_deref().or_else(|| self.models.first().map(|m| m.name.as_str()))
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name || m.aliases.iter().any(|a| a == name))
+    }
+
+    /// Directory for rotated logs: `log.dir`, or `data_dir/logs`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("logs"))
+    }
+
+    /// The model served when no file names any: the embedded SmolLM2.
+    pub fn default_embedded_model() -> ModelConfig {
+        ModelConfig {
+            name: DEFAULT_MODEL_NAME.to_owned(),
+            backend: BackendKind::Embedded,
+            path: Some(PathBuf::from(DEFAULT_MODEL_PATH)),
+            tags: vec!["general".to_owned()],
+            ..ModelConfig::default()
+        }
+    }
+}

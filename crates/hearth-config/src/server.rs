@@ -1,0 +1,168 @@
+//! The non-model sections: `[server]`, `[storage]`, `[limits]`, `[log]`, `[health]`,
+//! `[sandbox]`, and `[[keys]]`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Any non-loopback address requires at least one API key.
+    pub listen: String,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Origins allowed by CORS. Empty: any `http://localhost`, `127.0.0.1` or `[::1]` origin.
+    /// `["*"]` allows every origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            shutdown_grace_secs: 30,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// SQLite file, downloaded models, logs.
+    pub data_dir: PathBuf,
+    /// Postgres URL for scale-out (not used yet).
+    pub database_url: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("./data"), database_url: None }
+    }
+}
+
+/// Bounds on what one request may ask for. Each is answered with a 4xx naming it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body in bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// Most messages in one chat request.
+    pub max_messages: usize,
+    /// Largest single message content in bytes.
+    pub max_message_bytes: usize,
+    /// Largest `max_tokens` / `max_completion_tokens` a request may ask for.
+    pub max_tokens: u32,
+    /// Requests per minute per key when the key sets none (0 = unlimited).
+    pub default_rpm: u32,
+    /// Tokens per minute per key when the key sets none (0 = unlimited).
+    pub default_tpm: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_messages: 2048,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_tokens: 131_072,
+            default_rpm: 0,
+            default_tpm: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level filter (`info`, `debug`, `hearth=debug,info`...); `HEARTH_LOG` overrides it.
+    pub level: String,
+    /// Directory for the rotated JSON logs; default `data_dir/logs`.
+    pub dir: Option<PathBuf>,
+    /// Also write the JSON lines to stdout.
+    pub stdout: bool,
+    /// Days of logs to keep.
+    pub retention_days: u64,
+    /// Total bytes of logs to keep; the oldest files go first.
+    pub max_total_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            dir: None,
+            stdout: true,
+            retention_days: 7,
+            max_total_bytes: 10 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Seconds between background probes of each upstream.
+    pub probe_interval_secs: u64,
+    /// Seconds a probe may take.
+    pub probe_timeout_secs: u64,
+    /// Consecutive failures (probes or requests) that mark a backend unavailable.
+    pub failure_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { probe_interval_secs: 10, probe_timeout_secs: 3, failure_threshold: 3 }
+    }
+}
+
+/// `[sandbox]`: isolation for agent jobs (owned by `hearth-sandbox`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Isolation features that must be enforced, else the sandbox refuses to run.
+    pub require: Vec<String>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { require: vec!["network".to_owned(), "filesystem".to_owned()] }
+    }
+}
+
+/// `[[keys]]`: a client API key. The secret comes from exactly one of `key_env`,
+/// `key_file` or `key` (a literal, for tests; prefer the other two).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyConfig {
+    /// Name logged instead of the key.
+    pub name: String,
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// Requests per minute (default `limits.default_rpm`; 0 = unlimited).
+    pub rpm: Option<u32>,
+    /// Tokens per minute (default `limits.default_tpm`; 0 = unlimited).
+    pub tpm: Option<u64>,
+}
+
+/// A key ready for comparison. `Debug` hides the secret.
+#[derive(Clone, PartialEq)]
+pub struct ResolvedKey {
+    pub id: String,
+    pub secret: String,
+    pub rpm: u32,
+    pub tpm: u64,
+}
+
+impl std::fmt::Debug for ResolvedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .finish()
+    }
+}

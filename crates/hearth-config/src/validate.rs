@@ -1,0 +1,189 @@
+//! Cross-field checks, made once at start so a bad config never half-serves.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use crate::env::{self, Env};
+use crate::load::Seg;
+use crate::{BackendKind, Config, ResolvedKey};
+
+pub(crate) struct Problem {
+    pub path: Vec<Seg>,
+    pub message: String,
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_owned())
+}
+
+/// Checks `config` and resolves its keys into `config.resolved_keys`.
+pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut push = |path: Vec<Seg>, message: String| {
+        out.push(Problem { path, message });
+    };
+
+    let listen = config.server.listen.parse::<SocketAddr>();
+    if listen.is_err() {
+        push(
+            vec![key("server"), key("listen")],
+            format!("`{}` is not an address; write it as IP:PORT, e.g. \"127.0.0.1:8080\"", config.server.listen),
+        );
+    }
+
+    // Model names and aliases are one namespace.
+    let mut names = HashSet::new();
+    for (i, m) in config.models.iter().enumerate() {
+        let at = |k: &str| vec![key("models"), Seg::Index(i), key(k)];
+        if m.name.is_empty() {
+            push(at("name"), "every model needs a `name` (what clients send as `model`)".into());
+        } else if !m.name.chars().all(|c| c.is_ascii_alphanumeric() || "._:/-@".contains(c)) {
+            push(at("name"), format!("`{}` may use only letters, digits and . _ : / - @", m.name));
+        }
+        for n in std::iter::once(&m.name).chain(&m.aliases) {
+            if !n.is_empty() && !names.insert(n.clone()) {
+                push(at("name"), format!("the name `{n}` is used by two models (names and aliases must be unique)"));
+            }
+        }
+        match m.backend {
+            BackendKind::Upstream => match &m.base_url {
+                None => push(
+                    at("backend"),
+                    "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\"".into(),
+                ),
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                    push(at("base_url"), format!("`{u}` must start with http:// or https://"))
+                }
+                Some(_) => {}
+            },
+            BackendKind::Embedded => {
+                if m.path.is_none() {
+                    push(at("backend"), "an embedded model needs `path` to a GGUF file".into());
+                }
+                if m.base_url.is_some() {
+                    push(at("base_url"), "`base_url` is for `backend = \"upstream\"`".into());
+                }
+            }
+        }
+        if let Some(var) = &m.api_key_env {
+            if env.get(var).is_none_or(|v| v.is_empty()) {
+                push(at("api_key_env"), format!("the environment variable `{var}` is not set; export it with the upstream's API key"));
+            }
+        }
+        if m.max_concurrency == Some(0) {
+            push(at("max_concurrency"), "must be at least 1".into());
+        }
+        if m.parallel == Some(0) {
+            push(at("parallel"), "must be at least 1".into());
+        }
+        if m.threads == Some(0) {
+            push(at("threads"), "must be at least 1".into());
+        }
+        if m.connect_timeout_secs == 0 || m.first_byte_timeout_secs == 0 || m.idle_timeout_secs == 0 {
+            push(at("name"), "timeouts must be at least 1 second".into());
+        }
+    }
+    for (i, m) in config.models.iter().enumerate() {
+        for (j, f) in m.fallbacks.iter().enumerate() {
+            let at = vec![key("models"), Seg::Index(i), key("fallbacks"), Seg::Index(j)];
+            if f == &m.name || m.aliases.contains(f) {
+                push(at, format!("`{f}` is this model itself"));
+            } else if config.model(f).is_none() {
+                push(at, format!("no model is named `{f}`; fallbacks name other [[models]]"));
+            }
+        }
+    }
+    if let Some(d) = &config.default_model {
+        if config.model(d).is_none() {
+            push(vec![key("default_model")], format!("no model is named `{d}`"));
+        }
+    }
+
+    // Keys.
+    let mut resolved = Vec::new();
+    for (i, k) in config.keys.iter().enumerate() {
+        let at = |f: &str| vec![key("keys"), Seg::Index(i), key(f)];
+        let id = if k.name.is_empty() { format!("key-{}", i + 1) } else { k.name.clone() };
+        let sources = [k.key.is_some(), k.key_env.is_some(), k.key_file.is_some()];
+        let secret = match sources.iter().filter(|s| **s).count() {
+            1 => {
+                if let Some(s) = &k.key {
+                    Some(s.clone())
+                } else if let Some(var) = &k.key_env {
+                    let v = env.get(var).filter(|v| !v.trim().is_empty());
+                    if v.is_none() {
+                        push(at("key_env"), format!("the environment variable `{var}` is not set"));
+                    }
+                    v
+                } else if let Some(file) = &k.key_file {
+                    match std::fs::read_to_string(file) {
+                        Ok(s) if !s.trim().is_empty() => Some(s),
+                        Ok(_) => {
+                            push(at("key_file"), format!("`{}` is empty", file.display()));
+                            None
+                        }
+                        Err(e) => {
+                            push(at("key_file"), format!("cannot read `{}`: {e}", file.display()));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => {
+                push(
+                    vec![key("keys"), Seg::Index(i)],
+                    "give the key's secret in exactly one of `key_env`, `key_file` or `key`".into(),
+                );
+                None
+            }
+        };
+        if let Some(secret) = secret {
+            resolved.push(ResolvedKey {
+                id,
+                secret: secret.trim().to_owned(),
+                rpm: k.rpm.unwrap_or(config.limits.default_rpm),
+                tpm: k.tpm.unwrap_or(config.limits.default_tpm),
+            });
+        }
+    }
+    if let Some(list) = env.get(env::API_KEYS) {
+        for (i, secret) in list.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+            resolved.push(ResolvedKey {
+                id: format!("env-{}", i + 1),
+                secret: secret.to_owned(),
+                rpm: config.limits.default_rpm,
+                tpm: config.limits.default_tpm,
+            });
+        }
+    }
+    if resolved.iter().any(|k| k.secret.len() < 8) {
+        push(vec![key("keys")], "API keys must be at least 8 characters long".into());
+    }
+
+    if let Ok(addr) = listen {
+        if !addr.ip().is_loopback() && resolved.is_empty() {
+            push(
+                vec![key("server"), key("listen")],
+                format!(
+                    "listening on {addr} (not loopback) requires at least one API key: \
+                     set {}=\"your-secret\" or add a [[keys]] entry with key_env or key_file \
+                     (or listen on 127.0.0.1)",
+                    env::API_KEYS
+                ),
+            );
+        }
+    }
+    if config.limits.max_body_bytes < 1024 {
+        push(vec![key("limits"), key("max_body_bytes")], "must be at least 1024".into());
+    }
+    if config.health.failure_threshold == 0 {
+        push(vec![key("health"), key("failure_threshold")], "must be at least 1".into());
+    }
+    if config.health.probe_interval_secs == 0 {
+        push(vec![key("health"), key("probe_interval_secs")], "must be at least 1".into());
+    }
+    config.resolved_keys = resolved;
+    out
+}

@@ -1,0 +1,217 @@
+//! The [`Backend`] trait: what the router needs of anything that can answer a
+//! completion (the embedded engine, an upstream server, a test double).
+//!
+//! A backend receives a parsed request whose `model` is already the served name,
+//! and returns either a whole JSON body or a stream of JSON chunks, each one the
+//! payload of an SSE `data:` line, ready for the wire. Dropping the returned future
+//! or stream cancels the work: an upstream closes its connection, the engine frees
+//! its sequence.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus, Usage};
+
+/// A request the router hands to a backend.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Chat(ChatCompletionRequest),
+    Completion(CompletionRequest),
+}
+
+impl Request {
+    pub fn is_stream(&self) -> bool {
+        match self {
+            Request::Chat(r) => r.stream,
+            Request::Completion(r) => r.stream,
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            Request::Chat(r) => r.model.as_deref(),
+            Request::Completion(r) => r.model.as_deref(),
+        }
+    }
+
+    pub fn set_model(&mut self, model: &str) {
+        match self {
+            Request::Chat(r) => r.model = Some(model.to_owned()),
+            Request::Completion(r) => r.model = Some(model.to_owned()),
+        }
+    }
+
+    pub fn include_usage(&self) -> bool {
+        match self {
+            Request::Chat(r) => r.include_usage(),
+            Request::Completion(r) => r.include_usage(),
+        }
+    }
+
+    /// `max_tokens` as asked (chat: `max_completion_tokens` wins).
+    pub fn max_tokens(&self) -> Option<u32> {
+        match self {
+            Request::Chat(r) => r.max_output_tokens(),
+            Request::Completion(r) => r.max_tokens,
+        }
+    }
+
+    /// A cheap estimate of prompt tokens (4 bytes a token), for rate limits
+    /// checked before the backend has counted.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        let bytes = match self {
+            Request::Chat(r) => r
+                .messages
+                .iter()
+                .map(|m| m.content.as_ref().map_or(0, |c| c.byte_len()) + 4)
+                .sum::<usize>(),
+            Request::Completion(r) => r.prompt.byte_len(),
+        };
+        (bytes as u64).div_ceil(4)
+    }
+
+    /// The path of the OpenAI endpoint this request belongs to, below `/v1`.
+    pub fn endpoint(&self) -> &'static str {
+        match self {
+            Request::Chat(_) => "/chat/completions",
+            Request::Completion(_) => "/completions",
+        }
+    }
+}
+
+/// One chunk of a stream: a JSON object, and its usage when it carries one.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub data: Bytes,
+    pub usage: Option<Usage>,
+}
+
+pub type ChunkStream = BoxStream<'static, Result<Chunk, BackendError>>;
+
+/// What a backend answers.
+pub enum Reply {
+    /// A whole JSON response body.
+    Full { body: Bytes, usage: Option<Usage> },
+    /// SSE payloads, in order; the HTTP layer adds `data: [DONE]`.
+    Stream(ChunkStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Full { body, usage } => {
+                f.debug_struct("Full").field("bytes", &body.len()).field("usage", usage).finish()
+            }
+            Reply::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Why a backend could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// Could not reach the backend at all.
+    #[error("connect error: {0}")]
+    Connect(String),
+    /// No answer (or no next chunk) in time.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The backend answered with an error status. `error` is what the client should see.
+    #[error("status {status}: {}", error.message)]
+    Status { status: u16, retry_after: Option<Duration>, error: ApiError },
+    /// The backend broke its protocol (bad JSON, a dropped stream).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The request itself is wrong for this backend (context too long, no FIM
+    /// tokens...). Never retried; shown to the client as it is.
+    #[error("{0}")]
+    Invalid(ApiError),
+    /// The backend cannot serve now (still loading, failed to load, shut down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl BackendError {
+    /// Whether trying again (or another model) may succeed: connect errors,
+    /// timeouts, 429, 502, 503, 504, and an unavailable backend.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackendError::Connect(_) | BackendError::Timeout(_) | BackendError::Unavailable(_) => {
+                true
+            }
+            BackendError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
+            BackendError::Protocol(_) | BackendError::Invalid(_) => false,
+        }
+    }
+
+    /// Whether this failure says something about the backend's health.
+    pub fn is_health_failure(&self) -> bool {
+        match self {
+            BackendError::Connect(_) | BackendError::Timeout(_) => true,
+            BackendError::Status { status, .. } => matches!(status, 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BackendError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The error as the client sees it when no retry or fallback saved the request.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            BackendError::Invalid(e) => e.clone(),
+            BackendError::Status { status, error, .. } if *status < 500 && *status != 429 => {
+                error.clone()
+            }
+            BackendError::Status { status: 429, error, retry_after } => error
+                .clone()
+                .with_retry_after(retry_after.map_or(1, |d| d.as_secs().max(1))),
+            BackendError::Timeout(_) => {
+                ApiError::new(ErrorKind::Timeout, "the model backend did not answer in time")
+                    .with_code("backend_timeout")
+            }
+            _ => ApiError::new(
+                ErrorKind::Unavailable,
+                "the model backend is unavailable; try again shortly",
+            )
+            .with_code("backend_unavailable")
+            .with_retry_after(retry_after_default(self)),
+        }
+    }
+}
+
+fn retry_after_default(e: &BackendError) -> u64 {
+    e.retry_after().map_or(5, |d| d.as_secs().max(1))
+}
+
+/// Anything that can answer completions for one configured model.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// `"embedded"` or `"upstream"`; shown in `/v1/models` and logs.
+    fn kind(&self) -> &'static str;
+
+    /// The backend's own view of its readiness: the engine is `Loading` until its
+    /// model is in memory. Upstream health from probes is tracked by the router.
+    fn status(&self) -> ModelStatus {
+        ModelStatus::Ready
+    }
+
+    /// Context length the backend knows (read from the model), if any.
+    fn context_length(&self) -> Option<u32> {
+        None
+    }
+
+    /// Answers one request. Dropping the future, or the returned stream, cancels it.
+    async fn call(&self, request: Request) -> Result<Reply, BackendError>;
+
+    /// A cheap liveness check used by background health probes.
+    async fn probe(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
