@@ -28,7 +28,7 @@ release: setup
 	$(CARGO) build --release --bin hearth
 
 run: release
-	./target/release/hearth serve $(ARGS)
+	$(CARGO) run --release --bin hearth -- serve $(ARGS)
 
 lint: setup
 	$(CARGO) fmt --all --check
