@@ -1,14 +1,23 @@
 //! Model registry, the [`Backend`] trait, per-model queues, retries, fallback and health.
 //!
-//! The router maps a client's model name to a pool of backends and owns everything
-//! that happens between "a request for model X" and "a reply from some backend":
+//! The router maps a client's model name to a backend and owns everything that
+//! happens between "a request for model X" and "a reply from some backend":
 //! admission to the model's queue, retries with backoff, fallbacks, and the health
 //! state that routes around a dead upstream. It knows nothing of HTTP servers or of
 //! how a backend produces tokens.
 //!
 //! # Layout
 //! - [`backend`]: the trait every backend implements and the reply types.
+//! - [`router`]: the registry and [`Router::dispatch`].
+//! - [`queue`]: per-model concurrency and bounded FIFO queue.
+//! - [`retry`]: backoff with jitter, honouring `Retry-After`.
+//! - [`health`]: consecutive-failure tracking fed by requests and probes.
 
 pub mod backend;
+pub mod health;
+pub mod queue;
+pub mod retry;
+pub mod router;
 
 pub use backend::{Backend, BackendError, Chunk, ChunkStream, Reply, Request};
+pub use router::{Dispatched, Model, Router};

@@ -1,0 +1,323 @@
+//! The registry of models and [`Router::dispatch`]: resolve the name, queue, call,
+//! retry, fall back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hearth_api::{ApiError, ErrorKind, ModelEntry, ModelStatus};
+use hearth_config::{HealthConfig, ModelConfig};
+
+use crate::backend::{Backend, BackendError, Reply, Request};
+use crate::health::Health;
+use crate::queue::{Permit, Queue, QueueFull};
+use crate::retry;
+
+/// One configured model: its config, its backend, its queue and health.
+pub struct Model {
+    pub config: ModelConfig,
+    pub backend: Arc<dyn Backend>,
+    queue: Queue,
+    health: Health,
+    created: u64,
+}
+
+impl Model {
+    /// Ready, loading or unavailable: the backend's own state, then probe health.
+    pub fn status(&self) -> ModelStatus {
+        match self.backend.status() {
+            ModelStatus::Ready if !self.health.is_available() => ModelStatus::Unavailable,
+            s => s,
+        }
+    }
+
+    pub fn entry(&self) -> ModelEntry {
+        ModelEntry {
+            id: self.config.name.clone(),
+            object: "model".to_owned(),
+            created: self.created,
+            owned_by: "hearth".to_owned(),
+            status: self.status(),
+            tags: self.config.tags.clone(),
+            context_length: self.backend.context_length().or(self.config.reported_context_length()),
+            backend: self.backend.kind().to_owned(),
+            aliases: self.config.aliases.clone(),
+        }
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue.waiting()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.queue.in_flight()
+    }
+}
+
+/// A request that reached a backend.
+#[derive(Debug)]
+pub struct Dispatched {
+    /// The model that answered (a fallback's name when one was used).
+    pub model: String,
+    pub backend: &'static str,
+    pub reply: Reply,
+    /// Attempts made, across retries and fallbacks (1 = first try worked).
+    pub attempts: u32,
+}
+
+pub struct Router {
+    models: Vec<Model>,
+    by_name: HashMap<String, usize>,
+    default: Option<usize>,
+    health: HealthConfig,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("models", &self.by_name.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Router {
+    /// Builds the registry. `default_model` must name one of `models` (config validation
+    /// checks this); when `None`, the first model is the default.
+    pub fn new(
+        models: Vec<(ModelConfig, Arc<dyn Backend>)>,
+        default_model: Option<&str>,
+        health: HealthConfig,
+    ) -> Self {
+        let created = hearth_api::unix_now();
+        let mut by_name = HashMap::new();
+        let models: Vec<Model> = models
+            .into_iter()
+            .enumerate()
+            .map(|(i, (config, backend))| {
+                by_name.insert(config.name.clone(), i);
+                for a in &config.aliases {
+                    by_name.insert(a.clone(), i);
+                }
+                Model {
+                    queue: Queue::new(&config.name, config.concurrency(), config.max_queue),
+                    health: Health::new(health.failure_threshold),
+                    backend,
+                    config,
+                    created,
+                }
+            })
+            .collect();
+        let default = match default_model {
+            Some(name) => by_name.get(name).copied(),
+            None => (!models.is_empty()).then_some(0),
+        };
+        Router { models, by_name, default, health }
+    }
+
+    pub fn models(&self) -> Vec<ModelEntry> {
+        self.models.iter().map(Model::entry).collect()
+    }
+
+    pub fn model_entry(&self, name: &str) -> Option<ModelEntry> {
+        self.by_name.get(name).map(|&i| self.models[i].entry())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Model> {
+        self.models.iter()
+    }
+
+    /// The model a request names (or the default when it names none).
+    pub fn resolve(&self, name: Option<&str>) -> Result<&Model, ApiError> {
+        let idx = match name {
+            Some(n) => self.by_name.get(n).copied().ok_or_else(|| ApiError::model_not_found(n))?,
+            None => self.default.ok_or_else(|| {
+                ApiError::invalid_param("model", "`model` is required: no default model is configured")
+            })?,
+        };
+        Ok(&self.models[idx])
+    }
+
+    /// Serves `request`: the named model first (with retries), then its fallbacks in
+    /// order. A stream is returned only once its first chunk arrived, so failures
+    /// before any byte reached the client are still retried; never after.
+    pub async fn dispatch(&self, mut request: Request) -> Result<Dispatched, ApiError> {
+        let primary = self.resolve(request.model())?;
+        let mut chain: Vec<&Model> = vec![primary];
+        for f in &primary.config.fallbacks {
+            if let Some(&i) = self.by_name.get(f) {
+                chain.push(&self.models[i]);
+            }
+        }
+        let mut attempts = 0u32;
+        let mut last: Option<BackendError> = None;
+        let mut loading = false;
+        for model in chain {
+            match model.status() {
+                ModelStatus::Ready => {}
+                ModelStatus::Loading => {
+                    loading = true;
+                    continue;
+                }
+                ModelStatus::Unavailable => continue,
+            }
+            request.set_model(&model.config.name);
+            for attempt in 0..=model.config.retries {
+                if attempt > 0 {
+                    let delay = retry::backoff(attempt - 1, last.as_ref().and_then(BackendError::retry_after));
+                    metrics::counter!("hearth_retries_total", "model" => model.config.name.clone()).increment(1);
+                    tokio::time::sleep(delay).await;
+                }
+                let permit = model.queue.acquire().await.map_err(|QueueFull| {
+                    ApiError::new(
+                        ErrorKind::RateLimited,
+                        format!(
+                            "the queue of model `{}` is full ({} waiting); try again shortly",
+                            model.config.name, model.config.max_queue
+                        ),
+                    )
+                    .with_code("queue_full")
+                    .with_retry_after(1)
+                })?;
+                attempts += 1;
+                match call(model, request.clone(), permit).await {
+                    Ok(reply) => {
+                        if model.health.record_success() {
+                            tracing::info!(model = %model.config.name, "backend is available again");
+                        }
+                        return Ok(Dispatched {
+                            model: model.config.name.clone(),
+                            backend: model.backend.kind(),
+                            reply,
+                            attempts,
+                        });
+                    }
+                    Err(e) => {
+                        metrics::counter!(
+                            "hearth_backend_errors_total",
+                            "model" => model.config.name.clone(),
+                            "kind" => error_kind(&e)
+                        )
+                        .increment(1);
+                        if e.is_health_failure() && model.health.record_failure() {
+                            tracing::warn!(model = %model.config.name, error = %e, "backend marked unavailable");
+                        }
+                        tracing::debug!(model = %model.config.name, attempt, error = %e, "backend call failed");
+                        if !e.is_retryable() {
+                            return Err(e.to_api_error());
+                        }
+                        let give_up = !model.health.is_available();
+                        last = Some(e);
+                        if give_up {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(BackendError::Status { status: 429, error, retry_after }) => error
+                .with_retry_after(retry_after.map_or(1, |d| d.as_secs().max(1))),
+            Some(e) => {
+                let mut err = e.to_api_error();
+                if err.kind != ErrorKind::Timeout {
+                    err = ApiError::new(
+                        ErrorKind::Unavailable,
+                        format!("all backends for `{}` failed; try again shortly", primary.config.name),
+                    )
+                    .with_code("backend_unavailable")
+                    .with_retry_after(e.retry_after().map_or(self.retry_hint(), |d| d.as_secs().max(1)));
+                }
+                err
+            }
+            None if loading => ApiError::new(
+                ErrorKind::Unavailable,
+                format!("model `{}` is still loading; try again shortly", primary.config.name),
+            )
+            .with_code("model_loading")
+            .with_retry_after(2),
+            None => ApiError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "model `{}` is unavailable (its health checks fail) and no fallback could serve; try again shortly",
+                    primary.config.name
+                ),
+            )
+            .with_code("backend_unavailable")
+            .with_retry_after(self.retry_hint()),
+        })
+    }
+
+    fn retry_hint(&self) -> u64 {
+        self.health.probe_interval_secs.max(1)
+    }
+
+    /// Probes every backend every `probe_interval_secs` until `shutdown` resolves.
+    /// Each probe has its own timeout, so one dead server never delays the others.
+    pub async fn run_health_probes(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        let interval = Duration::from_secs(self.health.probe_interval_secs.max(1));
+        let timeout = Duration::from_secs(self.health.probe_timeout_secs.max(1));
+        let probes = async {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let checks = self.models.iter().map(|m| async move {
+                    let result = match tokio::time::timeout(timeout, m.backend.probe()).await {
+                        Ok(r) => r,
+                        Err(_) => Err(BackendError::Timeout("health probe".into())),
+                    };
+                    match result {
+                        Ok(()) => {
+                            if m.health.record_success() {
+                                tracing::info!(model = %m.config.name, "health probe succeeded; backend available again");
+                            }
+                        }
+                        Err(e) => {
+                            if m.health.record_failure() {
+                                tracing::warn!(model = %m.config.name, error = %e, "health probes failing; backend marked unavailable");
+                            }
+                        }
+                    }
+                });
+                futures::future::join_all(checks).await;
+            }
+        };
+        tokio::select! {
+            () = probes => {}
+            () = shutdown => {}
+        }
+    }
+}
+
+fn error_kind(e: &BackendError) -> &'static str {
+    match e {
+        BackendError::Connect(_) => "connect",
+        BackendError::Timeout(_) => "timeout",
+        BackendError::Status { .. } => "status",
+        BackendError::Protocol(_) => "protocol",
+        BackendError::Invalid(_) => "invalid",
+        BackendError::Unavailable(_) => "unavailable",
+    }
+}
+
+/// One attempt. For a stream, waits for the first chunk so that a failure before
+/// anything reached the client can still be retried, and keeps the queue permit
+/// alive for as long as the stream is.
+async fn call(model: &Model, request: Request, permit: Permit) -> Result<Reply, BackendError> {
+    match model.backend.call(request).await? {
+        Reply::Full { body, usage } => Ok(Reply::Full { body, usage }),
+        Reply::Stream(mut stream) => {
+            let first = match stream.next().await {
+                Some(Ok(chunk)) => Some(chunk),
+                Some(Err(e)) => return Err(e),
+                None => None,
+            };
+            let head = futures::stream::iter(first.map(Ok));
+            let permit = Arc::new(permit);
+            let rest = stream.map(move |item| {
+                let _keep = &permit;
+                item
+            });
+            Ok(Reply::Stream(head.chain(rest).boxed()))
+        }
+    }
+}
