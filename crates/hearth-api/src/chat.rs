@@ -8,7 +8,14 @@ use crate::error::ApiError;
 use crate::fields::take;
 
 /// Roles a chat message may have. `developer` is OpenAI's newer name for `system`.
-pub const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+pub const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// A chat completion request. Fields the gateway interprets are typed; everything
 /// else is kept in `extra` and forwarded as it came.
@@ -83,7 +90,10 @@ impl ChatMessage {
     }
 
     pub fn text(&self) -> String {
-        self.content.as_ref().map(MessageContent::text).unwrap_or_default()
+        self.content
+            .as_ref()
+            .map(MessageContent::text)
+            .unwrap_or_default()
     }
 }
 
@@ -116,12 +126,18 @@ impl ChatCompletionRequest {
     /// Parses a JSON value, naming the offending field in the error.
     pub fn from_value(value: Value) -> Result<Self, ApiError> {
         let Value::Object(mut map) = value else {
-            return Err(ApiError::invalid_param("", "the request body must be a JSON object"));
+            return Err(ApiError::invalid_param(
+                "",
+                "the request body must be a JSON object",
+            ));
         };
         let messages: Vec<Value> = take(&mut map, "messages")?
             .ok_or_else(|| ApiError::invalid_param("messages", "`messages` is required"))?;
         if messages.is_empty() {
-            return Err(ApiError::invalid_param("messages", "`messages` must not be empty"));
+            return Err(ApiError::invalid_param(
+                "messages",
+                "`messages` must not be empty",
+            ));
         }
         let messages = messages
             .into_iter()
@@ -169,7 +185,10 @@ impl ChatCompletionRequest {
         if let Some(m) = &self.model {
             put("model", Value::String(m.clone()));
         }
-        put("messages", serde_json::to_value(&self.messages).unwrap_or(Value::Null));
+        put(
+            "messages",
+            serde_json::to_value(&self.messages).unwrap_or(Value::Null),
+        );
         if self.stream {
             put("stream", Value::Bool(true));
         }
@@ -207,24 +226,35 @@ impl ChatCompletionRequest {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
 fn parse_message(i: usize, m: Value) -> Result<ChatMessage, ApiError> {
     let param = format!("messages[{i}]");
     let Value::Object(mut map) = m else {
-        return Err(ApiError::invalid_param(param, format!("messages[{i}] must be an object")));
+        return Err(ApiError::invalid_param(
+            param,
+            format!("messages[{i}] must be an object"),
+        ));
     };
     let role: String = take(&mut map, "role")
         .map_err(|e| e.with_param(format!("{param}.role")))?
         .ok_or_else(|| {
-            ApiError::invalid_param(format!("{param}.role"), format!("messages[{i}].role is required"))
+            ApiError::invalid_param(
+                format!("{param}.role"),
+                format!("messages[{i}].role is required"),
+            )
         })?;
     if !ROLES.contains(&role.as_str()) {
         return Err(ApiError::invalid_param(
             format!("{param}.role"),
-            format!("messages[{i}].role `{role}` is not one of {}", ROLES.join(", ")),
+            format!(
+                "messages[{i}].role `{role}` is not one of {}",
+                ROLES.join(", ")
+            ),
         ));
     }
     let content = match map.remove("content") {
@@ -238,16 +268,26 @@ fn parse_message(i: usize, m: Value) -> Result<ChatMessage, ApiError> {
             ));
         }
     };
-    Ok(ChatMessage { role, content, extra: map })
+    Ok(ChatMessage {
+        role,
+        content,
+        extra: map,
+    })
 }
 
 pub(crate) fn check_stop(stop: &StopSequences) -> Result<(), ApiError> {
     let v = stop.to_vec();
     if v.len() > 4 {
-        return Err(ApiError::invalid_param("stop", "`stop` takes at most 4 sequences"));
+        return Err(ApiError::invalid_param(
+            "stop",
+            "`stop` takes at most 4 sequences",
+        ));
     }
     if v.iter().any(String::is_empty) {
-        return Err(ApiError::invalid_param("stop", "`stop` sequences must not be empty"));
+        return Err(ApiError::invalid_param(
+            "stop",
+            "`stop` sequences must not be empty",
+        ));
     }
     Ok(())
 }
@@ -276,7 +316,13 @@ pub fn completion_body(
 }
 
 /// Builds one streaming chunk. `delta` is e.g. `{"content": "Hi"}`.
-pub fn chunk_body(id: &str, model: &str, created: u64, delta: Value, finish_reason: Option<&str>) -> Value {
+pub fn chunk_body(
+    id: &str,
+    model: &str,
+    created: u64,
+    delta: Value,
+    finish_reason: Option<&str>,
+) -> Value {
     serde_json::json!({
         "id": id,
         "object": "chat.completion.chunk",
@@ -347,7 +393,10 @@ mod tests {
 
     #[test]
     fn content_parts_text() {
-        let c = MessageContent::Parts(vec![json!({"type":"text","text":"a"}), json!({"type":"image_url"})]);
+        let c = MessageContent::Parts(vec![
+            json!({"type":"text","text":"a"}),
+            json!({"type":"image_url"}),
+        ]);
         assert_eq!(c.text(), "a");
     }
 }

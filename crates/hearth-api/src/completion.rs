@@ -68,7 +68,10 @@ impl Prompt {
 impl CompletionRequest {
     pub fn from_value(value: Value) -> Result<Self, ApiError> {
         let Value::Object(mut map) = value else {
-            return Err(ApiError::invalid_param("", "the request body must be a JSON object"));
+            return Err(ApiError::invalid_param(
+                "",
+                "the request body must be a JSON object",
+            ));
         };
         let prompt: Prompt = take(&mut map, "prompt")?
             .ok_or_else(|| ApiError::invalid_param("prompt", "`prompt` is required"))?;
@@ -140,12 +143,20 @@ impl CompletionRequest {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
 /// Builds the JSON of a non-streaming text completion.
-pub fn completion_body(id: &str, model: &str, text: &str, finish_reason: &str, usage: &crate::Usage) -> Value {
+pub fn completion_body(
+    id: &str,
+    model: &str,
+    text: &str,
+    finish_reason: &str,
+    usage: &crate::Usage,
+) -> Value {
     serde_json::json!({
         "id": id,
         "object": "text_completion",
@@ -157,7 +168,13 @@ pub fn completion_body(id: &str, model: &str, text: &str, finish_reason: &str, u
 }
 
 /// One streaming chunk of a text completion.
-pub fn chunk_body(id: &str, model: &str, created: u64, text: &str, finish_reason: Option<&str>) -> Value {
+pub fn chunk_body(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: &str,
+    finish_reason: Option<&str>,
+) -> Value {
     serde_json::json!({
         "id": id,
         "object": "text_completion",
@@ -174,7 +191,8 @@ mod tests {
 
     #[test]
     fn round_trip_with_suffix() {
-        let v = json!({"model": "m", "prompt": "def f(", "suffix": "\n    return x", "logprobs": 2});
+        let v =
+            json!({"model": "m", "prompt": "def f(", "suffix": "\n    return x", "logprobs": 2});
         let req = CompletionRequest::from_value(v.clone()).unwrap();
         assert_eq!(req.suffix.as_deref(), Some("\n    return x"));
         assert_eq!(req.to_value(), v);

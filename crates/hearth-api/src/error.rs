@@ -98,7 +98,13 @@ struct Inner<'a> {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into(), param: None, code: None, retry_after: None }
+        ApiError {
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
     }
 
     /// 400 naming the offending field.
@@ -118,8 +124,11 @@ impl ApiError {
 
     /// 500 whose message hides the detail (the caller logs it).
     pub fn internal() -> Self {
-        ApiError::new(ErrorKind::Internal, "internal error; the server log has the detail")
-            .with_code("internal_error")
+        ApiError::new(
+            ErrorKind::Internal,
+            "internal error; the server log has the detail",
+        )
+        .with_code("internal_error")
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

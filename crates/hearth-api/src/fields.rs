@@ -12,9 +12,9 @@ pub(crate) fn take<T: DeserializeOwned>(
 ) -> Result<Option<T>, ApiError> {
     match map.remove(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| {
-            ApiError::invalid_param(key, format!("invalid value for `{key}`: {e}"))
-        }),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::invalid_param(key, format!("invalid value for `{key}`: {e}"))),
     }
 }
 

@@ -35,7 +35,9 @@ impl Env for ProcessEnv {
     }
 
     fn hearth_vars(&self) -> Vec<(String, String)> {
-        let mut v: Vec<_> = std::env::vars().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+        let mut v: Vec<_> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .collect();
         v.sort();
         v
     }
@@ -52,7 +54,11 @@ impl MapEnv {
         K: Into<String>,
         V: Into<String>,
     {
-        MapEnv(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        MapEnv(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -73,6 +79,12 @@ impl Env for MapEnv {
 /// The env-name form of a model name: upper case, other characters as `_`.
 pub fn model_env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

@@ -73,16 +73,23 @@ impl Default for Config {
 impl Config {
     /// The model that answers requests with no `model`.
     pub fn default_model_name(&self) -> Option<&str> {
-        self.default_model.as_deref().or_else(|| self.models.first().map(|m| m.name.as_str()))
+        self.default_model
+            .as_deref()
+            .or_else(|| self.models.first().map(|m| m.name.as_str()))
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {
-        self.models.iter().find(|m| m.name == name || m.aliases.iter().any(|a| a == name))
+        self.models
+            .iter()
+            .find(|m| m.name == name || m.aliases.iter().any(|a| a == name))
     }
 
     /// Directory for rotated logs: `log.dir`, or `data_dir/logs`.
     pub fn log_dir(&self) -> PathBuf {
-        self.log.dir.clone().unwrap_or_else(|| self.storage.data_dir.join("logs"))
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.data_dir.join("logs"))
     }
 
     /// The model served when no file names any: the embedded SmolLM2.

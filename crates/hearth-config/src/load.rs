@@ -89,13 +89,18 @@ pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
 pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, ConfigError> {
     let doc = DeTable::parse(text).map_err(|e| located(source, text, None, &e))?;
     // The file alone first, so type errors and unknown keys point into the file.
-    let _: Config = toml::from_str(text).map_err(|e| located(source, text, Some(doc.get_ref()), &e))?;
+    let _: Config =
+        toml::from_str(text).map_err(|e| located(source, text, Some(doc.get_ref()), &e))?;
 
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| located(source, text, None, &e))?;
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| located(source, text, None, &e))?;
     apply_env(&mut table, env)?;
-    let mut config: Config = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::one("environment", "", e.message().to_owned()))?;
+    let mut config: Config =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                ConfigError::one("environment", "", e.message().to_owned())
+            })?;
 
     if config.models.is_empty() {
         config.models.push(Config::default_embedded_model());
@@ -107,7 +112,12 @@ pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, Confi
     let diagnostics = problems
         .into_iter()
         .map(|p| match env_var_for(&config, &p.path, env) {
-            Some(var) => Diagnostic { source: "environment".into(), line: None, key: var, message: p.message },
+            Some(var) => Diagnostic {
+                source: "environment".into(),
+                line: None,
+                key: var,
+                message: p.message,
+            },
             None => Diagnostic {
                 source: source.to_owned(),
                 line: span_of(doc.get_ref(), &p.path).map(|s| line_of(text, s.start)),
@@ -130,7 +140,12 @@ fn env_var_for(config: &Config, path: &[Seg], env: &dyn Env) -> Option<String> {
             k.to_ascii_uppercase()
         ),
         [Seg::Key(s), Seg::Key(k), ..] => {
-            format!("{}{}_{}", env::PREFIX, s.to_ascii_uppercase(), k.to_ascii_uppercase())
+            format!(
+                "{}{}_{}",
+                env::PREFIX,
+                s.to_ascii_uppercase(),
+                k.to_ascii_uppercase()
+            )
         }
         _ => return None,
     };
@@ -161,7 +176,8 @@ pub(crate) fn display_path(path: &[Seg]) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 /// Span of the deepest existing prefix of `path` (the key itself when present).
@@ -176,7 +192,9 @@ fn span_of(doc: &DeTable<'_>, path: &[Seg]) -> Option<Range<usize>> {
                     None => table,
                     Some(v) => v.get_ref().as_table()?,
                 };
-                let (key, v) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str())?;
+                let (key, v) = t
+                    .iter()
+                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())?;
                 best = Some(key.span());
                 value = Some(v);
                 table = t;
@@ -219,8 +237,11 @@ fn descend(value: &DeValue<'_>, offset: usize, path: &mut Vec<Seg>) {
         }
         // Tables of an array of tables are spanned by their header only; take the
         // last one that starts before the offset.
-        if let Some((i, v)) =
-            arr.iter().enumerate().filter(|(_, v)| v.span().start <= offset).next_back()
+        if let Some((i, v)) = arr
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.span().start <= offset)
+            .next_back()
         {
             path.push(Seg::Index(i));
             descend(v.get_ref(), offset, path);
@@ -228,7 +249,12 @@ fn descend(value: &DeValue<'_>, offset: usize, path: &mut Vec<Seg>) {
     }
 }
 
-fn located(source: &str, text: &str, doc: Option<&DeTable<'_>>, e: &toml::de::Error) -> ConfigError {
+fn located(
+    source: &str,
+    text: &str,
+    doc: Option<&DeTable<'_>>,
+    e: &toml::de::Error,
+) -> ConfigError {
     let span = e.span();
     let mut path = Vec::new();
     if let (Some(doc), Some(span)) = (doc, &span) {
@@ -248,7 +274,9 @@ fn located(source: &str, text: &str, doc: Option<&DeTable<'_>>, e: &toml::de::Er
 fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> {
     let mut diagnostics = Vec::new();
     for (name, raw) in env.hearth_vars() {
-        let Some(rest) = name.strip_prefix(env::PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(env::PREFIX) else {
+            continue;
+        };
         let value = parse_env_value(&raw);
         if name == env::DEFAULT_MODEL {
             table.insert("default_model".into(), toml::Value::String(raw.clone()));
@@ -293,7 +321,11 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> 
         }
         // Other HEARTH_* names (HEARTH_LOG, HEARTH_API_KEYS, HEARTH_CONFIG) are read elsewhere.
     }
-    if diagnostics.is_empty() { Ok(()) } else { Err(ConfigError { diagnostics }) }
+    if diagnostics.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { diagnostics })
+    }
 }
 
 /// An override is read as a TOML value when it parses as one (`8`, `true`, `["a"]`),

@@ -38,7 +38,10 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from("./data"), database_url: None }
+        StorageConfig {
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+        }
     }
 }
 
@@ -113,7 +116,11 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig { probe_interval_secs: 10, probe_timeout_secs: 3, failure_threshold: 3 }
+        HealthConfig {
+            probe_interval_secs: 10,
+            probe_timeout_secs: 3,
+            failure_threshold: 3,
+        }
     }
 }
 
@@ -127,7 +134,9 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { require: vec!["network".to_owned(), "filesystem".to_owned()] }
+        SandboxConfig {
+            require: vec!["network".to_owned(), "filesystem".to_owned()],
+        }
     }
 }
 

@@ -27,7 +27,10 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
     if listen.is_err() {
         push(
             vec![key("server"), key("listen")],
-            format!("`{}` is not an address; write it as IP:PORT, e.g. \"127.0.0.1:8080\"", config.server.listen),
+            format!(
+                "`{}` is not an address; write it as IP:PORT, e.g. \"127.0.0.1:8080\"",
+                config.server.listen
+            ),
         );
     }
 
@@ -36,13 +39,28 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
     for (i, m) in config.models.iter().enumerate() {
         let at = |k: &str| vec![key("models"), Seg::Index(i), key(k)];
         if m.name.is_empty() {
-            push(at("name"), "every model needs a `name` (what clients send as `model`)".into());
-        } else if !m.name.chars().all(|c| c.is_ascii_alphanumeric() || "._:/-@".contains(c)) {
-            push(at("name"), format!("`{}` may use only letters, digits and . _ : / - @", m.name));
+            push(
+                at("name"),
+                "every model needs a `name` (what clients send as `model`)".into(),
+            );
+        } else if !m
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._:/-@".contains(c))
+        {
+            push(
+                at("name"),
+                format!("`{}` may use only letters, digits and . _ : / - @", m.name),
+            );
         }
         for n in std::iter::once(&m.name).chain(&m.aliases) {
             if !n.is_empty() && !names.insert(n.clone()) {
-                push(at("name"), format!("the name `{n}` is used by two models (names and aliases must be unique)"));
+                push(
+                    at("name"),
+                    format!(
+                        "the name `{n}` is used by two models (names and aliases must be unique)"
+                    ),
+                );
             }
         }
         match m.backend {
@@ -51,23 +69,35 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                     at("backend"),
                     "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\"".into(),
                 ),
-                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                    push(at("base_url"), format!("`{u}` must start with http:// or https://"))
-                }
+                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => push(
+                    at("base_url"),
+                    format!("`{u}` must start with http:// or https://"),
+                ),
                 Some(_) => {}
             },
             BackendKind::Embedded => {
                 if m.path.is_none() {
-                    push(at("backend"), "an embedded model needs `path` to a GGUF file".into());
+                    push(
+                        at("backend"),
+                        "an embedded model needs `path` to a GGUF file".into(),
+                    );
                 }
                 if m.base_url.is_some() {
-                    push(at("base_url"), "`base_url` is for `backend = \"upstream\"`".into());
+                    push(
+                        at("base_url"),
+                        "`base_url` is for `backend = \"upstream\"`".into(),
+                    );
                 }
             }
         }
         if let Some(var) = &m.api_key_env {
             if env.get(var).is_none_or(|v| v.is_empty()) {
-                push(at("api_key_env"), format!("the environment variable `{var}` is not set; export it with the upstream's API key"));
+                push(
+                    at("api_key_env"),
+                    format!(
+                        "the environment variable `{var}` is not set; export it with the upstream's API key"
+                    ),
+                );
             }
         }
         if m.max_concurrency == Some(0) {
@@ -79,23 +109,35 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         if m.threads == Some(0) {
             push(at("threads"), "must be at least 1".into());
         }
-        if m.connect_timeout_secs == 0 || m.first_byte_timeout_secs == 0 || m.idle_timeout_secs == 0 {
+        if m.connect_timeout_secs == 0 || m.first_byte_timeout_secs == 0 || m.idle_timeout_secs == 0
+        {
             push(at("name"), "timeouts must be at least 1 second".into());
         }
     }
     for (i, m) in config.models.iter().enumerate() {
         for (j, f) in m.fallbacks.iter().enumerate() {
-            let at = vec![key("models"), Seg::Index(i), key("fallbacks"), Seg::Index(j)];
+            let at = vec![
+                key("models"),
+                Seg::Index(i),
+                key("fallbacks"),
+                Seg::Index(j),
+            ];
             if f == &m.name || m.aliases.contains(f) {
                 push(at, format!("`{f}` is this model itself"));
             } else if config.model(f).is_none() {
-                push(at, format!("no model is named `{f}`; fallbacks name other [[models]]"));
+                push(
+                    at,
+                    format!("no model is named `{f}`; fallbacks name other [[models]]"),
+                );
             }
         }
     }
     if let Some(d) = &config.default_model {
         if config.model(d).is_none() {
-            push(vec![key("default_model")], format!("no model is named `{d}`"));
+            push(
+                vec![key("default_model")],
+                format!("no model is named `{d}`"),
+            );
         }
     }
 
@@ -103,7 +145,11 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
     let mut resolved = Vec::new();
     for (i, k) in config.keys.iter().enumerate() {
         let at = |f: &str| vec![key("keys"), Seg::Index(i), key(f)];
-        let id = if k.name.is_empty() { format!("key-{}", i + 1) } else { k.name.clone() };
+        let id = if k.name.is_empty() {
+            format!("key-{}", i + 1)
+        } else {
+            k.name.clone()
+        };
         let sources = [k.key.is_some(), k.key_env.is_some(), k.key_file.is_some()];
         let secret = match sources.iter().filter(|s| **s).count() {
             1 => {
@@ -112,7 +158,10 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 } else if let Some(var) = &k.key_env {
                     let v = env.get(var).filter(|v| !v.trim().is_empty());
                     if v.is_none() {
-                        push(at("key_env"), format!("the environment variable `{var}` is not set"));
+                        push(
+                            at("key_env"),
+                            format!("the environment variable `{var}` is not set"),
+                        );
                     }
                     v
                 } else if let Some(file) = &k.key_file {
@@ -123,7 +172,10 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                             None
                         }
                         Err(e) => {
-                            push(at("key_file"), format!("cannot read `{}`: {e}", file.display()));
+                            push(
+                                at("key_file"),
+                                format!("cannot read `{}`: {e}", file.display()),
+                            );
                             None
                         }
                     }
@@ -149,7 +201,12 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         }
     }
     if let Some(list) = env.get(env::API_KEYS) {
-        for (i, secret) in list.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        for (i, secret) in list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
             resolved.push(ResolvedKey {
                 id: format!("env-{}", i + 1),
                 secret: secret.to_owned(),
@@ -159,7 +216,10 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         }
     }
     if resolved.iter().any(|k| k.secret.len() < 8) {
-        push(vec![key("keys")], "API keys must be at least 8 characters long".into());
+        push(
+            vec![key("keys")],
+            "API keys must be at least 8 characters long".into(),
+        );
     }
 
     if let Ok(addr) = listen {
@@ -176,13 +236,22 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         }
     }
     if config.limits.max_body_bytes < 1024 {
-        push(vec![key("limits"), key("max_body_bytes")], "must be at least 1024".into());
+        push(
+            vec![key("limits"), key("max_body_bytes")],
+            "must be at least 1024".into(),
+        );
     }
     if config.health.failure_threshold == 0 {
-        push(vec![key("health"), key("failure_threshold")], "must be at least 1".into());
+        push(
+            vec![key("health"), key("failure_threshold")],
+            "must be at least 1".into(),
+        );
     }
     if config.health.probe_interval_secs == 0 {
-        push(vec![key("health"), key("probe_interval_secs")], "must be at least 1".into());
+        push(
+            vec![key("health"), key("probe_interval_secs")],
+            "must be at least 1".into(),
+        );
     }
     config.resolved_keys = resolved;
     out

@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus, Usage};
+use hearth_api::{
+    ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus, Usage,
+};
 
 /// A request the router hands to a backend.
 #[derive(Debug, Clone)]
@@ -101,9 +103,11 @@ pub enum Reply {
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reply::Full { body, usage } => {
-                f.debug_struct("Full").field("bytes", &body.len()).field("usage", usage).finish()
-            }
+            Reply::Full { body, usage } => f
+                .debug_struct("Full")
+                .field("bytes", &body.len())
+                .field("usage", usage)
+                .finish(),
             Reply::Stream(_) => f.write_str("Stream"),
         }
     }
@@ -120,7 +124,11 @@ pub enum BackendError {
     Timeout(String),
     /// The backend answered with an error status. `error` is what the client should see.
     #[error("status {status}: {}", error.message)]
-    Status { status: u16, retry_after: Option<Duration>, error: ApiError },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        error: ApiError,
+    },
     /// The backend broke its protocol (bad JSON, a dropped stream).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -169,13 +177,18 @@ impl BackendError {
             BackendError::Status { status, error, .. } if *status < 500 && *status != 429 => {
                 error.clone()
             }
-            BackendError::Status { status: 429, error, retry_after } => error
+            BackendError::Status {
+                status: 429,
+                error,
+                retry_after,
+            } => error
                 .clone()
                 .with_retry_after(retry_after.map_or(1, |d| d.as_secs().max(1))),
-            BackendError::Timeout(_) => {
-                ApiError::new(ErrorKind::Timeout, "the model backend did not answer in time")
-                    .with_code("backend_timeout")
-            }
+            BackendError::Timeout(_) => ApiError::new(
+                ErrorKind::Timeout,
+                "the model backend did not answer in time",
+            )
+            .with_code("backend_timeout"),
             _ => ApiError::new(
                 ErrorKind::Unavailable,
                 "the model backend is unavailable; try again shortly",

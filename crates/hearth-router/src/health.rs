@@ -12,7 +12,11 @@ pub struct Health {
 
 impl Health {
     pub fn new(threshold: u32) -> Self {
-        Health { failures: AtomicU32::new(0), unavailable: AtomicBool::new(false), threshold: threshold.max(1) }
+        Health {
+            failures: AtomicU32::new(0),
+            unavailable: AtomicBool::new(false),
+            threshold: threshold.max(1),
+        }
     }
 
     pub fn is_available(&self) -> bool {

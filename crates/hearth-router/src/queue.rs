@@ -29,7 +29,10 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let n = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let n = self
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         metrics::gauge!("hearth_in_flight", "model" => self.model.clone()).set(n as f64);
     }
 }
@@ -42,7 +45,11 @@ struct Waiting<'a>(&'a Queue);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let n = self.0.waiting.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        let n = self
+            .0
+            .waiting
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
         self.0.report_depth(n);
     }
 }
@@ -73,14 +80,23 @@ impl Queue {
                     return Err(QueueFull);
                 }
                 self.report_depth(before + 1);
-                let p = self.sem.clone().acquire_owned().await.map_err(|_| QueueFull)?;
+                let p = self
+                    .sem
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| QueueFull)?;
                 drop(guard);
                 p
             }
         };
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         metrics::gauge!("hearth_in_flight", "model" => self.model.clone()).set(n as f64);
-        Ok(Permit { _permit: permit, in_flight: self.in_flight.clone(), model: self.model.clone() })
+        Ok(Permit {
+            _permit: permit,
+            in_flight: self.in_flight.clone(),
+            model: self.model.clone(),
+        })
     }
 
     pub fn waiting(&self) -> usize {

@@ -35,7 +35,10 @@ mod tests {
             assert!(d3 >= BASE * 4 && d3 <= BASE * 8);
             assert!(backoff(30, None) <= CAP);
         }
-        assert_eq!(backoff(0, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            backoff(0, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
         assert_eq!(backoff(0, Some(Duration::from_secs(600))), CAP);
     }
 }

@@ -40,7 +40,10 @@ impl Model {
             owned_by: "hearth".to_owned(),
             status: self.status(),
             tags: self.config.tags.clone(),
-            context_length: self.backend.context_length().or(self.config.reported_context_length()),
+            context_length: self
+                .backend
+                .context_length()
+                .or(self.config.reported_context_length()),
             backend: self.backend.kind().to_owned(),
             aliases: self.config.aliases.clone(),
         }
@@ -75,7 +78,9 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("models", &self.by_name.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("Router")
+            .field("models", &self.by_name.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -110,7 +115,12 @@ impl Router {
             Some(name) => by_name.get(name).copied(),
             None => (!models.is_empty()).then_some(0),
         };
-        Router { models, by_name, default, health }
+        Router {
+            models,
+            by_name,
+            default,
+            health,
+        }
     }
 
     pub fn models(&self) -> Vec<ModelEntry> {
@@ -128,9 +138,16 @@ impl Router {
     /// The model a request names (or the default when it names none).
     pub fn resolve(&self, name: Option<&str>) -> Result<&Model, ApiError> {
         let idx = match name {
-            Some(n) => self.by_name.get(n).copied().ok_or_else(|| ApiError::model_not_found(n))?,
+            Some(n) => self
+                .by_name
+                .get(n)
+                .copied()
+                .ok_or_else(|| ApiError::model_not_found(n))?,
             None => self.default.ok_or_else(|| {
-                ApiError::invalid_param("model", "`model` is required: no default model is configured")
+                ApiError::invalid_param(
+                    "model",
+                    "`model` is required: no default model is configured",
+                )
             })?,
         };
         Ok(&self.models[idx])
@@ -162,8 +179,12 @@ impl Router {
             request.set_model(&model.config.name);
             for attempt in 0..=model.config.retries {
                 if attempt > 0 {
-                    let delay = retry::backoff(attempt - 1, last.as_ref().and_then(BackendError::retry_after));
-                    metrics::counter!("hearth_retries_total", "model" => model.config.name.clone()).increment(1);
+                    let delay = retry::backoff(
+                        attempt - 1,
+                        last.as_ref().and_then(BackendError::retry_after),
+                    );
+                    metrics::counter!("hearth_retries_total", "model" => model.config.name.clone())
+                        .increment(1);
                     tokio::time::sleep(delay).await;
                 }
                 let permit = model.queue.acquire().await.map_err(|QueueFull| {
@@ -252,7 +273,10 @@ impl Router {
 
     /// Probes every backend every `probe_interval_secs` until `shutdown` resolves.
     /// Each probe has its own timeout, so one dead server never delays the others.
-    pub async fn run_health_probes(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run_health_probes(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let interval = Duration::from_secs(self.health.probe_interval_secs.max(1));
         let timeout = Duration::from_secs(self.health.probe_timeout_secs.max(1));
         let probes = async {

@@ -1,0 +1,114 @@
+//! Client API keys: `Authorization: Bearer KEY`, compared in constant time. Only
+//! the key's id ever reaches logs.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hearth_api::{ApiError, ErrorKind};
+use hearth_config::ResolvedKey;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::HttpError;
+use crate::request_log::RequestLog;
+use crate::state::AppState;
+
+/// The caller, as later layers see it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's configured name, or `anonymous` when the server needs no key.
+    pub key_id: String,
+    pub rpm: u32,
+    pub tpm: u64,
+}
+
+pub struct Keys {
+    // Digests, so comparison time does not depend on the key's length.
+    keys: Vec<([u8; 32], Caller)>,
+}
+
+impl Keys {
+    pub fn new(keys: &[ResolvedKey]) -> Self {
+        Keys {
+            keys: keys
+                .iter()
+                .map(|k| {
+                    (
+                        digest(&k.secret),
+                        Caller {
+                            key_id: k.id.clone(),
+                            rpm: k.rpm,
+                            tpm: k.tpm,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn required(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The caller owning `presented`, comparing against every key.
+    pub fn find(&self, presented: &str) -> Option<Caller> {
+        let d = digest(presented);
+        let mut found = None;
+        for (k, caller) in &self.keys {
+            if bool::from(k.ct_eq(&d)) && found.is_none() {
+                found = Some(caller.clone());
+            }
+        }
+        found
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Requires a valid key when keys are configured, and records the caller.
+pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = if state.keys.required() {
+        let presented = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let Some(presented) = presented else {
+            return HttpError(
+                ApiError::new(
+                    ErrorKind::Authentication,
+                    "missing API key: send `Authorization: Bearer YOUR_KEY`",
+                )
+                .with_code("missing_api_key"),
+            )
+            .into_response();
+        };
+        match state.keys.find(presented) {
+            Some(c) => c,
+            None => {
+                return HttpError(
+                    ApiError::new(ErrorKind::Authentication, "invalid API key")
+                        .with_code("invalid_api_key"),
+                )
+                .into_response();
+            }
+        }
+    } else {
+        Caller {
+            key_id: "anonymous".to_owned(),
+            rpm: state.config.limits.default_rpm,
+            tpm: state.config.limits.default_tpm,
+        }
+    };
+    if let Some(log) = req.extensions().get::<RequestLog>() {
+        log.set_key(&caller.key_id);
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}

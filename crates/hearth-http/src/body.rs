@@ -1,0 +1,65 @@
+//! Reading a JSON request body within the configured size limit.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use hearth_api::{ApiError, ErrorKind};
+
+/// Reads the whole body (413 past `limit`), requires JSON, and parses it (400 with
+/// the parser's position when malformed).
+pub async fn json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<serde_json::Value, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                ErrorKind::UnsupportedMediaType,
+                format!("the body must be JSON (Content-Type: application/json), not `{mime}`"),
+            ));
+        }
+    }
+    let too_large = || {
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the request body is larger than the limit of {limit} bytes (limits.max_body_bytes)"
+            ),
+        )
+        .with_code("request_too_large")
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            too_large()
+        } else {
+            ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("could not read the request body: {e}"),
+            )
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the request body is empty; send a JSON object",
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("malformed JSON in the request body: {e}"),
+        )
+        .with_code("invalid_json")
+    })
+}

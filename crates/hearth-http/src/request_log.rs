@@ -1,0 +1,207 @@
+//! Request ids and the access log: one structured line per request, written when
+//! the response body ends (so a stream is logged with its tokens and duration),
+//! plus the per-request metrics.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use hearth_api::{ApiError, Usage};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+#[derive(Debug, Default)]
+struct Record {
+    key_id: Option<String>,
+    model: Option<String>,
+    backend: Option<&'static str>,
+    ttft: Option<Duration>,
+    usage: Option<Usage>,
+    attempts: u32,
+    stream: bool,
+    error: Option<String>,
+}
+
+/// Shared by the middleware and the handler; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RequestLog {
+    pub id: Arc<str>,
+    started: Instant,
+    record: Arc<Mutex<Record>>,
+}
+
+impl RequestLog {
+    fn with<R>(&self, f: impl FnOnce(&mut Record) -> R) -> R {
+        f(&mut self.record.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set_key(&self, key_id: &str) {
+        self.with(|r| r.key_id = Some(key_id.to_owned()));
+    }
+
+    pub fn set_model(&self, model: &str) {
+        self.with(|r| r.model = Some(model.to_owned()));
+    }
+
+    pub fn set_dispatched(&self, model: &str, backend: &'static str, attempts: u32, stream: bool) {
+        self.with(|r| {
+            r.model = Some(model.to_owned());
+            r.backend = Some(backend);
+            r.attempts = attempts;
+            r.stream = stream;
+        });
+    }
+
+    /// Marks the first token as sent (first call wins).
+    pub fn first_token(&self) {
+        let now = self.started.elapsed();
+        self.with(|r| {
+            r.ttft.get_or_insert(now);
+        });
+    }
+
+    pub fn set_usage(&self, usage: Usage) {
+        self.with(|r| r.usage = Some(usage));
+    }
+
+    pub fn set_error(&self, message: &str) {
+        self.with(|r| r.error = Some(message.to_owned()));
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Accepts a sane `x-request-id` from the client (or a proxy) or makes one.
+fn request_id(req: &Request) -> Arc<str> {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || Arc::from(uuid::Uuid::new_v4().simple().to_string()),
+            Arc::from,
+        )
+}
+
+pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let log = RequestLog {
+        id: request_id(&req),
+        started: Instant::now(),
+        record: Arc::default(),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    req.extensions_mut().insert(log.clone());
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&log.id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(e) = resp.extensions().get::<ApiError>() {
+        log.set_error(&e.message);
+    }
+    let status = resp.status().as_u16();
+    let guard = Guard {
+        log,
+        method,
+        path,
+        status,
+    };
+    resp.map(|body| {
+        Body::new(LoggedBody {
+            inner: body,
+            guard: Some(guard),
+        })
+    })
+}
+
+struct Guard {
+    log: RequestLog,
+    method: Method,
+    path: String,
+    status: u16,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let latency = self.log.started.elapsed();
+        let r = self.log.with(std::mem::take);
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        if let Some(model) = &r.model {
+            let status = self.status.to_string();
+            metrics::counter!("hearth_requests_total", "model" => model.clone(), "status" => status).increment(1);
+            metrics::histogram!("hearth_request_duration_seconds", "model" => model.clone())
+                .record(latency.as_secs_f64());
+            if let (Some(t), Some(b)) = (r.ttft, r.backend) {
+                metrics::histogram!("hearth_time_to_first_token_seconds", "model" => model.clone(), "backend" => b)
+                    .record(t.as_secs_f64());
+            }
+            if let Some(u) = r.usage {
+                metrics::counter!("hearth_tokens_total", "model" => model.clone(), "direction" => "in")
+                    .increment(u.prompt_tokens);
+                metrics::counter!("hearth_tokens_total", "model" => model.clone(), "direction" => "out")
+                    .increment(u.completion_tokens);
+            }
+        }
+        tracing::info!(
+            target: "hearth::access",
+            request_id = %self.log.id,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            key_id = r.key_id.as_deref(),
+            model = r.model.as_deref(),
+            backend = r.backend,
+            stream = r.stream,
+            attempts = r.attempts,
+            latency_ms = ms(latency),
+            ttft_ms = r.ttft.map(ms),
+            prompt_tokens = r.usage.map(|u| u.prompt_tokens),
+            completion_tokens = r.usage.map(|u| u.completion_tokens),
+            error = r.error.as_deref(),
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body, unchanged; dropping it (end of body or client gone)
+    /// writes the access log line.
+    struct LoggedBody {
+        #[pin]
+        inner: Body,
+        guard: Option<Guard>,
+    }
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let out = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) = out {
+            this.guard.take();
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

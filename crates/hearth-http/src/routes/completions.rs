@@ -1,0 +1,43 @@
+//! `POST /v1/completions` (with `suffix` for fill-in-the-middle).
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use hearth_api::{ApiError, CompletionRequest};
+use hearth_router::Request;
+
+use crate::auth::Caller;
+use crate::error::HttpError;
+use crate::limits;
+use crate::request_log::RequestLog;
+use crate::state::AppState;
+
+pub async fn handler(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(log): Extension<RequestLog>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    let value = crate::body::json(&headers, body, state.config.limits.max_body_bytes).await?;
+    let req = CompletionRequest::from_value(value)?;
+    let l = &state.config.limits;
+    let len = req.prompt.byte_len() + req.suffix.as_ref().map_or(0, String::len);
+    if len > l.max_message_bytes {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            format!(
+                "the prompt is {len} bytes, more than the limit of {} (limits.max_message_bytes)",
+                l.max_message_bytes
+            ),
+        )
+        .into());
+    }
+    limits::max_tokens(&state, req.max_tokens, "max_tokens")?;
+    if req.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid_param("n", "only `n = 1` is supported").into());
+    }
+    Ok(crate::relay::relay(&state, &caller, &log, Request::Completion(req)).await?)
+}

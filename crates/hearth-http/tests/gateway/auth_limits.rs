@@ -1,0 +1,159 @@
+//! API keys and per-key rate limits.
+
+use hearth_testkit::FakeUpstream;
+
+use crate::harness::*;
+
+const KEYS: &str = "[[keys]]\nname = \"alice\"\nkey = \"sk-alice-0123456789\"\nrpm = 2\n\n[[keys]]\nname = \"bob\"\nkey = \"sk-bob-0123456789\"\ntpm = 40\n";
+
+#[tokio::test]
+async fn keys_are_required_when_configured() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "{KEYS}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(resp).await;
+    assert_eq!(status, 401);
+    assert_eq!(e["type"], "authentication_error");
+    let resp = gw
+        .get("/v1/models")
+        .bearer_auth("sk-wrong-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(resp).await.0, 401);
+    let resp = gw
+        .get("/v1/models")
+        .bearer_auth("sk-alice-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Probes need no key.
+    assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
+    assert_eq!(gw.get("/ready").send().await.unwrap().status(), 200);
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn keys_from_hearth_api_keys_env() {
+    let up = FakeUpstream::start().await.unwrap();
+    let env =
+        hearth_config::MapEnv::new([("HEARTH_API_KEYS", "sk-one-123456789, sk-two-123456789")]);
+    let gw = Gateway::start_with_env(&upstream_model("m", &up.base_url(), ""), env).await;
+    assert_eq!(gw.get("/v1/models").send().await.unwrap().status(), 401);
+    assert_eq!(
+        gw.get("/v1/models")
+            .bearer_auth("sk-two-123456789")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn requests_per_minute_with_headers() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "{KEYS}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let send = || {
+        gw.post("/v1/chat/completions")
+            .bearer_auth("sk-alice-0123456789")
+            .json(&chat_body("m", false))
+            .send()
+    };
+    let r1 = send().await.unwrap();
+    assert_eq!(r1.status(), 200);
+    assert_eq!(r1.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(r1.headers()["x-ratelimit-remaining-requests"], "1");
+    assert!(r1.headers().get("x-ratelimit-reset-requests").is_some());
+    assert_eq!(send().await.unwrap().status(), 200);
+    let r3 = send().await.unwrap();
+    assert_eq!(r3.status(), 429);
+    let retry: u64 = r3.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let (_, e) = error_of(r3).await;
+    assert_eq!(e["code"], "rate_limit_exceeded");
+    assert_eq!(up.hits(), 2);
+    // Another key has its own budget.
+    let r = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("sk-bob-0123456789")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn tokens_per_minute() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "{KEYS}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    // The fake reports 5 + 4 = 9 tokens a request; bob has 40 a minute.
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        let r = gw
+            .post("/v1/chat/completions")
+            .bearer_auth("sk-bob-0123456789")
+            .json(&chat_body("m", false))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "40");
+        }
+        codes.push(r.status().as_u16());
+    }
+    assert_eq!(codes[0], 200);
+    assert!(codes.contains(&429), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == 200).count() <= 5,
+        "{codes:?}"
+    );
+}
+
+#[tokio::test]
+async fn cors_allows_localhost_origins_only_by_default() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&upstream_model("m", &up.base_url(), "")).await;
+    let pre = |origin: &'static str| {
+        gw.client
+            .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let ok = pre("http://localhost:5173").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let bad = pre("https://evil.example").await.unwrap();
+    assert!(bad.headers().get("access-control-allow-origin").is_none());
+}

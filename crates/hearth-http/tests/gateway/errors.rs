@@ -1,0 +1,178 @@
+//! Bad input: every error is OpenAI-shaped with the right status, and names the param.
+
+use serde_json::json;
+
+use crate::harness::*;
+use hearth_testkit::FakeUpstream;
+
+async fn gateway(extra: &str) -> (FakeUpstream, Gateway) {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "{extra}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let (up, gw) = gateway("").await;
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body("{\"model\": \"m\", \"messages\": [")
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(resp).await;
+    assert_eq!(status, 400);
+    assert_eq!(e["type"], "invalid_request_error");
+    assert!(e["message"].as_str().unwrap().contains("malformed JSON"));
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn invalid_fields_name_their_param() {
+    let (up, gw) = gateway("").await;
+    let cases = [
+        (json!({"model": "m"}), "messages"),
+        (json!({"model": "m", "messages": "hi"}), "messages"),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3.5}),
+            "temperature",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10_000_000}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}),
+            "stop",
+        ),
+        (
+            json!({"model": 5, "messages": [{"role": "user", "content": "x"}]}),
+            "model",
+        ),
+        (json!([1, 2]), ""),
+    ];
+    for (body, param) in cases {
+        let resp = gw
+            .post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = error_of(resp).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(e["param"].as_str().unwrap_or(""), param, "{body}: {e}");
+    }
+    let resp = gw
+        .post("/v1/completions")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(resp).await;
+    assert_eq!((status, e["param"].as_str().unwrap()), (400, "prompt"));
+    assert_eq!(up.hits(), 0, "nothing invalid reaches the upstream");
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_model_not_found() {
+    let (_up, gw) = gateway("").await;
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("gpt-17", false))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(resp).await;
+    assert_eq!(status, 404);
+    assert_eq!(e["code"], "model_not_found");
+    assert_eq!(e["param"], "model");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let (up, gw) = gateway("[limits]\nmax_body_bytes = 2048").await;
+    let big = "x".repeat(4096);
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": big}]});
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = error_of(resp).await;
+    assert_eq!(status, 413);
+    // Without a Content-Length (chunked), the limit still holds.
+    let stream = futures::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn message_count_and_length_limits() {
+    let (_up, gw) = gateway("[limits]\nmax_messages = 2\nmax_message_bytes = 10").await;
+    let many = json!({"model": "m", "messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]});
+    let (status, e) = error_of(
+        gw.post("/v1/chat/completions")
+            .json(&many)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, e["param"].as_str().unwrap()), (400, "messages"));
+    let long = json!({"model": "m", "messages": [{"role": "user", "content": "this is too long"}]});
+    let (status, e) = error_of(
+        gw.post("/v1/chat/completions")
+            .json(&long)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, e["param"].as_str().unwrap()),
+        (400, "messages[0].content")
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_unknown_route_and_method() {
+    let (_up, gw) = gateway("").await;
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(resp).await.0, 415);
+    let resp = gw.get("/v1/nothing-here").send().await.unwrap();
+    assert_eq!(error_of(resp).await.0, 404);
+    let resp = gw.get("/v1/chat/completions").send().await.unwrap();
+    assert_eq!(error_of(resp).await.0, 405);
+}

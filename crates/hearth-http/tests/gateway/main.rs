@@ -1,0 +1,12 @@
+//! Integration tests of the gateway over real HTTP, against fake upstreams that can
+//! answer, stream slowly, stall, fail with a status, or drop mid-stream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod auth_limits;
+mod errors;
+mod observability;
+mod queue;
+mod relay;
+mod retry;

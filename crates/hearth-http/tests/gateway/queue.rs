@@ -1,0 +1,183 @@
+//! Per-model concurrency, FIFO order, a bounded queue, and clients that leave.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use hearth_testkit::{Behaviour, FakeUpstream};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn max_concurrency_one_is_sequential_in_arrival_order() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(150)));
+    let gw = std::sync::Arc::new(
+        Gateway::start(&upstream_model("m", &up.base_url(), "max_concurrency = 1")).await,
+    );
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut body = chat_body("m", false);
+            body["user"] = serde_json::json!(format!("req-{i}"));
+            let r = gw
+                .post("/v1/chat/completions")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }));
+        // Stagger so arrival order is known.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(up.max_active(), 1, "never two at once upstream");
+    let order: Vec<String> = up
+        .received()
+        .iter()
+        .map(|r| r.body["user"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order, ["req-0", "req-1", "req-2", "req-3"]);
+}
+
+#[tokio::test]
+async fn full_queue_is_429_with_retry_after() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(600)));
+    let gw = std::sync::Arc::new(
+        Gateway::start(&upstream_model(
+            "m",
+            &up.base_url(),
+            "max_concurrency = 1\nmax_queue = 1",
+        ))
+        .await,
+    );
+    let a = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post("/v1/chat/completions")
+                .json(&chat_body("m", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let b = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post("/v1/chat/completions")
+                .json(&chat_body("m", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(c.status(), 429);
+    assert!(c.headers().get("retry-after").is_some());
+    let (_, e) = error_of(c).await;
+    assert_eq!(e["code"], "queue_full");
+    assert_eq!(a.await.unwrap(), 200);
+    assert_eq!(b.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn client_that_leaves_while_queued_never_reaches_upstream() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(700)));
+    let gw = std::sync::Arc::new(
+        Gateway::start(&upstream_model("m", &up.base_url(), "max_concurrency = 1")).await,
+    );
+    let first = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            gw.post("/v1/chat/completions")
+                .json(&chat_body("m", false))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second client queues behind it, then gives up.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut body = chat_body("m", false);
+    body["user"] = serde_json::json!("leaver");
+    let gone = client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await;
+    assert!(gone.is_err(), "client timed out while queued");
+    assert!(
+        eventually(Duration::from_secs(2), || gw
+            .router
+            .iter()
+            .next()
+            .unwrap()
+            .queue_depth()
+            == 0)
+        .await,
+        "left the queue"
+    );
+    assert_eq!(first.await.unwrap(), 200);
+    // The next request is served at once, and the leaver never reached the upstream.
+    let r = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(up.received().iter().all(|r| r.body["user"] != "leaver"));
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn client_that_leaves_mid_stream_closes_the_upstream_connection() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set_default(Behaviour::slow(
+        "a b c d e f g h i j",
+        10,
+        Duration::from_millis(100),
+    ));
+    let gw = Gateway::start(&upstream_model("m", &up.base_url(), "max_concurrency = 1")).await;
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", true))
+        .send()
+        .await
+        .unwrap();
+    let mut s = resp.bytes_stream();
+    s.next().await.unwrap().unwrap();
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(3), || up.cancelled() == 1).await,
+        "upstream saw the cancellation"
+    );
+    assert!(eventually(Duration::from_secs(2), || up.active() == 0).await);
+    // The slot was freed: the next request is served.
+    let r = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

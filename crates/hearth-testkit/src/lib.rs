@@ -1,0 +1,399 @@
+//! A fake OpenAI-compatible upstream for tests and benchmarks.
+//!
+//! It is a real HTTP server on a loopback port. Each request takes the next
+//! scripted [`Behaviour`] (or the default one): answer normally, stream slowly,
+//! stall, fail with a status, or drop the connection mid-stream. It records what
+//! it received and notices when a client goes away mid-stream, which is what the
+//! gateway's tests assert on. Faults we cannot cause with a real server are the
+//! only reason it exists.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// What the fake does with one request.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Answer with `text` split in `chunks` pieces, waiting `delay` before each chunk.
+    Ok {
+        text: String,
+        chunks: usize,
+        delay: Duration,
+    },
+    /// Answer with this status and an OpenAI-shaped error; `Retry-After` when set.
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Accept and never answer.
+    Stall,
+    /// Stream `after` chunks, then close the connection without `[DONE]`.
+    DropMidStream { after: usize },
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::Ok {
+            text: "Hello from the fake upstream.".into(),
+            chunks: 4,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Behaviour {
+    pub fn ok(text: &str) -> Self {
+        Behaviour::Ok {
+            text: text.into(),
+            chunks: 4,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn slow(text: &str, chunks: usize, delay: Duration) -> Self {
+        Behaviour::Ok {
+            text: text.into(),
+            chunks,
+            delay,
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Behaviour::Status {
+            status,
+            retry_after: None,
+        }
+    }
+}
+
+/// A request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    script: Mutex<VecDeque<Behaviour>>,
+    default: Mutex<Behaviour>,
+    received: Mutex<Vec<Received>>,
+    /// Streams whose client went away before the end.
+    cancelled: AtomicUsize,
+    /// Requests being answered right now.
+    active: AtomicUsize,
+    max_active: AtomicUsize,
+    probes: AtomicUsize,
+    probe_status: Mutex<u16>,
+}
+
+/// A running fake upstream. It stops when dropped.
+#[derive(Clone)]
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+    _stop: Arc<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl FakeUpstream {
+    pub async fn start() -> std::io::Result<Self> {
+        let inner = Arc::new(Inner::default());
+        *inner.probe_status.lock().unwrap_or_else(|p| p.into_inner()) = 200;
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .route("/v1/completions", post(complete))
+            .route("/v1/models", get(models))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(FakeUpstream {
+            addr,
+            inner,
+            _stop: Arc::new(tx),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The next requests get these behaviours, in order.
+    pub fn push(&self, b: Behaviour) {
+        lock(&self.inner.script).push_back(b);
+    }
+
+    /// What requests get once the script is used up.
+    pub fn set_default(&self, b: Behaviour) {
+        *lock(&self.inner.default) = b;
+    }
+
+    /// Status the `/v1/models` health probe answers.
+    pub fn set_probe_status(&self, status: u16) {
+        *lock(&self.inner.probe_status) = status;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.inner.received).clone()
+    }
+
+    pub fn hits(&self) -> usize {
+        lock(&self.inner.received).len()
+    }
+
+    pub fn cancelled(&self) -> usize {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    pub fn active(&self) -> usize {
+        self.inner.active.load(Ordering::SeqCst)
+    }
+
+    pub fn max_active(&self) -> usize {
+        self.inner.max_active.load(Ordering::SeqCst)
+    }
+
+    pub fn probes(&self) -> usize {
+        self.inner.probes.load(Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn models(State(inner): State<Arc<Inner>>) -> Response {
+    inner.probes.fetch_add(1, Ordering::SeqCst);
+    let status = *lock(&inner.probe_status);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    (
+        code,
+        axum::Json(json!({"object": "list", "data": [{"id": "fake", "object": "model"}]})),
+    )
+        .into_response()
+}
+
+/// Counts a request as active until dropped; counts a cancellation when dropped
+/// before the stream finished.
+struct Active {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.inner.active.fetch_sub(1, Ordering::SeqCst);
+        if !self.finished {
+            self.inner.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn complete(
+    State(inner): State<Arc<Inner>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lock(&inner.received).push(Received {
+        path: uri.path().to_owned(),
+        body: body.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let behaviour = lock(&inner.script)
+        .pop_front()
+        .unwrap_or_else(|| lock(&inner.default).clone());
+    let n = inner.active.fetch_add(1, Ordering::SeqCst) + 1;
+    inner.max_active.fetch_max(n, Ordering::SeqCst);
+    let mut active = Active {
+        inner: inner.clone(),
+        finished: false,
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake")
+        .to_owned();
+    let chat = uri.path().ends_with("/chat/completions");
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match behaviour {
+        Behaviour::Status {
+            status,
+            retry_after,
+        } => {
+            active.finished = true;
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (
+                code,
+                axum::Json(json!({"error": {"message": format!("fake upstream says {status}"), "type": "fake", "param": null, "code": null}})),
+            )
+                .into_response();
+            if let Some(s) = retry_after {
+                resp.headers_mut().insert("retry-after", s.into());
+            }
+            resp
+        }
+        Behaviour::Stall => {
+            std::future::pending::<()>().await;
+            active.finished = true;
+            StatusCode::OK.into_response()
+        }
+        Behaviour::Ok {
+            text,
+            chunks,
+            delay,
+        } if !stream => {
+            tokio::time::sleep(delay * chunks as u32).await;
+            active.finished = true;
+            let usage = json!({"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 5 + chunks});
+            let v = if chat {
+                json!({"id": "fake-1", "object": "chat.completion", "created": 0, "model": model,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                       "usage": usage})
+            } else {
+                json!({"id": "fake-1", "object": "text_completion", "created": 0, "model": model,
+                       "choices": [{"index": 0, "text": text, "finish_reason": "stop"}], "usage": usage})
+            };
+            axum::Json(v).into_response()
+        }
+        Behaviour::Ok {
+            text,
+            chunks,
+            delay,
+        } => stream_response(
+            active,
+            model,
+            chat,
+            &text,
+            chunks,
+            delay,
+            include_usage,
+            None,
+        ),
+        Behaviour::DropMidStream { after } => stream_response(
+            active,
+            model,
+            chat,
+            "partial answer that never ends",
+            8,
+            Duration::from_millis(5),
+            false,
+            Some(after),
+        ),
+    }
+}
+
+fn split(text: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = n.max(1);
+    let size = chars.len().div_ceil(n).max(1);
+    chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stream_response(
+    active: Active,
+    model: String,
+    chat: bool,
+    text: &str,
+    chunks: usize,
+    delay: Duration,
+    include_usage: bool,
+    drop_after: Option<usize>,
+) -> Response {
+    let pieces = split(text, chunks);
+    let count = pieces.len();
+    let body = async_stream(move |tx| async move {
+        // Move the whole guard in, so it is dropped with the task (not a copy of a field).
+        let mut active = active;
+        for (i, p) in pieces.iter().enumerate() {
+            if drop_after == Some(i) {
+                // Mark finished so only client-side cancellations are counted.
+                active.finished = true;
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            let finish = (i + 1 == count).then_some("stop");
+            let v = if chat {
+                json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model,
+                       "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": finish}]})
+            } else {
+                json!({"id": "fake-1", "object": "text_completion", "created": 0, "model": model,
+                       "choices": [{"index": 0, "text": p, "finish_reason": finish}]})
+            };
+            if tx.send(format!("data: {v}\n\n")).await.is_err() {
+                return;
+            }
+        }
+        if include_usage {
+            let v = json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": count, "total_tokens": 5 + count}});
+            let _ = tx.send(format!("data: {v}\n\n")).await;
+        }
+        let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
+        active.finished = true;
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        "content-type",
+        "text/event-stream"
+            .parse()
+            .unwrap_or_else(|_| axum::http::HeaderValue::from_static("text/event-stream")),
+    );
+    resp
+}
+
+/// A body fed by a task through a channel of capacity 1, so the task notices a
+/// client that went away at its next send.
+fn async_stream<F, Fut>(f: F) -> Body
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1);
+    let task = tokio::spawn(f(tx));
+    let stream =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>)));
+    let guard = AbortOnDrop(task);
+    Body::from_stream(futures::StreamExt::map(stream, move |x| {
+        let _ = &guard;
+        x
+    }))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,245 @@
+//! The upstream backend: any OpenAI-compatible server over HTTP (vLLM, llama-server,
+//! Ollama, a cloud API).
+//!
+//! It owns the pooled keep-alive client, the rewrite of `model` to
+//! `upstream_model`, the upstream API key (read once from `api_key_env`), timeouts
+//! (connect, first byte, idle between chunks), and the SSE relay, which forwards
+//! each event as it arrives without buffering the response. It knows nothing of
+//! Hearth's clients or of retries: the router decides what to do with its errors.
+//!
+//! # Layout
+//! - [`UpstreamBackend`]: the `Backend` implementation.
+//! - [`sse`]: incremental SSE event splitting.
+
+pub mod sse;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use hearth_api::{ApiError, ErrorKind, Usage};
+use hearth_config::ModelConfig;
+use hearth_router::{Backend, BackendError, Chunk, Reply, Request};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("model `{model}`: cannot build the HTTP client: {source}")]
+    Client {
+        model: String,
+        source: reqwest::Error,
+    },
+    #[error("model `{0}`: `base_url` is missing")]
+    NoBaseUrl(String),
+}
+
+pub struct UpstreamBackend {
+    client: reqwest::Client,
+    base_url: String,
+    upstream_model: String,
+    api_key: Option<String>,
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBackend")
+            .field("base_url", &self.base_url)
+            .field("upstream_model", &self.upstream_model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl UpstreamBackend {
+    /// `api_key` is the secret read from the model's `api_key_env` (the caller reads
+    /// the environment, so tests need not touch the process environment).
+    pub fn new(cfg: &ModelConfig, api_key: Option<String>) -> Result<Self, UpstreamError> {
+        let base_url = cfg
+            .base_url
+            .clone()
+            .ok_or_else(|| UpstreamError::NoBaseUrl(cfg.name.clone()))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| UpstreamError::Client {
+                model: cfg.name.clone(),
+                source,
+            })?;
+        Ok(UpstreamBackend {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            upstream_model: cfg.upstream_model_name().to_owned(),
+            api_key,
+            first_byte_timeout: Duration::from_secs(cfg.first_byte_timeout_secs),
+            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+        })
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.client.post(format!("{}{}", self.base_url, path));
+        match &self.api_key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+}
+
+fn send_error(e: &reqwest::Error) -> BackendError {
+    if e.is_connect() {
+        BackendError::Connect(e.to_string())
+    } else if e.is_timeout() {
+        BackendError::Timeout(e.to_string())
+    } else {
+        // A connection reset before the response counts as not reaching the upstream.
+        BackendError::Connect(e.to_string())
+    }
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// An upstream error status as the client should see it: the upstream's own message
+/// when it sent an OpenAI-shaped body, with the same status family.
+fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> BackendError {
+    let kind = match status {
+        400 | 422 => ErrorKind::InvalidRequest,
+        401 | 403 => ErrorKind::BadGateway, // our key to the upstream is wrong: not the client's fault
+        404 => ErrorKind::NotFound,
+        413 => ErrorKind::PayloadTooLarge,
+        429 => ErrorKind::RateLimited,
+        504 => ErrorKind::Timeout,
+        _ => ErrorKind::Unavailable,
+    };
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = err
+        .and_then(|e| e.get("message").or(Some(e)))
+        .and_then(|m| m.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("the upstream answered {status}"));
+    let mut api = ApiError::new(kind, format!("upstream: {message}"));
+    if let Some(p) = err.and_then(|e| e.get("param")).and_then(|p| p.as_str()) {
+        api = api.with_param(p);
+    }
+    if let Some(c) = err.and_then(|e| e.get("code")).and_then(|c| c.as_str()) {
+        api = api.with_code(c);
+    }
+    if matches!(status, 401 | 403) {
+        api = ApiError::new(ErrorKind::BadGateway, format!("the upstream refused Hearth's credentials ({status}); check the model's api_key_env"))
+            .with_code("upstream_auth");
+    }
+    BackendError::Status {
+        status,
+        retry_after,
+        error: api,
+    }
+}
+
+#[async_trait]
+impl Backend for UpstreamBackend {
+    fn kind(&self) -> &'static str {
+        "upstream"
+    }
+
+    async fn call(&self, mut request: Request) -> Result<Reply, BackendError> {
+        request.set_model(&self.upstream_model);
+        let stream = request.is_stream();
+        let body = match &request {
+            Request::Chat(r) => r.to_value(),
+            Request::Completion(r) => r.to_value(),
+        };
+        let body = serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(e.to_string()))?;
+        let send = self
+            .post(request.endpoint())
+            .header("content-type", "application/json")
+            .header(
+                "accept",
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(body)
+            .send();
+        let resp = tokio::time::timeout(self.first_byte_timeout, send)
+            .await
+            .map_err(|_| BackendError::Timeout("no response headers from the upstream".into()))?
+            .map_err(|e| send_error(&e))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let ra = retry_after(&resp);
+            let body = tokio::time::timeout(self.idle_timeout, resp.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(status_error(status, ra, &body));
+        }
+        let is_sse = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !stream || !is_sse {
+            let body = tokio::time::timeout(self.idle_timeout, resp.bytes())
+                .await
+                .map_err(|_| {
+                    BackendError::Timeout("the upstream's body did not arrive in time".into())
+                })?
+                .map_err(|e| BackendError::Protocol(format!("reading the upstream's body: {e}")))?;
+            let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                BackendError::Protocol(format!("the upstream sent invalid JSON: {e}"))
+            })?;
+            let usage = Usage::from_response(&value);
+            if stream {
+                // Asked to stream, got one JSON body: pass it on as a single chunk.
+                return Ok(Reply::Stream(
+                    futures::stream::iter([Ok(Chunk { data: body, usage })]).boxed(),
+                ));
+            }
+            return Ok(Reply::Full { body, usage });
+        }
+        let idle = self.idle_timeout;
+        let bytes = resp.bytes_stream();
+        Ok(Reply::Stream(sse::events(bytes, idle).boxed()))
+    }
+
+    async fn probe(&self) -> Result<(), BackendError> {
+        let mut rb = self.client.get(format!("{}/models", self.base_url));
+        if let Some(k) = &self.api_key {
+            rb = rb.bearer_auth(k);
+        }
+        let resp = rb.send().await.map_err(|e| send_error(&e))?;
+        let status = resp.status().as_u16();
+        if status >= 500 {
+            return Err(status_error(status, None, b""));
+        }
+        Ok(())
+    }
+}
+
+/// Finds `"usage"` in a chunk only when it is there, so ordinary chunks are never
+/// parsed twice on the relay path.
+pub(crate) fn chunk_usage(data: &Bytes) -> Option<Usage> {
+    if !memchr_usage(data) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
+    Usage::from_response(&v)
+}
+
+fn memchr_usage(data: &[u8]) -> bool {
+    data.windows(7).any(|w| w == b"\"usage\"")
+}

@@ -1,0 +1,172 @@
+//! Incremental SSE parsing: bytes in, one [`Chunk`] per `data:` event out, each
+//! forwarded as soon as its blank line arrives.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use hearth_router::{BackendError, Chunk};
+
+/// Turns an SSE byte stream into chunks; ends at `data: [DONE]`. A stream that ends
+/// without `[DONE]`, or stalls for `idle`, is an error (the relay turns it into an
+/// SSE error event for the client).
+pub fn events<S, E>(
+    bytes: S,
+    idle: Duration,
+) -> impl Stream<Item = Result<Chunk, BackendError>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    struct State<S> {
+        bytes: S,
+        buf: BytesMut,
+        done: bool,
+    }
+    futures::stream::unfold(
+        State {
+            bytes,
+            buf: BytesMut::new(),
+            done: false,
+        },
+        move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                if let Some(event) = next_event(&mut st.buf) {
+                    match data_of(&event) {
+                        Some(d) if d.as_ref() == b"[DONE]" => return None,
+                        Some(data) => {
+                            let usage = crate::chunk_usage(&data);
+                            return Some((Ok(Chunk { data, usage }), st));
+                        }
+                        None => continue, // comment or keep-alive
+                    }
+                }
+                match tokio::time::timeout(idle, st.bytes.next()).await {
+                    Err(_) => {
+                        st.done = true;
+                        return Some((
+                            Err(BackendError::Timeout("the upstream stream stalled".into())),
+                            st,
+                        ));
+                    }
+                    Ok(Some(Ok(b))) => st.buf.extend_from_slice(&b),
+                    Ok(Some(Err(e))) => {
+                        st.done = true;
+                        return Some((
+                            Err(BackendError::Protocol(format!(
+                                "the upstream stream broke: {e}"
+                            ))),
+                            st,
+                        ));
+                    }
+                    Ok(None) => {
+                        st.done = true;
+                        return Some((
+                            Err(BackendError::Protocol(
+                                "the upstream closed the stream before [DONE]".into(),
+                            )),
+                            st,
+                        ));
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Splits off one complete event (up to a blank line), if the buffer holds one.
+fn next_event(buf: &mut BytesMut) -> Option<Bytes> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            let (end, skip) = if buf[i + 1] == b'\n' {
+                (i, 2)
+            } else if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                (i, 3)
+            } else {
+                i += 1;
+                continue;
+            };
+            let event = buf.split_to(end).freeze();
+            let _ = buf.split_to(skip);
+            return Some(event);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The `data` of an event: its `data:` lines joined by newlines.
+fn data_of(event: &Bytes) -> Option<Bytes> {
+    let mut lines = event
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut out: Option<BytesMut> = None;
+    for line in lines.by_ref() {
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            match &mut out {
+                None => out = Some(BytesMut::from(rest)),
+                Some(o) => {
+                    o.extend_from_slice(b"\n");
+                    o.extend_from_slice(rest);
+                }
+            }
+        }
+    }
+    out.map(BytesMut::freeze)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(parts: Vec<&'static [u8]>) -> Vec<Result<String, String>> {
+        let s = futures::stream::iter(
+            parts
+                .into_iter()
+                .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p))),
+        );
+        events(s, Duration::from_secs(5))
+            .map(|r| {
+                r.map(|c| String::from_utf8_lossy(&c.data).into_owned())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn splits_events_across_reads() {
+        let out = collect(vec![
+            b"data: {\"a\"",
+            b":1}\n\n: keep-alive\n\ndata: {\"b\":2}\r\n\r\n",
+            b"data: [DONE]\n\n",
+        ])
+        .await;
+        assert_eq!(
+            out,
+            vec![Ok("{\"a\":1}".to_owned()), Ok("{\"b\":2}".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_done_is_an_error() {
+        let out = collect(vec![b"data: {\"a\":1}\n\n"]).await;
+        assert_eq!(out.len(), 2);
+        assert!(out[1].as_ref().unwrap_err().contains("before [DONE]"));
+    }
+
+    #[test]
+    fn finds_usage_only_when_present() {
+        assert!(crate::chunk_usage(&Bytes::from_static(b"{\"choices\":[]}")).is_none());
+        let u = crate::chunk_usage(&Bytes::from_static(
+            b"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
+        ))
+        .unwrap();
+        assert_eq!(u.total_tokens, 7);
+    }
+}
