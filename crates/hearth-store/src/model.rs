@@ -1,0 +1,123 @@
+//! The stored rows and the inputs that create or change them.
+
+use serde::{Deserialize, Serialize};
+
+/// A conversation as the sidebar and the conversation view show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Conversation {
+    pub id: String,
+    pub title: String,
+    /// The model its replies use; `None` means the server's default model.
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One message. Assistant messages carry the model, token counts, timings and
+/// why the reply ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub role: String,
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub ttft_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// `None` while the reply is still streaming.
+    pub finish_reason: Option<String>,
+    pub created_at: i64,
+}
+
+/// Why an assistant reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model finished.
+    Stop,
+    /// The token limit was reached.
+    Length,
+    /// The user stopped it, or the client went away.
+    Stopped,
+    /// The backend failed mid-reply.
+    Error,
+    /// The server stopped while the reply was streaming (set at the next start).
+    Interrupted,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Stopped => "stopped",
+            FinishReason::Error => "error",
+            FinishReason::Interrupted => "interrupted",
+        }
+    }
+
+    /// Maps a backend's `finish_reason` (`stop`, `length`, `content_filter`...).
+    pub fn from_backend(s: &str) -> FinishReason {
+        match s {
+            "length" => FinishReason::Length,
+            _ => FinishReason::Stop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NewConversation {
+    pub title: Option<String>,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+}
+
+/// A partial update: `None` leaves a field as it is; `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConversationPatch {
+    pub title: Option<String>,
+    pub model: Option<Option<String>>,
+    pub system_prompt: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewMessage {
+    pub role: String,
+    pub content: String,
+    pub model: Option<String>,
+    /// `None` for a reply that starts streaming now.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// The state of a streaming reply, written as it grows and when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyUpdate {
+    pub content: String,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub ttft_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// `None` while it is still streaming.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Which conversations to list: newest first, `limit` at a time, after `cursor`
+/// (the `next_cursor` of the previous page), matching `search` in the title or
+/// in any message when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub search: Option<String>,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page {
+    pub data: Vec<Conversation>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,400 @@
+//! The store over a real SQLite file in a temp directory.
+#![allow(clippy::unwrap_used)]
+
+use hearth_store::{
+    ConversationPatch, FinishReason, ListQuery, NewConversation, NewMessage, ReplyUpdate, Store,
+};
+
+fn user(content: &str) -> NewMessage {
+    NewMessage {
+        role: "user".into(),
+        content: content.into(),
+        ..NewMessage::default()
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(dir.path()).await.unwrap()
+}
+
+#[tokio::test]
+async fn opens_with_wal_and_migrations_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    let store = Store::open(&nested).await.unwrap();
+    assert!(nested.join("hearth.db").exists());
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    store
+        .append_message(&c.id, user("remember me"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().await;
+    // WAL mode leaves its -wal file next to the database while open.
+    let store = Store::open(&nested).await.unwrap();
+    assert!(nested.join("hearth.db-wal").exists());
+    let msgs = store.messages(&c.id).await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].content, "remember me");
+    // Re-running migrations on an up-to-date database changes nothing.
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn messages_get_sequential_positions_and_title_from_first_user_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    assert_eq!(c.title, "");
+    let m0 = store
+        .append_message(&c.id, user("What is Rust?\nExplain."))
+        .await
+        .unwrap()
+        .unwrap();
+    let m1 = store
+        .append_message(
+            &c.id,
+            NewMessage {
+                role: "assistant".into(),
+                content: String::new(),
+                model: Some("m".into()),
+                finish_reason: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m0.seq, m1.seq), (0, 1));
+    assert_eq!(m1.finish_reason, None);
+    let c2 = store.conversation(&c.id).await.unwrap().unwrap();
+    assert_eq!(c2.title, "What is Rust?");
+    assert!(c2.updated_at >= c.updated_at);
+    // A titled conversation keeps its title.
+    store.append_message(&c.id, user("another")).await.unwrap();
+    assert_eq!(
+        store.conversation(&c.id).await.unwrap().unwrap().title,
+        "What is Rust?"
+    );
+    // Unknown conversation.
+    assert!(
+        store
+            .append_message("nope", user("x"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn reply_updates_and_interrupted_replies_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    store.append_message(&c.id, user("hi")).await.unwrap();
+    let done = store
+        .append_message(
+            &c.id,
+            NewMessage {
+                role: "assistant".into(),
+                ..NewMessage::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let update = ReplyUpdate {
+        content: "Hello!".into(),
+        model: Some("smol".into()),
+        prompt_tokens: Some(5),
+        completion_tokens: Some(3),
+        ttft_ms: Some(12),
+        duration_ms: Some(40),
+        finish_reason: Some(FinishReason::Stop),
+    };
+    store.update_reply(&done.id, &update).await.unwrap();
+    let m = store.message(&done.id).await.unwrap().unwrap();
+    assert_eq!(m.content, "Hello!");
+    assert_eq!(
+        (
+            m.prompt_tokens,
+            m.completion_tokens,
+            m.ttft_ms,
+            m.duration_ms
+        ),
+        (Some(5), Some(3), Some(12), Some(40))
+    );
+    assert_eq!(m.finish_reason.as_deref(), Some("stop"));
+
+    // A reply left streaming (partial content written, no finish reason)...
+    store.append_message(&c.id, user("more")).await.unwrap();
+    let streaming = store
+        .append_message(
+            &c.id,
+            NewMessage {
+                role: "assistant".into(),
+                ..NewMessage::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .update_reply(
+            &streaming.id,
+            &ReplyUpdate {
+                content: "partial".into(),
+                ..ReplyUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    // ...is kept, and marked interrupted at the next start.
+    let store = open(&dir).await;
+    let m = store.message(&streaming.id).await.unwrap().unwrap();
+    assert_eq!(m.content, "partial");
+    assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
+    assert_eq!(
+        store
+            .message(&done.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .finish_reason
+            .as_deref(),
+        Some("stop")
+    );
+}
+
+#[tokio::test]
+async fn list_is_newest_first_paged_and_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let c = store
+            .create_conversation(NewConversation {
+                title: Some(format!("chat {i}")),
+                ..NewConversation::default()
+            })
+            .await
+            .unwrap();
+        ids.push(c.id);
+    }
+    // A new message moves a conversation to the top.
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    store
+        .append_message(&ids[7], user("the secret word is Zebra_50%"))
+        .await
+        .unwrap();
+    // Page through everything, 10 at a time, and see each once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_conversations(&ListQuery {
+                search: None,
+                limit: 10,
+                cursor,
+            })
+            .await
+            .unwrap();
+        seen.extend(page.data.iter().map(|c| c.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 25);
+    // Conversation 7 got a message last, so it is the newest.
+    assert_eq!(seen[0], ids[7]);
+
+    let find = |s: &str| ListQuery {
+        search: Some(s.into()),
+        limit: 50,
+        cursor: None,
+    };
+    let by_content = store.list_conversations(&find("zebra_50%")).await.unwrap();
+    assert_eq!(by_content.data.len(), 1);
+    assert_eq!(by_content.data[0].id, ids[7]);
+    // Wildcards in the search are literal: "_" does not match any character.
+    assert_eq!(
+        store
+            .list_conversations(&find("chat_1"))
+            .await
+            .unwrap()
+            .data
+            .len(),
+        0
+    );
+    let by_title = store.list_conversations(&find("CHAT 1")).await.unwrap();
+    assert_eq!(by_title.data.len(), 11, "chat 1, chat 10..19");
+    assert!(
+        store
+            .list_conversations(&ListQuery {
+                search: None,
+                limit: 10,
+                cursor: Some("bogus".into())
+            })
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn rename_delete_undo() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    store.append_message(&c.id, user("hello")).await.unwrap();
+    let renamed = store
+        .update_conversation(
+            &c.id,
+            ConversationPatch {
+                title: Some("Renamed".into()),
+                model: Some(Some("m2".into())),
+                system_prompt: Some(Some("Be brief.".into())),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renamed.title, "Renamed");
+    assert_eq!(renamed.model.as_deref(), Some("m2"));
+    let cleared = store
+        .update_conversation(
+            &c.id,
+            ConversationPatch {
+                system_prompt: Some(None),
+                ..ConversationPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.system_prompt, None);
+    assert_eq!(cleared.title, "Renamed");
+
+    assert!(store.delete_conversation(&c.id).await.unwrap());
+    assert!(
+        !store.delete_conversation(&c.id).await.unwrap(),
+        "already deleted"
+    );
+    assert!(store.conversation(&c.id).await.unwrap().is_none());
+    let all = ListQuery {
+        search: None,
+        limit: 50,
+        cursor: None,
+    };
+    assert!(
+        store
+            .list_conversations(&all)
+            .await
+            .unwrap()
+            .data
+            .is_empty()
+    );
+    assert!(
+        store
+            .update_conversation(&c.id, ConversationPatch::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let back = store.restore_conversation(&c.id).await.unwrap().unwrap();
+    assert_eq!(back.title, "Renamed");
+    assert_eq!(store.messages(&c.id).await.unwrap().len(), 1);
+    assert!(
+        store.restore_conversation(&c.id).await.unwrap().is_none(),
+        "not in the trash"
+    );
+
+    // Past the undo window it is gone for good, messages too.
+    store.delete_conversation(&c.id).await.unwrap();
+    assert_eq!(
+        store
+            .purge_deleted(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.restore_conversation(&c.id).await.unwrap().is_none());
+    assert!(store.messages(&c.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn truncate_for_edit_and_regenerate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    for i in 0..4 {
+        store
+            .append_message(&c.id, user(&format!("m{i}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.truncate_from(&c.id, 2).await.unwrap(), 2);
+    let left: Vec<String> = store
+        .messages(&c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(left, ["m0", "m1"]);
+    let next = store
+        .append_message(&c.id, user("m2'"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.seq, 2);
+}
+
+#[tokio::test]
+async fn concurrent_appends_keep_unique_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let c = store
+        .create_conversation(NewConversation::default())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            let id = c.id.clone();
+            tokio::spawn(async move { store.append_message(&id, user(&format!("{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap().unwrap();
+    }
+    let seqs: Vec<i64> = store
+        .messages(&c.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+}
