@@ -467,8 +467,12 @@ fn build_plan(
     ];
     // Inside a user namespace RLIMIT_NPROC counts only the sandbox's processes; on the
     // host it would count every process of the uid, so there it is a last resort.
-    if namespaces || applied.pids.is_err() {
-        rlimits.push((libc::RLIMIT_NPROC, u64::from(limits.pids)));
+    // With a pids cgroup the rlimit is only a backstop, set above it so that the cgroup
+    // (whose hits are counted, giving `pids` as the reason) fires first.
+    match (namespaces, applied.pids.is_ok()) {
+        (true, true) => rlimits.push((libc::RLIMIT_NPROC, u64::from(limits.pids) * 2)),
+        (_, false) => rlimits.push((libc::RLIMIT_NPROC, u64::from(limits.pids))),
+        (false, true) => {}
     }
     if applied.memory.is_err() {
         rlimits.push((libc::RLIMIT_AS, limits.memory_bytes));
