@@ -13,6 +13,7 @@
 
 mod auth;
 mod body;
+pub mod conversations;
 mod cors;
 mod error;
 mod limits;
@@ -22,6 +23,7 @@ mod relay;
 pub mod request_log;
 mod routes;
 mod state;
+pub mod ui;
 
 use std::future::Future;
 use std::time::Duration;

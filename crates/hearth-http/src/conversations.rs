@@ -1,0 +1,580 @@
+//! `/api/conversations`: the chat UI's server-side history.
+//!
+//! Conversations and messages live in [`hearth_store::Store`]; replies come from
+//! [`hearth_router::Router`] in-process (never through `/v1`). Every error has the
+//! OpenAI shape, like `/v1`.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /api/conversations?search=&limit=&cursor=` | newest first, paged, searched in titles and messages |
+//! | `POST /api/conversations` | create (`title`, `model`, `system_prompt`, all optional) |
+//! | `GET /api/conversations/{id}` | one conversation, its messages and its context use |
+//! | `PATCH /api/conversations/{id}` | rename, switch model, set the system prompt |
+//! | `DELETE /api/conversations/{id}` | to the trash (restorable for ten minutes) |
+//! | `POST /api/conversations/{id}/restore` | undo a delete |
+//! | `POST /api/conversations/{id}/messages` | store a user message, stream the reply (SSE) |
+//! | `POST /api/conversations/{id}/regenerate` | replace the last reply (SSE) |
+//! | `GET /api/conversations/{id}/export?format=json\|markdown` | download |
+
+mod context;
+mod reply;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hearth_api::{ApiError, ErrorKind};
+use hearth_config::LimitsConfig;
+use hearth_store::{
+    Conversation, ConversationPatch, ListQuery, Message, NewConversation, Store, StoreError,
+};
+use serde_json::{Map, Value, json};
+
+use crate::error::HttpError;
+
+pub use context::{Plan, estimate_tokens, plan};
+
+/// Bounds on what the UI may store.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest message or system prompt, in bytes (`limits.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Most characters in a title.
+    pub max_title_chars: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits::from(&LimitsConfig::default())
+    }
+}
+
+impl From<&LimitsConfig> for ApiLimits {
+    fn from(l: &LimitsConfig) -> Self {
+        ApiLimits {
+            max_message_bytes: l.max_message_bytes,
+            max_title_chars: 200,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Api {
+    router: Arc<hearth_router::Router>,
+    store: Arc<Store>,
+    limits: ApiLimits,
+}
+
+type ApiResult<T = Response> = Result<T, HttpError>;
+
+/// The `/api` routes with the default limits.
+pub fn routes(router: Arc<hearth_router::Router>, store: Arc<Store>) -> Router {
+    routes_with_limits(router, store, ApiLimits::default())
+}
+
+/// The `/api` routes; state applied, ready to merge behind auth and limits.
+pub fn routes_with_limits(
+    router: Arc<hearth_router::Router>,
+    store: Arc<Store>,
+    limits: ApiLimits,
+) -> Router {
+    let api = Api {
+        router,
+        store,
+        limits,
+    };
+    Router::new()
+        .route("/api/conversations", get(list).post(create))
+        .route(
+            "/api/conversations/{id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/api/conversations/{id}/restore", post(restore))
+        .route("/api/conversations/{id}/messages", post(reply::send))
+        .route(
+            "/api/conversations/{id}/regenerate",
+            post(reply::regenerate),
+        )
+        .route("/api/conversations/{id}/export", get(export))
+        .with_state(api)
+}
+
+// ---- helpers shared by the handlers -----------------------------------------
+
+/// Logs a store failure once and answers 500 without its detail.
+pub(crate) fn store_error(e: StoreError) -> HttpError {
+    match e {
+        StoreError::InvalidCursor => HttpError(
+            ApiError::invalid_param(
+                "cursor",
+                "`cursor` is not one this server handed out; start from the first page",
+            )
+            .with_code("invalid_cursor"),
+        ),
+        e => {
+            tracing::error!(error = %e, "conversation store failed");
+            HttpError(ApiError::internal())
+        }
+    }
+}
+
+/// Conversation and message ids are UUIDs; anything else is a 400, not a lookup.
+pub(crate) fn check_id(id: &str, param: &str) -> Result<(), HttpError> {
+    if uuid::Uuid::parse_str(id).is_ok() {
+        Ok(())
+    } else {
+        let shown: String = id.chars().take(64).collect();
+        Err(HttpError(
+            ApiError::invalid_param(param, format!("`{shown}` is not a valid {param} (a UUID)"))
+                .with_code("invalid_id"),
+        ))
+    }
+}
+
+pub(crate) fn not_found(id: &str) -> HttpError {
+    HttpError(
+        ApiError::new(ErrorKind::NotFound, format!("no conversation `{id}`"))
+            .with_param("id")
+            .with_code("conversation_not_found"),
+    )
+}
+
+impl Api {
+    pub(crate) async fn conversation(&self, id: &str) -> ApiResult<Conversation> {
+        check_id(id, "id")?;
+        self.store
+            .conversation(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    /// A model name the router serves (aliases included), else 404 `model_not_found`.
+    pub(crate) fn check_model(&self, model: &str) -> Result<(), HttpError> {
+        self.router
+            .resolve(Some(model))
+            .map(|_| ())
+            .map_err(HttpError)
+    }
+
+    /// Context length of the model a conversation uses, when known.
+    pub(crate) fn context_length(&self, model: Option<&str>) -> Option<u32> {
+        self.router
+            .resolve(model)
+            .ok()
+            .and_then(|m| m.entry().context_length)
+    }
+
+    pub(crate) fn check_text(&self, text: &str, param: &str) -> Result<(), HttpError> {
+        let max = self.limits.max_message_bytes;
+        if text.len() > max {
+            return Err(HttpError(
+                ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "`{param}` is {} bytes; the limit is {max} (limits.max_message_bytes)",
+                        text.len()
+                    ),
+                )
+                .with_param(param)
+                .with_code("message_too_large"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn body_limit(&self) -> usize {
+        self.limits
+            .max_message_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+    }
+
+    /// The JSON object of a request body, with its size bounded.
+    pub(crate) async fn object(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> ApiResult<Map<String, Value>> {
+        match crate::body::json(headers, body, self.body_limit()).await? {
+            Value::Object(m) => Ok(m),
+            _ => Err(HttpError(ApiError::invalid_param(
+                "",
+                "the request body must be a JSON object",
+            ))),
+        }
+    }
+
+    /// As [`Api::object`], where an empty body means `{}` (bodiless POSTs).
+    pub(crate) async fn object_or_empty(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> ApiResult<Map<String, Value>> {
+        let limit = self.body_limit();
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+            HttpError(
+                ApiError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("the request body is larger than {limit} bytes"),
+                )
+                .with_code("request_too_large"),
+            )
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Map::new());
+        }
+        self.object(headers, Body::from(bytes)).await
+    }
+}
+
+/// Rejects fields the endpoint does not know, so a typo is not silently ignored.
+pub(crate) fn only(map: &Map<String, Value>, known: &[&str]) -> Result<(), HttpError> {
+    match map.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(HttpError(ApiError::invalid_param(
+            k.clone(),
+            format!("unknown field `{k}`; expected one of {}", known.join(", ")),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A string field: absent -> `None`; `null` -> `Some(None)`; a string -> `Some(Some)`.
+pub(crate) fn nullable_string(
+    map: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Option<String>>, HttpError> {
+    match map.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(HttpError(ApiError::invalid_param(
+            key,
+            format!("`{key}` must be a string or null"),
+        ))),
+    }
+}
+
+fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+fn detail(c: &Conversation, messages: &[Message], plan: Plan) -> Value {
+    let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert("object".into(), json!("conversation"));
+        m.insert(
+            "messages".into(),
+            serde_json::to_value(messages).unwrap_or(Value::Null),
+        );
+        m.insert(
+            "context".into(),
+            serde_json::to_value(plan).unwrap_or(Value::Null),
+        );
+    }
+    v
+}
+
+// ---- handlers -----------------------------------------------------------------
+
+async fn list(
+    State(api): State<Api>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        HttpError(ApiError::invalid_param(
+            "",
+            format!("bad query string: {e}"),
+        ))
+    })?;
+    let limit = match q.get("limit") {
+        None => 50,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=hearth_store::MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(HttpError(ApiError::invalid_param(
+                    "limit",
+                    format!(
+                        "`limit` must be a whole number from 1 to {}",
+                        hearth_store::MAX_PAGE
+                    ),
+                )));
+            }
+        },
+    };
+    let search = q.get("search").cloned().filter(|s| !s.trim().is_empty());
+    if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(HttpError(ApiError::invalid_param(
+            "search",
+            "`search` is longer than 200 characters",
+        )));
+    }
+    let page = api
+        .store
+        .list_conversations(&ListQuery {
+            search,
+            limit,
+            cursor: q.get("cursor").cloned(),
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": page.data, "next_cursor": page.next_cursor}),
+    ))
+}
+
+async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult {
+    // An empty body creates an untitled conversation with the default model.
+    let map = api.object_or_empty(&headers, body).await?;
+    only(&map, &["title", "model", "system_prompt"])?;
+    let title = nullable_string(&map, "title")?.flatten();
+    let model = nullable_string(&map, "model")?.flatten();
+    let system_prompt = nullable_string(&map, "system_prompt")?.flatten();
+    if let Some(t) = &title {
+        check_title(&api, t)?;
+    }
+    if let Some(m) = &model {
+        api.check_model(m)?;
+    }
+    if let Some(s) = &system_prompt {
+        api.check_text(s, "system_prompt")?;
+    }
+    let c = api
+        .store
+        .create_conversation(NewConversation {
+            title: title.map(|t| t.trim().to_owned()),
+            model,
+            system_prompt: system_prompt.filter(|s| !s.trim().is_empty()),
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(json_response(StatusCode::CREATED, &c))
+}
+
+fn check_title(api: &Api, t: &str) -> Result<(), HttpError> {
+    let max = api.limits.max_title_chars;
+    if t.chars().count() > max {
+        return Err(HttpError(ApiError::invalid_param(
+            "title",
+            format!("`title` is longer than {max} characters"),
+        )));
+    }
+    Ok(())
+}
+
+async fn show(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+    let c = api.conversation(&id).await?;
+    let messages = api.store.messages(&id).await.map_err(store_error)?;
+    let p = plan(
+        &messages,
+        c.system_prompt.as_deref(),
+        api.context_length(c.model.as_deref()),
+    );
+    Ok(json_response(StatusCode::OK, &detail(&c, &messages, p)))
+}
+
+async fn update(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    check_id(&id, "id")?;
+    let map = api.object(&headers, body).await?;
+    only(&map, &["title", "model", "system_prompt"])?;
+    let title = match nullable_string(&map, "title")? {
+        Some(Some(t)) => {
+            check_title(&api, &t)?;
+            Some(t.trim().to_owned())
+        }
+        Some(None) => Some(String::new()),
+        None => None,
+    };
+    let model = nullable_string(&map, "model")?;
+    if let Some(Some(m)) = &model {
+        api.check_model(m)?;
+    }
+    let system_prompt =
+        nullable_string(&map, "system_prompt")?.map(|s| s.filter(|s| !s.trim().is_empty()));
+    if let Some(Some(s)) = &system_prompt {
+        api.check_text(s, "system_prompt")?;
+    }
+    let c = api
+        .store
+        .update_conversation(
+            &id,
+            ConversationPatch {
+                title,
+                model,
+                system_prompt,
+            },
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(json_response(StatusCode::OK, &c))
+}
+
+async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+    check_id(&id, "id")?;
+    if !api
+        .store
+        .delete_conversation(&id)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found(&id));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "object": "conversation.deleted", "deleted": true,
+                "restorable_for_secs": hearth_store::UNDO_WINDOW.as_secs()}),
+    ))
+}
+
+async fn restore(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+    check_id(&id, "id")?;
+    let c = api.store.restore_conversation(&id).await.map_err(store_error)?.ok_or_else(|| {
+        HttpError(
+            ApiError::new(ErrorKind::NotFound, format!("conversation `{id}` is not in the trash (never deleted, or deleted too long ago)"))
+                .with_param("id")
+                .with_code("conversation_not_found"),
+        )
+    })?;
+    Ok(json_response(StatusCode::OK, &c))
+}
+
+async fn export(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let c = api.conversation(&id).await?;
+    let messages = api.store.messages(&id).await.map_err(store_error)?;
+    let format = q.get("format").map_or("json", String::as_str);
+    let stem = file_stem(&c);
+    let (body, ctype, ext) = match format {
+        "json" => {
+            let v = json!({"conversation": c, "messages": messages});
+            (
+                serde_json::to_string_pretty(&v).unwrap_or_default(),
+                "application/json",
+                "json",
+            )
+        }
+        "markdown" | "md" => (
+            markdown(&c, &messages),
+            "text/markdown; charset=utf-8",
+            "md",
+        ),
+        other => {
+            return Err(HttpError(ApiError::invalid_param(
+                "format",
+                format!("`format` must be `json` or `markdown`, not `{other}`"),
+            )));
+        }
+    };
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{stem}.{ext}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// A file name from the title: letters, digits and dashes only.
+fn file_stem(c: &Conversation) -> String {
+    let mut s: String = c
+        .title
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_alphanumeric() {
+                ch.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s = s.trim_matches('-');
+    let s: String = s.chars().take(60).collect();
+    if s.is_empty() {
+        format!("conversation-{}", &c.id[..8.min(c.id.len())])
+    } else {
+        s
+    }
+}
+
+/// The conversation as a Markdown document.
+pub fn markdown(c: &Conversation, messages: &[Message]) -> String {
+    let mut out = format!(
+        "# {}\n\n",
+        if c.title.is_empty() {
+            "Untitled conversation"
+        } else {
+            &c.title
+        }
+    );
+    if let Some(m) = &c.model {
+        out.push_str(&format!("Model: `{m}`\n\n"));
+    }
+    if let Some(s) = &c.system_prompt {
+        out.push_str(&format!("## System\n\n{s}\n\n"));
+    }
+    for m in messages {
+        let who = match m.role.as_str() {
+            "user" => "User".to_owned(),
+            "assistant" => match &m.model {
+                Some(model) => format!("Assistant ({model})"),
+                None => "Assistant".to_owned(),
+            },
+            r => r.to_owned(),
+        };
+        out.push_str(&format!("## {who}\n\n{}\n\n", m.content.trim_end()));
+        if let Some(r) = m
+            .finish_reason
+            .as_deref()
+            .filter(|r| !matches!(*r, "stop" | "length"))
+        {
+            out.push_str(&format!("*(reply {r})*\n\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_stems_are_safe() {
+        let mut c = Conversation {
+            id: "0b6a2f3e-1111".into(),
+            title: "Hello, World! ../etc".into(),
+            model: None,
+            system_prompt: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert_eq!(file_stem(&c), "hello-world-etc");
+        c.title = "日本".into();
+        assert_eq!(file_stem(&c), "conversation-0b6a2f3e");
+    }
+
+    #[test]
+    fn ids_must_be_uuids() {
+        assert!(check_id("0b6a2f3e-1111-4222-8333-444455556666", "id").is_ok());
+        let e = check_id("../../etc/passwd", "id").unwrap_err();
+        assert_eq!(e.0.status(), 400);
+        assert_eq!(e.0.code.as_deref(), Some("invalid_id"));
+    }
+}

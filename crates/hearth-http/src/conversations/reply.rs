@@ -1,0 +1,472 @@
+//! `POST .../messages` and `POST .../regenerate`: store the user's turn, ask the
+//! router for a reply, stream it to the browser as SSE and store it as it grows.
+//!
+//! The reply is pumped by its own task, not by the response body: when the browser
+//! stops (Esc) or goes away, the task notices at once, drops the backend stream
+//! (which cancels generation) and stores what was generated, marked `stopped`. The
+//! partial text is also written every [`SAVE_EVERY`], so a crash loses at most that.
+//!
+//! Events, each `data: {json}`:
+//! - `{"type":"start","user_message":{..}|null,"message":{..},"model":"..","context":{used,limit,omitted}}`
+//! - `{"type":"delta","content":".."}` for each piece of text
+//! - `{"type":"done","message":{..}}` with the stored reply (tokens, timings, finish reason)
+//! - `{"type":"error","error":{message,type,param,code},"message":{..}|null}` when the
+//!   backend fails mid-reply; what came before it is stored.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage, ErrorKind, StreamOptions, Usage};
+use hearth_router::{ChunkStream, Reply, Request};
+use hearth_store::{Conversation, FinishReason, Message, NewMessage, ReplyUpdate};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{
+    Api, ApiResult, HttpError, check_id, context, not_found, nullable_string, only, store_error,
+};
+use crate::relay::{sse_event, sse_headers};
+
+/// How often a streaming reply's partial text is written to the store.
+pub const SAVE_EVERY: Duration = Duration::from_millis(750);
+
+pub(super) async fn send(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let mut conv = api.conversation(&id).await?;
+    let map = api.object(&headers, body).await?;
+    only(&map, &["content", "model", "replace", "max_tokens"])?;
+    let content = match map.get("content") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(HttpError(ApiError::invalid_param(
+                "content",
+                "`content` must not be empty",
+            )));
+        }
+        Some(_) => {
+            return Err(HttpError(ApiError::invalid_param(
+                "content",
+                "`content` must be a string",
+            )));
+        }
+        None => {
+            return Err(HttpError(ApiError::invalid_param(
+                "content",
+                "`content` is required",
+            )));
+        }
+    };
+    api.check_text(&content, "content")?;
+    let max_tokens = max_tokens(&map)?;
+    switch_model(&api, &mut conv, nullable_string(&map, "model")?).await?;
+
+    // The message alone must fit the model's context, else nothing is stored.
+    if let Some(limit) = api.context_length(conv.model.as_deref()) {
+        let system = conv
+            .system_prompt
+            .as_deref()
+            .map_or(0, context::estimate_tokens);
+        let need = context::estimate_tokens(&content) + system;
+        if need > u64::from(limit) {
+            return Err(HttpError(
+                ApiError::invalid_param(
+                    "content",
+                    format!(
+                        "this message is about {need} tokens (with the system prompt); the model's context is {limit} tokens. Shorten it or pick a model with a longer context."
+                    ),
+                )
+                .with_code("context_length_exceeded"),
+            ));
+        }
+    }
+
+    // Edit and resend: the edited message and everything after it are replaced.
+    if let Some(replace) = nullable_string(&map, "replace")?.flatten() {
+        check_id(&replace, "replace")?;
+        let old = api.store.message(&replace).await.map_err(store_error)?;
+        let Some(old) = old.filter(|m| m.conversation_id == conv.id && m.role == "user") else {
+            return Err(HttpError(
+                ApiError::new(
+                    ErrorKind::NotFound,
+                    format!("no user message `{replace}` in this conversation"),
+                )
+                .with_param("replace")
+                .with_code("message_not_found"),
+            ));
+        };
+        api.store
+            .truncate_from(&conv.id, old.seq)
+            .await
+            .map_err(store_error)?;
+    }
+
+    let user = api
+        .store
+        .append_message(
+            &conv.id,
+            NewMessage {
+                role: "user".into(),
+                content,
+                ..NewMessage::default()
+            },
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&conv.id))?;
+    generate(api, conv, Some(user), max_tokens).await
+}
+
+pub(super) async fn regenerate(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let mut conv = api.conversation(&id).await?;
+    let map = api.object_or_empty(&headers, body).await?;
+    only(&map, &["model", "max_tokens"])?;
+    let max_tokens = max_tokens(&map)?;
+    switch_model(&api, &mut conv, nullable_string(&map, "model")?).await?;
+    let messages = api.store.messages(&conv.id).await.map_err(store_error)?;
+    let Some(last_user) = messages.iter().rposition(|m| m.role == "user") else {
+        return Err(HttpError(
+            ApiError::invalid_param("id", "this conversation has no user message to answer")
+                .with_code("nothing_to_regenerate"),
+        ));
+    };
+    if let Some(first_reply) = messages.get(last_user + 1) {
+        api.store
+            .truncate_from(&conv.id, first_reply.seq)
+            .await
+            .map_err(store_error)?;
+    }
+    generate(api, conv, None, max_tokens).await
+}
+
+fn max_tokens(map: &serde_json::Map<String, Value>) -> Result<Option<u32>, HttpError> {
+    match map.get("max_tokens") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(u32::try_from(n).ok()),
+            _ => Err(HttpError(ApiError::invalid_param(
+                "max_tokens",
+                "`max_tokens` must be a positive integer",
+            ))),
+        },
+    }
+}
+
+/// A `model` in the body switches the conversation's model (null: the default).
+async fn switch_model(
+    api: &Api,
+    conv: &mut Conversation,
+    model: Option<Option<String>>,
+) -> ApiResult<()> {
+    let Some(model) = model else { return Ok(()) };
+    if let Some(m) = &model {
+        api.check_model(m)?;
+    }
+    if model != conv.model {
+        let patch = hearth_store::ConversationPatch {
+            model: Some(model),
+            ..Default::default()
+        };
+        if let Some(c) = api
+            .store
+            .update_conversation(&conv.id, patch)
+            .await
+            .map_err(store_error)?
+        {
+            *conv = c;
+        }
+    }
+    Ok(())
+}
+
+/// Sends the stored history (trimmed to the context) to the router and streams the reply.
+async fn generate(
+    api: Api,
+    conv: Conversation,
+    user: Option<Message>,
+    max_tokens: Option<u32>,
+) -> ApiResult {
+    let history = api.store.messages(&conv.id).await.map_err(store_error)?;
+    let plan = context::plan(
+        &history,
+        conv.system_prompt.as_deref(),
+        api.context_length(conv.model.as_deref()),
+    );
+    let mut messages = Vec::with_capacity(history.len() + 1);
+    if let Some(s) = conv.system_prompt.as_deref().filter(|s| !s.is_empty()) {
+        messages.push(ChatMessage::new("system", s));
+    }
+    messages.extend(
+        history[plan.start..]
+            .iter()
+            .filter(|m| !(m.role == "assistant" && m.content.is_empty()))
+            .map(|m| ChatMessage::new(&m.role, &m.content)),
+    );
+    let request = ChatCompletionRequest {
+        model: conv.model.clone(),
+        messages,
+        stream: true,
+        stream_options: Some(StreamOptions {
+            include_usage: true,
+            ..StreamOptions::default()
+        }),
+        max_tokens,
+        ..ChatCompletionRequest::default()
+    };
+    let started = Instant::now();
+    // Refusals before any reply (queue full, backend down) are plain HTTP errors; the
+    // user's message stays stored, and the UI offers to try again.
+    let dispatched = api.router.dispatch(Request::Chat(request)).await?;
+    let placeholder = api
+        .store
+        .append_message(
+            &conv.id,
+            NewMessage {
+                role: "assistant".into(),
+                model: Some(dispatched.model.clone()),
+                ..NewMessage::default()
+            },
+        )
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(&conv.id))?;
+
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let start = json!({
+        "type": "start",
+        "user_message": user,
+        "message": placeholder,
+        "model": dispatched.model,
+        "context": plan,
+    });
+    // The channel is empty: this cannot fail for lack of room.
+    let _ = tx.try_send(event(&start));
+    let pump = Pump {
+        api: api.clone(),
+        tx,
+        message: placeholder,
+        model: dispatched.model,
+        started,
+        update: ReplyUpdate::default(),
+    };
+    tokio::spawn(pump.run(dispatched.reply));
+
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    sse_headers(&mut resp);
+    Ok(resp)
+}
+
+fn event(v: &Value) -> Bytes {
+    sse_event(&serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// Reads the backend's reply, forwards it, and stores it.
+struct Pump {
+    api: Api,
+    tx: mpsc::Sender<Bytes>,
+    message: Message,
+    model: String,
+    started: Instant,
+    update: ReplyUpdate,
+}
+
+/// What one backend chunk said.
+#[derive(Default)]
+struct Parsed {
+    text: String,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    error: Option<ApiError>,
+}
+
+fn parse_chunk(data: &[u8], usage: Option<Usage>) -> Parsed {
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return Parsed::default();
+    };
+    if let Some(e) = v.get("error") {
+        let message = e
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("the backend failed");
+        return Parsed {
+            error: Some(ApiError::new(ErrorKind::BadGateway, message)),
+            ..Parsed::default()
+        };
+    }
+    let choice = v.get("choices").and_then(|c| c.get(0));
+    let text = choice
+        .and_then(|c| c.get("delta").or_else(|| c.get("message")))
+        .and_then(|d| d.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let finish = choice
+        .and_then(|c| c.get("finish_reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Parsed {
+        text,
+        finish,
+        usage: usage.or_else(|| Usage::from_response(&v)),
+        error: None,
+    }
+}
+
+impl Pump {
+    async fn run(mut self, reply: Reply) {
+        self.update.model = Some(self.model.clone());
+        let outcome = match reply {
+            Reply::Full { body, usage } => {
+                let p = parse_chunk(&body, usage);
+                self.take(p).await
+            }
+            Reply::Stream(stream) => self.stream(stream).await,
+        };
+        let (finish, error) = match outcome {
+            Ok(f) => (f, None),
+            Err(e) => (FinishReason::Error, Some(e)),
+        };
+        self.update.finish_reason = Some(finish);
+        self.update.duration_ms = Some(elapsed_ms(self.started));
+        if let Err(e) = self
+            .api
+            .store
+            .update_reply(&self.message.id, &self.update)
+            .await
+        {
+            tracing::error!(error = %e, message = %self.message.id, "could not store the reply");
+        }
+        let stored = self
+            .api
+            .store
+            .message(&self.message.id)
+            .await
+            .ok()
+            .flatten();
+        let last = match error {
+            Some(e) => json!({"type": "error", "error": e.to_value()["error"], "message": stored}),
+            None => json!({"type": "done", "message": stored}),
+        };
+        let _ = self.tx.send(event(&last)).await;
+    }
+
+    /// Forwards chunks until the end, a failure, or the client leaving.
+    async fn stream(&mut self, mut stream: ChunkStream) -> Result<FinishReason, ApiError> {
+        let mut last_save = Instant::now();
+        let mut finish = FinishReason::Stop;
+        loop {
+            let next = tokio::select! {
+                // The browser stopped or went away: dropping `stream` cancels generation.
+                () = self.tx.closed() => return Ok(FinishReason::Stopped),
+                next = stream.next() => next,
+            };
+            match next {
+                None => return Ok(finish),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, message = %self.message.id, "reply failed after it began");
+                    return Err(e.to_api_error());
+                }
+                Some(Ok(chunk)) => {
+                    let p = parse_chunk(&chunk.data, chunk.usage);
+                    if let Some(f) = &p.finish {
+                        finish = FinishReason::from_backend(f);
+                    }
+                    self.take(p).await?;
+                    if self.tx.is_closed() {
+                        return Ok(FinishReason::Stopped);
+                    }
+                    if last_save.elapsed() >= SAVE_EVERY {
+                        last_save = Instant::now();
+                        self.update.duration_ms = Some(elapsed_ms(self.started));
+                        if let Err(e) = self
+                            .api
+                            .store
+                            .update_reply(&self.message.id, &self.update)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not save a partial reply");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one parsed chunk and forwards its text.
+    async fn take(&mut self, p: Parsed) -> Result<FinishReason, ApiError> {
+        if let Some(e) = p.error {
+            return Err(e);
+        }
+        if let Some(u) = p.usage {
+            self.update.prompt_tokens = i64::try_from(u.prompt_tokens).ok();
+            self.update.completion_tokens = i64::try_from(u.completion_tokens).ok();
+        }
+        if !p.text.is_empty() {
+            if self.update.ttft_ms.is_none() {
+                self.update.ttft_ms = Some(elapsed_ms(self.started));
+            }
+            self.update.content.push_str(&p.text);
+            // A closed channel is noticed by the caller.
+            let _ = self
+                .tx
+                .send(event(&json!({"type": "delta", "content": p.text})))
+                .await;
+        }
+        Ok(p.finish
+            .as_deref()
+            .map_or(FinishReason::Stop, FinishReason::from_backend))
+    }
+}
+
+fn elapsed_ms(t: Instant) -> i64 {
+    i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_deltas_usage_and_errors() {
+        let p = parse_chunk(
+            br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
+            None,
+        );
+        assert_eq!(p.text, "Hi");
+        assert!(p.finish.is_none());
+        let p = parse_chunk(
+            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
+            None,
+        );
+        assert_eq!(p.usage, Some(Usage::new(3, 2)));
+        let p = parse_chunk(
+            br#"{"choices":[{"message":{"content":"whole"},"finish_reason":"length"}]}"#,
+            None,
+        );
+        assert_eq!(
+            (p.text.as_str(), p.finish.as_deref()),
+            ("whole", Some("length"))
+        );
+        let p = parse_chunk(br#"{"error":{"message":"boom"}}"#, None);
+        assert_eq!(p.error.map(|e| e.message), Some("boom".to_owned()));
+    }
+}
