@@ -214,13 +214,22 @@ fn span_of(doc: &DeTable<'_>, path: &[Seg]) -> Option<Range<usize>> {
 /// The key path whose value contains `offset`, for parse errors.
 fn path_at(table: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>) {
     for (key, value) in table.iter() {
-        let span = value.span();
-        let key_span = key.span();
-        if key_span.contains(&offset) || span.contains(&offset) {
+        if key.span().contains(&offset) || value.span().contains(&offset) {
             path.push(Seg::Key(key.get_ref().to_string()));
             descend(value.get_ref(), offset, path);
             return;
         }
+    }
+    // A `[table]` or `[[array]]` is spanned by its header only: take the last one
+    // that starts before the offset.
+    let container = table
+        .iter()
+        .filter(|(_, v)| v.get_ref().is_table() || v.get_ref().is_array())
+        .filter(|(k, _)| k.span().start <= offset)
+        .max_by_key(|(k, _)| k.span().start);
+    if let Some((key, value)) = container {
+        path.push(Seg::Key(key.get_ref().to_string()));
+        descend(value.get_ref(), offset, path);
     }
 }
 

@@ -128,14 +128,29 @@ impl Default for HealthConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// Isolation features that must be enforced, else the sandbox refuses to run.
+    /// Isolation features that must be enforced, else the sandbox refuses to run
+    /// (`network`, `filesystem`, `user`, `pid`, `ipc`, `uts`, `seccomp`, `memory`, `cpu`,
+    /// `pids`, `output_size`, ...; `hearth sandbox check` lists them). Others that
+    /// cannot be enforced run with a warning.
     pub require: Vec<String>,
+    /// `auto` (namespaces, else the Landlock fallback), `namespaces`, or `landlock`.
+    pub isolation: String,
+    /// Python venv shown to programs at `/opt/venv`; default `$HEARTH_SANDBOX_VENV`,
+    /// else `./.venv-sandbox` when it exists.
+    pub venv: Option<PathBuf>,
+    /// Host uid and gid programs run as when Hearth runs as root.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             require: vec!["network".to_owned(), "filesystem".to_owned()],
+            isolation: "auto".to_owned(),
+            venv: None,
+            uid: 65534,
+            gid: 65534,
         }
     }
 }

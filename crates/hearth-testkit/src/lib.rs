@@ -110,6 +110,11 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(0).await
+    }
+
+    /// Starts on `127.0.0.1:port` (0 = any free port).
+    pub async fn start_on(port: u16) -> std::io::Result<Self> {
         let inner = Arc::new(Inner::default());
         *inner.probe_status.lock().unwrap_or_else(|p| p.into_inner()) = 200;
         let app = Router::new()
@@ -117,7 +122,7 @@ impl FakeUpstream {
             .route("/v1/completions", post(complete))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

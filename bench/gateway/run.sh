@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same load, in one run, against
+#   direct   the upstream itself (nginx serving a canned completion: never the bottleneck)
+#   hearth   Hearth in front of it
+#   nginx    nginx proxy_pass in front of it (the practical floor for a proxy)
+#   litellm  LiteLLM proxy (one worker) in front of it (what users pick today)
+# for non-streaming and streaming requests: throughput at saturation (wrk, 64
+# connections), p50/p99 latency at a paced ~1,000 req/s, Hearth's CPU time per
+# request, and Hearth's RSS idle and with 1,000 open streams.
+# Usage: bash bench/gateway/run.sh [--no-litellm]   (writes bench/out/gateway.md)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+OUT=$ROOT/bench/out; mkdir -p "$OUT"
+WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+DUR=${DUR:-10s}
+LITELLM=1; [ "${1:-}" = "--no-litellm" ] && LITELLM=0
+
+for p in wrk nginx; do command -v $p >/dev/null || { apt-get install -y -qq wrk nginx-light >/dev/null; break; }; done
+cargo build --release --locked --bin hearth --bin fake-upstream >/dev/null
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+HEARTH=$TARGET/release/hearth
+ulimit -n 65536 || true
+
+# ports
+UP=18101; UPS=18102; NX=18111; NXS=18112; HE=18121; LL=18131; SLOW=18141
+
+CHAT='{"id":"c1","object":"chat.completion","created":0,"model":"canned","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}'
+chunk() { printf 'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"canned","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\\n\\n' "$1"; }
+SSE="$(chunk 'Hello ')$(chunk 'there, ')$(chunk 'canned ')$(chunk 'stream.')data: [DONE]\\n\\n"
+
+cat > "$WORK/nginx.conf" <<NGX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream up  { server 127.0.0.1:$UP;  keepalive 128; }
+  upstream ups { server 127.0.0.1:$UPS; keepalive 128; }
+  server { listen 127.0.0.1:$UP;  location / { default_type application/json;  return 200 '$CHAT'; } }
+  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 "$SSE"; } }
+  server { listen 127.0.0.1:$NX;  location / { proxy_pass http://up;  proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server { listen 127.0.0.1:$NXS; location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }
+}
+NGX
+# Two workers would give nginx both cores; one keeps it comparable with one Hearth process
+# sharing the machine with wrk. The upstream servers live in the same nginx worker.
+nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
+
+"$TARGET/release/fake-upstream" $SLOW --chunks 600 --chunk-delay-ms 1000 > "$WORK/slow.log" &
+
+cat > "$WORK/hearth.toml" <<TOML
+[server]
+listen = "127.0.0.1:$HE"
+[storage]
+data_dir = "$WORK/data"
+[log]
+stdout = false
+level = "warn"
+[health]
+probe_interval_secs = 60
+[[models]]
+name = "canned"
+backend = "upstream"
+base_url = "http://127.0.0.1:$UP/v1"
+max_concurrency = 4096
+max_queue = 4096
+[[models]]
+name = "canned-stream"
+backend = "upstream"
+base_url = "http://127.0.0.1:$UPS/v1"
+max_concurrency = 4096
+max_queue = 4096
+[[models]]
+name = "slow"
+backend = "upstream"
+base_url = "http://127.0.0.1:$SLOW/v1"
+max_concurrency = 4096
+max_queue = 4096
+TOML
+"$HEARTH" serve --config "$WORK/hearth.toml" > "$WORK/hearth.log" 2>&1 &
+HPID=$!
+
+if [ $LITELLM = 1 ]; then
+  VENV=$ROOT/.venv-bench
+  [ -x "$VENV/bin/litellm" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet 'litellm[proxy]'; }
+  cat > "$WORK/litellm.yaml" <<YAML
+model_list:
+  - model_name: canned
+    litellm_params: {model: openai/canned, api_base: "http://127.0.0.1:$UP/v1", api_key: "x"}
+  - model_name: canned-stream
+    litellm_params: {model: openai/canned, api_base: "http://127.0.0.1:$UPS/v1", api_key: "x"}
+litellm_settings: {telemetry: false}
+YAML
+  LITELLM_LOG=ERROR "$VENV/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port $LL --num_workers 1 > "$WORK/litellm.log" 2>&1 &
+fi
+
+wait_up() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.2; done; echo "no answer from $1" >&2; return 1; }
+wait_up "http://127.0.0.1:$HE/health"
+[ $LITELLM = 1 ] && wait_up "http://127.0.0.1:$LL/health/liveliness"
+
+body() { printf '{"model":"%s","messages":[{"role":"user","content":"Say hello"}]%s}' "$1" "$2"; }
+lua() { # $1 body, $2 pacing delay ms (0 = none)
+  cat <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer x"
+wrk.body = '$1'
+$( [ "$2" != 0 ] && echo "function delay() return $2 end" )
+LUA
+}
+rps() { awk '/Requests\/sec/ {print int($2)}'; }
+lat() { # p50 and p99 in ms from wrk --latency
+  awk '/ 50%/ {p50=$2} / 99%/ {p99=$2} END {print p50, p99}' | python3 -c '
+import sys
+def ms(v):
+    for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(u): return float(v[:-len(u)]) * f
+    return float("nan")
+a, b = sys.stdin.read().split()
+print(f"{ms(a):.2f} {ms(b):.2f}")'
+}
+cpu_ticks() { awk '{print $14 + $15}' /proc/$HPID/stat; }
+
+declare -A URL=( [direct]="http://127.0.0.1:$UP" [hearth]="http://127.0.0.1:$HE" [nginx]="http://127.0.0.1:$NX" [litellm]="http://127.0.0.1:$LL" )
+declare -A URLS=( [direct]="http://127.0.0.1:$UPS" [hearth]="http://127.0.0.1:$HE" [nginx]="http://127.0.0.1:$NXS" [litellm]="http://127.0.0.1:$LL" )
+TARGETS="direct hearth nginx"; [ $LITELLM = 1 ] && TARGETS="$TARGETS litellm"
+
+RES="$OUT/gateway.md"
+{
+  echo "| mode | target | req/s at saturation (wrk -c64 -d$DUR) | p50 ms @ ~1k req/s | p99 ms @ ~1k req/s | achieved req/s |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: |"
+} > "$RES"
+HCPU=""
+for mode in non-streaming streaming; do
+  if [ $mode = streaming ]; then extra=',"stream":true'; model=canned-stream; else extra=''; model=canned; fi
+  lua "$(body $model "$extra")" 0 > "$WORK/sat.lua"
+  # 10 connections, each pausing 10 ms between requests: about 1,000 req/s offered.
+  lua "$(body $model "$extra")" 10 > "$WORK/paced.lua"
+  for t in $TARGETS; do
+    if [ $mode = streaming ]; then base=${URLS[$t]}; else base=${URL[$t]}; fi
+    c=64; [ $t = litellm ] && c=16
+    before=$(cpu_ticks)
+    wrk -t2 -c$c -d$DUR -s "$WORK/sat.lua" "$base/v1/chat/completions" > "$WORK/sat.txt"
+    after=$(cpu_ticks)
+    sat=$(rps < "$WORK/sat.txt")
+    reqs=$(awk '/requests in/ {print $1}' "$WORK/sat.txt")
+    if [ $t = hearth ]; then
+      HCPU="$HCPU| $mode | $(python3 -c "print(f'{($after-$before)/$(getconf CLK_TCK)*1e6/$reqs:.1f}')") µs |\n"
+    fi
+    if [ $t = litellm ]; then p="n/a (saturates far below 1k)"; ach="";
+    else
+      wrk -t2 -c10 -d$DUR --latency -s "$WORK/paced.lua" "$base/v1/chat/completions" > "$WORK/paced.txt"
+      p=$(lat < "$WORK/paced.txt" | awk '{print $1" | "$2}'); ach=$(rps < "$WORK/paced.txt")
+    fi
+    echo "| $mode | $t | $sat | $p | $ach |" >> "$RES"
+    echo "$mode $t: $sat req/s" >&2
+  done
+done
+
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$HPID/status; }
+IDLE=$(rss)
+cat > "$WORK/streams.py" <<'PY'
+import asyncio, sys
+port = int(sys.argv[1])
+body = b'{"model":"slow","stream":true,"messages":[{"role":"user","content":"hold"}]}'
+req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+       + str(len(body)).encode() + b"\r\n\r\n" + body)
+async def one(conns):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(req); await w.drain()
+    data = b""
+    while b"data: " not in data:
+        data += await r.read(4096)
+    conns.append(w)
+async def main():
+    conns = []
+    for i in range(0, 1000, 100):
+        await asyncio.gather(*(one(conns) for _ in range(100)))
+    print(len(conns), flush=True)
+    await asyncio.sleep(float(5))
+    for w in conns: w.close()
+asyncio.run(main())
+PY
+python3 "$WORK/streams.py" "$HE" > "$WORK/streams.txt" &
+SPID=$!
+for _ in $(seq 1 600); do [ -s "$WORK/streams.txt" ] && break; sleep 0.1; done
+sleep 1
+OPEN=$(head -1 "$WORK/streams.txt")
+PEAK=$(rss)   # while the streams are open
+wait $SPID
+{
+  echo
+  echo "| Hearth | value |"
+  echo "| --- | ---: |"
+  echo "| RSS idle (after the load runs) | $IDLE MiB |"
+  echo "| RSS with $OPEN open streams | $PEAK MiB |"
+  printf "$HCPU" | sed 's/^| \(.*\) | \(.*\) |$/| CPU time per request, \1 | \2 |/'
+} >> "$RES"
+nginx -c "$WORK/nginx.conf" -s stop || true
+cat "$RES"

@@ -1,0 +1,229 @@
+//! Loading, overrides and diagnostics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hearth_config::{BackendKind, MapEnv, load_str};
+
+fn errors(text: &str, env: &MapEnv) -> Vec<String> {
+    load_str(text, "hearth.toml", env)
+        .unwrap_err()
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn no_file_serves_the_default_embedded_model() {
+    let c = load_str("", "defaults", &MapEnv::default()).unwrap();
+    assert_eq!(c.server.listen, "127.0.0.1:8080");
+    assert_eq!(c.models.len(), 1);
+    assert_eq!(c.models[0].name, "smollm2-135m");
+    assert_eq!(c.models[0].backend, BackendKind::Embedded);
+    assert_eq!(c.default_model_name(), Some("smollm2-135m"));
+}
+
+#[test]
+fn design_example_parses() {
+    let text = r#"
+default_model = "qwen-coder"
+[server]
+listen = "127.0.0.1:8080"
+[storage]
+data_dir = "./data"
+[[models]]
+name = "smollm2-135m"
+backend = "embedded"
+path = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+context = 8192
+parallel = 4
+tags = ["general"]
+[[models]]
+name = "qwen-coder"
+backend = "upstream"
+base_url = "http://vllm-coder:8000/v1"
+upstream_model = "Qwen/Qwen2.5-Coder-7B-Instruct"
+api_key_env = "CODER_KEY"
+max_concurrency = 1
+max_queue = 64
+retries = 3
+fallbacks = ["smollm2-135m"]
+tags = ["code"]
+context_length = 32768
+aliases = ["coder"]
+"#;
+    let c = load_str(text, "hearth.toml", &MapEnv::new([("CODER_KEY", "x")])).unwrap();
+    let q = c.model("coder").unwrap();
+    assert_eq!(q.name, "qwen-coder");
+    assert_eq!(q.concurrency(), 1);
+    assert_eq!(q.upstream_model_name(), "Qwen/Qwen2.5-Coder-7B-Instruct");
+    assert_eq!(
+        c.models[0].concurrency(),
+        4,
+        "embedded concurrency follows parallel"
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let text = "[server]\nlisten = \"127.0.0.1:8080\"\nlisen = \"x\"\n";
+    let e = errors(text, &MapEnv::default());
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("hearth.toml:3: server.lisen: unknown field `lisen`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn wrong_type_inside_a_model_is_located() {
+    let text = "[[models]]\nname = \"a\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\n\n[[models]]\nname = \"b\"\nbackend = \"upstream\"\nbase_url = \"http://y/v1\"\nmax_queue = \"lots\"\n";
+    let e = errors(text, &MapEnv::default());
+    assert!(
+        e[0].starts_with("hearth.toml:10: models[1].max_queue: invalid type"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_lines() {
+    let text = r#"default_model = "ghost"
+[server]
+listen = "0.0.0.0:8080"
+[[models]]
+name = "a"
+backend = "upstream"
+base_url = "ftp://x"
+fallbacks = ["a", "missing"]
+[[models]]
+name = "a"
+backend = "upstream"
+"#;
+    let e = errors(text, &MapEnv::default());
+    let joined = e.join("\n");
+    for needle in [
+        "hearth.toml:1: default_model: no model is named `ghost`",
+        "hearth.toml:3: server.listen: listening on 0.0.0.0:8080 (not loopback) requires at least one API key",
+        "hearth.toml:7: models[0].base_url: `ftp://x` must start with http:// or https://",
+        "hearth.toml:8: models[0].fallbacks[0]: `a` is this model itself",
+        "hearth.toml:8: models[0].fallbacks[1]: no model is named `missing`",
+        "hearth.toml:10: models[1].name: the name `a` is used by two models",
+        "hearth.toml:11: models[1].backend: an upstream model needs `base_url`",
+    ] {
+        assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
+    }
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let e = errors("[server\nlisten = 1\n", &MapEnv::default());
+    assert!(e[0].starts_with("hearth.toml:1:"), "{}", e[0]);
+}
+
+#[test]
+fn env_overrides_sections_models_and_keys() {
+    let text =
+        "[[models]]\nname = \"qwen-coder\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\n";
+    let env = MapEnv::new([
+        ("HEARTH_SERVER_LISTEN", "0.0.0.0:9000"),
+        ("HEARTH_LIMITS_MAX_MESSAGES", "12"),
+        ("HEARTH_MODELS_QWEN_CODER_MAX_CONCURRENCY", "1"),
+        ("HEARTH_MODELS_QWEN_CODER_TAGS", "[\"code\"]"),
+        ("HEARTH_API_KEYS", "sk-aaaaaaaa1, sk-bbbbbbbb2"),
+        ("HEARTH_STORAGE_DATA_DIR", "/var/lib/hearth"),
+    ]);
+    let c = load_str(text, "hearth.toml", &env).unwrap();
+    assert_eq!(c.server.listen, "0.0.0.0:9000");
+    assert_eq!(c.limits.max_messages, 12);
+    assert_eq!(c.models[0].max_concurrency, Some(1));
+    assert_eq!(c.models[0].tags, ["code"]);
+    assert_eq!(c.storage.data_dir.to_str(), Some("/var/lib/hearth"));
+    let ids: Vec<_> = c.resolved_keys.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, ["env-1", "env-2"]);
+}
+
+#[test]
+fn env_errors_name_the_variable() {
+    let e = errors("", &MapEnv::new([("HEARTH_SERVER_LISTEN", "nowhere")]));
+    assert!(
+        e[0].starts_with("environment: HEARTH_SERVER_LISTEN: `nowhere` is not an address"),
+        "{}",
+        e[0]
+    );
+    let e = errors("", &MapEnv::new([("HEARTH_MODELS_NOPE_RETRIES", "1")]));
+    assert!(
+        e[0].contains("HEARTH_MODELS_NOPE_RETRIES: names no configured model"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn keys_resolve_from_env_and_file_and_never_debug_print() {
+    let dir = tempfile_dir();
+    let file = dir.join("key");
+    std::fs::write(&file, "sk-from-file-123\n").unwrap();
+    let text = format!(
+        "[[keys]]\nname = \"a\"\nkey_env = \"A_KEY\"\nrpm = 5\n[[keys]]\nname = \"b\"\nkey_file = \"{}\"\n",
+        file.display()
+    );
+    let c = load_str(
+        &text,
+        "hearth.toml",
+        &MapEnv::new([("A_KEY", "sk-from-env-123")]),
+    )
+    .unwrap();
+    assert_eq!(c.resolved_keys[0].secret, "sk-from-env-123");
+    assert_eq!(c.resolved_keys[0].rpm, 5);
+    assert_eq!(c.resolved_keys[1].secret, "sk-from-file-123");
+    assert!(
+        !format!("{:?}", c.resolved_keys).contains("sk-from"),
+        "secrets never in Debug"
+    );
+    let e = errors(
+        "[[keys]]\nname = \"a\"\nkey_env = \"UNSET\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].starts_with(
+            "hearth.toml:3: keys[0].key_env: the environment variable `UNSET` is not set"
+        ),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "[[keys]]\nname = \"a\"\nkey = \"short\"\n",
+        &MapEnv::default(),
+    );
+    assert!(e[0].contains("at least 8 characters"), "{}", e[0]);
+}
+
+#[test]
+fn non_loopback_with_a_key_is_fine() {
+    let c = load_str(
+        "[server]\nlisten = \"0.0.0.0:8080\"\n",
+        "hearth.toml",
+        &MapEnv::new([("HEARTH_API_KEYS", "sk-12345678")]),
+    );
+    assert!(c.is_ok());
+}
+
+#[test]
+fn missing_upstream_key_env_is_an_error() {
+    let text = "[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\napi_key_env = \"NOPE_KEY\"\n";
+    let e = errors(text, &MapEnv::default());
+    assert!(
+        e[0].starts_with(
+            "hearth.toml:5: models[0].api_key_env: the environment variable `NOPE_KEY` is not set"
+        ),
+        "{}",
+        e[0]
+    );
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("hearth-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

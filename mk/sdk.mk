@@ -1,0 +1,18 @@
+# The openai-SDK compatibility suite (tests/sdk): a venv with the official SDK,
+# the debug `hearth` and `fake-upstream` binaries, run by `make test`.
+SDK_VENV ?= $(CURDIR)/.venv-sdk
+TEST_SUITES += test-sdk
+APT_PACKAGES += python3-venv
+
+.PHONY: test-sdk
+$(SDK_VENV)/.complete: mk/sdk.mk
+	rm -rf $(SDK_VENV)
+	/usr/bin/python3 -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'openai>=1.50,<3'
+	touch $@
+
+test-sdk: setup $(SDK_VENV)/.complete
+	$(CARGO) build --locked --bin hearth --bin fake-upstream
+	dir=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
+	HEARTH_BIN=$$dir/debug/hearth FAKE_UPSTREAM_BIN=$$dir/debug/fake-upstream \
+	  $(SDK_VENV)/bin/python tests/sdk/test_openai_sdk.py

@@ -1,0 +1,227 @@
+"""Drives a real `hearth serve` with the official `openai` Python SDK.
+
+The gateway routes to the fake upstream (crates/hearth-testkit, run as a
+process), so the suite checks the gateway's OpenAI compatibility as the SDK sees
+it: listing models, chat and text completions, streaming with usage, and the
+SDK's own exception classes for 400/401/404/429.
+
+Usage: HEARTH_BIN=... FAKE_UPSTREAM_BIN=... python test_openai_sdk.py
+Prints `N passed, M failed` and exits non-zero on any failure.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+KEY = "sk-sdk-test-0123456789"
+LIMITED_KEY = "sk-sdk-limited-0123456789"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout}s")
+
+
+def start():
+    procs = []
+    fake = subprocess.Popen(
+        [os.environ["FAKE_UPSTREAM_BIN"]], stdout=subprocess.PIPE, text=True
+    )
+    procs.append(fake)
+    line = fake.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    upstream = line.split(" ", 2)[2]
+    tmp = tempfile.mkdtemp(prefix="hearth-sdk-")
+    config = os.path.join(tmp, "hearth.toml")
+    with open(config, "w") as f:
+        f.write(
+            f"""
+[storage]
+data_dir = "{tmp}/data"
+
+[log]
+stdout = false
+
+[[keys]]
+name = "sdk"
+key = "{KEY}"
+
+[[keys]]
+name = "limited"
+key = "{LIMITED_KEY}"
+rpm = 1
+
+[[models]]
+name = "fake-chat"
+backend = "upstream"
+base_url = "{upstream}"
+upstream_model = "fake/upstream-model"
+tags = ["general"]
+context_length = 4096
+"""
+        )
+    port = free_port()
+    hearth = subprocess.Popen(
+        [os.environ["HEARTH_BIN"], "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
+    )
+    procs.append(hearth)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/health")
+    return base, procs
+
+
+def main():
+    base, procs = start()
+    client = OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0)
+    tests = []
+
+    def test(fn):
+        tests.append(fn)
+        return fn
+
+    @test
+    def list_and_retrieve_models():
+        models = client.models.list()
+        ids = [m.id for m in models.data]
+        assert ids == ["fake-chat"], ids
+        m = client.models.retrieve("fake-chat")
+        assert m.id == "fake-chat"
+        assert m.model_extra["status"] == "ready", m
+        assert m.model_extra["context_length"] == 4096, m
+
+    @test
+    def chat_completion():
+        r = client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": "Say hello"}]
+        )
+        assert r.choices[0].message.content == "Hello from the fake upstream.", r
+        assert r.usage.total_tokens == 9, r.usage
+
+    @test
+    def text_completion_with_suffix():
+        r = client.completions.create(
+            model="fake-chat", prompt="def add(a, b):\n", suffix="\n    return c", max_tokens=8
+        )
+        assert r.object == "text_completion", r
+        assert r.choices[0].text, r
+
+    @test
+    def streaming_with_usage():
+        stream = client.chat.completions.create(
+            model="fake-chat",
+            messages=[{"role": "user", "content": "Say hello"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        text, usage, chunks = "", None, 0
+        for chunk in stream:
+            chunks += 1
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage:
+                assert chunk.choices == [], chunk
+                usage = chunk.usage
+        assert text == "Hello from the fake upstream.", text
+        assert chunks >= 3, chunks
+        assert usage is not None and usage.total_tokens == 9, usage
+
+    @test
+    def streaming_completion():
+        stream = client.completions.create(model="fake-chat", prompt="Once", stream=True)
+        text = "".join(c.choices[0].text for c in stream if c.choices)
+        assert text == "Hello from the fake upstream.", text
+
+    @test
+    def authentication_error():
+        bad = OpenAI(base_url=base + "/v1", api_key="sk-wrong-key-000", max_retries=0)
+        try:
+            bad.models.list()
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401
+            assert e.body["code"] == "invalid_api_key", e.body
+        else:
+            raise AssertionError("expected AuthenticationError")
+
+    @test
+    def not_found_error():
+        try:
+            client.chat.completions.create(
+                model="no-such-model", messages=[{"role": "user", "content": "hi"}]
+            )
+        except openai.NotFoundError as e:
+            assert e.status_code == 404
+            assert e.body["code"] == "model_not_found", e.body
+        else:
+            raise AssertionError("expected NotFoundError")
+
+    @test
+    def bad_request_error():
+        try:
+            client.chat.completions.create(
+                model="fake-chat", messages=[{"role": "user", "content": "hi"}], temperature=7
+            )
+        except openai.BadRequestError as e:
+            assert e.status_code == 400
+            assert e.body["param"] == "temperature", e.body
+        else:
+            raise AssertionError("expected BadRequestError")
+
+    @test
+    def rate_limit_error():
+        limited = OpenAI(base_url=base + "/v1", api_key=LIMITED_KEY, max_retries=0)
+        limited.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "1"}])
+        try:
+            limited.chat.completions.create(
+                model="fake-chat", messages=[{"role": "user", "content": "2"}]
+            )
+        except openai.RateLimitError as e:
+            assert e.status_code == 429
+            assert int(e.response.headers["retry-after"]) >= 1
+        else:
+            raise AssertionError("expected RateLimitError")
+
+    passed = failed = 0
+    try:
+        for fn in tests:
+            try:
+                fn()
+                passed += 1
+                print(f"ok   {fn.__name__}")
+            except Exception:
+                failed += 1
+                print(f"FAIL {fn.__name__}")
+                traceback.print_exc()
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    print(f"sdk: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
