@@ -359,11 +359,6 @@ struct CapData {
 unsafe fn drop_capabilities() -> bool {
     // SAFETY: prctl/capset with valid arguments; failures are reported by the caller.
     unsafe {
-        for cap in 0..64 {
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
-                return false;
-            }
-        }
         libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
         let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
@@ -397,6 +392,15 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
         }
         libc::close(plan.sync);
 
+        // The bounding set needs CAP_SETPCAP, which setresuid may take away on the host:
+        // empty it first. (An ordinary user in the fallback has nothing to drop.)
+        if plan.set_ids || plan.namespaces {
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
+                    fail(plan, step::CAPS);
+                }
+            }
+        }
         if plan.set_ids {
             if plan.clear_groups && libc::setgroups(0, std::ptr::null()) != 0 {
                 fail(plan, step::SETGROUPS);

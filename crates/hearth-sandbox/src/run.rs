@@ -26,6 +26,8 @@ const DRAIN: Duration = Duration::from_millis(500);
 const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
 /// Small files from the host's `/etc` that the dynamic loader and Python read.
 const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf"];
+/// Host `/etc` folders shown read-only when present (fontconfig, used by matplotlib).
+const ETC_DIRS: &[&str] = &["/etc/fonts"];
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, Error> {
@@ -198,7 +200,7 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
             }
         }
         let mut read: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
-        read.extend(ETC_FILES.iter().map(PathBuf::from));
+        read.extend(ETC_FILES.iter().chain(ETC_DIRS).map(PathBuf::from));
         read.extend(DEVICES.iter().map(|d| Path::new("/dev").join(d)));
         read.push(layout.script_dir.clone());
         read.push(layout.input.clone());
@@ -581,6 +583,13 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
                 ops.push(write(f, fs::read(host)?)?);
             }
             _ => {}
+        }
+    }
+    for d in ETC_DIRS {
+        let host = Path::new(d);
+        if host.is_dir() {
+            ops.push(mkdir(d, 0o755)?);
+            ops.push(Op::BindRo { src: old(&fs::canonicalize(host)?)?, dst: nr(d)? });
         }
     }
     // /dev: the harmless devices, stdio links, a small /dev/shm.

@@ -459,17 +459,22 @@ fn hearth_environment_never_reaches_the_program() {
 #[ignore = "helper for hearth_environment_never_reaches_the_program"]
 fn environment_probe() {
     assert_eq!(std::env::var("HEARTH_API_KEYS").unwrap(), "sk-env-canary-123");
-    let o = run_py(
-        &sandbox(),
-        "import os\n\
-         print('ENV', dict(os.environ))\n\
-         for p in ['/proc/1/environ', '/proc/self/environ']:\n\
-         \x20   print('FILE', p, open(p, 'rb').read())\n\
-         print('DONE')",
-    );
-    let out = completed(&o);
-    assert!(!out.contains("canary"), "{out}");
-    assert!(out.contains("FILE /proc/1/environ"), "{out}");
+    for isolation in [hearth_sandbox::Isolation::Namespaces, hearth_sandbox::Isolation::Landlock] {
+        let o = run_py(
+            &sandbox_with(isolation),
+            "import os\n\
+             print('ENV', dict(os.environ))\n\
+             for p in ['/proc/1/environ', '/proc/self/environ', f'/proc/{os.getppid()}/environ']:\n\
+             \x20   try:\n\
+             \x20       print('FILE', p, open(p, 'rb').read())\n\
+             \x20   except OSError as e:\n\
+             \x20       print('DENIED', p, e)\n\
+             print('DONE')",
+        );
+        let out = completed(&o);
+        assert!(!out.contains("canary"), "{out}");
+        assert!(out.contains("ENV {'PATH'"), "{out}");
+    }
     println!("PROBE RAN");
 }
 

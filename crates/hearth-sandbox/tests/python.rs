@@ -16,6 +16,7 @@ fn matplotlib_chart_comes_back_as_png() {
     let o = run(&sandbox(), &spec);
     assert!(o.success(), "{o:#?}");
     assert_eq!(o.stdout, "rows 10\n");
+    assert!(!o.stderr.to_lowercase().contains("error"), "{}", o.stderr);
     let png = o.file("chart.png").expect("chart.png in outcome");
     assert!(png.data.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(png.size > 1000);
