@@ -1,0 +1,243 @@
+// The server's /api and /v1/models, typed; API-key handling; readable errors.
+
+export interface Conversation {
+  id: string;
+  title: string;
+  model: string | null;
+  system_prompt: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface Message {
+  id: string;
+  conversation_id: string;
+  seq: number;
+  role: 'user' | 'assistant' | 'system' | string;
+  content: string;
+  model: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  ttft_ms: number | null;
+  duration_ms: number | null;
+  /** null while the reply streams; stop | length | stopped | error | interrupted */
+  finish_reason: string | null;
+  created_at: number;
+}
+
+export interface ContextInfo {
+  /** Estimated tokens of what is sent to the model. */
+  used: number;
+  /** The model's context length, when known. */
+  limit: number | null;
+  /** Oldest messages left out of what is sent. */
+  omitted: number;
+}
+
+export interface ConversationDetail extends Conversation {
+  messages: Message[];
+  context: ContextInfo;
+}
+
+export interface Page {
+  data: Conversation[];
+  next_cursor: string | null;
+}
+
+export interface ModelEntry {
+  id: string;
+  status: 'ready' | 'loading' | 'unavailable';
+  tags: string[];
+  context_length: number | null;
+  backend: string;
+}
+
+/** An error in the server's OpenAI shape, or a network failure (status 0). */
+export class ApiError extends Error {
+  status: number;
+  type: string | null;
+  code: string | null;
+  param: string | null;
+  retryAfter: number | null;
+
+  constructor(status: number, message: string, opts: Partial<Pick<ApiError, 'type' | 'code' | 'param' | 'retryAfter'>> = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.type = opts.type ?? null;
+    this.code = opts.code ?? null;
+    this.param = opts.param ?? null;
+    this.retryAfter = opts.retryAfter ?? null;
+  }
+}
+
+const KEY_STORAGE = 'hearth.apiKey';
+
+export function getApiKey(): string | null {
+  try {
+    return sessionStorage.getItem(KEY_STORAGE);
+  } catch {
+    return null;
+  }
+}
+
+export function setApiKey(key: string | null): void {
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key);
+    else sessionStorage.removeItem(KEY_STORAGE);
+  } catch {
+    /* private mode: the key lives only in memory for this page */
+  }
+}
+
+/** Fired when the server answers 401, so the app can ask for a key. */
+export const AUTH_REQUIRED_EVENT = 'hearth:auth-required';
+
+function headers(json: boolean): HeadersInit {
+  const h: Record<string, string> = {};
+  if (json) h['Content-Type'] = 'application/json';
+  const key = getApiKey();
+  if (key) h['Authorization'] = `Bearer ${key}`;
+  return h;
+}
+
+/** Reads an error body (OpenAI shape or anything else) into an ApiError. */
+export async function errorFrom(res: Response): Promise<ApiError> {
+  const retry = res.headers.get('Retry-After');
+  const retryAfter = retry && /^\d+$/.test(retry) ? Number(retry) : null;
+  let message = `${res.status} ${res.statusText}`.trim();
+  let opts: Partial<ApiError> = {};
+  try {
+    const body = await res.json();
+    const e = body?.error;
+    if (e && typeof e.message === 'string') {
+      message = e.message;
+      opts = { type: e.type ?? null, code: e.code ?? null, param: e.param ?? null };
+    }
+  } catch {
+    /* not JSON: keep the status line */
+  }
+  if (res.status === 401) window.dispatchEvent(new Event(AUTH_REQUIRED_EVENT));
+  return new ApiError(res.status, message, { ...opts, retryAfter });
+}
+
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      headers: headers(body !== undefined),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw e;
+    throw new ApiError(0, 'Cannot reach the Hearth server.', { code: 'offline' });
+  }
+  if (!res.ok) throw await errorFrom(res);
+  if (res.status === 204) return undefined as T;
+  return (await res.json()) as T;
+}
+
+export const api = {
+  list: (opts: { search?: string; cursor?: string | null; limit?: number }, signal?: AbortSignal) => {
+    const q = new URLSearchParams();
+    if (opts.search) q.set('search', opts.search);
+    if (opts.cursor) q.set('cursor', opts.cursor);
+    q.set('limit', String(opts.limit ?? 50));
+    return request<Page>('GET', `/api/conversations?${q}`, undefined, signal);
+  },
+  create: (c: { title?: string; model?: string | null; system_prompt?: string | null }) =>
+    request<Conversation>('POST', '/api/conversations', c),
+  get: (id: string, signal?: AbortSignal) =>
+    request<ConversationDetail>('GET', `/api/conversations/${encodeURIComponent(id)}`, undefined, signal),
+  update: (id: string, patch: { title?: string; model?: string | null; system_prompt?: string | null }) =>
+    request<Conversation>('PATCH', `/api/conversations/${encodeURIComponent(id)}`, patch),
+  remove: (id: string) => request<unknown>('DELETE', `/api/conversations/${encodeURIComponent(id)}`),
+  restore: (id: string) => request<Conversation>('POST', `/api/conversations/${encodeURIComponent(id)}/restore`),
+  models: async (signal?: AbortSignal) => (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data,
+  exportUrl: (id: string, format: 'json' | 'markdown') =>
+    `/api/conversations/${encodeURIComponent(id)}/export?format=${format}`,
+};
+
+/** Downloads an export (with the API key, which a plain link could not send). */
+export async function download(url: string): Promise<void> {
+  const res = await fetch(url, { headers: headers(false) });
+  if (!res.ok) throw await errorFrom(res);
+  const blob = await res.blob();
+  const name = /filename="([^"]+)"/.exec(res.headers.get('Content-Disposition') ?? '')?.[1] ?? 'conversation';
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+/** Events of a streamed reply (`POST .../messages`, `POST .../regenerate`). */
+export type ReplyEvent =
+  | { type: 'start'; user_message: Message | null; message: Message; model: string; context: ContextInfo }
+  | { type: 'delta'; content: string }
+  | { type: 'done'; message: Message }
+  | { type: 'error'; error: { message: string; type?: string; code?: string | null; param?: string | null }; message: Message | null };
+
+/** Splits an SSE byte stream into the JSON of its `data:` events. */
+export async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<unknown> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let sep: number;
+      while ((sep = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const raw = buffer.slice(0, sep);
+        buffer = buffer.slice(sep).replace(/^\r?\n\r?\n/, '');
+        const data = raw
+          .split(/\r?\n/)
+          .filter((l) => l.startsWith('data:'))
+          .map((l) => l.slice(5).replace(/^ /, ''))
+          .join('\n');
+        if (!data || data === '[DONE]') continue;
+        try {
+          yield JSON.parse(data);
+        } catch {
+          /* a malformed event is skipped, not fatal */
+        }
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** Posts and yields the reply's events. Throws ApiError when the server refuses. */
+export async function* streamReply(path: string, body: unknown, signal: AbortSignal): AsyncGenerator<ReplyEvent> {
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method: 'POST',
+      headers: { ...headers(true), Accept: 'text/event-stream' },
+      body: JSON.stringify(body),
+      signal,
+    });
+  } catch (e) {
+    if ((e as Error)?.name === 'AbortError') throw e;
+    throw new ApiError(0, 'Cannot reach the Hearth server.', { code: 'offline' });
+  }
+  if (!res.ok || !res.body) throw await errorFrom(res);
+  for await (const ev of sseEvents(res.body)) yield ev as ReplyEvent;
+}
+
+/** What a person should read for an error: what happened and what to do. */
+export function describeError(e: unknown): string {
+  if (!(e instanceof ApiError)) return e instanceof Error ? e.message : String(e);
+  const wait = e.retryAfter != null ? ` Try again in ${e.retryAfter} s.` : '';
+  if (e.status === 0) return 'Cannot reach the Hearth server. Is it running? Retrying in the background.';
+  if (e.status === 401) return 'This server needs an API key.';
+  if (e.status === 429) return `Too many requests: ${e.message}${wait || ' Try again shortly.'}`;
+  if (e.code === 'context_length_exceeded') return `Context exceeded: ${e.message}`;
+  if (e.status === 503 || e.status === 502 || e.status === 504) return `Backend unavailable: ${e.message}${wait}`;
+  return e.message;
+}

@@ -1,0 +1,92 @@
+import { memo, useState } from 'react';
+import type { Message } from '../api';
+import { Markdown, copyText } from '../markdown';
+
+const ENDINGS: Record<string, string> = {
+  stopped: 'Stopped',
+  error: 'Cut short by an error',
+  interrupted: 'Interrupted (the server restarted)',
+  length: 'Reached the token limit',
+};
+
+export interface MessageViewProps {
+  m: Message;
+  streaming: boolean;
+  omitted: boolean;
+  canRegenerate: boolean;
+  busy: boolean;
+  onRegenerate: () => void;
+  onEdit: (m: Message, content: string) => void;
+}
+
+export const MessageView = memo(function MessageView({ m, streaming, omitted, canRegenerate, busy, onRegenerate, onEdit }: MessageViewProps) {
+  const [editing, setEditing] = useState(false);
+  const [draft, setDraft] = useState(m.content);
+  const ending = m.finish_reason ? ENDINGS[m.finish_reason] : undefined;
+  const cls = `msg msg-${m.role}${omitted ? ' omitted' : ''}${streaming ? ' streaming' : ''}`;
+  if (editing) {
+    return (
+      <div className={cls} data-role={m.role}>
+        <textarea className="edit-box" aria-label="Edit message" value={draft} autoFocus rows={4} onChange={(e) => setDraft(e.target.value)} />
+        <div className="msg-actions visible">
+          <button
+            type="button"
+            className="primary"
+            disabled={!draft.trim() || busy}
+            onClick={() => {
+              setEditing(false);
+              onEdit(m, draft);
+            }}
+          >
+            Save &amp; send
+          </button>
+          <button type="button" onClick={() => setEditing(false)}>
+            Cancel
+          </button>
+        </div>
+      </div>
+    );
+  }
+  return (
+    <div className={cls} data-role={m.role} data-finish={m.finish_reason ?? (streaming ? 'streaming' : '')}>
+      {omitted ? <div className="omitted-label">Left out of the model's context</div> : null}
+      <div className="msg-body">
+        {m.role === 'user' ? <div className="plain">{m.content}</div> : <Markdown text={m.content} />}
+        {streaming && !m.content ? <span className="typing" aria-label="Generating">…</span> : null}
+      </div>
+      <div className="msg-meta">
+        {m.role === 'assistant' && m.model ? <span>{m.model}</span> : null}
+        {m.completion_tokens != null ? <span>{m.completion_tokens} tokens</span> : null}
+        {m.duration_ms != null && m.completion_tokens ? (
+          <span>{((m.completion_tokens * 1000) / Math.max(1, m.duration_ms)).toFixed(1)} tok/s</span>
+        ) : null}
+        {ending ? <span className={`ending ending-${m.finish_reason}`}>{ending}</span> : null}
+        {!streaming ? (
+          <span className="msg-actions">
+            <button type="button" className="link" onClick={() => copyText(m.content)}>
+              Copy
+            </button>
+            {m.role === 'user' ? (
+              <button
+                type="button"
+                className="link"
+                disabled={busy}
+                onClick={() => {
+                  setDraft(m.content);
+                  setEditing(true);
+                }}
+              >
+                Edit
+              </button>
+            ) : null}
+            {canRegenerate ? (
+              <button type="button" className="link" disabled={busy} onClick={onRegenerate}>
+                Regenerate
+              </button>
+            ) : null}
+          </span>
+        ) : null}
+      </div>
+    </div>
+  );
+});
