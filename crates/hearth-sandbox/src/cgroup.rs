@@ -24,8 +24,12 @@ pub enum Controller {
 }
 
 impl Controller {
-    pub const ALL: [Controller; 4] =
-        [Controller::Memory, Controller::Pids, Controller::Cpu, Controller::Cpuacct];
+    pub const ALL: [Controller; 4] = [
+        Controller::Memory,
+        Controller::Pids,
+        Controller::Cpu,
+        Controller::Cpuacct,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -55,7 +59,11 @@ impl Hierarchy {
 
     fn has(&self, c: Controller) -> bool {
         // v2 has no separate cpuacct: `cpu.stat` always carries usage.
-        let name = if self.v2 && c == Controller::Cpuacct { "cpu" } else { c.name() };
+        let name = if self.v2 && c == Controller::Cpuacct {
+            "cpu"
+        } else {
+            c.name()
+        };
         self.controllers.iter().any(|x| x == name)
     }
 }
@@ -70,13 +78,17 @@ impl Host {
     pub fn detect() -> Host {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Host::parse(&mountinfo, &own, |p| fs::read_to_string(p).unwrap_or_default())
+        Host::parse(&mountinfo, &own, |p| {
+            fs::read_to_string(p).unwrap_or_default()
+        })
     }
 
     fn parse(mountinfo: &str, self_cgroup: &str, read: impl Fn(&Path) -> String) -> Host {
         let mut hierarchies = Vec::new();
         for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
             let pre: Vec<&str> = pre.split(' ').collect();
             let post: Vec<&str> = post.split(' ').collect();
             let (Some(root), Some(mount), Some(fstype)) = (pre.get(3), pre.get(4), post.first())
@@ -105,7 +117,11 @@ impl Host {
             let Some(own) = own else { continue };
             // Inside a cgroup namespace the mount root is "/"; outside one, the
             // mount may be of a sub-tree, and our path is relative to it.
-            let own = own.strip_prefix(*root).unwrap_or(&own).trim_start_matches('/').to_owned();
+            let own = own
+                .strip_prefix(*root)
+                .unwrap_or(&own)
+                .trim_start_matches('/')
+                .to_owned();
             let mount = PathBuf::from(unescape(mount));
             let controllers = if v2 {
                 read(&mount.join(&own).join("cgroup.controllers"))
@@ -118,7 +134,12 @@ impl Host {
                     .cloned()
                     .collect()
             };
-            hierarchies.push(Hierarchy { v2, mount, own: PathBuf::from(own), controllers });
+            hierarchies.push(Hierarchy {
+                v2,
+                mount,
+                own: PathBuf::from(own),
+                controllers,
+            });
         }
         Host { hierarchies }
     }
@@ -134,8 +155,14 @@ impl Host {
 
     /// `cgroup v2`, `cgroup v1`, or `hybrid`, from the mounts alone.
     pub fn layout(&self) -> &'static str {
-        let v2 = self.hierarchies.iter().any(|h| h.v2 && !h.controllers.is_empty());
-        let v1 = self.hierarchies.iter().any(|h| !h.v2 && !h.controllers.is_empty());
+        let v2 = self
+            .hierarchies
+            .iter()
+            .any(|h| h.v2 && !h.controllers.is_empty());
+        let v1 = self
+            .hierarchies
+            .iter()
+            .any(|h| !h.v2 && !h.controllers.is_empty());
         match (v2, v1) {
             (true, false) => "cgroup v2",
             (false, true) => "cgroup v1",
@@ -146,7 +173,10 @@ impl Host {
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// The groups of one run.
@@ -199,7 +229,11 @@ impl Cgroup {
                 }
             };
             let r = write_limit(h.v2, &dir, c, limits).map(|()| version(h.v2));
-            set(&mut applied, c, r.map_err(|e| format!("{}: {e}", version(h.v2))));
+            set(
+                &mut applied,
+                c,
+                r.map_err(|e| format!("{}: {e}", version(h.v2))),
+            );
         }
         (cg, applied)
     }
@@ -228,7 +262,10 @@ impl Cgroup {
     }
 
     fn dir(&self, c: Controller) -> Option<(bool, &Path)> {
-        self.dirs.iter().find(|(_, _, cs)| cs.contains(&c)).map(|(v2, d, _)| (*v2, d.as_path()))
+        self.dirs
+            .iter()
+            .find(|(_, _, cs)| cs.contains(&c))
+            .map(|(v2, d, _)| (*v2, d.as_path()))
     }
 
     /// Usage and limit events, read before the groups are removed.
@@ -264,7 +301,10 @@ impl Cgroup {
             }
             for _ in 0..10 {
                 let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                let pids: Vec<i32> = procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
                 if pids.is_empty() {
                     break;
                 }
@@ -350,8 +390,14 @@ fn write_limit(v2: bool, dir: &Path, c: Controller, l: &Limits) -> io::Result<()
             Ok(())
         }
         (Controller::Memory, false) => {
-            fs::write(dir.join("memory.limit_in_bytes"), l.memory_bytes.to_string())?;
-            let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), l.memory_bytes.to_string());
+            fs::write(
+                dir.join("memory.limit_in_bytes"),
+                l.memory_bytes.to_string(),
+            )?;
+            let _ = fs::write(
+                dir.join("memory.memsw.limit_in_bytes"),
+                l.memory_bytes.to_string(),
+            );
             Ok(())
         }
         (Controller::Pids, _) => fs::write(dir.join("pids.max"), l.pids.to_string()),
@@ -414,7 +460,10 @@ mod tests {
         let host = Host::parse(HYBRID, SELF, |_| "hugetlb".into());
         let mem = host.provider(Controller::Memory).unwrap();
         assert!(!mem.v2);
-        assert_eq!(mem.own_dir(), PathBuf::from("/sys/fs/cgroup/memory/process_api/abc"));
+        assert_eq!(
+            mem.own_dir(),
+            PathBuf::from("/sys/fs/cgroup/memory/process_api/abc")
+        );
         assert_eq!(
             host.provider(Controller::Cpuacct).unwrap().mount,
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
@@ -425,7 +474,9 @@ mod tests {
     #[test]
     fn pure_v2_strips_mount_root() {
         let mi = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let host = Host::parse(mi, "0::/system.slice/hearth.service\n", |_| "cpu memory pids".into());
+        let host = Host::parse(mi, "0::/system.slice/hearth.service\n", |_| {
+            "cpu memory pids".into()
+        });
         let h = &host.hierarchies[0];
         assert!(h.v2);
         assert!(host.provider(Controller::Cpuacct).unwrap().v2);

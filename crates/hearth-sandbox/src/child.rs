@@ -24,17 +24,41 @@ use libc::{c_char, c_ulong};
 /// `/oldroot/...` for host sources.
 #[derive(Debug)]
 pub enum Op {
-    Mkdir { path: CString, mode: u32 },
-    Tmpfs { path: CString, data: CString, flags: c_ulong },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
+    Tmpfs {
+        path: CString,
+        data: CString,
+        flags: c_ulong,
+    },
     /// Bind a host directory read-only, keeping the flags the kernel locked on it.
-    BindRo { src: CString, dst: CString },
+    BindRo {
+        src: CString,
+        dst: CString,
+    },
     /// Bind a device node (read-write, no `nodev`).
-    BindDev { src: CString, dst: CString },
+    BindDev {
+        src: CString,
+        dst: CString,
+    },
     /// A fresh `/proc` for the new PID namespace; failure is a warning.
-    Proc { path: CString },
-    Symlink { target: CString, path: CString },
-    WriteFile { path: CString, data: Vec<u8>, mode: u32 },
-    RemountRo { path: CString },
+    Proc {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        mode: u32,
+    },
+    RemountRo {
+        path: CString,
+    },
 }
 
 impl Op {
@@ -154,9 +178,15 @@ pub struct ExecArgs {
 impl ExecArgs {
     pub fn new(plan: &Plan) -> ExecArgs {
         let ptrs = |v: &[CString]| {
-            v.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
         };
-        ExecArgs { argv: ptrs(&plan.argv), envp: ptrs(&plan.envp) }
+        ExecArgs {
+            argv: ptrs(&plan.argv),
+            envp: ptrs(&plan.envp),
+        }
     }
 }
 
@@ -207,7 +237,13 @@ unsafe fn fail(plan: &Plan, step: u32) -> ! {
     }
 }
 
-unsafe fn mount(src: *const c_char, dst: &CStr, fstype: *const c_char, flags: c_ulong, data: *const c_char) -> bool {
+unsafe fn mount(
+    src: *const c_char,
+    dst: &CStr,
+    fstype: *const c_char,
+    flags: c_ulong,
+    data: *const c_char,
+) -> bool {
     // SAFETY: pointers are NUL-terminated strings or null.
     unsafe { libc::mount(src, dst.as_ptr(), fstype, flags, data.cast()) == 0 }
 }
@@ -242,9 +278,13 @@ unsafe fn do_op(op: &Op) -> Result<(), ()> {
                 let r = libc::mkdir(path.as_ptr(), *mode);
                 ok(r == 0 || errno() == libc::EEXIST)
             }
-            Op::Tmpfs { path, data, flags } => {
-                ok(mount(c"tmpfs".as_ptr(), path, c"tmpfs".as_ptr(), *flags, data.as_ptr()))
-            }
+            Op::Tmpfs { path, data, flags } => ok(mount(
+                c"tmpfs".as_ptr(),
+                path,
+                c"tmpfs".as_ptr(),
+                *flags,
+                data.as_ptr(),
+            )),
             Op::BindRo { src, dst } => {
                 if !mount(src.as_ptr(), dst, null, libc::MS_BIND | libc::MS_REC, null) {
                     return Err(());
@@ -258,7 +298,11 @@ unsafe fn do_op(op: &Op) -> Result<(), ()> {
                 ok(mount(null, dst, null, flags, null))
             }
             Op::BindDev { src, dst } => {
-                let fd = libc::open(dst.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                let fd = libc::open(
+                    dst.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
                 if fd < 0 {
                     return Err(());
                 }
@@ -280,7 +324,11 @@ unsafe fn do_op(op: &Op) -> Result<(), ()> {
             Op::WriteFile { path, data, mode } => {
                 let fd = libc::open(
                     path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    libc::O_CREAT
+                        | libc::O_WRONLY
+                        | libc::O_TRUNC
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
                     *mode,
                 );
                 if fd < 0 {
@@ -307,7 +355,10 @@ unsafe fn do_op(op: &Op) -> Result<(), ()> {
 
 unsafe fn send_fd(sock: RawFd, fd: RawFd) -> bool {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
     let mut cbuf = [0u64; 4]; // 32 bytes, aligned: more than CMSG_SPACE(sizeof(int))
     // SAFETY: all pointers refer to the stack buffers above, which outlive sendmsg.
     unsafe {
@@ -359,9 +410,22 @@ struct CapData {
 unsafe fn drop_capabilities() -> bool {
     // SAFETY: prctl/capset with valid arguments; failures are reported by the caller.
     unsafe {
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-        let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
-        let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let hdr = CapHeader {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
         libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) == 0
     }
 }
@@ -396,7 +460,8 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
         // empty it first. (An ordinary user in the fallback has nothing to drop.)
         if plan.set_ids || plan.namespaces {
             for cap in 0..64 {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno() != libc::EINVAL
+                {
                     fail(plan, step::CAPS);
                 }
             }
@@ -422,7 +487,13 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
                 fail(plan, step::MS_PRIVATE);
             }
             let flags = libc::MS_NOSUID | libc::MS_NODEV;
-            if !mount(c"tmpfs".as_ptr(), &plan.base, c"tmpfs".as_ptr(), flags, c"size=64k,mode=0755".as_ptr()) {
+            if !mount(
+                c"tmpfs".as_ptr(),
+                &plan.base,
+                c"tmpfs".as_ptr(),
+                flags,
+                c"size=64k,mode=0755".as_ptr(),
+            ) {
                 fail(plan, step::BASE_TMPFS);
             }
             if libc::chdir(plan.base.as_ptr()) != 0
@@ -456,7 +527,11 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
             {
                 fail(plan, step::PIVOT_NEWROOT);
             }
-            let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+            let ro = libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV;
             if !mount(null, c"/", null, ro, null) {
                 fail(plan, step::REMOUNT_ROOT);
             }
@@ -476,7 +551,10 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
             fail(plan, step::CHDIR);
         }
         for &(res, value) in &plan.rlimits {
-            let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
             if libc::setrlimit(res, &lim) != 0 {
                 fail(plan, step::RLIMIT);
             }
@@ -496,7 +574,13 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
             fail(plan, step::STDIO);
         }
         // Nothing of Hearth's (sockets, database, key files) survives execve.
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
             for fd in 3..65536 {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags >= 0 {
@@ -508,7 +592,12 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
             len: plan.filter.len() as u16,
             filter: plan.filter.as_ptr() as *mut libc::sock_filter,
         };
-        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0 {
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const libc::sock_fprog,
+        ) != 0
+        {
             fail(plan, step::SECCOMP);
         }
         let mut err = libc::ENOENT;

@@ -108,13 +108,24 @@ pub struct Ruleset {
 pub fn ruleset(read: &[&Path], write: &[&Path]) -> io::Result<Ruleset> {
     let abi = abi_version();
     if abi == 0 {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "Landlock is not available"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Landlock is not available",
+        ));
     }
     let handled = fs_rights(abi);
     let attr = RulesetAttr {
         handled_access_fs: handled,
-        handled_access_net: if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
-        scoped: if abi >= 6 { SCOPE_ABSTRACT_UNIX | SCOPE_SIGNAL } else { 0 },
+        handled_access_net: if abi >= 4 {
+            NET_BIND_TCP | NET_CONNECT_TCP
+        } else {
+            0
+        },
+        scoped: if abi >= 6 {
+            SCOPE_ABSTRACT_UNIX | SCOPE_SIGNAL
+        } else {
+            0
+        },
     };
     let size = match abi {
         1..=3 => 8,
@@ -159,7 +170,14 @@ pub fn ruleset(read: &[&Path], write: &[&Path]) -> io::Result<Ruleset> {
             }
         }
     }
-    Ok(Ruleset { fd, coverage: Coverage { abi, tcp: abi >= 4, signals: abi >= 6 } })
+    Ok(Ruleset {
+        fd,
+        coverage: Coverage {
+            abi,
+            tcp: abi >= 4,
+            signals: abi >= 6,
+        },
+    })
 }
 
 fn open_path(path: &Path) -> io::Result<std::fs::File> {

@@ -86,10 +86,16 @@ pub enum Error {
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
     #[error("sandbox setup failed while {step}: {source}")]
-    Setup { step: String, source: std::io::Error },
+    Setup {
+        step: String,
+        source: std::io::Error,
+    },
     /// User namespaces (or mounting inside them) are not allowed on this host.
     #[error("namespaces unavailable while {step}: {source}")]
-    Namespaces { step: String, source: std::io::Error },
+    Namespaces {
+        step: String,
+        source: std::io::Error,
+    },
     #[error("sandbox: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -128,7 +134,9 @@ impl Sandbox {
             return run::run(self, spec, false);
         }
         match run::run(self, spec, true) {
-            Err(Error::Namespaces { step, source }) if self.options.isolation == Isolation::Auto => {
+            Err(Error::Namespaces { step, source })
+                if self.options.isolation == Isolation::Auto =>
+            {
                 self.namespaces_broken.store(true, Ordering::Relaxed);
                 let mut outcome = run::run(self, spec, false)?;
                 outcome.warnings.insert(

@@ -32,7 +32,16 @@ pub fn read_back(
 ) -> ReadBack {
     let mut rb = ReadBack::default();
     let mut budget = max_bytes;
-    walk(root, root, "", 0, max_files, &mut budget, file_size_limit, &mut rb);
+    walk(
+        root,
+        root,
+        "",
+        0,
+        max_files,
+        &mut budget,
+        file_size_limit,
+        &mut rb,
+    );
     rb.files.sort_by(|a, b| a.path.cmp(&b.path));
     rb
 }
@@ -60,25 +69,40 @@ fn walk(
         .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, kind) in names {
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        let Ok(cname) = CString::new(rel.as_bytes()) else { continue };
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let Ok(cname) = CString::new(rel.as_bytes()) else {
+            continue;
+        };
         if kind.is_dir() {
             if depth >= MAX_DEPTH {
                 rb.truncated = true;
-                rb.notes.push(format!("skipped /output/{rel}: deeper than {MAX_DEPTH}"));
+                rb.notes
+                    .push(format!("skipped /output/{rel}: deeper than {MAX_DEPTH}"));
                 continue;
             }
             match sys::open_beneath(root, &cname, libc::O_RDONLY | libc::O_DIRECTORY) {
-                Ok(sub) => {
-                    walk(root, sub.as_fd(), &rel, depth + 1, max_files, budget, file_size_limit, rb)
-                }
+                Ok(sub) => walk(
+                    root,
+                    sub.as_fd(),
+                    &rel,
+                    depth + 1,
+                    max_files,
+                    budget,
+                    file_size_limit,
+                    rb,
+                ),
                 Err(e) => rb.notes.push(format!("skipped /output/{rel}: {e}")),
             }
             continue;
         }
         if !kind.is_file() {
             rb.truncated = true;
-            rb.notes.push(format!("skipped /output/{rel}: not a regular file"));
+            rb.notes
+                .push(format!("skipped /output/{rel}: not a regular file"));
             continue;
         }
         if rb.files.len() >= max_files {

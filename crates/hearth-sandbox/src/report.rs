@@ -99,7 +99,12 @@ pub(crate) struct Context<'a> {
 }
 
 fn st(feature: Feature, enforced: bool, how: impl Into<String>) -> FeatureStatus {
-    FeatureStatus { feature, enforced, how: how.into(), required: false }
+    FeatureStatus {
+        feature,
+        enforced,
+        how: how.into(),
+        required: false,
+    }
 }
 
 /// What a run with this context enforces.
@@ -108,15 +113,31 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
     let mut v = Vec::new();
     let ll = c.landlock.map(|l| l.abi).unwrap_or(0);
     if c.namespaces {
-        v.push(st(Network, true, "network namespace: no interfaces but a down loopback"));
+        v.push(st(
+            Network,
+            true,
+            "network namespace: no interfaces but a down loopback",
+        ));
         v.push(st(
             Filesystem,
             true,
             "mount namespace + pivot_root: read-only system dirs and venv, tmpfs /tmp and /output, nothing else of the host",
         ));
-        let who = if c.root { format!("host uid {}", c.host_uid) } else { "Hearth's uid".into() };
-        v.push(st(User, true, format!("user namespace: uid 1000 inside = {who}; no capabilities")));
-        v.push(st(Pid, true, "PID namespace; the program is PID 1, /proc shows only the sandbox"));
+        let who = if c.root {
+            format!("host uid {}", c.host_uid)
+        } else {
+            "Hearth's uid".into()
+        };
+        v.push(st(
+            User,
+            true,
+            format!("user namespace: uid 1000 inside = {who}; no capabilities"),
+        ));
+        v.push(st(
+            Pid,
+            true,
+            "PID namespace; the program is PID 1, /proc shows only the sandbox",
+        ));
         v.push(st(Ipc, true, "IPC namespace"));
         v.push(st(Uts, true, "UTS namespace (hostname `sandbox`)"));
     } else {
@@ -126,7 +147,11 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
             true,
             format!(
                 "seccomp: socket() denied{}",
-                if tcp { "; Landlock denies TCP bind/connect" } else { "" }
+                if tcp {
+                    "; Landlock denies TCP bind/connect"
+                } else {
+                    ""
+                }
             ),
         ));
         v.push(st(
@@ -139,9 +164,17 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
             },
         ));
         if c.root {
-            v.push(st(User, true, format!("host uid {}; no capabilities", c.host_uid)));
+            v.push(st(
+                User,
+                true,
+                format!("host uid {}; no capabilities", c.host_uid),
+            ));
         } else {
-            v.push(st(User, false, "not isolated: no user namespace, runs as Hearth's uid"));
+            v.push(st(
+                User,
+                false,
+                "not isolated: no user namespace, runs as Hearth's uid",
+            ));
         }
         let signals = c.landlock.map(|l| l.signals).unwrap_or(false);
         v.push(st(
@@ -149,13 +182,21 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
             false,
             format!(
                 "no PID namespace; ptrace denied by seccomp{}",
-                if signals { ", signals scoped by Landlock" } else { "" }
+                if signals {
+                    ", signals scoped by Landlock"
+                } else {
+                    ""
+                }
             ),
         ));
         v.push(st(Ipc, false, "no IPC namespace"));
         v.push(st(Uts, false, "no UTS namespace"));
     }
-    v.push(st(Seccomp, true, format!("seccomp-bpf deny list: {}", seccomp::DENIED_SUMMARY)));
+    v.push(st(
+        Seccomp,
+        true,
+        format!("seccomp-bpf deny list: {}", seccomp::DENIED_SUMMARY),
+    ));
     v.push(st(NoNewPrivs, true, "prctl(PR_SET_NO_NEW_PRIVS)"));
     v.push(st(
         Environment,
@@ -163,15 +204,29 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
         "clean environment built from scratch; no supervisor inside carries Hearth's",
     ));
     match &c.applied.memory {
-        Ok(how) => v.push(st(Memory, true, format!("{how} memory controller (tmpfs included)"))),
-        Err(e) => v.push(st(Memory, true, format!("rlimit RLIMIT_AS per process (cgroup: {e})"))),
+        Ok(how) => v.push(st(
+            Memory,
+            true,
+            format!("{how} memory controller (tmpfs included)"),
+        )),
+        Err(e) => v.push(st(
+            Memory,
+            true,
+            format!("rlimit RLIMIT_AS per process (cgroup: {e})"),
+        )),
     }
     match &c.applied.cpu {
-        Ok(how) => v.push(st(Cpu, true, format!("{how} cpu quota; RLIMIT_CPU per process"))),
+        Ok(how) => v.push(st(
+            Cpu,
+            true,
+            format!("{how} cpu quota; RLIMIT_CPU per process"),
+        )),
         Err(e) => v.push(st(
             Cpu,
             false,
-            format!("core count not enforced (cgroup: {e}); RLIMIT_CPU caps CPU seconds per process"),
+            format!(
+                "core count not enforced (cgroup: {e}); RLIMIT_CPU caps CPU seconds per process"
+            ),
         )),
     }
     match &c.applied.pids {
@@ -183,15 +238,23 @@ pub(crate) fn enforcement(c: &Context<'_>) -> Vec<FeatureStatus> {
         )),
         Err(e) => v.push(st(Pids, true, format!("rlimit RLIMIT_NPROC for the whole uid (cgroup: {e})"))),
     }
-    v.push(st(WallTime, true, if c.namespaces {
-        "SIGKILL to PID 1; the kernel kills the rest of the PID namespace"
-    } else {
-        "SIGKILL to the process group (setsid/setpgid denied) and the cgroup"
-    }));
+    v.push(st(
+        WallTime,
+        true,
+        if c.namespaces {
+            "SIGKILL to PID 1; the kernel kills the rest of the PID namespace"
+        } else {
+            "SIGKILL to the process group (setsid/setpgid denied) and the cgroup"
+        },
+    ));
     v.push(st(FileSize, true, "rlimit RLIMIT_FSIZE"));
     v.push(st(OpenFiles, true, "rlimit RLIMIT_NOFILE"));
     if c.namespaces {
-        v.push(st(OutputSize, true, "tmpfs size and inode caps on /output; capped read-back"));
+        v.push(st(
+            OutputSize,
+            true,
+            "tmpfs size and inode caps on /output; capped read-back",
+        ));
     } else {
         v.push(st(OutputSize, false, "per file only (RLIMIT_FSIZE) and capped read-back; the folder's total is not capped without a tmpfs"));
     }
@@ -221,14 +284,24 @@ pub struct Report {
 
 fn probe_run(sb: &Sandbox, isolation: Isolation) -> Result<(), String> {
     let probe = Sandbox {
-        options: Options { isolation, require: Vec::new(), ..sb.options.clone() },
+        options: Options {
+            isolation,
+            require: Vec::new(),
+            ..sb.options.clone()
+        },
         cgroups: sb.cgroups.clone(),
         namespaces_broken: Default::default(),
     };
-    let spec = Spec { argv: vec!["/bin/true".into()], ..Spec::default() };
+    let spec = Spec {
+        argv: vec!["/bin/true".into()],
+        ..Spec::default()
+    };
     match probe.run(&spec) {
         Ok(o) if o.exit_code == Some(0) => Ok(()),
-        Ok(o) => Err(format!("/bin/true ended with {:?} {:?}: {}", o.exit_code, o.signal, o.stderr)),
+        Ok(o) => Err(format!(
+            "/bin/true ended with {:?} {:?}: {}",
+            o.exit_code, o.signal, o.stderr
+        )),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -251,7 +324,11 @@ pub(crate) fn check(sb: &Sandbox) -> Report {
         root,
         host_uid: sb.options.host_uid,
         applied: &applied,
-        landlock: (abi > 0).then_some(Coverage { abi, tcp: abi >= 4, signals: abi >= 6 }),
+        landlock: (abi > 0).then_some(Coverage {
+            abi,
+            tcp: abi >= 4,
+            signals: abi >= 6,
+        }),
     };
     let mut features = enforcement(&ctx);
     let mut refused = Vec::new();
@@ -265,7 +342,10 @@ pub(crate) fn check(sb: &Sandbox) -> Report {
         }
     }
     if !usable {
-        refused.insert(0, "no isolation works on this host (see namespaces/landlock)".into());
+        refused.insert(
+            0,
+            "no isolation works on this host (see namespaces/landlock)".into(),
+        );
     }
     let describe = |r: &Result<&'static str, String>| match r {
         Ok(v) => format!("{v}: ok"),
@@ -279,7 +359,11 @@ pub(crate) fn check(sb: &Sandbox) -> Report {
         } else {
             "landlock".into()
         },
-        running_as: if root { "root".into() } else { format!("uid {}", sys::euid()) },
+        running_as: if root {
+            "root".into()
+        } else {
+            format!("uid {}", sys::euid())
+        },
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_owned())
             .unwrap_or_default(),

@@ -23,7 +23,9 @@ const DRAIN: Duration = Duration::from_millis(500);
 
 /// System directories shown read-only (symlinks, as on merged-/usr systems, are copied
 /// as symlinks).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 /// Small files from the host's `/etc` that the dynamic loader and Python read.
 const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf"];
 /// Host `/etc` folders shown read-only when present (fontconfig, used by matplotlib).
@@ -44,18 +46,23 @@ fn validate(spec: &Spec) -> Result<(), Error> {
     }
     for (name, _) in &spec.files {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(Error::InvalidSpec(format!("file name {name:?} is not a single name")));
+            return Err(Error::InvalidSpec(format!(
+                "file name {name:?} is not a single name"
+            )));
         }
     }
     for (k, _) in &spec.env {
         if k.is_empty() || k.contains('=') {
-            return Err(Error::InvalidSpec(format!("bad environment variable name {k:?}")));
+            return Err(Error::InvalidSpec(format!(
+                "bad environment variable name {k:?}"
+            )));
         }
     }
-    if let Some(input) = &spec.input {
-        if !input.is_dir() {
-            return Err(Error::InvalidSpec(format!("input {} is not a folder", input.display())));
-        }
+    if let Some(input) = spec.input.as_ref().filter(|i| !i.is_dir()) {
+        return Err(Error::InvalidSpec(format!(
+            "input {} is not a folder",
+            input.display()
+        )));
     }
     Ok(())
 }
@@ -97,7 +104,11 @@ impl Layout {
 
 fn environment(spec: &Spec, layout: &Layout) -> Vec<String> {
     let threads = spec.limits.cpus.ceil().max(1.0) as u64;
-    let path: Vec<String> = layout.path_dirs().iter().map(|p| p.display().to_string()).collect();
+    let path: Vec<String> = layout
+        .path_dirs()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let tmp = layout.tmp.display();
     let mut env = vec![
         format!("PATH={}", path.join(":")),
@@ -181,7 +192,10 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         fs::set_permissions(&dirs.root, fs::Permissions::from_mode(0o711))?;
         let layout = Layout {
             script_dir: dirs.root.join("sandbox"),
-            input: spec.input.clone().unwrap_or_else(|| dirs.root.join("input")),
+            input: spec
+                .input
+                .clone()
+                .unwrap_or_else(|| dirs.root.join("input")),
             output: dirs.root.join("output"),
             tmp: dirs.root.join("tmp"),
             venv: opts.venv.clone(),
@@ -208,10 +222,12 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         let read_refs: Vec<&Path> = read.iter().map(PathBuf::as_path).collect();
         let mut write = vec![layout.output.as_path(), layout.tmp.as_path()];
         write.push(Path::new("/dev/null"));
-        ruleset = Some(landlock::ruleset(&read_refs, &write).map_err(|e| Error::Setup {
-            step: "building the Landlock ruleset".into(),
-            source: e,
-        })?);
+        ruleset = Some(
+            landlock::ruleset(&read_refs, &write).map_err(|e| Error::Setup {
+                step: "building the Landlock ruleset".into(),
+                source: e,
+            })?,
+        );
         host_dirs = Some(dirs);
         layout
     };
@@ -256,7 +272,15 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         &layout,
         &applied,
         ruleset.as_ref().map(|r| r.fd.as_raw_fd()).unwrap_or(-1),
-        [&stdin_r, &stdout_w, &stderr_w, &sync_r, &report_w, &sock_child].map(|f| f.as_raw_fd()),
+        [
+            &stdin_r,
+            &stdout_w,
+            &stderr_w,
+            &sync_r,
+            &report_w,
+            &sock_child,
+        ]
+        .map(|f| f.as_raw_fd()),
     )?;
     let exec_args = ExecArgs::new(&plan);
 
@@ -272,9 +296,15 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     };
     let pid = child::spawn(&plan, &exec_args, flags).map_err(|e| {
         if namespaces {
-            Error::Namespaces { step: "clone".into(), source: e }
+            Error::Namespaces {
+                step: "clone".into(),
+                source: e,
+            }
         } else {
-            Error::Setup { step: "clone".into(), source: e }
+            Error::Setup {
+                step: "clone".into(),
+                source: e,
+            }
         }
     })?;
     let mut guard = ChildGuard { pid, reaped: false };
@@ -283,8 +313,10 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     let pidfd = sys::pidfd_open(pid)?;
 
     if namespaces {
-        write_id_maps(pid, root, opts.host_uid, opts.host_gid)
-            .map_err(|e| Error::Namespaces { step: "writing uid/gid maps".into(), source: e })?;
+        write_id_maps(pid, root, opts.host_uid, opts.host_gid).map_err(|e| Error::Namespaces {
+            step: "writing uid/gid maps".into(),
+            source: e,
+        })?;
     }
     if let Err(e) = cg.add(pid) {
         warnings.push(format!("could not move the sandbox into its cgroups: {e}"));
@@ -332,7 +364,9 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         limits.file_size_bytes,
     );
     let output_full = namespaces
-        && sys::fs_space(output_fd.as_fd()).map(|(free, _)| free < 8192).unwrap_or(false);
+        && sys::fs_space(output_fd.as_fd())
+            .map(|(free, _)| free < 8192)
+            .unwrap_or(false);
     drop(output_fd);
     drop(host_dirs);
     warnings.extend(rb.notes);
@@ -361,7 +395,8 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     let (cpu_ms, peak, source) = match (stats.cpu_ns, stats.peak_memory) {
         (Some(ns), Some(peak)) => (ns / 1_000_000, peak, applied_source(&applied)),
         (cpu, peak) => (
-            cpu.map(|ns| ns / 1_000_000).unwrap_or((main_cpu * 1000.0) as u64),
+            cpu.map(|ns| ns / 1_000_000)
+                .unwrap_or((main_cpu * 1000.0) as u64),
             peak.unwrap_or(sup.rusage.ru_maxrss.max(0) as u64 * 1024),
             "rusage".to_owned(),
         ),
@@ -377,7 +412,12 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         stderr_truncated: sup.stderr.truncated,
         files: rb.files,
         files_truncated: rb.truncated,
-        usage: Usage { wall_ms: wall.as_millis() as u64, cpu_ms, peak_memory_bytes: peak, source },
+        usage: Usage {
+            wall_ms: wall.as_millis() as u64,
+            cpu_ms,
+            peak_memory_bytes: peak,
+            source,
+        },
         isolation: if namespaces { "namespaces" } else { "landlock" },
         warnings,
     })
@@ -393,7 +433,11 @@ fn tv_secs(tv: &libc::timeval) -> f64 {
 
 fn write_id_maps(pid: i32, root: bool, host_uid: u32, host_gid: u32) -> std::io::Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
-    let (uid, gid) = if root { (host_uid, host_gid) } else { (sys::euid(), sys::egid()) };
+    let (uid, gid) = if root {
+        (host_uid, host_gid)
+    } else {
+        (sys::euid(), sys::egid())
+    };
     if !root {
         // An ordinary user may map only its own ids, and only after giving up setgroups.
         fs::write(proc.join("setgroups"), "deny")?;
@@ -423,7 +467,10 @@ fn read_setup_report(
         let code = u32::from_le_bytes([rec[1], rec[2], rec[3], rec[4]]);
         let errno = i32::from_le_bytes([rec[5], rec[6], rec[7], rec[8]]);
         let what = if code >= step::OP_BASE {
-            plan.ops.get((code - step::OP_BASE) as usize).map(Op::describe).unwrap_or_default()
+            plan.ops
+                .get((code - step::OP_BASE) as usize)
+                .map(Op::describe)
+                .unwrap_or_default()
         } else {
             step::name(code).to_owned()
         };
@@ -436,7 +483,10 @@ fn read_setup_report(
         return Err(if ns_step {
             Error::Namespaces { step: what, source }
         } else if code == step::EXEC {
-            Error::Setup { step: format!("starting {:?}", plan.argv[0]), source }
+            Error::Setup {
+                step: format!("starting {:?}", plan.argv[0]),
+                source,
+            }
         } else {
             Error::Setup { step: what, source }
         });
@@ -518,8 +568,15 @@ fn build_plan(
         }),
         landlock_fd,
         exec_paths,
-        argv: spec.argv.iter().map(|a| cstr(layout.map(a))).collect::<Result<_, _>>()?,
-        envp: environment(spec, layout).iter().map(cstr).collect::<Result<_, _>>()?,
+        argv: spec
+            .argv
+            .iter()
+            .map(|a| cstr(layout.map(a)))
+            .collect::<Result<_, _>>()?,
+        envp: environment(spec, layout)
+            .iter()
+            .map(cstr)
+            .collect::<Result<_, _>>()?,
         stdin,
         stdout,
         stderr,
@@ -536,24 +593,38 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
     let old = |p: &Path| cstr(format!("/oldroot{}", p.display()));
     let mkdir = |p: &str, mode: u32| -> Result<Op, Error> { Ok(Op::Mkdir { path: nr(p)?, mode }) };
     let tmpfs = |p: &str, data: String, flags: libc::c_ulong| -> Result<Op, Error> {
-        Ok(Op::Tmpfs { path: nr(p)?, data: cstr(data)?, flags })
+        Ok(Op::Tmpfs {
+            path: nr(p)?,
+            data: cstr(data)?,
+            flags,
+        })
     };
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     let files_size: usize = spec.files.iter().map(|(_, d)| d.len()).sum();
     let mut ops = vec![
         mkdir("", 0o755)?,
-        tmpfs("", format!("size={},mode=0755", files_size + (4 << 20)), nosuid_nodev)?,
+        tmpfs(
+            "",
+            format!("size={},mode=0755", files_size + (4 << 20)),
+            nosuid_nodev,
+        )?,
     ];
     for dir in SYSTEM_DIRS {
         let host = Path::new(dir);
         match fs::symlink_metadata(host) {
             Ok(m) if m.file_type().is_symlink() => {
                 let target = fs::read_link(host)?;
-                ops.push(Op::Symlink { target: cpath(&target)?, path: nr(dir)? });
+                ops.push(Op::Symlink {
+                    target: cpath(&target)?,
+                    path: nr(dir)?,
+                });
             }
             Ok(m) if m.is_dir() => {
                 ops.push(mkdir(dir, 0o755)?);
-                ops.push(Op::BindRo { src: old(&fs::canonicalize(host)?)?, dst: nr(dir)? });
+                ops.push(Op::BindRo {
+                    src: old(&fs::canonicalize(host)?)?,
+                    dst: nr(dir)?,
+                });
             }
             _ => {}
         }
@@ -561,7 +632,11 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
     // /etc: a few copied files and our own passwd/group/hosts; nothing else of the host.
     ops.push(mkdir("/etc", 0o755)?);
     let write = |p: &str, data: Vec<u8>| -> Result<Op, Error> {
-        Ok(Op::WriteFile { path: nr(p)?, data, mode: 0o644 })
+        Ok(Op::WriteFile {
+            path: nr(p)?,
+            data,
+            mode: 0o644,
+        })
     };
     ops.push(write(
         "/etc/passwd",
@@ -571,13 +646,22 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
         "/etc/group",
         format!("root:x:0:\nsandbox:x:{INSIDE_ID}:\nnogroup:x:65534:\n").into_bytes(),
     )?);
-    ops.push(write("/etc/hosts", b"127.0.0.1 localhost\n::1 localhost\n".to_vec())?);
-    ops.push(write("/etc/hostname", format!("{HOSTNAME}\n").into_bytes())?);
+    ops.push(write(
+        "/etc/hosts",
+        b"127.0.0.1 localhost\n::1 localhost\n".to_vec(),
+    )?);
+    ops.push(write(
+        "/etc/hostname",
+        format!("{HOSTNAME}\n").into_bytes(),
+    )?);
     for f in ETC_FILES {
         let host = Path::new(f);
         match fs::symlink_metadata(host) {
             Ok(m) if m.file_type().is_symlink() => {
-                ops.push(Op::Symlink { target: cpath(&fs::read_link(host)?)?, path: nr(f)? });
+                ops.push(Op::Symlink {
+                    target: cpath(&fs::read_link(host)?)?,
+                    path: nr(f)?,
+                });
             }
             Ok(m) if m.is_file() && m.len() < (4 << 20) => {
                 ops.push(write(f, fs::read(host)?)?);
@@ -589,16 +673,26 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
         let host = Path::new(d);
         if host.is_dir() {
             ops.push(mkdir(d, 0o755)?);
-            ops.push(Op::BindRo { src: old(&fs::canonicalize(host)?)?, dst: nr(d)? });
+            ops.push(Op::BindRo {
+                src: old(&fs::canonicalize(host)?)?,
+                dst: nr(d)?,
+            });
         }
     }
     // /dev: the harmless devices, stdio links, a small /dev/shm.
     ops.push(mkdir("/dev", 0o755)?);
-    ops.push(tmpfs("/dev", "size=64k,mode=0755".into(), libc::MS_NOSUID | libc::MS_NOEXEC)?);
+    ops.push(tmpfs(
+        "/dev",
+        "size=64k,mode=0755".into(),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+    )?);
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         if host.exists() {
-            ops.push(Op::BindDev { src: old(&host)?, dst: nr(&format!("/dev/{d}"))? });
+            ops.push(Op::BindDev {
+                src: old(&host)?,
+                dst: nr(&format!("/dev/{d}"))?,
+            });
         }
     }
     for (name, target) in [
@@ -607,7 +701,10 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        ops.push(Op::Symlink { target: cstr(target)?, path: nr(&format!("/dev/{name}"))? });
+        ops.push(Op::Symlink {
+            target: cstr(target)?,
+            path: nr(&format!("/dev/{name}"))?,
+        });
     }
     ops.push(mkdir("/dev/shm", 0o1777)?);
     ops.push(tmpfs(
@@ -638,16 +735,25 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
     )?);
     if let Some(input) = &spec.input {
         ops.push(mkdir(paths::INPUT, 0o755)?);
-        ops.push(Op::BindRo { src: old(&fs::canonicalize(input)?)?, dst: nr(paths::INPUT)? });
+        ops.push(Op::BindRo {
+            src: old(&fs::canonicalize(input)?)?,
+            dst: nr(paths::INPUT)?,
+        });
     }
     if let Some(venv) = venv {
         ops.push(mkdir("/opt", 0o755)?);
         ops.push(mkdir(paths::VENV, 0o755)?);
-        ops.push(Op::BindRo { src: old(&fs::canonicalize(venv)?)?, dst: nr(paths::VENV)? });
+        ops.push(Op::BindRo {
+            src: old(&fs::canonicalize(venv)?)?,
+            dst: nr(paths::VENV)?,
+        });
     }
     ops.push(mkdir(paths::SCRIPT_DIR, 0o755)?);
     for (name, data) in &spec.files {
-        ops.push(write(&format!("{}/{name}", paths::SCRIPT_DIR), data.clone())?);
+        ops.push(write(
+            &format!("{}/{name}", paths::SCRIPT_DIR),
+            data.clone(),
+        )?);
     }
     Ok(ops)
 }
@@ -694,12 +800,24 @@ fn supervise(
     for fd in [&stdin_w, &stdout_r, &stderr_r] {
         sys::set_nonblocking(fd.as_fd())?;
     }
-    let mut stdin = if stdin_data.is_empty() { None } else { Some(stdin_w) };
+    let mut stdin = if stdin_data.is_empty() {
+        None
+    } else {
+        Some(stdin_w)
+    };
     let mut stdin_pos = 0;
     let mut out = Some(stdout_r);
     let mut err = Some(stderr_r);
-    let mut cap_out = Capture { buf: Vec::new(), cap: stdout_cap, truncated: false };
-    let mut cap_err = Capture { buf: Vec::new(), cap: stderr_cap, truncated: false };
+    let mut cap_out = Capture {
+        buf: Vec::new(),
+        cap: stdout_cap,
+        truncated: false,
+    };
+    let mut cap_err = Capture {
+        buf: Vec::new(),
+        cap: stderr_cap,
+        truncated: false,
+    };
     let mut reaped: Option<(i32, libc::rusage)> = None;
     let mut drain_until = None;
     let mut timed_out = false;
@@ -736,10 +854,18 @@ fn supervise(
             (0, out.as_ref(), libc::POLLIN),
             (1, err.as_ref(), libc::POLLIN),
             (2, stdin.as_ref(), libc::POLLOUT),
-            (3, if reaped.is_none() { Some(pidfd) } else { None }, libc::POLLIN),
+            (
+                3,
+                if reaped.is_none() { Some(pidfd) } else { None },
+                libc::POLLIN,
+            ),
         ] {
             if let Some(fd) = fd {
-                pfds.push(libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 });
+                pfds.push(libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events,
+                    revents: 0,
+                });
                 slots.push(slot);
             }
         }
@@ -751,7 +877,11 @@ fn supervise(
             }
             match slot {
                 0 | 1 => {
-                    let (fd, cap) = if slot == 0 { (&mut out, &mut cap_out) } else { (&mut err, &mut cap_err) };
+                    let (fd, cap) = if slot == 0 {
+                        (&mut out, &mut cap_out)
+                    } else {
+                        (&mut err, &mut cap_err)
+                    };
                     if let Some(f) = fd.as_ref() {
                         match sys::read(f.as_fd(), &mut chunk) {
                             Ok(0) => *fd = None,
@@ -790,9 +920,17 @@ fn supervise(
         }
     }
     let Some((status, rusage)) = reaped else {
-        return Err(Error::Io(std::io::Error::other("supervision ended before the program")));
+        return Err(Error::Io(std::io::Error::other(
+            "supervision ended before the program",
+        )));
     };
-    Ok(Supervised { status, rusage, timed_out, stdout: cap_out, stderr: cap_err })
+    Ok(Supervised {
+        status,
+        rusage,
+        timed_out,
+        stdout: cap_out,
+        stderr: cap_err,
+    })
 }
 
 #[cfg(test)]
@@ -817,6 +955,10 @@ mod tests {
 
     #[test]
     fn feature_list_is_consistent() {
-        assert!(Feature::ALL.iter().all(|f| Feature::parse(f.name()) == Some(*f)));
+        assert!(
+            Feature::ALL
+                .iter()
+                .all(|f| Feature::parse(f.name()) == Some(*f))
+        );
     }
 }

@@ -122,7 +122,12 @@ pub enum Profile {
 }
 
 fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter { code, jt: 0, jf: 0, k }
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
@@ -193,7 +198,10 @@ mod tests {
             assert!(p.len() < 4096);
             for (i, ins) in p.iter().enumerate() {
                 if ins.code & 0x07 == libc::BPF_JMP as u16 {
-                    assert!(i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(), "jump at {i}");
+                    assert!(
+                        i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(),
+                        "jump at {i}"
+                    );
                 }
             }
             let last = p.last().unwrap();

@@ -41,7 +41,10 @@ impl Spec {
     /// `python3 /sandbox/main.py` with `script` as `main.py`.
     pub fn python(script: impl Into<Vec<u8>>) -> Spec {
         Spec {
-            argv: vec!["python3".to_owned(), format!("{}/main.py", paths::SCRIPT_DIR)],
+            argv: vec![
+                "python3".to_owned(),
+                format!("{}/main.py", paths::SCRIPT_DIR),
+            ],
             files: vec![("main.py".to_owned(), script.into())],
             ..Spec::default()
         }
@@ -99,7 +102,9 @@ impl Default for Limits {
 impl Limits {
     /// CPU seconds per process: the explicit value, else wall time × cores, at least 1.
     pub fn cpu_seconds(&self) -> u64 {
-        let d = self.cpu_time.unwrap_or_else(|| self.wall_time.mul_f64(self.cpus.max(0.01)));
+        let d = self
+            .cpu_time
+            .unwrap_or_else(|| self.wall_time.mul_f64(self.cpus.max(0.01)));
         d.as_secs_f64().ceil().max(1.0) as u64
     }
 }

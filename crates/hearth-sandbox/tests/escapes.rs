@@ -54,12 +54,18 @@ fn dns_lookup_fails() {
          print('DONE')",
     );
     let out = completed(&o);
-    assert!(out.contains("BLOCKED") && !out.contains("RESOLVED"), "{out}");
+    assert!(
+        out.contains("BLOCKED") && !out.contains("RESOLVED"),
+        "{out}"
+    );
 }
 
 #[test]
 fn cannot_read_etc_shadow() {
-    assert!(std::path::Path::new("/etc/shadow").exists(), "test needs a host /etc/shadow");
+    assert!(
+        std::path::Path::new("/etc/shadow").exists(),
+        "test needs a host /etc/shadow"
+    );
     let o = run_py(
         &sandbox(),
         "import os\n\
@@ -130,7 +136,10 @@ fn cannot_read_another_process_environ() {
     victim.kill().unwrap();
     victim.wait().unwrap();
     let out = completed(&o);
-    assert!(out.contains("PIDS [1]"), "only the program itself is visible: {out}");
+    assert!(
+        out.contains("PIDS [1]"),
+        "only the program itself is visible: {out}"
+    );
     assert!(out.contains("BLOCKED FileNotFoundError"), "{out}");
     assert!(!out.contains("canary"), "{out}");
 }
@@ -156,7 +165,11 @@ fn cannot_write_outside_tmp_and_output() {
     assert!(!out.contains("WROTE"), "{out}");
     assert_eq!(out.matches("BLOCKED").count(), 10, "{out}");
     assert_eq!(out.matches("OK").count(), 2, "{out}");
-    assert_eq!(std::fs::read_dir(input.path()).unwrap().count(), 0, "host input folder untouched");
+    assert_eq!(
+        std::fs::read_dir(input.path()).unwrap().count(),
+        0,
+        "host input folder untouched"
+    );
 }
 
 const FORK_BOMB: &str = "import os\nwhile True:\n    os.fork()\n";
@@ -186,7 +199,10 @@ fn fork_bomb_after_unshare_newuser_is_still_stopped() {
     spec.limits.pids = 32;
     spec.limits.wall_time = Duration::from_secs(10);
     let o = run(&sandbox(), &spec);
-    assert!(o.stdout.contains("UNSHARE -1 1"), "unshare must fail with EPERM: {o:#?}");
+    assert!(
+        o.stdout.contains("UNSHARE -1 1"),
+        "unshare must fail with EPERM: {o:#?}"
+    );
     assert_eq!(o.limit, Some(LimitKind::Pids), "{o:#?}");
     host_still_spawns();
 }
@@ -242,7 +258,9 @@ fn cpu_time_limit_ends_with_cpu() {
 
 #[test]
 fn stdout_flood_is_capped() {
-    let mut spec = py("import sys\nfor _ in range(5000):\n    sys.stdout.write('y' * 1000 + '\\n')\nprint('DONE', file=sys.stderr)");
+    let mut spec = py(
+        "import sys\nfor _ in range(5000):\n    sys.stdout.write('y' * 1000 + '\\n')\nprint('DONE', file=sys.stderr)",
+    );
     spec.limits.stdout_bytes = 64 * 1024;
     let o = run(&sandbox(), &spec);
     assert_eq!(o.exit_code, Some(0));
@@ -253,7 +271,9 @@ fn stdout_flood_is_capped() {
 
 #[test]
 fn huge_file_is_capped() {
-    let mut spec = py("with open('/output/big.bin', 'wb') as f:\n    for _ in range(100):\n        f.write(b'z' * (1 << 20))\n");
+    let mut spec = py(
+        "with open('/output/big.bin', 'wb') as f:\n    for _ in range(100):\n        f.write(b'z' * (1 << 20))\n",
+    );
     spec.limits.output_bytes = 4 << 20;
     let o = run(&sandbox(), &spec);
     assert_eq!(o.limit, Some(LimitKind::OutputSize), "{o:#?}");
@@ -329,7 +349,10 @@ fn ptrace_mount_and_unshare_fail() {
         "BPF",
         "KEYCTL",
     ] {
-        assert!(out.contains(&format!("{name} -1 1\n")), "{name} must fail with EPERM: {out}");
+        assert!(
+            out.contains(&format!("{name} -1 1\n")),
+            "{name} must fail with EPERM: {out}"
+        );
     }
 }
 
@@ -364,7 +387,10 @@ fn background_child_is_killed_at_the_end() {
 #[test]
 fn symlink_in_output_does_not_leak_host_files() {
     let host_secret = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-    host_secret.as_file().write_all(b"host-file-canary").unwrap();
+    host_secret
+        .as_file()
+        .write_all(b"host-file-canary")
+        .unwrap();
     let o = run_py(
         &sandbox(),
         &format!(
@@ -444,7 +470,13 @@ fn hostname_and_network_interfaces_are_private() {
 #[test]
 fn hearth_environment_never_reaches_the_program() {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "environment_probe", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "environment_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("HEARTH_API_KEYS", "sk-env-canary-123")
         .env("OPENAI_API_KEY", "sk-env-canary-456")
         .output()
@@ -452,14 +484,23 @@ fn hearth_environment_never_reaches_the_program() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("PROBE RAN"), "the probe did not run: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("PROBE RAN"),
+        "the probe did not run: {stdout}\n{stderr}"
+    );
 }
 
 #[test]
 #[ignore = "helper for hearth_environment_never_reaches_the_program"]
 fn environment_probe() {
-    assert_eq!(std::env::var("HEARTH_API_KEYS").unwrap(), "sk-env-canary-123");
-    for isolation in [hearth_sandbox::Isolation::Namespaces, hearth_sandbox::Isolation::Landlock] {
+    assert_eq!(
+        std::env::var("HEARTH_API_KEYS").unwrap(),
+        "sk-env-canary-123"
+    );
+    for isolation in [
+        hearth_sandbox::Isolation::Namespaces,
+        hearth_sandbox::Isolation::Landlock,
+    ] {
         let o = run_py(
             &sandbox_with(isolation),
             "import os\n\
@@ -478,11 +519,11 @@ fn environment_probe() {
     println!("PROBE RAN");
 }
 
+#[track_caller]
 fn host_still_spawns() {
-    let st = Command::new("true").status().unwrap();
-    assert!(st.success());
+    assert!(Command::new("true").status().is_ok_and(|s| s.success()));
 }
 
-fn libc_sigkill() -> i32 {
+const fn libc_sigkill() -> i32 {
     9
 }

@@ -108,7 +108,10 @@ fn escapes_through_syscalls_fail() {
     assert!(out.contains("PTRACE -1 1\n"), "{out}");
     assert!(out.contains("UNSHARE -1 1\n"), "{out}");
     assert!(out.contains("SETSID -1 1\n"), "{out}");
-    assert!(out.contains("KILL -1 1\n"), "signals to Hearth are scoped: {out}");
+    assert!(
+        out.contains("KILL -1 1\n"),
+        "signals to Hearth are scoped: {out}"
+    );
 }
 
 #[test]
@@ -126,7 +129,10 @@ fn background_child_and_fork_bomb_are_contained() {
     std::thread::sleep(Duration::from_millis(200));
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&cmdline).contains(&marker), "survivor");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&marker),
+            "survivor"
+        );
     }
 
     let mut spec = py("import os\nwhile True:\n    os.fork()\n");
@@ -134,7 +140,10 @@ fn background_child_and_fork_bomb_are_contained() {
     spec.limits.wall_time = Duration::from_secs(10);
     let o = run(&landlock(), &spec);
     assert!(!o.success(), "{o:#?}");
-    assert!(matches!(o.limit, Some(LimitKind::Pids | LimitKind::Timeout)), "{o:#?}");
+    assert!(
+        matches!(o.limit, Some(LimitKind::Pids | LimitKind::Timeout)),
+        "{o:#?}"
+    );
 }
 
 #[test]

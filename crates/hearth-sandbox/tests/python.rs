@@ -6,11 +6,13 @@ use common::*;
 
 #[test]
 fn matplotlib_chart_comes_back_as_png() {
-    let mut spec = py("import numpy as np, pandas as pd, matplotlib.pyplot as plt\n\
+    let mut spec = py(
+        "import numpy as np, pandas as pd, matplotlib.pyplot as plt\n\
          df = pd.DataFrame({'x': np.arange(10), 'y': np.arange(10) ** 2})\n\
          ax = df.plot(x='x', y='y')\n\
          plt.savefig('chart.png')\n\
-         print('rows', len(df))");
+         print('rows', len(df))",
+    );
     spec.limits.memory_bytes = 1 << 30;
     spec.limits.wall_time = std::time::Duration::from_secs(60);
     let o = run(&sandbox(), &spec);
@@ -45,12 +47,18 @@ fn large_stdin_and_nested_output_folders() {
     spec.stdin = vec![b'q'; 3 << 20];
     let o = run(&sandbox(), &spec);
     assert!(o.success(), "{o:#?}");
-    assert_eq!(o.file("a/b/n.txt").unwrap().data, (3u64 << 20).to_string().as_bytes());
+    assert_eq!(
+        o.file("a/b/n.txt").unwrap().data,
+        (3u64 << 20).to_string().as_bytes()
+    );
 }
 
 #[test]
 fn missing_program_is_a_setup_error() {
-    let spec = hearth_sandbox::Spec { argv: vec!["no-such-program".into()], ..Default::default() };
+    let spec = hearth_sandbox::Spec {
+        argv: vec!["no-such-program".into()],
+        ..Default::default()
+    };
     let err = sandbox().run(&spec).unwrap_err();
     assert!(err.to_string().contains("No such file"), "{err}");
 }

@@ -13,14 +13,28 @@ use hearth_sandbox::Isolation;
 fn sandbox_works_for_an_ordinary_user() {
     // SAFETY-free check of our own uid through /proc (no libc in this test crate).
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     if !root {
         return unprivileged_probe();
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "unprivileged_probe", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "unprivileged_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("HEARTH_SANDBOX_VENV", venv())
         .current_dir("/")
         .output()
@@ -53,7 +67,10 @@ fn unprivileged_probe() {
     );
     assert!(o.success(), "{o:#?}");
     assert_eq!(o.isolation, "namespaces");
-    assert!(o.stdout.contains("UID 1000\nBLOCKED\nBLOCKED\nPIDS ['1']"), "{o:#?}");
+    assert!(
+        o.stdout.contains("UID 1000\nBLOCKED\nBLOCKED\nPIDS ['1']"),
+        "{o:#?}"
+    );
     assert_eq!(o.file("x.txt").unwrap().data, b"ok");
 
     // Without writable cgroups the limits fall back to rlimits, with warnings.
@@ -68,10 +85,20 @@ fn unprivileged_probe() {
     let o = run(&sb, &spec);
     assert!(!o.success(), "{o:#?}");
 
-    let o = run_py(&sandbox_with(Isolation::Landlock), "import os\ntry:\n    open('/usr/x', 'w')\nexcept OSError:\n    print('BLOCKED')\nprint('DONE')");
+    let o = run_py(
+        &sandbox_with(Isolation::Landlock),
+        "import os\ntry:\n    open('/usr/x', 'w')\nexcept OSError:\n    print('BLOCKED')\nprint('DONE')",
+    );
     assert!(o.stdout.contains("BLOCKED\nDONE"), "{o:#?}");
 
     let uid = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = uid.lines().find(|l| l.starts_with("Uid:")).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let uid = uid
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     println!("PROBE RAN AS {uid}");
 }

@@ -105,9 +105,14 @@ pub fn run(args: SandboxArgs) -> ExitCode {
             };
             execute(&sandbox, Spec::python(script), limits)
         }
-        SandboxCommand::Exec { limits, argv } => {
-            execute(&sandbox, Spec { argv, ..Spec::default() }, limits)
-        }
+        SandboxCommand::Exec { limits, argv } => execute(
+            &sandbox,
+            Spec {
+                argv,
+                ..Spec::default()
+            },
+            limits,
+        ),
     }
 }
 
@@ -116,7 +121,10 @@ fn options(config: &SandboxConfig) -> Result<Options, String> {
     for name in &config.require {
         let f = Feature::parse(name).ok_or_else(|| {
             let known: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
-            format!("sandbox.require: unknown feature {name:?} (known: {})", known.join(", "))
+            format!(
+                "sandbox.require: unknown feature {name:?} (known: {})",
+                known.join(", ")
+            )
         })?;
         require.push(f);
     }
@@ -135,7 +143,13 @@ fn options(config: &SandboxConfig) -> Result<Options, String> {
         .clone()
         .or_else(|| std::env::var_os("HEARTH_SANDBOX_VENV").map(PathBuf::from))
         .or_else(|| Some(PathBuf::from(".venv-sandbox")).filter(|p| p.join("bin").is_dir()));
-    Ok(Options { require, venv, host_uid: config.uid, host_gid: config.gid, isolation })
+    Ok(Options {
+        require,
+        venv,
+        host_uid: config.uid,
+        host_gid: config.gid,
+        isolation,
+    })
 }
 
 fn execute(sandbox: &Sandbox, mut spec: Spec, limits: LimitArgs) -> ExitCode {
@@ -159,11 +173,9 @@ fn execute(sandbox: &Sandbox, mut spec: Spec, limits: LimitArgs) -> ExitCode {
             return ExitCode::from(SANDBOX_ERROR);
         }
     };
-    if let Some(dir) = &limits.output {
-        if let Err(e) = save_files(&outcome, dir) {
-            output::err(format!("error: writing files to {}: {e}", dir.display()));
-            return ExitCode::from(SANDBOX_ERROR);
-        }
+    if let Some((dir, Err(e))) = limits.output.as_ref().map(|d| (d, save_files(&outcome, d))) {
+        output::err(format!("error: writing files to {}: {e}", dir.display()));
+        return ExitCode::from(SANDBOX_ERROR);
     }
     match serde_json::to_string_pretty(&outcome) {
         Ok(json) => output::line(json),
@@ -207,21 +219,37 @@ fn check(sandbox: &Sandbox, json: bool) -> ExitCode {
     } else {
         print_report(&report);
     }
-    if report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if report.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn print_report(r: &Report) {
     output::line(format!("isolation:   {}", r.isolation));
-    output::line(format!("running as:  {}   kernel {}", r.running_as, r.kernel));
+    output::line(format!(
+        "running as:  {}   kernel {}",
+        r.running_as, r.kernel
+    ));
     output::line(format!("namespaces:  {}", r.namespaces));
-    output::line(format!("landlock:    {} (ABI {})", r.landlock, r.landlock_abi));
-    output::line(format!("seccomp:     {}", if r.seccomp { "yes" } else { "no" }));
+    output::line(format!(
+        "landlock:    {} (ABI {})",
+        r.landlock, r.landlock_abi
+    ));
+    output::line(format!(
+        "seccomp:     {}",
+        if r.seccomp { "yes" } else { "no" }
+    ));
     output::line(format!("cgroups:     {}", r.cgroups));
     for (name, how) in &r.cgroup_controllers {
         output::line(format!("  {name:<9}{how}"));
     }
     output::line("");
-    output::line(format!("{:<14}{:<10}{:<10}HOW", "FEATURE", "ENFORCED", "REQUIRED"));
+    output::line(format!(
+        "{:<14}{:<10}{:<10}HOW",
+        "FEATURE", "ENFORCED", "REQUIRED"
+    ));
     for f in &r.features {
         output::line(format!(
             "{:<14}{:<10}{:<10}{}",
@@ -245,7 +273,10 @@ fn print_report(r: &Report) {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num.trim().parse().map_err(|_| format!("bad duration {s:?} (e.g. 120s, 2m)"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 120s, 2m)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -262,7 +293,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num.trim().parse().map_err(|_| format!("bad size {s:?} (e.g. 2G, 512M)"))?;
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (e.g. 2G, 512M)"))?;
     let mult: u64 = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -293,7 +327,10 @@ mod tests {
 
     #[test]
     fn unknown_required_feature_is_an_error() {
-        let cfg = SandboxConfig { require: vec!["netwrok".into()], ..SandboxConfig::default() };
+        let cfg = SandboxConfig {
+            require: vec!["netwrok".into()],
+            ..SandboxConfig::default()
+        };
         assert!(options(&cfg).unwrap_err().contains("netwrok"));
     }
 }

@@ -1,5 +1,6 @@
 //! Shared helpers for the sandbox integration tests.
-#![allow(dead_code)]
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::panic)] // test helpers: a failed run fails the test, loudly
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +26,11 @@ pub fn sandbox() -> Sandbox {
 }
 
 pub fn sandbox_with(isolation: Isolation) -> Sandbox {
-    Sandbox::new(Options { venv: Some(venv()), isolation, ..Options::default() })
+    Sandbox::new(Options {
+        venv: Some(venv()),
+        isolation,
+        ..Options::default()
+    })
 }
 
 /// A Python script with short limits suited to tests.
