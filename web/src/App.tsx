@@ -467,6 +467,17 @@ export function App() {
     return { level: 'down', text: `${modelEntry.id} unavailable` };
   }, [reachable, modelEntry]);
 
+  // Interactive: the first page of conversations is on screen and the composer works.
+  const marked = useRef(false);
+  useEffect(() => {
+    if (listLoading || marked.current) return;
+    marked.current = true;
+    requestAnimationFrame(() => {
+      performance.mark('hearth:interactive');
+      document.body.dataset.interactive = '1';
+    });
+  }, [listLoading]);
+
   // While the server is unreachable, look again every few seconds.
   useEffect(() => {
     if (reachable !== false) return;

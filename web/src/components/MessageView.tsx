@@ -48,7 +48,7 @@ export const MessageView = memo(function MessageView({ m, streaming, omitted, ca
     );
   }
   return (
-    <div className={cls} data-role={m.role} data-finish={m.finish_reason ?? (streaming ? 'streaming' : '')}>
+    <div className={cls} data-id={m.id} data-role={m.role} data-finish={m.finish_reason ?? (streaming ? 'streaming' : '')}>
       {omitted ? <div className="omitted-label">Left out of the model's context</div> : null}
       <div className="msg-body">
         {m.role === 'user' ? <div className="plain">{m.content}</div> : <Markdown text={m.content} />}
