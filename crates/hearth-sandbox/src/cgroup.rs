@@ -253,9 +253,28 @@ impl Cgroup {
         Ok(dir)
     }
 
-    /// Move `pid` into every group.
-    pub fn add(&self, pid: i32) -> io::Result<()> {
-        for (_, dir, _) in &self.dirs {
+    /// Descriptors of the v1 groups' `tasks` files, for the child to join by itself.
+    ///
+    /// Moving a process by writing its pid to `cgroup.procs` takes the kernel's global
+    /// threadgroup lock (an RCU grace period, milliseconds per hierarchy); a
+    /// single-threaded task writing `0` to v1 `tasks` moves only itself and skips it.
+    /// The kernel checks permission against the opener (Hearth), so the child may write.
+    pub fn v1_task_files(&self) -> io::Result<Vec<std::os::fd::OwnedFd>> {
+        self.dirs
+            .iter()
+            .filter(|(v2, _, _)| !v2)
+            .map(|(_, dir, _)| {
+                Ok(fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("tasks"))?
+                    .into())
+            })
+            .collect()
+    }
+
+    /// Move `pid` into every v2 group (v1 groups are joined by the child itself).
+    pub fn add_v2(&self, pid: i32) -> io::Result<()> {
+        for (_, dir, _) in self.dirs.iter().filter(|(v2, _, _)| *v2) {
             fs::write(dir.join("cgroup.procs"), pid.to_string())?;
         }
         Ok(())

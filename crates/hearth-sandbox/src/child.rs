@@ -98,6 +98,8 @@ pub struct Plan {
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     pub filter: Vec<libc::sock_filter>,
     pub landlock_fd: RawFd,
+    /// v1 cgroup `tasks` files to write `0` to (join before anything else).
+    pub cgroup_tasks: Vec<RawFd>,
     pub exec_paths: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
@@ -134,6 +136,7 @@ pub mod step {
     pub const CLOSE_FDS: u32 = 21;
     pub const SECCOMP: u32 = 22;
     pub const EXEC: u32 = 23;
+    pub const CGROUP: u32 = 24;
     pub const OP_BASE: u32 = 1000;
 
     pub fn name(s: u32) -> &'static str {
@@ -161,6 +164,7 @@ pub mod step {
             CLOSE_FDS => "closing descriptors",
             SECCOMP => "installing the seccomp filter",
             EXEC => "execve",
+            CGROUP => "joining the cgroups",
             _ => "setup",
         }
     }
@@ -450,6 +454,12 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
     // SAFETY: the whole body is raw syscalls on data prepared before clone.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        for &fd in &plan.cgroup_tasks {
+            if libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                fail(plan, step::CGROUP);
+            }
+            libc::close(fd);
+        }
         let mut go = [0u8; 1];
         if libc::read(plan.sync, go.as_mut_ptr().cast(), 1) != 1 {
             libc::_exit(1); // the parent gave up (or died)

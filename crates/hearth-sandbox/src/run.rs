@@ -264,7 +264,7 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     let (report_r, report_w) = sys::pipe()?;
     let (sock_parent, sock_child) = sys::socketpair()?;
 
-    let plan = build_plan(
+    let mut plan = build_plan(
         sb,
         spec,
         namespaces,
@@ -282,6 +282,8 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         ]
         .map(|f| f.as_raw_fd()),
     )?;
+    let task_files = cg.v1_task_files()?;
+    plan.cgroup_tasks = task_files.iter().map(|f| f.as_raw_fd()).collect();
     let exec_args = ExecArgs::new(&plan);
 
     let flags = if namespaces {
@@ -310,6 +312,7 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     let mut guard = ChildGuard { pid, reaped: false };
     drop((stdin_r, stdout_w, stderr_w, sync_r, report_w, sock_child));
     drop(ruleset);
+    drop(task_files);
     let pidfd = sys::pidfd_open(pid)?;
 
     if namespaces {
@@ -318,7 +321,7 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
             source: e,
         })?;
     }
-    if let Err(e) = cg.add(pid) {
+    if let Err(e) = cg.add_v2(pid) {
         warnings.push(format!("could not move the sandbox into its cgroups: {e}"));
     }
     sys::write_all(sync_w.as_fd(), b"g")?;
@@ -479,7 +482,8 @@ fn read_setup_report(
             warnings.push(format!("{what}: {source}"));
             continue;
         }
-        let ns_step = namespaces && code != step::EXEC && code != step::CHDIR;
+        let ns_step =
+            namespaces && code != step::EXEC && code != step::CHDIR && code != step::CGROUP;
         return Err(if ns_step {
             Error::Namespaces { step: what, source }
         } else if code == step::EXEC {
@@ -567,6 +571,7 @@ fn build_plan(
             seccomp::Profile::Landlock
         }),
         landlock_fd,
+        cgroup_tasks: Vec::new(),
         exec_paths,
         argv: spec
             .argv
