@@ -291,6 +291,22 @@ fn huge_file_is_capped() {
 }
 
 #[test]
+fn open_files_are_capped() {
+    let mut spec = py("import os\n\
+         fds = []\n\
+         try:\n\
+         \x20   while True:\n\
+         \x20       fds.append(os.open('/dev/null', os.O_RDONLY))\n\
+         except OSError as e:\n\
+         \x20   print('CAPPED', len(fds), e.errno)\n\
+         print('DONE')");
+    spec.limits.open_files = 64;
+    let o = run(&sandbox(), &spec);
+    let out = completed(&o);
+    assert!(out.contains("CAPPED 61 24"), "{out}");
+}
+
+#[test]
 fn setuid_root_fails_and_no_capabilities() {
     let o = run_py(
         &sandbox(),

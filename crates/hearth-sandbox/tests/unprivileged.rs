@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use hearth_sandbox::Isolation;
+use hearth_sandbox::{Isolation, Options, Sandbox};
 
 #[test]
 fn sandbox_works_for_an_ordinary_user() {
@@ -19,6 +19,16 @@ fn sandbox_works_for_an_ordinary_user() {
     if !root {
         return unprivileged_probe();
     }
+    // CI keeps its target dir under root's home (often 0700): run a copy of this test
+    // binary from a folder `nobody` can reach.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("unprivileged-tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -27,7 +37,7 @@ fn sandbox_works_for_an_ordinary_user() {
             "--inh-caps=-all",
             "--bounding-set=-all",
         ])
-        .arg(std::env::current_exe().unwrap())
+        .arg(&exe)
         .args([
             "--exact",
             "unprivileged_probe",
@@ -35,7 +45,6 @@ fn sandbox_works_for_an_ordinary_user() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("HEARTH_SANDBOX_VENV", venv())
         .current_dir("/")
         .output()
         .expect("setpriv (util-linux) is needed to test the unprivileged path as root");
@@ -48,7 +57,13 @@ fn sandbox_works_for_an_ordinary_user() {
 #[test]
 #[ignore = "helper for sandbox_works_for_an_ordinary_user"]
 fn unprivileged_probe() {
-    let sb = sandbox();
+    // The system python: the repository's venv may sit under a home `nobody` cannot
+    // enter, and the probe needs only the standard library.
+    let options = |isolation| Options {
+        isolation,
+        ..Options::default()
+    };
+    let sb = Sandbox::new(options(Isolation::Namespaces));
     let o = run_py(
         &sb,
         "import os, socket\n\
