@@ -580,6 +580,16 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
         if plan.landlock_fd >= 0 && libc::syscall(446, plan.landlock_fd, 0u32) != 0 {
             fail(plan, step::LANDLOCK);
         }
+        // Signal dispositions and the mask survive execve: give the program the defaults,
+        // not Hearth's (Rust ignores SIGPIPE; runtimes may block signals in threads).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL); // libc's own reserved ones fail: fine
+            }
+        }
         if !dup_onto(plan.stdin, 0) || !dup_onto(plan.stdout, 1) || !dup_onto(plan.stderr, 2) {
             fail(plan, step::STDIO);
         }

@@ -291,6 +291,29 @@ fn huge_file_is_capped() {
 }
 
 #[test]
+fn program_gets_default_signal_dispositions() {
+    let o = run(
+        &sandbox(),
+        &hearth_sandbox::Spec {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "grep -E '^Sig(Blk|Ign)' /proc/self/status".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    let mask = |name: &str| {
+        let line = o.stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split('\t').nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{o:#?}");
+    // glibc reserves signals 32/33 (their dispositions cannot be reset); SIGPIPE (13)
+    // and every other classic signal must be back to default.
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "signals 1-31: {o:#?}");
+}
+
+#[test]
 fn open_files_are_capped() {
     let mut spec = py("import os\n\
          fds = []\n\
