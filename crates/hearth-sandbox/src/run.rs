@@ -205,7 +205,9 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         }
         fs::create_dir_all(&layout.input)?;
         for (name, data) in &spec.files {
-            fs::write(layout.script_dir.join(name), data)?;
+            let path = layout.script_dir.join(name);
+            fs::write(&path, data)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
         }
         for d in [&layout.output, &layout.tmp] {
             fs::set_permissions(d, fs::Permissions::from_mode(0o700))?;
@@ -755,10 +757,12 @@ fn root_ops(spec: &Spec, venv: Option<&Path>) -> Result<Vec<Op>, Error> {
     }
     ops.push(mkdir(paths::SCRIPT_DIR, 0o755)?);
     for (name, data) in &spec.files {
-        ops.push(write(
-            &format!("{}/{name}", paths::SCRIPT_DIR),
-            data.clone(),
-        )?);
+        let path = nr(&format!("{}/{name}", paths::SCRIPT_DIR))?;
+        ops.push(Op::WriteFile {
+            path,
+            data: data.clone(),
+            mode: 0o755,
+        });
     }
     Ok(ops)
 }

@@ -25,8 +25,8 @@ pub struct Spec {
     /// Program and arguments. A name without `/` is looked up in the sandbox's `PATH`
     /// (`/opt/venv/bin:/usr/local/bin:/usr/bin:/bin`).
     pub argv: Vec<String>,
-    /// Files placed read-only under `/sandbox` (name, content); names are single path
-    /// components.
+    /// Files placed read-only (and executable) under `/sandbox` (name, content); names
+    /// are single path components.
     pub files: Vec<(String, Vec<u8>)>,
     /// Bytes fed to the program's stdin, then EOF.
     pub stdin: Vec<u8>,
