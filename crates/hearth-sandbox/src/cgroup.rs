@@ -454,6 +454,33 @@ fn read_key(p: &Path, key: &str) -> Option<u64> {
     })
 }
 
+/// Is `name` (`hearth-sbx-<pid>-<n>`) left behind by a Hearth process that is gone?
+pub fn is_stale(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix("hearth-sbx-")
+        .and_then(|r| r.split('-').next())
+    else {
+        return false;
+    };
+    pid.parse::<u32>().is_ok_and(|p| p != std::process::id())
+        && !Path::new("/proc").join(pid).exists()
+}
+
+/// Remove the empty groups of Hearth processes that were killed mid-run (an `rmdir` of a
+/// group that still has processes fails, so nothing live is touched).
+pub fn sweep_stale(host: &Host) {
+    for h in &host.hierarchies {
+        let Ok(entries) = fs::read_dir(h.own_dir()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(is_stale) {
+                let _ = fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
 /// Create and remove a throwaway group in each hierarchy: can Hearth write there?
 pub fn probe(host: &Host) -> Applied {
     let (cg, applied) = Cgroup::create(host, &Limits::default());
@@ -488,6 +515,15 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
         );
         assert!(host.provider(Controller::Pids).is_some());
+    }
+
+    #[test]
+    fn stale_names_belong_to_dead_hearth_processes() {
+        assert!(!is_stale(&format!("hearth-sbx-{}-0", std::process::id())));
+        assert!(!is_stale("hearth-sbx-1-0")); // pid 1 is alive
+        assert!(is_stale("hearth-sbx-4194305-3")); // above pid_max: never alive
+        assert!(!is_stale("hearth"));
+        assert!(!is_stale("hearth-sbx-wt"));
     }
 
     #[test]

@@ -111,10 +111,15 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Also sweeps what Hearth processes killed mid-run left behind (empty cgroups,
+    /// fallback folders).
     pub fn new(options: Options) -> Sandbox {
+        let cgroups = cgroup::Host::detect();
+        cgroup::sweep_stale(&cgroups);
+        run::sweep_stale_host_dirs();
         Sandbox {
             options,
-            cgroups: cgroup::Host::detect(),
+            cgroups,
             namespaces_broken: AtomicBool::new(false),
         }
     }

@@ -145,6 +145,18 @@ impl Drop for HostDirs {
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
+/// Remove fallback folders of Hearth processes that are gone.
+pub(crate) fn sweep_stale_host_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(crate::cgroup::is_stale) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Kills and reaps the child if the run fails half-way.
 struct ChildGuard {
     pid: i32,

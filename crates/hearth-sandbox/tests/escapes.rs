@@ -566,3 +566,67 @@ fn host_still_spawns() {
 const fn libc_sigkill() -> i32 {
     9
 }
+
+/// If Hearth itself dies mid-run, the whole sandbox dies with it (parent-death signal to
+/// PID 1, and the kernel kills the rest of its PID namespace).
+#[test]
+fn sandbox_dies_with_hearth() {
+    let marker = format!("985.{}", std::process::id());
+    let mut hearth = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "long_running_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PROBE_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let survivors = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&marker)
+            })
+            .count()
+    };
+    let start = Instant::now();
+    while survivors() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the probe never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    hearth.kill().unwrap();
+    hearth.wait().unwrap();
+    let start = Instant::now();
+    while survivors() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "sandbox outlived Hearth"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "helper for sandbox_dies_with_hearth"]
+fn long_running_probe() {
+    let marker = std::env::var("PROBE_MARKER").unwrap();
+    let mut spec = hearth_sandbox::Spec {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("/bin/sleep {marker} & /bin/sleep {marker}"),
+        ],
+        ..Default::default()
+    };
+    spec.limits.wall_time = Duration::from_secs(60);
+    let _ = sandbox().run(&spec);
+}
