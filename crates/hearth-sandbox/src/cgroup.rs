@@ -466,17 +466,22 @@ pub fn is_stale(name: &str) -> bool {
         && !Path::new("/proc").join(pid).exists()
 }
 
-/// Remove the empty groups of Hearth processes that were killed mid-run (an `rmdir` of a
-/// group that still has processes fails, so nothing live is touched).
+/// Remove the groups of Hearth processes that were killed mid-run, killing what is left
+/// in them (in the Landlock fallback, a killed Hearth's sandbox descendants survive it).
+/// Liveness is judged by `/proc/<pid>`: Hearth processes sharing a cgroup are assumed to
+/// share the PID namespace too.
 pub fn sweep_stale(host: &Host) {
     for h in &host.hierarchies {
         let Ok(entries) = fs::read_dir(h.own_dir()) else {
             continue;
         };
-        for e in entries.flatten() {
-            if e.file_name().to_str().is_some_and(is_stale) {
-                let _ = fs::remove_dir(e.path());
-            }
+        let dirs: Vec<(bool, PathBuf, Vec<Controller>)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(is_stale))
+            .map(|e| (h.v2, e.path(), Vec::new()))
+            .collect();
+        if !dirs.is_empty() {
+            drop(Cgroup { dirs }); // Drop kills what is left, then removes the groups
         }
     }
 }
