@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, one after another. Each writes its table to
+# bench/out/ and prints it; copy the tables, with the command, into bench/RESULTS.md.
+# Run one part alone with `bash bench/<part>/run.sh`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+status=0
+for part in gateway engine sandbox web; do
+  script=bench/$part/run.sh
+  [ -f "$script" ] || continue
+  echo "== bench/$part"
+  bash "$script" || { echo "bench/$part failed" >&2; status=1; }
+done
+exit $status
