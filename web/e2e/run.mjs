@@ -263,9 +263,13 @@ async function main() {
         const m = all[all.length - 1];
         return m && m.dataset.id !== old && !m.dataset.id.startsWith('pending');
       }, stoppedId, { timeout: GEN_TIMEOUT });
-      // Stop it early: the test needs a new reply, not a long story.
-      await page.locator('.msg-assistant[data-finish="streaming"] .msg-body').filter({ hasText: /\S{3,}/ }).waitFor({ timeout: GEN_TIMEOUT });
-      await page.keyboard.press('Escape');
+      // Stop it early once it has said something: the test needs a new reply, not a long story.
+      await page.waitForFunction(() => {
+        const all = document.querySelectorAll('.msg-assistant');
+        const m = all[all.length - 1];
+        return m.dataset.finish !== 'streaming' || m.querySelector('.msg-body').textContent.length > 20;
+      }, null, { timeout: GEN_TIMEOUT });
+      if ((await lastReply().getAttribute('data-finish')) === 'streaming') await page.keyboard.press('Escape');
       await waitFinished();
       assert((await page.locator('.msg').count()) === before, 'regenerate added a message instead of replacing one');
       const v = await api(`/api/conversations/${conversationId()}`);
@@ -348,6 +352,7 @@ async function main() {
       await first.click();
       await page.waitForFunction(() => document.body.dataset.opened);
       await page.locator('.msg').first().waitFor();
+      for (const b of await page.locator('.notice').getByRole('button', { name: 'Dismiss' }).all()) await b.click();
       await page.screenshot({ path: path.join(ART, 'main.png') });
       await page.emulateMedia({ colorScheme: 'dark' });
       await page.screenshot({ path: path.join(ART, 'main-dark.png') });
@@ -377,7 +382,7 @@ async function main() {
       await item.getByRole('button', { name: `Delete ${title}` }).click();
       await item.waitFor({ state: 'detached' });
       await page.reload();
-      await page.locator('.conv').first().waitFor();
+      await page.waitForFunction(() => document.body.dataset.interactive === '1');
       assert((await item.count()) === 0, 'deleted conversation is back after reload');
       const r = await api(`/api/conversations/${convId}`);
       assert(r.status === 404, `GET deleted: ${r.status}`);

@@ -180,7 +180,7 @@ describe('App', () => {
     fireEvent.change(box, { target: { value: 'again' } });
     fireEvent.keyDown(box, { key: 'Enter' });
     const alert = await screen.findByRole('alert');
-    expect(alert.textContent).toContain('Too many requests: the queue is full Try again in 12 s.');
+    expect(alert.textContent).toContain('Too many requests: the queue is full. Try again in 12 s.');
   });
 
   it('deletes with undo', async () => {

@@ -365,7 +365,12 @@ export function App() {
           patch(replyId, (m) => ({ ...m, finish_reason: 'stopped' }));
         } else {
           fail(e);
-          // What the server kept (the user's message, usually) is the truth now.
+          // Drop what was only shown optimistically; what the server kept (the user's
+          // message, usually) comes back with the refetch.
+          const rid = replyId;
+          setDetail((d) =>
+            d && d.id === id ? { ...d, messages: d.messages.filter((m) => m.id !== tempUser && !(m.id === rid && !m.content)) } : d,
+          );
           api.get(id).then(setDetail).catch(() => undefined);
         }
       } finally {

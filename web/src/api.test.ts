@@ -27,7 +27,7 @@ describe('errors', () => {
     const e = await api.list({}).catch((x) => x);
     expect(e).toBeInstanceOf(ApiError);
     expect([e.status, e.code, e.retryAfter]).toEqual([429, 'queue_full', 7]);
-    expect(describeError(e)).toBe('Too many requests: queue full Try again in 7 s.');
+    expect(describeError(e)).toBe('Too many requests: queue full. Try again in 7 s.');
   });
 
   it('reads a network failure as the server being unreachable', async () => {
@@ -38,7 +38,7 @@ describe('errors', () => {
   });
 
   it('names backend outages and context overflows', () => {
-    expect(describeError(new ApiError(503, 'all backends failed', { retryAfter: 10 }))).toBe('Backend unavailable: all backends failed Try again in 10 s.');
+    expect(describeError(new ApiError(503, 'all backends failed', { retryAfter: 10 }))).toBe('Backend unavailable: all backends failed. Try again in 10 s.');
     expect(describeError(new ApiError(400, 'too long', { code: 'context_length_exceeded' }))).toBe('Context exceeded: too long');
   });
 

@@ -234,10 +234,11 @@ export async function* streamReply(path: string, body: unknown, signal: AbortSig
 export function describeError(e: unknown): string {
   if (!(e instanceof ApiError)) return e instanceof Error ? e.message : String(e);
   const wait = e.retryAfter != null ? ` Try again in ${e.retryAfter} s.` : '';
+  const msg = /[.!?]$/.test(e.message.trim()) ? e.message.trim() : `${e.message.trim()}.`;
   if (e.status === 0) return 'Cannot reach the Hearth server. Is it running? Retrying in the background.';
   if (e.status === 401) return 'This server needs an API key.';
-  if (e.status === 429) return `Too many requests: ${e.message}${wait || ' Try again shortly.'}`;
+  if (e.status === 429) return `Too many requests: ${msg}${wait || ' Try again shortly.'}`;
   if (e.code === 'context_length_exceeded') return `Context exceeded: ${e.message}`;
-  if (e.status === 503 || e.status === 502 || e.status === 504) return `Backend unavailable: ${e.message}${wait}`;
+  if (e.status === 503 || e.status === 502 || e.status === 504) return `Backend unavailable: ${msg}${wait}`;
   return e.message;
 }

@@ -26,7 +26,8 @@ export const Composer = forwardRef<HTMLTextAreaElement, ComposerProps>(function 
       <textarea
         ref={ref}
         aria-label="Message"
-        placeholder="Message Hearth (Enter to send, Shift+Enter for a new line)"
+        placeholder="Message Hearth"
+        title="Enter sends, Shift+Enter adds a line"
         rows={Math.min(8, Math.max(1, text.split('\n').length))}
         value={text}
         onChange={(e) => setText(e.target.value)}

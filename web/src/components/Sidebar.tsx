@@ -149,7 +149,7 @@ const ConversationItem = memo(function ConversationItem({
           ✎
         </button>
         <button type="button" className="icon" aria-label={`Delete ${label}`} title="Delete" onClick={() => onDelete(c)}>
-          🗑
+          ×
         </button>
       </span>
     </li>
