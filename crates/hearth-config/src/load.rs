@@ -125,7 +125,9 @@ pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, Confi
                 message: p.message,
             },
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut diagnostics = diagnostics;
+    diagnostics.sort_by_key(|d| (d.source != source, d.line));
     Err(ConfigError { diagnostics })
 }
 

@@ -1,12 +1,201 @@
-//! `hearth serve`: load config, build backends, run the HTTP server.
+//! `hearth serve`: load config, build backends, run the HTTP server until
+//! SIGTERM/SIGINT, then drain within the grace period and flush the logs.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hearth_config::{BackendKind, Config, Env, ModelConfig, ProcessEnv};
+use hearth_router::{Backend, Router};
 
 use crate::cli::ServeArgs;
 use crate::output;
 
+/// The process environment, with `--listen` laid over it as `HEARTH_SERVER_LISTEN`
+/// so the flag goes through the same validation as the file.
+struct ArgsEnv {
+    listen: Option<String>,
+}
+
+impl Env for ArgsEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        match (&self.listen, name) {
+            (Some(l), "HEARTH_SERVER_LISTEN") => Some(l.clone()),
+            _ => ProcessEnv.get(name),
+        }
+    }
+
+    fn hearth_vars(&self) -> Vec<(String, String)> {
+        let mut v: Vec<_> = ProcessEnv
+            .hearth_vars()
+            .into_iter()
+            .filter(|(k, _)| !(self.listen.is_some() && k == "HEARTH_SERVER_LISTEN"))
+            .collect();
+        if let Some(l) = &self.listen {
+            v.push(("HEARTH_SERVER_LISTEN".to_owned(), l.clone()));
+        }
+        v
+    }
+}
+
 pub fn run(args: ServeArgs) -> ExitCode {
-    let _ = args;
-    output::err("error: serve is being built");
-    ExitCode::FAILURE
+    let env = ArgsEnv {
+        listen: args.listen.clone(),
+    };
+    let config = match hearth_config::load(args.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            for d in &e.diagnostics {
+                output::err(format!("error: {d}"));
+            }
+            output::err("hint: `hearth config check` validates a config without starting");
+            return ExitCode::from(2);
+        }
+    };
+    let logging = match crate::logging::init(&config, &env) {
+        Ok(l) => l,
+        Err(e) => {
+            output::err(format!("error: {e:#}"));
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            output::err(format!("error: cannot start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(config, logging.dir.clone()));
+    // Let background writers finish before the logs are flushed.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => {
+            drop(logging);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "hearth serve failed");
+            drop(logging);
+            output::err(format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Builds the backend of one configured model.
+pub fn backend(m: &ModelConfig, env: &dyn Env) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match m.backend {
+        BackendKind::Upstream => {
+            let key = m.api_key_env.as_ref().and_then(|v| env.get(v));
+            Arc::new(hearth_upstream::UpstreamBackend::new(m, key)?)
+        }
+        BackendKind::Embedded => {
+            let engine = hearth_engine::EmbeddedBackend::start(m)
+                .with_context(|| format!("model `{}`", m.name))?;
+            engine as Arc<dyn Backend>
+        }
+    })
+}
+
+async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()> {
+    crate::logging::spawn_pruner(
+        log_dir,
+        config.log.retention_days,
+        config.log.max_total_bytes,
+    );
+    let config = Arc::new(config);
+    let backends = config
+        .models
+        .iter()
+        .map(|m| backend(m, &ProcessEnv).map(|b| (m.clone(), b)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let router = Arc::new(Router::new(
+        backends,
+        config.default_model.as_deref(),
+        config.health.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut probe_stop = stop_rx.clone();
+    tokio::spawn(router.clone().run_health_probes(async move {
+        let _ = probe_stop.wait_for(|s| *s).await;
+    }));
+
+    let store = hearth_store::Store::open(&config.storage.data_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the conversation store in {} (storage.data_dir)",
+                config.storage.data_dir.display()
+            )
+        })?;
+    let api = hearth_http::conversations::routes_with_limits(
+        router.clone(),
+        Arc::new(store),
+        hearth_http::conversations::ApiLimits::from(&config.limits),
+    );
+    let state = hearth_http::AppState::new(config.clone(), router.clone());
+    let app = hearth_http::app(state, api, hearth_http::ui::routes());
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.listen or --listen)",
+                config.server.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let models: Vec<String> = router
+        .iter()
+        .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
+        .collect();
+    tracing::info!(
+        listen = %addr,
+        models = %models.join(", "),
+        keys = config.resolved_keys.len(),
+        version = env!("CARGO_PKG_VERSION"),
+        "hearth is serving: chat UI at http://{addr}/ , API at http://{addr}/v1"
+    );
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    hearth_http::serve(
+        listener,
+        app,
+        async move {
+            shutdown_signal().await;
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "shutting down: no new connections, finishing in-flight requests"
+            );
+            let _ = stop_tx.send(true);
+        },
+        grace,
+    )
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

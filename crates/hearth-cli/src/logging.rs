@@ -1,0 +1,167 @@
+//! Process-wide logging: JSON lines to stdout and to `log_dir/hearth.YYYY-MM-DD.log`
+//! (rotated daily), pruned to `retention_days` and `max_total_bytes`. The level comes
+//! from `HEARTH_LOG`, else `log.level`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hearth_config::{Config, Env, env};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+const PREFIX: &str = "hearth";
+const SUFFIX: &str = "log";
+
+/// Keeps the background writers alive; dropping it flushes the logs.
+pub struct Logging {
+    _guards: Vec<WorkerGuard>,
+    pub dir: PathBuf,
+}
+
+pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
+    let level = env_src
+        .get(env::LOG)
+        .unwrap_or_else(|| config.log.level.clone());
+    let filter = EnvFilter::try_new(&level).map_err(|e| {
+        anyhow::anyhow!("invalid log level `{level}` (HEARTH_LOG or log.level): {e}")
+    })?;
+    let dir = config.log_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create the log directory {}: {e}", dir.display()))?;
+    prune(&dir, config.log.retention_days, config.log.max_total_bytes);
+    let appender = Builder::new()
+        .rotation(Rotation::DAILY)
+        .filename_prefix(PREFIX)
+        .filename_suffix(SUFFIX)
+        .build(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot open a log file in {}: {e}", dir.display()))?;
+    let (file_writer, file_guard) = tracing_appender::non_blocking(appender);
+    let mut guards = vec![file_guard];
+    let file_layer = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(file_writer);
+    let stdout_layer = if config.log.stdout {
+        let (w, g) = tracing_appender::non_blocking(std::io::stdout());
+        guards.push(g);
+        Some(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(w),
+        )
+    } else {
+        None
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(stdout_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(Logging {
+        _guards: guards,
+        dir,
+    })
+}
+
+/// Prunes old logs every hour until the process ends.
+pub fn spawn_pruner(dir: PathBuf, retention_days: u64, max_total_bytes: u64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || prune(&d, retention_days, max_total_bytes))
+                .await;
+        }
+    });
+}
+
+/// Deletes Hearth's log files older than `retention_days`, then the oldest until
+/// the rest fit in `max_total_bytes`. Today's file is never deleted.
+pub fn prune(dir: &Path, retention_days: u64, max_total_bytes: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(PathBuf, SystemTime, u64)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{PREFIX}.")) && name.ends_with(&format!(".{SUFFIX}"))
+        })
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            meta.is_file().then(|| {
+                (
+                    e.path(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    meta.len(),
+                )
+            })
+        })
+        .collect();
+    files.sort_by_key(|f| f.1);
+    let newest = files.last().map(|f| f.0.clone());
+    let max_age = Duration::from_secs(retention_days.saturating_mul(86_400));
+    let now = SystemTime::now();
+    let mut total: u64 = files.iter().map(|f| f.2).sum();
+    for (path, modified, len) in &files {
+        if Some(path) == newest.as_ref() {
+            continue;
+        }
+        let too_old = now.duration_since(*modified).unwrap_or_default() > max_age;
+        if too_old || total > max_total_bytes {
+            if std::fs::remove_file(path).is_ok() {
+                total = total.saturating_sub(*len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prunes_by_age_and_size_keeping_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mk = |name: &str, bytes: usize, age_days: u64| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, vec![b'x'; bytes]).unwrap();
+            let t = SystemTime::now() - Duration::from_secs(age_days * 86_400 + 60);
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        mk("hearth.2026-01-01.log", 10, 30); // too old
+        mk("hearth.2026-11-20.log", 100, 3);
+        mk("hearth.2026-11-21.log", 100, 2);
+        mk("hearth.2026-11-22.log", 100, 0); // newest
+        mk("other.log", 10, 30); // not ours
+        prune(dir.path(), 7, 250);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "hearth.2026-11-21.log",
+                "hearth.2026-11-22.log",
+                "other.log"
+            ]
+        );
+    }
+}

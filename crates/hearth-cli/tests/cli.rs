@@ -1,0 +1,221 @@
+//! The real `hearth` binary: help, config check, refusing unsafe binds, and a
+//! serve round trip with the access log and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn hearth() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    c.env_remove("HEARTH_API_KEYS")
+        .env_remove("HEARTH_CONFIG")
+        .env_remove("HEARTH_LOG");
+    c
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_commands_and_examples() {
+    let (code, out, _) = run(hearth().arg("--help"));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn serve_help_documents_flags() {
+    let (code, out, _) = run(hearth().args(["serve", "--help"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn version() {
+    let (code, out, _) = run(hearth().arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("hearth {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn config_check_reports_every_problem_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hearth.toml");
+    std::fs::write(
+        &file,
+        "[server]\nlisten = \"0.0.0.0:8080\"\n\n[[models]]\nname = \"coder\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nfallbacks = [\"ghost\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["config", "check", "hearth.toml"]));
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn config_check_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hearth.toml"), "[server]\nport = 8080\n").unwrap();
+    let (code, _, err) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["config", "check", "hearth.toml"]));
+    assert_eq!(code, 1);
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn config_check_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        "[[models]]\nname = \"coder\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:8000/v1\"\n",
+    )
+    .unwrap();
+    let (code, out, _) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["config", "check", "hearth.toml"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out, @"ok: 1 model(s) (coder), listen 127.0.0.1:8080, 0 API key(s)");
+}
+
+#[test]
+fn non_loopback_bind_without_keys_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "0.0.0.0:0"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("requires at least one API key"), "{err}");
+    assert!(
+        err.contains("HEARTH_API_KEYS"),
+        "says how to add one: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_requests_and_shuts_down_gracefully() {
+    let up = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n[[keys]]\nname = \"alice\"\nkey_env = \"ALICE_KEY\"\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\napi_key_env = \"UP_KEY\"\n",
+            dir.path().join("data").display(),
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = hearth()
+        .args([
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("ALICE_KEY", "sk-alice-secret-value")
+        .env("UP_KEY", "sk-upstream-secret-value")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("sk-alice-secret-value")
+        .header("x-request-id", "cli-test-req-1")
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "cli-test-req-1");
+    r.bytes().await.unwrap();
+    assert_eq!(
+        up.received()[0].authorization.as_deref(),
+        Some("Bearer sk-upstream-secret-value")
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+    let stdout = lines.join().unwrap().join("\n");
+
+    let logs = dir.path().join("data/logs");
+    let file = std::fs::read_dir(&logs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("hearth.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "hearth::access" && v["request_id"] == "cli-test-req-1")
+        .collect();
+    assert_eq!(access.len(), 1, "one line per request:\n{text}");
+    let line = &access[0];
+    assert_eq!(line["key_id"], "alice");
+    assert_eq!(line["model"], "m");
+    assert_eq!(line["backend"], "upstream");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["prompt_tokens"], 5);
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(line["ttft_ms"].as_f64().is_some());
+    assert!(stdout.contains("cli-test-req-1"), "also on stdout");
+    for secret in ["sk-alice-secret-value", "sk-upstream-secret-value"] {
+        assert!(
+            !text.contains(secret) && !stdout.contains(secret),
+            "secrets never logged"
+        );
+    }
+    assert!(
+        text.contains("shutting down"),
+        "shutdown is logged and flushed"
+    );
+}
