@@ -12,6 +12,7 @@ import {
   type ConversationDetail,
   type Message,
   type ModelEntry,
+  type Page,
 } from './api';
 import { planContext } from './context';
 import { ChatView } from './components/ChatView';
@@ -32,6 +33,14 @@ function idFromPath(): string | null {
 function titleFrom(text: string): string {
   const line = text.trim().split('\n')[0].trim();
   return line.length <= 60 ? line : `${line.slice(0, 60).replace(/\s+\S*$/, '')}…`;
+}
+
+// The first page of conversations is asked for as soon as the script runs, while
+// React is still mounting: it is most of the time to interactive.
+let firstPage: Promise<Page> | null = null;
+export function prefetchFirstPage(): void {
+  firstPage = api.list({ limit: PAGE });
+  firstPage.catch(() => undefined);
 }
 
 let noticeSeq = 0;
@@ -93,7 +102,10 @@ export function App() {
       const req = ++listReq.current;
       setListLoading(true);
       try {
-        const page = await api.list({ search: search.trim() || undefined, cursor: reset ? null : from, limit: PAGE });
+        const plain = reset && !search.trim();
+        const early = plain ? firstPage : null;
+        firstPage = null;
+        const page = await (early ?? api.list({ search: search.trim() || undefined, cursor: reset ? null : from, limit: PAGE }));
         if (req !== listReq.current) return;
         setConvs((cs) => (reset ? page.data : [...cs, ...page.data.filter((c) => !cs.some((x) => x.id === c.id))]));
         setCursor(page.next_cursor);

@@ -1,9 +1,10 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { App } from './App';
+import { App, prefetchFirstPage } from './App';
 import { ErrorBoundary } from './components/ErrorBoundary';
 import './styles.css';
 
+prefetchFirstPage();
 const root = document.getElementById('root');
 if (root) {
   createRoot(root).render(
