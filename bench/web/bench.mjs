@@ -110,8 +110,9 @@ try {
 const kb = (n) => (n / 1024).toFixed(1);
 const ok = (v, max) => (v <= max ? 'yes' : '**no**');
 const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-const chromium = execFileSync('/usr/bin/chromium', ['--version']).toString().trim();
-console.log(`Machine: ${os.cpus().length} cores (${cpu}), ${chromium}, headless; ${RUNS} runs each, cold cache per page load.
+const chromium = execFileSync('/usr/bin/chromium', ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+const load = os.loadavg().map((x) => x.toFixed(1)).join(' ');
+console.log(`Machine: ${os.cpus().length} cores (${cpu}), ${chromium}, headless; ${RUNS} runs each, cold cache per page load; load average at the end ${load}; server ${path.relative(repo, process.env.HEARTH_BIN ?? '')}.
 Seeded: ${CONVERSATIONS} conversations, one of ${LONG} messages (markdown with code and a table).
 
 | measure | median | p90 | target | met |

@@ -1,6 +1,11 @@
 //! `/api/conversations` over a real socket: the whole app (auth, limits, UI) on a
 //! loopback port, a SQLite store in a temp directory, and a scripted fake backend.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
