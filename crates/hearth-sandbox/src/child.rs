@@ -434,6 +434,22 @@ unsafe fn drop_capabilities() -> bool {
     }
 }
 
+/// `setresuid`/`setresgid` (`nr`) to `id` for real, effective and saved ids, as a raw
+/// syscall. glibc's wrappers (and `setgroups`'s) broadcast the change to every thread it
+/// knows of (`__nptl_setxid`); after a raw `clone` of a multi-threaded Hearth its thread
+/// list names threads the child does not have, and the wrapper can wait for them forever.
+/// The syscall changes the calling thread, which here is the whole process.
+unsafe fn set_ids(nr: libc::c_long, id: u32) -> bool {
+    // SAFETY: integer arguments only.
+    unsafe { libc::syscall(nr, id, id, id) == 0 }
+}
+
+/// `setgroups(0, NULL)` as a raw syscall (see [`set_ids`]).
+unsafe fn clear_groups() -> bool {
+    // SAFETY: a zero-length list reads no memory.
+    unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0 }
+}
+
 unsafe fn dup_onto(fd: RawFd, target: RawFd) -> bool {
     // SAFETY: plain fd syscalls.
     unsafe {
@@ -477,16 +493,16 @@ unsafe fn child_main(plan: &Plan, args: &ExecArgs) -> ! {
             }
         }
         if plan.set_ids {
-            if plan.clear_groups && libc::setgroups(0, std::ptr::null()) != 0 {
+            if plan.clear_groups && !clear_groups() {
                 fail(plan, step::SETGROUPS);
             }
-            if libc::setresgid(plan.gid, plan.gid, plan.gid) != 0 {
+            if !set_ids(libc::SYS_setresgid, plan.gid) {
                 fail(plan, step::SETGID);
             }
             // Inside a new user namespace this keeps our capabilities there (its uid 0 is
             // unmapped, so the kernel's "leaving root" rule does not fire); they are
             // dropped explicitly below. On the host (fallback as root) it clears them.
-            if libc::setresuid(plan.uid, plan.uid, plan.uid) != 0 {
+            if !set_ids(libc::SYS_setresuid, plan.uid) {
                 fail(plan, step::SETUID);
             }
         }

@@ -341,9 +341,19 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     sys::write_all(sync_w.as_fd(), b"g")?;
     drop(sync_w);
 
+    // Set-up is bounded by the same deadline as the run: a child stuck before execve is
+    // killed (by the guard) rather than waited on forever.
+    let deadline = start + limits.wall_time;
+    let setup_timeout = || Error::Setup {
+        step: "setting up (deadline passed before execve)".into(),
+        source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+    };
+    if !sys::wait_readable(sock_parent.as_fd(), deadline)? {
+        return Err(setup_timeout());
+    }
     let output_fd = sys::recv_fd(sock_parent.as_fd())?;
     drop(sock_parent);
-    read_setup_report(&report_r, &plan, namespaces, &mut warnings)?;
+    read_setup_report(&report_r, &plan, namespaces, deadline, &mut warnings)?;
     let Some(output_fd) = output_fd else {
         return Err(Error::Setup {
             step: "receiving the output folder".into(),
@@ -352,7 +362,6 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     };
 
     // Supervise.
-    let deadline = start + limits.wall_time;
     let sup = supervise(
         pid,
         &pidfd,
@@ -467,11 +476,18 @@ fn read_setup_report(
     report: &OwnedFd,
     plan: &Plan,
     namespaces: bool,
+    deadline: Instant,
     warnings: &mut Vec<String>,
 ) -> Result<(), Error> {
     let mut data = Vec::new();
     let mut buf = [0u8; 256];
     loop {
+        if !sys::wait_readable(report.as_fd(), deadline)? {
+            return Err(Error::Setup {
+                step: "setting up (deadline passed before execve)".into(),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            });
+        }
         match sys::read(report.as_fd(), &mut buf) {
             Ok(0) => break,
             Ok(n) => data.extend_from_slice(&buf[..n]),

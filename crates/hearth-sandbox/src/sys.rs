@@ -228,3 +228,21 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Wait until `fd` is readable (or hung up); false if `deadline` passes first.
+pub fn wait_readable(fd: BorrowedFd<'_>, deadline: std::time::Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut p = [libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if poll(&mut p, left.as_millis().clamp(1, i32::MAX as u128) as i32)? > 0 {
+            return Ok(true);
+        }
+    }
+}
