@@ -83,10 +83,9 @@ bubblewrap with the isolation named in the issue (`--unshare-all --cap-drop ALL
 {runs} runs each, side by side: hyperfine in rounds with the order rotated, samples pooled.
 The machine is shared with other builds, so absolute times are noisy (bubblewrap's overhead
 on a quiet machine is about 8 ms); the ratio is what the target is about. Hearth's
-column includes the `hearth` binary's own start (arguments, config). bubblewrap's
-`--ro-bind / /` copies every host mount recursively, while Hearth binds only the system
-directories: that is most of the difference in Hearth's favour (bubblewrap binding only
-`/usr` measured 9.4 ms against 13.7 ms for `--ro-bind / /`, in a separate run here).
+column includes the `hearth` binary's own start (arguments, config) and writing and
+removing four cgroups; bubblewrap's `--ro-bind / /` copies every host mount recursively,
+while Hearth binds only the system directories.
 
 Command: `bash bench/sandbox/run.sh` (part of `make bench`).
 Machine: {cpu}, {os.cpu_count()} cores, kernel {platform.release()}, running as {'root' if os.geteuid() == 0 else 'an ordinary user'}.
