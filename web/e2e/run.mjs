@@ -142,7 +142,7 @@ export async function launch() {
 
 async function main() {
   fs.mkdirSync(ART, { recursive: true });
-  for (const f of ['server.log']) fs.rmSync(path.join(ART, f), { force: true });
+  for (const f of fs.readdirSync(ART)) if (f === 'server.log' || f.startsWith('failed-')) fs.rmSync(path.join(ART, f), { force: true });
   if (!fs.existsSync(BIN)) throw new Error(`no hearth binary at ${BIN} (cargo build --bin hearth)`);
   if (!fs.existsSync(MODEL)) throw new Error(`no model at ${MODEL} (make setup downloads it)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-'));
