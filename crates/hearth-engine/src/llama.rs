@@ -1,0 +1,283 @@
+//! Everything that touches llama.cpp (through `llama-cpp-2`'s safe wrappers):
+//! process-wide initialisation, log routing, loading, context creation, chat
+//! templates, tokenization and sampler chains. The rest of the crate sees plain
+//! Rust values; llama.cpp's handles are freed by their wrappers' `Drop`.
+
+use std::num::NonZeroU32;
+use std::sync::OnceLock;
+
+use hearth_api::ApiError;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
+
+use crate::request::{Grammar, PromptInput, SamplingParams};
+use crate::settings::{STEP_TOKENS, Settings};
+
+/// llama.cpp's grammar for any JSON object (from its `grammars/json.gbnf`), with
+/// whitespace bounded so a small model cannot pad forever.
+const JSON_OBJECT_GBNF: &str = r#"
+root   ::= object
+value  ::= object | array | string | number | ("true" | "false" | "null") ws
+object ::= "{" ws ( string ":" ws value ("," ws string ":" ws value)* )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9] [1-9]{0,15})? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"#;
+
+/// How many recent tokens the presence/frequency penalties look at.
+const PENALTY_WINDOW: i32 = 1024;
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+/// The process-wide llama.cpp backend, initialised once, with llama.cpp's log lines
+/// sent to `tracing` (target `llama-cpp-2`) instead of stderr.
+pub fn backend() -> Result<&'static LlamaBackend, String> {
+    BACKEND
+        .get_or_init(|| {
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| format!("cannot initialise llama.cpp: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Loads the weights, logging progress every quarter.
+pub fn load_model(backend: &LlamaBackend, s: &Settings) -> Result<LlamaModel, String> {
+    let name = s.name.clone();
+    let mut next = 0.25f32;
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(s.gpu_layers)
+        .with_progress_callback(move |p| {
+            if p >= next {
+                tracing::info!(model = %name, "loading {:.0}%", p * 100.0);
+                while next <= p {
+                    next += 0.25;
+                }
+            }
+            true
+        });
+    LlamaModel::load_from_file(backend, &s.path, &params).map_err(|e| {
+        format!(
+            "llama.cpp could not load {}: {e} (the llama-cpp-2 log lines above have the detail)",
+            s.path.display()
+        )
+    })
+}
+
+/// One context shared by `parallel` sequences: a unified KV cache, so a sequence
+/// may use any free cell and prefixes can be shared between sequences.
+pub fn new_context<'m>(
+    backend: &LlamaBackend,
+    model: &'m LlamaModel,
+    s: &Settings,
+) -> Result<LlamaContext<'m>, String> {
+    let threads = i32::try_from(s.threads).unwrap_or(1);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(s.context))
+        .with_n_batch(STEP_TOKENS)
+        .with_n_ubatch(STEP_TOKENS)
+        .with_n_seq_max(s.parallel)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        .with_kv_unified(true);
+    model.new_context(backend, params).map_err(|e| {
+        format!(
+            "cannot create a context of {} tokens for {}: {e}",
+            s.context,
+            s.path.display()
+        )
+    })
+}
+
+/// The GGUF's own chat template, if it has one (ChatML is used otherwise).
+pub fn chat_template(model: &LlamaModel) -> Option<LlamaChatTemplate> {
+    model.chat_template(None).ok()
+}
+
+fn chatml() -> Result<LlamaChatTemplate, ApiError> {
+    LlamaChatTemplate::new("chatml").map_err(|_| ApiError::internal())
+}
+
+/// Renders messages with `template` (ChatML when there is none, or when llama.cpp
+/// does not recognise the model's template).
+pub fn render_chat(
+    model: &LlamaModel,
+    template: Option<&LlamaChatTemplate>,
+    messages: &[(String, String)],
+) -> Result<String, ApiError> {
+    let chat = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (role, content))| {
+            LlamaChatMessage::new(role.clone(), content.clone()).map_err(|_| {
+                ApiError::invalid_param(
+                    format!("messages[{i}].content"),
+                    "message content must not contain NUL bytes",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(template) = template {
+        match model.apply_chat_template(template, &chat, true) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "the model's chat template is not one llama.cpp knows; using ChatML");
+            }
+        }
+    }
+    model
+        .apply_chat_template(&chatml()?, &chat, true)
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot render the chat template");
+            ApiError::internal()
+        })
+}
+
+/// The prompt as tokens, ready to decode.
+pub fn tokenize_prompt(
+    model: &LlamaModel,
+    template: Option<&LlamaChatTemplate>,
+    prompt: &PromptInput,
+) -> Result<Vec<LlamaToken>, ApiError> {
+    let vocab = model.vocab();
+    let tokens = match prompt {
+        PromptInput::Chat(messages) => {
+            let text = render_chat(model, template, messages)?;
+            vocab.tokenize(text.as_bytes(), true, true)
+        }
+        PromptInput::Text(text) => vocab.tokenize(text.as_bytes(), true, true),
+        PromptInput::Tokens(ids) => {
+            let n_vocab = vocab.n_tokens();
+            ids.iter()
+                .map(|&id| match i32::try_from(id) {
+                    Ok(t) if t < n_vocab => Ok(LlamaToken::new(t)),
+                    _ => Err(ApiError::invalid_param(
+                        "prompt",
+                        format!(
+                            "token id {id} is outside the model's vocabulary of {n_vocab} tokens"
+                        ),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        PromptInput::Fim { prefix, suffix } => {
+            let (pre, suf, mid) = (vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid());
+            if [pre, suf, mid].iter().any(|t| t.0 < 0) {
+                return Err(ApiError::invalid_param(
+                    "suffix",
+                    "this model has no fill-in-the-middle tokens, so `suffix` is not supported; use a code model with FIM support (e.g. Qwen2.5-Coder)",
+                )
+                .with_code("fim_not_supported"));
+            }
+            // Prefix-suffix-middle order, as llama.cpp's server builds it.
+            let mut t = Vec::new();
+            if vocab.should_add_bos() {
+                t.push(vocab.bos());
+            }
+            t.push(pre);
+            t.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+            t.push(suf);
+            t.extend(vocab.tokenize(suffix.as_bytes(), false, false));
+            t.push(mid);
+            t
+        }
+    };
+    if tokens.is_empty() {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "the prompt is empty after tokenization",
+        ));
+    }
+    Ok(tokens)
+}
+
+/// The bytes a generated token stands for (control tokens render as nothing).
+pub fn piece(model: &LlamaModel, token: LlamaToken) -> Vec<u8> {
+    model.vocab().token_to_piece(token, false, None)
+}
+
+pub fn is_end_of_generation(model: &LlamaModel, token: LlamaToken) -> bool {
+    model.vocab().is_eog(token)
+}
+
+/// The sampler chain for one request: logit bias, grammar, penalties, then greedy, or the
+/// top-k → top-p → min-p → temperature → seeded draw pipeline.
+pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, ApiError> {
+    let mut chain = Vec::new();
+    if !p.logit_bias.is_empty() {
+        let n_vocab = model.n_vocab();
+        let biases = p
+            .logit_bias
+            .iter()
+            .map(|&(id, bias)| match i32::try_from(id) {
+                // -100 means "never", as in OpenAI's API.
+                Ok(t) if t < n_vocab => Ok(LlamaLogitBias::new(
+                    LlamaToken::new(t),
+                    if bias <= -100.0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        bias
+                    },
+                )),
+                _ => Err(ApiError::invalid_param(
+                    "logit_bias",
+                    format!("token id {id} is outside the model's vocabulary of {n_vocab} tokens"),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
+    if let Some(g) = &p.grammar {
+        let gbnf = match g {
+            Grammar::JsonObject => JSON_OBJECT_GBNF.to_owned(),
+            Grammar::JsonSchema(schema) => {
+                llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+                    ApiError::invalid_param(
+                        "response_format",
+                        format!("cannot use this JSON schema: {e}"),
+                    )
+                })?
+            }
+        };
+        chain.push(LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
+            tracing::error!(error = %e, "grammar rejected");
+            ApiError::invalid_param(
+                "response_format",
+                format!("cannot build a grammar for `response_format`: {e}"),
+            )
+        })?);
+    }
+    if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            PENALTY_WINDOW,
+            1.0,
+            p.frequency_penalty,
+            p.presence_penalty,
+        ));
+    }
+    if p.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if p.top_k > 0 {
+            chain.push(LlamaSampler::top_k(p.top_k));
+        }
+        if p.top_p < 1.0 {
+            chain.push(LlamaSampler::top_p(p.top_p, 1));
+        }
+        if p.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(p.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(p.temperature));
+        // u32::MAX is llama.cpp's "pick a random seed".
+        chain.push(LlamaSampler::dist(p.seed.unwrap_or(u32::MAX)));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}

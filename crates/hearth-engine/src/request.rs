@@ -1,0 +1,401 @@
+//! A router request turned into what the scheduler needs: the prompt to render and
+//! the sampling parameters, with every unsupported field rejected up front.
+
+use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, Prompt};
+use hearth_router::Request;
+use serde_json::Value;
+
+/// Defaults for fields a request leaves out: llama.cpp server's, which suit small
+/// local models better than OpenAI's (temperature 1, no top-k).
+pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+pub const DEFAULT_TOP_K: i32 = 40;
+pub const DEFAULT_TOP_P: f32 = 0.95;
+pub const DEFAULT_MIN_P: f32 = 0.05;
+
+/// What to feed the model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// Messages rendered with the model's chat template: `(role, content)`.
+    Chat(Vec<(String, String)>),
+    /// Raw text (legacy completions).
+    Text(String),
+    /// Token ids given by the client.
+    Tokens(Vec<u32>),
+    /// Fill-in-the-middle: the text before and after the hole.
+    Fim { prefix: String, suffix: String },
+}
+
+/// Sampling and stopping, after defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    pub max_tokens: Option<u32>,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    pub seed: Option<u32>,
+    pub stop: Vec<String>,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// A GBNF grammar the output must follow (JSON mode).
+    pub grammar: Option<Grammar>,
+    /// OpenAI's `logit_bias`: token id -> bias; -100 bans the token.
+    pub logit_bias: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grammar {
+    /// Any JSON object (`response_format: {"type": "json_object"}`).
+    JsonObject,
+    /// A JSON schema (`response_format: {"type": "json_schema", ...}`).
+    JsonSchema(String),
+}
+
+/// Which endpoint's shape the answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenRequest {
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub prompt: PromptInput,
+    pub params: SamplingParams,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Completions with `echo`: the prompt text comes first in the output.
+    pub echo: bool,
+}
+
+impl GenRequest {
+    /// The parameter a context error should name.
+    pub fn prompt_param(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::Chat => "messages",
+            Endpoint::Completion => "prompt",
+        }
+    }
+}
+
+pub fn from_router(request: Request, served_name: &str) -> Result<GenRequest, ApiError> {
+    match request {
+        Request::Chat(r) => from_chat(r, served_name),
+        Request::Completion(r) => from_completion(r, served_name),
+    }
+}
+
+fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(n) => Err(ApiError::invalid_param(
+            "n",
+            format!(
+                "the embedded engine returns one choice per request; `n` = {n} is not supported"
+            ),
+        )),
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one argument per OpenAI sampling field, shared by both endpoints")]
+fn sampling(
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<i32>,
+    min_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Vec<String>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    grammar: Option<Grammar>,
+) -> Result<SamplingParams, ApiError> {
+    if let Some(p) = min_p
+        && !(0.0..=1.0).contains(&p)
+    {
+        return Err(ApiError::invalid_param(
+            "min_p",
+            "`min_p` must be between 0 and 1",
+        ));
+    }
+    if max_tokens == Some(0) {
+        return Err(ApiError::invalid_param(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
+    }
+    Ok(SamplingParams {
+        max_tokens,
+        temperature: temperature.unwrap_or(DEFAULT_TEMPERATURE),
+        top_p: top_p.unwrap_or(DEFAULT_TOP_P),
+        top_k: top_k.unwrap_or(DEFAULT_TOP_K),
+        min_p: min_p.unwrap_or(DEFAULT_MIN_P),
+        // Seeds are 64-bit on the wire and 32-bit in llama.cpp; fold, don't truncate,
+        // so seeds that differ only in the high half still differ.
+        seed: seed.map(|s| (s as u64 ^ ((s as u64) >> 32)) as u32 & 0x7fff_ffff),
+        stop,
+        presence_penalty: presence_penalty.unwrap_or(0.0),
+        frequency_penalty: frequency_penalty.unwrap_or(0.0),
+        grammar,
+        logit_bias: Vec::new(),
+    })
+}
+
+fn logit_bias(v: Option<&Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let bad = || {
+        ApiError::invalid_param(
+            "logit_bias",
+            "`logit_bias` must map token ids to numbers between -100 and 100",
+        )
+    };
+    let map = v.as_object().ok_or_else(bad)?;
+    map.iter()
+        .map(|(k, b)| {
+            let id = k.parse::<u32>().map_err(|_| bad())?;
+            let b = b
+                .as_f64()
+                .filter(|b| (-100.0..=100.0).contains(b))
+                .ok_or_else(bad)?;
+            Ok((id, b as f32))
+        })
+        .collect()
+}
+
+fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let bad = || {
+        ApiError::invalid_param(
+            "response_format",
+            "`response_format` must be {\"type\": \"text\"}, {\"type\": \"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}",
+        )
+    };
+    match v.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::JsonObject)),
+        Some("json_schema") => {
+            let schema = v
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(bad)?;
+            Ok(Some(Grammar::JsonSchema(schema.to_string())))
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn from_chat(r: ChatCompletionRequest, served_name: &str) -> Result<GenRequest, ApiError> {
+    check_n(r.n)?;
+    let grammar = response_format(r.response_format.as_ref())?;
+    let params = sampling(
+        r.max_output_tokens(),
+        r.temperature,
+        r.top_p,
+        r.top_k,
+        r.min_p,
+        r.seed,
+        r.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+        r.presence_penalty,
+        r.frequency_penalty,
+        grammar,
+    )
+    .map_err(|e| match (e.param.as_deref(), r.max_completion_tokens) {
+        (Some("max_tokens"), Some(_)) => e.with_param("max_completion_tokens"),
+        _ => e,
+    })?;
+    let params = SamplingParams {
+        logit_bias: logit_bias(r.extra.get("logit_bias"))?,
+        ..params
+    };
+    let messages = r
+        .messages
+        .iter()
+        .map(|m| {
+            // `developer` is OpenAI's newer name for `system`; templates know `system`.
+            let role = if m.role == "developer" {
+                "system".to_owned()
+            } else {
+                m.role.clone()
+            };
+            (role, m.text())
+        })
+        .collect();
+    Ok(GenRequest {
+        endpoint: Endpoint::Chat,
+        model: r.model.clone().unwrap_or_else(|| served_name.to_owned()),
+        include_usage: r.include_usage(),
+        stream: r.stream,
+        prompt: PromptInput::Chat(messages),
+        params,
+        echo: false,
+    })
+}
+
+fn from_completion(r: CompletionRequest, served_name: &str) -> Result<GenRequest, ApiError> {
+    check_n(r.n)?;
+    let grammar = response_format(r.extra.get("response_format"))?;
+    let params = sampling(
+        r.max_tokens,
+        r.temperature,
+        r.top_p,
+        r.top_k,
+        r.min_p,
+        r.seed,
+        r.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+        r.presence_penalty,
+        r.frequency_penalty,
+        grammar,
+    )?;
+    let params = SamplingParams {
+        logit_bias: logit_bias(r.extra.get("logit_bias"))?,
+        ..params
+    };
+    let prompt = match (&r.prompt, r.suffix.as_deref()) {
+        (p, Some(suffix)) => match p.as_text() {
+            Some(prefix) => PromptInput::Fim {
+                prefix: prefix.to_owned(),
+                suffix: suffix.to_owned(),
+            },
+            None => {
+                return Err(ApiError::invalid_param(
+                    "prompt",
+                    "`suffix` needs `prompt` to be one string",
+                ));
+            }
+        },
+        (Prompt::Tokens(t), None) => PromptInput::Tokens(t.clone()),
+        (Prompt::TokenLists(l), None) if l.len() == 1 => {
+            PromptInput::Tokens(l.first().cloned().unwrap_or_default())
+        }
+        (p, None) => match p.as_text() {
+            Some(t) => PromptInput::Text(t.to_owned()),
+            None => {
+                return Err(ApiError::invalid_param(
+                    "prompt",
+                    "the embedded engine takes one prompt per request (a string or one list of token ids)",
+                ));
+            }
+        },
+    };
+    if let PromptInput::Text(t) = &prompt
+        && t.is_empty()
+    {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "`prompt` must not be empty",
+        ));
+    }
+    if let PromptInput::Tokens(t) = &prompt
+        && t.is_empty()
+    {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "`prompt` must not be empty",
+        ));
+    }
+    Ok(GenRequest {
+        endpoint: Endpoint::Completion,
+        model: r.model.clone().unwrap_or_else(|| served_name.to_owned()),
+        include_usage: r.include_usage(),
+        stream: r.stream,
+        echo: r.echo.unwrap_or(false),
+        prompt,
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(v: Value) -> Result<GenRequest, ApiError> {
+        from_router(
+            Request::Chat(ChatCompletionRequest::from_value(v).unwrap()),
+            "m",
+        )
+    }
+
+    #[test]
+    fn defaults_and_roles() {
+        let r = chat(json!({"messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]}))
+            .unwrap();
+        assert_eq!(r.model, "m");
+        assert_eq!(r.params.temperature, DEFAULT_TEMPERATURE);
+        assert_eq!(
+            r.prompt,
+            PromptInput::Chat(vec![
+                ("system".into(), "be brief".into()),
+                ("user".into(), "hi".into())
+            ])
+        );
+    }
+
+    #[test]
+    fn rejects_what_the_engine_cannot_do() {
+        let base = |extra: Value| {
+            let mut v = json!({"messages": [{"role": "user", "content": "hi"}]});
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            chat(v)
+        };
+        assert_eq!(
+            base(json!({"n": 2})).unwrap_err().param.as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            base(json!({"response_format": {"type": "xml"}}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("response_format")
+        );
+        assert_eq!(
+            base(json!({"max_completion_tokens": 0}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("max_completion_tokens")
+        );
+        assert_eq!(
+            base(json!({"response_format": {"type": "json_object"}}))
+                .unwrap()
+                .params
+                .grammar,
+            Some(Grammar::JsonObject)
+        );
+    }
+
+    #[test]
+    fn completion_prompts() {
+        let c = |v: Value| {
+            from_router(
+                Request::Completion(CompletionRequest::from_value(v).unwrap()),
+                "m",
+            )
+        };
+        assert_eq!(
+            c(json!({"prompt": [1, 2]})).unwrap().prompt,
+            PromptInput::Tokens(vec![1, 2])
+        );
+        assert_eq!(
+            c(json!({"prompt": "def f(", "suffix": "return x"}))
+                .unwrap()
+                .prompt,
+            PromptInput::Fim {
+                prefix: "def f(".into(),
+                suffix: "return x".into()
+            }
+        );
+        assert_eq!(
+            c(json!({"prompt": ["a", "b"]}))
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
+    }
+}

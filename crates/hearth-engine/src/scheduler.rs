@@ -1,0 +1,662 @@
+//! The engine thread: loads the model, then runs the continuous-batching loop.
+//!
+//! One llama.cpp context holds `parallel` sequences (slots) in a unified KV cache.
+//! Every step decodes one batch holding the next token of every generating
+//! sequence plus a chunk of pending prompt tokens, so a long prompt is prefilled
+//! over several steps while the other streams keep flowing. New requests join
+//! between steps. Each slot remembers which tokens its KV cells hold; a request
+//! starts in the free slot (or copies from the slot) sharing the longest prefix with
+//! its prompt, so a conversation's next turn only prefills its new tokens.
+//!
+//! Requests arrive over a std channel (the thread blocks on it when idle) and
+//! answer over a tokio channel per request; a closed answer channel means the
+//! client left, and its slot is freed before the next step.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hearth_api::{ApiError, ModelStatus};
+use hearth_router::BackendError;
+use llama_cpp_2::DecodeError;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::llama;
+use crate::request::GenRequest;
+use crate::settings::{STEP_TOKENS, Settings};
+use crate::text::TextStream;
+
+/// Prompt tokens prefilled per step while other sequences are generating: small
+/// enough that their next token is only briefly delayed, large enough that the
+/// prefill still runs near full speed.
+const BUSY_PREFILL_CHUNK: usize = 128;
+
+/// Why generation ended, as OpenAI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    Stop,
+    Length,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// What the engine tells a waiting request.
+#[derive(Debug)]
+pub enum Event {
+    /// The prompt was tokenized and fits; generation will follow.
+    Accepted,
+    /// More output text (whole characters, stop strings removed).
+    Text(String),
+    Done {
+        finish: Finish,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+    Error(BackendError),
+}
+
+pub struct Job {
+    pub request: GenRequest,
+    pub events: UnboundedSender<Event>,
+}
+
+/// State shared between the engine thread and the backend handle.
+pub struct Shared {
+    state: AtomicU8,
+    failure: Mutex<Option<String>>,
+    pub context: AtomicU32,
+    /// Prompt tokens taken from the prompt cache instead of being prefilled.
+    pub reused_tokens: AtomicU64,
+    /// Prompt tokens prefilled.
+    pub prefilled_tokens: AtomicU64,
+    /// Tokens generated.
+    pub generated_tokens: AtomicU64,
+}
+
+const LOADING: u8 = 0;
+const READY: u8 = 1;
+const FAILED: u8 = 2;
+
+impl Shared {
+    pub fn new(context: u32) -> Self {
+        Shared {
+            state: AtomicU8::new(LOADING),
+            failure: Mutex::new(None),
+            context: AtomicU32::new(context),
+            reused_tokens: AtomicU64::new(0),
+            prefilled_tokens: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+        }
+    }
+
+    pub fn status(&self) -> ModelStatus {
+        match self.state.load(Ordering::Acquire) {
+            LOADING => ModelStatus::Loading,
+            READY => ModelStatus::Ready,
+            _ => ModelStatus::Unavailable,
+        }
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn fail(&self, reason: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(reason);
+        }
+        self.state.store(FAILED, Ordering::Release);
+    }
+}
+
+/// The engine thread's body.
+pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
+    let started = Instant::now();
+    let loaded = llama::backend().and_then(|backend| {
+        tracing::info!(model = %settings.name, path = %settings.path.display(), threads = settings.threads,
+            parallel = settings.parallel, context = settings.context, "loading model");
+        let model = llama::load_model(backend, &settings)?;
+        Ok((backend, model))
+    });
+    let (backend, model) = match loaded {
+        Ok(x) => x,
+        Err(e) => return fail(&shared, &settings, e),
+    };
+    let ctx = match llama::new_context(backend, &model, &settings) {
+        Ok(c) => c,
+        Err(e) => return fail(&shared, &settings, e),
+    };
+    let template = llama::chat_template(&model);
+    tracing::info!(
+        model = %settings.name,
+        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        chat_template = if template.is_some() { "from the GGUF" } else { "ChatML (the GGUF has none)" },
+        "model ready"
+    );
+    shared.state.store(READY, Ordering::Release);
+    Scheduler::new(&model, ctx, template, &settings, shared).run(&jobs);
+    tracing::debug!(model = %settings.name, "engine stopped");
+}
+
+fn fail(shared: &Shared, settings: &Settings, reason: String) {
+    tracing::error!(model = %settings.name, "{reason}");
+    shared.fail(reason);
+}
+
+/// A request between acceptance and a free slot.
+struct Pending {
+    events: UnboundedSender<Event>,
+    prompt: Vec<LlamaToken>,
+    max_tokens: u32,
+    sampler: LlamaSampler,
+    text: TextStream,
+    echo: Option<String>,
+}
+
+/// A request that owns a slot.
+struct Active {
+    events: UnboundedSender<Event>,
+    prompt: Vec<LlamaToken>,
+    max_tokens: u32,
+    sampler: LlamaSampler,
+    text: TextStream,
+    generated: u32,
+    /// Sampled, sent, and to be decoded in the next step.
+    next: Option<LlamaToken>,
+    /// Admission order, so prefill is first come, first served.
+    order: u64,
+    admitted: Instant,
+    reused: usize,
+    first_token: Option<Instant>,
+}
+
+struct Slot {
+    seq: i32,
+    /// The tokens whose KV cells this sequence holds, in position order.
+    cached: Vec<LlamaToken>,
+    last_used: u64,
+    active: Option<Active>,
+}
+
+struct Scheduler<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: Option<LlamaChatTemplate>,
+    batch: LlamaBatch<'static>,
+    slots: Vec<Slot>,
+    pending: VecDeque<Pending>,
+    n_ctx: usize,
+    name: String,
+    tick: u64,
+    shared: Arc<Shared>,
+}
+
+/// What a batch entry is for.
+enum Entry {
+    /// One generated token of slot `slot`, its logits at batch index `idx`.
+    Gen { slot: usize, idx: i32 },
+    /// `n` prompt tokens of slot `slot`; logits at `idx` when the prompt ends here.
+    Prefill {
+        slot: usize,
+        n: usize,
+        idx: Option<i32>,
+    },
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        template: Option<LlamaChatTemplate>,
+        s: &Settings,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let slots = (0..s.parallel)
+            .map(|i| Slot {
+                seq: i32::try_from(i).unwrap_or(0),
+                cached: Vec::new(),
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        Scheduler {
+            model,
+            ctx,
+            template,
+            batch: LlamaBatch::new(STEP_TOKENS as usize, 1),
+            slots,
+            pending: VecDeque::new(),
+            n_ctx: s.context as usize,
+            name: s.name.clone(),
+            tick: 0,
+            shared,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        !self.pending.is_empty() || self.slots.iter().any(|s| s.active.is_some())
+    }
+
+    fn run(mut self, jobs: &Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if !self.busy() {
+                if !open {
+                    return;
+                }
+                match jobs.recv() {
+                    Ok(job) => self.intake(job),
+                    Err(_) => return,
+                }
+            }
+            while open {
+                match jobs.try_recv() {
+                    Ok(job) => self.intake(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            self.drop_cancelled();
+            self.admit();
+            if self.slots.iter().any(|s| s.active.is_some()) {
+                self.step();
+            }
+        }
+    }
+
+    /// Tokenizes and checks a new request; answers `Accepted` or an error.
+    fn intake(&mut self, job: Job) {
+        let Job { request, events } = job;
+        match self.prepare(&request, events.clone()) {
+            Ok(p) => {
+                if events.send(Event::Accepted).is_ok() {
+                    self.pending.push_back(p);
+                }
+            }
+            Err(e) => {
+                let _ = events.send(Event::Error(BackendError::Invalid(e)));
+            }
+        }
+    }
+
+    fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
+        let prompt = llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?;
+        let n_prompt = prompt.len();
+        let room = self.n_ctx.saturating_sub(n_prompt);
+        let asked = r.params.max_tokens.map(|m| m as usize);
+        if room == 0 || asked.is_some_and(|m| m > room) {
+            let completion = asked.unwrap_or(0);
+            return Err(ApiError::invalid_param(
+                r.prompt_param(),
+                format!(
+                    "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the {}, {} for the completion). Please reduce the length of the {} or the completion.",
+                    self.n_ctx,
+                    n_prompt + completion,
+                    n_prompt,
+                    r.prompt_param(),
+                    completion,
+                    r.prompt_param()
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        let sampler = llama::sampler(self.model, &r.params)?;
+        let echo = match (&r.prompt, r.echo) {
+            (crate::request::PromptInput::Text(t), true) => Some(t.clone()),
+            _ => None,
+        };
+        Ok(Pending {
+            events,
+            max_tokens: u32::try_from(asked.unwrap_or(room)).unwrap_or(u32::MAX),
+            prompt,
+            sampler,
+            text: TextStream::new(r.params.stop.clone()),
+            echo,
+        })
+    }
+
+    fn drop_cancelled(&mut self) {
+        self.pending.retain(|p| !p.events.is_closed());
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.events.is_closed()) {
+                tracing::debug!(model = %self.name, seq = slot.seq, "client went away; sequence freed");
+                slot.active = None;
+            }
+        }
+    }
+
+    /// Moves pending requests into free slots, reusing cached prefixes.
+    fn admit(&mut self) {
+        while !self.pending.is_empty() {
+            let Some(free) = self.pick_free_slot() else {
+                return;
+            };
+            let Some(p) = self.pending.pop_front() else {
+                return;
+            };
+            self.tick += 1;
+            let reused = self.reuse_prefix(free, &p.prompt);
+            self.shared
+                .reused_tokens
+                .fetch_add(reused as u64, Ordering::Relaxed);
+            if let Some(echo) = &p.echo {
+                let _ = p.events.send(Event::Text(echo.clone()));
+            }
+            let slot = &mut self.slots[free];
+            slot.last_used = self.tick;
+            slot.active = Some(Active {
+                events: p.events,
+                prompt: p.prompt,
+                max_tokens: p.max_tokens,
+                sampler: p.sampler,
+                text: p.text,
+                generated: 0,
+                next: None,
+                order: self.tick,
+                admitted: Instant::now(),
+                reused,
+                first_token: None,
+            });
+        }
+    }
+
+    /// The free slot whose cache shares the longest prefix with the next pending
+    /// prompt; among equals, the least recently used.
+    fn pick_free_slot(&self) -> Option<usize> {
+        let prompt = &self.pending.front()?.prompt;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .max_by_key(|(_, s)| {
+                (
+                    common_prefix(&s.cached, prompt),
+                    std::cmp::Reverse(s.last_used),
+                )
+            })
+            .map(|(i, _)| i)
+    }
+
+    /// Makes slot `target` hold the longest cached prefix of `prompt` available in
+    /// any slot, leaving at least one prompt token to decode (its logits start the
+    /// generation). Returns how many prompt tokens are reused.
+    fn reuse_prefix(&mut self, target: usize, prompt: &[LlamaToken]) -> usize {
+        let limit = prompt.len().saturating_sub(1);
+        let own = common_prefix(&self.slots[target].cached, prompt).min(limit);
+        let donor = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != target)
+            .map(|(i, s)| (i, common_prefix(&s.cached, prompt).min(limit)))
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > own);
+        let seq = self.slots[target].seq;
+        if let Some((d, n)) = donor {
+            let src = self.slots[d].seq;
+            let copied = self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), None, None)
+                .is_ok()
+                && self
+                    .ctx
+                    .copy_kv_cache_seq(src, seq, Some(0), Some(n as u32))
+                    .is_ok();
+            if copied {
+                let tokens = self.slots[d].cached[..n].to_vec();
+                self.slots[target].cached = tokens;
+                return n;
+            }
+        }
+        // Drop what follows the shared prefix; some memory types cannot cut a
+        // sequence in the middle, and then the whole sequence goes.
+        let cut = matches!(
+            self.ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(own as u32), None),
+            Ok(true)
+        );
+        if cut {
+            self.slots[target].cached.truncate(own);
+            own
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            self.slots[target].cached.clear();
+            0
+        }
+    }
+
+    /// One decode of all active sequences.
+    fn step(&mut self) {
+        self.batch.clear();
+        let mut entries = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(t) = slot.active.as_ref().and_then(|a| a.next) {
+                let idx = self.batch.n_tokens();
+                if self
+                    .batch
+                    .add(t, slot.cached.len() as i32, &[slot.seq], true)
+                    .is_err()
+                {
+                    break;
+                }
+                entries.push(Entry::Gen { slot: i, idx });
+            }
+        }
+        let generating = !entries.is_empty();
+        let cap = if generating {
+            BUSY_PREFILL_CHUNK
+        } else {
+            STEP_TOKENS as usize
+        };
+        let mut budget = cap.min(STEP_TOKENS as usize - entries.len());
+        let mut prefilling: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.active
+                    .as_ref()
+                    .filter(|a| a.next.is_none())
+                    .map(|a| (a.order, i))
+            })
+            .collect();
+        prefilling.sort_unstable();
+        for (_, i) in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let slot = &self.slots[i];
+            let Some(a) = slot.active.as_ref() else {
+                continue;
+            };
+            let start = slot.cached.len();
+            let n = (a.prompt.len() - start).min(budget);
+            let mut idx = None;
+            for (k, &t) in a.prompt[start..start + n].iter().enumerate() {
+                let pos = start + k;
+                let last = pos + 1 == a.prompt.len();
+                if last {
+                    idx = Some(self.batch.n_tokens());
+                }
+                if self.batch.add(t, pos as i32, &[slot.seq], last).is_err() {
+                    break;
+                }
+            }
+            budget -= n;
+            entries.push(Entry::Prefill { slot: i, n, idx });
+        }
+        if entries.is_empty() {
+            return;
+        }
+
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => {}
+            Err(DecodeError::NoKvCacheSlot) => return self.make_room(),
+            Err(e) => return self.fail_all(&format!("llama.cpp decode failed: {e}")),
+        }
+
+        for entry in entries {
+            match entry {
+                Entry::Gen { slot, idx } => {
+                    let s = &mut self.slots[slot];
+                    if let Some(t) = s.active.as_mut().and_then(|a| a.next.take()) {
+                        s.cached.push(t);
+                    }
+                    self.sample(slot, idx);
+                }
+                Entry::Prefill { slot, n, idx } => {
+                    self.shared
+                        .prefilled_tokens
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    let s = &mut self.slots[slot];
+                    if let Some(a) = s.active.as_ref() {
+                        let start = s.cached.len();
+                        s.cached.extend_from_slice(&a.prompt[start..start + n]);
+                    }
+                    if let Some(idx) = idx {
+                        self.sample(slot, idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Samples slot `i`'s next token from the logits at batch index `idx` and
+    /// hands its text to the client.
+    fn sample(&mut self, i: usize, idx: i32) {
+        let model = self.model;
+        let n_ctx = self.n_ctx;
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let token = a.sampler.sample(&self.ctx, idx);
+        if a.first_token.is_none() {
+            a.first_token = Some(Instant::now());
+        }
+        if llama::is_end_of_generation(model, token) {
+            return self.finish(i, Finish::Stop);
+        }
+        a.generated += 1;
+        self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
+        let pushed = a.text.push(&llama::piece(model, token));
+        if !pushed.text.is_empty() && a.events.send(Event::Text(pushed.text)).is_err() {
+            self.slots[i].active = None;
+            return;
+        }
+        let cached = self.slots[i].cached.len();
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        if pushed.stopped {
+            self.finish(i, Finish::Stop);
+        } else if a.generated >= a.max_tokens || cached >= n_ctx {
+            self.finish(i, Finish::Length);
+        } else {
+            a.next = Some(token);
+        }
+    }
+
+    fn finish(&mut self, i: usize, finish: Finish) {
+        self.tick += 1;
+        let slot = &mut self.slots[i];
+        slot.last_used = self.tick;
+        let Some(mut a) = slot.active.take() else {
+            return;
+        };
+        let rest = a.text.finish();
+        if !rest.is_empty() {
+            let _ = a.events.send(Event::Text(rest));
+        }
+        let prompt_tokens = u32::try_from(a.prompt.len()).unwrap_or(u32::MAX);
+        let _ = a.events.send(Event::Done {
+            finish,
+            prompt_tokens,
+            completion_tokens: a.generated,
+        });
+        let prefill = a.first_token.map(|t| t - a.admitted);
+        let decode = a.first_token.map(|t| t.elapsed());
+        tracing::debug!(
+            model = %self.name,
+            seq = slot.seq,
+            prompt_tokens,
+            reused_tokens = a.reused,
+            completion_tokens = a.generated,
+            finish = finish.as_str(),
+            prefill_ms = prefill.map(|d| d.as_millis() as u64),
+            decode_tok_s = decode.map(|d| f64::from(a.generated) / d.as_secs_f64().max(1e-9)),
+            "sequence done"
+        );
+    }
+
+    /// The KV cache is full: drop idle sequences' caches first; if there are none,
+    /// end the sequence holding the most cells.
+    fn make_room(&mut self) {
+        let mut freed = false;
+        for slot in self
+            .slots
+            .iter_mut()
+            .filter(|s| s.active.is_none() && !s.cached.is_empty())
+        {
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+            slot.cached.clear();
+            freed = true;
+        }
+        if freed {
+            return;
+        }
+        let Some(i) = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_some())
+            .max_by_key(|&i| self.slots[i].cached.len())
+        else {
+            return;
+        };
+        let seq = self.slots[i].seq;
+        tracing::warn!(model = %self.name, seq, "the shared context is full; ending the longest sequence");
+        let generating = self.slots[i]
+            .active
+            .as_ref()
+            .is_some_and(|a| a.generated > 0);
+        if generating {
+            self.finish(i, Finish::Length);
+        } else if let Some(a) = self.slots[i].active.take() {
+            let _ = a.events.send(Event::Error(BackendError::Unavailable(
+                "the model's shared context is full; try again shortly".into(),
+            )));
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.slots[i].cached.clear();
+    }
+
+    fn fail_all(&mut self, reason: &str) {
+        tracing::error!(model = %self.name, "{reason}");
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                let _ = a
+                    .events
+                    .send(Event::Error(BackendError::Unavailable(reason.to_owned())));
+            }
+            slot.cached.clear();
+        }
+        self.ctx.clear_kv_cache();
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}

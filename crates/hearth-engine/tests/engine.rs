@@ -1,0 +1,568 @@
+//! The engine against the real SmolLM2-135M-Instruct file, through the router's
+//! `Backend` trait only. `make test` downloads the model first (mk/engine.mk);
+//! HEARTH_TEST_MODEL points elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers fail the test loudly
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hearth_api::{ChatCompletionRequest, CompletionRequest, ModelStatus};
+use hearth_config::{BackendKind, ModelConfig};
+use hearth_engine::EmbeddedBackend;
+use hearth_router::{Backend, BackendError, Reply, Request};
+use serde_json::{Value, json};
+
+fn model_path() -> PathBuf {
+    let path = std::env::var_os("HEARTH_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.exists(),
+        "the engine tests need the SmolLM2 model at {} (run `make models/SmolLM2-135M-Instruct.Q4_1.gguf`, or set HEARTH_TEST_MODEL)",
+        path.display()
+    );
+    path
+}
+
+fn config(parallel: u32, context: u32) -> ModelConfig {
+    ModelConfig {
+        name: "smollm2-135m".into(),
+        backend: BackendKind::Embedded,
+        path: Some(model_path()),
+        context: Some(context),
+        parallel: Some(parallel),
+        ..ModelConfig::default()
+    }
+}
+
+async fn wait_ready(b: &EmbeddedBackend) {
+    let start = Instant::now();
+    while b.status() != ModelStatus::Ready {
+        assert_ne!(
+            b.status(),
+            ModelStatus::Unavailable,
+            "the model failed to load"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the model did not load in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn engine(parallel: u32, context: u32) -> Arc<EmbeddedBackend> {
+    let b = EmbeddedBackend::start(&config(parallel, context)).unwrap();
+    wait_ready(&b).await;
+    b
+}
+
+fn chat(content: &str, extra: Value) -> Request {
+    let mut v =
+        json!({"model": "smollm2-135m", "messages": [{"role": "user", "content": content}]});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    Request::Chat(ChatCompletionRequest::from_value(v).unwrap())
+}
+
+fn completion(v: Value) -> Request {
+    Request::Completion(CompletionRequest::from_value(v).unwrap())
+}
+
+async fn full(b: &EmbeddedBackend, r: Request) -> Value {
+    match b.call(r).await.unwrap() {
+        Reply::Full { body, usage } => {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(usage.map(|u| json!(u)), Some(v["usage"].clone()));
+            v
+        }
+        Reply::Stream(_) => panic!("asked for a whole body, got a stream"),
+    }
+}
+
+fn content(v: &Value) -> String {
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn chunks(b: &EmbeddedBackend, r: Request) -> Vec<Value> {
+    let Reply::Stream(mut s) = b.call(r).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let mut out = Vec::new();
+    while let Some(c) = s.next().await {
+        let c = c.unwrap();
+        out.push(serde_json::from_slice(&c.data).unwrap());
+    }
+    out
+}
+
+fn streamed_text(chunks: &[Value]) -> Vec<String> {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+const GREEDY: &str = "Write one sentence about the sea.";
+
+#[tokio::test]
+async fn loading_then_ready() {
+    let b = EmbeddedBackend::start(&config(1, 512)).unwrap();
+    // Loading takes far longer than returning from start().
+    assert_eq!(b.status(), ModelStatus::Loading);
+    let e = b
+        .call(chat("hi", json!({"max_tokens": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, BackendError::Unavailable(ref m) if m.contains("loading")),
+        "{e}"
+    );
+    wait_ready(&b).await;
+    assert_eq!(b.context_length(), Some(512));
+    assert_eq!(b.kind(), "embedded");
+}
+
+#[tokio::test]
+async fn seeded_sampling_is_reproducible() {
+    let b = engine(2, 1024).await;
+    let req = |seed: i64| {
+        chat(
+            "Tell me a story.",
+            json!({"temperature": 1.0, "seed": seed, "max_tokens": 16}),
+        )
+    };
+    let first = content(&full(&b, req(42)).await);
+    let again = content(&full(&b, req(42)).await);
+    assert_eq!(first, again);
+    let mut differs = false;
+    for seed in [1, 2, 3] {
+        differs |= content(&full(&b, req(seed)).await) != first;
+    }
+    assert!(differs, "three other seeds all gave {first:?}");
+}
+
+#[tokio::test]
+async fn greedy_output_is_the_same_alone_and_batched() {
+    let b = engine(4, 2048).await;
+    let req = |q: &str| chat(q, json!({"temperature": 0, "max_tokens": 16}));
+    let alone = content(&full(&b, req(GREEDY)).await);
+    assert!(!alone.is_empty());
+    let others = [
+        "What is two plus two?",
+        "Name a color.",
+        "Say hello in French.",
+    ];
+    let (a, x, y, z) = tokio::join!(
+        full(&b, req(GREEDY)),
+        full(&b, req(others[0])),
+        full(&b, req(others[1])),
+        full(&b, req(others[2])),
+    );
+    assert_eq!(content(&a), alone);
+    for v in [x, y, z] {
+        assert!(!content(&v).is_empty());
+    }
+}
+
+#[tokio::test]
+async fn stop_strings_including_one_split_across_tokens() {
+    let b = engine(1, 1024).await;
+    let req = |extra: Value| {
+        let mut e = json!({"temperature": 0, "max_tokens": 24, "stream": true});
+        for (k, v) in extra.as_object().unwrap() {
+            e[k] = v.clone();
+        }
+        chat(GREEDY, e)
+    };
+    let pieces = streamed_text(&chunks(&b, req(json!({}))).await);
+    let whole = pieces.concat();
+    // A stop string made of the end of one streamed piece and the start of the next
+    // spans two tokens.
+    let k = pieces
+        .iter()
+        .position(|p| p.chars().count() >= 2)
+        .filter(|&k| k + 1 < pieces.len())
+        .expect("a piece of two characters followed by another");
+    let tail: String = pieces[k]
+        .chars()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let head: String = pieces[k + 1].chars().take(2).collect();
+    let stop = format!("{tail}{head}");
+    let expected = &whole[..whole.find(&stop).unwrap()];
+
+    let got = chunks(&b, req(json!({"stop": [stop.clone(), "zzzz-never"]}))).await;
+    assert_eq!(
+        streamed_text(&got).concat(),
+        expected,
+        "stop {stop:?} in {whole:?}"
+    );
+    let finish = got
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("stop"));
+
+    let v = full(
+        &b,
+        chat(
+            GREEDY,
+            json!({"temperature": 0, "max_tokens": 24, "stop": stop}),
+        ),
+    )
+    .await;
+    assert_eq!(content(&v), expected);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn length_finish_and_exact_usage() {
+    let b = engine(1, 1024).await;
+    let v = full(
+        &b,
+        chat(
+            GREEDY,
+            json!({"temperature": 0, "max_completion_tokens": 5}),
+        ),
+    )
+    .await;
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    assert_eq!(v["object"], "chat.completion");
+
+    // Token-id prompts make the prompt count checkable exactly.
+    let v = full(
+        &b,
+        completion(
+            json!({"prompt": [504, 3458, 282, 4649, 314], "max_tokens": 3, "temperature": 0}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8})
+    );
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn streaming_chunk_sequence_and_usage() {
+    let b = engine(1, 1024).await;
+    let opts = json!({"temperature": 0, "max_tokens": 12});
+    let whole = full(&b, chat(GREEDY, opts.clone())).await;
+    let mut s = opts.clone();
+    s["stream"] = json!(true);
+    s["stream_options"] = json!({"include_usage": true});
+    let got = chunks(&b, chat(GREEDY, s)).await;
+
+    let first = &got[0];
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let id = first["id"].as_str().unwrap();
+    assert!(got.iter().all(|c| c["id"] == id));
+    let n = got.len();
+    let finish = &got[n - 2];
+    assert_eq!(
+        finish["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    assert_eq!(finish["choices"][0]["delta"], json!({}));
+    let last = &got[n - 1];
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"], whole["usage"]);
+    // Only the last two chunks end or count anything.
+    for c in &got[..n - 2] {
+        assert!(c["choices"][0]["finish_reason"].is_null());
+        assert!(c.get("usage").is_none());
+    }
+    assert_eq!(streamed_text(&got).concat(), content(&whole));
+
+    // Without include_usage: no usage chunk, and the finish chunk carries the
+    // router's usage out of band.
+    let mut s = opts;
+    s["stream"] = json!(true);
+    let Reply::Stream(stream) = b.call(chat(GREEDY, s)).await.unwrap() else {
+        panic!()
+    };
+    let all: Vec<_> = stream.collect().await;
+    let last = all.last().unwrap().as_ref().unwrap();
+    let v: Value = serde_json::from_slice(&last.data).unwrap();
+    assert_eq!(
+        v["choices"][0]["finish_reason"],
+        whole["choices"][0]["finish_reason"]
+    );
+    assert_eq!(last.usage.map(|u| json!(u)), Some(whole["usage"].clone()));
+
+    // Text completions stream too, with their own object name.
+    let got = chunks(
+        &b,
+        completion(json!({"prompt": "The sea is", "max_tokens": 4, "stream": true, "stream_options": {"include_usage": true}})),
+    )
+    .await;
+    assert!(got.iter().all(|c| c["object"] == "text_completion"));
+    assert_eq!(got.last().unwrap()["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn every_streamed_chunk_is_whole_utf8() {
+    let b = engine(1, 1024).await;
+    let got = chunks(
+        &b,
+        chat(
+            "Write the words café, naïve, 東京 and 😀 several times.",
+            json!({"temperature": 0, "max_tokens": 40, "stream": true}),
+        ),
+    )
+    .await;
+    // Each chunk parsed as JSON already, so it is valid UTF-8; a split character
+    // would show up as a replacement character.
+    for t in streamed_text(&got) {
+        assert!(!t.contains('\u{FFFD}'), "{t:?}");
+    }
+}
+
+#[tokio::test]
+async fn json_mode_yields_parseable_json() {
+    let b = engine(1, 1024).await;
+    let v = full(
+        &b,
+        chat(
+            "Describe a cat as a JSON object with the keys name and age.",
+            json!({"temperature": 0, "max_tokens": 200, "response_format": {"type": "json_object"}}),
+        ),
+    )
+    .await;
+    let text = content(&v);
+    let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(parsed.is_object(), "{text}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn cancellation_frees_the_slot() {
+    let b = engine(1, 2048).await;
+    let long = chat(
+        "Write a very long story about a dragon.",
+        json!({"max_tokens": 1500, "stream": true, "temperature": 1.0, "seed": 7}),
+    );
+    let Reply::Stream(mut s) = b.call(long).await.unwrap() else {
+        panic!()
+    };
+    for _ in 0..3 {
+        s.next().await.unwrap().unwrap();
+    }
+    drop(s);
+    // One slot: the next request is served only once the first is freed, and 1500
+    // tokens would take far longer than this.
+    let start = Instant::now();
+    let v = tokio::time::timeout(
+        Duration::from_secs(20),
+        full(&b, chat("Hi", json!({"max_tokens": 3}))),
+    )
+    .await
+    .expect("the next request waited for the cancelled one");
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(
+        b.stats().generated_tokens < 200,
+        "the cancelled sequence kept generating: {:?}",
+        b.stats()
+    );
+}
+
+#[tokio::test]
+async fn context_overflow_is_a_400_with_the_counts() {
+    let b = engine(1, 256).await;
+    let long = "word ".repeat(300);
+    let e = b.call(chat(&long, json!({}))).await.unwrap_err();
+    let BackendError::Invalid(api) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(api.status(), 400);
+    assert_eq!(api.code.as_deref(), Some("context_length_exceeded"));
+    assert_eq!(api.param.as_deref(), Some("messages"));
+    assert!(api.message.contains("256"), "{}", api.message);
+
+    let e = b
+        .call(chat("Hi", json!({"max_tokens": 250})))
+        .await
+        .unwrap_err();
+    let BackendError::Invalid(api) = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(api.code.as_deref(), Some("context_length_exceeded"));
+    assert!(
+        api.message.contains("250 for the completion"),
+        "{}",
+        api.message
+    );
+    // The engine is still fine.
+    full(&b, chat("Hi", json!({"max_tokens": 2}))).await;
+}
+
+#[tokio::test]
+async fn prompt_cache_reuses_the_previous_turn() {
+    let b = engine(2, 2048).await;
+    let system = "You are a helpful assistant. ".repeat(20);
+    let first = json!([{"role": "system", "content": system}, {"role": "user", "content": "Name a fruit."}]);
+    let req = |messages: &Value| {
+        Request::Chat(
+            ChatCompletionRequest::from_value(
+                json!({"messages": messages, "temperature": 0, "max_tokens": 8}),
+            )
+            .unwrap(),
+        )
+    };
+    let v = full(&b, req(&first)).await;
+    let first_prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let before = b.stats();
+    let mut second = first.as_array().unwrap().clone();
+    second.push(json!({"role": "assistant", "content": content(&v)}));
+    second.push(json!({"role": "user", "content": "And a vegetable?"}));
+    let v2 = full(&b, req(&Value::Array(second))).await;
+    let after = b.stats();
+    let reused = after.reused_prompt_tokens - before.reused_prompt_tokens;
+    let prefilled = after.prefilled_prompt_tokens - before.prefilled_prompt_tokens;
+    assert!(
+        reused >= first_prompt,
+        "reused {reused} of the first turn's {first_prompt} tokens"
+    );
+    assert_eq!(
+        reused + prefilled,
+        v2["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert!(
+        prefilled < 40,
+        "prefilled {prefilled} tokens for a short follow-up"
+    );
+}
+
+#[tokio::test]
+async fn sampling_options_are_accepted() {
+    let b = engine(1, 1024).await;
+    let v = full(
+        &b,
+        chat(
+            GREEDY,
+            json!({"temperature": 0.7, "top_p": 0.9, "top_k": 20, "min_p": 0.1, "seed": 3,
+                   "presence_penalty": 1.0, "frequency_penalty": 0.5, "max_tokens": 8}),
+        ),
+    )
+    .await;
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+    let e = b.call(chat("x", json!({"n": 3}))).await.unwrap_err();
+    assert!(matches!(e, BackendError::Invalid(ref a) if a.param.as_deref() == Some("n")));
+}
+
+#[tokio::test]
+async fn suffix_needs_fim_tokens() {
+    let b = engine(1, 1024).await;
+    let r = completion(
+        json!({"prompt": "def add(a, b):\n    ", "suffix": "\n    return c", "max_tokens": 8, "temperature": 0}),
+    );
+    match b.call(r).await {
+        // SmolLM2's vocabulary has no FIM tokens: a clear 400.
+        Err(BackendError::Invalid(api)) => {
+            assert_eq!(api.status(), 400);
+            assert_eq!(api.param.as_deref(), Some("suffix"));
+            assert_eq!(api.code.as_deref(), Some("fim_not_supported"));
+        }
+        Ok(Reply::Full { body, .. }) => {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["choices"][0]["text"].is_string());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_model_files_fail_at_start_with_the_path_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |path: PathBuf| {
+        let cfg = ModelConfig {
+            path: Some(path),
+            ..config(1, 256)
+        };
+        EmbeddedBackend::start(&cfg)
+            .err()
+            .map(|e| e.to_string())
+            .expect("start should fail")
+    };
+    let missing = dir.path().join("missing.gguf");
+    let e = start(missing.clone());
+    assert!(
+        e.contains(&missing.display().to_string()) && e.contains("does not exist"),
+        "{e}"
+    );
+
+    let html = dir.path().join("page.gguf");
+    std::fs::write(&html, "<!DOCTYPE html><html>Not Found</html>").unwrap();
+    let e = start(html.clone());
+    assert!(
+        e.contains(&html.display().to_string()) && e.contains("not a GGUF"),
+        "{e}"
+    );
+
+    let cut = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(model_path()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = start(cut.clone());
+    assert!(
+        e.contains(&cut.display().to_string()) && e.contains("truncated"),
+        "{e}"
+    );
+
+    let header_only = dir.path().join("header.gguf");
+    std::fs::write(&header_only, &bytes[..100]).unwrap();
+    let e = start(header_only);
+    assert!(e.contains("truncated"), "{e}");
+}
+
+#[tokio::test]
+async fn a_model_llama_cpp_rejects_is_unavailable_with_the_reason() {
+    // A valid GGUF header with nothing llama.cpp can build a model from.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.gguf");
+    let mut b = Vec::new();
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    std::fs::write(&path, b).unwrap();
+    let cfg = ModelConfig {
+        path: Some(path.clone()),
+        ..config(1, 256)
+    };
+    let backend = EmbeddedBackend::start(&cfg).unwrap();
+    let start = Instant::now();
+    while backend.status() == ModelStatus::Loading {
+        assert!(start.elapsed() < Duration::from_secs(30), "still loading");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(backend.status(), ModelStatus::Unavailable);
+    let e = backend.call(chat("hi", json!({}))).await.unwrap_err();
+    assert!(
+        matches!(&e, BackendError::Unavailable(m) if m.contains(&path.display().to_string())),
+        "{e}"
+    );
+    assert!(backend.probe().await.is_err());
+}
