@@ -99,7 +99,10 @@ fn check_n(n: Option<u32>) -> Result<(), ApiError> {
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one argument per OpenAI sampling field, shared by both endpoints")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per OpenAI sampling field, shared by both endpoints"
+)]
 fn sampling(
     max_tokens: Option<u32>,
     temperature: Option<f32>,

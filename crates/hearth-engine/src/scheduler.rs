@@ -123,8 +123,23 @@ impl Shared {
     }
 }
 
+/// Marks the model unavailable if the engine thread unwinds (a panic inside
+/// llama-cpp-2), so the router stops sending it work instead of timing out.
+struct PanicGuard<'a>(&'a Shared, &'a str);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(model = %self.1, "the engine thread panicked; the model is unavailable");
+            self.0
+                .fail("the engine thread stopped unexpectedly; restart hearth".into());
+        }
+    }
+}
+
 /// The engine thread's body.
 pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
+    let _guard = PanicGuard(&shared, &settings.name);
     let started = Instant::now();
     let loaded = llama::backend().and_then(|backend| {
         tracing::info!(model = %settings.name, path = %settings.path.display(), threads = settings.threads,
@@ -148,7 +163,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
         "model ready"
     );
     shared.state.store(READY, Ordering::Release);
-    Scheduler::new(&model, ctx, template, &settings, shared).run(&jobs);
+    Scheduler::new(&model, ctx, template, &settings, shared.clone()).run(&jobs);
     tracing::debug!(model = %settings.name, "engine stopped");
 }
 

@@ -45,7 +45,8 @@ impl Settings {
                 cfg.name
             )));
         }
-        let parallel = cfg.parallel.unwrap_or(DEFAULT_PARALLEL).max(1);
+        // llama.cpp holds at most 256 sequences in one context.
+        let parallel = cfg.parallel.unwrap_or(DEFAULT_PARALLEL).clamp(1, 256);
         let threads = cfg
             .threads
             .filter(|t| *t > 0)

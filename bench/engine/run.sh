@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# bench/engine: the embedded engine against its ceiling and a common alternative,
+# on the same GGUF, prompts and thread count:
+#   (a) Hearth serving over HTTP (`hearth serve`, streaming /v1/chat/completions)
+#   (b) a raw loop over llama-cpp-2 (examples/raw_decode.rs), 1, 4 and 8 sequences per batch
+#   (c) llama.cpp's Python server (llama-cpp-python[server], built from source)
+# Results go to bench/out/engine/ and a markdown table to stdout.
+#
+# Usage: bash bench/engine/run.sh            (all three)
+#        PARTS="a b" bash bench/engine/run.sh (a subset)
+# Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (default:
+# physical cores), TOKENS (decoded per stream, default 128), LLAMA_CPP_PYTHON
+# (pip spec, default llama-cpp-python[server]==0.3.36).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+PHYS=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+THREADS=${THREADS:-${PHYS:-$(nproc)}}
+TOKENS=${TOKENS:-128}
+PARTS=${PARTS:-a b c}
+OUT=bench/out/engine
+TARGET=${CARGO_TARGET_DIR:-target}
+LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-"llama-cpp-python[server]==0.3.36"}
+mkdir -p "$OUT"
+[ -f "$MODEL" ] || make "$MODEL"
+echo "model $MODEL, $THREADS threads, $TOKENS tokens per stream" >&2
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() { # url pid
+  for _ in $(seq 1 600); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.5
+  done
+  return 1
+}
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+if [[ " $PARTS " == *" b "* ]]; then
+  echo "== (b) raw llama-cpp-2 loop" >&2
+  cargo build --release -q -p hearth-engine --example raw_decode
+  "$TARGET/release/examples/raw_decode" "$MODEL" "$THREADS" "$TOKENS" | tee "$OUT/raw.jsonl" >&2
+fi
+
+if [[ " $PARTS " == *" a "* ]]; then
+  echo "== (a) Hearth over HTTP" >&2
+  cargo build --release -q --bin hearth
+  PORT=$(free_port)
+  cat > "$OUT/hearth.toml" <<TOML
+[server]
+listen = "127.0.0.1:$PORT"
+[storage]
+data_dir = "$OUT/data"
+[[models]]
+name = "smollm2-135m"
+backend = "embedded"
+path = "$PWD/$MODEL"
+context = 8192
+parallel = 8
+threads = $THREADS
+max_queue = 64
+TOML
+  "$TARGET/release/hearth" serve --config "$OUT/hearth.toml" >"$OUT/hearth.log" 2>&1 &
+  PID=$!
+  if wait_ready "http://127.0.0.1:$PORT/ready" "$PID"; then
+    python3 bench/engine/client.py --url "http://127.0.0.1:$PORT/v1" --model smollm2-135m \
+      --label hearth --pid "$PID" --tokens "$TOKENS" | tee "$OUT/hearth.json" >&2
+    stop "$PID"
+  else
+    stop "$PID"
+    echo "hearth serve did not become ready; see $OUT/hearth.log" >&2
+    exit 1
+  fi
+fi
+
+if [[ " $PARTS " == *" c "* ]]; then
+  echo "== (c) llama-cpp-python server" >&2
+  VENV=$OUT/venv-llama-cpp-python
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+    python3 -m venv "$VENV"
+    # Built from source with llama.cpp's defaults (native CPU flags), as pip does.
+    "$VENV/bin/pip" install -q --no-binary llama-cpp-python "$LLAMA_CPP_PYTHON"
+  fi
+  PORT=$(free_port)
+  "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
+    --n_ctx 8192 --n_batch 512 --host 127.0.0.1 --port "$PORT" >"$OUT/llama-cpp-python.log" 2>&1 &
+  PID=$!
+  if wait_ready "http://127.0.0.1:$PORT/v1/models" "$PID"; then
+    python3 bench/engine/client.py --url "http://127.0.0.1:$PORT/v1" --model "$MODEL" \
+      --label llama-cpp-python --pid "$PID" --tokens "$TOKENS" | tee "$OUT/llama-cpp-python.json" >&2
+  else
+    echo "llama-cpp-python's server did not start (see $OUT/llama-cpp-python.log)" >&2
+  fi
+  stop "$PID"
+fi
+
+python3 bench/engine/report.py "$OUT" "$THREADS" "$TOKENS" | tee "$OUT/table.md"
