@@ -84,7 +84,7 @@ if [[ " $PARTS " == *" c "* ]]; then
   fi
   PORT=$(free_port)
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
-    --n_ctx 8192 --n_batch 512 --host 127.0.0.1 --port "$PORT" >"$OUT/llama-cpp-python.log" 2>&1 &
+    --n_ctx 8192 --n_batch 512 --interrupt_requests False --host 127.0.0.1 --port "$PORT" >"$OUT/llama-cpp-python.log" 2>&1 &
   PID=$!
   if wait_ready "http://127.0.0.1:$PORT/v1/models" "$PID"; then
     python3 bench/engine/client.py --url "http://127.0.0.1:$PORT/v1" --model "$MODEL" \

@@ -68,6 +68,34 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let short = vocab.tokenize(b"<|im_start|>user\nWrite a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n", true, true);
     for n in [1usize, 4, 8] {
+        // The median of three runs: this box is shared, single runs are noisy.
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(decode_run(&mut ctx, &mut batch, &short, n, tokens)?);
+        }
+        runs.sort_by(f64::total_cmp);
+        println!(
+            "{{\"kind\":\"decode\",\"threads\":{threads},\"sequences\":{n},\"tokens_per_sequence\":{tokens},\"tok_s\":{:.1},\"runs\":{runs:?}}}",
+            runs[1]
+        );
+    }
+    println!(
+        "{{\"kind\":\"rss\",\"peak_rss_mib\":{:.1}}}",
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// Prefills `n` copies of `short`, then decodes `tokens` steps of `n` tokens;
+/// returns the aggregate decode tok/s.
+fn decode_run(
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    short: &[llama_cpp_2::token::LlamaToken],
+    n: usize,
+    tokens: usize,
+) -> Result<f64, Box<dyn Error>> {
+    {
         ctx.clear_kv_cache();
         let mut samplers: Vec<LlamaSampler> = (0..n).map(|_| LlamaSampler::greedy()).collect();
         let mut last = Vec::with_capacity(n);
@@ -83,9 +111,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 batch.add(t, i32::try_from(i)?, &[i32::try_from(s)?], is_last)?;
             }
         }
-        ctx.decode(&mut batch)?;
+        ctx.decode(batch)?;
         for (s, idx) in logits_at.iter().enumerate() {
-            last.push(samplers[s].sample(&ctx, *idx));
+            last.push(samplers[s].sample(ctx, *idx));
         }
         // Decode: one token per sequence per step; end-of-generation is ignored so
         // every sequence decodes exactly `tokens` tokens.
@@ -100,22 +128,13 @@ fn main() -> Result<(), Box<dyn Error>> {
                     true,
                 )?;
             }
-            ctx.decode(&mut batch)?;
+            ctx.decode(batch)?;
             for (s, tok) in last.iter_mut().enumerate() {
-                *tok = samplers[s].sample(&ctx, i32::try_from(s)?);
+                *tok = samplers[s].sample(ctx, i32::try_from(s)?);
             }
         }
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "{{\"kind\":\"decode\",\"threads\":{threads},\"sequences\":{n},\"tokens_per_sequence\":{tokens},\"tok_s\":{:.1}}}",
-            (n * tokens) as f64 / secs
-        );
+        Ok((n * tokens) as f64 / t.elapsed().as_secs_f64())
     }
-    println!(
-        "{{\"kind\":\"rss\",\"peak_rss_mib\":{:.1}}}",
-        peak_rss_mib()
-    );
-    Ok(())
 }
 
 fn peak_rss_mib() -> f64 {
