@@ -118,10 +118,8 @@ pub fn prune(dir: &Path, retention_days: u64, max_total_bytes: u64) {
             continue;
         }
         let too_old = now.duration_since(*modified).unwrap_or_default() > max_age;
-        if too_old || total > max_total_bytes {
-            if std::fs::remove_file(path).is_ok() {
-                total = total.saturating_sub(*len);
-            }
+        if (too_old || total > max_total_bytes) && std::fs::remove_file(path).is_ok() {
+            total = total.saturating_sub(*len);
         }
     }
 }

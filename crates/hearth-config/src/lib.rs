@@ -35,7 +35,7 @@ pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";
 pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// The whole configuration. Every field has a safe default.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Model that answers requests naming no model; the first model when unset.
@@ -51,23 +51,6 @@ pub struct Config {
     /// Keys after resolving `key_env`/`key_file` and `HEARTH_API_KEYS`. Never serialized.
     #[serde(skip)]
     pub resolved_keys: Vec<ResolvedKey>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            default_model: None,
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            limits: LimitsConfig::default(),
-            log: LogConfig::default(),
-            health: HealthConfig::default(),
-            sandbox: SandboxConfig::default(),
-            models: Vec::new(),
-            keys: Vec::new(),
-            resolved_keys: Vec::new(),
-        }
-    }
 }
 
 impl Config {

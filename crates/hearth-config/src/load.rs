@@ -251,8 +251,7 @@ fn descend(value: &DeValue<'_>, offset: usize, path: &mut Vec<Seg>) {
         if let Some((i, v)) = arr
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.span().start <= offset)
-            .next_back()
+            .rfind(|(_, v)| v.span().start <= offset)
         {
             path.push(Seg::Index(i));
             descend(v.get_ref(), offset, path);

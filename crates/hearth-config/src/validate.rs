@@ -90,15 +90,15 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 }
             }
         }
-        if let Some(var) = &m.api_key_env {
-            if env.get(var).is_none_or(|v| v.is_empty()) {
-                push(
-                    at("api_key_env"),
-                    format!(
-                        "the environment variable `{var}` is not set; export it with the upstream's API key"
-                    ),
-                );
-            }
+        if let Some(var) = &m.api_key_env
+            && env.get(var).is_none_or(|v| v.is_empty())
+        {
+            push(
+                at("api_key_env"),
+                format!(
+                    "the environment variable `{var}` is not set; export it with the upstream's API key"
+                ),
+            );
         }
         if m.max_concurrency == Some(0) {
             push(at("max_concurrency"), "must be at least 1".into());
@@ -132,13 +132,13 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             }
         }
     }
-    if let Some(d) = &config.default_model {
-        if config.model(d).is_none() {
-            push(
-                vec![key("default_model")],
-                format!("no model is named `{d}`"),
-            );
-        }
+    if let Some(d) = &config.default_model
+        && config.model(d).is_none()
+    {
+        push(
+            vec![key("default_model")],
+            format!("no model is named `{d}`"),
+        );
     }
 
     // Keys.
@@ -222,18 +222,19 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         );
     }
 
-    if let Ok(addr) = listen {
-        if !addr.ip().is_loopback() && resolved.is_empty() {
-            push(
-                vec![key("server"), key("listen")],
-                format!(
-                    "listening on {addr} (not loopback) requires at least one API key: \
+    if let Ok(addr) = listen
+        && !addr.ip().is_loopback()
+        && resolved.is_empty()
+    {
+        push(
+            vec![key("server"), key("listen")],
+            format!(
+                "listening on {addr} (not loopback) requires at least one API key: \
                      set {}=\"your-secret\" or add a [[keys]] entry with key_env or key_file \
                      (or listen on 127.0.0.1)",
-                    env::API_KEYS
-                ),
-            );
-        }
+                env::API_KEYS
+            ),
+        );
     }
     if config.limits.max_body_bytes < 1024 {
         push(

@@ -158,7 +158,7 @@ impl BackendError {
     pub fn is_health_failure(&self) -> bool {
         match self {
             BackendError::Connect(_) | BackendError::Timeout(_) => true,
-            BackendError::Status { status, .. } => matches!(status, 502 | 503 | 504),
+            BackendError::Status { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
     }
