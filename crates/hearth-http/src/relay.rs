@@ -13,7 +13,7 @@ use hearth_api::ApiError;
 use hearth_router::{ChunkStream, Reply, Request};
 
 use crate::auth::Caller;
-use crate::ratelimit::{Quota, RateLimiter};
+use crate::ratelimit::RateLimiter;
 use crate::request_log::RequestLog;
 use crate::state::AppState;
 
@@ -54,12 +54,8 @@ pub async fn relay(
             estimate,
         ),
     };
-    apply_quota(&quota, &mut resp);
+    quota.apply(resp.headers_mut());
     Ok(resp)
-}
-
-fn apply_quota(q: &Quota, resp: &mut Response) {
-    q.apply(resp.headers_mut());
 }
 
 /// Event-stream headers that keep proxies from buffering.

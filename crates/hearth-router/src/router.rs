@@ -235,19 +235,19 @@ impl Router {
             }
         }
         Err(match last {
-            Some(BackendError::Status { status: 429, error, retry_after }) => error
-                .with_retry_after(retry_after.map_or(1, |d| d.as_secs().max(1))),
             Some(e) => {
-                let mut err = e.to_api_error();
-                if err.kind != ErrorKind::Timeout {
-                    err = ApiError::new(
+                // A timeout or the upstream's own 429 tells the client more than "all failed".
+                let err = e.to_api_error();
+                if matches!(err.kind, ErrorKind::Timeout | ErrorKind::RateLimited) {
+                    err
+                } else {
+                    ApiError::new(
                         ErrorKind::Unavailable,
                         format!("all backends for `{}` failed; try again shortly", primary.config.name),
                     )
                     .with_code("backend_unavailable")
-                    .with_retry_after(e.retry_after().map_or(self.retry_hint(), |d| d.as_secs().max(1)));
+                    .with_retry_after(e.retry_after().map_or(self.retry_hint(), |d| d.as_secs().max(1)))
                 }
-                err
             }
             None if loading => ApiError::new(
                 ErrorKind::Unavailable,

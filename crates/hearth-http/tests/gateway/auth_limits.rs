@@ -14,12 +14,7 @@ async fn keys_are_required_when_configured() {
         upstream_model("m", &up.base_url(), "")
     ))
     .await;
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("m", false).await;
     let (status, e) = error_of(resp).await;
     assert_eq!(status, 401);
     assert_eq!(e["type"], "authentication_error");

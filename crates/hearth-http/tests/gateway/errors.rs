@@ -93,12 +93,7 @@ async fn invalid_fields_name_their_param() {
 #[tokio::test]
 async fn unknown_model_is_404_model_not_found() {
     let (_up, gw) = gateway("").await;
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("gpt-17", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("gpt-17", false).await;
     let (status, e) = error_of(resp).await;
     assert_eq!(status, 404);
     assert_eq!(e["code"], "model_not_found");

@@ -89,6 +89,34 @@ impl Gateway {
         self.client.get(self.url(path))
     }
 
+    /// `POST /v1/chat/completions` with [`chat_body`].
+    pub async fn chat(&self, model: &str, stream: bool) -> reqwest::Response {
+        self.post("/v1/chat/completions")
+            .json(&chat_body(model, stream))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `/v1/models` until the first model reports `status` (at most 6 s).
+    pub async fn wait_first_model_status(&self, status: &str) -> bool {
+        for _ in 0..40 {
+            let v: serde_json::Value = self
+                .get("/v1/models")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["data"][0]["status"] == status {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        false
+    }
+
     pub fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

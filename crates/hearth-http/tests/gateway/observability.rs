@@ -35,20 +35,10 @@ async fn request_id_is_returned_and_accepted() {
 async fn metrics_expose_requests_latency_ttft_tokens_queue() {
     let up = FakeUpstream::start().await.unwrap();
     let gw = Gateway::start(&upstream_model("metered", &up.base_url(), "")).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("metered", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("metered", false).await;
     assert_eq!(r.status(), 200);
     r.bytes().await.unwrap();
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("nope", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("nope", false).await;
     assert_eq!(r.status(), 404);
     let text = gw
         .get("/metrics")

@@ -57,34 +57,15 @@ async fn full_queue_is_429_with_retry_after() {
     );
     let a = {
         let gw = gw.clone();
-        tokio::spawn(async move {
-            gw.post("/v1/chat/completions")
-                .json(&chat_body("m", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
+        tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let b = {
         let gw = gw.clone();
-        tokio::spawn(async move {
-            gw.post("/v1/chat/completions")
-                .json(&chat_body("m", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
+        tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let c = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let c = gw.chat("m", false).await;
     assert_eq!(c.status(), 429);
     assert!(c.headers().get("retry-after").is_some());
     let (_, e) = error_of(c).await;
@@ -102,14 +83,7 @@ async fn client_that_leaves_while_queued_never_reaches_upstream() {
     );
     let first = {
         let gw = gw.clone();
-        tokio::spawn(async move {
-            gw.post("/v1/chat/completions")
-                .json(&chat_body("m", false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
+        tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A second client queues behind it, then gives up.
@@ -138,12 +112,7 @@ async fn client_that_leaves_while_queued_never_reaches_upstream() {
     );
     assert_eq!(first.await.unwrap(), 200);
     // The next request is served at once, and the leaver never reached the upstream.
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
     assert!(up.received().iter().all(|r| r.body["user"] != "leaver"));
     assert_eq!(up.hits(), 2);
@@ -158,12 +127,7 @@ async fn client_that_leaves_mid_stream_closes_the_upstream_connection() {
         Duration::from_millis(100),
     ));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "max_concurrency = 1")).await;
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("m", true).await;
     let mut s = resp.bytes_stream();
     s.next().await.unwrap().unwrap();
     drop(s);
@@ -173,11 +137,6 @@ async fn client_that_leaves_mid_stream_closes_the_upstream_connection() {
     );
     assert!(eventually(Duration::from_secs(2), || up.active() == 0).await);
     // The slot was freed: the next request is served.
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
 }

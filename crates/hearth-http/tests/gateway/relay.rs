@@ -117,12 +117,7 @@ async fn stream_is_not_buffered() {
     ));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "")).await;
     let start = Instant::now();
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("m", true).await;
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
     let first_at = start.elapsed();
@@ -153,12 +148,7 @@ async fn upstream_api_key_comes_from_api_key_env() {
         env,
     )
     .await;
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("m", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         up.received()[0].authorization.as_deref(),
@@ -209,12 +199,7 @@ async fn models_list_and_get() {
     assert_eq!(status, 404);
     assert_eq!(e["code"], "model_not_found");
     // An alias reaches its model.
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("alpha", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("alpha", false).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -244,12 +229,7 @@ async fn graceful_shutdown_lets_in_flight_streams_finish() {
     let up = FakeUpstream::start().await.unwrap();
     up.set_default(Behaviour::slow("a b c d", 4, Duration::from_millis(250)));
     let mut gw = Gateway::start(&upstream_model("m", &up.base_url(), "")).await;
-    let resp = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.chat("m", true).await;
     assert_eq!(resp.status(), 200);
     gw.shutdown();
     let events = sse_payloads(resp).await;

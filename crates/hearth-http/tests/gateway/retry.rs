@@ -12,12 +12,7 @@ async fn retries_503_then_succeeds() {
     up.push(Behaviour::status(503));
     up.push(Behaviour::status(502));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 2")).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.hits(), 3);
 }
@@ -31,12 +26,7 @@ async fn retry_honours_retry_after() {
     });
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 1")).await;
     let start = Instant::now();
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", true).await;
     assert_eq!(r.status(), 200);
     assert!(
         start.elapsed() >= Duration::from_millis(950),
@@ -51,12 +41,7 @@ async fn client_errors_are_not_retried() {
     let up = FakeUpstream::start().await.unwrap();
     up.push(Behaviour::status(400));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 3")).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     let (status, e) = error_of(r).await;
     assert_eq!(status, 400);
     assert!(
@@ -87,12 +72,7 @@ async fn retries_then_falls_back_in_order() {
         upstream_model("t", &third.base_url(), "retries = 0"),
     );
     let gw = Gateway::start(&toml).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("p", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("p", false).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "from the third");
@@ -109,12 +89,7 @@ async fn all_backends_failing_is_503_with_retry_after() {
     let up = FakeUpstream::start().await.unwrap();
     up.set_default(Behaviour::status(503));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 1")).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert!(r.headers().get("retry-after").is_some());
     let (status, e) = error_of(r).await;
     assert_eq!(status, 503);
@@ -140,12 +115,7 @@ async fn connect_error_falls_back() {
         upstream_model("g", &good.base_url(), ""),
     );
     let gw = Gateway::start(&toml).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("p", true))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("p", true).await;
     assert_eq!(r.status(), 200);
     assert_eq!(sse_payloads(r).await.last().unwrap(), "[DONE]");
     assert_eq!(good.hits(), 1);
@@ -162,12 +132,7 @@ async fn no_retry_once_streaming_began() {
         upstream_model("f", &fallback.base_url(), ""),
     );
     let gw = Gateway::start(&toml).await;
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", true))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", true).await;
     assert_eq!(r.status(), 200);
     let events = sse_payloads(r).await;
     assert_eq!(
@@ -193,12 +158,7 @@ async fn stalled_upstream_times_out_with_504() {
     ))
     .await;
     let start = Instant::now();
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     let (status, _) = error_of(r).await;
     assert_eq!(status, 504);
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -215,57 +175,16 @@ async fn health_probes_route_around_a_dead_upstream_and_back() {
     );
     let gw = Gateway::start(&toml).await;
     sick.set_probe_status(503);
-    let status_of = |v: &serde_json::Value| v["data"][0]["status"].as_str().unwrap().to_owned();
-    let mut unavailable = false;
-    for _ in 0..40 {
-        let v: serde_json::Value = gw
-            .get("/v1/models")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status_of(&v) == "unavailable" {
-            unavailable = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    let unavailable = gw.wait_first_model_status("unavailable").await;
     assert!(unavailable, "probes marked the upstream unavailable");
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(sick.hits(), 0, "routed around the unavailable upstream");
     assert_eq!(good.hits(), 1);
     sick.set_probe_status(200);
-    let mut back = false;
-    for _ in 0..40 {
-        let v: serde_json::Value = gw
-            .get("/v1/models")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status_of(&v) == "ready" {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    let back = gw.wait_first_model_status("ready").await;
     assert!(back, "a successful probe brought it back");
-    let r = gw
-        .post("/v1/chat/completions")
-        .json(&chat_body("m", false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
     assert_eq!(sick.hits(), 1);
 }
