@@ -210,7 +210,12 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
                 .unwrap_or_else(|| dirs.root.join("input")),
             output: dirs.root.join("output"),
             tmp: dirs.root.join("tmp"),
-            venv: opts.venv.clone(),
+            // The program walks to it with its own uid: through a link, not via a
+            // folder only Hearth may enter (as the namespace path's bind does).
+            venv: opts
+                .venv
+                .as_ref()
+                .map(|v| fs::canonicalize(v).unwrap_or_else(|_| v.clone())),
         };
         for d in [&layout.script_dir, &layout.output, &layout.tmp] {
             fs::create_dir(d)?;
