@@ -15,18 +15,7 @@ use hearth_router::{Backend, BackendError, Reply, Request};
 use serde_json::{Value, json};
 
 fn model_path() -> PathBuf {
-    let path = std::env::var_os("HEARTH_TEST_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        path.exists(),
-        "the engine tests need the SmolLM2 model at {} (run `make models/SmolLM2-135M-Instruct.Q4_1.gguf`, or set HEARTH_TEST_MODEL)",
-        path.display()
-    );
-    path
+    hearth_testkit::test_model_path()
 }
 
 fn config(parallel: u32, context: u32) -> ModelConfig {

@@ -1,6 +1,8 @@
 //! Client API keys: `Authorization: Bearer KEY`, compared in constant time. Only
 //! the key's id ever reaches logs.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,7 +19,8 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The key's configured name, or `anonymous` when the server needs no key.
-    pub key_id: String,
+    /// Shared, so handing the caller to each layer copies no string.
+    pub key_id: Arc<str>,
     pub rpm: u32,
     pub tpm: u64,
 }
@@ -25,6 +28,7 @@ pub struct Caller {
 pub struct Keys {
     // Digests, so comparison time does not depend on the key's length.
     keys: Vec<([u8; 32], Caller)>,
+    anonymous: Arc<str>,
 }
 
 impl Keys {
@@ -36,13 +40,14 @@ impl Keys {
                     (
                         digest(&k.secret),
                         Caller {
-                            key_id: k.id.clone(),
+                            key_id: Arc::from(k.id.as_str()),
                             rpm: k.rpm,
                             tpm: k.tpm,
                         },
                     )
                 })
                 .collect(),
+            anonymous: Arc::from("anonymous"),
         }
     }
 
@@ -101,7 +106,7 @@ pub async fn require_key(State(state): State<AppState>, mut req: Request, next: 
         }
     } else {
         Caller {
-            key_id: "anonymous".to_owned(),
+            key_id: state.keys.anonymous.clone(),
             rpm: state.config.limits.default_rpm,
             tpm: state.config.limits.default_tpm,
         }

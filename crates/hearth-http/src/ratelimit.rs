@@ -5,7 +5,7 @@
 //! (DESIGN.md, scale-out).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -87,7 +87,7 @@ fn fmt_reset(secs: f64) -> String {
 
 #[derive(Default)]
 pub struct RateLimiter {
-    keys: Mutex<HashMap<String, KeyBuckets>>,
+    keys: Mutex<HashMap<Arc<str>, KeyBuckets>>,
 }
 
 impl RateLimiter {
@@ -104,7 +104,7 @@ impl RateLimiter {
         let now = Instant::now();
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let b = keys
-            .entry(caller.key_id.clone())
+            .entry(Arc::clone(&caller.key_id))
             .or_insert_with(|| KeyBuckets {
                 requests: (caller.rpm > 0).then(|| Bucket::new(f64::from(caller.rpm), now)),
                 tokens: (caller.tpm > 0).then(|| Bucket::new(caller.tpm as f64, now)),

@@ -8,9 +8,9 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hearth_api::ApiError;
-use hearth_router::{ChunkStream, Reply, Request};
+use hearth_router::{BackendError, Chunk, ChunkStream, Reply, Request};
 
 use crate::auth::Caller;
 use crate::ratelimit::RateLimiter;
@@ -72,11 +72,19 @@ pub fn sse_headers(resp: &mut Response) {
 /// `data: <payload>\n\n`
 pub fn sse_event(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
-    b.extend_from_slice(b"data: ");
-    b.extend_from_slice(payload);
-    b.extend_from_slice(b"\n\n");
+    put_event(&mut b, payload);
     b.freeze()
 }
+
+fn put_event(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// The most bytes of already-arrived events put into one write to the client.
+const COALESCE_BYTES: usize = 32 * 1024;
 
 /// Relays chunks as they come; ends with `data: [DONE]`, or with one error event
 /// when the backend fails mid-stream (never a silent cut).
@@ -95,6 +103,32 @@ fn sse_response(
         caller: Caller,
         estimate: u64,
     }
+    impl St {
+        /// Appends one event (a chunk, the error event, or `[DONE]`) to `out`.
+        fn push(&mut self, next: Option<Result<Chunk, BackendError>>, out: &mut BytesMut) {
+            match next {
+                Some(Ok(chunk)) => {
+                    if let Some(u) = chunk.usage {
+                        self.log.set_usage(u);
+                        self.limiter
+                            .settle(&self.caller, self.estimate, u.total_tokens);
+                    }
+                    put_event(out, &chunk.data);
+                }
+                Some(Err(e)) => {
+                    self.finished = true;
+                    let api: ApiError = e.to_api_error();
+                    tracing::warn!(request_id = %self.log.id, error = %e, "stream failed after it began");
+                    self.log.set_error(&e.to_string());
+                    put_event(out, &api.to_json());
+                }
+                None => {
+                    self.finished = true;
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                }
+            }
+        }
+    }
     let st = St {
         inner: stream,
         finished: false,
@@ -107,27 +141,20 @@ fn sse_response(
         if st.finished {
             return None;
         }
-        let out = match st.inner.next().await {
-            Some(Ok(chunk)) => {
-                if let Some(u) = chunk.usage {
-                    st.log.set_usage(u);
-                    st.limiter.settle(&st.caller, st.estimate, u.total_tokens);
-                }
-                sse_event(&chunk.data)
+        // Waits for the next event, then takes every further one that has already
+        // arrived (never waiting for them): one write to the client instead of one per
+        // event when the upstream sent several in one packet. A write is a syscall
+        // and, on loopback, most of a small stream's cost.
+        let first = st.inner.next().await;
+        let mut out = BytesMut::new();
+        st.push(first, &mut out);
+        while !st.finished && out.len() < COALESCE_BYTES {
+            match st.inner.next().now_or_never() {
+                Some(next) => st.push(next, &mut out),
+                None => break,
             }
-            Some(Err(e)) => {
-                st.finished = true;
-                let api: ApiError = e.to_api_error();
-                tracing::warn!(request_id = %st.log.id, error = %e, "stream failed after it began");
-                st.log.set_error(&e.to_string());
-                sse_event(&api.to_json())
-            }
-            None => {
-                st.finished = true;
-                Bytes::from_static(b"data: [DONE]\n\n")
-            }
-        };
-        Some((Ok::<_, Infallible>(out), st))
+        }
+        Some((Ok::<_, Infallible>(out.freeze()), st))
     });
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;

@@ -402,3 +402,24 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The real SmolLM2-135M-Instruct file the engine's and the HTTP layer's tests run:
+/// `HEARTH_TEST_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf` in the repository,
+/// which `make test` downloads first (mk/engine.mk). Panics, saying how to get it,
+/// when it is missing.
+#[allow(clippy::panic)] // a missing model fails the test that needs it, loudly
+pub fn test_model_path() -> std::path::PathBuf {
+    let path = std::env::var_os("HEARTH_TEST_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if !path.exists() {
+        panic!(
+            "this test needs the SmolLM2 model at {} (run `make models/SmolLM2-135M-Instruct.Q4_1.gguf`, or set HEARTH_TEST_MODEL)",
+            path.display()
+        );
+    }
+    path
+}

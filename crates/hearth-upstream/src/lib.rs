@@ -31,13 +31,26 @@ pub enum UpstreamError {
     },
     #[error("model `{0}`: `base_url` is missing")]
     NoBaseUrl(String),
+    #[error("model `{model}`: `base_url` `{url}` is not a valid URL: {reason}")]
+    BadBaseUrl {
+        model: String,
+        url: String,
+        reason: String,
+    },
+    #[error("model `{0}`: the upstream API key is not a valid HTTP header value")]
+    BadApiKey(String),
 }
 
 pub struct UpstreamBackend {
     client: reqwest::Client,
     base_url: String,
+    /// `{base_url}/chat/completions` and `{base_url}/completions`, parsed once: a
+    /// URL parse per request shows in the gateway's profile.
+    chat_url: reqwest::Url,
+    completions_url: reqwest::Url,
     upstream_model: String,
-    api_key: Option<String>,
+    /// `Bearer <api_key>`, marked sensitive so it never shows in debug output.
+    authorization: Option<reqwest::header::HeaderValue>,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -47,7 +60,10 @@ impl std::fmt::Debug for UpstreamBackend {
         f.debug_struct("UpstreamBackend")
             .field("base_url", &self.base_url)
             .field("upstream_model", &self.upstream_model)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "api_key",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -71,20 +87,39 @@ impl UpstreamBackend {
                 model: cfg.name.clone(),
                 source,
             })?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base_url}{path}")).map_err(|e| {
+                UpstreamError::BadBaseUrl {
+                    model: cfg.name.clone(),
+                    url: base_url.clone(),
+                    reason: e.to_string(),
+                }
+            })
+        };
+        let authorization = api_key
+            .map(|k| {
+                let mut v = reqwest::header::HeaderValue::try_from(format!("Bearer {k}"))
+                    .map_err(|_| UpstreamError::BadApiKey(cfg.name.clone()))?;
+                v.set_sensitive(true);
+                Ok::<_, UpstreamError>(v)
+            })
+            .transpose()?;
         Ok(UpstreamBackend {
             client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            chat_url: url("/chat/completions")?,
+            completions_url: url("/completions")?,
+            base_url,
             upstream_model: cfg.upstream_model_name().to_owned(),
-            api_key,
+            authorization,
             first_byte_timeout: Duration::from_secs(cfg.first_byte_timeout_secs),
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
         })
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        let rb = self.client.post(format!("{}{}", self.base_url, path));
-        match &self.api_key {
-            Some(k) => rb.bearer_auth(k),
+    fn with_key(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.authorization {
+            Some(v) => rb.header(reqwest::header::AUTHORIZATION, v.clone()),
             None => rb,
         }
     }
@@ -160,8 +195,12 @@ impl Backend for UpstreamBackend {
             Request::Completion(r) => r.to_value(),
         };
         let body = serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(e.to_string()))?;
+        let url = match &request {
+            Request::Chat(_) => &self.chat_url,
+            Request::Completion(_) => &self.completions_url,
+        };
         let send = self
-            .post(request.endpoint())
+            .with_key(self.client.post(url.clone()))
             .header("content-type", "application/json")
             .header(
                 "accept",
@@ -199,10 +238,7 @@ impl Backend for UpstreamBackend {
                     BackendError::Timeout("the upstream's body did not arrive in time".into())
                 })?
                 .map_err(|e| BackendError::Protocol(format!("reading the upstream's body: {e}")))?;
-            let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                BackendError::Protocol(format!("the upstream sent invalid JSON: {e}"))
-            })?;
-            let usage = Usage::from_response(&value);
+            let usage = body_usage(&body)?;
             if stream {
                 // Asked to stream, got one JSON body: pass it on as a single chunk.
                 return Ok(Reply::Stream(
@@ -217,17 +253,31 @@ impl Backend for UpstreamBackend {
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
-        let mut rb = self.client.get(format!("{}/models", self.base_url));
-        if let Some(k) = &self.api_key {
-            rb = rb.bearer_auth(k);
-        }
-        let resp = rb.send().await.map_err(|e| send_error(&e))?;
+        let resp = self
+            .with_key(self.client.get(format!("{}/models", self.base_url)))
+            .send()
+            .await
+            .map_err(|e| send_error(&e))?;
         let status = resp.status().as_u16();
         if status >= 500 {
             return Err(status_error(status, None, b""));
         }
         Ok(())
     }
+}
+
+/// Checks that a whole response is JSON and reads its `usage`, without building a
+/// tree of the rest (the body is passed on as it came).
+fn body_usage(body: &[u8]) -> Result<Option<Usage>, BackendError> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        #[serde(default)]
+        usage: Option<serde_json::Value>,
+    }
+    let parsed: WithUsage = serde_json::from_slice(body)
+        .map_err(|e| BackendError::Protocol(format!("the upstream sent invalid JSON: {e}")))?;
+    // A malformed `usage` is not worth failing a good answer over.
+    Ok(parsed.usage.and_then(|u| serde_json::from_value(u).ok()))
 }
 
 /// Finds `"usage"` in a chunk only when it is there, so ordinary chunks are never

@@ -11,6 +11,13 @@ async fn request_id_is_returned_and_accepted() {
     let r = gw.get("/health").send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    let r = gw.get("/health").send().await.unwrap();
+    assert_ne!(
+        r.headers()["x-request-id"].to_str().unwrap(),
+        id,
+        "ids are unique"
+    );
     let r = gw
         .get("/v1/models")
         .header("x-request-id", "trace-abc-123")
