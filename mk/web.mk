@@ -31,6 +31,4 @@ test-web: setup
 	HEARTH_BIN=$(HEARTH_DEBUG_BIN) node $(WEB)/e2e/run.mjs
 
 bench-web: setup
-	$(CARGO) build --release --locked --bin hearth
-	HEARTH_BIN=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hearth \
-	  node bench/web/bench.mjs
+	bash bench/web/run.sh

@@ -4,6 +4,9 @@
 #   hearth   Hearth in front of it
 #   nginx    nginx proxy_pass in front of it (the practical floor for a proxy)
 #   litellm  LiteLLM proxy (one worker) in front of it (what users pick today)
+#   axum-min the least proxy built on Hearth's libraries (hearth-testkit's min-proxy:
+#            axum + reqwest + tokio, no parsing, auth, limits, logs or metrics), to tell
+#            the libraries' cost from Hearth's own
 # for non-streaming and streaming requests: throughput at saturation (wrk, 64
 # connections), p50/p99 latency at a paced ~1,000 req/s, Hearth's CPU time per
 # request, and Hearth's RSS idle and with 1,000 open streams.
@@ -12,18 +15,24 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUT=$ROOT/bench/out; mkdir -p "$OUT"
-WORK=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+WORK=$(mktemp -d)
+cleanup() {
+  [ -f "$WORK/nginx.pid" ] && nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null
+  kill $(jobs -p) 2>/dev/null
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
 DUR=${DUR:-10s}
 LITELLM=1; [ "${1:-}" = "--no-litellm" ] && LITELLM=0
 
 for p in wrk nginx; do command -v $p >/dev/null || { apt-get install -y -qq wrk nginx-light >/dev/null; break; }; done
-cargo build --release --locked --bin hearth --bin fake-upstream >/dev/null
+cargo build --release --locked --bin hearth --bin fake-upstream --bin min-proxy >/dev/null
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 HEARTH=$TARGET/release/hearth
-ulimit -n 65536 || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ports
-UP=18101; UPS=18102; NX=18111; NXS=18112; HE=18121; LL=18131; SLOW=18141
+UP=18101; UPS=18102; NX=18111; NXS=18112; HE=18121; HEL=18122; LL=18131; SLOW=18141; MIN=18151; MINS=18152
 
 CHAT='{"id":"c1","object":"chat.completion","created":0,"model":"canned","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}'
 chunk() { printf 'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"canned","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\\n\\n' "$1"; }
@@ -40,7 +49,7 @@ http {
   upstream up  { server 127.0.0.1:$UP;  keepalive 128; }
   upstream ups { server 127.0.0.1:$UPS; keepalive 128; }
   server { listen 127.0.0.1:$UP;  location / { default_type application/json;  return 200 '$CHAT'; } }
-  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 "$SSE"; } }
+  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 '$SSE'; } }
   server { listen 127.0.0.1:$NX;  location / { proxy_pass http://up;  proxy_http_version 1.1; proxy_set_header Connection ""; } }
   server { listen 127.0.0.1:$NXS; location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }
 }
@@ -49,6 +58,8 @@ NGX
 # sharing the machine with wrk. The upstream servers live in the same nginx worker.
 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
 
+"$TARGET/release/min-proxy" $MIN "http://127.0.0.1:$UP/v1/chat/completions" &
+"$TARGET/release/min-proxy" $MINS "http://127.0.0.1:$UPS/v1/chat/completions" &
 "$TARGET/release/fake-upstream" $SLOW --chunks 600 --chunk-delay-ms 1000 > "$WORK/slow.log" &
 
 cat > "$WORK/hearth.toml" <<TOML
@@ -80,12 +91,18 @@ base_url = "http://127.0.0.1:$SLOW/v1"
 max_concurrency = 4096
 max_queue = 4096
 TOML
-"$HEARTH" serve --config "$WORK/hearth.toml" > "$WORK/hearth.log" 2>&1 &
+# Every gateway checks a client key, as it would in production; nginx checks none.
+KEY=sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+HEARTH_API_KEYS=$KEY "$HEARTH" serve --config "$WORK/hearth.toml" > "$WORK/hearth.log" 2>&1 &
 HPID=$!
+# The same with its default access log (one JSON line per request to data_dir/logs);
+# the peers run with theirs off (nginx access_log off, LiteLLM at ERROR), as does `hearth`.
+sed -e 's/^level = "warn"/level = "info"/' -e "s/:$HE\"/:$HEL\"/" -e "s|/data\"|/data-log\"|" "$WORK/hearth.toml" > "$WORK/hearth-log.toml"
+HEARTH_API_KEYS=$KEY "$HEARTH" serve --config "$WORK/hearth-log.toml" > "$WORK/hearth-log.log" 2>&1 &
 
 if [ $LITELLM = 1 ]; then
   VENV=$ROOT/.venv-bench
-  [ -x "$VENV/bin/litellm" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet 'litellm[proxy]'; }
+  [ -x "$VENV/bin/litellm" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet 'litellm[proxy]==1.106.2'; }
   cat > "$WORK/litellm.yaml" <<YAML
 model_list:
   - model_name: canned
@@ -94,11 +111,14 @@ model_list:
     litellm_params: {model: openai/canned, api_base: "http://127.0.0.1:$UPS/v1", api_key: "x"}
 litellm_settings: {telemetry: false}
 YAML
-  LITELLM_LOG=ERROR "$VENV/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port $LL --num_workers 1 > "$WORK/litellm.log" 2>&1 &
+  LITELLM_MASTER_KEY=$KEY LITELLM_LOG=ERROR "$VENV/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port $LL --num_workers 1 > "$WORK/litellm.log" 2>&1 &
 fi
 
 wait_up() { for _ in $(seq 1 300); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.2; done; echo "no answer from $1" >&2; return 1; }
 wait_up "http://127.0.0.1:$HE/health"
+wait_up "http://127.0.0.1:$HEL/health"
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$HPID/status; }
+IDLE0=$(rss)
 [ $LITELLM = 1 ] && wait_up "http://127.0.0.1:$LL/health/liveliness"
 
 body() { printf '{"model":"%s","messages":[{"role":"user","content":"Say hello"}]%s}' "$1" "$2"; }
@@ -106,7 +126,7 @@ lua() { # $1 body, $2 pacing delay ms (0 = none)
   cat <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer x"
+wrk.headers["Authorization"] = "Bearer $KEY"
 wrk.body = '$1'
 $( [ "$2" != 0 ] && echo "function delay() return $2 end" )
 LUA
@@ -124,9 +144,9 @@ print(f"{ms(a):.2f} {ms(b):.2f}")'
 }
 cpu_ticks() { awk '{print $14 + $15}' /proc/$HPID/stat; }
 
-declare -A URL=( [direct]="http://127.0.0.1:$UP" [hearth]="http://127.0.0.1:$HE" [nginx]="http://127.0.0.1:$NX" [litellm]="http://127.0.0.1:$LL" )
-declare -A URLS=( [direct]="http://127.0.0.1:$UPS" [hearth]="http://127.0.0.1:$HE" [nginx]="http://127.0.0.1:$NXS" [litellm]="http://127.0.0.1:$LL" )
-TARGETS="direct hearth nginx"; [ $LITELLM = 1 ] && TARGETS="$TARGETS litellm"
+declare -A URL=( [direct]="http://127.0.0.1:$UP" [hearth]="http://127.0.0.1:$HE" [hearth+log]="http://127.0.0.1:$HEL" [axum-min]="http://127.0.0.1:$MIN" [nginx]="http://127.0.0.1:$NX" [litellm]="http://127.0.0.1:$LL" )
+declare -A URLS=( [direct]="http://127.0.0.1:$UPS" [hearth]="http://127.0.0.1:$HE" [hearth+log]="http://127.0.0.1:$HEL" [axum-min]="http://127.0.0.1:$MINS" [nginx]="http://127.0.0.1:$NXS" [litellm]="http://127.0.0.1:$LL" )
+TARGETS="direct hearth hearth+log axum-min nginx"; [ $LITELLM = 1 ] && TARGETS="$TARGETS litellm"
 
 RES="$OUT/gateway.md"
 {
@@ -134,6 +154,7 @@ RES="$OUT/gateway.md"
   echo "| --- | --- | ---: | ---: | ---: | ---: |"
 } > "$RES"
 HCPU=""
+declare -A SAT P99
 for mode in non-streaming streaming; do
   if [ $mode = streaming ]; then extra=',"stream":true'; model=canned-stream; else extra=''; model=canned; fi
   lua "$(body $model "$extra")" 0 > "$WORK/sat.lua"
@@ -156,24 +177,28 @@ for mode in non-streaming streaming; do
       p=$(lat < "$WORK/paced.txt" | awk '{print $1" | "$2}'); ach=$(rps < "$WORK/paced.txt")
     fi
     echo "| $mode | $t | $sat | $p | $ach |" >> "$RES"
+    SAT[$mode/$t]=$sat; P99[$mode/$t]=$(echo "$p" | awk -F'|' '{print $2+0}')
     echo "$mode $t: $sat req/s" >&2
   done
 done
 
-rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$HPID/status; }
 IDLE=$(rss)
 cat > "$WORK/streams.py" <<'PY'
 import asyncio, sys
-port = int(sys.argv[1])
+port, key = int(sys.argv[1]), sys.argv[2].encode()
 body = b'{"model":"slow","stream":true,"messages":[{"role":"user","content":"hold"}]}'
-req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+       + b"Authorization: Bearer " + key + b"\r\nContent-Length: "
        + str(len(body)).encode() + b"\r\n\r\n" + body)
 async def one(conns):
     r, w = await asyncio.open_connection("127.0.0.1", port)
     w.write(req); await w.drain()
     data = b""
     while b"data: " not in data:
-        data += await r.read(4096)
+        more = await asyncio.wait_for(r.read(4096), 30)
+        data += more
+        if not more or (b"\r\n\r\n" in data and not data.startswith(b"HTTP/1.1 200")):
+            sys.exit(f"stream refused: {data[:300]!r}")
     conns.append(w)
 async def main():
     conns = []
@@ -184,9 +209,10 @@ async def main():
     for w in conns: w.close()
 asyncio.run(main())
 PY
-python3 "$WORK/streams.py" "$HE" > "$WORK/streams.txt" &
+python3 "$WORK/streams.py" "$HE" "$KEY" > "$WORK/streams.txt" &
 SPID=$!
-for _ in $(seq 1 600); do [ -s "$WORK/streams.txt" ] && break; sleep 0.1; done
+for _ in $(seq 1 600); do [ -s "$WORK/streams.txt" ] && break; kill -0 $SPID 2>/dev/null || break; sleep 0.1; done
+[ -s "$WORK/streams.txt" ] || { echo "the 1,000 streams did not open" >&2; exit 1; }
 sleep 1
 OPEN=$(head -1 "$WORK/streams.txt")
 PEAK=$(rss)   # while the streams are open
@@ -195,9 +221,19 @@ wait $SPID
   echo
   echo "| Hearth | value |"
   echo "| --- | ---: |"
-  echo "| RSS idle (after the load runs) | $IDLE MiB |"
+  echo "| RSS idle at start | $IDLE0 MiB |"
+  echo "| RSS idle after the load runs | $IDLE MiB |"
   echo "| RSS with $OPEN open streams | $PEAK MiB |"
   printf "$HCPU" | sed 's/^| \(.*\) | \(.*\) |$/| CPU time per request, \1 | \2 |/'
+  echo
+  echo "Targets: throughput >= 0.75x nginx's; p99 added over direct <= 1 ms at ~1k req/s; RSS <= 150 MiB with 1,000 open streams."
+  for mode in non-streaming streaming; do
+    python3 -c "
+h, n = ${SAT[$mode/hearth]}, ${SAT[$mode/nginx]}
+hp, dp = ${P99[$mode/hearth]}, ${P99[$mode/direct]}
+m, mp = ${SAT[$mode/axum-min]}, ${P99[$mode/axum-min]}
+print(f'- $mode: Hearth {h/n:.2f}x nginx throughput ({h/m:.2f}x axum-min, which is {m/n:.2f}x nginx); p99 added over direct {hp-dp:.2f} ms (axum-min {mp-dp:.2f} ms)')"
+  done
+  echo "- RSS with $OPEN open streams: $PEAK MiB"
 } >> "$RES"
-nginx -c "$WORK/nginx.conf" -s stop || true
 cat "$RES"
