@@ -395,6 +395,50 @@ async function main() {
       assert(r.status === 404, `GET deleted: ${r.status}`);
     });
 
+    await step('when the server requires API keys, the UI asks for one and uses it', async () => {
+      const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-keys-'));
+      const keyed = await startServer(keyDir, {
+        log: 'server-keys.log',
+        extra: '\n[[keys]]\nname = "e2e"\nkey = "sk-e2e-browser-key"\n',
+      });
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      try {
+        const p = await ctx.newPage();
+        p.on('pageerror', (e) => consoleErrors.push(String(e)));
+        await p.goto(keyed.url('/'));
+        const dialog = p.getByRole('dialog', { name: 'API key required' });
+        await dialog.waitFor({ timeout: 20_000 });
+        await p.getByRole('textbox', { name: 'API key' }).fill('sk-not-the-key');
+        await p.getByRole('button', { name: 'Continue' }).click();
+        await p.getByText('That key was not accepted.').waitFor({ timeout: 10_000 });
+        await p.getByRole('textbox', { name: 'API key' }).fill('sk-e2e-browser-key');
+        await p.getByRole('button', { name: 'Continue' }).click();
+        await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+        await p.getByTestId('status').filter({ hasText: 'smollm2-135m ready' }).waitFor({ timeout: 20_000 });
+        const box = p.getByLabel('Message');
+        await box.fill('Say hello.');
+        await box.press('Enter');
+        await p.waitForURL(/\/c\/[0-9a-f-]{36}$/);
+        await p.waitForFunction(() => {
+          const all = document.querySelectorAll('.msg-assistant');
+          const m = all[all.length - 1];
+          return m && !m.dataset.id.startsWith('pending') && m.querySelector('.msg-body').textContent.length > 0;
+        }, null, { timeout: GEN_TIMEOUT });
+        // The key lives in this tab's session: a reload does not ask again.
+        await p.reload();
+        await p.getByTestId('status').filter({ hasText: 'smollm2-135m ready' }).waitFor({ timeout: 20_000 });
+        assert((await dialog.count()) === 0, 'asked for the key again after a reload');
+        const stored = await p.evaluate(() => JSON.stringify(sessionStorage));
+        assert(stored.includes('sk-e2e-browser-key'), 'the key is kept in sessionStorage');
+        const local = await p.evaluate(() => JSON.stringify(localStorage));
+        assert(!local.includes('sk-e2e-browser-key'), 'the key must not be kept in localStorage');
+      } finally {
+        await ctx.close().catch(() => undefined);
+        await keyed.stop();
+        fs.rmSync(keyDir, { recursive: true, force: true });
+      }
+    });
+
     await step('no uncaught errors in the page', async () => {
       assert(consoleErrors.length === 0, consoleErrors.join('\n'));
     });
