@@ -274,10 +274,14 @@ fn body_usage(body: &[u8]) -> Result<Option<Usage>, BackendError> {
         #[serde(default)]
         usage: Option<serde_json::Value>,
     }
-    let parsed: WithUsage = serde_json::from_slice(body)
-        .map_err(|e| BackendError::Protocol(format!("the upstream sent invalid JSON: {e}")))?;
-    // A malformed `usage` is not worth failing a good answer over.
-    Ok(parsed.usage.and_then(|u| serde_json::from_value(u).ok()))
+    match serde_json::from_slice::<WithUsage>(body) {
+        // A malformed `usage` is not worth failing a good answer over.
+        Ok(parsed) => Ok(parsed.usage.and_then(|u| serde_json::from_value(u).ok())),
+        // Valid JSON of another shape is passed on as it came, without usage.
+        Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .map(|_| None)
+            .map_err(|e| BackendError::Protocol(format!("the upstream sent invalid JSON: {e}"))),
+    }
 }
 
 /// Finds `"usage"` in a chunk only when it is there, so ordinary chunks are never
@@ -292,4 +296,31 @@ pub(crate) fn chunk_usage(data: &Bytes) -> Option<Usage> {
 
 fn memchr_usage(data: &[u8]) -> bool {
     data.windows(7).any(|w| w == b"\"usage\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_usage_reads_usage_and_passes_other_json() {
+        let u = body_usage(br#"{"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (3, 4, 7)
+        );
+        assert_eq!(body_usage(br#"{"id":"x"}"#).unwrap(), None);
+        assert_eq!(body_usage(br#"{"usage":"odd"}"#).unwrap(), None);
+        assert_eq!(body_usage(br#"[1,2]"#).unwrap(), None);
+        assert!(matches!(
+            body_usage(b"{not json"),
+            Err(BackendError::Protocol(_))
+        ));
+        assert!(matches!(
+            body_usage(br#"{"usage":{}} trailing"#),
+            Err(BackendError::Protocol(_))
+        ));
+    }
 }
