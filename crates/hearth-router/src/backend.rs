@@ -74,13 +74,9 @@ impl Request {
         (bytes as u64).div_ceil(4)
     }
 
-    /// The path of the OpenAI endpoint this request belongs to, below `/v1`.
-    pub fn endpoint(&self) -> &'static str {
-        match self {
-            Request::Chat(_) => "/chat/completions",
-            Request::Completion(_) => "/completions",
-        }
-    }
+    /// The paths of the OpenAI endpoints, below `/v1`.
+    pub const CHAT_PATH: &'static str = "/chat/completions";
+    pub const COMPLETIONS_PATH: &'static str = "/completions";
 }
 
 /// One chunk of a stream: a JSON object, and its usage when it carries one.

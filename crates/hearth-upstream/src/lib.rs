@@ -107,8 +107,8 @@ impl UpstreamBackend {
             .transpose()?;
         Ok(UpstreamBackend {
             client,
-            chat_url: url("/chat/completions")?,
-            completions_url: url("/completions")?,
+            chat_url: url(Request::CHAT_PATH)?,
+            completions_url: url(Request::COMPLETIONS_PATH)?,
             base_url,
             upstream_model: cfg.upstream_model_name().to_owned(),
             authorization,
