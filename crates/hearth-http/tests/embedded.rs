@@ -3,11 +3,13 @@
 //! `hearth_testkit::test_model_path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed step fails the test
 
-use std::sync::Arc;
+#[path = "gateway/harness.rs"]
+mod harness;
+
 use std::time::{Duration, Instant};
 
+use harness::Gateway;
 use hearth_config::MapEnv;
-use hearth_router::{Backend, Router};
 use serde_json::{Value, json};
 
 /// One embedded model on the real SmolLM2 file; `extra` adds keys to its table.
@@ -18,9 +20,17 @@ fn embedded_toml(extra: &str) -> String {
     )
 }
 
-async fn say_hi(client: &reqwest::Client, base: &str) -> reqwest::Response {
-    client
-        .post(format!("{base}/v1/chat/completions"))
+/// The gateway over embedded engines: each starts loading before the server
+/// answers its first request, as in `hearth serve`.
+async fn serve(toml: &str) -> Gateway {
+    Gateway::start_with_backends(toml, MapEnv::default(), |m| {
+        hearth_engine::EmbeddedBackend::start(m).unwrap()
+    })
+    .await
+}
+
+async fn say_hi(gw: &Gateway) -> reqwest::Response {
+    gw.post("/v1/chat/completions")
         .json(&json!({"model": "smollm2-135m", "max_tokens": 4,
             "messages": [{"role": "user", "content": "Say hi."}]}))
         .send()
@@ -28,68 +38,33 @@ async fn say_hi(client: &reqwest::Client, base: &str) -> reqwest::Response {
         .unwrap()
 }
 
-/// Serves `toml`'s models, all embedded, on a loopback port. Every engine starts
-/// loading before the server answers its first request, as in `hearth serve`.
-async fn serve(toml: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let config = hearth_config::load_str(toml, "test.toml", &MapEnv::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let config = Arc::new(config);
-    let backends = config
-        .models
-        .iter()
-        .map(|m| {
-            let b: Arc<dyn Backend> = hearth_engine::EmbeddedBackend::start(m).unwrap();
-            (m.clone(), b)
-        })
-        .collect();
-    let router = Arc::new(Router::new(
-        backends,
-        config.default_model.as_deref(),
-        config.health.clone(),
-    ));
-    let state = hearth_http::AppState::new(config, router);
-    let app = hearth_http::app(state, axum::Router::new(), axum::Router::new());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hearth_http::serve(
-        listener,
-        app,
-        async move {
-            let _ = stopped.await;
-        },
-        Duration::from_secs(1),
-    ));
-    (base, stop)
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
-    let r = client.get(url).send().await.unwrap();
+/// `GET path`: status and JSON body.
+async fn get(gw: &Gateway, path: &str) -> (u16, Value) {
+    let r = gw.get(path).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_while_the_model_loads_then_200() {
-    let (base, _stop) = serve(&embedded_toml("")).await;
-    let client = reqwest::Client::new();
+    let gw = serve(&embedded_toml("")).await;
 
     // Loading a GGUF takes far longer (tens of ms at the least) than a loopback
     // request to a server that is already listening.
-    let (code, body) = get(&client, &format!("{base}/ready")).await;
+    let (code, body) = get(&gw, "/ready").await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["status"], "not_ready", "{body}");
     assert_eq!(body["models"][0]["id"], "smollm2-135m", "{body}");
     assert_eq!(body["models"][0]["status"], "loading", "{body}");
     assert_eq!(body["models"][0]["backend"], "embedded", "{body}");
-    let (code, model) = get(&client, &format!("{base}/v1/models/smollm2-135m")).await;
+    let (code, model) = get(&gw, "/v1/models/smollm2-135m").await;
     assert_eq!(code, 200, "{model}");
     assert_eq!(model["status"], "loading", "{model}");
     // /health is liveness: 200 while loading.
-    assert_eq!(get(&client, &format!("{base}/health")).await.0, 200);
+    assert_eq!(get(&gw, "/health").await.0, 200);
 
     let start = Instant::now();
     let body = loop {
-        let (code, body) = get(&client, &format!("{base}/ready")).await;
+        let (code, body) = get(&gw, "/ready").await;
         if code == 200 {
             break body;
         }
@@ -103,12 +78,12 @@ async fn ready_is_503_while_the_model_loads_then_200() {
     };
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["models"][0]["status"], "ready", "{body}");
-    let (_, model) = get(&client, &format!("{base}/v1/models/smollm2-135m")).await;
+    let (_, model) = get(&gw, "/v1/models/smollm2-135m").await;
     assert_eq!(model["status"], "ready", "{model}");
     assert_eq!(model["context_length"], 512, "{model}");
 
     // And it serves.
-    let r = say_hi(&client, &base).await;
+    let r = say_hi(&gw).await;
     assert_eq!(r.status(), 200);
     let reply: Value = r.json().await.unwrap();
     assert_eq!(reply["object"], "chat.completion", "{reply}");
@@ -117,8 +92,8 @@ async fn ready_is_503_while_the_model_loads_then_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_while_loading_gets_503_with_retry_after() {
-    let (base, _stop) = serve(&embedded_toml("retries = 0\n")).await;
-    let r = say_hi(&reqwest::Client::new(), &base).await;
+    let gw = serve(&embedded_toml("retries = 0\n")).await;
+    let r = say_hi(&gw).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
     let body: Value = r.json().await.unwrap();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_config::{BackendKind, MapEnv};
+use hearth_config::{BackendKind, MapEnv, ModelConfig};
 use hearth_router::{Backend, Router};
 use hearth_upstream::UpstreamBackend;
 
@@ -24,25 +24,36 @@ impl Gateway {
     }
 
     pub async fn start_with_env(toml: &str, env: MapEnv) -> Gateway {
+        let key_env = env.clone();
+        Self::start_with_backends(toml, env, move |m| {
+            assert_eq!(
+                m.backend,
+                BackendKind::Upstream,
+                "`start` builds upstreams only; use `start_with_backends`"
+            );
+            let key = m
+                .api_key_env
+                .as_ref()
+                .and_then(|v| hearth_config::Env::get(&key_env, v));
+            Arc::new(UpstreamBackend::new(m, key).unwrap())
+        })
+        .await
+    }
+
+    /// Starts the gateway with each configured model's backend made by `backend`
+    /// (an embedded engine, for instance), all before the first request.
+    pub async fn start_with_backends(
+        toml: &str,
+        env: MapEnv,
+        backend: impl Fn(&ModelConfig) -> Arc<dyn Backend>,
+    ) -> Gateway {
         let config =
             hearth_config::load_str(toml, "test.toml", &env).unwrap_or_else(|e| panic!("{e}"));
         let config = Arc::new(config);
         let backends = config
             .models
             .iter()
-            .map(|m| {
-                assert_eq!(
-                    m.backend,
-                    BackendKind::Upstream,
-                    "the harness builds upstreams only"
-                );
-                let key = m
-                    .api_key_env
-                    .as_ref()
-                    .and_then(|v| hearth_config::Env::get(&env, v));
-                let b: Arc<dyn Backend> = Arc::new(UpstreamBackend::new(m, key).unwrap());
-                (m.clone(), b)
-            })
+            .map(|m| (m.clone(), backend(m)))
             .collect();
         let router = Arc::new(Router::new(
             backends,
@@ -89,6 +100,11 @@ impl Gateway {
         self.client.get(self.url(path))
     }
 
+    /// `GET path`, its body parsed as JSON (whatever the status).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     /// `POST /v1/chat/completions` with [`chat_body`].
     pub async fn chat(&self, model: &str, stream: bool) -> reqwest::Response {
         self.post("/v1/chat/completions")
@@ -101,14 +117,7 @@ impl Gateway {
     /// Polls `/v1/models` until the first model reports `status` (at most 6 s).
     pub async fn wait_first_model_status(&self, status: &str) -> bool {
         for _ in 0..40 {
-            let v: serde_json::Value = self
-                .get("/v1/models")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = self.get_json("/v1/models").await;
             if v["data"][0]["status"] == status {
                 return true;
             }

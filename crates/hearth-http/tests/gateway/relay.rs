@@ -169,14 +169,7 @@ async fn models_list_and_get() {
         upstream_model("b", &up.base_url(), "")
     );
     let gw = Gateway::start(&toml).await;
-    let v: serde_json::Value = gw
-        .get("/v1/models")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = gw.get_json("/v1/models").await;
     assert_eq!(v["object"], "list");
     let data = v["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
@@ -185,14 +178,7 @@ async fn models_list_and_get() {
     assert_eq!(data[0]["status"], "ready");
     assert_eq!(data[0]["tags"], json!(["general"]));
     assert_eq!(data[0]["context_length"], 4096);
-    let one: serde_json::Value = gw
-        .get("/v1/models/b")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one = gw.get_json("/v1/models/b").await;
     assert_eq!(one["id"], "b");
     let resp = gw.get("/v1/models/nope").send().await.unwrap();
     let (status, e) = error_of(resp).await;
