@@ -219,3 +219,100 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
         "shutdown is logged and flushed"
     );
 }
+
+/// `server.workers` event loops share the socket: the threads exist, requests on
+/// many connections at once are all answered, and SIGTERM drains every loop's
+/// streams before a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_runs_the_configured_workers_and_drains_them_all() {
+    let up = hearth_testkit::FakeUpstream::start().await.unwrap();
+    up.set_default(hearth_testkit::Behaviour::slow(
+        "one two three four five six",
+        6,
+        Duration::from_millis(150),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 3\n[storage]\ndata_dir = \"{}\"\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\nmax_concurrency = 16\n",
+            dir.path().join("data").display(),
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let mut child = hearth()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while reqwest::get(format!("{base}/health")).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    for name in ["hearth-http-1", "hearth-http-2"] {
+        assert!(threads.iter().any(|t| t == name), "{name} in {threads:?}");
+    }
+    assert!(!threads.iter().any(|t| t == "hearth-http-3"), "{threads:?}");
+
+    // Twelve streams, each on its own connection, all in flight at SIGTERM.
+    let streams: Vec<_> = (0..12)
+        .map(|_| {
+            let url = format!("{base}/v1/chat/completions");
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap();
+                let r = client
+                    .post(url)
+                    .json(&serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap()
+            })
+        })
+        .collect();
+    while up.active() < 12 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "streams did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    for s in streams {
+        let body = s.await.unwrap();
+        assert!(
+            body.contains(r#""finish_reason":"stop""#) && body.ends_with("data: [DONE]\n\n"),
+            "every stream ends whole: {body}"
+        );
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+}

@@ -15,6 +15,9 @@ pub struct ServerConfig {
     /// Origins allowed by CORS. Empty: any `http://localhost`, `127.0.0.1` or `[::1]` origin.
     /// `["*"]` allows every origin.
     pub cors_origins: Vec<String>,
+    /// Threads serving HTTP, each an event loop of its own that accepts from the same
+    /// socket and keeps its own upstream connections. 0: one per CPU core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -23,6 +26,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".to_owned(),
             shutdown_grace_secs: 30,
             cors_origins: Vec::new(),
+            workers: 0,
         }
     }
 }

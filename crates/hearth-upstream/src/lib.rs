@@ -42,7 +42,13 @@ pub enum UpstreamError {
 }
 
 pub struct UpstreamBackend {
-    client: reqwest::Client,
+    /// One connection pool per thread: each of the server's event loops keeps its
+    /// own upstream connections, so a request is never handed to a connection task
+    /// on another thread (and woken from there). `first_client` is built in `new`,
+    /// so a bad setting fails at start; the other threads clone its settings.
+    clients: thread_local::ThreadLocal<reqwest::Client>,
+    first_client: reqwest::Client,
+    connect_timeout: Duration,
     base_url: String,
     /// `{base_url}/chat/completions` and `{base_url}/completions`, parsed once: a
     /// URL parse per request shows in the gateway's profile.
@@ -76,14 +82,9 @@ impl UpstreamBackend {
             .base_url
             .clone()
             .ok_or_else(|| UpstreamError::NoBaseUrl(cfg.name.clone()))?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| UpstreamError::Client {
+        let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs);
+        let first_client =
+            build_client(connect_timeout).map_err(|source| UpstreamError::Client {
                 model: cfg.name.clone(),
                 source,
             })?;
@@ -106,7 +107,9 @@ impl UpstreamBackend {
             })
             .transpose()?;
         Ok(UpstreamBackend {
-            client,
+            clients: thread_local::ThreadLocal::new(),
+            first_client,
+            connect_timeout,
             chat_url: url(Request::CHAT_PATH)?,
             completions_url: url(Request::COMPLETIONS_PATH)?,
             base_url,
@@ -117,12 +120,30 @@ impl UpstreamBackend {
         })
     }
 
+    /// This thread's client (its own pool), made on first use.
+    fn client(&self) -> &reqwest::Client {
+        self.clients.get_or(|| {
+            // The same settings built once already; should it fail now, share that pool.
+            build_client(self.connect_timeout).unwrap_or_else(|_| self.first_client.clone())
+        })
+    }
+
     fn with_key(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.authorization {
             Some(v) => rb.header(reqwest::header::AUTHORIZATION, v.clone()),
             None => rb,
         }
     }
+}
+
+fn build_client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 fn send_error(e: &reqwest::Error) -> BackendError {
@@ -200,7 +221,7 @@ impl Backend for UpstreamBackend {
             Request::Completion(_) => &self.completions_url,
         };
         let send = self
-            .with_key(self.client.post(url.clone()))
+            .with_key(self.client().post(url.clone()))
             .header("content-type", "application/json")
             .header(
                 "accept",
@@ -254,7 +275,7 @@ impl Backend for UpstreamBackend {
 
     async fn probe(&self) -> Result<(), BackendError> {
         let resp = self
-            .with_key(self.client.get(format!("{}/models", self.base_url)))
+            .with_key(self.client().get(format!("{}/models", self.base_url)))
             .send()
             .await
             .map_err(|e| send_error(&e))?;

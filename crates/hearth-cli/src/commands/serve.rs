@@ -60,10 +60,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match event_loop() {
         Ok(r) => r,
         Err(e) => {
             output::err(format!("error: cannot start the async runtime: {e}"));
@@ -84,6 +81,28 @@ pub fn run(args: ServeArgs) -> ExitCode {
             output::err(format!("error: {e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One event loop: a single-threaded tokio runtime. `hearth serve` runs one per
+/// worker thread, each accepting from the same listening socket and keeping its own
+/// upstream connections, as nginx runs one event loop per worker process: a request
+/// is read, relayed and answered on one thread, with no hand-offs (and wake-ups)
+/// between threads. The main thread's loop also runs the background tasks (health
+/// probes, log pruning, signals).
+fn event_loop() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// How many HTTP event loops to run: `server.workers`, or one per CPU core this
+/// process may use (cgroup quotas included).
+fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     }
 }
 
@@ -149,6 +168,7 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
             )
         })?;
     let addr = listener.local_addr()?;
+    let workers = worker_count(config.server.workers);
     let models: Vec<String> = router
         .iter()
         .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
@@ -157,12 +177,42 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
         listen = %addr,
         models = %models.join(", "),
         keys = config.resolved_keys.len(),
+        workers,
         version = env!("CARGO_PKG_VERSION"),
         "hearth is serving: chat UI at http://{addr}/ , API at http://{addr}/v1"
     );
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    hearth_http::serve(
-        listener,
+
+    // The other event loops accept from clones of the same socket (one accept queue:
+    // a busy loop leaves new connections to an idle one).
+    let listener = listener.into_std()?;
+    let mut threads = Vec::new();
+    for i in 1..workers {
+        let listener = listener
+            .try_clone()
+            .context("cannot share the listening socket with another worker")?;
+        let app = app.clone();
+        let mut stop = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("hearth-http-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = event_loop()?;
+                let served = rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    // Ends when the main loop says stop, or if it is gone.
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    hearth_http::serve(listener, app, stopped, grace).await
+                });
+                rt.shutdown_timeout(Duration::from_secs(2));
+                served
+            })
+            .context("cannot start an HTTP worker thread")?;
+        threads.push(thread);
+    }
+    let served = hearth_http::serve(
+        tokio::net::TcpListener::from_std(listener)?,
         app,
         async move {
             shutdown_signal().await;
@@ -174,7 +224,21 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
         },
         grace,
     )
-    .await?;
+    .await;
+    // The other loops follow this one down (`stop_tx` is sent or dropped by now).
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| match t.join() {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("an HTTP worker thread panicked")),
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    })
+    .await
+    .context("waiting for the HTTP workers")?;
+    served?;
+    joined?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `min-proxy PORT UPSTREAM_URL`: the least a proxy built on Hearth's own libraries
-//! (axum, reqwest, tokio's multi-threaded runtime) can do: forward each POST body to
+//! (axum, reqwest, tokio, run as `hearth serve` runs them) can do: forward each POST body to
 //! one upstream URL and return the answer, with no parsing, auth, limits, logs or
 //! metrics. `bench/gateway` runs it beside Hearth to tell the libraries' cost from
 //! Hearth's own.
@@ -37,23 +37,44 @@ async fn forward(State(up): State<Upstream>, body: Bytes) -> Response {
     out
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(port), Some(url)) = (args.next(), args.next()) else {
         return Err("usage: min-proxy PORT UPSTREAM_URL".into());
     };
-    let up = Upstream {
-        client: reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .build()?,
-        url: url.parse()?,
-    };
-    let app = Router::new()
-        .route("/v1/chat/completions", post(forward))
-        .with_state(up);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?)).await?;
-    axum::serve(listener, app).await?;
+    let url: reqwest::Url = url.parse()?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
+    listener.set_nonblocking(true)?;
+    // As `hearth serve` runs: one single-threaded event loop per core, each accepting
+    // from the same socket with its own upstream pool.
+    let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = (0..loops)
+        .map(|_| {
+            let listener = listener.try_clone()?;
+            let url = url.clone();
+            Ok(std::thread::spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let up = Upstream {
+                        client: reqwest::Client::builder()
+                            .tcp_nodelay(true)
+                            .pool_max_idle_per_host(256)
+                            .build()
+                            .map_err(std::io::Error::other)?,
+                        url,
+                    };
+                    let app = Router::new()
+                        .route("/v1/chat/completions", post(forward))
+                        .with_state(up);
+                    axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
+                })
+            }))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for t in threads {
+        t.join().map_err(|_| "an event loop panicked")??;
+    }
     Ok(())
 }
