@@ -1,10 +1,14 @@
 //! The Prometheus recorder, installed once per process.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often pending histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Latency buckets in seconds: from 1 ms (a relay's overhead) to 2 minutes (a long generation).
 const BUCKETS: &[f64] = &[
@@ -20,6 +24,18 @@ pub fn handle() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // `build_recorder` starts no upkeep: without it every histogram sample
+            // waits in memory for the next scrape, and a server nobody scrapes grows
+            // by every request it answers.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("hearth-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
             // Fails only if another recorder is installed (an embedder's); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
             describe();

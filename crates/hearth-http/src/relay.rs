@@ -27,11 +27,11 @@ pub async fn relay(
     let estimate = request.estimated_prompt_tokens();
     let quota = state.limiter.admit(caller, estimate)?;
     if let Ok(m) = state.router.resolve(request.model()) {
-        log.set_model(&m.config.name);
+        log.set_model(&m.metrics);
     }
     let stream = request.is_stream();
     let d = state.router.dispatch(request).await?;
-    log.set_dispatched(&d.model, d.backend, d.attempts, stream);
+    log.set_dispatched(&d.metrics, d.backend, d.attempts, stream);
     log.first_token();
     let mut resp = match d.reply {
         Reply::Full { body, usage } => {

@@ -13,13 +13,15 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use hearth_api::{ApiError, Usage};
+use hearth_router::ModelMetrics;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Default)]
 struct Record {
     key_id: Option<String>,
-    model: Option<String>,
+    /// The model (its name and metric handles), once resolved.
+    model: Option<Arc<ModelMetrics>>,
     backend: Option<&'static str>,
     ttft: Option<Duration>,
     usage: Option<Usage>,
@@ -45,13 +47,19 @@ impl RequestLog {
         self.with(|r| r.key_id = Some(key_id.to_owned()));
     }
 
-    pub fn set_model(&self, model: &str) {
-        self.with(|r| r.model = Some(model.to_owned()));
+    pub fn set_model(&self, model: &Arc<ModelMetrics>) {
+        self.with(|r| r.model = Some(model.clone()));
     }
 
-    pub fn set_dispatched(&self, model: &str, backend: &'static str, attempts: u32, stream: bool) {
+    pub fn set_dispatched(
+        &self,
+        model: &Arc<ModelMetrics>,
+        backend: &'static str,
+        attempts: u32,
+        stream: bool,
+    ) {
         self.with(|r| {
-            r.model = Some(model.to_owned());
+            r.model = Some(model.clone());
             r.backend = Some(backend);
             r.attempts = attempts;
             r.stream = stream;
@@ -144,21 +152,8 @@ impl Drop for Guard {
         let latency = self.log.started.elapsed();
         let r = self.log.with(std::mem::take);
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        if let Some(model) = &r.model {
-            let status = self.status.to_string();
-            metrics::counter!("hearth_requests_total", "model" => model.clone(), "status" => status).increment(1);
-            metrics::histogram!("hearth_request_duration_seconds", "model" => model.clone())
-                .record(latency.as_secs_f64());
-            if let (Some(t), Some(b)) = (r.ttft, r.backend) {
-                metrics::histogram!("hearth_time_to_first_token_seconds", "model" => model.clone(), "backend" => b)
-                    .record(t.as_secs_f64());
-            }
-            if let Some(u) = r.usage {
-                metrics::counter!("hearth_tokens_total", "model" => model.clone(), "direction" => "in")
-                    .increment(u.prompt_tokens);
-                metrics::counter!("hearth_tokens_total", "model" => model.clone(), "direction" => "out")
-                    .increment(u.completion_tokens);
-            }
+        if let Some(m) = &r.model {
+            m.request(self.status, latency, r.ttft, r.usage);
         }
         tracing::info!(
             target: "hearth::access",
@@ -167,7 +162,7 @@ impl Drop for Guard {
             path = %self.path,
             status = self.status,
             key_id = r.key_id.as_deref(),
-            model = r.model.as_deref(),
+            model = r.model.as_deref().map(ModelMetrics::model),
             backend = r.backend,
             stream = r.stream,
             attempts = r.attempts,

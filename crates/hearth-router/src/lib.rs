@@ -12,12 +12,15 @@
 //! - [`queue`]: per-model concurrency and bounded FIFO queue.
 //! - [`retry`]: backoff with jitter, honouring `Retry-After`.
 //! - [`health`]: consecutive-failure tracking fed by requests and probes.
+//! - [`metrics`]: each model's metric handles, registered once.
 
 pub mod backend;
 pub mod health;
+pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod router;
 
 pub use backend::{Backend, BackendError, Chunk, ChunkStream, Reply, Request};
+pub use metrics::ModelMetrics;
 pub use router::{Dispatched, Model, Router};

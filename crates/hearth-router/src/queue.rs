@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::ModelMetrics;
+
 #[derive(Debug)]
 pub struct Queue {
-    model: String,
+    metrics: Arc<ModelMetrics>,
     sem: Arc<Semaphore>,
     waiting: AtomicUsize,
     in_flight: Arc<AtomicUsize>,
@@ -24,7 +26,7 @@ pub struct Queue {
 pub struct Permit {
     _permit: OwnedSemaphorePermit,
     in_flight: Arc<AtomicUsize>,
-    model: String,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl Drop for Permit {
@@ -33,7 +35,7 @@ impl Drop for Permit {
             .in_flight
             .fetch_sub(1, Ordering::Relaxed)
             .saturating_sub(1);
-        metrics::gauge!("hearth_in_flight", "model" => self.model.clone()).set(n as f64);
+        self.metrics.set_in_flight(n);
     }
 }
 
@@ -55,9 +57,9 @@ impl Drop for Waiting<'_> {
 }
 
 impl Queue {
-    pub fn new(model: &str, max_concurrency: usize, max_queue: usize) -> Self {
+    pub fn new(metrics: Arc<ModelMetrics>, max_concurrency: usize, max_queue: usize) -> Self {
         Queue {
-            model: model.to_owned(),
+            metrics,
             sem: Arc::new(Semaphore::new(max_concurrency.max(1))),
             waiting: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
@@ -66,7 +68,7 @@ impl Queue {
     }
 
     fn report_depth(&self, n: usize) {
-        metrics::gauge!("hearth_queue_depth", "model" => self.model.clone()).set(n as f64);
+        self.metrics.set_queue_depth(n);
     }
 
     /// Waits for a slot, or fails at once when `max_queue` requests already wait.
@@ -91,11 +93,11 @@ impl Queue {
             }
         };
         let n = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        metrics::gauge!("hearth_in_flight", "model" => self.model.clone()).set(n as f64);
+        self.metrics.set_in_flight(n);
         Ok(Permit {
             _permit: permit,
             in_flight: self.in_flight.clone(),
-            model: self.model.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -115,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_in_arrival_order_and_bounds_the_queue() {
-        let q = Arc::new(Queue::new("m", 1, 2));
+        let q = Arc::new(Queue::new(Arc::new(ModelMetrics::new("m", "test")), 1, 2));
         let first = q.acquire().await.unwrap();
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -139,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropped_waiter_leaves_the_queue() {
-        let q = Arc::new(Queue::new("m", 1, 1));
+        let q = Arc::new(Queue::new(Arc::new(ModelMetrics::new("m", "test")), 1, 1));
         let held = q.acquire().await.unwrap();
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.acquire().await.map(|_| ()) });

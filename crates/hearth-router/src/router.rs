@@ -11,6 +11,7 @@ use hearth_config::{HealthConfig, ModelConfig};
 
 use crate::backend::{Backend, BackendError, Reply, Request};
 use crate::health::Health;
+use crate::metrics::ModelMetrics;
 use crate::queue::{Permit, Queue, QueueFull};
 use crate::retry;
 
@@ -18,6 +19,8 @@ use crate::retry;
 pub struct Model {
     pub config: ModelConfig,
     pub backend: Arc<dyn Backend>,
+    /// Its metric handles (requests, latency, tokens, queue).
+    pub metrics: Arc<ModelMetrics>,
     queue: Queue,
     health: Health,
     created: u64,
@@ -63,6 +66,8 @@ impl Model {
 pub struct Dispatched {
     /// The model that answered (a fallback's name when one was used).
     pub model: String,
+    /// That model's metric handles.
+    pub metrics: Arc<ModelMetrics>,
     pub backend: &'static str,
     pub reply: Reply,
     /// Attempts made, across retries and fallbacks (1 = first try worked).
@@ -102,8 +107,10 @@ impl Router {
                 for a in &config.aliases {
                     by_name.insert(a.clone(), i);
                 }
+                let metrics = Arc::new(ModelMetrics::new(&config.name, backend.kind()));
                 Model {
-                    queue: Queue::new(&config.name, config.concurrency(), config.max_queue),
+                    queue: Queue::new(metrics.clone(), config.concurrency(), config.max_queue),
+                    metrics,
                     health: Health::new(health.failure_threshold),
                     backend,
                     config,
@@ -183,8 +190,7 @@ impl Router {
                         attempt - 1,
                         last.as_ref().and_then(BackendError::retry_after),
                     );
-                    metrics::counter!("hearth_retries_total", "model" => model.config.name.clone())
-                        .increment(1);
+                    model.metrics.retry();
                     tokio::time::sleep(delay).await;
                 }
                 let permit = model.queue.acquire().await.map_err(|QueueFull| {
@@ -206,6 +212,7 @@ impl Router {
                         }
                         return Ok(Dispatched {
                             model: model.config.name.clone(),
+                            metrics: model.metrics.clone(),
                             backend: model.backend.kind(),
                             reply,
                             attempts,
