@@ -5,11 +5,13 @@
 #   nginx    nginx proxy_pass in front of it (the practical floor for a proxy)
 #   litellm  LiteLLM proxy (one worker) in front of it (what users pick today)
 #   axum-min the least proxy built on Hearth's libraries (hearth-testkit's min-proxy:
-#            axum + reqwest + tokio, no parsing, auth, limits, logs or metrics), to tell
-#            the libraries' cost from Hearth's own
+#            axum + reqwest + tokio, one event loop per core as `hearth serve` runs; no
+#            parsing, auth, limits, logs or metrics), to tell the libraries' cost from
+#            Hearth's own
 # for non-streaming and streaming requests: throughput at saturation (wrk, 64
 # connections), p50/p99 latency at a paced ~1,000 req/s, Hearth's CPU time per
 # request, and Hearth's RSS idle and with 1,000 open streams.
+# Each figure is the median of ROUNDS (3) interleaved rounds of DUR (5s) runs.
 # Usage: bash bench/gateway/run.sh [--no-litellm]   (writes bench/out/gateway.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +24,8 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
-DUR=${DUR:-10s}
+DUR=${DUR:-5s}
+ROUNDS=${ROUNDS:-3}
 LITELLM=1; [ "${1:-}" = "--no-litellm" ] && LITELLM=0
 
 for p in wrk nginx; do command -v $p >/dev/null || { apt-get install -y -qq wrk nginx-light >/dev/null; break; }; done
@@ -54,8 +57,9 @@ http {
   server { listen 127.0.0.1:$NXS; location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }
 }
 NGX
-# Two workers would give nginx both cores; one keeps it comparable with one Hearth process
-# sharing the machine with wrk. The upstream servers live in the same nginx worker.
+# One worker: with wrk on both cores the machine is CPU-bound either way (two workers
+# measured the same within the noise here), and the upstream servers live in the same
+# worker. Hearth and axum-min run one event loop per core.
 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
 
 "$TARGET/release/min-proxy" $MIN "http://127.0.0.1:$UP/v1/chat/completions" &
@@ -150,35 +154,50 @@ TARGETS="direct hearth hearth+log axum-min nginx"; [ $LITELLM = 1 ] && TARGETS="
 
 RES="$OUT/gateway.md"
 {
-  echo "| mode | target | req/s at saturation (wrk -c64 -d$DUR) | p50 ms @ ~1k req/s | p99 ms @ ~1k req/s | achieved req/s |"
+  echo "| mode | target | req/s at saturation (wrk -c64 -d$DUR, median of $ROUNDS) | p50 ms @ ~1k req/s | p99 ms @ ~1k req/s | achieved req/s |"
   echo "| --- | --- | ---: | ---: | ---: | ---: |"
 } > "$RES"
+med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 HCPU=""
-declare -A SAT P99
+declare -A SAT P99 RUNS
 for mode in non-streaming streaming; do
   if [ $mode = streaming ]; then extra=',"stream":true'; model=canned-stream; else extra=''; model=canned; fi
   lua "$(body $model "$extra")" 0 > "$WORK/sat.lua"
   # 10 connections, each pausing 10 ms between requests: about 1,000 req/s offered.
   lua "$(body $model "$extra")" 10 > "$WORK/paced.lua"
+  ticks=0; reqs=0
+  # Rounds interleave the targets, so a slow spell of the VM (they happen here) falls
+  # on all of them rather than on one; each figure is the median over the rounds.
+  for round in $(seq 1 "$ROUNDS"); do
+    for t in $TARGETS; do
+      if [ $mode = streaming ]; then base=${URLS[$t]}; else base=${URL[$t]}; fi
+      c=64; [ $t = litellm ] && c=16
+      before=$(cpu_ticks)
+      wrk -t2 -c$c -d$DUR -s "$WORK/sat.lua" "$base/v1/chat/completions" > "$WORK/sat.txt"
+      after=$(cpu_ticks)
+      RUNS[$mode/$t/sat]+=" $(rps < "$WORK/sat.txt")"
+      if [ $t = hearth ]; then
+        ticks=$((ticks + after - before)); reqs=$((reqs + $(awk '/requests in/ {print $1}' "$WORK/sat.txt")))
+      fi
+      if [ $t != litellm ]; then
+        wrk -t2 -c10 -d$DUR --latency -s "$WORK/paced.lua" "$base/v1/chat/completions" > "$WORK/paced.txt"
+        read -r p50 p99 < <(lat < "$WORK/paced.txt")
+        RUNS[$mode/$t/p50]+=" $p50"; RUNS[$mode/$t/p99]+=" $p99"; RUNS[$mode/$t/ach]+=" $(rps < "$WORK/paced.txt")"
+      fi
+      echo "$mode round $round $t: ${RUNS[$mode/$t/sat]##* } req/s" >&2
+    done
+  done
+  HCPU="$HCPU| $mode | $(python3 -c "print(f'{$ticks/$(getconf CLK_TCK)*1e6/$reqs:.1f}')") µs |\n"
   for t in $TARGETS; do
-    if [ $mode = streaming ]; then base=${URLS[$t]}; else base=${URL[$t]}; fi
-    c=64; [ $t = litellm ] && c=16
-    before=$(cpu_ticks)
-    wrk -t2 -c$c -d$DUR -s "$WORK/sat.lua" "$base/v1/chat/completions" > "$WORK/sat.txt"
-    after=$(cpu_ticks)
-    sat=$(rps < "$WORK/sat.txt")
-    reqs=$(awk '/requests in/ {print $1}' "$WORK/sat.txt")
-    if [ $t = hearth ]; then
-      HCPU="$HCPU| $mode | $(python3 -c "print(f'{($after-$before)/$(getconf CLK_TCK)*1e6/$reqs:.1f}')") µs |\n"
-    fi
-    if [ $t = litellm ]; then p="n/a (saturates far below 1k)"; ach="";
+    sat=$(echo "${RUNS[$mode/$t/sat]}" | med)
+    if [ $t = litellm ]; then p="n/a (saturates far below 1k) | n/a"; ach="";
     else
-      wrk -t2 -c10 -d$DUR --latency -s "$WORK/paced.lua" "$base/v1/chat/completions" > "$WORK/paced.txt"
-      p=$(lat < "$WORK/paced.txt" | awk '{print $1" | "$2}'); ach=$(rps < "$WORK/paced.txt")
+      p="$(echo "${RUNS[$mode/$t/p50]}" | med) | $(echo "${RUNS[$mode/$t/p99]}" | med)"
+      ach=$(echo "${RUNS[$mode/$t/ach]}" | med)
+      P99[$mode/$t]=$(echo "${RUNS[$mode/$t/p99]}" | med)
     fi
     echo "| $mode | $t | $sat | $p | $ach |" >> "$RES"
-    SAT[$mode/$t]=$sat; P99[$mode/$t]=$(echo "$p" | awk -F'|' '{print $2+0}')
-    echo "$mode $t: $sat req/s" >&2
+    SAT[$mode/$t]=$sat
   done
 done
 
