@@ -196,7 +196,9 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
         let thread = std::thread::Builder::new()
             .name(format!("hearth-http-{i}"))
             .spawn(move || -> std::io::Result<()> {
-                let rt = event_loop()?;
+                let rt = event_loop().inspect_err(|e| {
+                    tracing::error!(worker = i, error = %e, "cannot start an HTTP event loop");
+                })?;
                 let served = rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     // Ends when the main loop says stop, or if it is gone.
@@ -206,6 +208,9 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
                     hearth_http::serve(listener, app, stopped, grace).await
                 });
                 rt.shutdown_timeout(Duration::from_secs(2));
+                if let Err(e) = &served {
+                    tracing::error!(worker = i, error = %e, "an HTTP event loop stopped");
+                }
                 served
             })
             .context("cannot start an HTTP worker thread")?;
