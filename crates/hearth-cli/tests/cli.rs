@@ -14,6 +14,27 @@ fn hearth() -> Command {
     c
 }
 
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (20 s at most) until the server at `base` answers `/health`.
+async fn wait_until_serving(base: &str) {
+    let start = Instant::now();
+    while reqwest::get(format!("{base}/health")).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
     (
@@ -109,11 +130,7 @@ fn non_loopback_bind_without_keys_refuses_to_start() {
 async fn serve_logs_requests_and_shuts_down_gracefully() {
     let up = hearth_testkit::FakeUpstream::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("hearth.toml");
     std::fs::write(
         &config,
@@ -146,15 +163,8 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
             .collect::<Vec<_>>()
     });
     let base = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&base).await;
     let client = reqwest::Client::new();
-    let start = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let r = client
         .post(format!("{base}/v1/chat/completions"))
         .bearer_auth("sk-alice-secret-value")
@@ -232,11 +242,7 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
         Duration::from_millis(150),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("hearth.toml");
     std::fs::write(
         &config,
@@ -254,14 +260,8 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    wait_until_serving(&base).await;
     let start = Instant::now();
-    while reqwest::get(format!("{base}/health")).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())

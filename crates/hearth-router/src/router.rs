@@ -64,14 +64,20 @@ impl Model {
 /// A request that reached a backend.
 #[derive(Debug)]
 pub struct Dispatched {
-    /// The model that answered (a fallback's name when one was used).
-    pub model: String,
-    /// That model's metric handles.
+    /// The model that answered (a fallback when one was used): its name and metric
+    /// handles.
     pub metrics: Arc<ModelMetrics>,
     pub backend: &'static str,
     pub reply: Reply,
     /// Attempts made, across retries and fallbacks (1 = first try worked).
     pub attempts: u32,
+}
+
+impl Dispatched {
+    /// The name of the model that answered.
+    pub fn model(&self) -> &str {
+        self.metrics.model()
+    }
 }
 
 pub struct Router {
@@ -211,7 +217,6 @@ impl Router {
                             tracing::info!(model = %model.config.name, "backend is available again");
                         }
                         return Ok(Dispatched {
-                            model: model.config.name.clone(),
                             metrics: model.metrics.clone(),
                             backend: model.backend.kind(),
                             reply,

@@ -236,7 +236,7 @@ async fn generate(
             &conv.id,
             NewMessage {
                 role: "assistant".into(),
-                model: Some(dispatched.model.clone()),
+                model: Some(dispatched.model().to_owned()),
                 ..NewMessage::default()
             },
         )
@@ -249,7 +249,7 @@ async fn generate(
         "type": "start",
         "user_message": user,
         "message": placeholder,
-        "model": dispatched.model,
+        "model": dispatched.model(),
         "context": plan,
     });
     // The channel is empty: this cannot fail for lack of room.
@@ -258,7 +258,7 @@ async fn generate(
         api: api.clone(),
         tx,
         message: placeholder,
-        model: dispatched.model,
+        model: dispatched.model().to_owned(),
         started,
         update: ReplyUpdate::default(),
     };
