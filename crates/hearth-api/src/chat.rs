@@ -41,6 +41,28 @@ pub struct ChatCompletionRequest {
     pub extra: Map<String, Value>,
 }
 
+crate::fields::serialize_request!(
+    ChatCompletionRequest,
+    required: [messages],
+    flags: [stream],
+    optional: [
+        model,
+        stream_options,
+        max_tokens,
+        max_completion_tokens,
+        temperature,
+        top_p,
+        top_k,
+        min_p,
+        seed,
+        stop,
+        presence_penalty,
+        frequency_penalty,
+        n,
+        response_format
+    ]
+);
+
 /// One message. `content` is a string or an array of parts (text, images).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -178,46 +200,7 @@ impl ChatCompletionRequest {
 
     /// The request as JSON again, with every field it came with.
     pub fn to_value(&self) -> Value {
-        let mut map = self.extra.clone();
-        let mut put = |k: &str, v: Value| {
-            map.insert(k.to_owned(), v);
-        };
-        if let Some(m) = &self.model {
-            put("model", Value::String(m.clone()));
-        }
-        put(
-            "messages",
-            serde_json::to_value(&self.messages).unwrap_or(Value::Null),
-        );
-        if self.stream {
-            put("stream", Value::Bool(true));
-        }
-        let opt = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
-        if let Some(v) = &self.stream_options {
-            put("stream_options", opt(serde_json::to_value(v)));
-        }
-        macro_rules! field {
-            ($($name:ident),*) => {$(
-                if let Some(v) = &self.$name {
-                    put(stringify!($name), opt(serde_json::to_value(v)));
-                }
-            )*};
-        }
-        field!(
-            max_tokens,
-            max_completion_tokens,
-            temperature,
-            top_p,
-            top_k,
-            min_p,
-            seed,
-            stop,
-            presence_penalty,
-            frequency_penalty,
-            n,
-            response_format
-        );
-        Value::Object(map)
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// `max_completion_tokens` wins over the older `max_tokens`.
@@ -360,6 +343,36 @@ mod tests {
         assert!(req.stream && req.include_usage());
         assert_eq!(req.extra["tools"], json!([{"type": "function"}]));
         assert_eq!(req.to_value(), v);
+    }
+
+    #[test]
+    fn serializes_straight_to_bytes_extras_first_and_each_key_once() {
+        let v = json!({
+            "user": "u1", "model": "m", "tools": [], "temperature": 0.7,
+            "messages": [{"role": "user", "content": "hi"}], "seed": 3
+        });
+        let mut req = ChatCompletionRequest::from_value(v.clone()).unwrap();
+        let text = String::from_utf8(serde_json::to_vec(&req).unwrap()).unwrap();
+        assert!(
+            text.starts_with(r#"{"user":"u1","tools":[],"messages":"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""temperature":0.7"#),
+            "f32 as written: {text}"
+        );
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        // A typed field also present in `extra` is written once, with the typed value.
+        req.extra.insert("model".into(), json!("stale"));
+        req.extra
+            .insert("stream".into(), json!("kept: stream is false"));
+        req.model = Some("fresh".into());
+        let text = String::from_utf8(serde_json::to_vec(&req).unwrap()).unwrap();
+        assert_eq!(text.matches(r#""model""#).count(), 1, "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["model"], "fresh");
+        assert_eq!(back["stream"], "kept: stream is false");
     }
 
     #[test]

@@ -29,6 +29,28 @@ pub struct CompletionRequest {
     pub extra: Map<String, Value>,
 }
 
+crate::fields::serialize_request!(
+    CompletionRequest,
+    required: [prompt],
+    flags: [stream],
+    optional: [
+        model,
+        suffix,
+        stream_options,
+        max_tokens,
+        temperature,
+        top_p,
+        top_k,
+        min_p,
+        seed,
+        stop,
+        presence_penalty,
+        frequency_penalty,
+        n,
+        echo
+    ]
+);
+
 /// `prompt`: a string, a list of strings, or token ids (forwarded as they are).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -107,39 +129,9 @@ impl CompletionRequest {
         Ok(req)
     }
 
+    /// The request as JSON again, with every field it came with.
     pub fn to_value(&self) -> Value {
-        let mut map = self.extra.clone();
-        let to = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
-        if let Some(m) = &self.model {
-            map.insert("model".into(), Value::String(m.clone()));
-        }
-        map.insert("prompt".into(), to(serde_json::to_value(&self.prompt)));
-        if self.stream {
-            map.insert("stream".into(), Value::Bool(true));
-        }
-        macro_rules! field {
-            ($($name:ident),*) => {$(
-                if let Some(v) = &self.$name {
-                    map.insert(stringify!($name).into(), to(serde_json::to_value(v)));
-                }
-            )*};
-        }
-        field!(
-            suffix,
-            stream_options,
-            max_tokens,
-            temperature,
-            top_p,
-            top_k,
-            min_p,
-            seed,
-            stop,
-            presence_penalty,
-            frequency_penalty,
-            n,
-            echo
-        );
-        Value::Object(map)
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     pub fn include_usage(&self) -> bool {

@@ -37,3 +37,39 @@ pub(crate) fn check_sampling(
     check("presence_penalty", presence_penalty, -2.0, 2.0)?;
     check("frequency_penalty", frequency_penalty, -2.0, 2.0)
 }
+
+/// `impl Serialize` for a request with typed fields and an `extra` map: the fields
+/// the gateway did not interpret first, in the order they came, then the typed ones
+/// (`required` always, `flags` when true, `optional` when set). A key in `extra` that
+/// a typed field also sets is written once, with the typed value. Backends serialize
+/// requests straight to bytes with this, with no JSON tree in between.
+macro_rules! serialize_request {
+    ($ty:ty, required: [$($req:ident),*], flags: [$($flag:ident),*], optional: [$($opt:ident),*]) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let typed = |k: &str| match k {
+                    $(stringify!($req) => true,)*
+                    $(stringify!($flag) => self.$flag,)*
+                    $(stringify!($opt) => self.$opt.is_some(),)*
+                    _ => false,
+                };
+                let mut map = s.serialize_map(None)?;
+                for (k, v) in &self.extra {
+                    if !typed(k) {
+                        map.serialize_entry(k, v)?;
+                    }
+                }
+                $(map.serialize_entry(stringify!($req), &self.$req)?;)*
+                $(if self.$flag {
+                    map.serialize_entry(stringify!($flag), &true)?;
+                })*
+                $(if let Some(v) = &self.$opt {
+                    map.serialize_entry(stringify!($opt), v)?;
+                })*
+                map.end()
+            }
+        }
+    };
+}
+pub(crate) use serialize_request;

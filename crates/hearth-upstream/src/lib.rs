@@ -211,15 +211,12 @@ impl Backend for UpstreamBackend {
     async fn call(&self, mut request: Request) -> Result<Reply, BackendError> {
         request.set_model(&self.upstream_model);
         let stream = request.is_stream();
-        let body = match &request {
-            Request::Chat(r) => r.to_value(),
-            Request::Completion(r) => r.to_value(),
+        // Straight to bytes: no JSON tree of the request in between.
+        let (body, url) = match &request {
+            Request::Chat(r) => (serde_json::to_vec(r), &self.chat_url),
+            Request::Completion(r) => (serde_json::to_vec(r), &self.completions_url),
         };
-        let body = serde_json::to_vec(&body).map_err(|e| BackendError::Protocol(e.to_string()))?;
-        let url = match &request {
-            Request::Chat(_) => &self.chat_url,
-            Request::Completion(_) => &self.completions_url,
-        };
+        let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
         let send = self
             .with_key(self.client().post(url.clone()))
             .header("content-type", "application/json")

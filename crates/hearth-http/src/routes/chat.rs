@@ -1,9 +1,7 @@
 //! `POST /v1/chat/completions`
 
 use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request as HttpRequest, State};
 use axum::response::Response;
 use hearth_api::{ApiError, ChatCompletionRequest};
 use hearth_router::Request;
@@ -18,10 +16,11 @@ pub async fn handler(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(log): Extension<RequestLog>,
-    headers: HeaderMap,
-    body: Body,
+    http: HttpRequest,
 ) -> Result<Response, HttpError> {
-    let value = crate::body::json(&headers, body, state.config.limits.max_body_bytes).await?;
+    // The headers are read in place (a `HeaderMap` extractor would copy them all).
+    let (parts, body) = http.into_parts();
+    let value = crate::body::json(&parts.headers, body, state.config.limits.max_body_bytes).await?;
     let req = ChatCompletionRequest::from_value(value)?;
     check(&state, &req)?;
     Ok(crate::relay::relay(&state, &caller, &log, Request::Chat(req)).await?)

@@ -1,9 +1,7 @@
 //! `POST /v1/completions` (with `suffix` for fill-in-the-middle).
 
 use axum::Extension;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request as HttpRequest, State};
 use axum::response::Response;
 use hearth_api::{ApiError, CompletionRequest};
 use hearth_router::Request;
@@ -18,10 +16,11 @@ pub async fn handler(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(log): Extension<RequestLog>,
-    headers: HeaderMap,
-    body: Body,
+    http: HttpRequest,
 ) -> Result<Response, HttpError> {
-    let value = crate::body::json(&headers, body, state.config.limits.max_body_bytes).await?;
+    // The headers are read in place (a `HeaderMap` extractor would copy them all).
+    let (parts, body) = http.into_parts();
+    let value = crate::body::json(&parts.headers, body, state.config.limits.max_body_bytes).await?;
     let req = CompletionRequest::from_value(value)?;
     let l = &state.config.limits;
     let len = req.prompt.byte_len() + req.suffix.as_ref().map_or(0, String::len);
