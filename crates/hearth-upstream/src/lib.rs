@@ -1,7 +1,7 @@
 //! The upstream backend: any OpenAI-compatible server over HTTP (vLLM, llama-server,
 //! Ollama, a cloud API).
 //!
-//! It owns the pooled keep-alive client, the rewrite of `model` to
+//! It owns the pooled keep-alive clients (one pool per thread), the rewrite of `model` to
 //! `upstream_model`, the upstream API key (read once from `api_key_env`), timeouts
 //! (connect, first byte, idle between chunks), and the SSE relay, which forwards
 //! each event as it arrives without buffering the response. It knows nothing of
@@ -10,8 +10,10 @@
 //! # Layout
 //! - [`UpstreamBackend`]: the `Backend` implementation.
 //! - [`sse`]: incremental SSE event splitting.
+//! - `transport`: hyper's client for plain `http://` upstreams, reqwest for the rest.
 
 pub mod sse;
+mod transport;
 
 use std::time::Duration;
 
@@ -21,6 +23,10 @@ use futures::StreamExt;
 use hearth_api::{ApiError, ErrorKind, Usage};
 use hearth_config::ModelConfig;
 use hearth_router::{Backend, BackendError, Chunk, Reply, Request};
+use http::{HeaderMap, HeaderValue, Method, header};
+
+pub use crate::transport::Via;
+use crate::transport::{Endpoint, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -42,21 +48,19 @@ pub enum UpstreamError {
 }
 
 pub struct UpstreamBackend {
-    /// One connection pool per thread: each of the server's event loops keeps its
-    /// own upstream connections, so a request is never handed to a connection task
-    /// on another thread (and woken from there). `first_client` is built in `new`,
-    /// so a bad setting fails at start; the other threads clone its settings.
-    clients: thread_local::ThreadLocal<reqwest::Client>,
-    first_client: reqwest::Client,
-    connect_timeout: Duration,
+    transport: Transport,
     base_url: String,
-    /// `{base_url}/chat/completions` and `{base_url}/completions`, parsed once: a
+    /// `{base_url}/chat/completions`, `/completions` and `/models`, parsed once: a
     /// URL parse per request shows in the gateway's profile.
-    chat_url: reqwest::Url,
-    completions_url: reqwest::Url,
+    chat: Endpoint,
+    completions: Endpoint,
+    models: Endpoint,
     upstream_model: String,
-    /// `Bearer <api_key>`, marked sensitive so it never shows in debug output.
-    authorization: Option<reqwest::header::HeaderValue>,
+    /// Sent with every call (user agent, content type, the upstream key marked
+    /// sensitive so it never shows in debug output), for JSON and for SSE answers.
+    headers_json: HeaderMap,
+    headers_sse: HeaderMap,
+    has_key: bool,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -66,10 +70,8 @@ impl std::fmt::Debug for UpstreamBackend {
         f.debug_struct("UpstreamBackend")
             .field("base_url", &self.base_url)
             .field("upstream_model", &self.upstream_model)
-            .field(
-                "api_key",
-                &self.authorization.as_ref().map(|_| "<redacted>"),
-            )
+            .field("transport", &self.transport.name())
+            .field("api_key", &self.has_key.then_some("<redacted>"))
             .finish()
     }
 }
@@ -78,87 +80,87 @@ impl UpstreamBackend {
     /// `api_key` is the secret read from the model's `api_key_env` (the caller reads
     /// the environment, so tests need not touch the process environment).
     pub fn new(cfg: &ModelConfig, api_key: Option<String>) -> Result<Self, UpstreamError> {
+        Self::with_transport(cfg, api_key, Via::Auto)
+    }
+
+    /// As [`UpstreamBackend::new`], choosing the client: `Via::Reqwest` carries a
+    /// plain `http://` upstream through reqwest too (as `https://` always is), which
+    /// is how that path is tested against a local fake upstream.
+    pub fn with_transport(
+        cfg: &ModelConfig,
+        api_key: Option<String>,
+        via: Via,
+    ) -> Result<Self, UpstreamError> {
         let base_url = cfg
             .base_url
             .clone()
             .ok_or_else(|| UpstreamError::NoBaseUrl(cfg.name.clone()))?;
-        let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs);
-        let first_client =
-            build_client(connect_timeout).map_err(|source| UpstreamError::Client {
-                model: cfg.name.clone(),
-                source,
-            })?;
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let url = |path: &str| {
-            reqwest::Url::parse(&format!("{base_url}{path}")).map_err(|e| {
+        let endpoint = |path: &str| {
+            Endpoint::parse(&format!("{base_url}{path}")).map_err(|reason| {
                 UpstreamError::BadBaseUrl {
                     model: cfg.name.clone(),
                     url: base_url.clone(),
-                    reason: e.to_string(),
+                    reason,
                 }
             })
         };
-        let authorization = api_key
-            .map(|k| {
-                let mut v = reqwest::header::HeaderValue::try_from(format!("Bearer {k}"))
-                    .map_err(|_| UpstreamError::BadApiKey(cfg.name.clone()))?;
-                v.set_sensitive(true);
-                Ok::<_, UpstreamError>(v)
-            })
-            .transpose()?;
+        let (chat, completions, models) = (
+            endpoint(Request::CHAT_PATH)?,
+            endpoint(Request::COMPLETIONS_PATH)?,
+            endpoint("/models")?,
+        );
+        let transport = Transport::new(
+            &base_url,
+            Duration::from_secs(cfg.connect_timeout_secs),
+            via,
+        )
+        .map_err(|source| UpstreamError::Client {
+            model: cfg.name.clone(),
+            source,
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("hearth/", env!("CARGO_PKG_VERSION"))),
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let has_key = api_key.is_some();
+        if let Some(k) = api_key {
+            let mut v = HeaderValue::try_from(format!("Bearer {k}"))
+                .map_err(|_| UpstreamError::BadApiKey(cfg.name.clone()))?;
+            v.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        let mut headers_json = headers.clone();
+        headers_json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let mut headers_sse = headers;
+        headers_sse.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        tracing::debug!(model = %cfg.name, transport = transport.name(), "upstream client");
         Ok(UpstreamBackend {
-            clients: thread_local::ThreadLocal::new(),
-            first_client,
-            connect_timeout,
-            chat_url: url(Request::CHAT_PATH)?,
-            completions_url: url(Request::COMPLETIONS_PATH)?,
+            transport,
             base_url,
+            chat,
+            completions,
+            models,
             upstream_model: cfg.upstream_model_name().to_owned(),
-            authorization,
+            headers_json,
+            headers_sse,
+            has_key,
             first_byte_timeout: Duration::from_secs(cfg.first_byte_timeout_secs),
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
         })
     }
-
-    /// This thread's client (its own pool), made on first use.
-    fn client(&self) -> &reqwest::Client {
-        self.clients.get_or(|| {
-            // The same settings built once already; should it fail now, share that pool.
-            build_client(self.connect_timeout).unwrap_or_else(|_| self.first_client.clone())
-        })
-    }
-
-    fn with_key(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.authorization {
-            Some(v) => rb.header(reqwest::header::AUTHORIZATION, v.clone()),
-            None => rb,
-        }
-    }
 }
 
-fn build_client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .user_agent(concat!("hearth/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-fn send_error(e: &reqwest::Error) -> BackendError {
-    if e.is_connect() {
-        BackendError::Connect(e.to_string())
-    } else if e.is_timeout() {
-        BackendError::Timeout(e.to_string())
-    } else {
-        // A connection reset before the response counts as not reaching the upstream.
-        BackendError::Connect(e.to_string())
-    }
-}
-
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
     v.trim()
         .parse::<f64>()
         .ok()
@@ -212,45 +214,36 @@ impl Backend for UpstreamBackend {
         request.set_model(&self.upstream_model);
         let stream = request.is_stream();
         // Straight to bytes: no JSON tree of the request in between.
-        let (body, url) = match &request {
-            Request::Chat(r) => (serde_json::to_vec(r), &self.chat_url),
-            Request::Completion(r) => (serde_json::to_vec(r), &self.completions_url),
+        let (body, to) = match &request {
+            Request::Chat(r) => (serde_json::to_vec(r), &self.chat),
+            Request::Completion(r) => (serde_json::to_vec(r), &self.completions),
         };
         let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
-        let send = self
-            .with_key(self.client().post(url.clone()))
-            .header("content-type", "application/json")
-            .header(
-                "accept",
-                if stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(body)
-            .send();
-        let resp = tokio::time::timeout(self.first_byte_timeout, send)
+        let headers = if stream {
+            self.headers_sse.clone()
+        } else {
+            self.headers_json.clone()
+        };
+        let send = self.transport.send(Method::POST, to, headers, body.into());
+        let answer = tokio::time::timeout(self.first_byte_timeout, send)
             .await
-            .map_err(|_| BackendError::Timeout("no response headers from the upstream".into()))?
-            .map_err(|e| send_error(&e))?;
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            let ra = retry_after(&resp);
-            let body = tokio::time::timeout(self.idle_timeout, resp.bytes())
+            .map_err(|_| BackendError::Timeout("no response headers from the upstream".into()))??;
+        if answer.status >= 400 {
+            let ra = retry_after(&answer.headers);
+            let body = tokio::time::timeout(self.idle_timeout, answer.body.bytes())
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            return Err(status_error(status, ra, &body));
+            return Err(status_error(answer.status, ra, &body));
         }
-        let is_sse = resp
-            .headers()
-            .get("content-type")
+        let is_sse = answer
+            .headers
+            .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !stream || !is_sse {
-            let body = tokio::time::timeout(self.idle_timeout, resp.bytes())
+            let body = tokio::time::timeout(self.idle_timeout, answer.body.bytes())
                 .await
                 .map_err(|_| {
                     BackendError::Timeout("the upstream's body did not arrive in time".into())
@@ -265,20 +258,20 @@ impl Backend for UpstreamBackend {
             }
             return Ok(Reply::Full { body, usage });
         }
-        let idle = self.idle_timeout;
-        let bytes = resp.bytes_stream();
-        Ok(Reply::Stream(sse::events(bytes, idle).boxed()))
+        Ok(Reply::Stream(
+            sse::events(answer.body.into_stream(), self.idle_timeout).boxed(),
+        ))
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
-        let resp = self
-            .with_key(self.client().get(format!("{}/models", self.base_url)))
-            .send()
-            .await
-            .map_err(|e| send_error(&e))?;
-        let status = resp.status().as_u16();
-        if status >= 500 {
-            return Err(status_error(status, None, b""));
+        let mut headers = self.headers_json.clone();
+        headers.remove(header::CONTENT_TYPE);
+        let answer = self
+            .transport
+            .send(Method::GET, &self.models, headers, Bytes::new())
+            .await?;
+        if answer.status >= 500 {
+            return Err(status_error(answer.status, None, b""));
         }
         Ok(())
     }

@@ -1,38 +1,42 @@
 //! `min-proxy PORT UPSTREAM_URL`: the least a proxy built on Hearth's own libraries
-//! (axum, reqwest, tokio, run as `hearth serve` runs them) can do: forward each POST body to
-//! one upstream URL and return the answer, with no parsing, auth, limits, logs or
-//! metrics. `bench/gateway` runs it beside Hearth to tell the libraries' cost from
-//! Hearth's own.
+//! (axum, hyper's pooled client, tokio, run as `hearth serve` runs them) can do:
+//! forward each POST body to one plain-`http://` upstream URL and return the answer,
+//! with no parsing, auth, limits, logs or metrics. `bench/gateway` runs it beside
+//! Hearth to tell the libraries' cost from Hearth's own.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 #[derive(Clone)]
 struct Upstream {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
 }
 
 async fn forward(State(up): State<Upstream>, body: Bytes) -> Response {
-    let sent = up
-        .client
-        .post(up.url.clone())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
-    let resp = match sent {
+    let mut req = Request::new(Full::new(body));
+    *req.method_mut() = axum::http::Method::POST;
+    *req.uri_mut() = up.uri.clone();
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let resp = match up.client.request(req).await {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    let ct = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let mut out = Response::new(Body::from_stream(resp.bytes_stream()));
-    if let Some(ct) = ct {
-        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(Body::new(body));
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        out.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
     }
     out
 }
@@ -42,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (Some(port), Some(url)) = (args.next(), args.next()) else {
         return Err("usage: min-proxy PORT UPSTREAM_URL".into());
     };
-    let url: reqwest::Url = url.parse()?;
+    let uri: Uri = url.parse()?;
     let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>()?))?;
     listener.set_nonblocking(true)?;
     // As `hearth serve` runs: one single-threaded event loop per core, each accepting
@@ -51,23 +55,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = (0..loops)
         .map(|_| {
             let listener = listener.try_clone()?;
-            let url = url.clone();
+            let uri = uri.clone();
             Ok(std::thread::spawn(move || -> std::io::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 rt.block_on(async move {
-                    let up = Upstream {
-                        client: reqwest::Client::builder()
-                            .tcp_nodelay(true)
-                            .pool_max_idle_per_host(256)
-                            .build()
-                            .map_err(std::io::Error::other)?,
-                        url,
-                    };
+                    let mut connector = HttpConnector::new();
+                    connector.set_nodelay(true);
+                    let client = Client::builder(TokioExecutor::new())
+                        .pool_max_idle_per_host(256)
+                        .build(connector);
                     let app = Router::new()
                         .route("/v1/chat/completions", post(forward))
-                        .with_state(up);
+                        .with_state(Upstream { client, uri });
                     axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await
                 })
             }))
