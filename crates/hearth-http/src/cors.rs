@@ -1,9 +1,88 @@
 //! CORS: the configured origins, or any localhost origin by default.
+//!
+//! Only requests that carry an `Origin` (browsers) go through tower-http's CORS
+//! layer. Every other request (SDKs, curl, IDE assistants: nearly all of the API's
+//! traffic) skips it and gets only the `Vary` header the layer would have added:
+//! axum clones a layer's service for each request, and the CORS layer's clone copies
+//! its header lists every time.
 
-use axum::http::{HeaderName, HeaderValue, Method, header};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-pub fn layer(origins: &[String]) -> CorsLayer {
+use axum::http::{HeaderName, HeaderValue, Method, Request, Response, header};
+use futures::TryFutureExt;
+use futures::future::{Either, MapOk};
+use tower::{Layer, Service};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+
+/// What tower-http's CORS layer adds as `Vary` to every response.
+const VARY: HeaderValue = HeaderValue::from_static(
+    "origin, access-control-request-method, access-control-request-headers",
+);
+
+/// CORS for the configured origins, applied to browser requests only.
+pub fn layer(origins: &[String]) -> CorsGateLayer {
+    CorsGateLayer {
+        cors: Arc::new(cors_layer(origins)),
+    }
+}
+
+#[derive(Clone)]
+pub struct CorsGateLayer {
+    cors: Arc<CorsLayer>,
+}
+
+impl<S> Layer<S> for CorsGateLayer {
+    type Service = CorsGate<S>;
+
+    fn layer(&self, inner: S) -> CorsGate<S> {
+        CorsGate {
+            cors: self.cors.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CorsGate<S> {
+    cors: Arc<CorsLayer>,
+    inner: S,
+}
+
+type AddVary<B> = fn(Response<B>) -> Response<B>;
+
+fn add_vary<B>(mut r: Response<B>) -> Response<B> {
+    r.headers_mut().append(header::VARY, VARY);
+    r
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CorsGate<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future =
+        Either<<Cors<S> as Service<Request<ReqB>>>::Future, MapOk<S::Future, AddVary<ResB>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if req.headers().contains_key(header::ORIGIN) {
+            // The service made ready is the one that serves; a clone stays behind.
+            let spare = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, spare);
+            Either::Left(self.cors.layer(ready).call(req))
+        } else {
+            Either::Right(self.inner.call(req).map_ok(add_vary as AddVary<ResB>))
+        }
+    }
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else if origins.is_empty() {

@@ -151,4 +151,46 @@ async fn cors_allows_localhost_origins_only_by_default() {
     );
     let bad = pre("https://evil.example").await.unwrap();
     assert!(bad.headers().get("access-control-allow-origin").is_none());
+
+    // The browser's actual request after the preflight, and a request with no
+    // `Origin` at all (an SDK): the latter carries no CORS grant, only `Vary`.
+    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let browser = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("origin", "http://localhost:5173")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browser.status(), 200);
+    assert_eq!(
+        browser.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let exposed = browser.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+    let sdk = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sdk.status(), 200);
+    assert!(
+        sdk.headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control-")),
+        "{:?}",
+        sdk.headers()
+    );
+    let vary: Vec<_> = sdk.headers().get_all("vary").iter().collect();
+    assert!(
+        vary.iter().any(|v| v.to_str().unwrap().contains("origin")),
+        "{vary:?}"
+    );
 }
