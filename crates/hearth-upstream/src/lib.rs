@@ -224,17 +224,25 @@ impl Backend for UpstreamBackend {
         } else {
             self.headers_json.clone()
         };
+        // One timer for the call: the first-byte deadline, then, reset, the body's.
+        let deadline = tokio::time::sleep(self.first_byte_timeout);
+        tokio::pin!(deadline);
         let send = self.transport.send(Method::POST, to, headers, body.into());
-        let answer = tokio::time::timeout(self.first_byte_timeout, send)
-            .await
-            .map_err(|_| BackendError::Timeout("no response headers from the upstream".into()))??;
+        let answer = tokio::select! {
+            answer = send => answer?,
+            () = &mut deadline => {
+                return Err(BackendError::Timeout("no response headers from the upstream".into()));
+            }
+        };
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.idle_timeout);
         if answer.status >= 400 {
             let ra = retry_after(&answer.headers);
-            let body = tokio::time::timeout(self.idle_timeout, answer.body.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let body = tokio::select! {
+                body = answer.body.bytes() => body.unwrap_or_default(),
+                () = &mut deadline => Bytes::new(),
+            };
             return Err(status_error(answer.status, ra, &body));
         }
         let is_sse = answer
@@ -243,12 +251,16 @@ impl Backend for UpstreamBackend {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !stream || !is_sse {
-            let body = tokio::time::timeout(self.idle_timeout, answer.body.bytes())
-                .await
-                .map_err(|_| {
-                    BackendError::Timeout("the upstream's body did not arrive in time".into())
-                })?
-                .map_err(|e| BackendError::Protocol(format!("reading the upstream's body: {e}")))?;
+            let body = tokio::select! {
+                body = answer.body.bytes() => body.map_err(|e| {
+                    BackendError::Protocol(format!("reading the upstream's body: {e}"))
+                })?,
+                () = &mut deadline => {
+                    return Err(BackendError::Timeout(
+                        "the upstream's body did not arrive in time".into(),
+                    ));
+                }
+            };
             let usage = body_usage(&body)?;
             if stream {
                 // Asked to stream, got one JSON body: pass it on as a single chunk.
