@@ -22,4 +22,173 @@ impl Usage {
     pub fn from_response(v: &serde_json::Value) -> Option<Usage> {
         serde_json::from_value(v.get("usage")?.clone()).ok()
     }
+
+    /// Reads the top-level `usage` of a response body without parsing the rest, and
+    /// checks on the way that the body is one whole JSON object or array: brackets
+    /// balanced, strings closed, nothing after the end. (Numbers and literals are
+    /// not checked: a relay passes the body on as it came, and this pass is a
+    /// fraction of a parser's cost.) `Ok(None)` when there is no usage or it is
+    /// malformed; `Err` says why the body is not JSON.
+    pub fn scan(json: &[u8]) -> Result<Option<Usage>, &'static str> {
+        let Some(start) = json.iter().position(|b| !b.is_ascii_whitespace()) else {
+            return Err("the body is empty");
+        };
+        if !matches!(json[start], b'{' | b'[') {
+            // A bare scalar: rare enough to check with the parser.
+            return serde_json::from_slice::<serde::de::IgnoredAny>(json)
+                .map(|_| None)
+                .map_err(|_| "the body is not JSON");
+        }
+        let top_object = json[start] == b'{';
+        let mut depth = 0usize;
+        let mut expect_key = false;
+        let mut after_usage_key = false;
+        // Where the value of a top-level `usage` starts while it is being read, then
+        // its whole span.
+        let mut usage_from: Option<usize> = None;
+        let mut usage: Option<(usize, usize)> = None;
+        let mut i = start;
+        let end = loop {
+            let Some(&b) = json.get(i) else {
+                return Err("the body ends before its last bracket closes");
+            };
+            match b {
+                b'"' => {
+                    let close = string_end(json, i + 1).ok_or("a string never ends")?;
+                    if depth == 1 && top_object && expect_key {
+                        after_usage_key = &json[i + 1..close] == b"usage";
+                    }
+                    expect_key = false;
+                    i = close;
+                }
+                b':' if depth == 1 && after_usage_key => {
+                    after_usage_key = false;
+                    usage_from = Some(i + 1);
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    expect_key = b == b'{' && depth == 1;
+                }
+                b'}' | b']' => {
+                    depth -= 1; // never below 0: the loop ends when it reaches it
+                    if depth == 0 {
+                        if let Some(from) = usage_from.take() {
+                            usage = Some((from, i));
+                        }
+                        break i;
+                    }
+                }
+                b',' if depth == 1 => {
+                    expect_key = true;
+                    if let Some(from) = usage_from.take() {
+                        usage = Some((from, i));
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        };
+        if !json[end + 1..].iter().all(u8::is_ascii_whitespace) {
+            return Err("there is more after the JSON value");
+        }
+        // A malformed `usage` is not worth failing a good answer over.
+        Ok(usage.and_then(|(from, to)| serde_json::from_slice(&json[from..to]).ok()))
+    }
+
+    /// [`Usage::scan`] for a chunk of a stream, most of which carry none: scanned
+    /// only when the bytes `"usage"` occur in it.
+    pub fn in_chunk(json: &[u8]) -> Option<Usage> {
+        memchr::memmem::find(json, b"\"usage\"")?;
+        Usage::scan(json).ok().flatten()
+    }
+}
+
+/// The index of the quote that closes the string whose content starts at `from`.
+fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let at = from + memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
+        if json[at] == b'"' {
+            return Some(at);
+        }
+        from = at + 2; // an escape: skip the escaped character
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_reads_top_level_usage_and_skims_the_rest() {
+        let u = Usage::scan(
+            br#"{"id":"x","choices":[{"message":{"content":"\"usage\": 9"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}"#,
+        )
+        .unwrap();
+        assert_eq!(u, Some(Usage::new(3, 4)));
+        assert_eq!(Usage::scan(br#"{"id":"x"}"#).unwrap(), None);
+        assert_eq!(Usage::scan(br#"{"usage":"odd"}"#).unwrap(), None);
+        assert_eq!(Usage::scan(br#"{"usage":null}"#).unwrap(), None);
+        assert_eq!(Usage::scan(br#"[1,2]"#).unwrap(), None);
+        assert_eq!(Usage::scan(br#""text""#).unwrap(), None);
+        assert_eq!(
+            Usage::scan(
+                br#" {"usage" : {"prompt_tokens":1,"completion_tokens":2,"total_tokens":3} } "#
+            )
+            .unwrap(),
+            Some(Usage::new(1, 2))
+        );
+        // Usage nested deeper, or as a value, is not the response's.
+        let nested = br#"{"choices":[{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}],"x":"usage"}"#;
+        assert_eq!(Usage::scan(nested).unwrap(), None);
+        // The last of duplicate keys wins, as for a parser.
+        let twice = br#"{"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2},"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}"#;
+        assert_eq!(Usage::scan(twice).unwrap(), Some(Usage::new(5, 5)));
+        for bad in [
+            &b""[..],
+            b"  ",
+            b"{not json",
+            br#"{"usage":{}} trailing"#,
+            br#"{"a":[1,}"#,
+            br#"{"a":"unterminated}"#,
+            br#"{"a":"\"}"#,
+            b"}",
+            br#"{"a":1}}"#,
+            b"nope",
+        ] {
+            assert!(
+                Usage::scan(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn scan_agrees_with_the_parser_on_valid_json() {
+        let bodies = [
+            r#"{"id":"c1","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi \"there\" \\ {[ usage"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}"#,
+            r#"{"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13},"choices":[]}"#,
+            r#"{"a":{"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}},"b":[{"c":"\u0022usage\u0022"}]}"#,
+            r#"[{"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}]"#,
+            r#"{"usage":null}"#,
+            r#"{}"#,
+        ];
+        for b in bodies {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            let expected = v.as_object().and_then(|_| Usage::from_response(&v));
+            assert_eq!(Usage::scan(b.as_bytes()).unwrap(), expected, "{b}");
+        }
+    }
+
+    #[test]
+    fn in_chunk_parses_only_chunks_that_name_usage() {
+        assert_eq!(Usage::in_chunk(br#"{"choices":[]}"#), None);
+        assert_eq!(
+            Usage::in_chunk(
+                br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
+            Some(Usage::new(3, 4))
+        );
+        assert_eq!(Usage::in_chunk(br#"{"usage":{"#), None);
+    }
 }

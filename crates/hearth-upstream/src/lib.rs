@@ -292,33 +292,8 @@ impl Backend for UpstreamBackend {
 /// Checks that a whole response is JSON and reads its `usage`, without building a
 /// tree of the rest (the body is passed on as it came).
 fn body_usage(body: &[u8]) -> Result<Option<Usage>, BackendError> {
-    #[derive(serde::Deserialize)]
-    struct WithUsage {
-        #[serde(default)]
-        usage: Option<serde_json::Value>,
-    }
-    match serde_json::from_slice::<WithUsage>(body) {
-        // A malformed `usage` is not worth failing a good answer over.
-        Ok(parsed) => Ok(parsed.usage.and_then(|u| serde_json::from_value(u).ok())),
-        // Valid JSON of another shape is passed on as it came, without usage.
-        Err(_) => serde_json::from_slice::<serde::de::IgnoredAny>(body)
-            .map(|_| None)
-            .map_err(|e| BackendError::Protocol(format!("the upstream sent invalid JSON: {e}"))),
-    }
-}
-
-/// Finds `"usage"` in a chunk only when it is there, so ordinary chunks are never
-/// parsed twice on the relay path.
-pub(crate) fn chunk_usage(data: &Bytes) -> Option<Usage> {
-    if !memchr_usage(data) {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(data).ok()?;
-    Usage::from_response(&v)
-}
-
-fn memchr_usage(data: &[u8]) -> bool {
-    data.windows(7).any(|w| w == b"\"usage\"")
+    Usage::scan(body)
+        .map_err(|why| BackendError::Protocol(format!("the upstream's answer is not JSON: {why}")))
 }
 
 #[cfg(test)]

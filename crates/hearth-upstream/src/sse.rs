@@ -38,7 +38,7 @@ where
                     match data_of(&event) {
                         Some(d) if d.as_ref() == b"[DONE]" => return None,
                         Some(data) => {
-                            let usage = crate::chunk_usage(&data);
+                            let usage = hearth_api::Usage::in_chunk(&data);
                             return Some((Ok(Chunk { data, usage }), st));
                         }
                         None => continue, // comment or keep-alive
@@ -158,15 +158,5 @@ mod tests {
         let out = collect(vec![b"data: {\"a\":1}\n\n"]).await;
         assert_eq!(out.len(), 2);
         assert!(out[1].as_ref().unwrap_err().contains("before [DONE]"));
-    }
-
-    #[test]
-    fn finds_usage_only_when_present() {
-        assert!(crate::chunk_usage(&Bytes::from_static(b"{\"choices\":[]}")).is_none());
-        let u = crate::chunk_usage(&Bytes::from_static(
-            b"{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}",
-        ))
-        .unwrap();
-        assert_eq!(u.total_tokens, 7);
     }
 }
