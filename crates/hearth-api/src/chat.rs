@@ -1,11 +1,14 @@
 //! `/v1/chat/completions`: the request, with field-precise parsing, and the helpers
 //! backends use to build responses and chunks.
 
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::fields::take;
+use crate::fields::{Fault, Key, Nullable, field, typed_field};
 
 /// Roles a chat message may have. `developer` is OpenAI's newer name for `system`.
 pub const ROLES: &[&str] = &[
@@ -145,57 +148,17 @@ impl StopSequences {
 }
 
 impl ChatCompletionRequest {
-    /// Parses a JSON value, naming the offending field in the error.
+    /// Parses a request body, naming the offending field in the error (400
+    /// `invalid_json` when the body is not JSON at all).
+    pub fn from_json(json: &[u8]) -> Result<Self, ApiError> {
+        let fault = Fault::default();
+        crate::fields::from_slice(json, &fault, ChatVisitor(&fault))
+    }
+
+    /// As [`ChatCompletionRequest::from_json`], from a parsed value.
     pub fn from_value(value: Value) -> Result<Self, ApiError> {
-        let Value::Object(mut map) = value else {
-            return Err(ApiError::invalid_param(
-                "",
-                "the request body must be a JSON object",
-            ));
-        };
-        let messages: Vec<Value> = take(&mut map, "messages")?
-            .ok_or_else(|| ApiError::invalid_param("messages", "`messages` is required"))?;
-        if messages.is_empty() {
-            return Err(ApiError::invalid_param(
-                "messages",
-                "`messages` must not be empty",
-            ));
-        }
-        let messages = messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| parse_message(i, m))
-            .collect::<Result<Vec<_>, _>>()?;
-        let stop: Option<StopSequences> = take(&mut map, "stop")?;
-        if let Some(stop) = &stop {
-            check_stop(stop)?;
-        }
-        let req = ChatCompletionRequest {
-            model: take(&mut map, "model")?,
-            messages,
-            stream: take(&mut map, "stream")?.unwrap_or(false),
-            stream_options: take(&mut map, "stream_options")?,
-            max_tokens: take(&mut map, "max_tokens")?,
-            max_completion_tokens: take(&mut map, "max_completion_tokens")?,
-            temperature: take(&mut map, "temperature")?,
-            top_p: take(&mut map, "top_p")?,
-            top_k: take(&mut map, "top_k")?,
-            min_p: take(&mut map, "min_p")?,
-            seed: take(&mut map, "seed")?,
-            stop,
-            presence_penalty: take(&mut map, "presence_penalty")?,
-            frequency_penalty: take(&mut map, "frequency_penalty")?,
-            n: take(&mut map, "n")?,
-            response_format: take(&mut map, "response_format")?,
-            extra: map,
-        };
-        crate::fields::check_sampling(
-            req.temperature,
-            req.top_p,
-            req.presence_penalty,
-            req.frequency_penalty,
-        )?;
-        Ok(req)
+        let fault = Fault::default();
+        crate::fields::from_value(value, &fault, ChatVisitor(&fault))
     }
 
     /// The request as JSON again, with every field it came with.
@@ -215,47 +178,236 @@ impl ChatCompletionRequest {
     }
 }
 
-fn parse_message(i: usize, m: Value) -> Result<ChatMessage, ApiError> {
-    let param = format!("messages[{i}]");
-    let Value::Object(mut map) = m else {
-        return Err(ApiError::invalid_param(
-            param,
-            format!("messages[{i}] must be an object"),
-        ));
-    };
-    let role: String = take(&mut map, "role")
-        .map_err(|e| e.with_param(format!("{param}.role")))?
-        .ok_or_else(|| {
-            ApiError::invalid_param(
-                format!("{param}.role"),
-                format!("messages[{i}].role is required"),
-            )
-        })?;
-    if !ROLES.contains(&role.as_str()) {
-        return Err(ApiError::invalid_param(
-            format!("{param}.role"),
-            format!(
-                "messages[{i}].role `{role}` is not one of {}",
-                ROLES.join(", ")
-            ),
-        ));
+struct ChatVisitor<'f>(&'f Fault);
+
+impl<'de> Visitor<'de> for ChatVisitor<'_> {
+    type Value = ChatCompletionRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
     }
-    let content = match map.remove("content") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(MessageContent::Text(s)),
-        Some(Value::Array(parts)) => Some(MessageContent::Parts(parts)),
-        Some(_) => {
-            return Err(ApiError::invalid_param(
-                format!("{param}.content"),
-                format!("messages[{i}].content must be a string or an array of content parts"),
-            ));
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let fault = self.0;
+        let mut r = ChatCompletionRequest::default();
+        let mut messages = None;
+        while let Some(Key(k)) = map.next_key()? {
+            let typed = typed_field!(
+                k.as_ref(),
+                map,
+                fault,
+                r,
+                [
+                    model,
+                    stream_options,
+                    max_tokens,
+                    max_completion_tokens,
+                    temperature,
+                    top_p,
+                    top_k,
+                    min_p,
+                    seed,
+                    stop,
+                    presence_penalty,
+                    frequency_penalty,
+                    n,
+                    response_format,
+                ]
+            );
+            if typed {
+                continue;
+            }
+            match k.as_ref() {
+                "messages" => {
+                    messages = map
+                        .next_value_seed(Nullable(Messages(fault)))
+                        .inspect_err(|e| {
+                            fault.record(ApiError::invalid_param(
+                                "messages",
+                                format!("invalid value for `messages`: {e}"),
+                            ));
+                        })?;
+                }
+                "stream" => r.stream = field(&mut map, "stream", fault)?.unwrap_or(false),
+                _ => {
+                    let v: Value = map.next_value()?;
+                    r.extra.insert(k.into_owned(), v);
+                }
+            }
         }
-    };
-    Ok(ChatMessage {
-        role,
-        content,
-        extra: map,
-    })
+        r.messages = match messages {
+            None => {
+                return Err(fault.fail(ApiError::invalid_param(
+                    "messages",
+                    "`messages` is required",
+                )));
+            }
+            Some(m) if m.is_empty() => {
+                return Err(fault.fail(ApiError::invalid_param(
+                    "messages",
+                    "`messages` must not be empty",
+                )));
+            }
+            Some(m) => m,
+        };
+        let checked = r.stop.as_ref().map_or(Ok(()), check_stop).and_then(|()| {
+            crate::fields::check_sampling(
+                r.temperature,
+                r.top_p,
+                r.presence_penalty,
+                r.frequency_penalty,
+            )
+        });
+        checked.map_err(|e| fault.fail(e))?;
+        Ok(r)
+    }
+}
+
+/// `messages`: an array of message objects, each checked where it stands.
+struct Messages<'f>(&'f Fault);
+
+impl<'de> DeserializeSeed<'de> for Messages<'_> {
+    type Value = Vec<ChatMessage>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Messages<'_> {
+    type Value = Vec<ChatMessage>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(256));
+        while let Some(m) = seq.next_element_seed(Message {
+            i: out.len(),
+            fault: self.0,
+        })? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+}
+
+/// `messages[i]`: `role` (one of [`ROLES`]), `content` (a string, an array of
+/// parts, or null), and any other fields, kept as they came.
+struct Message<'f> {
+    i: usize,
+    fault: &'f Fault,
+}
+
+impl<'de> DeserializeSeed<'de> for Message<'_> {
+    type Value = ChatMessage;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let (i, fault) = (self.i, self.fault);
+        d.deserialize_map(self).inspect_err(|_| {
+            fault.record(ApiError::invalid_param(
+                format!("messages[{i}]"),
+                format!("messages[{i}] must be an object"),
+            ));
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Message<'_> {
+    type Value = ChatMessage;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (i, fault) = (self.i, self.fault);
+        let mut role: Option<String> = None;
+        let mut content = None;
+        let mut extra = Map::new();
+        while let Some(Key(k)) = map.next_key()? {
+            match k.as_ref() {
+                "role" => {
+                    role = map.next_value::<Option<String>>().inspect_err(|e| {
+                        fault.record(ApiError::invalid_param(
+                            format!("messages[{i}].role"),
+                            format!("invalid value for `messages[{i}].role`: {e}"),
+                        ));
+                    })?;
+                }
+                "content" => {
+                    content = map
+                        .next_value_seed(Nullable(Content))
+                        .inspect_err(|_| {
+                            fault.record(ApiError::invalid_param(
+                                format!("messages[{i}].content"),
+                                format!("messages[{i}].content must be a string or an array of content parts"),
+                            ));
+                        })?;
+                }
+                _ => {
+                    let v: Value = map.next_value()?;
+                    extra.insert(k.into_owned(), v);
+                }
+            }
+        }
+        let Some(role) = role else {
+            return Err(fault.fail(ApiError::invalid_param(
+                format!("messages[{i}].role"),
+                format!("messages[{i}].role is required"),
+            )));
+        };
+        if !ROLES.contains(&role.as_str()) {
+            return Err(fault.fail(ApiError::invalid_param(
+                format!("messages[{i}].role"),
+                format!(
+                    "messages[{i}].role `{role}` is not one of {}",
+                    ROLES.join(", ")
+                ),
+            )));
+        }
+        Ok(ChatMessage {
+            role,
+            content,
+            extra,
+        })
+    }
+}
+
+/// A message's `content`: a string or an array of parts (kept as they came).
+struct Content;
+
+impl<'de> DeserializeSeed<'de> for Content {
+    type Value = MessageContent;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Content {
+    type Value = MessageContent;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of content parts")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(MessageContent::Text(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(MessageContent::Text(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(p) = seq.next_element::<Value>()? {
+            parts.push(p);
+        }
+        Ok(MessageContent::Parts(parts))
+    }
 }
 
 pub(crate) fn check_stop(stop: &StopSequences) -> Result<(), ApiError> {
@@ -402,6 +554,107 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("temperature"));
+    }
+
+    #[test]
+    fn bytes_and_values_parse_alike() {
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","name":"bob"}],"tools":[{"type":"function"}],"temperature":0.5,"stream":true,"stream_options":{"include_usage":true},"user":"u"}"#,
+            r#"{"messages":[{"role":"system","content":null},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"data:,x"}}]}],"stop":["x","y"],"seed":-3,"model":null,"stream":null}"#,
+            r#"{"mod\u0065l":"escaped key","messages":[{"r\u006fle":"tool","content":"\"quoted\"","tool_call_id":"t1"}],"logprobs":true,"n":1}"#,
+            r#"{"model":"first","model":"second","messages":[{"role":"user","content":"x"}],"extra":1,"extra":2}"#,
+        ];
+        for b in bodies {
+            let from_bytes = ChatCompletionRequest::from_json(b.as_bytes()).unwrap();
+            let from_value =
+                ChatCompletionRequest::from_value(serde_json::from_str(b).unwrap()).unwrap();
+            assert_eq!(from_bytes, from_value, "{b}");
+        }
+        let r = ChatCompletionRequest::from_json(bodies[2].as_bytes()).unwrap();
+        assert_eq!(r.model.as_deref(), Some("escaped key"));
+        assert_eq!(r.messages[0].role, "tool");
+        assert_eq!(r.messages[0].extra["tool_call_id"], "t1");
+        let r = ChatCompletionRequest::from_json(bodies[3].as_bytes()).unwrap();
+        assert_eq!(
+            r.model.as_deref(),
+            Some("second"),
+            "the last duplicate wins"
+        );
+        assert_eq!(r.extra["extra"], 2);
+        let r = ChatCompletionRequest::from_json(bodies[1].as_bytes()).unwrap();
+        assert!(!r.stream && r.model.is_none() && r.messages[0].content.is_none());
+    }
+
+    #[test]
+    fn bytes_errors_name_the_param_or_the_syntax() {
+        let param = |b: &str| {
+            let e = ChatCompletionRequest::from_json(b.as_bytes()).unwrap_err();
+            assert_eq!(e.status(), 400, "{b}: {e:?}");
+            (
+                e.param.unwrap_or_default(),
+                e.code.unwrap_or_default(),
+                e.message,
+            )
+        };
+        let ok = r#"[{"role":"user","content":"x"}]"#;
+        assert_eq!(
+            param(&format!(r#"{{"messages":{ok},"temperature":"hot"}}"#)).0,
+            "temperature"
+        );
+        assert_eq!(
+            param(&format!(r#"{{"messages":{ok},"max_tokens":-1}}"#)).0,
+            "max_tokens"
+        );
+        assert_eq!(
+            param(&format!(r#"{{"messages":{ok},"stream":"yes"}}"#)).0,
+            "stream"
+        );
+        assert_eq!(param(r#"{"messages":"hi"}"#).0, "messages");
+        assert_eq!(param(r#"{"messages":[]}"#).0, "messages");
+        assert_eq!(param(r#"{"messages":null}"#).0, "messages");
+        assert_eq!(param(r#"{"model":"m"}"#).2, "`messages` is required");
+        assert_eq!(
+            param(r#"{"messages":[{"role":"user"},5]}"#).0,
+            "messages[1]"
+        );
+        assert_eq!(param(r#"{"messages":[{"role":7}]}"#).0, "messages[0].role");
+        assert_eq!(
+            param(r#"{"messages":[{"content":"x"}]}"#).0,
+            "messages[0].role"
+        );
+        assert_eq!(
+            param(r#"{"messages":[{"role":"user","content":{"a":1}}]}"#).0,
+            "messages[0].content"
+        );
+        assert_eq!(
+            param(r#"{"messages":[{"role":"user","content":true}]}"#).0,
+            "messages[0].content"
+        );
+        assert_eq!(
+            param(&format!(r#"{{"messages":{ok},"top_p":3}}"#)).0,
+            "top_p"
+        );
+        assert_eq!(
+            param(&format!(r#"{{"messages":{ok},"stop":[""]}}"#)).0,
+            "stop"
+        );
+        // Not an object at all.
+        let (p, _, m) = param("[1,2]");
+        assert_eq!(
+            (p.as_str(), m.as_str()),
+            ("", "the request body must be a JSON object")
+        );
+        // Malformed JSON, wherever it breaks, is `invalid_json`.
+        for b in [
+            "{",
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]",
+            r#"{"messages":[{"role":"user","content":"x"}]} trailing"#,
+            r#"{"messages":[{"role":"user","content":[1,]}]}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"tools":[{]}"#,
+            "not json",
+        ] {
+            assert_eq!(param(b).1, "invalid_json", "{b}");
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! `/v1/completions`: plain-text prompts, with `suffix` for fill-in-the-middle.
 
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::chat::{StopSequences, StreamOptions, check_stop};
 use crate::error::ApiError;
-use crate::fields::take;
+use crate::fields::{Fault, Key, field, typed_field};
 
 /// A text completion request. As with chat, uninterpreted fields stay in `extra`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -88,45 +91,17 @@ impl Prompt {
 }
 
 impl CompletionRequest {
+    /// Parses a request body, naming the offending field in the error (400
+    /// `invalid_json` when the body is not JSON at all).
+    pub fn from_json(json: &[u8]) -> Result<Self, ApiError> {
+        let fault = Fault::default();
+        crate::fields::from_slice(json, &fault, CompletionVisitor(&fault))
+    }
+
+    /// As [`CompletionRequest::from_json`], from a parsed value.
     pub fn from_value(value: Value) -> Result<Self, ApiError> {
-        let Value::Object(mut map) = value else {
-            return Err(ApiError::invalid_param(
-                "",
-                "the request body must be a JSON object",
-            ));
-        };
-        let prompt: Prompt = take(&mut map, "prompt")?
-            .ok_or_else(|| ApiError::invalid_param("prompt", "`prompt` is required"))?;
-        let stop: Option<StopSequences> = take(&mut map, "stop")?;
-        if let Some(stop) = &stop {
-            check_stop(stop)?;
-        }
-        let req = CompletionRequest {
-            model: take(&mut map, "model")?,
-            prompt,
-            suffix: take(&mut map, "suffix")?,
-            stream: take(&mut map, "stream")?.unwrap_or(false),
-            stream_options: take(&mut map, "stream_options")?,
-            max_tokens: take(&mut map, "max_tokens")?,
-            temperature: take(&mut map, "temperature")?,
-            top_p: take(&mut map, "top_p")?,
-            top_k: take(&mut map, "top_k")?,
-            min_p: take(&mut map, "min_p")?,
-            seed: take(&mut map, "seed")?,
-            stop,
-            presence_penalty: take(&mut map, "presence_penalty")?,
-            frequency_penalty: take(&mut map, "frequency_penalty")?,
-            n: take(&mut map, "n")?,
-            echo: take(&mut map, "echo")?,
-            extra: map,
-        };
-        crate::fields::check_sampling(
-            req.temperature,
-            req.top_p,
-            req.presence_penalty,
-            req.frequency_penalty,
-        )?;
-        Ok(req)
+        let fault = Fault::default();
+        crate::fields::from_value(value, &fault, CompletionVisitor(&fault))
     }
 
     /// The request as JSON again, with every field it came with.
@@ -176,6 +151,71 @@ pub fn chunk_body(
     })
 }
 
+struct CompletionVisitor<'f>(&'f Fault);
+
+impl<'de> Visitor<'de> for CompletionVisitor<'_> {
+    type Value = CompletionRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let fault = self.0;
+        let mut r = CompletionRequest::default();
+        let mut prompt = None;
+        while let Some(Key(k)) = map.next_key()? {
+            let typed = typed_field!(
+                k.as_ref(),
+                map,
+                fault,
+                r,
+                [
+                    model,
+                    suffix,
+                    stream_options,
+                    max_tokens,
+                    temperature,
+                    top_p,
+                    top_k,
+                    min_p,
+                    seed,
+                    stop,
+                    presence_penalty,
+                    frequency_penalty,
+                    n,
+                    echo,
+                ]
+            );
+            if typed {
+                continue;
+            }
+            match k.as_ref() {
+                "prompt" => prompt = field(&mut map, "prompt", fault)?,
+                "stream" => r.stream = field(&mut map, "stream", fault)?.unwrap_or(false),
+                _ => {
+                    let v: Value = map.next_value()?;
+                    r.extra.insert(k.into_owned(), v);
+                }
+            }
+        }
+        let Some(prompt) = prompt else {
+            return Err(fault.fail(ApiError::invalid_param("prompt", "`prompt` is required")));
+        };
+        r.prompt = prompt;
+        let checked = r.stop.as_ref().map_or(Ok(()), check_stop).and_then(|()| {
+            crate::fields::check_sampling(
+                r.temperature,
+                r.top_p,
+                r.presence_penalty,
+                r.frequency_penalty,
+            )
+        });
+        checked.map_err(|e| fault.fail(e))?;
+        Ok(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +234,41 @@ mod tests {
     fn missing_prompt_is_named() {
         let e = CompletionRequest::from_value(json!({"model": "m"})).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("prompt"));
+    }
+
+    #[test]
+    fn parses_from_bytes_as_from_a_value() {
+        for b in [
+            r#"{"model":"m","prompt":"def f(","suffix":"\n  return 1","max_tokens":8,"logit_bias":{"1":2}}"#,
+            r#"{"prompt":["a"],"stream":true,"stream_options":{"include_usage":true},"echo":false}"#,
+            r#"{"prompt":[1,2,3],"stop":"x"}"#,
+        ] {
+            let from_bytes = CompletionRequest::from_json(b.as_bytes()).unwrap();
+            let from_value =
+                CompletionRequest::from_value(serde_json::from_str(b).unwrap()).unwrap();
+            assert_eq!(from_bytes, from_value, "{b}");
+        }
+        let r = CompletionRequest::from_json(br#"{"prompt":"p","suffix":"s","user":"u"}"#).unwrap();
+        assert_eq!(
+            (r.prompt.as_text(), r.suffix.as_deref()),
+            (Some("p"), Some("s"))
+        );
+        assert_eq!(r.extra["user"], "u");
+    }
+
+    #[test]
+    fn bytes_errors_name_the_param() {
+        let param = |b: &[u8]| {
+            CompletionRequest::from_json(b)
+                .unwrap_err()
+                .param
+                .unwrap_or_default()
+        };
+        assert_eq!(param(br#"{"model":"m"}"#), "prompt");
+        assert_eq!(param(br#"{"prompt":{"a":1}}"#), "prompt");
+        assert_eq!(param(br#"{"prompt":"p","suffix":3}"#), "suffix");
+        assert_eq!(param(br#"{"prompt":"p","temperature":7}"#), "temperature");
+        let e = CompletionRequest::from_json(br#"{"prompt":"p""#).unwrap_err();
+        assert_eq!(e.code.as_deref(), Some("invalid_json"));
     }
 }

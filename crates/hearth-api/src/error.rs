@@ -122,6 +122,15 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// 400 `invalid_json`: the body is not valid JSON (`e` says where).
+    pub fn invalid_json(e: &serde_json::Error) -> Self {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("malformed JSON in the request body: {e}"),
+        )
+        .with_code("invalid_json")
+    }
+
     /// 500 whose message hides the detail (the caller logs it).
     pub fn internal() -> Self {
         ApiError::new(

@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
+use bytes::Bytes;
 use hearth_api::{ApiError, ErrorKind};
 
 /// Reads the whole body (413 past `limit`), requires JSON, and parses it (400 with
@@ -11,6 +12,13 @@ pub async fn json(
     body: Body,
     limit: usize,
 ) -> Result<serde_json::Value, ApiError> {
+    let bytes = self::bytes(headers, body, limit).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_json(&e))
+}
+
+/// Reads the whole body of a JSON request, unparsed: 415 when its Content-Type is
+/// not JSON, 413 past `limit`, 400 when it is empty. The caller parses it.
+pub async fn bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
@@ -53,11 +61,5 @@ pub async fn json(
             "the request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            ErrorKind::InvalidRequest,
-            format!("malformed JSON in the request body: {e}"),
-        )
-        .with_code("invalid_json")
-    })
+    Ok(bytes)
 }
