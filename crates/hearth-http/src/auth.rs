@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hearth_api::{ApiError, ErrorKind};
@@ -74,46 +75,43 @@ fn digest(s: &str) -> [u8; 32] {
 
 /// Requires a valid key when keys are configured, and records the caller.
 pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = if state.keys.required() {
-        let presented = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let Some(presented) = presented else {
-            return HttpError(
-                ApiError::new(
-                    ErrorKind::Authentication,
-                    "missing API key: send `Authorization: Bearer YOUR_KEY`",
-                )
-                .with_code("missing_api_key"),
-            )
-            .into_response();
-        };
-        match state.keys.find(presented) {
-            Some(c) => c,
-            None => {
-                return HttpError(
-                    ApiError::new(ErrorKind::Authentication, "invalid API key")
-                        .with_code("invalid_api_key"),
-                )
-                .into_response();
-            }
-        }
-    } else {
-        Caller {
-            key_id: state.keys.anonymous.clone(),
-            rpm: state.config.limits.default_rpm,
-            tpm: state.config.limits.default_tpm,
-        }
+    let caller = match authenticate(&state, req.headers()) {
+        Ok(c) => c,
+        Err(e) => return HttpError(e).into_response(),
     };
     if let Some(log) = req.extensions().get::<RequestLog>() {
         log.set_key(&caller.key_id);
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+/// The caller presenting `headers`: the owner of their bearer key, or the anonymous
+/// caller when the server needs no key. 401 otherwise.
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if !state.keys.required() {
+        return Ok(Caller {
+            key_id: state.keys.anonymous.clone(),
+            rpm: state.config.limits.default_rpm,
+            tpm: state.config.limits.default_tpm,
+        });
+    }
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            ErrorKind::Authentication,
+            "missing API key: send `Authorization: Bearer YOUR_KEY`",
+        )
+        .with_code("missing_api_key"));
+    };
+    state.keys.find(presented).ok_or_else(|| {
+        ApiError::new(ErrorKind::Authentication, "invalid API key").with_code("invalid_api_key")
+    })
 }

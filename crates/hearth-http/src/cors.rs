@@ -51,7 +51,7 @@ pub struct CorsGate<S> {
 
 type AddVary<B> = fn(Response<B>) -> Response<B>;
 
-fn add_vary<B>(mut r: Response<B>) -> Response<B> {
+pub(crate) fn add_vary<B>(mut r: Response<B>) -> Response<B> {
     r.headers_mut().append(header::VARY, VARY);
     r
 }

@@ -106,19 +106,46 @@ fn new_request_id() -> Arc<str> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{prefix:016x}{n:016x}"))
+    // Written digit by digit: `format!` showed in the gateway's profile.
+    let mut id = [0u8; 32];
+    for (i, d) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *d = b"0123456789abcdef"[nibble as usize];
+    }
+    Arc::from(std::str::from_utf8(&id).unwrap_or_default())
 }
 
+/// The access-log middleware of the axum routes: [`start`], the route, [`finish`].
 pub async fn middleware(mut req: Request, next: Next) -> Response {
+    let (log, line) = start(&req);
+    req.extensions_mut().insert(log.clone());
+    finish(log, line, next.run(req).await)
+}
+
+/// What the access line needs of the request, kept while it is served.
+pub(crate) struct Line {
+    method: Method,
+    path: String,
+}
+
+/// Begins a request's log: its id (the client's or a new one) and its clock.
+pub(crate) fn start(req: &Request) -> (RequestLog, Line) {
     let log = RequestLog {
-        id: request_id(&req),
+        id: request_id(req),
         started: Instant::now(),
         record: Arc::default(),
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    req.extensions_mut().insert(log.clone());
-    let mut resp = next.run(req).await;
+    let line = Line {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+    };
+    (log, line)
+}
+
+/// Ends a request's log: returns its id in `x-request-id`, notes the error the
+/// response carries, and writes the line (and the metrics) when the body ends.
+pub(crate) fn finish(log: RequestLog, line: Line, mut resp: Response) -> Response {
     if let Ok(v) = HeaderValue::from_str(&log.id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
@@ -128,8 +155,8 @@ pub async fn middleware(mut req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let guard = Guard {
         log,
-        method,
-        path,
+        method: line.method,
+        path: line.path,
         status,
     };
     resp.map(|body| {
@@ -208,5 +235,26 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn new_ids_are_32_hex_digits_a_prefix_and_a_counter() {
+        let (a, b) = (new_request_id(), new_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+        }
+        assert_eq!(a[..16], b[..16], "one prefix per process");
+        let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap();
+        assert!(n(&b) > n(&a), "{a} then {b}");
     }
 }

@@ -18,12 +18,22 @@ pub async fn handler(
     Extension(log): Extension<RequestLog>,
     http: HttpRequest,
 ) -> Result<Response, HttpError> {
+    serve(&state, &caller, &log, http).await
+}
+
+/// The endpoint itself, also called by the hot path (`crate::fast`).
+pub(crate) async fn serve(
+    state: &AppState,
+    caller: &Caller,
+    log: &RequestLog,
+    http: HttpRequest,
+) -> Result<Response, HttpError> {
     // The headers are read in place (a `HeaderMap` extractor would copy them all).
     let (parts, body) = http.into_parts();
-    let value = crate::body::json(&parts.headers, body, state.config.limits.max_body_bytes).await?;
-    let req = ChatCompletionRequest::from_value(value)?;
-    check(&state, &req)?;
-    Ok(crate::relay::relay(&state, &caller, &log, Request::Chat(req)).await?)
+    let body = crate::body::bytes(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+    let req = ChatCompletionRequest::from_json(&body)?;
+    check(state, &req)?;
+    Ok(crate::relay::relay(state, caller, log, Request::Chat(req)).await?)
 }
 
 fn check(state: &AppState, req: &ChatCompletionRequest) -> Result<(), ApiError> {

@@ -18,10 +18,20 @@ pub async fn handler(
     Extension(log): Extension<RequestLog>,
     http: HttpRequest,
 ) -> Result<Response, HttpError> {
+    serve(&state, &caller, &log, http).await
+}
+
+/// The endpoint itself, also called by the hot path (`crate::fast`).
+pub(crate) async fn serve(
+    state: &AppState,
+    caller: &Caller,
+    log: &RequestLog,
+    http: HttpRequest,
+) -> Result<Response, HttpError> {
     // The headers are read in place (a `HeaderMap` extractor would copy them all).
     let (parts, body) = http.into_parts();
-    let value = crate::body::json(&parts.headers, body, state.config.limits.max_body_bytes).await?;
-    let req = CompletionRequest::from_value(value)?;
+    let body = crate::body::bytes(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+    let req = CompletionRequest::from_json(&body)?;
     let l = &state.config.limits;
     let len = req.prompt.byte_len() + req.suffix.as_ref().map_or(0, String::len);
     if len > l.max_message_bytes {
@@ -34,9 +44,9 @@ pub async fn handler(
         )
         .into());
     }
-    limits::max_tokens(&state, req.max_tokens, "max_tokens")?;
+    limits::max_tokens(state, req.max_tokens, "max_tokens")?;
     if req.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_param("n", "only `n = 1` is supported").into());
     }
-    Ok(crate::relay::relay(&state, &caller, &log, Request::Completion(req)).await?)
+    Ok(crate::relay::relay(state, caller, log, Request::Completion(req)).await?)
 }
