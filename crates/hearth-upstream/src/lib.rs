@@ -10,8 +10,10 @@
 //! # Layout
 //! - [`UpstreamBackend`]: the `Backend` implementation.
 //! - [`sse`]: incremental SSE event splitting.
-//! - `transport`: hyper's client for plain `http://` upstreams, reqwest for the rest.
+//! - `transport`: hyper's connections for plain `http://` upstreams (kept in our
+//!   own per-thread `pool`), reqwest for the rest.
 
+mod pool;
 pub mod sse;
 mod transport;
 
@@ -134,6 +136,9 @@ impl UpstreamBackend {
                 .map_err(|_| UpstreamError::BadApiKey(cfg.name.clone()))?;
             v.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, v);
+        }
+        if let Some(host) = transport.host_header() {
+            headers.insert(header::HOST, host);
         }
         let mut headers_json = headers.clone();
         headers_json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));

@@ -1,8 +1,8 @@
 //! How a request reaches the upstream.
 //!
 //! A plain `http://` upstream (vLLM, llama-server or Ollama on the same host or
-//! network: the self-hosted case) is reached with hyper's pooled HTTP/1.1 client
-//! directly. reqwest's layers around that same client (redirect following that
+//! network: the self-hosted case) is reached over hyper's HTTP/1.1 connections
+//! directly, kept alive in our own per-thread pool (`pool.rs`). reqwest's layers around that same client (redirect following that
 //! re-parses the URL of every request and response, a retry layer, proxy matching,
 //! request builders) cost more CPU per request than all the rest of a bare relay:
 //! 78 against 48 µs per request, side by side. Everything else goes through
@@ -18,19 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use http::{HeaderMap, Method, Uri};
-use http_body_util::{BodyDataStream, BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use http_body_util::{BodyExt, Full};
 use thread_local::ThreadLocal;
 
 use hearth_router::BackendError;
 
-/// Idle upstream connections are closed after this long.
-const POOL_IDLE: Duration = Duration::from_secs(90);
-/// Idle connections kept per upstream host, per thread.
-const POOL_MAX_IDLE: usize = 256;
+use crate::pool::{IDLE_TIMEOUT as POOL_IDLE, Lease, MAX_IDLE as POOL_MAX_IDLE, Pool, SendError};
 
 /// Which client carries the requests; `Auto` picks by URL and environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,27 +38,29 @@ pub enum Via {
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
     url: reqwest::Url,
-    uri: Uri,
+    /// The path and query, as an HTTP/1.1 request line carries them.
+    origin_form: Uri,
 }
 
 impl Endpoint {
     pub(crate) fn parse(s: &str) -> Result<Self, String> {
+        let uri: Uri = s
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        let origin_form = uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
         Ok(Endpoint {
             url: reqwest::Url::parse(s).map_err(|e| e.to_string())?,
-            uri: s
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| e.to_string())?,
+            origin_form,
         })
     }
 }
 
-type Direct = Client<HttpConnector, Full<Bytes>>;
-
 pub(crate) enum Transport {
-    Direct {
-        clients: ThreadLocal<Direct>,
-        connect_timeout: Duration,
-    },
+    Direct(Pool),
     Reqwest {
         clients: ThreadLocal<reqwest::Client>,
         /// Built at start, so a bad setting fails there; should a later build fail,
@@ -82,7 +78,8 @@ pub(crate) struct Answer {
 }
 
 pub(crate) enum AnswerBody {
-    Direct(hyper::body::Incoming),
+    /// The body, and its connection until the body was read to the end.
+    Direct(hyper::body::Incoming, Lease),
     Reqwest(reqwest::Response),
 }
 
@@ -93,18 +90,26 @@ impl Transport {
         via: Via,
     ) -> Result<Self, reqwest::Error> {
         let direct = via == Via::Auto && base_url.starts_with("http://") && !proxy_in_env();
-        Ok(if direct {
-            Transport::Direct {
-                clients: ThreadLocal::new(),
-                connect_timeout,
-            }
-        } else {
-            Transport::Reqwest {
+        let pool = direct
+            .then(|| base_url.parse::<Uri>().ok())
+            .flatten()
+            .and_then(|u| Pool::new(&u, connect_timeout).ok());
+        Ok(match pool {
+            Some(pool) => Transport::Direct(pool),
+            None => Transport::Reqwest {
                 clients: ThreadLocal::new(),
                 first: reqwest_client(connect_timeout)?,
                 connect_timeout,
-            }
+            },
         })
+    }
+
+    /// The `Host` header requests must carry themselves (reqwest adds its own).
+    pub(crate) fn host_header(&self) -> Option<HeaderValue> {
+        match self {
+            Transport::Direct(pool) => Some(pool.host.clone()),
+            Transport::Reqwest { .. } => None,
+        }
     }
 
     /// `direct` or `reqwest`, for logs.
@@ -124,23 +129,26 @@ impl Transport {
         body: Bytes,
     ) -> Result<Answer, BackendError> {
         match self {
-            Transport::Direct {
-                clients,
-                connect_timeout,
-            } => {
-                let client = clients.get_or(|| direct_client(*connect_timeout));
+            Transport::Direct(pool) => {
+                // `headers` carry `Host` (see `host_header`).
                 let mut req = http::Request::new(Full::new(body));
                 *req.method_mut() = method;
-                *req.uri_mut() = to.uri.clone();
+                *req.uri_mut() = to.origin_form.clone();
                 *req.headers_mut() = headers;
-                let resp = client.request(req).await.map_err(|e| {
-                    BackendError::Connect(format!("{}: {}", to.url, error_chain(&e)))
+                let (resp, lease) = pool.send(req).await.map_err(|e| {
+                    // Whether it failed to connect or broke before the answer's
+                    // headers, the request got no answer: retryable.
+                    let why = match e {
+                        SendError::Connect(why) => why,
+                        SendError::Http(e) => error_chain(&e),
+                    };
+                    BackendError::Connect(format!("{}: {why}", to.url))
                 })?;
                 let (parts, body) = resp.into_parts();
                 Ok(Answer {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
-                    body: AnswerBody::Direct(body),
+                    body: AnswerBody::Direct(body, lease),
                 })
             }
             Transport::Reqwest {
@@ -171,11 +179,15 @@ impl AnswerBody {
     /// The whole body.
     pub(crate) async fn bytes(self) -> Result<Bytes, String> {
         match self {
-            AnswerBody::Direct(b) => b
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .map_err(|e| error_chain(&e)),
+            AnswerBody::Direct(b, lease) => {
+                let bytes = b
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .map_err(|e| error_chain(&e))?;
+                lease.release();
+                Ok(bytes)
+            }
             AnswerBody::Reqwest(r) => r.bytes().await.map_err(|e| error_chain(&e)),
         }
     }
@@ -183,21 +195,31 @@ impl AnswerBody {
     /// The body as it arrives.
     pub(crate) fn into_stream(self) -> BoxStream<'static, Result<Bytes, String>> {
         match self {
-            AnswerBody::Direct(b) => BodyDataStream::new(b).map_err(|e| error_chain(&e)).boxed(),
+            AnswerBody::Direct(body, lease) => {
+                // Data frames as they come; at the end, the connection goes back.
+                futures::stream::unfold(Some((body, lease)), |st| async move {
+                    let (mut body, lease) = st?;
+                    loop {
+                        match body.frame().await {
+                            Some(Ok(frame)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    return Some((Ok(data), Some((body, lease))));
+                                }
+                            }
+                            // Dropping the lease closes the broken connection.
+                            Some(Err(e)) => return Some((Err(error_chain(&e)), None)),
+                            None => {
+                                lease.release();
+                                return None;
+                            }
+                        }
+                    }
+                })
+                .boxed()
+            }
             AnswerBody::Reqwest(r) => r.bytes_stream().map_err(|e| error_chain(&e)).boxed(),
         }
     }
-}
-
-fn direct_client(connect_timeout: Duration) -> Direct {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .build(connector)
 }
 
 fn reqwest_client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {

@@ -134,3 +134,140 @@ async fn error_statuses_stalls_and_refused_connections() {
         );
     }
 }
+
+/// A bare HTTP/1.1 server that counts the connections it accepts. Each answers
+/// keep-alive requests with a whole JSON answer, or (for `"stream":true`) with one
+/// event and then nothing more, holding the stream open. With `close_each`, it
+/// closes every connection after its first answer, as an upstream's idle timeout does.
+struct CountingServer {
+    url: String,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingServer {
+    async fn start(close_each: bool) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: the head, then Content-Length bytes of body.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body = buf[head_end..head_end + len].to_vec();
+                        buf.drain(..head_end + len);
+                        if String::from_utf8_lossy(&body).contains("\"stream\":true") {
+                            let event =
+                                "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+                            let out = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                                event.len()
+                            );
+                            let _ = sock.write_all(out.as_bytes()).await;
+                            // Held open until the client goes away.
+                            let mut rest = [0u8; 64];
+                            while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+                            return;
+                        }
+                        let answer = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                        let out = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                            answer.len()
+                        );
+                        if sock.write_all(out.as_bytes()).await.is_err() || close_each {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CountingServer { url, connections }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
+    let server = CountingServer::start(false).await;
+    let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            b.call(chat(false)).await.unwrap(),
+            Reply::Full { usage: Some(_), .. }
+        ));
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "one kept-alive connection for five answers"
+    );
+
+    // A stream the client drops halfway: its connection is closed, not reused.
+    let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+        panic!("expected a stream");
+    };
+    assert!(s.next().await.unwrap().is_ok());
+    drop(s);
+    assert_eq!(
+        server.connections(),
+        1,
+        "the stream reused the idle connection"
+    );
+    assert!(matches!(
+        b.call(chat(false)).await.unwrap(),
+        Reply::Full { .. }
+    ));
+    assert_eq!(
+        server.connections(),
+        2,
+        "the half-read connection was not reused"
+    );
+}
+
+#[tokio::test]
+async fn the_direct_pool_replaces_connections_the_upstream_closed() {
+    let server = CountingServer::start(true).await;
+    let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
+    for i in 1..=3 {
+        assert!(
+            matches!(b.call(chat(false)).await, Ok(Reply::Full { .. })),
+            "answer {i}"
+        );
+        // Time for the closed connection's task to notice.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.connections(), 3);
+}

@@ -194,3 +194,106 @@ async fn cors_allows_localhost_origins_only_by_default() {
         "{vary:?}"
     );
 }
+
+/// Completions from clients without an `Origin` take the hot path (`fast.rs`); the
+/// same requests from a browser go through the router's middleware. Both must
+/// answer alike: status, error body, request id, rate-limit headers, `Vary`.
+#[tokio::test]
+async fn hot_path_and_router_answer_alike() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "{KEYS}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let cases: [(&str, &str, Option<&str>); 9] = [
+        ("/v1/chat/completions", chat, Some("sk-bob-0123456789")),
+        ("/v1/chat/completions", chat, None),
+        ("/v1/chat/completions", chat, Some("sk-wrong-0123456789")),
+        (
+            "/v1/chat/completions",
+            "{not json",
+            Some("sk-bob-0123456789"),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#,
+            Some("sk-bob-0123456789"),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"m","messages":[{"role":"wizard","content":"hi"}]}"#,
+            Some("sk-bob-0123456789"),
+        ),
+        (
+            "/v1/completions",
+            r#"{"model":"m","prompt":"hi"}"#,
+            Some("sk-bob-0123456789"),
+        ),
+        (
+            "/v1/completions",
+            r#"{"model":"m"}"#,
+            Some("sk-bob-0123456789"),
+        ),
+        ("/v1/completions", r#"{"model":"m","prompt":"hi"}"#, None),
+    ];
+    for (path, body, key) in cases {
+        let send = |origin: Option<&'static str>| {
+            let mut r = gw
+                .post(path)
+                .header("content-type", "application/json")
+                .header("x-request-id", "same-id-for-both")
+                .body(body.to_owned());
+            if let Some(k) = key {
+                r = r.bearer_auth(k);
+            }
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send()
+        };
+        let hot = send(None).await.unwrap();
+        let routed = send(Some("http://localhost:5173")).await.unwrap();
+        let case = format!("{path} {body} key={key:?}");
+        assert_eq!(hot.status(), routed.status(), "{case}");
+        assert!(
+            routed.headers().contains_key("access-control-allow-origin"),
+            "{case}"
+        );
+        let names = |r: &reqwest::Response| {
+            let mut n: Vec<String> = r
+                .headers()
+                .keys()
+                .map(|k| k.as_str().to_owned())
+                .filter(|k| !k.starts_with("access-control-") && k != "date")
+                .collect();
+            n.sort();
+            n.dedup();
+            n
+        };
+        assert_eq!(names(&hot), names(&routed), "{case}");
+        assert_eq!(hot.headers()["x-request-id"], "same-id-for-both", "{case}");
+        assert_eq!(
+            routed.headers()["x-request-id"],
+            "same-id-for-both",
+            "{case}"
+        );
+        let vary = |r: &reqwest::Response| {
+            r.headers()
+                .get_all("vary")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert!(vary(&hot).contains("origin"), "{case}: {}", vary(&hot));
+        let (hot_body, routed_body): (serde_json::Value, serde_json::Value) =
+            (hot.json().await.unwrap(), routed.json().await.unwrap());
+        if hot_body.get("error").is_some() {
+            assert_eq!(hot_body, routed_body, "{case}");
+        } else {
+            assert_eq!(hot_body["choices"], routed_body["choices"], "{case}");
+        }
+    }
+}
