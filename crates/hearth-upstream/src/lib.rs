@@ -276,7 +276,12 @@ impl Backend for UpstreamBackend {
             return Ok(Reply::Full { body, usage });
         }
         Ok(Reply::Stream(
-            sse::events(answer.body.into_stream(), self.idle_timeout).boxed(),
+            sse::events(
+                answer.body.into_stream(),
+                self.idle_timeout,
+                transport::BodyStream::finish,
+            )
+            .boxed(),
         ))
     }
 

@@ -44,6 +44,10 @@ pub(crate) struct Pool {
 struct Idle {
     tx: Sender,
     since: Instant,
+    /// The end of the last answer's body, when the reader stopped before reading
+    /// it (an event stream's `[DONE]`): the connection is reused only if it has
+    /// ended by then.
+    tail: Option<Incoming>,
 }
 
 /// A connection in use; [`Lease::release`] returns it once its answer was read.
@@ -55,6 +59,24 @@ pub(crate) struct Lease {
 impl Lease {
     /// Puts the connection back for the next request on this thread.
     pub(crate) fn release(self) {
+        self.put(None);
+    }
+
+    /// Puts the connection back once `body`, whose reader has all it wanted, has
+    /// ended. Its end normally follows within a turn of the connection's task
+    /// (polled here, so that task reads it); the next checkout checks.
+    pub(crate) fn release_after(self, mut body: Incoming) {
+        use hyper::body::Body as _;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
+            std::task::Poll::Ready(None) => self.put(None),
+            std::task::Poll::Pending => self.put(Some(body)),
+            // More data after the end (or an error): not reusable.
+            std::task::Poll::Ready(Some(_)) => {}
+        }
+    }
+
+    fn put(self, tail: Option<Incoming>) {
         if self.tx.is_closed() {
             return;
         }
@@ -68,6 +90,7 @@ impl Lease {
         idle.push(Idle {
             tx: self.tx,
             since: Instant::now(),
+            tail,
         });
     }
 }
@@ -112,11 +135,26 @@ impl Pool {
                 let mut stack = idle.lock().unwrap_or_else(|p| p.into_inner());
                 stack.pop()
             };
-            let Some(Idle { mut tx, since }) = next else {
+            let Some(Idle {
+                mut tx,
+                since,
+                tail,
+            }) = next
+            else {
                 break;
             };
             if tx.is_closed() || since.elapsed() > IDLE_TIMEOUT {
                 continue; // dropped: closes
+            }
+            if let Some(mut tail) = tail {
+                // Asked for when the reader stopped; the connection's task reads it
+                // at its next turn, which may not have come yet: one yield lets it.
+                if !ended(&mut tail) {
+                    tokio::task::yield_now().await;
+                    if !ended(&mut tail) {
+                        continue; // dropped: closes
+                    }
+                }
             }
             // An idle connection whose task has not run since its last answer ended
             // becomes ready at once; a closed one fails here.
@@ -175,4 +213,14 @@ impl Pool {
         });
         Ok(tx)
     }
+}
+
+/// Whether the unread end of the last answer on a connection has come.
+fn ended(body: &mut Incoming) -> bool {
+    use hyper::body::Body as _;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(
+        std::pin::Pin::new(body).poll_frame(&mut cx),
+        std::task::Poll::Ready(None)
+    )
 }

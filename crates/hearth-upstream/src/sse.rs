@@ -7,27 +7,32 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use hearth_router::{BackendError, Chunk};
 
-/// Turns an SSE byte stream into chunks; ends at `data: [DONE]`. A stream that ends
-/// without `[DONE]`, or stalls for `idle`, is an error (the relay turns it into an
-/// SSE error event for the client).
-pub fn events<S, E>(
+/// Turns an SSE byte stream into chunks; ends at `data: [DONE]`, handing the byte
+/// stream to `at_done` (the upstream transport returns its connection then). A
+/// stream that ends without `[DONE]`, or stalls for `idle`, is an error (the relay
+/// turns it into an SSE error event for the client).
+pub fn events<S, E, F>(
     bytes: S,
     idle: Duration,
+    at_done: F,
 ) -> impl Stream<Item = Result<Chunk, BackendError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
+    F: FnOnce(S) + Send + 'static,
 {
-    struct State<S> {
+    struct State<S, F> {
         bytes: S,
         buf: BytesMut,
         done: bool,
+        at_done: F,
     }
     futures::stream::unfold(
         State {
             bytes,
             buf: BytesMut::new(),
             done: false,
+            at_done,
         },
         move |mut st| async move {
             if st.done {
@@ -36,7 +41,10 @@ where
             loop {
                 if let Some(event) = next_event(&mut st.buf) {
                     match data_of(&event) {
-                        Some(d) if d.as_ref() == b"[DONE]" => return None,
+                        Some(d) if d.as_ref() == b"[DONE]" => {
+                            (st.at_done)(st.bytes);
+                            return None;
+                        }
                         Some(data) => {
                             let usage = hearth_api::Usage::in_chunk(&data);
                             return Some((Ok(Chunk { data, usage }), st));
@@ -130,7 +138,7 @@ mod tests {
                 .into_iter()
                 .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p))),
         );
-        events(s, Duration::from_secs(5))
+        events(s, Duration::from_secs(5), drop)
             .map(|r| {
                 r.map(|c| String::from_utf8_lossy(&c.data).into_owned())
                     .map_err(|e| e.to_string())

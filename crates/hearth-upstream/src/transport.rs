@@ -20,6 +20,7 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use thread_local::ThreadLocal;
 
 use hearth_router::BackendError;
@@ -193,31 +194,96 @@ impl AnswerBody {
     }
 
     /// The body as it arrives.
-    pub(crate) fn into_stream(self) -> BoxStream<'static, Result<Bytes, String>> {
+    pub(crate) fn into_stream(self) -> BodyStream {
         match self {
-            AnswerBody::Direct(body, lease) => {
-                // Data frames as they come; at the end, the connection goes back.
-                futures::stream::unfold(Some((body, lease)), |st| async move {
-                    let (mut body, lease) = st?;
-                    loop {
-                        match body.frame().await {
-                            Some(Ok(frame)) => {
-                                if let Ok(data) = frame.into_data() {
-                                    return Some((Ok(data), Some((body, lease))));
-                                }
-                            }
-                            // Dropping the lease closes the broken connection.
-                            Some(Err(e)) => return Some((Err(error_chain(&e)), None)),
-                            None => {
-                                lease.release();
-                                return None;
-                            }
-                        }
-                    }
-                })
-                .boxed()
+            AnswerBody::Direct(body, lease) => BodyStream::Direct(DirectStream {
+                body: Some(body),
+                lease: Some(lease),
+            }),
+            AnswerBody::Reqwest(r) => {
+                BodyStream::Reqwest(r.bytes_stream().map_err(|e| error_chain(&e)).boxed())
             }
-            AnswerBody::Reqwest(r) => r.bytes_stream().map_err(|e| error_chain(&e)).boxed(),
+        }
+    }
+}
+
+/// An answer's body as it arrives.
+pub(crate) enum BodyStream {
+    Direct(DirectStream),
+    Reqwest(BoxStream<'static, Result<Bytes, String>>),
+}
+
+impl BodyStream {
+    /// The reader has all it wanted (an event stream's `[DONE]`): the connection
+    /// may serve the next request once the body's end is read.
+    pub(crate) fn finish(self) {
+        if let BodyStream::Direct(d) = self {
+            d.finish();
+        }
+    }
+}
+
+impl futures::Stream for BodyStream {
+    type Item = Result<Bytes, String>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            BodyStream::Direct(d) => d.poll_next_unpin(cx),
+            BodyStream::Reqwest(r) => r.poll_next_unpin(cx),
+        }
+    }
+}
+
+/// A direct answer's data frames as they arrive. Its connection goes back to the
+/// pool at the end of the body, or when the reader has all it wanted and only the
+/// body's end is still to come (see [`DirectStream::finish`]).
+pub(crate) struct DirectStream {
+    body: Option<hyper::body::Incoming>,
+    lease: Option<Lease>,
+}
+
+impl DirectStream {
+    fn finish(mut self) {
+        if let (Some(body), Some(lease)) = (self.body.take(), self.lease.take()) {
+            lease.release_after(body);
+        }
+    }
+}
+
+impl futures::Stream for DirectStream {
+    type Item = Result<Bytes, String>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            match std::pin::Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    // Dropping the lease closes the broken connection.
+                    self.lease = None;
+                    return Poll::Ready(Some(Err(error_chain(&e))));
+                }
+                Poll::Ready(None) => {
+                    if let Some(lease) = self.lease.take() {
+                        lease.release();
+                    }
+                    return Poll::Ready(None);
+                }
+            }
         }
     }
 }

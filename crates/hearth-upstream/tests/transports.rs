@@ -136,7 +136,8 @@ async fn error_statuses_stalls_and_refused_connections() {
 }
 
 /// A bare HTTP/1.1 server that counts the connections it accepts. Each answers
-/// keep-alive requests with a whole JSON answer, or (for `"stream":true`) with one
+/// keep-alive requests with a whole JSON answer, or (for `"stream":true`) with a
+/// chunked event stream ending in `[DONE]`, or (with `"hold":true` too) with one
 /// event and then nothing more, holding the stream open. With `close_each`, it
 /// closes every connection after its first answer, as an upstream's idle timeout does.
 struct CountingServer {
@@ -186,7 +187,19 @@ impl CountingServer {
                         }
                         let body = buf[head_end..head_end + len].to_vec();
                         buf.drain(..head_end + len);
-                        if String::from_utf8_lossy(&body).contains("\"stream\":true") {
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        if body.contains("\"stream\":true") && !body.contains("\"hold\":true") {
+                            let events = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+                            let out = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+                                events.len()
+                            );
+                            if sock.write_all(out.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                        if body.contains("\"stream\":true") {
                             let event =
                                 "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
                             let out = format!(
@@ -235,8 +248,28 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
         "one kept-alive connection for five answers"
     );
 
+    // Streams read to their `[DONE]` give their connection back too.
+    for _ in 0..3 {
+        let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+            panic!("expected a stream");
+        };
+        while let Some(c) = s.next().await {
+            c.unwrap();
+        }
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "streams reused the kept-alive connection"
+    );
+
     // A stream the client drops halfway: its connection is closed, not reused.
-    let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+    let held = serde_json::json!({
+        "model": "m", "stream": true, "hold": true,
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    let held = Request::Chat(ChatCompletionRequest::from_value(held).unwrap());
+    let Reply::Stream(mut s) = b.call(held).await.unwrap() else {
         panic!("expected a stream");
     };
     assert!(s.next().await.unwrap().is_ok());
