@@ -98,7 +98,9 @@ impl Usage {
     /// [`Usage::scan`] for a chunk of a stream, most of which carry none: scanned
     /// only when the bytes `"usage"` occur in it.
     pub fn in_chunk(json: &[u8]) -> Option<Usage> {
-        memchr::memmem::find(json, b"\"usage\"")?;
+        static USAGE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+        USAGE.find(json)?;
         Usage::scan(json).ok().flatten()
     }
 }

@@ -9,12 +9,13 @@
 //! the router as before.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::{BoxFuture, Either};
+use hyper::body::Incoming;
 use tower::Service;
 
 use crate::error::HttpError;
@@ -42,7 +43,7 @@ enum Endpoint {
 
 impl Endpoint {
     /// The endpoint `req` asks for, when the hot path serves it.
-    fn of(req: &Request) -> Option<Endpoint> {
+    fn of<B>(req: &http::Request<B>) -> Option<Endpoint> {
         if req.method() != Method::POST || req.headers().contains_key(header::ORIGIN) {
             return None;
         }
@@ -54,23 +55,23 @@ impl Endpoint {
     }
 }
 
-impl Service<Request> for App {
+impl hyper::service::Service<http::Request<Incoming>> for App {
     type Response = Response;
     type Error = Infallible;
     type Future = Either<
         BoxFuture<'static, Result<Response, Infallible>>,
-        <axum::Router as Service<Request>>::Future,
+        <axum::Router as Service<http::Request<Incoming>>>::Future,
     >;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both ways are always ready (axum's router is).
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         match Endpoint::of(&req) {
-            Some(endpoint) => Either::Left(Box::pin(serve(self.state.clone(), endpoint, req))),
-            None => Either::Right(self.router.call(req)),
+            Some(endpoint) => Either::Left(Box::pin(serve(
+                self.state.clone(),
+                endpoint,
+                req.map(Body::new),
+            ))),
+            // A clone of the router is one reference count.
+            None => Either::Right(self.router.clone().call(req)),
         }
     }
 }

@@ -86,52 +86,68 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and
 /// gives in-flight requests up to `grace` to finish.
+///
+/// Each connection is served by hyper (HTTP/1.1, or HTTP/2 with prior knowledge)
+/// on a task of the calling event loop, with `TCP_NODELAY` set, as nginx sets it
+/// for kept-alive connections: an event stream's small writes go out at once.
 pub async fn serve(
     listener: TcpListener,
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let signalled = async move {
-        shutdown.await;
-        let _ = tx.send(());
-    };
-    let server = axum::serve(listener, MakeApp(app)).with_graceful_shutdown(signalled);
-    let deadline = async move {
-        if rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+
+    let builder = Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                if !is_connection_error(&e) {
+                    // Out of file descriptors, most likely: give others time to close.
+                    tracing::error!(error = %e, "cannot accept connections; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), app.clone())
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
                 "grace period over; closing remaining connections"
             );
-        } else {
-            std::future::pending::<()>().await;
         }
-    };
-    tokio::select! {
-        r = server.into_future() => r,
-        () = deadline => Ok(()),
     }
+    Ok(())
 }
 
-/// Hands each new connection a clone of the app.
-#[derive(Clone)]
-struct MakeApp(App);
-
-impl<'a> tower::Service<axum::serve::IncomingStream<'a, TcpListener>> for MakeApp {
-    type Response = App;
-    type Error = std::convert::Infallible;
-    type Future = std::future::Ready<Result<App, std::convert::Infallible>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _conn: axum::serve::IncomingStream<'a, TcpListener>) -> Self::Future {
-        std::future::ready(Ok(self.0.clone()))
-    }
+/// Errors of one connection (its peer reset it while queued), not of the listener.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
 }

@@ -87,28 +87,30 @@ where
 
 /// Splits off one complete event (up to a blank line), if the buffer holds one.
 fn next_event(buf: &mut BytesMut) -> Option<Bytes> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            let (end, skip) = if buf[i + 1] == b'\n' {
-                (i, 2)
-            } else if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                (i, 3)
-            } else {
-                i += 1;
-                continue;
-            };
-            let event = buf.split_to(end).freeze();
-            let _ = buf.split_to(skip);
-            return Some(event);
-        }
-        i += 1;
+    for i in memchr::memchr_iter(b'\n', buf) {
+        let skip = match &buf[i + 1..] {
+            [b'\n', ..] => 2,
+            [b'\r', b'\n', ..] => 3,
+            _ => continue,
+        };
+        let event = buf.split_to(i).freeze();
+        let _ = buf.split_to(skip);
+        return Some(event);
     }
     None
 }
 
-/// The `data` of an event: its `data:` lines joined by newlines.
+/// The `data` of an event: its `data:` lines joined by newlines. The usual event,
+/// one `data:` line, is a slice of the event (no copy).
 fn data_of(event: &Bytes) -> Option<Bytes> {
+    if event.starts_with(b"data:") && memchr::memchr(b'\n', event).is_none() {
+        let start = if event.get(5) == Some(&b' ') { 6 } else { 5 };
+        let mut end = event.len();
+        if end > start && event[end - 1] == b'\r' {
+            end -= 1;
+        }
+        return Some(event.slice(start..end));
+    }
     let mut lines = event
         .split(|&b| b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -131,6 +133,63 @@ fn data_of(event: &Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The joining path, for comparison with the one-line fast path.
+    fn data_joined(event: &Bytes) -> Option<Bytes> {
+        let mut out: Option<BytesMut> = None;
+        for line in event.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix(b"data:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                match &mut out {
+                    None => out = Some(BytesMut::from(rest)),
+                    Some(o) => {
+                        o.extend_from_slice(b"\n");
+                        o.extend_from_slice(rest);
+                    }
+                }
+            }
+        }
+        out.map(BytesMut::freeze)
+    }
+
+    #[test]
+    fn one_line_events_are_sliced_like_joined_ones() {
+        for e in [
+            &b"data: {\"a\":1}"[..],
+            b"data:{\"a\":1}",
+            b"data: x\r",
+            b"data:",
+            b"data: ",
+            b"data:\r",
+            b"data: \r",
+            b"data:  two spaces",
+            b"data: a\ndata: b",
+            b"event: x\ndata: y",
+            b": comment",
+            b"id: 3",
+        ] {
+            let e = Bytes::copy_from_slice(e);
+            assert_eq!(
+                data_of(&e),
+                data_joined(&e),
+                "{:?}",
+                String::from_utf8_lossy(&e)
+            );
+        }
+    }
+
+    #[test]
+    fn events_split_at_blank_lines_of_either_ending() {
+        let mut buf =
+            BytesMut::from(&b"data: 1\n\ndata: 2\r\n\r\ndata: 3\n\rdata: 3b\n\ndata: 4"[..]);
+        let mut got = Vec::new();
+        while let Some(e) = next_event(&mut buf) {
+            got.push(String::from_utf8_lossy(&e).into_owned());
+        }
+        assert_eq!(got, ["data: 1", "data: 2\r", "data: 3\n\rdata: 3b"]);
+        assert_eq!(&buf[..], b"data: 4", "the incomplete event stays");
+    }
 
     async fn collect(parts: Vec<&'static [u8]>) -> Vec<Result<String, String>> {
         let s = futures::stream::iter(
