@@ -49,7 +49,6 @@ crate::fields::serialize_request!(
     required: [messages],
     flags: [stream],
     optional: [
-        model,
         stream_options,
         max_tokens,
         max_completion_tokens,
@@ -525,6 +524,38 @@ mod tests {
         let back: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(back["model"], "fresh");
         assert_eq!(back["stream"], "kept: stream is false");
+    }
+
+    #[test]
+    fn serializes_under_another_model_name_without_a_copy() {
+        let mut req = ChatCompletionRequest::from_json(
+            br#"{"model":"local-name","messages":[{"role":"user","content":"hi"}],"user":"u"}"#,
+        )
+        .unwrap();
+        req.extra.insert("model".into(), json!("stale"));
+        let as_upstream = crate::AsModel {
+            request: &req,
+            model: "Org/Upstream-7B",
+        };
+        let text = String::from_utf8(serde_json::to_vec(&as_upstream).unwrap()).unwrap();
+        assert_eq!(text.matches(r#""model""#).count(), 1, "{text}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back["model"], "Org/Upstream-7B");
+        assert_eq!(back["user"], "u");
+        // The request itself still carries its own name.
+        assert_eq!(req.to_value()["model"], "local-name");
+        // A request with no model gets one.
+        req.model = None;
+        req.extra.clear();
+        let back: Value = serde_json::from_slice(
+            &serde_json::to_vec(&crate::AsModel {
+                request: &req,
+                model: "up",
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back["model"], "up");
     }
 
     #[test]

@@ -37,7 +37,6 @@ crate::fields::serialize_request!(
     required: [prompt],
     flags: [stream],
     optional: [
-        model,
         suffix,
         stream_options,
         max_tokens,

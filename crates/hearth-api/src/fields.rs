@@ -163,15 +163,24 @@ pub(crate) fn check_sampling(
 
 /// `impl Serialize` for a request with typed fields and an `extra` map: the fields
 /// the gateway did not interpret first, in the order they came, then the typed ones
-/// (`required` always, `flags` when true, `optional` when set). A key in `extra` that
-/// a typed field also sets is written once, with the typed value. Backends serialize
-/// requests straight to bytes with this, with no JSON tree in between.
+/// (`required` always, `flags` when true, `model` and the `optional` ones when set).
+/// A key in `extra` that a typed field also sets is written once, with the typed
+/// value. Backends serialize requests straight to bytes with this, with no JSON
+/// tree in between; `serialize_as` writes another `model` (the upstream's own name
+/// for it) without copying the request.
 macro_rules! serialize_request {
     ($ty:ty, required: [$($req:ident),*], flags: [$($flag:ident),*], optional: [$($opt:ident),*]) => {
-        impl serde::Serialize for $ty {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl $ty {
+            /// Serializes the request with `model` in place of its own, when given.
+            pub fn serialize_as<S: serde::Serializer>(
+                &self,
+                model: Option<&str>,
+                s: S,
+            ) -> Result<S::Ok, S::Error> {
                 use serde::ser::SerializeMap;
+                let model = model.or(self.model.as_deref());
                 let typed = |k: &str| match k {
+                    "model" => model.is_some(),
                     $(stringify!($req) => true,)*
                     $(stringify!($flag) => self.$flag,)*
                     $(stringify!($opt) => self.$opt.is_some(),)*
@@ -187,10 +196,25 @@ macro_rules! serialize_request {
                 $(if self.$flag {
                     map.serialize_entry(stringify!($flag), &true)?;
                 })*
+                if let Some(m) = model {
+                    map.serialize_entry("model", m)?;
+                }
                 $(if let Some(v) = &self.$opt {
                     map.serialize_entry(stringify!($opt), v)?;
                 })*
                 map.end()
+            }
+        }
+
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.serialize_as(None, s)
+            }
+        }
+
+        impl serde::Serialize for $crate::AsModel<'_, $ty> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.request.serialize_as(Some(self.model), s)
             }
         }
     };

@@ -29,6 +29,14 @@ pub use error::{ApiError, ErrorKind};
 pub use models::{ModelEntry, ModelList, ModelStatus};
 pub use usage::Usage;
 
+/// A request serialized with another `model`: what an upstream receives, under its
+/// own name for the model, without a copy of the request.
+#[derive(Debug, Clone, Copy)]
+pub struct AsModel<'a, T> {
+    pub request: &'a T,
+    pub model: &'a str,
+}
+
 /// Seconds since the Unix epoch, as OpenAI's `created` fields use.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

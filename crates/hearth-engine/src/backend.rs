@@ -128,8 +128,9 @@ impl Backend for EmbeddedBackend {
         )
     }
 
-    async fn call(&self, request: Request) -> Result<Reply, BackendError> {
-        let req = request::from_router(request, &self.name).map_err(BackendError::Invalid)?;
+    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
+        let req =
+            request::from_router(request.clone(), &self.name).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);
         }

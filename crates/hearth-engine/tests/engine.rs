@@ -65,7 +65,7 @@ fn completion(v: Value) -> Request {
 }
 
 async fn full(b: &EmbeddedBackend, r: Request) -> Value {
-    match b.call(r).await.unwrap() {
+    match b.call(&r).await.unwrap() {
         Reply::Full { body, usage } => {
             let v: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(usage.map(|u| json!(u)), Some(v["usage"].clone()));
@@ -83,7 +83,7 @@ fn content(v: &Value) -> String {
 }
 
 async fn chunks(b: &EmbeddedBackend, r: Request) -> Vec<Value> {
-    let Reply::Stream(mut s) = b.call(r).await.unwrap() else {
+    let Reply::Stream(mut s) = b.call(&r).await.unwrap() else {
         panic!("expected a stream")
     };
     let mut out = Vec::new();
@@ -114,7 +114,7 @@ async fn loading_then_ready() {
     // Loading takes far longer than returning from start().
     assert_eq!(b.status(), ModelStatus::Loading);
     let e = b
-        .call(chat("hi", json!({"max_tokens": 1})))
+        .call(&chat("hi", json!({"max_tokens": 1})))
         .await
         .unwrap_err();
     assert!(
@@ -289,7 +289,7 @@ async fn streaming_chunk_sequence_and_usage() {
     // router's usage out of band.
     let mut s = opts;
     s["stream"] = json!(true);
-    let Reply::Stream(stream) = b.call(chat(GREEDY, s)).await.unwrap() else {
+    let Reply::Stream(stream) = b.call(&chat(GREEDY, s)).await.unwrap() else {
         panic!()
     };
     let all: Vec<_> = stream.collect().await;
@@ -353,7 +353,7 @@ async fn cancellation_frees_the_slot() {
         "Write a very long story about a dragon.",
         json!({"max_tokens": 1500, "stream": true, "temperature": 1.0, "seed": 7}),
     );
-    let Reply::Stream(mut s) = b.call(long).await.unwrap() else {
+    let Reply::Stream(mut s) = b.call(&long).await.unwrap() else {
         panic!()
     };
     for _ in 0..3 {
@@ -382,7 +382,7 @@ async fn cancellation_frees_the_slot() {
 async fn context_overflow_is_a_400_with_the_counts() {
     let b = engine(1, 256).await;
     let long = "word ".repeat(300);
-    let e = b.call(chat(&long, json!({}))).await.unwrap_err();
+    let e = b.call(&chat(&long, json!({}))).await.unwrap_err();
     let BackendError::Invalid(api) = e else {
         panic!("{e:?}")
     };
@@ -392,7 +392,7 @@ async fn context_overflow_is_a_400_with_the_counts() {
     assert!(api.message.contains("256"), "{}", api.message);
 
     let e = b
-        .call(chat("Hi", json!({"max_tokens": 250})))
+        .call(&chat("Hi", json!({"max_tokens": 250})))
         .await
         .unwrap_err();
     let BackendError::Invalid(api) = e else {
@@ -458,7 +458,7 @@ async fn sampling_options_are_accepted() {
     )
     .await;
     assert!(v["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
-    let e = b.call(chat("x", json!({"n": 3}))).await.unwrap_err();
+    let e = b.call(&chat("x", json!({"n": 3}))).await.unwrap_err();
     assert!(matches!(e, BackendError::Invalid(ref a) if a.param.as_deref() == Some("n")));
 }
 
@@ -468,7 +468,7 @@ async fn suffix_needs_fim_tokens() {
     let r = completion(
         json!({"prompt": "def add(a, b):\n    ", "suffix": "\n    return c", "max_tokens": 8, "temperature": 0}),
     );
-    match b.call(r).await {
+    match b.call(&r).await {
         // SmolLM2's vocabulary has no FIM tokens: a clear 400.
         Err(BackendError::Invalid(api)) => {
             assert_eq!(api.status(), 400);
@@ -548,7 +548,7 @@ async fn a_model_llama_cpp_rejects_is_unavailable_with_the_reason() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(backend.status(), ModelStatus::Unavailable);
-    let e = backend.call(chat("hi", json!({}))).await.unwrap_err();
+    let e = backend.call(&chat("hi", json!({}))).await.unwrap_err();
     assert!(
         matches!(&e, BackendError::Unavailable(m) if m.contains(&path.display().to_string())),
         "{e}"

@@ -60,7 +60,7 @@ impl Backend for Fake {
     fn context_length(&self) -> Option<u32> {
         self.context
     }
-    async fn call(&self, request: Request) -> Result<Reply, BackendError> {
+    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down {
             return Err(BackendError::Connect("connection refused".into()));

@@ -217,7 +217,8 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Answers one request. Dropping the future, or the returned stream, cancels it.
-    async fn call(&self, request: Request) -> Result<Reply, BackendError>;
+    /// The request is lent: the router keeps it for a retry or a fallback.
+    async fn call(&self, request: &Request) -> Result<Reply, BackendError>;
 
     /// A cheap liveness check used by background health probes.
     async fn probe(&self) -> Result<(), BackendError> {

@@ -189,7 +189,9 @@ impl Router {
                 }
                 ModelStatus::Unavailable => continue,
             }
-            request.set_model(&model.config.name);
+            if request.model() != Some(model.config.name.as_str()) {
+                request.set_model(&model.config.name);
+            }
             for attempt in 0..=model.config.retries {
                 if attempt > 0 {
                     let delay = retry::backoff(
@@ -211,7 +213,7 @@ impl Router {
                     .with_retry_after(1)
                 })?;
                 attempts += 1;
-                match call(model, request.clone(), permit).await {
+                match call(model, &request, permit).await {
                     Ok(reply) => {
                         if model.health.record_success() {
                             tracing::info!(model = %model.config.name, "backend is available again");
@@ -338,7 +340,7 @@ fn error_kind(e: &BackendError) -> &'static str {
 /// One attempt. For a stream, waits for the first chunk so that a failure before
 /// anything reached the client can still be retried, and keeps the queue permit
 /// alive for as long as the stream is.
-async fn call(model: &Model, request: Request, permit: Permit) -> Result<Reply, BackendError> {
+async fn call(model: &Model, request: &Request, permit: Permit) -> Result<Reply, BackendError> {
     match model.backend.call(request).await? {
         Reply::Full { body, usage } => Ok(Reply::Full { body, usage }),
         Reply::Stream(mut stream) => {

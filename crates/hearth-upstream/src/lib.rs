@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_api::{ApiError, ErrorKind, Usage};
+use hearth_api::{ApiError, AsModel, ErrorKind, Usage};
 use hearth_config::ModelConfig;
 use hearth_router::{Backend, BackendError, Chunk, Reply, Request};
 use http::{HeaderMap, HeaderValue, Method, header};
@@ -215,13 +215,17 @@ impl Backend for UpstreamBackend {
         "upstream"
     }
 
-    async fn call(&self, mut request: Request) -> Result<Reply, BackendError> {
-        request.set_model(&self.upstream_model);
+    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
         let stream = request.is_stream();
-        // Straight to bytes: no JSON tree of the request in between.
-        let (body, to) = match &request {
-            Request::Chat(r) => (serde_json::to_vec(r), &self.chat),
-            Request::Completion(r) => (serde_json::to_vec(r), &self.completions),
+        // Straight to bytes, under the upstream's name for the model: no JSON tree of
+        // the request in between, and no copy of it.
+        let model = self.upstream_model.as_str();
+        let (body, to) = match request {
+            Request::Chat(request) => (serde_json::to_vec(&AsModel { request, model }), &self.chat),
+            Request::Completion(request) => (
+                serde_json::to_vec(&AsModel { request, model }),
+                &self.completions,
+            ),
         };
         let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
         let headers = if stream {

@@ -49,7 +49,7 @@ async fn answers_whole_with_usage_and_rewrites_the_model() {
             "\"reqwest\""
         };
         assert!(format!("{b:?}").contains(want), "{via:?}: {b:?}");
-        let Reply::Full { body, usage } = b.call(chat(false)).await.unwrap() else {
+        let Reply::Full { body, usage } = b.call(&chat(false)).await.unwrap() else {
             panic!("{via:?}: expected a whole answer");
         };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -75,7 +75,7 @@ async fn streams_events_until_done_and_a_dropped_stream_is_an_error() {
     for via in VIAS {
         let up = FakeUpstream::start().await.unwrap();
         let b = backend(&up, via);
-        let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
             panic!("{via:?}: expected a stream");
         };
         let mut n = 0;
@@ -86,7 +86,7 @@ async fn streams_events_until_done_and_a_dropped_stream_is_an_error() {
         assert!(n >= 4, "{via:?}: {n} chunks");
 
         up.push(Behaviour::DropMidStream { after: 1 });
-        let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
             panic!("{via:?}: expected a stream");
         };
         let mut failed = false;
@@ -109,7 +109,7 @@ async fn error_statuses_stalls_and_refused_connections() {
             status: 503,
             retry_after: Some(2),
         });
-        match b.call(chat(false)).await {
+        match b.call(&chat(false)).await {
             Err(BackendError::Status {
                 status: 503,
                 retry_after,
@@ -119,7 +119,7 @@ async fn error_statuses_stalls_and_refused_connections() {
         }
         up.push(Behaviour::Stall);
         assert!(
-            matches!(b.call(chat(false)).await, Err(BackendError::Timeout(_))),
+            matches!(b.call(&chat(false)).await, Err(BackendError::Timeout(_))),
             "{via:?}: a stalled upstream times out"
         );
         assert!(b.probe().await.is_ok(), "{via:?}: probe");
@@ -129,7 +129,7 @@ async fn error_statuses_stalls_and_refused_connections() {
         drop(closed);
         let b = UpstreamBackend::with_transport(&config(url), None, via).unwrap();
         assert!(
-            matches!(b.call(chat(false)).await, Err(BackendError::Connect(_))),
+            matches!(b.call(&chat(false)).await, Err(BackendError::Connect(_))),
             "{via:?}: nothing listening is a connect error"
         );
     }
@@ -238,7 +238,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for _ in 0..5 {
         assert!(matches!(
-            b.call(chat(false)).await.unwrap(),
+            b.call(&chat(false)).await.unwrap(),
             Reply::Full { usage: Some(_), .. }
         ));
     }
@@ -250,7 +250,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
 
     // Streams read to their `[DONE]` give their connection back too.
     for _ in 0..3 {
-        let Reply::Stream(mut s) = b.call(chat(true)).await.unwrap() else {
+        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
             panic!("expected a stream");
         };
         while let Some(c) = s.next().await {
@@ -269,7 +269,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
         "messages": [{"role": "user", "content": "hi"}]
     });
     let held = Request::Chat(ChatCompletionRequest::from_value(held).unwrap());
-    let Reply::Stream(mut s) = b.call(held).await.unwrap() else {
+    let Reply::Stream(mut s) = b.call(&held).await.unwrap() else {
         panic!("expected a stream");
     };
     assert!(s.next().await.unwrap().is_ok());
@@ -280,7 +280,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
         "the stream reused the idle connection"
     );
     assert!(matches!(
-        b.call(chat(false)).await.unwrap(),
+        b.call(&chat(false)).await.unwrap(),
         Reply::Full { .. }
     ));
     assert_eq!(
@@ -296,7 +296,7 @@ async fn the_direct_pool_replaces_connections_the_upstream_closed() {
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for i in 1..=3 {
         assert!(
-            matches!(b.call(chat(false)).await, Ok(Reply::Full { .. })),
+            matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })),
             "answer {i}"
         );
         // Time for the closed connection's task to notice.
