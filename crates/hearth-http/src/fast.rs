@@ -80,7 +80,7 @@ impl hyper::service::Service<http::Request<Incoming>> for App {
 /// outside, then the CORS gate (no `Origin`: only `Vary`), then `auth::require_key`,
 /// then the handler.
 async fn serve(state: AppState, endpoint: Endpoint, req: Request) -> Result<Response, Infallible> {
-    let (log, line) = request_log::start(&req);
+    let log = request_log::start(&req);
     let resp = match auth::authenticate(&state, req.headers()) {
         Err(e) => HttpError(e).into_response(),
         Ok(caller) => {
@@ -94,5 +94,5 @@ async fn serve(state: AppState, endpoint: Endpoint, req: Request) -> Result<Resp
             .into_response()
         }
     };
-    Ok(request_log::finish(log, line, cors::add_vary(resp)))
+    Ok(request_log::finish(log, cors::add_vary(resp)))
 }

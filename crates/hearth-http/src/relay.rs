@@ -118,7 +118,7 @@ fn sse_response(
                 Some(Err(e)) => {
                     self.finished = true;
                     let api: ApiError = e.to_api_error();
-                    tracing::warn!(request_id = %self.log.id, error = %e, "stream failed after it began");
+                    tracing::warn!(request_id = self.log.id(), error = %e, "stream failed after it began");
                     self.log.set_error(&e.to_string());
                     put_event(out, &api.to_json());
                 }

@@ -19,7 +19,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 
 #[derive(Debug, Default)]
 struct Record {
-    key_id: Option<String>,
+    key_id: Option<Arc<str>>,
     /// The model (its name and metric handles), once resolved.
     model: Option<Arc<ModelMetrics>>,
     backend: Option<&'static str>,
@@ -30,21 +30,49 @@ struct Record {
     error: Option<String>,
 }
 
-/// Shared by the middleware and the handler; cheap to clone.
+/// Shared by the middleware and the handler; cheap to clone (one allocation per
+/// request holds all of it).
 #[derive(Debug, Clone)]
-pub struct RequestLog {
-    pub id: Arc<str>,
+pub struct RequestLog(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    id: RequestId,
     started: Instant,
-    record: Arc<Mutex<Record>>,
+    method: Method,
+    path: String,
+    record: Mutex<Record>,
+}
+
+/// The client's `x-request-id`, or one made here.
+#[derive(Debug)]
+enum RequestId {
+    Made([u8; 32]),
+    Given(HeaderValue),
 }
 
 impl RequestLog {
     fn with<R>(&self, f: impl FnOnce(&mut Record) -> R) -> R {
-        f(&mut self.record.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.0.record.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn set_key(&self, key_id: &str) {
-        self.with(|r| r.key_id = Some(key_id.to_owned()));
+    /// The request id, as returned in `x-request-id`.
+    pub fn id(&self) -> &str {
+        match &self.0.id {
+            RequestId::Made(id) => std::str::from_utf8(id).unwrap_or_default(),
+            RequestId::Given(v) => v.to_str().unwrap_or_default(),
+        }
+    }
+
+    fn id_header(&self) -> Option<HeaderValue> {
+        match &self.0.id {
+            RequestId::Made(id) => HeaderValue::from_bytes(id).ok(),
+            RequestId::Given(v) => Some(v.clone()),
+        }
+    }
+
+    pub fn set_key(&self, key_id: &Arc<str>) {
+        self.with(|r| r.key_id = Some(key_id.clone()));
     }
 
     pub fn set_model(&self, model: &Arc<ModelMetrics>) {
@@ -68,7 +96,7 @@ impl RequestLog {
 
     /// Marks the first token as sent (first call wins).
     pub fn first_token(&self) {
-        let now = self.started.elapsed();
+        let now = self.0.started.elapsed();
         self.with(|r| {
             r.ttft.get_or_insert(now);
         });
@@ -83,23 +111,25 @@ impl RequestLog {
     }
 
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.0.started.elapsed()
     }
 }
 
 /// Accepts a sane `x-request-id` from the client (or a proxy) or makes one.
-fn request_id(req: &Request) -> Arc<str> {
+fn request_id(req: &Request) -> RequestId {
     req.headers()
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(new_request_id, Arc::from)
+        .filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+        })
+        .map_or_else(new_request_id, |v| RequestId::Given(v.clone()))
 }
 
 /// 32 hex digits, like a UUID without dashes: a random prefix drawn once per
 /// process and a counter. Unique without a `getrandom` call per request (one
 /// showed in the gateway's profile), and never mistaken across restarts.
-fn new_request_id() -> Arc<str> {
+fn new_request_id() -> RequestId {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -113,51 +143,39 @@ fn new_request_id() -> Arc<str> {
         let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
         *d = b"0123456789abcdef"[nibble as usize];
     }
-    Arc::from(std::str::from_utf8(&id).unwrap_or_default())
+    RequestId::Made(id)
 }
 
 /// The access-log middleware of the axum routes: [`start`], the route, [`finish`].
 pub async fn middleware(mut req: Request, next: Next) -> Response {
-    let (log, line) = start(&req);
+    let log = start(&req);
     req.extensions_mut().insert(log.clone());
-    finish(log, line, next.run(req).await)
-}
-
-/// What the access line needs of the request, kept while it is served.
-pub(crate) struct Line {
-    method: Method,
-    path: String,
+    finish(log, next.run(req).await)
 }
 
 /// Begins a request's log: its id (the client's or a new one) and its clock.
-pub(crate) fn start(req: &Request) -> (RequestLog, Line) {
-    let log = RequestLog {
+pub(crate) fn start(req: &Request) -> RequestLog {
+    RequestLog(Arc::new(Inner {
         id: request_id(req),
         started: Instant::now(),
-        record: Arc::default(),
-    };
-    let line = Line {
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
-    };
-    (log, line)
+        record: Mutex::default(),
+    }))
 }
 
 /// Ends a request's log: returns its id in `x-request-id`, notes the error the
 /// response carries, and writes the line (and the metrics) when the body ends.
-pub(crate) fn finish(log: RequestLog, line: Line, mut resp: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&log.id) {
+pub(crate) fn finish(log: RequestLog, mut resp: Response) -> Response {
+    if let Some(v) = log.id_header() {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
     if let Some(e) = resp.extensions().get::<ApiError>() {
         log.set_error(&e.message);
     }
-    let status = resp.status().as_u16();
     let guard = Guard {
         log,
-        method: line.method,
-        path: line.path,
-        status,
+        status: resp.status().as_u16(),
     };
     resp.map(|body| {
         Body::new(LoggedBody {
@@ -169,14 +187,13 @@ pub(crate) fn finish(log: RequestLog, line: Line, mut resp: Response) -> Respons
 
 struct Guard {
     log: RequestLog,
-    method: Method,
-    path: String,
     status: u16,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let latency = self.log.started.elapsed();
+        let log = &self.log.0;
+        let latency = log.started.elapsed();
         let r = self.log.with(std::mem::take);
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
         if let Some(m) = &r.model {
@@ -184,9 +201,9 @@ impl Drop for Guard {
         }
         tracing::info!(
             target: "hearth::access",
-            request_id = %self.log.id,
-            method = %self.method,
-            path = %self.path,
+            request_id = self.log.id(),
+            method = %log.method,
+            path = %log.path,
             status = self.status,
             key_id = r.key_id.as_deref(),
             model = r.model.as_deref().map(ModelMetrics::model),
@@ -245,7 +262,11 @@ mod tests {
 
     #[test]
     fn new_ids_are_32_hex_digits_a_prefix_and_a_counter() {
-        let (a, b) = (new_request_id(), new_request_id());
+        let id = |r: RequestId| match r {
+            RequestId::Made(b) => String::from_utf8(b.to_vec()).unwrap(),
+            RequestId::Given(_) => unreachable!(),
+        };
+        let (a, b) = (id(new_request_id()), id(new_request_id()));
         for id in [&a, &b] {
             assert_eq!(id.len(), 32, "{id}");
             assert!(
