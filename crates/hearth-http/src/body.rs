@@ -2,8 +2,9 @@
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hearth_api::{ApiError, ErrorKind};
+use http_body_util::BodyExt;
 
 /// Reads the whole body (413 past `limit`), requires JSON, and parses it (400 with
 /// the parser's position when malformed).
@@ -44,17 +45,40 @@ pub async fn bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-        {
-            too_large()
-        } else {
-            ApiError::new(
-                ErrorKind::InvalidRequest,
-                format!("could not read the request body: {e}"),
-            )
+    let unreadable = |e: axum::Error| {
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("could not read the request body: {e}"),
+        )
+    };
+    // Frame by frame: the usual body is one frame, kept as it came (no copy).
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
+            continue; // trailers
+        };
+        let len = first.as_ref().map_or(0, Bytes::len) + more.as_ref().map_or(0, BytesMut::len);
+        if len + data.len() > limit {
+            return Err(too_large());
         }
-    })?;
+        match (&first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut m =
+                    BytesMut::with_capacity(declared.unwrap_or(0).max(f.len() + data.len()));
+                m.extend_from_slice(f);
+                m.extend_from_slice(&data);
+                more = Some(m);
+            }
+            (Some(_), Some(m)) => m.extend_from_slice(&data),
+        }
+    }
+    let bytes = match more {
+        Some(m) => m.freeze(),
+        None => first.unwrap_or_default(),
+    };
     if bytes.is_empty() {
         return Err(ApiError::new(
             ErrorKind::InvalidRequest,

@@ -124,6 +124,23 @@ async fn oversized_body_is_413() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     assert_eq!(up.hits(), 0);
+    // A chunked body under the limit, in several pieces, is read whole.
+    let pieces = [
+        r#"{"model": "m", "#,
+        r#""messages": [{"role": "user", "#,
+        r#""content": "in pieces"}]}"#,
+    ];
+    let stream =
+        futures::stream::iter(pieces.map(|p| Ok::<_, std::io::Error>(p.as_bytes().to_vec())));
+    let resp = gw
+        .post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.received()[0].body["messages"][0]["content"], "in pieces");
 }
 
 #[tokio::test]
