@@ -108,7 +108,14 @@ impl Usage {
 /// The index of the quote that closes the string whose content starts at `from`.
 fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        let at = from + memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
+        // Most strings in an answer are short keys and values: a plain loop finds
+        // their end sooner than setting up a vector search.
+        let head = json.get(from..)?;
+        let at = match head.iter().take(16).position(|&b| b == b'"' || b == b'\\') {
+            Some(i) => from + i,
+            None if head.len() <= 16 => return None,
+            None => from + 16 + memchr::memchr2(b'"', b'\\', &head[16..])?,
+        };
         if json[at] == b'"' {
             return Some(at);
         }
@@ -153,6 +160,8 @@ mod tests {
             br#"{"a":[1,}"#,
             br#"{"a":"unterminated}"#,
             br#"{"a":"\"}"#,
+            br#"{"a":"a string longer than sixteen bytes that never ends}"#,
+            br#"{"a":"a string longer than sixteen bytes ending in an escape\"}"#,
             b"}",
             br#"{"a":1}}"#,
             b"nope",
@@ -174,6 +183,8 @@ mod tests {
             r#"[{"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}]"#,
             r#"{"usage":null}"#,
             r#"{}"#,
+            r#"{"long":"a string longer than sixteen bytes with \"quotes\" and \\ past the first sixteen","usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}"#,
+            r#"{"k":"0123456789abcdef\"","usage":{"prompt_tokens":2,"completion_tokens":3,"total_tokens":5}}"#,
         ];
         for b in bodies {
             let v: serde_json::Value = serde_json::from_str(b).unwrap();

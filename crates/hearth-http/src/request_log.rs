@@ -132,18 +132,24 @@ fn request_id(req: &Request) -> RequestId {
 fn new_request_id() -> RequestId {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let prefix = PREFIX.get_or_init(|| hex16(uuid::Uuid::new_v4().as_u64_pair().0));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Written digit by digit: `format!` showed in the gateway's profile.
     let mut id = [0u8; 32];
-    for (i, d) in id.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { n };
-        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-        *d = b"0123456789abcdef"[nibble as usize];
-    }
+    id[..16].copy_from_slice(prefix);
+    id[16..].copy_from_slice(&hex16(n));
     RequestId::Made(id)
+}
+
+/// 16 lowercase hex digits, written digit by digit (`format!` showed in the
+/// gateway's profile).
+fn hex16(word: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = b"0123456789abcdef"[((word >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// The access-log middleware of the axum routes: [`start`], the route, [`finish`].
