@@ -4,10 +4,10 @@
 #   hearth   Hearth in front of it
 #   nginx    nginx proxy_pass in front of it (the practical floor for a proxy)
 #   litellm  LiteLLM proxy (one worker) in front of it (what users pick today)
-#   axum-min the least proxy built on Hearth's libraries (hearth-testkit's min-proxy:
-#            axum + reqwest + tokio, one event loop per core as `hearth serve` runs; no
-#            parsing, auth, limits, logs or metrics), to tell the libraries' cost from
-#            Hearth's own
+#   axum-min the least proxy built on the libraries Hearth started from (hearth-testkit's
+#            min-proxy: axum + hyper-util's pooled client + tokio, one event loop per
+#            core as `hearth serve` runs; no parsing, auth, limits, logs or metrics),
+#            to tell the libraries' cost from Hearth's own
 # for non-streaming and streaming requests: throughput at saturation (wrk, 64
 # connections), p50/p99 latency at a paced ~1,000 req/s, Hearth's CPU time per
 # request, and Hearth's RSS idle and with 1,000 open streams.
@@ -19,7 +19,9 @@ ROOT=$PWD
 OUT=$ROOT/bench/out; mkdir -p "$OUT"
 WORK=$(mktemp -d)
 cleanup() {
-  [ -f "$WORK/nginx.pid" ] && nginx -c "$WORK/nginx.conf" -s stop 2>/dev/null
+  for c in upstream proxy; do
+    [ -f "$WORK/$c.pid" ] && nginx -c "$WORK/$c.conf" -s stop 2>/dev/null
+  done
   kill $(jobs -p) 2>/dev/null
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
@@ -41,9 +43,26 @@ CHAT='{"id":"c1","object":"chat.completion","created":0,"model":"canned","choice
 chunk() { printf 'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"canned","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\\n\\n' "$1"; }
 SSE="$(chunk 'Hello ')$(chunk 'there, ')$(chunk 'canned ')$(chunk 'stream.')data: [DONE]\\n\\n"
 
-cat > "$WORK/nginx.conf" <<NGX
+# Two nginx instances, as two programs would be: the upstream (one worker, serving
+# canned answers) and the proxy in front of it (one worker per core, as Hearth runs
+# one event loop per core). Run as one instance, the proxy shared its worker with
+# the upstream and was held to one core for both jobs: 30k req/s instead of 40k+
+# here, a baseline that flattered every proxy compared with it.
+cat > "$WORK/upstream.conf" <<NGX
 worker_processes 1;
-pid $WORK/nginx.pid;
+pid $WORK/upstream.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP;  location / { default_type application/json;  return 200 '$CHAT'; } }
+  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 '$SSE'; } }
+}
+NGX
+cat > "$WORK/proxy.conf" <<NGX
+worker_processes auto;
+pid $WORK/proxy.pid;
 error_log $WORK/nginx-error.log;
 events { worker_connections 4096; }
 http {
@@ -51,16 +70,12 @@ http {
   keepalive_requests 1000000;
   upstream up  { server 127.0.0.1:$UP;  keepalive 128; }
   upstream ups { server 127.0.0.1:$UPS; keepalive 128; }
-  server { listen 127.0.0.1:$UP;  location / { default_type application/json;  return 200 '$CHAT'; } }
-  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 '$SSE'; } }
   server { listen 127.0.0.1:$NX;  location / { proxy_pass http://up;  proxy_http_version 1.1; proxy_set_header Connection ""; } }
   server { listen 127.0.0.1:$NXS; location / { proxy_pass http://ups; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; } }
 }
 NGX
-# One worker: with wrk on both cores the machine is CPU-bound either way (two workers
-# measured the same within the noise here), and the upstream servers live in the same
-# worker. Hearth and axum-min run one event loop per core.
-nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log"
+nginx -c "$WORK/upstream.conf" -e "$WORK/nginx-error.log"
+nginx -c "$WORK/proxy.conf" -e "$WORK/nginx-error.log"
 
 "$TARGET/release/min-proxy" $MIN "http://127.0.0.1:$UP/v1/chat/completions" &
 "$TARGET/release/min-proxy" $MINS "http://127.0.0.1:$UPS/v1/chat/completions" &

@@ -108,14 +108,7 @@ impl Usage {
 /// The index of the quote that closes the string whose content starts at `from`.
 fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
     loop {
-        // Most strings in an answer are short keys and values: a plain loop finds
-        // their end sooner than setting up a vector search.
-        let head = json.get(from..)?;
-        let at = match head.iter().take(16).position(|&b| b == b'"' || b == b'\\') {
-            Some(i) => from + i,
-            None if head.len() <= 16 => return None,
-            None => from + 16 + memchr::memchr2(b'"', b'\\', &head[16..])?,
-        };
+        let at = from + memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
         if json[at] == b'"' {
             return Some(at);
         }
