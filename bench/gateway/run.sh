@@ -11,7 +11,10 @@
 # for non-streaming and streaming requests: throughput at saturation (wrk, 64
 # connections), p50/p99 latency at a paced ~1,000 req/s, Hearth's CPU time per
 # request, and Hearth's RSS idle and with 1,000 open streams.
-# Each figure is the median of ROUNDS (3) interleaved rounds of DUR (5s) runs.
+# Each figure is the median of ROUNDS (5) interleaved rounds of DUR (5s) runs. The
+# ratios to nginx are medians of per-round ratios: Hearth and nginx run back to back
+# in each round, so a slow spell of this shared VM (throughput here swings by a
+# third within a minute, for every target alike) falls on both.
 # Usage: bash bench/gateway/run.sh [--no-litellm]   (writes bench/out/gateway.md)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 DUR=${DUR:-5s}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 LITELLM=1; [ "${1:-}" = "--no-litellm" ] && LITELLM=0
 
 for p in wrk nginx; do command -v $p >/dev/null || { apt-get install -y -qq wrk nginx-light >/dev/null; break; }; done
@@ -165,7 +168,7 @@ cpu_ticks() { awk '{print $14 + $15}' /proc/$HPID/stat; }
 
 declare -A URL=( [direct]="http://127.0.0.1:$UP" [hearth]="http://127.0.0.1:$HE" [hearth+log]="http://127.0.0.1:$HEL" [axum-min]="http://127.0.0.1:$MIN" [nginx]="http://127.0.0.1:$NX" [litellm]="http://127.0.0.1:$LL" )
 declare -A URLS=( [direct]="http://127.0.0.1:$UPS" [hearth]="http://127.0.0.1:$HE" [hearth+log]="http://127.0.0.1:$HEL" [axum-min]="http://127.0.0.1:$MINS" [nginx]="http://127.0.0.1:$NXS" [litellm]="http://127.0.0.1:$LL" )
-TARGETS="direct hearth hearth+log axum-min nginx"; [ $LITELLM = 1 ] && TARGETS="$TARGETS litellm"
+TARGETS="direct hearth nginx hearth+log axum-min"; [ $LITELLM = 1 ] && TARGETS="$TARGETS litellm"
 
 RES="$OUT/gateway.md"
 {
@@ -263,10 +266,13 @@ wait $SPID
   echo "Targets: throughput >= 0.75x nginx's; p99 added over direct <= 1 ms at ~1k req/s; RSS <= 150 MiB with 1,000 open streams."
   for mode in non-streaming streaming; do
     python3 -c "
-h, n = ${SAT[$mode/hearth]}, ${SAT[$mode/nginx]}
-hp, dp = ${P99[$mode/hearth]}, ${P99[$mode/direct]}
-m, mp = ${SAT[$mode/axum-min]}, ${P99[$mode/axum-min]}
-print(f'- $mode: Hearth {h/n:.2f}x nginx throughput ({h/m:.2f}x axum-min, which is {m/n:.2f}x nginx); p99 added over direct {hp-dp:.2f} ms (axum-min {mp-dp:.2f} ms)')"
+import statistics as st
+h, n, m = [[float(x) for x in r.split()] for r in ('${RUNS[$mode/hearth/sat]}', '${RUNS[$mode/nginx/sat]}', '${RUNS[$mode/axum-min/sat]}')]
+hp, dp, mp = [[float(x) for x in r.split()] for r in ('${RUNS[$mode/hearth/p99]}', '${RUNS[$mode/direct/p99]}', '${RUNS[$mode/axum-min/p99]}')]
+ratio = lambda a, b: st.median(x / y for x, y in zip(a, b))
+added = lambda a, b: st.median(x - y for x, y in zip(a, b))
+rounds = ' '.join(f'{x / y:.2f}' for x, y in zip(h, n))
+print(f'- $mode: Hearth {ratio(h, n):.2f}x nginx throughput (per round: {rounds}); {ratio(h, m):.2f}x axum-min, which is {ratio(m, n):.2f}x nginx; p99 added over direct {added(hp, dp):.2f} ms (axum-min {added(mp, dp):.2f} ms)')"
   done
   echo "- RSS with $OPEN open streams: $PEAK MiB"
 } >> "$RES"
