@@ -5,10 +5,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use hearth_api::ApiError;
 use hearth_router::{BackendError, Chunk, ChunkStream, Reply, Request};
 
@@ -60,13 +60,14 @@ pub async fn relay(
 
 /// Event-stream headers that keep proxies from buffering.
 pub fn sse_headers(resp: &mut Response) {
+    const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
 }
 
 /// `data: <payload>\n\n`
@@ -129,6 +130,37 @@ fn sse_response(
             }
         }
     }
+    impl futures::Stream for St {
+        type Item = Result<Bytes, Infallible>;
+
+        /// Waits for the next event, then takes every further one that has already
+        /// arrived (never waiting for them): one write to the client instead of one
+        /// per event when the upstream sent several in one packet. A write is a
+        /// syscall and, on loopback, most of a small stream's cost.
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            use std::task::Poll;
+            let this = self.get_mut();
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            let Poll::Ready(first) = this.inner.poll_next_unpin(cx) else {
+                return Poll::Pending;
+            };
+            // Room for a few events at once, so coalescing seldom grows the buffer.
+            let mut out = BytesMut::with_capacity(1024);
+            this.push(first, &mut out);
+            while !this.finished && out.len() < COALESCE_BYTES {
+                match this.inner.poll_next_unpin(cx) {
+                    Poll::Ready(next) => this.push(next, &mut out),
+                    Poll::Pending => break,
+                }
+            }
+            Poll::Ready(Some(Ok(out.freeze())))
+        }
+    }
     let st = St {
         inner: stream,
         finished: false,
@@ -137,25 +169,7 @@ fn sse_response(
         caller,
         estimate,
     };
-    let body = futures::stream::unfold(st, |mut st| async move {
-        if st.finished {
-            return None;
-        }
-        // Waits for the next event, then takes every further one that has already
-        // arrived (never waiting for them): one write to the client instead of one per
-        // event when the upstream sent several in one packet. A write is a syscall
-        // and, on loopback, most of a small stream's cost.
-        let first = st.inner.next().await;
-        let mut out = BytesMut::new();
-        st.push(first, &mut out);
-        while !st.finished && out.len() < COALESCE_BYTES {
-            match st.inner.next().now_or_never() {
-                Some(next) => st.push(next, &mut out),
-                None => break,
-            }
-        }
-        Some((Ok::<_, Infallible>(out.freeze()), st))
-    });
+    let body = st;
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;
     sse_headers(&mut resp);

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use hearth_api::{ApiError, ErrorKind, ModelEntry, ModelStatus};
 use hearth_config::{HealthConfig, ModelConfig};
 
-use crate::backend::{Backend, BackendError, Reply, Request};
+use crate::backend::{Backend, BackendError, Chunk, ChunkStream, Reply, Request};
 use crate::health::Health;
 use crate::metrics::ModelMetrics;
 use crate::queue::{Permit, Queue, QueueFull};
@@ -349,13 +349,35 @@ async fn call(model: &Model, request: &Request, permit: Permit) -> Result<Reply,
                 Some(Err(e)) => return Err(e),
                 None => None,
             };
-            let head = futures::stream::iter(first.map(Ok));
-            let permit = Arc::new(permit);
-            let rest = stream.map(move |item| {
-                let _keep = &permit;
-                item
-            });
-            Ok(Reply::Stream(head.chain(rest).boxed()))
+            Ok(Reply::Stream(
+                Held {
+                    first,
+                    rest: stream,
+                    _permit: permit,
+                }
+                .boxed(),
+            ))
         }
+    }
+}
+
+/// A stream whose first chunk was read ahead, holding its queue slot until dropped.
+struct Held {
+    first: Option<Chunk>,
+    rest: ChunkStream,
+    _permit: Permit,
+}
+
+impl futures::Stream for Held {
+    type Item = Result<Chunk, BackendError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(first)));
+        }
+        self.rest.poll_next_unpin(cx)
     }
 }

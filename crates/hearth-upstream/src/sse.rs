@@ -1,6 +1,9 @@
 //! Incremental SSE parsing: bytes in, one [`Chunk`] per `data:` event out, each
 //! forwarded as soon as its blank line arrives.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,91 +22,161 @@ pub fn events<S, E, F>(
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
-    F: FnOnce(S) + Send + 'static,
+    F: FnOnce(S) + Send + Unpin + 'static,
 {
-    struct State<S, F> {
-        bytes: S,
-        buf: BytesMut,
-        done: bool,
-        at_done: F,
+    Events {
+        bytes: Some(bytes),
+        cur: Bytes::new(),
+        buf: BytesMut::new(),
+        at_done: Some(at_done),
+        idle,
+        timer: None,
+        waiting: false,
     }
-    futures::stream::unfold(
-        State {
-            bytes,
-            buf: BytesMut::new(),
-            done: false,
-            at_done,
-        },
-        move |mut st| async move {
-            if st.done {
-                return None;
-            }
-            loop {
-                if let Some(event) = next_event(&mut st.buf) {
-                    match data_of(&event) {
-                        Some(d) if d.as_ref() == b"[DONE]" => {
-                            (st.at_done)(st.bytes);
-                            return None;
-                        }
-                        Some(data) => {
-                            let usage = hearth_api::Usage::in_chunk(&data);
-                            return Some((Ok(Chunk { data, usage }), st));
-                        }
-                        None => continue, // comment or keep-alive
-                    }
-                }
-                match tokio::time::timeout(idle, st.bytes.next()).await {
-                    Err(_) => {
-                        st.done = true;
-                        return Some((
-                            Err(BackendError::Timeout("the upstream stream stalled".into())),
-                            st,
-                        ));
-                    }
-                    Ok(Some(Ok(b))) => st.buf.extend_from_slice(&b),
-                    Ok(Some(Err(e))) => {
-                        st.done = true;
-                        return Some((
-                            Err(BackendError::Protocol(format!(
-                                "the upstream stream broke: {e}"
-                            ))),
-                            st,
-                        ));
-                    }
-                    Ok(None) => {
-                        st.done = true;
-                        return Some((
-                            Err(BackendError::Protocol(
-                                "the upstream closed the stream before [DONE]".into(),
-                            )),
-                            st,
-                        ));
-                    }
-                }
-            }
-        },
-    )
 }
 
-/// Splits off one complete event (up to a blank line), if the buffer holds one.
-fn next_event(buf: &mut BytesMut) -> Option<Bytes> {
-    for i in memchr::memchr_iter(b'\n', buf) {
-        let skip = match &buf[i + 1..] {
-            [b'\n', ..] => 2,
-            [b'\r', b'\n', ..] => 3,
-            _ => continue,
-        };
-        let event = buf.split_to(i).freeze();
-        let _ = buf.split_to(skip);
-        return Some(event);
+/// The state of [`events`], polled in place (a combinator would move it on every
+/// event).
+struct Events<S, F> {
+    /// The upstream's bytes; `None` once the stream ended.
+    bytes: Option<S>,
+    /// The unread part of the last read; events are sliced out of it (no copy).
+    cur: Bytes,
+    /// An event begun in an earlier read, with what came since (joined by copy).
+    buf: BytesMut,
+    at_done: Option<F>,
+    idle: Duration,
+    /// One timer for the whole stream, armed when a read has to wait.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<S, F> Events<S, F> {
+    /// The next complete event already read, with whether it is one line.
+    fn next_event(&mut self) -> Option<(Bytes, bool)> {
+        if self.buf.is_empty() {
+            let found = split_event(&mut self.cur);
+            if found.is_none() && !self.cur.is_empty() {
+                self.buf.extend_from_slice(&self.cur);
+                self.cur = Bytes::new();
+            }
+            found
+        } else {
+            if !self.cur.is_empty() {
+                self.buf.extend_from_slice(&self.cur);
+                self.cur = Bytes::new();
+            }
+            next_event(&mut self.buf)
+        }
+    }
+}
+
+impl<S, E, F> Stream for Events<S, F>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    F: FnOnce(S) + Unpin,
+{
+    type Item = Result<Chunk, BackendError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.bytes.is_none() {
+                return Poll::Ready(None);
+            }
+            if let Some((event, one_line)) = this.next_event() {
+                match data_of(&event, one_line) {
+                    Some(d) if d.as_ref() == b"[DONE]" => {
+                        if let (Some(bytes), Some(at_done)) =
+                            (this.bytes.take(), this.at_done.take())
+                        {
+                            at_done(bytes);
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Some(data) => {
+                        let usage = hearth_api::Usage::in_chunk(&data);
+                        return Poll::Ready(Some(Ok(Chunk { data, usage })));
+                    }
+                    None => continue, // comment or keep-alive
+                }
+            }
+            let Some(bytes) = this.bytes.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let failed = match bytes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    this.cur = b;
+                    this.waiting = false;
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    BackendError::Protocol(format!("the upstream stream broke: {e}"))
+                }
+                Poll::Ready(None) => {
+                    BackendError::Protocol("the upstream closed the stream before [DONE]".into())
+                }
+                Poll::Pending => {
+                    if !this.waiting {
+                        this.waiting = true;
+                        let deadline = tokio::time::Instant::now() + this.idle;
+                        match &mut this.timer {
+                            Some(timer) => timer.as_mut().reset(deadline),
+                            None => this.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                        }
+                    }
+                    let stalled = this
+                        .timer
+                        .as_mut()
+                        .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                    if !stalled {
+                        return Poll::Pending;
+                    }
+                    BackendError::Timeout("the upstream stream stalled".into())
+                }
+            };
+            this.bytes = None;
+            return Poll::Ready(Some(Err(failed)));
+        }
+    }
+}
+
+/// Where the first event in `b` ends: the event's length, the length of the blank
+/// line after it, and whether the event is one line.
+fn event_end(b: &[u8]) -> Option<(usize, usize, bool)> {
+    let mut one_line = true;
+    for i in memchr::memchr_iter(b'\n', b) {
+        match &b[i + 1..] {
+            [b'\n', ..] => return Some((i, 2, one_line)),
+            [b'\r', b'\n', ..] => return Some((i, 3, one_line)),
+            _ => one_line = false,
+        }
     }
     None
 }
 
+/// Slices one complete event (up to a blank line) off `b`, if it holds one.
+fn split_event(b: &mut Bytes) -> Option<(Bytes, bool)> {
+    use bytes::Buf;
+    let (end, skip, one_line) = event_end(b)?;
+    let event = b.split_to(end);
+    b.advance(skip);
+    Some((event, one_line))
+}
+
+/// Splits off one complete event (up to a blank line), if the buffer holds one.
+fn next_event(buf: &mut BytesMut) -> Option<(Bytes, bool)> {
+    let (end, skip, one_line) = event_end(buf)?;
+    let event = buf.split_to(end).freeze();
+    let _ = buf.split_to(skip);
+    Some((event, one_line))
+}
+
 /// The `data` of an event: its `data:` lines joined by newlines. The usual event,
 /// one `data:` line, is a slice of the event (no copy).
-fn data_of(event: &Bytes) -> Option<Bytes> {
-    if event.starts_with(b"data:") && memchr::memchr(b'\n', event).is_none() {
+fn data_of(event: &Bytes, one_line: bool) -> Option<Bytes> {
+    if one_line && event.starts_with(b"data:") {
         let start = if event.get(5) == Some(&b' ') { 6 } else { 5 };
         let mut end = event.len();
         if end > start && event[end - 1] == b'\r' {
@@ -169,9 +242,10 @@ mod tests {
             b": comment",
             b"id: 3",
         ] {
+            let one_line = !e.contains(&b'\n');
             let e = Bytes::copy_from_slice(e);
             assert_eq!(
-                data_of(&e),
+                data_of(&e, one_line),
                 data_joined(&e),
                 "{:?}",
                 String::from_utf8_lossy(&e)
@@ -181,14 +255,27 @@ mod tests {
 
     #[test]
     fn events_split_at_blank_lines_of_either_ending() {
-        let mut buf =
-            BytesMut::from(&b"data: 1\n\ndata: 2\r\n\r\ndata: 3\n\rdata: 3b\n\ndata: 4"[..]);
+        let text = &b"data: 1\n\ndata: 2\r\n\r\ndata: 3\n\rdata: 3b\n\ndata: 4"[..];
+        let want = [
+            ("data: 1", true),
+            ("data: 2\r", true),
+            ("data: 3\n\rdata: 3b", false),
+        ]
+        .map(|(e, o)| (e.to_owned(), o));
+        let mut buf = BytesMut::from(text);
         let mut got = Vec::new();
-        while let Some(e) = next_event(&mut buf) {
-            got.push(String::from_utf8_lossy(&e).into_owned());
+        while let Some((e, one)) = next_event(&mut buf) {
+            got.push((String::from_utf8_lossy(&e).into_owned(), one));
         }
-        assert_eq!(got, ["data: 1", "data: 2\r", "data: 3\n\rdata: 3b"]);
+        assert_eq!(got, want);
         assert_eq!(&buf[..], b"data: 4", "the incomplete event stays");
+        let mut cur = Bytes::from_static(text);
+        let mut got = Vec::new();
+        while let Some((e, one)) = split_event(&mut cur) {
+            got.push((String::from_utf8_lossy(&e).into_owned(), one));
+        }
+        assert_eq!(got, want);
+        assert_eq!(&cur[..], b"data: 4");
     }
 
     async fn collect(parts: Vec<&'static [u8]>) -> Vec<Result<String, String>> {
@@ -218,6 +305,20 @@ mod tests {
             out,
             vec![Ok("{\"a\":1}".to_owned()), Ok("{\"b\":2}".to_owned())]
         );
+        // Blank lines split across reads, several events in one read, then a read
+        // that starts mid-event after whole ones.
+        let out = collect(vec![
+            b"data: 1\n",
+            b"\ndata: 2\r\n\r",
+            b"\ndata: 3\n\ndata: 4\n\ndata: 5",
+            b"5\n\ndata: [DONE]\n\n",
+        ])
+        .await;
+        let want: Vec<Result<String, String>> = ["1", "2", "3", "4", "55"]
+            .iter()
+            .map(|s| Ok((*s).to_owned()))
+            .collect();
+        assert_eq!(out, want);
     }
 
     #[tokio::test]
