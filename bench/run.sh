@@ -10,5 +10,11 @@ for part in gateway engine sandbox web; do
   [ -f "$script" ] || continue
   echo "== bench/$part"
   bash "$script" || { echo "bench/$part failed" >&2; status=1; }
+  if [ "$part" = gateway ]; then
+    echo "== bench/gateway/instructions.sh (instructions per request)"
+    for args in "hearth" "hearth stream" "min-proxy"; do
+      bash bench/gateway/instructions.sh $args || { echo "instructions.sh $args failed" >&2; status=1; }
+    done
+  fi
 done
 exit $status

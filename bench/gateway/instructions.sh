@@ -82,7 +82,9 @@ wrk -t1 -c8 -d3s -s "$WORK/load.lua" "$URL" > /dev/null
 callgrind_control -z $VP > /dev/null
 N=$(wrk -t1 -c8 -d6s -s "$WORK/load.lua" "$URL" | awk '/requests in/ {print $1}')
 callgrind_control -d $VP > /dev/null
-kill -INT $VP; wait $VP 2>/dev/null || true
+kill -INT $VP
+for _ in $(seq 1 50); do kill -0 $VP 2>/dev/null || break; sleep 0.1; done
+kill -KILL $VP 2>/dev/null || true; wait $VP 2>/dev/null || true
 DUMP=$(ls -t "$WORK"/cg.*.1 | head -1)
 cp "$DUMP" "$OUT/callgrind.$TARGET_NAME.$MODE"
 TOTAL=$(awk '/^summary:|^totals:/ {print $2; exit}' "$DUMP")
