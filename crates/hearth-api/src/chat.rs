@@ -249,15 +249,14 @@ impl<'de> Visitor<'de> for ChatVisitor<'_> {
             }
             Some(m) => m,
         };
-        let checked = r.stop.as_ref().map_or(Ok(()), check_stop).and_then(|()| {
-            crate::fields::check_sampling(
-                r.temperature,
-                r.top_p,
-                r.presence_penalty,
-                r.frequency_penalty,
-            )
-        });
-        checked.map_err(|e| fault.fail(e))?;
+        crate::fields::check_generation(
+            r.stop.as_ref(),
+            r.temperature,
+            r.top_p,
+            r.presence_penalty,
+            r.frequency_penalty,
+        )
+        .map_err(|e| fault.fail(e))?;
         Ok(r)
     }
 }
@@ -407,23 +406,6 @@ impl<'de> Visitor<'de> for Content {
         }
         Ok(MessageContent::Parts(parts))
     }
-}
-
-pub(crate) fn check_stop(stop: &StopSequences) -> Result<(), ApiError> {
-    let v = stop.to_vec();
-    if v.len() > 4 {
-        return Err(ApiError::invalid_param(
-            "stop",
-            "`stop` takes at most 4 sequences",
-        ));
-    }
-    if v.iter().any(String::is_empty) {
-        return Err(ApiError::invalid_param(
-            "stop",
-            "`stop` sequences must not be empty",
-        ));
-    }
-    Ok(())
 }
 
 /// Builds the JSON of a non-streaming chat completion.

@@ -6,7 +6,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::chat::{StopSequences, StreamOptions, check_stop};
+use crate::chat::{StopSequences, StreamOptions};
 use crate::error::ApiError;
 use crate::fields::{Fault, Key, field, typed_field};
 
@@ -202,15 +202,14 @@ impl<'de> Visitor<'de> for CompletionVisitor<'_> {
             return Err(fault.fail(ApiError::invalid_param("prompt", "`prompt` is required")));
         };
         r.prompt = prompt;
-        let checked = r.stop.as_ref().map_or(Ok(()), check_stop).and_then(|()| {
-            crate::fields::check_sampling(
-                r.temperature,
-                r.top_p,
-                r.presence_penalty,
-                r.frequency_penalty,
-            )
-        });
-        checked.map_err(|e| fault.fail(e))?;
+        crate::fields::check_generation(
+            r.stop.as_ref(),
+            r.temperature,
+            r.top_p,
+            r.presence_penalty,
+            r.frequency_penalty,
+        )
+        .map_err(|e| fault.fail(e))?;
         Ok(r)
     }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
+use crate::chat::StopSequences;
 use crate::error::ApiError;
 
 /// The first client-facing error met while parsing.
@@ -141,13 +142,33 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
     }
 }
 
-/// Range checks OpenAI documents for the sampling fields.
-pub(crate) fn check_sampling(
+/// The checks OpenAI documents for the generation fields both endpoints share:
+/// `stop` (at most 4 sequences, none empty) and the sampling ranges.
+pub(crate) fn check_generation(
+    stop: Option<&StopSequences>,
     temperature: Option<f32>,
     top_p: Option<f32>,
     presence_penalty: Option<f32>,
     frequency_penalty: Option<f32>,
 ) -> Result<(), ApiError> {
+    if let Some(stop) = stop {
+        let (count, any_empty) = match stop {
+            StopSequences::One(s) => (1, s.is_empty()),
+            StopSequences::Many(v) => (v.len(), v.iter().any(String::is_empty)),
+        };
+        if count > 4 {
+            return Err(ApiError::invalid_param(
+                "stop",
+                "`stop` takes at most 4 sequences",
+            ));
+        }
+        if any_empty {
+            return Err(ApiError::invalid_param(
+                "stop",
+                "`stop` sequences must not be empty",
+            ));
+        }
+    }
     let check = |name: &str, v: Option<f32>, lo: f32, hi: f32| match v {
         Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::invalid_param(
             name,
