@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::fields::{Fault, Key, Nullable, field, typed_field};
+use crate::fields::{Fault, Key, Nullable, field};
 
 /// Roles a chat message may have. `developer` is OpenAI's newer name for `system`.
 pub const ROLES: &[&str] = &[
@@ -44,7 +44,7 @@ pub struct ChatCompletionRequest {
     pub extra: Map<String, Value>,
 }
 
-crate::fields::serialize_request!(
+crate::fields::request_fields!(
     ChatCompletionRequest,
     required: [messages],
     flags: [stream],
@@ -191,29 +191,7 @@ impl<'de> Visitor<'de> for ChatVisitor<'_> {
         let mut r = ChatCompletionRequest::default();
         let mut messages = None;
         while let Some(Key(k)) = map.next_key()? {
-            let typed = typed_field!(
-                k.as_ref(),
-                map,
-                fault,
-                r,
-                [
-                    model,
-                    stream_options,
-                    max_tokens,
-                    max_completion_tokens,
-                    temperature,
-                    top_p,
-                    top_k,
-                    min_p,
-                    seed,
-                    stop,
-                    presence_penalty,
-                    frequency_penalty,
-                    n,
-                    response_format,
-                ]
-            );
-            if typed {
+            if r.read_typed(k.as_ref(), &mut map, fault)? {
                 continue;
             }
             match k.as_ref() {

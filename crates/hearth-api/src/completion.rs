@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::chat::{StopSequences, StreamOptions};
 use crate::error::ApiError;
-use crate::fields::{Fault, Key, field, typed_field};
+use crate::fields::{Fault, Key, field};
 
 /// A text completion request. As with chat, uninterpreted fields stay in `extra`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,7 +32,7 @@ pub struct CompletionRequest {
     pub extra: Map<String, Value>,
 }
 
-crate::fields::serialize_request!(
+crate::fields::request_fields!(
     CompletionRequest,
     required: [prompt],
     flags: [stream],
@@ -164,29 +164,7 @@ impl<'de> Visitor<'de> for CompletionVisitor<'_> {
         let mut r = CompletionRequest::default();
         let mut prompt = None;
         while let Some(Key(k)) = map.next_key()? {
-            let typed = typed_field!(
-                k.as_ref(),
-                map,
-                fault,
-                r,
-                [
-                    model,
-                    suffix,
-                    stream_options,
-                    max_tokens,
-                    temperature,
-                    top_p,
-                    top_k,
-                    min_p,
-                    seed,
-                    stop,
-                    presence_penalty,
-                    frequency_penalty,
-                    n,
-                    echo,
-                ]
-            );
-            if typed {
+            if r.read_typed(k.as_ref(), &mut map, fault)? {
                 continue;
             }
             match k.as_ref() {

@@ -182,16 +182,39 @@ pub(crate) fn check_generation(
     check("frequency_penalty", frequency_penalty, -2.0, 2.0)
 }
 
-/// `impl Serialize` for a request with typed fields and an `extra` map: the fields
+/// The typed fields of a request, listed once for both directions.
+///
+/// Reading: `read_typed` deserializes `model` or an `optional` field into its slot
+/// where it stands in the body (the request visitors handle the required fields,
+/// flags and `extra` themselves).
+///
+/// Writing: `impl Serialize` for a request with typed fields and an `extra` map: the fields
 /// the gateway did not interpret first, in the order they came, then the typed ones
 /// (`required` always, `flags` when true, `model` and the `optional` ones when set).
 /// A key in `extra` that a typed field also sets is written once, with the typed
 /// value. Backends serialize requests straight to bytes with this, with no JSON
 /// tree in between; `serialize_as` writes another `model` (the upstream's own name
 /// for it) without copying the request.
-macro_rules! serialize_request {
+macro_rules! request_fields {
     ($ty:ty, required: [$($req:ident),*], flags: [$($flag:ident),*], optional: [$($opt:ident),*]) => {
         impl $ty {
+            /// Reads `key`'s value into its typed field when it is `model` or one of
+            /// the optional fields (`false` for any other key).
+            fn read_typed<'de, A: serde::de::MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+                fault: &$crate::fields::Fault,
+            ) -> Result<bool, A::Error> {
+                use $crate::fields::field;
+                match key {
+                    "model" => self.model = field(map, "model", fault)?,
+                    $(stringify!($opt) => self.$opt = field(map, stringify!($opt), fault)?,)*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+
             /// Serializes the request with `model` in place of its own, when given.
             pub fn serialize_as<S: serde::Serializer>(
                 &self,
@@ -240,19 +263,4 @@ macro_rules! serialize_request {
         }
     };
 }
-pub(crate) use serialize_request;
-
-/// In a request visitor's `visit_map`: when `$key` is one of `$field`s, reads it
-/// into `$req.$field` (with [`field`]) and is `true`; otherwise `false`.
-macro_rules! typed_field {
-    ($key:expr, $map:ident, $fault:ident, $req:ident, [$($field:ident),* $(,)?]) => {
-        match $key {
-            $(stringify!($field) => {
-                $req.$field = $crate::fields::field(&mut $map, stringify!($field), $fault)?;
-                true
-            })*
-            _ => false,
-        }
-    };
-}
-pub(crate) use typed_field;
+pub(crate) use request_fields;
