@@ -10,9 +10,10 @@
 //! # Layout
 //! - [`UpstreamBackend`]: the `Backend` implementation.
 //! - [`sse`]: incremental SSE event splitting.
-//! - `transport`: hyper's connections for plain `http://` upstreams (kept in our
-//!   own per-thread `pool`), reqwest for the rest.
+//! - `transport`: our own HTTP/1.1 connections (`h1`) for plain `http://`
+//!   upstreams, kept in a per-thread `pool`; reqwest for the rest.
 
+mod h1;
 mod pool;
 pub mod sse;
 mod transport;
@@ -137,9 +138,6 @@ impl UpstreamBackend {
             v.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, v);
         }
-        if let Some(host) = transport.host_header() {
-            headers.insert(header::HOST, host);
-        }
         let mut headers_json = headers.clone();
         headers_json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         let mut headers_sse = headers;
@@ -162,15 +160,6 @@ impl UpstreamBackend {
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
         })
     }
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
 }
 
 /// An upstream error status as the client should see it: the upstream's own message
@@ -229,9 +218,9 @@ impl Backend for UpstreamBackend {
         };
         let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
         let headers = if stream {
-            self.headers_sse.clone()
+            &self.headers_sse
         } else {
-            self.headers_json.clone()
+            &self.headers_json
         };
         // One timer for the call: the first-byte deadline, then, reset, the body's.
         let deadline = tokio::time::sleep(self.first_byte_timeout);
@@ -247,19 +236,14 @@ impl Backend for UpstreamBackend {
             .as_mut()
             .reset(tokio::time::Instant::now() + self.idle_timeout);
         if answer.status >= 400 {
-            let ra = retry_after(&answer.headers);
+            let ra = answer.retry_after;
             let body = tokio::select! {
                 body = answer.body.bytes() => body.unwrap_or_default(),
                 () = &mut deadline => Bytes::new(),
             };
             return Err(status_error(answer.status, ra, &body));
         }
-        let is_sse = answer
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !stream || !is_sse {
+        if !stream || !answer.event_stream {
             let body = tokio::select! {
                 body = answer.body.bytes() => body.map_err(|e| {
                     BackendError::Protocol(format!("reading the upstream's body: {e}"))
@@ -294,11 +278,14 @@ impl Backend for UpstreamBackend {
         headers.remove(header::CONTENT_TYPE);
         let answer = self
             .transport
-            .send(Method::GET, &self.models, headers, Bytes::new())
+            .send(Method::GET, &self.models, &headers, Bytes::new())
             .await?;
         if answer.status >= 500 {
             return Err(status_error(answer.status, None, b""));
         }
+        // Read to the end (bounded by the idle timeout), so its connection goes back
+        // to the pool rather than closing at each probe.
+        let _ = tokio::time::timeout(self.idle_timeout, answer.body.bytes()).await;
         Ok(())
     }
 }

@@ -1,12 +1,10 @@
-//! Keep-alive HTTP/1.1 connections to one plain `http://` upstream, on hyper's
-//! connection API.
+//! Keep-alive HTTP/1.1 connections to one plain `http://` upstream (`h1.rs`).
 //!
 //! Each thread keeps its own idle connections (each of the server's event loops
-//! runs on one thread, so a request never wakes a connection task on another), in a
-//! stack: the most recently used connection is reused first, and the others age
-//! out. A connection goes back to its stack only once its answer was read to the
-//! end; an answer dropped halfway (the client went away) closes its connection, so
-//! the upstream stops generating.
+//! runs on one thread), in a stack: the most recently used connection is reused
+//! first, and the others age out. A connection goes back to its stack only once
+//! its answer was read to the end; an answer dropped halfway (the client went away)
+//! closes its connection, so the upstream stops generating.
 //!
 //! hyper-util's pooled client did the same with more machinery per request: a race
 //! between checkout and a lazy connect, a hash map keyed by scheme and host, a
@@ -14,84 +12,89 @@
 //! was a sixth of the gateway's instructions per request.
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use thread_local::ThreadLocal;
+
+use crate::h1::{Conn, Error, Head};
 
 /// Idle connections are closed after this long.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per thread.
 pub(crate) const MAX_IDLE: usize = 256;
 
-type Sender = SendRequest<Full<Bytes>>;
-
 /// The connections to one upstream (`host:port`).
 pub(crate) struct Pool {
     /// Where to connect, as `host:port` (resolved at each new connection).
     addr: String,
     /// The `Host` header every request carries.
-    pub(crate) host: HeaderValue,
+    pub(crate) host: String,
     connect_timeout: Duration,
     idle: ThreadLocal<Arc<Mutex<Vec<Idle>>>>,
 }
 
 struct Idle {
-    tx: Sender,
+    conn: Conn,
     since: Instant,
-    /// The end of the last answer's body, when the reader stopped before reading
-    /// it (an event stream's `[DONE]`): the connection is reused only if it has
-    /// ended by then.
-    tail: Option<Incoming>,
 }
 
-/// A connection in use; [`Lease::release`] returns it once its answer was read.
+/// A connection in use, carrying an answer's body; it goes back to its thread's
+/// stack once the body was read to the end.
 pub(crate) struct Lease {
-    tx: Sender,
+    conn: Conn,
     idle: Arc<Mutex<Vec<Idle>>>,
 }
 
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.conn.fmt(f)
+    }
+}
+
 impl Lease {
-    /// Puts the connection back for the next request on this thread.
+    /// The next piece of the body; at its end the connection goes back.
+    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        self.conn.poll_data(cx)
+    }
+
+    /// The whole body; the connection goes back.
+    pub(crate) async fn bytes(mut self) -> Result<Bytes, Error> {
+        let body = self.conn.read_to_end().await?;
+        self.release();
+        Ok(body)
+    }
+
+    /// Puts the connection back for the next request on this thread, if its body
+    /// was read to the end (else it closes).
     pub(crate) fn release(self) {
-        self.put(None);
-    }
-
-    /// Puts the connection back once `body`, whose reader has all it wanted, has
-    /// ended. Its end normally follows within a turn of the connection's task
-    /// (polled here, so that task reads it); the next checkout checks.
-    pub(crate) fn release_after(self, mut body: Incoming) {
-        use hyper::body::Body as _;
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
-            std::task::Poll::Ready(None) => self.put(None),
-            std::task::Poll::Pending => self.put(Some(body)),
-            // More data after the end (or an error): not reusable.
-            std::task::Poll::Ready(Some(_)) => {}
-        }
-    }
-
-    fn put(self, tail: Option<Incoming>) {
-        if self.tx.is_closed() {
-            return;
+        if !self.conn.is_reusable() {
+            return; // dropped: closes
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The oldest are at the bottom: those idle too long close here.
+        let stale = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
         if idle.len() >= MAX_IDLE {
-            idle.retain(|c| !c.tx.is_closed());
-            if idle.len() >= MAX_IDLE {
-                return; // dropped: closes
-            }
+            return; // dropped: closes
         }
         idle.push(Idle {
-            tx: self.tx,
+            conn: self.conn,
             since: Instant::now(),
-            tail,
         });
+    }
+
+    /// The reader has all it wanted (an event stream's `[DONE]`): the connection
+    /// goes back if the body's end is already here. It normally is; when it is not,
+    /// the connection closes rather than wait for it.
+    pub(crate) fn finish(mut self) {
+        if self.conn.try_finish() {
+            self.release();
+        }
     }
 }
 
@@ -101,12 +104,15 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-/// Why a request got no answer; every case means the upstream did not process it,
-/// or the connection broke before its answer's headers.
+/// Why a request got no answer.
 #[derive(Debug)]
 pub(crate) enum SendError {
+    /// No connection could be made: the upstream did not get the request.
     Connect(String),
-    Http(hyper::Error),
+    /// The connection broke before the answer's head.
+    Io(String),
+    /// What came back is not HTTP/1.1.
+    Protocol(String),
 }
 
 impl Pool {
@@ -117,78 +123,56 @@ impl Pool {
         let addr = format!("{}:{port}", authority.host());
         Ok(Pool {
             addr,
-            host: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+            host: authority.as_str().to_owned(),
             connect_timeout,
             idle: ThreadLocal::new(),
         })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection of this thread,
-    /// or on a new one, and returns the answer's head once it arrived.
-    pub(crate) async fn send(
-        &self,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    /// Sends a request (`head` ends with its blank line) on an idle connection of
+    /// this thread, or on a new one, and returns the answer's head once it arrived.
+    pub(crate) async fn send(&self, head: &[u8], body: &[u8]) -> Result<(Head, Lease), SendError> {
         let idle = self.idle.get_or_default();
         loop {
             let next = {
                 let mut stack = idle.lock().unwrap_or_else(|p| p.into_inner());
                 stack.pop()
             };
-            let Some(Idle {
-                mut tx,
-                since,
-                tail,
-            }) = next
-            else {
+            let Some(Idle { mut conn, since }) = next else {
                 break;
             };
-            if tx.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            if since.elapsed() > IDLE_TIMEOUT || !conn.is_reusable() {
                 continue; // dropped: closes
             }
-            if let Some(mut tail) = tail {
-                // Asked for when the reader stopped; the connection's task reads it
-                // at its next turn, which may not have come yet: one yield lets it.
-                if !ended(&mut tail) {
-                    tokio::task::yield_now().await;
-                    if !ended(&mut tail) {
-                        continue; // dropped: closes
-                    }
-                }
-            }
-            // An idle connection whose task has not run since its last answer ended
-            // becomes ready at once; a closed one fails here.
-            if tx.ready().await.is_err() {
-                continue;
-            }
-            match tx.try_send_request(req).await {
-                Ok(resp) => {
+            match conn.request(head, body).await {
+                Ok(answer) => {
                     let lease = Lease {
-                        tx,
+                        conn,
                         idle: idle.clone(),
                     };
-                    return Ok((resp, lease));
+                    return Ok((answer, lease));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not sent (the upstream closed the connection meanwhile): the
-                    // next connection, or a new one, gets it.
-                    Some(back) => req = back,
-                    None => return Err(SendError::Http(e.into_error())),
-                },
+                // Closed by the upstream as it was picked (its idle timeout): the
+                // request did not get there; the next connection, or a new one,
+                // carries it.
+                Err(Error::NoAnswer(why)) => {
+                    tracing::debug!(upstream = %self.addr, %why, "a kept-alive connection was closed as it was reused; sending again");
+                }
+                Err(e) => return Err(e.into()),
             }
         }
-        let mut tx = self.connect().await?;
-        let resp = tx.send_request(req).await.map_err(SendError::Http)?;
+        let mut conn = self.connect().await?;
+        let answer = conn.request(head, body).await?;
         Ok((
-            resp,
+            answer,
             Lease {
-                tx,
+                conn,
                 idle: idle.clone(),
             },
         ))
     }
 
-    async fn connect(&self) -> Result<Sender, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect(&self.addr),
@@ -202,25 +186,15 @@ impl Pool {
         })?
         .map_err(|e| SendError::Connect(format!("cannot connect to {}: {e}", self.addr)))?;
         let _ = stream.set_nodelay(true);
-        let (tx, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Http)?;
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
-            }
-        });
-        Ok(tx)
+        Ok(Conn::new(stream))
     }
 }
 
-/// Whether the unread end of the last answer on a connection has come.
-fn ended(body: &mut Incoming) -> bool {
-    use hyper::body::Body as _;
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    matches!(
-        std::pin::Pin::new(body).poll_frame(&mut cx),
-        std::task::Poll::Ready(None)
-    )
+impl From<Error> for SendError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NoAnswer(why) | Error::Io(why) => SendError::Io(why),
+            Error::Protocol(why) => SendError::Protocol(why),
+        }
+    }
 }

@@ -1,26 +1,25 @@
 //! How a request reaches the upstream.
 //!
 //! A plain `http://` upstream (vLLM, llama-server or Ollama on the same host or
-//! network: the self-hosted case) is reached over hyper's HTTP/1.1 connections
-//! directly, kept alive in our own per-thread pool (`pool.rs`). reqwest's layers around that same client (redirect following that
-//! re-parses the URL of every request and response, a retry layer, proxy matching,
-//! request builders) cost more CPU per request than all the rest of a bare relay:
-//! 78 against 48 µs per request, side by side. Everything else goes through
+//! network: the self-hosted case) is reached over our own HTTP/1.1 connections
+//! (`h1.rs`), kept alive in a per-thread pool (`pool.rs`), written and read by the
+//! request's own task. reqwest's layers around hyper's client (redirect following
+//! that re-parses the URL of every request and response, a retry layer, proxy
+//! matching, request builders) cost more CPU per request than all the rest of a
+//! bare relay: 78 against 48 µs per request, side by side; hyper's connection task
+//! itself was another quarter of what is left. Everything else goes through
 //! reqwest: `https://` (TLS, HTTP/2 by ALPN) and any upstream while a proxy is set
 //! in the environment (`HTTP_PROXY`, `ALL_PROXY`, which reqwest honours).
 //!
 //! Either way each thread keeps its own pool: each of the server's event loops keeps
-//! its own upstream connections, so a request is never handed to a connection task
-//! on another thread (and woken from there).
+//! its own upstream connections.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use http::{HeaderMap, HeaderValue, Method, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Body as _;
+use http::{HeaderMap, Method, Uri, header};
 use thread_local::ThreadLocal;
 
 use hearth_router::BackendError;
@@ -40,7 +39,7 @@ pub enum Via {
 pub(crate) struct Endpoint {
     url: reqwest::Url,
     /// The path and query, as an HTTP/1.1 request line carries them.
-    origin_form: Uri,
+    origin_form: String,
 }
 
 impl Endpoint {
@@ -51,8 +50,7 @@ impl Endpoint {
         let origin_form = uri
             .path_and_query()
             .map_or("/", http::uri::PathAndQuery::as_str)
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+            .to_owned();
         Ok(Endpoint {
             url: reqwest::Url::parse(s).map_err(|e| e.to_string())?,
             origin_form,
@@ -71,16 +69,19 @@ pub(crate) enum Transport {
     },
 }
 
-/// The status and headers of an answer, and its body still to read.
+/// What the gateway reads of an answer's head, and its body still to read.
 pub(crate) struct Answer {
     pub status: u16,
-    pub headers: HeaderMap,
+    /// `Content-Type: text/event-stream`.
+    pub event_stream: bool,
+    /// `Retry-After` in seconds.
+    pub retry_after: Option<Duration>,
     pub body: AnswerBody,
 }
 
 pub(crate) enum AnswerBody {
-    /// The body, and its connection until the body was read to the end.
-    Direct(hyper::body::Incoming, Lease),
+    /// The body, on its connection.
+    Direct(Lease),
     Reqwest(reqwest::Response),
 }
 
@@ -105,14 +106,6 @@ impl Transport {
         })
     }
 
-    /// The `Host` header requests must carry themselves (reqwest adds its own).
-    pub(crate) fn host_header(&self) -> Option<HeaderValue> {
-        match self {
-            Transport::Direct(pool) => Some(pool.host.clone()),
-            Transport::Reqwest { .. } => None,
-        }
-    }
-
     /// `direct` or `reqwest`, for logs.
     pub(crate) fn name(&self) -> &'static str {
         match self {
@@ -126,30 +119,27 @@ impl Transport {
         &self,
         method: Method,
         to: &Endpoint,
-        headers: HeaderMap,
+        headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Answer, BackendError> {
         match self {
             Transport::Direct(pool) => {
-                // `headers` carry `Host` (see `host_header`).
-                let mut req = http::Request::new(Full::new(body));
-                *req.method_mut() = method;
-                *req.uri_mut() = to.origin_form.clone();
-                *req.headers_mut() = headers;
-                let (resp, lease) = pool.send(req).await.map_err(|e| {
+                let head = request_head(&method, &to.origin_form, &pool.host, headers, &body);
+                let (head, lease) = pool.send(&head, &body).await.map_err(|e| match e {
                     // Whether it failed to connect or broke before the answer's
-                    // headers, the request got no answer: retryable.
-                    let why = match e {
-                        SendError::Connect(why) => why,
-                        SendError::Http(e) => error_chain(&e),
-                    };
-                    BackendError::Connect(format!("{}: {why}", to.url))
+                    // head, the request got no answer: retryable.
+                    SendError::Connect(why) | SendError::Io(why) => {
+                        BackendError::Connect(format!("{}: {why}", to.url))
+                    }
+                    SendError::Protocol(why) => {
+                        BackendError::Protocol(format!("{}: {why}", to.url))
+                    }
                 })?;
-                let (parts, body) = resp.into_parts();
                 Ok(Answer {
-                    status: parts.status.as_u16(),
-                    headers: parts.headers,
-                    body: AnswerBody::Direct(body, lease),
+                    status: head.status,
+                    event_stream: head.event_stream,
+                    retry_after: head.retry_after,
+                    body: AnswerBody::Direct(lease),
                 })
             }
             Transport::Reqwest {
@@ -161,14 +151,24 @@ impl Transport {
                     .get_or(|| reqwest_client(*connect_timeout).unwrap_or_else(|_| first.clone()));
                 let resp = client
                     .request(method, to.url.clone())
-                    .headers(headers)
+                    .headers(headers.clone())
                     .body(body)
                     .send()
                     .await
                     .map_err(|e| reqwest_error(&e))?;
+                let h = resp.headers();
                 Ok(Answer {
                     status: resp.status().as_u16(),
-                    headers: resp.headers().clone(),
+                    event_stream: h
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/event-stream")),
+                    retry_after: h
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(Duration::from_secs_f64),
                     body: AnswerBody::Reqwest(resp),
                 })
             }
@@ -176,19 +176,55 @@ impl Transport {
     }
 }
 
+/// An HTTP/1.1 request head: the request line, `Host`, `headers`, the body's length.
+fn request_head(
+    method: &Method,
+    origin_form: &str,
+    host: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(origin_form.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(host.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if !body.is_empty() || method == Method::POST {
+        head.extend_from_slice(b"content-length: ");
+        push_decimal(&mut head, body.len());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl AnswerBody {
     /// The whole body.
     pub(crate) async fn bytes(self) -> Result<Bytes, String> {
         match self {
-            AnswerBody::Direct(b, lease) => {
-                let bytes = b
-                    .collect()
-                    .await
-                    .map(http_body_util::Collected::to_bytes)
-                    .map_err(|e| error_chain(&e))?;
-                lease.release();
-                Ok(bytes)
-            }
+            AnswerBody::Direct(lease) => lease.bytes().await.map_err(|e| e.to_string()),
             AnswerBody::Reqwest(r) => r.bytes().await.map_err(|e| error_chain(&e)),
         }
     }
@@ -196,10 +232,7 @@ impl AnswerBody {
     /// The body as it arrives.
     pub(crate) fn into_stream(self) -> BodyStream {
         match self {
-            AnswerBody::Direct(body, lease) => BodyStream::Direct(DirectStream {
-                body: Some(body),
-                lease: Some(lease),
-            }),
+            AnswerBody::Direct(lease) => BodyStream::Direct(DirectStream { lease: Some(lease) }),
             AnswerBody::Reqwest(r) => {
                 BodyStream::Reqwest(r.bytes_stream().map_err(|e| error_chain(&e)).boxed())
             }
@@ -217,8 +250,8 @@ impl BodyStream {
     /// The reader has all it wanted (an event stream's `[DONE]`): the connection
     /// may serve the next request once the body's end is read.
     pub(crate) fn finish(self) {
-        if let BodyStream::Direct(d) = self {
-            d.finish();
+        if let BodyStream::Direct(DirectStream { lease: Some(lease) }) = self {
+            lease.finish();
         }
     }
 }
@@ -237,20 +270,11 @@ impl futures::Stream for BodyStream {
     }
 }
 
-/// A direct answer's data frames as they arrive. Its connection goes back to the
-/// pool at the end of the body, or when the reader has all it wanted and only the
-/// body's end is still to come (see [`DirectStream::finish`]).
+/// A direct answer's body as it arrives. Its connection goes back to the pool at
+/// the end of the body, or when the reader has all it wanted and only the body's
+/// end is still to come (see [`BodyStream::finish`]); dropped halfway, it closes.
 pub(crate) struct DirectStream {
-    body: Option<hyper::body::Incoming>,
     lease: Option<Lease>,
-}
-
-impl DirectStream {
-    fn finish(mut self) {
-        if let (Some(body), Some(lease)) = (self.body.take(), self.lease.take()) {
-            lease.release_after(body);
-        }
-    }
 }
 
 impl futures::Stream for DirectStream {
@@ -261,28 +285,22 @@ impl futures::Stream for DirectStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        let Some(body) = self.body.as_mut() else {
+        let Some(lease) = self.lease.as_mut() else {
             return Poll::Ready(None);
         };
-        loop {
-            match std::pin::Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
+        match lease.poll_data(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(data))),
+            Poll::Ready(Some(Err(e))) => {
+                // Dropping the lease closes the broken connection.
+                self.lease = None;
+                Poll::Ready(Some(Err(e.to_string())))
+            }
+            Poll::Ready(None) => {
+                if let Some(lease) = self.lease.take() {
+                    lease.release();
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    // Dropping the lease closes the broken connection.
-                    self.lease = None;
-                    return Poll::Ready(Some(Err(error_chain(&e))));
-                }
-                Poll::Ready(None) => {
-                    if let Some(lease) = self.lease.take() {
-                        lease.release();
-                    }
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None)
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The upstream backend over both of its clients, against a real local HTTP server:
-//! `Via::Auto` (hyper's client, for a plain `http://` upstream) and `Via::Reqwest`
+//! `Via::Auto` (our own HTTP/1.1 connections, for a plain `http://` upstream) and `Via::Reqwest`
 //! (what `https://` upstreams and proxied setups use).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed step fails the test
 
@@ -138,15 +138,24 @@ async fn error_statuses_stalls_and_refused_connections() {
 /// A bare HTTP/1.1 server that counts the connections it accepts. Each answers
 /// keep-alive requests with a whole JSON answer, or (for `"stream":true`) with a
 /// chunked event stream ending in `[DONE]`, or (with `"hold":true` too) with one
-/// event and then nothing more, holding the stream open. With `close_each`, it
-/// closes every connection after its first answer, as an upstream's idle timeout does.
+/// event and then nothing more, holding the stream open. With `Close::AfterAnswer`,
+/// it closes every connection after its first answer, as an upstream's idle timeout
+/// does; with `Close::OnSecondRequest`, it closes it when a second request came,
+/// without answering (the idle timeout striking just as the connection is reused).
 struct CountingServer {
     url: String,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Close {
+    Never,
+    AfterAnswer,
+    OnSecondRequest,
+}
+
 impl CountingServer {
-    async fn start(close_each: bool) -> Self {
+    async fn start(close: Close) -> Self {
         use std::sync::atomic::Ordering;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -161,6 +170,7 @@ impl CountingServer {
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
+                    let mut answered = 0;
                     loop {
                         // One request: the head, then Content-Length bytes of body.
                         let head_end = loop {
@@ -185,6 +195,10 @@ impl CountingServer {
                                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                             }
                         }
+                        if answered == 1 && close == Close::OnSecondRequest {
+                            return;
+                        }
+                        answered += 1;
                         let body = buf[head_end..head_end + len].to_vec();
                         buf.drain(..head_end + len);
                         let body = String::from_utf8_lossy(&body).into_owned();
@@ -217,7 +231,9 @@ impl CountingServer {
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
                             answer.len()
                         );
-                        if sock.write_all(out.as_bytes()).await.is_err() || close_each {
+                        if sock.write_all(out.as_bytes()).await.is_err()
+                            || close == Close::AfterAnswer
+                        {
                             return;
                         }
                     }
@@ -234,7 +250,7 @@ impl CountingServer {
 
 #[tokio::test]
 async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
-    let server = CountingServer::start(false).await;
+    let server = CountingServer::start(Close::Never).await;
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for _ in 0..5 {
         assert!(matches!(
@@ -292,15 +308,36 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
 
 #[tokio::test]
 async fn the_direct_pool_replaces_connections_the_upstream_closed() {
-    let server = CountingServer::start(true).await;
+    let server = CountingServer::start(Close::AfterAnswer).await;
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for i in 1..=3 {
         assert!(
             matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })),
             "answer {i}"
         );
-        // Time for the closed connection's task to notice.
+        // Time for the close to reach the idle connection: checkout sees it.
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.connections(), 3);
+    // No time at all.
+    for i in 1..=5 {
+        assert!(
+            matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })),
+            "answer {i} right after the last"
+        );
+    }
+    assert_eq!(server.connections(), 8);
+
+    // Closed as it is reused: the request was sent on a connection the upstream
+    // then closed unanswered. It goes again on a new one; the caller sees only
+    // its answer.
+    let server = CountingServer::start(Close::OnSecondRequest).await;
+    let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
+    for i in 1..=3 {
+        assert!(
+            matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })),
+            "answer {i}"
+        );
     }
     assert_eq!(server.connections(), 3);
 }

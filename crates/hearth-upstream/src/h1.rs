@@ -1,0 +1,737 @@
+//! One HTTP/1.1 client connection to a plain `http://` upstream, written and read
+//! by the task of the request it carries.
+//!
+//! hyper's client connection runs as a task of its own: every request crossed a
+//! channel to it, and its answer's head and every piece of its body crossed back,
+//! each crossing a task wake-up. With the parsing of a header map nobody read, that
+//! was over a quarter of the gateway's instructions per relayed request. Here the
+//! request's task writes the request, parses the answer's head with `httparse`
+//! (the parser hyper uses) and decodes the body itself: `Content-Length`, chunked,
+//! or up to the connection's close.
+//!
+//! What the gateway needs of the head is read while parsing: the status, whether
+//! the body is an event stream, and `Retry-After`.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The most an answer's head (status line and headers) may take.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers an answer may have.
+const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line or trailer line.
+const MAX_LINE: usize = 4096;
+/// Free space asked for before each read.
+const READ_SIZE: usize = 8 * 1024;
+/// A request no longer than this goes out in one write (head and body copied
+/// together); a longer one in two.
+const ONE_WRITE: usize = 64 * 1024;
+
+/// What the gateway reads of an answer's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub status: u16,
+    /// `Content-Type: text/event-stream`.
+    pub event_stream: bool,
+    /// `Retry-After` in seconds (an HTTP date is ignored).
+    pub retry_after: Option<Duration>,
+}
+
+/// Why a request got no answer, or its answer broke.
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// Nothing of an answer came: the connection was closed or reset before it (as
+    /// an idle connection the upstream closed is). The request may be sent again
+    /// on another connection.
+    NoAnswer(String),
+    /// The connection broke partway through an answer.
+    Io(String),
+    /// The upstream's bytes are not HTTP/1.1.
+    Protocol(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NoAnswer(why) | Error::Io(why) | Error::Protocol(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Where the current answer's body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    /// Bytes of body still to come.
+    Length(u64),
+    Chunked(Chunked),
+    /// The body runs until the upstream closes the connection.
+    UntilClose,
+    /// Read to its end.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// A chunk-size line is next.
+    Size,
+    /// Bytes of the current chunk still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data is next.
+    DataEnd,
+    /// Trailer lines, up to an empty one, are next.
+    Trailer,
+}
+
+/// What decoding the buffered bytes gave.
+enum Decoded {
+    Data(Bytes),
+    /// More bytes must be read.
+    More,
+    End,
+}
+
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet handed out.
+    buf: BytesMut,
+    body: Body,
+    /// Whether the connection may carry another request once this body is read.
+    keep_alive: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("body", &self.body)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            body: Body::Done,
+            keep_alive: true,
+        }
+    }
+
+    /// Whether the connection can carry a new request: its last answer was read to
+    /// the end, nothing came after it, and the upstream did not close it meanwhile.
+    /// No system call unless the event loop saw the socket become readable.
+    pub(crate) fn is_reusable(&self) -> bool {
+        if !(self.keep_alive && self.body == Body::Done && self.buf.is_empty()) {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable while idle: the upstream closed it (or sent bytes nobody
+            // asked for). A stale readiness reads as `WouldBlock`, and clears.
+            Poll::Ready(Ok(())) => {
+                let mut b = [0u8; 1];
+                matches!(self.io.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes a request (`head` ends with its blank line) and reads its answer's head.
+    pub(crate) async fn request(&mut self, head: &[u8], body: &[u8]) -> Result<Head, Error> {
+        let written = if head.len() + body.len() <= ONE_WRITE {
+            let mut out = Vec::with_capacity(head.len() + body.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(body);
+            self.io.write_all(&out).await
+        } else {
+            match self.io.write_all(head).await {
+                Ok(()) => self.io.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = written {
+            self.keep_alive = false;
+            return Err(Error::NoAnswer(format!("sending the request: {e}")));
+        }
+        self.read_head().await
+    }
+
+    async fn read_head(&mut self) -> Result<Head, Error> {
+        loop {
+            if let Some(head) = self.parse_head()? {
+                return Ok(head);
+            }
+            let got = std::future::poll_fn(|cx| self.poll_read(cx)).await;
+            match got {
+                Ok(0) if self.buf.is_empty() => {
+                    return Err(Error::NoAnswer(
+                        "the upstream closed the connection without answering".into(),
+                    ));
+                }
+                Ok(0) => {
+                    return Err(Error::Io(
+                        "the upstream closed the connection partway through the answer's head"
+                            .into(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if self.buf.is_empty() => {
+                    return Err(Error::NoAnswer(format!("reading the answer: {e}")));
+                }
+                Err(e) => return Err(Error::Io(format!("reading the answer's head: {e}"))),
+            }
+        }
+    }
+
+    /// Parses the head at the start of the buffer (skipping interim `1xx` answers),
+    /// or asks for more bytes.
+    fn parse_head(&mut self) -> Result<Option<Head>, Error> {
+        self.keep_alive = false; // until a whole head says otherwise
+        loop {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let mut headers =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.buf,
+                &mut headers,
+            );
+            let n = match parsed {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
+                    return Err(Error::Protocol(format!(
+                        "the upstream's answer head is over {} KiB",
+                        MAX_HEAD / 1024
+                    )));
+                }
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::Protocol(format!(
+                        "the upstream's answer has over {MAX_HEADERS} headers"
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::Protocol(format!(
+                        "the upstream's answer is not HTTP/1.1 ({e})"
+                    )));
+                }
+            };
+            let status = resp.code.unwrap_or(0);
+            if status == 101 {
+                return Err(Error::Protocol(
+                    "the upstream switched protocols (101)".into(),
+                ));
+            }
+            if (100..200).contains(&status) {
+                self.buf.advance(n); // an interim answer; the real one follows
+                continue;
+            }
+            let mut head = Head {
+                status,
+                event_stream: false,
+                retry_after: None,
+            };
+            let mut length: Option<u64> = None;
+            let mut encoded = false;
+            let mut chunked = false;
+            let mut close = false;
+            let mut keep_alive_asked = false;
+            for h in resp.headers.iter() {
+                let name = h.name;
+                if name.eq_ignore_ascii_case("content-length") {
+                    let n = parse_length(h.value).ok_or_else(|| {
+                        Error::Protocol("the upstream sent an invalid Content-Length".into())
+                    })?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(Error::Protocol(
+                            "the upstream sent two different Content-Lengths".into(),
+                        ));
+                    }
+                    length = Some(n);
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    // Chunked only when it is the last coding applied.
+                    encoded = true;
+                    chunked = last_token(h.value).eq_ignore_ascii_case(b"chunked");
+                } else if name.eq_ignore_ascii_case("connection") {
+                    for token in h.value.split(|&b| b == b',') {
+                        let token = token.trim_ascii();
+                        close |= token.eq_ignore_ascii_case(b"close");
+                        keep_alive_asked |= token.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                } else if name.eq_ignore_ascii_case("content-type") {
+                    head.event_stream = h
+                        .value
+                        .trim_ascii_start()
+                        .get(..17)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
+                } else if name.eq_ignore_ascii_case("retry-after") {
+                    head.retry_after = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .filter(|s| s.is_finite() && *s >= 0.0)
+                        .map(Duration::from_secs_f64);
+                }
+            }
+            let http10 = resp.version == Some(0);
+            self.body = if status == 204 || status == 304 {
+                Body::Done
+            } else if encoded && chunked {
+                Body::Chunked(Chunked::Size)
+            } else if encoded {
+                Body::UntilClose
+            } else if let Some(n) = length {
+                Body::Length(n)
+            } else {
+                Body::UntilClose
+            };
+            // Both framings at once is a smuggling vector: read by the encoding, as
+            // the RFC says, but never reuse the connection.
+            let both_framings = encoded && length.is_some();
+            let http10_close = http10 && !keep_alive_asked;
+            self.keep_alive =
+                !(close || http10_close || both_framings) && self.body != Body::UntilClose;
+            self.buf.advance(n);
+            return Ok(Some(head));
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        loop {
+            match self.decode() {
+                Err(e) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Decoded::Data(b)) => return Poll::Ready(Some(Ok(b))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if self.body == Body::UntilClose => {
+                    self.body = Body::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(Error::Io(
+                        "the upstream closed the connection before the answer's end".into(),
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(Some(Err(Error::Io(format!(
+                        "reading the answer's body: {e}"
+                    )))));
+                }
+            }
+        }
+    }
+
+    /// The rest of the body, whole.
+    pub(crate) async fn read_to_end(&mut self) -> Result<Bytes, Error> {
+        let mut first: Option<Bytes> = None;
+        let mut more = BytesMut::new();
+        while let Some(piece) = std::future::poll_fn(|cx| self.poll_data(cx)).await {
+            let piece = piece?;
+            match &first {
+                None => first = Some(piece),
+                Some(f) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(f);
+                    }
+                    more.extend_from_slice(&piece);
+                }
+            }
+        }
+        Ok(if more.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            more.freeze()
+        })
+    }
+
+    /// Reads the end of a body whose reader stopped just before it (an event
+    /// stream's `[DONE]` came; the chunked body's last chunk may not have), without
+    /// waiting. Returns whether the body is done.
+    pub(crate) fn try_finish(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_data(&mut cx) {
+            Poll::Ready(None) => self.body == Body::Done,
+            // Body after what the reader wanted: the connection is not reused.
+            Poll::Ready(Some(_)) => {
+                self.keep_alive = false;
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Takes the next piece of body out of the buffer.
+    fn decode(&mut self) -> Result<Decoded, Error> {
+        loop {
+            match self.body {
+                Body::Done => return Ok(Decoded::End),
+                Body::Length(0) => {
+                    self.body = Body::Done;
+                    return Ok(Decoded::End);
+                }
+                Body::Length(left) => {
+                    if self.buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = take(left, self.buf.len());
+                    self.body = Body::Length(left - n as u64);
+                    return Ok(Decoded::Data(self.buf.split_to(n).freeze()));
+                }
+                Body::UntilClose => {
+                    if self.buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    return Ok(Decoded::Data(self.buf.split().freeze()));
+                }
+                Body::Chunked(Chunked::Size) => match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((n, size))) => {
+                        self.buf.advance(n);
+                        self.body = Body::Chunked(if size == 0 {
+                            Chunked::Trailer
+                        } else {
+                            Chunked::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if self.buf.len() > MAX_LINE => {
+                        return Err(Error::Protocol(
+                            "the upstream sent a chunk-size line over 4 KiB".into(),
+                        ));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(Decoded::More),
+                    Err(_) => {
+                        return Err(Error::Protocol(
+                            "the upstream sent an invalid chunk size".into(),
+                        ));
+                    }
+                },
+                Body::Chunked(Chunked::Data(left)) => {
+                    if self.buf.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = take(left, self.buf.len());
+                    let left = left - n as u64;
+                    self.body = Body::Chunked(if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    });
+                    return Ok(Decoded::Data(self.buf.split_to(n).freeze()));
+                }
+                Body::Chunked(Chunked::DataEnd) => {
+                    if self.buf.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &self.buf[..2] != b"\r\n" {
+                        return Err(Error::Protocol(
+                            "the upstream's chunk is longer than its size".into(),
+                        ));
+                    }
+                    self.buf.advance(2);
+                    self.body = Body::Chunked(Chunked::Size);
+                }
+                Body::Chunked(Chunked::Trailer) => {
+                    let Some(eol) = memchr::memchr(b'\n', &self.buf) else {
+                        if self.buf.len() > MAX_LINE {
+                            return Err(Error::Protocol(
+                                "the upstream sent a trailer line over 4 KiB".into(),
+                            ));
+                        }
+                        return Ok(Decoded::More);
+                    };
+                    let blank = self.buf[..eol] == *b"\r" || eol == 0;
+                    self.buf.advance(eol + 1);
+                    if blank {
+                        self.body = Body::Done;
+                        return Ok(Decoded::End);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The smaller of what is left of a body and what is buffered.
+fn take(left: u64, buffered: usize) -> usize {
+    usize::try_from(left).map_or(buffered, |l| l.min(buffered))
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The last comma-separated token of a header value.
+fn last_token(v: &[u8]) -> &[u8] {
+    v.rsplit(|&b| b == b',').next().unwrap_or(v).trim_ascii()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A connection to a server that answers the first request with `answer`,
+    /// written in the given pieces with a pause between them, and then reads until
+    /// the client goes away.
+    async fn conn_to(pieces: Vec<Vec<u8>>, close_after: bool) -> Conn {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 4096];
+            let _ = sock.read(&mut req).await;
+            for p in pieces {
+                if sock.write_all(&p).await.is_err() {
+                    return;
+                }
+                sock.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if close_after {
+                return;
+            }
+            while matches!(sock.read(&mut req).await, Ok(n) if n > 0) {}
+        });
+        Conn::new(TcpStream::connect(addr).await.unwrap())
+    }
+
+    fn split_every(s: &[u8], n: usize) -> Vec<Vec<u8>> {
+        s.chunks(n).map(<[u8]>::to_vec).collect()
+    }
+
+    const REQ: &[u8] =
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n";
+
+    async fn whole(answer: &[u8], piece: usize) -> (Head, Result<Bytes, Error>, Conn) {
+        let mut c = conn_to(split_every(answer, piece), false).await;
+        let head = c.request(REQ, b"{}").await.unwrap();
+        let body = c.read_to_end().await;
+        (head, body, c)
+    }
+
+    #[tokio::test]
+    async fn reads_length_chunked_and_close_delimited_bodies_in_any_pieces() {
+        let chunked = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nB\r\n, the world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let length = b"HTTP/1.1 200 OK\r\ncontent-length: 16\r\n\r\nhello, the world";
+        let close = b"HTTP/1.1 200 OK\r\n\r\nhello, the world";
+        for piece in [1, 3, 7, 1000] {
+            let (head, body, c) = whole(chunked, piece).await;
+            assert!(head.event_stream, "piece {piece}");
+            assert_eq!(
+                &body.unwrap()[..],
+                b"hello, the world",
+                "chunked, piece {piece}"
+            );
+            assert!(c.is_reusable(), "chunked, piece {piece}");
+
+            let (head, body, c) = whole(length, piece).await;
+            assert!(!head.event_stream);
+            assert_eq!(
+                &body.unwrap()[..],
+                b"hello, the world",
+                "length, piece {piece}"
+            );
+            assert!(c.is_reusable(), "length, piece {piece}");
+
+            let mut c = conn_to(split_every(close, piece), true).await;
+            c.request(REQ, b"{}").await.unwrap();
+            assert_eq!(&c.read_to_end().await.unwrap()[..], b"hello, the world");
+            assert!(
+                !c.is_reusable(),
+                "a body read to the close ends its connection"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn skips_interim_answers_and_reads_status_and_retry_after() {
+        let answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\ncontent-length: 0\r\n\r\n";
+        let (head, body, c) = whole(answer, 1000).await;
+        assert_eq!(head.status, 429);
+        assert_eq!(head.retry_after, Some(Duration::from_secs(3)));
+        assert!(body.unwrap().is_empty());
+        assert!(c.is_reusable());
+
+        let (head, body, _) = whole(b"HTTP/1.1 204 No Content\r\n\r\n", 1000).await;
+        assert_eq!(head.status, 204);
+        assert!(body.unwrap().is_empty(), "204 has no body");
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http10_are_not_reused() {
+        let (_, body, c) = whole(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok",
+            1000,
+        )
+        .await;
+        assert_eq!(&body.unwrap()[..], b"ok");
+        assert!(!c.is_reusable());
+        let (_, _, c) = whole(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", 1000).await;
+        assert!(!c.is_reusable());
+        let (_, _, c) = whole(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok",
+            1000,
+        )
+        .await;
+        assert!(c.is_reusable());
+        // Both framings: read by the encoding, never reused.
+        let (_, body, c) = whole(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            1000,
+        )
+        .await;
+        assert_eq!(&body.unwrap()[..], b"ok");
+        assert!(!c.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let mut c = conn_to(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+            true,
+        )
+        .await;
+        c.request(REQ, b"{}").await.unwrap();
+        c.read_to_end().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The close arrives while idle; the event loop sees it once polled.
+        tokio::task::yield_now().await;
+        assert!(!c.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn hostile_or_broken_answers_are_errors() {
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"<html>hello</html>\r\n\r\n", "not HTTP/1.1"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+                "invalid Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "two different",
+            ),
+            (b"HTTP/1.1 101 Switching\r\n\r\n", "switched protocols"),
+        ];
+        for (answer, want) in cases {
+            let mut c = conn_to(vec![answer.to_vec()], false).await;
+            match c.request(REQ, b"{}").await {
+                Err(Error::Protocol(why)) => assert!(why.contains(want), "{why}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..101 {
+            huge.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        huge.extend_from_slice(b"\r\n");
+        let mut c = conn_to(vec![huge], false).await;
+        assert!(
+            matches!(c.request(REQ, b"{}").await, Err(Error::Protocol(w)) if w.contains("headers"))
+        );
+        let long = [
+            b"HTTP/1.1 200 OK\r\nx-long: ".as_slice(),
+            &vec![b'a'; 70 * 1024],
+        ]
+        .concat();
+        let mut c = conn_to(vec![long], false).await;
+        assert!(
+            matches!(c.request(REQ, b"{}").await, Err(Error::Protocol(w)) if w.contains("KiB"))
+        );
+
+        // Body faults.
+        let bodies: Vec<(&[u8], &str)> = vec![
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                "chunk size",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nokay\r\n",
+                "longer than its size",
+            ),
+        ];
+        for (answer, want) in bodies {
+            let (_, body, c) = whole(answer, 1000).await;
+            match body {
+                Err(Error::Protocol(why)) => assert!(why.contains(want), "{why}"),
+                other => panic!("{want}: {other:?}"),
+            }
+            assert!(!c.is_reusable());
+        }
+        let mut c = conn_to(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec()],
+            true,
+        )
+        .await;
+        c.request(REQ, b"{}").await.unwrap();
+        assert!(
+            matches!(c.read_to_end().await, Err(Error::Io(w)) if w.contains("before the answer's end"))
+        );
+
+        // Closed before any answer: the request may go again elsewhere.
+        let mut c = conn_to(vec![], true).await;
+        assert!(matches!(
+            c.request(REQ, b"{}").await,
+            Err(Error::NoAnswer(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn try_finish_reads_a_chunked_end_already_sent() {
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\n\r\n";
+        let mut c = conn_to(vec![answer.to_vec()], false).await;
+        c.request(REQ, b"{}").await.unwrap();
+        let first = std::future::poll_fn(|cx| c.poll_data(cx)).await;
+        assert_eq!(&first.unwrap().unwrap()[..], b"data");
+        assert!(c.try_finish());
+        assert!(c.is_reusable());
+
+        // The end not sent yet: not finished (and so not reused).
+        let mut c = conn_to(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n".to_vec()],
+            false,
+        )
+        .await;
+        c.request(REQ, b"{}").await.unwrap();
+        std::future::poll_fn(|cx| c.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!c.try_finish());
+        assert!(!c.is_reusable());
+    }
+}
