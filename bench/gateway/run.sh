@@ -185,9 +185,13 @@ for mode in non-streaming streaming; do
   lua "$(body $model "$extra")" 10 > "$WORK/paced.lua"
   ticks=0; reqs=0
   # Rounds interleave the targets, so a slow spell of the VM (they happen here) falls
-  # on all of them rather than on one; each figure is the median over the rounds.
+  # on all of them rather than on one; each figure is the median over the rounds. In
+  # each round the saturation runs go back to back (the latency runs after them), and
+  # Hearth and nginx swap places every other round, so neither always follows the other.
   for round in $(seq 1 "$ROUNDS"); do
-    for t in $TARGETS; do
+    order=$TARGETS
+    [ $((round % 2)) = 0 ] && order=$(echo "$TARGETS" | sed 's/hearth nginx/nginx hearth/')
+    for t in $order; do
       if [ $mode = streaming ]; then base=${URLS[$t]}; else base=${URL[$t]}; fi
       c=64; [ $t = litellm ] && c=16
       before=$(cpu_ticks)
@@ -197,12 +201,14 @@ for mode in non-streaming streaming; do
       if [ $t = hearth ]; then
         ticks=$((ticks + after - before)); reqs=$((reqs + $(awk '/requests in/ {print $1}' "$WORK/sat.txt")))
       fi
-      if [ $t != litellm ]; then
-        wrk -t2 -c10 -d$DUR --latency -s "$WORK/paced.lua" "$base/v1/chat/completions" > "$WORK/paced.txt"
-        read -r p50 p99 < <(lat < "$WORK/paced.txt")
-        RUNS[$mode/$t/p50]+=" $p50"; RUNS[$mode/$t/p99]+=" $p99"; RUNS[$mode/$t/ach]+=" $(rps < "$WORK/paced.txt")"
-      fi
       echo "$mode round $round $t: ${RUNS[$mode/$t/sat]##* } req/s" >&2
+    done
+    for t in $order; do
+      [ $t = litellm ] && continue
+      if [ $mode = streaming ]; then base=${URLS[$t]}; else base=${URL[$t]}; fi
+      wrk -t2 -c10 -d$DUR --latency -s "$WORK/paced.lua" "$base/v1/chat/completions" > "$WORK/paced.txt"
+      read -r p50 p99 < <(lat < "$WORK/paced.txt")
+      RUNS[$mode/$t/p50]+=" $p50"; RUNS[$mode/$t/p99]+=" $p99"; RUNS[$mode/$t/ach]+=" $(rps < "$WORK/paced.txt")"
     done
   done
   HCPU="$HCPU| $mode | $(python3 -c "print(f'{$ticks/$(getconf CLK_TCK)*1e6/$reqs:.1f}')") µs |\n"
