@@ -374,19 +374,53 @@ impl Conn {
     }
 
     /// Reads the end of a body whose reader stopped just before it (an event
-    /// stream's `[DONE]` came; the chunked body's last chunk may not have), without
-    /// waiting. Returns whether the body is done.
-    pub(crate) fn try_finish(&mut self) -> bool {
+    /// stream's `[DONE]` came; the chunked body's last chunk may have come apart, just
+    /// after), without waiting: `Ready(true)` once the body is done, `Ready(false)` if
+    /// the connection cannot be reused (more body came, or it broke or closed),
+    /// `Pending` while the end has not come.
+    pub(crate) fn try_finish(&mut self) -> Poll<bool> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.poll_data(&mut cx) {
-            Poll::Ready(None) => self.body == Body::Done,
-            // Body after what the reader wanted: the connection is not reused.
-            Poll::Ready(Some(_)) => {
-                self.keep_alive = false;
-                false
+        for _ in 0..4 {
+            match self.poll_data(&mut cx) {
+                Poll::Ready(None) => return Poll::Ready(self.body == Body::Done),
+                // Body after what the reader wanted: the connection is not reused.
+                Poll::Ready(Some(_)) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+                Poll::Pending => {}
             }
-            Poll::Pending => false,
+            // What the kernel holds already, though the event loop may not have seen
+            // it yet (the end usually arrives a moment after `[DONE]`).
+            match self.read_now() {
+                Ok(0) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(_) => {
+                    self.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+            }
         }
+        Poll::Pending
+    }
+
+    /// One read straight from the socket (it is non-blocking), past the event
+    /// loop's record of its readiness.
+    fn read_now(&mut self) -> io::Result<usize> {
+        use std::io::Read as _;
+        let mut got = [0u8; 512];
+        let n = (&*socket2::SockRef::from(&self.io)).read(&mut got)?;
+        self.buf.extend_from_slice(&got[..n]);
+        Ok(n)
+    }
+
+    /// Whether the current answer's body was read to its end.
+    pub(crate) fn body_done(&self) -> bool {
+        self.body == Body::Done
     }
 
     /// Takes the next piece of body out of the buffer.
@@ -717,7 +751,7 @@ mod tests {
         c.request(REQ, b"{}").await.unwrap();
         let first = std::future::poll_fn(|cx| c.poll_data(cx)).await;
         assert_eq!(&first.unwrap().unwrap()[..], b"data");
-        assert!(c.try_finish());
+        assert_eq!(c.try_finish(), Poll::Ready(true));
         assert!(c.is_reusable());
 
         // The end not sent yet: not finished (and so not reused).
@@ -731,7 +765,21 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(!c.try_finish());
+        assert_eq!(c.try_finish(), Poll::Pending);
+        assert!(!c.is_reusable());
+
+        // More body after what the reader wanted: never reused.
+        let mut c = conn_to(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n4\r\nmore\r\n0\r\n\r\n".to_vec()],
+            false,
+        )
+        .await;
+        c.request(REQ, b"{}").await.unwrap();
+        std::future::poll_fn(|cx| c.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.try_finish(), Poll::Ready(false));
         assert!(!c.is_reusable());
     }
 }

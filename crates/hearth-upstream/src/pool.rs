@@ -69,9 +69,24 @@ impl Lease {
     /// Puts the connection back for the next request on this thread, if its body
     /// was read to the end (else it closes).
     pub(crate) fn release(self) {
-        if !self.conn.is_reusable() {
-            return; // dropped: closes
+        if self.conn.is_reusable() {
+            self.put();
         }
+    }
+
+    /// The reader has all it wanted (an event stream's `[DONE]`): the connection
+    /// goes back once the body's end is read. The end usually came with `[DONE]`;
+    /// if not yet, the connection goes back with its end still to read, and the next
+    /// checkout reads it (or closes the connection if it still has not come).
+    pub(crate) fn finish(mut self) {
+        match self.conn.try_finish() {
+            Poll::Ready(true) => self.release(),
+            Poll::Ready(false) => {} // dropped: closes
+            Poll::Pending => self.put(),
+        }
+    }
+
+    fn put(self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // The oldest are at the bottom: those idle too long close here.
         let stale = idle
@@ -86,15 +101,6 @@ impl Lease {
             conn: self.conn,
             since: Instant::now(),
         });
-    }
-
-    /// The reader has all it wanted (an event stream's `[DONE]`): the connection
-    /// goes back if the body's end is already here. It normally is; when it is not,
-    /// the connection closes rather than wait for it.
-    pub(crate) fn finish(mut self) {
-        if self.conn.try_finish() {
-            self.release();
-        }
     }
 }
 
@@ -141,6 +147,16 @@ impl Pool {
             let Some(Idle { mut conn, since }) = next else {
                 break;
             };
+            if !conn.body_done() {
+                // Its reader stopped at `[DONE]` before the body's end came. It has
+                // usually come since; one yield lets the event loop see it if not.
+                if conn.try_finish().is_pending() {
+                    tokio::task::yield_now().await;
+                }
+                if conn.try_finish() != Poll::Ready(true) {
+                    continue; // dropped: closes
+                }
+            }
             if since.elapsed() > IDLE_TIMEOUT || !conn.is_reusable() {
                 continue; // dropped: closes
             }

@@ -168,6 +168,9 @@ impl CountingServer {
                     return;
                 };
                 count.fetch_add(1, Ordering::SeqCst);
+                // As upstream servers do (asyncio, so vLLM, sets it by default): without
+                // it a small write after another waits for the first's delayed ACK.
+                sock.set_nodelay(true).unwrap();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut answered = 0;
@@ -205,10 +208,18 @@ impl CountingServer {
                         if body.contains("\"stream\":true") && !body.contains("\"hold\":true") {
                             let events = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
                             let out = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n0\r\n\r\n",
+                                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n",
                                 events.len()
                             );
                             if sock.write_all(out.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            // With `"late_end":true` the body's end comes apart, later
+                            // (as an upstream that writes each event separately sends it).
+                            if body.contains("\"late_end\":true") {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if sock.write_all(b"0\r\n\r\n").await.is_err() {
                                 return;
                             }
                             continue;
@@ -277,6 +288,28 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
         server.connections(),
         1,
         "streams reused the kept-alive connection"
+    );
+
+    // A stream whose body ends after its `[DONE]`, apart: the connection goes back
+    // with its end to read, and is reused once the end came.
+    let late = serde_json::json!({
+        "model": "m", "stream": true, "late_end": true,
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    let late = Request::Chat(ChatCompletionRequest::from_value(late).unwrap());
+    for _ in 0..2 {
+        let Reply::Stream(mut s) = b.call(&late).await.unwrap() else {
+            panic!("expected a stream");
+        };
+        while let Some(c) = s.next().await {
+            c.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(
+        server.connections(),
+        1,
+        "a stream whose end came late reused the connection"
     );
 
     // A stream the client drops halfway: its connection is closed, not reused.
