@@ -744,41 +744,30 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn try_finish_reads_a_chunked_end_already_sent() {
-        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n0\r\n\r\n";
+    /// A connection whose answer (sent whole) had its first piece of body read, as
+    /// an event stream's reader has at `[DONE]`.
+    async fn first_piece_read(answer: &[u8]) -> Conn {
         let mut c = conn_to(vec![answer.to_vec()], false).await;
         c.request(REQ, b"{}").await.unwrap();
         let first = std::future::poll_fn(|cx| c.poll_data(cx)).await;
         assert_eq!(&first.unwrap().unwrap()[..], b"data");
+        c
+    }
+
+    #[tokio::test]
+    async fn try_finish_reads_a_chunked_end_already_sent() {
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n";
+        let mut c = first_piece_read(&[HEAD, b"0\r\n\r\n"].concat()).await;
         assert_eq!(c.try_finish(), Poll::Ready(true));
         assert!(c.is_reusable());
 
         // The end not sent yet: not finished (and so not reused).
-        let mut c = conn_to(
-            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n".to_vec()],
-            false,
-        )
-        .await;
-        c.request(REQ, b"{}").await.unwrap();
-        std::future::poll_fn(|cx| c.poll_data(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut c = first_piece_read(HEAD).await;
         assert_eq!(c.try_finish(), Poll::Pending);
         assert!(!c.is_reusable());
 
         // More body after what the reader wanted: never reused.
-        let mut c = conn_to(
-            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\ndata\r\n4\r\nmore\r\n0\r\n\r\n".to_vec()],
-            false,
-        )
-        .await;
-        c.request(REQ, b"{}").await.unwrap();
-        std::future::poll_fn(|cx| c.poll_data(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let mut c = first_piece_read(&[HEAD, b"4\r\nmore\r\n0\r\n\r\n"].concat()).await;
         assert_eq!(c.try_finish(), Poll::Ready(false));
         assert!(!c.is_reusable());
     }
