@@ -271,17 +271,9 @@ impl Conn {
                         keep_alive_asked |= token.eq_ignore_ascii_case(b"keep-alive");
                     }
                 } else if name.eq_ignore_ascii_case("content-type") {
-                    head.event_stream = h
-                        .value
-                        .trim_ascii_start()
-                        .get(..17)
-                        .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"));
+                    head.event_stream = is_event_stream(h.value);
                 } else if name.eq_ignore_ascii_case("retry-after") {
-                    head.retry_after = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64);
+                    head.retry_after = retry_after(h.value);
                 }
             }
             let http10 = resp.version == Some(0);
@@ -511,6 +503,22 @@ impl Conn {
             }
         }
     }
+}
+
+/// Whether a `Content-Type` value is an event stream.
+pub(crate) fn is_event_stream(v: &[u8]) -> bool {
+    v.trim_ascii_start()
+        .get(..17)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"))
+}
+
+/// A `Retry-After` value in seconds (an HTTP date is ignored).
+pub(crate) fn retry_after(v: &[u8]) -> Option<Duration> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }
 
 /// The smaller of what is left of a body and what is buffered.

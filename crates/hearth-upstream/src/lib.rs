@@ -235,15 +235,15 @@ impl Backend for UpstreamBackend {
         deadline
             .as_mut()
             .reset(tokio::time::Instant::now() + self.idle_timeout);
-        if answer.status >= 400 {
-            let ra = answer.retry_after;
+        if answer.head.status >= 400 {
+            let ra = answer.head.retry_after;
             let body = tokio::select! {
                 body = answer.body.bytes() => body.unwrap_or_default(),
                 () = &mut deadline => Bytes::new(),
             };
-            return Err(status_error(answer.status, ra, &body));
+            return Err(status_error(answer.head.status, ra, &body));
         }
-        if !stream || !answer.event_stream {
+        if !stream || !answer.head.event_stream {
             let body = tokio::select! {
                 body = answer.body.bytes() => body.map_err(|e| {
                     BackendError::Protocol(format!("reading the upstream's body: {e}"))
@@ -280,8 +280,8 @@ impl Backend for UpstreamBackend {
             .transport
             .send(Method::GET, &self.models, &headers, Bytes::new())
             .await?;
-        if answer.status >= 500 {
-            return Err(status_error(answer.status, None, b""));
+        if answer.head.status >= 500 {
+            return Err(status_error(answer.head.status, None, b""));
         }
         // Read to the end (bounded by the idle timeout), so its connection goes back
         // to the pool rather than closing at each probe.

@@ -150,10 +150,12 @@ impl Pool {
             if !conn.body_done() {
                 // Its reader stopped at `[DONE]` before the body's end came. It has
                 // usually come since; one yield lets the event loop see it if not.
-                if conn.try_finish().is_pending() {
+                let mut end = conn.try_finish();
+                if end.is_pending() {
                     tokio::task::yield_now().await;
+                    end = conn.try_finish();
                 }
-                if conn.try_finish() != Poll::Ready(true) {
+                if end != Poll::Ready(true) {
                     continue; // dropped: closes
                 }
             }

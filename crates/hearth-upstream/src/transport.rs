@@ -24,6 +24,7 @@ use thread_local::ThreadLocal;
 
 use hearth_router::BackendError;
 
+use crate::h1::Head;
 use crate::pool::{IDLE_TIMEOUT as POOL_IDLE, Lease, MAX_IDLE as POOL_MAX_IDLE, Pool, SendError};
 
 /// Which client carries the requests; `Auto` picks by URL and environment.
@@ -71,11 +72,7 @@ pub(crate) enum Transport {
 
 /// What the gateway reads of an answer's head, and its body still to read.
 pub(crate) struct Answer {
-    pub status: u16,
-    /// `Content-Type: text/event-stream`.
-    pub event_stream: bool,
-    /// `Retry-After` in seconds.
-    pub retry_after: Option<Duration>,
+    pub head: Head,
     pub body: AnswerBody,
 }
 
@@ -136,9 +133,7 @@ impl Transport {
                     }
                 })?;
                 Ok(Answer {
-                    status: head.status,
-                    event_stream: head.event_stream,
-                    retry_after: head.retry_after,
+                    head,
                     body: AnswerBody::Direct(lease),
                 })
             }
@@ -157,18 +152,17 @@ impl Transport {
                     .await
                     .map_err(|e| reqwest_error(&e))?;
                 let h = resp.headers();
-                Ok(Answer {
+                let head = Head {
                     status: resp.status().as_u16(),
                     event_stream: h
                         .get(header::CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with("text/event-stream")),
+                        .is_some_and(|v| crate::h1::is_event_stream(v.as_bytes())),
                     retry_after: h
                         .get(header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64),
+                        .and_then(|v| crate::h1::retry_after(v.as_bytes())),
+                };
+                Ok(Answer {
+                    head,
                     body: AnswerBody::Reqwest(resp),
                 })
             }

@@ -259,6 +259,26 @@ impl CountingServer {
     }
 }
 
+/// A streaming chat request with one more flag for `CountingServer` set.
+fn stream_with(flag: &str) -> Request {
+    let mut v = serde_json::json!({
+        "model": "m", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    v[flag] = serde_json::json!(true);
+    Request::Chat(ChatCompletionRequest::from_value(v).unwrap())
+}
+
+/// Calls with a streaming request and reads the stream to its end.
+async fn stream_to_end(b: &UpstreamBackend, req: &Request) {
+    let Reply::Stream(mut s) = b.call(req).await.unwrap() else {
+        panic!("expected a stream");
+    };
+    while let Some(c) = s.next().await {
+        c.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
     let server = CountingServer::start(Close::Never).await;
@@ -277,12 +297,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
 
     // Streams read to their `[DONE]` give their connection back too.
     for _ in 0..3 {
-        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
-            panic!("expected a stream");
-        };
-        while let Some(c) = s.next().await {
-            c.unwrap();
-        }
+        stream_to_end(&b, &chat(true)).await;
     }
     assert_eq!(
         server.connections(),
@@ -292,18 +307,8 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
 
     // A stream whose body ends after its `[DONE]`, apart: the connection goes back
     // with its end to read, and is reused once the end came.
-    let late = serde_json::json!({
-        "model": "m", "stream": true, "late_end": true,
-        "messages": [{"role": "user", "content": "hi"}]
-    });
-    let late = Request::Chat(ChatCompletionRequest::from_value(late).unwrap());
     for _ in 0..2 {
-        let Reply::Stream(mut s) = b.call(&late).await.unwrap() else {
-            panic!("expected a stream");
-        };
-        while let Some(c) = s.next().await {
-            c.unwrap();
-        }
+        stream_to_end(&b, &stream_with("late_end")).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     assert_eq!(
@@ -313,11 +318,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
     );
 
     // A stream the client drops halfway: its connection is closed, not reused.
-    let held = serde_json::json!({
-        "model": "m", "stream": true, "hold": true,
-        "messages": [{"role": "user", "content": "hi"}]
-    });
-    let held = Request::Chat(ChatCompletionRequest::from_value(held).unwrap());
+    let held = stream_with("hold");
     let Reply::Stream(mut s) = b.call(&held).await.unwrap() else {
         panic!("expected a stream");
     };
