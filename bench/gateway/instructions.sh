@@ -27,9 +27,7 @@ cargo build --release --locked --bin hearth --bin min-proxy >/dev/null
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 
 UP=18301; PORT=18311
-CHAT='{"id":"c1","object":"chat.completion","created":0,"model":"canned","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}'
-chunk() { printf 'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"canned","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\\n\\n' "$1"; }
-SSE="$(chunk 'Hello ')$(chunk 'there, ')$(chunk 'canned ')$(chunk 'stream.')data: [DONE]\\n\\n"
+source "$ROOT/bench/gateway/common.sh"
 if [ "$MODE" = stream ]; then ANSWER=$SSE; TYPE=text/event-stream; EXTRA=',"stream":true'; else ANSWER=$CHAT; TYPE=application/json; EXTRA=''; fi
 cat > "$WORK/up.conf" <<NGX
 worker_processes 1;
@@ -43,24 +41,7 @@ http {
 }
 NGX
 nginx -c "$WORK/up.conf" -e "$WORK/nginx-error.log"
-cat > "$WORK/hearth.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-workers = 2
-[storage]
-data_dir = "$WORK/data"
-[log]
-stdout = false
-level = "warn"
-[health]
-probe_interval_secs = 60
-[[models]]
-name = "canned"
-backend = "upstream"
-base_url = "http://127.0.0.1:$UP/v1"
-max_concurrency = 4096
-max_queue = 4096
-TOML
+hearth_toml "127.0.0.1:$PORT" "$WORK/data" "canned=http://127.0.0.1:$UP/v1" > "$WORK/hearth.toml"
 cat > "$WORK/load.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -42,9 +42,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # ports
 UP=18101; UPS=18102; NX=18111; NXS=18112; HE=18121; HEL=18122; LL=18131; SLOW=18141; MIN=18151; MINS=18152
 
-CHAT='{"id":"c1","object":"chat.completion","created":0,"model":"canned","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, this is a canned answer."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}'
-chunk() { printf 'data: {"id":"c1","object":"chat.completion.chunk","created":0,"model":"canned","choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\\n\\n' "$1"; }
-SSE="$(chunk 'Hello ')$(chunk 'there, ')$(chunk 'canned ')$(chunk 'stream.')data: [DONE]\\n\\n"
+source "$ROOT/bench/gateway/common.sh"
 
 # Two nginx instances, as two programs would be: the upstream (one worker, serving
 # canned answers) and the proxy in front of it (one worker per core, as Hearth runs
@@ -84,35 +82,8 @@ nginx -c "$WORK/proxy.conf" -e "$WORK/nginx-error.log"
 "$TARGET/release/min-proxy" $MINS "http://127.0.0.1:$UPS/v1/chat/completions" &
 "$TARGET/release/fake-upstream" $SLOW --chunks 600 --chunk-delay-ms 1000 > "$WORK/slow.log" &
 
-cat > "$WORK/hearth.toml" <<TOML
-[server]
-listen = "127.0.0.1:$HE"
-[storage]
-data_dir = "$WORK/data"
-[log]
-stdout = false
-level = "warn"
-[health]
-probe_interval_secs = 60
-[[models]]
-name = "canned"
-backend = "upstream"
-base_url = "http://127.0.0.1:$UP/v1"
-max_concurrency = 4096
-max_queue = 4096
-[[models]]
-name = "canned-stream"
-backend = "upstream"
-base_url = "http://127.0.0.1:$UPS/v1"
-max_concurrency = 4096
-max_queue = 4096
-[[models]]
-name = "slow"
-backend = "upstream"
-base_url = "http://127.0.0.1:$SLOW/v1"
-max_concurrency = 4096
-max_queue = 4096
-TOML
+hearth_toml "127.0.0.1:$HE" "$WORK/data" "canned=http://127.0.0.1:$UP/v1" \
+  "canned-stream=http://127.0.0.1:$UPS/v1" "slow=http://127.0.0.1:$SLOW/v1" > "$WORK/hearth.toml"
 # Every gateway checks a client key, as it would in production; nginx checks none.
 KEY=sk-bench-$(python3 -c 'import secrets; print(secrets.token_hex(24))')
 HEARTH_API_KEYS=$KEY "$HEARTH" serve --config "$WORK/hearth.toml" > "$WORK/hearth.log" 2>&1 &
