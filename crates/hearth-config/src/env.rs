@@ -15,6 +15,18 @@ pub const LOG: &str = "HEARTH_LOG";
 pub const CONFIG: &str = "HEARTH_CONFIG";
 /// Top-level `default_model`.
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
+/// `HEARTH_*` names that Hearth's own build and test tooling reads, not the
+/// server: they are not overrides, and not typos to warn about.
+pub const READ_ELSEWHERE: &[&str] = &[
+    API_KEYS,
+    LOG,
+    CONFIG,
+    "HEARTH_BIN",
+    "HEARTH_UI_DIST",
+    "HEARTH_TEST_MODEL",
+    "HEARTH_E2E_MODEL",
+    "HEARTH_E2E_ARTIFACTS",
+];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
 pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];
 

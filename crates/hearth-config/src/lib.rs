@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{Env, MapEnv, ProcessEnv};
 pub use load::{ConfigError, Diagnostic, load, load_str};
-pub use model::{BackendKind, ModelConfig};
+pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
 pub use server::{
     HealthConfig, KeyConfig, LimitsConfig, LogConfig, ResolvedKey, SandboxConfig, ServerConfig,
     StorageConfig,
@@ -51,6 +51,10 @@ pub struct Config {
     /// Keys after resolving `key_env`/`key_file` and `HEARTH_API_KEYS`. Never serialized.
     #[serde(skip)]
     pub resolved_keys: Vec<ResolvedKey>,
+    /// What loading noticed but did not refuse (a `HEARTH_*` variable Hearth does not
+    /// read). `hearth serve` logs them; `hearth config check` prints them.
+    #[serde(skip)]
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Config {
@@ -78,11 +82,8 @@ impl Config {
     /// The model served when no file names any: the embedded SmolLM2.
     pub fn default_embedded_model() -> ModelConfig {
         ModelConfig {
-            name: DEFAULT_MODEL_NAME.to_owned(),
-            backend: BackendKind::Embedded,
-            path: Some(PathBuf::from(DEFAULT_MODEL_PATH)),
             tags: vec!["general".to_owned()],
-            ..ModelConfig::default()
+            ..ModelConfig::embedded(DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH)
         }
     }
 }

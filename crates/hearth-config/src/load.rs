@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 
-use crate::env::{self, Env};
+use crate::env::{self, Env, MapEnv};
 use crate::{Config, validate};
 
 /// One problem, located as precisely as we can.
@@ -92,15 +92,14 @@ pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, Confi
     let _: Config =
         toml::from_str(text).map_err(|e| located(source, text, Some(doc.get_ref()), &e))?;
 
-    let mut table: toml::Table =
+    let file_table: toml::Table =
         toml::from_str(text).map_err(|e| located(source, text, None, &e))?;
-    apply_env(&mut table, env)?;
-    let mut config: Config =
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                ConfigError::one("environment", "", e.message().to_owned())
-            })?;
+    let mut table = file_table.clone();
+    let warnings = apply_env(&mut table, env)?;
+    let mut config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| env_error(&file_table, env, &e))?;
+    config.warnings = warnings;
 
     if config.models.is_empty() {
         config.models.push(Config::default_embedded_model());
@@ -129,6 +128,32 @@ pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, Confi
     let mut diagnostics = diagnostics;
     diagnostics.sort_by_key(|d| (d.source != source, d.line));
     Err(ConfigError { diagnostics })
+}
+
+/// The file was fine alone, so an override broke it: find which, by applying each
+/// alone, so the message names the variable.
+fn env_error(file: &toml::Table, env: &dyn Env, e: &toml::de::Error) -> ConfigError {
+    let diagnostics: Vec<Diagnostic> = env
+        .hearth_vars()
+        .into_iter()
+        .filter_map(|(name, raw)| {
+            let mut table = file.clone();
+            let one = MapEnv::new([(name.clone(), raw)]);
+            apply_env(&mut table, &one).ok()?;
+            let err = toml::Value::Table(table).try_into::<Config>().err()?;
+            Some(Diagnostic {
+                source: "environment".into(),
+                line: None,
+                key: name,
+                message: err.message().trim().to_owned(),
+            })
+        })
+        .collect();
+    if diagnostics.is_empty() {
+        ConfigError::one("environment", "", e.message().trim().to_owned())
+    } else {
+        ConfigError { diagnostics }
+    }
 }
 
 /// The environment variable that set the value at `path`, if one did.
@@ -280,9 +305,26 @@ fn located(
     }
 }
 
-/// Applies `HEARTH_*` overrides onto the parsed table.
-fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> {
+/// Applies `HEARTH_*` overrides onto the parsed table. Returns warnings for
+/// `HEARTH_*` names that mean nothing to Hearth (a typo must not pass unseen).
+fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<Vec<Diagnostic>, ConfigError> {
     let mut diagnostics = Vec::new();
+    let mut warnings = Vec::new();
+    let model_names: Vec<String> = table
+        .get("models")
+        .and_then(toml::Value::as_array)
+        .map(|models| {
+            models
+                .iter()
+                .map(|m| {
+                    m.get("name")
+                        .and_then(toml::Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     for (name, raw) in env.hearth_vars() {
         let Some(rest) = name.strip_prefix(env::PREFIX) else {
             continue;
@@ -293,24 +335,22 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> 
             continue;
         }
         if let Some(rest) = rest.strip_prefix("MODELS_") {
-            let models = table.get_mut("models").and_then(toml::Value::as_array_mut);
-            let hit = models.and_then(|models| {
-                models.iter_mut().find_map(|m| {
-                    let name = m.get("name")?.as_str()?.to_owned();
-                    let prefix = format!("{}_", env::model_env_name(&name));
-                    let key = rest.strip_prefix(&prefix)?.to_ascii_lowercase();
-                    Some((m.as_table_mut()?, key))
-                })
-            });
-            match hit {
-                Some((m, key)) => {
-                    m.insert(key, value);
+            match model_override(&model_names, rest) {
+                Ok((i, key)) => {
+                    if let Some(m) = table
+                        .get_mut("models")
+                        .and_then(toml::Value::as_array_mut)
+                        .and_then(|models| models.get_mut(i))
+                        .and_then(toml::Value::as_table_mut)
+                    {
+                        m.insert(key, value);
+                    }
                 }
-                None => diagnostics.push(Diagnostic {
+                Err(message) => diagnostics.push(Diagnostic {
                     source: "environment".into(),
                     line: None,
                     key: name.clone(),
-                    message: "names no configured model (HEARTH_MODELS_<NAME>_<KEY>, NAME in upper case with `_` for other characters)".into(),
+                    message,
                 }),
             }
             continue;
@@ -328,14 +368,102 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> 
             if let Some(t) = entry.as_table_mut() {
                 t.insert(key, value);
             }
+            continue;
         }
-        // Other HEARTH_* names (HEARTH_LOG, HEARTH_API_KEYS, HEARTH_CONFIG) are read elsewhere.
+        if !env::READ_ELSEWHERE.contains(&name.as_str()) {
+            warnings.push(Diagnostic {
+                source: "environment".into(),
+                line: None,
+                key: name.clone(),
+                message: unknown_var_message(rest),
+            });
+        }
     }
     if diagnostics.is_empty() {
-        Ok(())
+        Ok(warnings)
     } else {
         Err(ConfigError { diagnostics })
     }
+}
+
+/// Which model and key `HEARTH_MODELS_<rest>` sets. Model names may share a prefix
+/// (`a` and `a-max`) and contain `_`, so the split is the one whose key is a model
+/// key; two models with the same env form are ambiguous.
+fn model_override(models: &[String], rest: &str) -> Result<(usize, String), String> {
+    let mut known_name = None;
+    let mut hits = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        let prefix = format!("{}_", env::model_env_name(m));
+        let Some(key) = rest.strip_prefix(&prefix) else {
+            continue;
+        };
+        let key = key.to_ascii_lowercase();
+        if crate::model::COMMON_KEYS
+            .iter()
+            .chain(crate::model::EMBEDDED_KEYS)
+            .chain(crate::model::UPSTREAM_KEYS)
+            .any(|k| *k == key)
+        {
+            hits.push((i, key));
+        } else {
+            known_name.get_or_insert((m.clone(), key));
+        }
+    }
+    match hits.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(match known_name {
+            Some((model, key)) => format!(
+                "model `{model}` has no key `{key}` (HEARTH_MODELS_<NAME>_<KEY>; keys are those of [[models]], e.g. MAX_QUEUE)"
+            ),
+            None => "names no configured model (HEARTH_MODELS_<NAME>_<KEY>, NAME in upper case with `_` for other characters)".into(),
+        }),
+        many => Err(format!(
+            "matches more than one model ({}): their names differ only in characters that become `_`; rename one",
+            many.iter()
+                .map(|(i, _)| format!("`{}`", models[*i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// What to say of a `HEARTH_*` variable Hearth does not read, with the nearest
+/// section when the name looks like a misspelt one.
+fn unknown_var_message(rest: &str) -> String {
+    let head = rest.split('_').next().unwrap_or(rest).to_ascii_lowercase();
+    let near = env::SECTIONS
+        .iter()
+        .chain(&["models"])
+        .map(|s| (edit_distance(&head, s), *s))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d);
+    let hint = match near {
+        Some((_, s)) => format!(
+            "; did you mean HEARTH_{}_{}?",
+            s.to_ascii_uppercase(),
+            rest.split_once('_').map_or("", |(_, k)| k)
+        ),
+        None => format!(
+            "; overrides are HEARTH_<SECTION>_<KEY> with SECTION one of {}, or HEARTH_MODELS_<NAME>_<KEY>",
+            env::SECTIONS.join(", ")
+        ),
+    };
+    format!("Hearth does not read this variable; it is ignored{hint}")
+}
+
+/// Levenshtein distance, for "did you mean" on short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// An override is read as a TOML value when it parses as one (`8`, `true`, `["a"]`),

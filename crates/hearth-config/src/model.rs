@@ -1,4 +1,9 @@
 //! `[[models]]`: what clients can name, and the backend behind each name.
+//!
+//! In the file a model is one flat table (`backend = "upstream"` beside `base_url`),
+//! as users write it. In Rust it is [`ModelConfig`] with a [`ModelBackend`] enum, so
+//! code that builds an upstream never sees an engine field and a field that does not
+//! apply to the model's backend is an error that names it (not silently ignored).
 
 use std::path::PathBuf;
 
@@ -23,12 +28,12 @@ impl BackendKind {
     }
 }
 
+/// One configured model: the fields every backend shares, and its backend's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "ModelToml", into = "ModelToml")]
 pub struct ModelConfig {
     /// What clients send as `model`.
     pub name: String,
-    pub backend: BackendKind,
     /// Other names clients may use for this model.
     pub aliases: Vec<String>,
     pub tags: Vec<String>,
@@ -43,25 +48,22 @@ pub struct ModelConfig {
     pub retries: u32,
     /// Models tried in order when this one fails.
     pub fallbacks: Vec<String>,
+    pub backend: ModelBackend,
+}
 
-    // upstream
-    /// Base URL of the OpenAI-compatible API, e.g. `http://vllm:8000/v1`.
-    pub base_url: Option<String>,
-    /// Model name sent upstream; defaults to `name`.
-    pub upstream_model: Option<String>,
-    /// Environment variable holding the upstream's API key.
-    pub api_key_env: Option<String>,
-    /// Seconds to connect to the upstream.
-    pub connect_timeout_secs: u64,
-    /// Seconds to wait for the upstream's response headers (first byte).
-    pub first_byte_timeout_secs: u64,
-    /// Seconds allowed between two chunks of a stream (or for a whole non-streamed body).
-    pub idle_timeout_secs: u64,
+/// The backend behind a model, with the settings only it reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelBackend {
+    Embedded(EmbeddedConfig),
+    Upstream(UpstreamConfig),
+}
 
-    // embedded
-    /// GGUF file for the embedded engine.
-    pub path: Option<PathBuf>,
-    /// Context size in tokens for the embedded engine (shared by all sequences).
+/// `backend = "embedded"`: a GGUF file served in-process by llama.cpp.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmbeddedConfig {
+    /// The GGUF file (empty when the file names none: validation reports it).
+    pub path: PathBuf,
+    /// Context size in tokens (shared by all sequences).
     pub context: Option<u32>,
     /// Sequences decoded together (continuous batching).
     pub parallel: Option<u32>,
@@ -71,11 +73,41 @@ pub struct ModelConfig {
     pub gpu_layers: Option<u32>,
 }
 
+/// `backend = "upstream"`: an OpenAI-compatible server over HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Base URL of the OpenAI-compatible API, e.g. `http://vllm:8000/v1` (empty when
+    /// the file names none: validation reports it).
+    pub base_url: String,
+    /// Model name sent upstream; defaults to the model's `name`.
+    pub upstream_model: Option<String>,
+    /// Environment variable holding the upstream's API key.
+    pub api_key_env: Option<String>,
+    /// Seconds to connect to the upstream.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the upstream's response headers (first byte).
+    pub first_byte_timeout_secs: u64,
+    /// Seconds allowed between two chunks of a stream (or for a whole non-streamed body).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            base_url: String::new(),
+            upstream_model: None,
+            api_key_env: None,
+            connect_timeout_secs: 5,
+            first_byte_timeout_secs: 120,
+            idle_timeout_secs: 120,
+        }
+    }
+}
+
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             name: String::new(),
-            backend: BackendKind::default(),
             aliases: Vec::new(),
             tags: Vec::new(),
             context_length: None,
@@ -83,37 +115,343 @@ impl Default for ModelConfig {
             max_queue: 64,
             retries: 2,
             fallbacks: Vec::new(),
-            base_url: None,
-            upstream_model: None,
-            api_key_env: None,
-            connect_timeout_secs: 5,
-            first_byte_timeout_secs: 120,
-            idle_timeout_secs: 120,
-            path: None,
-            context: None,
-            parallel: None,
-            threads: None,
-            gpu_layers: None,
+            backend: ModelBackend::Embedded(EmbeddedConfig::default()),
         }
     }
 }
 
 impl ModelConfig {
+    /// An embedded model named `name` serving the GGUF at `path`, with defaults.
+    pub fn embedded(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        ModelConfig {
+            name: name.into(),
+            backend: ModelBackend::Embedded(EmbeddedConfig {
+                path: path.into(),
+                ..EmbeddedConfig::default()
+            }),
+            ..ModelConfig::default()
+        }
+    }
+
+    /// An upstream model named `name` at `base_url`, with defaults.
+    pub fn upstream(name: impl Into<String>, base_url: impl Into<String>) -> Self {
+        ModelConfig {
+            name: name.into(),
+            backend: ModelBackend::Upstream(UpstreamConfig {
+                base_url: base_url.into(),
+                ..UpstreamConfig::default()
+            }),
+            ..ModelConfig::default()
+        }
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            ModelBackend::Embedded(_) => BackendKind::Embedded,
+            ModelBackend::Upstream(_) => BackendKind::Upstream,
+        }
+    }
+
+    pub fn embedded_config(&self) -> Option<&EmbeddedConfig> {
+        match &self.backend {
+            ModelBackend::Embedded(e) => Some(e),
+            ModelBackend::Upstream(_) => None,
+        }
+    }
+
+    pub fn upstream_config(&self) -> Option<&UpstreamConfig> {
+        match &self.backend {
+            ModelBackend::Upstream(u) => Some(u),
+            ModelBackend::Embedded(_) => None,
+        }
+    }
+
     /// Concurrency after defaults: `max_concurrency`, else `parallel` (embedded) or 8.
     pub fn concurrency(&self) -> usize {
-        self.max_concurrency.unwrap_or(match self.backend {
-            BackendKind::Embedded => self.parallel.unwrap_or(4) as usize,
-            BackendKind::Upstream => 8,
+        self.max_concurrency.unwrap_or(match &self.backend {
+            ModelBackend::Embedded(e) => e.parallel.unwrap_or(4) as usize,
+            ModelBackend::Upstream(_) => 8,
         })
     }
 
-    /// The model name to send upstream.
+    /// The model name to send upstream (`upstream_model`, else `name`).
     pub fn upstream_model_name(&self) -> &str {
-        self.upstream_model.as_deref().unwrap_or(&self.name)
+        self.upstream_config()
+            .and_then(|u| u.upstream_model.as_deref())
+            .unwrap_or(&self.name)
     }
 
     /// Context length as reported to clients.
     pub fn reported_context_length(&self) -> Option<u32> {
-        self.context_length.or(self.context)
+        self.context_length
+            .or(self.embedded_config().and_then(|e| e.context))
+    }
+}
+
+/// The keys of a `[[models]]` table, by the backend they apply to; the environment
+/// overrides (`HEARTH_MODELS_<NAME>_<KEY>`) are matched against them.
+pub const COMMON_KEYS: &[&str] = &[
+    "name",
+    "backend",
+    "aliases",
+    "tags",
+    "context_length",
+    "max_concurrency",
+    "max_queue",
+    "retries",
+    "fallbacks",
+];
+pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
+pub const UPSTREAM_KEYS: &[&str] = &[
+    "base_url",
+    "upstream_model",
+    "api_key_env",
+    "connect_timeout_secs",
+    "first_byte_timeout_secs",
+    "idle_timeout_secs",
+];
+
+/// A `[[models]]` table as written: every key of every backend, so unknown keys and
+/// type errors are reported by serde at their line; [`ModelConfig`]'s `TryFrom`
+/// then refuses the keys that do not apply to the chosen backend.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelToml {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    backend: BackendKind,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_length: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    fallbacks: Vec<String>,
+
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connect_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_byte_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_timeout_secs: Option<u64>,
+
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_layers: Option<u32>,
+}
+
+impl TryFrom<ModelToml> for ModelConfig {
+    type Error = String;
+
+    fn try_from(t: ModelToml) -> Result<Self, String> {
+        let kind = t.backend;
+        let (present, other): (Vec<&str>, BackendKind) = match kind {
+            BackendKind::Embedded => (
+                [
+                    ("base_url", t.base_url.is_some()),
+                    ("upstream_model", t.upstream_model.is_some()),
+                    ("api_key_env", t.api_key_env.is_some()),
+                    ("connect_timeout_secs", t.connect_timeout_secs.is_some()),
+                    (
+                        "first_byte_timeout_secs",
+                        t.first_byte_timeout_secs.is_some(),
+                    ),
+                    ("idle_timeout_secs", t.idle_timeout_secs.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect(),
+                BackendKind::Upstream,
+            ),
+            BackendKind::Upstream => (
+                [
+                    ("path", t.path.is_some()),
+                    ("context", t.context.is_some()),
+                    ("parallel", t.parallel.is_some()),
+                    ("threads", t.threads.is_some()),
+                    ("gpu_layers", t.gpu_layers.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(k, set)| set.then_some(k))
+                .collect(),
+                BackendKind::Embedded,
+            ),
+        };
+        if let Some(first) = present.first() {
+            let list = present
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let label = if t.name.is_empty() {
+                "this model".to_owned()
+            } else {
+                format!("model `{}`", t.name)
+            };
+            return Err(format!(
+                "{list} {} only to `backend = \"{}\"` models, and {label} has `backend = \"{}\"`: remove `{first}`{} or change `backend`",
+                if present.len() == 1 {
+                    "applies"
+                } else {
+                    "apply"
+                },
+                other.as_str(),
+                kind.as_str(),
+                if present.len() == 1 {
+                    ""
+                } else {
+                    " and the others"
+                },
+            ));
+        }
+        let defaults = ModelConfig::default();
+        let backend = match kind {
+            BackendKind::Embedded => ModelBackend::Embedded(EmbeddedConfig {
+                path: t.path.unwrap_or_default(),
+                context: t.context,
+                parallel: t.parallel,
+                threads: t.threads,
+                gpu_layers: t.gpu_layers,
+            }),
+            BackendKind::Upstream => {
+                let d = UpstreamConfig::default();
+                ModelBackend::Upstream(UpstreamConfig {
+                    base_url: t.base_url.unwrap_or_default(),
+                    upstream_model: t.upstream_model,
+                    api_key_env: t.api_key_env,
+                    connect_timeout_secs: t.connect_timeout_secs.unwrap_or(d.connect_timeout_secs),
+                    first_byte_timeout_secs: t
+                        .first_byte_timeout_secs
+                        .unwrap_or(d.first_byte_timeout_secs),
+                    idle_timeout_secs: t.idle_timeout_secs.unwrap_or(d.idle_timeout_secs),
+                })
+            }
+        };
+        Ok(ModelConfig {
+            name: t.name,
+            aliases: t.aliases,
+            tags: t.tags,
+            context_length: t.context_length,
+            max_concurrency: t.max_concurrency,
+            max_queue: t.max_queue.unwrap_or(defaults.max_queue),
+            retries: t.retries.unwrap_or(defaults.retries),
+            fallbacks: t.fallbacks,
+            backend,
+        })
+    }
+}
+
+impl From<ModelConfig> for ModelToml {
+    fn from(m: ModelConfig) -> Self {
+        let mut t = ModelToml {
+            name: m.name,
+            backend: BackendKind::Embedded,
+            aliases: m.aliases,
+            tags: m.tags,
+            context_length: m.context_length,
+            max_concurrency: m.max_concurrency,
+            max_queue: Some(m.max_queue),
+            retries: Some(m.retries),
+            fallbacks: m.fallbacks,
+            ..ModelToml::default()
+        };
+        match m.backend {
+            ModelBackend::Embedded(e) => {
+                t.path = Some(e.path);
+                t.context = e.context;
+                t.parallel = e.parallel;
+                t.threads = e.threads;
+                t.gpu_layers = e.gpu_layers;
+            }
+            ModelBackend::Upstream(u) => {
+                t.backend = BackendKind::Upstream;
+                t.base_url = Some(u.base_url);
+                t.upstream_model = u.upstream_model;
+                t.api_key_env = u.api_key_env;
+                t.connect_timeout_secs = Some(u.connect_timeout_secs);
+                t.first_byte_timeout_secs = Some(u.first_byte_timeout_secs);
+                t.idle_timeout_secs = Some(u.idle_timeout_secs);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<ModelConfig, String> {
+        toml::from_str::<ModelConfig>(toml_text).map_err(|e| e.message().to_owned())
+    }
+
+    #[test]
+    fn each_backend_reads_its_own_fields() {
+        let m = parse("name = \"a\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\nidle_timeout_secs = 7").unwrap();
+        let u = m.upstream_config().unwrap();
+        assert_eq!(
+            (
+                u.base_url.as_str(),
+                u.idle_timeout_secs,
+                u.connect_timeout_secs
+            ),
+            ("http://x/v1", 7, 5)
+        );
+        let m = parse("name = \"b\"\npath = \"m.gguf\"\nparallel = 2").unwrap();
+        assert_eq!(m.kind(), BackendKind::Embedded);
+        assert_eq!(m.concurrency(), 2);
+        assert_eq!(m.embedded_config().unwrap().path, PathBuf::from("m.gguf"));
+    }
+
+    #[test]
+    fn a_field_of_the_other_backend_is_named() {
+        let e = parse(
+            "name = \"a\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\npath = \"m.gguf\"",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("`path` applies only to `backend = \"embedded\"` models"),
+            "{e}"
+        );
+        assert!(e.contains("model `a`"), "{e}");
+        let e =
+            parse("name = \"b\"\npath = \"m.gguf\"\nbase_url = \"http://x\"\napi_key_env = \"K\"")
+                .unwrap_err();
+        assert!(
+            e.contains("`base_url`, `api_key_env` apply only to `backend = \"upstream\"` models"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        for m in [
+            ModelConfig::upstream("u", "http://h:1/v1"),
+            ModelConfig::embedded("e", "models/x.gguf"),
+        ] {
+            let text = toml::to_string(&m).unwrap();
+            assert_eq!(parse(&text).unwrap(), m, "{text}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::env::{self, Env};
 use crate::load::Seg;
-use crate::{BackendKind, Config, ResolvedKey};
+use crate::{Config, ModelBackend, ResolvedKey};
 
 pub(crate) struct Problem {
     pub path: Vec<Seg>,
@@ -63,55 +63,55 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 );
             }
         }
-        match m.backend {
-            BackendKind::Upstream => match &m.base_url {
-                None => push(
-                    at("backend"),
-                    "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\"".into(),
-                ),
-                Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => push(
-                    at("base_url"),
-                    format!("`{u}` must start with http:// or https://"),
-                ),
-                Some(_) => {}
-            },
-            BackendKind::Embedded => {
-                if m.path.is_none() {
+        match &m.backend {
+            ModelBackend::Upstream(u) => {
+                if u.base_url.is_empty() {
+                    push(
+                        at("backend"),
+                        "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\""
+                            .into(),
+                    );
+                } else if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://"))
+                {
+                    push(
+                        at("base_url"),
+                        format!("`{}` must start with http:// or https://", u.base_url),
+                    );
+                }
+                if let Some(var) = &u.api_key_env
+                    && env.get(var).is_none_or(|v| v.is_empty())
+                {
+                    push(
+                        at("api_key_env"),
+                        format!(
+                            "the environment variable `{var}` is not set; export it with the upstream's API key"
+                        ),
+                    );
+                }
+                if u.connect_timeout_secs == 0
+                    || u.first_byte_timeout_secs == 0
+                    || u.idle_timeout_secs == 0
+                {
+                    push(at("name"), "timeouts must be at least 1 second".into());
+                }
+            }
+            ModelBackend::Embedded(e) => {
+                if e.path.as_os_str().is_empty() {
                     push(
                         at("backend"),
                         "an embedded model needs `path` to a GGUF file".into(),
                     );
                 }
-                if m.base_url.is_some() {
-                    push(
-                        at("base_url"),
-                        "`base_url` is for `backend = \"upstream\"`".into(),
-                    );
+                if e.parallel == Some(0) {
+                    push(at("parallel"), "must be at least 1".into());
+                }
+                if e.threads == Some(0) {
+                    push(at("threads"), "must be at least 1".into());
                 }
             }
         }
-        if let Some(var) = &m.api_key_env
-            && env.get(var).is_none_or(|v| v.is_empty())
-        {
-            push(
-                at("api_key_env"),
-                format!(
-                    "the environment variable `{var}` is not set; export it with the upstream's API key"
-                ),
-            );
-        }
         if m.max_concurrency == Some(0) {
             push(at("max_concurrency"), "must be at least 1".into());
-        }
-        if m.parallel == Some(0) {
-            push(at("parallel"), "must be at least 1".into());
-        }
-        if m.threads == Some(0) {
-            push(at("threads"), "must be at least 1".into());
-        }
-        if m.connect_timeout_secs == 0 || m.first_byte_timeout_secs == 0 || m.idle_timeout_secs == 0
-        {
-            push(at("name"), "timeouts must be at least 1 second".into());
         }
     }
     for (i, m) in config.models.iter().enumerate() {

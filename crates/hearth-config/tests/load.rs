@@ -18,7 +18,7 @@ fn no_file_serves_the_default_embedded_model() {
     assert_eq!(c.server.listen, "127.0.0.1:8080");
     assert_eq!(c.models.len(), 1);
     assert_eq!(c.models[0].name, "smollm2-135m");
-    assert_eq!(c.models[0].backend, BackendKind::Embedded);
+    assert_eq!(c.models[0].kind(), BackendKind::Embedded);
     assert_eq!(c.default_model_name(), Some("smollm2-135m"));
 }
 
@@ -226,4 +226,100 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("hearth-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[test]
+fn model_overrides_pick_the_model_whose_key_exists() {
+    // `a` is a prefix of `a-max`: HEARTH_MODELS_A_MAX_MAX_QUEUE is `a-max`'s max_queue,
+    // not a key `max_max_queue` of `a` (it went to `a` before).
+    let text = "[[models]]\nname = \"a\"\npath = \"a.gguf\"\n[[models]]\nname = \"a-max\"\npath = \"b.gguf\"\n";
+    let env = MapEnv::new([
+        ("HEARTH_MODELS_A_MAX_MAX_QUEUE", "3"),
+        ("HEARTH_MODELS_A_MAX_QUEUE", "5"),
+    ]);
+    let c = load_str(text, "hearth.toml", &env).unwrap();
+    assert_eq!(c.model("a").unwrap().max_queue, 5);
+    assert_eq!(c.model("a-max").unwrap().max_queue, 3);
+
+    let e = errors(text, &MapEnv::new([("HEARTH_MODELS_A_MAX_NOPE", "1")]));
+    assert!(
+        e[0].starts_with("environment: HEARTH_MODELS_A_MAX_NOPE: model `a` has no key `max_nope`")
+            || e[0].starts_with(
+                "environment: HEARTH_MODELS_A_MAX_NOPE: model `a-max` has no key `nope`"
+            ),
+        "{}",
+        e[0]
+    );
+
+    let twins = "[[models]]\nname = \"x-y\"\npath = \"a.gguf\"\n[[models]]\nname = \"x_y\"\npath = \"b.gguf\"\n";
+    let e = errors(twins, &MapEnv::new([("HEARTH_MODELS_X_Y_RETRIES", "1")]));
+    assert!(
+        e[0].contains("matches more than one model (`x-y`, `x_y`)"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn unknown_hearth_variables_are_warned_about_by_name() {
+    let env = MapEnv::new([
+        ("HEARTH_SERVR_LISTEN", "127.0.0.1:1"),
+        ("HEARTH_NONSENSE", "1"),
+        ("HEARTH_BIN", "/x/hearth"),
+        ("HEARTH_API_KEYS", "sk-12345678"),
+    ]);
+    let c = load_str("", "defaults", &env).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter().any(|w| w
+            .starts_with("environment: HEARTH_SERVR_LISTEN: Hearth does not read this variable")
+            && w.ends_with("did you mean HEARTH_SERVER_LISTEN?")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("environment: HEARTH_NONSENSE:")),
+        "{w:?}"
+    );
+    assert_eq!(
+        c.server.listen, "127.0.0.1:8080",
+        "the typo changed nothing"
+    );
+}
+
+#[test]
+fn an_override_the_section_does_not_have_names_the_variable() {
+    let e = errors("", &MapEnv::new([("HEARTH_SERVER_LISTN", "x")]));
+    assert!(
+        e[0].starts_with("environment: HEARTH_SERVER_LISTN: unknown field `listn`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn a_field_of_the_other_backend_is_an_error_at_its_model() {
+    let text = "[[models]]\nname = \"up\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\nparallel = 4\n";
+    let e = errors(text, &MapEnv::default());
+    assert!(e[0].starts_with("hearth.toml:"), "{}", e[0]);
+    assert!(
+        e[0].contains("`parallel` applies only to `backend = \"embedded\"` models, and model `up` has `backend = \"upstream\"`"),
+        "{}",
+        e[0]
+    );
+    // The same through the environment names the variable.
+    let text = "[[models]]\nname = \"up\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\n";
+    let e = errors(text, &MapEnv::new([("HEARTH_MODELS_UP_PATH", "m.gguf")]));
+    assert!(
+        e[0].starts_with("environment: HEARTH_MODELS_UP_PATH: `path` applies only"),
+        "{}",
+        e[0]
+    );
+    let c = load_str(text, "hearth.toml", &MapEnv::default()).unwrap();
+    assert_eq!(
+        c.models[0].upstream_config().unwrap().base_url,
+        "http://x/v1"
+    );
+    assert!(c.models[0].embedded_config().is_none());
 }

@@ -45,13 +45,14 @@ impl EmbeddedBackend {
     /// on the engine's own thread. Returns at once; [`Backend::status`] says
     /// `loading` until the model can serve, `unavailable` if loading failed.
     pub fn start(cfg: &ModelConfig) -> Result<Arc<EmbeddedBackend>, EngineError> {
-        let path = cfg.path.as_ref().ok_or_else(|| {
+        let embedded = cfg.embedded_config().ok_or_else(|| {
             EngineError::Config(format!(
-                "model `{}`: an embedded model needs `path` to a GGUF file",
-                cfg.name
+                "model `{}` is not an embedded model (backend = \"{}\")",
+                cfg.name,
+                cfg.kind().as_str()
             ))
         })?;
-        let info = gguf::inspect(path)?;
+        let info = gguf::inspect(&embedded.path)?;
         let settings = Settings::resolve(cfg, &info)?;
         if let Some(trained) = info.context_length()
             && u64::from(settings.context) > trained

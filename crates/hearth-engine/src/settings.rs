@@ -28,14 +28,12 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(cfg: &ModelConfig, info: &GgufInfo) -> Result<Settings, EngineError> {
-        let path = cfg.path.clone().ok_or_else(|| {
-            EngineError::Config(format!(
-                "model `{}`: an embedded model needs `path` to a GGUF file",
-                cfg.name
-            ))
+        let e = cfg.embedded_config().ok_or_else(|| {
+            EngineError::Config(format!("model `{}` is not an embedded model", cfg.name))
         })?;
+        let path = e.path.clone();
         let trained = info.context_length().and_then(|c| u32::try_from(c).ok());
-        let context = cfg
+        let context = e
             .context
             .or(cfg.context_length)
             .unwrap_or_else(|| trained.map_or(DEFAULT_CONTEXT, |t| t.min(DEFAULT_CONTEXT)));
@@ -46,13 +44,10 @@ impl Settings {
             )));
         }
         // llama.cpp holds at most 256 sequences in one context.
-        let parallel = cfg.parallel.unwrap_or(DEFAULT_PARALLEL).clamp(1, 256);
-        let threads = cfg
-            .threads
-            .filter(|t| *t > 0)
-            .unwrap_or_else(physical_cores);
+        let parallel = e.parallel.unwrap_or(DEFAULT_PARALLEL).clamp(1, 256);
+        let threads = e.threads.filter(|t| *t > 0).unwrap_or_else(physical_cores);
         // Without CUDA there is nothing to offload to; with it, everything by default.
-        let gpu_layers = cfg
+        let gpu_layers = e
             .gpu_layers
             .unwrap_or(if cfg!(feature = "cuda") { 999 } else { 0 });
         Ok(Settings {

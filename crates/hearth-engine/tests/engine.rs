@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hearth_api::{ChatCompletionRequest, CompletionRequest, ModelStatus};
-use hearth_config::{BackendKind, ModelConfig};
+use hearth_config::{EmbeddedConfig, ModelBackend, ModelConfig};
 use hearth_engine::EmbeddedBackend;
 use hearth_router::{Backend, BackendError, Reply, Request};
 use serde_json::{Value, json};
@@ -20,13 +20,23 @@ fn model_path() -> PathBuf {
 
 fn config(parallel: u32, context: u32) -> ModelConfig {
     ModelConfig {
-        name: "smollm2-135m".into(),
-        backend: BackendKind::Embedded,
-        path: Some(model_path()),
-        context: Some(context),
-        parallel: Some(parallel),
-        ..ModelConfig::default()
+        backend: ModelBackend::Embedded(EmbeddedConfig {
+            path: model_path(),
+            context: Some(context),
+            parallel: Some(parallel),
+            ..EmbeddedConfig::default()
+        }),
+        ..ModelConfig::embedded("smollm2-135m", model_path())
     }
+}
+
+/// `config(parallel, context)` serving another file.
+fn config_at(path: PathBuf, parallel: u32, context: u32) -> ModelConfig {
+    let mut cfg = config(parallel, context);
+    if let ModelBackend::Embedded(e) = &mut cfg.backend {
+        e.path = path;
+    }
+    cfg
 }
 
 async fn wait_ready(b: &EmbeddedBackend) {
@@ -487,10 +497,7 @@ async fn suffix_needs_fim_tokens() {
 async fn bad_model_files_fail_at_start_with_the_path_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let start = |path: PathBuf| {
-        let cfg = ModelConfig {
-            path: Some(path),
-            ..config(1, 256)
-        };
+        let cfg = config_at(path, 1, 256);
         EmbeddedBackend::start(&cfg)
             .err()
             .map(|e| e.to_string())
@@ -537,10 +544,7 @@ async fn a_model_llama_cpp_rejects_is_unavailable_with_the_reason() {
     b.extend_from_slice(&0u64.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
     std::fs::write(&path, b).unwrap();
-    let cfg = ModelConfig {
-        path: Some(path.clone()),
-        ..config(1, 256)
-    };
+    let cfg = config_at(path.clone(), 1, 256);
     let backend = EmbeddedBackend::start(&cfg).unwrap();
     let start = Instant::now();
     while backend.status() == ModelStatus::Loading {

@@ -38,7 +38,7 @@ pub enum UpstreamError {
         model: String,
         source: reqwest::Error,
     },
-    #[error("model `{0}`: `base_url` is missing")]
+    #[error("model `{0}`: not an upstream model with a `base_url`")]
     NoBaseUrl(String),
     #[error("model `{model}`: `base_url` `{url}` is not a valid URL: {reason}")]
     BadBaseUrl {
@@ -94,11 +94,11 @@ impl UpstreamBackend {
         api_key: Option<String>,
         via: Via,
     ) -> Result<Self, UpstreamError> {
-        let base_url = cfg
-            .base_url
-            .clone()
+        let up = cfg
+            .upstream_config()
+            .filter(|u| !u.base_url.is_empty())
             .ok_or_else(|| UpstreamError::NoBaseUrl(cfg.name.clone()))?;
-        let base_url = base_url.trim_end_matches('/').to_owned();
+        let base_url = up.base_url.trim_end_matches('/').to_owned();
         let endpoint = |path: &str| {
             Endpoint::parse(&format!("{base_url}{path}")).map_err(|reason| {
                 UpstreamError::BadBaseUrl {
@@ -113,15 +113,13 @@ impl UpstreamBackend {
             endpoint(Request::COMPLETIONS_PATH)?,
             endpoint("/models")?,
         );
-        let transport = Transport::new(
-            &base_url,
-            Duration::from_secs(cfg.connect_timeout_secs),
-            via,
-        )
-        .map_err(|source| UpstreamError::Client {
-            model: cfg.name.clone(),
-            source,
-        })?;
+        let transport =
+            Transport::new(&base_url, Duration::from_secs(up.connect_timeout_secs), via).map_err(
+                |source| UpstreamError::Client {
+                    model: cfg.name.clone(),
+                    source,
+                },
+            )?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::USER_AGENT,
@@ -156,8 +154,8 @@ impl UpstreamBackend {
             headers_json,
             headers_sse,
             has_key,
-            first_byte_timeout: Duration::from_secs(cfg.first_byte_timeout_secs),
-            idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+            first_byte_timeout: Duration::from_secs(up.first_byte_timeout_secs),
+            idle_timeout: Duration::from_secs(up.idle_timeout_secs),
         })
     }
 }

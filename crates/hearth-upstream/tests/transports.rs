@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hearth_api::ChatCompletionRequest;
-use hearth_config::ModelConfig;
+use hearth_config::{ModelBackend, ModelConfig, UpstreamConfig};
 use hearth_router::{Backend, BackendError, Reply, Request};
 use hearth_testkit::{Behaviour, FakeUpstream};
 use hearth_upstream::{UpstreamBackend, Via};
@@ -16,13 +16,15 @@ const VIAS: [Via; 2] = [Via::Auto, Via::Reqwest];
 
 fn config(base_url: String) -> ModelConfig {
     ModelConfig {
-        name: "m".into(),
-        base_url: Some(base_url),
-        upstream_model: Some("up-model".into()),
-        first_byte_timeout_secs: 1,
-        idle_timeout_secs: 1,
-        connect_timeout_secs: 1,
-        ..ModelConfig::default()
+        backend: ModelBackend::Upstream(UpstreamConfig {
+            base_url,
+            upstream_model: Some("up-model".into()),
+            first_byte_timeout_secs: 1,
+            idle_timeout_secs: 1,
+            connect_timeout_secs: 1,
+            ..UpstreamConfig::default()
+        }),
+        ..ModelConfig::upstream("m", "")
     }
 }
 

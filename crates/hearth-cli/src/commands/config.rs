@@ -10,6 +10,9 @@ use crate::output;
 pub fn check(file: Option<&Path>) -> ExitCode {
     match hearth_config::load(file, &ProcessEnv) {
         Ok(config) => {
+            for w in &config.warnings {
+                output::err(format!("warning: {w}"));
+            }
             let names: Vec<_> = config.models.iter().map(|m| m.name.as_str()).collect();
             output::line(format!(
                 "ok: {} model(s) ({}), listen {}, {} API key(s)",

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hearth_config::{BackendKind, Config, ProcessEnv};
+use hearth_config::{Config, ProcessEnv};
 use hearth_engine::download::{self, PullEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -198,13 +198,9 @@ fn short_error(e: &hearth_engine::GgufError) -> &'static str {
 
 fn list(config: &Config) -> ExitCode {
     let mut configured = Vec::new();
-    for m in config
-        .models
-        .iter()
-        .filter(|m| m.backend == BackendKind::Embedded)
-    {
-        if let Some(path) = &m.path {
-            configured.push(row(m.name.clone(), path));
+    for m in &config.models {
+        if let Some(e) = m.embedded_config() {
+            configured.push(row(m.name.clone(), &e.path));
         }
     }
     let dir = models_dir(config);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hearth_config::{BackendKind, Config, Env, ModelConfig, ProcessEnv};
+use hearth_config::{Config, Env, ModelBackend, ModelConfig, ProcessEnv};
 use hearth_router::{Backend, Router};
 
 use crate::cli::ServeArgs;
@@ -60,6 +60,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match event_loop() {
         Ok(r) => r,
         Err(e) => {
@@ -108,12 +111,12 @@ fn worker_count(configured: usize) -> usize {
 
 /// Builds the backend of one configured model.
 pub fn backend(m: &ModelConfig, env: &dyn Env) -> anyhow::Result<Arc<dyn Backend>> {
-    Ok(match m.backend {
-        BackendKind::Upstream => {
-            let key = m.api_key_env.as_ref().and_then(|v| env.get(v));
+    Ok(match &m.backend {
+        ModelBackend::Upstream(u) => {
+            let key = u.api_key_env.as_ref().and_then(|v| env.get(v));
             Arc::new(hearth_upstream::UpstreamBackend::new(m, key)?)
         }
-        BackendKind::Embedded => {
+        ModelBackend::Embedded(_) => {
             let engine = hearth_engine::EmbeddedBackend::start(m)
                 .with_context(|| format!("model `{}`", m.name))?;
             engine as Arc<dyn Backend>

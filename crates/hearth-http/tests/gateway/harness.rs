@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_config::{BackendKind, MapEnv, ModelConfig};
+use hearth_config::{MapEnv, ModelConfig};
 use hearth_router::{Backend, Router};
 use hearth_upstream::UpstreamBackend;
 
@@ -26,12 +26,10 @@ impl Gateway {
     pub async fn start_with_env(toml: &str, env: MapEnv) -> Gateway {
         let key_env = env.clone();
         Self::start_with_backends(toml, env, move |m| {
-            assert_eq!(
-                m.backend,
-                BackendKind::Upstream,
-                "`start` builds upstreams only; use `start_with_backends`"
-            );
-            let key = m
+            let u = m
+                .upstream_config()
+                .expect("`start` builds upstreams only; use `start_with_backends`");
+            let key = u
                 .api_key_env
                 .as_ref()
                 .and_then(|v| hearth_config::Env::get(&key_env, v));
