@@ -17,9 +17,18 @@
 //! step is a syscall we wrote down ourselves (`child.rs`). Without user namespaces (some
 //! containers and pods) we fall back to Landlock + seccomp + rlimits and say so.
 //!
+//! In [`Isolation::Auto`] the choice is made once per [`Sandbox`], on its first run, by
+//! the probe `hearth sandbox check` runs (`/bin/true` in full isolation): a namespace
+//! step refused for good picks the fallback for every run; a program that started keeps
+//! every run on namespaces, and a later run that fails is only that run's error. `clone`
+//! failing for a passing reason (`EAGAIN` at the process limit, `ENOMEM`, `EINTR`) is
+//! retried a few times and never read as "no namespaces".
+//!
 //! # Layout
 //! - [`spec`]: [`Spec`], [`Limits`], [`Outcome`].
+//! - `mechanism`: `Auto`'s choice between namespaces and the fallback.
 //! - `run`: one run: cgroups, plan, `clone`, supervision (timeout, stdio), read-back.
+//! - `retry`: retrying a transiently failed `clone`.
 //! - `child`: the child between `clone` and `execve`.
 //! - `seccomp`, `landlock`, `cgroup`: the mechanisms.
 //! - `outputs`: reading `/output` back without following links.
@@ -29,15 +38,19 @@
 mod cgroup;
 mod child;
 mod landlock;
+mod mechanism;
 mod outputs;
 pub mod report;
+mod retry;
 mod run;
 mod seccomp;
 pub mod spec;
 mod sys;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use mechanism::Mechanism;
 
 pub use report::{Feature, FeatureStatus, Report};
 pub use spec::{LimitKind, Limits, Outcome, OutputFile, Spec, Usage};
@@ -45,7 +58,8 @@ pub use spec::{LimitKind, Limits, Outcome, OutputFile, Spec, Usage};
 /// Which isolation to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
-    /// Namespaces where the host allows them, else the Landlock fallback.
+    /// Namespaces where the host allows them, else the Landlock fallback; decided once
+    /// per [`Sandbox`] by probing on its first run.
     #[default]
     Auto,
     Namespaces,
@@ -96,6 +110,15 @@ pub enum Error {
         step: String,
         source: std::io::Error,
     },
+    /// `clone` failed for a passing reason on every attempt; nothing ran.
+    #[error(
+        "sandbox could not start the program: clone failed {attempts} times in a row with a transient error ({source}): {}",
+        retry::advice(.source)
+    )]
+    Transient {
+        attempts: u32,
+        source: std::io::Error,
+    },
     #[error("sandbox: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -106,8 +129,12 @@ pub enum Error {
 pub struct Sandbox {
     options: Options,
     cgroups: cgroup::Host,
-    /// Set once namespaces failed in `Auto`, so later runs go straight to the fallback.
-    namespaces_broken: AtomicBool,
+    /// `Auto` only: the mechanism the probe chose, set by the first run that probed.
+    mechanism: OnceLock<Mechanism>,
+    /// Held while probing, so that concurrent first runs probe once and wait for it.
+    probing: Mutex<()>,
+    /// Shared with the probe's sandbox, so that injected failures reach the probe too.
+    clone_faults: Arc<retry::Faults>,
 }
 
 impl Sandbox {
@@ -120,7 +147,21 @@ impl Sandbox {
         Sandbox {
             options,
             cgroups,
-            namespaces_broken: AtomicBool::new(false),
+            mechanism: OnceLock::new(),
+            probing: Mutex::new(()),
+            clone_faults: Arc::default(),
+        }
+    }
+
+    /// A sandbox on the same host with other options, for probes (no sweep, no decision
+    /// of its own).
+    fn with_options(&self, options: Options) -> Sandbox {
+        Sandbox {
+            options,
+            cgroups: self.cgroups.clone(),
+            mechanism: OnceLock::new(),
+            probing: Mutex::new(()),
+            clone_faults: Arc::clone(&self.clone_faults),
         }
     }
 
@@ -130,34 +171,43 @@ impl Sandbox {
 
     /// Run `spec` to completion (blocking; call from a blocking thread in async code).
     pub fn run(&self, spec: &Spec) -> Result<Outcome, Error> {
-        let use_ns = match self.options.isolation {
-            Isolation::Namespaces => true,
-            Isolation::Landlock => false,
-            Isolation::Auto => !self.namespaces_broken.load(Ordering::Relaxed),
-        };
-        if !use_ns {
-            return run::run(self, spec, false);
+        match self.options.isolation {
+            Isolation::Namespaces => run::run(self, spec, true),
+            Isolation::Landlock => run::run(self, spec, false),
+            Isolation::Auto => match self.auto_mechanism()? {
+                Mechanism::Namespaces => run::run(self, spec, true),
+                Mechanism::Landlock { why } => {
+                    let mut outcome = run::run(self, spec, false)?;
+                    outcome.warnings.insert(0, Mechanism::warning(why));
+                    Ok(outcome)
+                }
+            },
         }
-        match run::run(self, spec, true) {
-            Err(Error::Namespaces { step, source })
-                if self.options.isolation == Isolation::Auto =>
-            {
-                self.namespaces_broken.store(true, Ordering::Relaxed);
-                let mut outcome = run::run(self, spec, false)?;
-                outcome.warnings.insert(
-                    0,
-                    format!(
-                        "namespaces unavailable ({step}: {source}); ran with the Landlock fallback"
-                    ),
-                );
-                Ok(outcome)
-            }
-            other => other,
+    }
+
+    /// `Auto`'s mechanism, probing on first use. A probe that decides nothing (e.g.
+    /// `clone` at the process limit) fails this run and leaves the next one to probe.
+    fn auto_mechanism(&self) -> Result<&Mechanism, Error> {
+        if let Some(m) = self.mechanism.get() {
+            return Ok(m);
         }
+        let _probing = self.probing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = self.mechanism.get() {
+            return Ok(m);
+        }
+        let m = mechanism::decide(report::probe_run(self, Isolation::Namespaces))?;
+        Ok(self.mechanism.get_or_init(|| m))
     }
 
     /// Probe this host: run `/bin/true` in each isolation and report what is enforced.
     pub fn check(&self) -> Report {
         report::check(self)
+    }
+
+    /// Test hook: the next `count` `clone` attempts of this sandbox (its `Auto` probe
+    /// included) fail with `errno` without calling the kernel. Replaces an earlier setting.
+    #[doc(hidden)]
+    pub fn fail_next_clones(&self, errno: i32, count: u32) {
+        self.clone_faults.set(errno, count);
     }
 }

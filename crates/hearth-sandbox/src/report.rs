@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::cgroup::{self, Applied};
 use crate::landlock::{self, Coverage};
-use crate::spec::Spec;
-use crate::{Isolation, Options, Sandbox, seccomp, sys};
+use crate::mechanism::{self, Mechanism};
+use crate::spec::{Outcome, Spec};
+use crate::{Error, Isolation, Options, Sandbox, seccomp, sys};
 
 /// An isolation property or limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -282,21 +283,23 @@ pub struct Report {
     pub refused: Vec<String>,
 }
 
-fn probe_run(sb: &Sandbox, isolation: Isolation) -> Result<(), String> {
-    let probe = Sandbox {
-        options: Options {
-            isolation,
-            require: Vec::new(),
-            ..sb.options.clone()
-        },
-        cgroups: sb.cgroups.clone(),
-        namespaces_broken: Default::default(),
-    };
+/// Runs `/bin/true` in `isolation` with nothing required. The namespace probe is also
+/// what `Auto` decides from (see `mechanism`).
+pub(crate) fn probe_run(sb: &Sandbox, isolation: Isolation) -> Result<Outcome, Error> {
+    let probe = sb.with_options(Options {
+        isolation,
+        require: Vec::new(),
+        ..sb.options.clone()
+    });
     let spec = Spec {
         argv: vec!["/bin/true".into()],
         ..Spec::default()
     };
-    match probe.run(&spec) {
+    probe.run(&spec)
+}
+
+fn probe_result(probe: &Result<Outcome, Error>) -> Result<(), String> {
+    match probe {
         Ok(o) if o.exit_code == Some(0) => Ok(()),
         Ok(o) => Err(format!(
             "/bin/true ended with {:?} {:?}: {}",
@@ -308,13 +311,15 @@ fn probe_run(sb: &Sandbox, isolation: Isolation) -> Result<(), String> {
 
 pub(crate) fn check(sb: &Sandbox) -> Report {
     let root = sys::euid() == 0;
-    let ns = probe_run(sb, Isolation::Namespaces);
-    let ll = probe_run(sb, Isolation::Landlock);
-    let namespaces = match (sb.options.isolation, &ns, &ll) {
-        (Isolation::Landlock, _, _) => false,
-        (Isolation::Namespaces, _, _) => true,
-        (Isolation::Auto, Ok(()), _) => true,
-        (Isolation::Auto, Err(_), _) => false,
+    let ns_probe = probe_run(sb, Isolation::Namespaces);
+    let ns = probe_result(&ns_probe);
+    let ll = probe_result(&probe_run(sb, Isolation::Landlock));
+    // `Auto` as runs decide it; a probe that decided nothing leaves runs on namespaces.
+    let auto = mechanism::decide(ns_probe);
+    let namespaces = match sb.options.isolation {
+        Isolation::Landlock => false,
+        Isolation::Namespaces => true,
+        Isolation::Auto => !matches!(auto, Ok(Mechanism::Landlock { .. })),
     };
     let usable = if namespaces { ns.is_ok() } else { ll.is_ok() };
     let applied = cgroup::probe(&sb.cgroups);
@@ -342,10 +347,12 @@ pub(crate) fn check(sb: &Sandbox) -> Report {
         }
     }
     if !usable {
-        refused.insert(
-            0,
-            "no isolation works on this host (see namespaces/landlock)".into(),
-        );
+        let why = if sb.options.isolation == Isolation::Auto && auto.is_err() {
+            "the namespace probe failed without showing whether namespaces work (see namespaces); auto runs fail until it does"
+        } else {
+            "no isolation works on this host (see namespaces/landlock)"
+        };
+        refused.insert(0, why.into());
     }
     let describe = |r: &Result<&'static str, String>| match r {
         Ok(v) => format!("{v}: ok"),

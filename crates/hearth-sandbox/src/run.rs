@@ -13,7 +13,7 @@ use crate::cgroup::{Applied, Cgroup};
 use crate::child::{self, ExecArgs, Op, Plan, step};
 use crate::report;
 use crate::spec::{LimitKind, Outcome, Spec, Usage, paths};
-use crate::{Error, Sandbox, landlock, outputs, seccomp, sys};
+use crate::{Error, Sandbox, landlock, outputs, retry, seccomp, sys};
 
 /// The uid and gid the program has inside its user namespace.
 const INSIDE_ID: u32 = 1000;
@@ -315,19 +315,27 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
     } else {
         0
     };
-    let pid = child::spawn(&plan, &exec_args, flags).map_err(|e| {
-        if namespaces {
-            Error::Namespaces {
-                step: "clone".into(),
-                source: e,
+    // A failed clone started nothing, so retries reuse the plan, descriptors, cgroups and
+    // fallback folders above as they are; they are released as usual when this returns.
+    let pid = retry::clone_with_retry(&sb.clone_faults, || child::spawn(&plan, &exec_args, flags))
+        .map_err(|e| {
+            if retry::is_transient(&e) {
+                Error::Transient {
+                    attempts: retry::ATTEMPTS,
+                    source: e,
+                }
+            } else if namespaces {
+                Error::Namespaces {
+                    step: "clone".into(),
+                    source: e,
+                }
+            } else {
+                Error::Setup {
+                    step: "clone".into(),
+                    source: e,
+                }
             }
-        } else {
-            Error::Setup {
-                step: "clone".into(),
-                source: e,
-            }
-        }
-    })?;
+        })?;
     let mut guard = ChildGuard { pid, reaped: false };
     drop((stdin_r, stdout_w, stderr_w, sync_r, report_w, sock_child));
     drop(ruleset);
