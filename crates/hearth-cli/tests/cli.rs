@@ -119,9 +119,10 @@ fn config_check_names_a_field_of_the_other_backend_and_warns_of_unknown_variable
         "[[models]]\nname = \"coder\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nparallel = 2\n",
     )
     .unwrap();
-    let (code, out, err) = run(hearth()
-        .current_dir(dir.path())
-        .args(["config", "check", "hearth.toml"]));
+    let (code, out, err) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["config", "check", "hearth.toml"]));
     assert_eq!((code, out.as_str()), (1, ""));
     insta::assert_snapshot!(err, @r#"error: hearth.toml:1: models[0]: `parallel` applies only to `backend = "embedded"` models, and model `coder` has `backend = "upstream"`: remove `parallel` or change `backend`"#);
 
@@ -135,7 +136,10 @@ fn config_check_names_a_field_of_the_other_backend_and_warns_of_unknown_variable
         .env("HEARTH_SERVR_LISTEN", "0.0.0.0:1")
         .args(["config", "check", "hearth.toml"]));
     assert_eq!(code, 0);
-    assert!(out.starts_with("ok: 1 model(s) (coder), listen 127.0.0.1:8080"), "{out}");
+    assert!(
+        out.starts_with("ok: 1 model(s) (coder), listen 127.0.0.1:8080"),
+        "{out}"
+    );
     insta::assert_snapshot!(err, @"warning: environment: HEARTH_SERVR_LISTEN: Hearth does not read this variable; it is ignored; did you mean HEARTH_SERVER_LISTEN?");
 }
 

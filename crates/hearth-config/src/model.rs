@@ -44,8 +44,13 @@ pub struct ModelConfig {
     pub max_concurrency: Option<usize>,
     /// Requests waiting beyond `max_concurrency`; past it the answer is 429.
     pub max_queue: usize,
-    /// Retries of a retryable failure (connect error, 429, 502/503/504) before fallbacks.
+    /// Retries of a failure that never ran the request (connect error, 429, 503)
+    /// before fallbacks.
     pub retries: u32,
+    /// Also retry (and fall back from) a request the backend may have received but
+    /// did not answer: the connection broke after it was sent, no answer in time, a
+    /// 502 or 504. Off by default: a cloud API may run and bill it twice.
+    pub retry_unanswered: bool,
     /// Models tried in order when this one fails.
     pub fallbacks: Vec<String>,
     pub backend: ModelBackend,
@@ -114,6 +119,7 @@ impl Default for ModelConfig {
             max_concurrency: None,
             max_queue: 64,
             retries: 2,
+            retry_unanswered: false,
             fallbacks: Vec::new(),
             backend: ModelBackend::Embedded(EmbeddedConfig::default()),
         }
@@ -199,6 +205,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "max_concurrency",
     "max_queue",
     "retries",
+    "retry_unanswered",
     "fallbacks",
 ];
 pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
@@ -233,6 +240,8 @@ struct ModelToml {
     max_queue: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retry_unanswered: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fallbacks: Vec<String>,
 
@@ -356,6 +365,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             max_concurrency: t.max_concurrency,
             max_queue: t.max_queue.unwrap_or(defaults.max_queue),
             retries: t.retries.unwrap_or(defaults.retries),
+            retry_unanswered: t.retry_unanswered,
             fallbacks: t.fallbacks,
             backend,
         })
@@ -373,6 +383,7 @@ impl From<ModelConfig> for ModelToml {
             max_concurrency: m.max_concurrency,
             max_queue: Some(m.max_queue),
             retries: Some(m.retries),
+            retry_unanswered: m.retry_unanswered,
             fallbacks: m.fallbacks,
             ..ModelToml::default()
         };

@@ -32,3 +32,19 @@ impl IntoResponse for HttpError {
         resp
     }
 }
+
+/// The answer to a request whose handler panicked: 500 with the OpenAI error shape,
+/// and the panic logged once. Panics are bugs, but one request's bug must cost that
+/// request only, never the process or the other requests on its event loop.
+pub(crate) fn panic_response(
+    panic: Box<dyn std::any::Any + Send + 'static>,
+    request_id: Option<&str>,
+) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(request_id, panic = %what, "a request's handler panicked; answered 500");
+    HttpError(ApiError::internal()).into_response()
+}

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
 use hyper::body::Incoming;
 use tower::Service;
@@ -85,13 +86,20 @@ async fn serve(state: AppState, endpoint: Endpoint, req: Request) -> Result<Resp
         Err(e) => HttpError(e).into_response(),
         Ok(caller) => {
             log.set_key(&caller.key_id);
-            match endpoint {
-                Endpoint::Chat => routes::chat::serve(&state, &caller, &log, req).await,
-                Endpoint::Completions => {
-                    routes::completions::serve(&state, &caller, &log, req).await
+            let handled = async {
+                match endpoint {
+                    Endpoint::Chat => routes::chat::serve(&state, &caller, &log, req).await,
+                    Endpoint::Completions => {
+                        routes::completions::serve(&state, &caller, &log, req).await
+                    }
                 }
+                .into_response()
+            };
+            // Unwinding leaves nothing half-changed that this request's answer needs.
+            match std::panic::AssertUnwindSafe(handled).catch_unwind().await {
+                Ok(resp) => resp,
+                Err(panic) => crate::error::panic_response(panic, Some(log.id())),
             }
-            .into_response()
         }
     };
     Ok(request_log::finish(log, cors::add_vary(resp)))

@@ -62,6 +62,10 @@ pub fn app(state: AppState, extra: Router, public: Router) -> App {
         .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the access log, so a panicking request is still logged (as a 500).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send + 'static>| error::panic_response(panic, None),
+        ))
         .layer(cors::layer(&state.config.server.cors_origins))
         .layer(from_fn(request_log::middleware));
     App::new(state, router)

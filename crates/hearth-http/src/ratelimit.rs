@@ -81,6 +81,14 @@ impl Quota {
     }
 }
 
+/// Whole seconds to wait, at least 1. Never panics: a bucket driven far below zero
+/// (an upstream reporting absurd usage) gives a huge `wait`, which saturates.
+fn retry_secs(wait: f64) -> u64 {
+    Duration::try_from_secs_f64(wait)
+        .map_or(u64::MAX, |d| d.as_secs())
+        .max(1)
+}
+
 fn fmt_reset(secs: f64) -> String {
     format!("{:.3}s", secs.max(0.0))
 }
@@ -141,7 +149,7 @@ impl RateLimiter {
                 ),
             )
             .with_code("rate_limit_exceeded")
-            .with_retry_after(Duration::from_secs_f64(wait).as_secs().max(1)));
+            .with_retry_after(retry_secs(wait)));
         }
         let mut q = Quota::default();
         if let Some(r) = &mut b.requests {
@@ -197,6 +205,19 @@ mod tests {
         assert!(rl.admit(&c, 50).is_ok());
         rl.settle(&c, 50, 100);
         assert!(rl.admit(&c, 10).is_err());
+    }
+
+    #[test]
+    fn absurd_usage_makes_a_long_wait_not_a_panic() {
+        // An upstream that reports u64::MAX tokens drives the bucket to -1.8e19; the
+        // wait (1e21 s at 1 token per minute) overflowed `Duration::from_secs_f64`.
+        let rl = RateLimiter::new();
+        let c = caller(0, 1);
+        assert!(rl.admit(&c, 1).is_ok());
+        rl.settle(&c, 1, u64::MAX);
+        let e = rl.admit(&c, 1).unwrap_err();
+        assert_eq!(e.status(), 429);
+        assert!(e.retry_after.unwrap() > 1_000_000);
     }
 
     #[test]

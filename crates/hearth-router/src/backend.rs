@@ -112,9 +112,14 @@ impl std::fmt::Debug for Reply {
 /// Why a backend could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
-    /// Could not reach the backend at all.
+    /// Could not reach the backend at all: the request provably never reached it
+    /// (no connection, or a connection that refused the request's first byte).
     #[error("connect error: {0}")]
     Connect(String),
+    /// The request was sent and the connection broke before any answer: the backend
+    /// may have received it and may be running (and billing) it.
+    #[error("no answer: {0}")]
+    Unanswered(String),
     /// No answer (or no next chunk) in time.
     #[error("timed out: {0}")]
     Timeout(String),
@@ -138,22 +143,35 @@ pub enum BackendError {
 }
 
 impl BackendError {
-    /// Whether trying again (or another model) may succeed: connect errors,
-    /// timeouts, 429, 502, 503, 504, and an unavailable backend.
+    /// Whether trying again (or another model) may succeed without running the
+    /// request twice: it never reached the backend (connect errors, an unavailable
+    /// backend), or the backend refused it unrun (429, 503).
     pub fn is_retryable(&self) -> bool {
         match self {
-            BackendError::Connect(_) | BackendError::Timeout(_) | BackendError::Unavailable(_) => {
-                true
-            }
-            BackendError::Status { status, .. } => matches!(status, 429 | 502 | 503 | 504),
-            BackendError::Protocol(_) | BackendError::Invalid(_) => false,
+            BackendError::Connect(_) | BackendError::Unavailable(_) => true,
+            BackendError::Status { status, .. } => matches!(status, 429 | 503),
+            _ => false,
+        }
+    }
+
+    /// Whether the backend may have received the request and failed to answer it:
+    /// the connection broke after it was sent, no answer in time, or a proxy in front
+    /// of it answered 502 or 504. Trying again may run it twice, so the router does
+    /// so only where the model's config allows (`retry_unanswered`).
+    pub fn may_have_run(&self) -> bool {
+        match self {
+            BackendError::Unanswered(_) | BackendError::Timeout(_) => true,
+            BackendError::Status { status, .. } => matches!(status, 502 | 504),
+            _ => false,
         }
     }
 
     /// Whether this failure says something about the backend's health.
     pub fn is_health_failure(&self) -> bool {
         match self {
-            BackendError::Connect(_) | BackendError::Timeout(_) => true,
+            BackendError::Connect(_) | BackendError::Unanswered(_) | BackendError::Timeout(_) => {
+                true
+            }
             BackendError::Status { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
@@ -180,7 +198,7 @@ impl BackendError {
             } => error
                 .clone()
                 .with_retry_after(retry_after.map_or(1, |d| d.as_secs().max(1))),
-            BackendError::Timeout(_) => ApiError::new(
+            BackendError::Timeout(_) | BackendError::Status { status: 504, .. } => ApiError::new(
                 ErrorKind::Timeout,
                 "the model backend did not answer in time",
             )

@@ -236,7 +236,9 @@ impl Router {
                             tracing::warn!(model = %model.config.name, error = %e, "backend marked unavailable");
                         }
                         tracing::debug!(model = %model.config.name, attempt, error = %e, "backend call failed");
-                        if !e.is_retryable() {
+                        if !(e.is_retryable()
+                            || (e.may_have_run() && model.config.retry_unanswered))
+                        {
                             return Err(e.to_api_error());
                         }
                         let give_up = !model.health.is_available();
@@ -329,6 +331,7 @@ impl Router {
 fn error_kind(e: &BackendError) -> &'static str {
     match e {
         BackendError::Connect(_) => "connect",
+        BackendError::Unanswered(_) => "unanswered",
         BackendError::Timeout(_) => "timeout",
         BackendError::Status { .. } => "status",
         BackendError::Protocol(_) => "protocol",

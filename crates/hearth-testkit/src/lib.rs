@@ -37,10 +37,17 @@ pub enum Behaviour {
         status: u16,
         retry_after: Option<u64>,
     },
+    /// Answer with this status and a `Retry-After` header exactly as given (hostile
+    /// or broken values such as `1e20`).
+    RawRetryAfter { status: u16, value: String },
     /// Accept and never answer.
     Stall,
     /// Stream `after` chunks, then close the connection without `[DONE]`.
     DropMidStream { after: usize },
+    /// Read the whole request, then close the connection without answering (the
+    /// upstream crashed, or its idle timeout struck as the connection was reused):
+    /// the request was received, so it may have run.
+    Hangup,
 }
 
 impl Default for Behaviour {
@@ -88,6 +95,9 @@ pub struct Received {
 
 #[derive(Default)]
 struct Inner {
+    /// Each open connection's task, by connection number, so a handler can close its
+    /// own connection without answering (`Hangup`).
+    connections: Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
     script: Mutex<VecDeque<Behaviour>>,
     default: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
@@ -125,13 +135,7 @@ impl FakeUpstream {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        tokio::spawn(accept_loop(listener, app, inner.clone(), rx));
         Ok(FakeUpstream {
             addr,
             inner,
@@ -184,6 +188,54 @@ impl FakeUpstream {
     }
 }
 
+/// The connection a request came on (a request extension), for `Hangup`.
+#[derive(Debug, Clone, Copy)]
+struct ConnId(u64);
+
+/// Serves each connection on its own task until `stop` resolves (then stops
+/// accepting; open connections finish). Its own loop rather than `axum::serve`, so a
+/// handler can close its connection without answering.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    inner: Arc<Inner>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    tokio::pin!(stop);
+    let mut next = 0u64;
+    loop {
+        let sock = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((sock, _)) => sock,
+                Err(_) => continue,
+            },
+            _ = &mut stop => return,
+        };
+        next += 1;
+        let id = ConnId(next);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(id);
+                tower::ServiceExt::oneshot(app.clone(), req.map(Body::new))
+            },
+        );
+        let conns = inner.clone();
+        // Registered before it serves, so its handler always finds itself.
+        let (registered, wait) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = wait.await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(sock), service)
+                .await;
+            lock(&conns.connections).remove(&id.0);
+        });
+        lock(&inner.connections).insert(id.0, task.abort_handle());
+        let _ = registered.send(());
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -217,6 +269,7 @@ impl Drop for Active {
 
 async fn complete(
     State(inner): State<Arc<Inner>>,
+    axum::Extension(conn): axum::Extension<ConnId>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -251,6 +304,16 @@ async fn complete(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     match behaviour {
+        Behaviour::Hangup => {
+            active.finished = true;
+            drop(active);
+            // Cancels this very task (with its connection) at its next await.
+            if let Some(task) = lock(&inner.connections).remove(&conn.0) {
+                task.abort();
+            }
+            std::future::pending::<()>().await;
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
         Behaviour::Status {
             status,
             retry_after,
@@ -264,6 +327,16 @@ async fn complete(
                 .into_response();
             if let Some(s) = retry_after {
                 resp.headers_mut().insert("retry-after", s.into());
+            }
+            resp
+        }
+        Behaviour::RawRetryAfter { status, value } => {
+            active.finished = true;
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp =
+                (code, axum::Json(json!({"error": {"message": "slow down"}}))).into_response();
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                resp.headers_mut().insert("retry-after", v);
             }
             resp
         }

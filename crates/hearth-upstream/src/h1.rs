@@ -47,9 +47,12 @@ pub(crate) struct Head {
 /// Why a request got no answer, or its answer broke.
 #[derive(Debug)]
 pub(crate) enum Error {
-    /// Nothing of an answer came: the connection was closed or reset before it (as
-    /// an idle connection the upstream closed is). The request may be sent again
-    /// on another connection.
+    /// Not one byte of the request left: writing failed at once (the upstream had
+    /// already reset the connection). Sending it again cannot run it twice.
+    NotSent(String),
+    /// The request was sent (at least in part) and nothing of an answer came: the
+    /// connection was closed or reset before it. The upstream may have received the
+    /// request and may be running it, so it is not sent again on its own.
     NoAnswer(String),
     /// The connection broke partway through an answer.
     Io(String),
@@ -60,7 +63,9 @@ pub(crate) enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::NoAnswer(why) | Error::Io(why) | Error::Protocol(why) => f.write_str(why),
+            Error::NotSent(why) | Error::NoAnswer(why) | Error::Io(why) | Error::Protocol(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -147,20 +152,27 @@ impl Conn {
 
     /// Writes a request (`head` ends with its blank line) and reads its answer's head.
     pub(crate) async fn request(&mut self, head: &[u8], body: &[u8]) -> Result<Head, Error> {
+        let mut sent = 0;
         let written = if head.len() + body.len() <= ONE_WRITE {
             let mut out = Vec::with_capacity(head.len() + body.len());
             out.extend_from_slice(head);
             out.extend_from_slice(body);
-            self.io.write_all(&out).await
+            write_all(&mut self.io, &out, &mut sent).await
         } else {
-            match self.io.write_all(head).await {
-                Ok(()) => self.io.write_all(body).await,
+            match write_all(&mut self.io, head, &mut sent).await {
+                Ok(()) => write_all(&mut self.io, body, &mut sent).await,
                 Err(e) => Err(e),
             }
         };
         if let Err(e) = written {
             self.keep_alive = false;
-            return Err(Error::NoAnswer(format!("sending the request: {e}")));
+            let why = format!("sending the request: {e}");
+            // Only a write refused before its first byte proves the upstream never saw it.
+            return Err(if sent == 0 {
+                Error::NotSent(why)
+            } else {
+                Error::NoAnswer(why)
+            });
         }
         self.read_head().await
     }
@@ -512,13 +524,33 @@ pub(crate) fn is_event_stream(v: &[u8]) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case(b"text/event-stream"))
 }
 
-/// A `Retry-After` value in seconds (an HTTP date is ignored).
+/// The longest `Retry-After` taken from an upstream: a day. Larger values (a broken
+/// or hostile upstream's `1e20`) are read as this.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A `Retry-After` value in seconds (an HTTP date is ignored), at most
+/// [`MAX_RETRY_AFTER`]. Never panics, whatever the value.
 pub(crate) fn retry_after(v: &[u8]) -> Option<Duration> {
-    std::str::from_utf8(v)
+    let secs = std::str::from_utf8(v)
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .filter(|s| !s.is_nan() && *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
+/// Writes all of `data`, counting in `sent` the bytes the kernel took.
+async fn write_all(io: &mut TcpStream, mut data: &[u8], sent: &mut usize) -> io::Result<()> {
+    while !data.is_empty() {
+        match io.write(data).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                *sent += n;
+                data = &data[n..];
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The smaller of what is left of a body and what is buffered.
@@ -583,6 +615,54 @@ mod tests {
         let head = c.request(REQ, b"{}").await.unwrap();
         let body = c.read_to_end().await;
         (head, body, c)
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_before_its_first_byte_is_not_sent_but_one_sent_is() {
+        // The upstream resets the connection (SO_LINGER 0) before the request: the
+        // write fails at once, and the request provably never left.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            sock.set_zero_linger().unwrap();
+        });
+        let mut c = Conn::new(TcpStream::connect(addr).await.unwrap());
+        server.await.unwrap();
+        // Wait until the reset arrived (the socket turns readable).
+        std::future::poll_fn(|cx| c.io.poll_read_ready(cx))
+            .await
+            .unwrap();
+        let e = c.request(REQ, b"{}").await.unwrap_err();
+        assert!(matches!(e, Error::NotSent(_)), "{e:?}");
+
+        // Read, then closed unanswered: it left, so it may be running upstream.
+        let mut c = conn_to(vec![], true).await;
+        let e = c.request(REQ, b"{}").await.unwrap_err();
+        assert!(matches!(e, Error::NoAnswer(_)), "{e:?}");
+    }
+
+    #[test]
+    fn retry_after_takes_hostile_values_without_panicking() {
+        // `1e20` passed the old finite check and panicked in `Duration::from_secs_f64`,
+        // killing the whole process.
+        for (v, want) in [
+            ("3", Some(Duration::from_secs(3))),
+            (" 0.5 ", Some(Duration::from_millis(500))),
+            ("1e20", Some(MAX_RETRY_AFTER)),
+            ("1.8e308", Some(MAX_RETRY_AFTER)),
+            ("inf", Some(MAX_RETRY_AFTER)),
+            ("18446744073709551616", Some(MAX_RETRY_AFTER)),
+            ("90000", Some(MAX_RETRY_AFTER)),
+            ("NaN", None),
+            ("-1", None),
+            ("-inf", None),
+            ("", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ] {
+            assert_eq!(retry_after(v.as_bytes()), want, "{v:?}");
+        }
+        assert_eq!(retry_after(&[0xff, 0xfe]), None);
     }
 
     #[tokio::test]

@@ -115,7 +115,7 @@ impl std::fmt::Debug for Pool {
 pub(crate) enum SendError {
     /// No connection could be made: the upstream did not get the request.
     Connect(String),
-    /// The connection broke before the answer's head.
+    /// The connection broke after the request was sent, before the answer's head.
     Io(String),
     /// What came back is not HTTP/1.1.
     Protocol(String),
@@ -170,10 +170,12 @@ impl Pool {
                     };
                     return Ok((answer, lease));
                 }
-                // Closed by the upstream as it was picked (its idle timeout): the
-                // request did not get there; the next connection, or a new one,
-                // carries it.
-                Err(Error::NoAnswer(why)) => {
+                // Reset by the upstream before the request's first byte (it closed
+                // the idle connection as it was picked): the request provably did
+                // not get there; the next connection, or a new one, carries it. A
+                // request that left and got no answer is not sent again here: the
+                // upstream may be running it (the router decides, by config).
+                Err(Error::NotSent(why)) => {
                     tracing::debug!(upstream = %self.addr, %why, "a kept-alive connection was closed as it was reused; sending again");
                 }
                 Err(e) => return Err(e.into()),
@@ -211,6 +213,9 @@ impl Pool {
 impl From<Error> for SendError {
     fn from(e: Error) -> Self {
         match e {
+            // On a new connection (the pool retries it on a kept-alive one), a request
+            // the upstream refused before its first byte was still never sent.
+            Error::NotSent(why) => SendError::Connect(why),
             Error::NoAnswer(why) | Error::Io(why) => SendError::Io(why),
             Error::Protocol(why) => SendError::Protocol(why),
         }

@@ -123,11 +123,9 @@ impl Transport {
             Transport::Direct(pool) => {
                 let head = request_head(&method, &to.origin_form, &pool.host, headers, &body);
                 let (head, lease) = pool.send(&head, &body).await.map_err(|e| match e {
-                    // Whether it failed to connect or broke before the answer's
-                    // head, the request got no answer: retryable.
-                    SendError::Connect(why) | SendError::Io(why) => {
-                        BackendError::Connect(format!("{}: {why}", to.url))
-                    }
+                    SendError::Connect(why) => BackendError::Connect(format!("{}: {why}", to.url)),
+                    // Sent, unanswered: the upstream may be running it.
+                    SendError::Io(why) => BackendError::Unanswered(format!("{}: {why}", to.url)),
                     SendError::Protocol(why) => {
                         BackendError::Protocol(format!("{}: {why}", to.url))
                     }
@@ -317,12 +315,14 @@ fn proxy_in_env() -> bool {
 }
 
 fn reqwest_error(e: &reqwest::Error) -> BackendError {
-    if e.is_timeout() {
+    if e.is_connect() {
+        // No connection (connect timeouts included): the request never left.
+        BackendError::Connect(error_chain(e))
+    } else if e.is_timeout() {
         BackendError::Timeout(error_chain(e))
     } else {
-        // Connect errors, and a connection reset before the response: either way the
-        // request did not reach the upstream.
-        BackendError::Connect(error_chain(e))
+        // The connection broke once the request was (perhaps partly) sent.
+        BackendError::Unanswered(error_chain(e))
     }
 }
 

@@ -188,3 +188,87 @@ async fn wrong_content_type_unknown_route_and_method() {
     let resp = gw.get("/v1/chat/completions").send().await.unwrap();
     assert_eq!(error_of(resp).await.0, 405);
 }
+
+/// A backend whose every call panics: a bug inside one request.
+struct Panics;
+
+#[async_trait::async_trait]
+impl hearth_router::Backend for Panics {
+    fn kind(&self) -> &'static str {
+        "upstream"
+    }
+
+    async fn call(
+        &self,
+        _: &hearth_router::Request,
+    ) -> Result<hearth_router::Reply, hearth_router::BackendError> {
+        panic!("a bug in a backend");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_one_request_is_a_500_for_it_alone() {
+    let up = FakeUpstream::start().await.unwrap();
+    let toml = format!(
+        "{}{}",
+        upstream_model("boom", "http://127.0.0.1:9/v1", ""),
+        upstream_model("m", &up.base_url(), "")
+    );
+    let gw = Gateway::start_with_backends(&toml, hearth_config::MapEnv::default(), |m| {
+        if m.name == "boom" {
+            std::sync::Arc::new(Panics)
+        } else {
+            std::sync::Arc::new(hearth_upstream::UpstreamBackend::new(m, None).unwrap())
+                as std::sync::Arc<dyn hearth_router::Backend>
+        }
+    })
+    .await;
+    // The hot path (no Origin) and the router (a browser's Origin) alike.
+    for origin in [None, Some("http://localhost:5173")] {
+        let mut req = gw
+            .post("/v1/chat/completions")
+            .json(&chat_body("boom", false));
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let (status, e) = error_of(req.send().await.unwrap()).await;
+        assert_eq!(status, 500, "{origin:?}");
+        assert_eq!(
+            e["message"], "internal error; the server log has the detail",
+            "{origin:?}"
+        );
+    }
+    assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
+    assert_eq!(gw.chat("m", false).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_hostile_retry_after_is_read_as_a_long_wait_not_a_crash() {
+    // `Retry-After: 1e20` used to panic in the upstream client (and, in the release
+    // build, take the process down).
+    let up = FakeUpstream::start().await.unwrap();
+    for value in ["1e20", "inf", "NaN", "-5", "99999999999999999999999"] {
+        up.push(hearth_testkit::Behaviour::RawRetryAfter {
+            status: 429,
+            value: value.to_owned(),
+        });
+    }
+    let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 0")).await;
+    for value in ["1e20", "inf", "NaN", "-5", "99999999999999999999999"] {
+        let resp = gw.chat("m", false).await;
+        let retry_after: Option<u64> = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        let (status, _) = error_of(resp).await;
+        assert_eq!(status, 429, "{value}");
+        let want = if matches!(value, "NaN" | "-5") {
+            1
+        } else {
+            86_400
+        };
+        assert_eq!(retry_after, Some(want), "{value}");
+    }
+    assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
+    assert_eq!(gw.chat("m", false).await.status(), 200);
+}

@@ -7,13 +7,49 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 use crate::harness::*;
 
 #[tokio::test]
-async fn retries_503_then_succeeds() {
+async fn retries_503_and_429_then_succeeds() {
     let up = FakeUpstream::start().await.unwrap();
     up.push(Behaviour::status(503));
-    up.push(Behaviour::status(502));
+    up.push(Behaviour::status(429));
     let gw = Gateway::start(&upstream_model("m", &up.base_url(), "retries = 2")).await;
     let r = gw.chat("m", false).await;
     assert_eq!(r.status(), 200);
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_request_the_upstream_may_have_run_is_not_sent_again_unless_allowed() {
+    // The upstream read the request and hung up, or a proxy in front of it said 502
+    // or 504: it may have run (and billed) it. Not retried, nor sent to a fallback.
+    for (behaviour, status) in [
+        (Behaviour::Hangup, 503),
+        (Behaviour::status(502), 503),
+        (Behaviour::status(504), 504),
+    ] {
+        let up = FakeUpstream::start().await.unwrap();
+        up.push(behaviour.clone());
+        let fallback = FakeUpstream::start().await.unwrap();
+        let toml = format!(
+            "{}{}",
+            upstream_model("m", &up.base_url(), "retries = 2\nfallbacks = [\"f\"]"),
+            upstream_model("f", &fallback.base_url(), ""),
+        );
+        let gw = Gateway::start(&toml).await;
+        let (got, _) = error_of(gw.chat("m", false).await).await;
+        assert_eq!(got, status, "{behaviour:?}");
+        assert_eq!((up.hits(), fallback.hits()), (1, 0), "{behaviour:?}");
+    }
+    // With `retry_unanswered = true` (a self-hosted server) it is retried.
+    let up = FakeUpstream::start().await.unwrap();
+    up.push(Behaviour::Hangup);
+    up.push(Behaviour::status(502));
+    let gw = Gateway::start(&upstream_model(
+        "m",
+        &up.base_url(),
+        "retries = 2\nretry_unanswered = true",
+    ))
+    .await;
+    assert_eq!(gw.chat("m", false).await.status(), 200);
     assert_eq!(up.hits(), 3);
 }
 
@@ -58,7 +94,7 @@ async fn retries_then_falls_back_in_order() {
     let primary = FakeUpstream::start().await.unwrap();
     primary.set_default(Behaviour::status(503));
     let second = FakeUpstream::start().await.unwrap();
-    second.set_default(Behaviour::status(504));
+    second.set_default(Behaviour::status(429));
     let third = FakeUpstream::start().await.unwrap();
     third.set_default(Behaviour::ok("from the third"));
     let toml = format!(
