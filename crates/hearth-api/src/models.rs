@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub enum ModelStatus {
     Ready,
     Loading,
+    /// Not running now, and started by the first request that names it (a managed
+    /// model server stopped while idle).
+    Stopped,
     Unavailable,
 }
 
@@ -16,6 +19,7 @@ impl ModelStatus {
         match self {
             ModelStatus::Ready => "ready",
             ModelStatus::Loading => "loading",
+            ModelStatus::Stopped => "stopped",
             ModelStatus::Unavailable => "unavailable",
         }
     }

@@ -1,23 +1,21 @@
 //! [`EmbeddedBackend`]: the router's view of the engine. It turns a request into a
-//! job for the engine thread and the thread's events into OpenAI-shaped bodies and
-//! chunks.
+//! job for the engine thread and the thread's events into the router's typed events
+//! (text, finish, usage); the front ends write them in their own wire format.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
-use hearth_api::{ModelStatus, Usage, chat, completion};
+use hearth_api::{ModelStatus, Usage};
 use hearth_config::ModelConfig;
-use hearth_router::{Backend, BackendError, Chunk, Reply, Request};
-use serde_json::{Value, json};
+use hearth_router::{Backend, BackendError, EventStream, FinishReason, Request};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::EngineError;
 use crate::gguf;
-use crate::request::{self, Endpoint, GenRequest};
+use crate::request::{self, GenRequest};
 use crate::scheduler::{self, Event, Finish, Job, Shared};
 use crate::settings::Settings;
 
@@ -91,13 +89,16 @@ impl EmbeddedBackend {
                 "model `{}` is still loading",
                 self.name
             ))),
-            ModelStatus::Unavailable => Some(BackendError::Unavailable(format!(
-                "model `{}` failed to load: {}",
-                self.name,
-                self.shared
-                    .failure()
-                    .unwrap_or_else(|| "unknown reason".into())
-            ))),
+            // The engine loads at start and never stops on its own.
+            ModelStatus::Unavailable | ModelStatus::Stopped => {
+                Some(BackendError::Unavailable(format!(
+                    "model `{}` failed to load: {}",
+                    self.name,
+                    self.shared
+                        .failure()
+                        .unwrap_or_else(|| "unknown reason".into())
+                )))
+            }
         }
     }
 
@@ -129,24 +130,19 @@ impl Backend for EmbeddedBackend {
         )
     }
 
-    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
+    async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         let req =
             request::from_router(request.clone(), &self.name).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
-        let mut rx = self.submit(req.clone())?;
+        let mut rx = self.submit(req)?;
         match rx.recv().await {
             Some(Event::Accepted) => {}
             Some(Event::Error(e)) => return Err(e),
             _ => return Err(ended()),
         }
-        let out = Output::new(&req);
-        if req.stream {
-            Ok(Reply::Stream(stream(out, rx).boxed()))
-        } else {
-            collect(out, rx).await
-        }
+        Ok(events(rx).boxed())
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
@@ -158,166 +154,51 @@ fn ended() -> BackendError {
     BackendError::Protocol("the engine ended the request without an answer".into())
 }
 
-/// The identity and shape of one answer.
-struct Output {
-    endpoint: Endpoint,
-    id: String,
-    model: String,
-    created: u64,
-    include_usage: bool,
-}
-
-impl Output {
-    fn new(r: &GenRequest) -> Self {
-        let prefix = match r.endpoint {
-            Endpoint::Chat => "chatcmpl",
-            Endpoint::Completion => "cmpl",
-        };
-        Output {
-            endpoint: r.endpoint,
-            id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
-            model: r.model.clone(),
-            created: hearth_api::unix_now(),
-            include_usage: r.include_usage,
-        }
-    }
-
-    fn chunk(&self, v: &Value, usage: Option<Usage>) -> Chunk {
-        Chunk {
-            data: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-            usage,
-        }
-    }
-
-    fn first(&self) -> Option<Chunk> {
-        match self.endpoint {
-            Endpoint::Chat => Some(self.chunk(
-                &chat::chunk_body(
-                    &self.id,
-                    &self.model,
-                    self.created,
-                    json!({"role": "assistant", "content": ""}),
-                    None,
-                ),
-                None,
-            )),
-            Endpoint::Completion => None,
-        }
-    }
-
-    fn text(&self, text: &str) -> Chunk {
-        let v = match self.endpoint {
-            Endpoint::Chat => chat::chunk_body(
-                &self.id,
-                &self.model,
-                self.created,
-                json!({"content": text}),
-                None,
-            ),
-            Endpoint::Completion => {
-                completion::chunk_body(&self.id, &self.model, self.created, text, None)
-            }
-        };
-        self.chunk(&v, None)
-    }
-
-    /// The finish chunk, and the usage chunk when the client asked for it. Exactly
-    /// one chunk of a stream carries `usage` for the router's accounting: the usage
-    /// chunk when there is one, else the finish chunk.
-    fn end(&self, finish: Finish, usage: Usage) -> Vec<Chunk> {
-        let reason = Some(finish.as_str());
-        let v = match self.endpoint {
-            Endpoint::Chat => {
-                chat::chunk_body(&self.id, &self.model, self.created, json!({}), reason)
-            }
-            Endpoint::Completion => {
-                completion::chunk_body(&self.id, &self.model, self.created, "", reason)
-            }
-        };
-        if !self.include_usage {
-            return vec![self.chunk(&v, Some(usage))];
-        }
-        let u = match self.endpoint {
-            Endpoint::Chat => chat::usage_chunk_body(&self.id, &self.model, self.created, &usage),
-            Endpoint::Completion => json!({
-                "id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.model, "choices": [], "usage": usage,
-            }),
-        };
-        vec![self.chunk(&v, None), self.chunk(&u, Some(usage))]
-    }
-
-    fn body(&self, text: &str, finish: Finish, usage: &Usage) -> Bytes {
-        let v = match self.endpoint {
-            Endpoint::Chat => {
-                chat::completion_body(&self.id, &self.model, text, finish.as_str(), usage)
-            }
-            Endpoint::Completion => {
-                completion::completion_body(&self.id, &self.model, text, finish.as_str(), usage)
-            }
-        };
-        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
-    }
-}
-
-async fn collect(out: Output, mut rx: UnboundedReceiver<Event>) -> Result<Reply, BackendError> {
-    let mut text = String::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            Event::Text(t) => text.push_str(&t),
-            Event::Done {
-                finish,
-                prompt_tokens,
-                completion_tokens,
-            } => {
-                let usage = Usage::new(prompt_tokens.into(), completion_tokens.into());
-                return Ok(Reply::Full {
-                    body: out.body(&text, finish, &usage),
-                    usage: Some(usage),
-                });
-            }
-            Event::Error(e) => return Err(e),
-            Event::Accepted => {}
-        }
-    }
-    Err(ended())
-}
-
-/// The chunk stream. Dropping it drops `rx`, which the engine notices before its
+/// The engine thread's events as the router's: text as it comes, then the finish and
+/// the usage. Dropping the stream drops `rx`, which the engine notices before its
 /// next step and frees the sequence.
-fn stream(
-    out: Output,
+fn events(
     rx: UnboundedReceiver<Event>,
-) -> impl futures::Stream<Item = Result<Chunk, BackendError>> + Send + 'static {
-    let queued: VecDeque<Result<Chunk, BackendError>> = out.first().into_iter().map(Ok).collect();
+) -> impl futures::Stream<Item = Result<hearth_router::Event, BackendError>> + Send + 'static {
+    use hearth_router::Event as Out;
+    let pending: VecDeque<Result<Out, BackendError>> = VecDeque::new();
     futures::stream::unfold(
-        (out, rx, queued, false),
-        |(out, mut rx, mut queued, mut done)| async move {
+        (rx, pending, false),
+        |(mut rx, mut pending, mut done)| async move {
             loop {
-                if let Some(item) = queued.pop_front() {
-                    return Some((item, (out, rx, queued, done)));
+                if let Some(item) = pending.pop_front() {
+                    return Some((item, (rx, pending, done)));
                 }
                 if done {
                     return None;
                 }
                 match rx.recv().await {
-                    Some(Event::Text(t)) => queued.push_back(Ok(out.text(&t))),
+                    Some(Event::Text(text)) => pending.push_back(Ok(Out::Text { index: 0, text })),
                     Some(Event::Done {
                         finish,
                         prompt_tokens,
                         completion_tokens,
                     }) => {
-                        let usage = Usage::new(prompt_tokens.into(), completion_tokens.into());
-                        queued.extend(out.end(finish, usage).into_iter().map(Ok));
+                        pending.push_back(Ok(Out::Finish {
+                            index: 0,
+                            reason: match finish {
+                                Finish::Stop => FinishReason::Stop,
+                                Finish::Length => FinishReason::Length,
+                            },
+                        }));
+                        pending.push_back(Ok(Out::Usage(Usage::new(
+                            prompt_tokens.into(),
+                            completion_tokens.into(),
+                        ))));
                         done = true;
                     }
                     Some(Event::Error(e)) => {
-                        queued.push_back(Err(e));
+                        pending.push_back(Err(e));
                         done = true;
                     }
                     Some(Event::Accepted) => {}
                     None => {
-                        queued.push_back(Err(ended()));
+                        pending.push_back(Err(ended()));
                         done = true;
                     }
                 }

@@ -16,6 +16,7 @@ mod auth;
 mod body;
 pub mod conversations;
 mod cors;
+mod encode;
 mod error;
 mod fast;
 mod limits;

@@ -1,5 +1,5 @@
 //! From a parsed request to an HTTP response: rate limit, dispatch, and the
-//! response (JSON, or SSE relayed chunk by chunk).
+//! response (a JSON body, or SSE relayed event by event), written by `encode`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use hearth_api::ApiError;
-use hearth_router::{BackendError, Chunk, ChunkStream, Reply, Request};
+use hearth_api::{ApiError, Usage};
+use hearth_router::{Answer, BackendError, Event, Request};
 
 use crate::auth::Caller;
+use crate::encode::{Encoder, Endpoint, put_data};
 use crate::ratelimit::RateLimiter;
 use crate::request_log::RequestLog;
 use crate::state::AppState;
@@ -30,29 +31,40 @@ pub async fn relay(
         log.set_model(&m.metrics);
     }
     let stream = request.is_stream();
+    let endpoint = match &request {
+        Request::Chat(_) => Endpoint::Chat,
+        Request::Completion(_) => Endpoint::Completion,
+    };
+    let include_usage = request.include_usage();
     let d = state.router.dispatch(request).await?;
     log.set_dispatched(&d.metrics, d.backend, d.attempts, stream);
     log.first_token();
-    let mut resp = match d.reply {
-        Reply::Full { body, usage } => {
-            if let Some(u) = usage {
-                log.set_usage(u);
-                state.limiter.settle(caller, estimate, u.total_tokens);
-            }
-            let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        Reply::Stream(s) => sse_response(
-            s,
+    let encoder = Encoder::new(endpoint, d.model(), include_usage);
+    let mut resp = if stream {
+        sse_response(
+            d.events,
+            encoder,
             log.clone(),
             state.limiter.clone(),
             caller.clone(),
             estimate,
-        ),
+        )
+    } else {
+        let mut events = Vec::new();
+        let mut answer = d.events;
+        while let Some(e) = answer.next().await {
+            events.push(e.map_err(|e| e.to_api_error())?);
+        }
+        if let Some(u) = events.iter().rev().find_map(Event::usage) {
+            log.set_usage(u);
+            state.limiter.settle(caller, estimate, u.total_tokens);
+        }
+        let mut r = Response::new(Body::from(encoder.whole(events)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
     };
     quota.apply(resp.headers_mut());
     Ok(resp)
@@ -73,60 +85,65 @@ pub fn sse_headers(resp: &mut Response) {
 /// `data: <payload>\n\n`
 pub fn sse_event(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
-    put_event(&mut b, payload);
+    put_data(&mut b, payload);
     b.freeze()
-}
-
-fn put_event(out: &mut BytesMut, payload: &[u8]) {
-    out.reserve(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
 }
 
 /// The most bytes of already-arrived events put into one write to the client.
 const COALESCE_BYTES: usize = 32 * 1024;
 
-/// Relays chunks as they come; ends with `data: [DONE]`, or with one error event
+/// Relays events as they come; ends with `data: [DONE]`, or with one error event
 /// when the backend fails mid-stream (never a silent cut).
 fn sse_response(
-    stream: ChunkStream,
+    events: Answer,
+    encoder: Encoder,
     log: RequestLog,
     limiter: Arc<RateLimiter>,
     caller: Caller,
     estimate: u64,
 ) -> Response {
     struct St {
-        inner: ChunkStream,
+        inner: Answer,
+        encoder: Encoder,
         finished: bool,
         log: RequestLog,
         limiter: Arc<RateLimiter>,
         caller: Caller,
         estimate: u64,
+        usage: Option<Usage>,
     }
     impl St {
         /// Appends one event (a chunk, the error event, or `[DONE]`) to `out`.
-        fn push(&mut self, next: Option<Result<Chunk, BackendError>>, out: &mut BytesMut) {
+        fn push(&mut self, next: Option<Result<Event, BackendError>>, out: &mut BytesMut) {
             match next {
-                Some(Ok(chunk)) => {
-                    if let Some(u) = chunk.usage {
-                        self.log.set_usage(u);
-                        self.limiter
-                            .settle(&self.caller, self.estimate, u.total_tokens);
+                Some(Ok(event)) => {
+                    if let Some(u) = event.usage() {
+                        self.usage = Some(u);
                     }
-                    put_event(out, &chunk.data);
+                    self.encoder.stream_event(&event, out);
                 }
                 Some(Err(e)) => {
                     self.finished = true;
                     let api: ApiError = e.to_api_error();
                     tracing::warn!(request_id = self.log.id(), error = %e, "stream failed after it began");
                     self.log.set_error(&e.to_string());
-                    put_event(out, &api.to_json());
+                    put_data(out, &api.to_json());
                 }
                 None => {
                     self.finished = true;
                     out.extend_from_slice(b"data: [DONE]\n\n");
                 }
+            }
+        }
+    }
+    impl Drop for St {
+        /// The answer's usage is counted once, when the stream ends or the client
+        /// leaves: some upstreams repeat a running total in every chunk.
+        fn drop(&mut self) {
+            if let Some(u) = self.usage {
+                self.log.set_usage(u);
+                self.limiter
+                    .settle(&self.caller, self.estimate, u.total_tokens);
             }
         }
     }
@@ -162,15 +179,16 @@ fn sse_response(
         }
     }
     let st = St {
-        inner: stream,
+        inner: events,
+        encoder,
         finished: false,
         log,
         limiter,
         caller,
         estimate,
+        usage: None,
     };
-    let body = st;
-    let mut resp = Response::new(Body::from_stream(body));
+    let mut resp = Response::new(Body::from_stream(st));
     *resp.status_mut() = StatusCode::OK;
     sse_headers(&mut resp);
     resp

@@ -17,15 +17,18 @@ use futures::StreamExt;
 use hearth_api::{ChatMessage, Usage, chat::chunk_body, chat::usage_chunk_body};
 use hearth_config::{Config, HealthConfig, MapEnv, ModelConfig};
 use hearth_http::conversations::{ApiLimits, routes_with_limits};
-use hearth_router::{Backend, BackendError, Chunk, Reply, Request, Router};
+use hearth_router::{
+    Backend, BackendError, Event, EventStream, FinishReason, Request, Router, Wire,
+};
 use hearth_store::Store;
 use serde_json::{Value, json};
 
 // ---- the fake backend ------------------------------------------------------------
 
-/// Answers by the last user message: `slow...` streams 200 words 20 ms apart,
-/// `fail...` fails after two chunks, `full...` answers in one body; anything else
-/// is echoed back word by word.
+/// Answers by the last user message: `slow...` streams 200 words 20 ms apart (as
+/// typed events, like the engine), `fail...` fails after two pieces, `full...`
+/// answers in one upstream body; anything else is echoed back word by word in an
+/// upstream's OpenAI chunks.
 #[derive(Default)]
 struct Fake {
     context: Option<u32>,
@@ -44,11 +47,16 @@ impl Drop for DropFlag {
     }
 }
 
-fn chunk(text: &str) -> Result<Chunk, BackendError> {
+/// An upstream's chunk of `text`.
+fn chunk(text: &str) -> Result<Event, BackendError> {
     let v = chunk_body("id", "fake", 0, json!({"content": text}), None);
-    Ok(Chunk {
-        data: Bytes::from(v.to_string()),
-        usage: None,
+    Ok(Event::Wire(Wire::chunk(Bytes::from(v.to_string()))))
+}
+
+fn text(text: &str) -> Result<Event, BackendError> {
+    Ok(Event::Text {
+        index: 0,
+        text: text.to_owned(),
     })
 }
 
@@ -60,7 +68,7 @@ impl Backend for Fake {
     fn context_length(&self) -> Option<u32> {
         self.context
     }
-    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
+    async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.down {
             return Err(BackendError::Connect("connection refused".into()));
@@ -81,21 +89,21 @@ impl Backend for Fake {
             .unwrap_or_default();
         self.seen.lock().unwrap().push(req.messages.clone());
         let usage = Usage::new(11, 7);
-        let finish = Ok(Chunk {
-            data: Bytes::from(chunk_body("id", "fake", 0, json!({}), Some("stop")).to_string()),
-            usage: None,
-        });
-        let usage_chunk = Ok(Chunk {
-            data: Bytes::from(usage_chunk_body("id", "fake", 0, &usage).to_string()),
-            usage: Some(usage),
-        });
+        let finish = Ok(Event::Wire(Wire::chunk(Bytes::from(
+            chunk_body("id", "fake", 0, json!({}), Some("stop")).to_string(),
+        ))));
+        let usage_chunk = Ok(Event::Wire(Wire::chunk(Bytes::from(
+            usage_chunk_body("id", "fake", 0, &usage).to_string(),
+        ))));
         if last.starts_with("full") {
             let body =
                 hearth_api::chat::completion_body("id", "fake", "whole answer", "stop", &usage);
-            return Ok(Reply::Full {
-                body: Bytes::from(body.to_string()),
+            let whole = Event::Wire(Wire {
+                data: Bytes::from(body.to_string()),
                 usage: Some(usage),
+                whole: true,
             });
+            return Ok(futures::stream::iter([Ok(whole)]).boxed());
         }
         if last.starts_with("slow") {
             let mut flag = DropFlag(self.cancelled.clone(), false);
@@ -104,33 +112,39 @@ impl Backend for Fake {
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Some((chunk(&format!("w{i} ")), i + 1))
+                Some((text(&format!("w{i} ")), i + 1))
             })
-            .chain(futures::stream::iter([finish, usage_chunk]))
+            .chain(futures::stream::iter([
+                Ok(Event::Finish {
+                    index: 0,
+                    reason: FinishReason::Stop,
+                }),
+                Ok(Event::Usage(usage)),
+            ]))
             .map(move |c| {
                 let flag = &mut flag; // the whole guard moves in, not just its field
-                if c.as_ref().is_ok_and(|c| c.usage.is_some()) {
+                if c.as_ref().is_ok_and(|e| e.usage().is_some()) {
                     flag.1 = true; // finished: not a cancellation
                 }
                 c
             });
-            return Ok(Reply::Stream(s.boxed()));
+            return Ok(s.boxed());
         }
         if last.starts_with("fail") {
             let s = futures::stream::iter([
-                chunk("partial "),
+                text("partial "),
                 chunk("answer"),
                 Err(BackendError::Protocol("upstream closed".into())),
             ]);
-            return Ok(Reply::Stream(s.boxed()));
+            return Ok(s.boxed());
         }
-        let mut items: Vec<Result<Chunk, BackendError>> = format!("You said: {last}")
+        let mut items: Vec<Result<Event, BackendError>> = format!("You said: {last}")
             .split_inclusive(' ')
             .map(chunk)
             .collect();
         items.push(finish);
         items.push(usage_chunk);
-        Ok(Reply::Stream(futures::stream::iter(items).boxed()))
+        Ok(futures::stream::iter(items).boxed())
     }
 }
 

@@ -2,19 +2,17 @@
 //! completion (the embedded engine, an upstream server, a test double).
 //!
 //! A backend receives a parsed request whose `model` is already the served name,
-//! and returns either a whole JSON body or a stream of JSON chunks, each one the
-//! payload of an SSE `data:` line, ready for the wire. Dropping the returned future
-//! or stream cancels the work: an upstream closes its connection, the engine frees
-//! its sequence.
+//! and returns a stream of typed [`Event`](crate::Event)s, for a streamed request or
+//! a whole one alike (an upstream's own JSON travels as `Event::Wire`). Dropping the
+//! returned future or stream cancels the work: an upstream closes its connection,
+//! the engine frees its sequence.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::BoxStream;
-use hearth_api::{
-    ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus, Usage,
-};
+
+use crate::event::EventStream;
+use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus};
 
 /// A request the router hands to a backend.
 #[derive(Debug, Clone)]
@@ -77,36 +75,6 @@ impl Request {
     /// The paths of the OpenAI endpoints, below `/v1`.
     pub const CHAT_PATH: &'static str = "/chat/completions";
     pub const COMPLETIONS_PATH: &'static str = "/completions";
-}
-
-/// One chunk of a stream: a JSON object, and its usage when it carries one.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    pub data: Bytes,
-    pub usage: Option<Usage>,
-}
-
-pub type ChunkStream = BoxStream<'static, Result<Chunk, BackendError>>;
-
-/// What a backend answers.
-pub enum Reply {
-    /// A whole JSON response body.
-    Full { body: Bytes, usage: Option<Usage> },
-    /// SSE payloads, in order; the HTTP layer adds `data: [DONE]`.
-    Stream(ChunkStream),
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reply::Full { body, usage } => f
-                .debug_struct("Full")
-                .field("bytes", &body.len())
-                .field("usage", usage)
-                .finish(),
-            Reply::Stream(_) => f.write_str("Stream"),
-        }
-    }
 }
 
 /// Why a backend could not answer.
@@ -234,9 +202,24 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
-    /// Answers one request. Dropping the future, or the returned stream, cancels it.
-    /// The request is lent: the router keeps it for a retry or a fallback.
-    async fn call(&self, request: &Request) -> Result<Reply, BackendError>;
+    /// Answers one request with its events. Dropping the future, or the returned
+    /// stream, cancels it. The request is lent: the router keeps it for a retry or a
+    /// fallback.
+    async fn call(&self, request: &Request) -> Result<EventStream, BackendError>;
+
+    /// Makes the backend able to serve, when it is not [`ModelStatus::Ready`]: a
+    /// managed model server stopped while idle starts here and this waits until it
+    /// serves (the router calls it when a request arrives for such a model). Returns
+    /// why not when it cannot (the default: a backend that is loading or down says so
+    /// at once, and the router tries the fallbacks).
+    async fn wake(&self) -> Result<(), BackendError> {
+        match self.status() {
+            ModelStatus::Ready => Ok(()),
+            ModelStatus::Loading => Err(BackendError::Unavailable("still loading".into())),
+            ModelStatus::Stopped => Err(BackendError::Unavailable("stopped".into())),
+            ModelStatus::Unavailable => Err(BackendError::Unavailable("unavailable".into())),
+        }
+    }
 
     /// A cheap liveness check used by background health probes.
     async fn probe(&self) -> Result<(), BackendError> {

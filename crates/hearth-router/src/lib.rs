@@ -7,7 +7,8 @@
 //! how a backend produces tokens.
 //!
 //! # Layout
-//! - [`backend`]: the trait every backend implements and the reply types.
+//! - [`backend`]: the trait every backend implements, its request and errors.
+//! - [`event`]: the typed events every answer is made of.
 //! - [`router`]: the registry and [`Router::dispatch`].
 //! - [`queue`]: per-model concurrency and bounded FIFO queue.
 //! - [`retry`]: backoff with jitter, honouring `Retry-After`.
@@ -15,12 +16,14 @@
 //! - [`metrics`]: each model's metric handles, registered once.
 
 pub mod backend;
+pub mod event;
 pub mod health;
 pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod router;
 
-pub use backend::{Backend, BackendError, Chunk, ChunkStream, Reply, Request};
+pub use backend::{Backend, BackendError, Request};
+pub use event::{Event, EventStream, FinishReason, ToolCallDelta, Typed, Wire, typed};
 pub use metrics::ModelMetrics;
-pub use router::{Dispatched, Model, Router};
+pub use router::{Answer, Dispatched, Model, Router};

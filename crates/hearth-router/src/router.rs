@@ -9,7 +9,8 @@ use futures::StreamExt;
 use hearth_api::{ApiError, ErrorKind, ModelEntry, ModelStatus};
 use hearth_config::{HealthConfig, ModelConfig};
 
-use crate::backend::{Backend, BackendError, Chunk, ChunkStream, Reply, Request};
+use crate::backend::{Backend, BackendError, Request};
+use crate::event::{Event, EventStream};
 use crate::health::Health;
 use crate::metrics::ModelMetrics;
 use crate::queue::{Permit, Queue, QueueFull};
@@ -62,15 +63,25 @@ impl Model {
 }
 
 /// A request that reached a backend.
-#[derive(Debug)]
 pub struct Dispatched {
     /// The model that answered (a fallback when one was used): its name and metric
     /// handles.
     pub metrics: Arc<ModelMetrics>,
     pub backend: &'static str,
-    pub reply: Reply,
+    /// Its events; the first has arrived.
+    pub events: Answer,
     /// Attempts made, across retries and fallbacks (1 = first try worked).
     pub attempts: u32,
+}
+
+impl std::fmt::Debug for Dispatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatched")
+            .field("model", &self.metrics.model())
+            .field("backend", &self.backend)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dispatched {
@@ -183,11 +194,20 @@ impl Router {
         for model in chain {
             match model.status() {
                 ModelStatus::Ready => {}
-                ModelStatus::Loading => {
-                    loading = true;
-                    continue;
-                }
                 ModelStatus::Unavailable => continue,
+                // A model that starts on demand starts now (the request waits for it);
+                // one still loading says so, and the fallbacks are tried.
+                status @ (ModelStatus::Loading | ModelStatus::Stopped) => {
+                    if let Err(e) = model.backend.wake().await {
+                        tracing::debug!(model = %model.config.name, error = %e, "backend not ready");
+                        if status == ModelStatus::Loading {
+                            loading = true;
+                        } else {
+                            last = Some(e);
+                        }
+                        continue;
+                    }
+                }
             }
             if request.model() != Some(model.config.name.as_str()) {
                 request.set_model(&model.config.name);
@@ -214,14 +234,14 @@ impl Router {
                 })?;
                 attempts += 1;
                 match call(model, &request, permit).await {
-                    Ok(reply) => {
+                    Ok(events) => {
                         if model.health.record_success() {
                             tracing::info!(model = %model.config.name, "backend is available again");
                         }
                         return Ok(Dispatched {
                             metrics: model.metrics.clone(),
                             backend: model.backend.kind(),
-                            reply,
+                            events,
                             attempts,
                         });
                     }
@@ -340,39 +360,33 @@ fn error_kind(e: &BackendError) -> &'static str {
     }
 }
 
-/// One attempt. For a stream, waits for the first chunk so that a failure before
-/// anything reached the client can still be retried, and keeps the queue permit
-/// alive for as long as the stream is.
-async fn call(model: &Model, request: &Request, permit: Permit) -> Result<Reply, BackendError> {
-    match model.backend.call(request).await? {
-        Reply::Full { body, usage } => Ok(Reply::Full { body, usage }),
-        Reply::Stream(mut stream) => {
-            let first = match stream.next().await {
-                Some(Ok(chunk)) => Some(chunk),
-                Some(Err(e)) => return Err(e),
-                None => None,
-            };
-            Ok(Reply::Stream(
-                Held {
-                    first,
-                    rest: stream,
-                    _permit: permit,
-                }
-                .boxed(),
-            ))
-        }
-    }
+/// One attempt. Waits for the first event, so that a failure before anything
+/// reached the client can still be retried, and keeps the queue permit for as long
+/// as the events are read.
+async fn call(model: &Model, request: &Request, permit: Permit) -> Result<Answer, BackendError> {
+    let mut rest = model.backend.call(request).await?;
+    let first = match rest.next().await {
+        Some(Ok(event)) => Some(event),
+        Some(Err(e)) => return Err(e),
+        None => None,
+    };
+    Ok(Answer {
+        first,
+        rest,
+        _permit: permit,
+    })
 }
 
-/// A stream whose first chunk was read ahead, holding its queue slot until dropped.
-struct Held {
-    first: Option<Chunk>,
-    rest: ChunkStream,
+/// The events of a dispatched request, its first already read; it holds the
+/// model's queue slot until dropped.
+pub struct Answer {
+    first: Option<Event>,
+    rest: EventStream,
     _permit: Permit,
 }
 
-impl futures::Stream for Held {
-    type Item = Result<Chunk, BackendError>;
+impl futures::Stream for Answer {
+    type Item = Result<Event, BackendError>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hearth_api::{ApiError, AsModel, ErrorKind, Usage};
 use hearth_config::ModelConfig;
-use hearth_router::{Backend, BackendError, Chunk, Reply, Request};
+use hearth_router::{Backend, BackendError, Event, EventStream, Request, Wire};
 use http::{HeaderMap, HeaderValue, Method, header};
 
 pub use crate::transport::Via;
@@ -202,7 +202,7 @@ impl Backend for UpstreamBackend {
         "upstream"
     }
 
-    async fn call(&self, request: &Request) -> Result<Reply, BackendError> {
+    async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         let stream = request.is_stream();
         // Straight to bytes, under the upstream's name for the model: no JSON tree of
         // the request in between, and no copy of it.
@@ -252,23 +252,21 @@ impl Backend for UpstreamBackend {
                     ));
                 }
             };
+            // Asked to stream, got one JSON body: it goes on as it is, whole.
             let usage = body_usage(&body)?;
-            if stream {
-                // Asked to stream, got one JSON body: pass it on as a single chunk.
-                return Ok(Reply::Stream(
-                    futures::stream::iter([Ok(Chunk { data: body, usage })]).boxed(),
-                ));
-            }
-            return Ok(Reply::Full { body, usage });
+            let whole = Event::Wire(Wire {
+                data: body,
+                usage,
+                whole: true,
+            });
+            return Ok(futures::stream::once(std::future::ready(Ok(whole))).boxed());
         }
-        Ok(Reply::Stream(
-            sse::events(
-                answer.body.into_stream(),
-                self.idle_timeout,
-                transport::BodyStream::finish,
-            )
-            .boxed(),
-        ))
+        Ok(sse::events(
+            answer.body.into_stream(),
+            self.idle_timeout,
+            transport::BodyStream::finish,
+        )
+        .boxed())
     }
 
     async fn probe(&self) -> Result<(), BackendError> {

@@ -1,5 +1,5 @@
-//! Incremental SSE parsing: bytes in, one [`Chunk`] per `data:` event out, each
-//! forwarded as soon as its blank line arrives.
+//! Incremental SSE parsing: bytes in, one [`Event::Wire`] per `data:` event out,
+//! each forwarded as soon as its blank line arrives.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use hearth_router::{BackendError, Chunk};
+use hearth_router::{BackendError, Event, Wire};
 
-/// Turns an SSE byte stream into chunks; ends at `data: [DONE]`, handing the byte
+/// Turns an SSE byte stream into events; ends at `data: [DONE]`, handing the byte
 /// stream to `at_done` (the upstream transport returns its connection then). A
 /// stream that ends without `[DONE]`, or stalls for `idle`, is an error (the relay
 /// turns it into an SSE error event for the client).
@@ -18,7 +18,7 @@ pub fn events<S, E, F>(
     bytes: S,
     idle: Duration,
     at_done: F,
-) -> impl Stream<Item = Result<Chunk, BackendError>> + Send + 'static
+) -> impl Stream<Item = Result<Event, BackendError>> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
@@ -77,7 +77,7 @@ where
     E: std::fmt::Display,
     F: FnOnce(S) + Unpin,
 {
-    type Item = Result<Chunk, BackendError>;
+    type Item = Result<Event, BackendError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -95,10 +95,7 @@ where
                         }
                         return Poll::Ready(None);
                     }
-                    Some(data) => {
-                        let usage = hearth_api::Usage::in_chunk(&data);
-                        return Poll::Ready(Some(Ok(Chunk { data, usage })));
-                    }
+                    Some(data) => return Poll::Ready(Some(Ok(Event::Wire(Wire::chunk(data))))),
                     None => continue, // comment or keep-alive
                 }
             }
@@ -286,8 +283,11 @@ mod tests {
         );
         events(s, Duration::from_secs(5), drop)
             .map(|r| {
-                r.map(|c| String::from_utf8_lossy(&c.data).into_owned())
-                    .map_err(|e| e.to_string())
+                r.map(|e| match e {
+                    Event::Wire(w) => String::from_utf8_lossy(&w.data).into_owned(),
+                    other => format!("{other:?}"),
+                })
+                .map_err(|e| e.to_string())
             })
             .collect()
             .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hearth_api::ChatCompletionRequest;
 use hearth_config::{ModelBackend, ModelConfig, UpstreamConfig};
-use hearth_router::{Backend, BackendError, Reply, Request};
+use hearth_router::{Backend, BackendError, Event, EventStream, Request, Wire};
 use hearth_testkit::{Behaviour, FakeUpstream};
 use hearth_upstream::{UpstreamBackend, Via};
 
@@ -36,6 +36,25 @@ fn chat(stream: bool) -> Request {
     Request::Chat(ChatCompletionRequest::from_value(v).unwrap())
 }
 
+/// A whole (not streamed) answer: its one event, the upstream's body as it came.
+async fn whole(b: &UpstreamBackend, req: &Request) -> Result<Wire, BackendError> {
+    let mut events = b.call(req).await?;
+    let Some(Ok(Event::Wire(w))) = events.next().await else {
+        panic!("expected the upstream's body");
+    };
+    assert!(w.whole);
+    assert!(events.next().await.is_none(), "one event only");
+    Ok(w)
+}
+
+/// Shows a call's result in assertion messages (the stream itself has no `Debug`).
+fn shown(r: &Result<EventStream, BackendError>) -> String {
+    match r {
+        Ok(_) => "Ok(events)".to_owned(),
+        Err(e) => format!("Err({e:?})"),
+    }
+}
+
 fn backend(up: &FakeUpstream, via: Via) -> UpstreamBackend {
     UpstreamBackend::with_transport(&config(up.base_url()), Some("sk-up".into()), via).unwrap()
 }
@@ -51,10 +70,8 @@ async fn answers_whole_with_usage_and_rewrites_the_model() {
             "\"reqwest\""
         };
         assert!(format!("{b:?}").contains(want), "{via:?}: {b:?}");
-        let Reply::Full { body, usage } = b.call(&chat(false)).await.unwrap() else {
-            panic!("{via:?}: expected a whole answer");
-        };
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let Wire { data, usage, .. } = whole(&b, &chat(false)).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
         assert_eq!(v["object"], "chat.completion", "{via:?}");
         assert!(usage.is_some(), "{via:?}");
         let got = &up.received()[0];
@@ -77,9 +94,7 @@ async fn streams_events_until_done_and_a_dropped_stream_is_an_error() {
     for via in VIAS {
         let up = FakeUpstream::start().await.unwrap();
         let b = backend(&up, via);
-        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
-            panic!("{via:?}: expected a stream");
-        };
+        let mut s = b.call(&chat(true)).await.unwrap();
         let mut n = 0;
         while let Some(c) = s.next().await {
             c.unwrap_or_else(|e| panic!("{via:?}: {e}"));
@@ -88,9 +103,7 @@ async fn streams_events_until_done_and_a_dropped_stream_is_an_error() {
         assert!(n >= 4, "{via:?}: {n} chunks");
 
         up.push(Behaviour::DropMidStream { after: 1 });
-        let Reply::Stream(mut s) = b.call(&chat(true)).await.unwrap() else {
-            panic!("{via:?}: expected a stream");
-        };
+        let mut s = b.call(&chat(true)).await.unwrap();
         let mut failed = false;
         while let Some(c) = s.next().await {
             failed |= c.is_err();
@@ -117,7 +130,7 @@ async fn error_statuses_stalls_and_refused_connections() {
                 retry_after,
                 ..
             }) => assert_eq!(retry_after, Some(Duration::from_secs(2)), "{via:?}"),
-            other => panic!("{via:?}: {other:?}"),
+            other => panic!("{via:?}: {}", shown(&other)),
         }
         up.push(Behaviour::Stall);
         assert!(
@@ -273,9 +286,7 @@ fn stream_with(flag: &str) -> Request {
 
 /// Calls with a streaming request and reads the stream to its end.
 async fn stream_to_end(b: &UpstreamBackend, req: &Request) {
-    let Reply::Stream(mut s) = b.call(req).await.unwrap() else {
-        panic!("expected a stream");
-    };
+    let mut s = b.call(req).await.unwrap();
     while let Some(c) = s.next().await {
         c.unwrap();
     }
@@ -286,10 +297,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
     let server = CountingServer::start(Close::Never).await;
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for _ in 0..5 {
-        assert!(matches!(
-            b.call(&chat(false)).await.unwrap(),
-            Reply::Full { usage: Some(_), .. }
-        ));
+        assert!(whole(&b, &chat(false)).await.unwrap().usage.is_some());
     }
     assert_eq!(
         server.connections(),
@@ -321,9 +329,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
 
     // A stream the client drops halfway: its connection is closed, not reused.
     let held = stream_with("hold");
-    let Reply::Stream(mut s) = b.call(&held).await.unwrap() else {
-        panic!("expected a stream");
-    };
+    let mut s = b.call(&held).await.unwrap();
     assert!(s.next().await.unwrap().is_ok());
     drop(s);
     assert_eq!(
@@ -331,10 +337,7 @@ async fn the_direct_pool_reuses_connections_and_never_a_half_read_one() {
         1,
         "the stream reused the idle connection"
     );
-    assert!(matches!(
-        b.call(&chat(false)).await.unwrap(),
-        Reply::Full { .. }
-    ));
+    assert!(whole(&b, &chat(false)).await.is_ok());
     assert_eq!(
         server.connections(),
         2,
@@ -347,10 +350,7 @@ async fn the_direct_pool_replaces_connections_the_upstream_closed() {
     let server = CountingServer::start(Close::AfterAnswer).await;
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
     for i in 1..=3 {
-        assert!(
-            matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })),
-            "answer {i}"
-        );
+        assert!(whole(&b, &chat(false)).await.is_ok(), "answer {i}");
         // Time for the close to reach the idle connection: checkout sees it.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -365,11 +365,12 @@ async fn a_request_sent_and_left_unanswered_is_not_sent_again() {
     // `Unanswered`, which the router retries only where the config allows.
     let server = CountingServer::start(Close::OnSecondRequest).await;
     let b = UpstreamBackend::with_transport(&config(server.url.clone()), None, Via::Auto).unwrap();
-    assert!(matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })));
+    assert!(whole(&b, &chat(false)).await.is_ok());
     let second = b.call(&chat(false)).await;
     assert!(
         matches!(&second, Err(e @ BackendError::Unanswered(_)) if e.may_have_run() && !e.is_retryable()),
-        "{second:?}"
+        "{}",
+        shown(&second)
     );
     assert_eq!(
         server.connections(),
@@ -377,6 +378,6 @@ async fn a_request_sent_and_left_unanswered_is_not_sent_again() {
         "not sent again on a new connection"
     );
     // The next request gets a new connection and its answer.
-    assert!(matches!(b.call(&chat(false)).await, Ok(Reply::Full { .. })));
+    assert!(whole(&b, &chat(false)).await.is_ok());
     assert_eq!(server.connections(), 2);
 }

@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage, ErrorKind, StreamOptions, Usage};
-use hearth_router::{ChunkStream, Reply, Request};
+use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage, ErrorKind, StreamOptions};
+use hearth_router::{Answer, Event, Request};
 use hearth_store::{Conversation, FinishReason, Message, NewMessage, ReplyUpdate};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -262,7 +262,7 @@ async fn generate(
         started,
         update: ReplyUpdate::default(),
     };
-    tokio::spawn(pump.run(dispatched.reply));
+    tokio::spawn(pump.run(dispatched.events));
 
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -289,59 +289,10 @@ struct Pump {
     update: ReplyUpdate,
 }
 
-/// What one backend chunk said.
-#[derive(Default)]
-struct Parsed {
-    text: String,
-    finish: Option<String>,
-    usage: Option<Usage>,
-    error: Option<ApiError>,
-}
-
-fn parse_chunk(data: &[u8], usage: Option<Usage>) -> Parsed {
-    let Ok(v) = serde_json::from_slice::<Value>(data) else {
-        return Parsed::default();
-    };
-    if let Some(e) = v.get("error") {
-        let message = e
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("the backend failed");
-        return Parsed {
-            error: Some(ApiError::new(ErrorKind::BadGateway, message)),
-            ..Parsed::default()
-        };
-    }
-    let choice = v.get("choices").and_then(|c| c.get(0));
-    let text = choice
-        .and_then(|c| c.get("delta").or_else(|| c.get("message")))
-        .and_then(|d| d.get("content"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let finish = choice
-        .and_then(|c| c.get("finish_reason"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    Parsed {
-        text,
-        finish,
-        usage: usage.or_else(|| Usage::from_response(&v)),
-        error: None,
-    }
-}
-
 impl Pump {
-    async fn run(mut self, reply: Reply) {
+    async fn run(mut self, answer: Answer) {
         self.update.model = Some(self.model.clone());
-        let outcome = match reply {
-            Reply::Full { body, usage } => {
-                let p = parse_chunk(&body, usage);
-                self.take(p).await
-            }
-            Reply::Stream(stream) => self.stream(stream).await,
-        };
-        let (finish, error) = match outcome {
+        let (finish, error) = match self.stream(hearth_router::typed(answer)).await {
             Ok(f) => (f, None),
             Err(e) => (FinishReason::Error, Some(e)),
         };
@@ -369,15 +320,18 @@ impl Pump {
         let _ = self.tx.send(event(&last)).await;
     }
 
-    /// Forwards chunks until the end, a failure, or the client leaving.
-    async fn stream(&mut self, mut stream: ChunkStream) -> Result<FinishReason, ApiError> {
+    /// Forwards the text until the end, a failure, or the client leaving.
+    async fn stream(
+        &mut self,
+        mut events: hearth_router::Typed<Answer>,
+    ) -> Result<FinishReason, ApiError> {
         let mut last_save = Instant::now();
         let mut finish = FinishReason::Stop;
         loop {
             let next = tokio::select! {
-                // The browser stopped or went away: dropping `stream` cancels generation.
+                // The browser stopped or went away: dropping `events` cancels generation.
                 () = self.tx.closed() => return Ok(FinishReason::Stopped),
-                next = stream.next() => next,
+                next = events.next() => next,
             };
             match next {
                 None => return Ok(finish),
@@ -385,88 +339,46 @@ impl Pump {
                     tracing::warn!(error = %e, message = %self.message.id, "reply failed after it began");
                     return Err(e.to_api_error());
                 }
-                Some(Ok(chunk)) => {
-                    let p = parse_chunk(&chunk.data, chunk.usage);
-                    if let Some(f) = &p.finish {
-                        finish = FinishReason::from_backend(f);
+                Some(Ok(Event::Text { index: 0, text })) if !text.is_empty() => {
+                    if self.update.ttft_ms.is_none() {
+                        self.update.ttft_ms = Some(elapsed_ms(self.started));
                     }
-                    self.take(p).await?;
-                    if self.tx.is_closed() {
-                        return Ok(FinishReason::Stopped);
-                    }
-                    if last_save.elapsed() >= SAVE_EVERY {
-                        last_save = Instant::now();
-                        self.update.duration_ms = Some(elapsed_ms(self.started));
-                        if let Err(e) = self
-                            .api
-                            .store
-                            .update_reply(&self.message.id, &self.update)
-                            .await
-                        {
-                            tracing::warn!(error = %e, "could not save a partial reply");
-                        }
-                    }
+                    self.update.content.push_str(&text);
+                    // A closed channel is noticed below.
+                    let _ = self
+                        .tx
+                        .send(event(&json!({"type": "delta", "content": text})))
+                        .await;
+                }
+                Some(Ok(Event::Finish { index: 0, reason })) => {
+                    finish = FinishReason::from_backend(reason.as_str());
+                }
+                Some(Ok(Event::Usage(u))) => {
+                    self.update.prompt_tokens = i64::try_from(u.prompt_tokens).ok();
+                    self.update.completion_tokens = i64::try_from(u.completion_tokens).ok();
+                }
+                // Other choices, reasoning and tool calls are not shown by the chat UI.
+                Some(Ok(_)) => {}
+            }
+            if self.tx.is_closed() {
+                return Ok(FinishReason::Stopped);
+            }
+            if last_save.elapsed() >= SAVE_EVERY {
+                last_save = Instant::now();
+                self.update.duration_ms = Some(elapsed_ms(self.started));
+                if let Err(e) = self
+                    .api
+                    .store
+                    .update_reply(&self.message.id, &self.update)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not save a partial reply");
                 }
             }
         }
-    }
-
-    /// Applies one parsed chunk and forwards its text.
-    async fn take(&mut self, p: Parsed) -> Result<FinishReason, ApiError> {
-        if let Some(e) = p.error {
-            return Err(e);
-        }
-        if let Some(u) = p.usage {
-            self.update.prompt_tokens = i64::try_from(u.prompt_tokens).ok();
-            self.update.completion_tokens = i64::try_from(u.completion_tokens).ok();
-        }
-        if !p.text.is_empty() {
-            if self.update.ttft_ms.is_none() {
-                self.update.ttft_ms = Some(elapsed_ms(self.started));
-            }
-            self.update.content.push_str(&p.text);
-            // A closed channel is noticed by the caller.
-            let _ = self
-                .tx
-                .send(event(&json!({"type": "delta", "content": p.text})))
-                .await;
-        }
-        Ok(p.finish
-            .as_deref()
-            .map_or(FinishReason::Stop, FinishReason::from_backend))
     }
 }
 
 fn elapsed_ms(t: Instant) -> i64 {
     i64::try_from(t.elapsed().as_millis()).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_deltas_usage_and_errors() {
-        let p = parse_chunk(
-            br#"{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}"#,
-            None,
-        );
-        assert_eq!(p.text, "Hi");
-        assert!(p.finish.is_none());
-        let p = parse_chunk(
-            br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#,
-            None,
-        );
-        assert_eq!(p.usage, Some(Usage::new(3, 2)));
-        let p = parse_chunk(
-            br#"{"choices":[{"message":{"content":"whole"},"finish_reason":"length"}]}"#,
-            None,
-        );
-        assert_eq!(
-            (p.text.as_str(), p.finish.as_deref()),
-            ("whole", Some("length"))
-        );
-        let p = parse_chunk(br#"{"error":{"message":"boom"}}"#, None);
-        assert_eq!(p.error.map(|e| e.message), Some("boom".to_owned()));
-    }
 }

@@ -201,7 +201,7 @@ impl hearth_router::Backend for Panics {
     async fn call(
         &self,
         _: &hearth_router::Request,
-    ) -> Result<hearth_router::Reply, hearth_router::BackendError> {
+    ) -> Result<hearth_router::EventStream, hearth_router::BackendError> {
         panic!("a bug in a backend");
     }
 }

@@ -1,0 +1,402 @@
+//! Typed events in OpenAI's wire format: the chunks of `/v1/chat/completions` and
+//! `/v1/completions` streams, and their whole bodies.
+//!
+//! An upstream's own JSON ([`Event::Wire`]) goes out as it came: an OpenAI-compatible
+//! server already wrote it in this format, and forwarding it untouched keeps the
+//! gateway as cheap as a proxy. Every other event (the embedded engine's, any
+//! backend that produces typed events) is written here, once, at the edge.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hearth_api::Usage;
+use hearth_router::{Event, FinishReason, ToolCallDelta};
+use serde_json::{Value, json};
+
+/// Which endpoint's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+/// Writes one answer's events: the identity (`id`, `created`, `model`) is the same
+/// in every chunk and in the whole body.
+pub struct Encoder {
+    endpoint: Endpoint,
+    /// `{"id":..,"object":..,"created":..,"model":..,"choices":[` — every chunk's start.
+    prefix: Bytes,
+    id: String,
+    model: String,
+    created: u64,
+    include_usage: bool,
+    /// A chat stream opens with the assistant's role, once.
+    role_sent: bool,
+}
+
+impl Encoder {
+    pub fn new(endpoint: Endpoint, model: &str, include_usage: bool) -> Self {
+        let (id_prefix, object) = match endpoint {
+            Endpoint::Chat => ("chatcmpl", "chat.completion.chunk"),
+            Endpoint::Completion => ("cmpl", "text_completion"),
+        };
+        let id = format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple());
+        let created = hearth_api::unix_now();
+        let mut prefix = BytesMut::with_capacity(128);
+        prefix.extend_from_slice(b"{\"id\":\"");
+        prefix.extend_from_slice(id.as_bytes());
+        prefix.extend_from_slice(b"\",\"object\":\"");
+        prefix.extend_from_slice(object.as_bytes());
+        prefix.extend_from_slice(b"\",\"created\":");
+        prefix.extend_from_slice(created.to_string().as_bytes());
+        prefix.extend_from_slice(b",\"model\":");
+        put_json_str(&mut prefix, model);
+        prefix.extend_from_slice(b",\"choices\":[");
+        Encoder {
+            endpoint,
+            prefix: prefix.freeze(),
+            id,
+            model: model.to_owned(),
+            created,
+            include_usage,
+            role_sent: false,
+        }
+    }
+
+    /// Appends the SSE events (`data: ...\n\n`) of one answer event to `out`.
+    pub fn stream_event(&mut self, event: &Event, out: &mut BytesMut) {
+        if let Event::Wire(w) = event {
+            put_data(out, &w.data);
+            return;
+        }
+        if self.endpoint == Endpoint::Chat && !self.role_sent {
+            self.role_sent = true;
+            self.chunk(
+                out,
+                0,
+                |c| c.extend_from_slice(b"\"delta\":{\"role\":\"assistant\",\"content\":\"\"}"),
+                None,
+            );
+        }
+        match event {
+            Event::Text { index, text } => match self.endpoint {
+                Endpoint::Chat => self.chunk(
+                    out,
+                    *index,
+                    |c| {
+                        c.extend_from_slice(b"\"delta\":{\"content\":");
+                        put_json_str(c, text);
+                        c.put_u8(b'}');
+                    },
+                    None,
+                ),
+                Endpoint::Completion => self.chunk(
+                    out,
+                    *index,
+                    |c| {
+                        c.extend_from_slice(b"\"text\":");
+                        put_json_str(c, text);
+                    },
+                    None,
+                ),
+            },
+            Event::Reasoning { index, text } if self.endpoint == Endpoint::Chat => self.chunk(
+                out,
+                *index,
+                |c| {
+                    c.extend_from_slice(b"\"delta\":{\"reasoning_content\":");
+                    put_json_str(c, text);
+                    c.put_u8(b'}');
+                },
+                None,
+            ),
+            Event::ToolCall { index, call } if self.endpoint == Endpoint::Chat => {
+                let delta = json!({"tool_calls": [tool_call_delta(call)]});
+                self.chunk(
+                    out,
+                    *index,
+                    |c| {
+                        c.extend_from_slice(b"\"delta\":");
+                        put_json(c, &delta);
+                    },
+                    None,
+                );
+            }
+            Event::Finish { index, reason } => {
+                let empty: &[u8] = match self.endpoint {
+                    Endpoint::Chat => b"\"delta\":{}",
+                    Endpoint::Completion => b"\"text\":\"\"",
+                };
+                self.chunk(out, *index, |c| c.extend_from_slice(empty), Some(reason));
+            }
+            Event::Usage(u) if self.include_usage => {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(b"],\"usage\":");
+                put_json(out, u);
+                out.extend_from_slice(b"}\n\n");
+            }
+            // Reasoning and tool calls have no place in a text completion; usage is
+            // sent only when asked for (the gateway counts it either way).
+            Event::Reasoning { .. } | Event::ToolCall { .. } | Event::Usage(_) | Event::Wire(_) => {
+            }
+        }
+    }
+
+    /// One chunk of choice `index`: `body` writes its `delta` (or `text`).
+    fn chunk(
+        &self,
+        out: &mut BytesMut,
+        index: u32,
+        body: impl FnOnce(&mut BytesMut),
+        finish: Option<&FinishReason>,
+    ) {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"{\"index\":");
+        out.extend_from_slice(index.to_string().as_bytes());
+        out.put_u8(b',');
+        body(out);
+        out.extend_from_slice(b",\"finish_reason\":");
+        match finish {
+            Some(r) => put_json_str(out, r.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+    }
+
+    /// The whole body of an answer from all its events. An upstream's whole body
+    /// (`Event::Wire`) is the answer as it came.
+    pub fn whole(&self, events: Vec<Event>) -> Bytes {
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        let mut calls: Vec<ToolCallDelta> = Vec::new();
+        let mut finish: Option<FinishReason> = None;
+        let mut usage: Option<Usage> = None;
+        for e in events {
+            match e {
+                Event::Wire(w) => return w.data,
+                Event::Text { text: t, .. } => text.push_str(&t),
+                Event::Reasoning { text: t, .. } => reasoning.push_str(&t),
+                Event::ToolCall { call, .. } => merge_call(&mut calls, call),
+                Event::Finish { reason, .. } => finish = Some(reason),
+                Event::Usage(u) => usage = Some(u),
+            }
+        }
+        let finish = finish.as_ref().map(FinishReason::as_str);
+        let usage = usage.unwrap_or_default();
+        let v = match self.endpoint {
+            Endpoint::Chat => {
+                let mut message = json!({"role": "assistant", "content": text});
+                if !calls.is_empty() {
+                    message["tool_calls"] = calls.iter().map(tool_call).collect();
+                    if text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                }
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reasoning);
+                }
+                json!({
+                    "id": self.id, "object": "chat.completion", "created": self.created,
+                    "model": self.model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
+                    "usage": usage,
+                })
+            }
+            Endpoint::Completion => json!({
+                "id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
+                "usage": usage,
+            }),
+        };
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+}
+
+/// Adds a piece of a tool call to the calls so far (pieces of one call share its
+/// `index`; its id and name come with the first).
+fn merge_call(calls: &mut Vec<ToolCallDelta>, piece: ToolCallDelta) {
+    match calls.iter_mut().find(|c| c.index == piece.index) {
+        Some(c) => {
+            c.id = c.id.take().or(piece.id);
+            c.name = c.name.take().or(piece.name);
+            c.arguments.push_str(&piece.arguments);
+        }
+        None => calls.push(piece),
+    }
+}
+
+fn tool_call(c: &ToolCallDelta) -> Value {
+    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
+}
+
+fn tool_call_delta(c: &ToolCallDelta) -> Value {
+    let mut v = json!({"index": c.index, "function": {"arguments": c.arguments}});
+    if let Some(id) = &c.id {
+        v["id"] = json!(id);
+        v["type"] = json!("function");
+    }
+    if let Some(name) = &c.name {
+        v["function"]["name"] = json!(name);
+    }
+    v
+}
+
+/// `data: <payload>\n\n`
+pub fn put_data(out: &mut BytesMut, payload: &[u8]) {
+    out.reserve(payload.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\n\n");
+}
+
+fn put_json_str(out: &mut BytesMut, s: &str) {
+    put_json(out, s);
+}
+
+fn put_json<T: serde::Serialize + ?Sized>(out: &mut BytesMut, v: &T) {
+    // Writing into memory cannot fail; a value that cannot be JSON is never made here.
+    let _ = serde_json::to_writer(out.writer(), v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events_of(out: &BytesMut) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_chat_stream_is_role_text_finish_and_usage_when_asked() {
+        let mut enc = Encoder::new(Endpoint::Chat, "m\"odel", true);
+        let mut out = BytesMut::new();
+        for e in [
+            Event::Text {
+                index: 0,
+                text: "Hé \"there\"\n".into(),
+            },
+            Event::Finish {
+                index: 0,
+                reason: FinishReason::Length,
+            },
+            Event::Usage(Usage::new(3, 2)),
+        ] {
+            enc.stream_event(&e, &mut out);
+        }
+        let got = events_of(&out);
+        assert_eq!(got.len(), 4);
+        let id = got[0]["id"].as_str().unwrap();
+        assert!(id.starts_with("chatcmpl-"));
+        for c in &got {
+            assert_eq!(c["id"], id);
+            assert_eq!(c["object"], "chat.completion.chunk");
+            assert_eq!(c["model"], "m\"odel");
+        }
+        assert_eq!(
+            got[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "content": ""})
+        );
+        assert_eq!(got[1]["choices"][0]["delta"]["content"], "Hé \"there\"\n");
+        assert!(got[1]["choices"][0]["finish_reason"].is_null());
+        assert_eq!(got[2]["choices"][0]["delta"], json!({}));
+        assert_eq!(got[2]["choices"][0]["finish_reason"], "length");
+        assert_eq!(got[3]["choices"], json!([]));
+        assert_eq!(
+            got[3]["usage"],
+            json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})
+        );
+
+        // Without include_usage, no usage chunk.
+        let mut enc = Encoder::new(Endpoint::Completion, "m", false);
+        let mut out = BytesMut::new();
+        for e in [
+            Event::Text {
+                index: 0,
+                text: "abc".into(),
+            },
+            Event::Finish {
+                index: 0,
+                reason: FinishReason::Stop,
+            },
+            Event::Usage(Usage::new(3, 2)),
+        ] {
+            enc.stream_event(&e, &mut out);
+        }
+        let got = events_of(&out);
+        assert_eq!(got.len(), 2, "no role chunk in a text completion");
+        assert!(got.iter().all(|c| c["object"] == "text_completion"));
+        assert_eq!(got[0]["choices"][0]["text"], "abc");
+        assert_eq!(got[1]["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn tool_calls_and_reasoning_stream_and_merge_into_the_whole_body() {
+        let call = |id: Option<&str>, name: Option<&str>, args: &str| Event::ToolCall {
+            index: 0,
+            call: ToolCallDelta {
+                index: 0,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: args.into(),
+            },
+        };
+        let events = vec![
+            Event::Reasoning {
+                index: 0,
+                text: "hmm".into(),
+            },
+            call(Some("call_1"), Some("get"), "{\"a\""),
+            call(None, None, ":1}"),
+            Event::Finish {
+                index: 0,
+                reason: FinishReason::ToolCalls,
+            },
+            Event::Usage(Usage::new(1, 1)),
+        ];
+        let mut enc = Encoder::new(Endpoint::Chat, "m", false);
+        let mut out = BytesMut::new();
+        for e in &events {
+            enc.stream_event(e, &mut out);
+        }
+        let got = events_of(&out);
+        assert_eq!(got[1]["choices"][0]["delta"]["reasoning_content"], "hmm");
+        assert_eq!(
+            got[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "call_1"
+        );
+        assert_eq!(
+            got[2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+            "get"
+        );
+        assert!(
+            got[3]["choices"][0]["delta"]["tool_calls"][0]
+                .get("id")
+                .is_none()
+        );
+
+        let whole: Value = serde_json::from_slice(&enc.whole(events)).unwrap();
+        let m = &whole["choices"][0]["message"];
+        assert_eq!(whole["object"], "chat.completion");
+        assert!(m["content"].is_null());
+        assert_eq!(m["reasoning_content"], "hmm");
+        assert_eq!(m["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(whole["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(whole["usage"]["total_tokens"], 2);
+    }
+
+    #[test]
+    fn an_upstreams_own_json_goes_out_as_it_came() {
+        let w = hearth_router::Wire::chunk(Bytes::from_static(b"{\"x\":1}"));
+        let mut enc = Encoder::new(Endpoint::Chat, "m", true);
+        let mut out = BytesMut::new();
+        enc.stream_event(&Event::Wire(w.clone()), &mut out);
+        assert_eq!(&out[..], b"data: {\"x\":1}\n\n");
+        assert_eq!(&enc.whole(vec![Event::Wire(w)])[..], b"{\"x\":1}");
+    }
+}
