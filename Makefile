@@ -34,8 +34,9 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# HEARTH_TEST_UI_BUILT: `setup` built web/dist, so the tests require the embedded UI.
 unit: setup
-	$(CARGO) nextest run --workspace --locked --no-fail-fast
+	HEARTH_TEST_UI_BUILT=1 $(CARGO) nextest run --workspace --locked --no-fail-fast
 
 test: lint unit $(TEST_SUITES)
 

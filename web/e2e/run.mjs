@@ -260,11 +260,11 @@ async function main() {
       stoppedId = await lastReply().getAttribute('data-id');
       // The server kept it, marked stopped, and stopped generating.
       await sleep(500);
-      const one = await api(`/api/conversations/${conversationId()}`);
+      const one = await api(`/api/hearth/conversations/${conversationId()}`);
       const m1 = one.body.messages.find((m) => m.id === stoppedId);
       assert(m1 && m1.finish_reason === 'stopped' && m1.content.length > 20, `stored: ${JSON.stringify(m1)}`);
       await sleep(1000);
-      const two = await api(`/api/conversations/${conversationId()}`);
+      const two = await api(`/api/hearth/conversations/${conversationId()}`);
       const m2 = two.body.messages.find((m) => m.id === stoppedId);
       assert(m2.content === m1.content, 'the stored reply kept growing after stop');
     });
@@ -279,7 +279,7 @@ async function main() {
       }, stoppedId, { timeout: GEN_TIMEOUT });
       await replyUntil(20);
       assert((await page.locator('.msg').count()) === before, 'regenerate added a message instead of replacing one');
-      const v = await api(`/api/conversations/${conversationId()}`);
+      const v = await api(`/api/hearth/conversations/${conversationId()}`);
       assert(!v.body.messages.some((m) => m.id === stoppedId), 'the old reply is still stored');
       assert(v.body.messages.length === before, `stored ${v.body.messages.length}, shown ${before}`);
     });
@@ -288,7 +288,7 @@ async function main() {
     let stored = 0;
     await step('after a reload the conversation is there', async () => {
       convId = conversationId();
-      stored = (await api(`/api/conversations/${convId}`)).body.messages.length;
+      stored = (await api(`/api/hearth/conversations/${convId}`)).body.messages.length;
       await page.reload();
       await page.waitForFunction((id) => document.body.dataset.opened === id, convId);
       assert((await page.locator('.msg').count()) === stored, 'messages after reload');
@@ -311,13 +311,13 @@ async function main() {
     await step('switching the model answers with the other model', async () => {
       await page.getByLabel('Model').selectOption('smollm2-relay');
       await page.waitForFunction(
-        async (id) => (await (await fetch(`/api/conversations/${id}`)).json()).model === 'smollm2-relay',
+        async (id) => (await (await fetch(`/api/hearth/conversations/${id}`)).json()).model === 'smollm2-relay',
         convId,
       );
       await send('Say hi.');
       await replyUntil(200);
       await lastReply().locator('.msg-meta', { hasText: 'smollm2-relay' }).waitFor();
-      const v = await api(`/api/conversations/${convId}`);
+      const v = await api(`/api/hearth/conversations/${convId}`);
       assert(v.body.messages.at(-1).model === 'smollm2-relay', `model ${v.body.messages.at(-1).model}`);
     });
 
@@ -332,7 +332,7 @@ async function main() {
         await sleep(1000);
       }
       // Pick it anyway (through the API, as the selector refuses) and send.
-      const r = await api(`/api/conversations/${convId}`, { method: 'PATCH', body: JSON.stringify({ model: 'offline' }) });
+      const r = await api(`/api/hearth/conversations/${convId}`, { method: 'PATCH', body: JSON.stringify({ model: 'offline' }) });
       assert(r.status === 200, `PATCH ${r.status}`);
       await page.reload();
       await page.waitForFunction((id) => document.body.dataset.opened === id, convId);
@@ -341,7 +341,7 @@ async function main() {
       await alert.waitFor({ timeout: 20_000 });
       await page.getByTestId('status').filter({ hasText: 'offline unavailable' }).waitFor();
       await page.screenshot({ path: path.join(ART, 'error-notice.png') });
-      await api(`/api/conversations/${convId}`, { method: 'PATCH', body: JSON.stringify({ model: null }) });
+      await api(`/api/hearth/conversations/${convId}`, { method: 'PATCH', body: JSON.stringify({ model: null }) });
     });
 
     await step('shortcuts: Ctrl+/ shows them, Ctrl+K starts a new chat', async () => {
@@ -391,7 +391,7 @@ async function main() {
       await page.reload();
       await page.waitForFunction(() => document.body.dataset.interactive === '1');
       assert((await item.count()) === 0, 'deleted conversation is back after reload');
-      const r = await api(`/api/conversations/${convId}`);
+      const r = await api(`/api/hearth/conversations/${convId}`);
       assert(r.status === 404, `GET deleted: ${r.status}`);
     });
 

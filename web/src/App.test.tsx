@@ -42,12 +42,12 @@ function fakeFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Re
   }
   const p = url.pathname;
   if (p === '/v1/models') return Promise.resolve(json({ object: 'list', data: models }));
-  if (p === '/api/conversations' && method === 'GET') {
+  if (p === '/api/hearth/conversations' && method === 'GET') {
     const s = url.searchParams.get('search')?.toLowerCase();
     const data = server.convs.filter((c) => !s || c.title.toLowerCase().includes(s));
     return Promise.resolve(json({ object: 'list', data, next_cursor: null }));
   }
-  if (p === '/api/conversations' && method === 'POST') {
+  if (p === '/api/hearth/conversations' && method === 'POST') {
     const c = { ...conv(ID2, '', 99), model: body.model ?? null, system_prompt: body.system_prompt ?? null };
     server.convs.unshift(c);
     server.messages[c.id] = [];
@@ -58,7 +58,7 @@ function fakeFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Re
     server.convs.push(t);
     return Promise.resolve(json(t));
   }
-  const m = /^\/api\/conversations\/([^/]+)(\/\w+)?$/.exec(p);
+  const m = /^\/api\/hearth\/conversations\/([^/]+)(\/\w+)?$/.exec(p);
   if (m) {
     const [, id, sub] = m;
     const c = server.convs.find((x) => x.id === id);

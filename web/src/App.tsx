@@ -6,6 +6,7 @@ import {
   describeError,
   download,
   getApiKey,
+  replyUrl,
   setApiKey,
   streamReply,
   type Conversation,
@@ -409,7 +410,7 @@ export function App() {
           return;
         }
       }
-      await run(id, `/api/conversations/${id}/messages`, { content: text }, text);
+      await run(id, replyUrl(id, 'messages'), { content: text }, text);
     },
     [detail, draftModel, draftSystem, run, fail],
   );
@@ -421,7 +422,7 @@ export function App() {
     const lastUser = detail.messages.map((m) => m.role).lastIndexOf('user');
     if (lastUser < 0) return;
     setDetail({ ...detail, messages: detail.messages.slice(0, lastUser + 1) });
-    run(detail.id, `/api/conversations/${detail.id}/regenerate`, {}, null);
+    run(detail.id, replyUrl(detail.id, 'regenerate'), {}, null);
   }, [detail, streamingId, run]);
 
   const edit = useCallback(
@@ -429,7 +430,7 @@ export function App() {
       if (!detail || streamingId) return;
       const i = detail.messages.findIndex((x) => x.id === m.id);
       setDetail({ ...detail, messages: detail.messages.slice(0, i) });
-      run(detail.id, `/api/conversations/${detail.id}/messages`, { content, replace: m.id }, content);
+      run(detail.id, replyUrl(detail.id, 'messages'), { content, replace: m.id }, content);
     },
     [detail, streamingId, run],
   );

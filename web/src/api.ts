@@ -139,25 +139,29 @@ export async function request<T>(method: string, path: string, body?: unknown, s
   return (await res.json()) as T;
 }
 
+/** Where Hearth's own API (the UI's) lives: clear of other APIs at `/api` (Ollama's). */
+export const API_ROOT = '/api/hearth';
+const CONVERSATIONS = `${API_ROOT}/conversations`;
+
 export const api = {
   list: (opts: { search?: string; cursor?: string | null; limit?: number }, signal?: AbortSignal) => {
     const q = new URLSearchParams();
     if (opts.search) q.set('search', opts.search);
     if (opts.cursor) q.set('cursor', opts.cursor);
     q.set('limit', String(opts.limit ?? 50));
-    return request<Page>('GET', `/api/conversations?${q}`, undefined, signal);
+    return request<Page>('GET', `${CONVERSATIONS}?${q}`, undefined, signal);
   },
   create: (c: { title?: string; model?: string | null; system_prompt?: string | null }) =>
-    request<Conversation>('POST', '/api/conversations', c),
+    request<Conversation>('POST', CONVERSATIONS, c),
   get: (id: string, signal?: AbortSignal) =>
-    request<ConversationDetail>('GET', `/api/conversations/${encodeURIComponent(id)}`, undefined, signal),
+    request<ConversationDetail>('GET', `${CONVERSATIONS}/${encodeURIComponent(id)}`, undefined, signal),
   update: (id: string, patch: { title?: string; model?: string | null; system_prompt?: string | null }) =>
-    request<Conversation>('PATCH', `/api/conversations/${encodeURIComponent(id)}`, patch),
-  remove: (id: string) => request<unknown>('DELETE', `/api/conversations/${encodeURIComponent(id)}`),
-  restore: (id: string) => request<Conversation>('POST', `/api/conversations/${encodeURIComponent(id)}/restore`),
+    request<Conversation>('PATCH', `${CONVERSATIONS}/${encodeURIComponent(id)}`, patch),
+  remove: (id: string) => request<unknown>('DELETE', `${CONVERSATIONS}/${encodeURIComponent(id)}`),
+  restore: (id: string) => request<Conversation>('POST', `${CONVERSATIONS}/${encodeURIComponent(id)}/restore`),
   models: async (signal?: AbortSignal) => (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data,
   exportUrl: (id: string, format: 'json' | 'markdown') =>
-    `/api/conversations/${encodeURIComponent(id)}/export?format=${format}`,
+    `${CONVERSATIONS}/${encodeURIComponent(id)}/export?format=${format}`,
 };
 
 /** Downloads an export (with the API key, which a plain link could not send). */
@@ -241,4 +245,9 @@ export function describeError(e: unknown): string {
   if (e.code === 'context_length_exceeded') return `Context exceeded: ${e.message}`;
   if (e.status === 503 || e.status === 502 || e.status === 504) return `Backend unavailable: ${msg}${wait}`;
   return e.message;
+}
+
+/** The URL of a conversation's reply endpoint (`messages` or `regenerate`). */
+export function replyUrl(id: string, what: 'messages' | 'regenerate'): string {
+  return `${CONVERSATIONS}/${encodeURIComponent(id)}/${what}`;
 }

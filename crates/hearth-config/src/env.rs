@@ -26,6 +26,7 @@ pub const READ_ELSEWHERE: &[&str] = &[
     "HEARTH_TEST_MODEL",
     "HEARTH_E2E_MODEL",
     "HEARTH_E2E_ARTIFACTS",
+    "HEARTH_TEST_UI_BUILT",
 ];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
 pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];

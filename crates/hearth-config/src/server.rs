@@ -173,6 +173,9 @@ pub struct KeyConfig {
     pub rpm: Option<u32>,
     /// Tokens per minute (default `limits.default_tpm`; 0 = unlimited).
     pub tpm: Option<u64>,
+    /// An admin key sees and manages every owner's conversations (and, later, jobs);
+    /// other keys only their own.
+    pub admin: bool,
 }
 
 /// A key ready for comparison. `Debug` hides the secret.
@@ -182,6 +185,7 @@ pub struct ResolvedKey {
     pub secret: String,
     pub rpm: u32,
     pub tpm: u64,
+    pub admin: bool,
 }
 
 impl std::fmt::Debug for ResolvedKey {
@@ -191,6 +195,7 @@ impl std::fmt::Debug for ResolvedKey {
             .field("secret", &"<redacted>")
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
+            .field("admin", &self.admin)
             .finish()
     }
 }

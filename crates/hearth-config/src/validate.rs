@@ -197,6 +197,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 secret: secret.trim().to_owned(),
                 rpm: k.rpm.unwrap_or(config.limits.default_rpm),
                 tpm: k.tpm.unwrap_or(config.limits.default_tpm),
+                admin: k.admin,
             });
         }
     }
@@ -212,6 +213,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 secret: secret.to_owned(),
                 rpm: config.limits.default_rpm,
                 tpm: config.limits.default_tpm,
+                admin: false,
             });
         }
     }

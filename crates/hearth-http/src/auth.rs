@@ -1,100 +1,38 @@
-//! Client API keys: `Authorization: Bearer KEY`, compared in constant time. Only
-//! the key's id ever reaches logs.
-
-use std::sync::Arc;
+//! Client API keys: `Authorization: Bearer KEY`, looked up in the gateway's
+//! [`KeyRing`](hearth_gateway::KeyRing); the request then runs as that key's
+//! [`Principal`]. Only the key's name ever reaches logs.
 
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hearth_api::{ApiError, ErrorKind};
-use hearth_config::ResolvedKey;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use hearth_gateway::Principal;
 
 use crate::error::HttpError;
 use crate::request_log::RequestLog;
-use crate::state::AppState;
+use crate::state::HttpState;
 
-/// The caller, as later layers see it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The key's configured name, or `anonymous` when the server needs no key.
-    /// Shared, so handing the caller to each layer copies no string.
-    pub key_id: Arc<str>,
-    pub rpm: u32,
-    pub tpm: u64,
-}
-
-pub struct Keys {
-    // Digests, so comparison time does not depend on the key's length.
-    keys: Vec<([u8; 32], Caller)>,
-    anonymous: Arc<str>,
-}
-
-impl Keys {
-    pub fn new(keys: &[ResolvedKey]) -> Self {
-        Keys {
-            keys: keys
-                .iter()
-                .map(|k| {
-                    (
-                        digest(&k.secret),
-                        Caller {
-                            key_id: Arc::from(k.id.as_str()),
-                            rpm: k.rpm,
-                            tpm: k.tpm,
-                        },
-                    )
-                })
-                .collect(),
-            anonymous: Arc::from("anonymous"),
-        }
-    }
-
-    pub fn required(&self) -> bool {
-        !self.keys.is_empty()
-    }
-
-    /// The caller owning `presented`, comparing against every key.
-    pub fn find(&self, presented: &str) -> Option<Caller> {
-        let d = digest(presented);
-        let mut found = None;
-        for (k, caller) in &self.keys {
-            if bool::from(k.ct_eq(&d)) && found.is_none() {
-                found = Some(caller.clone());
-            }
-        }
-        found
-    }
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
-
-/// Requires a valid key when keys are configured, and records the caller.
-pub async fn require_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = match authenticate(&state, req.headers()) {
-        Ok(c) => c,
+/// Requires a valid key when keys are configured, and puts the request's
+/// [`Principal`] in its extensions for the handlers.
+pub async fn require_key(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
+    let principal = match authenticate(&state, req.headers()) {
+        Ok(p) => p,
         Err(e) => return HttpError(e).into_response(),
     };
     if let Some(log) = req.extensions().get::<RequestLog>() {
-        log.set_key(&caller.key_id);
+        log.set_key(&principal.id);
     }
-    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(principal);
     next.run(req).await
 }
 
-/// The caller presenting `headers`: the owner of their bearer key, or the anonymous
-/// caller when the server needs no key. 401 otherwise.
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    if !state.keys.required() {
-        return Ok(Caller {
-            key_id: state.keys.anonymous.clone(),
-            rpm: state.config.limits.default_rpm,
-            tpm: state.config.limits.default_tpm,
-        });
+/// The principal presenting `headers`: the owner of their bearer key, or the
+/// anonymous caller when the server needs no key. 401 otherwise.
+pub fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let keys = state.gateway.keys();
+    if !keys.required() {
+        return Ok(keys.anonymous().clone());
     }
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -111,7 +49,7 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Call
         )
         .with_code("missing_api_key"));
     };
-    state.keys.find(presented).ok_or_else(|| {
+    keys.find(presented).ok_or_else(|| {
         ApiError::new(ErrorKind::Authentication, "invalid API key").with_code("invalid_api_key")
     })
 }

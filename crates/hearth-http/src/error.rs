@@ -36,7 +36,7 @@ impl IntoResponse for HttpError {
 /// The answer to a request whose handler panicked: 500 with the OpenAI error shape,
 /// and the panic logged once. Panics are bugs, but one request's bug must cost that
 /// request only, never the process or the other requests on its event loop.
-pub(crate) fn panic_response(
+pub fn panic_response(
     panic: Box<dyn std::any::Any + Send + 'static>,
     request_id: Option<&str>,
 ) -> Response {

@@ -3,26 +3,22 @@
 use std::sync::Arc;
 
 use hearth_config::Config;
-use hearth_router::Router;
+use hearth_gateway::Gateway;
 use metrics_exporter_prometheus::PrometheusHandle;
-
-use crate::auth::Keys;
-use crate::ratelimit::RateLimiter;
 
 /// Cloned into every handler and middleware: one shared pointer, so a clone is one
 /// reference count (touched from every event loop) rather than one per field.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct HttpState(Arc<Shared>);
 
 pub struct Shared {
-    pub router: Arc<Router>,
+    /// The way to the models, and the keys that say who calls.
+    pub gateway: Arc<Gateway>,
     pub config: Arc<Config>,
-    pub keys: Keys,
-    pub limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
 }
 
-impl std::ops::Deref for AppState {
+impl std::ops::Deref for HttpState {
     type Target = Shared;
 
     fn deref(&self) -> &Shared {
@@ -30,13 +26,11 @@ impl std::ops::Deref for AppState {
     }
 }
 
-impl AppState {
-    pub fn new(config: Arc<Config>, router: Arc<Router>) -> Self {
-        AppState(Arc::new(Shared {
-            keys: Keys::new(&config.resolved_keys),
-            limiter: Arc::new(RateLimiter::new()),
+impl HttpState {
+    pub fn new(config: Arc<Config>, gateway: Arc<Gateway>) -> Self {
+        HttpState(Arc::new(Shared {
+            gateway,
             metrics: crate::metrics::handle(),
-            router,
             config,
         }))
     }

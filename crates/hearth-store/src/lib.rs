@@ -2,7 +2,7 @@
 //!
 //! This crate owns the schema (versioned, forward-only migrations in `migrations/`),
 //! the connection settings (WAL, foreign keys, busy timeout) and every query the
-//! `/api/conversations` handlers need. It knows nothing of HTTP or of models: the
+//! `/api/hearth/conversations` handlers need. It knows nothing of HTTP or of models: the
 //! HTTP layer validates input and turns [`StoreError`] into client errors.
 //!
 //! The SQL is the subset SQLite and Postgres share (TEXT UUID ids, BIGINT

@@ -6,15 +6,15 @@ use axum::http::StatusCode;
 use hearth_api::ModelStatus;
 use serde_json::{Value, json};
 
-use crate::state::AppState;
+use crate::state::HttpState;
 
 pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let models: Vec<Value> = state
-        .router
+pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
+    let router = state.gateway.router();
+    let models: Vec<Value> = router
         .iter()
         .map(|m| {
             json!({
@@ -26,10 +26,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             })
         })
         .collect();
-    let ready = state
-        .router
-        .iter()
-        .any(|m| m.status() == ModelStatus::Ready);
+    let ready = router.iter().any(|m| m.status() == ModelStatus::Ready);
     let code = if ready {
         StatusCode::OK
     } else {

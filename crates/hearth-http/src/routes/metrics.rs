@@ -4,9 +4,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::state::AppState;
+use crate::state::HttpState;
 
-pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn handler(State(state): State<HttpState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

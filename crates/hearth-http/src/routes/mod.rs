@@ -1,7 +1,4 @@
-//! One module per endpoint.
+//! The server's own routes: probes and metrics.
 
-pub mod chat;
-pub mod completions;
 pub mod health;
 pub mod metrics;
-pub mod models;

@@ -3,7 +3,7 @@
 //! `hearth_testkit::test_model_path`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed step fails the test
 
-#[path = "gateway/harness.rs"]
+#[path = "openai/harness.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
-//! `/api/conversations` over a real socket: the whole app (auth, limits, UI) on a
-//! loopback port, a SQLite store in a temp directory, and a scripted fake backend.
+//! `/api/hearth/conversations` over a real socket: the whole server (as `hearth serve`
+//! builds it: auth, limits, the gateway, the UI) on a loopback port, a SQLite store
+//! in a temp directory, and a scripted fake backend.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,11 +16,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use hearth_api::{ChatMessage, Usage, chat::chunk_body, chat::usage_chunk_body};
-use hearth_config::{Config, HealthConfig, MapEnv, ModelConfig};
-use hearth_http::conversations::{ApiLimits, routes_with_limits};
-use hearth_router::{
-    Backend, BackendError, Event, EventStream, FinishReason, Request, Router, Wire,
-};
+use hearth_config::{Config, MapEnv};
+use hearth_router::{Backend, BackendError, Event, EventStream, FinishReason, Request, Wire};
 use hearth_store::Store;
 use serde_json::{Value, json};
 
@@ -155,13 +153,14 @@ struct App {
     http: reqwest::Client,
     fake: Arc<Fake>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), hearth_server::RunError>>,
     store: Arc<Store>,
 }
 
 struct Opts {
     context: Option<u32>,
-    limits: ApiLimits,
+    /// `limits.max_message_bytes`, when not the default.
+    max_message_bytes: Option<usize>,
     keys: bool,
 }
 
@@ -169,7 +168,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             context: Some(100_000),
-            limits: ApiLimits::default(),
+            max_message_bytes: None,
             keys: false,
         }
     }
@@ -177,13 +176,25 @@ impl Default for Opts {
 
 impl App {
     async fn start(dir: &tempfile::TempDir, opts: Opts) -> App {
-        let toml = if opts.keys {
-            "[[keys]]\nname = \"ui\"\nkey = \"sk-test-123\"\n"
-        } else {
-            ""
-        };
+        let mut toml = String::new();
+        if opts.keys {
+            toml.push_str("[[keys]]\nname = \"ui\"\nkey = \"sk-test-123\"\n");
+        }
+        if let Some(n) = opts.max_message_bytes {
+            toml.push_str(&format!("[limits]\nmax_message_bytes = {n}\n"));
+        }
+        toml.push_str(&format!(
+            "[server]\nshutdown_grace_secs = 1\n[storage]\ndata_dir = \"{}\"\n[health]\nfailure_threshold = 100\n",
+            dir.path().display()
+        ));
+        // Two models whose backends are the fakes below (the URL is never used).
+        for name in ["fake", "down"] {
+            toml.push_str(&format!(
+                "[[models]]\nname = \"{name}\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:9/v1\"\nretries = 0\ntags = [\"test\"]\n"
+            ));
+        }
         let config: Config =
-            hearth_config::load_str(toml, "test.toml", &MapEnv::default()).unwrap();
+            hearth_config::load_str(&toml, "test.toml", &MapEnv::default()).unwrap();
         let fake = Arc::new(Fake {
             context: opts.context,
             ..Fake::default()
@@ -192,41 +203,19 @@ impl App {
             down: true,
             ..Fake::default()
         });
-        let model = |name: &str| ModelConfig {
-            name: name.into(),
-            retries: 0,
-            tags: vec!["test".into()],
-            ..ModelConfig::default()
-        };
-        let router = Arc::new(Router::new(
-            vec![
-                (model("fake"), fake.clone() as Arc<dyn Backend>),
-                (model("down"), down as Arc<dyn Backend>),
-            ],
-            None,
-            HealthConfig {
-                failure_threshold: 100,
-                ..HealthConfig::default()
-            },
-        ));
-        let store = Arc::new(Store::open(dir.path()).await.unwrap());
-        let state = hearth_http::AppState::new(Arc::new(config), router.clone());
-        let app = hearth_http::app(
-            state,
-            routes_with_limits(router, store.clone(), opts.limits),
-            hearth_http::ui::routes(),
-        );
+        let server = hearth_server::Server::builder(config)
+            .backend("fake", fake.clone())
+            .backend("down", down)
+            .build()
+            .await
+            .unwrap();
+        let store = server.store().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(hearth_http::serve(
-            listener,
-            app,
-            async move {
-                let _ = rx.await;
-            },
-            Duration::from_millis(200),
-        ));
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = rx.await;
+        }));
         App {
             base,
             http: reqwest::Client::new(),
@@ -265,7 +254,11 @@ impl App {
 
     async fn create(&self, body: Value) -> Value {
         let (s, v) = self
-            .json(reqwest::Method::POST, "/api/conversations", Some(body))
+            .json(
+                reqwest::Method::POST,
+                "/api/hearth/conversations",
+                Some(body),
+            )
             .await;
         assert_eq!(s, 201, "{v}");
         v
@@ -275,7 +268,7 @@ impl App {
         let (s, v) = self
             .json(
                 reqwest::Method::GET,
-                &format!("/api/conversations/{id}"),
+                &format!("/api/hearth/conversations/{id}"),
                 None,
             )
             .await;
@@ -287,7 +280,7 @@ impl App {
     async fn send(&self, id: &str, body: Value) -> Vec<Value> {
         let resp = self
             .http
-            .post(self.url(&format!("/api/conversations/{id}/messages")))
+            .post(self.url(&format!("/api/hearth/conversations/{id}/messages")))
             .json(&body)
             .send()
             .await
@@ -339,7 +332,7 @@ async fn create_list_rename_delete_and_undo() {
     let id_b = b["id"].as_str().unwrap();
 
     let (s, list) = app
-        .json(reqwest::Method::GET, "/api/conversations", None)
+        .json(reqwest::Method::GET, "/api/hearth/conversations", None)
         .await;
     assert_eq!(s, 200);
     let ids: Vec<&str> = list["data"]
@@ -353,7 +346,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, renamed) = app
         .json(
             reqwest::Method::PATCH,
-            &format!("/api/conversations/{id_a}"),
+            &format!("/api/hearth/conversations/{id_a}"),
             Some(json!({"title": "Renamed", "system_prompt": null})),
         )
         .await;
@@ -364,7 +357,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, found) = app
         .json(
             reqwest::Method::GET,
-            "/api/conversations?search=renam",
+            "/api/hearth/conversations?search=renam",
             None,
         )
         .await;
@@ -374,7 +367,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, del) = app
         .json(
             reqwest::Method::DELETE,
-            &format!("/api/conversations/{id_a}"),
+            &format!("/api/hearth/conversations/{id_a}"),
             None,
         )
         .await;
@@ -383,7 +376,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, v) = app
         .json(
             reqwest::Method::GET,
-            &format!("/api/conversations/{id_a}"),
+            &format!("/api/hearth/conversations/{id_a}"),
             None,
         )
         .await;
@@ -392,7 +385,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, v) = app
         .json(
             reqwest::Method::DELETE,
-            &format!("/api/conversations/{id_a}"),
+            &format!("/api/hearth/conversations/{id_a}"),
             None,
         )
         .await;
@@ -401,7 +394,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, back) = app
         .json(
             reqwest::Method::POST,
-            &format!("/api/conversations/{id_a}/restore"),
+            &format!("/api/hearth/conversations/{id_a}/restore"),
             None,
         )
         .await;
@@ -410,7 +403,7 @@ async fn create_list_rename_delete_and_undo() {
     let (s, v) = app
         .json(
             reqwest::Method::POST,
-            &format!("/api/conversations/{id_a}/restore"),
+            &format!("/api/hearth/conversations/{id_a}/restore"),
             None,
         )
         .await;
@@ -430,8 +423,8 @@ async fn paging_walks_every_conversation_once() {
     let mut pages = 0;
     loop {
         let q = match &cursor {
-            Some(c) => format!("/api/conversations?limit=5&cursor={c}"),
-            None => "/api/conversations?limit=5".into(),
+            Some(c) => format!("/api/hearth/conversations?limit=5&cursor={c}"),
+            None => "/api/hearth/conversations?limit=5".into(),
         };
         let (s, page) = app.json(reqwest::Method::GET, &q, None).await;
         assert_eq!(s, 200, "{page}");
@@ -514,7 +507,7 @@ async fn regenerate_and_edit_replace_what_follows() {
 
     let resp = app
         .http
-        .post(app.url(&format!("/api/conversations/{id}/regenerate")))
+        .post(app.url(&format!("/api/hearth/conversations/{id}/regenerate")))
         .send()
         .await
         .unwrap();
@@ -545,7 +538,7 @@ async fn regenerate_and_edit_replace_what_follows() {
     let (s, v) = app
         .json(
             reqwest::Method::POST,
-            &format!("/api/conversations/{id}/messages"),
+            &format!("/api/hearth/conversations/{id}/messages"),
             Some(json!({"content": "x", "replace": msgs[1]["id"]})),
         )
         .await;
@@ -564,7 +557,7 @@ async fn stopping_mid_reply_keeps_what_was_generated() {
         .to_owned();
     let resp = app
         .http
-        .post(app.url(&format!("/api/conversations/{id}/messages")))
+        .post(app.url(&format!("/api/hearth/conversations/{id}/messages")))
         .json(&json!({"content": "slow story"}))
         .send()
         .await
@@ -634,7 +627,7 @@ async fn an_unavailable_backend_is_a_503_and_the_message_stays() {
         .to_owned();
     let resp = app
         .http
-        .post(app.url(&format!("/api/conversations/{id}/messages")))
+        .post(app.url(&format!("/api/hearth/conversations/{id}/messages")))
         .json(&json!({"content": "anyone?"}))
         .send()
         .await
@@ -649,7 +642,7 @@ async fn an_unavailable_backend_is_a_503_and_the_message_stays() {
     // Switching model on the next request (here: regenerate) answers it.
     let resp = app
         .http
-        .post(app.url(&format!("/api/conversations/{id}/regenerate")))
+        .post(app.url(&format!("/api/hearth/conversations/{id}/regenerate")))
         .json(&json!({"model": "fake"}))
         .send()
         .await
@@ -703,7 +696,7 @@ async fn old_turns_are_left_out_at_three_quarters_of_the_context() {
     let (s, v) = app
         .json(
             reqwest::Method::POST,
-            &format!("/api/conversations/{id}/messages"),
+            &format!("/api/hearth/conversations/{id}/messages"),
             Some(json!({"content": "y".repeat(4000)})),
         )
         .await;
@@ -716,14 +709,10 @@ async fn old_turns_are_left_out_at_three_quarters_of_the_context() {
 #[tokio::test]
 async fn bad_input_gets_clear_openai_shaped_4xx() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = ApiLimits {
-        max_message_bytes: 1000,
-        ..ApiLimits::default()
-    };
     let app = App::start(
         &dir,
         Opts {
-            limits,
+            max_message_bytes: Some(1000),
             ..Opts::default()
         },
     )
@@ -732,13 +721,13 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         .as_str()
         .unwrap()
         .to_owned();
-    let msgs = format!("/api/conversations/{id}/messages");
-    let missing = "/api/conversations/0b6a2f3e-1111-4222-8333-444455556666";
+    let msgs = format!("/api/hearth/conversations/{id}/messages");
+    let missing = "/api/hearth/conversations/0b6a2f3e-1111-4222-8333-444455556666";
     use reqwest::Method as M;
     let cases: Vec<(M, String, Option<Value>, u16, &str, Option<&str>)> = vec![
         (
             M::GET,
-            "/api/conversations/not-a-uuid".into(),
+            "/api/hearth/conversations/not-a-uuid".into(),
             None,
             400,
             "invalid_id",
@@ -746,7 +735,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::DELETE,
-            "/api/conversations/..%2F..%2Fetc".into(),
+            "/api/hearth/conversations/..%2F..%2Fetc".into(),
             None,
             400,
             "invalid_id",
@@ -786,7 +775,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::POST,
-            "/api/conversations".into(),
+            "/api/hearth/conversations".into(),
             Some(json!({"model": "gpt-9"})),
             404,
             "model_not_found",
@@ -794,7 +783,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::PATCH,
-            format!("/api/conversations/{id}"),
+            format!("/api/hearth/conversations/{id}"),
             Some(json!({"model": "gpt-9"})),
             404,
             "model_not_found",
@@ -802,7 +791,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::POST,
-            "/api/conversations".into(),
+            "/api/hearth/conversations".into(),
             Some(json!({"system_prompt": "s".repeat(1001)})),
             413,
             "message_too_large",
@@ -810,7 +799,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::POST,
-            "/api/conversations".into(),
+            "/api/hearth/conversations".into(),
             Some(json!({"title": "t".repeat(201)})),
             400,
             "",
@@ -866,7 +855,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::POST,
-            format!("/api/conversations/{id}/regenerate"),
+            format!("/api/hearth/conversations/{id}/regenerate"),
             None,
             400,
             "nothing_to_regenerate",
@@ -874,7 +863,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::GET,
-            "/api/conversations?limit=0".into(),
+            "/api/hearth/conversations?limit=0".into(),
             None,
             400,
             "",
@@ -882,7 +871,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::GET,
-            "/api/conversations?limit=lots".into(),
+            "/api/hearth/conversations?limit=lots".into(),
             None,
             400,
             "",
@@ -890,7 +879,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::GET,
-            "/api/conversations?cursor=bogus".into(),
+            "/api/hearth/conversations?cursor=bogus".into(),
             None,
             400,
             "invalid_cursor",
@@ -898,7 +887,7 @@ async fn bad_input_gets_clear_openai_shaped_4xx() {
         ),
         (
             M::GET,
-            format!("/api/conversations/{id}/export?format=pdf"),
+            format!("/api/hearth/conversations/{id}/export?format=pdf"),
             None,
             400,
             "",
@@ -974,7 +963,9 @@ async fn export_as_json_and_markdown() {
     app.send(&id, json!({"content": "hi"})).await;
     let r = app
         .http
-        .get(app.url(&format!("/api/conversations/{id}/export?format=markdown")))
+        .get(app.url(&format!(
+            "/api/hearth/conversations/{id}/export?format=markdown"
+        )))
         .send()
         .await
         .unwrap();
@@ -993,7 +984,9 @@ async fn export_as_json_and_markdown() {
     );
     let r = app
         .http
-        .get(app.url(&format!("/api/conversations/{id}/export?format=json")))
+        .get(app.url(&format!(
+            "/api/hearth/conversations/{id}/export?format=json"
+        )))
         .send()
         .await
         .unwrap();
@@ -1037,14 +1030,14 @@ async fn api_needs_the_key_when_keys_are_configured_and_the_ui_does_not() {
     .await;
     let r = app
         .http
-        .get(app.url("/api/conversations"))
+        .get(app.url("/api/hearth/conversations"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = app
         .http
-        .get(app.url("/api/conversations"))
+        .get(app.url("/api/hearth/conversations"))
         .bearer_auth("sk-test-123")
         .send()
         .await

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use hearth_api::{ApiError, ErrorKind};
 
-use crate::error::HttpError;
+use hearth_http::HttpError;
 
-mod assets {
+mod embedded {
     include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
 }
 
@@ -26,7 +26,7 @@ pub fn routes() -> Router {
 
 /// Whether this binary carries the built UI rather than the "run make run" page.
 pub fn is_built() -> bool {
-    assets::ASSETS
+    embedded::ASSETS
         .iter()
         .any(|(p, ..)| p.starts_with("/assets/"))
 }
@@ -61,7 +61,7 @@ async fn file(method: Method, uri: Uri, headers: HeaderMap) -> Response {
 }
 
 fn serve(path: &str, headers: &HeaderMap) -> Option<Response> {
-    let (_, bytes, gz) = assets::ASSETS.iter().find(|(p, ..)| *p == path)?;
+    let (_, bytes, gz) = embedded::ASSETS.iter().find(|(p, ..)| *p == path)?;
     let accepts_gzip = headers
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -171,11 +171,17 @@ mod tests {
 
     #[tokio::test]
     async fn hashed_assets_are_immutable_and_gzipped() {
-        let Some((path, raw, gz)) = assets::ASSETS
+        let Some((path, raw, gz)) = embedded::ASSETS
             .iter()
             .find(|(p, ..)| p.starts_with("/assets/") && p.ends_with(".js"))
         else {
-            return; // UI not built: the fallback page has no assets.
+            // Only a bare `cargo test` without `web/dist` may run without the UI;
+            // `make test` builds it first and says so.
+            assert!(
+                std::env::var_os("HEARTH_TEST_UI_BUILT").is_none(),
+                "HEARTH_TEST_UI_BUILT is set but this build embeds no UI assets (web/dist was not built, or build.rs did not see it)"
+            );
+            return;
         };
         let r = get_path(path, true).await;
         assert_eq!(r.status(), 200);

@@ -1,4 +1,6 @@
-//! Test harness: a real gateway on a loopback port in front of fake upstreams.
+//! Test harness: a real Hearth (`hearth_server::Server`, as `hearth serve` builds it,
+//! with two event loops as in production) on a loopback port, in front of fake
+//! upstreams or real engines.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -7,82 +9,77 @@ use std::time::Duration;
 
 use hearth_config::{MapEnv, ModelConfig};
 use hearth_router::{Backend, Router};
-use hearth_upstream::UpstreamBackend;
+use hearth_server::Server;
 
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub router: Arc<Router>,
+    pub server_gateway: Arc<hearth_gateway::Gateway>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), hearth_server::RunError>>>,
+    _data: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Starts the gateway with `toml` (loopback listen is forced to port 0).
+    /// Starts Hearth with `toml` (each model's backend as its config says; the
+    /// store in a temporary directory).
     pub async fn start(toml: &str) -> Gateway {
         Self::start_with_env(toml, MapEnv::default()).await
     }
 
     pub async fn start_with_env(toml: &str, env: MapEnv) -> Gateway {
-        let key_env = env.clone();
-        Self::start_with_backends(toml, env, move |m| {
-            let u = m
-                .upstream_config()
-                .expect("`start` builds upstreams only; use `start_with_backends`");
-            let key = u
-                .api_key_env
-                .as_ref()
-                .and_then(|v| hearth_config::Env::get(&key_env, v));
-            Arc::new(UpstreamBackend::new(m, key).unwrap())
-        })
-        .await
+        Self::start_with(toml, env, |_| None).await
     }
 
-    /// Starts the gateway with each configured model's backend made by `backend`
-    /// (an embedded engine, for instance), all before the first request.
+    /// Starts Hearth with each configured model's backend made by `backend` (a
+    /// double, or an engine started before the server), all before the first request.
     pub async fn start_with_backends(
         toml: &str,
         env: MapEnv,
         backend: impl Fn(&ModelConfig) -> Arc<dyn Backend>,
     ) -> Gateway {
+        Self::start_with(toml, env, |m| Some(backend(m))).await
+    }
+
+    async fn start_with(
+        toml: &str,
+        mut env: MapEnv,
+        backend: impl Fn(&ModelConfig) -> Option<Arc<dyn Backend>>,
+    ) -> Gateway {
+        let data = tempfile::tempdir().unwrap();
+        env.0.insert(
+            "HEARTH_STORAGE_DATA_DIR".into(),
+            data.path().display().to_string(),
+        );
+        env.0
+            .entry("HEARTH_SERVER_WORKERS".into())
+            .or_insert_with(|| "2".into());
         let config =
             hearth_config::load_str(toml, "test.toml", &env).unwrap_or_else(|e| panic!("{e}"));
-        let config = Arc::new(config);
-        let backends = config
-            .models
-            .iter()
-            .map(|m| (m.clone(), backend(m)))
-            .collect();
-        let router = Arc::new(Router::new(
-            backends,
-            config.default_model.as_deref(),
-            config.health.clone(),
-        ));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (probe_tx, probe_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(router.clone().run_health_probes(async move {
-            let _ = probe_rx.await;
-        }));
-        let state = hearth_http::AppState::new(config.clone(), router.clone());
-        let app = hearth_http::app(state, axum::Router::new(), axum::Router::new());
+        let mut builder = Server::builder(config.clone()).env(env);
+        for m in &config.models {
+            if let Some(b) = backend(m) {
+                builder = builder.backend(&m.name, b);
+            }
+        }
+        let server = builder.build().await.unwrap_or_else(|e| panic!("{e}"));
+        let router = server.router().clone();
+        let server_gateway = server.gateway().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-        let task = tokio::spawn(hearth_http::serve(
-            listener,
-            app,
-            async move {
-                let _ = stop_rx.await;
-                let _ = probe_tx.send(());
-            },
-            grace,
-        ));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stop_rx.await;
+        }));
         Gateway {
             addr,
             client: reqwest::Client::new(),
             router,
+            server_gateway,
             stop: Some(stop_tx),
             task: Some(task),
+            _data: data,
         }
     }
 

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -22,21 +23,27 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage, ErrorKind, StreamOptions};
-use hearth_router::{Answer, Event, Request};
+use hearth_gateway::Metered;
+use hearth_router::{Event, Request};
 use hearth_store::{Conversation, FinishReason, Message, NewMessage, ReplyUpdate};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{
     Api, ApiResult, HttpError, check_id, context, not_found, nullable_string, only, store_error,
 };
-use crate::relay::{sse_event, sse_headers};
+use hearth_gateway::Principal;
+use hearth_http::RequestLog;
+use hearth_http::sse;
 
 /// How often a streaming reply's partial text is written to the store.
 pub const SAVE_EVERY: Duration = Duration::from_millis(750);
 
 pub(super) async fn send(
     State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    Extension(log): Extension<RequestLog>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -122,11 +129,13 @@ pub(super) async fn send(
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(&conv.id))?;
-    generate(api, conv, Some(user), max_tokens).await
+    generate(api, &principal, &log, conv, Some(user), max_tokens).await
 }
 
 pub(super) async fn regenerate(
     State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    Extension(log): Extension<RequestLog>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -149,7 +158,7 @@ pub(super) async fn regenerate(
             .await
             .map_err(store_error)?;
     }
-    generate(api, conv, None, max_tokens).await
+    generate(api, &principal, &log, conv, None, max_tokens).await
 }
 
 fn max_tokens(map: &serde_json::Map<String, Value>) -> Result<Option<u32>, HttpError> {
@@ -192,9 +201,12 @@ async fn switch_model(
     Ok(())
 }
 
-/// Sends the stored history (trimmed to the context) to the router and streams the reply.
+/// Sends the stored history (trimmed to the context) through the gateway, as the
+/// caller, and streams the reply.
 async fn generate(
     api: Api,
+    principal: &Principal,
+    log: &RequestLog,
     conv: Conversation,
     user: Option<Message>,
     max_tokens: Option<u32>,
@@ -227,16 +239,25 @@ async fn generate(
         ..ChatCompletionRequest::default()
     };
     let started = Instant::now();
-    // Refusals before any reply (queue full, backend down) are plain HTTP errors; the
-    // user's message stays stored, and the UI offers to try again.
-    let dispatched = api.router.dispatch(Request::Chat(request)).await?;
+    // Refusals before any reply (rate limit, queue full, backend down) are plain HTTP
+    // errors; the user's message stays stored, and the UI offers to try again.
+    let completion = api
+        .gateway
+        .complete(principal, Request::Chat(request), log.id())
+        .await?;
+    log.set_dispatched(
+        &completion.model,
+        completion.backend,
+        completion.attempts,
+        true,
+    );
     let placeholder = api
         .store
         .append_message(
             &conv.id,
             NewMessage {
                 role: "assistant".into(),
-                model: Some(dispatched.model().to_owned()),
+                model: Some(completion.model().to_owned()),
                 ..NewMessage::default()
             },
         )
@@ -249,7 +270,7 @@ async fn generate(
         "type": "start",
         "user_message": user,
         "message": placeholder,
-        "model": dispatched.model(),
+        "model": completion.model(),
         "context": plan,
     });
     // The channel is empty: this cannot fail for lack of room.
@@ -258,11 +279,13 @@ async fn generate(
         api: api.clone(),
         tx,
         message: placeholder,
-        model: dispatched.model().to_owned(),
+        model: completion.model().to_owned(),
         started,
         update: ReplyUpdate::default(),
     };
-    tokio::spawn(pump.run(dispatched.events));
+    // The pump's log lines carry the request's id.
+    let span = completion.span().clone();
+    tokio::spawn(pump.run(completion.events).instrument(span));
 
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -271,12 +294,12 @@ async fn generate(
     });
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;
-    sse_headers(&mut resp);
+    sse::headers(&mut resp);
     Ok(resp)
 }
 
 fn event(v: &Value) -> Bytes {
-    sse_event(&serde_json::to_vec(v).unwrap_or_default())
+    sse::event(&serde_json::to_vec(v).unwrap_or_default())
 }
 
 /// Reads the backend's reply, forwards it, and stores it.
@@ -290,7 +313,7 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, answer: Answer) {
+    async fn run(mut self, answer: Metered) {
         self.update.model = Some(self.model.clone());
         let (finish, error) = match self.stream(hearth_router::typed(answer)).await {
             Ok(f) => (f, None),
@@ -323,7 +346,7 @@ impl Pump {
     /// Forwards the text until the end, a failure, or the client leaving.
     async fn stream(
         &mut self,
-        mut events: hearth_router::Typed<Answer>,
+        mut events: hearth_router::Typed<Metered>,
     ) -> Result<FinishReason, ApiError> {
         let mut last_save = Instant::now();
         let mut finish = FinishReason::Stop;

@@ -8,6 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hearth_api::Usage;
+use hearth_http::sse::put_data;
 use hearth_router::{Event, FinishReason, ToolCallDelta};
 use serde_json::{Value, json};
 
@@ -240,14 +241,6 @@ fn tool_call_delta(c: &ToolCallDelta) -> Value {
         v["function"]["name"] = json!(name);
     }
     v
-}
-
-/// `data: <payload>\n\n`
-pub fn put_data(out: &mut BytesMut, payload: &[u8]) {
-    out.reserve(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
 }
 
 fn put_json_str(out: &mut BytesMut, s: &str) {

@@ -1,33 +1,29 @@
-//! From a parsed request to an HTTP response: rate limit, dispatch, and the
+//! From a checked request to an HTTP response: the gateway's completion, and the
 //! response (a JSON body, or SSE relayed event by event), written by `encode`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use hearth_api::{ApiError, Usage};
-use hearth_router::{Answer, BackendError, Event, Request};
+use hearth_api::ApiError;
+use hearth_gateway::{Metered, Principal, Quota};
+use hearth_http::sse::{self, put_data};
+use hearth_http::{HttpState, RequestLog};
+use hearth_router::{BackendError, Event, Request};
 
-use crate::auth::Caller;
-use crate::encode::{Encoder, Endpoint, put_data};
-use crate::ratelimit::RateLimiter;
-use crate::request_log::RequestLog;
-use crate::state::AppState;
+use crate::encode::{Encoder, Endpoint};
 
 /// Serves one `/v1` completion request.
 pub async fn relay(
-    state: &AppState,
-    caller: &Caller,
+    state: &HttpState,
+    principal: &Principal,
     log: &RequestLog,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let estimate = request.estimated_prompt_tokens();
-    let quota = state.limiter.admit(caller, estimate)?;
-    if let Ok(m) = state.router.resolve(request.model()) {
+    if let Ok(m) = state.gateway.router().resolve(request.model()) {
         log.set_model(&m.metrics);
     }
     let stream = request.is_stream();
@@ -36,28 +32,21 @@ pub async fn relay(
         Request::Completion(_) => Endpoint::Completion,
     };
     let include_usage = request.include_usage();
-    let d = state.router.dispatch(request).await?;
-    log.set_dispatched(&d.metrics, d.backend, d.attempts, stream);
+    let c = state.gateway.complete(principal, request, log.id()).await?;
+    log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     log.first_token();
-    let encoder = Encoder::new(endpoint, d.model(), include_usage);
+    let encoder = Encoder::new(endpoint, c.model(), include_usage);
+    let quota = c.quota.clone();
     let mut resp = if stream {
-        sse_response(
-            d.events,
-            encoder,
-            log.clone(),
-            state.limiter.clone(),
-            caller.clone(),
-            estimate,
-        )
+        sse_response(c.events, encoder, log.clone())
     } else {
         let mut events = Vec::new();
-        let mut answer = d.events;
+        let mut answer = c.events;
         while let Some(e) = answer.next().await {
             events.push(e.map_err(|e| e.to_api_error())?);
         }
-        if let Some(u) = events.iter().rev().find_map(Event::usage) {
+        if let Some(u) = answer.usage() {
             log.set_usage(u);
-            state.limiter.settle(caller, estimate, u.total_tokens);
         }
         let mut r = Response::new(Body::from(encoder.whole(events)));
         r.headers_mut().insert(
@@ -66,27 +55,38 @@ pub async fn relay(
         );
         r
     };
-    quota.apply(resp.headers_mut());
+    quota_headers(&quota, resp.headers_mut());
     Ok(resp)
 }
 
-/// Event-stream headers that keep proxies from buffering.
-pub fn sse_headers(resp: &mut Response) {
-    const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
-}
-
-/// `data: <payload>\n\n`
-pub fn sse_event(payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(payload.len() + 8);
-    put_data(&mut b, payload);
-    b.freeze()
+/// OpenAI's `x-ratelimit-*` headers, when the caller has limits.
+fn quota_headers(q: &Quota, h: &mut HeaderMap) {
+    let lines = [
+        (
+            &q.requests,
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+        ),
+        (
+            &q.tokens,
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ),
+    ];
+    for (line, [limit, remaining, reset]) in lines {
+        let Some(l) = line else { continue };
+        h.insert(limit, HeaderValue::from(l.limit));
+        h.insert(remaining, HeaderValue::from(l.remaining));
+        if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", l.reset_secs.max(0.0))) {
+            h.insert(reset, v);
+        }
+    }
 }
 
 /// The most bytes of already-arrived events put into one write to the client.
@@ -94,34 +94,18 @@ const COALESCE_BYTES: usize = 32 * 1024;
 
 /// Relays events as they come; ends with `data: [DONE]`, or with one error event
 /// when the backend fails mid-stream (never a silent cut).
-fn sse_response(
-    events: Answer,
-    encoder: Encoder,
-    log: RequestLog,
-    limiter: Arc<RateLimiter>,
-    caller: Caller,
-    estimate: u64,
-) -> Response {
+fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response {
     struct St {
-        inner: Answer,
+        inner: Metered,
         encoder: Encoder,
         finished: bool,
         log: RequestLog,
-        limiter: Arc<RateLimiter>,
-        caller: Caller,
-        estimate: u64,
-        usage: Option<Usage>,
     }
     impl St {
         /// Appends one event (a chunk, the error event, or `[DONE]`) to `out`.
         fn push(&mut self, next: Option<Result<Event, BackendError>>, out: &mut BytesMut) {
             match next {
-                Some(Ok(event)) => {
-                    if let Some(u) = event.usage() {
-                        self.usage = Some(u);
-                    }
-                    self.encoder.stream_event(&event, out);
-                }
+                Some(Ok(event)) => self.encoder.stream_event(&event, out),
                 Some(Err(e)) => {
                     self.finished = true;
                     let api: ApiError = e.to_api_error();
@@ -137,13 +121,9 @@ fn sse_response(
         }
     }
     impl Drop for St {
-        /// The answer's usage is counted once, when the stream ends or the client
-        /// leaves: some upstreams repeat a running total in every chunk.
         fn drop(&mut self) {
-            if let Some(u) = self.usage {
+            if let Some(u) = self.inner.usage() {
                 self.log.set_usage(u);
-                self.limiter
-                    .settle(&self.caller, self.estimate, u.total_tokens);
             }
         }
     }
@@ -183,13 +163,9 @@ fn sse_response(
         encoder,
         finished: false,
         log,
-        limiter,
-        caller,
-        estimate,
-        usage: None,
     };
     let mut resp = Response::new(Body::from_stream(st));
     *resp.status_mut() = StatusCode::OK;
-    sse_headers(&mut resp);
+    sse::headers(&mut resp);
     resp
 }

@@ -4,23 +4,22 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use hearth_api::{ApiError, ModelEntry, ModelList};
+use hearth_http::{HttpError, HttpState};
 
-use crate::error::HttpError;
-use crate::state::AppState;
-
-pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+pub async fn list(State(state): State<HttpState>) -> Json<ModelList> {
     Json(ModelList {
         object: "list".to_owned(),
-        data: state.router.models(),
+        data: state.gateway.router().models(),
     })
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelEntry>, HttpError> {
     state
-        .router
+        .gateway
+        .router()
         .model_entry(&id)
         .map(Json)
         .ok_or_else(|| HttpError(ApiError::model_not_found(&id)))

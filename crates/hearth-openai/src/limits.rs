@@ -1,11 +1,10 @@
 //! Checks of request fields against `[limits]`.
 
 use hearth_api::ApiError;
-
-use crate::state::AppState;
+use hearth_http::HttpState;
 
 /// `max_tokens`-like fields: at least 1, at most `limits.max_tokens`.
-pub fn max_tokens(state: &AppState, value: Option<u32>, param: &str) -> Result<(), ApiError> {
+pub fn max_tokens(state: &HttpState, value: Option<u32>, param: &str) -> Result<(), ApiError> {
     let limit = state.config.limits.max_tokens;
     match value {
         Some(0) => Err(ApiError::invalid_param(

@@ -1,20 +1,21 @@
-//! `/api/conversations`: the chat UI's server-side history.
+//! `/api/hearth/conversations`: the chat UI's server-side history.
 //!
-//! Conversations and messages live in [`hearth_store::Store`]; replies come from
-//! [`hearth_router::Router`] in-process (never through `/v1`). Every error has the
-//! OpenAI shape, like `/v1`.
+//! Conversations and messages live in [`hearth_store::Store`]; replies come from the
+//! gateway in-process (never through `/v1`), run as the caller's principal, so they
+//! are limited and counted against its key like any API request. Every error has
+//! the OpenAI shape, like `/v1`.
 //!
-//! | route | what |
+//! | route (below `/api/hearth`) | what |
 //! | --- | --- |
-//! | `GET /api/conversations?search=&limit=&cursor=` | newest first, paged, searched in titles and messages |
-//! | `POST /api/conversations` | create (`title`, `model`, `system_prompt`, all optional) |
-//! | `GET /api/conversations/{id}` | one conversation, its messages and its context use |
-//! | `PATCH /api/conversations/{id}` | rename, switch model, set the system prompt |
-//! | `DELETE /api/conversations/{id}` | to the trash (restorable for ten minutes) |
-//! | `POST /api/conversations/{id}/restore` | undo a delete |
-//! | `POST /api/conversations/{id}/messages` | store a user message, stream the reply (SSE) |
-//! | `POST /api/conversations/{id}/regenerate` | replace the last reply (SSE) |
-//! | `GET /api/conversations/{id}/export?format=json\|markdown` | download |
+//! | `GET /conversations?search=&limit=&cursor=` | newest first, paged, searched in titles and messages |
+//! | `POST /conversations` | create (`title`, `model`, `system_prompt`, all optional) |
+//! | `GET /conversations/{id}` | one conversation, its messages and its context use |
+//! | `PATCH /conversations/{id}` | rename, switch model, set the system prompt |
+//! | `DELETE /conversations/{id}` | to the trash (restorable for ten minutes) |
+//! | `POST /conversations/{id}/restore` | undo a delete |
+//! | `POST /conversations/{id}/messages` | store a user message, stream the reply (SSE) |
+//! | `POST /conversations/{id}/regenerate` | replace the last reply (SSE) |
+//! | `GET /conversations/{id}/export?format=json\|markdown` | download |
 
 mod context;
 mod reply;
@@ -35,7 +36,8 @@ use hearth_store::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::error::HttpError;
+use hearth_gateway::Gateway;
+use hearth_http::HttpError;
 
 pub use context::{Plan, estimate_tokens, plan};
 
@@ -65,42 +67,35 @@ impl From<&LimitsConfig> for ApiLimits {
 
 #[derive(Clone)]
 pub(crate) struct Api {
-    router: Arc<hearth_router::Router>,
+    gateway: Arc<Gateway>,
     store: Arc<Store>,
     limits: ApiLimits,
 }
 
 type ApiResult<T = Response> = Result<T, HttpError>;
 
-/// The `/api` routes with the default limits.
-pub fn routes(router: Arc<hearth_router::Router>, store: Arc<Store>) -> Router {
-    routes_with_limits(router, store, ApiLimits::default())
-}
-
-/// The `/api` routes; state applied, ready to merge behind auth and limits.
-pub fn routes_with_limits(
-    router: Arc<hearth_router::Router>,
-    store: Arc<Store>,
-    limits: ApiLimits,
-) -> Router {
+/// The conversation routes; state applied, ready to merge behind the server's key
+/// check (handlers read the caller's `Principal` from the request).
+pub fn routes(gateway: Arc<Gateway>, store: Arc<Store>, limits: ApiLimits) -> Router {
     let api = Api {
-        router,
+        gateway,
         store,
         limits,
     };
+    let at = |path: &str| format!("{}{path}", crate::API_ROOT);
     Router::new()
-        .route("/api/conversations", get(list).post(create))
+        .route(&at("/conversations"), get(list).post(create))
         .route(
-            "/api/conversations/{id}",
+            &at("/conversations/{id}"),
             get(show).patch(update).delete(remove),
         )
-        .route("/api/conversations/{id}/restore", post(restore))
-        .route("/api/conversations/{id}/messages", post(reply::send))
+        .route(&at("/conversations/{id}/restore"), post(restore))
+        .route(&at("/conversations/{id}/messages"), post(reply::send))
         .route(
-            "/api/conversations/{id}/regenerate",
+            &at("/conversations/{id}/regenerate"),
             post(reply::regenerate),
         )
-        .route("/api/conversations/{id}/export", get(export))
+        .route(&at("/conversations/{id}/export"), get(export))
         .with_state(api)
 }
 
@@ -156,7 +151,8 @@ impl Api {
 
     /// A model name the router serves (aliases included), else 404 `model_not_found`.
     pub(crate) fn check_model(&self, model: &str) -> Result<(), HttpError> {
-        self.router
+        self.gateway
+            .router()
             .resolve(Some(model))
             .map(|_| ())
             .map_err(HttpError)
@@ -164,7 +160,8 @@ impl Api {
 
     /// Context length of the model a conversation uses, when known.
     pub(crate) fn context_length(&self, model: Option<&str>) -> Option<u32> {
-        self.router
+        self.gateway
+            .router()
             .resolve(model)
             .ok()
             .and_then(|m| m.entry().context_length)
@@ -201,7 +198,7 @@ impl Api {
         headers: &HeaderMap,
         body: Body,
     ) -> ApiResult<Map<String, Value>> {
-        match crate::body::json(headers, body, self.body_limit()).await? {
+        match hearth_http::body::json(headers, body, self.body_limit()).await? {
             Value::Object(m) => Ok(m),
             _ => Err(HttpError(ApiError::invalid_param(
                 "",

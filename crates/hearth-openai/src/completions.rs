@@ -6,31 +6,31 @@ use axum::response::Response;
 use hearth_api::{ApiError, CompletionRequest};
 use hearth_router::Request;
 
-use crate::auth::Caller;
-use crate::error::HttpError;
+use hearth_gateway::Principal;
+use hearth_http::{HttpError, HttpState, RequestLog};
+
 use crate::limits;
-use crate::request_log::RequestLog;
-use crate::state::AppState;
 
 pub async fn handler(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
     Extension(log): Extension<RequestLog>,
     http: HttpRequest,
 ) -> Result<Response, HttpError> {
-    serve(&state, &caller, &log, http).await
+    serve(&state, &principal, &log, http).await
 }
 
-/// The endpoint itself, also called by the hot path (`crate::fast`).
+/// The endpoint itself, also called by the hot path (`crate::Fast`).
 pub(crate) async fn serve(
-    state: &AppState,
-    caller: &Caller,
+    state: &HttpState,
+    principal: &Principal,
     log: &RequestLog,
     http: HttpRequest,
 ) -> Result<Response, HttpError> {
     // The headers are read in place (a `HeaderMap` extractor would copy them all).
     let (parts, body) = http.into_parts();
-    let body = crate::body::bytes(&parts.headers, body, state.config.limits.max_body_bytes).await?;
+    let body =
+        hearth_http::body::bytes(&parts.headers, body, state.config.limits.max_body_bytes).await?;
     let req = CompletionRequest::from_json(&body)?;
     let l = &state.config.limits;
     let len = req.prompt.byte_len() + req.suffix.as_ref().map_or(0, String::len);
@@ -48,5 +48,5 @@ pub(crate) async fn serve(
     if req.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_param("n", "only `n = 1` is supported").into());
     }
-    Ok(crate::relay::relay(state, caller, log, Request::Completion(req)).await?)
+    Ok(crate::relay::relay(state, principal, log, Request::Completion(req)).await?)
 }

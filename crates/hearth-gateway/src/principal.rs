@@ -1,0 +1,159 @@
+//! Who a request runs as, and the configured keys that say so.
+//!
+//! A key is compared by the SHA-256 of its secret, in constant time, against every
+//! configured key; only its name (the principal's id) ever reaches logs, metrics
+//! and stored rows.
+
+use std::sync::Arc;
+
+use hearth_config::ResolvedKey;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The owner of every request and stored row made without a key (a server on
+/// loopback with no keys configured).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who a request runs as: a configured key (by its name), or the anonymous caller of
+/// a server that needs no key. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The key's name (`[[keys]] name`, `env-1`...), or [`ANONYMOUS`]: what logs,
+    /// metrics and stored rows carry, never the secret.
+    pub id: Arc<str>,
+    /// Requests per minute; 0 = unlimited.
+    pub rpm: u32,
+    /// Tokens per minute; 0 = unlimited.
+    pub tpm: u64,
+    /// Sees every owner's conversations (and jobs), not only its own.
+    pub admin: bool,
+    pub(crate) counters: Arc<Counters>,
+}
+
+impl Principal {
+    /// A principal not from the key ring (tests, embedders, a worker acting as a
+    /// job's owner).
+    pub fn new(id: &str, rpm: u32, tpm: u64, admin: bool) -> Self {
+        Principal {
+            id: Arc::from(id),
+            rpm,
+            tpm,
+            admin,
+            counters: Arc::new(Counters::new(id)),
+        }
+    }
+
+    /// Whether requests and tokens are limited at all (an unlimited principal skips
+    /// the limiter).
+    pub fn is_limited(&self) -> bool {
+        self.rpm > 0 || self.tpm > 0
+    }
+}
+
+/// The per-key metrics, registered once per key rather than looked up per request.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub requests: metrics::Counter,
+    pub prompt_tokens: metrics::Counter,
+    pub completion_tokens: metrics::Counter,
+}
+
+impl Counters {
+    fn new(key: &str) -> Self {
+        let key = key.to_owned();
+        Counters {
+            requests: metrics::counter!("hearth_key_requests_total", "key" => key.clone()),
+            prompt_tokens: metrics::counter!("hearth_key_tokens_total", "key" => key.clone(), "kind" => "prompt"),
+            completion_tokens: metrics::counter!("hearth_key_tokens_total", "key" => key, "kind" => "completion"),
+        }
+    }
+}
+
+/// The configured client keys, and the principal each stands for.
+#[derive(Debug)]
+pub struct KeyRing {
+    // Digests, so comparison time does not depend on the key's length.
+    keys: Vec<([u8; 32], Principal)>,
+    anonymous: Principal,
+}
+
+impl KeyRing {
+    /// `keys` as resolved from the config; the anonymous principal (used when there
+    /// are none) gets the default limits.
+    pub fn new(keys: &[ResolvedKey], default_rpm: u32, default_tpm: u64) -> Self {
+        KeyRing {
+            keys: keys
+                .iter()
+                .map(|k| {
+                    (
+                        digest(&k.secret),
+                        Principal::new(&k.id, k.rpm, k.tpm, k.admin),
+                    )
+                })
+                .collect(),
+            anonymous: Principal::new(ANONYMOUS, default_rpm, default_tpm, false),
+        }
+    }
+
+    /// Whether requests must present a key.
+    pub fn required(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The principal owning `presented`, compared against every key.
+    pub fn find(&self, presented: &str) -> Option<Principal> {
+        let d = digest(presented);
+        let mut found = None;
+        for (k, principal) in &self.keys {
+            if bool::from(k.ct_eq(&d)) && found.is_none() {
+                found = Some(principal.clone());
+            }
+        }
+        found
+    }
+
+    /// The caller of a server that needs no key.
+    pub fn anonymous(&self) -> &Principal {
+        &self.anonymous
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, secret: &str, admin: bool) -> ResolvedKey {
+        ResolvedKey {
+            id: id.into(),
+            secret: secret.into(),
+            rpm: 1,
+            tpm: 2,
+            admin,
+        }
+    }
+
+    #[test]
+    fn finds_keys_by_secret_and_never_by_a_prefix() {
+        let ring = KeyRing::new(
+            &[
+                key("a", "sk-aaaaaaaa", false),
+                key("b", "sk-bbbbbbbb", true),
+            ],
+            0,
+            0,
+        );
+        assert!(ring.required());
+        let b = ring.find("sk-bbbbbbbb").unwrap();
+        assert_eq!((&*b.id, b.rpm, b.tpm, b.admin), ("b", 1, 2, true));
+        assert!(ring.find("sk-bbbbbbb").is_none());
+        assert!(ring.find("").is_none());
+        let open = KeyRing::new(&[], 5, 6);
+        assert!(!open.required());
+        assert_eq!(&*open.anonymous().id, ANONYMOUS);
+        assert_eq!((open.anonymous().rpm, open.anonymous().tpm), (5, 6));
+    }
+}

@@ -1,0 +1,171 @@
+//! [`Gateway::complete`]: admission, dispatch, and events that settle their usage.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use hearth_api::{ApiError, Usage};
+use hearth_router::{Answer, BackendError, Event, ModelMetrics, Request, Router};
+use tracing::Instrument;
+
+use crate::limiter::{Limiter, Quota};
+use crate::principal::{KeyRing, Principal};
+
+/// The service. One per server, shared by every front end (cheap to share in an
+/// `Arc`; everything in it is).
+pub struct Gateway {
+    router: Arc<Router>,
+    limiter: Arc<dyn Limiter>,
+    keys: KeyRing,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("router", &self.router)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An admitted, dispatched request: which model answers, and its events.
+pub struct Completion {
+    /// The model that answers (a fallback when one was used): its name and metrics.
+    pub model: Arc<ModelMetrics>,
+    /// `embedded` or `upstream`.
+    pub backend: &'static str,
+    /// Attempts made, across retries and fallbacks (1 = the first worked).
+    pub attempts: u32,
+    /// The caller's limits after admission (for `x-ratelimit-*` headers).
+    pub quota: Quota,
+    /// The answer's events; the usage is settled when they end or are dropped.
+    pub events: Metered,
+}
+
+impl Completion {
+    /// The name of the model that answers.
+    pub fn model(&self) -> &str {
+        self.model.model()
+    }
+
+    /// The request's span: work done for it elsewhere (a task that stores a reply)
+    /// runs in it, so its log lines carry the request's id.
+    pub fn span(&self) -> &tracing::Span {
+        &self.events.span
+    }
+}
+
+impl Gateway {
+    pub fn new(router: Arc<Router>, limiter: Arc<dyn Limiter>, keys: KeyRing) -> Self {
+        Gateway {
+            router,
+            limiter,
+            keys,
+        }
+    }
+
+    /// The models (for listings, model checks and context lengths).
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// The configured client keys.
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Runs `request` as `who`: admits it against the caller's limits, dispatches it
+    /// (the named model, its retries and fallbacks; a model stopped while idle starts
+    /// now), and returns once the first event arrived, so a failure before that is
+    /// still a plain error the front end can answer with a status. `id` (the
+    /// request's or the job's) names the span every log line of the work carries.
+    pub async fn complete(
+        &self,
+        who: &Principal,
+        request: Request,
+        id: &str,
+    ) -> Result<Completion, ApiError> {
+        let span = tracing::info_span!("request", id, key = %who.id);
+        let (estimate, quota) = if who.is_limited() {
+            let estimate = request.estimated_prompt_tokens();
+            let quota = self
+                .limiter
+                .admit(who, estimate)
+                .instrument(span.clone())
+                .await?;
+            (estimate, quota)
+        } else {
+            (0, Quota::default())
+        };
+        who.counters.requests.increment(1);
+        let d = self
+            .router
+            .dispatch(request)
+            .instrument(span.clone())
+            .await?;
+        Ok(Completion {
+            model: d.metrics,
+            backend: d.backend,
+            attempts: d.attempts,
+            quota,
+            events: Metered {
+                inner: d.events,
+                who: who.clone(),
+                limiter: self.limiter.clone(),
+                estimate,
+                usage: None,
+                span,
+            },
+        })
+    }
+}
+
+/// The events of a [`Completion`]. Records the answer's usage as it passes (the last
+/// one seen: some upstreams repeat a running total in every chunk) and settles it
+/// once, when the stream ends or is dropped (the client left).
+pub struct Metered {
+    inner: Answer,
+    who: Principal,
+    limiter: Arc<dyn Limiter>,
+    estimate: u64,
+    usage: Option<Usage>,
+    span: tracing::Span,
+}
+
+impl Metered {
+    /// The usage seen so far (the answer's, once the stream ended).
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Event, BackendError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        let next = Pin::new(&mut this.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(e))) = &next
+            && let Some(u) = e.usage()
+        {
+            this.usage = Some(u);
+        }
+        next
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let Some(u) = self.usage else { return };
+        if self.who.tpm > 0 {
+            self.limiter
+                .settle(&self.who, self.estimate, u.total_tokens);
+        }
+        self.who.counters.prompt_tokens.increment(u.prompt_tokens);
+        self.who
+            .counters
+            .completion_tokens
+            .increment(u.completion_tokens);
+    }
+}

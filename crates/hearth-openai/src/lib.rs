@@ -1,0 +1,81 @@
+//! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`,
+//! `/v1/models`, as SDKs, IDE assistants and curl call them.
+//!
+//! It owns parsing and checking these requests, and writing the gateway's typed
+//! events in OpenAI's wire format: chunks of an event stream or one whole body
+//! (`encode`), with an upstream's own JSON forwarded untouched. Everything between
+//! the request and its events (limits, dispatch, usage) is the gateway's; the
+//! server's middleware (keys, access log, CORS) is `hearth-http`'s. It knows nothing
+//! of backends, the store, or the chat UI.
+//!
+//! # Layout
+//! - [`routes`]: the axum routes; [`Fast`]: the completions on the hot path.
+//! - `chat`, `completions`, `models`: one module per endpoint.
+//! - `relay`: a checked request through the gateway to a response (JSON or SSE).
+//! - `encode`: typed events as OpenAI chunks and bodies.
+//! - `limits`: `[limits]` checks of request fields.
+
+mod chat;
+mod completions;
+pub mod encode;
+mod limits;
+mod models;
+mod relay;
+
+use std::future::Future;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hearth_gateway::Principal;
+use hearth_http::{FastRoutes, HttpState, RequestLog};
+
+/// The OpenAI paths, below the server's root.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+pub const COMPLETIONS_PATH: &str = "/v1/completions";
+
+/// The completions on the server's hot path (`AppBuilder::fast`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fast;
+
+impl FastRoutes for Fast {
+    fn route(&self, path: &str) -> Option<usize> {
+        match path {
+            CHAT_PATH => Some(0),
+            COMPLETIONS_PATH => Some(1),
+            _ => None,
+        }
+    }
+
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` would borrow `self`; the server needs a 'static future"
+    )]
+    fn serve(
+        &self,
+        route: usize,
+        state: HttpState,
+        principal: Principal,
+        log: RequestLog,
+        req: Request,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        async move {
+            let served = if route == 0 {
+                chat::serve(&state, &principal, &log, req).await
+            } else {
+                completions::serve(&state, &principal, &log, req).await
+            };
+            served.into_response()
+        }
+    }
+}
+
+/// The `/v1` routes, behind the server's key check.
+pub fn routes(state: &HttpState) -> axum::Router {
+    axum::Router::new()
+        .route(CHAT_PATH, post(chat::handler))
+        .route(COMPLETIONS_PATH, post(completions::handler))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get))
+        .with_state(state.clone())
+}

@@ -1,0 +1,173 @@
+//! The server assembly: one [`Server::build`] from a config to a running Hearth, and
+//! one [`Server::run`] on a bound listener, used by `hearth serve`, by embedders and
+//! by every test that needs a real server.
+//!
+//! It owns the wiring and nothing else: each configured model's backend (the
+//! embedded engine, an upstream, or a double a test puts in its place), the router
+//! over them, the gateway with its keys and limiter, the conversation store, and the
+//! HTTP app made of the front ends (`/v1` from `hearth-openai`, the chat UI from
+//! `hearth-webui`); then the event loops (one per core, each accepting from the same
+//! socket and keeping its own upstream connections), the health probes, and the
+//! drain at shutdown. The parts know nothing of each other beyond their traits.
+//!
+//! # Layout
+//! - [`Server`], [`Builder`]: build and accessors.
+//! - `backends`: a model's config to its backend.
+//! - `run`: the event loops, probes and drain.
+
+mod backends;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hearth_config::{Config, Env, ProcessEnv};
+use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
+use hearth_http::{App, HttpState};
+use hearth_router::{Backend, Router};
+use hearth_store::Store;
+
+pub use backends::backend;
+pub use run::{RunError, event_loop};
+
+/// Why a server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A model's backend could not start (a missing GGUF file, a bad upstream URL).
+    #[error("model `{model}`: {source:#}")]
+    Backend {
+        model: String,
+        source: anyhow::Error,
+    },
+    #[error("cannot open the conversation store in {dir} (storage.data_dir): {source}")]
+    Store {
+        dir: String,
+        source: hearth_store::StoreError,
+    },
+}
+
+/// A Hearth built from its config, ready to [`run`](Server::run).
+pub struct Server {
+    config: Arc<Config>,
+    gateway: Arc<Gateway>,
+    store: Arc<Store>,
+    app: App<hearth_openai::Fast>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Server`], with parts replaced where a test or an embedder needs it.
+pub struct Builder {
+    config: Config,
+    backends: HashMap<String, Arc<dyn Backend>>,
+    env: Box<dyn Env + Send + Sync>,
+}
+
+impl Server {
+    /// Builds everything `config` asks for: each model's backend (an embedded model
+    /// starts loading; it serves once loaded), the router, the gateway, the store
+    /// (opened and migrated) and the HTTP app.
+    pub async fn build(config: Config) -> Result<Server, BuildError> {
+        Server::builder(config).build().await
+    }
+
+    pub fn builder(config: Config) -> Builder {
+        Builder {
+            config,
+            backends: HashMap::new(),
+            env: Box::new(ProcessEnv),
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The gateway: how any in-process caller (a job worker, a test) reaches the
+    /// models, with the same admission and accounting as the HTTP front ends.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        self.gateway.router()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+impl Builder {
+    /// Serves model `name` with `backend` instead of the one its config describes
+    /// (a test double, or an embedder's own backend).
+    pub fn backend(mut self, name: &str, backend: Arc<dyn Backend>) -> Self {
+        self.backends.insert(name.to_owned(), backend);
+        self
+    }
+
+    /// Where upstream keys (`api_key_env`) are read; the process environment by
+    /// default (tests pass their own rather than change the process's).
+    pub fn env(mut self, env: impl Env + Send + Sync + 'static) -> Self {
+        self.env = Box::new(env);
+        self
+    }
+
+    pub async fn build(mut self) -> Result<Server, BuildError> {
+        let config = Arc::new(self.config);
+        let mut models = Vec::with_capacity(config.models.len());
+        for m in &config.models {
+            let b = match self.backends.remove(&m.name) {
+                Some(b) => b,
+                None => backends::backend(m, self.env.as_ref()).map_err(|source| {
+                    BuildError::Backend {
+                        model: m.name.clone(),
+                        source,
+                    }
+                })?,
+            };
+            models.push((m.clone(), b));
+        }
+        let router = Arc::new(Router::new(
+            models,
+            config.default_model.as_deref(),
+            config.health.clone(),
+        ));
+        let keys = KeyRing::new(
+            &config.resolved_keys,
+            config.limits.default_rpm,
+            config.limits.default_tpm,
+        );
+        let gateway = Arc::new(Gateway::new(router, Arc::new(LocalLimiter::new()), keys));
+        let store = Store::open(&config.storage.data_dir)
+            .await
+            .map_err(|source| BuildError::Store {
+                dir: config.storage.data_dir.display().to_string(),
+                source,
+            })?;
+        let store = Arc::new(store);
+        let state = HttpState::new(config.clone(), gateway.clone());
+        let app = App::builder(state.clone())
+            .protected(hearth_openai::routes(&state))
+            .protected(hearth_webui::routes(
+                gateway.clone(),
+                store.clone(),
+                hearth_webui::ApiLimits::from(&config.limits),
+            ))
+            .public(hearth_webui::assets::routes())
+            .fast(hearth_openai::Fast)
+            .build();
+        Ok(Server {
+            config,
+            gateway,
+            store,
+            app,
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! [`Server::run`]: the event loops, the health probes, and the drain.
+//!
+//! One event loop is a single-threaded tokio runtime. The server runs one per
+//! worker (`server.workers`, default one per core), each accepting from the same
+//! listening socket and keeping its own upstream connections, as nginx runs one
+//! event loop per worker process: a request is read, relayed and answered on one
+//! thread, with no hand-offs (and wake-ups) between threads. The caller's loop is
+//! the first of them and also runs the health probes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::Server;
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot share the listening socket with another worker: {0}")]
+    Listener(std::io::Error),
+    #[error("cannot start an HTTP worker thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("an HTTP event loop stopped: {0}")]
+    Serve(std::io::Error),
+    #[error("an HTTP worker thread panicked")]
+    Panicked,
+}
+
+impl Server {
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, gives
+    /// in-flight requests `server.shutdown_grace_secs` to finish on every loop, and
+    /// returns. Call it from a tokio runtime; with `server.workers` above 1 the other
+    /// loops run on threads of their own.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let workers = worker_count(self.config.server.workers);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut probe_stop = stop_rx.clone();
+        tokio::spawn(self.router().clone().run_health_probes(async move {
+            let _ = probe_stop.wait_for(|s| *s).await;
+        }));
+
+        // The other event loops accept from clones of the same socket (one accept
+        // queue: a busy loop leaves new connections to an idle one).
+        let listener = listener.into_std().map_err(RunError::Listener)?;
+        let mut threads = Vec::new();
+        for i in 1..workers {
+            let listener = listener.try_clone().map_err(RunError::Listener)?;
+            let app = self.app.clone();
+            let mut stop = stop_rx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("hearth-http-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    let rt = event_loop().inspect_err(|e| {
+                        tracing::error!(worker = i, error = %e, "cannot start an HTTP event loop");
+                    })?;
+                    let served = rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        // Ends when the first loop says stop, or if it is gone.
+                        let stopped = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        hearth_http::serve(listener, app, stopped, grace).await
+                    });
+                    rt.shutdown_timeout(Duration::from_secs(2));
+                    if let Err(e) = &served {
+                        tracing::error!(worker = i, error = %e, "an HTTP event loop stopped");
+                    }
+                    served
+                })
+                .map_err(RunError::Spawn)?;
+            threads.push(thread);
+        }
+        let served = hearth_http::serve(
+            TcpListener::from_std(listener).map_err(RunError::Listener)?,
+            self.app.clone(),
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "shutting down: no new connections, finishing in-flight requests"
+                );
+                let _ = stop_tx.send(true);
+            },
+            grace,
+        )
+        .await;
+        // The other loops follow this one down (`stop_tx` is sent or dropped by now).
+        let joined = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| match t.join() {
+                    Ok(r) => r.map_err(RunError::Serve),
+                    Err(_) => Err(RunError::Panicked),
+                })
+                .collect::<Result<Vec<()>, RunError>>()
+        })
+        .await
+        .map_err(|_| RunError::Panicked)?;
+        served.map_err(RunError::Serve)?;
+        joined?;
+        Ok(())
+    }
+}
+
+/// One event loop: a single-threaded tokio runtime.
+pub fn event_loop() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// How many HTTP event loops to run: `server.workers`, or one per CPU core this
+/// process may use (cgroup quotas included).
+fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    }
+}

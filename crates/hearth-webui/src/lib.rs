@@ -1,0 +1,23 @@
+//! The chat UI: its API and its files, served by the same binary.
+//!
+//! It owns the UI's server-side history and replies (`/api/hearth/conversations`,
+//! over `hearth_store`, replies through the gateway as the caller), and the built
+//! single-page app (`web/dist`, embedded at compile time by `build.rs`). It knows
+//! nothing of backends or of the OpenAI wire format: the gateway's typed events
+//! become the UI's own events here.
+//!
+//! # Layout
+//! - [`conversations`]: the API's routes (`reply` streams a reply and stores it as
+//!   it grows; `context` picks the history that fits the model).
+//! - [`assets`]: the static UI, with the SPA fallback.
+//!
+//! The UI's API lives under [`API_ROOT`], clear of the paths other APIs at `/api`
+//! use (Ollama's `/api/chat`, `/api/generate`, `/api/tags`, ...).
+
+pub mod assets;
+pub mod conversations;
+
+pub use conversations::{ApiLimits, routes};
+
+/// Where the UI's own API lives.
+pub const API_ROOT: &str = "/api/hearth";
