@@ -169,3 +169,88 @@ impl Drop for Metered {
             .increment(u.completion_tokens);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalLimiter;
+    use futures::StreamExt;
+    use hearth_api::ChatCompletionRequest;
+    use hearth_config::{HealthConfig, ModelConfig};
+    use hearth_router::{Backend, EventStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers with a running total of usage in every event (as vLLM's
+    /// `continuous_usage_stats` does): 10 prompt tokens, then 1, 2, 3 completion.
+    #[derive(Default)]
+    struct Counting {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Counting {
+        fn kind(&self) -> &'static str {
+            "upstream"
+        }
+
+        async fn call(&self, _: &Request) -> Result<EventStream, BackendError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let events = (1..=3).map(|n| Ok(Event::Usage(Usage::new(10, n))));
+            Ok(futures::stream::iter(events).boxed())
+        }
+    }
+
+    fn gateway() -> (Gateway, Arc<Counting>, Arc<LocalLimiter>) {
+        let backend = Arc::new(Counting::default());
+        let router = Router::new(
+            vec![(
+                ModelConfig::upstream("m", "http://127.0.0.1:9/v1"),
+                backend.clone() as Arc<dyn Backend>,
+            )],
+            None,
+            HealthConfig::default(),
+        );
+        let limiter = Arc::new(LocalLimiter::new());
+        let g = Gateway::new(Arc::new(router), limiter.clone(), KeyRing::new(&[], 0, 0));
+        (g, backend, limiter)
+    }
+
+    fn chat() -> Request {
+        Request::Chat(
+            ChatCompletionRequest::from_value(serde_json::json!({
+                "model": "m", "messages": [{"role": "user", "content": "hello there"}]
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_never_reaches_the_backend() {
+        let (g, backend, _) = gateway();
+        let who = Principal::new("k", 1, 0, false);
+        let c = g.complete(&who, chat(), "r1").await.unwrap();
+        assert_eq!(c.model(), "m");
+        assert!(c.quota.requests.is_some());
+        let e = g.complete(&who, chat(), "r2").await.err().unwrap();
+        assert_eq!(e.status(), 429);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn usage_is_settled_once_with_the_answers_last_total() {
+        let (g, _, limiter) = gateway();
+        // 100 tokens a minute; the request is estimated at a few.
+        let who = Principal::new("k", 0, 100, false);
+        let mut c = g.complete(&who, chat(), "r1").await.unwrap();
+        while c.events.next().await.is_some() {}
+        assert_eq!(c.events.usage(), Some(Usage::new(10, 3)));
+        drop(c);
+        // 13 tokens settled (not 11 + 12 + 13): 87 left, so 87 pass and 88 do not.
+        let q = limiter.admit(&who, 87).await.unwrap();
+        assert_eq!(q.tokens.unwrap().remaining, 0);
+        let who2 = Principal::new("k2", 0, 100, false);
+        let c = g.complete(&who2, chat(), "r2").await.unwrap();
+        drop(c); // left before any usage: the estimate stands
+        assert!(limiter.admit(&who2, 90).await.is_ok());
+    }
+}

@@ -120,6 +120,9 @@ impl Builder {
     }
 
     pub async fn build(mut self) -> Result<Server, BuildError> {
+        // The metrics recorder first: handles registered before it exists (each
+        // model's, each key's) would count into nothing.
+        let _ = hearth_http::metrics::handle();
         let config = Arc::new(self.config);
         let mut models = Vec::with_capacity(config.models.len());
         for m in &config.models {

@@ -162,6 +162,8 @@ struct Opts {
     /// `limits.max_message_bytes`, when not the default.
     max_message_bytes: Option<usize>,
     keys: bool,
+    /// More keys of the `[[keys]]` table `ui` (its `rpm`, `tpm`).
+    key_limits: &'static str,
 }
 
 impl Default for Opts {
@@ -170,6 +172,7 @@ impl Default for Opts {
             context: Some(100_000),
             max_message_bytes: None,
             keys: false,
+            key_limits: "",
         }
     }
 }
@@ -179,6 +182,8 @@ impl App {
         let mut toml = String::new();
         if opts.keys {
             toml.push_str("[[keys]]\nname = \"ui\"\nkey = \"sk-test-123\"\n");
+            toml.push_str(opts.key_limits);
+            toml.push('\n');
         }
         if let Some(n) = opts.max_message_bytes {
             toml.push_str(&format!("[limits]\nmax_message_bytes = {n}\n"));
@@ -1053,5 +1058,100 @@ async fn api_needs_the_key_when_keys_are_configured_and_the_ui_does_not() {
                 .starts_with("text/html")
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_uis_replies_are_limited_and_counted_against_the_callers_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        &dir,
+        Opts {
+            keys: true,
+            key_limits: "rpm = 2\ntpm = 1000",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let send = |id: String, content: &'static str| {
+        app.http
+            .post(app.url(&format!("/api/hearth/conversations/{id}/messages")))
+            .bearer_auth("sk-test-123")
+            .json(&json!({"content": content}))
+            .send()
+    };
+    let create = app
+        .http
+        .post(app.url("/api/hearth/conversations"))
+        .bearer_auth("sk-test-123")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let id = create.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for content in ["one", "two"] {
+        let r = send(id.clone(), content).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let done = events(&r.text().await.unwrap());
+        assert_eq!(done.last().unwrap()["type"], "done", "{done:?}");
+    }
+    // The key's two requests a minute are spent: the third reply is refused before
+    // it starts, like a third /v1 request would be, and the message stays stored.
+    let r = send(id.clone(), "three").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let v: Value = r.json().await.unwrap();
+    assert_error(&v, "rate_limit_exceeded");
+    assert!(v["error"]["message"].as_str().unwrap().contains("`ui`"));
+    let conv: Value = app
+        .http
+        .get(app.url(&format!("/api/hearth/conversations/{id}")))
+        .bearer_auth("sk-test-123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> = conv["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents.last(), Some(&"three"));
+    // Counted against the key: two replies of 11 + 7 tokens each.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth("sk-test-123")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |needle: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(line("hearth_key_requests_total{key=\"ui\"}"), "2");
+    assert_eq!(
+        line("hearth_key_tokens_total{key=\"ui\",kind=\"prompt\"}"),
+        "22"
+    );
+    assert_eq!(
+        line("hearth_key_tokens_total{key=\"ui\",kind=\"completion\"}"),
+        "14"
+    );
     app.stop().await;
 }
