@@ -14,24 +14,61 @@ fn hearth() -> Command {
     c
 }
 
-/// A loopback port free right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A `hearth serve` child listening where it said it does.
+struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as its "serving" log line gave it.
+    base: String,
+    /// Its stdout (JSON log lines), read to the end once it exits.
+    lines: std::thread::JoinHandle<Vec<String>>,
 }
 
-/// Waits (20 s at most) until the server at `base` answers `/health`.
-async fn wait_until_serving(base: &str) {
-    let start = Instant::now();
-    while reqwest::get(format!("{base}/health")).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Starts `cmd` (a `hearth serve` on port 0: the kernel picks a free one, so no
+/// other process can take it between a probe and the bind) and waits (20 s at
+/// most) for the log line that says where it listens.
+fn serve(cmd: &mut Command) -> Served {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(listen) = v["listen"].as_str()
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("hearth is serving"))
+            {
+                let _ = tx.send(listen.to_owned());
+            }
+            all.push(line);
+        }
+        all
+    });
+    let listen = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server did not say where it listens within 20 s");
+    Served {
+        child,
+        base: format!("http://{listen}"),
+        lines,
+    }
+}
+
+impl Served {
+    /// SIGTERM, then its exit status and stdout.
+    fn stop(mut self) -> (Option<i32>, String) {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        (status.code(), self.lines.join().unwrap().join("\n"))
     }
 }
 
@@ -162,7 +199,6 @@ fn non_loopback_bind_without_keys_refuses_to_start() {
 async fn serve_logs_requests_and_shuts_down_gracefully() {
     let up = hearth_testkit::FakeUpstream::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = dir.path().join("hearth.toml");
     std::fs::write(
         &config,
@@ -173,29 +209,19 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
         ),
     )
     .unwrap();
-    let mut child = hearth()
-        .args([
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("ALICE_KEY", "sk-alice-secret-value")
-        .env("UP_KEY", "sk-upstream-secret-value")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_serving(&base).await;
+    let served = serve(
+        hearth()
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("ALICE_KEY", "sk-alice-secret-value")
+            .env("UP_KEY", "sk-upstream-secret-value"),
+    );
+    let base = served.base.clone();
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{base}/v1/chat/completions"))
@@ -213,14 +239,8 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
         Some("Bearer sk-upstream-secret-value")
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
-    let stdout = lines.join().unwrap().join("\n");
+    let (code, stdout) = served.stop();
+    assert_eq!(code, Some(0), "clean exit on SIGTERM");
 
     let logs = dir.path().join("data/logs");
     let file = std::fs::read_dir(&logs)
@@ -274,27 +294,20 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
         Duration::from_millis(150),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = dir.path().join("hearth.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 3\n[storage]\ndata_dir = \"{}\"\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\nmax_concurrency = 16\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 3\n[storage]\ndata_dir = \"{}\"\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\nmax_concurrency = 16\n",
             dir.path().join("data").display(),
             up.base_url()
         ),
     )
     .unwrap();
-    let mut child = hearth()
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_serving(&base).await;
+    let served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let base = served.base.clone();
     let start = Instant::now();
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", served.child.id()))
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
         .map(|c| c.trim().to_owned())
@@ -332,7 +345,7 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
@@ -343,8 +356,94 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
             "every stream ends whole: {body}"
         );
     }
+    let mut child = served.child;
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
+}
+
+/// Two Hearth processes on one data directory (two replicas on one SQLite file): the
+/// second's start must not mark the first's streaming reply interrupted (it used
+/// to: every start marked every unfinished reply), and the first's reply ends as
+/// it should, seen from either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_database_leave_each_others_replies_alone() {
+    let up = hearth_testkit::FakeUpstream::start().await.unwrap();
+    // Three pieces two seconds apart: the first process writes nothing of its reply
+    // for two seconds, while the second starts and looks.
+    up.set_default(hearth_testkit::Behaviour::slow(
+        "one two three",
+        3,
+        Duration::from_secs(2),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = \"{}\"\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\n",
+            dir.path().join("data").display(),
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let first = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let client = reqwest::Client::new();
+    let api = |base: &str, path: &str| format!("{base}/api/hearth/conversations{path}");
+    let conv: serde_json::Value = client
+        .post(api(&first.base, ""))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = conv["id"].as_str().unwrap().to_owned();
+    // The reply starts: its first piece came, so the reply is stored, streaming.
+    let mut reply = client
+        .post(api(&first.base, &format!("/{id}/messages")))
+        .json(&serde_json::json!({"content": "count"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = String::new();
+    while !events.contains(r#""type":"delta""#) {
+        let chunk = reply.chunk().await.unwrap().expect("the reply ended early");
+        events.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    let second = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let seen: serde_json::Value = client
+        .get(api(&second.base, &format!("/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["messages"][1]["role"], "assistant");
+    assert_eq!(
+        seen["messages"][1]["finish_reason"],
+        serde_json::Value::Null,
+        "still streaming, as the second process sees it: {seen}"
+    );
+
+    while let Some(chunk) = reply.chunk().await.unwrap() {
+        events.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(events.contains(r#""type":"done""#), "{events}");
+    let seen: serde_json::Value = client
+        .get(api(&second.base, &format!("/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["messages"][1]["finish_reason"], "stop", "{seen}");
+    assert_eq!(seen["messages"][1]["content"], "one two three");
+    assert_eq!(second.stop().0, Some(0));
+    assert_eq!(first.stop().0, Some(0));
 }

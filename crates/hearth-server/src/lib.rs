@@ -25,7 +25,7 @@ use hearth_config::{Config, Env, ProcessEnv};
 use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
 use hearth_http::{App, HttpState};
 use hearth_router::{Backend, Router};
-use hearth_store::Store;
+use hearth_store::{ConversationStore, SqliteStore};
 
 pub use backends::backend;
 pub use run::{RunError, event_loop};
@@ -50,7 +50,7 @@ pub enum BuildError {
 pub struct Server {
     config: Arc<Config>,
     gateway: Arc<Gateway>,
-    store: Arc<Store>,
+    store: Arc<dyn ConversationStore>,
     app: App<hearth_openai::Fast>,
 }
 
@@ -99,7 +99,8 @@ impl Server {
         self.gateway.router()
     }
 
-    pub fn store(&self) -> &Arc<Store> {
+    /// The conversation store (SQLite in `storage.data_dir`).
+    pub fn store(&self) -> &Arc<dyn ConversationStore> {
         &self.store
     }
 }
@@ -148,13 +149,13 @@ impl Builder {
             config.limits.default_tpm,
         );
         let gateway = Arc::new(Gateway::new(router, Arc::new(LocalLimiter::new()), keys));
-        let store = Store::open(&config.storage.data_dir)
+        let store = SqliteStore::open(&config.storage.data_dir)
             .await
             .map_err(|source| BuildError::Store {
                 dir: config.storage.data_dir.display().to_string(),
                 source,
             })?;
-        let store = Arc::new(store);
+        let store: Arc<dyn ConversationStore> = Arc::new(store);
         let state = HttpState::new(config.clone(), gateway.clone());
         let app = App::builder(state.clone())
             .protected(hearth_openai::routes(&state))

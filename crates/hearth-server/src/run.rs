@@ -102,6 +102,8 @@ impl Server {
         })
         .await
         .map_err(|_| RunError::Panicked)?;
+        // Every loop has drained: replies still unfinished are cut, and say so.
+        self.store.close().await;
         served.map_err(RunError::Serve)?;
         joined?;
         Ok(())

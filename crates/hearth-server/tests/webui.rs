@@ -18,7 +18,6 @@ use futures::StreamExt;
 use hearth_api::{ChatMessage, Usage, chat::chunk_body, chat::usage_chunk_body};
 use hearth_config::{Config, MapEnv};
 use hearth_router::{Backend, BackendError, Event, EventStream, FinishReason, Request, Wire};
-use hearth_store::Store;
 use serde_json::{Value, json};
 
 // ---- the fake backend ------------------------------------------------------------
@@ -154,7 +153,6 @@ struct App {
     fake: Arc<Fake>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), hearth_server::RunError>>,
-    store: Arc<Store>,
 }
 
 struct Opts {
@@ -164,6 +162,8 @@ struct Opts {
     keys: bool,
     /// More keys of the `[[keys]]` table `ui` (its `rpm`, `tpm`).
     key_limits: &'static str,
+    /// More `[[keys]]` tables.
+    more_keys: &'static str,
 }
 
 impl Default for Opts {
@@ -173,6 +173,7 @@ impl Default for Opts {
             max_message_bytes: None,
             keys: false,
             key_limits: "",
+            more_keys: "",
         }
     }
 }
@@ -184,6 +185,7 @@ impl App {
             toml.push_str("[[keys]]\nname = \"ui\"\nkey = \"sk-test-123\"\n");
             toml.push_str(opts.key_limits);
             toml.push('\n');
+            toml.push_str(opts.more_keys);
         }
         if let Some(n) = opts.max_message_bytes {
             toml.push_str(&format!("[limits]\nmax_message_bytes = {n}\n"));
@@ -214,7 +216,6 @@ impl App {
             .build()
             .await
             .unwrap();
-        let store = server.store().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -227,7 +228,6 @@ impl App {
             fake,
             stop: Some(tx),
             task,
-            store,
         }
     }
 
@@ -235,8 +235,8 @@ impl App {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        // The server closes its store once it has drained.
         let _ = (&mut self.task).await;
-        self.store.close().await;
     }
 
     fn url(&self, p: &str) -> String {
@@ -1153,5 +1153,79 @@ async fn the_uis_replies_are_limited_and_counted_against_the_callers_key() {
         line("hearth_key_tokens_total{key=\"ui\",kind=\"completion\"}"),
         "14"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn each_key_sees_only_its_own_conversations_and_an_admin_key_sees_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(
+        &dir,
+        Opts {
+            keys: true,
+            more_keys: "[[keys]]\nname = \"other\"\nkey = \"sk-other-123\"\n\
+                        [[keys]]\nname = \"boss\"\nkey = \"sk-boss-1234\"\nadmin = true\n",
+            ..Opts::default()
+        },
+    )
+    .await;
+    let call = |method: reqwest::Method, path: String, key: &'static str| {
+        app.http
+            .request(method, app.url(&path))
+            .bearer_auth(key)
+            .json(&json!({}))
+            .send()
+    };
+    let base = "/api/hearth/conversations".to_owned();
+    let mine: Value = call(reqwest::Method::POST, base.clone(), "sk-test-123")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = mine["id"].as_str().unwrap().to_owned();
+    assert_eq!(mine["owner"], "ui");
+    let one = format!("{base}/{id}");
+    // Another key: not listed, and not found however it is asked for.
+    let list: Value = call(reqwest::Method::GET, base.clone(), "sk-other-123")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([]));
+    for (method, path) in [
+        (reqwest::Method::GET, one.clone()),
+        (reqwest::Method::PATCH, one.clone()),
+        (reqwest::Method::DELETE, one.clone()),
+        (reqwest::Method::GET, format!("{one}/export")),
+        (reqwest::Method::POST, format!("{one}/regenerate")),
+    ] {
+        let r = call(method.clone(), path.clone(), "sk-other-123")
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{method} {path}");
+        assert_error(&r.json().await.unwrap(), "conversation_not_found");
+    }
+    assert_eq!(
+        call(reqwest::Method::GET, one.clone(), "sk-test-123")
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "still there for its owner"
+    );
+    // The admin key sees and manages everyone's.
+    let list: Value = call(reqwest::Method::GET, base.clone(), "sk-boss-1234")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    let r = call(reqwest::Method::DELETE, one.clone(), "sk-boss-1234")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     app.stop().await;
 }

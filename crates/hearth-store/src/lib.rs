@@ -1,29 +1,120 @@
-//! Conversations and messages of the chat UI, stored in SQLite through `sqlx`.
+//! Conversations and messages of the chat UI, behind the [`ConversationStore`]
+//! trait, stored in SQLite ([`SqliteStore`]) through `sqlx`.
 //!
 //! This crate owns the schema (versioned, forward-only migrations in `migrations/`),
 //! the connection settings (WAL, foreign keys, busy timeout) and every query the
-//! `/api/hearth/conversations` handlers need. It knows nothing of HTTP or of models: the
-//! HTTP layer validates input and turns [`StoreError`] into client errors.
+//! `/api/hearth/conversations` handlers need. It knows nothing of HTTP or of models:
+//! the HTTP layer validates input and turns [`StoreError`] into client errors.
+//!
+//! Three promises every implementation keeps, so that several Hearth processes can
+//! share one database:
+//! - **Owners.** Every conversation belongs to the principal that made it; reads,
+//!   changes and deletes take a [`Scope`] (an owner, or all for an admin key).
+//! - **Leased replies.** A streaming reply is leased by the store that writes it and
+//!   renewed while it streams; only a reply whose lease ran out (its writer died) is
+//!   marked interrupted, never one another live process is writing.
+//! - **No lost updates.** Changes are single statements or transactions, never a
+//!   read, a change in memory and a write back.
 //!
 //! The SQL is the subset SQLite and Postgres share (TEXT UUID ids, BIGINT
-//! millisecond times, `$n` parameters, `LIKE ... ESCAPE`), so that a Postgres
-//! store can follow with the same queries.
+//! millisecond times, `$n` parameters, `LIKE ... ESCAPE`, `RETURNING`), so that a
+//! Postgres store can follow with the same queries behind the same trait.
 //!
 //! # Layout
-//! - [`model`]: the rows ([`Conversation`], [`Message`]) and the inputs that create or change them.
-//! - [`store`]: [`Store`], the pool and the queries.
+//! - [`model`]: the rows ([`Conversation`], [`Message`]), the inputs that create or
+//!   change them, and [`Scope`].
+//! - `sqlite`: [`SqliteStore`], the pool, the lease keeper and the queries.
 //! - `error`: [`StoreError`].
 
 mod error;
 pub mod model;
-mod store;
+mod sqlite;
+
+use async_trait::async_trait;
 
 pub use error::StoreError;
 pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
-    Page, ReplyUpdate,
+    Page, ReplyUpdate, Scope,
 };
-pub use store::{DB_FILE, MAX_PAGE, Store, UNDO_WINDOW, title_from};
+pub use sqlite::{DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, title_from};
+
+/// Conversations and their messages. Message operations take a conversation id the
+/// caller has already checked against its [`Scope`] (with
+/// [`ConversationStore::conversation`]).
+#[async_trait]
+pub trait ConversationStore: Send + Sync + std::fmt::Debug + 'static {
+    async fn create_conversation(
+        &self,
+        owner: &str,
+        new: NewConversation,
+    ) -> Result<Conversation, StoreError>;
+
+    /// A live (not deleted) conversation the scope may see.
+    async fn conversation(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Newest first, paged by `(updated_at, id)` so a page costs the same at any depth.
+    async fn list_conversations(
+        &self,
+        scope: &Scope<'_>,
+        q: &ListQuery,
+    ) -> Result<Page, StoreError>;
+
+    /// Applies `patch`; `None` when there is no such live conversation in scope.
+    async fn update_conversation(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+        patch: ConversationPatch,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Moves a conversation to the trash, from where
+    /// [`ConversationStore::restore_conversation`] brings it back within
+    /// [`UNDO_WINDOW`]. False when there was none in scope.
+    async fn delete_conversation(&self, scope: &Scope<'_>, id: &str) -> Result<bool, StoreError>;
+
+    /// Undoes a delete. `None` when it is not in the trash (never was, or purged).
+    async fn restore_conversation(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+    ) -> Result<Option<Conversation>, StoreError>;
+
+    /// Every message of a conversation, in order.
+    async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError>;
+
+    async fn message(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// Appends a message at the end of the conversation and moves the conversation
+    /// to the top of the list. A conversation with no title takes the first line of
+    /// its first user message. An assistant message without a finish reason is a
+    /// reply that starts streaming now: this store leases it. `None` when the
+    /// conversation does not exist.
+    async fn append_message(
+        &self,
+        conversation_id: &str,
+        new: NewMessage,
+    ) -> Result<Option<Message>, StoreError>;
+
+    /// Writes the current state of a streaming reply (renewing its lease), and its
+    /// end when `finish_reason` is set (ending the lease).
+    async fn update_reply(&self, message_id: &str, u: &ReplyUpdate) -> Result<(), StoreError>;
+
+    /// Deletes the messages from position `seq` on (edit-and-resend, regenerate).
+    async fn truncate_from(&self, conversation_id: &str, seq: i64) -> Result<u64, StoreError>;
+
+    /// Marks interrupted the streaming replies whose writer's lease ran out. The
+    /// store does this on its own as it runs; returns how many.
+    async fn recover_interrupted(&self) -> Result<u64, StoreError>;
+
+    /// Stops the store: the replies it was writing are marked interrupted, and its
+    /// connections close.
+    async fn close(&self);
+}
 
 /// Milliseconds since the Unix epoch: the unit of every stored time.
 pub fn now_ms() -> i64 {

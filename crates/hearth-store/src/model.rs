@@ -12,6 +12,28 @@ pub struct Conversation {
     pub system_prompt: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Who it belongs to: the name of the API key that made it (`anonymous` without
+    /// keys).
+    pub owner: String,
+}
+
+/// Whose conversations an operation may see and change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Only this owner's.
+    Owner(&'a str),
+    /// Everyone's (an admin key).
+    All,
+}
+
+impl Scope<'_> {
+    /// `(all, owner)` as the queries bind them: `WHERE ($all OR owner = $owner)`.
+    pub(crate) fn binds(&self) -> (bool, &str) {
+        match self {
+            Scope::Owner(o) => (false, o),
+            Scope::All => (true, ""),
+        }
+    }
 }
 
 /// One message. Assistant messages carry the model, token counts, timings and
@@ -44,7 +66,8 @@ pub enum FinishReason {
     Stopped,
     /// The backend failed mid-reply.
     Error,
-    /// The server stopped while the reply was streaming (set at the next start).
+    /// The process writing the reply stopped while it was streaming (set when it
+    /// shuts down, or once its lease on the reply ran out).
     Interrupted,
 }
 

@@ -2,8 +2,12 @@
 #![allow(clippy::unwrap_used)]
 
 use hearth_store::{
-    ConversationPatch, FinishReason, ListQuery, NewConversation, NewMessage, ReplyUpdate, Store,
+    ConversationPatch, ConversationStore, FinishReason, ListQuery, NewConversation, NewMessage,
+    ReplyUpdate, Scope, SqliteStore,
 };
+
+/// Every owner's conversations (these tests are not about owners, but `owners_*`).
+const ALL: Scope<'static> = Scope::All;
 
 fn user(content: &str) -> NewMessage {
     NewMessage {
@@ -13,19 +17,19 @@ fn user(content: &str) -> NewMessage {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(dir.path()).await.unwrap()
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(dir.path()).await.unwrap()
 }
 
 #[tokio::test]
 async fn opens_with_wal_and_migrations_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
-    let store = Store::open(&nested).await.unwrap();
+    let store = SqliteStore::open(&nested).await.unwrap();
     assert!(nested.join("hearth.db").exists());
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     store
@@ -35,13 +39,13 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
         .unwrap();
     store.close().await;
     // WAL mode leaves its -wal file next to the database while open.
-    let store = Store::open(&nested).await.unwrap();
+    let store = SqliteStore::open(&nested).await.unwrap();
     assert!(nested.join("hearth.db-wal").exists());
     let msgs = store.messages(&c.id).await.unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -49,7 +53,7 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     assert_eq!(c.title, "");
@@ -73,13 +77,18 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
         .unwrap();
     assert_eq!((m0.seq, m1.seq), (0, 1));
     assert_eq!(m1.finish_reason, None);
-    let c2 = store.conversation(&c.id).await.unwrap().unwrap();
+    let c2 = store.conversation(&ALL, &c.id).await.unwrap().unwrap();
     assert_eq!(c2.title, "What is Rust?");
     assert!(c2.updated_at >= c.updated_at);
     // A titled conversation keeps its title.
     store.append_message(&c.id, user("another")).await.unwrap();
     assert_eq!(
-        store.conversation(&c.id).await.unwrap().unwrap().title,
+        store
+            .conversation(&ALL, &c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .title,
         "What is Rust?"
     );
     // Unknown conversation.
@@ -97,7 +106,7 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     store.append_message(&c.id, user("hi")).await.unwrap();
@@ -183,10 +192,13 @@ async fn list_is_newest_first_paged_and_searchable() {
     let mut ids = Vec::new();
     for i in 0..25 {
         let c = store
-            .create_conversation(NewConversation {
-                title: Some(format!("chat {i}")),
-                ..NewConversation::default()
-            })
+            .create_conversation(
+                "anonymous",
+                NewConversation {
+                    title: Some(format!("chat {i}")),
+                    ..NewConversation::default()
+                },
+            )
             .await
             .unwrap();
         ids.push(c.id);
@@ -202,11 +214,14 @@ async fn list_is_newest_first_paged_and_searchable() {
     let mut cursor = None;
     loop {
         let page = store
-            .list_conversations(&ListQuery {
-                search: None,
-                limit: 10,
-                cursor,
-            })
+            .list_conversations(
+                &ALL,
+                &ListQuery {
+                    search: None,
+                    limit: 10,
+                    cursor,
+                },
+            )
             .await
             .unwrap();
         seen.extend(page.data.iter().map(|c| c.id.clone()));
@@ -228,28 +243,37 @@ async fn list_is_newest_first_paged_and_searchable() {
         limit: 50,
         cursor: None,
     };
-    let by_content = store.list_conversations(&find("zebra_50%")).await.unwrap();
+    let by_content = store
+        .list_conversations(&ALL, &find("zebra_50%"))
+        .await
+        .unwrap();
     assert_eq!(by_content.data.len(), 1);
     assert_eq!(by_content.data[0].id, ids[7]);
     // Wildcards in the search are literal: "_" does not match any character.
     assert_eq!(
         store
-            .list_conversations(&find("chat_1"))
+            .list_conversations(&ALL, &find("chat_1"))
             .await
             .unwrap()
             .data
             .len(),
         0
     );
-    let by_title = store.list_conversations(&find("CHAT 1")).await.unwrap();
+    let by_title = store
+        .list_conversations(&ALL, &find("CHAT 1"))
+        .await
+        .unwrap();
     assert_eq!(by_title.data.len(), 11, "chat 1, chat 10..19");
     assert!(
         store
-            .list_conversations(&ListQuery {
-                search: None,
-                limit: 10,
-                cursor: Some("bogus".into())
-            })
+            .list_conversations(
+                &ALL,
+                &ListQuery {
+                    search: None,
+                    limit: 10,
+                    cursor: Some("bogus".into())
+                }
+            )
             .await
             .is_err()
     );
@@ -260,12 +284,13 @@ async fn rename_delete_undo() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     store.append_message(&c.id, user("hello")).await.unwrap();
     let renamed = store
         .update_conversation(
+            &ALL,
             &c.id,
             ConversationPatch {
                 title: Some("Renamed".into()),
@@ -280,6 +305,7 @@ async fn rename_delete_undo() {
     assert_eq!(renamed.model.as_deref(), Some("m2"));
     let cleared = store
         .update_conversation(
+            &ALL,
             &c.id,
             ConversationPatch {
                 system_prompt: Some(None),
@@ -292,12 +318,12 @@ async fn rename_delete_undo() {
     assert_eq!(cleared.system_prompt, None);
     assert_eq!(cleared.title, "Renamed");
 
-    assert!(store.delete_conversation(&c.id).await.unwrap());
+    assert!(store.delete_conversation(&ALL, &c.id).await.unwrap());
     assert!(
-        !store.delete_conversation(&c.id).await.unwrap(),
+        !store.delete_conversation(&ALL, &c.id).await.unwrap(),
         "already deleted"
     );
-    assert!(store.conversation(&c.id).await.unwrap().is_none());
+    assert!(store.conversation(&ALL, &c.id).await.unwrap().is_none());
     let all = ListQuery {
         search: None,
         limit: 50,
@@ -305,7 +331,7 @@ async fn rename_delete_undo() {
     };
     assert!(
         store
-            .list_conversations(&all)
+            .list_conversations(&ALL, &all)
             .await
             .unwrap()
             .data
@@ -313,22 +339,30 @@ async fn rename_delete_undo() {
     );
     assert!(
         store
-            .update_conversation(&c.id, ConversationPatch::default())
+            .update_conversation(&ALL, &c.id, ConversationPatch::default())
             .await
             .unwrap()
             .is_none()
     );
 
-    let back = store.restore_conversation(&c.id).await.unwrap().unwrap();
+    let back = store
+        .restore_conversation(&ALL, &c.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(back.title, "Renamed");
     assert_eq!(store.messages(&c.id).await.unwrap().len(), 1);
     assert!(
-        store.restore_conversation(&c.id).await.unwrap().is_none(),
+        store
+            .restore_conversation(&ALL, &c.id)
+            .await
+            .unwrap()
+            .is_none(),
         "not in the trash"
     );
 
     // Past the undo window it is gone for good, messages too.
-    store.delete_conversation(&c.id).await.unwrap();
+    store.delete_conversation(&ALL, &c.id).await.unwrap();
     assert_eq!(
         store
             .purge_deleted(std::time::Duration::ZERO)
@@ -336,7 +370,13 @@ async fn rename_delete_undo() {
             .unwrap(),
         1
     );
-    assert!(store.restore_conversation(&c.id).await.unwrap().is_none());
+    assert!(
+        store
+            .restore_conversation(&ALL, &c.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(store.messages(&c.id).await.unwrap().is_empty());
 }
 
@@ -345,7 +385,7 @@ async fn truncate_for_edit_and_regenerate() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     for i in 0..4 {
@@ -376,7 +416,7 @@ async fn concurrent_appends_keep_unique_positions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let c = store
-        .create_conversation(NewConversation::default())
+        .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
     let tasks: Vec<_> = (0..20)

@@ -1,6 +1,8 @@
 //! `/api/hearth/conversations`: the chat UI's server-side history.
 //!
-//! Conversations and messages live in [`hearth_store::Store`]; replies come from the
+//! Conversations and messages live in a [`hearth_store::ConversationStore`], each
+//! owned by the key that made it and seen only by it (an admin key sees all);
+//! replies come from the
 //! gateway in-process (never through `/v1`), run as the caller's principal, so they
 //! are limited and counted against its key like any API request. Every error has
 //! the OpenAI shape, like `/v1`.
@@ -32,11 +34,13 @@ use axum::routing::{get, post};
 use hearth_api::{ApiError, ErrorKind};
 use hearth_config::LimitsConfig;
 use hearth_store::{
-    Conversation, ConversationPatch, ListQuery, Message, NewConversation, Store, StoreError,
+    Conversation, ConversationPatch, ConversationStore, ListQuery, Message, NewConversation, Scope,
+    StoreError,
 };
 use serde_json::{Map, Value, json};
 
-use hearth_gateway::Gateway;
+use axum::Extension;
+use hearth_gateway::{Gateway, Principal};
 use hearth_http::HttpError;
 
 pub use context::{Plan, estimate_tokens, plan};
@@ -68,7 +72,7 @@ impl From<&LimitsConfig> for ApiLimits {
 #[derive(Clone)]
 pub(crate) struct Api {
     gateway: Arc<Gateway>,
-    store: Arc<Store>,
+    store: Arc<dyn ConversationStore>,
     limits: ApiLimits,
 }
 
@@ -76,7 +80,11 @@ type ApiResult<T = Response> = Result<T, HttpError>;
 
 /// The conversation routes; state applied, ready to merge behind the server's key
 /// check (handlers read the caller's `Principal` from the request).
-pub fn routes(gateway: Arc<Gateway>, store: Arc<Store>, limits: ApiLimits) -> Router {
+pub fn routes(
+    gateway: Arc<Gateway>,
+    store: Arc<dyn ConversationStore>,
+    limits: ApiLimits,
+) -> Router {
     let api = Api {
         gateway,
         store,
@@ -140,10 +148,16 @@ pub(crate) fn not_found(id: &str) -> HttpError {
 }
 
 impl Api {
-    pub(crate) async fn conversation(&self, id: &str) -> ApiResult<Conversation> {
+    /// A conversation the caller may see (another owner's is not found: its
+    /// existence is not the caller's business).
+    pub(crate) async fn conversation(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+    ) -> ApiResult<Conversation> {
         check_id(id, "id")?;
         self.store
-            .conversation(id)
+            .conversation(scope, id)
             .await
             .map_err(store_error)?
             .ok_or_else(|| not_found(id))
@@ -230,6 +244,16 @@ impl Api {
     }
 }
 
+/// Whose conversations `principal` works on: its own, or every owner's for an
+/// admin key.
+pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
+    if principal.admin {
+        Scope::All
+    } else {
+        Scope::Owner(&principal.id)
+    }
+}
+
 /// Rejects fields the endpoint does not know, so a typo is not silently ignored.
 pub(crate) fn only(map: &Map<String, Value>, known: &[&str]) -> Result<(), HttpError> {
     match map.keys().find(|k| !known.contains(&k.as_str())) {
@@ -281,6 +305,7 @@ fn detail(c: &Conversation, messages: &[Message], plan: Plan) -> Value {
 
 async fn list(
     State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| {
@@ -313,11 +338,14 @@ async fn list(
     }
     let page = api
         .store
-        .list_conversations(&ListQuery {
-            search,
-            limit,
-            cursor: q.get("cursor").cloned(),
-        })
+        .list_conversations(
+            &scope(&principal),
+            &ListQuery {
+                search,
+                limit,
+                cursor: q.get("cursor").cloned(),
+            },
+        )
         .await
         .map_err(store_error)?;
     Ok(json_response(
@@ -326,7 +354,12 @@ async fn list(
     ))
 }
 
-async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiResult {
+async fn create(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     // An empty body creates an untitled conversation with the default model.
     let map = api.object_or_empty(&headers, body).await?;
     only(&map, &["title", "model", "system_prompt"])?;
@@ -344,11 +377,14 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Body) -> ApiRe
     }
     let c = api
         .store
-        .create_conversation(NewConversation {
-            title: title.map(|t| t.trim().to_owned()),
-            model,
-            system_prompt: system_prompt.filter(|s| !s.trim().is_empty()),
-        })
+        .create_conversation(
+            &principal.id,
+            NewConversation {
+                title: title.map(|t| t.trim().to_owned()),
+                model,
+                system_prompt: system_prompt.filter(|s| !s.trim().is_empty()),
+            },
+        )
         .await
         .map_err(store_error)?;
     Ok(json_response(StatusCode::CREATED, &c))
@@ -365,8 +401,12 @@ fn check_title(api: &Api, t: &str) -> Result<(), HttpError> {
     Ok(())
 }
 
-async fn show(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
-    let c = api.conversation(&id).await?;
+async fn show(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let c = api.conversation(&scope(&principal), &id).await?;
     let messages = api.store.messages(&id).await.map_err(store_error)?;
     let p = plan(
         &messages,
@@ -378,6 +418,7 @@ async fn show(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
 
 async fn update(
     State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -405,6 +446,7 @@ async fn update(
     let c = api
         .store
         .update_conversation(
+            &scope(&principal),
             &id,
             ConversationPatch {
                 title,
@@ -418,11 +460,15 @@ async fn update(
     Ok(json_response(StatusCode::OK, &c))
 }
 
-async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+async fn remove(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
     check_id(&id, "id")?;
     if !api
         .store
-        .delete_conversation(&id)
+        .delete_conversation(&scope(&principal), &id)
         .await
         .map_err(store_error)?
     {
@@ -435,9 +481,13 @@ async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
     ))
 }
 
-async fn restore(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
+async fn restore(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult {
     check_id(&id, "id")?;
-    let c = api.store.restore_conversation(&id).await.map_err(store_error)?.ok_or_else(|| {
+    let c = api.store.restore_conversation(&scope(&principal), &id).await.map_err(store_error)?.ok_or_else(|| {
         HttpError(
             ApiError::new(ErrorKind::NotFound, format!("conversation `{id}` is not in the trash (never deleted, or deleted too long ago)"))
                 .with_param("id")
@@ -449,10 +499,11 @@ async fn restore(State(api): State<Api>, Path(id): Path<String>) -> ApiResult {
 
 async fn export(
     State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
-    let c = api.conversation(&id).await?;
+    let c = api.conversation(&scope(&principal), &id).await?;
     let messages = api.store.messages(&id).await.map_err(store_error)?;
     let format = q.get("format").map_or("json", String::as_str);
     let stem = file_stem(&c);
@@ -561,6 +612,7 @@ mod tests {
             system_prompt: None,
             created_at: 0,
             updated_at: 0,
+            owner: "anonymous".into(),
         };
         assert_eq!(file_stem(&c), "hello-world-etc");
         c.title = "日本".into();

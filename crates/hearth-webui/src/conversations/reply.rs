@@ -25,7 +25,7 @@ use futures::StreamExt;
 use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage, ErrorKind, StreamOptions};
 use hearth_gateway::Metered;
 use hearth_router::{Event, Request};
-use hearth_store::{Conversation, FinishReason, Message, NewMessage, ReplyUpdate};
+use hearth_store::{Conversation, FinishReason, Message, NewMessage, ReplyUpdate, Scope};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -48,7 +48,7 @@ pub(super) async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let mut conv = api.conversation(&id).await?;
+    let mut conv = api.conversation(&super::scope(&principal), &id).await?;
     let map = api.object(&headers, body).await?;
     only(&map, &["content", "model", "replace", "max_tokens"])?;
     let content = match map.get("content") {
@@ -140,7 +140,7 @@ pub(super) async fn regenerate(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let mut conv = api.conversation(&id).await?;
+    let mut conv = api.conversation(&super::scope(&principal), &id).await?;
     let map = api.object_or_empty(&headers, body).await?;
     only(&map, &["model", "max_tokens"])?;
     let max_tokens = max_tokens(&map)?;
@@ -189,9 +189,10 @@ async fn switch_model(
             model: Some(model),
             ..Default::default()
         };
+        // The conversation was found in the caller's scope just before.
         if let Some(c) = api
             .store
-            .update_conversation(&conv.id, patch)
+            .update_conversation(&Scope::All, &conv.id, patch)
             .await
             .map_err(store_error)?
         {

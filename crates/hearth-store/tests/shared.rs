@@ -1,0 +1,292 @@
+//! What lets several principals and several Hearth processes share one database:
+//! owners, leased replies, single-statement updates, and migrations from the
+//! previous release's schema.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use hearth_store::{
+    ConversationPatch, ConversationStore, ListQuery, NewConversation, NewMessage, Options,
+    ReplyUpdate, Scope, SqliteStore,
+};
+
+fn reply() -> NewMessage {
+    NewMessage {
+        role: "assistant".into(),
+        ..NewMessage::default()
+    }
+}
+
+fn user(content: &str) -> NewMessage {
+    NewMessage {
+        role: "user".into(),
+        content: content.into(),
+        ..NewMessage::default()
+    }
+}
+
+fn page() -> ListQuery {
+    ListQuery {
+        limit: 50,
+        ..ListQuery::default()
+    }
+}
+
+#[tokio::test]
+async fn owners_see_and_change_only_their_own_and_an_admin_sees_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let alice = Scope::Owner("alice");
+    let bob = Scope::Owner("bob");
+    let a = store
+        .create_conversation("alice", NewConversation::default())
+        .await
+        .unwrap();
+    let b = store
+        .create_conversation("bob", NewConversation::default())
+        .await
+        .unwrap();
+    assert_eq!(a.owner, "alice");
+    let ids = |p: hearth_store::Page| p.data.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_conversations(&alice, &page()).await.unwrap()),
+        std::slice::from_ref(&a.id)
+    );
+    assert_eq!(
+        store
+            .list_conversations(&Scope::All, &page())
+            .await
+            .unwrap()
+            .data
+            .len(),
+        2
+    );
+    // Bob cannot read, rename, delete or restore Alice's conversation: to him it
+    // does not exist.
+    assert!(store.conversation(&bob, &a.id).await.unwrap().is_none());
+    let rename = ConversationPatch {
+        title: Some("mine now".into()),
+        ..ConversationPatch::default()
+    };
+    assert!(
+        store
+            .update_conversation(&bob, &a.id, rename.clone())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!store.delete_conversation(&bob, &a.id).await.unwrap());
+    assert!(store.conversation(&alice, &a.id).await.unwrap().is_some());
+    assert!(store.delete_conversation(&alice, &a.id).await.unwrap());
+    assert!(
+        store
+            .restore_conversation(&bob, &a.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The admin can.
+    let restored = store
+        .restore_conversation(&Scope::All, &a.id)
+        .await
+        .unwrap();
+    assert_eq!(restored.unwrap().owner, "alice");
+    assert_eq!(
+        store
+            .update_conversation(&Scope::All, &b.id, rename)
+            .await
+            .unwrap()
+            .unwrap()
+            .title,
+        "mine now"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_of_different_fields_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let c = store
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    // One writer renames, the other sets the system prompt, interleaved on the
+    // pool's connections. Each sees the row as its update left it: the other field
+    // must only ever move forward. A read-modify-write writes back a stale copy of
+    // the other field, which shows here as a step back (and at the end as a lost
+    // update).
+    let number = |s: Option<&str>| s.and_then(|s| s[1..].parse::<i32>().ok()).unwrap_or(-1);
+    let writer = |title: bool| {
+        let (store, id) = (store.clone(), c.id.clone());
+        tokio::spawn(async move {
+            let mut seen = -1;
+            for i in 0..300 {
+                let patch = if title {
+                    ConversationPatch {
+                        title: Some(format!("t{i}")),
+                        ..ConversationPatch::default()
+                    }
+                } else {
+                    ConversationPatch {
+                        system_prompt: Some(Some(format!("s{i}"))),
+                        ..ConversationPatch::default()
+                    }
+                };
+                let row = store
+                    .update_conversation(&Scope::All, &id, patch)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let other = if title {
+                    number(row.system_prompt.as_deref())
+                } else {
+                    number(Some(row.title.as_str()).filter(|t| !t.is_empty()))
+                };
+                assert!(
+                    other >= seen,
+                    "the other field went back from {seen} to {other}"
+                );
+                seen = other;
+            }
+        })
+    };
+    let (a, b) = (writer(true), writer(false));
+    a.await.unwrap();
+    b.await.unwrap();
+    let c = store
+        .conversation(&Scope::All, &c.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.title, "t299");
+    assert_eq!(c.system_prompt.as_deref(), Some("s299"));
+}
+
+/// Two stores on one file stand for two Hearth processes sharing a database.
+#[tokio::test]
+async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_millis(600);
+    let first = SqliteStore::open_with(
+        dir.path(),
+        Options {
+            lease,
+            keeper: true,
+        },
+    )
+    .await
+    .unwrap();
+    let c = first
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    first.append_message(&c.id, user("hi")).await.unwrap();
+    let live = first.append_message(&c.id, reply()).await.unwrap().unwrap();
+
+    // A second process starts on the same file (it sweeps at start): the first's
+    // reply goes on streaming, and keeps going past its lease while the first
+    // renews it.
+    let second = SqliteStore::open_with(
+        dir.path(),
+        Options {
+            lease,
+            keeper: false,
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(lease * 2).await;
+    assert_eq!(second.recover_interrupted().await.unwrap(), 0);
+    let m = second.message(&live.id).await.unwrap().unwrap();
+    assert_eq!(m.finish_reason, None, "a live reply is not interrupted");
+    first
+        .update_reply(
+            &live.id,
+            &ReplyUpdate {
+                content: "still going".into(),
+                ..ReplyUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+
+    // The first process dies (no close: its leases are simply no longer renewed).
+    drop(first);
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(second.recover_interrupted().await.unwrap(), 1);
+    let m = second.message(&live.id).await.unwrap().unwrap();
+    assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
+    assert_eq!(m.content, "still going", "what it wrote is kept");
+}
+
+#[tokio::test]
+async fn closing_ends_only_this_stores_own_unfinished_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = SqliteStore::open(dir.path()).await.unwrap();
+    let two = SqliteStore::open(dir.path()).await.unwrap();
+    let c = one
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    let mine = one.append_message(&c.id, reply()).await.unwrap().unwrap();
+    let theirs = two.append_message(&c.id, reply()).await.unwrap().unwrap();
+    one.close().await;
+    let m = |id: String| {
+        let two = two.clone();
+        async move { two.message(&id).await.unwrap().unwrap().finish_reason }
+    };
+    assert_eq!(m(mine.id).await.as_deref(), Some("interrupted"));
+    assert_eq!(m(theirs.id).await, None);
+}
+
+#[tokio::test]
+async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
+    // A database made by the release before owners and leases: its one migration.
+    let dir = tempfile::tempdir().unwrap();
+    let old_migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&old_migrations).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/0001_conversations.sql"
+        ),
+        old_migrations.join("0001_conversations.sql"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", data.join("hearth.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old_migrations.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO conversations (id, title, created_at, updated_at) VALUES ('c1', 'old', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO messages (id, conversation_id, seq, role, content, created_at) \
+         VALUES ('m1', 'c1', 0, 'assistant', 'cut off', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 2);
+    let c = store
+        .conversation(&Scope::Owner("anonymous"), "c1")
+        .await
+        .unwrap();
+    assert_eq!(c.map(|c| c.title).as_deref(), Some("old"));
+    // A reply the old release left streaming has no lease: its writer is gone.
+    let m = store.message("m1").await.unwrap().unwrap();
+    assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
+    assert_eq!(m.content, "cut off");
+}
