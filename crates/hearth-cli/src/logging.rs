@@ -1,6 +1,8 @@
 //! Process-wide logging: JSON lines to stdout and to `log_dir/hearth.YYYY-MM-DD.log`
 //! (rotated daily), pruned to `retention_days` and `max_total_bytes`. The level comes
-//! from `HEARTH_LOG`, else `log.level`.
+//! from `HEARTH_LOG`, else `log.level`. A line logged while serving a request (or a
+//! job) carries its span, `"span":{"name":"request","id":...,"key":...}`, so an
+//! error deep in the work says which request it belongs to.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -43,7 +45,7 @@ pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
     let file_layer = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
-        .with_current_span(false)
+        .with_current_span(true)
         .with_span_list(false)
         .with_writer(file_writer);
     let stdout_layer = if config.log.stdout {
@@ -53,7 +55,7 @@ pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
-                .with_current_span(false)
+                .with_current_span(true)
                 .with_span_list(false)
                 .with_writer(w),
         )

@@ -29,6 +29,18 @@ pub struct EngineStats {
     pub generated_tokens: u64,
 }
 
+/// Holds back an engine's loading until [`LoadGate::open`] (see
+/// [`EmbeddedBackend::start_gated`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct LoadGate(std::sync::mpsc::Sender<()>);
+
+impl LoadGate {
+    pub fn open(self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// A GGUF model served in-process by llama.cpp.
 pub struct EmbeddedBackend {
     name: String,
@@ -43,6 +55,22 @@ impl EmbeddedBackend {
     /// on the engine's own thread. Returns at once; [`Backend::status`] says
     /// `loading` until the model can serve, `unavailable` if loading failed.
     pub fn start(cfg: &ModelConfig) -> Result<Arc<EmbeddedBackend>, EngineError> {
+        Self::start_after(cfg, None)
+    }
+
+    /// As [`EmbeddedBackend::start`], but loading waits until the returned gate is
+    /// opened (or dropped): tests observe the `loading` state for as long as they
+    /// need, rather than betting that loading is slower than their first request.
+    #[doc(hidden)]
+    pub fn start_gated(cfg: &ModelConfig) -> Result<(Arc<EmbeddedBackend>, LoadGate), EngineError> {
+        let (open, gate) = std::sync::mpsc::channel();
+        Ok((Self::start_after(cfg, Some(gate))?, LoadGate(open)))
+    }
+
+    fn start_after(
+        cfg: &ModelConfig,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> Result<Arc<EmbeddedBackend>, EngineError> {
         let embedded = cfg.embedded_config().ok_or_else(|| {
             EngineError::Config(format!(
                 "model `{}` is not an embedded model (backend = \"{}\")",
@@ -63,7 +91,12 @@ impl EmbeddedBackend {
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
-            .spawn(move || scheduler::run(settings, thread_shared, rx))
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                scheduler::run(settings, thread_shared, rx);
+            })
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
             name: cfg.name.clone(),

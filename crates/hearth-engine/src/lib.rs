@@ -31,7 +31,7 @@ mod scheduler;
 pub mod settings;
 mod text;
 
-pub use backend::{EmbeddedBackend, EngineStats};
+pub use backend::{EmbeddedBackend, EngineStats, LoadGate};
 pub use gguf::{GgufError, GgufInfo, inspect};
 
 /// Why the engine could not start.

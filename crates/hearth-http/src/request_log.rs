@@ -152,11 +152,15 @@ fn hex16(word: u64) -> [u8; 16] {
     out
 }
 
-/// The access-log middleware of the axum routes: [`start`], the route, [`finish`].
+/// The access-log middleware of the axum routes: [`start`], the route (in a span
+/// named by the request's id, so whatever it logs says which request it was),
+/// [`finish`].
 pub async fn middleware(mut req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let log = start(&req);
     req.extensions_mut().insert(log.clone());
-    finish(log, next.run(req).await)
+    let span = tracing::info_span!("request", id = log.id());
+    finish(log, next.run(req).instrument(span).await)
 }
 
 /// Begins a request's log: its id (the client's or a new one) and its clock.
@@ -205,24 +209,35 @@ impl Drop for Guard {
         if let Some(m) = &r.model {
             m.request(self.status, latency, r.ttft, r.usage);
         }
-        tracing::info!(
-            target: "hearth::access",
-            request_id = self.log.id(),
-            method = %log.method,
-            path = %log.path,
-            status = self.status,
-            key_id = r.key_id.as_deref(),
-            model = r.model.as_deref().map(ModelMetrics::model),
-            backend = r.backend,
-            stream = r.stream,
-            attempts = r.attempts,
-            latency_ms = ms(latency),
-            ttft_ms = r.ttft.map(ms),
-            prompt_tokens = r.usage.map(|u| u.prompt_tokens),
-            completion_tokens = r.usage.map(|u| u.completion_tokens),
-            error = r.error.as_deref(),
-            "request"
-        );
+        // A failed request's line is its error's one log line (at `warn`, so it
+        // shows at the quieter levels too); others are `info`.
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(
+                    target: "hearth::access",
+                    request_id = self.log.id(),
+                    method = %log.method,
+                    path = %log.path,
+                    status = self.status,
+                    key_id = r.key_id.as_deref(),
+                    model = r.model.as_deref().map(ModelMetrics::model),
+                    backend = r.backend,
+                    stream = r.stream,
+                    attempts = r.attempts,
+                    latency_ms = ms(latency),
+                    ttft_ms = r.ttft.map(ms),
+                    prompt_tokens = r.usage.map(|u| u.prompt_tokens),
+                    completion_tokens = r.usage.map(|u| u.completion_tokens),
+                    error = r.error.as_deref(),
+                    "request"
+                )
+            };
+        }
+        if r.error.is_some() || self.status >= 500 {
+            line!(warn);
+        } else {
+            line!(info);
+        }
     }
 }
 

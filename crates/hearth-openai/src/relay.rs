@@ -109,8 +109,9 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
                 Some(Err(e)) => {
                     self.finished = true;
                     let api: ApiError = e.to_api_error();
-                    tracing::warn!(request_id = self.log.id(), error = %e, "stream failed after it began");
-                    self.log.set_error(&e.to_string());
+                    // Logged once, in the request's access line.
+                    self.log
+                        .set_error(&format!("the stream failed after it began: {e}"));
                     put_data(out, &api.to_json());
                 }
                 None => {

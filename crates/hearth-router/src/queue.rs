@@ -113,7 +113,19 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    /// Lets other tasks run until `f` holds (a waiter queued), without guessing how
+    /// long that takes.
+    #[allow(clippy::panic)]
+    async fn until(f: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if f() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the condition never held");
+    }
 
     #[tokio::test]
     async fn serves_in_arrival_order_and_bounds_the_queue() {
@@ -122,12 +134,12 @@ mod tests {
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for i in 0..2 {
-            let (q, order) = (q.clone(), order.clone());
+            let (q2, order) = (q.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let _p = q.acquire().await.unwrap();
+                let _p = q2.acquire().await.unwrap();
                 order.lock().unwrap().push(i);
             }));
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            until(|| q.waiting() == i + 1).await;
         }
         assert_eq!(q.waiting(), 2);
         assert!(q.acquire().await.is_err(), "third waiter must be refused");
@@ -145,8 +157,7 @@ mod tests {
         let held = q.acquire().await.unwrap();
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.acquire().await.map(|_| ()) });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(q.waiting(), 1);
+        until(|| q.waiting() == 1).await;
         waiter.abort();
         let _ = waiter.await;
         assert_eq!(q.waiting(), 0);

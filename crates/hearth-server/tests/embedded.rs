@@ -20,13 +20,19 @@ fn embedded_toml(extra: &str) -> String {
     )
 }
 
-/// The gateway over embedded engines: each starts loading before the server
-/// answers its first request, as in `hearth serve`.
-async fn serve(toml: &str) -> Gateway {
-    Gateway::start_with_backends(toml, MapEnv::default(), |m| {
-        hearth_engine::EmbeddedBackend::start(m).unwrap()
+/// The server over an embedded engine whose loading waits for the returned gate,
+/// so the test sees it loading for as long as it looks (loading is otherwise
+/// quick enough to race a test's first request).
+async fn serve(toml: &str) -> (Gateway, hearth_engine::LoadGate) {
+    let gate = std::sync::Mutex::new(None);
+    let gw = Gateway::start_with_backends(toml, MapEnv::default(), |m| {
+        let (engine, g) = hearth_engine::EmbeddedBackend::start_gated(m).unwrap();
+        *gate.lock().unwrap() = Some(g);
+        engine
     })
-    .await
+    .await;
+    let gate = gate.into_inner().unwrap().unwrap();
+    (gw, gate)
 }
 
 async fn say_hi(gw: &Gateway) -> reqwest::Response {
@@ -46,10 +52,7 @@ async fn get(gw: &Gateway, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_while_the_model_loads_then_200() {
-    let gw = serve(&embedded_toml("")).await;
-
-    // Loading a GGUF takes far longer (tens of ms at the least) than a loopback
-    // request to a server that is already listening.
+    let (gw, gate) = serve(&embedded_toml("")).await;
     let (code, body) = get(&gw, "/ready").await;
     assert_eq!(code, 503, "{body}");
     assert_eq!(body["status"], "not_ready", "{body}");
@@ -62,6 +65,7 @@ async fn ready_is_503_while_the_model_loads_then_200() {
     // /health is liveness: 200 while loading.
     assert_eq!(get(&gw, "/health").await.0, 200);
 
+    gate.open();
     let start = Instant::now();
     let body = loop {
         let (code, body) = get(&gw, "/ready").await;
@@ -92,7 +96,7 @@ async fn ready_is_503_while_the_model_loads_then_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_while_loading_gets_503_with_retry_after() {
-    let gw = serve(&embedded_toml("retries = 0\n")).await;
+    let (gw, _gate) = serve(&embedded_toml("retries = 0\n")).await;
     let r = say_hi(&gw).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());

@@ -1229,3 +1229,72 @@ async fn each_key_sees_only_its_own_conversations_and_an_admin_key_sees_all() {
     assert_eq!(r.status(), 200);
     app.stop().await;
 }
+
+/// Log lines as the server writes them (JSON, with the current span), caught in
+/// memory for one test.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn json(&self) -> Vec<Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn what_a_reply_logs_in_its_own_task_says_which_request_it_was() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_writer(move || sink.clone())
+            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+    );
+    // Process-wide: the server's other event loop runs on a thread of its own (each
+    // test is a process of its own under nextest).
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir, Opts::default()).await;
+    let id = app.create(json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = app
+        .http
+        .post(app.url(&format!("/api/hearth/conversations/{id}/messages")))
+        .header("x-request-id", "ui-req-42")
+        .json(&json!({"content": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap();
+    let stored = lines
+        .json()
+        .into_iter()
+        .find(|l| l["message"] == "reply stored")
+        .unwrap_or_else(|| panic!("no `reply stored` line in {:?}", lines.json()));
+    assert_eq!(stored["span"]["name"], "request");
+    assert_eq!(stored["span"]["id"], "ui-req-42", "{stored}");
+    assert_eq!(stored["span"]["key"], "anonymous", "{stored}");
+    app.stop().await;
+}

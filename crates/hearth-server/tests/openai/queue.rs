@@ -7,20 +7,37 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 
 use crate::harness::*;
 
+/// The model's queue: (in flight, waiting).
+fn load(gw: &Gateway) -> (usize, usize) {
+    let m = gw.router.iter().next().unwrap();
+    (m.in_flight(), m.queue_depth())
+}
+
+/// Waits (5 s at most) until the model's queue is `want`.
+async fn until_load(gw: &Gateway, want: (usize, usize)) {
+    assert!(
+        eventually(Duration::from_secs(5), || load(gw) == want).await,
+        "the queue never became {want:?}: {:?}",
+        load(gw)
+    );
+}
+
 #[tokio::test]
 async fn max_concurrency_one_is_sequential_in_arrival_order() {
     let up = FakeUpstream::start().await.unwrap();
-    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(150)));
+    // The first holds the one slot until the others have all queued behind it.
+    up.push(Behaviour::slow("x", 1, Duration::from_millis(800)));
+    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(20)));
     let gw = std::sync::Arc::new(
         Gateway::start(&upstream_model("m", &up.base_url(), "max_concurrency = 1")).await,
     );
     let mut tasks = Vec::new();
     for i in 0..4 {
-        let gw = gw.clone();
+        let client = gw.clone();
         tasks.push(tokio::spawn(async move {
             let mut body = chat_body("m", false);
             body["user"] = serde_json::json!(format!("req-{i}"));
-            let r = gw
+            let r = client
                 .post("/v1/chat/completions")
                 .json(&body)
                 .send()
@@ -28,8 +45,8 @@ async fn max_concurrency_one_is_sequential_in_arrival_order() {
                 .unwrap();
             assert_eq!(r.status(), 200);
         }));
-        // Stagger so arrival order is known.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Each in the queue before the next is sent: the arrival order is known.
+        until_load(&gw, (1, i)).await;
     }
     for t in tasks {
         t.await.unwrap();
@@ -46,7 +63,7 @@ async fn max_concurrency_one_is_sequential_in_arrival_order() {
 #[tokio::test]
 async fn full_queue_is_429_with_retry_after() {
     let up = FakeUpstream::start().await.unwrap();
-    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(600)));
+    up.set_default(Behaviour::slow("x", 1, Duration::from_millis(1000)));
     let gw = std::sync::Arc::new(
         Gateway::start(&upstream_model(
             "m",
@@ -59,12 +76,12 @@ async fn full_queue_is_429_with_retry_after() {
         let gw = gw.clone();
         tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_load(&gw, (1, 0)).await;
     let b = {
         let gw = gw.clone();
         tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_load(&gw, (1, 1)).await;
     let c = gw.chat("m", false).await;
     assert_eq!(c.status(), 429);
     assert!(c.headers().get("retry-after").is_some());
@@ -85,7 +102,7 @@ async fn client_that_leaves_while_queued_never_reaches_upstream() {
         let gw = gw.clone();
         tokio::spawn(async move { gw.chat("m", false).await.status() })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_load(&gw, (1, 0)).await;
     // A second client queues behind it, then gives up.
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
@@ -99,17 +116,7 @@ async fn client_that_leaves_while_queued_never_reaches_upstream() {
         .send()
         .await;
     assert!(gone.is_err(), "client timed out while queued");
-    assert!(
-        eventually(Duration::from_secs(2), || gw
-            .router
-            .iter()
-            .next()
-            .unwrap()
-            .queue_depth()
-            == 0)
-        .await,
-        "left the queue"
-    );
+    until_load(&gw, (1, 0)).await; // the leaver left the queue
     assert_eq!(first.await.unwrap(), 200);
     // The next request is served at once, and the leaver never reached the upstream.
     let r = gw.chat("m", false).await;

@@ -278,6 +278,7 @@ async fn generate(
     let _ = tx.try_send(event(&start));
     let pump = Pump {
         api: api.clone(),
+        log: log.clone(),
         tx,
         message: placeholder,
         model: completion.model().to_owned(),
@@ -306,6 +307,8 @@ fn event(v: &Value) -> Bytes {
 /// Reads the backend's reply, forwards it, and stores it.
 struct Pump {
     api: Api,
+    /// The request's access log: the reply's usage and failure end up in its line.
+    log: RequestLog,
     tx: mpsc::Sender<Bytes>,
     message: Message,
     model: String,
@@ -328,7 +331,9 @@ impl Pump {
             .update_reply(&self.message.id, &self.update)
             .await
         {
-            tracing::error!(error = %e, message = %self.message.id, "could not store the reply");
+            tracing::error!(error = %e, message_id = %self.message.id, "could not store the reply");
+        } else {
+            tracing::debug!(message_id = %self.message.id, finish = finish.as_str(), "reply stored");
         }
         let stored = self
             .api
@@ -360,7 +365,9 @@ impl Pump {
             match next {
                 None => return Ok(finish),
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, message = %self.message.id, "reply failed after it began");
+                    // Logged once, in the request's access line.
+                    self.log
+                        .set_error(&format!("the reply failed after it began: {e}"));
                     return Err(e.to_api_error());
                 }
                 Some(Ok(Event::Text { index: 0, text })) if !text.is_empty() => {
@@ -378,6 +385,7 @@ impl Pump {
                     finish = FinishReason::from_backend(reason.as_str());
                 }
                 Some(Ok(Event::Usage(u))) => {
+                    self.log.set_usage(u);
                     self.update.prompt_tokens = i64::try_from(u.prompt_tokens).ok();
                     self.update.completion_tokens = i64::try_from(u.completion_tokens).ok();
                 }
