@@ -17,10 +17,12 @@
 //! step is a syscall we wrote down ourselves (`child.rs`). Without user namespaces (some
 //! containers and pods) we fall back to Landlock + seccomp + rlimits and say so.
 //!
-//! In [`Isolation::Auto`] the choice is made once per [`Sandbox`], on its first run, by
-//! the probe `hearth sandbox check` runs (`/bin/true` in full isolation): a namespace
-//! step refused for good picks the fallback for every run; a program that started keeps
-//! every run on namespaces, and a later run that fails is only that run's error. `clone`
+//! In [`Isolation::Auto`] the choice is made once per [`Sandbox`]: its first run tries
+//! namespaces, and starting in them settles it (no extra probe run, which would double
+//! a one-shot `hearth sandbox exec`). A namespace failure of that run is put to the probe
+//! `hearth sandbox check` runs (`/bin/true` in full isolation): refused for good there too,
+//! the fallback is chosen for every run; started there, the failure was only that run's
+//! error. Once decided, a run that fails is only that run's error. `clone`
 //! failing for a passing reason (`EAGAIN` at the process limit, `ENOMEM`, `EINTR`) is
 //! retried a few times and never read as "no namespaces".
 //!
@@ -59,7 +61,7 @@ pub use spec::{LimitKind, Limits, Outcome, OutputFile, Spec, Usage};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
     /// Namespaces where the host allows them, else the Landlock fallback; decided once
-    /// per [`Sandbox`] by probing on its first run.
+    /// per [`Sandbox`], by its first run or, when that fails, the namespace probe.
     #[default]
     Auto,
     Namespaces,
@@ -129,7 +131,7 @@ pub enum Error {
 pub struct Sandbox {
     options: Options,
     cgroups: cgroup::Host,
-    /// `Auto` only: the mechanism the probe chose, set by the first run that probed.
+    /// `Auto` only: the mechanism, once a run started in namespaces or the probe chose.
     mechanism: OnceLock<Mechanism>,
     /// Held while probing, so that concurrent first runs probe once and wait for it.
     probing: Mutex<()>,
@@ -174,19 +176,46 @@ impl Sandbox {
         match self.options.isolation {
             Isolation::Namespaces => run::run(self, spec, true),
             Isolation::Landlock => run::run(self, spec, false),
-            Isolation::Auto => match self.auto_mechanism()? {
-                Mechanism::Namespaces => run::run(self, spec, true),
-                Mechanism::Landlock { why } => {
-                    let mut outcome = run::run(self, spec, false)?;
-                    outcome.warnings.insert(0, Mechanism::warning(why));
-                    Ok(outcome)
-                }
+            Isolation::Auto => match self.mechanism.get() {
+                Some(m) => self.run_as(m, spec),
+                None => self.first_auto_run(spec),
             },
         }
     }
 
-    /// `Auto`'s mechanism, probing on first use. A probe that decides nothing (e.g.
-    /// `clone` at the process limit) fails this run and leaves the next one to probe.
+    fn run_as(&self, m: &Mechanism, spec: &Spec) -> Result<Outcome, Error> {
+        match m {
+            Mechanism::Namespaces => run::run(self, spec, true),
+            Mechanism::Landlock { why } => {
+                let mut outcome = run::run(self, spec, false)?;
+                outcome.warnings.insert(0, Mechanism::warning(why));
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// Before `Auto` has decided, a run tries namespaces itself: one that starts in
+    /// them proves they work (no probe run beside it, which would double a one-shot
+    /// `hearth sandbox exec`'s cost). Only a namespace failure is put to the probe:
+    /// if the probe starts, the failure was this run's own and is its error; if the
+    /// probe is refused too, the fallback is chosen and this run goes there. A
+    /// transient failure decides nothing.
+    fn first_auto_run(&self, spec: &Spec) -> Result<Outcome, Error> {
+        match run::run(self, spec, true) {
+            Ok(outcome) => {
+                let _ = self.mechanism.get_or_init(|| Mechanism::Namespaces);
+                Ok(outcome)
+            }
+            Err(failed @ Error::Namespaces { .. }) => match self.auto_mechanism()? {
+                Mechanism::Namespaces => Err(failed),
+                m @ Mechanism::Landlock { .. } => self.run_as(m, spec),
+            },
+            Err(other) => Err(other),
+        }
+    }
+
+    /// `Auto`'s mechanism, probing when undecided. A probe that decides nothing (e.g.
+    /// `clone` at the process limit) leaves the next run to try again.
     fn auto_mechanism(&self) -> Result<&Mechanism, Error> {
         if let Some(m) = self.mechanism.get() {
             return Ok(m);

@@ -36,7 +36,7 @@ fn assert_namespaces(o: &Outcome) {
 #[test]
 fn passing_clone_failures_are_retried_and_keep_namespaces() {
     let sb = auto();
-    // The first run probes: two EAGAINs hit the probe's clone, which is retried.
+    // Undecided: two EAGAINs hit the first run's clone, which is retried.
     sb.fail_next_clones(libc::EAGAIN, 2);
     let o = run(&sb, &sh("echo PID $$"));
     assert_namespaces(&o);
@@ -83,7 +83,7 @@ fn a_probe_that_only_hit_eagain_decides_nothing() {
     sb.fail_next_clones(libc::EAGAIN, 100);
     assert!(
         matches!(sb.run(&sh("true")), Err(Error::Transient { .. })),
-        "the probe's transient failure fails this run"
+        "the transient failure fails this run"
     );
     sb.fail_next_clones(libc::EAGAIN, 0);
     // Not concluded "no namespaces": the next run probes again and gets them.
@@ -93,8 +93,9 @@ fn a_probe_that_only_hit_eagain_decides_nothing() {
 #[test]
 fn a_refused_probe_chooses_the_fallback_for_every_run() {
     let sb = auto();
-    // As a pod's seccomp profile answers clone(CLONE_NEWUSER): not retried, decisive.
-    sb.fail_next_clones(libc::EPERM, 1);
+    // As a pod's seccomp profile answers clone(CLONE_NEWUSER), every time: the first
+    // run's clone and the probe's are refused; not retried, decisive.
+    sb.fail_next_clones(libc::EPERM, 2);
     for _ in 0..2 {
         let o = run(&sb, &sh("echo RAN"));
         assert!(o.success(), "{o:#?}");
@@ -106,6 +107,19 @@ fn a_refused_probe_chooses_the_fallback_for_every_run() {
             "{o:#?}"
         );
     }
+}
+
+#[test]
+fn one_runs_own_namespace_failure_is_its_error_when_the_probe_starts() {
+    let sb = auto();
+    // Only the first run's clone is refused: the probe starts, so namespaces work and
+    // the refusal was this run's own. Its error, and no fallback for the next runs.
+    sb.fail_next_clones(libc::EPERM, 1);
+    assert!(
+        matches!(sb.run(&sh("true")), Err(Error::Namespaces { .. })),
+        "the run's own failure is its error"
+    );
+    assert_namespaces(&run(&sb, &sh("true")));
 }
 
 #[test]
