@@ -7,7 +7,7 @@ use hearth_api::{ApiError, ChatCompletionRequest};
 use hearth_router::Request;
 
 use hearth_gateway::Principal;
-use hearth_http::{HttpError, HttpState, RequestLog};
+use hearth_http::{HttpState, RequestLog};
 
 use crate::limits;
 
@@ -16,24 +16,26 @@ pub async fn handler(
     Extension(principal): Extension<Principal>,
     Extension(log): Extension<RequestLog>,
     http: HttpRequest,
-) -> Result<Response, HttpError> {
-    serve(&state, &principal, &log, http).await
+) -> Response {
+    serve(state, principal, log, http).await
 }
 
-/// The endpoint itself, also called by the hot path (`crate::Fast`).
+/// The endpoint itself, also called by the hot path (`crate::Fast`). Its arguments
+/// are owned and its errors answered here, so that the hot path awaits it with no
+/// wrapper future around it (each level of futures is copied as it is started).
 pub(crate) async fn serve(
-    state: &HttpState,
-    principal: &Principal,
-    log: &RequestLog,
+    state: HttpState,
+    principal: Principal,
+    log: RequestLog,
     http: HttpRequest,
-) -> Result<Response, HttpError> {
+) -> Response {
     // The headers are read in place (a `HeaderMap` extractor would copy them all).
     let (parts, body) = http.into_parts();
-    let body =
-        hearth_http::body::bytes(&parts.headers, body, state.config.limits.max_body_bytes).await?;
-    let req = ChatCompletionRequest::from_json(&body)?;
-    check(state, &req)?;
-    Ok(crate::relay::relay(state, principal, log, Request::Chat(req)).await?)
+    let limit = state.config.limits.max_body_bytes;
+    let body = or_answer!(hearth_http::body::bytes(&parts.headers, body, limit).await);
+    let req = or_answer!(ChatCompletionRequest::from_json(&body));
+    or_answer!(check(&state, &req));
+    or_answer!(crate::relay::relay(&state, &principal, &log, Request::Chat(req)).await)
 }
 
 fn check(state: &HttpState, req: &ChatCompletionRequest) -> Result<(), ApiError> {

@@ -6,10 +6,12 @@
 //! gateway as cheap as a proxy. Every other event (the embedded engine's, any
 //! backend that produces typed events) is written here, once, at the edge.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use hearth_api::Usage;
 use hearth_http::sse::put_data;
-use hearth_router::{Event, FinishReason, ToolCallDelta};
+use hearth_router::{Event, FinishReason, ModelMetrics, ToolCallDelta};
 use serde_json::{Value, json};
 
 /// Which endpoint's format.
@@ -20,28 +22,35 @@ pub enum Endpoint {
 }
 
 /// Writes one answer's events: the identity (`id`, `created`, `model`) is the same
-/// in every chunk and in the whole body.
+/// in every chunk and in the whole body. It is made on the first typed event only:
+/// an upstream's answer, passed on as it came, never needs one.
 pub struct Encoder {
     endpoint: Endpoint,
-    /// `{"id":..,"object":..,"created":..,"model":..,"choices":[` — every chunk's start.
-    prefix: Bytes,
-    id: String,
-    model: String,
-    created: u64,
+    model: Arc<ModelMetrics>,
     include_usage: bool,
     /// A chat stream opens with the assistant's role, once.
     role_sent: bool,
+    identity: Option<Identity>,
 }
 
-impl Encoder {
-    pub fn new(endpoint: Endpoint, model: &str, include_usage: bool) -> Self {
+struct Identity {
+    /// `{"id":..,"object":..,"created":..,"model":..,"choices":[`: every chunk's start.
+    prefix: Bytes,
+    id: String,
+    created: u64,
+}
+
+impl Identity {
+    fn new(endpoint: Endpoint, model: &str) -> Self {
         let (id_prefix, object) = match endpoint {
-            Endpoint::Chat => ("chatcmpl", "chat.completion.chunk"),
-            Endpoint::Completion => ("cmpl", "text_completion"),
+            Endpoint::Chat => ("chatcmpl-", "chat.completion.chunk"),
+            Endpoint::Completion => ("cmpl-", "text_completion"),
         };
-        let id = format!("{id_prefix}-{}", uuid::Uuid::new_v4().simple());
+        let mut id = String::with_capacity(id_prefix.len() + 32);
+        id.push_str(id_prefix);
+        id.push_str(&answer_id());
         let created = hearth_api::unix_now();
-        let mut prefix = BytesMut::with_capacity(128);
+        let mut prefix = BytesMut::with_capacity(128 + model.len());
         prefix.extend_from_slice(b"{\"id\":\"");
         prefix.extend_from_slice(id.as_bytes());
         prefix.extend_from_slice(b"\",\"object\":\"");
@@ -51,15 +60,46 @@ impl Encoder {
         prefix.extend_from_slice(b",\"model\":");
         put_json_str(&mut prefix, model);
         prefix.extend_from_slice(b",\"choices\":[");
-        Encoder {
-            endpoint,
+        Identity {
             prefix: prefix.freeze(),
             id,
-            model: model.to_owned(),
             created,
+        }
+    }
+}
+
+/// 32 hex digits, unique in and across runs: a random prefix drawn once per process
+/// and a counter (no random draw per answer).
+fn answer_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Encoder {
+    /// For an answer of `model` (the served name) to `endpoint`; `include_usage`:
+    /// the client asked for the usage chunk.
+    pub fn new(endpoint: Endpoint, model: Arc<ModelMetrics>, include_usage: bool) -> Self {
+        Encoder {
+            endpoint,
+            model,
             include_usage,
             role_sent: false,
+            identity: None,
         }
+    }
+
+    /// The answer's identity, made on first use.
+    fn identity(&mut self) -> &Identity {
+        let (endpoint, model) = (self.endpoint, &self.model);
+        self.identity
+            .get_or_insert_with(|| Identity::new(endpoint, model.model()))
     }
 
     /// Appends the SSE events (`data: ...\n\n`) of one answer event to `out`.
@@ -130,7 +170,7 @@ impl Encoder {
             }
             Event::Usage(u) if self.include_usage => {
                 out.extend_from_slice(b"data: ");
-                out.extend_from_slice(&self.prefix);
+                out.extend_from_slice(&self.identity().prefix);
                 out.extend_from_slice(b"],\"usage\":");
                 put_json(out, u);
                 out.extend_from_slice(b"}\n\n");
@@ -144,14 +184,14 @@ impl Encoder {
 
     /// One chunk of choice `index`: `body` writes its `delta` (or `text`).
     fn chunk(
-        &self,
+        &mut self,
         out: &mut BytesMut,
         index: u32,
         body: impl FnOnce(&mut BytesMut),
         finish: Option<&FinishReason>,
     ) {
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&self.identity().prefix);
         out.extend_from_slice(b"{\"index\":");
         out.extend_from_slice(index.to_string().as_bytes());
         out.put_u8(b',');
@@ -166,7 +206,7 @@ impl Encoder {
 
     /// The whole body of an answer from all its events. An upstream's whole body
     /// (`Event::Wire`) is the answer as it came.
-    pub fn whole(&self, events: Vec<Event>) -> Bytes {
+    pub fn whole(&mut self, events: Vec<Event>) -> Bytes {
         let mut text = String::new();
         let mut reasoning = String::new();
         let mut calls: Vec<ToolCallDelta> = Vec::new();
@@ -184,7 +224,10 @@ impl Encoder {
         }
         let finish = finish.as_ref().map(FinishReason::as_str);
         let usage = usage.unwrap_or_default();
-        let v = match self.endpoint {
+        let model = self.model.model().to_owned();
+        let endpoint = self.endpoint;
+        let ident = self.identity();
+        let v = match endpoint {
             Endpoint::Chat => {
                 let mut message = json!({"role": "assistant", "content": text});
                 if !calls.is_empty() {
@@ -197,15 +240,15 @@ impl Encoder {
                     message["reasoning_content"] = json!(reasoning);
                 }
                 json!({
-                    "id": self.id, "object": "chat.completion", "created": self.created,
-                    "model": self.model,
+                    "id": ident.id, "object": "chat.completion", "created": ident.created,
+                    "model": model,
                     "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
                     "usage": usage,
                 })
             }
             Endpoint::Completion => json!({
-                "id": self.id, "object": "text_completion", "created": self.created,
-                "model": self.model,
+                "id": ident.id, "object": "text_completion", "created": ident.created,
+                "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
                 "usage": usage,
             }),
@@ -256,6 +299,10 @@ fn put_json<T: serde::Serialize + ?Sized>(out: &mut BytesMut, v: &T) {
 mod tests {
     use super::*;
 
+    fn model(name: &str) -> Arc<ModelMetrics> {
+        Arc::new(ModelMetrics::new(name, "test"))
+    }
+
     fn events_of(out: &BytesMut) -> Vec<Value> {
         std::str::from_utf8(out)
             .unwrap()
@@ -267,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_chat_stream_is_role_text_finish_and_usage_when_asked() {
-        let mut enc = Encoder::new(Endpoint::Chat, "m\"odel", true);
+        let mut enc = Encoder::new(Endpoint::Chat, model("m\"odel"), true);
         let mut out = BytesMut::new();
         for e in [
             Event::Text {
@@ -306,7 +353,7 @@ mod tests {
         );
 
         // Without include_usage, no usage chunk.
-        let mut enc = Encoder::new(Endpoint::Completion, "m", false);
+        let mut enc = Encoder::new(Endpoint::Completion, model("m"), false);
         let mut out = BytesMut::new();
         for e in [
             Event::Text {
@@ -352,7 +399,7 @@ mod tests {
             },
             Event::Usage(Usage::new(1, 1)),
         ];
-        let mut enc = Encoder::new(Endpoint::Chat, "m", false);
+        let mut enc = Encoder::new(Endpoint::Chat, model("m"), false);
         let mut out = BytesMut::new();
         for e in &events {
             enc.stream_event(e, &mut out);
@@ -386,7 +433,7 @@ mod tests {
     #[test]
     fn an_upstreams_own_json_goes_out_as_it_came() {
         let w = hearth_router::Wire::chunk(Bytes::from_static(b"{\"x\":1}"));
-        let mut enc = Encoder::new(Endpoint::Chat, "m", true);
+        let mut enc = Encoder::new(Endpoint::Chat, model("m"), true);
         let mut out = BytesMut::new();
         enc.stream_event(&Event::Wire(w.clone()), &mut out);
         assert_eq!(&out[..], b"data: {\"x\":1}\n\n");

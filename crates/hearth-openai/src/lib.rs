@@ -15,6 +15,18 @@
 //! - `encode`: typed events as OpenAI chunks and bodies.
 //! - `limits`: `[limits]` checks of request fields.
 
+/// The value of `Ok`, or the error answered as the response (an early return).
+macro_rules! or_answer {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                return axum::response::IntoResponse::into_response(hearth_http::HttpError::from(e))
+            }
+        }
+    };
+}
+
 mod chat;
 mod completions;
 pub mod encode;
@@ -25,8 +37,9 @@ mod relay;
 use std::future::Future;
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
+use futures::future::Either;
 use hearth_gateway::Principal;
 use hearth_http::{FastRoutes, HttpState, RequestLog};
 
@@ -47,10 +60,6 @@ impl FastRoutes for Fast {
         }
     }
 
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an `async fn` would borrow `self`; the server needs a 'static future"
-    )]
     fn serve(
         &self,
         route: usize,
@@ -59,13 +68,10 @@ impl FastRoutes for Fast {
         log: RequestLog,
         req: Request,
     ) -> impl Future<Output = Response> + Send + 'static {
-        async move {
-            let served = if route == 0 {
-                chat::serve(&state, &principal, &log, req).await
-            } else {
-                completions::serve(&state, &principal, &log, req).await
-            };
-            served.into_response()
+        if route == 0 {
+            Either::Left(chat::serve(state, principal, log, req))
+        } else {
+            Either::Right(completions::serve(state, principal, log, req))
         }
     }
 }

@@ -35,20 +35,17 @@ pub async fn relay(
     let c = state.gateway.complete(principal, request, log.id()).await?;
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     log.first_token();
-    let encoder = Encoder::new(endpoint, c.model(), include_usage);
-    let quota = c.quota.clone();
+    let mut encoder = Encoder::new(endpoint, c.model.clone(), include_usage);
+    let quota = c.quota;
     let mut resp = if stream {
         sse_response(c.events, encoder, log.clone())
     } else {
-        let mut events = Vec::new();
         let mut answer = c.events;
-        while let Some(e) = answer.next().await {
-            events.push(e.map_err(|e| e.to_api_error())?);
-        }
+        let body = whole(&mut answer, &mut encoder).await?;
         if let Some(u) = answer.usage() {
             log.set_usage(u);
         }
-        let mut r = Response::new(Body::from(encoder.whole(events)));
+        let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -57,6 +54,28 @@ pub async fn relay(
     };
     quota_headers(&quota, resp.headers_mut());
     Ok(resp)
+}
+
+/// A whole answer's body: an upstream's as it came (the usual case, read without a
+/// list of events), or the events written as one body.
+async fn whole(answer: &mut Metered, encoder: &mut Encoder) -> Result<Bytes, ApiError> {
+    let mut events = match answer.next().await {
+        None => Vec::new(),
+        Some(Err(e)) => return Err(e.to_api_error()),
+        Some(Ok(Event::Wire(w))) if w.whole => {
+            // Nothing follows an upstream's body; reading on ends the stream (so its
+            // usage is counted).
+            while let Some(e) = answer.next().await {
+                e.map_err(|e| e.to_api_error())?;
+            }
+            return Ok(w.data);
+        }
+        Some(Ok(first)) => vec![first],
+    };
+    while let Some(e) = answer.next().await {
+        events.push(e.map_err(|e| e.to_api_error())?);
+    }
+    Ok(encoder.whole(events))
 }
 
 /// OpenAI's `x-ratelimit-*` headers, when the caller has limits.
