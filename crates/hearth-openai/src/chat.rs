@@ -1,41 +1,24 @@
 //! `POST /v1/chat/completions`
 
-use axum::Extension;
-use axum::extract::{Request as HttpRequest, State};
-use axum::response::Response;
 use hearth_api::{ApiError, ChatCompletionRequest};
+use hearth_http::HttpState;
 use hearth_router::Request;
 
-use hearth_gateway::Principal;
-use hearth_http::{HttpState, RequestLog};
-
+use crate::endpoint::Endpoint;
 use crate::limits;
 
-pub async fn handler(
-    State(state): State<HttpState>,
-    Extension(principal): Extension<Principal>,
-    Extension(log): Extension<RequestLog>,
-    http: HttpRequest,
-) -> Response {
-    serve(state, principal, log, http).await
-}
+impl Endpoint for ChatCompletionRequest {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        ChatCompletionRequest::from_json(body)
+    }
 
-/// The endpoint itself, also called by the hot path (`crate::Fast`). Its arguments
-/// are owned and its errors answered here, so that the hot path awaits it with no
-/// wrapper future around it (each level of futures is copied as it is started).
-pub(crate) async fn serve(
-    state: HttpState,
-    principal: Principal,
-    log: RequestLog,
-    http: HttpRequest,
-) -> Response {
-    // The headers are read in place (a `HeaderMap` extractor would copy them all).
-    let (parts, body) = http.into_parts();
-    let limit = state.config.limits.max_body_bytes;
-    let body = or_answer!(hearth_http::body::bytes(&parts.headers, body, limit).await);
-    let req = or_answer!(ChatCompletionRequest::from_json(&body));
-    or_answer!(check(&state, &req));
-    or_answer!(crate::relay::relay(&state, &principal, &log, Request::Chat(req)).await)
+    fn check(&self, state: &HttpState) -> Result<(), ApiError> {
+        check(state, self)
+    }
+
+    fn into_request(self) -> Request {
+        Request::Chat(self)
+    }
 }
 
 fn check(state: &HttpState, req: &ChatCompletionRequest) -> Result<(), ApiError> {

@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`routes`]: the axum routes; [`Fast`]: the completions on the hot path.
-//! - `chat`, `completions`, `models`: one module per endpoint.
+//! - `endpoint`: what the completion endpoints share; `chat`, `completions`: how
+//!   each parses and checks its request; `models`: the model list.
 //! - `relay`: a checked request through the gateway to a response (JSON or SSE).
 //! - `encode`: typed events as OpenAI chunks and bodies.
 //! - `limits`: `[limits]` checks of request fields.
@@ -30,6 +31,7 @@ macro_rules! or_answer {
 mod chat;
 mod completions;
 pub mod encode;
+mod endpoint;
 mod limits;
 mod models;
 mod relay;
@@ -40,6 +42,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures::future::Either;
+use hearth_api::{ChatCompletionRequest, CompletionRequest};
 use hearth_gateway::Principal;
 use hearth_http::{FastRoutes, HttpState, RequestLog};
 
@@ -69,9 +72,13 @@ impl FastRoutes for Fast {
         req: Request,
     ) -> impl Future<Output = Response> + Send + 'static {
         if route == 0 {
-            Either::Left(chat::serve(state, principal, log, req))
+            Either::Left(endpoint::serve::<ChatCompletionRequest>(
+                state, principal, log, req,
+            ))
         } else {
-            Either::Right(completions::serve(state, principal, log, req))
+            Either::Right(endpoint::serve::<CompletionRequest>(
+                state, principal, log, req,
+            ))
         }
     }
 }
@@ -79,8 +86,11 @@ impl FastRoutes for Fast {
 /// The `/v1` routes, behind the server's key check.
 pub fn routes(state: &HttpState) -> axum::Router {
     axum::Router::new()
-        .route(CHAT_PATH, post(chat::handler))
-        .route(COMPLETIONS_PATH, post(completions::handler))
+        .route(CHAT_PATH, post(endpoint::handler::<ChatCompletionRequest>))
+        .route(
+            COMPLETIONS_PATH,
+            post(endpoint::handler::<CompletionRequest>),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .with_state(state.clone())

@@ -1,0 +1,48 @@
+//! What the completion endpoints share: the body read within its limit, the request
+//! parsed and checked, then relayed through the gateway. Each endpoint's module says
+//! how its request is parsed and checked ([`Endpoint`]).
+
+use axum::Extension;
+use axum::extract::{Request as HttpRequest, State};
+use axum::response::Response;
+use hearth_api::ApiError;
+use hearth_gateway::Principal;
+use hearth_http::{HttpState, RequestLog};
+use hearth_router::Request;
+
+/// A completion request type, as one endpoint takes it.
+pub(crate) trait Endpoint: Sized + Send + 'static {
+    /// Parses a body, naming the offending field in the error.
+    fn parse(body: &[u8]) -> Result<Self, ApiError>;
+    /// Checks the fields against `[limits]`.
+    fn check(&self, state: &HttpState) -> Result<(), ApiError>;
+    fn into_request(self) -> Request;
+}
+
+/// The axum route (browsers, and every request with an `Origin`).
+pub(crate) async fn handler<E: Endpoint>(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
+    Extension(log): Extension<RequestLog>,
+    http: HttpRequest,
+) -> Response {
+    serve::<E>(state, principal, log, http).await
+}
+
+/// The endpoint itself, also called by the hot path (`crate::Fast`). Its arguments
+/// are owned and its errors answered here, so that the hot path awaits it with no
+/// wrapper future around it (each level of futures is copied as it is started).
+pub(crate) async fn serve<E: Endpoint>(
+    state: HttpState,
+    principal: Principal,
+    log: RequestLog,
+    http: HttpRequest,
+) -> Response {
+    // The headers are read in place (a `HeaderMap` extractor would copy them all).
+    let (parts, body) = http.into_parts();
+    let limit = state.config.limits.max_body_bytes;
+    let body = or_answer!(hearth_http::body::bytes(&parts.headers, body, limit).await);
+    let req = or_answer!(E::parse(&body));
+    or_answer!(req.check(&state));
+    or_answer!(crate::relay::relay(&state, &principal, &log, req.into_request()).await)
+}
