@@ -12,6 +12,8 @@
 //! - [`backend`]: [`EmbeddedBackend`], the `Backend` implementation; request in,
 //!   OpenAI-shaped bodies and chunks out.
 //! - `scheduler`: the engine thread: load, then the batching loop over slots.
+//! - `intake`: the thread that prepares requests (template, tokens, grammar) so
+//!   the batching loop never waits for them.
 //! - `llama`: every call into llama.cpp (init, logs, context, template, samplers).
 //! - `request`: a router request checked and turned into prompt + sampling params.
 //! - `text`: token bytes to whole UTF-8 characters, with stop strings cut out.
@@ -25,6 +27,7 @@
 pub mod backend;
 pub mod download;
 pub mod gguf;
+mod intake;
 mod llama;
 mod request;
 mod scheduler;

@@ -8,9 +8,15 @@
 //! starts in the free slot (or copies from the slot) sharing the longest prefix with
 //! its prompt, so a conversation's next turn only prefills its new tokens.
 //!
-//! Requests arrive over a std channel (the thread blocks on it when idle) and
-//! answer over a tokio channel per request; a closed answer channel means the
-//! client left, and its slot is freed before the next step.
+//! Once the model is loaded the work is split over two threads sharing it. The
+//! `intake` thread takes jobs from the backend's std channel, prepares them
+//! (template, tokens, context check, grammar), answers `Accepted` or the error,
+//! and hands the prepared requests, in order, over a second std channel to the
+//! decode loop here, which only picks them up between steps. Both block on their
+//! channel when idle. Each request is answered over a tokio channel of its own; a
+//! closed one means the client left: intake skips the job, and the decode loop
+//! frees its slot before the next step. Dropping the backend closes the job
+//! channel: intake ends, and the decode loop ends once its streams are done.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -18,16 +24,17 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hearth_api::{ApiError, ModelStatus};
+use hearth_api::ModelStatus;
 use hearth_router::BackendError;
 use llama_cpp_2::DecodeError;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::intake::{Intake, Pending};
 use crate::llama;
 use crate::request::GenRequest;
 use crate::settings::{STEP_TOKENS, Settings};
@@ -123,15 +130,22 @@ impl Shared {
     }
 }
 
-/// Marks the model unavailable if the engine thread unwinds (a panic inside
+/// Marks the model unavailable if its thread unwinds (a panic inside
 /// llama-cpp-2), so the router stops sending it work instead of timing out.
-struct PanicGuard<'a>(&'a Shared, &'a str);
+struct PanicGuard<'a> {
+    shared: &'a Shared,
+    model: &'a str,
+    thread: &'static str,
+}
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            tracing::error!(model = %self.1, "the engine thread panicked; the model is unavailable");
-            self.0
+        // A decode panic unwinds the engine thread twice (the scope re-raises it);
+        // it is reported once.
+        if std::thread::panicking() && self.shared.state.load(Ordering::Acquire) != FAILED {
+            tracing::error!(model = %self.model, thread = self.thread,
+                "an engine thread panicked; the model is unavailable");
+            self.shared
                 .fail("the engine thread stopped unexpectedly; restart hearth".into());
         }
     }
@@ -139,7 +153,12 @@ impl Drop for PanicGuard<'_> {
 
 /// The engine thread's body.
 pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
-    let _guard = PanicGuard(&shared, &settings.name);
+    let guard = |thread| PanicGuard {
+        shared: &shared,
+        model: &settings.name,
+        thread,
+    };
+    let _guard = guard("engine");
     let started = Instant::now();
     let loaded = llama::backend().and_then(|backend| {
         tracing::info!(model = %settings.name, path = %settings.path.display(), threads = settings.threads,
@@ -162,24 +181,46 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
         chat_template = if template.is_some() { "from the GGUF" } else { "ChatML (the GGUF has none)" },
         "model ready"
     );
-    shared.state.store(READY, Ordering::Release);
-    Scheduler::new(&model, ctx, template, &settings, shared.clone()).run(&jobs);
+    let intake = Intake {
+        model: &model,
+        template,
+        n_ctx: settings.context as usize,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        // One thread beyond `threads`: it is idle between arrivals, and while it
+        // prepares it slows the decode threads a little instead of stopping them.
+        let spawned = std::thread::Builder::new()
+            .name(format!("intake-{}", settings.name))
+            .spawn_scoped(scope, || {
+                let _guard = guard("intake");
+                intake.run(jobs, ready_tx);
+            });
+        let intake_thread = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                return fail(
+                    &shared,
+                    &settings,
+                    format!("cannot start the engine's intake thread: {e}"),
+                );
+            }
+        };
+        shared.state.store(READY, Ordering::Release);
+        {
+            let _guard = guard("decode");
+            Scheduler::new(&model, ctx, &settings, shared.clone()).run(&ready_rx);
+        }
+        // Joined here, so that its panic (already reported by its guard) is not
+        // raised again by the scope.
+        let _ = intake_thread.join();
+    });
     tracing::debug!(model = %settings.name, "engine stopped");
 }
 
 fn fail(shared: &Shared, settings: &Settings, reason: String) {
     tracing::error!(model = %settings.name, "{reason}");
     shared.fail(reason);
-}
-
-/// A request between acceptance and a free slot.
-struct Pending {
-    events: UnboundedSender<Event>,
-    prompt: Vec<LlamaToken>,
-    max_tokens: u32,
-    sampler: LlamaSampler,
-    text: TextStream,
-    echo: Option<String>,
 }
 
 /// A request that owns a slot.
@@ -210,7 +251,6 @@ struct Slot {
 struct Scheduler<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    template: Option<LlamaChatTemplate>,
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
     pending: VecDeque<Pending>,
@@ -236,7 +276,6 @@ impl<'m> Scheduler<'m> {
     fn new(
         model: &'m LlamaModel,
         ctx: LlamaContext<'m>,
-        template: Option<LlamaChatTemplate>,
         s: &Settings,
         shared: Arc<Shared>,
     ) -> Self {
@@ -251,7 +290,6 @@ impl<'m> Scheduler<'m> {
         Scheduler {
             model,
             ctx,
-            template,
             batch: LlamaBatch::new(STEP_TOKENS as usize, 1),
             slots,
             pending: VecDeque::new(),
@@ -266,21 +304,23 @@ impl<'m> Scheduler<'m> {
         !self.pending.is_empty() || self.slots.iter().any(|s| s.active.is_some())
     }
 
-    fn run(mut self, jobs: &Receiver<Job>) {
+    /// Decodes until intake has ended and every admitted request is done. Only
+    /// cheap work happens between steps: prepared requests are taken as they come.
+    fn run(mut self, ready: &Receiver<Pending>) {
         let mut open = true;
         loop {
             if !self.busy() {
                 if !open {
                     return;
                 }
-                match jobs.recv() {
-                    Ok(job) => self.intake(job),
+                match ready.recv() {
+                    Ok(p) => self.pending.push_back(p),
                     Err(_) => return,
                 }
             }
             while open {
-                match jobs.try_recv() {
-                    Ok(job) => self.intake(job),
+                match ready.try_recv() {
+                    Ok(p) => self.pending.push_back(p),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => open = false,
                 }
@@ -291,57 +331,6 @@ impl<'m> Scheduler<'m> {
                 self.step();
             }
         }
-    }
-
-    /// Tokenizes and checks a new request; answers `Accepted` or an error.
-    fn intake(&mut self, job: Job) {
-        let Job { request, events } = job;
-        match self.prepare(&request, events.clone()) {
-            Ok(p) => {
-                if events.send(Event::Accepted).is_ok() {
-                    self.pending.push_back(p);
-                }
-            }
-            Err(e) => {
-                let _ = events.send(Event::Error(BackendError::Invalid(e)));
-            }
-        }
-    }
-
-    fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
-        let prompt = llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?;
-        let n_prompt = prompt.len();
-        let room = self.n_ctx.saturating_sub(n_prompt);
-        let asked = r.params.max_tokens.map(|m| m as usize);
-        if room == 0 || asked.is_some_and(|m| m > room) {
-            let completion = asked.unwrap_or(0);
-            return Err(ApiError::invalid_param(
-                r.prompt_param(),
-                format!(
-                    "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the {}, {} for the completion). Please reduce the length of the {} or the completion.",
-                    self.n_ctx,
-                    n_prompt + completion,
-                    n_prompt,
-                    r.prompt_param(),
-                    completion,
-                    r.prompt_param()
-                ),
-            )
-            .with_code("context_length_exceeded"));
-        }
-        let sampler = llama::sampler(self.model, &r.params)?;
-        let echo = match (&r.prompt, r.echo) {
-            (crate::request::PromptInput::Text(t), true) => Some(t.clone()),
-            _ => None,
-        };
-        Ok(Pending {
-            events,
-            max_tokens: u32::try_from(asked.unwrap_or(room)).unwrap_or(u32::MAX),
-            prompt,
-            sampler,
-            text: TextStream::new(r.params.stop.clone()),
-            echo,
-        })
     }
 
     fn drop_cancelled(&mut self) {

@@ -1,0 +1,106 @@
+//! The intake thread: turns a job into a request ready to decode (chat template,
+//! tokens, context check, sampler chain with its grammar) away from the decode loop.
+//!
+//! Preparation can take far longer than a decode step (a large JSON schema becomes
+//! a large grammar; a long prompt is tokenized in one go), and every open stream
+//! would wait for it if the decode loop did it. Here it runs on its own thread,
+//! which reads the model only, while the decode thread owns the context.
+//! Jobs are prepared one at a time, in arrival order, so requests keep their
+//! first-come, first-served order on their way to the decode loop.
+
+use std::sync::mpsc::{Receiver, SendError, Sender};
+
+use hearth_api::ApiError;
+use hearth_router::BackendError;
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::llama;
+use crate::request::{GenRequest, PromptInput};
+use crate::scheduler::{Event, Job};
+use crate::text::TextStream;
+
+/// A request accepted and ready for a slot.
+pub struct Pending {
+    pub events: UnboundedSender<Event>,
+    pub prompt: Vec<LlamaToken>,
+    pub max_tokens: u32,
+    pub sampler: LlamaSampler,
+    pub text: TextStream,
+    pub echo: Option<String>,
+}
+
+pub struct Intake<'m> {
+    pub model: &'m LlamaModel,
+    pub template: Option<LlamaChatTemplate>,
+    pub n_ctx: usize,
+}
+
+impl Intake<'_> {
+    /// Prepares jobs until the backend is dropped (its job channel closes) or the
+    /// decode loop is gone. Blocks while there is nothing to prepare.
+    pub fn run(self, jobs: Receiver<Job>, ready: Sender<Pending>) {
+        for Job { request, events } in jobs.iter() {
+            // The client may have left while the job waited behind others.
+            if events.is_closed() {
+                continue;
+            }
+            let pending = match self.prepare(&request, events.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = events.send(Event::Error(BackendError::Invalid(e)));
+                    continue;
+                }
+            };
+            if events.send(Event::Accepted).is_err() {
+                continue;
+            }
+            if let Err(SendError(p)) = ready.send(pending) {
+                // Only a panic ends the decode loop while jobs still come; answer
+                // instead of leaving the request waiting for tokens that never come.
+                let _ = p.events.send(Event::Error(BackendError::Unavailable(
+                    "the engine stopped unexpectedly; restart hearth".into(),
+                )));
+                return;
+            }
+        }
+    }
+
+    fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
+        let prompt = llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?;
+        let n_prompt = prompt.len();
+        let room = self.n_ctx.saturating_sub(n_prompt);
+        let asked = r.params.max_tokens.map(|m| m as usize);
+        if room == 0 || asked.is_some_and(|m| m > room) {
+            let completion = asked.unwrap_or(0);
+            return Err(ApiError::invalid_param(
+                r.prompt_param(),
+                format!(
+                    "This model's maximum context length is {} tokens. However, you requested {} tokens ({} in the {}, {} for the completion). Please reduce the length of the {} or the completion.",
+                    self.n_ctx,
+                    n_prompt + completion,
+                    n_prompt,
+                    r.prompt_param(),
+                    completion,
+                    r.prompt_param()
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        let sampler = llama::sampler(self.model, &r.params)?;
+        let echo = match (&r.prompt, r.echo) {
+            (PromptInput::Text(t), true) => Some(t.clone()),
+            _ => None,
+        };
+        Ok(Pending {
+            events,
+            max_tokens: u32::try_from(asked.unwrap_or(room)).unwrap_or(u32::MAX),
+            prompt,
+            sampler,
+            text: TextStream::new(r.params.stop.clone()),
+            echo,
+        })
+    }
+}
