@@ -15,6 +15,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use crate::EngineError;
 use crate::gguf;
+use crate::intake::IntakeHook;
 use crate::request::{self, GenRequest};
 use crate::scheduler::{self, Event, Finish, Job, Shared};
 use crate::settings::Settings;
@@ -47,7 +48,26 @@ pub struct EmbeddedBackend {
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
-    jobs: Mutex<Sender<Job>>,
+    /// `None` once dropped (the engine thread then winds down).
+    jobs: Mutex<Option<Sender<Job>>>,
+    /// The engine thread, joined when the backend is dropped: a process must not
+    /// exit while llama.cpp is mid-decode on another thread (its teardown then
+    /// crashes under it).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for EmbeddedBackend {
+    /// Ends what the engine is doing (its clients get an error) and waits for its
+    /// thread, at most one decode step (or, while loading, the rest of the load).
+    fn drop(&mut self) {
+        self.shared.stop();
+        let jobs = self.jobs.get_mut().unwrap_or_else(|p| p.into_inner());
+        drop(jobs.take());
+        let thread = self.thread.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl EmbeddedBackend {
@@ -55,7 +75,7 @@ impl EmbeddedBackend {
     /// on the engine's own thread. Returns at once; [`Backend::status`] says
     /// `loading` until the model can serve, `unavailable` if loading failed.
     pub fn start(cfg: &ModelConfig) -> Result<Arc<EmbeddedBackend>, EngineError> {
-        Self::start_after(cfg, None)
+        Self::start_inner(cfg, None, None)
     }
 
     /// As [`EmbeddedBackend::start`], but loading waits until the returned gate is
@@ -64,12 +84,24 @@ impl EmbeddedBackend {
     #[doc(hidden)]
     pub fn start_gated(cfg: &ModelConfig) -> Result<(Arc<EmbeddedBackend>, LoadGate), EngineError> {
         let (open, gate) = std::sync::mpsc::channel();
-        Ok((Self::start_after(cfg, Some(gate))?, LoadGate(open)))
+        Ok((Self::start_inner(cfg, Some(gate), None)?, LoadGate(open)))
     }
 
-    fn start_after(
+    /// [`EmbeddedBackend::start`], with `hook` run on the engine's intake thread
+    /// before each request is prepared (tokenized, its grammar built). For tests
+    /// that need to hold preparation at a known point.
+    #[doc(hidden)]
+    pub fn start_with_intake_hook(
+        cfg: &ModelConfig,
+        hook: impl FnMut() + Send + 'static,
+    ) -> Result<Arc<EmbeddedBackend>, EngineError> {
+        Self::start_inner(cfg, None, Some(Box::new(hook)))
+    }
+
+    fn start_inner(
         cfg: &ModelConfig,
         gate: Option<std::sync::mpsc::Receiver<()>>,
+        hook: Option<IntakeHook>,
     ) -> Result<Arc<EmbeddedBackend>, EngineError> {
         let embedded = cfg.embedded_config().ok_or_else(|| {
             EngineError::Config(format!(
@@ -89,19 +121,28 @@ impl EmbeddedBackend {
         let shared = Arc::new(Shared::new(settings.context));
         let (tx, rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
             .spawn(move || {
                 if let Some(gate) = gate {
-                    let _ = gate.recv();
+                    // Held until opened (or dropped); a backend dropped meanwhile
+                    // never loads.
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        gate.recv_timeout(std::time::Duration::from_millis(20))
+                    {
+                        if thread_shared.is_stopping() {
+                            return;
+                        }
+                    }
                 }
-                scheduler::run(settings, thread_shared, rx);
+                scheduler::run(settings, thread_shared, rx, hook);
             })
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
             name: cfg.name.clone(),
             shared,
-            jobs: Mutex::new(tx),
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
         }))
     }
 
@@ -140,6 +181,7 @@ impl EmbeddedBackend {
         let stopped =
             || BackendError::Unavailable(format!("model `{}`: the engine has stopped", self.name));
         let jobs = self.jobs.lock().map_err(|_| stopped())?;
+        let jobs = jobs.as_ref().ok_or_else(stopped)?;
         jobs.send(Job { request, events }).map_err(|_| stopped())?;
         Ok(rx)
     }

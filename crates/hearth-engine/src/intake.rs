@@ -22,6 +22,10 @@ use crate::request::{GenRequest, PromptInput};
 use crate::scheduler::{Event, Job};
 use crate::text::TextStream;
 
+/// Runs on the intake thread before each job is prepared. Tests use it to hold
+/// preparation at a known point; production engines have none.
+pub type IntakeHook = Box<dyn FnMut() + Send>;
+
 /// A request accepted and ready for a slot.
 pub struct Pending {
     pub events: UnboundedSender<Event>,
@@ -36,16 +40,20 @@ pub struct Intake<'m> {
     pub model: &'m LlamaModel,
     pub template: Option<LlamaChatTemplate>,
     pub n_ctx: usize,
+    pub hook: Option<IntakeHook>,
 }
 
 impl Intake<'_> {
     /// Prepares jobs until the backend is dropped (its job channel closes) or the
     /// decode loop is gone. Blocks while there is nothing to prepare.
-    pub fn run(self, jobs: Receiver<Job>, ready: Sender<Pending>) {
+    pub fn run(mut self, jobs: Receiver<Job>, ready: Sender<Pending>) {
         for Job { request, events } in jobs.iter() {
             // The client may have left while the job waited behind others.
             if events.is_closed() {
                 continue;
+            }
+            if let Some(hook) = self.hook.as_mut() {
+                hook();
             }
             let pending = match self.prepare(&request, events.clone()) {
                 Ok(p) => p,

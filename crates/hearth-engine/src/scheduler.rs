@@ -19,7 +19,7 @@
 //! channel: intake ends, and the decode loop ends once its streams are done.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -34,7 +34,7 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::intake::{Intake, Pending};
+use crate::intake::{Intake, IntakeHook, Pending};
 use crate::llama;
 use crate::request::GenRequest;
 use crate::settings::{STEP_TOKENS, Settings};
@@ -92,6 +92,8 @@ pub struct Shared {
     pub prefilled_tokens: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
+    /// The backend is being dropped: end every sequence at the next step and exit.
+    stopping: AtomicBool,
 }
 
 const LOADING: u8 = 0;
@@ -107,7 +109,17 @@ impl Shared {
             reused_tokens: AtomicU64::new(0),
             prefilled_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the engine thread to end its sequences and stop (it may be mid-step).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub fn status(&self) -> ModelStatus {
@@ -152,7 +164,7 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// The engine thread's body.
-pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
+pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: Option<IntakeHook>) {
     let guard = |thread| PanicGuard {
         shared: &shared,
         model: &settings.name,
@@ -185,6 +197,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
         model: &model,
         template,
         n_ctx: settings.context as usize,
+        hook,
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::scope(|scope| {
@@ -309,6 +322,10 @@ impl<'m> Scheduler<'m> {
     fn run(mut self, ready: &Receiver<Pending>) {
         let mut open = true;
         loop {
+            if self.shared.is_stopping() {
+                self.end_all("the engine is shutting down");
+                return;
+            }
             if !self.busy() {
                 if !open {
                     return;
@@ -672,6 +689,22 @@ impl<'m> Scheduler<'m> {
         }
         let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
         self.slots[i].cached.clear();
+    }
+
+    /// Answers every waiting and generating request with `reason` (shutdown).
+    fn end_all(&mut self, reason: &str) {
+        for p in self.pending.drain(..) {
+            let _ = p
+                .events
+                .send(Event::Error(BackendError::Unavailable(reason.to_owned())));
+        }
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.take() {
+                let _ = a
+                    .events
+                    .send(Event::Error(BackendError::Unavailable(reason.to_owned())));
+            }
+        }
     }
 
     fn fail_all(&mut self, reason: &str) {

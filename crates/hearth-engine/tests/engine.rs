@@ -340,6 +340,151 @@ async fn json_mode_yields_parseable_json() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
 }
 
+/// Preparing a request (template, tokens, grammar) happens beside the decode loop,
+/// not in it: while a grammar request is held in preparation, a running stream
+/// keeps generating, and the held request is served once let through.
+#[tokio::test]
+async fn streams_keep_flowing_while_a_request_is_prepared() {
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let (release, gate) = std::sync::mpsc::channel::<()>();
+    let b = EmbeddedBackend::start_with_intake_hook(&config(2, 2048), move || {
+        let _ = entered_tx.send(());
+        // Returns when let through, or at once when the test has ended.
+        let _ = gate.recv();
+    })
+    .unwrap();
+    wait_ready(&b).await;
+
+    // The stream passes the gate at once; end of generation is banned so it runs
+    // for the whole test.
+    release.send(()).unwrap();
+    let running = chat(
+        "Write a long story about a lighthouse keeper.",
+        json!({"max_tokens": 1500, "temperature": 0, "stream": true,
+               "logit_bias": {"0": -100, "1": -100, "2": -100}}),
+    );
+    let mut s = b.call(&running).await.unwrap();
+    entered.recv().await.unwrap();
+    for _ in 0..3 {
+        s.next().await.unwrap().unwrap();
+    }
+
+    let schema = json!({"type": "object", "properties": {"age": {"type": "integer"}},
+                        "required": ["age"], "additionalProperties": false});
+    let held = chat(
+        "How old is the keeper? Answer in JSON.",
+        json!({"temperature": 0, "max_tokens": 100,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "age", "schema": schema}}}),
+    );
+    let b2 = b.clone();
+    let held = tokio::spawn(async move { full(&b2, held).await });
+    tokio::time::timeout(Duration::from_secs(60), entered.recv())
+        .await
+        .expect("the second request never reached preparation");
+
+    // Held in preparation: the running stream must still make progress.
+    let before = b.stats().generated_tokens;
+    let start = Instant::now();
+    while b.stats().generated_tokens < before + 16 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the running stream stalled while another request was being prepared: {} tokens in 60 s",
+            b.stats().generated_tokens - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!held.is_finished(), "the held request was answered");
+    for _ in 0..16 {
+        tokio::time::timeout(Duration::from_secs(60), s.next())
+            .await
+            .expect("the running stream stalled")
+            .unwrap()
+            .unwrap();
+    }
+
+    release.send(()).unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(60), held)
+        .await
+        .expect("the released request was not served")
+        .unwrap();
+    let text = content(&v);
+    let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(parsed["age"].is_i64(), "{text}");
+}
+
+/// A panic while preparing (inside llama.cpp's tokenizer or grammar code, say)
+/// marks the model unavailable; neither that request nor later ones hang.
+#[tokio::test]
+async fn a_panic_while_preparing_makes_the_model_unavailable() {
+    let b = EmbeddedBackend::start_with_intake_hook(&config(1, 512), || {
+        panic!("a test hook panicking on the intake thread")
+    })
+    .unwrap();
+    wait_ready(&b).await;
+    let e = tokio::time::timeout(
+        Duration::from_secs(30),
+        b.call(&chat("Hi", json!({"max_tokens": 2}))),
+    )
+    .await
+    .expect("the request hung")
+    .err()
+    .unwrap();
+    assert!(
+        matches!(e, BackendError::Protocol(_) | BackendError::Unavailable(_)),
+        "{e}"
+    );
+    let start = Instant::now();
+    while b.status() != ModelStatus::Unavailable {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the model still says {:?}",
+            b.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let e = b
+        .call(&chat("Hi", json!({"max_tokens": 2})))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, BackendError::Unavailable(m) if m.contains("stopped unexpectedly")),
+        "{e}"
+    );
+}
+
+/// Dropping the backend (the server stopping) ends what it was generating, with an
+/// error to the client, and returns once the engine thread has stopped: the
+/// process may then exit without llama.cpp decoding under its teardown.
+#[tokio::test]
+async fn dropping_the_backend_stops_the_engine_and_ends_its_streams() {
+    let b = engine(1, 2048).await;
+    let long = chat(
+        "Write a very long story about a dragon.",
+        json!({"max_tokens": 1500, "stream": true, "temperature": 1.0, "seed": 7,
+               "logit_bias": {"0": -100, "1": -100, "2": -100}}),
+    );
+    let mut s = b.call(&long).await.unwrap();
+    for _ in 0..2 {
+        s.next().await.unwrap().unwrap();
+    }
+    let generated = b.stats().generated_tokens;
+    let dropped = tokio::task::spawn_blocking(move || drop(b));
+    tokio::time::timeout(Duration::from_secs(30), dropped)
+        .await
+        .expect("dropping the backend waited for the whole generation")
+        .unwrap();
+    // What was generated before the stop may still be queued; then the error.
+    let mut last = None;
+    while let Some(e) = s.next().await {
+        last = Some(e);
+    }
+    match last {
+        Some(Err(BackendError::Unavailable(m))) => assert!(m.contains("shutting down"), "{m}"),
+        other => panic!("expected the shutdown error last, got {other:?} after {generated} tokens"),
+    }
+}
+
 #[tokio::test]
 async fn cancellation_frees_the_slot() {
     let b = engine(1, 2048).await;
