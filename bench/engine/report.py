@@ -62,3 +62,19 @@ for name, a, b, target in checks:
 c, fu = hearth.get("ttft_cold_ms"), hearth.get("ttft_followup_ms")
 if c and fu:
     print(f"- follow-up TTFT <= 0.2x cold: {fu / c:.2f}x -> {'met' if fu / c <= 0.2 else 'NOT met'}")
+
+arrival = (load("arrival.json") or {}).get("arrival")
+if arrival:
+    print(f"\n(d) A request arriving while {arrival['streams']} streams decode: the running streams'"
+          " gaps between tokens while it arrives (from its sending to its answer's end)"
+          " and after it; medians of 5 rounds, ms.\n")
+    print("| arriving request | alone on an idle server | window | gap max during | gap p99 during | gap max after | gap p99 after |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    kinds = [
+        (f"JSON-schema grammar ({arrival['schema_bytes']:,} B schema), 1 token", "grammar", arrival.get("grammar_accept_idle_ms")),
+        (f"over-long prompt ({arrival['long_prompt_bytes']:,} B), refused", "long_prompt", arrival.get("long_prompt_reject_idle_ms")),
+    ]
+    for name, key, idle in kinds:
+        r = arrival[key]
+        print(f"| {name} | {f(idle)} | {f(r['arrival_ms'])} | {f(r['during_max_ms'])} | {f(r['during_p99_ms'])}"
+              f" | {f(r['quiet_max_ms'])} | {f(r['quiet_p99_ms'])} |")

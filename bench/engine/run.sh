@@ -4,13 +4,20 @@
 #   (a) Hearth serving over HTTP (`hearth serve`, streaming /v1/chat/completions)
 #   (b) a raw loop over llama-cpp-2 (examples/raw_decode.rs), 1, 4 and 8 sequences per batch
 #   (c) llama.cpp's Python server (llama-cpp-python[server], built from source)
-# Results go to bench/out/engine/ and a markdown table to stdout.
+# and, on Hearth alone:
+#   (d) a request arriving mid-stream: with STREAMS streams decoding, one request
+#       with a large JSON-schema grammar, then one prompt too long for the context;
+#       the running streams' max/p99 gap between tokens while it arrives vs not
+# Results go to bench/out/engine/ and markdown tables to stdout.
 #
-# Usage: bash bench/engine/run.sh            (all three)
+# Usage: bash bench/engine/run.sh            (all four)
 #        PARTS="a b" bash bench/engine/run.sh (a subset)
 # Env: MODEL (default models/SmolLM2-135M-Instruct.Q4_1.gguf), THREADS (default:
 # physical cores), TOKENS (decoded per stream, default 128), LLAMA_CPP_PYTHON
-# (pip spec, default llama-cpp-python[server]==0.3.36).
+# (pip spec, default llama-cpp-python[server]==0.3.36), STREAMS (running streams in
+# (d), default 4), ARRIVAL_TOKENS (decoded per stream in (d), default 512: enough to
+# outlast the arrival), SERVE_BIN (a prebuilt hearth binary for (a) and (d), e.g. an
+# older commit's to compare with; default: build this tree).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,7 +25,9 @@ MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 PHYS=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)
 THREADS=${THREADS:-${PHYS:-$(nproc)}}
 TOKENS=${TOKENS:-128}
-PARTS=${PARTS:-a b c}
+PARTS=${PARTS:-a b c d}
+STREAMS=${STREAMS:-4}
+ARRIVAL_TOKENS=${ARRIVAL_TOKENS:-512}
 OUT=bench/out/engine
 TARGET=${CARGO_TARGET_DIR:-target}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-"llama-cpp-python[server]==0.3.36"}
@@ -43,9 +52,11 @@ if [[ " $PARTS " == *" b "* ]]; then
   "$TARGET/release/examples/raw_decode" "$MODEL" "$THREADS" "$TOKENS" | tee "$OUT/raw.jsonl" >&2
 fi
 
-if [[ " $PARTS " == *" a "* ]]; then
-  echo "== (a) Hearth over HTTP" >&2
-  cargo build --release -q --bin hearth
+# serve_hearth OUT_JSON CLIENT_ARGS...: starts `hearth serve` on a free port, runs
+# client.py against it with CLIENT_ARGS, writes its JSON to OUT_JSON.
+serve_hearth() {
+  local json=$1 bin=${SERVE_BIN:-$TARGET/release/hearth}
+  shift
   PORT=$(free_port)
   cat > "$OUT/hearth.toml" <<TOML
 [server]
@@ -61,17 +72,26 @@ parallel = 8
 threads = $THREADS
 max_queue = 64
 TOML
-  "$TARGET/release/hearth" serve --config "$OUT/hearth.toml" >"$OUT/hearth.log" 2>&1 &
+  "$bin" serve --config "$OUT/hearth.toml" >"$OUT/hearth.log" 2>&1 &
   PID=$!
   if wait_ready "http://127.0.0.1:$PORT/ready" "$PID"; then
     python3 bench/engine/client.py --url "http://127.0.0.1:$PORT/v1" --model smollm2-135m \
-      --label hearth --pid "$PID" --tokens "$TOKENS" | tee "$OUT/hearth.json" >&2
+      --label hearth --pid "$PID" "$@" | tee "$json" >&2
     stop "$PID"
   else
     stop "$PID"
     echo "hearth serve did not become ready; see $OUT/hearth.log" >&2
     exit 1
   fi
+}
+
+if [[ " $PARTS " == *" a "* || " $PARTS " == *" d "* ]] && [ -z "${SERVE_BIN:-}" ]; then
+  cargo build --release -q --bin hearth
+fi
+
+if [[ " $PARTS " == *" a "* ]]; then
+  echo "== (a) Hearth over HTTP" >&2
+  serve_hearth "$OUT/hearth.json" --tokens "$TOKENS"
 fi
 
 if [[ " $PARTS " == *" c "* ]]; then
@@ -93,6 +113,11 @@ if [[ " $PARTS " == *" c "* ]]; then
     echo "llama-cpp-python's server did not start (see $OUT/llama-cpp-python.log)" >&2
   fi
   stop "$PID"
+fi
+
+if [[ " $PARTS " == *" d "* ]]; then
+  echo "== (d) Hearth: a request arriving mid-stream ($STREAMS streams)" >&2
+  serve_hearth "$OUT/arrival.json" --measure arrival --streams "$STREAMS" --tokens "$ARRIVAL_TOKENS"
 fi
 
 python3 bench/engine/report.py "$OUT" "$THREADS" "$TOKENS" | tee "$OUT/table.md"
