@@ -206,8 +206,7 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
-        let req =
-            request::from_router(request.clone(), &self.name).map_err(BackendError::Invalid)?;
+        let req = request::from_router(request).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);
         }

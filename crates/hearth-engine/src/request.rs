@@ -61,11 +61,8 @@ pub enum Endpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenRequest {
     pub endpoint: Endpoint,
-    pub model: String,
     pub prompt: PromptInput,
     pub params: SamplingParams,
-    pub stream: bool,
-    pub include_usage: bool,
     /// Completions with `echo`: the prompt text comes first in the output.
     pub echo: bool,
 }
@@ -80,10 +77,13 @@ impl GenRequest {
     }
 }
 
-pub fn from_router(request: Request, served_name: &str) -> Result<GenRequest, ApiError> {
+/// What the engine needs of a request: its prompt and sampling, checked. (Streamed
+/// or not, and with what usage, is the front end's business: the engine always
+/// answers with events.)
+pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
     match request {
-        Request::Chat(r) => from_chat(r, served_name),
-        Request::Completion(r) => from_completion(r, served_name),
+        Request::Chat(r) => from_chat(r),
+        Request::Completion(r) => from_completion(r),
     }
 }
 
@@ -189,7 +189,7 @@ fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
     }
 }
 
-fn from_chat(r: ChatCompletionRequest, served_name: &str) -> Result<GenRequest, ApiError> {
+fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
     check_n(r.n)?;
     let grammar = response_format(r.response_format.as_ref())?;
     let params = sampling(
@@ -227,16 +227,13 @@ fn from_chat(r: ChatCompletionRequest, served_name: &str) -> Result<GenRequest, 
         .collect();
     Ok(GenRequest {
         endpoint: Endpoint::Chat,
-        model: r.model.clone().unwrap_or_else(|| served_name.to_owned()),
-        include_usage: r.include_usage(),
-        stream: r.stream,
         prompt: PromptInput::Chat(messages),
         params,
         echo: false,
     })
 }
 
-fn from_completion(r: CompletionRequest, served_name: &str) -> Result<GenRequest, ApiError> {
+fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
     check_n(r.n)?;
     let grammar = response_format(r.extra.get("response_format"))?;
     let params = sampling(
@@ -300,9 +297,6 @@ fn from_completion(r: CompletionRequest, served_name: &str) -> Result<GenRequest
     }
     Ok(GenRequest {
         endpoint: Endpoint::Completion,
-        model: r.model.clone().unwrap_or_else(|| served_name.to_owned()),
-        include_usage: r.include_usage(),
-        stream: r.stream,
         echo: r.echo.unwrap_or(false),
         prompt,
         params,
@@ -315,17 +309,15 @@ mod tests {
     use serde_json::json;
 
     fn chat(v: Value) -> Result<GenRequest, ApiError> {
-        from_router(
-            Request::Chat(ChatCompletionRequest::from_value(v).unwrap()),
-            "m",
-        )
+        from_router(&Request::Chat(
+            ChatCompletionRequest::from_value(v).unwrap(),
+        ))
     }
 
     #[test]
     fn defaults_and_roles() {
         let r = chat(json!({"messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "hi"}]}))
             .unwrap();
-        assert_eq!(r.model, "m");
         assert_eq!(r.params.temperature, DEFAULT_TEMPERATURE);
         assert_eq!(
             r.prompt,
@@ -375,10 +367,9 @@ mod tests {
     #[test]
     fn completion_prompts() {
         let c = |v: Value| {
-            from_router(
-                Request::Completion(CompletionRequest::from_value(v).unwrap()),
-                "m",
-            )
+            from_router(&Request::Completion(
+                CompletionRequest::from_value(v).unwrap(),
+            ))
         };
         assert_eq!(
             c(json!({"prompt": [1, 2]})).unwrap().prompt,
