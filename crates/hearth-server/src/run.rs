@@ -45,14 +45,18 @@ impl Server {
             let _ = probe_stop.wait_for(|s| *s).await;
         }));
 
+        let addr = listener.local_addr().map_err(RunError::Listener)?;
         // The other event loops accept from clones of the same socket (one accept
         // queue: a busy loop leaves new connections to an idle one).
         let listener = listener.into_std().map_err(RunError::Listener)?;
         let mut threads = Vec::new();
+        // Each loop says when it accepts (or that it could not start).
+        let (up_tx, up_rx) = std::sync::mpsc::channel::<()>();
         for i in 1..workers {
             let listener = listener.try_clone().map_err(RunError::Listener)?;
             let app = self.app.clone();
             let mut stop = stop_rx.clone();
+            let up = up_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("hearth-http-{i}"))
                 .spawn(move || -> std::io::Result<()> {
@@ -61,6 +65,10 @@ impl Server {
                     })?;
                     let served = rt.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
+                        // Sent, then dropped: the first loop counts the loops up until
+                        // every sender is gone.
+                        let _ = up.send(());
+                        drop(up);
                         // Ends when the first loop says stop, or if it is gone.
                         let stopped = async move {
                             let _ = stop.wait_for(|s| *s).await;
@@ -76,6 +84,31 @@ impl Server {
                 .map_err(RunError::Spawn)?;
             threads.push(thread);
         }
+        // Said once every loop is up, so whoever waits for this line finds them all.
+        drop(up_tx);
+        let up = tokio::task::spawn_blocking(move || up_rx.iter().count())
+            .await
+            .unwrap_or(0);
+        if up + 1 < workers {
+            tracing::warn!(
+                up = up + 1,
+                workers,
+                "some HTTP event loops did not start; serving with the others"
+            );
+        }
+        let models: Vec<String> = self
+            .router()
+            .iter()
+            .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
+            .collect();
+        tracing::info!(
+            listen = %addr,
+            models = %models.join(", "),
+            keys = self.config.resolved_keys.len(),
+            workers,
+            version = env!("CARGO_PKG_VERSION"),
+            "hearth is serving: chat UI at http://{addr}/ , API at http://{addr}/v1"
+        );
         let served = hearth_http::serve(
             TcpListener::from_std(listener).map_err(RunError::Listener)?,
             self.app.clone(),

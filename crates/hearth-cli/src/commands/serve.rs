@@ -101,20 +101,6 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
                 config.server.listen
             )
         })?;
-    let addr = listener.local_addr()?;
-    let models: Vec<String> = server
-        .router()
-        .iter()
-        .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
-        .collect();
-    tracing::info!(
-        listen = %addr,
-        models = %models.join(", "),
-        keys = config.resolved_keys.len(),
-        workers = config.server.workers,
-        version = env!("CARGO_PKG_VERSION"),
-        "hearth is serving: chat UI at http://{addr}/ , API at http://{addr}/v1"
-    );
     server.run(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
