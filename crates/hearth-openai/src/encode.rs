@@ -14,9 +14,9 @@ use hearth_http::sse::put_data;
 use hearth_router::{Event, FinishReason, ModelMetrics, ToolCallDelta};
 use serde_json::{Value, json};
 
-/// Which endpoint's format.
+/// Which endpoint's wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum Format {
     Chat,
     Completion,
 }
@@ -25,7 +25,7 @@ pub enum Endpoint {
 /// in every chunk and in the whole body. It is made on the first typed event only:
 /// an upstream's answer, passed on as it came, never needs one.
 pub struct Encoder {
-    endpoint: Endpoint,
+    format: Format,
     model: Arc<ModelMetrics>,
     include_usage: bool,
     /// A chat stream opens with the assistant's role, once.
@@ -41,10 +41,10 @@ struct Identity {
 }
 
 impl Identity {
-    fn new(endpoint: Endpoint, model: &str) -> Self {
-        let (id_prefix, object) = match endpoint {
-            Endpoint::Chat => ("chatcmpl-", "chat.completion.chunk"),
-            Endpoint::Completion => ("cmpl-", "text_completion"),
+    fn new(format: Format, model: &str) -> Self {
+        let (id_prefix, object) = match format {
+            Format::Chat => ("chatcmpl-", "chat.completion.chunk"),
+            Format::Completion => ("cmpl-", "text_completion"),
         };
         let mut id = String::with_capacity(id_prefix.len() + 32);
         id.push_str(id_prefix);
@@ -83,11 +83,11 @@ fn answer_id() -> String {
 }
 
 impl Encoder {
-    /// For an answer of `model` (the served name) to `endpoint`; `include_usage`:
+    /// For an answer of `model` (the served name) in `format`; `include_usage`:
     /// the client asked for the usage chunk.
-    pub fn new(endpoint: Endpoint, model: Arc<ModelMetrics>, include_usage: bool) -> Self {
+    pub fn new(format: Format, model: Arc<ModelMetrics>, include_usage: bool) -> Self {
         Encoder {
-            endpoint,
+            format,
             model,
             include_usage,
             role_sent: false,
@@ -97,9 +97,9 @@ impl Encoder {
 
     /// The answer's identity, made on first use.
     fn identity(&mut self) -> &Identity {
-        let (endpoint, model) = (self.endpoint, &self.model);
+        let (format, model) = (self.format, &self.model);
         self.identity
-            .get_or_insert_with(|| Identity::new(endpoint, model.model()))
+            .get_or_insert_with(|| Identity::new(format, model.model()))
     }
 
     /// Appends the SSE events (`data: ...\n\n`) of one answer event to `out`.
@@ -108,7 +108,7 @@ impl Encoder {
             put_data(out, &w.data);
             return;
         }
-        if self.endpoint == Endpoint::Chat && !self.role_sent {
+        if self.format == Format::Chat && !self.role_sent {
             self.role_sent = true;
             self.chunk(
                 out,
@@ -118,8 +118,8 @@ impl Encoder {
             );
         }
         match event {
-            Event::Text { index, text } => match self.endpoint {
-                Endpoint::Chat => self.chunk(
+            Event::Text { index, text } => match self.format {
+                Format::Chat => self.chunk(
                     out,
                     *index,
                     |c| {
@@ -129,7 +129,7 @@ impl Encoder {
                     },
                     None,
                 ),
-                Endpoint::Completion => self.chunk(
+                Format::Completion => self.chunk(
                     out,
                     *index,
                     |c| {
@@ -139,7 +139,7 @@ impl Encoder {
                     None,
                 ),
             },
-            Event::Reasoning { index, text } if self.endpoint == Endpoint::Chat => self.chunk(
+            Event::Reasoning { index, text } if self.format == Format::Chat => self.chunk(
                 out,
                 *index,
                 |c| {
@@ -149,7 +149,7 @@ impl Encoder {
                 },
                 None,
             ),
-            Event::ToolCall { index, call } if self.endpoint == Endpoint::Chat => {
+            Event::ToolCall { index, call } if self.format == Format::Chat => {
                 let delta = json!({"tool_calls": [tool_call_delta(call)]});
                 self.chunk(
                     out,
@@ -162,9 +162,9 @@ impl Encoder {
                 );
             }
             Event::Finish { index, reason } => {
-                let empty: &[u8] = match self.endpoint {
-                    Endpoint::Chat => b"\"delta\":{}",
-                    Endpoint::Completion => b"\"text\":\"\"",
+                let empty: &[u8] = match self.format {
+                    Format::Chat => b"\"delta\":{}",
+                    Format::Completion => b"\"text\":\"\"",
                 };
                 self.chunk(out, *index, |c| c.extend_from_slice(empty), Some(reason));
             }
@@ -225,10 +225,10 @@ impl Encoder {
         let finish = finish.as_ref().map(FinishReason::as_str);
         let usage = usage.unwrap_or_default();
         let model = self.model.model().to_owned();
-        let endpoint = self.endpoint;
+        let format = self.format;
         let ident = self.identity();
-        let v = match endpoint {
-            Endpoint::Chat => {
+        let v = match format {
+            Format::Chat => {
                 let mut message = json!({"role": "assistant", "content": text});
                 if !calls.is_empty() {
                     message["tool_calls"] = calls.iter().map(tool_call).collect();
@@ -246,7 +246,7 @@ impl Encoder {
                     "usage": usage,
                 })
             }
-            Endpoint::Completion => json!({
+            Format::Completion => json!({
                 "id": ident.id, "object": "text_completion", "created": ident.created,
                 "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_chat_stream_is_role_text_finish_and_usage_when_asked() {
-        let mut enc = Encoder::new(Endpoint::Chat, model("m\"odel"), true);
+        let mut enc = Encoder::new(Format::Chat, model("m\"odel"), true);
         let mut out = BytesMut::new();
         for e in [
             Event::Text {
@@ -353,7 +353,7 @@ mod tests {
         );
 
         // Without include_usage, no usage chunk.
-        let mut enc = Encoder::new(Endpoint::Completion, model("m"), false);
+        let mut enc = Encoder::new(Format::Completion, model("m"), false);
         let mut out = BytesMut::new();
         for e in [
             Event::Text {
@@ -399,7 +399,7 @@ mod tests {
             },
             Event::Usage(Usage::new(1, 1)),
         ];
-        let mut enc = Encoder::new(Endpoint::Chat, model("m"), false);
+        let mut enc = Encoder::new(Format::Chat, model("m"), false);
         let mut out = BytesMut::new();
         for e in &events {
             enc.stream_event(e, &mut out);
@@ -433,7 +433,7 @@ mod tests {
     #[test]
     fn an_upstreams_own_json_goes_out_as_it_came() {
         let w = hearth_router::Wire::chunk(Bytes::from_static(b"{\"x\":1}"));
-        let mut enc = Encoder::new(Endpoint::Chat, model("m"), true);
+        let mut enc = Encoder::new(Format::Chat, model("m"), true);
         let mut out = BytesMut::new();
         enc.stream_event(&Event::Wire(w.clone()), &mut out);
         assert_eq!(&out[..], b"data: {\"x\":1}\n\n");

@@ -14,7 +14,7 @@ use hearth_http::sse::{self, put_data};
 use hearth_http::{HttpState, RequestLog};
 use hearth_router::{BackendError, Event, Request};
 
-use crate::encode::{Encoder, Endpoint};
+use crate::encode::{Encoder, Format};
 
 /// Serves one `/v1` completion request.
 pub async fn relay(
@@ -27,15 +27,15 @@ pub async fn relay(
         log.set_model(&m.metrics);
     }
     let stream = request.is_stream();
-    let endpoint = match &request {
-        Request::Chat(_) => Endpoint::Chat,
-        Request::Completion(_) => Endpoint::Completion,
+    let format = match &request {
+        Request::Chat(_) => Format::Chat,
+        Request::Completion(_) => Format::Completion,
     };
     let include_usage = request.include_usage();
     let c = state.gateway.complete(principal, request, log.id()).await?;
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     log.first_token();
-    let mut encoder = Encoder::new(endpoint, c.model.clone(), include_usage);
+    let mut encoder = Encoder::new(format, c.model.clone(), include_usage);
     let quota = c.quota;
     let mut resp = if stream {
         sse_response(c.events, encoder, log.clone())
