@@ -1,5 +1,6 @@
 //! `POST .../messages` and `POST .../regenerate`: store the user's turn, ask the
-//! router for a reply, stream it to the browser as SSE and store it as it grows.
+//! gateway for a reply (as the caller), stream it to the browser as SSE and store
+//! it as it grows.
 //!
 //! The reply is pumped by its own task, not by the response body: when the browser
 //! stops (Esc) or goes away, the task notices at once, drops the backend stream
