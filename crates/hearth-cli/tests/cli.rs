@@ -149,6 +149,25 @@ fn config_check_ok() {
 }
 
 #[test]
+fn config_check_shows_the_command_of_each_managed_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        "[[models]]\nname = \"mistral-7b\"\nbackend = \"upstream\"\nmax_concurrency = 1\n[models.launch]\npreset = \"vllm\"\nmodel = \"mistralai/Mistral-7B-Instruct-v0.3\"\nmax_model_len = 8192\n",
+    )
+    .unwrap();
+    let (code, out, _) =
+        run(hearth()
+            .current_dir(dir.path())
+            .args(["config", "check", "hearth.toml"]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out, @r"
+    ok: 1 model(s) (mistral-7b), listen 127.0.0.1:8080, 0 API key(s)
+    launch mistral-7b: vllm serve mistralai/Mistral-7B-Instruct-v0.3 --host 127.0.0.1 --port {port} --served-model-name mistral-7b --max-model-len 8192 --max-num-seqs 1
+    ");
+}
+
+#[test]
 fn config_check_names_a_field_of_the_other_backend_and_warns_of_unknown_variables() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -6,12 +6,14 @@
 //! backends or the engine: other crates read the typed [`Config`].
 //!
 //! # Layout
-//! - [`model`], [`server`]: the sections, with their defaults.
+//! - [`model`], [`server`]: the sections, with their defaults; [`launch`]: a model
+//!   server Hearth runs itself (`[models.launch]`) and its rendered command.
 //! - [`env`]: where environment variables come from (swappable in tests), and their names.
 //! - [`load`]: file + env -> [`Config`], with located diagnostics.
 //! - [`validate`]: cross-field checks (fallbacks exist, keys resolve, binds are safe).
 
 pub mod env;
+pub mod launch;
 mod load;
 pub mod model;
 pub mod server;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use env::{Env, MapEnv, ProcessEnv};
+pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, parse_duration};
 pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
 pub use server::{

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::launch::{LaunchConfig, PORT_PLACEHOLDER};
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
@@ -94,6 +96,21 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_secs: u64,
     /// Seconds allowed between two chunks of a stream (or for a whole non-streamed body).
     pub idle_timeout_secs: u64,
+    /// Hearth runs this server itself (`[models.launch]`). Boxed: most upstreams
+    /// are not launched, and the config is copied around whole.
+    pub launch: Option<Box<LaunchConfig>>,
+}
+
+impl UpstreamConfig {
+    /// The base URL, with `{port}` where a managed server's port goes: the one
+    /// configured, or for a managed server without one its loopback address.
+    pub fn base_url_template(&self) -> String {
+        if self.base_url.is_empty() && self.launch.is_some() {
+            format!("http://127.0.0.1:{PORT_PLACEHOLDER}/v1")
+        } else {
+            self.base_url.clone()
+        }
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -105,6 +122,7 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 5,
             first_byte_timeout_secs: 120,
             idle_timeout_secs: 120,
+            launch: None,
         }
     }
 }
@@ -211,6 +229,7 @@ pub const COMMON_KEYS: &[&str] = &[
 pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
 pub const UPSTREAM_KEYS: &[&str] = &[
     "base_url",
+    "launch",
     "upstream_model",
     "api_key_env",
     "connect_timeout_secs",
@@ -257,6 +276,8 @@ struct ModelToml {
     first_byte_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    launch: Option<Box<LaunchConfig>>,
 
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<PathBuf>,
@@ -287,6 +308,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                         t.first_byte_timeout_secs.is_some(),
                     ),
                     ("idle_timeout_secs", t.idle_timeout_secs.is_some()),
+                    ("launch", t.launch.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, set)| set.then_some(k))
@@ -354,6 +376,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                         .first_byte_timeout_secs
                         .unwrap_or(d.first_byte_timeout_secs),
                     idle_timeout_secs: t.idle_timeout_secs.unwrap_or(d.idle_timeout_secs),
+                    launch: t.launch,
                 })
             }
         };
@@ -403,6 +426,7 @@ impl From<ModelConfig> for ModelToml {
                 t.connect_timeout_secs = Some(u.connect_timeout_secs);
                 t.first_byte_timeout_secs = Some(u.first_byte_timeout_secs);
                 t.idle_timeout_secs = Some(u.idle_timeout_secs);
+                t.launch = u.launch;
             }
         }
         t

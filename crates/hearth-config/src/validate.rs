@@ -65,13 +65,28 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         }
         match &m.backend {
             ModelBackend::Upstream(u) => {
-                if u.base_url.is_empty() {
+                if let Some(launch) = &u.launch {
+                    for problem in launch.check(&m.name, m.concurrency(), m.context_length) {
+                        push(at("launch"), problem);
+                    }
+                    if !u.base_url.is_empty()
+                        && launch.port == crate::PortSetting::Auto
+                        && !u.base_url.contains(crate::launch::PORT_PLACEHOLDER)
+                    {
+                        push(
+                            at("base_url"),
+                            "with a launched server on `port = \"auto\"` the base URL must say where the port goes (`{port}`), or be left out (http://127.0.0.1:{port}/v1)".into(),
+                        );
+                    }
+                }
+                if u.base_url.is_empty() && u.launch.is_none() {
                     push(
                         at("backend"),
-                        "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\""
-                            .into(),
+                        "an upstream model needs `base_url`, e.g. \"http://127.0.0.1:8000/v1\" (or `[models.launch]` for a server Hearth runs)".into(),
                     );
-                } else if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://"))
+                } else if !(u.base_url.is_empty()
+                    || u.base_url.starts_with("http://")
+                    || u.base_url.starts_with("https://"))
                 {
                     push(
                         at("base_url"),

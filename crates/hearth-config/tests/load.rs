@@ -323,3 +323,52 @@ fn a_field_of_the_other_backend_is_an_error_at_its_model() {
     );
     assert!(c.models[0].embedded_config().is_none());
 }
+
+#[test]
+fn a_launched_model_needs_no_base_url_and_its_problems_are_located() {
+    let text = r#"
+[[models]]
+name = "mistral-7b"
+backend = "upstream"
+max_concurrency = 1
+[models.launch]
+preset = "vllm"
+model = "mistralai/Mistral-7B-Instruct-v0.3"
+max_model_len = 8192
+gpu_memory_utilization = 0.90
+gpus = [0]
+extra_args = ["--enable-prefix-caching"]
+start = "on_demand"
+idle_stop = "30m"
+"#;
+    let c = load_str(text, "hearth.toml", &MapEnv::default()).unwrap();
+    let u = c.models[0].upstream_config().unwrap();
+    assert_eq!(u.base_url_template(), "http://127.0.0.1:{port}/v1");
+    let l = u.launch.as_ref().unwrap();
+    assert_eq!(l.gpus.as_deref(), Some(&[0][..]));
+    assert_eq!(
+        l.idle_stop().unwrap(),
+        Some(std::time::Duration::from_secs(1800))
+    );
+
+    let e = errors(
+        "[[models]]\nname = \"x\"\nbackend = \"upstream\"\n[models.launch]\ncommand = [\"srv\"]\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].starts_with(
+            "hearth.toml:4: models[0].launch: with `port = \"auto\"` the command must take the port"
+        ),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "[[models]]\nname = \"x\"\npath = \"m.gguf\"\n[models.launch]\npreset = \"vllm\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].contains("`launch` applies only to `backend = \"upstream\"` models"),
+        "{}",
+        e[0]
+    );
+}

@@ -21,6 +21,14 @@ pub fn check(file: Option<&Path>) -> ExitCode {
                 config.server.listen,
                 config.resolved_keys.len()
             ));
+            // What each managed server will run, as `hearth serve` will start it.
+            for m in &config.models {
+                if let Some(launch) = m.upstream_config().and_then(|u| u.launch.as_ref())
+                    && let Ok(argv) = launch.argv(&m.name, m.concurrency(), m.context_length)
+                {
+                    output::line(format!("launch {}: {}", m.name, argv.join(" ")));
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
