@@ -26,7 +26,7 @@ pub mod usage;
 pub use chat::{ChatCompletionRequest, ChatMessage, MessageContent, StopSequences, StreamOptions};
 pub use completion::{CompletionRequest, Prompt};
 pub use error::{ApiError, ErrorKind};
-pub use models::{ModelEntry, ModelList, ModelStatus};
+pub use models::{EngineInfo, ModelEntry, ModelList, ModelStatus};
 pub use usage::Usage;
 
 /// A request serialized with another `model`: what an upstream receives, under its

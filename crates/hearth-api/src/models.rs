@@ -12,6 +12,13 @@ pub enum ModelStatus {
     /// model server stopped while idle).
     Stopped,
     Unavailable,
+    /// A managed model server whose process runs but does not answer HTTP yet.
+    Starting,
+    /// A managed model server that exited and is started again after a backoff.
+    Restarting,
+    /// A managed model server that failed too often to be restarted; its
+    /// [`EngineInfo`] says why.
+    Failed,
 }
 
 impl ModelStatus {
@@ -21,8 +28,55 @@ impl ModelStatus {
             ModelStatus::Loading => "loading",
             ModelStatus::Stopped => "stopped",
             ModelStatus::Unavailable => "unavailable",
+            ModelStatus::Starting => "starting",
+            ModelStatus::Restarting => "restarting",
+            ModelStatus::Failed => "failed",
         }
     }
+
+    /// Whether a request may wait for the model to serve (it is on its way up).
+    pub fn is_coming_up(self) -> bool {
+        matches!(
+            self,
+            ModelStatus::Loading
+                | ModelStatus::Starting
+                | ModelStatus::Restarting
+                | ModelStatus::Stopped
+        )
+    }
+}
+
+/// The process behind a managed model server (`[models.launch]`), as `/v1/models`
+/// and `/ready` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// `starting`, `loading`, `ready`, `restarting`, `failed` or `stopped`.
+    pub state: ModelStatus,
+    /// The process id while one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Its loopback port while one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Starts so far (1 for the first).
+    pub attempt: u32,
+    /// Times it was started again after it exited unasked.
+    pub restarts: u32,
+    /// Why the last run ended, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds until the next start, while `restarting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_secs: Option<u64>,
+    /// The last lines of its stderr, when it failed or is restarting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
+    /// Where its stdout and stderr are written.
+    pub log: String,
+    /// `eager` (started with Hearth) or `on_demand`.
+    pub start: String,
+    /// Unix time of the last change of state.
+    pub since: u64,
 }
 
 /// One model, in OpenAI's shape plus Hearth's `status`, `tags`, `context_length`.
@@ -38,6 +92,9 @@ pub struct ModelEntry {
     pub backend: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The process Hearth runs for this model, when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

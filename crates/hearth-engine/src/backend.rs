@@ -163,16 +163,15 @@ impl EmbeddedBackend {
                 "model `{}` is still loading",
                 self.name
             ))),
-            // The engine loads at start and never stops on its own.
-            ModelStatus::Unavailable | ModelStatus::Stopped => {
-                Some(BackendError::Unavailable(format!(
-                    "model `{}` failed to load: {}",
-                    self.name,
-                    self.shared
-                        .failure()
-                        .unwrap_or_else(|| "unknown reason".into())
-                )))
-            }
+            // The engine loads at start and never stops on its own (the other states
+            // are a managed server's).
+            _ => Some(BackendError::Unavailable(format!(
+                "model `{}` failed to load: {}",
+                self.name,
+                self.shared
+                    .failure()
+                    .unwrap_or_else(|| "unknown reason".into())
+            ))),
         }
     }
 

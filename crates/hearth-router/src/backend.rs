@@ -108,6 +108,10 @@ pub enum BackendError {
     /// The backend cannot serve now (still loading, failed to load, shut down).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The model server's process (one Hearth runs) exited while answering: the
+    /// request may have run, and the server is being started again.
+    #[error("the model server exited: {0}")]
+    Crashed(String),
 }
 
 impl BackendError {
@@ -128,7 +132,9 @@ impl BackendError {
     /// so only where the model's config allows (`retry_unanswered`).
     pub fn may_have_run(&self) -> bool {
         match self {
-            BackendError::Unanswered(_) | BackendError::Timeout(_) => true,
+            BackendError::Unanswered(_) | BackendError::Timeout(_) | BackendError::Crashed(_) => {
+                true
+            }
             BackendError::Status { status, .. } => matches!(status, 502 | 504),
             _ => false,
         }
@@ -171,6 +177,12 @@ impl BackendError {
                 "the model backend did not answer in time",
             )
             .with_code("backend_timeout"),
+            BackendError::Crashed(why) => ApiError::new(
+                ErrorKind::BadGateway,
+                format!("{why}; Hearth is starting it again, try again shortly"),
+            )
+            .with_code("engine_crashed")
+            .with_retry_after(5),
             _ => ApiError::new(
                 ErrorKind::Unavailable,
                 "the model backend is unavailable; try again shortly",
@@ -215,10 +227,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn wake(&self) -> Result<(), BackendError> {
         match self.status() {
             ModelStatus::Ready => Ok(()),
-            ModelStatus::Loading => Err(BackendError::Unavailable("still loading".into())),
-            ModelStatus::Stopped => Err(BackendError::Unavailable("stopped".into())),
-            ModelStatus::Unavailable => Err(BackendError::Unavailable("unavailable".into())),
+            status => Err(BackendError::Unavailable(status.as_str().into())),
         }
+    }
+
+    /// The process behind the backend, when Hearth runs one (a managed model
+    /// server): shown in `/v1/models` and `/ready`.
+    fn engine(&self) -> Option<hearth_api::EngineInfo> {
+        None
     }
 
     /// A cheap liveness check used by background health probes.

@@ -50,6 +50,7 @@ impl Model {
                 .or(self.config.reported_context_length()),
             backend: self.backend.kind().to_owned(),
             aliases: self.config.aliases.clone(),
+            engine: self.backend.engine(),
         }
     }
 
@@ -190,23 +191,39 @@ impl Router {
         }
         let mut attempts = 0u32;
         let mut last: Option<BackendError> = None;
-        let mut loading = false;
+        // The first model of the chain that could not serve because it was not up.
+        let mut not_up: Option<NotUp> = None;
         for model in chain {
+            // A permit taken to wait for a model on its way up; its first attempt uses it.
+            let mut held: Option<Permit> = None;
             match model.status() {
                 ModelStatus::Ready => {}
                 ModelStatus::Unavailable => continue,
-                // A model that starts on demand starts now (the request waits for it);
-                // one still loading says so, and the fallbacks are tried.
-                status @ (ModelStatus::Loading | ModelStatus::Stopped) => {
+                // A managed model server still starting (or stopped while idle, or
+                // between restarts) is waited for in the model's queue, holding a
+                // slot: requests past the queue's bound get 429 as usual, and the
+                // backend bounds the wait. The embedded engine still loading says so
+                // at once and the fallbacks are tried.
+                status => {
+                    let permit = acquire(model).await?;
                     if let Err(e) = model.backend.wake().await {
                         tracing::debug!(model = %model.config.name, error = %e, "backend not ready");
-                        if status == ModelStatus::Loading {
-                            loading = true;
-                        } else {
-                            last = Some(e);
+                        if not_up.is_none() {
+                            not_up = Some(NotUp {
+                                model: model.config.name.clone(),
+                                status: match model.status() {
+                                    ModelStatus::Ready => status,
+                                    now => now,
+                                },
+                                why: match e {
+                                    BackendError::Unavailable(why) => why,
+                                    other => other.to_string(),
+                                },
+                            });
                         }
                         continue;
                     }
+                    held = Some(permit);
                 }
             }
             if request.model() != Some(model.config.name.as_str()) {
@@ -221,17 +238,10 @@ impl Router {
                     model.metrics.retry();
                     tokio::time::sleep(delay).await;
                 }
-                let permit = model.queue.acquire().await.map_err(|QueueFull| {
-                    ApiError::new(
-                        ErrorKind::RateLimited,
-                        format!(
-                            "the queue of model `{}` is full ({} waiting); try again shortly",
-                            model.config.name, model.config.max_queue
-                        ),
-                    )
-                    .with_code("queue_full")
-                    .with_retry_after(1)
-                })?;
+                let permit = match held.take() {
+                    Some(p) => p,
+                    None => acquire(model).await?,
+                };
                 attempts += 1;
                 match call(model, &request, permit).await {
                     Ok(events) => {
@@ -285,12 +295,7 @@ impl Router {
                     .with_retry_after(e.retry_after().map_or(self.retry_hint(), |d| d.as_secs().max(1)))
                 }
             }
-            None if loading => ApiError::new(
-                ErrorKind::Unavailable,
-                format!("model `{}` is still loading; try again shortly", primary.config.name),
-            )
-            .with_code("model_loading")
-            .with_retry_after(2),
+            None if let Some(n) = not_up => n.into_error(),
             None => ApiError::new(
                 ErrorKind::Unavailable,
                 format!(
@@ -348,6 +353,71 @@ impl Router {
     }
 }
 
+/// Why a model of the chain could not serve: it was not up.
+struct NotUp {
+    model: String,
+    status: ModelStatus,
+    why: String,
+}
+
+impl NotUp {
+    fn into_error(self) -> ApiError {
+        if self.status == ModelStatus::Failed {
+            // It will not come back by itself: no point in a short Retry-After.
+            return ApiError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "model `{}` failed: {}; its process log and `/v1/models` say more",
+                    self.model, self.why
+                ),
+            )
+            .with_code("model_failed")
+            .with_retry_after(60);
+        }
+        if self.status == ModelStatus::Stopped {
+            return ApiError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "model `{}` could not be started ({}); try again shortly",
+                    self.model, self.why
+                ),
+            )
+            .with_code("backend_unavailable")
+            .with_retry_after(5);
+        }
+        let status = self.status.as_str();
+        let detail = if self.why == status {
+            String::new()
+        } else {
+            format!(" ({})", self.why)
+        };
+        ApiError::new(
+            ErrorKind::Unavailable,
+            format!(
+                "model `{}` is still {status}{detail}; try again shortly",
+                self.model
+            ),
+        )
+        .with_code("model_loading")
+        .with_retry_after(2)
+    }
+}
+
+/// A slot in `model`'s queue, or 429 when the queue is full.
+async fn acquire(model: &Model) -> Result<Permit, ApiError> {
+    model.queue.acquire().await.map_err(|QueueFull| {
+        ApiError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "the queue of model `{}` is full ({} waiting); try again shortly",
+                model.config.name, model.config.max_queue
+            ),
+        )
+        .with_code("queue_full")
+        .with_retry_after(1)
+    })
+}
+
 fn error_kind(e: &BackendError) -> &'static str {
     match e {
         BackendError::Connect(_) => "connect",
@@ -357,6 +427,7 @@ fn error_kind(e: &BackendError) -> &'static str {
         BackendError::Protocol(_) => "protocol",
         BackendError::Invalid(_) => "invalid",
         BackendError::Unavailable(_) => "unavailable",
+        BackendError::Crashed(_) => "crashed",
     }
 }
 

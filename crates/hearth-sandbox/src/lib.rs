@@ -34,6 +34,8 @@
 //! - `child`: the child between `clone` and `execve`.
 //! - `seccomp`, `landlock`, `cgroup`: the mechanisms.
 //! - `outputs`: reading `/output` back without following links.
+//! - [`process`]: owning a child that is not sandboxed (a model server): its own
+//!   process group, killed with the thread that spawned it.
 //! - [`report`]: what this host enforces (`hearth sandbox check`).
 //! - `sys`: safe wrappers over the parent's syscalls.
 
@@ -42,6 +44,7 @@ mod child;
 mod landlock;
 mod mechanism;
 mod outputs;
+pub mod process;
 pub mod report;
 mod retry;
 mod run;
