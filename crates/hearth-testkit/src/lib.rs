@@ -131,6 +131,7 @@ impl FakeUpstream {
             .route("/v1/chat/completions", post(complete))
             .route("/v1/completions", post(complete))
             .route("/v1/models", get(models))
+            .route("/health", get(health))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
@@ -158,7 +159,8 @@ impl FakeUpstream {
         *lock(&self.inner.default) = b;
     }
 
-    /// Status the `/v1/models` health probe answers.
+    /// Status the `/v1/models` health probe answers, and `/health` (503 there says
+    /// "Loading model", as llama-server and vLLM do while they load).
     pub fn set_probe_status(&self, status: u16) {
         *lock(&self.inner.probe_status) = status;
     }
@@ -249,6 +251,52 @@ async fn models(State(inner): State<Arc<Inner>>) -> Response {
         axum::Json(json!({"object": "list", "data": [{"id": "fake", "object": "model"}]})),
     )
         .into_response()
+}
+
+async fn health(State(inner): State<Arc<Inner>>) -> Response {
+    inner.probes.fetch_add(1, Ordering::SeqCst);
+    let status = *lock(&inner.probe_status);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let body = if code.is_success() {
+        json!({"status": "ok"})
+    } else {
+        json!({"error": {"code": status, "message": "Loading model", "type": "unavailable_error"}})
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+/// The `fake-upstream` executable, built first if needed (once per test process),
+/// for tests that run it as a real process (a managed model server). It lives next
+/// to the test binary's `deps` folder, as cargo lays out a target directory.
+#[allow(clippy::panic)] // a test that cannot get its fake server fails loudly
+pub fn fake_upstream_exe() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+            // target/<profile>/deps/<test> -> target/<profile>/fake-upstream
+            let dir = exe
+                .parent()
+                .and_then(|d| if d.ends_with("deps") { d.parent() } else { Some(d) })
+                .unwrap_or_else(|| panic!("no folder above {}", exe.display()))
+                .to_path_buf();
+            let path = dir.join("fake-upstream");
+            // Always asked of cargo (a no-op when fresh): a stale binary would lack the
+            // flags a test uses. The debug profile is the only one tests build in.
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "-p", "hearth-testkit", "--bin", "fake-upstream"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+            if !matches!(status, Ok(s) if s.success()) || !path.exists() {
+                panic!(
+                    "cannot build the fake upstream at {} ({status:?}): run `cargo build -p hearth-testkit --bin fake-upstream`",
+                    path.display()
+                );
+            }
+            path
+        })
+        .clone()
 }
 
 /// Counts a request as active until dropped; counts a cancellation when dropped

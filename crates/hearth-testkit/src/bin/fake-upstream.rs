@@ -1,7 +1,21 @@
-//! `fake-upstream [PORT] [--chunks N] [--chunk-delay-ms MS]`: the test double as a
-//! process, for the SDK suite and benchmarks (slow streams hold connections open).
-//! Prints `listening on http://ADDR/v1` and serves until killed.
-#![allow(clippy::print_stdout)]
+//! `fake-upstream [PORT] [flags]`: the test double as a process, for the SDK suite,
+//! benchmarks, and the managed-engine tests (which run it as a model server Hearth
+//! owns). Prints `listening on http://ADDR/v1` and serves until killed.
+//!
+//! Flags:
+//! - `--port N`: the port (as the positional PORT); 0 or none = any free port.
+//! - `--chunks N --chunk-delay-ms MS`: answers stream N chunks, MS apart.
+//! - `--start-delay-ms MS`: wait before listening (a server still starting).
+//! - `--load-delay-ms MS`: `/health` and `/v1/models` answer 503 "Loading model" for
+//!   MS after listening (a server loading its model).
+//! - `--exit-at-start CODE [--message TEXT]`: print TEXT to stderr and exit with CODE
+//!   before listening (a server that cannot start).
+//! - `--crash-after N`: the Nth completion request is received, left unanswered, and
+//!   the process exits with status 1 (a server that dies while answering).
+//! - `--ignore-sigterm`: SIGTERM does nothing (a server that does not stop when asked).
+//! - `--spawn-child`: start `sleep 3600` in its process group (a server's workers).
+//! - `--pid-file PATH`: append this process's pid (and the child's) to PATH.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::time::Duration;
@@ -11,11 +25,46 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| -> Option<u64> {
+    let value = |name: &str| -> Option<&str> {
         let i = args.iter().position(|a| a == name)?;
-        args.get(i + 1)?.parse().ok()
+        args.get(i + 1).map(String::as_str)
     };
-    let port: u16 = args.first().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let flag = |name: &str| -> Option<u64> { value(name)?.parse().ok() };
+    let has = |name: &str| args.iter().any(|a| a == name);
+
+    // Logged to both streams, so tests see each in the engine's log file.
+    println!("fake-upstream: starting (pid {})", std::process::id());
+    eprintln!("fake-upstream: stderr is open");
+    if let Some(path) = value("--pid-file") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        writeln!(f, "{}", std::process::id())?;
+        if has("--spawn-child") {
+            let child = std::process::Command::new("sleep").arg("3600").spawn()?;
+            writeln!(f, "{}", child.id())?;
+        }
+    }
+    if let Some(code) = flag("--exit-at-start") {
+        eprintln!(
+            "{}",
+            value("--message").unwrap_or("fake-upstream: cannot start")
+        );
+        std::process::exit(i32::try_from(code).unwrap_or(1));
+    }
+    if has("--ignore-sigterm") {
+        // Installing a handler replaces the default action (exit); never read it.
+        let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        std::mem::forget(term);
+    }
+    if let Some(ms) = flag("--start-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let port: u16 = flag("--port")
+        .and_then(|p| u16::try_from(p).ok())
+        .or_else(|| args.first().and_then(|p| p.parse().ok()))
+        .unwrap_or(0);
     let up = FakeUpstream::start_on(port).await?;
     if let (Some(chunks), Some(delay)) = (flag("--chunks"), flag("--chunk-delay-ms")) {
         let text: String = (0..chunks).map(|i| format!("w{i} ")).collect();
@@ -24,6 +73,30 @@ async fn main() -> std::io::Result<()> {
             chunks as usize,
             Duration::from_millis(delay),
         ));
+    }
+    if let Some(ms) = flag("--load-delay-ms") {
+        up.set_probe_status(503);
+        eprintln!("fake-upstream: loading model");
+        let up = up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            up.set_probe_status(200);
+            eprintln!("fake-upstream: model loaded");
+        });
+    }
+    if let Some(n) = flag("--crash-after").and_then(|n| usize::try_from(n).ok()) {
+        for _ in 1..n {
+            up.push(Behaviour::default());
+        }
+        up.push(Behaviour::Stall);
+        let up = up.clone();
+        tokio::spawn(async move {
+            while up.hits() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            eprintln!("fake-upstream: crashing on request {n}");
+            std::process::exit(1);
+        });
     }
     println!("listening on {}", up.base_url());
     std::io::stdout().flush()?;
