@@ -481,8 +481,19 @@ export function App() {
     if (reachable == null) return { level: 'warn', text: 'Connecting…' };
     if (!modelEntry) return { level: 'warn', text: 'Connected' };
     if (modelEntry.status === 'ready') return { level: 'ok', text: `${modelEntry.id} ready` };
-    if (modelEntry.status === 'loading') return { level: 'warn', text: `${modelEntry.id} loading` };
-    return { level: 'down', text: `${modelEntry.id} unavailable` };
+    switch (modelEntry.status) {
+      case 'loading':
+      case 'starting':
+      case 'restarting':
+        return { level: 'warn', text: `${modelEntry.id} ${modelEntry.status}` };
+      // A stopped server starts with the next message.
+      case 'stopped':
+        return { level: 'warn', text: `${modelEntry.id} stopped (starts on demand)` };
+      case 'failed':
+        return { level: 'down', text: `${modelEntry.id} failed${modelEntry.engine?.reason ? `: ${modelEntry.engine.reason}` : ''}` };
+      default:
+        return { level: 'down', text: `${modelEntry.id} unavailable` };
+    }
   }, [reachable, modelEntry]);
 
   // Interactive: the first page of conversations is on screen and the composer works.

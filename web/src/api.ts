@@ -44,9 +44,27 @@ export interface Page {
   next_cursor: string | null;
 }
 
+/** What `/v1/models` says of a model server Hearth runs itself (`[models.launch]`). */
+export interface EngineInfo {
+  state: ModelStatus;
+  pid?: number;
+  port?: number;
+  attempt: number;
+  restarts: number;
+  reason?: string;
+  retry_in_secs?: number;
+  stderr_tail?: string[];
+  log: string;
+  start: 'eager' | 'on_demand';
+}
+
+/** `starting`, `restarting`, `failed` and `stopped` are managed model servers' states. */
+export type ModelStatus = 'ready' | 'loading' | 'unavailable' | 'starting' | 'restarting' | 'failed' | 'stopped';
+
 export interface ModelEntry {
   id: string;
-  status: 'ready' | 'loading' | 'unavailable';
+  status: ModelStatus;
+  engine?: EngineInfo;
   tags: string[];
   context_length: number | null;
   backend: string;

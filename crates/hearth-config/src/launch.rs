@@ -18,7 +18,8 @@ pub struct LaunchConfig {
     pub preset: Option<Preset>,
     /// vLLM: the model (a Hugging Face id or a local folder); llama-server: the GGUF file.
     pub model: Option<String>,
-    /// vLLM `--max-model-len`; llama-server `-c` (its context).
+    /// The context of one request: vLLM `--max-model-len`; llama-server `-c` times
+    /// its parallel slots (`-np`, the model's `max_concurrency`), which share it.
     pub max_model_len: Option<u32>,
     /// vLLM `--gpu-memory-utilization`.
     pub gpu_memory_utilization: Option<f32>,
@@ -41,6 +42,10 @@ pub struct LaunchConfig {
     /// model first: 30 minutes by default, else 5).
     pub ready_timeout: Option<String>,
     pub restart: RestartPolicy,
+    /// Failures in a row (exits, or starts that never got ready) after which the
+    /// model is `failed` and no longer restarted; 5 by default. A server that stayed
+    /// up 10 minutes starts the count again.
+    pub max_failures: Option<u32>,
     /// SIGTERM to the process group, then SIGKILL after this long.
     pub stop_timeout: Option<String>,
     /// `eager`: started with Hearth; `on_demand`: started by the first request.
@@ -205,10 +210,14 @@ impl LaunchConfig {
                     ]
                     .map(str::to_owned),
                 );
+                // llama-server's `-c` is shared by its `-np` slots: each request gets
+                // the model's context only if the whole holds one per slot.
+                let slots = concurrency.max(1);
                 if let Some(n) = context {
-                    argv.extend(["-c".to_owned(), n.to_string()]);
+                    let total = u64::from(n).saturating_mul(slots as u64);
+                    argv.extend(["-c".to_owned(), total.to_string()]);
                 }
-                argv.extend(["-np".to_owned(), concurrency.max(1).to_string()]);
+                argv.extend(["-np".to_owned(), slots.to_string()]);
             }
             None => {}
         }
@@ -234,6 +243,10 @@ impl LaunchConfig {
                 _ => 5 * 60,
             })),
         }
+    }
+
+    pub fn max_failures(&self) -> u32 {
+        self.max_failures.unwrap_or(5).max(1)
     }
 
     pub fn stop_timeout(&self) -> Result<Duration, String> {
@@ -363,7 +376,7 @@ mod tests {
         let l = launch(
             "preset = \"llama-server\"\nmodel = \"models/x.gguf\"\nprogram = \"/opt/llama/llama-server\"",
         );
-        insta::assert_snapshot!(l.argv("smol", 4, Some(4096)).unwrap().join(" "), @"/opt/llama/llama-server -m models/x.gguf --host 127.0.0.1 --port {port} --alias smol -c 4096 -np 4");
+        insta::assert_snapshot!(l.argv("smol", 4, Some(4096)).unwrap().join(" "), @"/opt/llama/llama-server -m models/x.gguf --host 127.0.0.1 --port {port} --alias smol -c 16384 -np 4");
         let g = launch("command = [\"python\", \"-m\", \"my_server\", \"--port\", \"{port}\"]");
         assert_eq!(
             g.argv("m", 1, None).unwrap(),

@@ -4,16 +4,26 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use hearth_config::{Env, ModelBackend, ModelConfig};
+use hearth_launch::Engines;
 use hearth_router::Backend;
 
 /// Builds the backend of one configured model: an upstream client (its key read
-/// from `api_key_env` in `env`), or the embedded engine, which starts loading on
-/// its own thread and serves once loaded.
-pub fn backend(m: &ModelConfig, env: &dyn Env) -> anyhow::Result<Arc<dyn Backend>> {
+/// from `api_key_env` in `env`), a model server Hearth runs (`[models.launch]`,
+/// supervised by `engines`), or the embedded engine, which starts loading on its
+/// own thread and serves once loaded.
+pub fn backend(
+    m: &ModelConfig,
+    env: &dyn Env,
+    engines: &mut Engines,
+) -> anyhow::Result<Arc<dyn Backend>> {
     Ok(match &m.backend {
         ModelBackend::Upstream(u) => {
             let key = u.api_key_env.as_ref().and_then(|v| env.get(v));
-            Arc::new(hearth_upstream::UpstreamBackend::new(m, key)?)
+            if u.launch.is_some() {
+                engines.add(m, key)? as Arc<dyn Backend>
+            } else {
+                Arc::new(hearth_upstream::UpstreamBackend::new(m, key)?)
+            }
         }
         ModelBackend::Embedded(_) => {
             let engine = hearth_engine::EmbeddedBackend::start(m)

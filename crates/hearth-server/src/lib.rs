@@ -4,7 +4,7 @@
 //!
 //! It owns the wiring and nothing else: each configured model's backend (the
 //! embedded engine, an upstream, or a double a test puts in its place), the router
-//! over them, the gateway with its keys and limiter, the conversation store, and the
+//! over them (with the model servers Hearth runs itself, `hearth-launch`), the gateway with its keys and limiter, the conversation store, and the
 //! HTTP app made of the front ends (`/v1` from `hearth-openai`, the chat UI from
 //! `hearth-webui`); then the event loops (one per core, each accepting from the same
 //! socket and keeping its own upstream connections), the health probes, and the
@@ -24,6 +24,7 @@ use std::sync::Arc;
 use hearth_config::{Config, Env, ProcessEnv};
 use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
 use hearth_http::{App, HttpState};
+use hearth_launch::Engines;
 use hearth_router::{Backend, Router};
 use hearth_store::{ConversationStore, SqliteStore};
 
@@ -52,6 +53,8 @@ pub struct Server {
     gateway: Arc<Gateway>,
     store: Arc<dyn ConversationStore>,
     app: App<hearth_openai::Fast>,
+    /// The model servers Hearth runs; stopped after the drain.
+    engines: Engines,
 }
 
 impl std::fmt::Debug for Server {
@@ -126,15 +129,18 @@ impl Builder {
         let _ = hearth_http::metrics::handle();
         let config = Arc::new(self.config);
         let mut models = Vec::with_capacity(config.models.len());
+        let mut engines = Engines::new(&config.log_dir().join("engines"));
         for m in &config.models {
             let b = match self.backends.remove(&m.name) {
                 Some(b) => b,
-                None => backends::backend(m, self.env.as_ref()).map_err(|source| {
-                    BuildError::Backend {
-                        model: m.name.clone(),
-                        source,
-                    }
-                })?,
+                None => {
+                    backends::backend(m, self.env.as_ref(), &mut engines).map_err(|source| {
+                        BuildError::Backend {
+                            model: m.name.clone(),
+                            source,
+                        }
+                    })?
+                }
             };
             models.push((m.clone(), b));
         }
@@ -172,6 +178,7 @@ impl Builder {
             gateway,
             store,
             app,
+            engines,
         })
     }
 }

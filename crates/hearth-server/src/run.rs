@@ -137,6 +137,8 @@ impl Server {
         .map_err(|_| RunError::Panicked)?;
         // Every loop has drained: replies still unfinished are cut, and say so.
         self.store.close().await;
+        // The model servers go last: nothing routes to them any more.
+        self.engines.stop().await;
         served.map_err(RunError::Serve)?;
         joined?;
         Ok(())

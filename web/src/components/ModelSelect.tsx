@@ -32,7 +32,7 @@ export function ModelSelect({
     >
       <option value="">Default model{models[0] ? ` (${models[0].id})` : ''}</option>
       {models.map((m) => (
-        <option key={m.id} value={m.id} disabled={m.status === 'unavailable'}>
+        <option key={m.id} value={m.id} disabled={m.status === 'unavailable' || m.status === 'failed'}>
           {modelLabel(m)}
         </option>
       ))}

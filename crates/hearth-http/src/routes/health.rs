@@ -1,4 +1,5 @@
-//! `GET /health` (liveness) and `GET /ready` (at least one model can serve).
+//! `GET /health` (liveness) and `GET /ready` (at least one model can serve, and
+//! every model server Hearth starts with itself is up).
 
 use axum::Json;
 use axum::extract::State;
@@ -17,16 +18,27 @@ pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
     let models: Vec<Value> = router
         .iter()
         .map(|m| {
-            json!({
+            let mut entry = json!({
                 "id": m.config.name,
                 "status": m.status(),
                 "backend": m.backend.kind(),
                 "queue_depth": m.queue_depth(),
                 "in_flight": m.in_flight(),
-            })
+            });
+            if let Some(engine) = m.backend.engine() {
+                entry["engine"] = json!(engine);
+            }
+            entry
         })
         .collect();
-    let ready = router.iter().any(|m| m.status() == ModelStatus::Ready);
+    // An on-demand server is not expected up; an eager one is part of being ready
+    // (a deploy's health check waits for it).
+    let eager_up = router.iter().all(|m| {
+        m.backend
+            .engine()
+            .is_none_or(|e| e.start != "eager" || m.status() == ModelStatus::Ready)
+    });
+    let ready = eager_up && router.iter().any(|m| m.status() == ModelStatus::Ready);
     let code = if ready {
         StatusCode::OK
     } else {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth_limits;
+mod engines;
 mod errors;
 mod observability;
 mod queue;

@@ -1,0 +1,317 @@
+//! Managed model servers (`[models.launch]`) run as real processes: the test kit's
+//! `fake-upstream` started by Hearth with flags for a slow start, a crash, an exit
+//! at start, a child of its own, or a deaf ear to SIGTERM.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Gateway, chat_body, error_of, upstream_model};
+
+/// A managed model named `name` running the fake with `flags`, plus `extra` lines in
+/// its `[models.launch]`.
+fn managed(name: &str, flags: &[&str], extra: &str) -> String {
+    let exe = hearth_testkit::fake_upstream_exe();
+    let mut argv = vec![exe.display().to_string(), "--port".into(), "{port}".into()];
+    argv.extend(flags.iter().map(|f| (*f).to_owned()));
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[models]]\nname = \"{name}\"\nbackend = \"upstream\"\nfirst_byte_timeout_secs = 20\n\
+         [models.launch]\ncommand = [{}]\nready_timeout = \"20s\"\nstop_timeout = \"2s\"\n{extra}\n",
+        argv.join(", ")
+    )
+}
+
+async fn model(gw: &Gateway, name: &str) -> Value {
+    let v = gw.get_json("/v1/models").await;
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no model {name} in {v}"))
+}
+
+/// Polls `/v1/models` until model `name` satisfies `f` (at most `secs`).
+async fn wait_model(gw: &Gateway, name: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let m = model(gw, name).await;
+        if f(&m) {
+            return m;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "model {name} never got there: {m:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether process `pid` is still there (a zombie waiting for its reaper is gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z')
+    })
+}
+
+async fn wait_gone(pids: &[u32], secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "processes left: {:?}",
+            pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn pids(file: &Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_during_start_waits_and_ready_waits_for_the_eager_server() {
+    let gw = Gateway::start(&managed(
+        "m",
+        &["--start-delay-ms", "300", "--load-delay-ms", "1200"],
+        "",
+    ))
+    .await;
+    let first = model(&gw, "m").await;
+    assert!(
+        matches!(first["status"].as_str(), Some("starting" | "loading")),
+        "{first}"
+    );
+    assert_eq!(first["engine"]["start"], "eager");
+    assert_eq!(gw.get("/ready").send().await.unwrap().status(), 503);
+
+    // Sent while it starts: it waits in the model's queue and is answered.
+    let chat = {
+        let client = gw.client.clone();
+        let url = gw.url("/v1/chat/completions");
+        tokio::spawn(async move { client.post(url).json(&chat_body("m", false)).send().await })
+    };
+    let loading = wait_model(&gw, "m", 10, |m| m["status"] != "starting").await;
+    assert_eq!(
+        loading["status"], "loading",
+        "answers HTTP, /health still 503"
+    );
+    assert!(loading["engine"]["pid"].is_u64());
+    let resp = chat.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+
+    let ready = model(&gw, "m").await;
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["engine"]["attempt"], 1);
+    assert_eq!(ready["engine"]["restarts"], 0);
+    let ready_check: Value = gw.get_json("/ready").await;
+    assert_eq!(ready_check["status"], "ready");
+    assert_eq!(ready_check["models"][0]["engine"]["state"], "ready");
+
+    // Its output is in its own log file.
+    let log = ready["engine"]["log"].as_str().unwrap().to_owned();
+    let dir = Path::new(&log).parent().unwrap();
+    let text: String = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        text.contains("stderr fake-upstream: loading model"),
+        "{text}"
+    );
+    assert!(text.contains("hearth ready in"), "{text}");
+
+    let metrics = gw
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_engine_state{model=\"m\",state=\"ready\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_is_a_502_then_the_server_restarts_and_traffic_resumes() {
+    let gw = Gateway::start(&managed("m", &["--crash-after", "2"], "")).await;
+    let ready = wait_model(&gw, "m", 20, |m| m["status"] == "ready").await;
+    let pid = ready["engine"]["pid"].as_u64().unwrap();
+    assert_eq!(gw.chat("m", false).await.status(), 200);
+
+    // The second request is received, and the server dies before answering.
+    let (status, err) = error_of(gw.chat("m", false).await).await;
+    assert_eq!(status, 502, "{err}");
+    assert_eq!(err["code"], "engine_crashed");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 1"),
+        "{err}"
+    );
+
+    let restarting = wait_model(&gw, "m", 10, |m| m["status"] != "ready").await;
+    assert_eq!(restarting["status"], "restarting", "{restarting}");
+    assert_eq!(restarting["engine"]["restarts"], 1);
+    assert!(
+        restarting["engine"]["stderr_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "fake-upstream: crashing on request 2"),
+        "{restarting}"
+    );
+    let again = wait_model(&gw, "m", 20, |m| m["status"] == "ready").await;
+    assert_ne!(again["engine"]["pid"].as_u64().unwrap(), pid);
+    assert_eq!(again["engine"]["attempt"], 2);
+    assert_eq!(gw.chat("m", true).await.status(), 200);
+    assert!(!alive(u32::try_from(pid).unwrap()));
+}
+
+#[tokio::test]
+async fn a_server_that_keeps_failing_is_failed_with_its_stderr_and_the_others_still_serve() {
+    let other = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let toml = format!(
+        "{}{}",
+        managed(
+            "broken",
+            &[
+                "--exit-at-start",
+                "3",
+                "--message",
+                "CUDA error: out of memory"
+            ],
+            "max_failures = 2",
+        ),
+        upstream_model("other", &other.base_url(), "")
+    );
+    let gw = Gateway::start(&toml).await;
+    let failed = wait_model(&gw, "broken", 20, |m| m["status"] == "failed").await;
+    let engine = &failed["engine"];
+    assert!(
+        engine["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 3 before it was ready (2 failures in a row)"),
+        "{failed}"
+    );
+    assert!(
+        engine["stderr_tail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "CUDA error: out of memory"),
+        "{failed}"
+    );
+    assert_eq!(engine["restarts"], 1);
+    assert!(engine.get("pid").is_none());
+
+    let (status, err) = error_of(gw.chat("broken", false).await).await;
+    assert_eq!(status, 503);
+    assert_eq!(err["code"], "model_failed");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with status 3")
+    );
+    // Hearth stays up for the other model; not ready, as an eager server failed.
+    assert_eq!(gw.chat("other", false).await.status(), 200);
+    assert_eq!(gw.get("/ready").send().await.unwrap().status(), 503);
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_saying_what_to_do() {
+    let gw = Gateway::start(
+        "[[models]]\nname = \"v\"\nbackend = \"upstream\"\n[models.launch]\n\
+         preset = \"vllm\"\nprogram = \"/nonexistent/vllm\"\nmodel = \"org/m\"\nmax_failures = 1\n",
+    )
+    .await;
+    let failed = wait_model(&gw, "v", 10, |m| m["status"] == "failed").await;
+    let reason = failed["engine"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("cannot run `/nonexistent/vllm`: not found"),
+        "{reason}"
+    );
+    assert!(reason.contains("hearth doctor"), "{reason}");
+}
+
+#[tokio::test]
+async fn stop_kills_the_whole_process_group_even_a_server_deaf_to_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pids");
+    let f = file.display().to_string();
+    let mut gw = Gateway::start(&format!(
+        "{}{}",
+        managed("polite", &["--spawn-child", "--pid-file", &f], ""),
+        managed(
+            "deaf",
+            &["--ignore-sigterm", "--spawn-child", "--pid-file", &f],
+            ""
+        )
+    ))
+    .await;
+    wait_model(&gw, "polite", 20, |m| m["status"] == "ready").await;
+    wait_model(&gw, "deaf", 20, |m| m["status"] == "ready").await;
+    let all = pids(&file);
+    assert_eq!(all.len(), 4, "two servers and a child each: {all:?}");
+    assert!(all.iter().all(|&p| alive(p)));
+
+    gw.shutdown();
+    let started = std::time::Instant::now();
+    gw.task.take().unwrap().await.unwrap().unwrap();
+    // The deaf one got SIGKILL after its 2 s stop_timeout; nothing is left.
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    wait_gone(&all, 5).await;
+}
+
+#[tokio::test]
+async fn an_on_demand_server_starts_on_the_first_request_and_stops_when_idle() {
+    let other = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let toml = format!(
+        "{}{}",
+        managed(
+            "lazy",
+            &["--load-delay-ms", "300"],
+            "start = \"on_demand\"\nidle_stop = \"1s\""
+        ),
+        upstream_model("other", &other.base_url(), "")
+    );
+    let gw = Gateway::start(&toml).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = model(&gw, "lazy").await;
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["engine"]["start"], "on_demand");
+    assert!(stopped["engine"].get("pid").is_none());
+    // An on-demand server is not part of being ready.
+    assert_eq!(gw.get("/ready").send().await.unwrap().status(), 200);
+
+    assert_eq!(gw.chat("lazy", false).await.status(), 200);
+    let up = model(&gw, "lazy").await;
+    assert_eq!(up["status"], "ready");
+    let pid = u32::try_from(up["engine"]["pid"].as_u64().unwrap()).unwrap();
+
+    let idle = wait_model(&gw, "lazy", 10, |m| m["status"] == "stopped").await;
+    assert!(idle["engine"].get("pid").is_none());
+    wait_gone(&[pid], 5).await;
+
+    // And again on the next request.
+    assert_eq!(gw.chat("lazy", true).await.status(), 200);
+    assert_eq!(model(&gw, "lazy").await["engine"]["attempt"], 2);
+}
