@@ -200,7 +200,7 @@ fn two_gpus_and_a_llama_server_too_big_for_them() {
     ok | gpu | gpu 0 | NVIDIA A100-SXM4-40GB: 40333 MiB free of 40960 MiB
     ok | gpu | gpu 1 | NVIDIA A100-SXM4-40GB: 12000 MiB free of 40960 MiB
     ok | models | big launcher | [TMP]/bin/llama-server: version: 4743 (d07c6213)
-    WARN | models | big memory | about 120.0 GiB needed (100.0 GiB of weights + 20%), more than the 80.0 GiB (1 of 80.0 GiB on GPU 0, 1) it is given
+    WARN | models | big memory | about 120.0 GiB needed (100.0 GiB of weights + 20%), more than the 80.0 GiB on GPUs 0, 1 it is given
       fix: use a smaller or quantized model, give it more GPUs (launch.gpus with --tensor-parallel-size in extra_args), or raise gpu_memory_utilization
     ");
 }

@@ -398,12 +398,20 @@ fn memory(model: &str, l: &LaunchConfig, weights: &Weights, gpus: &[Gpu]) -> Vec
         let total: u64 = given.iter().map(|g| g.total_mib << 20).sum();
         let budget = (total as f64 * f64::from(share)) as u64;
         let which: Vec<String> = given.iter().map(|g| g.index.to_string()).collect();
-        let budget_text = format!(
-            "{} ({share} of {} on GPU {})",
-            human_bytes(budget),
-            human_bytes(total),
+        let gpu_list = format!(
+            "GPU{} {}",
+            if which.len() == 1 { "" } else { "s" },
             which.join(", ")
         );
+        let budget_text = if l.preset == Some(Preset::Vllm) {
+            format!(
+                "{} ({share} of {} on {gpu_list})",
+                human_bytes(budget),
+                human_bytes(total),
+            )
+        } else {
+            format!("{} on {gpu_list}", human_bytes(total))
+        };
         let short = given
             .iter()
             .find(|g| (g.free_mib as f64) < g.total_mib as f64 * f64::from(share));
