@@ -354,4 +354,37 @@ fn invalid_config_is_a_fail_and_unreadable_config_exit_2() {
     let (code, out, _) = host.doctor(&["--config", "nope.toml"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot read nope.toml"), "{out}");
+    let (code, _, err) = host.doctor(&["--bogus"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn public_bind_without_keys_fails_and_with_keys_passes() {
+    let host = Host::new("");
+    std::fs::write(
+        host.path().join("public.toml"),
+        "[server]\nlisten = \"0.0.0.0:0\"\n[storage]\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = host.doctor(&["--config", "public.toml"]);
+    assert_eq!(code, 1, "{out}");
+    let bind = lines_of(&out, &["host"]);
+    assert!(
+        bind.starts_with("FAIL | host | bind | listening on 0.0.0.0:0"),
+        "{bind}"
+    );
+    assert!(bind.contains("fix: set HEARTH_API_KEYS"), "{bind}");
+
+    std::fs::write(
+        host.path().join("public.toml"),
+        "[server]\nlisten = \"0.0.0.0:0\"\n[storage]\ndata_dir = \"data\"\n[sandbox]\nrequire = []\n[[keys]]\nname = \"ci\"\nkey = \"sk-test-123\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = host.doctor(&["--config", "public.toml"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        lines_of(&out, &["host"])
+            .contains("ok | host | bind | public (0.0.0.0:0) with 1 API key(s)"),
+        "{out}"
+    );
 }
