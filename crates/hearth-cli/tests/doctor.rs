@@ -388,3 +388,11 @@ fn public_bind_without_keys_fails_and_with_keys_passes() {
         "{out}"
     );
 }
+
+#[test]
+fn help_documents_flags() {
+    let host = Host::new("");
+    let (code, out, _) = host.doctor(&["--help"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}

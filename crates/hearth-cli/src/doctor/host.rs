@@ -258,15 +258,22 @@ pub fn sandbox(config: &SandboxConfig, checks: &mut Vec<Check>) {
     };
     let report = Sandbox::new(options).check();
     let enforced = report.features.iter().filter(|f| f.enforced).count();
-    checks.push(Check::ok(
-        "sandbox",
-        "isolation",
-        format!(
-            "{}: {enforced} of {} features enforced",
-            report.isolation,
-            report.features.len()
-        ),
-    ));
+    let summary = format!(
+        "{}: {enforced} of {} features enforced",
+        report.isolation,
+        report.features.len()
+    );
+    // `none`: neither namespaces nor Landlock work, and every run is refused.
+    checks.push(if report.isolation == "none" {
+        Check::fail(
+            "sandbox",
+            "isolation",
+            format!("{summary}; agent jobs cannot run (namespaces: {})", report.namespaces),
+            "enable unprivileged user namespaces, or run on a kernel with Landlock; see docs/sandbox.md",
+        )
+    } else {
+        Check::ok("sandbox", "isolation", summary)
+    });
     for f in report.features.iter().filter(|f| !f.enforced) {
         let reason = format!("{} not enforced: {}", f.feature.name(), f.how);
         let remedy = "see docs/sandbox.md (`hearth sandbox check` shows each feature); unprivileged user namespaces and a delegated cgroup enable most";
