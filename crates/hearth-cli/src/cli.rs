@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{models::ModelsArgs, sandbox::SandboxArgs};
+use crate::commands::{doctor::DoctorArgs, models::ModelsArgs, sandbox::SandboxArgs};
 
 const EXAMPLES: &str = "\
 Examples:
   hearth serve                              serve ./hearth.toml, or the default model
   hearth serve --config /etc/hearth.toml --listen 0.0.0.0:8080
   hearth config check hearth.toml           validate a config file
+  hearth doctor                             check GPUs, launchers, ports, disk, sandbox
   HEARTH_API_KEYS=sk-local-123 hearth serve --listen 0.0.0.0:8080
 
 Then point any OpenAI client at http://127.0.0.1:8080/v1";
@@ -37,6 +38,11 @@ pub enum Command {
     Models(ModelsArgs),
     /// Run untrusted code in the sandbox, or check what this host can enforce.
     Sandbox(SandboxArgs),
+    /// Check this host and config: GPUs, launchers, ports, disk, sandbox.
+    ///
+    /// Each check says ok, warn or fail, why, and what to do. Exit 1 on any fail,
+    /// 2 when the config file cannot be read.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod doctor;
 mod logging;
 mod output;
 

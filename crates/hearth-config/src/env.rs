@@ -13,6 +13,9 @@ pub const API_KEYS: &str = "HEARTH_API_KEYS";
 pub const LOG: &str = "HEARTH_LOG";
 /// Path of the config file; `--config` wins over it.
 pub const CONFIG: &str = "HEARTH_CONFIG";
+/// Where `hearth doctor` looks for NVIDIA device nodes (default `/dev`; tests point it
+/// at a folder of their own).
+pub const DOCTOR_DEV: &str = "HEARTH_DOCTOR_DEV";
 /// Top-level `default_model`.
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
 /// `HEARTH_*` names that Hearth's own build and test tooling reads, not the
@@ -21,6 +24,7 @@ pub const READ_ELSEWHERE: &[&str] = &[
     API_KEYS,
     LOG,
     CONFIG,
+    DOCTOR_DEV,
     "HEARTH_BIN",
     "HEARTH_UI_DIST",
     "HEARTH_TEST_MODEL",

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod config;
+pub mod doctor;
 pub mod models;
 pub mod sandbox;
 pub mod serve;
@@ -15,5 +16,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
         Command::Models(args) => models::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }

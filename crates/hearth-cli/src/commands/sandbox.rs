@@ -116,7 +116,7 @@ pub fn run(args: SandboxArgs) -> ExitCode {
     }
 }
 
-fn options(config: &SandboxConfig) -> Result<Options, String> {
+pub(crate) fn options(config: &SandboxConfig) -> Result<Options, String> {
     let mut require = Vec::new();
     for name in &config.require {
         let f = Feature::parse(name).ok_or_else(|| {

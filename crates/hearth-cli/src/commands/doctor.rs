@@ -1,0 +1,66 @@
+//! `hearth doctor`: check this host and config before serving. The checks live in
+//! `crate::doctor`; this parses the flags, loads the config, prints, and exits.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use hearth_config::{ProcessEnv, env};
+
+use crate::doctor::{self, Loaded};
+use crate::output;
+
+/// Exit code when the config file cannot be read at all (as clap's bad usage).
+const UNREADABLE_CONFIG: u8 = 2;
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Config file; default ./hearth.toml when it exists, else built-in defaults.
+    #[arg(long, short, env = "HEARTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the checks as JSON: {"checks":[{group,name,status,reason,remedy}],"summary":{ok,warn,fail}}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: DoctorArgs) -> ExitCode {
+    let loaded = load(args.config.as_deref());
+    let dev = std::env::var_os(env::DOCTOR_DEV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev"));
+    let report = doctor::run(&loaded, &dev);
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => output::line(j),
+            Err(e) => output::err(format!("error: {e}")),
+        }
+    } else {
+        for line in report.human() {
+            output::line(line);
+        }
+    }
+    if matches!(loaded, Loaded::Unreadable(..)) {
+        ExitCode::from(UNREADABLE_CONFIG)
+    } else if report.summary.fail > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// As `hearth serve` loads it, but telling an unreadable file (exit 2) from an
+/// invalid one (a fail like any other).
+fn load(path: Option<&Path>) -> Loaded {
+    let fallback = Path::new("hearth.toml");
+    let path = path.or_else(|| fallback.exists().then_some(fallback));
+    let (text, source) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(text) => (text, p.display().to_string()),
+            Err(e) => return Loaded::Unreadable(p.to_owned(), e),
+        },
+        None => (String::new(), "defaults".to_owned()),
+    };
+    match hearth_config::load_str(&text, &source, &ProcessEnv) {
+        Ok(config) => Loaded::Valid(Box::new(config), source),
+        Err(e) => Loaded::Invalid(e),
+    }
+}
