@@ -2,25 +2,37 @@
 # Parts of the project add their own set-up and test steps in mk/*.mk through:
 #   SETUP      targets `make run` and `make test` need first (apt packages, models, venvs)
 #   TEST_SUITES targets run by `make test` after the cargo tests (SDK, browser, ...)
+#   APT_PACKAGES Debian packages building and serving need; TEST_APT_PACKAGES those
+#               only the test suites need (installed by `apt-test`, not by `make run`)
 SHELL := /bin/bash
 CARGO ?= cargo
 SETUP :=
 TEST_SUITES :=
 APT_PACKAGES :=
+TEST_APT_PACKAGES :=
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: run build release test lint unit setup apt bench clean
+.PHONY: run build release test lint unit setup apt apt-test bench clean
 .DEFAULT_GOAL := run
 
-# Debian packages the build needs, installed only when one is missing.
-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Debian packages, installed only when one is missing: $(call apt_install,PACKAGES).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+# What building and serving need (`make run`).
+apt:
+	$(call apt_install,$(APT_PACKAGES))
+
+# What only the test suites need (a browser): test targets depend on it, `make run` does not.
+apt-test:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 setup: apt $(SETUP)
 

@@ -2,10 +2,10 @@
 # the debug `hearth` and `fake-upstream` binaries, run by `make test`.
 SDK_VENV ?= $(CURDIR)/.venv-sdk
 TEST_SUITES += test-sdk
-APT_PACKAGES += python3-venv
+TEST_APT_PACKAGES += python3-venv
 
 .PHONY: test-sdk
-$(SDK_VENV)/.complete: mk/sdk.mk
+$(SDK_VENV)/.complete: mk/sdk.mk | apt-test
 	rm -rf $(SDK_VENV)
 	/usr/bin/python3 -m venv $(SDK_VENV)
 	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'openai>=1.50,<3'

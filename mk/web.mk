@@ -3,7 +3,8 @@
 #   make test-web   Vitest, then the browser end-to-end suite against a real
 #                   `hearth serve` with the embedded model (Debian's chromium)
 #   make bench-web  bundle size, page load to interactive, opening a long conversation
-APT_PACKAGES += chromium
+# The browser is for the end-to-end suite only: `make run` does not install it.
+TEST_APT_PACKAGES += chromium
 SETUP += web-build
 TEST_SUITES += test-web
 
@@ -25,7 +26,7 @@ $(WEB)/dist/index.html: $(WEB_STAMP) $(WEB_SOURCES)
 # The debug binary is the one the SDK suite builds too, so CI compiles it once.
 HEARTH_DEBUG_BIN = $$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/hearth
 
-test-web: setup
+test-web: setup apt-test
 	cd $(WEB) && npx vitest run
 	$(CARGO) build --locked --bin hearth
 	HEARTH_BIN=$(HEARTH_DEBUG_BIN) node $(WEB)/e2e/run.mjs

@@ -1,6 +1,7 @@
 //! The `hearth` binary: parses arguments and hands off to a command. Wiring only;
 //! the work lives in the library crates.
 
+mod banner;
 mod cli;
 mod commands;
 mod doctor;

@@ -10,7 +10,8 @@ fn hearth() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
     c.env_remove("HEARTH_API_KEYS")
         .env_remove("HEARTH_CONFIG")
-        .env_remove("HEARTH_LOG");
+        .env_remove("HEARTH_LOG")
+        .env_remove(hearth_config::env::LOG_FORMAT);
     c
 }
 

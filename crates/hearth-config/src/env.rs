@@ -11,6 +11,9 @@ pub const PREFIX: &str = "HEARTH_";
 pub const API_KEYS: &str = "HEARTH_API_KEYS";
 /// Log level filter; wins over `log.level`.
 pub const LOG: &str = "HEARTH_LOG";
+/// `log.format` (`auto`, `text`, `json`); the generic `HEARTH_<SECTION>_<KEY>`
+/// mapping sets it, named here so the CLI and tests share the spelling.
+pub const LOG_FORMAT: &str = "HEARTH_LOG_FORMAT";
 /// Path of the config file; `--config` wins over it.
 pub const CONFIG: &str = "HEARTH_CONFIG";
 /// Where `hearth doctor` looks for NVIDIA device nodes (default `/dev`; tests point it

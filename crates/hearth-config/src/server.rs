@@ -87,8 +87,11 @@ pub struct LogConfig {
     pub level: String,
     /// Directory for the rotated JSON logs; default `data_dir/logs`.
     pub dir: Option<PathBuf>,
-    /// Also write the JSON lines to stdout.
+    /// Also write the log lines to stdout.
     pub stdout: bool,
+    /// How stdout's lines look: `auto` (text on a terminal, JSON otherwise), `text`
+    /// or `json`. The log file is JSON whatever this says.
+    pub format: LogFormat,
     /// Days of logs to keep.
     pub retention_days: u64,
     /// Total bytes of logs to keep; the oldest files go first.
@@ -101,10 +104,25 @@ impl Default for LogConfig {
             level: "info".to_owned(),
             dir: None,
             stdout: true,
+            format: LogFormat::Auto,
             retention_days: 7,
             max_total_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
+}
+
+/// `log.format`: how the lines written to stdout look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text when stdout is a terminal (a person is reading), JSON otherwise (a
+    /// collector is).
+    #[default]
+    Auto,
+    /// One readable line per event: `HH:MM:SS LEVEL message key=value`.
+    Text,
+    /// One JSON object per line, the shape of the log file.
+    Json,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -372,3 +372,42 @@ idle_stop = "30m"
         e[0]
     );
 }
+
+#[test]
+fn log_format_from_the_file_and_the_environment() {
+    use hearth_config::{LogFormat, env};
+    let c = load_str("", "defaults", &MapEnv::default()).unwrap();
+    assert_eq!(c.log.format, LogFormat::Auto);
+    let c = load_str(
+        "[log]\nformat = \"json\"\n",
+        "hearth.toml",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let c = load_str(
+        "[log]\nformat = \"json\"\n",
+        "hearth.toml",
+        &MapEnv::new([(env::LOG_FORMAT, "text")]),
+    )
+    .unwrap();
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn a_bad_log_format_names_the_key_or_the_variable() {
+    let file = errors("[log]\nformat = \"pretty\"\n", &MapEnv::default());
+    assert_eq!(file.len(), 1);
+    assert!(
+        file[0].starts_with("hearth.toml:2: log.format: "),
+        "{file:?}"
+    );
+    assert!(file[0].contains("auto"), "{file:?}");
+    let env = errors(
+        "",
+        &MapEnv::new([(hearth_config::env::LOG_FORMAT, "pretty")]),
+    );
+    assert_eq!(env.len(), 1);
+    assert!(env[0].contains("HEARTH_LOG_FORMAT"), "{env:?}");
+}

@@ -21,14 +21,18 @@
 //! - [`gguf`]: a plain-Rust GGUF header reader for validation and `models list`.
 //! - [`download`]: `hearth models pull`: resumable, checksummed HTTP downloads.
 //!
-//! No `unsafe` here: `llama-cpp-2` wraps llama.cpp's C API in safe types, and its
-//! handles are freed by their `Drop`.
+//! - `llama_log`: llama.cpp's own log lines into `tracing`, at debug.
+//!
+//! One piece of `unsafe`, in `llama_log` (a C log callback); otherwise
+//! `llama-cpp-2` wraps llama.cpp's C API in safe types, and its handles are freed
+//! by their `Drop`.
 
 pub mod backend;
 pub mod download;
 pub mod gguf;
 mod intake;
 mod llama;
+mod llama_log;
 mod request;
 mod scheduler;
 pub mod settings;
@@ -36,6 +40,22 @@ mod text;
 
 pub use backend::{EmbeddedBackend, EngineStats, LoadGate};
 pub use gguf::{GgufError, GgufInfo, inspect};
+
+/// A size for people, in decimal units as disks and downloads are sold: `98 MB`, `4.7 GB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} B"),
+        _ if v < 10.0 => format!("{v:.1} {}", UNITS[unit]),
+        _ => format!("{v:.0} {}", UNITS[unit]),
+    }
+}
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,4 +68,14 @@ pub enum EngineError {
     Config(String),
     #[error("cannot start the engine thread: {0}")]
     Spawn(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_bytes_reads_like_a_download_size() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(98_362_432), "98 MB");
+        assert_eq!(super::human_bytes(4_700_000_000), "4.7 GB");
+    }
 }

@@ -37,26 +37,34 @@ const PENALTY_WINDOW: i32 = 1024;
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The process-wide llama.cpp backend, initialised once, with llama.cpp's log lines
-/// sent to `tracing` (target `llama-cpp-2`) instead of stderr.
+/// sent to `tracing` (target `llama_cpp`, at debug) instead of stderr.
 pub fn backend() -> Result<&'static LlamaBackend, String> {
     BACKEND
         .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            crate::llama_log::install();
             LlamaBackend::init().map_err(|e| format!("cannot initialise llama.cpp: {e}"))
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// Loads the weights, logging progress every quarter.
+/// A load that takes longer than this says how far it got, every quarter; a small
+/// model loads within it and says nothing between "loading" and "ready".
+const QUIET_LOAD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Loads the weights, logging progress every quarter once the load is slow.
 pub fn load_model(backend: &LlamaBackend, s: &Settings) -> Result<LlamaModel, String> {
     let name = s.name.clone();
     let mut next = 0.25f32;
+    let started = std::time::Instant::now();
     let params = LlamaModelParams::default()
         .with_n_gpu_layers(s.gpu_layers)
         .with_progress_callback(move |p| {
             if p >= next {
-                tracing::info!(model = %name, "loading {:.0}%", p * 100.0);
+                if started.elapsed() >= QUIET_LOAD && p < 1.0 {
+                    tracing::info!(model = %name, progress = format!("{:.0}", p * 100.0),
+                        "loading {name}: {:.0}%", p * 100.0);
+                }
                 while next <= p {
                     next += 0.25;
                 }
@@ -65,7 +73,7 @@ pub fn load_model(backend: &LlamaBackend, s: &Settings) -> Result<LlamaModel, St
         });
     LlamaModel::load_from_file(backend, &s.path, &params).map_err(|e| {
         format!(
-            "llama.cpp could not load {}: {e} (the llama-cpp-2 log lines above have the detail)",
+            "llama.cpp could not load {}: {e} (llama.cpp's warnings above, or its lines at HEARTH_LOG=debug, have the detail)",
             s.path.display()
         )
     })

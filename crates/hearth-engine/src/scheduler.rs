@@ -173,8 +173,10 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
     let _guard = guard("engine");
     let started = Instant::now();
     let loaded = llama::backend().and_then(|backend| {
-        tracing::info!(model = %settings.name, path = %settings.path.display(), threads = settings.threads,
-            parallel = settings.parallel, context = settings.context, "loading model");
+        let bytes = std::fs::metadata(&settings.path).map_or(0, |m| m.len());
+        tracing::info!(model = %settings.name, path = %settings.path.display(), bytes, threads = settings.threads,
+            parallel = settings.parallel, context = settings.context,
+            "loading {} ({})", settings.name, crate::human_bytes(bytes));
         let model = llama::load_model(backend, &settings)?;
         Ok((backend, model))
     });
@@ -187,11 +189,12 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
         Err(e) => return fail(&shared, &settings, e),
     };
     let template = llama::chat_template(&model);
+    let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         model = %settings.name,
-        seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+        seconds = format!("{seconds:.2}"),
         chat_template = if template.is_some() { "from the GGUF" } else { "ChatML (the GGUF has none)" },
-        "model ready"
+        "{} ready in {seconds:.1} s", settings.name
     );
     let intake = Intake {
         model: &model,

@@ -29,7 +29,7 @@ use hearth_router::{Backend, Router};
 use hearth_store::{ConversationStore, SqliteStore};
 
 pub use backends::backend;
-pub use run::{RunError, event_loop};
+pub use run::{RunError, base_url, event_loop};
 
 /// Why a server could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -101,13 +101,16 @@ impl Server {
             .iter()
             .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
             .collect();
+        let base = base_url(addr);
         tracing::info!(
             listen = %addr,
+            ui_url = format!("{base}/"),
+            api_url = format!("{base}/v1"),
             models = %models.join(", "),
             keys = self.config.resolved_keys.len(),
             workers,
             version = env!("CARGO_PKG_VERSION"),
-            "hearth is serving: chat UI at http://{addr}/ , API at http://{addr}/v1"
+            "hearth is serving: chat UI at {base}/ , API at {base}/v1"
         );
         let served = hearth_http::serve(
             TcpListener::from_std(listener).map_err(RunError::Listener)?,
@@ -145,6 +148,18 @@ impl Server {
     }
 }
 
+/// `http://host:port` of a server listening on `addr`, as a browser on this
+/// machine reaches it: a wildcard bind (`0.0.0.0`, `[::]`) is reached at loopback.
+pub fn base_url(addr: std::net::SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    // SocketAddr's Display brackets an IPv6 address.
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 /// One event loop: a single-threaded tokio runtime.
 pub fn event_loop() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -159,5 +174,19 @@ fn worker_count(configured: usize) -> usize {
         configured
     } else {
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_url;
+
+    #[test]
+    fn wildcard_binds_are_reached_at_loopback() {
+        let url = |a: &str| base_url(a.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::]:80"), "http://[::1]:80");
+        assert_eq!(url("192.168.1.5:8080"), "http://192.168.1.5:8080");
     }
 }

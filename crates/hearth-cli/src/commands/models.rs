@@ -1,9 +1,10 @@
 //! `hearth models pull` and `hearth models list`: wiring over
 //! `hearth_engine::download` and `hearth_engine::gguf`.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hearth_config::{Config, ProcessEnv};
 use hearth_engine::download::{self, PullEvent};
@@ -82,7 +83,13 @@ fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let bar = ProgressBar::new(0);
+    let name = url.rsplit('/').next().unwrap_or(url).to_owned();
+    // On a terminal, one updating bar; elsewhere (CI, a log) a line every 10%.
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} {bytes:>10}/{total_bytes:<10} [{bar:30}] {bytes_per_sec:>12} eta {eta}",
@@ -90,6 +97,7 @@ fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    let lines = std::cell::RefCell::new(Steps::new(&name, bar.is_hidden()));
     let on_event = |event: PullEvent| match event {
         PullEvent::Started {
             total,
@@ -103,8 +111,16 @@ fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
             }
             bar.set_position(resumed_from);
             bar.enable_steady_tick(Duration::from_millis(200));
+            lines
+                .borrow_mut()
+                .start(total, resumed_from, Instant::now());
         }
-        PullEvent::Progress { downloaded } => bar.set_position(downloaded),
+        PullEvent::Progress { downloaded } => {
+            bar.set_position(downloaded);
+            if let Some(line) = lines.borrow_mut().progress(downloaded, Instant::now()) {
+                output::err(line);
+            }
+        }
         PullEvent::Verifying => bar.set_message("verifying"),
     };
     let result = runtime.block_on(download::pull(url, &dir, sha256, on_event));
@@ -143,6 +159,71 @@ fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
             output::err(format!("error: {e}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Progress as a line every 10% (or every 100 MB when the size is unknown), for
+/// output that is not a terminal, where an updating bar would be noise.
+struct Steps {
+    name: String,
+    on: bool,
+    total: Option<u64>,
+    start: Option<(Instant, u64)>,
+    next: u64,
+}
+
+impl Steps {
+    fn new(name: &str, on: bool) -> Self {
+        Steps {
+            name: name.to_owned(),
+            on,
+            total: None,
+            start: None,
+            next: 0,
+        }
+    }
+
+    fn step(&self) -> u64 {
+        self.total.map_or(100_000_000, |t| (t / 10).max(1))
+    }
+
+    fn start(&mut self, total: Option<u64>, from: u64, now: Instant) {
+        self.total = total;
+        self.start = Some((now, from));
+        self.next = from + self.step();
+    }
+
+    /// The line to print at `downloaded` bytes, if one is due.
+    fn progress(&mut self, downloaded: u64, now: Instant) -> Option<String> {
+        if !self.on || downloaded < self.next {
+            return None;
+        }
+        while self.next <= downloaded {
+            self.next += self.step();
+        }
+        let (t0, from) = self.start?;
+        let secs = now.duration_since(t0).as_secs_f64();
+        let rate = if secs > 0.0 {
+            format!(
+                ", {}/s",
+                hearth_engine::human_bytes(((downloaded - from) as f64 / secs) as u64)
+            )
+        } else {
+            String::new()
+        };
+        Some(match self.total {
+            Some(t) if t > 0 => format!(
+                "downloading {}: {}% of {}{rate}",
+                self.name,
+                downloaded * 100 / t,
+                hearth_engine::human_bytes(t)
+            ),
+            _ => format!(
+                "downloading {}: {}{rate}",
+                self.name,
+                hearth_engine::human_bytes(downloaded)
+            ),
+        })
     }
 }
 
@@ -279,6 +360,28 @@ fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn off_a_terminal_progress_is_a_line_every_tenth() {
+        let t0 = Instant::now();
+        let mut s = Steps::new("m.gguf", true);
+        s.start(Some(270_000_000), 0, t0);
+        assert_eq!(s.progress(10_000_000, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            s.progress(122_000_000, t0 + Duration::from_secs(10))
+                .as_deref(),
+            Some("downloading m.gguf: 45% of 270 MB, 12 MB/s")
+        );
+        // The next is due at 50%, not at every chunk.
+        assert_eq!(s.progress(123_000_000, t0 + Duration::from_secs(10)), None);
+        assert!(
+            s.progress(135_000_000, t0 + Duration::from_secs(11))
+                .is_some()
+        );
+        let mut quiet = Steps::new("m.gguf", false);
+        quiet.start(Some(100), 0, t0);
+        assert_eq!(quiet.progress(100, t0), None);
+    }
 
     #[test]
     fn sizes_and_names() {

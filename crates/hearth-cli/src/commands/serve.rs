@@ -1,12 +1,14 @@
 //! `hearth serve`: load config, build backends, run the HTTP server until
 //! SIGTERM/SIGINT, then drain within the grace period and flush the logs.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use hearth_config::{Config, Env, ProcessEnv};
 
+use crate::banner::Banner;
 use crate::cli::ServeArgs;
 use crate::output;
 
@@ -68,7 +70,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(serve(config, logging.dir.clone()));
+    let shown = Shown {
+        config: args
+            .config
+            .clone()
+            .or_else(|| Some(PathBuf::from("hearth.toml")).filter(|p| p.exists())),
+        log_dir: logging.dir.clone(),
+        banner: logging.text,
+    };
+    let result = runtime.block_on(serve(config, shown));
     // Let background writers finish before the logs are flushed.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
@@ -85,9 +95,19 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()> {
+/// What the banner shows that the config does not say.
+struct Shown {
+    /// The config file read (`--config`, or `./hearth.toml` when it exists).
+    config: Option<PathBuf>,
+    log_dir: PathBuf,
+    /// Print the banner: stdout is for a person (text logs).
+    banner: bool,
+}
+
+async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     crate::logging::spawn_pruner(
-        log_dir,
+        shown.log_dir.clone(),
         config.log.retention_days,
         config.log.max_total_bytes,
     );
@@ -101,28 +121,60 @@ async fn serve(config: Config, log_dir: std::path::PathBuf) -> anyhow::Result<()
                 config.server.listen
             )
         })?;
-    server.run(listener, shutdown_signal()).await?;
+    if shown.banner {
+        let addr = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        let banner = Banner {
+            version: env!("CARGO_PKG_VERSION"),
+            addr,
+            // As known now: an embedded model is still loading, and its own log
+            // line says when it is ready.
+            models: server
+                .router()
+                .iter()
+                .map(|m| (m.config.name.clone(), m.backend.kind(), m.status().as_str()))
+                .collect(),
+            config: shown.config.as_deref(),
+            data_dir: &config.storage.data_dir,
+            log_dir: &shown.log_dir,
+            keys: config.resolved_keys.len(),
+        };
+        for line in banner.lines() {
+            output::line(line);
+        }
+    }
+    server.run(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled: a signal sent as soon as "hearth is
+/// serving" is read must stop the server, not kill it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(int) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,13 +1,19 @@
-//! Process-wide logging: JSON lines to stdout and to `log_dir/hearth.YYYY-MM-DD.log`
-//! (rotated daily), pruned to `retention_days` and `max_total_bytes`. The level comes
-//! from `HEARTH_LOG`, else `log.level`. A line logged while serving a request (or a
-//! job) carries its span, `"span":{"name":"request","id":...,"key":...}`, so an
-//! error deep in the work says which request it belongs to.
+//! Process-wide logging: lines to stdout and JSON lines to
+//! `log_dir/hearth.YYYY-MM-DD.log` (rotated daily), pruned to `retention_days` and
+//! `max_total_bytes`. The level comes from `HEARTH_LOG`, else `log.level`. Stdout's
+//! lines are text on a terminal and JSON otherwise (`log.format`); the file is JSON
+//! whatever stdout is. A JSON line logged while serving a request (or a job)
+//! carries its span, `"span":{"name":"request","id":...,"key":...}`, so an error
+//! deep in the work says which request it belongs to.
+
+mod text;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use hearth_config::{Config, Env, env};
+use std::io::IsTerminal;
+
+use hearth_config::{Config, Env, LogFormat, env};
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{Builder, Rotation};
 use tracing_subscriber::EnvFilter;
@@ -21,9 +27,23 @@ const SUFFIX: &str = "log";
 pub struct Logging {
     _guards: Vec<WorkerGuard>,
     pub dir: PathBuf,
+    /// Stdout is for a person (text format): `serve` prints its banner then.
+    pub text: bool,
+}
+
+/// Whether stdout gets text: `auto` asks whether stdout is a terminal.
+pub fn is_text(format: LogFormat, stdout_is_terminal: bool) -> bool {
+    match format {
+        LogFormat::Auto => stdout_is_terminal,
+        LogFormat::Text => true,
+        LogFormat::Json => false,
+    }
 }
 
 pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
+    // Read before any thread starts (the non-blocking writers are threads): the
+    // `time` crate cannot read it soundly once there are others.
+    let offset = time::UtcOffset::current_local_offset().unwrap_or(time::UtcOffset::UTC);
     let level = env_src
         .get(env::LOG)
         .unwrap_or_else(|| config.log.level.clone());
@@ -48,29 +68,45 @@ pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
         .with_current_span(true)
         .with_span_list(false)
         .with_writer(file_writer);
-    let stdout_layer = if config.log.stdout {
+    let terminal = std::io::stdout().is_terminal();
+    let text = is_text(config.log.format, terminal);
+    let (mut json_stdout, mut text_stdout) = (None, None);
+    if config.log.stdout && text {
+        // Written as it is logged, not from a background thread: the banner
+        // `serve` prints between log lines stays in its place.
+        text_stdout = Some(
+            tracing_subscriber::fmt::layer()
+                .event_format(text::TextFormat {
+                    ansi: terminal,
+                    offset,
+                })
+                // Spans' fields are formatted by the layer, coloured or not as the lines.
+                .with_ansi(terminal)
+                .with_writer(std::io::stdout),
+        );
+    } else if config.log.stdout {
         let (w, g) = tracing_appender::non_blocking(std::io::stdout());
         guards.push(g);
-        Some(
+        json_stdout = Some(
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(false)
                 .with_writer(w),
-        )
-    } else {
-        None
-    };
+        );
+    }
     tracing_subscriber::registry()
         .with(filter)
         .with(file_layer)
-        .with(stdout_layer)
+        .with(json_stdout)
+        .with(text_stdout)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     Ok(Logging {
         _guards: guards,
         dir,
+        text,
     })
 }
 
@@ -129,6 +165,14 @@ pub fn prune(dir: &Path, retention_days: u64, max_total_bytes: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_is_text_on_a_terminal_only() {
+        assert!(is_text(LogFormat::Auto, true));
+        assert!(!is_text(LogFormat::Auto, false));
+        assert!(is_text(LogFormat::Text, false));
+        assert!(!is_text(LogFormat::Json, true));
+    }
 
     #[test]
     fn prunes_by_age_and_size_keeping_the_newest() {
