@@ -2,6 +2,7 @@
 # Parts of the project add their own set-up and test steps in mk/*.mk through:
 #   SETUP      targets `make run` and `make test` need first (apt packages, models, venvs)
 #   TEST_SUITES targets run by `make test` after the cargo tests (SDK, browser, ...)
+#   UNIT_DEPS, UNIT_ENV  what the cargo tests need first, and the environment they run in
 #   APT_PACKAGES Debian packages building and serving need; TEST_APT_PACKAGES those
 #               only the test suites need (installed by `apt-test`, not by `make run`)
 SHELL := /bin/bash
@@ -10,6 +11,8 @@ SETUP :=
 TEST_SUITES :=
 APT_PACKAGES :=
 TEST_APT_PACKAGES :=
+UNIT_DEPS :=
+UNIT_ENV :=
 
 include $(sort $(wildcard mk/*.mk))
 
@@ -47,8 +50,8 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # HEARTH_TEST_UI_BUILT: `setup` built web/dist, so the tests require the embedded UI.
-unit: setup
-	HEARTH_TEST_UI_BUILT=1 $(CARGO) nextest run --workspace --locked --no-fail-fast
+unit: setup $(UNIT_DEPS)
+	HEARTH_TEST_UI_BUILT=1 $(UNIT_ENV) $(CARGO) nextest run --workspace --locked --no-fail-fast
 
 test: lint unit $(TEST_SUITES)
 

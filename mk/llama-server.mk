@@ -6,8 +6,12 @@
 # Debian bookworm packages no llama.cpp and the engine crate's vendored copy has
 # no server sources, so mk/llama-server.sh builds it (CPU-only, the server target
 # alone, static) from the llama.cpp inside the PyPI sdist of llama-cpp-python.
-# Not in SETUP: a cold build takes minutes (see the progress line it prints).
-APT_PACKAGES += cmake g++
+# Not in SETUP (`make run` does not need it): the cargo tests do, for one real run
+# of the preset (HEARTH_TEST_LLAMA_SERVER; _REQUIRED makes a missing one a failure,
+# not a skip). A cold build takes minutes, once: the binary is cached. The script
+# installs what it builds with (cmake, g++) through `make apt` when missing.
+UNIT_DEPS += llama-server
+UNIT_ENV += HEARTH_TEST_LLAMA_SERVER="$$($(MAKE) -s --no-print-directory llama-server-path)" HEARTH_TEST_LLAMA_SERVER_REQUIRED=1
 
 # The sdist pins a llama.cpp commit: bumping this rebuilds into a new cache dir.
 LLAMA_SERVER_PY_VERSION ?= 0.3.36

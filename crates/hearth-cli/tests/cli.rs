@@ -467,3 +467,77 @@ async fn two_servers_on_one_database_leave_each_others_replies_alone() {
     assert_eq!(second.stop().0, Some(0));
     assert_eq!(first.stop().0, Some(0));
 }
+
+/// A managed model server outlives no `hearth serve` killed with SIGKILL (it gets
+/// SIGKILL from the kernel: a parent-death signal), and a SIGTERM'd one stops it.
+#[tokio::test]
+async fn a_killed_hearth_leaves_no_model_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let config = dir.path().join("hearth.toml");
+    let fake = hearth_testkit::fake_upstream_exe();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\n\
+             [models.launch]\ncommand = [{:?}, \"--port\", \"{{port}}\", \"--pid-file\", {:?}]\n",
+            dir.path().join("data").display().to_string(),
+            fake.display().to_string(),
+            pids.display().to_string(),
+        ),
+    )
+    .unwrap();
+    async fn engine_pid(served: &Served) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: serde_json::Value = reqwest::get(format!("{}/v1/models", served.base))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["data"][0]["status"] == "ready" {
+                return u32::try_from(v["data"][0]["engine"]["pid"].as_u64().unwrap()).unwrap();
+            }
+            assert!(Instant::now() < deadline, "never ready: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let gone = |pid: u32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next())
+                    .is_some_and(|state| state != 'Z')
+            });
+            if !alive {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let mut served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let pid = engine_pid(&served).await;
+    assert_eq!(
+        std::fs::read_to_string(&pids).unwrap().trim(),
+        pid.to_string()
+    );
+    served.child.kill().unwrap(); // SIGKILL
+    served.child.wait().unwrap();
+    assert!(gone(pid), "the model server {pid} outlived a killed hearth");
+
+    let served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let pid = engine_pid(&served).await;
+    let (code, log) = served.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        gone(pid),
+        "the model server {pid} outlived a stopped hearth"
+    );
+    assert!(log.contains("model server stopped"), "{log}");
+}

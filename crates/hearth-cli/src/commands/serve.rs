@@ -106,8 +106,15 @@ struct Shown {
 
 async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
+    let engines = config
+        .models
+        .iter()
+        .filter(|m| m.upstream_config().is_some_and(|u| u.launch.is_some()))
+        .map(|m| m.name.clone())
+        .collect();
     crate::logging::spawn_pruner(
         shown.log_dir.clone(),
+        engines,
         config.log.retention_days,
         config.log.max_total_bytes,
     );

@@ -53,7 +53,12 @@ pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
     let dir = config.log_dir();
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create the log directory {}: {e}", dir.display()))?;
-    prune(&dir, config.log.retention_days, config.log.max_total_bytes);
+    prune(
+        &dir,
+        PREFIX,
+        config.log.retention_days,
+        config.log.max_total_bytes,
+    );
     let appender = Builder::new()
         .rotation(Rotation::DAILY)
         .filename_prefix(PREFIX)
@@ -110,31 +115,54 @@ pub fn init(config: &Config, env_src: &dyn Env) -> anyhow::Result<Logging> {
     })
 }
 
-/// Prunes old logs every hour until the process ends.
-pub fn spawn_pruner(dir: PathBuf, retention_days: u64, max_total_bytes: u64) {
+/// Prunes old logs every hour until the process ends: Hearth's own in `dir`, and
+/// each managed model server's (`engines`, by model name) in `dir/engines`, each
+/// set by the same policy.
+pub fn spawn_pruner(dir: PathBuf, engines: Vec<String>, retention_days: u64, max_total_bytes: u64) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
             let d = dir.clone();
-            let _ = tokio::task::spawn_blocking(move || prune(&d, retention_days, max_total_bytes))
-                .await;
+            let names = engines.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                prune(&d, PREFIX, retention_days, max_total_bytes);
+                for name in &names {
+                    prune(&d.join("engines"), name, retention_days, max_total_bytes);
+                }
+            })
+            .await;
         }
     });
 }
 
-/// Deletes Hearth's log files older than `retention_days`, then the oldest until
-/// the rest fit in `max_total_bytes`. Today's file is never deleted.
-pub fn prune(dir: &Path, retention_days: u64, max_total_bytes: u64) {
+/// Whether `file` is one of the daily logs `PREFIX.YYYY-MM-DD.log` (exactly: model
+/// `qwen2`'s logs are not `qwen2.5`'s).
+fn is_log_of(file: &str, prefix: &str) -> bool {
+    file.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_suffix(&format!(".{SUFFIX}")))
+        .is_some_and(|date| {
+            date.len() == 10
+                && date.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+        })
+}
+
+/// Deletes the log files of `prefix` older than `retention_days`, then the oldest
+/// until the rest fit in `max_total_bytes`. Today's file is never deleted.
+pub fn prune(dir: &Path, prefix: &str, retention_days: u64, max_total_bytes: u64) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut files: Vec<(PathBuf, SystemTime, u64)> = entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&format!("{PREFIX}.")) && name.ends_with(&format!(".{SUFFIX}"))
-        })
+        .filter(|e| is_log_of(&e.file_name().to_string_lossy(), prefix))
         .filter_map(|e| {
             let meta = e.metadata().ok()?;
             meta.is_file().then(|| {
@@ -193,7 +221,7 @@ mod tests {
         mk("hearth.2026-11-21.log", 100, 2);
         mk("hearth.2026-11-22.log", 100, 0); // newest
         mk("other.log", 10, 30); // not ours
-        prune(dir.path(), 7, 250);
+        prune(dir.path(), "hearth", 7, 250);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -207,5 +235,14 @@ mod tests {
                 "other.log"
             ]
         );
+    }
+
+    #[test]
+    fn an_engines_logs_are_its_own_by_exact_name() {
+        assert!(is_log_of("qwen2.2026-11-30.log", "qwen2"));
+        assert!(!is_log_of("qwen2.5-coder.2026-11-30.log", "qwen2"));
+        assert!(is_log_of("qwen2.5-coder.2026-11-30.log", "qwen2.5-coder"));
+        assert!(!is_log_of("hearth.log", "hearth"));
+        assert!(!is_log_of("hearth.2026-11-30.log.gz", "hearth"));
     }
 }

@@ -315,3 +315,88 @@ async fn an_on_demand_server_starts_on_the_first_request_and_stops_when_idle() {
     assert_eq!(gw.chat("lazy", true).await.status(), 200);
     assert_eq!(model(&gw, "lazy").await["engine"]["attempt"], 2);
 }
+
+/// llama.cpp's `llama-server` (`make -s llama-server-path`), given by
+/// `HEARTH_TEST_LLAMA_SERVER`; `make test` builds it and requires it.
+#[allow(clippy::print_stderr)] // a skip says why, in the test's output
+fn llama_server() -> Option<String> {
+    match std::env::var("HEARTH_TEST_LLAMA_SERVER") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            assert!(
+                std::env::var_os("HEARTH_TEST_LLAMA_SERVER_REQUIRED").is_none(),
+                "HEARTH_TEST_LLAMA_SERVER is required here: `make -s llama-server-path` gives it"
+            );
+            eprintln!(
+                "skipped: set HEARTH_TEST_LLAMA_SERVER=$(make -s llama-server-path) to run the llama-server preset for real"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_llama_server_preset_serves_the_default_model() {
+    let Some(program) = llama_server() else {
+        return;
+    };
+    let gguf = hearth_testkit::test_model_path();
+    // One thread: the test runs beside others on a 2-core machine.
+    let toml = format!(
+        "[[models]]\nname = \"smol\"\nbackend = \"upstream\"\nmax_concurrency = 2\ncontext_length = 1024\n\
+         [models.launch]\npreset = \"llama-server\"\nprogram = {program:?}\nmodel = {:?}\n\
+         extra_args = [\"-t\", \"1\"]\nready_timeout = \"120s\"\n",
+        gguf.display().to_string()
+    );
+    let mut gw = Gateway::start(&toml).await;
+    let ready = wait_model(&gw, "smol", 120, |m| m["status"] == "ready").await;
+    let pid = u32::try_from(ready["engine"]["pid"].as_u64().unwrap()).unwrap();
+
+    let body = serde_json::json!({
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Say hi"}],
+        "max_tokens": 8,
+    });
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        !v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
+    assert!(v["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{v}");
+
+    let mut stream = body.clone();
+    stream["stream"] = true.into();
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let payloads = crate::harness::sse_payloads(resp).await;
+    assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
+    assert!(payloads.len() > 2, "{payloads:?}");
+
+    // Its loader's lines are in its log: one context per slot (1024 × 2).
+    let log = ready["engine"]["log"].as_str().unwrap().to_owned();
+    let dir = Path::new(&log).parent().unwrap();
+    let text: String = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(text.contains("-c 2048 -np 2"), "{text}");
+
+    gw.shutdown();
+    gw.task.take().unwrap().await.unwrap().unwrap();
+    wait_gone(&[pid], 5).await;
+}
