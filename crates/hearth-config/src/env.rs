@@ -34,6 +34,8 @@ pub const READ_ELSEWHERE: &[&str] = &[
     "HEARTH_E2E_MODEL",
     "HEARTH_E2E_ARTIFACTS",
     "HEARTH_TEST_UI_BUILT",
+    "HEARTH_TEST_LLAMA_SERVER",
+    "HEARTH_TEST_LLAMA_SERVER_REQUIRED",
 ];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
 pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];
