@@ -51,7 +51,7 @@ header() { printf '[server]\nlisten = "127.0.0.1:%s"\nworkers = 1\n[storage]\nda
 
 echo "## latency: managed vs by hand (same fake upstream program)"
 UP=$(free_port); HE=$(free_port)
-"$FAKE" --port "$UP" > /dev/null &
+"$FAKE" --port "$UP" > /dev/null 2>&1 &
 {
   header "$HE" "$WORK/lat"
   printf '[[models]]\nname = "byhand"\nbackend = "upstream"\nbase_url = "http://127.0.0.1:%s/v1"\nmax_concurrency = 4096\nmax_queue = 4096\n' "$UP"
@@ -77,8 +77,8 @@ for r in $(seq "$ROUNDS"); do
   done
   for m in $order; do
     wrk -t2 -c10 -d"$DUR" --latency -s "$WORK/paced-$m.lua" "http://127.0.0.1:$HE/v1/chat/completions" > "$WORK/p.txt"
-    awk '$1=="50.000%" {print $2}' "$WORK/p.txt" >> "$WORK/p50-$m.txt"
-    awk '$1=="99.000%" {print $2}' "$WORK/p.txt" >> "$WORK/p99-$m.txt"
+    awk '$1=="50%" {print $2}' "$WORK/p.txt" >> "$WORK/p50-$m.txt"
+    awk '$1=="99%" {print $2}' "$WORK/p.txt" >> "$WORK/p99-$m.txt"
   done
 done
 ms() { sed -E 's/([0-9.]+)us/\1 0.001/; s/([0-9.]+)ms/\1 1/; s/([0-9.]+)s$/\1 1000/' | awk '{print $1*$2}'; }
@@ -108,6 +108,8 @@ for r in $(seq "$ROUNDS"); do
   hearth_start ready "$WORK/ready.toml"
   wait_200 "http://127.0.0.1:$HE/ready" 120
   awk -v a="$(now)" -v b="$t0" 'BEGIN {print a - b}' >> "$WORK/ready-hearth.txt"
+  # The supervisor's own figure, from spawn to ready (its note in the engine's log).
+  sed -nE 's/.* hearth ready in ([0-9.]+) s$/\1/p' "$WORK/ready$r"/logs/engines/smol.*.log >> "$WORK/ready-spawn.txt"
   kill "$HPID"; wait "$HPID" 2>/dev/null || true
 done
 
@@ -152,10 +154,16 @@ kill "$HPID"; wait "$HPID" 2>/dev/null || true
   echo
   echo "Throughput managed / by hand (median of per-round ratios): $(printf '%.3f' "$ratio")"
   echo
+  for m in byhand managed; do
+    echo "Per round, $m: req/s $(paste -sd' ' "$WORK/sat-$m.txt"); p99 $(paste -sd' ' "$WORK/p99-$m.txt")"
+    echo
+  done
+  echo
   echo "| start (llama-server, default GGUF, -t $THREADS) | seconds to ready (median of $ROUNDS) |"
   echo "| --- | ---: |"
   printf '| llama-server by hand, to /health 200 | %.2f |\n' "$(median < "$WORK/ready-byhand.txt")"
   printf '| hearth serve with the preset, to /ready 200 | %.2f |\n' "$(median < "$WORK/ready-hearth.txt")"
+  printf '| of which the engine, from spawn to ready (as the supervisor logged it) | %.2f |\n' "$(median < "$WORK/ready-spawn.txt")"
   echo
   echo "| Hearth routing to 3 llama-servers | Hearth RSS MiB | Hearth threads |"
   echo "| --- | ---: | ---: |"

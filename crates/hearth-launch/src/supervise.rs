@@ -26,9 +26,12 @@ use crate::state::Command;
 const HEALTHY_RESET: Duration = Duration::from_secs(600);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Between readiness polls (a model server is polled from spawn to ready).
-const POLL_FIRST: Duration = Duration::from_millis(50);
-const POLL_MAX: Duration = Duration::from_millis(500);
+/// Between readiness polls (a model server is polled from spawn to ready): often
+/// for the first seconds, where a small model is ready (a poll is one loopback
+/// connection), then four times a second through a long load.
+const POLL_FAST: Duration = Duration::from_millis(25);
+const POLL_FAST_FOR: Duration = Duration::from_secs(3);
+const POLL_SLOW: Duration = Duration::from_millis(250);
 
 /// How one run of the process ended.
 enum Ended {
@@ -255,7 +258,6 @@ async fn run_once(
     // Until ready.
     let started = Instant::now();
     let deadline = started + engine.ready_timeout;
-    let mut delay = POLL_FIRST;
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -272,9 +274,8 @@ async fn run_once(
                 }
                 continue;
             }
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(if started.elapsed() < POLL_FAST_FOR { POLL_FAST } else { POLL_SLOW }) => {}
         }
-        delay = (delay * 2).min(POLL_MAX);
         match poll(port, engine.launch.ready_path()).await {
             Poll::Ready => break,
             Poll::Answering(status) => {
