@@ -94,6 +94,8 @@ pub async fn supervise(
                     return;
                 }
                 Ended::Idle => {
+                    // A start asked for while it was up is no reason to start again.
+                    while commands.try_recv().is_ok() {}
                     wanted = false;
                     continue;
                 }

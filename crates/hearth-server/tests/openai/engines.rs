@@ -237,6 +237,40 @@ async fn a_server_that_keeps_failing_is_failed_with_its_stderr_and_the_others_st
 }
 
 #[tokio::test]
+async fn a_request_waits_no_longer_than_the_first_byte_timeout_and_a_start_no_longer_than_ready_timeout()
+ {
+    let toml = managed("slow", &["--load-delay-ms", "60000"], "max_failures = 1")
+        .replace(
+            "first_byte_timeout_secs = 20",
+            "first_byte_timeout_secs = 1",
+        )
+        .replace("ready_timeout = \"20s\"", "ready_timeout = \"3s\"");
+    let gw = Gateway::start(&toml).await;
+    wait_model(&gw, "slow", 10, |m| m["status"] == "loading").await;
+    let started = std::time::Instant::now();
+    let resp = gw.chat("slow", false).await;
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let (status, err) = error_of(resp).await;
+    assert_eq!(status, 503);
+    assert_eq!(err["code"], "model_loading");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("is still loading (not ready after 1 s)"),
+        "{err}"
+    );
+
+    let failed = wait_model(&gw, "slow", 10, |m| m["status"] == "failed").await;
+    let reason = failed["engine"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not ready within 3 s (ready_timeout): `/v1/models` never answered 200"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_program_fails_saying_what_to_do() {
     let gw = Gateway::start(
         "[[models]]\nname = \"v\"\nbackend = \"upstream\"\n[models.launch]\n\
