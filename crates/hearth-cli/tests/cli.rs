@@ -506,12 +506,7 @@ async fn a_killed_hearth_leaves_no_model_server_behind() {
     let gone = |pid: u32| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let alive = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.chars().next())
-                    .is_some_and(|state| state != 'Z')
-            });
-            if !alive {
+            if !hearth_testkit::pid_alive(pid) {
                 return true;
             }
             if Instant::now() > deadline {

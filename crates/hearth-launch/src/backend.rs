@@ -12,7 +12,7 @@ use hearth_api::{EngineInfo, ModelStatus};
 use hearth_router::{Backend, BackendError, EventStream, Request};
 
 use crate::engine::Engine;
-use crate::state::{Command, Snapshot};
+use crate::state::Command;
 
 /// How long after a failed request the process may take to be seen gone, for the
 /// failure to count as the server's crash.
@@ -34,20 +34,6 @@ impl ManagedBackend {
                 Duration::from_secs(u.first_byte_timeout_secs.max(1))
             });
         ManagedBackend { engine, wait }
-    }
-
-    /// The supervisor's current view.
-    pub fn snapshot(&self) -> Snapshot {
-        self.engine.state.borrow().clone()
-    }
-
-    /// Waits until `done` holds of the state, for at most `limit`.
-    pub async fn wait_for(&self, limit: Duration, done: impl FnMut(&Snapshot) -> bool) -> bool {
-        let mut rx = self.engine.state.subscribe();
-        matches!(
-            tokio::time::timeout(limit, rx.wait_for(done)).await,
-            Ok(Ok(_))
-        )
     }
 
     /// `e`, or the crash of the process it was sent to when that process is gone

@@ -32,8 +32,6 @@ use tokio::sync::watch;
 
 pub use backend::ManagedBackend;
 pub use engine::LaunchError;
-pub use output::TAIL_LINES;
-pub use state::Snapshot;
 
 /// The managed model servers of one Hearth, run from their own thread (started
 /// with the first server).

@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tracing_appender::rolling::{Builder, RollingFileAppender, Rotation};
 
 /// Lines of stderr kept for `/v1/models` when the engine fails.
-pub const TAIL_LINES: usize = 50;
+const TAIL_LINES: usize = 50;
 /// Longer lines are cut there (in the tail; the log file keeps them whole).
 const TAIL_LINE_BYTES: usize = 500;
 

@@ -265,6 +265,16 @@ async fn health(State(inner): State<Arc<Inner>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// Whether process `pid` is still there: a zombie waiting for its reaper is gone
+/// (what a test of "no process left" means).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z')
+    })
+}
+
 /// The `fake-upstream` executable, built first if needed (once per test process),
 /// for tests that run it as a real process (a managed model server). It lives next
 /// to the test binary's `deps` folder, as cargo lays out a target directory.

@@ -50,14 +50,7 @@ async fn wait_model(gw: &Gateway, name: &str, secs: u64, f: impl Fn(&Value) -> b
     }
 }
 
-/// Whether process `pid` is still there (a zombie waiting for its reaper is gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z')
-    })
-}
+use hearth_testkit::pid_alive as alive;
 
 async fn wait_gone(pids: &[u32], secs: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
