@@ -6,14 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn hearth() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env_remove("HEARTH_API_KEYS")
-        .env_remove("HEARTH_CONFIG")
-        .env_remove("HEARTH_LOG")
-        .env_remove(hearth_config::env::LOG_FORMAT);
-    c
-}
+mod common;
+use common::hearth;
 
 /// A `hearth serve` child listening where it said it does.
 struct Served {

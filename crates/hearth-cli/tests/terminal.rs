@@ -14,14 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-fn hearth() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env_remove("HEARTH_API_KEYS")
-        .env_remove("HEARTH_CONFIG")
-        .env_remove("HEARTH_LOG")
-        .env_remove(hearth_config::env::LOG_FORMAT);
-    c
-}
+mod common;
+use common::hearth;
 
 /// A config in `dir` with an upstream model (nothing to load: the server is up at
 /// once), plus `extra` TOML.
