@@ -32,9 +32,8 @@ async fn main() -> std::io::Result<()> {
     let flag = |name: &str| -> Option<u64> { value(name)?.parse().ok() };
     let has = |name: &str| args.iter().any(|a| a == name);
 
-    // Logged to both streams, so tests see each in the engine's log file.
-    println!("fake-upstream: starting (pid {})", std::process::id());
-    eprintln!("fake-upstream: stderr is open");
+    // stdout's first line stays `listening on ...` (the SDK suite reads it).
+    eprintln!("fake-upstream: starting (pid {})", std::process::id());
     if let Some(path) = value("--pid-file") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
