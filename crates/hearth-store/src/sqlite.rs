@@ -52,6 +52,8 @@ struct Inner {
     lease: Duration,
     /// Renews this store's leases and sweeps expired ones; stops with the store.
     keeper: Option<tokio::task::JoinHandle<()>>,
+    /// The last time stamp given to a change (see [`SqliteStore::stamp`]).
+    last_stamp: std::sync::atomic::AtomicI64,
 }
 
 impl Drop for Inner {
@@ -82,6 +84,26 @@ impl Default for Options {
 }
 
 impl SqliteStore {
+    /// Now in milliseconds, and after every stamp this store gave before: two
+    /// conversations created in the same millisecond still list newest first (the
+    /// sidebar orders by `updated_at`, then by id, which is random).
+    fn stamp(&self) -> i64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        let mut last = self.inner.last_stamp.load(Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .inner
+                .last_stamp
+                .compare_exchange_weak(last, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
     /// Opens (creating when missing) `data_dir/hearth.db`, applies pending
     /// migrations, purges conversations deleted past the undo window, marks replies
     /// whose writer is gone as interrupted, and starts keeping this store's leases.
@@ -139,6 +161,7 @@ impl SqliteStore {
                 instance,
                 lease: options.lease,
                 keeper,
+                last_stamp: std::sync::atomic::AtomicI64::new(0),
             }),
         };
         let interrupted = store.recover_interrupted().await?;
@@ -248,7 +271,7 @@ impl ConversationStore for SqliteStore {
         owner: &str,
         new: NewConversation,
     ) -> Result<Conversation, StoreError> {
-        let now = now_ms();
+        let now = self.stamp();
         let c = Conversation {
             id: uuid::Uuid::new_v4().to_string(),
             title: new.title.unwrap_or_default(),
@@ -435,7 +458,7 @@ impl ConversationStore for SqliteStore {
         conversation_id: &str,
         new: NewMessage,
     ) -> Result<Option<Message>, StoreError> {
-        let now = now_ms();
+        let now = self.stamp();
         let id = uuid::Uuid::new_v4().to_string();
         // A reply that starts streaming is leased by this store.
         let streaming = new.role == "assistant" && new.finish_reason.is_none();

@@ -290,3 +290,29 @@ async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
     assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
     assert_eq!(m.content, "cut off");
 }
+
+#[tokio::test]
+async fn conversations_made_in_the_same_millisecond_still_list_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let mut made = Vec::new();
+    for _ in 0..20 {
+        made.push(
+            store
+                .create_conversation("o", NewConversation::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    made.reverse();
+    let listed: Vec<String> = store
+        .list_conversations(&Scope::All, &page())
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(listed, made);
+}
