@@ -17,6 +17,8 @@ pub struct Banner<'a> {
     pub data_dir: &'a Path,
     pub log_dir: &'a Path,
     pub keys: usize,
+    /// Served over HTTPS.
+    pub tls: bool,
 }
 
 /// Label column width: `  Chat UI   ` and the rest line up under it.
@@ -24,7 +26,7 @@ const LABEL: usize = 10;
 
 impl Banner<'_> {
     pub fn lines(&self) -> Vec<String> {
-        let base = hearth_server::base_url(self.addr);
+        let base = hearth_server::base_url(self.addr, self.tls);
         let row = |label: &str, value: &str| format!("  {label:<LABEL$}{value}");
         let mut out = vec![format!("Hearth v{}", self.version)];
         out.push(row("Chat UI", &format!("{base}/")));
@@ -41,7 +43,8 @@ impl Banner<'_> {
             out.push(row(
                 "",
                 &format!(
-                    "listening on every interface: other machines use http://<this host>:{}/",
+                    "listening on every interface: other machines use {}://<this host>:{}/",
+                    if self.tls { "https" } else { "http" },
                     self.addr.port()
                 ),
             ));
@@ -86,6 +89,7 @@ mod tests {
             data_dir: Path::new("/var/lib/hearth"),
             log_dir: Path::new("/var/lib/hearth/logs"),
             keys,
+            tls: false,
         }
         .lines()
     }

@@ -377,14 +377,15 @@ fn public_bind_without_keys_fails_and_with_keys_passes() {
 
     std::fs::write(
         host.path().join("public.toml"),
-        "[server]\nlisten = \"0.0.0.0:0\"\n[storage]\ndata_dir = \"data\"\n[sandbox]\nrequire = []\n[[keys]]\nname = \"ci\"\nkey = \"sk-test-123\"\n",
+        "[server]\nlisten = \"0.0.0.0:0\"\n[server.tls]\nmode = \"self-signed\"\n[storage]\ndata_dir = \"data\"\n[sandbox]\nrequire = []\n[[keys]]\nname = \"ci\"\nkey = \"sk-test-123\"\n",
     )
     .unwrap();
     let (code, out, _) = host.doctor(&["--config", "public.toml"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        lines_of(&out, &["host"])
-            .contains("ok | host | bind | public (0.0.0.0:0) with 1 API key(s)"),
+        lines_of(&out, &["host"]).contains(
+            "ok | host | bind | public (0.0.0.0:0) with 1 API key(s), HTTPS (self-signed)"
+        ),
         "{out}"
     );
 }

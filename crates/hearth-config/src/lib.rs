@@ -29,7 +29,7 @@ pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
 pub use server::{
     HealthConfig, KeyConfig, LimitsConfig, LogConfig, LogFormat, ResolvedKey, SandboxConfig,
-    ServerConfig, StorageConfig,
+    ServerConfig, StorageConfig, TlsConfig, TlsMode,
 };
 
 /// The name the default embedded model is served under.

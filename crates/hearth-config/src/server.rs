@@ -18,6 +18,11 @@ pub struct ServerConfig {
     /// Threads serving HTTP, each an event loop of its own that accepts from the same
     /// socket and keeps its own upstream connections. 0: one per CPU core.
     pub workers: usize,
+    /// HTTPS served by Hearth itself.
+    pub tls: TlsConfig,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS proxy or ingress
+    /// that terminates HTTPS). Off: such a bind needs `[server.tls]`.
+    pub allow_plain_http: bool,
 }
 
 impl Default for ServerConfig {
@@ -27,8 +32,37 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             cors_origins: Vec::new(),
             workers: 0,
+            tls: TlsConfig::default(),
+            allow_plain_http: false,
         }
     }
+}
+
+/// `[server.tls]`: HTTPS with rustls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// `files`: the certificate chain (PEM), read again on SIGHUP.
+    pub cert: Option<PathBuf>,
+    /// `files`: the private key (PEM), read again on SIGHUP.
+    pub key: Option<PathBuf>,
+    /// `self-signed`: more names (DNS names or IP addresses) for the certificate,
+    /// beside `localhost`, the host's name, loopback and the listen address.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// A certificate Hearth makes at its first start (kept in `data_dir/tls`) for
+    /// the host's names and addresses: clients pin it, or accept it once.
+    SelfSigned,
+    /// A certificate and key from files (e.g. certbot's), reloaded on SIGHUP.
+    Files,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

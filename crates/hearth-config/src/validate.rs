@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::env::{self, Env};
 use crate::load::Seg;
+use crate::server::TlsMode;
 use crate::{Config, ModelBackend, ResolvedKey};
 
 pub(crate) struct Problem {
@@ -252,6 +253,31 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 env::API_KEYS
             ),
         );
+    }
+    if let Ok(addr) = listen
+        && !addr.ip().is_loopback()
+        && config.server.tls.mode == TlsMode::Off
+        && !config.server.allow_plain_http
+    {
+        push(
+            vec![key("server"), key("listen")],
+            format!(
+                "serving plain HTTP on {addr} (not loopback) would send keys and chats in the clear: \
+                 set [server.tls] mode = \"self-signed\" or \"files\", or allow_plain_http = true \
+                 when a proxy in front terminates HTTPS (or listen on 127.0.0.1)"
+            ),
+        );
+    }
+    let tls = &config.server.tls;
+    if tls.mode == TlsMode::Files {
+        for (name, value) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if value.is_none() {
+                push(
+                    vec![key("server"), key("tls"), key(name)],
+                    format!("`mode = \"files\"` needs `{name}` (a PEM file)"),
+                );
+            }
+        }
     }
     if config.limits.max_body_bytes < 1024 {
         push(

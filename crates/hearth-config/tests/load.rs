@@ -127,6 +127,7 @@ fn env_overrides_sections_models_and_keys() {
         "[[models]]\nname = \"qwen-coder\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\n";
     let env = MapEnv::new([
         ("HEARTH_SERVER_LISTEN", "0.0.0.0:9000"),
+        ("HEARTH_SERVER_ALLOW_PLAIN_HTTP", "true"),
         ("HEARTH_LIMITS_MAX_MESSAGES", "12"),
         ("HEARTH_MODELS_QWEN_CODER_MAX_CONCURRENCY", "1"),
         ("HEARTH_MODELS_QWEN_CODER_TAGS", "[\"code\"]"),
@@ -200,13 +201,41 @@ fn keys_resolve_from_env_and_file_and_never_debug_print() {
 }
 
 #[test]
-fn non_loopback_with_a_key_is_fine() {
-    let c = load_str(
+fn non_loopback_with_a_key_over_https_or_allowed_plain_http_is_fine() {
+    let keys = MapEnv::new([("HEARTH_API_KEYS", "sk-12345678")]);
+    for extra in [
+        "allow_plain_http = true\n",
+        "[server.tls]\nmode = \"self-signed\"\n",
+        "[server.tls]\nmode = \"files\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+    ] {
+        let c = load_str(
+            &format!("[server]\nlisten = \"0.0.0.0:8080\"\n{extra}"),
+            "hearth.toml",
+            &keys,
+        );
+        assert!(c.is_ok(), "{extra}: {c:?}");
+    }
+}
+
+#[test]
+fn plain_http_on_a_public_address_is_refused_unless_allowed() {
+    let e = errors(
         "[server]\nlisten = \"0.0.0.0:8080\"\n",
-        "hearth.toml",
         &MapEnv::new([("HEARTH_API_KEYS", "sk-12345678")]),
     );
-    assert!(c.is_ok());
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("server.listen"), "{}", e[0]);
+    assert!(e[0].contains("plain HTTP on 0.0.0.0:8080"), "{}", e[0]);
+    assert!(e[0].contains("allow_plain_http = true"), "{}", e[0]);
+    let e = errors(
+        "[server.tls]\nmode = \"files\"\ncert = \"c.pem\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("server.tls.key") && l.contains("needs `key`")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! - `app`: [`App`] and [`AppBuilder`]; the hot path ([`FastRoutes`]).
 //! - [`serve`]: the accept loop on a bound listener until a shutdown future resolves
 //!   (tests bind port 0).
+//! - [`tls`]: HTTPS (`[server.tls]`): self-signed or from files, reloadable.
 //! - [`auth`], [`request_log`], `cors`, [`body`], [`error`], [`sse`], [`metrics`],
 //!   `routes/` (health, metrics), `state` ([`HttpState`]).
 
@@ -28,8 +29,10 @@ pub mod request_log;
 mod routes;
 pub mod sse;
 mod state;
+pub mod tls;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -38,6 +41,10 @@ pub use app::{App, AppBuilder, FastRoutes, NoFastRoutes};
 pub use error::HttpError;
 pub use request_log::RequestLog;
 pub use state::HttpState;
+pub use tls::{Tls, TlsError};
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and
 /// gives in-flight requests up to `grace` to finish.
@@ -45,9 +52,12 @@ pub use state::HttpState;
 /// Each connection is served by hyper (HTTP/1.1, or HTTP/2 with prior knowledge)
 /// on a task of the calling event loop, with `TCP_NODELAY` set, as nginx sets it
 /// for kept-alive connections: an event stream's small writes go out at once.
+/// With `tls`, each connection's handshake runs on its own task first, so a slow
+/// client never holds up the accept loop.
 pub async fn serve<F: FastRoutes>(
     listener: TcpListener,
     app: App<F>,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
@@ -75,6 +85,31 @@ pub async fn serve<F: FastRoutes>(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(tls) = &tls {
+            let acceptor = tls.acceptor().clone();
+            let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), app)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::trace!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        }
         let conn = builder
             .serve_connection(TokioIo::new(stream), app.clone())
             .into_owned();

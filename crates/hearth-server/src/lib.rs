@@ -40,6 +40,8 @@ pub enum BuildError {
         model: String,
         source: anyhow::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] hearth_http::TlsError),
     #[error("cannot open the conversation store in {dir} (storage.data_dir): {source}")]
     Store {
         dir: String,
@@ -55,6 +57,8 @@ pub struct Server {
     app: App<hearth_openai::Fast>,
     /// The model servers Hearth runs; stopped after the drain.
     engines: Engines,
+    /// HTTPS (`[server.tls]`), or plain HTTP.
+    tls: Option<Arc<hearth_http::Tls>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -98,6 +102,11 @@ impl Server {
         &self.gateway
     }
 
+    /// HTTPS, when `[server.tls]` asks for it: its certificate, and a reload.
+    pub fn tls(&self) -> Option<&Arc<hearth_http::Tls>> {
+        self.tls.as_ref()
+    }
+
     pub fn router(&self) -> &Arc<Router> {
         self.gateway.router()
     }
@@ -129,6 +138,11 @@ impl Builder {
         let _ = hearth_http::metrics::handle();
         let config = Arc::new(self.config);
         let mut models = Vec::with_capacity(config.models.len());
+        let tls = hearth_http::Tls::from_config(
+            &config.server.tls,
+            &config.storage.data_dir,
+            &config.server.listen,
+        )?;
         let mut engines = Engines::new(&config.log_dir().join("engines"));
         for m in &config.models {
             let b = match self.backends.remove(&m.name) {
@@ -179,6 +193,7 @@ impl Builder {
             store,
             app,
             engines,
+            tls,
         })
     }
 }

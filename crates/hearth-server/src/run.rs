@@ -55,6 +55,7 @@ impl Server {
         for i in 1..workers {
             let listener = listener.try_clone().map_err(RunError::Listener)?;
             let app = self.app.clone();
+            let tls = self.tls.clone();
             let mut stop = stop_rx.clone();
             let up = up_tx.clone();
             let thread = std::thread::Builder::new()
@@ -73,7 +74,7 @@ impl Server {
                         let stopped = async move {
                             let _ = stop.wait_for(|s| *s).await;
                         };
-                        hearth_http::serve(listener, app, stopped, grace).await
+                        hearth_http::serve(listener, app, tls, stopped, grace).await
                     });
                     rt.shutdown_timeout(Duration::from_secs(2));
                     if let Err(e) = &served {
@@ -101,7 +102,7 @@ impl Server {
             .iter()
             .map(|m| format!("{} ({})", m.config.name, m.backend.kind()))
             .collect();
-        let base = base_url(addr);
+        let base = base_url(addr, self.tls.is_some());
         tracing::info!(
             listen = %addr,
             ui_url = format!("{base}/"),
@@ -112,9 +113,13 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             "hearth is serving: chat UI at {base}/ , API at {base}/v1"
         );
+        if let Some(tls) = self.tls.clone() {
+            tokio::spawn(reload_on_sighup(tls));
+        }
         let served = hearth_http::serve(
             TcpListener::from_std(listener).map_err(RunError::Listener)?,
             self.app.clone(),
+            self.tls.clone(),
             async move {
                 shutdown.await;
                 tracing::info!(
@@ -148,16 +153,36 @@ impl Server {
     }
 }
 
-/// `http://host:port` of a server listening on `addr`, as a browser on this
-/// machine reaches it: a wildcard bind (`0.0.0.0`, `[::]`) is reached at loopback.
-pub fn base_url(addr: std::net::SocketAddr) -> String {
+/// `http://host:port` (`https://` with `tls`) of a server listening on `addr`, as a
+/// browser on this machine reaches it: a wildcard bind (`0.0.0.0`, `[::]`) is
+/// reached at loopback.
+pub fn base_url(addr: std::net::SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
     // SocketAddr's Display brackets an IPv6 address.
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
+/// Reads the TLS certificate and key again at each SIGHUP (a renewed certificate
+/// is served from the next handshake on; a bad one is refused and the old kept).
+async fn reload_on_sighup(tls: std::sync::Arc<hearth_http::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the TLS certificate is read at start only");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!(cert = %tls.cert_path().display(), "TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; still serving the previous one")
+            }
+        }
+    }
 }
 
 /// One event loop: a single-threaded tokio runtime.
@@ -183,10 +208,14 @@ mod tests {
 
     #[test]
     fn wildcard_binds_are_reached_at_loopback() {
-        let url = |a: &str| base_url(a.parse().unwrap());
+        let url = |a: &str| base_url(a.parse().unwrap(), false);
         assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080");
         assert_eq!(url("[::]:80"), "http://[::1]:80");
         assert_eq!(url("192.168.1.5:8080"), "http://192.168.1.5:8080");
+        assert_eq!(
+            base_url("0.0.0.0:443".parse().unwrap(), true),
+            "https://127.0.0.1:443"
+        );
     }
 }

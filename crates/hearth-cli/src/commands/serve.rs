@@ -146,6 +146,7 @@ async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
             data_dir: &config.storage.data_dir,
             log_dir: &shown.log_dir,
             keys: config.resolved_keys.len(),
+            tls: server.tls().is_some(),
         };
         for line in banner.lines() {
             output::line(line);

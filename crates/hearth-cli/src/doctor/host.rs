@@ -77,7 +77,14 @@ pub fn bind(config: &Config, checks: &mut Vec<Check>) {
         Ok(_) if keys > 0 => Check::ok(
             "host",
             "bind",
-            format!("public ({listen}) with {keys} API key(s)"),
+            format!(
+                "public ({listen}) with {keys} API key(s), {}",
+                match config.server.tls.mode {
+                    hearth_config::TlsMode::Off => "plain HTTP (allow_plain_http)",
+                    hearth_config::TlsMode::SelfSigned => "HTTPS (self-signed)",
+                    hearth_config::TlsMode::Files => "HTTPS (certificate files)",
+                }
+            ),
         ),
         Ok(_) => Check::fail(
             "host",
