@@ -103,6 +103,15 @@ impl Fixture {
     /// Builds `hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz` with a fake
     /// `bin/hearth` and returns its path and sha256.
     fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
+        let tarball = self
+            .dir
+            .path()
+            .join(format!("hearth-{version}-x86_64-unknown-linux-gnu.tar.gz"));
+        // Built once per version: gzip stamps the time, so a rebuild has
+        // another sha256 and the core rightly refuses it as a conflict.
+        if tarball.exists() {
+            return (tarball.clone(), sha256_hex(&tarball));
+        }
         let build = self.dir.path().join(format!("build-{version}"));
         let top = build.join(format!("hearth-{version}"));
         fs::create_dir_all(top.join("bin")).unwrap();
@@ -135,10 +144,6 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).se
         fs::write(&bin, script).unwrap();
         let status = Command::new("chmod").arg("755").arg(&bin).status().unwrap();
         assert!(status.success());
-        let tarball = self
-            .dir
-            .path()
-            .join(format!("hearth-{version}-x86_64-unknown-linux-gnu.tar.gz"));
         let status = Command::new("tar")
             .arg("-czf")
             .arg(&tarball)
@@ -148,10 +153,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).se
             .status()
             .unwrap();
         assert!(status.success());
-        let sha = Sha256::digest(fs::read(&tarball).unwrap())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = sha256_hex(&tarball);
         (tarball, sha)
     }
 
@@ -196,6 +198,13 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).se
         names.sort();
         names
     }
+}
+
+fn sha256_hex(path: &Path) -> String {
+    Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn link_target(root: &Path) -> PathBuf {
@@ -337,10 +346,7 @@ fn a_tarball_without_the_binary_leaves_no_partial_folder() {
         .status()
         .unwrap();
     assert!(status.success());
-    let sha: String = Sha256::digest(fs::read(&junk).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = sha256_hex(&junk);
     let err = release::apply(
         &host,
         NewRelease {
@@ -596,5 +602,44 @@ fn a_failing_restart_command_is_reported_and_rolled_back() {
         last.outcome,
         EventOutcome::Failed,
         "the old one did not come back either"
+    );
+}
+
+#[test]
+fn a_different_build_under_an_installed_version_is_refused() {
+    let fx = Fixture::new();
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    let other = fx.dir.path().join("other.tar.gz");
+    let (tarball, _) = fx.tarball("0.1.0", true);
+    // Same content, another gzip header: a different build.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc '{}' | gzip -n -9 > '{}'",
+            tarball.display(),
+            other.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sha = sha256_hex(&other);
+    let err = release::apply(
+        &host,
+        NewRelease {
+            version: "0.1.0",
+            tarball: &other,
+            sha256: &sha,
+        },
+        &fx.opts(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DeployError::ReleaseConflict { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("give the new build a new version"),
+        "{err}"
     );
 }
