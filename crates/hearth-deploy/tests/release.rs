@@ -643,3 +643,51 @@ fn a_different_build_under_an_installed_version_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_first_install_has_nothing_to_roll_back_to() {
+    let fx = Fixture::new();
+    let host = fx.host();
+    let opts = Options {
+        health_timeout: Duration::from_millis(800),
+        ..fx.opts()
+    };
+    let (tarball, sha) = fx.tarball("0.1.0", false);
+    let err = release::apply(
+        &host,
+        NewRelease {
+            version: "0.1.0",
+            tarball: &tarball,
+            sha256: &sha,
+        },
+        &opts,
+    )
+    .unwrap_err();
+    match &err {
+        DeployError::NotReady { rolled_back_to, .. } => assert_eq!(*rolled_back_to, None),
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert!(err.to_string().contains("no earlier release"), "{err}");
+    let last = host.history().unwrap().pop().unwrap();
+    assert_eq!(
+        (last.action, last.outcome),
+        (Action::Install, EventOutcome::Failed)
+    );
+    // The next apply replaces it as an upgrade from the broken one.
+    let out = fx.apply(&host, "0.1.1", true).unwrap();
+    assert_eq!(out.from.as_deref(), Some("0.1.0"));
+    assert!(fx.ready());
+}
+
+#[test]
+fn a_crashed_upload_is_not_a_release_and_is_replaced() {
+    let fx = Fixture::new();
+    let host = fx.host();
+    let partial = fx.root().join("opt/hearth/releases/.0.1.0.partial");
+    fs::create_dir_all(partial.join("bin")).unwrap();
+    fs::write(partial.join("bin/hearth"), "half a binary").unwrap();
+    assert!(host.releases().unwrap().is_empty());
+    fx.apply(&host, "0.1.0", true).unwrap();
+    assert_eq!(fx.release_dir_names(), ["0.1.0"]);
+    assert!(fx.ready());
+}

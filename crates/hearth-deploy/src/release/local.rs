@@ -359,6 +359,10 @@ impl Host for LocalHost {
         let dir = self.releases_dir().join(version);
         // Rename first so a half-deleted folder never looks like a release.
         let doomed = self.releases_dir().join(format!(".{version}.removing"));
+        // A leftover from a removal that crashed would make the rename fail.
+        if doomed.exists() {
+            fs::remove_dir_all(&doomed).map_err(DeployError::io("remove", &doomed))?;
+        }
         fs::rename(&dir, &doomed).map_err(DeployError::io("rename for removal", &dir))?;
         fs::remove_dir_all(&doomed).map_err(DeployError::io("remove", &doomed))
     }
