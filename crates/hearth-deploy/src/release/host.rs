@@ -1,0 +1,61 @@
+//! The operations the core needs from a host, and the local implementation.
+//!
+//! The core in `mod.rs` only speaks to [`Host`], so the same apply, rollback
+//! and status run on this machine now and over SSH next.
+
+use std::path::Path;
+
+use super::{DeployError, HistoryEntry};
+
+/// One installed release, as read from its `RELEASE` file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub version: String,
+    pub sha256: String,
+    /// When it was staged (RFC 3339 UTC), empty if unknown.
+    pub installed: String,
+}
+
+/// A host's release layout under its install root (see `docs/deploy.md`).
+pub trait Host {
+    /// Held while a deploy runs; dropping it releases the host's lock.
+    type Guard;
+
+    /// The host's name, for messages and the lock file.
+    fn name(&self) -> &str;
+
+    /// Takes the host's deploy lock without waiting, or fails with
+    /// [`DeployError::LockHeld`] naming the holder.
+    fn lock(&self) -> Result<Self::Guard, DeployError>;
+
+    /// The version `current` points at, None before the first install.
+    fn current(&self) -> Result<Option<String>, DeployError>;
+
+    /// The installed releases, oldest version first.
+    fn releases(&self) -> Result<Vec<ReleaseInfo>, DeployError>;
+
+    /// Verifies the tarball's sha256, unpacks it beside the other releases and
+    /// only then gives it its version's name, so a failed or partial upload
+    /// never looks like a release. Staging a version already there with the
+    /// same sha256 does nothing.
+    fn stage_release(&self, version: &str, tarball: &Path, sha256: &str)
+    -> Result<(), DeployError>;
+
+    /// Points `current` at an installed release in one atomic rename.
+    fn switch_current(&self, version: &str) -> Result<(), DeployError>;
+
+    /// Restarts the service so that it runs what `current` points at.
+    fn restart(&self) -> Result<(), DeployError>;
+
+    /// Deletes an installed release (never called for current or previous).
+    fn remove_release(&self, version: &str) -> Result<(), DeployError>;
+
+    /// Appends one line to the history.
+    fn append_history(&self, entry: &HistoryEntry) -> Result<(), DeployError>;
+
+    /// The whole history, oldest first.
+    fn history(&self) -> Result<Vec<HistoryEntry>, DeployError>;
+
+    /// The service's last `n` log lines, to show why a release did not come up.
+    fn last_log_lines(&self, n: usize) -> Result<Vec<String>, DeployError>;
+}
