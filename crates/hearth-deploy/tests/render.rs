@@ -377,6 +377,20 @@ fn installer_installs_under_a_prefix_and_a_second_run_changes_nothing() {
     );
     assert!(before["opt/hearth/releases/0.7.0/bin/hearth"].starts_with("file 755 #!/bin/sh"));
     assert_eq!(before["var/lib/hearth"], "dir 750");
+    // Hearth itself accepts the installed config (the key read from the prefix).
+    let installed = std::fs::read_to_string(root.join("etc/hearth/hearth.toml")).unwrap();
+    let installed = installed.replace(
+        "\"/etc/hearth/credentials\"",
+        &format!(
+            "{:?}",
+            root.join("etc/hearth/credentials").display().to_string()
+        ),
+    );
+    let config =
+        hearth_config::load_str(&installed, "hearth.toml", &hearth_config::MapEnv::default())
+            .unwrap_or_else(|e| panic!("hearth-config rejects the installed hearth.toml: {e}"));
+    assert_eq!(config.server.listen, "0.0.0.0:443");
+    assert_eq!(config.models.len(), 1);
     // The installed binary runs through the current link.
     let out = Command::new(root.join("opt/hearth/current/bin/hearth"))
         .arg("doctor")
@@ -447,4 +461,50 @@ fn installer_upgrades_and_keeps_the_key() {
     }
     // The previous release stays for a rollback.
     assert!(root.join("opt/hearth/releases/0.7.0/bin/hearth").is_file());
+}
+
+#[test]
+fn installer_takes_a_tarball_with_a_top_folder() {
+    // Release tarballs (cargo-dist's among them) often hold one folder named after the archive.
+    let tmp = tempfile::tempdir().unwrap();
+    let top = tmp
+        .path()
+        .join("stage/hearth-1.2.3-x86_64-unknown-linux-gnu/bin");
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::write(top.join("hearth"), "#!/bin/sh\n").unwrap();
+    let tarball = tmp
+        .path()
+        .join("hearth-1.2.3-x86_64-unknown-linux-gnu.tar.gz");
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(tmp.path().join("stage"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = Command::new("sha256sum").arg(&tarball).output().unwrap();
+    let sha = String::from_utf8(out.stdout).unwrap()[..64].to_owned();
+    let m = Manifest::from_str(&MINIMAL.replace(&"0".repeat(64), &sha), "d").unwrap();
+    let script = tmp.path().join("install.sh");
+    std::fs::write(&script, render::install_sh(&m)).unwrap();
+    let root = tmp.path().join("root");
+    let out = run_installer(&script, &root, &tarball);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = listing(&root);
+    assert_eq!(
+        l["opt/hearth/releases/1.2.3/bin/hearth"],
+        "file 755 #!/bin/sh\n"
+    );
+    // Loopback plain HTTP: no GPU, no capability, compose binds loopback.
+    let compose = render::compose(&m);
+    assert!(
+        compose.contains("\"127.0.0.1:8080:8080\"") && !compose.contains("deploy:"),
+        "{compose}"
+    );
 }
