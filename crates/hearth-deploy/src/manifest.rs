@@ -392,7 +392,7 @@ impl Manifest {
             }
         }
 
-        Ok(Manifest {
+        let manifest = Manifest {
             host: Host {
                 name: name.to_owned(),
                 target,
@@ -407,7 +407,22 @@ impl Manifest {
             },
             release,
             models: raw.models,
-        })
+        };
+        // The installer carries hearth.toml in a here-document ending at a line
+        // `HEARTH_…_EOF`; a model's multi-line string must not end it early.
+        if manifest
+            .hearth_toml()
+            .lines()
+            .any(|l| l.starts_with("HEARTH_") && l.ends_with("_EOF"))
+        {
+            return Err(at(
+                None,
+                "models",
+                "a string holds a line `HEARTH_…_EOF`, which the installer reserves; reword it"
+                    .into(),
+            ));
+        }
+        Ok(manifest)
     }
 
     /// The host's `/etc/hearth/hearth.toml`.

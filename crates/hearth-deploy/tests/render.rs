@@ -236,6 +236,10 @@ fn other_errors() {
             .contains("must end with `/hearth-1.2.3-x86_64-unknown-linux-gnu.tar.gz`"),
         "{e}"
     );
+    let e = err(&format!(
+        "{MINIMAL}\n[[models]]\nname = \"m\"\ndescription = \"a\\nHEARTH_TOML_EOF\\nb\"\n"
+    ));
+    assert_eq!(e.key, "models", "{e}");
     let e = err("[host]\nname = \"x\"\n");
     assert!(
         e.to_string().contains("missing field `target`") || e.to_string().contains("missing field"),

@@ -14,7 +14,6 @@ pub fn systemd_unit(m: &Manifest) -> String {
         "# Hearth on {host}, rendered from deploy.toml by hearth-deploy (release {version}).\n\
          [Unit]\n\
          Description=Hearth AI server\n\
-         Documentation=file:///opt/hearth/current/docs/deploy.md\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
