@@ -1,0 +1,64 @@
+//! The systemd unit and its environment file.
+
+use crate::manifest::{BINARY_PATH, CONFIG_PATH, DATA_DIR, ENV_PATH, LOG_DIR, Manifest};
+
+/// `/etc/systemd/system/hearth.service`.
+pub fn systemd_unit(m: &Manifest) -> String {
+    // Binding a port below 1024 needs the one capability, and nothing else.
+    let caps = if m.hearth.port() < 1024 {
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n"
+    } else {
+        "CapabilityBoundingSet=\n"
+    };
+    format!(
+        "# Hearth on {host}, rendered from deploy.toml by hearth-deploy (release {version}).\n\
+         [Unit]\n\
+         Description=Hearth AI server\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         User=hearth\n\
+         Group=hearth\n\
+         EnvironmentFile=-{env}\n\
+         # A failing doctor does not block the start: the banner and `hearth doctor` show it.\n\
+         ExecStartPre=-{bin} doctor --config {config}\n\
+         ExecStart={bin} serve --config {config}\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         {caps}\
+         NoNewPrivileges=yes\n\
+         ProtectSystem=strict\n\
+         ProtectHome=yes\n\
+         PrivateTmp=yes\n\
+         RuntimeDirectory=hearth\n\
+         ReadWritePaths={data} {log} /run/hearth\n\
+         LimitNOFILE=65536\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        host = m.host.name,
+        version = m.release.version,
+        env = ENV_PATH,
+        bin = BINARY_PATH,
+        config = CONFIG_PATH,
+        data = DATA_DIR,
+        log = LOG_DIR,
+    )
+}
+
+/// `/etc/hearth/hearth.env`: the service's environment. Secrets stay in files
+/// (`/etc/hearth/credentials`), not here.
+pub fn systemd_env(m: &Manifest) -> String {
+    format!(
+        "# Environment of hearth.service on {host}, rendered from deploy.toml by hearth-deploy.\n\
+         HEARTH_CONFIG={config}\n\
+         HOME={data}\n\
+         # Model downloads (vLLM, Hugging Face) land under the data folder, which the unit may write.\n\
+         HF_HOME={data}/huggingface\n",
+        host = m.host.name,
+        config = CONFIG_PATH,
+        data = DATA_DIR,
+    )
+}
