@@ -32,6 +32,10 @@ pub const INSTALL_LOG: &str = "/var/log/hearth/install.log";
 pub const UNIT_PATH: &str = "/etc/systemd/system/hearth.service";
 /// The binary inside a release.
 pub const BINARY_PATH: &str = "/opt/hearth/current/bin/hearth";
+/// `tls = "files"`: the certificate chain and key Hearth serves (certbot's
+/// `fullchain.pem` and `privkey.pem`, copied or linked here), read again on SIGHUP.
+pub const TLS_CERT: &str = "/etc/hearth/tls/fullchain.pem";
+pub const TLS_KEY: &str = "/etc/hearth/tls/privkey.pem";
 
 /// A parsed, valid `deploy.toml`.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +320,16 @@ impl Manifest {
                         .into(),
                 ));
             }
+            // Checked first so that the manifest is right the day it lands.
+            return Err(at(
+                span,
+                "hearth.tls",
+                format!(
+                    "`tls = \"acme\"` is not built into Hearth yet: use `tls = \"files\"` with \
+                     certbot's certificate in {TLS_CERT} and {TLS_KEY} (its deploy hook sends \
+                     Hearth SIGHUP), or `tls = \"self-signed\"`"
+                ),
+            ));
         }
 
         let r = raw.release;
@@ -431,10 +445,10 @@ impl Manifest {
         let mut out = format!(
             "# /etc/hearth/hearth.toml for host {name}, rendered from deploy.toml by hearth-deploy.\n\
              # Edit deploy.toml and deploy again rather than this file: a deploy rewrites it.\n\
-             # tls = {tls}{domain}\n\
              \n\
              [server]\n\
              listen = {listen}\n\
+             {tls}\
              \n\
              [storage]\n\
              data_dir = {data}\n\
@@ -448,13 +462,7 @@ impl Manifest {
              key_file = {cred}\n\
              admin = true\n",
             name = self.host.name,
-            tls = self.hearth.tls.as_str(),
-            domain = self
-                .hearth
-                .domain
-                .as_deref()
-                .map(|d| format!(", domain = {d}"))
-                .unwrap_or_default(),
+            tls = self.server_tls(),
             listen = q(&self.hearth.listen),
             data = q(DATA_DIR),
             log = q(LOG_DIR),
@@ -474,6 +482,32 @@ impl Manifest {
             out.push_str(&models);
         }
         out
+    }
+
+    /// The `[server.tls]` lines of the host's `hearth.toml` (or the plain-HTTP
+    /// permission), after `listen`.
+    fn server_tls(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        match self.hearth.tls {
+            Tls::Off if self.hearth.allow_plain_http => "allow_plain_http = true\n".into(),
+            Tls::Off => String::new(),
+            // Refused when parsed (not built in yet); self-signed keeps HTTPS if a
+            // manifest is built by hand.
+            Tls::SelfSigned | Tls::Acme => {
+                let names = self
+                    .hearth
+                    .domain
+                    .as_deref()
+                    .map(|d| format!("names = [{}]\n", q(d)))
+                    .unwrap_or_default();
+                format!("\n[server.tls]\nmode = \"self-signed\"\n{names}")
+            }
+            Tls::Files => format!(
+                "\n[server.tls]\nmode = \"files\"\ncert = {}\nkey = {}\n",
+                q(TLS_CERT),
+                q(TLS_KEY)
+            ),
+        }
     }
 
     /// Whether any model asks for a GPU: a `launch` table with the vLLM preset or

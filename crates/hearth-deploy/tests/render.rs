@@ -87,12 +87,13 @@ fn renderings_agree() {
     );
     assert!(install.contains("$ROOT/opt/hearth/releases/$HEARTH_VERSION"));
     assert!(install.contains("HEARTH_VERSION='0.7.0'"));
-    assert!(
-        install.contains("HEARTH_PORTS='443 80'"),
-        "443 and the ACME challenge"
-    );
+    assert!(install.contains("HEARTH_PORTS='443'"), "443 only");
     let toml = get("hearth-toml");
     assert!(toml.contains("listen = \"0.0.0.0:443\""));
+    assert!(
+        toml.contains("[server.tls]\nmode = \"self-signed\"\nnames = [\"llm.example.com\"]\n"),
+        "{toml}"
+    );
     assert!(toml.contains("data_dir = \"/var/lib/hearth\""));
     assert!(toml.contains("key_file = \"/etc/hearth/credentials\""));
     let compose = get("compose");
@@ -191,6 +192,13 @@ fn acme_needs_domain_and_email() {
             .contains("set `admin_email = \"you@example.com\"`"),
         "{e}"
     );
+    // Complete, it is refused until Hearth does ACME, saying what to use instead.
+    let e = err(&acme.replace(
+        "tls = \"acme\"",
+        "tls = \"acme\"\ndomain = \"llm.example.com\"\nadmin_email = \"a@example.com\"",
+    ));
+    assert_eq!(e.key, "hearth.tls");
+    assert!(e.to_string().contains("not built into Hearth yet"), "{e}");
 }
 
 #[test]
