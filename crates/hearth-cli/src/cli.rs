@@ -4,15 +4,18 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{doctor::DoctorArgs, models::ModelsArgs, sandbox::SandboxArgs};
+use crate::commands::{
+    deploy::DeployArgs, doctor::DoctorArgs, models::ModelsArgs, sandbox::SandboxArgs,
+};
 
 const EXAMPLES: &str = "\
 Examples:
   hearth serve                              serve ./hearth.toml, or the default model
-  hearth serve --config /etc/hearth.toml --listen 0.0.0.0:8080
+  hearth serve --config /etc/hearth.toml --listen 127.0.0.1:9000
   hearth config check hearth.toml           validate a config file
+  hearth deploy render cloud-init -m deploy.toml   user data for a fresh GPU VM
   hearth doctor                             check GPUs, launchers, ports, disk, sandbox
-  HEARTH_API_KEYS=sk-local-123 hearth serve --listen 0.0.0.0:8080
+  HEARTH_API_KEYS=sk-local-123 hearth serve -c tls.toml   (public: keys and [server.tls])
 
 Then point any OpenAI client at http://127.0.0.1:8080/v1";
 
@@ -43,6 +46,9 @@ pub enum Command {
     /// Each check says ok, warn or fail, why, and what to do. Exit 1 on any fail,
     /// 2 when the config file cannot be read.
     Doctor(DoctorArgs),
+    /// Put Hearth on a host: render cloud-init, the installer, the unit...; install,
+    /// upgrade, roll back and inspect releases.
+    Deploy(DeployArgs),
 }
 
 #[derive(Debug, clap::Args)]

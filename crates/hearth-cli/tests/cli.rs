@@ -530,3 +530,68 @@ async fn a_killed_hearth_leaves_no_model_server_behind() {
     );
     assert!(log.contains("model server stopped"), "{log}");
 }
+
+/// `hearth deploy`: renderings from the example manifest, and a local status.
+#[test]
+fn deploy_renders_every_kind_and_reports_an_empty_host() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/examples/gpu-vm.toml"
+    );
+    for kind in [
+        "cloud-init",
+        "stackscript",
+        "install-sh",
+        "systemd-unit",
+        "systemd-env",
+        "hearth-toml",
+        "compose",
+    ] {
+        let (code, out, err) =
+            run(hearth().args(["deploy", "render", kind, "--manifest", example]));
+        assert_eq!(code, 0, "{kind}: {err}");
+        assert!(out.len() > 50, "{kind}: {out}");
+    }
+    let (_, cloud, _) = run(hearth().args(["deploy", "render", "cloud-init", "-m", example]));
+    assert!(cloud.starts_with("#cloud-config\n"), "{cloud}");
+    let (_, toml, _) = run(hearth().args(["deploy", "render", "hearth-toml", "-m", example]));
+    assert!(
+        toml.contains("[server.tls]\nmode = \"self-signed\""),
+        "{toml}"
+    );
+
+    let (code, _, err) = run(hearth().args(["deploy", "render", "kubernetes", "-m", example]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`kubernetes` is not a rendering; one of: cloud-init"),
+        "{err}"
+    );
+
+    // The example's host is reached over SSH, which apply does not do yet.
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("hearth.tar.gz");
+    std::fs::write(&tarball, b"not used").unwrap();
+    let (code, _, err) = run(hearth().args([
+        "deploy",
+        "apply",
+        "-m",
+        example,
+        "--tarball",
+        tarball.to_str().unwrap(),
+        "--root",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("apply over SSH is not built yet"), "{err}");
+
+    let (code, out, err) = run(hearth().args([
+        "deploy",
+        "status",
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--health-url",
+        "http://127.0.0.1:9/ready",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no release installed"), "{out}");
+}

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod config;
+pub mod deploy;
 pub mod doctor;
 pub mod models;
 pub mod sandbox;
@@ -17,5 +18,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Models(args) => models::run(args),
         Command::Sandbox(args) => sandbox::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::Deploy(args) => deploy::run(args),
     }
 }
