@@ -1,8 +1,13 @@
 //! The health wait: poll `/ready` until it answers 200 or time runs out.
 //!
-//! A bare HTTP/1.1 GET over `std::net::TcpStream`: the probe needs only a status
-//! line, and this keeps the core synchronous and free of an HTTP client (the
-//! workspace's reqwest has no blocking feature).
+//! A bare HTTP/1.1 GET over `std::net::TcpStream` (inside rustls for `https://`):
+//! the probe needs only a status line, and this keeps the core synchronous and
+//! free of an HTTP client (the workspace's reqwest has no blocking feature).
+//!
+//! Over HTTPS the probe does not check the certificate's chain or name: it asks
+//! a service on its own host whether it is ready, sends nothing secret, and the
+//! host's certificate is often self-signed (`[server.tls] mode = "self-signed"`).
+//! The handshake's signatures are still verified.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -66,7 +71,7 @@ pub fn check(url: &str, timeout: Duration) -> Health {
 }
 
 fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
-    let (authority, path) = split_url(url)?;
+    let (tls, authority, path) = split_url(url)?;
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
@@ -80,7 +85,23 @@ fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: hearth-deploy\r\n\r\n"
     );
+    if tls {
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut stream = https::connect(host, stream).map_err(|e| format!("GET {url}: {e}"))?;
+        stream.write_all(request.as_bytes()).map_err(io_err)?;
+        return read_status(&mut stream, url);
+    }
     stream.write_all(request.as_bytes()).map_err(io_err)?;
+    read_status(&mut stream, url)
+}
+
+/// The status code of the answer read from `stream`.
+fn read_status(stream: &mut impl Read, url: &str) -> Result<u16, String> {
+    let io_err = |e: std::io::Error| format!("GET {url}: {e}");
     // The status line fits in the first read of a small buffer; the body is not needed.
     let mut buf = [0u8; 256];
     let mut len = 0;
@@ -101,12 +122,17 @@ fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
     }
 }
 
-/// `http://host:port/path` into (`host:port`, `/path`); only plain HTTP, since
-/// the probe targets the service on its own host.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("health URL {url:?} must start with http://"))?;
+/// `http(s)://host:port/path` into (TLS or not, `host:port`, `/path`).
+fn split_url(url: &str) -> Result<(bool, String, String), String> {
+    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (false, rest),
+        (_, Some(rest)) => (true, rest),
+        _ => {
+            return Err(format!(
+                "health URL {url:?} must start with http:// or https://"
+            ));
+        }
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -117,9 +143,87 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     let authority = if authority.contains(':') && !authority.ends_with(']') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{}", if tls { 443 } else { 80 })
     };
-    Ok((authority, path.to_string()))
+    Ok((tls, authority, path.to_string()))
+}
+
+/// The TLS side of the probe (see the module's header on what is checked).
+mod https {
+    use std::net::TcpStream;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    pub fn connect(
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+        let conn =
+            rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        Ok(rustls::StreamOwned::new(conn, tcp))
+    }
+
+    /// Accepts the server's certificate whatever signed it; checks the signatures
+    /// of the handshake with it.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -171,12 +275,57 @@ mod tests {
     fn urls_split_into_authority_and_path() {
         assert_eq!(
             split_url("http://127.0.0.1:8080/ready").unwrap(),
-            ("127.0.0.1:8080".into(), "/ready".into())
+            (false, "127.0.0.1:8080".into(), "/ready".into())
         );
         assert_eq!(
             split_url("http://localhost").unwrap(),
-            ("localhost:80".into(), "/".into())
+            (false, "localhost:80".into(), "/".into())
         );
-        assert!(split_url("https://x/ready").is_err());
+        assert_eq!(
+            split_url("https://127.0.0.1/ready").unwrap(),
+            (true, "127.0.0.1:443".into(), "/ready".into())
+        );
+        assert!(split_url("ftp://x/ready").is_err());
+    }
+
+    /// One HTTPS answer, with a self-signed certificate (as a host with
+    /// `[server.tls] mode = "self-signed"` has).
+    fn serve_once_tls(answer: &'static str) -> String {
+        use std::sync::Arc;
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(made.cert.der().to_vec());
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(made.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            if let Ok((tcp, _)) = listener.accept() {
+                let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+                let mut s = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer.as_bytes());
+                let _ = s.flush();
+            }
+        });
+        format!("https://{addr}/ready")
+    }
+
+    #[test]
+    fn a_self_signed_https_service_is_probed_too() {
+        let url = serve_once_tls("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let h = check(&url, Duration::from_secs(5));
+        assert!(h.ready, "{}", h.last);
+        // Plain HTTP to it is not an answer.
+        let plain = serve_once_tls("HTTP/1.1 200 OK\r\n\r\n").replace("https://", "http://");
+        assert!(!check(&plain, Duration::from_secs(2)).ready);
     }
 }
