@@ -36,6 +36,8 @@ pub const READ_ELSEWHERE: &[&str] = &[
     "HEARTH_TEST_UI_BUILT",
     "HEARTH_TEST_LLAMA_SERVER",
     "HEARTH_TEST_LLAMA_SERVER_REQUIRED",
+    "HEARTH_TEST_VALIDATORS_REQUIRED",
+    "HEARTH_COMPOSE_BIN",
 ];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
 pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];

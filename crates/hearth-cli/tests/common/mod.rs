@@ -2,13 +2,15 @@
 
 use std::process::Command;
 
-/// The real `hearth` binary, with none of the caller's Hearth settings in its
-/// environment (keys, config, log level and format).
+/// The real `hearth` binary, with none of the caller's `HEARTH_*` variables in
+/// its environment (keys, config, log level and format, and what `make test`
+/// sets for the tests themselves).
 pub fn hearth() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    c.env_remove("HEARTH_API_KEYS")
-        .env_remove("HEARTH_CONFIG")
-        .env_remove("HEARTH_LOG")
-        .env_remove(hearth_config::env::LOG_FORMAT);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HEARTH_") {
+            c.env_remove(name);
+        }
+    }
     c
 }
