@@ -25,8 +25,14 @@ pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
                 "queue_depth": m.queue_depth(),
                 "in_flight": m.in_flight(),
             });
+            // Public (health checks call it without a key): the state only. The
+            // reason and the stderr lines are in `/v1/models`, behind the key.
             if let Some(engine) = m.backend.engine() {
-                entry["engine"] = json!(engine);
+                entry["engine"] = json!({
+                    "state": engine.state,
+                    "start": engine.start,
+                    "restarts": engine.restarts,
+                });
             }
             entry
         })

@@ -427,3 +427,45 @@ async fn the_llama_server_preset_serves_the_default_model() {
     gw.task.take().unwrap().await.unwrap().unwrap();
     wait_gone(&[pid], 5).await;
 }
+
+#[tokio::test]
+async fn ready_without_a_key_shows_an_engines_state_not_its_stderr() {
+    let gw = Gateway::start_with_env(
+        &managed(
+            "broken",
+            &[
+                "--exit-at-start",
+                "3",
+                "--message",
+                "secret path /home/me/model",
+            ],
+            "max_failures = 1",
+        ),
+        hearth_config::MapEnv::new([("HEARTH_API_KEYS", "sk-test-12345678")]),
+    )
+    .await;
+    // Behind the key, /v1/models has the reason and the stderr lines.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: Value = gw
+            .get("/v1/models")
+            .bearer_auth("sk-test-12345678")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"][0]["status"] == "failed" {
+            assert!(v.to_string().contains("secret path"), "{v}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let ready = gw.get("/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["models"][0]["engine"]["state"], "failed");
+    assert!(!ready.to_string().contains("secret path"), "{ready}");
+}
