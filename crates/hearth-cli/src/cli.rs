@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     deploy::DeployArgs, doctor::DoctorArgs, models::ModelsArgs, sandbox::SandboxArgs,
+    status::StatusArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -49,6 +50,9 @@ pub enum Command {
     /// Put Hearth on a host: render cloud-init, the installer, the unit...; install,
     /// upgrade, roll back and inspect releases.
     Deploy(DeployArgs),
+    /// What the running Hearth says of itself: URLs, where the key is, each model's
+    /// state (the login banner's lines). Exit 3 when it is not running.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]

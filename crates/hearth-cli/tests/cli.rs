@@ -595,3 +595,23 @@ fn deploy_renders_every_kind_and_reports_an_empty_host() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("no release installed"), "{out}");
 }
+
+#[test]
+fn status_prints_the_status_file_or_says_hearth_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("status");
+    let (code, _, err) = run(hearth().args(["status", "--file", file.to_str().unwrap()]));
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("it is not running, or `server.status_file` is not set"),
+        "{err}"
+    );
+    std::fs::write(
+        &file,
+        "Hearth 0.1.0: serving\n  Chat UI  https://127.0.0.1:443/\n",
+    )
+    .unwrap();
+    let (code, out, _) = run(hearth().args(["status", "--file", file.to_str().unwrap()]));
+    assert_eq!(code, 0);
+    assert!(out.contains("Chat UI  https://127.0.0.1:443/"), "{out}");
+}

@@ -38,6 +38,7 @@ pub const READ_ELSEWHERE: &[&str] = &[
     "HEARTH_TEST_LLAMA_SERVER_REQUIRED",
     "HEARTH_TEST_VALIDATORS_REQUIRED",
     "HEARTH_COMPOSE_BIN",
+    "HEARTH_STATUS_FILE",
 ];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
 pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];

@@ -23,6 +23,11 @@ pub struct ServerConfig {
     /// Serve plain HTTP on a non-loopback address (behind a TLS proxy or ingress
     /// that terminates HTTPS). Off: such a bind needs `[server.tls]`.
     pub allow_plain_http: bool,
+    /// A file kept current with what a person logging in should see (URLs, where
+    /// the key is, each model's state, and what to do when one failed): the login
+    /// banner shows it, `hearth status` prints it. `/run/hearth/status` on a
+    /// deployed host; none by default.
+    pub status_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +39,7 @@ impl Default for ServerConfig {
             workers: 0,
             tls: TlsConfig::default(),
             allow_plain_http: false,
+            status_file: None,
         }
     }
 }

@@ -448,6 +448,8 @@ impl Manifest {
              \n\
              [server]\n\
              listen = {listen}\n\
+             # Shown at login (update-motd.d) and by `hearth status`.\n\
+             status_file = \"/run/hearth/status\"\n\
              {tls}\
              \n\
              [storage]\n\

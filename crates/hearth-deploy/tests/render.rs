@@ -353,6 +353,8 @@ fn installer_installs_under_a_prefix_and_a_second_run_changes_nothing() {
             "etc/systemd",
             "etc/systemd/system",
             "etc/systemd/system/hearth.service",
+            "etc/update-motd.d",
+            "etc/update-motd.d/50-hearth",
             "opt",
             "opt/hearth",
             "opt/hearth/current",

@@ -14,9 +14,11 @@
 //! - [`Server`], [`Builder`]: build and accessors.
 //! - `backends`: a model's config to its backend.
 //! - `run`: the event loops, probes and drain.
+//! - [`status`]: the status file a login banner shows (`server.status_file`).
 
 mod backends;
 mod run;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;

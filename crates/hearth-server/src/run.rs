@@ -116,6 +116,19 @@ impl Server {
         if let Some(tls) = self.tls.clone() {
             tokio::spawn(reload_on_sighup(tls));
         }
+        let status = self.config.server.status_file.clone().map(|path| {
+            let mut stop = stop_rx.clone();
+            tokio::spawn(crate::status::keep_written(
+                path,
+                self.config.clone(),
+                self.router().clone(),
+                addr,
+                self.tls.is_some(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ))
+        });
         let served = hearth_http::serve(
             TcpListener::from_std(listener).map_err(RunError::Listener)?,
             self.app.clone(),
@@ -147,6 +160,10 @@ impl Server {
         self.store.close().await;
         // The model servers go last: nothing routes to them any more.
         self.engines.stop().await;
+        if let Some(status) = status {
+            // It says "stopped" once the stop is sent (by now).
+            let _ = tokio::time::timeout(Duration::from_secs(2), status).await;
+        }
         served.map_err(RunError::Serve)?;
         joined?;
         Ok(())

@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod models;
 pub mod sandbox;
 pub mod serve;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -19,5 +20,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Status(args) => status::run(args),
     }
 }

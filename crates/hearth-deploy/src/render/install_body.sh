@@ -103,6 +103,18 @@ install_file "$ROOT/etc/hearth/hearth.toml" 0644 <"$WORK/hearth.toml"
 install_file "$ROOT/etc/hearth/hearth.env" 0644 <"$WORK/hearth.env"
 install_file "$ROOT/etc/systemd/system/hearth.service" 0644 <"$WORK/hearth.service"
 
+# ---- the login banner: what the running Hearth says of itself ----
+# It keeps /run/hearth/status current (server.status_file); `hearth status` prints the same.
+install_file "$ROOT/etc/update-motd.d/50-hearth" 0755 <<'MOTD_EOF'
+#!/bin/sh
+# Hearth's state at login: URLs, where the key is, each model's state and what to do.
+if [ -r /run/hearth/status ]; then
+    cat /run/hearth/status
+else
+    echo "Hearth: not running. 'systemctl status hearth' says why; 'hearth doctor' checks the host."
+fi
+MOTD_EOF
+
 # ---- 5. the admin key: generated once, kept forever after ----
 CRED="$ROOT/etc/hearth/credentials"
 if [ ! -s "$CRED" ]; then

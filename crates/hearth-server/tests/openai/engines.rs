@@ -180,8 +180,11 @@ async fn a_crash_is_a_502_then_the_server_restarts_and_traffic_resumes() {
 #[tokio::test]
 async fn a_server_that_keeps_failing_is_failed_with_its_stderr_and_the_others_still_serve() {
     let other = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("run/status");
     let toml = format!(
-        "{}{}",
+        "[server]\nstatus_file = {:?}\n{}{}",
+        status_file.display().to_string(),
         managed(
             "broken",
             &[
@@ -194,7 +197,7 @@ async fn a_server_that_keeps_failing_is_failed_with_its_stderr_and_the_others_st
         ),
         upstream_model("other", &other.base_url(), "")
     );
-    let gw = Gateway::start(&toml).await;
+    let mut gw = Gateway::start(&toml).await;
     let failed = wait_model(&gw, "broken", 20, |m| m["status"] == "failed").await;
     let engine = &failed["engine"];
     assert!(
@@ -227,6 +230,28 @@ async fn a_server_that_keeps_failing_is_failed_with_its_stderr_and_the_others_st
     // Hearth stays up for the other model; not ready, as an eager server failed.
     assert_eq!(gw.chat("other", false).await.status(), 200);
     assert_eq!(gw.get("/ready").send().await.unwrap().status(), 503);
+
+    // The login banner's file says so, in words, with what to do.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&status_file).unwrap_or_default();
+        if text.contains("broken  failed") {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains(": serving\n"), "{text}");
+    assert!(
+        text.contains("exited with status 3 before it was ready"),
+        "{text}"
+    );
+    assert!(text.contains("next: read its log ("), "{text}");
+    assert!(text.contains("other  ready"), "{text}");
+    gw.shutdown();
+    gw.task.take().unwrap().await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&status_file).unwrap();
+    assert!(text.contains(": stopped"), "{text}");
 }
 
 #[tokio::test]

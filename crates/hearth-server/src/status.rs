@@ -1,0 +1,112 @@
+//! The status file (`server.status_file`, `/run/hearth/status` on a deployed
+//! host): a few lines for a person logging in, kept current while serving. The
+//! login banner (`update-motd.d`) and `hearth status` print it. Written whole
+//! under a temporary name and renamed, so a reader never sees half of it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_api::ModelStatus;
+use hearth_config::Config;
+use hearth_router::Router;
+
+/// How often the file is rewritten while serving.
+const EVERY: Duration = Duration::from_secs(5);
+
+/// What the file says now.
+pub fn render(config: &Config, router: &Router, addr: std::net::SocketAddr, tls: bool) -> String {
+    let base = crate::run::base_url(addr, tls);
+    let mut out = String::new();
+    let _ = writeln!(out, "Hearth {}: serving", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "  Chat UI  {base}/");
+    if addr.ip().is_unspecified() {
+        let scheme = if tls { "https" } else { "http" };
+        let _ = writeln!(
+            out,
+            "           from other machines: {scheme}://<this host>:{}/",
+            addr.port()
+        );
+    }
+    let key = config
+        .keys
+        .iter()
+        .find_map(|k| k.key_file.as_ref())
+        .map(|f| format!("the API key is in {}", f.display()));
+    let access = match (config.resolved_keys.len(), key) {
+        (0, _) => "no key needed on loopback".to_owned(),
+        (_, Some(where_)) => where_,
+        (n, None) => format!("{n} API key(s) from the environment"),
+    };
+    let _ = writeln!(out, "  API      {base}/v1  ({access})");
+    for (i, m) in router.iter().enumerate() {
+        let label = if i == 0 { "Models" } else { "" };
+        let status = m.status();
+        let _ = write!(out, "  {label:<8} {}  {}", m.config.name, status.as_str());
+        let engine = m.backend.engine();
+        if let Some(reason) = engine.as_ref().and_then(|e| e.reason.as_ref())
+            && matches!(status, ModelStatus::Failed | ModelStatus::Restarting)
+        {
+            let _ = write!(out, ": {reason}");
+        }
+        out.push('\n');
+        if status == ModelStatus::Failed {
+            let log = engine.map(|e| e.log).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "           next: read its log ({log}), run `hearth doctor`, then `systemctl restart hearth`"
+            );
+        } else if status == ModelStatus::Unavailable {
+            let _ = writeln!(
+                out,
+                "           next: its server does not answer: check it, or `hearth doctor`"
+            );
+        }
+    }
+    out
+}
+
+/// Writes `text` to `path` whole (a temporary file renamed over it).
+pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Keeps `path` current until `stop` resolves, then says Hearth stopped.
+pub async fn keep_written(
+    path: PathBuf,
+    config: Arc<Config>,
+    router: Arc<Router>,
+    addr: std::net::SocketAddr,
+    tls: bool,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut warned = false;
+    let mut tick = tokio::time::interval(EVERY);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => break,
+        }
+        let text = render(&config, &router, addr, tls);
+        if let Err(e) = write(&path, &text)
+            && !warned
+        {
+            warned = true;
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the status file (server.status_file)");
+        }
+    }
+    let _ = write(
+        &path,
+        &format!(
+            "Hearth {}: stopped (`systemctl status hearth` says why; `hearth doctor` checks the host)\n",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+}
