@@ -10,10 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::sha256_hex;
 use hearth_deploy::release::{
     self, Action, DeployError, EventOutcome, Host, LocalHost, NewRelease, Options, Restart,
 };
-use sha2::{Digest, Sha256};
 
 /// The service a test deploys to: the running fake (killed on drop), the
 /// install root, and the port it serves on.
@@ -103,58 +105,7 @@ impl Fixture {
     /// Builds `hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz` with a fake
     /// `bin/hearth` and returns its path and sha256.
     fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
-        let tarball = self
-            .dir
-            .path()
-            .join(format!("hearth-{version}-x86_64-unknown-linux-gnu.tar.gz"));
-        // Built once per version: gzip stamps the time, so a rebuild has
-        // another sha256 and the core rightly refuses it as a conflict.
-        if tarball.exists() {
-            return (tarball.clone(), sha256_hex(&tarball));
-        }
-        let build = self.dir.path().join(format!("build-{version}"));
-        let top = build.join(format!("hearth-{version}"));
-        fs::create_dir_all(top.join("bin")).unwrap();
-        let code = if ready { 200 } else { 503 };
-        let script = format!(
-            r#"#!/bin/sh
-echo "hearth {version} starting on port $HEARTH_FAKE_PORT"
-{broken}
-exec python3 -u -c '
-import http.server, os, sys
-code, ver = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        c = code if self.path == "/ready" else 404
-        self.send_response(c)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).serve_forever()
-' {code} {version}
-"#,
-            broken = if ready {
-                ""
-            } else {
-                "echo \"error: cannot open the model store (broken build)\""
-            },
-        );
-        let bin = top.join("bin/hearth");
-        fs::write(&bin, script).unwrap();
-        let status = Command::new("chmod").arg("755").arg(&bin).status().unwrap();
-        assert!(status.success());
-        let status = Command::new("tar")
-            .arg("-czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&build)
-            .arg(format!("hearth-{version}"))
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let sha = sha256_hex(&tarball);
-        (tarball, sha)
+        common::fake_tarball(self.dir.path(), version, ready)
     }
 
     fn apply(
@@ -198,13 +149,6 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).se
         names.sort();
         names
     }
-}
-
-fn sha256_hex(path: &Path) -> String {
-    Sha256::digest(fs::read(path).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn link_target(root: &Path) -> PathBuf {

@@ -72,6 +72,17 @@ pub enum DeployError {
         last_lines: Vec<String>,
     },
 
+    /// An SSH host could not be reached, or a remote step failed for a reason
+    /// the other variants do not cover.
+    #[error(
+        "{action} on {host} over ssh failed: {detail}; check that `ssh` reaches {host} with the same port, key and known_hosts, without a prompt"
+    )]
+    Ssh {
+        host: String,
+        action: &'static str,
+        detail: String,
+    },
+
     #[error("{action} on {path}: {source}")]
     Io {
         action: &'static str,

@@ -1,7 +1,7 @@
-//! The operations the core needs from a host, and the local implementation.
+//! The operations the core needs from a host.
 //!
 //! The core in `mod.rs` only speaks to [`Host`], so the same apply, rollback
-//! and status run on this machine now and over SSH next.
+//! and status run on this machine (`local.rs`) and over SSH (`ssh.rs`).
 
 use std::path::Path;
 
@@ -14,6 +14,23 @@ pub struct ReleaseInfo {
     pub sha256: String,
     /// When it was staged (RFC 3339 UTC), empty if unknown.
     pub installed: String,
+}
+
+impl ReleaseInfo {
+    /// Reads a `RELEASE` file's `key=value` lines; a missing key reads as empty.
+    pub(crate) fn parse(version: &str, text: &str) -> ReleaseInfo {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                .unwrap_or("")
+                .to_string()
+        };
+        ReleaseInfo {
+            version: version.to_string(),
+            sha256: field("sha256"),
+            installed: field("installed"),
+        }
+    }
 }
 
 /// A host's release layout under its install root (see `docs/deploy.md`).

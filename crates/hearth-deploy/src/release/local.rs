@@ -99,17 +99,7 @@ impl LocalHost {
 
     fn read_release(&self, version: &str) -> Option<ReleaseInfo> {
         let text = fs::read_to_string(self.releases_dir().join(version).join("RELEASE")).ok()?;
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-                .unwrap_or("")
-                .to_string()
-        };
-        Some(ReleaseInfo {
-            version: version.to_string(),
-            sha256: field("sha256"),
-            installed: field("installed"),
-        })
+        Some(ReleaseInfo::parse(version, &text))
     }
 
     fn unpack(
@@ -154,7 +144,7 @@ impl LocalHost {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String, DeployError> {
+pub(super) fn sha256_file(path: &Path) -> Result<String, DeployError> {
     let mut file = File::open(path).map_err(DeployError::io("open the tarball", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];

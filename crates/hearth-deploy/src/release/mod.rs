@@ -2,8 +2,9 @@
 //! health wait, rollback to the previous release, and an append-only history.
 //!
 //! [`apply`], [`rollback`] and [`status`] are what `hearth deploy apply /
-//! rollback / status` call. They work on any [`Host`]: [`LocalHost`] here, an
-//! SSH host next. The layout on a host, under its install root:
+//! rollback / status` call. They work on any [`Host`]: [`LocalHost`] on this
+//! machine, [`SshHost`] on a server reached with the system `ssh` client.
+//! The layout on a host, under its install root:
 //!
 //! ```text
 //! opt/hearth/releases/<version>/{bin/hearth, RELEASE}
@@ -15,6 +16,7 @@
 //! # Layout
 //! - `host`: the [`Host`] trait, the operations the core needs.
 //! - `local`: [`LocalHost`], those operations on this machine.
+//! - `ssh`: [`SshHost`], the same operations as short `sh` scripts over `ssh`.
 //! - `health`: the `/ready` wait, a bare HTTP/1.1 GET.
 //! - `history`: the JSON-lines history.
 //! - `version`: version checks and ordering.
@@ -25,6 +27,7 @@ mod health;
 mod history;
 mod host;
 mod local;
+mod ssh;
 mod version;
 
 use std::path::Path;
@@ -35,6 +38,7 @@ pub use health::{Health, check as check_health, wait_ready};
 pub use history::{Action, EventOutcome, HistoryEntry};
 pub use host::{Host, ReleaseInfo};
 pub use local::{LocalGuard, LocalHost, Restart};
+pub use ssh::{RemoteLog, SshGuard, SshHost, sh_quote};
 pub use version::{compare as compare_versions, validate as validate_version};
 
 /// A release to apply: its version and tarball

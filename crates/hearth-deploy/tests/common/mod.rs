@@ -1,0 +1,71 @@
+//! Fixtures shared by the release tests: a fake release tarball whose
+//! `bin/hearth` is a python3 HTTP server answering `/ready` with 200 (a good
+//! release) or 503 forever (a broken one).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed step fails the test
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// Builds `hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz` with a fake
+/// `bin/hearth` and returns its path and sha256.
+pub fn fake_tarball(dir: &Path, version: &str, ready: bool) -> (PathBuf, String) {
+    let tarball = dir.join(format!("hearth-{version}-x86_64-unknown-linux-gnu.tar.gz"));
+    // Built once per version: gzip stamps the time, so a rebuild has
+    // another sha256 and the core rightly refuses it as a conflict.
+    if tarball.exists() {
+        return (tarball.clone(), sha256_hex(&tarball));
+    }
+    let build = dir.join(format!("build-{version}"));
+    let top = build.join(format!("hearth-{version}"));
+    fs::create_dir_all(top.join("bin")).unwrap();
+    let code = if ready { 200 } else { 503 };
+    let script = format!(
+        r#"#!/bin/sh
+echo "hearth {version} starting on port $HEARTH_FAKE_PORT"
+{broken}
+exec python3 -u -c '
+import http.server, os, sys
+code, ver = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        c = code if self.path == "/ready" else 404
+        self.send_response(c)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["HEARTH_FAKE_PORT"])), H).serve_forever()
+' {code} {version}
+"#,
+        broken = if ready {
+            ""
+        } else {
+            "echo \"error: cannot open the model store (broken build)\""
+        },
+    );
+    let bin = top.join("bin/hearth");
+    fs::write(&bin, script).unwrap();
+    let status = Command::new("chmod").arg("755").arg(&bin).status().unwrap();
+    assert!(status.success());
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&build)
+        .arg(format!("hearth-{version}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sha = sha256_hex(&tarball);
+    (tarball, sha)
+}
+
+pub fn sha256_hex(path: &Path) -> String {
+    Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

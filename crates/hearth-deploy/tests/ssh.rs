@@ -1,0 +1,593 @@
+//! The release core over a real SSH connection: each test starts a private
+//! `sshd` on a free loopback port with a temp host key and a temp client key,
+//! and deploys with [`SshHost`] into a temp root on this same machine. The
+//! fake releases are those of `tests/release.rs` (`common`); the restart
+//! command is a script in the temp dir that kills the running fake (pid file)
+//! and starts `current/bin/hearth` detached, as `systemctl restart` would.
+//!
+//! Without `/usr/sbin/sshd` the tests are skipped with a printed reason; with
+//! `HEARTH_TEST_SSHD_REQUIRED=1` (`make unit`) they fail instead.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)] // a failed step fails the test
+
+mod common;
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use hearth_deploy::release::{
+    self, Action, DeployError, EventOutcome, Host, NewRelease, Options, RemoteLog, SshHost,
+    sh_quote,
+};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private sshd (killed on drop), the fake service's port, and the temp dir
+/// holding the keys, the remote root, the log and the restart script.
+struct Fixture {
+    dir: tempfile::TempDir,
+    sshd: Child,
+    ssh_port: u16,
+    port: u16,
+    user: String,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Ok(pid) = fs::read_to_string(self.dir.path().join("hearth.pid")) {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
+        }
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hearth-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Fixture {
+    /// None (with the reason printed) when sshd is missing and not required.
+    fn new() -> Option<Fixture> {
+        if !Path::new(SSHD).is_file() {
+            let how = "apt-get install openssh-server; `make unit` installs it";
+            if std::env::var("HEARTH_TEST_SSHD_REQUIRED").as_deref() == Ok("1") {
+                panic!("{SSHD} is required (HEARTH_TEST_SSHD_REQUIRED=1) but not installed: {how}");
+            }
+            eprintln!("skipped: {SSHD} is not installed ({how})");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // sshd refuses to start without its privilege-separation folder.
+        if !Path::new("/run/sshd").is_dir() {
+            let _ = Command::new("mkdir")
+                .args(["-m", "0755", "/run/sshd"])
+                .status();
+        }
+        keygen(&d.join("host_key"));
+        keygen(&d.join("client_key"));
+        fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+        let ssh_port = free_port();
+        let config = format!(
+            "ListenAddress 127.0.0.1\n\
+             Port {ssh_port}\n\
+             HostKey {d}/host_key\n\
+             AuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\n\
+             UsePAM no\n\
+             StrictModes no\n\
+             PasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\n\
+             LogLevel ERROR\n\
+             Subsystem sftp internal-sftp\n",
+            d = d.display()
+        );
+        fs::write(d.join("sshd_config"), config).unwrap();
+        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
+        fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{ssh_port} {}", host_pub.trim()),
+        )
+        .unwrap();
+        let log = fs::File::create(d.join("sshd.log")).unwrap();
+        let mut sshd = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", ssh_port)).is_err() {
+            if let Some(status) = sshd.try_wait().unwrap() {
+                panic!(
+                    "sshd exited with {status}: {}",
+                    fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "sshd did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        let fx = Fixture {
+            dir,
+            sshd,
+            ssh_port,
+            port: free_port(),
+            user,
+        };
+        fx.write_restart_script();
+        Some(fx)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("hearth.log")
+    }
+
+    /// Kills the fake named in the pid file (waiting until it is gone or a
+    /// zombie, so the port is free) and starts `current/bin/hearth` detached,
+    /// its output in the log, so that ssh does not wait for it.
+    fn write_restart_script(&self) {
+        let q = |p: PathBuf| sh_quote(&p.to_string_lossy());
+        let script = format!(
+            r#"#!/bin/sh
+pidf={pidf}
+if [ -f "$pidf" ]; then
+  pid=$(cat "$pidf")
+  kill -9 "$pid" 2>/dev/null
+  i=0
+  while [ "$i" -lt 100 ]; do
+    s=$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)
+    if [ -z "$s" ] || [ "$s" = Z ]; then break; fi
+    sleep 0.05
+    i=$((i + 1))
+  done
+  rm -f "$pidf"
+fi
+HEARTH_FAKE_PORT={port} setsid nohup {bin} >> {log} 2>&1 < /dev/null &
+echo $! > "$pidf"
+"#,
+            pidf = q(self.dir.path().join("hearth.pid")),
+            port = self.port,
+            bin = q(self.root().join("opt/hearth/current/bin/hearth")),
+            log = q(self.log()),
+        );
+        fs::write(self.dir.path().join("restart.sh"), script).unwrap();
+    }
+
+    fn host(&self) -> SshHost {
+        let d = self.dir.path();
+        SshHost::new(format!("{}@127.0.0.1", self.user))
+            .with_name("test-host")
+            .with_port(self.ssh_port)
+            .with_identity(d.join("client_key"))
+            .with_known_hosts(d.join("known_hosts"))
+            .with_option("ConnectTimeout=10")
+            .with_root(self.root().to_string_lossy())
+            .with_restart(format!(
+                "sh {}",
+                sh_quote(&d.join("restart.sh").to_string_lossy())
+            ))
+            .with_log(RemoteLog::File(self.log().to_string_lossy().into_owned()))
+    }
+
+    fn opts(&self) -> Options {
+        Options {
+            health_url: format!("http://127.0.0.1:{}/ready", self.port),
+            health_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            keep: 5,
+            log_lines: 5,
+        }
+    }
+
+    fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
+        common::fake_tarball(self.dir.path(), version, ready)
+    }
+
+    fn apply(
+        &self,
+        host: &SshHost,
+        version: &str,
+        ready: bool,
+    ) -> Result<release::Outcome, DeployError> {
+        let (tarball, sha) = self.tarball(version, ready);
+        release::apply(
+            host,
+            NewRelease {
+                version,
+                tarball: &tarball,
+                sha256: &sha,
+            },
+            &self.opts(),
+        )
+    }
+
+    fn ready(&self) -> bool {
+        release::check_health(&self.opts().health_url, Duration::from_secs(2)).ready
+    }
+
+    fn versions(&self, host: &SshHost) -> Vec<String> {
+        host.releases()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.version)
+            .collect()
+    }
+
+    /// Everything in `releases/`, dot-names included (read directly: the
+    /// "remote" root is on this machine).
+    fn release_dir_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root().join("opt/hearth/releases"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+#[test]
+fn first_install_over_ssh_creates_the_local_layout() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    assert_eq!(host.current().unwrap(), None);
+    assert!(host.releases().unwrap().is_empty());
+    assert!(host.history().unwrap().is_empty());
+    let out = fx.apply(&host, "0.1.0", true).unwrap();
+    assert_eq!(out.action, Some(Action::Install));
+    assert!(fx.ready());
+
+    let root = fx.root();
+    assert_eq!(
+        fs::read_link(root.join("opt/hearth/current")).unwrap(),
+        Path::new("releases/0.1.0"),
+        "a relative link, as LocalHost makes it"
+    );
+    assert!(root.join("opt/hearth/releases/0.1.0/bin/hearth").is_file());
+    let release_file = fs::read_to_string(root.join("opt/hearth/releases/0.1.0/RELEASE")).unwrap();
+    let (_, sha) = fx.tarball("0.1.0", true);
+    assert!(
+        release_file.starts_with("version=0.1.0\n"),
+        "{release_file}"
+    );
+    assert!(
+        release_file.contains(&format!("sha256={sha}\n")),
+        "{release_file}"
+    );
+    assert!(release_file.contains("installed=20"), "{release_file}");
+    assert_eq!(fx.release_dir_names(), ["0.1.0"], "no upload left behind");
+    assert!(root.join("opt/hearth/deploy.lock").is_file());
+    let text = fs::read_to_string(root.join("var/lib/hearth/deploy-history.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["action"], "install");
+    assert_eq!(line["to"], "0.1.0");
+
+    // The same tree reads the same through LocalHost.
+    let local = release::LocalHost::new(fx.root());
+    assert_eq!(local.releases().unwrap(), host.releases().unwrap());
+    assert_eq!(local.history().unwrap(), host.history().unwrap());
+    assert_eq!(local.current().unwrap(), host.current().unwrap());
+}
+
+#[test]
+fn upgrade_over_ssh_switches_current_and_records_both() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.9.0", true).unwrap();
+    let out = fx.apply(&host, "0.10.0", true).unwrap();
+    assert_eq!(out.action, Some(Action::Upgrade));
+    assert_eq!(out.from.as_deref(), Some("0.9.0"));
+    assert_eq!(host.current().unwrap().as_deref(), Some("0.10.0"));
+    assert!(fx.ready());
+    assert_eq!(fx.versions(&host), ["0.9.0", "0.10.0"]);
+    let actions: Vec<Action> = host.history().unwrap().iter().map(|e| e.action).collect();
+    assert_eq!(actions, [Action::Install, Action::Upgrade]);
+    let again = fx.apply(&host, "0.10.0", true).unwrap();
+    assert_eq!(again.action, None);
+    assert_eq!(host.history().unwrap().len(), 2);
+}
+
+#[test]
+fn a_never_ready_release_is_rolled_back_with_the_remote_log() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "1.0.0", true).unwrap();
+    let err = fx.apply(&host, "1.1.0", false).unwrap_err();
+    match &err {
+        DeployError::NotReady {
+            version,
+            last_status,
+            rolled_back_to,
+            last_lines,
+            ..
+        } => {
+            assert_eq!(version, "1.1.0");
+            assert_eq!(last_status, "HTTP 503");
+            assert_eq!(rolled_back_to.as_deref(), Some("1.0.0"));
+            let joined = last_lines.join("\n");
+            assert!(joined.contains("cannot open the model store"), "{joined}");
+            assert!(joined.contains("hearth 1.1.0"), "{joined}");
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert!(err.to_string().contains("rolled back to 1.0.0"), "{err}");
+    assert_eq!(host.current().unwrap().as_deref(), Some("1.0.0"));
+    assert!(fx.ready(), "the old release answers /ready again");
+    let last = host.history().unwrap().pop().unwrap();
+    assert_eq!(
+        (last.action, last.outcome),
+        (Action::AutoRollback, EventOutcome::Ok)
+    );
+    assert_eq!(fx.versions(&host), ["1.0.0", "1.1.0"]);
+}
+
+#[test]
+fn a_bad_checksum_changes_nothing_remotely() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    let (tarball, _) = fx.tarball("0.2.0", true);
+    let err = release::apply(
+        &host,
+        NewRelease {
+            version: "0.2.0",
+            tarball: &tarball,
+            sha256: &"0".repeat(64),
+        },
+        &fx.opts(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DeployError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(host.current().unwrap().as_deref(), Some("0.1.0"));
+    assert_eq!(fx.release_dir_names(), ["0.1.0"], "nothing uploaded");
+    assert_eq!(host.history().unwrap().len(), 1);
+    assert!(fx.ready());
+}
+
+#[test]
+fn a_tarball_without_the_binary_leaves_nothing_remotely() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    let junk = fx.dir.path().join("junk.tar.gz");
+    fs::write(fx.dir.path().join("readme"), "not a release").unwrap();
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&junk)
+        .arg("-C")
+        .arg(fx.dir.path())
+        .arg("readme")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sha = common::sha256_hex(&junk);
+    let err = release::apply(
+        &host,
+        NewRelease {
+            version: "0.3.0",
+            tarball: &junk,
+            sha256: &sha,
+        },
+        &fx.opts(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, DeployError::BadTarball { .. }), "{err:?}");
+    assert!(
+        fx.release_dir_names().is_empty(),
+        "{:?}",
+        fx.release_dir_names()
+    );
+    assert_eq!(host.current().unwrap(), None);
+}
+
+#[test]
+fn rollback_and_status_over_ssh() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    let s = release::status(&host, &fx.opts(), 10).unwrap();
+    assert!(s.releases.is_empty());
+    assert_eq!(s.current, None);
+    assert!(!s.health.ready);
+
+    fx.apply(&host, "0.1.0", true).unwrap();
+    fx.apply(&host, "0.2.0", true).unwrap();
+    fx.apply(&host, "0.3.0", true).unwrap();
+    let s = release::status(&host, &fx.opts(), 1).unwrap();
+    assert_eq!(s.host, "test-host");
+    assert_eq!(s.current.as_deref(), Some("0.3.0"));
+    assert_eq!(s.previous.as_deref(), Some("0.2.0"));
+    assert!(
+        s.releases
+            .iter()
+            .all(|r| r.installed.ends_with('Z') && r.sha256.len() == 64)
+    );
+    assert_eq!(s.history.len(), 1);
+    assert!(s.health.ready, "{:?}", s.health);
+
+    let out = release::rollback(&host, None, &fx.opts()).unwrap();
+    assert_eq!(
+        (out.from.as_deref(), out.to.as_str()),
+        (Some("0.3.0"), "0.2.0")
+    );
+    assert!(fx.ready());
+    let out = release::rollback(&host, None, &fx.opts()).unwrap();
+    assert_eq!(out.to, "0.1.0");
+    let err = release::rollback(&host, None, &fx.opts()).unwrap_err();
+    assert!(matches!(err, DeployError::NoPrevious { .. }), "{err:?}");
+    let err = release::rollback(&host, Some("9.9.9"), &fx.opts()).unwrap_err();
+    assert!(matches!(err, DeployError::UnknownRelease { .. }), "{err:?}");
+    assert_eq!(host.current().unwrap().as_deref(), Some("0.1.0"));
+    let last = host.history().unwrap().pop().unwrap();
+    assert_eq!(last.action, Action::Rollback);
+}
+
+#[test]
+fn pruning_over_ssh_leaves_nothing_half_deleted() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    let opts = Options {
+        keep: 2,
+        ..fx.opts()
+    };
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        let (tarball, sha) = fx.tarball(v, true);
+        release::apply(
+            &host,
+            NewRelease {
+                version: v,
+                tarball: &tarball,
+                sha256: &sha,
+            },
+            &opts,
+        )
+        .unwrap();
+    }
+    assert_eq!(fx.release_dir_names(), ["2.0.0", "3.0.0"]);
+}
+
+#[test]
+fn a_held_lock_names_the_holder_and_is_released_on_drop() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    let guard = host.lock().unwrap();
+    let err = fx.apply(&host, "0.2.0", true).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DeployError::LockHeld { .. }), "{err:?}");
+    assert!(
+        msg.contains("another deploy holds the lock on test-host"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("by pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains("since 20"), "{msg}");
+    assert_eq!(fx.release_dir_names(), ["0.1.0"]);
+    drop(guard);
+    fx.apply(&host, "0.2.0", true).unwrap();
+}
+
+#[test]
+fn two_concurrent_applies_over_ssh_never_interleave() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    let a = fx.tarball("0.2.0", true);
+    let b = fx.tarball("0.3.0", true);
+    let barrier = Barrier::new(2);
+    let opts = fx.opts();
+    let results: Vec<Result<release::Outcome, DeployError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = [("0.2.0", &a), ("0.3.0", &b)]
+            .into_iter()
+            .map(|(version, (tarball, sha))| {
+                let (host, barrier, opts) = (&host, &barrier, &opts);
+                s.spawn(move || {
+                    barrier.wait();
+                    release::apply(
+                        host,
+                        NewRelease {
+                            version,
+                            tarball,
+                            sha256: sha,
+                        },
+                        opts,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<&release::Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let losers: Vec<&DeployError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        matches!(losers[0], DeployError::LockHeld { .. }),
+        "{results:?}"
+    );
+    let winner = &winners[0].to;
+    assert_eq!(host.current().unwrap().as_ref(), Some(winner));
+    assert_eq!(fx.versions(&host), ["0.1.0", winner.as_str()]);
+    assert_eq!(host.history().unwrap().len(), 2);
+    assert!(fx.ready());
+}
+
+#[test]
+fn a_failing_remote_restart_is_reported() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    let broken = fx
+        .host()
+        .with_restart("echo unit hearth.service not found >&2; exit 5");
+    assert!(matches!(
+        broken.restart(),
+        Err(DeployError::Restart { ref detail, .. }) if detail.contains("unit hearth.service not found")
+    ));
+}
+
+/// Needs only the ssh client: nothing listens on the port.
+#[test]
+fn an_unreachable_host_is_an_ssh_error() {
+    if !Path::new("/usr/bin/ssh").is_file() {
+        eprintln!("skipped: no ssh client");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = SshHost::new("127.0.0.1")
+        .with_name("nowhere")
+        .with_port(free_port())
+        .with_known_hosts(dir.path().join("known_hosts"))
+        .with_option("ConnectTimeout=5");
+    let err = host.current().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, DeployError::Ssh { .. }), "{err:?}");
+    assert!(msg.contains("ssh could not connect"), "{msg}");
+    assert!(msg.contains("nowhere"), "{msg}");
+    assert!(matches!(host.lock().unwrap_err(), DeployError::Ssh { .. }));
+}
