@@ -567,22 +567,35 @@ fn deploy_renders_every_kind_and_reports_an_empty_host() {
         "{err}"
     );
 
-    // The example's host is reached over SSH, which apply does not do yet.
+    // Over SSH: a host that refuses the connection fails the apply, saying so,
+    // and nothing is done.
     let dir = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let manifest = dir.path().join("deploy.toml");
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(example).unwrap().replace(
+            "address = \"203.0.113.10\"",
+            &format!("address = \"127.0.0.1\"\nport = {port}"),
+        ),
+    )
+    .unwrap();
     let tarball = dir.path().join("hearth.tar.gz");
     std::fs::write(&tarball, b"not used").unwrap();
     let (code, _, err) = run(hearth().args([
         "deploy",
         "apply",
         "-m",
-        example,
+        manifest.to_str().unwrap(),
         "--tarball",
         tarball.to_str().unwrap(),
-        "--root",
-        dir.path().to_str().unwrap(),
+        "--known-hosts",
+        dir.path().join("known_hosts").to_str().unwrap(),
     ]));
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("apply over SSH is not built yet"), "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ssh could not connect"), "{err}");
 
     let (code, out, err) = run(hearth().args([
         "deploy",

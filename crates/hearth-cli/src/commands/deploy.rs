@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hearth_deploy::manifest::{Manifest, Target};
-use hearth_deploy::release::{self, LocalHost, NewRelease, Options, Restart};
+use hearth_deploy::manifest::{Manifest, Target, Tls};
+use hearth_deploy::release::{self, LocalHost, NewRelease, Options, RemoteLog, Restart, SshHost};
 
 use crate::output;
 
@@ -30,7 +30,8 @@ pub enum DeployCommand {
         #[arg(long, short, default_value = "deploy.toml", value_name = "FILE")]
         manifest: PathBuf,
     },
-    /// Install or upgrade the manifest's release on this machine: stage it beside
+    /// Install or upgrade the manifest's release on its host (this machine, or one
+    /// reached over SSH with your key and known_hosts): stage it beside
     /// the others, switch `current`, restart, wait for /ready; not ready in time,
     /// switch back and restart the previous release (exit 1, with its last log lines).
     Apply {
@@ -48,11 +49,17 @@ pub enum DeployCommand {
         /// The release to go back to; default: the one before the current.
         #[arg(long, value_name = "VERSION")]
         to: Option<String>,
+        /// The deploy manifest, for a host reached over SSH; none: this machine.
+        #[arg(long, short, value_name = "FILE")]
+        manifest: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
     },
-    /// The releases on this machine, which is current, the last deploys, health.
+    /// The releases on the host, which is current, the last deploys, health.
     Status {
+        /// The deploy manifest, for a host reached over SSH; none: this machine.
+        #[arg(long, short, value_name = "FILE")]
+        manifest: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
     },
@@ -63,26 +70,46 @@ pub struct HostArgs {
     /// Install root (a prefix for packagers and tests); `/` on a real host.
     #[arg(long, default_value = "/", value_name = "DIR")]
     root: PathBuf,
-    /// How the service is restarted, as a command line.
+    /// How the service is restarted, as a command line (run on the host).
     #[arg(
         long,
         default_value = "systemctl restart hearth",
         value_name = "COMMAND"
     )]
     restart: String,
-    /// Polled until it answers 200 after a restart.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080/ready",
-        value_name = "URL"
-    )]
-    health_url: String,
+    /// Polled from here until it answers 200 after a restart. Default: the
+    /// manifest's listen address on the host (loopback on this machine), else
+    /// http://127.0.0.1:8080/ready.
+    #[arg(long, value_name = "URL")]
+    health_url: Option<String>,
+    /// SSH: the private key to log in with (default: ssh's own choice).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// SSH: the known_hosts file that must hold the host's key (default: ssh's own).
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
     /// How long a restarted release has to get ready, e.g. 60s, 5m.
     #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     timeout: Duration,
-    /// The service's log file, whose last lines a failed upgrade shows.
+    /// The service's log file (on the host), whose last lines a failed upgrade shows.
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
+}
+
+/// This machine, or one reached over SSH.
+enum AnyHost {
+    Local(LocalHost),
+    Ssh(SshHost),
+}
+
+/// Runs `$call` with the host, whichever kind it is (the core is generic over it).
+macro_rules! on_host {
+    ($host:expr, |$h:ident| $call:expr) => {
+        match $host {
+            AnyHost::Local($h) => $call,
+            AnyHost::Ssh($h) => $call,
+        }
+    };
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -90,23 +117,78 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl HostArgs {
-    fn host(&self) -> LocalHost {
-        let mut host = LocalHost::new(&self.root).with_restart(Restart::Command(
-            self.restart.split_whitespace().map(str::to_owned).collect(),
-        ));
-        if let Some(log) = &self.log_file {
-            host = host.with_log_file(log);
+    fn host(&self, manifest: Option<&Manifest>) -> AnyHost {
+        match manifest.map(|m| (&m.host.name, &m.host.target)) {
+            Some((
+                name,
+                Target::Ssh {
+                    address,
+                    user,
+                    port,
+                },
+            )) => {
+                let mut host = SshHost::new(format!("{user}@{address}"))
+                    .with_name(name.clone())
+                    .with_port(*port)
+                    .with_root(self.root.display().to_string())
+                    .with_restart(self.restart.clone());
+                if let Some(key) = &self.identity {
+                    host = host.with_identity(key);
+                }
+                if let Some(file) = &self.known_hosts {
+                    host = host.with_known_hosts(file);
+                }
+                if let Some(log) = &self.log_file {
+                    host = host.with_log(RemoteLog::File(log.display().to_string()));
+                }
+                AnyHost::Ssh(host)
+            }
+            _ => {
+                let mut host = LocalHost::new(&self.root).with_restart(Restart::Command(
+                    self.restart.split_whitespace().map(str::to_owned).collect(),
+                ));
+                if let Some((name, _)) = manifest.map(|m| (&m.host.name, ())) {
+                    host = host.with_name(name.clone());
+                }
+                if let Some(log) = &self.log_file {
+                    host = host.with_log_file(log);
+                }
+                AnyHost::Local(host)
+            }
         }
-        host
     }
 
-    fn options(&self) -> Options {
+    fn options(&self, manifest: Option<&Manifest>) -> Options {
         Options {
-            health_url: self.health_url.clone(),
+            health_url: self
+                .health_url
+                .clone()
+                .or_else(|| manifest.map(health_url))
+                .unwrap_or_else(|| "http://127.0.0.1:8080/ready".to_owned()),
             health_timeout: self.timeout,
             ..Options::default()
         }
     }
+}
+
+/// Where the manifest's Hearth answers `/ready`, seen from here: the host's
+/// address over SSH, loopback on this machine.
+fn health_url(m: &Manifest) -> String {
+    let scheme = if m.hearth.tls == Tls::Off {
+        "http"
+    } else {
+        "https"
+    };
+    let host = match &m.host.target {
+        Target::Ssh { address, .. } => address.clone(),
+        Target::Local => "127.0.0.1".to_owned(),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("{scheme}://{host}:{}/ready", m.hearth.port())
 }
 
 pub fn run(args: DeployArgs) -> ExitCode {
@@ -117,8 +199,18 @@ pub fn run(args: DeployArgs) -> ExitCode {
             tarball,
             host,
         } => apply(&manifest, &tarball, &host),
-        DeployCommand::Rollback { to, host } => {
-            match release::rollback(&host.host(), to.as_deref(), &host.options()) {
+        DeployCommand::Rollback { to, manifest, host } => {
+            let manifest = match manifest.as_deref().map(load).transpose() {
+                Ok(m) => m,
+                Err(code) => return code,
+            };
+            let opts = host.options(manifest.as_ref());
+            let result = on_host!(host.host(manifest.as_ref()), |h| release::rollback(
+                &h,
+                to.as_deref(),
+                &opts
+            ));
+            match result {
                 Ok(o) => {
                     output::line(format!(
                         "rolled back from {} to {} (ready in {:.1} s)",
@@ -131,7 +223,13 @@ pub fn run(args: DeployArgs) -> ExitCode {
                 Err(e) => failed(&e),
             }
         }
-        DeployCommand::Status { host } => status(&host),
+        DeployCommand::Status { manifest, host } => {
+            let manifest = match manifest.as_deref().map(load).transpose() {
+                Ok(m) => m,
+                Err(code) => return code,
+            };
+            status(&host, manifest.as_ref())
+        }
     }
 }
 
@@ -172,19 +270,16 @@ fn apply(path: &Path, tarball: &Path, args: &HostArgs) -> ExitCode {
         Ok(m) => m,
         Err(code) => return code,
     };
-    if matches!(manifest.host.target, Target::Ssh { .. }) {
-        output::err(
-            "error: apply over SSH is not built yet: run `hearth deploy render install-sh` on the host, \
-             or `hearth deploy apply` there with the tarball",
-        );
-        return ExitCode::from(2);
-    }
     let new = NewRelease {
         version: &manifest.release.version,
         tarball,
         sha256: &manifest.release.sha256,
     };
-    match release::apply(&args.host(), new, &args.options()) {
+    let opts = args.options(Some(&manifest));
+    let result = on_host!(args.host(Some(&manifest)), |h| release::apply(
+        &h, new, &opts
+    ));
+    match result {
         Ok(o) => {
             match o.action {
                 None => output::line(format!("{} is already current: nothing to do", o.to)),
@@ -206,8 +301,10 @@ fn apply(path: &Path, tarball: &Path, args: &HostArgs) -> ExitCode {
     }
 }
 
-fn status(args: &HostArgs) -> ExitCode {
-    match release::status(&args.host(), &args.options(), 5) {
+fn status(args: &HostArgs, manifest: Option<&Manifest>) -> ExitCode {
+    let opts = args.options(manifest);
+    let result = on_host!(args.host(manifest), |h| release::status(&h, &opts, 5));
+    match result {
         Ok(s) => {
             output::line(format!("host {}", s.host));
             for r in &s.releases {
