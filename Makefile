@@ -53,7 +53,13 @@ lint: setup
 unit: setup $(UNIT_DEPS)
 	HEARTH_TEST_UI_BUILT=1 $(UNIT_ENV) $(CARGO) nextest run --workspace --locked --no-fail-fast
 
-test: lint unit $(TEST_SUITES)
+# Each part in turn, with what it cost (CI must stay under 45 minutes on 2 cores).
+test:
+	@for t in lint unit $(TEST_SUITES); do \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$t || { echo "== make $$t failed after $$(( $$(date +%s) - start )) s"; exit 1; }; \
+	  echo "== make $$t: $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench: setup
 	bash bench/run.sh
