@@ -397,3 +397,29 @@ fn help_documents_flags() {
     assert_eq!(code, 0);
     insta::assert_snapshot!(out);
 }
+
+#[test]
+fn a_failing_doctor_says_why_in_the_status_file_the_banner_shows() {
+    let host = Host::new("");
+    std::fs::write(
+        host.path().join("public.toml"),
+        "[server]\nlisten = \"0.0.0.0:0\"\n[storage]\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let status = host.path().join("run/status");
+    let (code, _, _) = host.doctor(&[
+        "--config",
+        "public.toml",
+        "--status-file",
+        status.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let text = std::fs::read_to_string(&status).unwrap();
+    assert!(
+        text.contains(": not started: `hearth doctor` found"),
+        "{text}"
+    );
+    assert!(text.contains("  FAIL"), "{text}");
+    assert!(text.contains("fix: set HEARTH_API_KEYS"), "{text}");
+    assert!(!text.contains("\n  ok "), "only the failures: {text}");
+}

@@ -20,6 +20,11 @@ pub struct DoctorArgs {
     /// Print the checks as JSON: {"checks":[{group,name,status,reason,remedy}],"summary":{ok,warn,fail}}.
     #[arg(long)]
     pub json: bool,
+    /// On any fail, also write the failures to this file (the status file the
+    /// login banner shows, `/run/hearth/status` on a deployed host): a service
+    /// whose start is stopped by doctor says why where its admin looks.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 pub fn run(args: DoctorArgs) -> ExitCode {
@@ -36,6 +41,32 @@ pub fn run(args: DoctorArgs) -> ExitCode {
     } else {
         for line in report.human() {
             output::line(line);
+        }
+    }
+    if let Some(path) = &args.status_file
+        && report.summary.fail > 0
+    {
+        let mut text = format!(
+            "Hearth {}: not started: `hearth doctor` found {} problem(s); it checks again at each start\n",
+            env!("CARGO_PKG_VERSION"),
+            report.summary.fail
+        );
+        // The failures and their remedies (the lines under a FAIL), not the passes.
+        let mut in_fail = false;
+        for line in report.human() {
+            if line.starts_with("FAIL") {
+                in_fail = true;
+            } else if !line.starts_with(' ') {
+                in_fail = false;
+            }
+            if in_fail {
+                text.push_str("  ");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        if let Err(e) = hearth_server::status::write(path, &text) {
+            output::err(format!("warning: cannot write {}: {e}", path.display()));
         }
     }
     if matches!(loaded, Loaded::Unreadable(..)) {

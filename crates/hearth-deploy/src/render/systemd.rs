@@ -22,17 +22,21 @@ pub fn systemd_unit(m: &Manifest) -> String {
          User=hearth\n\
          Group=hearth\n\
          EnvironmentFile=-{env}\n\
-         # A failing doctor does not block the start: the banner and `hearth doctor` show it.\n\
-         ExecStartPre=-{bin} doctor --config {config}\n\
+         # A host problem (no GPU driver, a taken port, a missing launcher) stops the start\n\
+         # before a crash loop: doctor writes it to the status file the login banner\n\
+         # shows, and checks again at each retry.\n\
+         ExecStartPre={bin} doctor --config {config} --status-file /run/hearth/status\n\
          ExecStart={bin} serve --config {config}\n\
          Restart=always\n\
-         RestartSec=2\n\
+         RestartSec=15\n\
          {caps}\
          NoNewPrivileges=yes\n\
          ProtectSystem=strict\n\
          ProtectHome=yes\n\
          PrivateTmp=yes\n\
          RuntimeDirectory=hearth\n\
+         # Kept when the service stops: its status file says why (the login banner reads it).\n\
+         RuntimeDirectoryPreserve=yes\n\
          ReadWritePaths={data} {log} /run/hearth\n\
          LimitNOFILE=65536\n\
          \n\
