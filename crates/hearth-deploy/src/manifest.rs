@@ -235,9 +235,27 @@ impl Manifest {
                         "is required when `target = \"ssh\"`; give the host's name or IP".into(),
                     ));
                 };
+                let span = address.span();
+                let address = address.into_inner();
+                let user = raw.host.user.unwrap_or_else(|| "root".to_owned());
+                // Both go to `ssh` as `user@address`: a leading `-` would be read as
+                // an option (`-oProxyCommand=...`), other characters have no place.
+                for (key, value) in [("host.address", &address), ("host.user", &user)] {
+                    let allowed =
+                        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+                    if value.starts_with('-') || !value.chars().all(allowed) {
+                        return Err(at(
+                            Some(span.clone()),
+                            key,
+                            format!(
+                                "`{value}` is not a host name, IP address or user name (letters, digits, `.`, `-`, `_`, `:`; not starting with `-`)"
+                            ),
+                        ));
+                    }
+                }
                 Target::Ssh {
-                    address: address.into_inner(),
-                    user: raw.host.user.unwrap_or_else(|| "root".to_owned()),
+                    address,
+                    user,
                     port: raw.host.port.unwrap_or(22),
                 }
             }

@@ -522,3 +522,21 @@ fn installer_takes_a_tarball_with_a_top_folder() {
         "{compose}"
     );
 }
+
+#[test]
+fn an_ssh_address_or_user_that_ssh_would_read_as_an_option_is_refused() {
+    let text = example_text();
+    for (from, to, key) in [
+        (
+            "address = \"203.0.113.10\"",
+            "address = \"-oProxyCommand=sh\"",
+            "host.address",
+        ),
+        ("user = \"root\"", "user = \"root;id\"", "host.user"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let e = Manifest::from_str(&text.replace(from, to), "deploy.toml").unwrap_err();
+        assert_eq!(e.key, key, "{e}");
+        assert!(e.to_string().contains("not starting with `-`"), "{e}");
+    }
+}
