@@ -144,6 +144,21 @@ impl LocalHost {
     }
 }
 
+/// The tarball's sha256 when it is `sha256` (hex, any case), else why not: checked
+/// before anything is unpacked or uploaded.
+pub(super) fn verify_tarball(tarball: &Path, sha256: &str) -> Result<String, DeployError> {
+    let expected = sha256.trim().to_ascii_lowercase();
+    let actual = sha256_file(tarball)?;
+    if actual != expected {
+        return Err(DeployError::ChecksumMismatch {
+            path: tarball.to_path_buf(),
+            expected,
+            actual,
+        });
+    }
+    Ok(expected)
+}
+
 pub(super) fn sha256_file(path: &Path) -> Result<String, DeployError> {
     let mut file = File::open(path).map_err(DeployError::io("open the tarball", path))?;
     let mut hasher = Sha256::new();
@@ -253,15 +268,7 @@ impl Host for LocalHost {
         sha256: &str,
     ) -> Result<(), DeployError> {
         version::validate(version)?;
-        let expected = sha256.trim().to_ascii_lowercase();
-        let actual = sha256_file(tarball)?;
-        if actual != expected {
-            return Err(DeployError::ChecksumMismatch {
-                path: tarball.to_path_buf(),
-                expected,
-                actual,
-            });
-        }
+        let expected = verify_tarball(tarball, sha256)?;
         if let Some(existing) = self.read_release(version) {
             if existing.sha256 == expected {
                 return Ok(());

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use super::host::{Host, ReleaseInfo};
-use super::local::sha256_file;
+use super::local::verify_tarball;
 use super::{DeployError, HistoryEntry, history, version};
 
 /// Exit codes the scripts use to say which known failure happened; anything
@@ -441,16 +441,8 @@ done
         sha256: &str,
     ) -> Result<(), DeployError> {
         version::validate(version)?;
-        let expected = sha256.trim().to_ascii_lowercase();
         // Checked here first, so a bad download is never uploaded.
-        let actual = sha256_file(tarball)?;
-        if actual != expected {
-            return Err(DeployError::ChecksumMismatch {
-                path: tarball.to_path_buf(),
-                expected,
-                actual,
-            });
-        }
+        let expected = verify_tarball(tarball, sha256)?;
         if let Some(existing) = self.read_release(version)? {
             if existing.sha256 == expected {
                 return Ok(());
