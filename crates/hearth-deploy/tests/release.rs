@@ -12,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::sha256_hex;
+use common::{Site, sha256_hex};
 use hearth_deploy::release::{
     self, Action, DeployError, EventOutcome, Host, LocalHost, NewRelease, Options, Restart,
 };
@@ -20,9 +20,15 @@ use hearth_deploy::release::{
 /// The service a test deploys to: the running fake (killed on drop), the
 /// install root, and the port it serves on.
 struct Fixture {
-    dir: tempfile::TempDir,
-    port: u16,
+    site: Site,
     child: Arc<Mutex<Option<Child>>>,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 impl Drop for Fixture {
@@ -44,18 +50,9 @@ impl Fixture {
             .unwrap()
             .port();
         Fixture {
-            dir: tempfile::tempdir().unwrap(),
-            port,
+            site: Site::new(port, Duration::from_secs(3)),
             child: Arc::new(Mutex::new(None)),
         }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("hearth.log")
     }
 
     /// A host whose restart kills the running fake and starts `current/bin/hearth`,
@@ -90,64 +87,6 @@ impl Fixture {
                 *slot = Some(new);
                 Ok(())
             })))
-    }
-
-    fn opts(&self) -> Options {
-        Options {
-            health_url: format!("http://127.0.0.1:{}/ready", self.port),
-            health_timeout: Duration::from_secs(3),
-            poll_interval: Duration::from_millis(50),
-            keep: 5,
-            log_lines: 5,
-        }
-    }
-
-    /// Builds `hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz` with a fake
-    /// `bin/hearth` and returns its path and sha256.
-    fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
-        common::fake_tarball(self.dir.path(), version, ready)
-    }
-
-    fn apply(
-        &self,
-        host: &LocalHost,
-        version: &str,
-        ready: bool,
-    ) -> Result<release::Outcome, DeployError> {
-        let (tarball, sha) = self.tarball(version, ready);
-        release::apply(
-            host,
-            NewRelease {
-                version,
-                tarball: &tarball,
-                sha256: &sha,
-            },
-            &self.opts(),
-        )
-    }
-
-    fn ready(&self) -> bool {
-        release::check_health(&self.opts().health_url, Duration::from_secs(2)).ready
-    }
-
-    fn versions(&self, host: &LocalHost) -> Vec<String> {
-        host.releases()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.version)
-            .collect()
-    }
-
-    /// Everything in `releases/`, dot-folders included.
-    fn release_dir_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.root().join("opt/hearth/releases"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
     }
 }
 

@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::Site;
+
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -41,11 +43,17 @@ fn free_port() -> u16 {
 /// A private sshd (killed on drop), the fake service's port, and the temp dir
 /// holding the keys, the remote root, the log and the restart script.
 struct Fixture {
-    dir: tempfile::TempDir,
+    site: Site,
     sshd: Child,
     ssh_port: u16,
-    port: u16,
     user: String,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = Site;
+    fn deref(&self) -> &Site {
+        &self.site
+    }
 }
 
 impl Drop for Fixture {
@@ -82,8 +90,8 @@ impl Fixture {
             eprintln!("skipped: {SSHD} is not installed ({how})");
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let site = Site::new(free_port(), Duration::from_secs(5));
+        let d = site.dir.path();
         // sshd refuses to start without its privilege-separation folder.
         if !Path::new("/run/sshd").is_dir() {
             let _ = Command::new("mkdir")
@@ -146,22 +154,13 @@ impl Fixture {
             .trim()
             .to_string();
         let fx = Fixture {
-            dir,
+            site,
             sshd,
             ssh_port,
-            port: free_port(),
             user,
         };
         fx.write_restart_script();
         Some(fx)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("hearth.log")
     }
 
     /// Kills the fake named in the pid file (waiting until it is gone or a
@@ -209,63 +208,6 @@ echo $! > "$pidf"
                 sh_quote(&d.join("restart.sh").to_string_lossy())
             ))
             .with_log(RemoteLog::File(self.log().to_string_lossy().into_owned()))
-    }
-
-    fn opts(&self) -> Options {
-        Options {
-            health_url: format!("http://127.0.0.1:{}/ready", self.port),
-            health_timeout: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(50),
-            keep: 5,
-            log_lines: 5,
-        }
-    }
-
-    fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
-        common::fake_tarball(self.dir.path(), version, ready)
-    }
-
-    fn apply(
-        &self,
-        host: &SshHost,
-        version: &str,
-        ready: bool,
-    ) -> Result<release::Outcome, DeployError> {
-        let (tarball, sha) = self.tarball(version, ready);
-        release::apply(
-            host,
-            NewRelease {
-                version,
-                tarball: &tarball,
-                sha256: &sha,
-            },
-            &self.opts(),
-        )
-    }
-
-    fn ready(&self) -> bool {
-        release::check_health(&self.opts().health_url, Duration::from_secs(2)).ready
-    }
-
-    fn versions(&self, host: &SshHost) -> Vec<String> {
-        host.releases()
-            .unwrap()
-            .into_iter()
-            .map(|r| r.version)
-            .collect()
-    }
-
-    /// Everything in `releases/`, dot-names included (read directly: the
-    /// "remote" root is on this machine).
-    fn release_dir_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.root().join("opt/hearth/releases"))
-            .map(|d| {
-                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
     }
 }
 

@@ -6,6 +6,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use hearth_deploy::release::{self, DeployError, Host, NewRelease, Options};
 
 use sha2::{Digest, Sha256};
 
@@ -68,4 +71,89 @@ pub fn sha256_hex(path: &Path) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// What every release test deploys into, whatever the host: a temp folder (the
+/// install root under `root/`, tarballs, the service's log) and the port the
+/// fake service answers `/ready` on.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub health_timeout: Duration,
+}
+
+impl Site {
+    pub fn new(port: u16, health_timeout: Duration) -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            health_timeout,
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("hearth.log")
+    }
+
+    pub fn opts(&self) -> Options {
+        Options {
+            health_url: format!("http://127.0.0.1:{}/ready", self.port),
+            health_timeout: self.health_timeout,
+            poll_interval: Duration::from_millis(50),
+            keep: 5,
+            log_lines: 5,
+        }
+    }
+
+    /// The fake release `version` (see [`fake_tarball`]): its path and sha256.
+    pub fn tarball(&self, version: &str, ready: bool) -> (PathBuf, String) {
+        fake_tarball(self.dir.path(), version, ready)
+    }
+
+    pub fn apply<H: Host>(
+        &self,
+        host: &H,
+        version: &str,
+        ready: bool,
+    ) -> Result<release::Outcome, DeployError> {
+        let (tarball, sha) = self.tarball(version, ready);
+        release::apply(
+            host,
+            NewRelease {
+                version,
+                tarball: &tarball,
+                sha256: &sha,
+            },
+            &self.opts(),
+        )
+    }
+
+    pub fn ready(&self) -> bool {
+        release::check_health(&self.opts().health_url, Duration::from_secs(2)).ready
+    }
+
+    pub fn versions<H: Host>(&self, host: &H) -> Vec<String> {
+        host.releases()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.version)
+            .collect()
+    }
+
+    /// Everything in `releases/`, dot-folders included (read directly: an SSH
+    /// test's "remote" root is on this machine too).
+    pub fn release_dir_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root().join("opt/hearth/releases"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
 }
