@@ -51,10 +51,11 @@ pub trait Host {
     /// The installed releases, oldest version first.
     fn releases(&self) -> Result<Vec<ReleaseInfo>, DeployError>;
 
-    /// Verifies the tarball's sha256, unpacks it beside the other releases and
-    /// only then gives it its version's name, so a failed or partial upload
-    /// never looks like a release. Staging a version already there with the
-    /// same sha256 does nothing.
+    /// Unpacks the tarball beside the other releases and only then gives it its
+    /// version's name, so a failed or partial upload never looks like a release.
+    /// The core has checked the tarball against `sha256` and that no release of
+    /// this version is there; a host that copies it elsewhere checks it again
+    /// where it lands.
     fn stage_release(&self, version: &str, tarball: &Path, sha256: &str)
     -> Result<(), DeployError>;
 

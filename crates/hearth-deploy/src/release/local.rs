@@ -268,25 +268,14 @@ impl Host for LocalHost {
         sha256: &str,
     ) -> Result<(), DeployError> {
         version::validate(version)?;
-        let expected = verify_tarball(tarball, sha256)?;
-        if let Some(existing) = self.read_release(version) {
-            if existing.sha256 == expected {
-                return Ok(());
-            }
-            return Err(DeployError::ReleaseConflict {
-                host: self.name.clone(),
-                version: version.to_string(),
-                installed: existing.sha256,
-                given: expected,
-            });
-        }
+        let expected = sha256;
         let dir = self.releases_dir();
         let partial = dir.join(format!(".{version}.partial"));
         // A leftover from a crashed upload is garbage by construction.
         if partial.exists() {
             fs::remove_dir_all(&partial).map_err(DeployError::io("remove", &partial))?;
         }
-        if let Err(e) = self.unpack(version, tarball, &expected, &partial) {
+        if let Err(e) = self.unpack(version, tarball, expected, &partial) {
             let _ = fs::remove_dir_all(&partial);
             return Err(e);
         }

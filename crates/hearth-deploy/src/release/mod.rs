@@ -116,7 +116,26 @@ pub fn apply<H: Host>(
     version::validate(release.version)?;
     let _guard = host.lock()?;
     let from = host.current()?;
-    host.stage_release(release.version, release.tarball, release.sha256)?;
+    // Checked here, once, whatever the host: a bad download is never unpacked
+    // nor uploaded.
+    let expected = local::verify_tarball(release.tarball, release.sha256)?;
+    match host
+        .releases()?
+        .into_iter()
+        .find(|r| r.version == release.version)
+    {
+        // Staged before (an apply that was rolled back, a re-run): nothing to copy.
+        Some(r) if r.sha256 == expected => {}
+        Some(r) => {
+            return Err(DeployError::ReleaseConflict {
+                host: host.name().to_string(),
+                version: release.version.to_string(),
+                installed: r.sha256,
+                given: expected,
+            });
+        }
+        None => host.stage_release(release.version, release.tarball, &expected)?,
+    }
     let to = release.version.to_string();
     if from.as_deref() == Some(release.version) {
         return Ok(Outcome {

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use super::host::{Host, ReleaseInfo};
-use super::local::verify_tarball;
 use super::{DeployError, HistoryEntry, history, version};
 
 /// Exit codes the scripts use to say which known failure happened; anything
@@ -280,18 +279,6 @@ impl SshHost {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-
-    fn read_release(&self, version: &str) -> Result<Option<ReleaseInfo>, DeployError> {
-        let file = sh_quote(&format!("releases/{version}/RELEASE"));
-        let script = format!(
-            "cd {h} 2>/dev/null || exit 0\nif [ -f {file} ]; then echo found; cat {file}; fi\n",
-            h = self.hearth_dir()
-        );
-        let out = self.run("read a release", &script)?;
-        Ok(out
-            .strip_prefix("found\n")
-            .map(|text| ReleaseInfo::parse(version, text)))
-    }
 }
 
 /// Splits the `releases` script's output: `==> NAME` then that release's
@@ -441,19 +428,7 @@ done
         sha256: &str,
     ) -> Result<(), DeployError> {
         version::validate(version)?;
-        // Checked here first, so a bad download is never uploaded.
-        let expected = verify_tarball(tarball, sha256)?;
-        if let Some(existing) = self.read_release(version)? {
-            if existing.sha256 == expected {
-                return Ok(());
-            }
-            return Err(DeployError::ReleaseConflict {
-                host: self.name.clone(),
-                version: version.to_string(),
-                installed: existing.sha256,
-                given: expected,
-            });
-        }
+        let expected = sha256;
         let release_text = format!(
             "version={version}\nsha256={expected}\ninstalled={}\n",
             history::now_rfc3339()
@@ -482,7 +457,7 @@ trap - EXIT
 "#,
             h = self.hearth_dir(),
             v = sh_quote(version),
-            sha = sh_quote(&expected),
+            sha = sh_quote(expected),
             release = sh_quote(&release_text),
         );
         let out = self.run_with_input("upload the release", &script, Some(tarball))?;
@@ -494,7 +469,7 @@ trap - EXIT
             Some(0) => Ok(()),
             Some(EXIT_CHECKSUM) => Err(DeployError::ChecksumMismatch {
                 path: tarball.to_path_buf(),
-                expected,
+                expected: expected.to_string(),
                 actual: format!(
                     "{} once uploaded to {}",
                     String::from_utf8_lossy(&out.stdout).trim(),
