@@ -21,10 +21,13 @@ pub const CONFIG: &str = "HEARTH_CONFIG";
 pub const DOCTOR_DEV: &str = "HEARTH_DOCTOR_DEV";
 /// Top-level `default_model`.
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
+/// `1` in a process started to take over a running Hearth's socket (an upgrade).
+pub const HANDOVER: &str = "HEARTH_HANDOVER";
 /// `HEARTH_*` names that Hearth's own build and test tooling reads, not the
 /// server: they are not overrides, and not typos to warn about.
 pub const READ_ELSEWHERE: &[&str] = &[
     API_KEYS,
+    HANDOVER,
     LOG,
     CONFIG,
     DOCTOR_DEV,

@@ -28,6 +28,10 @@ pub struct ServerConfig {
     /// banner shows it, `hearth status` prints it. `/run/hearth/status` on a
     /// deployed host; none by default.
     pub status_file: Option<PathBuf>,
+    /// Seconds a new Hearth started by an upgrade (SIGUSR2, `systemctl reload
+    /// hearth`) has to load its models and take over the listening socket; past
+    /// them it is stopped and this one goes on serving.
+    pub upgrade_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             tls: TlsConfig::default(),
             allow_plain_http: false,
             status_file: None,
+            upgrade_timeout_secs: 300,
         }
     }
 }

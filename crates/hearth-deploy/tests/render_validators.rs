@@ -162,7 +162,7 @@ fn systemd_analyze_verify() {
         return;
     };
     // A staged root: the system's units (for the targets the unit names) and the
-    // ExecStart binary, which verify requires to exist.
+    // Exec* binaries (hearth; /bin/kill for ExecReload), which verify requires to exist.
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let units = Path::new("/usr/lib/systemd/system");
@@ -176,14 +176,12 @@ fn systemd_analyze_verify() {
             }
         }
     }
-    let bin_dir = root.join("opt/hearth/current/bin");
-    std::fs::create_dir_all(&bin_dir).unwrap();
-    std::fs::write(bin_dir.join("hearth"), "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(
-        bin_dir.join("hearth"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    for exe in ["opt/hearth/current/bin/hearth", "bin/kill"] {
+        let path = root.join(exe);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
     let run = |content: &str| {
         std::fs::write(root.join("etc/systemd/system/hearth.service"), content).unwrap();
@@ -198,7 +196,7 @@ fn systemd_analyze_verify() {
     // verify exits 0 on warnings: any output is a failure (TOOLS.md).
     check(
         &run(&unit),
-        &run(&unit.replace("Type=simple", "Type=simpel")),
+        &run(&unit.replace("Type=notify", "Type=notfy")),
         true,
         "systemd-analyze verify",
     );

@@ -53,7 +53,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// on a task of the calling event loop, with `TCP_NODELAY` set, as nginx sets it
 /// for kept-alive connections: an event stream's small writes go out at once.
 /// With `tls`, each connection's handshake runs on its own task first, so a slow
-/// client never holds up the accept loop.
+/// client never holds up the accept loop. At the stop, idle connections close at
+/// once, and one that has not sent its first request yet is given
+/// [`FIRST_REQUEST_WAIT`] to send it, and is answered.
 pub async fn serve<F: FastRoutes>(
     listener: TcpListener,
     app: App<F>,
@@ -61,12 +63,13 @@ pub async fn serve<F: FastRoutes>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::TokioExecutor;
     use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
 
     let builder = Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // Each connection's task holds a clone; `recv` ends once all are gone.
+    let (open_tx, mut open) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -85,12 +88,18 @@ pub async fn serve<F: FastRoutes>(
             }
         };
         let _ = stream.set_nodelay(true);
-        if let Some(tls) = &tls {
-            let acceptor = tls.acceptor().clone();
-            let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
-            tokio::spawn(async move {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        let (builder, app, stop, open) =
+            (builder.clone(), app.clone(), stop.clone(), open_tx.clone());
+        match &tls {
+            Some(tls) => {
+                let acceptor = tls.acceptor().clone();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -101,28 +110,23 @@ pub async fn serve<F: FastRoutes>(
                             return;
                         }
                     };
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), app)
-                    .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::trace!(error = %e, "connection ended with an error");
-                }
-            });
-            continue;
-        }
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), app.clone())
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "connection ended with an error");
+                    serve_connection(&builder, stream, app, stop).await;
+                    drop(open);
+                });
             }
-        });
+            None => {
+                tokio::spawn(async move {
+                    serve_connection(&builder, stream, app, stop).await;
+                    drop(open);
+                });
+            }
+        }
     }
     drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = open.recv() => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
@@ -131,6 +135,96 @@ pub async fn serve<F: FastRoutes>(
         }
     }
     Ok(())
+}
+
+/// How long a connection accepted just before the stop has to send its first
+/// request, which is then answered. Closed unread, its request already on the way
+/// would be reset: during an upgrade the socket is handed over mid-traffic.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
+
+/// Serves one connection until it ends; once `stop` is set, finishes what it has
+/// (its first request, if none came yet) and closes it.
+async fn serve_connection<F, I>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    io: I,
+    app: App<F>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    F: FastRoutes,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let first = Arc::new(FirstRequest::default());
+    let marked = Marked {
+        app,
+        first: first.clone(),
+    };
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), marked);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    let ended = match ended {
+        Some(r) => Some(r),
+        None if !first.seen.load(std::sync::atomic::Ordering::Acquire) => tokio::select! {
+            r = conn.as_mut() => Some(r),
+            () = first.wait() => None,
+            () = tokio::time::sleep(FIRST_REQUEST_WAIT) => None,
+        },
+        None => None,
+    };
+    let result = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Whether a connection has had a request yet.
+#[derive(Default)]
+struct FirstRequest {
+    seen: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl FirstRequest {
+    fn mark(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.seen.load(Ordering::Relaxed) && !self.seen.swap(true, Ordering::AcqRel) {
+            // Stores a permit if nobody waits yet: `wait` cannot miss it.
+            self.notify.notify_one();
+        }
+    }
+
+    async fn wait(&self) {
+        if !self.seen.load(std::sync::atomic::Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// The app, marking its connection's first request.
+#[derive(Clone)]
+struct Marked<F: FastRoutes> {
+    app: App<F>,
+    first: Arc<FirstRequest>,
+}
+
+impl<F: FastRoutes> hyper::service::Service<http::Request<hyper::body::Incoming>> for Marked<F> {
+    type Response =
+        <App<F> as hyper::service::Service<http::Request<hyper::body::Incoming>>>::Response;
+    type Error = <App<F> as hyper::service::Service<http::Request<hyper::body::Incoming>>>::Error;
+    type Future = <App<F> as hyper::service::Service<http::Request<hyper::body::Incoming>>>::Future;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        self.first.mark();
+        self.app.call(req)
+    }
 }
 
 /// Errors of one connection (its peer reset it while queued), not of the listener.

@@ -38,6 +38,8 @@ pub use engine::LaunchError;
 pub struct Engines {
     log_dir: PathBuf,
     thread: Option<EngineThread>,
+    /// Opened (true) when servers may start; closed by [`Engines::hold`].
+    gate: watch::Sender<bool>,
 }
 
 struct EngineThread {
@@ -62,7 +64,21 @@ impl Engines {
         Engines {
             log_dir: log_dir.to_path_buf(),
             thread: None,
+            gate: watch::channel(true).0,
         }
+    }
+
+    /// No server starts (an eager one waits, shown `starting`) until `until`
+    /// resolves. A Hearth taking over from a running one holds its servers until
+    /// the old one has stopped its own: their ports and GPU memory are the old
+    /// one's until then. Call it from a tokio runtime, before [`Engines::add`].
+    pub fn hold(&mut self, until: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.gate.send_replace(false);
+        let gate = self.gate.clone();
+        tokio::spawn(async move {
+            until.await;
+            gate.send_replace(true);
+        });
     }
 
     /// Starts supervising `model` (an upstream with `[models.launch]`): an eager
@@ -86,6 +102,7 @@ impl Engines {
         let task = thread.runtime.spawn(supervise::supervise(
             engine.clone(),
             commands,
+            self.gate.subscribe(),
             thread.shutdown.subscribe(),
         ));
         thread

@@ -63,8 +63,22 @@ impl Ended {
 pub async fn supervise(
     engine: Arc<Engine>,
     mut commands: mpsc::UnboundedReceiver<Command>,
+    mut gate: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if !*gate.borrow() {
+        engine.publish(|s| {
+            s.state = ModelStatus::Starting;
+            s.reason =
+                Some("waiting for the previous Hearth process to stop its model servers".into());
+        });
+        tokio::select! {
+            // A gate dropped unopened opens: never wait forever on it.
+            _ = gate.wait_for(|open| *open) => {}
+            () = stopping(&mut shutdown) => return,
+        }
+        engine.publish(|s| s.reason = None);
+    }
     let mut wanted = engine.launch.start == StartMode::Eager;
     let mut failures = 0u32;
     loop {

@@ -15,13 +15,17 @@
 //! - `backends`: a model's config to its backend.
 //! - `run`: the event loops, probes and drain.
 //! - [`status`]: the status file a login banner shows (`server.status_file`).
+//! - [`handover`]: zero-downtime upgrades (the listening socket handed to a new
+//!   process, which takes over once ready).
 
 mod backends;
+pub mod handover;
 mod run;
 pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use hearth_config::{Config, Env, ProcessEnv};
 use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
@@ -61,6 +65,9 @@ pub struct Server {
     engines: Engines,
     /// HTTPS (`[server.tls]`), or plain HTTP.
     tls: Option<Arc<hearth_http::Tls>>,
+    /// Set when this process stops because a new one took over its socket: the
+    /// status file is then the new one's to write.
+    handed_over: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Server {
@@ -76,6 +83,7 @@ pub struct Builder {
     config: Config,
     backends: HashMap<String, Arc<dyn Backend>>,
     env: Box<dyn Env + Send + Sync>,
+    hold_engines: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 impl Server {
@@ -91,6 +99,7 @@ impl Server {
             config,
             backends: HashMap::new(),
             env: Box::new(ProcessEnv),
+            hold_engines: None,
         }
     }
 
@@ -117,6 +126,13 @@ impl Server {
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
         &self.store
     }
+
+    /// Set it before the shutdown future resolves when a new process has taken
+    /// over the listening socket ([`handover`]): the stop is then not reported
+    /// as one in the status file.
+    pub fn handed_over(&self) -> &Arc<AtomicBool> {
+        &self.handed_over
+    }
 }
 
 impl Builder {
@@ -134,6 +150,16 @@ impl Builder {
         self
     }
 
+    /// Starts no managed model server until `until` resolves (a process taking
+    /// over from a running Hearth waits for it to stop its own).
+    pub fn hold_engines(
+        mut self,
+        until: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.hold_engines = Some(Box::pin(until));
+        self
+    }
+
     pub async fn build(mut self) -> Result<Server, BuildError> {
         // The metrics recorder first: handles registered before it exists (each
         // model's, each key's) would count into nothing.
@@ -146,6 +172,9 @@ impl Builder {
             &config.server.listen,
         )?;
         let mut engines = Engines::new(&config.log_dir().join("engines"));
+        if let Some(until) = self.hold_engines.take() {
+            engines.hold(until);
+        }
         for m in &config.models {
             let b = match self.backends.remove(&m.name) {
                 Some(b) => b,
@@ -196,6 +225,7 @@ impl Builder {
             app,
             engines,
             tls,
+            handed_over: Arc::default(),
         })
     }
 }

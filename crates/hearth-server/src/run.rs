@@ -127,6 +127,7 @@ impl Server {
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
+                self.handed_over.clone(),
             ))
         });
         let served = hearth_http::serve(

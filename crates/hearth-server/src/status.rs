@@ -77,7 +77,8 @@ pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Keeps `path` current until `stop` resolves, then says Hearth stopped.
+/// Keeps `path` current until `stop` resolves, then says Hearth stopped (unless
+/// it `handed_over` to a new process).
 pub async fn keep_written(
     path: PathBuf,
     config: Arc<Config>,
@@ -85,6 +86,7 @@ pub async fn keep_written(
     addr: std::net::SocketAddr,
     tls: bool,
     stop: impl std::future::Future<Output = ()>,
+    handed_over: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut warned = false;
     let mut tick = tokio::time::interval(EVERY);
@@ -101,6 +103,10 @@ pub async fn keep_written(
             warned = true;
             tracing::warn!(path = %path.display(), error = %e, "cannot write the status file (server.status_file)");
         }
+    }
+    // The process that took over the socket writes the file from now on.
+    if handed_over.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
     }
     let _ = write(
         &path,

@@ -70,10 +70,12 @@ pub struct HostArgs {
     /// Install root (a prefix for packagers and tests); `/` on a real host.
     #[arg(long, default_value = "/", value_name = "DIR")]
     root: PathBuf,
-    /// How the service is restarted, as a command line (run on the host).
+    /// How the service is restarted, as a command line (run on the host). The
+    /// default hands the socket over to the new release (no request dropped), or
+    /// starts a stopped service.
     #[arg(
         long,
-        default_value = "systemctl restart hearth",
+        default_value = "systemctl reload-or-restart hearth",
         value_name = "COMMAND"
     )]
     restart: String,

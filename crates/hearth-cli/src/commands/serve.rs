@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hearth_config::{Config, Env, ProcessEnv};
+use hearth_server::handover::{self, Inherited, UpgradeSignal};
+use std::os::fd::AsFd;
 
 use crate::banner::Banner;
 use crate::cli::ServeArgs;
@@ -40,6 +42,16 @@ impl Env for ArgsEnv {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
+    // First, while this is the only thread: it takes LISTEN_FDS out of the environment.
+    let inherited = match hearth_server::handover::take_inherited() {
+        Ok(i) => i,
+        Err(e) => {
+            output::err(format!(
+                "error: cannot take the inherited listening socket: {e}"
+            ));
+            return ExitCode::from(2);
+        }
+    };
     let env = ArgsEnv {
         listen: args.listen.clone(),
     };
@@ -78,7 +90,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         log_dir: logging.dir.clone(),
         banner: logging.text,
     };
-    let result = runtime.block_on(serve(config, shown));
+    let result = runtime.block_on(serve(config, shown, inherited));
     // Let background writers finish before the logs are flushed.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
@@ -104,8 +116,9 @@ struct Shown {
     banner: bool,
 }
 
-async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
+async fn serve(config: Config, shown: Shown, inherited: Inherited) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
+    let upgrades = UpgradeSignal::install().context("cannot watch SIGUSR2 (upgrades)")?;
     let engines = config
         .models
         .iter()
@@ -118,16 +131,41 @@ async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
         config.log.retention_days,
         config.log.max_total_bytes,
     );
-    let server = hearth_server::Server::build(config).await?;
+    let mut builder = hearth_server::Server::builder(config);
+    if let Some(from) = &inherited.from {
+        tracing::info!(
+            pid = from.pid(),
+            "taking over from the running Hearth: its socket, once the models here are loaded"
+        );
+        builder = builder.hold_engines(from.gone());
+    }
+    let server = builder.build().await?;
     let config = server.config().clone();
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (server.listen or --listen)",
-                config.server.listen
-            )
-        })?;
+    let listener = match inherited.listener {
+        Some(l) => {
+            let addr = l
+                .local_addr()
+                .context("cannot read the inherited socket's address")?;
+            if config.server.listen.parse() != Ok(addr) {
+                tracing::warn!(
+                    listen = %config.server.listen,
+                    inherited = %addr,
+                    "serving on the inherited socket, not server.listen: restart (not reload) to move"
+                );
+            }
+            l.set_nonblocking(true)
+                .and_then(|()| tokio::net::TcpListener::from_std(l))
+                .context("cannot serve on the inherited socket")?
+        }
+        None => tokio::net::TcpListener::bind(&config.server.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (server.listen or --listen)",
+                    config.server.listen
+                )
+            })?,
+    };
     if shown.banner {
         let addr = listener
             .local_addr()
@@ -152,6 +190,34 @@ async fn serve(config: Config, shown: Shown) -> anyhow::Result<()> {
             output::line(line);
         }
     }
+    match inherited.from {
+        // Not accepting yet: the old process serves until this one is ready.
+        Some(from) => {
+            handover::wait_models(server.router())
+                .await
+                .map_err(|e| anyhow::anyhow!("not taking over from the running Hearth: {e}"))?;
+            from.ready()
+                .context("cannot tell the running Hearth that this one is ready")?;
+            tracing::info!("took over the listening socket");
+        }
+        None => handover::notify_systemd("READY=1"),
+    }
+    let socket = listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::net::TcpListener::from)
+        .context("cannot keep the listening socket for upgrades")?;
+    let timeout = Duration::from_secs(config.server.upgrade_timeout_secs);
+    let handed_over = server.handed_over().clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            pid = handover::serve_upgrades(upgrades, socket, timeout) => {
+                handed_over.store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!(pid, "handed over to the new Hearth");
+            }
+        }
+    };
     server.run(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

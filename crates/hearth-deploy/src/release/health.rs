@@ -22,25 +22,50 @@ pub struct Health {
     pub last: String,
     /// How long the wait took (zero for a single probe).
     pub waited: Duration,
+    /// The answering process's `X-Hearth-Instance` (each Hearth process has its
+    /// own), when it sent one.
+    pub instance: Option<String>,
 }
 
-/// Probes `url` every `interval` until it answers 200 or `timeout` passes.
-pub fn wait_ready(url: &str, timeout: Duration, interval: Duration) -> Health {
+/// Probes `url` every `interval` until it answers 200 or `timeout` passes. With
+/// `not_from`, a 200 counts only from another process than that instance: after
+/// an upgrade (a handover, where the old process answers until the new one takes
+/// over) only the new one's answer says the new release is serving.
+pub fn wait_ready(
+    url: &str,
+    timeout: Duration,
+    interval: Duration,
+    not_from: Option<&str>,
+) -> Health {
     let start = Instant::now();
     loop {
         let remaining = timeout.saturating_sub(start.elapsed());
+        let mut instance = None;
         let last = match probe(
             url,
             remaining.clamp(Duration::from_millis(100), Duration::from_secs(5)),
         ) {
-            Ok(200) => {
+            Ok(answer)
+                if answer.code == 200
+                    && (not_from.is_none() || answer.instance.as_deref() != not_from) =>
+            {
                 return Health {
                     ready: true,
                     last: "HTTP 200".to_string(),
                     waited: start.elapsed(),
+                    instance: answer.instance,
                 };
             }
-            Ok(code) => format!("HTTP {code}"),
+            Ok(answer) if answer.code == 200 => {
+                instance = answer.instance;
+                "HTTP 200, but from the process that was serving before the restart: \
+                 the new one has not taken over"
+                    .to_string()
+            }
+            Ok(answer) => {
+                instance = answer.instance;
+                format!("HTTP {}", answer.code)
+            }
             Err(e) => e,
         };
         if start.elapsed() + interval > timeout {
@@ -48,6 +73,7 @@ pub fn wait_ready(url: &str, timeout: Duration, interval: Duration) -> Health {
                 ready: false,
                 last,
                 waited: start.elapsed(),
+                instance,
             };
         }
         thread::sleep(interval);
@@ -57,20 +83,28 @@ pub fn wait_ready(url: &str, timeout: Duration, interval: Duration) -> Health {
 /// One GET: the status code, or why there was none.
 pub fn check(url: &str, timeout: Duration) -> Health {
     match probe(url, timeout) {
-        Ok(code) => Health {
-            ready: code == 200,
-            last: format!("HTTP {code}"),
+        Ok(answer) => Health {
+            ready: answer.code == 200,
+            last: format!("HTTP {}", answer.code),
             waited: Duration::ZERO,
+            instance: answer.instance,
         },
         Err(last) => Health {
             ready: false,
             last,
             waited: Duration::ZERO,
+            instance: None,
         },
     }
 }
 
-fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
+/// What one probe read: the status code and the `X-Hearth-Instance` header.
+struct Answer {
+    code: u16,
+    instance: Option<String>,
+}
+
+fn probe(url: &str, timeout: Duration) -> Result<Answer, String> {
     let (tls, authority, path) = split_url(url)?;
     let addr = authority
         .to_socket_addrs()
@@ -93,33 +127,39 @@ fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
             .trim_end_matches(']');
         let mut stream = https::connect(host, stream).map_err(|e| format!("GET {url}: {e}"))?;
         stream.write_all(request.as_bytes()).map_err(io_err)?;
-        return read_status(&mut stream, url);
+        return read_head(&mut stream, url);
     }
     stream.write_all(request.as_bytes()).map_err(io_err)?;
-    read_status(&mut stream, url)
+    read_head(&mut stream, url)
 }
 
-/// The status code of the answer read from `stream`.
-fn read_status(stream: &mut impl Read, url: &str) -> Result<u16, String> {
+/// The status code and instance of the answer read from `stream`.
+fn read_head(stream: &mut impl Read, url: &str) -> Result<Answer, String> {
     let io_err = |e: std::io::Error| format!("GET {url}: {e}");
-    // The status line fits in the first read of a small buffer; the body is not needed.
-    let mut buf = [0u8; 256];
+    // The head fits in a small buffer; the body is not needed.
+    let mut buf = [0u8; 2048];
     let mut len = 0;
     while len < buf.len() {
         let n = stream.read(&mut buf[len..]).map_err(io_err)?;
-        if n == 0 || buf[..len + n].contains(&b'\n') {
-            len += n;
+        len += n;
+        if n == 0 || buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
-        len += n;
     }
     let head = String::from_utf8_lossy(&buf[..len]);
-    let status_line = head.lines().next().unwrap_or("");
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.split_whitespace();
-    match (parts.next(), parts.next().map(str::parse::<u16>)) {
-        (Some(v), Some(Ok(code))) if v.starts_with("HTTP/") => Ok(code),
-        _ => Err(format!("GET {url}: not an HTTP answer: {status_line:?}")),
-    }
+    let code = match (parts.next(), parts.next().map(str::parse::<u16>)) {
+        (Some(v), Some(Ok(code))) if v.starts_with("HTTP/") => code,
+        _ => return Err(format!("GET {url}: not an HTTP answer: {status_line:?}")),
+    };
+    let instance = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("x-hearth-instance"))
+        .map(|(_, value)| value.trim().to_string());
+    Ok(Answer { code, instance })
 }
 
 /// `http(s)://host:port/path` into (TLS or not, `host:port`, `/path`).
@@ -231,11 +271,12 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    fn serve_once(answer: &'static str) -> String {
+    fn serve_answer(answer: &'static str) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        // Every probe gets the same answer.
         thread::spawn(move || {
-            if let Ok((mut s, _)) = listener.accept() {
+            while let Ok((mut s, _)) = listener.accept() {
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
                 let _ = s.write_all(answer.as_bytes());
@@ -246,12 +287,41 @@ mod tests {
 
     #[test]
     fn a_200_is_ready_and_a_503_is_not() {
-        let url = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let url = serve_answer("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
         assert!(check(&url, Duration::from_secs(2)).ready);
-        let url = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        let url = serve_answer("HTTP/1.1 503 Service Unavailable\r\n\r\n");
         let h = check(&url, Duration::from_secs(2));
         assert!(!h.ready);
         assert_eq!(h.last, "HTTP 503");
+    }
+
+    #[test]
+    fn after_a_handover_only_the_new_process_counts() {
+        let old = "HTTP/1.1 200 OK\r\nx-hearth-instance: aaa\r\nContent-Length: 0\r\n\r\n";
+        let url = serve_answer(old);
+        assert_eq!(
+            check(&url, Duration::from_secs(2)).instance.as_deref(),
+            Some("aaa")
+        );
+        // Still the old process: not ready, and it says why.
+        let url = serve_answer(old);
+        let h = wait_ready(
+            &url,
+            Duration::from_millis(300),
+            Duration::from_millis(50),
+            Some("aaa"),
+        );
+        assert!(!h.ready);
+        assert!(h.last.contains("has not taken over"), "{}", h.last);
+        let url = serve_answer("HTTP/1.1 200 OK\r\nX-Hearth-Instance: bbb\r\n\r\n");
+        let h = wait_ready(
+            &url,
+            Duration::from_secs(2),
+            Duration::from_millis(50),
+            Some("aaa"),
+        );
+        assert!(h.ready, "{h:?}");
+        assert_eq!(h.instance.as_deref(), Some("bbb"));
     }
 
     #[test]
@@ -265,6 +335,7 @@ mod tests {
             &format!("http://127.0.0.1:{port}/ready"),
             Duration::from_millis(300),
             Duration::from_millis(50),
+            None,
         );
         assert!(!h.ready);
         assert!(h.last.contains("connect"), "{}", h.last);

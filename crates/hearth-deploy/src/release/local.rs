@@ -46,13 +46,17 @@ pub struct LocalGuard {
 }
 
 impl LocalHost {
-    /// A host under `root` restarted with `systemctl restart hearth`, named
+    /// A host under `root` restarted with `systemctl reload-or-restart hearth`, named
     /// `localhost`, without a log file.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalHost {
             root: root.into(),
             name: "localhost".to_string(),
-            restart: Restart::Command(vec!["systemctl".into(), "restart".into(), "hearth".into()]),
+            restart: Restart::Command(vec![
+                "systemctl".into(),
+                "reload-or-restart".into(),
+                "hearth".into(),
+            ]),
             log_file: None,
         }
     }

@@ -345,14 +345,24 @@ pub fn previous<H: Host>(host: &H, current: &str) -> Result<Option<String>, Depl
 }
 
 fn restart_and_wait<H: Host>(host: &H, opts: &Options) -> Health {
+    // Which process answers now: after a restart by handover (`systemctl reload`)
+    // the old one keeps answering until the new one takes over, so only another
+    // process's 200 says the switch happened.
+    let before = health::check(&opts.health_url, Duration::from_secs(2)).instance;
     if let Err(e) = host.restart() {
         return Health {
             ready: false,
             last: e.to_string(),
             waited: Duration::ZERO,
+            instance: None,
         };
     }
-    health::wait_ready(&opts.health_url, opts.health_timeout, opts.poll_interval)
+    health::wait_ready(
+        &opts.health_url,
+        opts.health_timeout,
+        opts.poll_interval,
+        before.as_deref(),
+    )
 }
 
 /// Deletes the oldest releases beyond `keep`, never `current` nor `previous`.

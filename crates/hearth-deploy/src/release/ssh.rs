@@ -89,7 +89,8 @@ pub fn sh_quote(s: &str) -> String {
 impl SshHost {
     /// A host at `destination` (`host` or `user@host`, as given to `ssh`),
     /// named after it, installed under `/`, restarted with
-    /// `systemctl restart hearth`, without a log source.
+    /// `systemctl reload-or-restart hearth` (a handover: no request dropped),
+    /// without a log source.
     pub fn new(destination: impl Into<String>) -> Self {
         let destination = destination.into();
         SshHost {
@@ -101,7 +102,7 @@ impl SshHost {
             known_hosts: None,
             options: Vec::new(),
             root: "/".to_string(),
-            restart: "systemctl restart hearth".to_string(),
+            restart: "systemctl reload-or-restart hearth".to_string(),
             log: None,
         }
     }

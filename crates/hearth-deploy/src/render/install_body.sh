@@ -100,8 +100,13 @@ hearth_toml >"$WORK/hearth.toml"
 hearth_env >"$WORK/hearth.env"
 hearth_unit >"$WORK/hearth.service"
 install_file "$ROOT/etc/hearth/hearth.toml" 0644 <"$WORK/hearth.toml"
+# A new unit or environment takes a restart; a new release or config, a reload.
+before=$CHANGED
+CHANGED=0
 install_file "$ROOT/etc/hearth/hearth.env" 0644 <"$WORK/hearth.env"
 install_file "$ROOT/etc/systemd/system/hearth.service" 0644 <"$WORK/hearth.service"
+UNIT_CHANGED=$CHANGED
+if [ "$before" = 1 ]; then CHANGED=1; fi
 
 # ---- the login banner: what the running Hearth says of itself ----
 # It keeps /run/hearth/status current (server.status_file); `hearth status` prints the same.
@@ -180,9 +185,14 @@ if [ "$SYSTEM" = 1 ] && [ -d /run/systemd/system ]; then
         systemctl enable hearth-firewall.service >/dev/null 2>&1
     fi
     systemctl enable hearth.service >/dev/null 2>&1
-    if [ "$CHANGED" = 1 ]; then
+    if [ "$UNIT_CHANGED" = 1 ]; then
         systemctl restart hearth.service
         log "hearth.service (re)started"
+    elif [ "$CHANGED" = 1 ]; then
+        # A new release or config: the running Hearth hands its socket to the new
+        # one (no request dropped); a stopped service is started.
+        systemctl reload-or-restart hearth.service
+        log "hearth.service reloaded (upgraded without a restart)"
     else
         systemctl start hearth.service
     fi

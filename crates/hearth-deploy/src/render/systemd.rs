@@ -18,7 +18,11 @@ pub fn systemd_unit(m: &Manifest) -> String {
          Wants=network-online.target\n\
          \n\
          [Service]\n\
-         Type=simple\n\
+         # Hearth says READY=1 once it listens. `systemctl reload hearth` upgrades without\n\
+         # dropping a request: the running process starts what /opt/hearth/current holds on\n\
+         # the same socket, and tells systemd the new main pid once that one is ready.\n\
+         Type=notify\n\
+         NotifyAccess=main\n\
          User=hearth\n\
          Group=hearth\n\
          EnvironmentFile=-{env}\n\
@@ -27,6 +31,7 @@ pub fn systemd_unit(m: &Manifest) -> String {
          # shows, and checks again at each retry.\n\
          ExecStartPre={bin} doctor --config {config} --status-file /run/hearth/status\n\
          ExecStart={bin} serve --config {config}\n\
+         ExecReload=/bin/kill -USR2 $MAINPID\n\
          Restart=always\n\
          RestartSec=15\n\
          {caps}\

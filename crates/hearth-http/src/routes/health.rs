@@ -1,5 +1,7 @@
 //! `GET /health` (liveness) and `GET /ready` (at least one model can serve, and
-//! every model server Hearth starts with itself is up).
+//! every model server Hearth starts with itself is up). Both say which process
+//! answered in `X-Hearth-Instance` (random, one per process): a deploy that
+//! upgrades by handover waits for a new one's 200.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,11 +11,20 @@ use serde_json::{Value, json};
 
 use crate::state::HttpState;
 
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// This process's `X-Hearth-Instance`.
+fn instance() -> [(&'static str, &'static str); 1] {
+    static INSTANCE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+    [("x-hearth-instance", INSTANCE.as_str())]
 }
 
-pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
+pub async fn health() -> ([(&'static str, &'static str); 1], Json<Value>) {
+    (instance(), Json(json!({"status": "ok"})))
+}
+
+pub async fn ready(
+    State(state): State<HttpState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], Json<Value>) {
     let router = state.gateway.router();
     let models: Vec<Value> = router
         .iter()
@@ -52,6 +63,7 @@ pub async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) 
     };
     (
         code,
+        instance(),
         Json(json!({"status": if ready { "ready" } else { "not_ready" }, "models": models})),
     )
 }
