@@ -1,0 +1,322 @@
+//! [`Jobs`]: the service the HTTP layer, the CLI and tests call: submit, read, list,
+//! cancel, delete, files, events; and its worker pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hearth_gateway::Gateway;
+use hearth_sandbox::Sandbox;
+use hearth_store::{
+    Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob, Scope,
+    StoreError,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::blobs::Blobs;
+use crate::events::JobEvent;
+use crate::settings::Settings;
+use crate::upload::{self, UploadError};
+
+/// How many events a slow listener may fall behind before it misses some.
+const EVENT_BUFFER: usize = 1024;
+/// Workers look for queued jobs this often even when nothing woke them (a job
+/// queued by another process).
+const POLL: Duration = Duration::from_secs(1);
+
+/// A failure of the service (not of a job: a job's failure is its state).
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job files: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The upload itself: 413, 415 or 400 ([`UploadError::status`]).
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
+}
+
+impl SubmitError {
+    /// The HTTP status to answer with (500: the detail belongs in the log).
+    pub fn status(&self) -> u16 {
+        match self {
+            SubmitError::Upload(e) => e.status(),
+            SubmitError::Jobs(_) => 500,
+        }
+    }
+}
+
+impl From<StoreError> for SubmitError {
+    fn from(e: StoreError) -> Self {
+        SubmitError::Jobs(e.into())
+    }
+}
+
+/// A job with everything it did: for the job view and `GET /api/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    pub steps: Vec<JobStep>,
+    pub files: Vec<JobFile>,
+}
+
+/// The jobs service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub gateway: Arc<Gateway>,
+    pub store: Arc<dyn JobStore>,
+    pub sandbox: Arc<Sandbox>,
+    pub blobs: Blobs,
+    /// Where runs get their input folders (`data_dir/jobs-work`).
+    pub work_dir: PathBuf,
+    pub settings: Settings,
+    pub events: broadcast::Sender<JobEvent>,
+    wake: Notify,
+    /// The cancel token of each job this process is running.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Stops the workers (a shutdown, not a cancel: their jobs resume at the next start).
+    pub stop: CancellationToken,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    pub fn emit(&self, event: JobEvent) {
+        // No listener is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+impl Jobs {
+    /// The service over `store`, keeping files under `data_dir/files`. No job runs
+    /// until [`Jobs::start`].
+    pub fn new(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn JobStore>,
+        sandbox: Arc<Sandbox>,
+        data_dir: &Path,
+        settings: Settings,
+    ) -> Jobs {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Jobs {
+            inner: Arc::new(Inner {
+                gateway,
+                store,
+                sandbox,
+                blobs: Blobs::new(data_dir),
+                work_dir: data_dir.join("jobs-work"),
+                settings,
+                events,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
+                workers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Puts back in the queue the jobs a previous process left running (their
+    /// unfinished step runs again), then starts `concurrency` workers, which take
+    /// queued jobs in arrival order.
+    pub async fn start(&self) -> Result<(), JobsError> {
+        let requeued = self.inner.store.recover_jobs().await?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "jobs left running by a previous process resume");
+        }
+        let _ = std::fs::remove_dir_all(&self.inner.work_dir);
+        let mut workers = lock(&self.inner.workers);
+        for n in 0..self.inner.settings.concurrency {
+            let jobs = self.clone();
+            workers.push(tokio::spawn(async move { jobs.work(n).await }));
+        }
+        Ok(())
+    }
+
+    /// Stops the workers and waits for them. Jobs they were running stay `running`
+    /// in the store, with their step unfinished: the next [`Jobs::start`] (of this
+    /// or another process) resumes them from that step.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let workers: Vec<_> = lock(&self.inner.workers).drain(..).collect();
+        for w in workers {
+            let _ = w.await;
+        }
+    }
+
+    /// Events of every job, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Checks the upload (by its bytes, its size, its declared pixels), stores it by
+    /// digest and queues a job for `owner`.
+    pub async fn submit(
+        &self,
+        owner: &str,
+        image: &[u8],
+        prompt: &str,
+    ) -> Result<Job, SubmitError> {
+        let s = &self.inner.settings;
+        let checked = upload::check(image, s.max_upload_bytes, s.max_image_pixels)?;
+        let blobs = self.inner.blobs.clone();
+        let bytes = image.to_vec();
+        let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
+            .map_err(JobsError::Io)?;
+        let job = self
+            .inner
+            .store
+            .create_job(
+                owner,
+                NewJob {
+                    prompt: prompt.to_owned(),
+                    image_type: checked.kind.name().to_owned(),
+                    image: NewFile {
+                        name: format!("input.{}", checked.kind.extension()),
+                        sha256: sha,
+                        size: i64::try_from(image.len()).unwrap_or(i64::MAX),
+                        content_type: checked.kind.mime().to_owned(),
+                        step_id: None,
+                    },
+                },
+            )
+            .await?;
+        self.inner.emit(JobEvent::Status {
+            job_id: job.id.clone(),
+            status: job.status.clone(),
+            step: None,
+            error: None,
+        });
+        self.inner.wake.notify_one();
+        Ok(job)
+    }
+
+    /// A job with its steps and files.
+    pub async fn job(&self, scope: &Scope<'_>, id: &str) -> Result<Option<JobView>, JobsError> {
+        let store = &self.inner.store;
+        let Some(job) = store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(JobView {
+            steps: store.steps(id).await?,
+            files: store.job_files(id).await?,
+            job,
+        }))
+    }
+
+    /// Newest first.
+    pub async fn list(&self, scope: &Scope<'_>, q: &JobListQuery) -> Result<JobPage, JobsError> {
+        Ok(self.inner.store.list_jobs(scope, q).await?)
+    }
+
+    /// Cancels a job at any step: a queued one at once; a running one's model call
+    /// is dropped or its sandbox run killed, and it ends `cancelled`. `None` when
+    /// there is no such job in scope; an ended job is returned as it is.
+    pub async fn cancel(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let job = self.inner.store.request_cancel(scope, id).await?;
+        if let Some(j) = &job {
+            if let Some(token) = lock(&self.inner.running).get(id) {
+                token.cancel();
+            } else if j.status() == JobStatus::Cancelled {
+                self.inner.emit(JobEvent::Status {
+                    job_id: j.id.clone(),
+                    status: j.status.clone(),
+                    step: j.step.clone(),
+                    error: j.error.clone(),
+                });
+            }
+        }
+        Ok(job)
+    }
+
+    /// Deletes an ended (or queued) job; a running one must be cancelled first.
+    pub async fn delete(&self, scope: &Scope<'_>, id: &str) -> Result<bool, JobsError> {
+        Ok(self.inner.store.delete_job(scope, id).await?)
+    }
+
+    /// A job's file by its name (`input.png`, or an artifact's path): its record and
+    /// where its bytes are.
+    pub async fn file(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<(JobFile, PathBuf)>, JobsError> {
+        if self.inner.store.job(scope, id).await?.is_none() {
+            return Ok(None);
+        }
+        let files = self.inner.store.job_files(id).await?;
+        Ok(files
+            .into_iter()
+            .find(|f| f.name == name)
+            .and_then(|f| self.inner.blobs.path(&f.sha256).map(|p| (f, p))))
+    }
+
+    /// One worker: claim the oldest queued job, run it, repeat until stopped.
+    async fn work(&self, n: usize) {
+        let inner = &self.inner;
+        loop {
+            if inner.stop.is_cancelled() {
+                return;
+            }
+            let claimed = inner.store.claim_next_job().await;
+            match claimed {
+                Ok(Some(job)) => self.run(job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        () = inner.wake.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        () = inner.stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = n, error = %e, "cannot take a job from the queue");
+                    tokio::select! {
+                        () = tokio::time::sleep(POLL) => {}
+                        () = inner.stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(&self, job: Job) {
+        let inner = &self.inner;
+        let token = inner.stop.child_token();
+        lock(&inner.running).insert(job.id.clone(), token.clone());
+        // A cancel that came between the claim and the line above.
+        if let Ok(Some(j)) = inner.store.job(&Scope::All, &job.id).await
+            && j.cancel_requested
+        {
+            token.cancel();
+        }
+        let span = tracing::info_span!("job", id = %job.id);
+        let id = job.id.clone();
+        tracing::Instrument::instrument(crate::pipeline::run(inner, job, &token), span).await;
+        lock(&inner.running).remove(&id);
+    }
+}
