@@ -111,21 +111,30 @@ impl Resume {
                 }
                 ("critic", Next::Critic(code)) => {
                     let code = code.clone();
-                    r.next = if ok {
-                        Next::Run(code)
-                    } else {
-                        let findings = serde_json::from_value::<Review>(detail)
-                            .map(|rv| rv.findings)
-                            .unwrap_or_default();
-                        Next::Code(Some(Feedback::Findings { code, findings }))
-                    };
+                    if ok {
+                        r.next = Next::Run(code);
+                    } else if let Ok(review) = serde_json::from_value::<Review>(detail) {
+                        r.next = Next::Code(Some(Feedback::Findings {
+                            code,
+                            findings: review.findings,
+                        }));
+                    }
+                    // A critic that could not run (no verdict) runs again.
                 }
-                ("run", Next::Run(code)) if !ok => {
-                    let traceback = detail
-                        .get("stderr")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
+                ("run", Next::Run(code)) if !ok && detail.is_object() => {
+                    let text = |k: &str| {
+                        detail
+                            .get(k)
+                            .and_then(serde_json::Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    // What went wrong: the traceback, and the limit that ended it.
+                    let traceback = [text("stderr"), text("explanation")]
+                        .into_iter()
+                        .filter(|t| !t.trim().is_empty())
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     r.next = Next::Code(Some(Feedback::Traceback {
                         code: code.clone(),
                         traceback,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use hearth_gateway::Gateway;
 use hearth_sandbox::Sandbox;
 use hearth_store::{
-    Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob, Scope,
-    StoreError,
+    Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob, NewStep,
+    Scope, StepEnd, StepStatus, StoreError,
 };
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
@@ -34,6 +34,19 @@ pub enum JobsError {
     Store(#[from] StoreError),
     #[error("job files: {0}")]
     Io(#[from] std::io::Error),
+    /// The job is not in a state that allows this (retrying a running job...).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl JobsError {
+    /// The HTTP status to answer with (500: the detail belongs in the log).
+    pub fn status(&self) -> u16 {
+        match self {
+            JobsError::Conflict(_) => 409,
+            _ => 500,
+        }
+    }
 }
 
 /// Why a submission was refused.
@@ -51,7 +64,7 @@ impl SubmitError {
     pub fn status(&self) -> u16 {
         match self {
             SubmitError::Upload(e) => e.status(),
-            SubmitError::Jobs(_) => 500,
+            SubmitError::Jobs(e) => e.status(),
         }
     }
 }
@@ -249,6 +262,94 @@ impl Jobs {
                     error: j.error.clone(),
                 });
             }
+        }
+        Ok(job)
+    }
+
+    /// Runs a failed or cancelled job again from the step that failed (the steps
+    /// that ended well are kept; a script that was blocked or raised gets one more
+    /// repair). `None` when there is no such job in scope.
+    pub async fn retry(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let Some(job) = self.inner.store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        if !matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(JobsError::Conflict(format!(
+                "the job is {}; only a failed or cancelled job can be retried",
+                job.status
+            )));
+        }
+        self.requeue(scope, id).await
+    }
+
+    /// Runs code the user edited: it becomes the job's next code attempt, then goes
+    /// through the critic and the run (and repairs) as the model's would. The job
+    /// must have ended. `None` when there is no such job in scope.
+    pub async fn edit_code(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+        code: &str,
+    ) -> Result<Option<Job>, JobsError> {
+        let store = &self.inner.store;
+        let Some(job) = store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        if !job.status().is_final() {
+            return Err(JobsError::Conflict(format!(
+                "the job is {}; cancel it, or wait for it to end, before running edited code",
+                job.status
+            )));
+        }
+        if code.trim().is_empty() {
+            return Err(JobsError::Conflict("the edited code is empty".into()));
+        }
+        let attempt = store
+            .steps(id)
+            .await?
+            .iter()
+            .filter(|s| s.kind == "code")
+            .map(|s| s.attempt)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let step = store
+            .begin_step(
+                id,
+                NewStep {
+                    kind: "code".into(),
+                    attempt,
+                    input: "edited by the user".into(),
+                    model: None,
+                },
+            )
+            .await?;
+        store
+            .finish_step(
+                &step.id,
+                &StepEnd {
+                    status: StepStatus::Succeeded,
+                    output: Some(code.to_owned()),
+                    detail: Some(serde_json::json!({"edited": true}).to_string()),
+                    model: None,
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                },
+            )
+            .await?;
+        self.requeue(scope, id).await
+    }
+
+    async fn requeue(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let job = self.inner.store.requeue_job(scope, id).await?;
+        if let Some(j) = &job {
+            self.inner.emit(JobEvent::Status {
+                job_id: j.id.clone(),
+                status: j.status.clone(),
+                step: j.step.clone(),
+                error: None,
+            });
+            self.inner.wake.notify_one();
         }
         Ok(job)
     }

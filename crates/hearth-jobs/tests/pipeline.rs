@@ -513,3 +513,78 @@ async fn uploads_are_checked_by_their_bytes() {
     );
     jobs.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_retried_from_its_failed_step_and_edited_code_runs() {
+    let fake = Fake::start(models(&["raise SystemExit(3)", GOOD])).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = config(&fake.base_url, true);
+    config.jobs.max_repairs = 0;
+    let (jobs, _) = service(data.path(), &config, settings(&config)).await;
+    let job = jobs.submit("alice", &png(), "").await.unwrap();
+    let view = finished(&jobs, &job.id).await;
+    assert_eq!(view.job.error_code.as_deref(), Some("script"));
+    // Retried: the failed run's traceback goes back to the code model; vision and
+    // plan are not asked again.
+    let again = jobs
+        .retry(&Scope::Owner("alice"), &job.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.status(), JobStatus::Queued);
+    let view = finished(&jobs, &job.id).await;
+    assert_eq!(
+        view.job.status(),
+        JobStatus::Succeeded,
+        "{:?}",
+        view.job.error
+    );
+    assert_eq!(
+        steps(&view)[2..],
+        [
+            "code:1:succeeded",
+            "critic:1:succeeded",
+            "run:1:failed",
+            "code:2:succeeded",
+            "critic:2:succeeded",
+            "run:2:succeeded"
+        ]
+    );
+    assert_eq!(
+        (
+            fake.received_by(VISION).len(),
+            fake.received_by(CODER).len()
+        ),
+        (1, 2)
+    );
+    let e = jobs.retry(&Scope::All, &job.id).await.unwrap_err();
+    assert_eq!(e.status(), 409);
+    // Code the user edited goes through the critic and the run.
+    jobs.edit_code(&Scope::Owner("alice"), &job.id, "print('edited')\n")
+        .await
+        .unwrap()
+        .unwrap();
+    let view = finished(&jobs, &job.id).await;
+    assert_eq!(
+        view.job.status(),
+        JobStatus::Succeeded,
+        "{:?}",
+        view.job.error
+    );
+    assert_eq!(
+        steps(&view)[8..],
+        ["code:3:succeeded", "critic:3:succeeded", "run:3:succeeded"]
+    );
+    assert_eq!(view.steps[8].input, "edited by the user");
+    assert_eq!(
+        view.steps.last().unwrap().output.as_deref(),
+        Some("edited\n")
+    );
+    assert!(
+        jobs.retry(&Scope::Owner("bob"), &job.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    jobs.shutdown().await;
+}

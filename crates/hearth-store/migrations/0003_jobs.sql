@@ -20,12 +20,14 @@ CREATE TABLE jobs (
     -- Set by cancel; a worker running the job stops at once.
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
     created_at   BIGINT NOT NULL,
+    -- When it last joined the queue (created, or retried): the worker's order.
+    queued_at    BIGINT NOT NULL,
     updated_at   BIGINT NOT NULL,
     started_at   BIGINT,
     finished_at  BIGINT
 );
 -- The worker's queue (arrival order) and the UI's list (newest first).
-CREATE INDEX jobs_queue ON jobs (status, created_at, id);
+CREATE INDEX jobs_queue ON jobs (status, queued_at, id);
 CREATE INDEX jobs_owner_recent ON jobs (owner, created_at DESC, id DESC);
 
 CREATE TABLE job_steps (

@@ -259,6 +259,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// a job that had ended is returned as it is.
     async fn request_cancel(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, StoreError>;
 
+    /// Puts an ended job back in the queue (retry, or run edited code): its error
+    /// is cleared, its steps kept. `None` when there is no such job in scope; a job
+    /// that had not ended is returned as it is.
+    async fn requeue_job(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, StoreError>;
+
     /// Deletes a job that is not running, with its steps and file records.
     /// False when there was none in scope, or it is running (cancel it first).
     async fn delete_job(&self, scope: &Scope<'_>, id: &str) -> Result<bool, StoreError>;

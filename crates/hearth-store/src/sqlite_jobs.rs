@@ -62,8 +62,8 @@ impl JobStore for SqliteStore {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool().begin().await?;
         let sql = format!(
-            "INSERT INTO jobs (id, owner, status, prompt, image_sha256, image_type, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (id, owner, status, prompt, image_sha256, image_type, created_at, queued_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) RETURNING {JOB_COLUMNS}"
         );
         let job: Job = sqlx::query_as(&sql)
             .bind(&id)
@@ -124,7 +124,7 @@ impl JobStore for SqliteStore {
         let now = now_ms();
         let sql = format!(
             "UPDATE jobs SET status = 'running', updated_at = $1, started_at = COALESCE(started_at, $1) \
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1) \
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) \
                AND status = 'queued' \
              RETURNING {JOB_COLUMNS}"
         );
@@ -173,6 +173,22 @@ impl JobStore for SqliteStore {
         )
         .bind(id)
         .bind(now)
+        .bind(all)
+        .bind(owner)
+        .execute(self.pool())
+        .await?;
+        self.job(scope, id).await
+    }
+
+    async fn requeue_job(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, StoreError> {
+        let (all, owner) = scope.binds();
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', error = NULL, error_code = NULL, \
+               cancel_requested = FALSE, finished_at = NULL, queued_at = $2, updated_at = $2 \
+             WHERE id = $1 AND status IN ('succeeded', 'failed', 'cancelled') AND ($3 OR owner = $4)",
+        )
+        .bind(id)
+        .bind(self.stamp())
         .bind(all)
         .bind(owner)
         .execute(self.pool())
