@@ -105,6 +105,8 @@ pub(crate) struct Inner {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Stops the workers (a shutdown, not a cancel: their jobs resume at the next start).
     pub stop: CancellationToken,
+    /// This service's name on the leases of the jobs it runs.
+    worker_id: String,
     workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -142,6 +144,7 @@ impl Jobs {
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 stop: CancellationToken::new(),
+                worker_id: uuid::Uuid::new_v4().simple().to_string(),
                 workers: Mutex::new(Vec::new()),
             }),
         }
@@ -151,19 +154,40 @@ impl Jobs {
         &self.inner.settings
     }
 
-    /// Puts back in the queue the jobs a previous process left running (their
+    /// Puts back in the queue the jobs a stopped process left running (their
     /// unfinished step runs again), then starts `concurrency` workers, which take
-    /// queued jobs in arrival order.
+    /// queued jobs in arrival order, and a sweeper that does the same for the jobs
+    /// of any process that dies while this one runs (their leases run out).
     pub async fn start(&self) -> Result<(), JobsError> {
-        let requeued = self.inner.store.recover_jobs().await?;
-        if requeued > 0 {
-            tracing::warn!(requeued, "jobs left running by a previous process resume");
-        }
-        let _ = std::fs::remove_dir_all(&self.inner.work_dir);
+        self.sweep().await?;
         let mut workers = lock(&self.inner.workers);
         for n in 0..self.inner.settings.concurrency {
             let jobs = self.clone();
             workers.push(tokio::spawn(async move { jobs.work(n).await }));
+        }
+        let jobs = self.clone();
+        workers.push(tokio::spawn(async move {
+            let every = jobs.inner.settings.job_lease / 3;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = jobs.inner.stop.cancelled() => return,
+                }
+                if let Err(e) = jobs.sweep().await {
+                    tracing::warn!(error = %e, "cannot sweep abandoned jobs");
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<(), JobsError> {
+        let requeued = self.inner.store.recover_jobs().await?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "jobs left running by a stopped process resume");
+            for _ in 0..requeued {
+                self.inner.wake.notify_one();
+            }
         }
         Ok(())
     }
@@ -176,6 +200,14 @@ impl Jobs {
         let workers: Vec<_> = lock(&self.inner.workers).drain(..).collect();
         for w in workers {
             let _ = w.await;
+        }
+        if let Err(e) = self
+            .inner
+            .store
+            .release_job_leases(&self.inner.worker_id)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot release the leases of this server's running jobs");
         }
     }
 
@@ -384,7 +416,10 @@ impl Jobs {
             if inner.stop.is_cancelled() {
                 return;
             }
-            let claimed = inner.store.claim_next_job().await;
+            let claimed = inner
+                .store
+                .claim_next_job(&inner.worker_id, inner.settings.job_lease)
+                .await;
             match claimed {
                 Ok(Some(job)) => self.run(job).await,
                 Ok(None) => {
@@ -415,9 +450,34 @@ impl Jobs {
         {
             token.cancel();
         }
+        let keeper = tokio::spawn(keep_lease(self.clone(), job.id.clone(), token.clone()));
         let span = tracing::info_span!("job", id = %job.id);
         let id = job.id.clone();
         tracing::Instrument::instrument(crate::pipeline::run(inner, job, &token), span).await;
+        keeper.abort();
         lock(&inner.running).remove(&id);
+    }
+}
+
+/// Renews the lease on a job while it runs, and stops it when a cancel was asked
+/// for in another process (this one's cancels reach the token directly).
+async fn keep_lease(jobs: Jobs, id: String, token: CancellationToken) {
+    let inner = &jobs.inner;
+    let lease = inner.settings.job_lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match inner
+            .store
+            .renew_job_lease(&id, &inner.worker_id, lease)
+            .await
+        {
+            Ok(Some(true)) => token.cancel(),
+            Ok(Some(false)) => {}
+            Ok(None) => {
+                tracing::warn!(job = %id, "this worker's lease on the job was lost");
+                return;
+            }
+            Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew the lease on a job"),
+        }
     }
 }

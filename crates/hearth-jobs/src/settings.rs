@@ -69,6 +69,9 @@ pub struct Settings {
     pub critic: CriticPolicy,
     /// Most tokens a model may answer with per step.
     pub max_tokens: u32,
+    /// How long a worker's claim on a running job lasts unrenewed (it renews every
+    /// third of it): past it, the job is taken for abandoned and queued again.
+    pub job_lease: Duration,
 }
 
 impl Settings {
@@ -101,6 +104,7 @@ impl Settings {
                 block_bandit: Severity::parse(&j.critic.block_bandit_severity),
             },
             max_tokens: 4096,
+            job_lease: Duration::from_secs(30),
         }
     }
 }

@@ -588,3 +588,25 @@ async fn a_failed_job_is_retried_from_its_failed_step_and_edited_code_runs() {
     );
     jobs.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_by_another_process_stops_the_run() {
+    let fake = Fake::start(models(&["import time\n\ntime.sleep(60)"])).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = config(&fake.base_url, true);
+    let (runner, _) = service(data.path(), &config, settings(&config)).await;
+    let (api, _) = unstarted(data.path(), &config, settings(&config)).await;
+    let mut events = runner.subscribe();
+    let job = api.submit("anonymous", &png(), "").await.unwrap();
+    event(&mut events, &job.id, |e| matches!(e, JobEvent::Step { kind, status, .. } if kind == "run" && status == "running")).await;
+    let start = Instant::now();
+    api.cancel(&Scope::All, &job.id).await.unwrap().unwrap();
+    let view = finished(&api, &job.id).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(view.job.status(), JobStatus::Cancelled);
+    runner.shutdown().await;
+}

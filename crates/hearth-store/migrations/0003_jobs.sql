@@ -17,8 +17,12 @@ CREATE TABLE jobs (
     -- Why it failed, in plain words, and a short code (timeout, memory, vision, ...).
     error        TEXT,
     error_code   TEXT,
-    -- Set by cancel; a worker running the job stops at once.
+    -- Set by cancel; the worker running the job (in any process) stops it.
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- A running job is leased by the worker running it, which renews the lease;
+    -- a job whose lease ran out (its process died) goes back to the queue.
+    lease_owner  TEXT,
+    lease_until  BIGINT,
     created_at   BIGINT NOT NULL,
     -- When it last joined the queue (created, or retried): the worker's order.
     queued_at    BIGINT NOT NULL,

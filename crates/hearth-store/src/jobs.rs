@@ -1,11 +1,13 @@
 //! Agent jobs: the rows ([`Job`], [`JobStep`], [`JobFile`]), the inputs that make
 //! and change them, and the [`JobStore`] trait `hearth-jobs` runs on.
 //!
-//! The job row is the single source of truth: the worker claims a queued job with
-//! one statement (arrival order), records every step it runs as it starts and ends,
-//! and sets the job's end. After a restart, [`JobStore::recover_jobs`] puts the jobs
-//! that were running back in the queue and marks their unfinished step
-//! `interrupted`; the worker then resumes from the steps that ended.
+//! The job row is the single source of truth: a worker claims a queued job with
+//! one statement (arrival order) and a lease it renews while it runs the job,
+//! records every step it runs as it starts and ends, and sets the job's end. A job
+//! whose lease ran out (its process died) or was released (its process stopped) is
+//! put back in the queue by [`JobStore::recover_jobs`], its unfinished step marked
+//! `interrupted`; the next worker resumes it from the steps that ended. Several
+//! processes may share one database: a live worker's jobs are never taken.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -244,9 +246,27 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Newest first, paged by `(created_at, id)`.
     async fn list_jobs(&self, scope: &Scope<'_>, q: &JobListQuery) -> Result<JobPage, StoreError>;
 
-    /// Takes the oldest queued job and marks it running, in one statement (two
-    /// workers never take the same job).
-    async fn claim_next_job(&self) -> Result<Option<Job>, StoreError>;
+    /// Takes the oldest queued job, marks it running and leases it to `worker` for
+    /// `lease`, in one statement (two workers never take the same job).
+    async fn claim_next_job(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// Extends `worker`'s lease on a running job. `Some(cancel_requested)` while the
+    /// lease is held (a cancel made in another process shows here); `None` when the
+    /// job is no longer this worker's.
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<bool>, StoreError>;
+
+    /// Ends `worker`'s leases now (a clean stop), so that its running jobs resume at
+    /// once rather than when their leases would have run out.
+    async fn release_job_leases(&self, worker: &str) -> Result<u64, StoreError>;
 
     /// The step a running job is at.
     async fn set_job_step(&self, id: &str, step: &str) -> Result<(), StoreError>;
@@ -281,8 +301,8 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// A job's files: its input, then its artifacts by name.
     async fn job_files(&self, job_id: &str) -> Result<Vec<JobFile>, StoreError>;
 
-    /// After a restart: jobs left running go back to the queue (or end cancelled,
-    /// if that was asked), their unfinished steps marked interrupted. Returns how
-    /// many were queued again.
+    /// Running jobs whose lease ran out go back to the queue (or end cancelled, if
+    /// that was asked), their unfinished steps marked interrupted. Returns how many
+    /// were queued again.
     async fn recover_jobs(&self) -> Result<u64, StoreError>;
 }

@@ -1,6 +1,8 @@
 //! [`JobStore`] for [`SqliteStore`]: the job queries, in the SQL SQLite and Postgres
 //! share (`$n`, `RETURNING`, `ON CONFLICT`).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::error::StoreError;
@@ -10,7 +12,7 @@ use crate::jobs::{
 };
 use crate::model::Scope;
 use crate::now_ms;
-use crate::sqlite::{MAX_PAGE, SqliteStore, decode_cursor, encode_cursor};
+use crate::sqlite::{MAX_PAGE, SqliteStore, decode_cursor, encode_cursor, millis};
 
 const JOB_COLUMNS: &str = "id, owner, status, step, prompt, image_sha256, image_type, error, \
      error_code, cancel_requested, created_at, updated_at, started_at, finished_at";
@@ -120,18 +122,52 @@ impl JobStore for SqliteStore {
         Ok(JobPage { data, next_cursor })
     }
 
-    async fn claim_next_job(&self) -> Result<Option<Job>, StoreError> {
+    async fn claim_next_job(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Job>, StoreError> {
         let now = now_ms();
         let sql = format!(
-            "UPDATE jobs SET status = 'running', updated_at = $1, started_at = COALESCE(started_at, $1) \
+            "UPDATE jobs SET status = 'running', updated_at = $1, started_at = COALESCE(started_at, $1), \
+               lease_owner = $2, lease_until = $3 \
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY queued_at, id LIMIT 1) \
                AND status = 'queued' \
              RETURNING {JOB_COLUMNS}"
         );
         Ok(sqlx::query_as(&sql)
             .bind(now)
+            .bind(worker)
+            .bind(now + millis(lease))
             .fetch_optional(self.pool())
             .await?)
+    }
+
+    async fn renew_job_lease(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE jobs SET lease_until = $3 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING cancel_requested",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now_ms() + millis(lease))
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    async fn release_job_leases(&self, worker: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1 AND status = 'running'",
+        )
+        .bind(worker)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn set_job_step(&self, id: &str, step: &str) -> Result<(), StoreError> {
@@ -147,7 +183,8 @@ impl JobStore for SqliteStore {
     async fn finish_job(&self, id: &str, end: &JobEnd) -> Result<Option<Job>, StoreError> {
         let now = now_ms();
         let sql = format!(
-            "UPDATE jobs SET status = $2, error = $3, error_code = $4, updated_at = $5, finished_at = $5 \
+            "UPDATE jobs SET status = $2, error = $3, error_code = $4, updated_at = $5, finished_at = $5, \
+               lease_owner = NULL, lease_until = NULL \
              WHERE id = $1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
         );
         Ok(sqlx::query_as(&sql)
@@ -286,26 +323,29 @@ impl JobStore for SqliteStore {
 
     async fn recover_jobs(&self) -> Result<u64, StoreError> {
         let now = now_ms();
+        let expired = "status = 'running' AND (lease_until IS NULL OR lease_until < $1)";
         let mut tx = self.pool().begin().await?;
-        sqlx::query(
-            "UPDATE job_steps SET status = $1, finished_at = $2, duration_ms = $2 - started_at \
-             WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE status = 'running')",
-        )
+        sqlx::query(&format!(
+            "UPDATE job_steps SET status = $2, finished_at = $1, duration_ms = $1 - started_at \
+             WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE {expired})"
+        ))
+        .bind(now)
         .bind(StepStatus::Interrupted.as_str())
-        .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query(&format!(
             "UPDATE jobs SET status = 'cancelled', error = 'cancelled', error_code = 'cancelled', \
-               updated_at = $1, finished_at = $1 \
-             WHERE status = 'running' AND cancel_requested",
-        )
+               updated_at = $1, finished_at = $1, lease_owner = NULL, lease_until = NULL \
+             WHERE {expired} AND cancel_requested"
+        ))
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let queued = sqlx::query(
-            "UPDATE jobs SET status = 'queued', updated_at = $1 WHERE status = 'running'",
-        )
+        // The job keeps its place in the queue (queued_at): it was taken in turn.
+        let queued = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, lease_until = NULL \
+             WHERE {expired}"
+        ))
         .bind(now)
         .execute(&mut *tx)
         .await?;

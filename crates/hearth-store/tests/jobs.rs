@@ -2,10 +2,14 @@
 //! the previous release's schema.
 #![allow(clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use hearth_store::{
     ConversationStore, JobEnd, JobListQuery, JobStatus, JobStore, NewFile, NewJob, NewStep, Scope,
     SqliteStore, StepEnd, StepStatus,
 };
+
+const LEASE: Duration = Duration::from_secs(30);
 
 fn image(sha: &str) -> NewJob {
     NewJob {
@@ -48,15 +52,15 @@ async fn jobs_are_claimed_in_arrival_order_once_each() {
     let a = store.create_job("alice", image("aa")).await.unwrap();
     let b = store.create_job("bob", image("aa")).await.unwrap();
     assert_eq!(a.status(), JobStatus::Queued);
-    let first = store.claim_next_job().await.unwrap().unwrap();
+    let first = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(
         (first.id.as_str(), first.status()),
         (a.id.as_str(), JobStatus::Running)
     );
     assert!(first.started_at.is_some());
-    let second = store.claim_next_job().await.unwrap().unwrap();
+    let second = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(second.id, b.id);
-    assert!(store.claim_next_job().await.unwrap().is_none());
+    assert!(store.claim_next_job("w1", LEASE).await.unwrap().is_none());
     // Owners see their own; the list is newest first and pages.
     let mine = store
         .list_jobs(
@@ -107,7 +111,7 @@ async fn jobs_are_claimed_in_arrival_order_once_each() {
 async fn steps_files_and_the_end_are_recorded() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     let job = store.create_job("anonymous", image("aa")).await.unwrap();
-    store.claim_next_job().await.unwrap().unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     let s0 = store.begin_step(&job.id, step("vision")).await.unwrap();
     assert_eq!((s0.seq, s0.status()), (0, StepStatus::Running));
     store
@@ -184,7 +188,7 @@ async fn cancel_ends_a_queued_job_and_flags_a_running_one() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     let running = store.create_job("anonymous", image("aa")).await.unwrap();
     let queued = store.create_job("anonymous", image("aa")).await.unwrap();
-    store.claim_next_job().await.unwrap().unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     let q = store
         .request_cancel(&Scope::All, &queued.id)
         .await
@@ -198,7 +202,7 @@ async fn cancel_ends_a_queued_job_and_flags_a_running_one() {
         .unwrap();
     assert_eq!(r.status(), JobStatus::Running);
     assert!(r.cancel_requested);
-    assert!(store.claim_next_job().await.unwrap().is_none());
+    assert!(store.claim_next_job("w1", LEASE).await.unwrap().is_none());
     assert!(
         store
             .request_cancel(&Scope::Owner("x"), &running.id)
@@ -213,18 +217,21 @@ async fn a_restart_requeues_running_jobs_and_interrupts_their_step() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let job = store.create_job("anonymous", image("aa")).await.unwrap();
-    store.claim_next_job().await.unwrap().unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     let s = store.begin_step(&job.id, step("vision")).await.unwrap();
     store.close().await;
 
     let store = SqliteStore::open(dir.path()).await.unwrap();
+    // Its worker's lease still runs: nothing is taken from it.
+    assert_eq!(store.recover_jobs().await.unwrap(), 0);
+    assert_eq!(store.release_job_leases("w1").await.unwrap(), 1);
     assert_eq!(store.recover_jobs().await.unwrap(), 1);
     let steps = store.steps(&job.id).await.unwrap();
     assert_eq!(
         (steps[0].id.as_str(), steps[0].status()),
         (s.id.as_str(), StepStatus::Interrupted)
     );
-    let again = store.claim_next_job().await.unwrap().unwrap();
+    let again = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(again.id, job.id);
     assert_eq!(
         again.started_at,
@@ -285,5 +292,40 @@ async fn the_previous_releases_database_gets_the_job_tables() {
             .unwrap()
             .prompt,
         "plot it"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_shows_a_cancel_and_an_expired_one_is_taken_back() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let job = store.create_job("anonymous", image("aa")).await.unwrap();
+    store
+        .claim_next_job("w1", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = Duration::from_millis(200);
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w2", lease).await.unwrap(),
+        None
+    );
+    store.request_cancel(&Scope::All, &job.id).await.unwrap();
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(store.recover_jobs().await.unwrap(), 0);
+    // Its worker died: once the lease ran out, the cancel it never saw is applied.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.recover_jobs().await.unwrap();
+    let j = store.job(&Scope::All, &job.id).await.unwrap().unwrap();
+    assert_eq!(j.status(), JobStatus::Cancelled);
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        None
     );
 }

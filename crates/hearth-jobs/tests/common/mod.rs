@@ -98,6 +98,7 @@ pub fn settings(config: &Config) -> Settings {
     let mut s = Settings::from_config(config);
     s.limits.wall_time = Duration::from_secs(30);
     s.limits.memory_bytes = 512 << 20;
+    s.job_lease = Duration::from_millis(1500);
     s
 }
 
@@ -140,6 +141,13 @@ pub fn sandbox() -> Arc<Sandbox> {
 
 /// A started service over a store in `data`.
 pub async fn service(data: &Path, config: &Config, settings: Settings) -> (Jobs, SqliteStore) {
+    let (jobs, store) = unstarted(data, config, settings).await;
+    jobs.start().await.unwrap();
+    (jobs, store)
+}
+
+/// A service with no workers (another process's API, sharing the database).
+pub async fn unstarted(data: &Path, config: &Config, settings: Settings) -> (Jobs, SqliteStore) {
     let store = SqliteStore::open(data).await.unwrap();
     let jobs = Jobs::new(
         gateway(config),
@@ -148,7 +156,6 @@ pub async fn service(data: &Path, config: &Config, settings: Settings) -> (Jobs,
         data,
         settings,
     );
-    jobs.start().await.unwrap();
     (jobs, store)
 }
 
