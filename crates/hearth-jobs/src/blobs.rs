@@ -102,6 +102,16 @@ pub fn content_type_for(name: &str) -> &'static str {
     }
 }
 
+/// Whether a file of this type may be shown inline in the UI's origin: raster
+/// images only. Anything else (SVG and HTML included: they can carry script) is
+/// offered as a download.
+pub fn shown_inline(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +129,13 @@ mod tests {
         assert_eq!(blobs.get(&a).unwrap(), b"hello");
         assert!(blobs.path("../../etc/passwd").is_none());
         assert!(blobs.get("AB").is_err());
+        assert_eq!(content_type_for("out/Chart.PNG"), "image/png");
+        assert_eq!(content_type_for("table.csv"), "text/csv");
+        assert_eq!(content_type_for("noext"), "application/octet-stream");
+        assert!(shown_inline(content_type_for("a.png")));
+        assert!(
+            !shown_inline(content_type_for("a.svg")) && !shown_inline(content_type_for("a.html"))
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -35,11 +35,13 @@ pub mod settings;
 pub mod upload;
 
 pub use ask::{Reply, with_image};
-pub use blobs::{Blobs, content_type_for};
+pub use blobs::{Blobs, content_type_for, shown_inline};
 pub use critic::{Finding, Review};
 pub use events::JobEvent;
 pub use service::{JobView, Jobs, JobsError, SubmitError};
 pub use settings::{CriticPolicy, Settings, Severity};
 pub use upload::{CheckedImage, ImageKind, UploadError};
 
-pub use hearth_store::{Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, StepStatus};
+pub use hearth_store::{
+    Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, Scope, StepStatus,
+};
