@@ -7,6 +7,9 @@
 //! everything else in the sandbox), and the run returns its outcome as usual. The
 //! note is cleared, under the same lock the canceller holds, before the thread is
 //! given back, so a kill can never reach another job's run on a reused thread.
+//! (A kernel without that file, `CONFIG_PROC_CHILDREN`, leaves a cancelled run to
+//! end at its time limit; the job still ends `cancelled`.) A cancel hook in
+//! `hearth-sandbox` itself would make this simpler.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
