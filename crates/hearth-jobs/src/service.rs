@@ -211,7 +211,9 @@ impl Jobs {
         }
     }
 
-    /// Events of every job, from now on.
+    /// Events of every job, from now on. Subscribe before reading a job's state, so
+    /// that no change falls between the two; a listener that falls more than 1024
+    /// events behind is told it lagged (read the job again).
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.inner.events.subscribe()
     }

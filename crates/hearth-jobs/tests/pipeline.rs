@@ -109,13 +109,23 @@ async fn an_image_becomes_a_chart_through_every_step() {
             .is_none()
     );
     // Listeners saw the steps and the end.
-    let mut seen = Vec::new();
+    let (mut seen, mut logs) = (Vec::new(), Vec::new());
     while let Ok(e) = events.try_recv() {
-        if let JobEvent::Step { kind, status, .. } = e {
-            seen.push(format!("{kind}:{status}"));
+        match e {
+            JobEvent::Step { kind, status, .. } => seen.push(format!("{kind}:{status}")),
+            JobEvent::Log { step, line, .. } => logs.push(format!("{step}: {line}")),
+            JobEvent::Status { .. } => {}
         }
     }
     assert!(seen.contains(&"run:succeeded".to_owned()), "{seen:?}");
+    assert!(
+        logs.contains(&"run: stdout: chart written".to_owned()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.starts_with("run: wrote chart.png (")),
+        "{logs:?}"
+    );
     jobs.shutdown().await;
 }
 
