@@ -9,7 +9,9 @@ SANDBOX_VENV ?= $(CURDIR)/.venv-sandbox
 # keyed by this file's content (checkouts share it; a package change rebuilds it),
 # and .venv-sandbox links to it.
 SANDBOX_VENV_REAL ?= /var/tmp/hearth-$(shell id -u)/venv-sandbox-$(shell sha1sum mk/sandbox.mk | cut -c1-12)
-SANDBOX_PY_PACKAGES := numpy pandas matplotlib
+# ruff and bandit: hearth-jobs' critic runs them inside the sandbox on generated code,
+# pinned so their rules and JSON output do not change under us.
+SANDBOX_PY_PACKAGES := numpy pandas matplotlib ruff==0.17.6 bandit==1.9.4
 export HEARTH_SANDBOX_VENV := $(SANDBOX_VENV_REAL)
 
 APT_PACKAGES += python3 python3-venv
@@ -25,6 +27,7 @@ $(SANDBOX_VENV_REAL)/.complete:
 	/usr/bin/python3 -m venv $(SANDBOX_VENV_REAL) && \
 	$(SANDBOX_VENV_REAL)/bin/python3 -m pip install --quiet --disable-pip-version-check $(SANDBOX_PY_PACKAGES) && \
 	$(SANDBOX_VENV_REAL)/bin/python3 -c 'import numpy, pandas, matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot' && \
+	$(SANDBOX_VENV_REAL)/bin/ruff --version && $(SANDBOX_VENV_REAL)/bin/bandit --version >/dev/null && \
 	touch $@
 
 sandbox-bench:

@@ -44,7 +44,9 @@ pub const READ_ELSEWHERE: &[&str] = &[
     "HEARTH_STATUS_FILE",
 ];
 /// Sections whose keys may be overridden as `HEARTH_<SECTION>_<KEY>`.
-pub const SECTIONS: &[&str] = &["server", "storage", "limits", "log", "health", "sandbox"];
+pub const SECTIONS: &[&str] = &[
+    "server", "storage", "limits", "log", "health", "sandbox", "jobs",
+];
 
 /// A source of environment variables.
 pub trait Env {

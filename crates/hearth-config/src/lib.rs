@@ -6,13 +6,14 @@
 //! backends or the engine: other crates read the typed [`Config`].
 //!
 //! # Layout
-//! - [`model`], [`server`]: the sections, with their defaults; [`launch`]: a model
+//! - [`model`], [`server`], [`jobs`]: the sections, with their defaults; [`launch`]: a model
 //!   server Hearth runs itself (`[models.launch]`) and its rendered command.
 //! - [`env`]: where environment variables come from (swappable in tests), and their names.
 //! - [`load`]: file + env -> [`Config`], with located diagnostics.
 //! - [`validate`]: cross-field checks (fallbacks exist, keys resolve, binds are safe).
 
 pub mod env;
+pub mod jobs;
 pub mod launch;
 mod load;
 pub mod model;
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use env::{Env, MapEnv, ProcessEnv};
+pub use jobs::{CriticConfig, JobLimitsConfig, JobsConfig};
 pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, parse_duration};
 pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
@@ -49,6 +51,7 @@ pub struct Config {
     pub log: LogConfig,
     pub health: HealthConfig,
     pub sandbox: SandboxConfig,
+    pub jobs: JobsConfig,
     pub models: Vec<ModelConfig>,
     pub keys: Vec<KeyConfig>,
     /// Keys after resolving `key_env`/`key_file` and `HEARTH_API_KEYS`. Never serialized.

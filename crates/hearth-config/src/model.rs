@@ -55,6 +55,9 @@ pub struct ModelConfig {
     pub retry_unanswered: bool,
     /// Models tried in order when this one fails.
     pub fallbacks: Vec<String>,
+    /// The model reads images (OpenAI `image_url` content parts); required of
+    /// `[jobs] vision_model`.
+    pub vision: bool,
     pub backend: ModelBackend,
 }
 
@@ -139,6 +142,7 @@ impl Default for ModelConfig {
             retries: 2,
             retry_unanswered: false,
             fallbacks: Vec::new(),
+            vision: false,
             backend: ModelBackend::Embedded(EmbeddedConfig::default()),
         }
     }
@@ -225,6 +229,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "retries",
     "retry_unanswered",
     "fallbacks",
+    "vision",
 ];
 pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
 pub const UPSTREAM_KEYS: &[&str] = &[
@@ -263,6 +268,8 @@ struct ModelToml {
     retry_unanswered: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     fallbacks: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    vision: bool,
 
     #[serde(skip_serializing_if = "Option::is_none")]
     base_url: Option<String>,
@@ -390,6 +397,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             retries: t.retries.unwrap_or(defaults.retries),
             retry_unanswered: t.retry_unanswered,
             fallbacks: t.fallbacks,
+            vision: t.vision,
             backend,
         })
     }
@@ -408,6 +416,7 @@ impl From<ModelConfig> for ModelToml {
             retries: Some(m.retries),
             retry_unanswered: m.retry_unanswered,
             fallbacks: m.fallbacks,
+            vision: m.vision,
             ..ModelToml::default()
         };
         match m.backend {
@@ -482,6 +491,10 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         for m in [
+            ModelConfig {
+                vision: true,
+                ..ModelConfig::upstream("v", "http://h:1/v1")
+            },
             ModelConfig::upstream("u", "http://h:1/v1"),
             ModelConfig::embedded("e", "models/x.gguf"),
         ] {

@@ -297,6 +297,87 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             "must be at least 1".into(),
         );
     }
+    jobs(config, &mut push);
     config.resolved_keys = resolved;
     out
+}
+
+/// `[jobs]`: the models it names exist (the vision one can see images), and its
+/// numbers are in range.
+fn jobs(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
+    let j = &config.jobs;
+    let at = |k: &[&str]| {
+        std::iter::once("jobs")
+            .chain(k.iter().copied())
+            .map(key)
+            .collect::<Vec<_>>()
+    };
+    for (name, value) in [
+        ("vision_model", &j.vision_model),
+        ("reasoning_model", &j.reasoning_model),
+        ("code_model", &j.code_model),
+    ] {
+        let Some(model) = value else { continue };
+        match config.model(model) {
+            None => push(
+                at(&[name]),
+                format!(
+                    "no model is named `{model}`; name one of the [[models]] (or leave it out for `default_model`)"
+                ),
+            ),
+            Some(m) if name == "vision_model" && !m.vision => push(
+                at(&[name]),
+                format!(
+                    "model `{}` is not marked `vision = true`: set it on that [[models]] entry if the model reads images, or name a vision model (e.g. Qwen2.5-VL)",
+                    m.name
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if j.max_repairs > 10 {
+        push(at(&["max_repairs"]), "must be at most 10".into());
+    }
+    if j.concurrency == 0 || j.concurrency > 64 {
+        push(at(&["concurrency"]), "must be between 1 and 64".into());
+    }
+    if j.max_upload_bytes < 1024 {
+        push(at(&["max_upload_bytes"]), "must be at least 1024".into());
+    }
+    if j.max_image_pixels == 0 {
+        push(at(&["max_image_pixels"]), "must be at least 1".into());
+    }
+    let l = &j.limits;
+    if !(l.cpus.is_finite() && l.cpus > 0.0) {
+        push(
+            at(&["limits", "cpus"]),
+            "must be more than 0 (cores, e.g. 2 or 0.5)".into(),
+        );
+    }
+    if l.memory_mb < 64 {
+        push(
+            at(&["limits", "memory_mb"]),
+            "must be at least 64 (MiB)".into(),
+        );
+    }
+    if l.timeout_secs == 0 {
+        push(at(&["limits", "timeout_secs"]), "must be at least 1".into());
+    }
+    if l.network {
+        push(
+            at(&["limits", "network"]),
+            "jobs always run without network (the sandbox has none); remove `network = true`"
+                .into(),
+        );
+    }
+    if !crate::jobs::BANDIT_SEVERITIES.contains(&j.critic.block_bandit_severity.as_str()) {
+        push(
+            at(&["critic", "block_bandit_severity"]),
+            format!(
+                "`{}` is not a severity; use one of {}",
+                j.critic.block_bandit_severity,
+                crate::jobs::BANDIT_SEVERITIES.join(", ")
+            ),
+        );
+    }
 }

@@ -440,3 +440,79 @@ fn a_bad_log_format_names_the_key_or_the_variable() {
     assert_eq!(env.len(), 1);
     assert!(env[0].contains("HEARTH_LOG_FORMAT"), "{env:?}");
 }
+
+#[test]
+fn jobs_defaults_and_a_full_section() {
+    let c = load_str("", "defaults", &MapEnv::default()).unwrap();
+    assert_eq!(c.jobs.max_repairs, 2);
+    assert_eq!(c.jobs.concurrency, 1);
+    assert_eq!(c.jobs.max_upload_bytes, 20_000_000);
+    assert_eq!(c.jobs.limits.timeout_secs, 120);
+    assert_eq!(c.jobs.limits.memory_mb, 2048);
+    assert!(!c.jobs.limits.network);
+    assert_eq!(c.jobs.critic.block_bandit_severity, "high");
+    let text = r#"
+[[models]]
+name = "vl"
+backend = "upstream"
+base_url = "http://vllm-vl:8000/v1"
+vision = true
+[[models]]
+name = "coder"
+backend = "upstream"
+base_url = "http://vllm-coder:8000/v1"
+[jobs]
+vision_model = "vl"
+code_model = "coder"
+max_repairs = 3
+concurrency = 2
+[jobs.limits]
+cpus = 1.5
+memory_mb = 1024
+timeout_secs = 30
+[jobs.critic]
+block_bandit_severity = "medium"
+"#;
+    let c = load_str(
+        text,
+        "hearth.toml",
+        &MapEnv::new([("HEARTH_JOBS_CONCURRENCY", "4")]),
+    )
+    .unwrap();
+    assert!(c.model("vl").unwrap().vision);
+    assert!(!c.model("coder").unwrap().vision);
+    assert_eq!(c.jobs.vision_model.as_deref(), Some("vl"));
+    assert_eq!((c.jobs.max_repairs, c.jobs.concurrency), (3, 4));
+    assert_eq!(c.jobs.limits.cpus, 1.5);
+    assert_eq!(c.jobs.critic.block_bandit_severity, "medium");
+}
+
+#[test]
+fn jobs_problems_name_their_key() {
+    let text = r#"
+[[models]]
+name = "coder"
+backend = "upstream"
+base_url = "http://vllm-coder:8000/v1"
+[jobs]
+vision_model = "coder"
+code_model = "nope"
+concurrency = 0
+[jobs.limits]
+network = true
+memory_mb = 1
+[jobs.critic]
+block_bandit_severity = "severe"
+"#;
+    let e = errors(text, &MapEnv::default()).join("\n");
+    for want in [
+        "jobs.vision_model: model `coder` is not marked `vision = true`",
+        "jobs.code_model: no model is named `nope`",
+        "jobs.concurrency: must be between 1 and 64",
+        "jobs.limits.network: jobs always run without network",
+        "jobs.limits.memory_mb: must be at least 64",
+        "jobs.critic.block_bandit_severity: `severe` is not a severity",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in:\n{e}");
+    }
+}

@@ -1,5 +1,6 @@
 //! Conversations and messages of the chat UI, behind the [`ConversationStore`]
-//! trait, stored in SQLite ([`SqliteStore`]) through `sqlx`.
+//! trait, and agent jobs with their steps and files, behind the [`JobStore`] trait,
+//! stored in SQLite ([`SqliteStore`]) through `sqlx`.
 //!
 //! This crate owns the schema (versioned, forward-only migrations in `migrations/`),
 //! the connection settings (WAL, foreign keys, busy timeout) and every query the
@@ -24,15 +25,23 @@
 //! - [`model`]: the rows ([`Conversation`], [`Message`]), the inputs that create or
 //!   change them, and [`Scope`].
 //! - `sqlite`: [`SqliteStore`], the pool, the lease keeper and the queries.
+//! - [`jobs`]: the job rows ([`Job`], [`JobStep`], [`JobFile`]), their inputs, and
+//!   [`JobStore`]; `sqlite_jobs`: its queries.
 //! - `error`: [`StoreError`].
 
 mod error;
+pub mod jobs;
 pub mod model;
 mod sqlite;
+mod sqlite_jobs;
 
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use jobs::{
+    Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
+    NewStep, StepEnd, StepStatus,
+};
 pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,

@@ -87,7 +87,7 @@ impl SqliteStore {
     /// Now in milliseconds, and after every stamp this store gave before: two
     /// conversations created in the same millisecond still list newest first (the
     /// sidebar orders by `updated_at`, then by id, which is random).
-    fn stamp(&self) -> i64 {
+    pub(crate) fn stamp(&self) -> i64 {
         use std::sync::atomic::Ordering::Relaxed;
         let now = now_ms();
         let mut last = self.inner.last_stamp.load(Relaxed);
@@ -175,7 +175,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn pool(&self) -> &SqlitePool {
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.inner.pool
     }
 
@@ -212,7 +212,7 @@ impl SqliteStore {
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -595,11 +595,11 @@ fn escape_like(s: &str) -> String {
     out
 }
 
-fn encode_cursor(updated_at: i64, id: &str) -> String {
+pub(crate) fn encode_cursor(updated_at: i64, id: &str) -> String {
     format!("{updated_at}.{id}")
 }
 
-fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
+pub(crate) fn decode_cursor(c: &str) -> Result<(i64, String), StoreError> {
     let (at, id) = c.split_once('.').ok_or(StoreError::InvalidCursor)?;
     let at = at.parse().map_err(|_| StoreError::InvalidCursor)?;
     if id.is_empty() || id.len() > 64 {

@@ -279,7 +279,7 @@ async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
     pool.close().await;
 
     let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let c = store
         .conversation(&Scope::Owner("anonymous"), "c1")
         .await

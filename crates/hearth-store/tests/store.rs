@@ -27,7 +27,7 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
     let nested = dir.path().join("a/b");
     let store = SqliteStore::open(&nested).await.unwrap();
     assert!(nested.join("hearth.db").exists());
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -45,7 +45,7 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
 }
 
 #[tokio::test]

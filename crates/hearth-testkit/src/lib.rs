@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible upstream for tests and benchmarks.
 //!
 //! It is a real HTTP server on a loopback port. Each request takes the next
-//! scripted [`Behaviour`] (or the default one): answer normally, stream slowly,
+//! [`Behaviour`] scripted for the model it names ([`FakeUpstream::script_model`]),
+//! else the next scripted for any model, else the default one: answer normally, stream slowly,
 //! stall, fail with a status, or drop the connection mid-stream. It records what
 //! it received and notices when a client goes away mid-stream, which is what the
 //! gateway's tests assert on. Faults we cannot cause with a real server are the
@@ -85,6 +86,26 @@ impl Behaviour {
     }
 }
 
+/// One reply of a script (`fake-upstream --script`): the answer's text, or
+/// `{"text": T, "delay_ms": MS}` (answered after MS), `{"stall": true}` (never
+/// answered) or `{"status": CODE}` (an OpenAI-shaped error).
+pub fn scripted(r: &Value) -> Result<Behaviour, String> {
+    if let Some(text) = r.as_str() {
+        return Ok(Behaviour::ok(text));
+    }
+    if r.get("stall").and_then(Value::as_bool) == Some(true) {
+        return Ok(Behaviour::Stall);
+    }
+    if let Some(status) = r.get("status").and_then(Value::as_u64) {
+        return Ok(Behaviour::status(u16::try_from(status).unwrap_or(500)));
+    }
+    let text = r.get("text").and_then(Value::as_str).ok_or_else(|| {
+        format!("a reply is a string or an object with `text`, `stall` or `status`: {r}")
+    })?;
+    let delay = r.get("delay_ms").and_then(Value::as_u64).unwrap_or(0);
+    Ok(Behaviour::slow(text, 1, Duration::from_millis(delay)))
+}
+
 /// A request as the fake received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -99,6 +120,10 @@ struct Inner {
     /// own connection without answering (`Hangup`).
     connections: Mutex<std::collections::HashMap<u64, tokio::task::AbortHandle>>,
     script: Mutex<VecDeque<Behaviour>>,
+    /// Behaviours for requests naming one model (the name the upstream receives).
+    by_model: Mutex<std::collections::HashMap<String, VecDeque<Behaviour>>>,
+    /// Each request's body is appended here as one JSON line.
+    record: Mutex<Option<std::fs::File>>,
     default: Mutex<Behaviour>,
     received: Mutex<Vec<Received>>,
     /// Streams whose client went away before the end.
@@ -152,6 +177,26 @@ impl FakeUpstream {
     /// The next requests get these behaviours, in order.
     pub fn push(&self, b: Behaviour) {
         lock(&self.inner.script).push_back(b);
+    }
+
+    /// The next requests naming `model` get these behaviours, in order (before
+    /// anything [`FakeUpstream::push`]ed).
+    pub fn script_model(&self, model: &str, behaviours: impl IntoIterator<Item = Behaviour>) {
+        lock(&self.inner.by_model)
+            .entry(model.to_owned())
+            .or_default()
+            .extend(behaviours);
+    }
+
+    /// Appends each request's body to `path`, one JSON line each (for a test that
+    /// runs the fake as a process and checks what it was sent).
+    pub fn record_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        *lock(&self.inner.record) = Some(f);
+        Ok(())
     }
 
     /// What requests get once the script is used up.
@@ -341,8 +386,16 @@ async fn complete(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    let behaviour = lock(&inner.script)
-        .pop_front()
+    if let Some(f) = lock(&inner.record).as_mut() {
+        use std::io::Write;
+        let _ = writeln!(f, "{body}");
+    }
+    let named = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let scripted = lock(&inner.by_model)
+        .get_mut(named)
+        .and_then(VecDeque::pop_front);
+    let behaviour = scripted
+        .or_else(|| lock(&inner.script).pop_front())
         .unwrap_or_else(|| lock(&inner.default).clone());
     let n = inner.active.fetch_add(1, Ordering::SeqCst) + 1;
     inner.max_active.fetch_max(n, Ordering::SeqCst);

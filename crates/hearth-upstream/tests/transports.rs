@@ -381,3 +381,25 @@ async fn a_request_sent_and_left_unanswered_is_not_sent_again() {
     assert!(whole(&b, &chat(false)).await.is_ok());
     assert_eq!(server.connections(), 2);
 }
+
+#[tokio::test]
+async fn content_parts_with_an_image_reach_the_upstream_unchanged() {
+    let content = serde_json::json!([
+        {"type": "text", "text": "what is in this image?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}}
+    ]);
+    for via in VIAS {
+        let up = FakeUpstream::start().await.unwrap();
+        let b = backend(&up, via);
+        let v = serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": content}]
+        });
+        let req = Request::Chat(ChatCompletionRequest::from_value(v).unwrap());
+        whole(&b, &req).await.unwrap();
+        assert_eq!(
+            up.received()[0].body["messages"][0]["content"],
+            content,
+            "{via:?}"
+        );
+    }
+}

@@ -15,6 +15,12 @@
 //! - `--ignore-sigterm`: SIGTERM does nothing (a server that does not stop when asked).
 //! - `--spawn-child`: start `sleep 3600` in its process group (a server's workers).
 //! - `--pid-file PATH`: append this process's pid (and the child's) to PATH.
+//! - `--script FILE`: scripted replies by model, a JSON object
+//!   `{"MODEL": [REPLY, ...], "*": [...]}`; each request naming MODEL gets that
+//!   model's next reply (`"*"`: any model, after its own run out), then the default.
+//!   A REPLY is the answer's text, or `{"text": T, "delay_ms": MS}` (answered after
+//!   MS), `{"stall": true}` (never answered) or `{"status": CODE}` (an error).
+//! - `--record FILE`: append each request's body to FILE, one JSON line each.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
@@ -96,6 +102,36 @@ async fn main() -> std::io::Result<()> {
             eprintln!("fake-upstream: crashing on request {n}");
             std::process::exit(1);
         });
+    }
+    if let Some(path) = value("--script") {
+        let text = std::fs::read_to_string(path)?;
+        let script: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| std::io::Error::other(format!("--script {path}: {e}")))?;
+        let Some(models) = script.as_object() else {
+            return Err(std::io::Error::other(format!(
+                "--script {path}: expected an object of model names"
+            )));
+        };
+        for (model, replies) in models {
+            let replies = replies
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    hearth_testkit::scripted(r).map_err(|e| {
+                        std::io::Error::other(format!("--script {path}: {model}: {e}"))
+                    })
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            if model == "*" {
+                replies.into_iter().for_each(|b| up.push(b));
+            } else {
+                up.script_model(model, replies);
+            }
+        }
+    }
+    if let Some(path) = value("--record") {
+        up.record_to(std::path::Path::new(path))?;
     }
     println!("listening on {}", up.base_url());
     std::io::stdout().flush()?;

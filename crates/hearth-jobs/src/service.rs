@@ -1,0 +1,485 @@
+//! [`Jobs`]: the service the HTTP layer, the CLI and tests call: submit, read, list,
+//! cancel, delete, files, events; and its worker pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use hearth_gateway::Gateway;
+use hearth_sandbox::Sandbox;
+use hearth_store::{
+    Job, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob, NewStep,
+    Scope, StepEnd, StepStatus, StoreError,
+};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::blobs::Blobs;
+use crate::events::JobEvent;
+use crate::settings::Settings;
+use crate::upload::{self, UploadError};
+
+/// How many events a slow listener may fall behind before it misses some.
+const EVENT_BUFFER: usize = 1024;
+/// Workers look for queued jobs this often even when nothing woke them (a job
+/// queued by another process).
+const POLL: Duration = Duration::from_secs(1);
+
+/// A failure of the service (not of a job: a job's failure is its state).
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("job files: {0}")]
+    Io(#[from] std::io::Error),
+    /// The job is not in a state that allows this (retrying a running job...).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl JobsError {
+    /// The HTTP status to answer with (500: the detail belongs in the log).
+    pub fn status(&self) -> u16 {
+        match self {
+            JobsError::Conflict(_) => 409,
+            _ => 500,
+        }
+    }
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The upload itself: 413, 415 or 400 ([`UploadError::status`]).
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error(transparent)]
+    Jobs(#[from] JobsError),
+}
+
+impl SubmitError {
+    /// The HTTP status to answer with (500: the detail belongs in the log).
+    pub fn status(&self) -> u16 {
+        match self {
+            SubmitError::Upload(e) => e.status(),
+            SubmitError::Jobs(e) => e.status(),
+        }
+    }
+}
+
+impl From<StoreError> for SubmitError {
+    fn from(e: StoreError) -> Self {
+        SubmitError::Jobs(e.into())
+    }
+}
+
+/// A job with everything it did: for the job view and `GET /api/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    pub steps: Vec<JobStep>,
+    pub files: Vec<JobFile>,
+}
+
+/// The jobs service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub gateway: Arc<Gateway>,
+    pub store: Arc<dyn JobStore>,
+    pub sandbox: Arc<Sandbox>,
+    pub blobs: Blobs,
+    /// Where runs get their input folders (`data_dir/jobs-work`).
+    pub work_dir: PathBuf,
+    pub settings: Settings,
+    pub events: broadcast::Sender<JobEvent>,
+    wake: Notify,
+    /// The cancel token of each job this process is running.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Stops the workers (a shutdown, not a cancel: their jobs resume at the next start).
+    pub stop: CancellationToken,
+    /// This service's name on the leases of the jobs it runs.
+    worker_id: String,
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    pub fn emit(&self, event: JobEvent) {
+        // No listener is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+impl Jobs {
+    /// The service over `store`, keeping files under `data_dir/files`. No job runs
+    /// until [`Jobs::start`].
+    pub fn new(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn JobStore>,
+        sandbox: Arc<Sandbox>,
+        data_dir: &Path,
+        settings: Settings,
+    ) -> Jobs {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Jobs {
+            inner: Arc::new(Inner {
+                gateway,
+                store,
+                sandbox,
+                blobs: Blobs::new(data_dir),
+                work_dir: data_dir.join("jobs-work"),
+                settings,
+                events,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
+                worker_id: uuid::Uuid::new_v4().simple().to_string(),
+                workers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Puts back in the queue the jobs a stopped process left running (their
+    /// unfinished step runs again), then starts `concurrency` workers, which take
+    /// queued jobs in arrival order, and a sweeper that does the same for the jobs
+    /// of any process that dies while this one runs (their leases run out).
+    pub async fn start(&self) -> Result<(), JobsError> {
+        self.sweep().await?;
+        let mut workers = lock(&self.inner.workers);
+        for n in 0..self.inner.settings.concurrency {
+            let jobs = self.clone();
+            workers.push(tokio::spawn(async move { jobs.work(n).await }));
+        }
+        let jobs = self.clone();
+        workers.push(tokio::spawn(async move {
+            let every = jobs.inner.settings.job_lease / 3;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = jobs.inner.stop.cancelled() => return,
+                }
+                if let Err(e) = jobs.sweep().await {
+                    tracing::warn!(error = %e, "cannot sweep abandoned jobs");
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<(), JobsError> {
+        let requeued = self.inner.store.recover_jobs().await?;
+        if requeued > 0 {
+            tracing::warn!(requeued, "jobs left running by a stopped process resume");
+            for _ in 0..requeued {
+                self.inner.wake.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the workers and waits for them. Jobs they were running stay `running`
+    /// in the store, with their step unfinished: the next [`Jobs::start`] (of this
+    /// or another process) resumes them from that step.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        let workers: Vec<_> = lock(&self.inner.workers).drain(..).collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        if let Err(e) = self
+            .inner
+            .store
+            .release_job_leases(&self.inner.worker_id)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot release the leases of this server's running jobs");
+        }
+    }
+
+    /// Events of every job, from now on. Subscribe before reading a job's state, so
+    /// that no change falls between the two; a listener that falls more than 1024
+    /// events behind is told it lagged (read the job again).
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Checks the upload (by its bytes, its size, its declared pixels), stores it by
+    /// digest and queues a job for `owner`.
+    pub async fn submit(
+        &self,
+        owner: &str,
+        image: &[u8],
+        prompt: &str,
+    ) -> Result<Job, SubmitError> {
+        let s = &self.inner.settings;
+        let checked = upload::check(image, s.max_upload_bytes, s.max_image_pixels)?;
+        let blobs = self.inner.blobs.clone();
+        let bytes = image.to_vec();
+        let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
+            .map_err(JobsError::Io)?;
+        let job = self
+            .inner
+            .store
+            .create_job(
+                owner,
+                NewJob {
+                    prompt: prompt.to_owned(),
+                    image_type: checked.kind.name().to_owned(),
+                    image: NewFile {
+                        name: format!("input.{}", checked.kind.extension()),
+                        sha256: sha,
+                        size: i64::try_from(image.len()).unwrap_or(i64::MAX),
+                        content_type: checked.kind.mime().to_owned(),
+                        step_id: None,
+                    },
+                },
+            )
+            .await?;
+        self.inner.emit(JobEvent::Status {
+            job_id: job.id.clone(),
+            status: job.status.clone(),
+            step: None,
+            error: None,
+        });
+        self.inner.wake.notify_one();
+        Ok(job)
+    }
+
+    /// A job with its steps and files.
+    pub async fn job(&self, scope: &Scope<'_>, id: &str) -> Result<Option<JobView>, JobsError> {
+        let store = &self.inner.store;
+        let Some(job) = store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(JobView {
+            steps: store.steps(id).await?,
+            files: store.job_files(id).await?,
+            job,
+        }))
+    }
+
+    /// Newest first.
+    pub async fn list(&self, scope: &Scope<'_>, q: &JobListQuery) -> Result<JobPage, JobsError> {
+        Ok(self.inner.store.list_jobs(scope, q).await?)
+    }
+
+    /// Cancels a job at any step: a queued one at once; a running one's model call
+    /// is dropped or its sandbox run killed, and it ends `cancelled`. `None` when
+    /// there is no such job in scope; an ended job is returned as it is.
+    pub async fn cancel(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let job = self.inner.store.request_cancel(scope, id).await?;
+        if let Some(j) = &job {
+            if let Some(token) = lock(&self.inner.running).get(id) {
+                token.cancel();
+            } else if j.status() == JobStatus::Cancelled {
+                self.inner.emit(JobEvent::Status {
+                    job_id: j.id.clone(),
+                    status: j.status.clone(),
+                    step: j.step.clone(),
+                    error: j.error.clone(),
+                });
+            }
+        }
+        Ok(job)
+    }
+
+    /// Runs a failed or cancelled job again from the step that failed (the steps
+    /// that ended well are kept; a script that was blocked or raised gets one more
+    /// repair). `None` when there is no such job in scope.
+    pub async fn retry(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let Some(job) = self.inner.store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        if !matches!(job.status(), JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(JobsError::Conflict(format!(
+                "the job is {}; only a failed or cancelled job can be retried",
+                job.status
+            )));
+        }
+        self.requeue(scope, id).await
+    }
+
+    /// Runs code the user edited: it becomes the job's next code attempt, then goes
+    /// through the critic and the run (and repairs) as the model's would. The job
+    /// must have ended. `None` when there is no such job in scope.
+    pub async fn edit_code(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+        code: &str,
+    ) -> Result<Option<Job>, JobsError> {
+        let store = &self.inner.store;
+        let Some(job) = store.job(scope, id).await? else {
+            return Ok(None);
+        };
+        if !job.status().is_final() {
+            return Err(JobsError::Conflict(format!(
+                "the job is {}; cancel it, or wait for it to end, before running edited code",
+                job.status
+            )));
+        }
+        if code.trim().is_empty() {
+            return Err(JobsError::Conflict("the edited code is empty".into()));
+        }
+        let attempt = store
+            .steps(id)
+            .await?
+            .iter()
+            .filter(|s| s.kind == "code")
+            .map(|s| s.attempt)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let step = store
+            .begin_step(
+                id,
+                NewStep {
+                    kind: "code".into(),
+                    attempt,
+                    input: "edited by the user".into(),
+                    model: None,
+                },
+            )
+            .await?;
+        store
+            .finish_step(
+                &step.id,
+                &StepEnd {
+                    status: StepStatus::Succeeded,
+                    output: Some(code.to_owned()),
+                    detail: Some(serde_json::json!({"edited": true}).to_string()),
+                    model: None,
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                },
+            )
+            .await?;
+        self.requeue(scope, id).await
+    }
+
+    async fn requeue(&self, scope: &Scope<'_>, id: &str) -> Result<Option<Job>, JobsError> {
+        let job = self.inner.store.requeue_job(scope, id).await?;
+        if let Some(j) = &job {
+            self.inner.emit(JobEvent::Status {
+                job_id: j.id.clone(),
+                status: j.status.clone(),
+                step: j.step.clone(),
+                error: None,
+            });
+            self.inner.wake.notify_one();
+        }
+        Ok(job)
+    }
+
+    /// Deletes an ended (or queued) job; a running one must be cancelled first.
+    pub async fn delete(&self, scope: &Scope<'_>, id: &str) -> Result<bool, JobsError> {
+        Ok(self.inner.store.delete_job(scope, id).await?)
+    }
+
+    /// A job's file by its name (`input.png`, or an artifact's path): its record and
+    /// where its bytes are.
+    pub async fn file(
+        &self,
+        scope: &Scope<'_>,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<(JobFile, PathBuf)>, JobsError> {
+        if self.inner.store.job(scope, id).await?.is_none() {
+            return Ok(None);
+        }
+        let files = self.inner.store.job_files(id).await?;
+        Ok(files
+            .into_iter()
+            .find(|f| f.name == name)
+            .and_then(|f| self.inner.blobs.path(&f.sha256).map(|p| (f, p))))
+    }
+
+    /// One worker: claim the oldest queued job, run it, repeat until stopped.
+    async fn work(&self, n: usize) {
+        let inner = &self.inner;
+        loop {
+            if inner.stop.is_cancelled() {
+                return;
+            }
+            let claimed = inner
+                .store
+                .claim_next_job(&inner.worker_id, inner.settings.job_lease)
+                .await;
+            match claimed {
+                Ok(Some(job)) => self.run(job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        () = inner.wake.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        () = inner.stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = n, error = %e, "cannot take a job from the queue");
+                    tokio::select! {
+                        () = tokio::time::sleep(POLL) => {}
+                        () = inner.stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(&self, job: Job) {
+        let inner = &self.inner;
+        let token = inner.stop.child_token();
+        lock(&inner.running).insert(job.id.clone(), token.clone());
+        // A cancel that came between the claim and the line above.
+        if let Ok(Some(j)) = inner.store.job(&Scope::All, &job.id).await
+            && j.cancel_requested
+        {
+            token.cancel();
+        }
+        let keeper = tokio::spawn(keep_lease(self.clone(), job.id.clone(), token.clone()));
+        let span = tracing::info_span!("job", id = %job.id);
+        let id = job.id.clone();
+        tracing::Instrument::instrument(crate::pipeline::run(inner, job, &token), span).await;
+        keeper.abort();
+        lock(&inner.running).remove(&id);
+    }
+}
+
+/// Renews the lease on a job while it runs, and stops it when a cancel was asked
+/// for in another process (this one's cancels reach the token directly).
+async fn keep_lease(jobs: Jobs, id: String, token: CancellationToken) {
+    let inner = &jobs.inner;
+    let lease = inner.settings.job_lease;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match inner
+            .store
+            .renew_job_lease(&id, &inner.worker_id, lease)
+            .await
+        {
+            Ok(Some(true)) => token.cancel(),
+            Ok(Some(false)) => {}
+            Ok(None) => {
+                tracing::warn!(job = %id, "this worker's lease on the job was lost");
+                return;
+            }
+            Err(e) => tracing::warn!(job = %id, error = %e, "cannot renew the lease on a job"),
+        }
+    }
+}

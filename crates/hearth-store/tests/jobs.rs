@@ -1,0 +1,331 @@
+//! The job store: queue order, steps, files, cancel, restart, and the migration from
+//! the previous release's schema.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use hearth_store::{
+    ConversationStore, JobEnd, JobListQuery, JobStatus, JobStore, NewFile, NewJob, NewStep, Scope,
+    SqliteStore, StepEnd, StepStatus,
+};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn image(sha: &str) -> NewJob {
+    NewJob {
+        prompt: "plot it".into(),
+        image_type: "png".into(),
+        image: NewFile {
+            name: "input.png".into(),
+            sha256: sha.into(),
+            size: 10,
+            content_type: "image/png".into(),
+            step_id: None,
+        },
+    }
+}
+
+fn step(kind: &str) -> NewStep {
+    NewStep {
+        kind: kind.into(),
+        attempt: 1,
+        input: "in".into(),
+        model: Some("m".into()),
+    }
+}
+
+fn ended(status: StepStatus, output: &str) -> StepEnd {
+    StepEnd {
+        status,
+        output: Some(output.into()),
+        detail: None,
+        model: None,
+        prompt_tokens: Some(5),
+        completion_tokens: Some(7),
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_claimed_in_arrival_order_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let a = store.create_job("alice", image("aa")).await.unwrap();
+    let b = store.create_job("bob", image("aa")).await.unwrap();
+    assert_eq!(a.status(), JobStatus::Queued);
+    let first = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.status()),
+        (a.id.as_str(), JobStatus::Running)
+    );
+    assert!(first.started_at.is_some());
+    let second = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(second.id, b.id);
+    assert!(store.claim_next_job("w1", LEASE).await.unwrap().is_none());
+    // Owners see their own; the list is newest first and pages.
+    let mine = store
+        .list_jobs(
+            &Scope::Owner("alice"),
+            &JobListQuery {
+                limit: 10,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.data.len(), 1);
+    assert!(
+        store
+            .job(&Scope::Owner("alice"), &b.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let page = store
+        .list_jobs(
+            &Scope::All,
+            &JobListQuery {
+                limit: 1,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.data[0].id, b.id);
+    let rest = store
+        .list_jobs(
+            &Scope::All,
+            &JobListQuery {
+                limit: 1,
+                cursor: page.next_cursor,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (rest.data[0].id.as_str(), rest.next_cursor),
+        (a.id.as_str(), None)
+    );
+}
+
+#[tokio::test]
+async fn steps_files_and_the_end_are_recorded() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let job = store.create_job("anonymous", image("aa")).await.unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    let s0 = store.begin_step(&job.id, step("vision")).await.unwrap();
+    assert_eq!((s0.seq, s0.status()), (0, StepStatus::Running));
+    store
+        .finish_step(&s0.id, &ended(StepStatus::Succeeded, "a chart"))
+        .await
+        .unwrap();
+    let s1 = store.begin_step(&job.id, step("run")).await.unwrap();
+    assert_eq!(s1.seq, 1);
+    store
+        .add_artifact(
+            &job.id,
+            NewFile {
+                name: "chart.png".into(),
+                sha256: "bb".into(),
+                size: 3,
+                content_type: "image/png".into(),
+                step_id: Some(s1.id.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_step(&s1.id, &ended(StepStatus::Succeeded, ""))
+        .await
+        .unwrap();
+    let done = store
+        .finish_job(
+            &job.id,
+            &JobEnd {
+                status: JobStatus::Succeeded,
+                error: None,
+                error_code: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status(), JobStatus::Succeeded);
+    assert_eq!(done.step.as_deref(), Some("run"));
+    // An ended job does not end again.
+    let again = JobEnd {
+        status: JobStatus::Failed,
+        error: None,
+        error_code: None,
+    };
+    assert!(store.finish_job(&job.id, &again).await.unwrap().is_none());
+    let steps = store.steps(&job.id).await.unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].output.as_deref(), Some("a chart"));
+    assert_eq!(
+        (steps[0].prompt_tokens, steps[0].completion_tokens),
+        (Some(5), Some(7))
+    );
+    assert!(steps[0].duration_ms.is_some());
+    let files = store.job_files(&job.id).await.unwrap();
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| (f.role.as_str(), f.name.as_str()))
+        .collect();
+    assert_eq!(names, [("input", "input.png"), ("artifact", "chart.png")]);
+    // A finished job can be deleted, with its steps.
+    assert!(
+        !store
+            .delete_job(&Scope::Owner("someone"), &job.id)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_job(&Scope::All, &job.id).await.unwrap());
+    assert!(store.steps(&job.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cancel_ends_a_queued_job_and_flags_a_running_one() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let running = store.create_job("anonymous", image("aa")).await.unwrap();
+    let queued = store.create_job("anonymous", image("aa")).await.unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    let q = store
+        .request_cancel(&Scope::All, &queued.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q.status(), JobStatus::Cancelled);
+    let r = store
+        .request_cancel(&Scope::All, &running.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), JobStatus::Running);
+    assert!(r.cancel_requested);
+    assert!(store.claim_next_job("w1", LEASE).await.unwrap().is_none());
+    assert!(
+        store
+            .request_cancel(&Scope::Owner("x"), &running.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_restart_requeues_running_jobs_and_interrupts_their_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let job = store.create_job("anonymous", image("aa")).await.unwrap();
+    store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    let s = store.begin_step(&job.id, step("vision")).await.unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    // Its worker's lease still runs: nothing is taken from it.
+    assert_eq!(store.recover_jobs().await.unwrap(), 0);
+    assert_eq!(store.release_job_leases("w1").await.unwrap(), 1);
+    assert_eq!(store.recover_jobs().await.unwrap(), 1);
+    let steps = store.steps(&job.id).await.unwrap();
+    assert_eq!(
+        (steps[0].id.as_str(), steps[0].status()),
+        (s.id.as_str(), StepStatus::Interrupted)
+    );
+    let again = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(again.id, job.id);
+    assert_eq!(
+        again.started_at,
+        store
+            .job(&Scope::All, &job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .started_at
+    );
+}
+
+#[tokio::test]
+async fn the_previous_releases_database_gets_the_job_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("migrations");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["0001_conversations.sql", "0002_owners_and_reply_leases.sql"] {
+        std::fs::copy(
+            format!("{}/migrations/{f}", env!("CARGO_MANIFEST_DIR")),
+            old.join(f),
+        )
+        .unwrap();
+    }
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", data.join("hearth.db").display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO conversations (id, title, created_at, updated_at, owner) VALUES ('c1', 'old', 1, 1, 'k')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert!(
+        store
+            .conversation(&Scope::Owner("k"), "c1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let job = store.create_job("k", image("aa")).await.unwrap();
+    assert_eq!(
+        store
+            .job(&Scope::Owner("k"), &job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .prompt,
+        "plot it"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_shows_a_cancel_and_an_expired_one_is_taken_back() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    let job = store.create_job("anonymous", image("aa")).await.unwrap();
+    store
+        .claim_next_job("w1", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = Duration::from_millis(200);
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w2", lease).await.unwrap(),
+        None
+    );
+    store.request_cancel(&Scope::All, &job.id).await.unwrap();
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        Some(true)
+    );
+    assert_eq!(store.recover_jobs().await.unwrap(), 0);
+    // Its worker died: once the lease ran out, the cancel it never saw is applied.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.recover_jobs().await.unwrap();
+    let j = store.job(&Scope::All, &job.id).await.unwrap().unwrap();
+    assert_eq!(j.status(), JobStatus::Cancelled);
+    assert_eq!(
+        store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        None
+    );
+}
