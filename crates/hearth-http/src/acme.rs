@@ -255,6 +255,8 @@ pub(crate) struct Acme {
     directory_url: String,
     directory_ca: Option<PathBuf>,
     dir: PathBuf,
+    /// Where Hearth's listener accepts, as reached from this host.
+    listen: Option<std::net::SocketAddr>,
     resolver: Arc<Resolver>,
     status: Mutex<AcmeStatus>,
     /// One order at a time (the task's and [`Acme::order`] from a caller).
@@ -266,6 +268,7 @@ impl Acme {
     pub(crate) fn new(
         config: &TlsConfig,
         data_dir: &Path,
+        listen: &str,
         resolver: Arc<Resolver>,
     ) -> Result<Acme, TlsError> {
         if config.domains.is_empty() {
@@ -284,6 +287,15 @@ impl Acme {
             directory_url: url,
             directory_ca: config.directory_ca.clone(),
             dir,
+            listen: listen.parse::<std::net::SocketAddr>().ok().map(|mut a| {
+                if a.ip().is_unspecified() {
+                    a.set_ip(match a {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                a
+            }),
             resolver,
             status: Mutex::new(AcmeStatus {
                 domains: config.domains.clone(),
@@ -363,11 +375,27 @@ impl Acme {
         result
     }
 
+    /// Waits (up to a minute) until Hearth's listener accepts: the task starts
+    /// while the server is still being built, and a check the CA makes before
+    /// the listener is up would count as a failed validation.
+    async fn wait_listening(&self) {
+        let Some(addr) = self.listen else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(listen = %addr, "the listener does not accept yet; ordering anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn order_with(&self, account: &mut Option<Account>) -> Result<(), AcmeError> {
         let protocol = |source| AcmeError::Protocol {
             url: self.directory_url.clone(),
             source,
         };
+        self.wait_listening().await;
         let account = match account {
             Some(a) => a.clone(),
             None => account.insert(self.account().await?).clone(),

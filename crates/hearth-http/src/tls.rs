@@ -170,7 +170,7 @@ impl Tls {
         let mut acme = None;
         if config.mode == TlsMode::Acme {
             server.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
-            let a = Arc::new(Acme::new(config, data_dir, current.clone())?);
+            let a = Arc::new(Acme::new(config, data_dir, listen, current.clone())?);
             if a.load_stored()? {
                 tracing::info!(cert = %a.cert_path().display(), "serving the stored ACME certificate");
             } else {

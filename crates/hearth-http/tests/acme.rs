@@ -257,16 +257,18 @@ async fn issues_from_pebble_reuses_it_at_restart_and_renews_on_demand() {
     if !have_pebble() {
         return;
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let pebble = Pebble::start(addr.port()).await;
     let data = tempfile::tempdir().unwrap();
     let config = acme_config(&pebble.directory_url, Some(&pebble.own_ca));
 
-    // First start: no certificate, so one is ordered and validated on this listener.
+    // First start: no certificate, so one is ordered and validated on this
+    // listener, once it accepts (as in the server, it is bound after the set-up).
     let tls = Tls::from_config(&config, data.path(), &addr.to_string())
         .unwrap()
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let listener = TcpListener::bind(addr).await.unwrap();
     let stop = serve(listener, tls.clone());
     wait_issued(&tls).await;
     assert!(
