@@ -66,7 +66,8 @@ pub enum AcmeError {
 
 const REACH: &str = "the CA could not reach this host for the domain check: the domain's DNS \
     record must point at this machine, and port 443 must be open to the internet (firewall, \
-    cloud security group) and reach Hearth; `systemctl reload hearth` retries at once";
+    cloud security group) and reach Hearth; SIGHUP (`systemctl kill -s HUP hearth`) retries \
+    at once";
 
 impl AcmeError {
     /// What the operator should check, for the log line and the banner.
