@@ -36,6 +36,8 @@ pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 const CHECK_EVERY: Duration = Duration::from_secs(12 * 3600);
 /// Renew at the latest this long before expiry.
 const RENEW_BEFORE_AT_MOST: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The least time between two issued certificates' orders by the task.
+const MIN_BETWEEN_ORDERS: Duration = Duration::from_secs(3600);
 /// How long the CA gets to validate and issue before an attempt counts as failed.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -569,20 +571,24 @@ fn challenge_cert(domain: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError
 /// [`backoff`]. Ends when the [`Acme`] is dropped.
 async fn keep_renewed(acme: Weak<Acme>) {
     let mut failures = 0u32;
+    // No new order this soon after an issued one, whatever the certificate says
+    // (a validity that cannot be read, or a lifetime shorter than the renewal
+    // margin, must not turn into an order loop against the CA's limits).
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     loop {
         let Some(strong) = acme.upgrade() else { return };
-        let wait = match strong.status().validity {
-            Some(v) => match renewal(v, SystemTime::now()) {
-                Renewal::Due => None,
-                Renewal::CheckIn(d) => Some(d),
-            },
-            None => None,
+        let due = match strong.status().validity {
+            Some(v) => renewal(v, SystemTime::now()),
+            None => Renewal::Due,
         };
-        let wait = match wait {
-            Some(d) => d,
-            None => match strong.order().await {
+        let now = tokio::time::Instant::now();
+        let wait = match (due, quiet_until) {
+            (Renewal::CheckIn(d), _) => d,
+            (Renewal::Due, Some(until)) if until > now => until - now,
+            (Renewal::Due, _) => match strong.order().await {
                 Ok(()) => {
                     failures = 0;
+                    quiet_until = Some(tokio::time::Instant::now() + MIN_BETWEEN_ORDERS);
                     continue;
                 }
                 Err(e) => {

@@ -394,3 +394,34 @@ async fn a_failed_domain_check_is_reported_with_what_to_check() {
     assert!(line.contains("port 443 must be open"), "{line}");
     assert_eq!(status.validity, None);
 }
+
+#[tokio::test]
+async fn an_acme_tls_handshake_gets_no_certificate_when_no_order_is_pending() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = acme_config(&format!("https://127.0.0.1:{}/dir", free_port()), None);
+    let tls = Tls::from_config(&config, data.path(), &addr.to_string())
+        .unwrap()
+        .unwrap();
+    let _stop = serve(listener, tls.clone());
+    // A client asking for `acme-tls/1` alone, as a CA does: with no challenge for
+    // the name, the server has no certificate to show (not even the stand-in).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("hearth.test").unwrap();
+    let err = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .unwrap_err();
+    // The server refused (an alert), rather than sending a certificate the
+    // client then distrusted.
+    let text = err.to_string();
+    assert!(text.contains("received fatal alert"), "{text}");
+}
