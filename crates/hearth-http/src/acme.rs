@@ -309,13 +309,16 @@ impl Acme {
         })
     }
 
-    /// The certificate's file (it exists once one was issued).
+    /// The certificate's file (it exists once one was issued): named after the
+    /// domains, so that other names make another order.
     pub(crate) fn cert_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.crt", self.domains.join("+")))
+        self.dir
+            .join(format!("{}.crt", file_safe(&self.domains.join("+"))))
     }
 
     fn key_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.key", self.domains.join("+")))
+        self.dir
+            .join(format!("{}.key", file_safe(&self.domains.join("+"))))
     }
 
     pub(crate) fn status(&self) -> AcmeStatus {
@@ -539,9 +542,16 @@ fn directory_folder(url: &str) -> String {
         .split('/')
         .next()
         .unwrap_or_default();
-    host.chars()
+    file_safe(host)
+}
+
+/// `name` with anything but letters, digits, `.`, `-` and `+` as `_`: no `/`
+/// can take a file out of its folder (the config's checks already allow only
+/// DNS names; an embedder's config is not checked).
+fn file_safe(name: &str) -> String {
+    name.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+') {
                 c
             } else {
                 '_'
