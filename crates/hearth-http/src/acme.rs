@@ -258,6 +258,10 @@ pub(crate) struct Acme {
     directory_url: String,
     directory_ca: Option<PathBuf>,
     dir: PathBuf,
+    /// The certificate's file and its key's: named after the domains, so that
+    /// other names make another order.
+    cert: PathBuf,
+    key: PathBuf,
     /// Where Hearth's listener accepts, as reached from this host.
     listen: Option<std::net::SocketAddr>,
     resolver: Arc<Resolver>,
@@ -284,7 +288,10 @@ impl Acme {
             .join("tls")
             .join("acme")
             .join(directory_folder(&url));
+        let name = file_safe(&config.domains.join("+"));
         Ok(Acme {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
             domains: config.domains.clone(),
             email: config.email.clone(),
             directory_url: url,
@@ -309,16 +316,9 @@ impl Acme {
         })
     }
 
-    /// The certificate's file (it exists once one was issued): named after the
-    /// domains, so that other names make another order.
-    pub(crate) fn cert_path(&self) -> PathBuf {
-        self.dir
-            .join(format!("{}.crt", file_safe(&self.domains.join("+"))))
-    }
-
-    fn key_path(&self) -> PathBuf {
-        self.dir
-            .join(format!("{}.key", file_safe(&self.domains.join("+"))))
+    /// The certificate's file (it exists once one was issued).
+    pub(crate) fn cert_path(&self) -> &Path {
+        &self.cert
     }
 
     pub(crate) fn status(&self) -> AcmeStatus {
@@ -334,11 +334,10 @@ impl Acme {
 
     /// The stored certificate, when there is one for these names: served from now on.
     pub(crate) fn load_stored(&self) -> Result<bool, TlsError> {
-        let (cert, key) = (self.cert_path(), self.key_path());
-        if !cert.exists() || !key.exists() {
+        if !self.cert.exists() || !self.key.exists() {
             return Ok(false);
         }
-        let certified = crate::tls::load_pair(&cert, &key)?;
+        let certified = crate::tls::load_pair(&self.cert, &self.key)?;
         self.install(certified);
         Ok(true)
     }
@@ -459,15 +458,15 @@ impl Acme {
             .map_err(|e| AcmeError::Key(e.to_string()))?;
         order.finalize_csr(csr.der()).await.map_err(protocol)?;
         let chain = order.poll_certificate(&retry).await.map_err(protocol)?;
-        let (cert, key_file) = (self.cert_path(), self.key_path());
+        let (cert, key_file) = (&self.cert, &self.key);
         let write_err = |source| AcmeError::Write {
             dir: self.dir.clone(),
             source,
         };
         // The key first: a certificate on disk always has its key beside it.
-        crate::tls::write_private(&key_file, &key.serialize_pem()).map_err(write_err)?;
-        crate::tls::write_private(&cert, &chain).map_err(write_err)?;
-        self.install(crate::tls::load_pair(&cert, &key_file)?);
+        crate::tls::write_private(key_file, &key.serialize_pem()).map_err(write_err)?;
+        crate::tls::write_private(cert, &chain).map_err(write_err)?;
+        self.install(crate::tls::load_pair(cert, key_file)?);
         let until = self.status().validity.map(|v| httpdate(v.not_after));
         tracing::info!(cert = %cert.display(), valid_until = until.as_deref().unwrap_or("?"), "TLS certificate issued (ACME); serving it from the next handshake");
         Ok(())

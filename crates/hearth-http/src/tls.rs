@@ -196,10 +196,10 @@ impl Tls {
 
     /// The certificate file served (for the banner and the docs' "pin this"); with
     /// ACME, where the issued one is (or will be) stored.
-    pub fn cert_path(&self) -> PathBuf {
+    pub fn cert_path(&self) -> &Path {
         match &self.acme {
             Some(acme) => acme.cert_path(),
-            None => self.source.cert.clone(),
+            None => &self.source.cert,
         }
     }
 

@@ -277,7 +277,7 @@ async fn issues_from_pebble_reuses_it_at_restart_and_renews_on_demand() {
         pebble.log()
     );
     let root = pebble.issuing_root().await;
-    let cert = tls.cert_path();
+    let cert = tls.cert_path().to_path_buf();
     for domain in DOMAINS {
         assert_eq!(get_health(addr, domain, &root).await, pem_leaf(&cert));
     }
