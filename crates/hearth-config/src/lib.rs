@@ -30,8 +30,8 @@ pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, pa
 pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
 pub use server::{
-    HealthConfig, KeyConfig, LimitsConfig, LogConfig, LogFormat, ResolvedKey, SandboxConfig,
-    ServerConfig, StorageConfig, TlsConfig, TlsMode,
+    HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsConfig, LogConfig,
+    LogFormat, ResolvedKey, SandboxConfig, ServerConfig, StorageConfig, TlsConfig, TlsMode,
 };
 
 /// The name the default embedded model is served under.

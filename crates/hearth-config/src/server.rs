@@ -61,6 +61,31 @@ pub struct TlsConfig {
     /// `self-signed`: more names (DNS names or IP addresses) for the certificate,
     /// beside `localhost`, the host's name, loopback and the listen address.
     pub names: Vec<String>,
+    /// `acme`: the DNS names the certificate is for (the first is its subject).
+    /// Each must resolve to this machine, and port 443 must reach Hearth: the CA
+    /// checks with TLS-ALPN-01 on Hearth's own listener.
+    pub domains: Vec<String>,
+    /// `acme`: the contact address given to the CA (optional for Let's Encrypt).
+    pub email: Option<String>,
+    /// `acme`: the CA's directory; Let's Encrypt production by default
+    /// ([`LETS_ENCRYPT_STAGING`] to try a set-up without touching its rate limits).
+    pub directory_url: Option<String>,
+    /// `acme`: more CA certificates (PEM) to trust for the directory's own HTTPS,
+    /// for a private or test CA; the public roots are trusted anyway.
+    pub directory_ca: Option<PathBuf>,
+}
+
+/// Let's Encrypt's production directory: `[server.tls] mode = "acme"` by default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory: certificates no browser trusts, far higher
+/// rate limits; for trying a set-up.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+impl TlsConfig {
+    /// The ACME directory in use: `directory_url`, or Let's Encrypt production.
+    pub fn directory_url(&self) -> &str {
+        self.directory_url.as_deref().unwrap_or(LETS_ENCRYPT)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +99,9 @@ pub enum TlsMode {
     SelfSigned,
     /// A certificate and key from files (e.g. certbot's), reloaded on SIGHUP.
     Files,
+    /// A certificate from an ACME CA (Let's Encrypt by default) for `domains`,
+    /// kept in `data_dir/tls/acme` and renewed before it expires.
+    Acme,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -263,7 +263,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             vec![key("server"), key("listen")],
             format!(
                 "serving plain HTTP on {addr} (not loopback) would send keys and chats in the clear: \
-                 set [server.tls] mode = \"self-signed\" or \"files\", or allow_plain_http = true \
+                 set [server.tls] mode = \"acme\", \"self-signed\" or \"files\", or allow_plain_http = true \
                  when a proxy in front terminates HTTPS (or listen on 127.0.0.1)"
             ),
         );
@@ -277,6 +277,15 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                     format!("`mode = \"files\"` needs `{name}` (a PEM file)"),
                 );
             }
+        }
+    }
+    if tls.mode == TlsMode::Acme {
+        for (path, message) in acme_problems(tls, listen.as_ref().ok()) {
+            let at = match path {
+                Some(k) => vec![key("server"), key("tls"), key(k)],
+                None => vec![key("server"), key("listen")],
+            };
+            push(at, message);
         }
     }
     if config.limits.max_body_bytes < 1024 {
@@ -380,4 +389,99 @@ fn jobs(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
             ),
         );
     }
+}
+
+/// What keeps `[server.tls] mode = "acme"` from working: (key under
+/// `server.tls`, or none for `server.listen`; the message with its fix).
+fn acme_problems(
+    tls: &crate::TlsConfig,
+    listen: Option<&SocketAddr>,
+) -> Vec<(Option<&'static str>, String)> {
+    let mut out = Vec::new();
+    if tls.domains.is_empty() {
+        out.push((
+            Some("domains"),
+            "`mode = \"acme\"` needs the DNS name(s) to get a certificate for, e.g. \
+             domains = [\"gpu.example.com\"], each with a DNS record pointing at this machine"
+                .to_owned(),
+        ));
+    }
+    for d in &tls.domains {
+        let problem = if d.parse::<std::net::IpAddr>().is_ok() {
+            Some(format!(
+                "`{d}` is an IP address: ACME certificates here are for DNS names; give a DNS name \
+                 that points at it, or use mode = \"self-signed\""
+            ))
+        } else if d.starts_with("*.") {
+            Some(format!(
+                "`{d}`: a wildcard needs the DNS-01 challenge, which Hearth does not answer; \
+                 list each name instead"
+            ))
+        } else if !is_dns_name(d) {
+            Some(format!(
+                "`{d}` is not a DNS name (letters, digits, `-` and dots, e.g. \"gpu.example.com\")"
+            ))
+        } else if !d.contains('.') || d.eq_ignore_ascii_case("localhost") {
+            Some(format!(
+                "`{d}` is not a public name the CA can look up: give a full name such as \
+                 \"gpu.example.com\""
+            ))
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            out.push((Some("domains"), p));
+        }
+    }
+    if let Some(email) = &tls.email {
+        let ok = email
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+            && !email.starts_with("mailto:")
+            && !email.contains(char::is_whitespace);
+        if !ok {
+            out.push((
+                Some("email"),
+                format!("`{email}` is not an e-mail address (write it as \"admin@example.com\")"),
+            ));
+        }
+    }
+    if let Some(url) = &tls.directory_url
+        && !url.starts_with("https://")
+    {
+        out.push((
+            Some("directory_url"),
+            format!(
+                "`{url}` is not an https:// URL; Let's Encrypt's is \"{}\" (staging: \"{}\")",
+                crate::LETS_ENCRYPT,
+                crate::LETS_ENCRYPT_STAGING
+            ),
+        ));
+    }
+    if let Some(addr) = listen
+        && addr.port() != 443
+    {
+        out.push((
+            None,
+            format!(
+                "`mode = \"acme\"` proves the domain with TLS-ALPN-01, for which the CA connects \
+                 to port 443, but Hearth listens on port {}: listen on \"0.0.0.0:443\" (or \"[::]:443\")",
+                addr.port()
+            ),
+        ));
+    }
+    out
+}
+
+/// A DNS name as an ACME order takes it: dot-separated labels of letters, digits
+/// and inner hyphens.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }

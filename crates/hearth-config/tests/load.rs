@@ -516,3 +516,59 @@ block_bandit_severity = "severe"
         assert!(e.contains(want), "missing {want:?} in:\n{e}");
     }
 }
+
+#[test]
+fn acme_needs_public_dns_names_and_port_443() {
+    let keys = MapEnv::new([("HEARTH_API_KEYS", "sk-12345678")]);
+    let ok = "[server]\nlisten = \"0.0.0.0:443\"\n[server.tls]\nmode = \"acme\"\n\
+              domains = [\"gpu.example.com\"]\nemail = \"admin@example.com\"\n";
+    let c = load_str(ok, "hearth.toml", &keys).unwrap();
+    assert_eq!(c.server.tls.directory_url(), hearth_config::LETS_ENCRYPT);
+
+    let e = errors(
+        "[server]\nlisten = \"0.0.0.0:443\"\n[server.tls]\nmode = \"acme\"\n",
+        &keys,
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("server.tls.domains"), "{}", e[0]);
+    assert!(e[0].contains("domains = [\"gpu.example.com\"]"), "{}", e[0]);
+
+    for (domain, says) in [
+        ("203.0.113.7", "is an IP address"),
+        ("*.example.com", "wildcard needs the DNS-01"),
+        ("localhost", "not a public name"),
+        ("bad_name.example.com", "not a DNS name"),
+    ] {
+        let e = errors(
+            &format!(
+                "[server]\nlisten = \"0.0.0.0:443\"\n[server.tls]\nmode = \"acme\"\ndomains = [\"{domain}\"]\n"
+            ),
+            &keys,
+        );
+        assert_eq!(e.len(), 1, "{domain}: {e:?}");
+        assert!(
+            e[0].contains("server.tls.domains") && e[0].contains(says),
+            "{}",
+            e[0]
+        );
+    }
+
+    let e = errors(
+        "[server]\nlisten = \"0.0.0.0:8443\"\n[server.tls]\nmode = \"acme\"\n\
+         domains = [\"gpu.example.com\"]\nemail = \"not-an-address\"\ndirectory_url = \"http://ca/dir\"\n",
+        &keys,
+    );
+    assert_eq!(e.len(), 3, "{e:?}");
+    assert!(e.iter().any(|l| l.contains("server.tls.email")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("server.tls.directory_url") && l.contains("acme-staging-v02")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|l| l.contains("server.listen")
+            && l.contains("TLS-ALPN-01")
+            && l.contains("0.0.0.0:443")),
+        "{e:?}"
+    );
+}

@@ -310,6 +310,7 @@ impl Manifest {
                 ),
             ));
         }
+        let domain_span = h.domain.as_ref().map(Spanned::span);
         let domain = h
             .domain
             .map(Spanned::into_inner)
@@ -338,18 +339,32 @@ impl Manifest {
                         .into(),
                 ));
             }
-            // Checked first so that the manifest is right the day it lands.
-            return Err(at(
-                span,
-                "hearth.tls",
-                format!(
-                    "`tls = \"acme\"` is not built into Hearth yet: use `tls = \"files\"` with \
-                     certbot's certificate in {TLS_CERT} and {TLS_KEY} (its deploy hook sends \
-                     Hearth SIGHUP), or `tls = \"self-signed\"`"
-                ),
-            ));
+            let domain = domain.as_deref().unwrap_or_default();
+            if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
+                return Err(at(
+                    domain_span,
+                    "hearth.domain",
+                    format!(
+                        "`{domain}` is not a public DNS name: a CA certifies names such as \
+                         \"llm.example.com\" whose DNS points at the host (for an IP address \
+                         use `tls = \"self-signed\"`)"
+                    ),
+                ));
+            }
+            // The CA checks the domain with TLS-ALPN-01 on port 443, which is
+            // Hearth's own listener.
+            if split_listen(&listen).is_some_and(|(_, port)| port != 443) {
+                return Err(at(
+                    listen_span,
+                    "hearth.listen",
+                    format!(
+                        "`tls = \"acme\"` needs Hearth on port 443 (the CA connects there to \
+                         check the domain), but `listen = \"{listen}\"`; use \"0.0.0.0:443\" \
+                         or leave `listen` out"
+                    ),
+                ));
+            }
         }
-
         let r = raw.release;
         let version = r.version.get_ref();
         if version.is_empty()
@@ -511,9 +526,7 @@ impl Manifest {
         match self.hearth.tls {
             Tls::Off if self.hearth.allow_plain_http => "allow_plain_http = true\n".into(),
             Tls::Off => String::new(),
-            // Refused when parsed (not built in yet); self-signed keeps HTTPS if a
-            // manifest is built by hand.
-            Tls::SelfSigned | Tls::Acme => {
+            Tls::SelfSigned => {
                 let names = self
                     .hearth
                     .domain
@@ -522,6 +535,16 @@ impl Manifest {
                     .unwrap_or_default();
                 format!("\n[server.tls]\nmode = \"self-signed\"\n{names}")
             }
+            // Both are required when parsed.
+            Tls::Acme => format!(
+                "\n[server.tls]\n\
+                 # A certificate from Let's Encrypt, renewed by Hearth itself (kept in data_dir).\n\
+                 mode = \"acme\"\n\
+                 domains = [{}]\n\
+                 email = {}\n",
+                q(self.hearth.domain.as_deref().unwrap_or_default()),
+                q(self.hearth.admin_email.as_deref().unwrap_or_default())
+            ),
             Tls::Files => format!(
                 "\n[server.tls]\nmode = \"files\"\ncert = {}\nkey = {}\n",
                 q(TLS_CERT),

@@ -192,13 +192,53 @@ fn acme_needs_domain_and_email() {
             .contains("set `admin_email = \"you@example.com\"`"),
         "{e}"
     );
-    // Complete, it is refused until Hearth does ACME, saying what to use instead.
+    // A domain is a public DNS name, and the CA checks it on port 443.
     let e = err(&acme.replace(
         "tls = \"acme\"",
-        "tls = \"acme\"\ndomain = \"llm.example.com\"\nadmin_email = \"a@example.com\"",
+        "tls = \"acme\"\ndomain = \"203.0.113.10\"\nadmin_email = \"a@example.com\"",
     ));
-    assert_eq!(e.key, "hearth.tls");
-    assert!(e.to_string().contains("not built into Hearth yet"), "{e}");
+    assert_eq!((e.line, e.key.as_str()), (Some(8), "hearth.domain"));
+    assert!(e.message.contains("not a public DNS name"), "{e}");
+    let e = err(&acme.replace(
+        "tls = \"acme\"",
+        "tls = \"acme\"\ndomain = \"llm.example.com\"\nadmin_email = \"a@example.com\"\nlisten = \"0.0.0.0:8443\"",
+    ));
+    assert_eq!((e.line, e.key.as_str()), (Some(10), "hearth.listen"));
+    assert!(e.message.contains("needs Hearth on port 443"), "{e}");
+}
+
+#[test]
+fn acme_renders_its_tls_section_and_opens_only_443() {
+    let acme = MINIMAL.replace(
+        "tls = \"off\"",
+        "tls = \"acme\"\ndomain = \"llm.example.com\"\nadmin_email = \"ops@example.com\"",
+    );
+    let m = Manifest::from_str(&acme, "deploy.toml").unwrap();
+    assert_eq!(m.hearth.listen, "0.0.0.0:443");
+    let toml = m.hearth_toml();
+    assert!(
+        toml.contains(
+            "mode = \"acme\"\ndomains = [\"llm.example.com\"]\nemail = \"ops@example.com\"\n"
+        ),
+        "{toml}"
+    );
+    // Hearth accepts it as is (a key in the environment stands in for key_file).
+    let toml = toml.replace("key_file = \"/etc/hearth/credentials\"", "key_env = \"K\"");
+    let config = hearth_config::load_str(
+        &toml,
+        "hearth.toml",
+        &hearth_config::MapEnv::new([("K", "sk-123456789")]),
+    )
+    .unwrap_or_else(|e| panic!("hearth-config rejects the acme hearth.toml: {e}"));
+    assert_eq!(config.server.tls.mode, hearth_config::TlsMode::Acme);
+    assert_eq!(config.server.tls.domains, ["llm.example.com"]);
+    assert_eq!(
+        config.server.tls.directory_url(),
+        hearth_config::LETS_ENCRYPT
+    );
+    // TLS-ALPN-01 comes to Hearth's own port: nothing on 80.
+    let install = render::render("install-sh", &m).unwrap();
+    assert!(install.contains("HEARTH_PORTS='443'\n"), "443 only");
 }
 
 #[test]

@@ -15,10 +15,12 @@
 //! - `app`: [`App`] and [`AppBuilder`]; the hot path ([`FastRoutes`]).
 //! - [`serve`]: the accept loop on a bound listener until a shutdown future resolves
 //!   (tests bind port 0).
-//! - [`tls`]: HTTPS (`[server.tls]`): self-signed or from files, reloadable.
+//! - [`tls`]: HTTPS (`[server.tls]`): self-signed, from files (reloadable) or
+//!   from an ACME CA ([`acme`]: ordered, answered with TLS-ALPN-01, renewed).
 //! - [`auth`], [`request_log`], `cors`, [`body`], [`error`], [`sse`], [`metrics`],
 //!   `routes/` (health, metrics), `state` ([`HttpState`]).
 
+pub mod acme;
 mod app;
 pub mod auth;
 pub mod body;
@@ -100,6 +102,8 @@ pub async fn serve<F: FastRoutes>(
                     )
                     .await
                     {
+                        // The CA's TLS-ALPN-01 check ends with its handshake.
+                        Ok(Ok(s)) if tls::is_acme_challenge(s.get_ref().1) => return,
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");

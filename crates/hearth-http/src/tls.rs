@@ -4,8 +4,11 @@
 //! addresses, kept in `data_dir/tls/` so that it stays the same across restarts
 //! (clients pin it). `files`: a certificate and key read from PEM files (certbot's,
 //! a company CA's), read again by [`Tls::reload`] (SIGHUP) without dropping a
-//! connection: the next handshake uses the new one.
+//! connection: the next handshake uses the new one. `acme`: a certificate from an
+//! ACME CA, ordered and renewed by [`crate::acme`] and swapped in the same way; the
+//! resolver also answers the CA's TLS-ALPN-01 handshakes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -16,6 +19,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
+
+use crate::acme::{ACME_TLS_ALPN, Acme, AcmeError, AcmeStatus};
 
 /// Why HTTPS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +55,9 @@ struct Source {
 /// A TLS acceptor whose certificate can be swapped while serving.
 pub struct Tls {
     acceptor: TlsAcceptor,
-    current: Arc<Current>,
+    current: Arc<Resolver>,
     source: Source,
+    acme: Option<Arc<Acme>>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -60,19 +66,72 @@ impl std::fmt::Debug for Tls {
     }
 }
 
-/// The certificate handshakes use now.
+/// The certificate handshakes use now, and the ACME challenge certificates by
+/// name while an order is being validated.
 #[derive(Debug)]
-struct Current(RwLock<Arc<CertifiedKey>>);
+pub(crate) struct Resolver {
+    current: RwLock<Arc<CertifiedKey>>,
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+}
 
-impl ResolvesServerCert for Current {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+impl Resolver {
+    fn new(key: CertifiedKey) -> Resolver {
+        Resolver {
+            current: RwLock::new(Arc::new(key)),
+            challenges: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn set_current(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+
+    pub(crate) fn add_challenge(&self, domain: &str, key: Arc<CertifiedKey>) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.to_ascii_lowercase(), key);
+    }
+
+    pub(crate) fn clear_challenges(&self) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // The CA's TLS-ALPN-01 check offers `acme-tls/1` alone; it gets the
+        // challenge certificate for the name it asks, and nothing else does.
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .challenges
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&name)
+                .cloned();
+        }
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
 impl Tls {
     /// HTTPS as `config` asks, or `None` for plain HTTP. A self-signed certificate
     /// is made (once) under `data_dir/tls/` for `listen` and the host's names.
+    /// `acme` starts its ordering and renewing task on the current tokio runtime
+    /// (it ends when the returned `Tls` is dropped); until a certificate is issued
+    /// a temporary self-signed one is served.
     pub fn from_config(
         config: &TlsConfig,
         data_dir: &Path,
@@ -92,9 +151,15 @@ impl Tls {
                 }
             },
             TlsMode::SelfSigned => self_signed(&data_dir.join("tls"), &names(config, listen))?,
+            TlsMode::Acme => {
+                // The stand-in until the CA's certificate is there.
+                let mut names = names(config, listen);
+                names.extend(config.domains.iter().cloned());
+                self_signed(&data_dir.join("tls"), &names)?
+            }
         };
         let key = load(&source)?;
-        let current = Arc::new(Current(RwLock::new(Arc::new(key))));
+        let current = Arc::new(Resolver::new(key));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -102,10 +167,26 @@ impl Tls {
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut acme = None;
+        if config.mode == TlsMode::Acme {
+            server.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+            let a = Arc::new(Acme::new(config, data_dir, listen, current.clone())?);
+            if a.load_stored()? {
+                tracing::info!(cert = %a.cert_path().display(), "serving the stored ACME certificate");
+            } else {
+                tracing::info!(
+                    domains = %config.domains.join(", "),
+                    "no ACME certificate yet: serving a temporary self-signed one until it is issued"
+                );
+            }
+            Acme::spawn(&a)?;
+            acme = Some(a);
+        }
         Ok(Some(Arc::new(Tls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
             current,
             source,
+            acme,
         })))
     }
 
@@ -113,17 +194,48 @@ impl Tls {
         &self.acceptor
     }
 
-    /// The certificate file served (for the banner and the docs' "pin this").
+    /// The certificate file served (for the banner and the docs' "pin this"); with
+    /// ACME, where the issued one is (or will be) stored.
     pub fn cert_path(&self) -> &Path {
-        &self.source.cert
+        match &self.acme {
+            Some(acme) => acme.cert_path(),
+            None => &self.source.cert,
+        }
     }
 
     /// Reads the certificate and key again; on an error the one in use stays.
+    /// With ACME: the stored certificate, if there is one, and a fresh look at
+    /// whether it is due.
     pub fn reload(&self) -> Result<(), TlsError> {
+        if let Some(acme) = &self.acme {
+            acme.load_stored()?;
+            acme.wake();
+            return Ok(());
+        }
         let key = load(&self.source)?;
-        *self.current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        self.current.set_current(Arc::new(key));
         Ok(())
     }
+
+    /// Where ACME stands (`None` in the other modes): for the status file.
+    pub fn acme_status(&self) -> Option<AcmeStatus> {
+        self.acme.as_ref().map(|a| a.status())
+    }
+
+    /// Orders a new ACME certificate now, whether or not one is due, and serves it
+    /// once issued. Without ACME, nothing to do.
+    pub async fn renew_now(&self) -> Result<(), AcmeError> {
+        match &self.acme {
+            Some(acme) => acme.order().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether a finished handshake was the CA's TLS-ALPN-01 check: such a
+/// connection carries no HTTP and is closed at once (RFC 8737).
+pub fn is_acme_challenge(conn: &rustls::ServerConnection) -> bool {
+    conn.alpn_protocol() == Some(ACME_TLS_ALPN)
 }
 
 /// The names a self-signed certificate is made for: `localhost`, the host's name,
@@ -162,22 +274,6 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Source, TlsError> {
     }
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
-    let write = |path: &Path, text: &str, mode: u32| -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        // Written whole under a temporary name, then renamed: a crash never
-        // leaves half a key.
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
     std::fs::create_dir_all(dir)
         .and_then(|()| write(&source.key, &made.key_pair.serialize_pem(), 0o600))
         .and_then(|()| write(&source.cert, &made.cert.pem(), 0o644))
@@ -187,6 +283,43 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Source, TlsError> {
         })?;
     tracing::info!(cert = %source.cert.display(), names = %names.join(", "), "made a self-signed certificate for HTTPS");
     Ok(source)
+}
+
+/// Writes `text` to `path` with `mode`, whole: under a temporary name, then
+/// renamed, so a crash never leaves half a key.
+fn write(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes a secret (0600) whole, making its folder (0700) first.
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    write(path, text, 0o600)
+}
+
+/// The certificate chain and key in these PEM files, checked to match.
+pub(crate) fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    load(&Source {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    })
 }
 
 fn load(source: &Source) -> Result<CertifiedKey, TlsError> {

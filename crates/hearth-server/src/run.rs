@@ -123,7 +123,7 @@ impl Server {
                 self.config.clone(),
                 self.router().clone(),
                 addr,
-                self.tls.is_some(),
+                self.tls.clone(),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },

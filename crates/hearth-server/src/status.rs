@@ -16,7 +16,13 @@ use hearth_router::Router;
 const EVERY: Duration = Duration::from_secs(5);
 
 /// What the file says now.
-pub fn render(config: &Config, router: &Router, addr: std::net::SocketAddr, tls: bool) -> String {
+pub fn render(
+    config: &Config,
+    router: &Router,
+    addr: std::net::SocketAddr,
+    https: Option<&hearth_http::Tls>,
+) -> String {
+    let tls = https.is_some();
     let base = crate::run::base_url(addr, tls);
     let mut out = String::new();
     let _ = writeln!(out, "Hearth {}: serving", env!("CARGO_PKG_VERSION"));
@@ -40,6 +46,10 @@ pub fn render(config: &Config, router: &Router, addr: std::net::SocketAddr, tls:
         (n, None) => format!("{n} API key(s) from the environment"),
     };
     let _ = writeln!(out, "  API      {base}/v1  ({access})");
+    // `[server.tls] mode = "acme"`: the certificate, or why there is none yet.
+    if let Some(acme) = https.and_then(|t| t.acme_status()) {
+        let _ = writeln!(out, "  TLS      {}", acme.line());
+    }
     for (i, m) in router.iter().enumerate() {
         let label = if i == 0 { "Models" } else { "" };
         let status = m.status();
@@ -84,7 +94,7 @@ pub async fn keep_written(
     config: Arc<Config>,
     router: Arc<Router>,
     addr: std::net::SocketAddr,
-    tls: bool,
+    tls: Option<Arc<hearth_http::Tls>>,
     stop: impl std::future::Future<Output = ()>,
     handed_over: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -96,7 +106,7 @@ pub async fn keep_written(
             _ = tick.tick() => {}
             () = &mut stop => break,
         }
-        let text = render(&config, &router, addr, tls);
+        let text = render(&config, &router, addr, tls.as_deref());
         if let Err(e) = write(&path, &text)
             && !warned
         {
@@ -115,4 +125,47 @@ pub async fn keep_written(
             env!("CARGO_PKG_VERSION")
         ),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn acme_says_where_the_certificate_stands() {
+        let data = tempfile::tempdir().unwrap();
+        // A directory nothing answers at: the first order fails, and says why.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/dir", dead.local_addr().unwrap());
+        drop(dead);
+        let tls_config = hearth_config::TlsConfig {
+            mode: hearth_config::TlsMode::Acme,
+            domains: vec!["llm.example.com".into()],
+            directory_url: Some(url),
+            ..Default::default()
+        };
+        // Bound, as the server's is by the time the task orders.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listen = listener.local_addr().unwrap().to_string();
+        let tls = hearth_http::Tls::from_config(&tls_config, data.path(), &listen)
+            .unwrap()
+            .unwrap();
+        let router = Router::new(Vec::new(), None, hearth_config::HealthConfig::default());
+        let addr = "0.0.0.0:443".parse().unwrap();
+        let text = render(&Config::default(), &router, addr, Some(&tls));
+        assert!(
+            text.contains("  TLS      no certificate for llm.example.com yet"),
+            "{text}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while tls.acme_status().unwrap().failing.is_none() {
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let text = render(&Config::default(), &router, addr, Some(&tls));
+        assert!(text.contains("last attempt failed"), "{text}");
+        // The other modes add no line.
+        let text = render(&Config::default(), &router, addr, None);
+        assert!(!text.contains("TLS"), "{text}");
+    }
 }

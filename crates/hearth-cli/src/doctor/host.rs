@@ -83,6 +83,7 @@ pub fn bind(config: &Config, checks: &mut Vec<Check>) {
                     hearth_config::TlsMode::Off => "plain HTTP (allow_plain_http)",
                     hearth_config::TlsMode::SelfSigned => "HTTPS (self-signed)",
                     hearth_config::TlsMode::Files => "HTTPS (certificate files)",
+                    hearth_config::TlsMode::Acme => "HTTPS (ACME certificate)",
                 }
             ),
         ),

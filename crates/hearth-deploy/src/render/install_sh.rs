@@ -6,7 +6,7 @@
 
 use super::sh_quote;
 use super::systemd::{systemd_env, systemd_unit};
-use crate::manifest::{Manifest, Tls};
+use crate::manifest::Manifest;
 
 const BODY: &str = include_str!("install_body.sh");
 
@@ -15,16 +15,9 @@ const BODY: &str = include_str!("install_body.sh");
 /// download).
 pub fn install_sh(m: &Manifest) -> String {
     let h = &m.hearth;
-    let mut ports = vec![h.port()];
-    if h.tls == Tls::Acme && h.port() != 80 {
-        // The ACME HTTP-01 challenge comes in on port 80.
-        ports.push(80);
-    }
-    let ports = ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(" ");
+    // `tls = "acme"` needs no other port: the CA's TLS-ALPN-01 check comes to
+    // Hearth's own listener (443).
+    let ports = h.port().to_string();
     let ssh_port = match &m.host.target {
         crate::manifest::Target::Ssh { port, .. } => *port,
         crate::manifest::Target::Local => 22,
