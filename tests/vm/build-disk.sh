@@ -7,7 +7,7 @@
 #
 # The image is a plain Debian cloud guest: kernel, systemd, udev, ifupdown with
 # DHCP, cloud-init (NoCloud only, so it does not probe cloud metadata services;
-# locales for its locale module),
+# locales for its locale module), netbase (/etc/protocols, as on Debian's images),
 # openssh-server, sudo, curl, ca-certificates and nftables. Nothing of Hearth is
 # added here (what the installer needs must come from the user data), except
 # libgomp1 for the debug build the test ships (below).
@@ -21,7 +21,7 @@ SIZE=${HEARTH_VM_DISK_SIZE:-4G}
 # debootstrap does not resolve virtual packages: python3-cffi-backend provides
 # what python3-cryptography (for cloud-init) needs. libgomp1: the debug hearth
 # the test ships links OpenMP dynamically (release builds link it statically).
-PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,ifupdown,isc-dhcp-client,iproute2,cloud-init,python3-cffi-backend,openssh-server,sudo,curl,ca-certificates,nftables,procps,less,locales,libgomp1
+PACKAGES=systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,ifupdown,isc-dhcp-client,iproute2,cloud-init,python3-cffi-backend,openssh-server,sudo,curl,ca-certificates,nftables,procps,less,locales,netbase,libgomp1
 
 [ "$(id -u)" = 0 ] || { echo "build-disk.sh: debootstrap needs root" >&2; exit 1; }
 
@@ -57,6 +57,8 @@ cat >"$root/etc/cloud/cloud.cfg.d/90-hearth-vm.cfg" <<'CFG'
 datasource_list: [NoCloud, None]
 # As Debian's cloud images do: the host name resolves (sudo asks).
 manage_etc_hosts: true
+# A locale that exists without locale-gen (cloud-init's default, en_US.UTF-8, does not).
+locale: C.UTF-8
 CFG
 cat >"$root/etc/apt/sources.list" <<LIST
 deb $MIRROR bookworm main
