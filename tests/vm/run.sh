@@ -56,6 +56,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/hearth-vm.XXXXXX")
 QEMU_PID='' HTTP_PID='' SSH_UP=0
 cleanup() {
     local rc=$?
+    trap - EXIT
     [ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
     [ -z "$HTTP_PID" ] || kill "$HTTP_PID" 2>/dev/null || true
     [ -z "$QEMU_PID" ] || wait "$QEMU_PID" 2>/dev/null || true
@@ -291,13 +292,16 @@ phase "https ready again"
 until_ok "$BOOT_TIMEOUT" ready || fail "Hearth did not answer 200 on /ready within $BOOT_TIMEOUT s of the reboot"
 
 phase "checks after reboot"
+# The second boot's cloud-init runs to its end before the files are compared.
+status=$(vm_ssh sudo timeout "$BOOT_TIMEOUT" cloud-init status --wait --long 2>&1) || true
+grep -q '^status: done' <<<"$status" || fail "cloud-init did not finish cleanly after the reboot: $status"
 answer=$(chat)
 echo "test-vm: answer: $answer"
 vm_ssh sudo run-parts /etc/update-motd.d | grep -q serving || fail "the login banner does not say serving after the reboot"
 vm_ssh sudo nft list table inet hearth >/dev/null || fail "the firewall is not loaded after the reboot"
 state >"$TMP/state.after" || fail "cannot read the installed files"
 diff -u "$TMP/state.before" "$TMP/state.after" || fail "the second boot changed the installed files (diff above)"
-installs=$(vm_ssh sudo grep -c 'hearth-install: release .* verified' /var/log/hearth/install.log || true)
+installs=$(vm_ssh "sudo grep -c 'hearth-install: release .* verified' /var/log/hearth/install.log" || true)
 [ "$installs" = 1 ] || fail "the installer ran $installs times, not once"
 downloads=$(grep -c "GET /$TARBALL" "$TMP/http.log" || true)
 [ "$downloads" = 1 ] || fail "the release was downloaded $downloads times, not once"
