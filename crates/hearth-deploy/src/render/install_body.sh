@@ -152,7 +152,8 @@ table inet hearth {
         type filter hook input priority 0; policy drop;
         ct state established,related accept
         iif lo accept
-        meta l4proto { icmp, ipv6-icmp } accept
+        # ICMP and ICMPv6 by number: without /etc/protocols (no netbase) nft cannot resolve ipv6-icmp
+        meta l4proto { 1, 58 } accept
         tcp dport { $ports } accept
     }
 }
