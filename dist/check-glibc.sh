@@ -36,7 +36,7 @@ glibcxx=$(LC_ALL=C readelf -V --wide "$bin" | { grep -o 'Name: GLIBCXX_[0-9][0-9
 
 if [ "$(printf '%s\n%s\n' "$newest" "$max" | sort -V | tail -n1)" != "$max" ]; then
     echo "check-glibc: FAIL: $summary" >&2
-    too_new=$(printf '%s\n' $versions | while read -r v; do
+    too_new=$(printf '%s\n' "$versions" | while read -r v; do
         [ "$(printf '%s\n%s\n' "$v" "$max" | sort -V | tail -n1)" = "$max" ] || printf 'GLIBC_%s ' "$v"
     done)
     # objdump -T names the symbols: "... (GLIBC_2.36) arc4random".
