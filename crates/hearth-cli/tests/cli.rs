@@ -90,11 +90,34 @@ fn serve_help_documents_flags() {
     insta::assert_snapshot!(out);
 }
 
+/// `hearth --version`: the version, the commit it was built from (this checkout's
+/// HEAD, or `HEARTH_BUILD_COMMIT` when the build set it) and its build features.
 #[test]
-fn version() {
+fn version_names_commit_and_features() {
     let (code, out, _) = run(hearth().arg("--version"));
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), format!("hearth {}", env!("CARGO_PKG_VERSION")));
+    let (_, rest) = out.split_once(" (commit ").expect("no commit in --version");
+    let commit = rest.split(',').next().unwrap();
+    // What the binary's build saw: this test is compiled in the same environment.
+    let expected = match option_env!("HEARTH_BUILD_COMMIT") {
+        Some(c) if !c.trim().is_empty() => c.trim().to_owned(),
+        _ => Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned()),
+    };
+    assert_eq!(commit, expected, "--version printed {out:?}");
+    // The short flag prints the same line.
+    assert_eq!(run(hearth().arg("-V")).1, out);
+    // Built without `--features cuda`, as `make test` builds it.
+    let redacted = out
+        .replacen(env!("CARGO_PKG_VERSION"), "[version]", 1)
+        .replacen(commit, "[commit]", 1);
+    insta::assert_snapshot!(redacted, @"hearth [version] (commit [commit], features: cpu)");
 }
 
 #[test]

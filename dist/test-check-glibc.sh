@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make test-dist-check`: dist/check-glibc.sh must refuse a binary that needs a
+# newer glibc than allowed and accept one that needs only old symbols. Both are
+# tiny C programs compiled here (Debian 12, glibc 2.36), in a second or so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+check=dist/check-glibc.sh
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+expect() { # expect 0|1 BINARY MAX WHAT
+    local want=$1 bin=$2 max=$3 what=$4 got=0 msg
+    msg=$(bash "$check" "$bin" "$max" 2>&1) || got=$?
+    if [ "$got" = "$want" ]; then
+        echo "ok   $what (max $max): exit $got: ${msg##*$'\n'}"
+    else
+        echo "FAIL $what (max $max): exit $got, expected $want: $msg"
+        fail=1
+    fi
+}
+
+# Linked here: __libc_start_main@GLIBC_2.34 (any program since glibc 2.34) and
+# arc4random@GLIBC_2.36.
+cat >"$work/new.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) { printf("%u\n", arc4random()); return 0; }
+C
+gcc -O2 -o "$work/new" "$work/new.c"
+# No C runtime start files: write and _exit, both GLIBC_2.2.5 on x86_64.
+cat >"$work/old.c" <<'C'
+#include <unistd.h>
+void _start(void) { write(1, "ok\n", 3); _exit(0); }
+C
+gcc -O2 -nostartfiles -o "$work/old" "$work/old.c"
+[ "$("$work/old")" = ok ] || { echo "FAIL the old-symbol fixture does not run"; exit 1; }
+
+expect 1 "$work/new" 2.31 "a program linked on this machine (GLIBC_2.36), Debian 11's floor"
+expect 1 "$work/new" 2.35 "the same program, Ubuntu 22.04's glibc"
+expect 0 "$work/new" 2.36 "the same program, Debian 12's glibc"
+expect 0 "$work/old" 2.31 "a program needing only GLIBC_2.2.5"
+expect 1 "$check" 2.31 "a shell script (not ELF)"
+expect 2 "$work/missing" 2.31 "a missing file"
+# The checker names the newest version and the symbols that need it.
+msg=$(bash "$check" "$work/new" 2.35 2>&1) || true
+case $msg in
+*"newest is GLIBC_2.36"*arc4random*) echo "ok   the refusal names GLIBC_2.36 and arc4random" ;;
+*) echo "FAIL the refusal does not name GLIBC_2.36 and arc4random: $msg"; fail=1 ;;
+esac
+exit $fail
