@@ -1,8 +1,8 @@
-# Releases: `make dist` builds what the installers fetch into dist/out/ (the
+# Releases: `make dist` builds what the installers fetch into dist/ (the
 # tarball, its .sha256, the .deb and SHA256SUMS; docs/deploy.md#releases).
 #   make dist             web/dist on the host, then the binary in a Debian 11 root
 #                         (glibc 2.31: it starts on Ubuntu 22.04/24.04 and Debian 12),
-#                         checked by dist/check-glibc.sh; needs root (debootstrap,
+#                         checked by packaging/check-glibc.sh; needs root (debootstrap,
 #                         unshare -m, chroot). The root is made once (a few minutes)
 #                         under ~/.cache/hearth/dist, with the build's target folder.
 #   make test-dist-check  the glibc checker refuses a binary linked here and accepts
@@ -18,7 +18,7 @@ DIST_APT_PACKAGES := debootstrap binutils
 
 dist: web-build
 	$(call apt_install,$(DIST_APT_PACKAGES))
-	DIST_GLIBC_MAX=$(DIST_GLIBC_MAX) bash dist/dist.sh
+	DIST_GLIBC_MAX=$(DIST_GLIBC_MAX) bash packaging/dist.sh
 
 test-dist-check: apt-test
-	bash dist/test-check-glibc.sh
+	bash packaging/test-check-glibc.sh

@@ -9,7 +9,7 @@
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
-    echo "usage: $0 BINARY MAX_GLIBC_VERSION   (e.g. $0 dist/out/hearth 2.35)" >&2
+    echo "usage: $0 BINARY MAX_GLIBC_VERSION   (e.g. $0 dist/hearth 2.35)" >&2
     exit 2
 fi
 bin=$1 max=$2

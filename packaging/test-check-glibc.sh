@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# `make test-dist-check`: dist/check-glibc.sh must refuse a binary that needs a
+# `make test-dist-check`: packaging/check-glibc.sh must refuse a binary that needs a
 # newer glibc than allowed and accept one that needs only old symbols. Both are
 # tiny C programs compiled here (Debian 12, glibc 2.36), in a second or so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-check=dist/check-glibc.sh
+check=packaging/check-glibc.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail=0

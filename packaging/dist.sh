@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# `make dist`: the release the installers fetch, under dist/out/:
+# `make dist`: the release the installers fetch, under dist/:
 #   hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz   hearth-VERSION/{bin/hearth, etc/, systemd/, docs/, README.md}
 #   hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz.sha256   its checksum alone (deploy.toml's release.sha256)
 #   hearth_VERSION_amd64.deb                          the same release, installed as the installer does
 #   SHA256SUMS                                        both, in `sha256sum -c` format
 #
-# The binary is built in a Debian 11 root (dist/build-root.sh: glibc 2.31), so it
-# starts on Ubuntu 22.04 (glibc 2.35) and 24.04 and Debian 12; dist/check-glibc.sh
+# The binary is built in a Debian 11 root (packaging/build-root.sh: glibc 2.31), so it
+# starts on Ubuntu 22.04 (glibc 2.35) and 24.04 and Debian 12; packaging/check-glibc.sh
 # refuses it if it needs a newer glibc than DIST_GLIBC_MAX. The build runs inside a
 # private mount namespace (`unshare -m`): the source tree (read-only), the host's
 # rustup and cargo home and the dist target folder are bind-mounted into the root,
@@ -25,7 +25,7 @@ die() { log "error: $*"; exit 1; }
 start=$(date +%s)
 cache=${HEARTH_DIST_CACHE:-$HOME/.cache/hearth/dist}
 target=$cache/target
-out=dist/out
+out=dist
 glibc_max=${DIST_GLIBC_MAX:-2.31}
 jobs=${DIST_JOBS:-$(nproc)}
 triple=x86_64-unknown-linux-gnu
@@ -47,7 +47,7 @@ epoch=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 [ "$(id -u)" = 0 ] || die "the build root needs root (debootstrap, unshare -m, chroot); run as root"
 
 log "hearth $version (commit $commit): building in Debian 11"
-root=$(bash dist/build-root.sh)
+root=$(bash packaging/build-root.sh)
 cargo fetch --locked --target "$triple" >&2
 
 # GGML_* variables reach llama.cpp's cmake (llama-cpp-sys-2's build.rs passes them through).
@@ -83,7 +83,7 @@ build_s=$(( $(date +%s) - build_start ))
 bin=$target/release/hearth
 
 # ---- checks on the binary ----
-bash dist/check-glibc.sh "$bin" "$glibc_max" >&2
+bash packaging/check-glibc.sh "$bin" "$glibc_max" >&2
 # llama.cpp's CPU code: GGML_NATIVE=ON would tune it to this machine (AVX-512 here)
 # and the release would die with SIGILL on another CPU. llama-cpp-sys-2 turns it on
 # only for RUSTFLAGS with target-cpu=native, which the build above clears.
@@ -124,14 +124,14 @@ render() { "$stage/bin/hearth" deploy render "$1" --manifest "$out/tmp/deploy.to
 render systemd-unit | sed 's/^# Hearth on this host, rendered from deploy.toml by hearth-deploy/# Hearth, rendered by hearth-deploy/' >"$stage/systemd/hearth.service"
 render systemd-env | sed 's/ on this host, rendered from deploy.toml by hearth-deploy\./, rendered by hearth-deploy./' >"$stage/systemd/hearth.env"
 {
-    cat dist/hearth.toml.head
+    cat packaging/hearth.toml.head
     render hearth-toml | sed '1,2d'
-    cat dist/hearth.toml.tail
+    cat packaging/hearth.toml.tail
 } >"$stage/etc/hearth.toml"
 cp docs/*.md "$stage/docs/"
 cp README.md "$stage/"
 for f in LICENSE LICENSE-* COPYING; do [ -f "$f" ] && cp "$f" "$stage/"; done
-cp dist/RELEASE-README.md "$stage/INSTALL.md"
+cp packaging/RELEASE-README.md "$stage/INSTALL.md"
 
 # ---- the tarball ----
 find "$stage" -exec touch -h -d "@$epoch" {} +
@@ -139,12 +139,12 @@ tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
     -C "$out/tmp" -cf - "$name" | gzip -9 -n >"$out/$tarball"
 
 # The real installer (the release's own install-sh) verifies and installs it.
-bash dist/test-tarball.sh "$out/$tarball" "$version" >&2
+bash packaging/test-tarball.sh "$out/$tarball" "$version" >&2
 
 # ---- the .deb ----
-bash dist/deb.sh "$stage" "$version" "$out/$deb" "$epoch"
+bash packaging/deb.sh "$stage" "$version" "$out/$deb" "$epoch"
 # Installed, checked, removed and purged in a throwaway copy of the Debian 11 root.
-bash dist/test-deb.sh "$out/$deb" >&2
+bash packaging/test-deb.sh "$out/$deb" >&2
 
 (cd "$out" && sha256sum "$tarball" "$deb" >SHA256SUMS && sha256sum "$tarball" >"$tarball.sha256" && sha256sum -c --quiet SHA256SUMS)
 rm -rf "$out/tmp"
