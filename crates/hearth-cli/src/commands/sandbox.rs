@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hearth_config::{ProcessEnv, SandboxConfig};
-use hearth_sandbox::{Feature, Isolation, Options, Outcome, Report, Sandbox, Spec};
+use hearth_sandbox::{Options, Outcome, Report, Sandbox, Spec};
 
 use crate::output;
 
