@@ -829,3 +829,73 @@ async fn the_embedded_engine_answers_images_with_a_clear_400() {
     );
     hearth.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_retried_and_runs_code_the_user_edited() {
+    let raises = "raise SystemExit(3)";
+    let up = fake(models(&[raises, raises])).await;
+    let data = tempfile::tempdir().unwrap();
+    let hearth = Hearth::start_with(data.path(), &up, "max_repairs = 0", "").await;
+    let id = hearth.submit(&PNG, "").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = hearth.finished(&id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["step"].as_str()),
+        (Some("failed"), Some("run")),
+        "{job}"
+    );
+
+    // Retried: from the failed step, with one more repair (which raises too).
+    let (status, v) = hearth
+        .call(
+            ALICE,
+            reqwest::Method::POST,
+            &format!("/api/jobs/{id}/retry"),
+        )
+        .await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("queued")), "{v}");
+    let job = hearth.finished(&id).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(asked(&up, CODER), 2);
+
+    // The user's own script: critic and run again, no model asked.
+    let resp = hearth
+        .http
+        .put(hearth.url(&format!("/api/jobs/{id}/code")))
+        .bearer_auth(ALICE)
+        .json(&json!({"code": CSV}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let job = hearth.finished(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(asked(&up, CODER), 2);
+    assert!(
+        job["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "table.csv"),
+        "{job}"
+    );
+    // Bad bodies are 400s in the OpenAI shape.
+    let resp = hearth
+        .http
+        .put(hearth.url(&format!("/api/jobs/{id}/code")))
+        .bearer_auth(ALICE)
+        .json(&json!({"script": CSV}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (400, Some("script")),
+        "{v}"
+    );
+    hearth.stop().await;
+}
