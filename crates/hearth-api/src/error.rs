@@ -16,6 +16,8 @@ pub enum ErrorKind {
     NotFound,
     /// 405: wrong method on a known route.
     MethodNotAllowed,
+    /// 409: the resource is not in a state that allows this (retrying a running job).
+    Conflict,
     /// 413: the body is larger than the configured limit.
     PayloadTooLarge,
     /// 415: the body is not JSON.
@@ -41,6 +43,7 @@ impl ErrorKind {
             ErrorKind::Permission => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::RateLimited => 429,
@@ -57,6 +60,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
+            | ErrorKind::Conflict
             | ErrorKind::PayloadTooLarge
             | ErrorKind::UnsupportedMediaType => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",

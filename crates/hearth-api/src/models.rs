@@ -79,7 +79,8 @@ pub struct EngineInfo {
     pub since: u64,
 }
 
-/// One model, in OpenAI's shape plus Hearth's `status`, `tags`, `context_length`.
+/// One model, in OpenAI's shape plus Hearth's `status`, `tags`, `context_length`,
+/// and `vision` for a model marked as reading images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelEntry {
     pub id: String,
@@ -92,6 +93,11 @@ pub struct ModelEntry {
     pub backend: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Marked `vision = true` in its `[[models]]` entry: it reads images
+    /// (`image_url` content parts). Left out when false, so the listing of models
+    /// that do not keeps its shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vision: bool,
     /// The process Hearth runs for this model, when it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineInfo>,

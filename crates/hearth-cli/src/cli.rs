@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, doctor::DoctorArgs, models::ModelsArgs, sandbox::SandboxArgs,
-    status::StatusArgs,
+    deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs, models::ModelsArgs,
+    sandbox::SandboxArgs, status::StatusArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -43,6 +43,9 @@ pub enum Command {
     Models(ModelsArgs),
     /// Run untrusted code in the sandbox, or check what this host can enforce.
     Sandbox(SandboxArgs),
+    /// Agent jobs on a running Hearth: an image in, Python run in the sandbox, its
+    /// charts and files out.
+    Jobs(JobsArgs),
     /// Check this host and config: GPUs, launchers, ports, disk, sandbox.
     ///
     /// Each check says ok, warn or fail, why, and what to do. Exit 1 on any fail,

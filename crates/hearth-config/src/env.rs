@@ -23,10 +23,16 @@ pub const DOCTOR_DEV: &str = "HEARTH_DOCTOR_DEV";
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
 /// `1` in a process started to take over a running Hearth's socket (an upgrade).
 pub const HANDOVER: &str = "HEARTH_HANDOVER";
+/// The key the CLI's client commands (`hearth jobs submit`) send to a server.
+pub const API_KEY: &str = "HEARTH_API_KEY";
+/// The server the CLI's client commands talk to (default `http://127.0.0.1:8080`).
+pub const SERVER_URL: &str = "HEARTH_URL";
 /// `HEARTH_*` names that Hearth's own build and test tooling reads, not the
 /// server: they are not overrides, and not typos to warn about.
 pub const READ_ELSEWHERE: &[&str] = &[
     API_KEYS,
+    API_KEY,
+    SERVER_URL,
     HANDOVER,
     LOG,
     CONFIG,

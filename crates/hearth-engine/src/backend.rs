@@ -205,6 +205,7 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
+        request::check_text_only(request, &self.name).map_err(BackendError::Invalid)?;
         let req = request::from_router(request).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);

@@ -1,7 +1,7 @@
 //! A router request turned into what the scheduler needs: the prompt to render and
 //! the sampling parameters, with every unsupported field rejected up front.
 
-use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, Prompt};
+use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, MessageContent, Prompt};
 use hearth_router::Request;
 use serde_json::Value;
 
@@ -85,6 +85,41 @@ pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
         Request::Chat(r) => from_chat(r),
         Request::Completion(r) => from_completion(r),
     }
+}
+
+/// Refuses a chat request whose messages hold parts the engine cannot read (an
+/// `image_url`, audio...): the engine's models read text, and dropping the image
+/// would answer a question about a picture it never saw. 400, naming `model` and
+/// what to do instead.
+pub fn check_text_only(request: &Request, model: &str) -> Result<(), ApiError> {
+    let Request::Chat(r) = request else {
+        return Ok(());
+    };
+    for (i, m) in r.messages.iter().enumerate() {
+        let Some(MessageContent::Parts(parts)) = &m.content else {
+            continue;
+        };
+        let other = parts
+            .iter()
+            .map(|p| p.get("type").and_then(Value::as_str).unwrap_or("(none)"))
+            .find(|t| *t != "text");
+        let Some(kind) = other else { continue };
+        let param = format!("messages[{i}].content");
+        let message = if matches!(kind, "image_url" | "image" | "input_image") {
+            format!(
+                "model `{model}` cannot see images (messages[{i}] has an `{kind}` part): it runs on the \
+                 embedded engine, which reads text only; configure a vision model (an upstream such as \
+                 Qwen2.5-VL, marked `vision = true` in its [[models]] entry) and send images to it"
+            )
+        } else {
+            format!(
+                "model `{model}` reads text only; messages[{i}] has a `{kind}` part, which the \
+                 embedded engine cannot use"
+            )
+        };
+        return Err(ApiError::invalid_param(param, message).with_code("unsupported_content"));
+    }
+    Ok(())
 }
 
 fn check_n(n: Option<u32>) -> Result<(), ApiError> {
@@ -312,6 +347,42 @@ mod tests {
         from_router(&Request::Chat(
             ChatCompletionRequest::from_value(v).unwrap(),
         ))
+    }
+
+    #[test]
+    fn image_parts_are_refused_by_name_not_dropped() {
+        let req = |content: Value| {
+            Request::Chat(
+                ChatCompletionRequest::from_value(
+                    json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": content}]}),
+                )
+                .unwrap(),
+            )
+        };
+        let text = req(json!([{"type": "text", "text": "hi"}]));
+        assert!(check_text_only(&text, "small").is_ok());
+        let image = req(json!([
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}
+        ]));
+        let e = check_text_only(&image, "small").unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert_eq!(e.param.as_deref(), Some("messages[1].content"));
+        assert_eq!(e.code.as_deref(), Some("unsupported_content"));
+        assert!(
+            e.message.starts_with("model `small` cannot see images")
+                && e.message.contains("vision = true"),
+            "{}",
+            e.message
+        );
+        let audio =
+            req(json!([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]));
+        assert!(
+            check_text_only(&audio, "small")
+                .unwrap_err()
+                .message
+                .contains("`input_audio`")
+        );
     }
 
     #[test]

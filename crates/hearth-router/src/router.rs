@@ -50,6 +50,7 @@ impl Model {
                 .or(self.config.reported_context_length()),
             backend: self.backend.kind().to_owned(),
             aliases: self.config.aliases.clone(),
+            vision: self.config.vision,
             engine: self.backend.engine(),
         }
     }

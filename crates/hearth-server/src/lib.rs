@@ -4,15 +4,18 @@
 //!
 //! It owns the wiring and nothing else: each configured model's backend (the
 //! embedded engine, an upstream, or a double a test puts in its place), the router
-//! over them (with the model servers Hearth runs itself, `hearth-launch`), the gateway with its keys and limiter, the conversation store, and the
-//! HTTP app made of the front ends (`/v1` from `hearth-openai`, the chat UI from
-//! `hearth-webui`); then the event loops (one per core, each accepting from the same
-//! socket and keeping its own upstream connections), the health probes, and the
-//! drain at shutdown. The parts know nothing of each other beyond their traits.
+//! over them (with the model servers Hearth runs itself, `hearth-launch`), the gateway with its keys and limiter, the store (conversations and jobs),
+//! the agent jobs' service and workers (`hearth-jobs`, on the sandbox), and the
+//! HTTP app made of the front ends (`/v1` from `hearth-openai`, the chat UI's and
+//! the jobs' APIs from `hearth-webui`); then the event loops (one per core, each
+//! accepting from the same socket and keeping its own upstream connections), the
+//! health probes, and the drain at shutdown. The parts know nothing of each other
+//! beyond their traits.
 //!
 //! # Layout
 //! - [`Server`], [`Builder`]: build and accessors.
 //! - `backends`: a model's config to its backend.
+//! - `sandbox`: `[sandbox]` to the sandbox's options ([`sandbox_options`]).
 //! - `run`: the event loops, probes and drain.
 //! - [`status`]: the status file a login banner shows (`server.status_file`).
 //! - [`handover`]: zero-downtime upgrades (the listening socket handed to a new
@@ -21,6 +24,7 @@
 mod backends;
 pub mod handover;
 mod run;
+mod sandbox;
 pub mod status;
 
 use std::collections::HashMap;
@@ -30,12 +34,15 @@ use std::sync::atomic::AtomicBool;
 use hearth_config::{Config, Env, ProcessEnv};
 use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
 use hearth_http::{App, HttpState};
+use hearth_jobs::Jobs;
 use hearth_launch::Engines;
 use hearth_router::{Backend, Router};
-use hearth_store::{ConversationStore, SqliteStore};
+use hearth_store::{ConversationStore, JobStore, SqliteStore};
+use tokio_util::sync::CancellationToken;
 
 pub use backends::backend;
 pub use run::{RunError, base_url, event_loop};
+pub use sandbox::sandbox_options;
 
 /// Why a server could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,13 @@ pub enum BuildError {
         dir: String,
         source: hearth_store::StoreError,
     },
+    /// `[sandbox]` names a feature or an isolation the sandbox does not know.
+    #[error("{0}")]
+    Sandbox(String),
+    /// The job workers could not start (the store failed as they resumed the jobs
+    /// a stopped server left running).
+    #[error("cannot start the job workers: {0}")]
+    Jobs(#[from] hearth_jobs::JobsError),
 }
 
 /// A Hearth built from its config, ready to [`run`](Server::run).
@@ -60,6 +74,12 @@ pub struct Server {
     config: Arc<Config>,
     gateway: Arc<Gateway>,
     store: Arc<dyn ConversationStore>,
+    /// Agent jobs: their API's service and their workers (started by the build,
+    /// stopped after the drain).
+    jobs: Jobs,
+    /// Cancelled when the shutdown begins: the jobs' event streams end then, rather
+    /// than hold the drain for its whole grace period.
+    closing: CancellationToken,
     app: App<hearth_openai::Fast>,
     /// The model servers Hearth runs; stopped after the drain.
     engines: Engines,
@@ -89,7 +109,8 @@ pub struct Builder {
 impl Server {
     /// Builds everything `config` asks for: each model's backend (an embedded model
     /// starts loading; it serves once loaded), the router, the gateway, the store
-    /// (opened and migrated) and the HTTP app.
+    /// (opened and migrated), the jobs service, whose workers start here (resuming
+    /// the jobs a stopped server left running), and the HTTP app.
     pub async fn build(config: Config) -> Result<Server, BuildError> {
         Server::builder(config).build().await
     }
@@ -125,6 +146,11 @@ impl Server {
     /// The conversation store (SQLite in `storage.data_dir`).
     pub fn store(&self) -> &Arc<dyn ConversationStore> {
         &self.store
+    }
+
+    /// Agent jobs: submit, read, cancel... as `/api/jobs` does, and their events.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     /// Set it before the shutdown future resolves when a new process has taken
@@ -206,7 +232,19 @@ impl Builder {
                 dir: config.storage.data_dir.display().to_string(),
                 source,
             })?;
-        let store: Arc<dyn ConversationStore> = Arc::new(store);
+        let store = Arc::new(store);
+        let sandbox = sandbox::sandbox_options(&config.sandbox, self.env.as_ref())
+            .map_err(BuildError::Sandbox)?;
+        let jobs = Jobs::new(
+            gateway.clone(),
+            store.clone() as Arc<dyn JobStore>,
+            Arc::new(hearth_sandbox::Sandbox::new(sandbox)),
+            &config.storage.data_dir,
+            hearth_jobs::Settings::from_config(&config),
+        );
+        jobs.start().await?;
+        let store: Arc<dyn ConversationStore> = store;
+        let closing = CancellationToken::new();
         let state = HttpState::new(config.clone(), gateway.clone());
         let app = App::builder(state.clone())
             .protected(hearth_openai::routes(&state))
@@ -215,6 +253,11 @@ impl Builder {
                 store.clone(),
                 hearth_webui::ApiLimits::from(&config.limits),
             ))
+            .protected(hearth_webui::jobs::routes(
+                jobs.clone(),
+                hearth_webui::jobs::JobsApiLimits::from(&*config),
+                closing.clone(),
+            ))
             .public(hearth_webui::assets::routes())
             .fast(hearth_openai::Fast)
             .build();
@@ -222,6 +265,8 @@ impl Builder {
             config,
             gateway,
             store,
+            jobs,
+            closing,
             app,
             engines,
             tls,

@@ -130,12 +130,16 @@ impl Server {
                 self.handed_over.clone(),
             ))
         });
+        let closing = self.closing.clone();
         let served = hearth_http::serve(
             TcpListener::from_std(listener).map_err(RunError::Listener)?,
             self.app.clone(),
             self.tls.clone(),
             async move {
                 shutdown.await;
+                // The jobs' event streams end now (a client reconnects, or polls):
+                // they would otherwise hold the drain until the grace runs out.
+                closing.cancel();
                 tracing::info!(
                     grace_secs = grace.as_secs(),
                     "shutting down: no new connections, finishing in-flight requests"
@@ -158,6 +162,9 @@ impl Server {
         .await
         .map_err(|_| RunError::Panicked)?;
         // Every loop has drained: replies still unfinished are cut, and say so.
+        // The job workers stop next (a job mid-step resumes at the next start), then
+        // the store they write to closes.
+        self.jobs.shutdown().await;
         self.store.close().await;
         // The model servers go last: nothing routes to them any more.
         self.engines.stop().await;

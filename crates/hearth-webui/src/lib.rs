@@ -1,7 +1,8 @@
 //! The chat UI: its API and its files, served by the same binary.
 //!
 //! It owns the UI's server-side history and replies (`/api/hearth/conversations`,
-//! over `hearth_store`, replies through the gateway as the caller), and the built
+//! over `hearth_store`, replies through the gateway as the caller), the agent jobs'
+//! API (`/api/jobs`, over `hearth_jobs`, which the Jobs page and the CLI use), and the built
 //! single-page app (`web/dist`, embedded at compile time by `build.rs`). It knows
 //! nothing of backends or of the OpenAI wire format: the gateway's typed events
 //! become the UI's own events here.
@@ -10,12 +11,14 @@
 //! - [`conversations`]: the API's routes (`reply` streams a reply and stores it as
 //!   it grows; `context` picks the history that fits the model).
 //! - [`assets`]: the static UI, with the SPA fallback.
+//! - [`jobs`]: the agent jobs' API (`/api/jobs`), over `hearth_jobs::Jobs`.
 //!
 //! The UI's API lives under [`API_ROOT`], clear of the paths other APIs at `/api`
 //! use (Ollama's `/api/chat`, `/api/generate`, `/api/tags`, ...).
 
 pub mod assets;
 pub mod conversations;
+pub mod jobs;
 
 pub use conversations::{ApiLimits, routes};
 

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod deploy;
 pub mod doctor;
+pub mod jobs;
 pub mod models;
 pub mod sandbox;
 pub mod serve;
@@ -21,5 +22,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Doctor(args) => doctor::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
+        Command::Jobs(args) => jobs::run(args),
     }
 }

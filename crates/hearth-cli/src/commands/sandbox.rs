@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use hearth_config::{ProcessEnv, SandboxConfig};
-use hearth_sandbox::{Feature, Isolation, Options, Outcome, Report, Sandbox, Spec};
+use hearth_sandbox::{Options, Outcome, Report, Sandbox, Spec};
 
 use crate::output;
 
@@ -116,40 +116,9 @@ pub fn run(args: SandboxArgs) -> ExitCode {
     }
 }
 
+/// `[sandbox]` as the sandbox's options (the server reads it the same way).
 pub(crate) fn options(config: &SandboxConfig) -> Result<Options, String> {
-    let mut require = Vec::new();
-    for name in &config.require {
-        let f = Feature::parse(name).ok_or_else(|| {
-            let known: Vec<&str> = Feature::ALL.iter().map(|f| f.name()).collect();
-            format!(
-                "sandbox.require: unknown feature {name:?} (known: {})",
-                known.join(", ")
-            )
-        })?;
-        require.push(f);
-    }
-    let isolation = match config.isolation.as_str() {
-        "auto" => Isolation::Auto,
-        "namespaces" => Isolation::Namespaces,
-        "landlock" => Isolation::Landlock,
-        other => {
-            return Err(format!(
-                "sandbox.isolation: {other:?} is not one of auto, namespaces, landlock"
-            ));
-        }
-    };
-    let venv = config
-        .venv
-        .clone()
-        .or_else(|| std::env::var_os("HEARTH_SANDBOX_VENV").map(PathBuf::from))
-        .or_else(|| Some(PathBuf::from(".venv-sandbox")).filter(|p| p.join("bin").is_dir()));
-    Ok(Options {
-        require,
-        venv,
-        host_uid: config.uid,
-        host_gid: config.gid,
-        isolation,
-    })
+    hearth_server::sandbox_options(config, &ProcessEnv)
 }
 
 fn execute(sandbox: &Sandbox, mut spec: Spec, limits: LimitArgs) -> ExitCode {

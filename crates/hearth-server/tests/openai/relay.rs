@@ -164,7 +164,7 @@ async fn models_list_and_get() {
         upstream_model(
             "a",
             &up.base_url(),
-            "tags = [\"general\"]\ncontext_length = 4096\naliases = [\"alpha\"]"
+            "tags = [\"general\"]\ncontext_length = 4096\naliases = [\"alpha\"]\nvision = true"
         ),
         upstream_model("b", &up.base_url(), "")
     );
@@ -178,8 +178,12 @@ async fn models_list_and_get() {
     assert_eq!(data[0]["status"], "ready");
     assert_eq!(data[0]["tags"], json!(["general"]));
     assert_eq!(data[0]["context_length"], 4096);
+    // A model marked `vision = true` says so; the others keep the listing's shape.
+    assert_eq!(data[0]["vision"], true);
+    assert!(data[1].get("vision").is_none(), "{}", data[1]);
     let one = gw.get_json("/v1/models/b").await;
     assert_eq!(one["id"], "b");
+    assert_eq!(gw.get_json("/v1/models/a").await["vision"], true);
     let resp = gw.get("/v1/models/nope").send().await.unwrap();
     let (status, e) = error_of(resp).await;
     assert_eq!(status, 404);
