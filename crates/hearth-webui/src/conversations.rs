@@ -301,13 +301,10 @@ fn detail(c: &Conversation, messages: &[Message], plan: Plan) -> Value {
     v
 }
 
-// ---- handlers -----------------------------------------------------------------
-
-async fn list(
-    State(api): State<Api>,
-    Extension(principal): Extension<Principal>,
+/// A listing's query string, and its `limit` (1 to `MAX_PAGE`, 50 when absent).
+pub(crate) fn page_query(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult {
+) -> Result<(HashMap<String, String>, u32), HttpError> {
     let Query(q) = query.map_err(|e| {
         HttpError(ApiError::invalid_param(
             "",
@@ -329,6 +326,17 @@ async fn list(
             }
         },
     };
+    Ok((q, limit))
+}
+
+// ---- handlers -----------------------------------------------------------------
+
+async fn list(
+    State(api): State<Api>,
+    Extension(principal): Extension<Principal>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let (q, limit) = page_query(query)?;
     let search = q.get("search").cloned().filter(|s| !s.trim().is_empty());
     if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
         return Err(HttpError(ApiError::invalid_param(

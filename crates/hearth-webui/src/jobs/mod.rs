@@ -47,7 +47,7 @@ use hearth_jobs::{Job, JobListQuery, JobStatus, JobView, Jobs, JobsError, Scope}
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::conversations::{check_id, only, scope};
+use crate::conversations::{check_id, only, page_query, scope};
 
 /// Where the jobs' API lives.
 pub const JOBS_ROOT: &str = "/api/jobs";
@@ -214,27 +214,7 @@ async fn list(
     Extension(principal): Extension<Principal>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = query.map_err(|e| {
-        HttpError(ApiError::invalid_param(
-            "",
-            format!("bad query string: {e}"),
-        ))
-    })?;
-    let limit = match q.get("limit") {
-        None => 50,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=hearth_store::MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(HttpError(ApiError::invalid_param(
-                    "limit",
-                    format!(
-                        "`limit` must be a whole number from 1 to {}",
-                        hearth_store::MAX_PAGE
-                    ),
-                )));
-            }
-        },
-    };
+    let (q, limit) = page_query(query)?;
     let page = api
         .jobs
         .list(
