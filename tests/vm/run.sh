@@ -53,10 +53,11 @@ phase() {
 }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/hearth-vm.XXXXXX")
-QEMU_PID='' HTTP_PID='' SSH_UP=0
+QEMU_PID='' HTTP_PID='' LOAD_PID='' SSH_UP=0
 cleanup() {
     local rc=$?
     trap - EXIT
+    [ -z "$LOAD_PID" ] || kill "$LOAD_PID" 2>/dev/null || true
     [ -z "$QEMU_PID" ] || kill "$QEMU_PID" 2>/dev/null || true
     [ -z "$HTTP_PID" ] || kill "$HTTP_PID" 2>/dev/null || true
     [ -z "$QEMU_PID" ] || wait "$QEMU_PID" 2>/dev/null || true
@@ -305,6 +306,51 @@ installs=$(vm_ssh "sudo grep -c 'hearth-install: release .* verified' /var/log/h
 [ "$installs" = 1 ] || fail "the installer ran $installs times, not once"
 downloads=$(grep -c "GET /$TARBALL" "$TMP/http.log" || true)
 [ "$downloads" = 1 ] || fail "the release was downloaded $downloads times, not once"
+
+# ---- an upgrade by `systemctl reload` drops no request ----
+# A second release (this one's files under another name), `current` switched to it,
+# then the unit's reload: the running Hearth hands its socket over (docs/deploy.md).
+phase "upgrade by reload"
+old_pid=$(vm_ssh sudo systemctl show -p MainPID --value hearth) || fail "cannot read hearth's main pid"
+vm_ssh "sudo cp -a /opt/hearth/releases/$VERSION /opt/hearth/releases/$VERSION-reload && \
+    sudo ln -sfn releases/$VERSION-reload /opt/hearth/current.new && sudo mv -T /opt/hearth/current.new /opt/hearth/current" ||
+    fail "cannot stage the second release"
+# Steady load from here: a new connection per request, every failure counted.
+: >"$TMP/load.fail"; : >"$TMP/load.ok"
+(
+    while [ ! -e "$TMP/load.stop" ]; do
+        if [ "$("${CURL[@]}" --max-time 30 -o /dev/null -w '%{http_code}' "$BASE/ready" 2>/dev/null)" = 200 ]; then
+            echo >>"$TMP/load.ok"
+        else
+            echo >>"$TMP/load.fail"
+        fi
+    done
+) &
+LOAD_PID=$!
+sleep 2
+vm_ssh sudo systemctl reload hearth || fail "systemctl reload hearth failed"
+new_main() {
+    local pid
+    pid=$(vm_ssh sudo systemctl show -p MainPID --value hearth 2>/dev/null) &&
+        [ -n "$pid" ] && [ "$pid" != 0 ] && [ "$pid" != "$old_pid" ]
+}
+until_ok "$BOOT_TIMEOUT" new_main || fail "no new main pid within $BOOT_TIMEOUT s of systemctl reload"
+new_pid=$(vm_ssh sudo systemctl show -p MainPID --value hearth)
+exe=$(vm_ssh sudo readlink "/proc/$new_pid/exe") || fail "cannot read the new process's executable"
+[[ $exe == *"/releases/$VERSION-reload/bin/hearth" ]] || fail "the new main process runs $exe, not the release current points at"
+# The old process drains and leaves; the service stays active throughout.
+old_gone() { ! vm_ssh kill -0 "$old_pid" 2>/dev/null; }
+until_ok 120 old_gone || fail "the old process ($old_pid) did not leave after the handover"
+[ "$(vm_ssh sudo systemctl is-active hearth)" = active ] || fail "hearth.service is not active after the reload"
+sleep 2
+touch "$TMP/load.stop"
+wait "$LOAD_PID" || true
+oks=$(wc -l <"$TMP/load.ok"); fails=$(wc -l <"$TMP/load.fail")
+echo "test-vm: requests through the reload: $oks answered, $fails failed"
+[ "$fails" = 0 ] || fail "$fails requests failed during the reload"
+[ "$oks" -gt 0 ] || fail "no request was answered during the reload"
+answer=$(chat)
+echo "test-vm: answer after the reload: $answer"
 phase ""
 
 TOTAL=$(($(date +%s) - T0))
