@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for part in gateway engine engines sandbox web upgrade; do
+for part in gateway engine engines sandbox jobs web upgrade; do
   script=bench/$part/run.sh
   [ -f "$script" ] || continue
   echo "== bench/$part"

@@ -214,6 +214,15 @@ pub(crate) async fn run(inner: &Inner, job: Job, cancel: &CancellationToken) {
     }
 }
 
+/// A critic step's detail: the review (findings, verdict) and what the check used.
+fn review_detail(review: &Review, outcome: &Outcome) -> String {
+    let mut v = serde_json::to_value(review).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("usage".into(), json!(outcome.usage));
+    }
+    v.to_string()
+}
+
 fn failed(output: String, detail: Option<String>) -> StepEnd {
     StepEnd {
         status: StepStatus::Failed,
@@ -591,7 +600,7 @@ impl Ctx<'_> {
                         StepStatus::Succeeded
                     },
                     output: Some(summary),
-                    detail: serde_json::to_string(&review).ok(),
+                    detail: Some(review_detail(&review, &outcome)),
                     model: None,
                     prompt_tokens: None,
                     completion_tokens: None,
@@ -610,9 +619,10 @@ impl Ctx<'_> {
     }
 
     /// The run's input folder, holding the image as `input.<ext>`, readable by the
-    /// sandboxed program's unprivileged user.
+    /// sandboxed program's unprivileged user. The folders above it can be passed
+    /// but not listed (`0711`): another local user cannot find a job's folder.
     async fn input_dir(&self, kind: ImageKind) -> Flow<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = self.work_dir().join("input");
         let image = self
             .inner
@@ -622,6 +632,17 @@ impl Ctx<'_> {
         let target = dir.join(format!("input.{}", kind.extension()));
         let prepared = async {
             tokio::fs::create_dir_all(&dir).await?;
+            // In a shared temp folder: refuse one another user made (or a link) first.
+            let top = tokio::fs::symlink_metadata(&self.inner.work_dir).await?;
+            if !top.is_dir() || top.uid() != rustix::process::getuid().as_raw() {
+                return Err(std::io::Error::other(format!(
+                    "{} is not a folder of this user's",
+                    self.inner.work_dir.display()
+                )));
+            }
+            for d in [&self.inner.work_dir, &self.work_dir()] {
+                tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).await?;
+            }
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
             tokio::fs::copy(&image, &target).await?;
             tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).await

@@ -96,7 +96,9 @@ pub(crate) struct Inner {
     pub store: Arc<dyn JobStore>,
     pub sandbox: Arc<Sandbox>,
     pub blobs: Blobs,
-    /// Where runs get their input folders (`data_dir/jobs-work`).
+    /// Where runs get their input folders: `$TMPDIR/hearth-jobs-<uid>`, not under
+    /// `data_dir`, which may sit below a folder the sandboxed program's unprivileged
+    /// user cannot pass (a `0700` home, as the sandbox's own root does not either).
     pub work_dir: PathBuf,
     pub settings: Settings,
     pub events: broadcast::Sender<JobEvent>,
@@ -138,7 +140,8 @@ impl Jobs {
                 store,
                 sandbox,
                 blobs: Blobs::new(data_dir),
-                work_dir: data_dir.join("jobs-work"),
+                work_dir: std::env::temp_dir()
+                    .join(format!("hearth-jobs-{}", rustix::process::getuid().as_raw())),
                 settings,
                 events,
                 wake: Notify::new(),

@@ -129,6 +129,36 @@ async fn an_image_becomes_a_chart_through_every_step() {
     jobs.shutdown().await;
 }
 
+/// A data folder below one only its owner can pass (a `0700` home, `mktemp -d`): the
+/// sandboxed program's user could not reach an input folder there, so runs get theirs
+/// from the temp folder, and the work folder goes when the job ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_below_a_private_folder_runs_jobs() {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = Fake::start(models(&[GOOD])).await;
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = private.path().join("data");
+    let config = config(&fake.base_url, true);
+    let (jobs, _) = service(&data, &config, settings(&config)).await;
+    let job = jobs.submit("alice", &png(), "").await.unwrap();
+    let view = finished(&jobs, &job.id).await;
+    assert_eq!(
+        view.job.status(),
+        JobStatus::Succeeded,
+        "{:?}",
+        view.job.error
+    );
+    let work = std::env::temp_dir().join(format!(
+        "hearth-jobs-{}",
+        rustix::process::getuid().as_raw()
+    ));
+    let mode = std::fs::metadata(&work).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o711, "the shared work folder cannot be listed");
+    assert!(!work.join(&job.id).exists(), "the job's work folder is removed");
+    jobs.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_blocked_by_bandit_goes_back_to_the_model_and_is_repaired() {
     let shell =
@@ -157,8 +187,11 @@ async fn code_blocked_by_bandit_goes_back_to_the_model_and_is_repaired() {
             "run:2:succeeded"
         ]
     );
-    let review: hearth_jobs::Review =
-        serde_json::from_str(view.steps[3].detail.as_deref().unwrap()).unwrap();
+    let detail = view.steps[3].detail.as_deref().unwrap();
+    let review: hearth_jobs::Review = serde_json::from_str(detail).unwrap();
+    // What the check used is kept beside the findings (the UI shows it).
+    let usage = &serde_json::from_str::<serde_json::Value>(detail).unwrap()["usage"];
+    assert!(usage["wall_ms"].as_u64().unwrap() > 0, "{usage}");
     let b602 = review
         .findings
         .iter()
