@@ -140,8 +140,10 @@ impl Jobs {
                 store,
                 sandbox,
                 blobs: Blobs::new(data_dir),
-                work_dir: std::env::temp_dir()
-                    .join(format!("hearth-jobs-{}", rustix::process::getuid().as_raw())),
+                work_dir: std::env::temp_dir().join(format!(
+                    "hearth-jobs-{}",
+                    rustix::process::getuid().as_raw()
+                )),
                 settings,
                 events,
                 wake: Notify::new(),

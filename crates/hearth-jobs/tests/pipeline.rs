@@ -155,7 +155,10 @@ async fn a_data_dir_below_a_private_folder_runs_jobs() {
     ));
     let mode = std::fs::metadata(&work).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o711, "the shared work folder cannot be listed");
-    assert!(!work.join(&job.id).exists(), "the job's work folder is removed");
+    assert!(
+        !work.join(&job.id).exists(),
+        "the job's work folder is removed"
+    );
     jobs.shutdown().await;
 }
 
