@@ -62,6 +62,17 @@ impl Blobs {
         Ok(sha)
     }
 
+    /// Removes the file with this digest; one already gone is not an error.
+    pub fn remove(&self, sha: &str) -> std::io::Result<()> {
+        let Some(path) = self.path(sha) else {
+            return Ok(());
+        };
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     pub fn get(&self, sha: &str) -> std::io::Result<Vec<u8>> {
         let path = self.path(sha).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a SHA-256 digest")

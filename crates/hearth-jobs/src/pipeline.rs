@@ -714,6 +714,7 @@ impl Ctx<'_> {
             return Ok(RunEnd::Raised(traceback));
         }
         for f in &o.files {
+            let files = self.inner.files_lock.lock().await;
             let blobs = self.inner.blobs.clone();
             let data = f.data.clone();
             let sha = tokio::task::spawn_blocking(move || blobs.put(&data))
@@ -733,6 +734,7 @@ impl Ctx<'_> {
                     },
                 )
                 .await?;
+            drop(files);
             self.log("run", format!("wrote {} ({} bytes)", f.path, f.size));
         }
         self.end(&step, end(StepStatus::Succeeded)).await?;

@@ -96,6 +96,9 @@ pub(crate) struct Inner {
     pub store: Arc<dyn JobStore>,
     pub sandbox: Arc<Sandbox>,
     pub blobs: Blobs,
+    /// Held while bytes are stored and recorded, and while unreferenced ones are
+    /// removed: a removal never takes bytes a job is about to record.
+    pub files_lock: tokio::sync::Mutex<()>,
     /// Where runs get their input folders: `$TMPDIR/hearth-jobs-<uid>`, not under
     /// `data_dir`, which may sit below a folder the sandboxed program's unprivileged
     /// user cannot pass (a `0700` home, as the sandbox's own root does not either).
@@ -140,6 +143,7 @@ impl Jobs {
                 store,
                 sandbox,
                 blobs: Blobs::new(data_dir),
+                files_lock: tokio::sync::Mutex::new(()),
                 work_dir: std::env::temp_dir().join(format!(
                     "hearth-jobs-{}",
                     rustix::process::getuid().as_raw()
@@ -165,6 +169,8 @@ impl Jobs {
     /// of any process that dies while this one runs (their leases run out).
     pub async fn start(&self) -> Result<(), JobsError> {
         self.sweep().await?;
+        // What a process that stopped mid-delete (or a rerun) left behind.
+        self.remove_unreferenced_files().await?;
         let mut workers = lock(&self.inner.workers);
         for n in 0..self.inner.settings.concurrency {
             let jobs = self.clone();
@@ -235,6 +241,7 @@ impl Jobs {
         let checked = upload::check(image, s.max_upload_bytes, s.max_image_pixels)?;
         let blobs = self.inner.blobs.clone();
         let bytes = image.to_vec();
+        let files = self.inner.files_lock.lock().await;
         let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
             .await
             .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
@@ -257,6 +264,7 @@ impl Jobs {
                 },
             )
             .await?;
+        drop(files);
         self.inner.emit(JobEvent::Status {
             job_id: job.id.clone(),
             status: job.status.clone(),
@@ -394,8 +402,30 @@ impl Jobs {
     }
 
     /// Deletes an ended (or queued) job; a running one must be cancelled first.
+    /// Its image and artifacts go too, unless another job has the same content.
     pub async fn delete(&self, scope: &Scope<'_>, id: &str) -> Result<bool, JobsError> {
-        Ok(self.inner.store.delete_job(scope, id).await?)
+        let deleted = self.inner.store.delete_job(scope, id).await?;
+        if deleted {
+            self.remove_unreferenced_files().await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Removes the bytes of the files no job refers to any more.
+    async fn remove_unreferenced_files(&self) -> Result<(), JobsError> {
+        let _files = self.inner.files_lock.lock().await;
+        let gone = self.inner.store.drop_unreferenced_files().await?;
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let blobs = self.inner.blobs.clone();
+        let n = gone.len();
+        tokio::task::spawn_blocking(move || gone.iter().try_for_each(|sha| blobs.remove(sha)))
+            .await
+            .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
+            .map_err(JobsError::Io)?;
+        tracing::debug!(removed = n, "files no job refers to were removed");
+        Ok(())
     }
 
     /// A job's file by its name (`input.png`, or an artifact's path): its record and

@@ -162,6 +162,52 @@ async fn a_data_dir_below_a_private_folder_runs_jobs() {
     jobs.shutdown().await;
 }
 
+/// Deleting a job removes its image and artifacts from `data_dir/files`, except
+/// content another job still has (files are shared by digest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_removes_its_files_unless_another_job_has_them() {
+    let fake = Fake::start(models(&[GOOD, GOOD])).await;
+    let data = tempfile::tempdir().unwrap();
+    let config = config(&fake.base_url, true);
+    let (jobs, _) = service(data.path(), &config, settings(&config)).await;
+    let alice = Scope::Owner("alice");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let job = jobs.submit("alice", &png(), "").await.unwrap();
+        let view = finished(&jobs, &job.id).await;
+        assert_eq!(
+            view.job.status(),
+            JobStatus::Succeeded,
+            "{:?}",
+            view.job.error
+        );
+        ids.push(job.id);
+    }
+    let path = |id: &str, name: &'static str| {
+        let jobs = jobs.clone();
+        let id = id.to_owned();
+        async move { jobs.file(&alice, &id, name).await.unwrap().unwrap().1 }
+    };
+    let image = path(&ids[0], "input.png").await;
+    let chart = path(&ids[0], "chart.png").await;
+    assert_eq!(
+        image,
+        path(&ids[1], "input.png").await,
+        "one copy per content"
+    );
+    assert!(jobs.delete(&alice, &ids[0]).await.unwrap());
+    assert!(
+        image.exists() && chart.exists(),
+        "the other job still has them"
+    );
+    assert!(jobs.delete(&alice, &ids[1]).await.unwrap());
+    assert!(
+        !image.exists() && !chart.exists(),
+        "no job has them any more"
+    );
+    jobs.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_blocked_by_bandit_goes_back_to_the_model_and_is_repaired() {
     let shell =

@@ -301,6 +301,11 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
     /// A job's files: its input, then its artifacts by name.
     async fn job_files(&self, job_id: &str) -> Result<Vec<JobFile>, StoreError>;
 
+    /// Forgets the files no job refers to any more (its jobs deleted, or replaced
+    /// by a rerun's) and returns their digests: the caller removes their bytes.
+    /// Content is shared by digest, so a file stays while any job still has it.
+    async fn drop_unreferenced_files(&self) -> Result<Vec<String>, StoreError>;
+
     /// Running jobs whose lease ran out go back to the queue (or end cancelled, if
     /// that was asked), their unfinished steps marked interrupted. Returns how many
     /// were queued again.

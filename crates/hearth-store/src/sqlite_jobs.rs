@@ -321,6 +321,15 @@ impl JobStore for SqliteStore {
             .await?)
     }
 
+    async fn drop_unreferenced_files(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM files WHERE NOT EXISTS \
+             (SELECT 1 FROM job_files j WHERE j.sha256 = files.sha256) RETURNING sha256",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn recover_jobs(&self) -> Result<u64, StoreError> {
         let now = now_ms();
         let expired = "status = 'running' AND (lease_until IS NULL OR lease_until < $1)";

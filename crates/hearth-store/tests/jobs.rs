@@ -9,6 +9,8 @@ use hearth_store::{
     SqliteStore, StepEnd, StepStatus,
 };
 
+mod common;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn image(sha: &str) -> NewJob {
@@ -247,25 +249,8 @@ async fn a_restart_requeues_running_jobs_and_interrupts_their_step() {
 #[tokio::test]
 async fn the_previous_releases_database_gets_the_job_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let old = dir.path().join("migrations");
-    std::fs::create_dir_all(&old).unwrap();
-    for f in ["0001_conversations.sql", "0002_owners_and_reply_leases.sql"] {
-        std::fs::copy(
-            format!("{}/migrations/{f}", env!("CARGO_MANIFEST_DIR")),
-            old.join(f),
-        )
-        .unwrap();
-    }
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", data.join("hearth.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::migrate::Migrator::new(old.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = common::database_at(2, dir.path(), &data).await;
     sqlx::query(
         "INSERT INTO conversations (id, title, created_at, updated_at, owner) VALUES ('c1', 'old', 1, 1, 'k')",
     )
@@ -275,7 +260,7 @@ async fn the_previous_releases_database_gets_the_job_tables() {
     pool.close().await;
 
     let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
     assert!(
         store
             .conversation(&Scope::Owner("k"), "c1")
@@ -293,6 +278,46 @@ async fn the_previous_releases_database_gets_the_job_tables() {
             .prompt,
         "plot it"
     );
+}
+
+#[tokio::test]
+async fn the_jobs_releases_database_keeps_its_jobs_and_finds_unreferenced_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pool = common::database_at(3, dir.path(), &data).await;
+    for (sha, job) in [("aa", Some("j1")), ("bb", None)] {
+        sqlx::query("INSERT INTO files (sha256, size, content_type, created_at) VALUES ($1, 1, 'image/png', 1)")
+            .bind(sha)
+            .execute(&pool)
+            .await
+            .unwrap();
+        if let Some(job) = job {
+            sqlx::query(
+                "INSERT INTO jobs (id, owner, status, prompt, image_sha256, image_type, created_at, updated_at, queued_at) \
+                 VALUES ($1, 'k', 'succeeded', 'p', $2, 'png', 1, 1, 1)",
+            )
+            .bind(job)
+            .bind(sha)
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO job_files (job_id, role, name, sha256, size, content_type, created_at) \
+                 VALUES ($1, 'input', 'input.png', $2, 1, 'image/png', 1)",
+            )
+            .bind(job)
+            .bind(sha)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&data).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    assert!(store.job(&Scope::Owner("k"), "j1").await.unwrap().is_some());
+    assert_eq!(store.drop_unreferenced_files().await.unwrap(), ["bb"]);
 }
 
 #[tokio::test]

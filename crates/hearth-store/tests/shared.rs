@@ -3,6 +3,8 @@
 //! previous release's schema.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::time::Duration;
 
 use hearth_store::{
@@ -243,26 +245,8 @@ async fn closing_ends_only_this_stores_own_unfinished_replies() {
 async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
     // A database made by the release before owners and leases: its one migration.
     let dir = tempfile::tempdir().unwrap();
-    let old_migrations = dir.path().join("migrations");
-    std::fs::create_dir_all(&old_migrations).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/migrations/0001_conversations.sql"
-        ),
-        old_migrations.join("0001_conversations.sql"),
-    )
-    .unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let url = format!("sqlite://{}?mode=rwc", data.join("hearth.db").display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::migrate::Migrator::new(old_migrations.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = common::database_at(1, dir.path(), &data).await;
     sqlx::query(
         "INSERT INTO conversations (id, title, created_at, updated_at) VALUES ('c1', 'old', 1, 1)",
     )
@@ -279,7 +263,7 @@ async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
     pool.close().await;
 
     let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
     let c = store
         .conversation(&Scope::Owner("anonymous"), "c1")
         .await

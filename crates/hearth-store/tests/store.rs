@@ -1,6 +1,8 @@
 //! The store over a real SQLite file in a temp directory.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use hearth_store::{
     ConversationPatch, ConversationStore, FinishReason, ListQuery, NewConversation, NewMessage,
     ReplyUpdate, Scope, SqliteStore,
@@ -27,7 +29,7 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
     let nested = dir.path().join("a/b");
     let store = SqliteStore::open(&nested).await.unwrap();
     assert!(nested.join("hearth.db").exists());
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -45,7 +47,7 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
 }
 
 #[tokio::test]
