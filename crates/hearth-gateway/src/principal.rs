@@ -112,6 +112,16 @@ impl KeyRing {
         found
     }
 
+    /// The principal named `id` (a key's name, or `anonymous`), for work done later
+    /// on its behalf (a queued job). `None` for a key no longer configured.
+    pub fn by_id(&self, id: &str) -> Option<&Principal> {
+        self.keys
+            .iter()
+            .map(|(_, p)| p)
+            .chain(std::iter::once(&self.anonymous))
+            .find(|p| &*p.id == id)
+    }
+
     /// The caller of a server that needs no key.
     pub fn anonymous(&self) -> &Principal {
         &self.anonymous
@@ -155,5 +165,13 @@ mod tests {
         assert!(!open.required());
         assert_eq!(&*open.anonymous().id, ANONYMOUS);
         assert_eq!((open.anonymous().rpm, open.anonymous().tpm), (5, 6));
+    }
+
+    #[test]
+    fn finds_the_owner_of_queued_work_by_name() {
+        let ring = KeyRing::new(&[key("a", "sk-aaaaaaaa", false)], 5, 6);
+        assert_eq!(ring.by_id("a").map(|p| p.rpm), Some(1));
+        assert_eq!(ring.by_id(ANONYMOUS).map(|p| p.rpm), Some(5));
+        assert!(ring.by_id("removed-since").is_none());
     }
 }

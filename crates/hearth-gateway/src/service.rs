@@ -85,8 +85,42 @@ impl Gateway {
         request: Request,
         id: &str,
     ) -> Result<Completion, ApiError> {
+        self.run(who, request, id, true).await
+    }
+
+    /// As [`Gateway::complete`], for work a request already admitted (an agent
+    /// job's model calls, admitted when the job was submitted): never refused by
+    /// the caller's limits, but the tokens it uses count against them, so the key's
+    /// next requests wait for them.
+    pub async fn complete_admitted(
+        &self,
+        who: &Principal,
+        request: Request,
+        id: &str,
+    ) -> Result<Completion, ApiError> {
+        self.run(who, request, id, false).await
+    }
+
+    /// Admits one request that is not itself a completion but starts model work
+    /// (an agent job submitted, retried or given new code) against the caller's
+    /// requests per minute: 429 with `Retry-After` past it.
+    pub async fn admit(&self, who: &Principal) -> Result<Quota, ApiError> {
+        if !who.is_limited() {
+            return Ok(Quota::default());
+        }
+        // Not counted in `hearth_key_requests_total`: the model calls it leads to are.
+        self.limiter.admit(who, 0).await
+    }
+
+    async fn run(
+        &self,
+        who: &Principal,
+        request: Request,
+        id: &str,
+        admit: bool,
+    ) -> Result<Completion, ApiError> {
         let span = tracing::info_span!("request", id, key = %who.id);
-        let (estimate, quota) = if who.is_limited() {
+        let (estimate, quota) = if admit && who.is_limited() {
             let estimate = request.estimated_prompt_tokens();
             let quota = self
                 .limiter

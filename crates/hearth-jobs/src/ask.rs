@@ -59,7 +59,9 @@ pub async fn ask(
         ..ChatCompletionRequest::default()
     };
     let call = async {
-        let mut completion = gateway.complete(who, Request::Chat(request), id).await?;
+        let mut completion = gateway
+            .complete_admitted(who, Request::Chat(request), id)
+            .await?;
         let answered_by = completion.model().to_owned();
         let mut text = String::new();
         while let Some(event) = completion.events.next().await {

@@ -165,8 +165,14 @@ pub(crate) async fn run(inner: &Inner, job: Job, cancel: &CancellationToken) {
         inner,
         job: &job,
         cancel,
-        // The job's owner, unlimited: the submission was admitted by the HTTP layer.
-        who: Principal::new(&job.owner, 0, 0, false),
+        // The job's owner: its model calls are not refused (the submission was
+        // admitted), but their tokens count against the owner's limits.
+        who: inner
+            .gateway
+            .keys()
+            .by_id(&job.owner)
+            .cloned()
+            .unwrap_or_else(|| Principal::new(&job.owner, 0, 0, false)),
     };
     inner.emit(JobEvent::Status {
         job_id: job.id.clone(),

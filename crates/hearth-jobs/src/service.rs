@@ -401,6 +401,12 @@ impl Jobs {
         Ok(job)
     }
 
+    /// The gateway the jobs' model calls go through (and their submissions are
+    /// admitted by).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.inner.gateway
+    }
+
     /// Deletes an ended (or queued) job; a running one must be cancelled first.
     /// Its image and artifacts go too, unless another job has the same content.
     pub async fn delete(&self, scope: &Scope<'_>, id: &str) -> Result<bool, JobsError> {

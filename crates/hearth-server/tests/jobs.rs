@@ -667,6 +667,75 @@ async fn jobs_belong_to_their_key_and_cancel_stops_them() {
     hearth.stop().await;
 }
 
+/// A job is admitted against its key's requests per minute when submitted (before
+/// its upload is read), and its model calls, never refused mid-job, count against
+/// the key's tokens per minute: the key's next requests wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_count_against_their_keys_limits() {
+    let up = fake(models(&[CSV])).await;
+    let data = tempfile::tempdir().unwrap();
+    // Every key: 2 requests and 10 tokens a minute (the fake reports 6 per call).
+    let hearth = Hearth::start_with(
+        data.path(),
+        &up,
+        "",
+        "[limits]\ndefault_rpm = 2\ndefault_tpm = 10\n",
+    )
+    .await;
+    let job = hearth.submit(&PNG, "").await;
+    let id = job["id"].as_str().unwrap();
+    let job = hearth.finished(id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // Its three model calls used 18 tokens: alice is in debt, bob is not.
+    let chat = |key: &'static str| {
+        hearth
+            .http
+            .post(hearth.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&json!({"model": PLANNER, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let refused = chat(ALICE).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let v: Value = refused.json().await.unwrap();
+    assert_error(&v, 429, 429, "rate_limit_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute"),
+        "{v}"
+    );
+    let (status, v) = hearth
+        .upload(ALICE, &[Part::file("image", "a.png", "image/png", &PNG)])
+        .await;
+    assert_error(&v, status, 429, "rate_limit_exceeded");
+    // Requests per minute: bob's third submission in a minute is refused.
+    for _ in 0..2 {
+        let (status, v) = hearth
+            .upload(BOB, &[Part::file("image", "a.png", "image/png", &PNG)])
+            .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let (status, v) = hearth
+        .upload(BOB, &[Part::file("image", "a.png", "image/png", &PNG)])
+        .await;
+    assert_error(&v, status, 429, "rate_limit_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests per minute"),
+        "{v}"
+    );
+    let (status, v) = hearth
+        .call(BOB, reqwest::Method::POST, &format!("/api/jobs/{id}/retry"))
+        .await;
+    assert_error(&v, status, 429, "rate_limit_exceeded");
+    hearth.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_job_resumes_and_loses_nothing() {
     // The first code request never gets an answer; after the restart, the second

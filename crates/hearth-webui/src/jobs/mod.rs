@@ -196,6 +196,17 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
 }
 
 impl JobsApi {
+    /// Admits a request that starts model work (a job submitted, retried or given
+    /// new code) against the caller's requests per minute: 429 past it.
+    async fn admit(&self, principal: &Principal) -> ApiResult<()> {
+        self.jobs
+            .gateway()
+            .admit(principal)
+            .await
+            .map(drop)
+            .map_err(HttpError)
+    }
+
     /// A job the caller may see, with its steps and files.
     async fn view(&self, scope: &Scope<'_>, id: &str) -> ApiResult<JobView> {
         check_id(id, "id")?;
@@ -263,6 +274,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult {
     check_id(&id, "id")?;
+    api.admit(&principal).await?;
     let job = api
         .jobs
         .retry(&scope(&principal), &id)
@@ -280,6 +292,7 @@ async fn edit_code(
     body: Body,
 ) -> ApiResult {
     check_id(&id, "id")?;
+    api.admit(&principal).await?;
     let max = api.limits.max_text_bytes;
     let body = hearth_http::body::json(&headers, body, max.saturating_add(64 * 1024)).await?;
     let Value::Object(map) = body else {

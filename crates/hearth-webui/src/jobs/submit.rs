@@ -26,6 +26,8 @@ pub(crate) async fn submit(
     Extension(principal): Extension<Principal>,
     req: Request,
 ) -> ApiResult {
+    // Before the body is read: a caller past its limit does not upload 20 MB first.
+    api.admit(&principal).await?;
     let limit = api.limits.upload_body_limit();
     let declared = req
         .headers()
