@@ -86,6 +86,12 @@ impl Config {
     }
 
     /// The model served when no file names any: the embedded SmolLM2.
+    /// Where downloaded models go: `data_dir/models` (`hearth models pull`, and an
+    /// embedded model's `url`).
+    pub fn models_dir(&self) -> PathBuf {
+        self.storage.data_dir.join("models")
+    }
+
     pub fn default_embedded_model() -> ModelConfig {
         ModelConfig {
             tags: vec!["general".to_owned()],

@@ -71,8 +71,15 @@ pub enum ModelBackend {
 /// `backend = "embedded"`: a GGUF file served in-process by llama.cpp.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EmbeddedConfig {
-    /// The GGUF file (empty when the file names none: validation reports it).
+    /// The GGUF file (empty when the file names none: validation reports it, or
+    /// sets it from `url`).
     pub path: PathBuf,
+    /// Where to download the file from when `path` does not exist yet (at start, in
+    /// the background, with progress in the log); `path` defaults to
+    /// `data_dir/models/<the URL's file name>`.
+    pub url: Option<String>,
+    /// The download's SHA-256 (64 hex digits), checked before the file is used.
+    pub sha256: Option<String>,
     /// Context size in tokens (shared by all sequences).
     pub context: Option<u32>,
     /// Sequences decoded together (continuous batching).
@@ -289,6 +296,10 @@ struct ModelToml {
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel: Option<u32>,
@@ -325,6 +336,8 @@ impl TryFrom<ModelToml> for ModelConfig {
             BackendKind::Upstream => (
                 [
                     ("path", t.path.is_some()),
+                    ("url", t.url.is_some()),
+                    ("sha256", t.sha256.is_some()),
                     ("context", t.context.is_some()),
                     ("parallel", t.parallel.is_some()),
                     ("threads", t.threads.is_some()),
@@ -367,6 +380,8 @@ impl TryFrom<ModelToml> for ModelConfig {
         let backend = match kind {
             BackendKind::Embedded => ModelBackend::Embedded(EmbeddedConfig {
                 path: t.path.unwrap_or_default(),
+                url: t.url,
+                sha256: t.sha256,
                 context: t.context,
                 parallel: t.parallel,
                 threads: t.threads,
@@ -422,6 +437,8 @@ impl From<ModelConfig> for ModelToml {
         match m.backend {
             ModelBackend::Embedded(e) => {
                 t.path = Some(e.path);
+                t.url = e.url;
+                t.sha256 = e.sha256;
                 t.context = e.context;
                 t.parallel = e.parallel;
                 t.threads = e.threads;

@@ -35,6 +35,17 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         );
     }
 
+    // An embedded model with a `url` and no `path` goes to data_dir/models.
+    let models_dir = config.models_dir();
+    for m in &mut config.models {
+        if let ModelBackend::Embedded(e) = &mut m.backend
+            && e.path.as_os_str().is_empty()
+            && let Some(name) = e.url.as_deref().and_then(url_file_name)
+        {
+            e.path = models_dir.join(name);
+        }
+    }
+
     // Model names and aliases are one namespace.
     let mut names = HashSet::new();
     for (i, m) in config.models.iter().enumerate() {
@@ -112,10 +123,38 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 }
             }
             ModelBackend::Embedded(e) => {
-                if e.path.as_os_str().is_empty() {
+                if let Some(url) = &e.url {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        push(
+                            at("url"),
+                            format!("`{url}` is not an http:// or https:// URL"),
+                        );
+                    } else if e.path.as_os_str().is_empty() {
+                        push(
+                            at("url"),
+                            format!(
+                                "`{url}` does not end in a plain file name (letters, digits, `.`, `-`, `_`); set `path` to where the file goes"
+                            ),
+                        );
+                    }
+                } else if e.path.as_os_str().is_empty() {
                     push(
                         at("backend"),
-                        "an embedded model needs `path` to a GGUF file".into(),
+                        "an embedded model needs `path` to a GGUF file, or `url` to download one from".into(),
+                    );
+                }
+                if let Some(h) = &e.sha256
+                    && !(h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+                {
+                    push(
+                        at("sha256"),
+                        format!("`{h}` is not a SHA-256 (64 hex digits)"),
+                    );
+                }
+                if e.sha256.is_some() && e.url.is_none() {
+                    push(
+                        at("sha256"),
+                        "`sha256` checks a download: set `url` too, or remove it".into(),
                     );
                 }
                 if e.parallel == Some(0) {
@@ -484,4 +523,20 @@ fn is_dns_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
+}
+
+/// The file name a model URL saves to: its last path segment (before any query),
+/// when it is a plain name (so it is the same here and to the downloader).
+fn url_file_name(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let path = rest.split(['?', '#']).next()?;
+    let (_, name) = path.rsplit_once('/')?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    plain.then_some(name)
 }

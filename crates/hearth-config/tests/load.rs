@@ -572,3 +572,82 @@ fn acme_needs_public_dns_names_and_port_443() {
         "{e:?}"
     );
 }
+
+#[test]
+fn an_embedded_model_named_by_url_goes_to_data_dir_models() {
+    let c = load_str(
+        "[storage]\ndata_dir = \"/srv/hearth\"\n[[models]]\nname = \"q\"\nurl = \"https://example.com/org/repo/resolve/main/q4_k_m.gguf?download=true\"\nsha256 = \"9F2C1D7E4B3A5C6D8E9F0A1B2C3D4E5F60718293A4B5C6D7E8F90A1B2C3D4E5F\"\n",
+        "hearth.toml",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let e = c.models[0].embedded_config().unwrap();
+    assert_eq!(
+        e.path,
+        std::path::PathBuf::from("/srv/hearth/models/q4_k_m.gguf")
+    );
+    assert!(
+        e.url
+            .as_deref()
+            .unwrap()
+            .starts_with("https://example.com/")
+    );
+    // An explicit path is where it goes.
+    let c = load_str(
+        "[[models]]\nname = \"q\"\npath = \"/m/q.gguf\"\nurl = \"http://h/x.gguf\"\n",
+        "hearth.toml",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.models[0].embedded_config().unwrap().path,
+        std::path::PathBuf::from("/m/q.gguf")
+    );
+}
+
+#[test]
+fn a_model_url_is_checked() {
+    let env = MapEnv::default();
+    let e = errors("[[models]]\nname = \"q\"\nurl = \"ftp://h/x.gguf\"\n", &env);
+    assert!(
+        e.iter()
+            .any(|m| m.contains("not an http:// or https:// URL")),
+        "{e:?}"
+    );
+    let e = errors("[[models]]\nname = \"q\"\nurl = \"https://h/dir/\"\n", &env);
+    assert!(
+        e.iter()
+            .any(|m| m.contains("set `path` to where the file goes")),
+        "{e:?}"
+    );
+    let e = errors(
+        "[[models]]\nname = \"q\"\nurl = \"https://h/%41.gguf\"\n",
+        &env,
+    );
+    assert!(e.iter().any(|m| m.contains("plain file name")), "{e:?}");
+    let e = errors(
+        "[[models]]\nname = \"q\"\nurl = \"https://h/x.gguf\"\nsha256 = \"abc\"\n",
+        &env,
+    );
+    assert!(e.iter().any(|m| m.contains("not a SHA-256")), "{e:?}");
+    let e = errors(
+        "[[models]]\nname = \"q\"\npath = \"m.gguf\"\nsha256 = \"9f2c1d7e4b3a5c6d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f\"\n",
+        &env,
+    );
+    assert!(e.iter().any(|m| m.contains("set `url` too")), "{e:?}");
+    let e = errors(
+        "[[models]]\nname = \"q\"\nbackend = \"upstream\"\nbase_url = \"http://h/v1\"\nurl = \"https://h/x.gguf\"\n",
+        &env,
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("`url` applies only to `backend = \"embedded\"`")),
+        "{e:?}"
+    );
+    let e = errors("[[models]]\nname = \"q\"\n", &env);
+    assert!(
+        e.iter()
+            .any(|m| m.contains("or `url` to download one from")),
+        "{e:?}"
+    );
+}

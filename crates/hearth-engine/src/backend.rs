@@ -219,6 +219,14 @@ impl Backend for EmbeddedBackend {
         Ok(events(rx).boxed())
     }
 
+    /// Still loading, or not loaded and why, for the router's answer.
+    async fn wake(&self) -> Result<(), BackendError> {
+        match self.shared.status() {
+            ModelStatus::Loading => Err(BackendError::Unavailable("loading".into())),
+            _ => self.unavailable().map_or(Ok(()), Err),
+        }
+    }
+
     async fn probe(&self) -> Result<(), BackendError> {
         self.unavailable().map_or(Ok(()), Err)
     }

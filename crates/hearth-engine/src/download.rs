@@ -113,13 +113,19 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
-/// Downloads `url` into `dir`. `sha256` (hex, any case) is checked when given.
+/// Downloads `url` into `dir`, under the URL's file name. `sha256` (hex, any case)
+/// is checked when given.
 pub async fn pull(
     url: &str,
     dir: &Path,
     sha256: Option<&str>,
-    mut on_event: impl FnMut(PullEvent),
+    on_event: impl FnMut(PullEvent),
 ) -> Result<Pulled, PullError> {
+    let name = file_name_for(&parse(url)?)?;
+    pull_to(url, &dir.join(name), sha256, on_event).await
+}
+
+fn parse(url: &str) -> Result<reqwest::Url, PullError> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| PullError::BadUrl(format!("`{url}` is not a URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -127,6 +133,17 @@ pub async fn pull(
             "`{url}`: only http:// and https:// URLs can be pulled"
         )));
     }
+    Ok(parsed)
+}
+
+/// Downloads `url` to the file `dest` (an embedded model's `path`), as [`pull`].
+pub async fn pull_to(
+    url: &str,
+    dest: &Path,
+    sha256: Option<&str>,
+    mut on_event: impl FnMut(PullEvent),
+) -> Result<Pulled, PullError> {
+    let parsed = parse(url)?;
     let expected = match sha256 {
         Some(h) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {
             Some(h.to_ascii_lowercase())
@@ -138,14 +155,21 @@ pub async fn pull(
         }
         None => None,
     };
-    let name = file_name_for(&parsed)?;
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| PullError::Io { path, source }
     };
+    let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(PullError::BadUrl(format!(
+            "`{}` is not a file path to download to",
+            dest.display()
+        )));
+    };
     tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
-    let dest = dir.join(&name);
-    let part = dir.join(format!("{name}.part"));
+    let mut part_name = name.to_owned();
+    part_name.push(".part");
+    let part = dir.join(part_name);
+    let dest = dest.to_owned();
 
     if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
         let actual = hash_file(&dest).await?;

@@ -29,6 +29,7 @@
 
 pub mod backend;
 pub mod download;
+mod fetch;
 pub mod gguf;
 mod intake;
 mod llama;
@@ -39,6 +40,7 @@ pub mod settings;
 mod text;
 
 pub use backend::{EmbeddedBackend, EngineStats, LoadGate};
+pub use fetch::FetchingBackend;
 pub use gguf::{GgufError, GgufInfo, inspect};
 
 /// A size for people, in decimal units as disks and downloads are sold: `98 MB`, `4.7 GB`.

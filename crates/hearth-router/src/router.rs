@@ -199,6 +199,20 @@ impl Router {
             let mut held: Option<Permit> = None;
             match model.status() {
                 ModelStatus::Ready => {}
+                // The backend's own verdict (an engine whose model did not load or
+                // download): its reason tells the client more than "unavailable".
+                ModelStatus::Unavailable
+                    if not_up.is_none() && model.backend.status() == ModelStatus::Unavailable =>
+                {
+                    if let Err(BackendError::Unavailable(why)) = model.backend.wake().await {
+                        not_up = Some(NotUp {
+                            model: model.config.name.clone(),
+                            status: ModelStatus::Unavailable,
+                            why,
+                        });
+                    }
+                    continue;
+                }
                 ModelStatus::Unavailable => continue,
                 // A managed model server still starting (or stopped while idle, or
                 // between restarts) is waited for in the model's queue, holding a
@@ -385,6 +399,12 @@ impl NotUp {
             )
             .with_code("backend_unavailable")
             .with_retry_after(5);
+        }
+        if self.status == ModelStatus::Unavailable {
+            // The backend's own sentence, which names the model.
+            return ApiError::new(ErrorKind::Unavailable, self.why)
+                .with_code("backend_unavailable")
+                .with_retry_after(30);
         }
         let status = self.status.as_str();
         let detail = if self.why == status {

@@ -10,7 +10,8 @@ use hearth_router::Backend;
 /// Builds the backend of one configured model: an upstream client (its key read
 /// from `api_key_env` in `env`), a model server Hearth runs (`[models.launch]`,
 /// supervised by `engines`), or the embedded engine, which starts loading on its
-/// own thread and serves once loaded.
+/// own thread and serves once loaded (once downloaded first, for a model whose
+/// `url` has not been fetched yet).
 pub fn backend(
     m: &ModelConfig,
     env: &dyn Env,
@@ -24,6 +25,10 @@ pub fn backend(
             } else {
                 Arc::new(hearth_upstream::UpstreamBackend::new(m, key)?)
             }
+        }
+        // Not downloaded yet: the server starts, the model follows.
+        ModelBackend::Embedded(e) if e.url.is_some() && !e.path.exists() => {
+            hearth_engine::FetchingBackend::start(m) as Arc<dyn Backend>
         }
         ModelBackend::Embedded(_) => {
             let engine = hearth_engine::EmbeddedBackend::start(m)

@@ -104,3 +104,93 @@ async fn a_request_while_loading_gets_503_with_retry_after() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("loading"), "{body}");
 }
+
+/// A file server on 127.0.0.1:0 serving `body` at `/files/model.gguf` (404
+/// elsewhere) once `release` is notified.
+async fn file_server(body: Vec<u8>, release: std::sync::Arc<tokio::sync::Notify>) -> String {
+    use axum::routing::get;
+    let body = bytes::Bytes::from(body);
+    let app = axum::Router::new().route(
+        "/files/model.gguf",
+        get(move || {
+            let (body, release) = (body.clone(), release.clone());
+            async move {
+                release.notified().await;
+                body
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// `url` instead of `path`: the server starts at once, the model is `loading` and
+/// requests get a 503 saying it is being downloaded; once the file has come (into
+/// `data_dir/models`, under the URL's name) the engine loads it and serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_named_by_url_is_downloaded_at_start_then_served() {
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let model = std::fs::read(hearth_testkit::test_model_path()).unwrap();
+    let base = file_server(model, release.clone()).await;
+    let gw = harness::Gateway::start(&format!(
+        "[[models]]\nname = \"smollm2-135m\"\nbackend = \"embedded\"\nurl = \"{base}/files/model.gguf\"\ncontext = 512\nparallel = 1\n"
+    ))
+    .await;
+    let (code, body) = get(&gw, "/ready").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["models"][0]["status"], "loading", "{body}");
+    let r = say_hi(&gw).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("is still loading (downloading: ")
+            || message.contains("is still loading (starting the download)"),
+        "{body}"
+    );
+
+    release.notify_one();
+    let start = Instant::now();
+    while get(&gw, "/ready").await.0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "not ready 120 s after the download was let through: {}",
+            get(&gw, "/ready").await.1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = say_hi(&gw).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// A download that fails leaves the server up, the model `unavailable`, and a
+/// request for it told why and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_download_fails_is_unavailable_and_says_why() {
+    let base = file_server(Vec::new(), std::sync::Arc::default()).await;
+    let gw = harness::Gateway::start(&format!(
+        "[[models]]\nname = \"smollm2-135m\"\nbackend = \"embedded\"\nurl = \"{base}/files/missing.gguf\"\n"
+    ))
+    .await;
+    let start = Instant::now();
+    while get(&gw, "/ready").await.1["models"][0]["status"] != "unavailable" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            get(&gw, "/ready").await.1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&gw, "/health").await.0, 200);
+    let r = say_hi(&gw).await;
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the download failed: ")
+            && message.contains("missing.gguf answered HTTP 404"),
+        "{body}"
+    );
+}

@@ -68,7 +68,7 @@ fn with_config(path: Option<&Path>, f: impl FnOnce(&Config) -> ExitCode) -> Exit
 }
 
 fn models_dir(config: &Config) -> PathBuf {
-    config.storage.data_dir.join("models")
+    config.models_dir()
 }
 
 fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
