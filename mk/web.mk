@@ -1,7 +1,9 @@
 # Chat UI (web/): built before the Rust build so the binary embeds web/dist.
 #   make web-build  npm ci when node_modules is stale, then vite build
-#   make test-web   Vitest, then the browser end-to-end suite against a real
-#                   `hearth serve` with the embedded model (Debian's chromium)
+#   make test-web   Vitest, then the browser end-to-end suites against a real
+#                   `hearth serve` (Debian's chromium): the chat with the embedded
+#                   model (e2e/run.mjs), and the Jobs page with the models played by
+#                   the scripted fake upstream and the real sandbox (e2e/jobs.mjs)
 #   make bench-web  bundle size, page load to interactive, opening a long conversation
 # The browser is for the end-to-end suite only: `make run` does not install it.
 TEST_APT_PACKAGES += chromium
@@ -28,8 +30,9 @@ HEARTH_DEBUG_BIN = $$($(CARGO) metadata --format-version 1 --no-deps | python3 -
 
 test-web: setup apt-test
 	cd $(WEB) && npx vitest run
-	$(CARGO) build --locked --bin hearth
+	$(CARGO) build --locked --bin hearth --bin fake-upstream
 	HEARTH_BIN=$(HEARTH_DEBUG_BIN) node $(WEB)/e2e/run.mjs
+	HEARTH_BIN=$(HEARTH_DEBUG_BIN) node $(WEB)/e2e/jobs.mjs
 
 bench-web: setup
 	bash bench/web/run.sh

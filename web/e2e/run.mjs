@@ -11,10 +11,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = path.resolve(repo, process.env.HEARTH_BIN ?? 'target/debug/hearth');
+export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = path.resolve(repo, process.env.HEARTH_BIN ?? 'target/debug/hearth');
 const MODEL = path.resolve(repo, process.env.HEARTH_E2E_MODEL ?? 'models/SmolLM2-135M-Instruct.Q4_1.gguf');
-const ART = path.resolve(repo, process.env.HEARTH_E2E_ARTIFACTS ?? 'target/web-e2e');
+export const ART = path.resolve(repo, process.env.HEARTH_E2E_ARTIFACTS ?? 'target/web-e2e');
 export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -36,7 +36,7 @@ export async function freePort() {
   });
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** A `hearth serve` process on a config of its own; restartable on the same data. */
 export class Server {
@@ -373,6 +373,8 @@ async function main() {
       await p2.screenshot({ path: path.join(ART, 'phone.png') });
       await p2.getByRole('button', { name: 'Conversations' }).click();
       await p2.getByRole('navigation').getByText('Write a Python function').waitFor();
+      // The drawer slides in: the picture is of it open.
+      await p2.waitForFunction(() => document.querySelector('nav.sidebar').getBoundingClientRect().left >= 0);
       await p2.screenshot({ path: path.join(ART, 'phone-sidebar.png') });
       await phone.close();
     });

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { lazy, Suspense, useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import {
   api,
   ApiError,
@@ -21,6 +21,10 @@ import { KeyDialog } from './components/KeyDialog';
 import { Notices, type Notice } from './components/Notices';
 import { Shortcuts } from './components/Shortcuts';
 import { Sidebar } from './components/Sidebar';
+import { SidebarHead, type View } from './components/SidebarHead';
+
+// The Jobs page is its own chunk: the chat's first load does not carry it.
+const JobsPage = lazy(() => import('./jobs/JobsPage'));
 
 const PAGE = 50;
 const MODELS_EVERY_MS = 15_000;
@@ -29,6 +33,12 @@ const LAST_MODEL = 'hearth.lastModel';
 function idFromPath(): string | null {
   const m = /^\/c\/([0-9a-fA-F-]{36})\/?$/.exec(location.pathname);
   return m ? m[1] : null;
+}
+
+/** `/jobs` (the upload form) or `/jobs/{id}`; null on the chat's paths. */
+function jobsFromPath(): { jobId: string | null } | null {
+  const m = /^\/jobs(?:\/([0-9a-fA-F-]{36}))?\/?$/.exec(location.pathname);
+  return m ? { jobId: m[1] ?? null } : null;
 }
 
 function titleFrom(text: string): string {
@@ -70,6 +80,10 @@ export function App() {
   const [reachable, setReachable] = useState<boolean | null>(null);
   const [needKey, setNeedKey] = useState(false);
   const [keyWrong, setKeyWrong] = useState(false);
+  const [keyVersion, setKeyVersion] = useState(0);
+
+  // ---- the Jobs page, when it is the one open ----
+  const [jobsRoute, setJobsRoute] = useState(jobsFromPath);
 
   // ---- chrome ----
   const [notices, setNotices] = useState<Notice[]>([]);
@@ -171,7 +185,11 @@ export function App() {
   }, [activeId]);
 
   useEffect(() => {
-    const onPop = () => setActiveId(idFromPath());
+    const onPop = () => {
+      const jobs = jobsFromPath();
+      setJobsRoute(jobs);
+      if (!jobs) setActiveId(idFromPath());
+    };
     window.addEventListener('popstate', onPop);
     return () => window.removeEventListener('popstate', onPop);
   }, []);
@@ -190,6 +208,7 @@ export function App() {
     setApiKey(key);
     setNeedKey(false);
     setKeyWrong(false);
+    setKeyVersion((n) => n + 1);
     loadList(true);
     loadModels();
     if (activeId) {
@@ -202,10 +221,34 @@ export function App() {
   // ---- navigation ----
   const open = useCallback((id: string | null) => {
     controller.current?.abort();
-    if (id !== idFromPath()) history.pushState(null, '', id ? `/c/${id}` : '/');
+    const path = id ? `/c/${id}` : '/';
+    if (location.pathname !== path) history.pushState(null, '', path);
+    setJobsRoute(null);
     setActiveId(id);
     setSidebarOpen(false);
   }, []);
+
+  const openJob = useCallback((jobId: string | null) => {
+    const path = jobId ? `/jobs/${jobId}` : '/jobs';
+    if (location.pathname !== path) history.pushState(null, '', path);
+    setJobsRoute({ jobId });
+    setSidebarOpen(false);
+  }, []);
+
+  // Between chat and jobs; a reply that streams goes on (it is kept on the server).
+  const switchView = useCallback(
+    (v: View) => {
+      if (v === 'jobs') {
+        openJob(null);
+        return;
+      }
+      const path = activeId ? `/c/${activeId}` : '/';
+      if (location.pathname !== path) history.pushState(null, '', path);
+      setJobsRoute(null);
+      setSidebarOpen(false);
+    },
+    [activeId, openJob],
+  );
 
   const newChat = useCallback(() => {
     open(null);
@@ -516,41 +559,70 @@ export function App() {
 
   return (
     <div className={`app${sidebarOpen ? ' sidebar-open' : ''}`}>
-      <Sidebar
-        conversations={convs}
-        activeId={activeId}
-        search={search}
-        loading={listLoading}
-        hasMore={hasMore}
-        status={status}
-        onSearch={setSearch}
-        onSelect={open}
-        onNew={newChat}
-        onRename={rename}
-        onDelete={remove}
-        onMore={() => loadList(false, cursor)}
-      />
+      {jobsRoute ? (
+        <Suspense
+          fallback={
+            <>
+              <nav className="sidebar" aria-label="Jobs">
+                <SidebarHead status={status} view="jobs" onView={switchView} />
+              </nav>
+              <main className="chat">
+                <div className="placeholder">Loading…</div>
+              </main>
+            </>
+          }
+        >
+          <JobsPage
+            jobId={jobsRoute.jobId}
+            keyVersion={keyVersion}
+            status={status}
+            onView={switchView}
+            onOpen={openJob}
+            onMenu={() => setSidebarOpen((s) => !s)}
+            notify={notify}
+            fail={fail}
+          />
+        </Suspense>
+      ) : (
+        <>
+          <Sidebar
+            conversations={convs}
+            activeId={activeId}
+            search={search}
+            loading={listLoading}
+            hasMore={hasMore}
+            status={status}
+            onSearch={setSearch}
+            onSelect={open}
+            onNew={newChat}
+            onRename={rename}
+            onDelete={remove}
+            onMore={() => loadList(false, cursor)}
+            onView={switchView}
+          />
+          <ChatView
+            ref={composer}
+            conversationId={detail?.id ?? null}
+            title={detail?.title ?? ''}
+            messages={messages}
+            loading={detailLoading && !detail}
+            streamingId={streamingId}
+            models={models}
+            model={currentModel}
+            systemPrompt={currentSystem}
+            plan={plan}
+            onModel={setModel}
+            onSystemPrompt={setSystemPrompt}
+            onSend={send}
+            onStop={stop}
+            onRegenerate={regenerate}
+            onEdit={edit}
+            onExport={exportAs}
+            onMenu={() => setSidebarOpen((s) => !s)}
+          />
+        </>
+      )}
       <div className="scrim" onClick={() => setSidebarOpen(false)} />
-      <ChatView
-        ref={composer}
-        conversationId={detail?.id ?? null}
-        title={detail?.title ?? ''}
-        messages={messages}
-        loading={detailLoading && !detail}
-        streamingId={streamingId}
-        models={models}
-        model={currentModel}
-        systemPrompt={currentSystem}
-        plan={plan}
-        onModel={setModel}
-        onSystemPrompt={setSystemPrompt}
-        onSend={send}
-        onStop={stop}
-        onRegenerate={regenerate}
-        onEdit={edit}
-        onExport={exportAs}
-        onMenu={() => setSidebarOpen((s) => !s)}
-      />
       <Notices notices={notices} dismiss={dismiss} />
       {showShortcuts ? <Shortcuts onClose={() => setShowShortcuts(false)} /> : null}
       {needKey ? <KeyDialog onSubmit={submitKey} wrong={keyWrong} /> : null}

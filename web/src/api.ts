@@ -111,7 +111,8 @@ export function setApiKey(key: string | null): void {
 /** Fired when the server answers 401, so the app can ask for a key. */
 export const AUTH_REQUIRED_EVENT = 'hearth:auth-required';
 
-function headers(json: boolean): HeadersInit {
+/** The headers every call sends: the API key, when there is one. */
+export function authHeaders(json = false): Record<string, string> {
   const h: Record<string, string> = {};
   if (json) h['Content-Type'] = 'application/json';
   const key = getApiKey();
@@ -144,7 +145,7 @@ export async function request<T>(method: string, path: string, body?: unknown, s
   try {
     res = await fetch(path, {
       method,
-      headers: headers(body !== undefined),
+      headers: authHeaders(body !== undefined),
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });
@@ -182,12 +183,12 @@ export const api = {
     `${CONVERSATIONS}/${encodeURIComponent(id)}/export?format=${format}`,
 };
 
-/** Downloads an export (with the API key, which a plain link could not send). */
-export async function download(url: string): Promise<void> {
-  const res = await fetch(url, { headers: headers(false) });
+/** Downloads an export or a job's file (with the API key, which a plain link could not send). */
+export async function download(url: string, fallbackName = 'conversation'): Promise<void> {
+  const res = await fetch(url, { headers: authHeaders() });
   if (!res.ok) throw await errorFrom(res);
   const blob = await res.blob();
-  const name = /filename="([^"]+)"/.exec(res.headers.get('Content-Disposition') ?? '')?.[1] ?? 'conversation';
+  const name = /filename="([^"]+)"/.exec(res.headers.get('Content-Disposition') ?? '')?.[1] ?? fallbackName;
   const a = document.createElement('a');
   a.href = URL.createObjectURL(blob);
   a.download = name;
@@ -240,7 +241,7 @@ export async function* streamReply(path: string, body: unknown, signal: AbortSig
   try {
     res = await fetch(path, {
       method: 'POST',
-      headers: { ...headers(true), Accept: 'text/event-stream' },
+      headers: { ...authHeaders(true), Accept: 'text/event-stream' },
       body: JSON.stringify(body),
       signal,
     });

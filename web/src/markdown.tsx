@@ -23,27 +23,34 @@ export async function copyText(text: string): Promise<boolean> {
   }
 }
 
-export function CodeBlock({ code, lang }: { code: string; lang?: string }) {
+/** A code block's head: its label and a Copy button for `code`. */
+export function CodeHead({ code, label }: { code: string; label: string }) {
   const [copied, setCopied] = useState(false);
+  return (
+    <div className="code-head">
+      <span className="code-lang">{label}</span>
+      <button
+        type="button"
+        className="copy"
+        aria-label="Copy code"
+        onClick={async () => {
+          if (await copyText(code)) {
+            setCopied(true);
+            setTimeout(() => setCopied(false), 1500);
+          }
+        }}
+      >
+        {copied ? 'Copied' : 'Copy'}
+      </button>
+    </div>
+  );
+}
+
+export function CodeBlock({ code, lang }: { code: string; lang?: string }) {
   const tokens = highlight(code, lang);
   return (
     <div className="code">
-      <div className="code-head">
-        <span className="code-lang">{lang || 'text'}</span>
-        <button
-          type="button"
-          className="copy"
-          aria-label="Copy code"
-          onClick={async () => {
-            if (await copyText(code)) {
-              setCopied(true);
-              setTimeout(() => setCopied(false), 1500);
-            }
-          }}
-        >
-          {copied ? 'Copied' : 'Copy'}
-        </button>
-      </div>
+      <CodeHead code={code} label={lang || 'text'} />
       <pre>
         <code>
           {tokens.map((t, i) => (t.kind === 'plain' ? t.text : <span key={i} className={`tok-${t.kind}`}>{t.text}</span>))}

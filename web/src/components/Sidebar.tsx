@@ -1,5 +1,6 @@
 import { memo, useEffect, useRef, useState } from 'react';
 import type { Conversation } from '../api';
+import { SidebarHead, type View } from './SidebarHead';
 
 export interface SidebarProps {
   conversations: Conversation[];
@@ -14,6 +15,8 @@ export interface SidebarProps {
   onRename: (id: string, title: string) => void;
   onDelete: (c: Conversation) => void;
   onMore: () => void;
+  /** Switches to the jobs' page (no switch when absent). */
+  onView?: (v: View) => void;
 }
 
 export function Sidebar(p: SidebarProps) {
@@ -32,13 +35,7 @@ export function Sidebar(p: SidebarProps) {
 
   return (
     <nav className="sidebar" aria-label="Conversations">
-      <div className="sidebar-head">
-        <span className="brand">Hearth</span>
-        <span className={`status status-${p.status.level}`} title={p.status.text} data-testid="status">
-          <span className="dot" aria-hidden="true" />
-          <span className="status-text">{p.status.text}</span>
-        </span>
-      </div>
+      <SidebarHead status={p.status} view="chat" onView={p.onView} />
       <button type="button" className="new-chat primary" onClick={p.onNew} title="New chat (Ctrl+K)">
         + New chat
       </button>
