@@ -65,8 +65,18 @@ fn renderings_agree() {
         get("cloud-init").contains(&indented),
         "cloud-init carries the installer verbatim"
     );
-    assert!(
-        get("stackscript").contains(install.as_str()),
+    // The StackScript carries it with a mark where each form field's answer goes:
+    // with the manifest's values (the answers left empty) it is the same installer.
+    let carried = get("stackscript")
+        .split_once("<<'HEARTH_INSTALLER_EOF'\n")
+        .and_then(|(_, rest)| rest.split_once("HEARTH_INSTALLER_EOF\n"))
+        .map(|(body, _)| body)
+        .expect("the StackScript carries the installer");
+    assert_eq!(
+        carried
+            .replace("@@HEARTH_UDF_MODEL@@", "Qwen/Qwen2.5-Coder-7B-Instruct")
+            .replace("@@HEARTH_UDF_DOMAIN@@", "llm.example.com"),
+        *install,
         "the StackScript carries the installer"
     );
     // The installer writes the very unit, env and config the other renderings show.
@@ -579,4 +589,170 @@ fn an_ssh_address_or_user_that_ssh_would_read_as_an_option_is_refused() {
         assert_eq!(e.key, key, "{e}");
         assert!(e.to_string().contains("not starting with `-`"), "{e}");
     }
+}
+
+// ---- the StackScript, run for real under a prefix, with the form's answers ----
+
+/// Renders `manifest_text` (its release replaced by a fake one) as a StackScript and
+/// runs it with the form's `answers` under a prefix: the outcome and the root.
+fn run_stackscript(
+    manifest_text: &str,
+    answers: &[(&str, &str)],
+) -> (std::process::Output, tempfile::TempDir, Manifest) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tarball, sha) = fake_release(tmp.path(), "0.7.0");
+    let m = Manifest::from_str(
+        &manifest_text.replace(
+            "9f2c1d7e4b3a5c6d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f",
+            &sha,
+        ),
+        "deploy.toml",
+    )
+    .unwrap();
+    let script = tmp.path().join("stackscript.sh");
+    std::fs::write(&script, render::stackscript(&m)).unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .env("HEARTH_ROOT", tmp.path().join("root"))
+        .env("HEARTH_RELEASE_FILE", &tarball);
+    for (k, v) in answers {
+        cmd.env(k, v);
+    }
+    (cmd.output().unwrap(), tmp, m)
+}
+
+/// The installed hearth.toml, as Hearth reads it (its key file under the prefix).
+fn installed_config(root: &Path) -> (String, hearth_config::Config) {
+    let text = std::fs::read_to_string(root.join("etc/hearth/hearth.toml")).unwrap();
+    let readable = text.replace(
+        "\"/etc/hearth/credentials\"",
+        &format!(
+            "{:?}",
+            root.join("etc/hearth/credentials").display().to_string()
+        ),
+    );
+    let config =
+        hearth_config::load_str(&readable, "hearth.toml", &hearth_config::MapEnv::default())
+            .unwrap_or_else(|e| panic!("hearth-config rejects the installed hearth.toml: {e}"));
+    (text, config)
+}
+
+#[test]
+fn stackscript_answers_become_the_installed_config() {
+    let (out, tmp, _) = run_stackscript(
+        &example_text(),
+        &[
+            ("MODEL", "meta-llama/Llama-3.1-8B-Instruct"),
+            ("DOMAIN", "chat.example.org"),
+        ],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let root = tmp.path().join("root");
+    let (text, config) = installed_config(&root);
+    assert!(!text.contains("@@HEARTH_UDF"), "{text}");
+    let launch = config.models[0]
+        .upstream_config()
+        .unwrap()
+        .launch
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        launch.model.as_deref(),
+        Some("meta-llama/Llama-3.1-8B-Instruct")
+    );
+    assert!(text.contains("names = [\"chat.example.org\"]"), "{text}");
+    let recorded = std::fs::read_to_string(root.join("etc/hearth/stackscript.env")).unwrap();
+    assert!(
+        recorded.contains("HEARTH_UDF_MODEL=meta-llama/Llama-3.1-8B-Instruct"),
+        "{recorded}"
+    );
+    assert!(
+        recorded.contains("HEARTH_UDF_DOMAIN=chat.example.org"),
+        "{recorded}"
+    );
+}
+
+#[test]
+fn stackscript_empty_answers_keep_the_manifests_values() {
+    let (out, tmp, m) = run_stackscript(&example_text(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (text, _) = installed_config(&tmp.path().join("root"));
+    assert_eq!(text, m.hearth_toml());
+}
+
+#[test]
+fn stackscript_acme_and_a_model_by_url_take_their_answers() {
+    let text = example_text().replace("tls = \"self-signed\"", "tls = \"acme\"");
+    let models = text.find("[[models]]").unwrap();
+    let text = format!(
+        "{}[[models]]\nname = \"smol\"\nurl = \"https://models.example.com/smol/smol-q4.gguf\"\n",
+        &text[..models]
+    );
+    let m = Manifest::from_str(&text, "deploy.toml").unwrap();
+    let script = render::stackscript(&m);
+    for field in ["name=\"model\"", "name=\"domain\"", "name=\"admin_email\""] {
+        assert!(script.contains(field), "{field} missing from the form");
+    }
+    let (out, tmp, _) = run_stackscript(
+        &text,
+        &[
+            (
+                "MODEL",
+                "https://mirror.example.net/q/qwen2.5-0.5b-q4_k_m.gguf",
+            ),
+            ("DOMAIN", "ai.example.org"),
+            ("ADMIN_EMAIL", "me@example.org"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, config) = installed_config(&tmp.path().join("root"));
+    let e = config.models[0].embedded_config().unwrap();
+    assert_eq!(
+        e.url.as_deref(),
+        Some("https://mirror.example.net/q/qwen2.5-0.5b-q4_k_m.gguf")
+    );
+    assert!(
+        e.path.ends_with("models/qwen2.5-0.5b-q4_k_m.gguf"),
+        "{}",
+        e.path.display()
+    );
+    let shown = format!("{:?}", config.server.tls);
+    assert!(
+        shown.contains("ai.example.org") && shown.contains("me@example.org"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn stackscript_refuses_a_hostile_answer_and_installs_nothing() {
+    for (field, answer) in [
+        ("DOMAIN", "x|y\"; touch /tmp/hearth-pwned"),
+        ("MODEL", "Qwen/Qwen2.5 & rm -rf /"),
+        ("DOMAIN", "a\nb.example.com"),
+    ] {
+        let (out, tmp, _) = run_stackscript(&example_text(), &[(field, answer)]);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{field}={answer:?} was accepted: {log}"
+        );
+        let name = field.to_ascii_lowercase();
+        assert!(
+            log.contains(&format!("the form's {name} field must be")),
+            "{log}"
+        );
+        let root = tmp.path().join("root");
+        assert!(!root.join("etc/hearth/hearth.toml").exists());
+        assert!(!root.join("opt/hearth/current").exists());
+    }
+    assert!(!Path::new("/tmp/hearth-pwned").exists());
 }
