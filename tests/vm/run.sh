@@ -137,6 +137,7 @@ objcopy --strip-debug "$HEARTH_BIN" "$TMP/pkg/hearth-$VERSION/bin/hearth"
 tar -C "$TMP/pkg" -cf - "hearth-$VERSION" | gzip -1 >"$TMP/www/$TARBALL"
 SHA256=$(sha256sum "$TMP/www/$TARBALL" | cut -d' ' -f1)
 ln -s "$(realpath "$MODEL")" "$TMP/www/$MODEL_FILE"
+MODEL_SHA256=$(sha256sum "$MODEL" | cut -d' ' -f1)
 python3 "$HERE/serve.py" "$TMP/www" "$TMP/http.port" "$TMP/http.log" &
 HTTP_PID=$!
 for _ in $(seq 50); do [ -s "$TMP/http.port" ] && break; sleep 0.1; done
@@ -168,7 +169,9 @@ sha256 = "$SHA256"
 [[models]]
 name = "$MODEL_NAME"
 backend = "embedded"
-path = "$GUEST_MODEL"
+# Hearth downloads it at its first start (to $GUEST_MODEL), then loads it.
+url = "http://10.0.2.2:$HTTP_PORT/$MODEL_FILE"
+sha256 = "$MODEL_SHA256"
 context = 2048
 parallel = 2
 EOF
@@ -182,16 +185,8 @@ local-hostname: hearth-vm
 public-keys:
   - $(cat "$TMP/id.pub")
 EOF
-# The model: the manifest can name an embedded model's file but not download it,
-# so the test's "provider" puts it in place before the user data runs (bootcmd
-# runs before runcmd, where the installer starts Hearth).
-cat >"$TMP/seed/vendor-data" <<EOF
-#cloud-config
-bootcmd:
-  - [sh, -c, "test -s $GUEST_MODEL || { mkdir -p $(dirname "$GUEST_MODEL") && curl -fsS --retry 5 --retry-connrefused -o $GUEST_MODEL.part http://10.0.2.2:$HTTP_PORT/$MODEL_FILE && mv $GUEST_MODEL.part $GUEST_MODEL; }"]
-EOF
 genisoimage -quiet -output "$TMP/seed.iso" -volid cidata -joliet -rock \
-    "$TMP/seed/user-data" "$TMP/seed/meta-data" "$TMP/seed/vendor-data"
+    "$TMP/seed/user-data" "$TMP/seed/meta-data"
 
 # ---- first boot: cloud-init installs Hearth ----
 phase "first boot to ssh"
@@ -306,6 +301,12 @@ installs=$(vm_ssh "sudo grep -c 'hearth-install: release .* verified' /var/log/h
 [ "$installs" = 1 ] || fail "the installer ran $installs times, not once"
 downloads=$(grep -c "GET /$TARBALL" "$TMP/http.log" || true)
 [ "$downloads" = 1 ] || fail "the release was downloaded $downloads times, not once"
+# The model: fetched by Hearth itself at its first start (the manifest's `url`),
+# checked against its sha256, and not fetched again after the reboot.
+downloads=$(grep -c "GET /$MODEL_FILE" "$TMP/http.log" || true)
+[ "$downloads" = 1 ] || fail "the model was downloaded $downloads times, not once"
+vm_ssh "sudo journalctl -u hearth --no-pager | grep -q 'model downloaded; loading it'" ||
+    fail "Hearth's journal does not say it downloaded the model"
 
 # ---- an upgrade by `systemctl reload` drops no request ----
 # A second release (this one's files under another name), `current` switched to it,
