@@ -219,6 +219,17 @@ impl Backend for EmbeddedBackend {
         Ok(events(rx).boxed())
     }
 
+    fn detail(&self) -> Option<String> {
+        (self.shared.status() == ModelStatus::Unavailable).then(|| {
+            format!(
+                "it failed to load: {}",
+                self.shared
+                    .failure()
+                    .unwrap_or_else(|| "unknown reason".into())
+            )
+        })
+    }
+
     /// Still loading, or not loaded and why, for the router's answer.
     async fn wake(&self) -> Result<(), BackendError> {
         match self.shared.status() {

@@ -57,6 +57,15 @@ pub enum PullError {
     },
     #[error("the downloaded file is not a usable model: {0}; it was deleted")]
     NotAModel(GgufError),
+    #[error(
+        "not enough disk for the model in {}: it needs {} more and {} are free; free some space, or put the model on a larger disk (`path`)",
+        dir.display(), crate::human_bytes(*needed), crate::human_bytes(*free)
+    )]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -107,6 +116,12 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -230,6 +245,17 @@ pub async fn pull_to(
         have = 0;
     }
     let total = resp.content_length().map(|n| n + have);
+    // Refused before a byte is written when the server says it will not fit.
+    if let Some(needed) = resp.content_length()
+        && let Some(free) = free_bytes(dir)
+        && free < needed
+    {
+        return Err(PullError::NoSpace {
+            dir: dir.to_owned(),
+            needed,
+            free,
+        });
+    }
 
     let mut hasher = Sha256::new();
     let mut file = if resuming {
@@ -343,6 +369,8 @@ mod tests {
         ranges: bool,
         /// Answer every request with this status and no body.
         status: Option<u16>,
+        /// Announce this `content-length` (and send nothing): a file too big for the disk.
+        claim_length: Option<u64>,
         /// `Range` headers seen, in order.
         seen_ranges: Vec<Option<String>>,
     }
@@ -373,11 +401,18 @@ mod tests {
                             .strip_prefix("range: ")
                             .map(str::to_owned)
                     });
-                    let (cut, ranges, status) = {
+                    let (cut, ranges, status, claim) = {
                         let mut p = plan.lock().unwrap();
                         p.seen_ranges.push(range.clone());
-                        (p.cut_after, p.ranges, p.status)
+                        (p.cut_after, p.ranges, p.status, p.claim_length)
                     };
+                    if let Some(n) = claim {
+                        let r = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n"
+                        );
+                        let _ = sock.write_all(r.as_bytes()).await;
+                        return;
+                    }
                     if let Some(status) = status {
                         let r = format!(
                             "HTTP/1.1 {status} Nope\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
@@ -431,6 +466,28 @@ mod tests {
         let mut b = crate::gguf::tests::tiny_gguf();
         b.extend(std::iter::repeat_n(7u8, 256 * 1024));
         b
+    }
+
+    #[tokio::test]
+    async fn a_file_bigger_than_the_free_disk_is_refused_before_writing() {
+        let plan = Arc::new(Mutex::new(Plan {
+            claim_length: Some(1 << 60),
+            ..Plan::default()
+        }));
+        let url = server(Vec::new(), plan).await;
+        let dir = tempfile::tempdir().unwrap();
+        let e = pull(&url, dir.path(), None, |_| {}).await.unwrap_err();
+        assert!(matches!(e, PullError::NoSpace { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("not enough disk for the model in") && msg.contains("free"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
     }
 
     #[tokio::test]

@@ -219,6 +219,17 @@ impl Backend for FetchingBackend {
         }
     }
 
+    fn detail(&self) -> Option<String> {
+        match self.state.engine.get() {
+            Some(engine) => engine.detail(),
+            None => Some(
+                self.state
+                    .failure()
+                    .unwrap_or_else(|| self.state.progress()),
+            ),
+        }
+    }
+
     /// Where the download is ("downloading: 45% of 135 MB"), or why it failed.
     async fn wake(&self) -> Result<(), BackendError> {
         match self.state.engine.get() {

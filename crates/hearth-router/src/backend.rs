@@ -231,6 +231,13 @@ pub trait Backend: Send + Sync + 'static {
         }
     }
 
+    /// What it is doing while not ready, or why it cannot serve, in words
+    /// ("downloading: 45% of 491 MB", "the download failed: …"): shown in the
+    /// login banner's status file. `None` when the status says it all.
+    fn detail(&self) -> Option<String> {
+        None
+    }
+
     /// The process behind the backend, when Hearth runs one (a managed model
     /// server): shown in `/v1/models` and `/ready`.
     fn engine(&self) -> Option<hearth_api::EngineInfo> {

@@ -55,13 +55,24 @@ pub fn render(
         let status = m.status();
         let _ = write!(out, "  {label:<8} {}  {}", m.config.name, status.as_str());
         let engine = m.backend.engine();
+        // The backend's own words: a download's progress, why it did not load.
+        let detail = matches!(status, ModelStatus::Loading | ModelStatus::Unavailable)
+            .then(|| m.backend.detail())
+            .flatten();
         if let Some(reason) = engine.as_ref().and_then(|e| e.reason.as_ref())
             && matches!(status, ModelStatus::Failed | ModelStatus::Restarting)
         {
             let _ = write!(out, ": {reason}");
+        } else if let Some(d) = &detail {
+            let _ = write!(out, ": {d}");
         }
         out.push('\n');
-        if status == ModelStatus::Failed {
+        if status == ModelStatus::Unavailable && detail.is_some() {
+            let _ = writeln!(
+                out,
+                "           next: fix what it says, then `systemctl restart hearth` (`hearth doctor` checks the host)"
+            );
+        } else if status == ModelStatus::Failed {
             let log = engine.map(|e| e.log).unwrap_or_default();
             let _ = writeln!(
                 out,

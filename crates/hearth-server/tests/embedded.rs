@@ -170,8 +170,11 @@ async fn a_model_named_by_url_is_downloaded_at_start_then_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_whose_download_fails_is_unavailable_and_says_why() {
     let base = file_server(Vec::new(), std::sync::Arc::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("status");
     let gw = harness::Gateway::start(&format!(
-        "[[models]]\nname = \"smollm2-135m\"\nbackend = \"embedded\"\nurl = \"{base}/files/missing.gguf\"\n"
+        "[server]\nstatus_file = {:?}\n[[models]]\nname = \"smollm2-135m\"\nbackend = \"embedded\"\nurl = \"{base}/files/missing.gguf\"\n",
+        status_file.display().to_string()
     ))
     .await;
     let start = Instant::now();
@@ -193,4 +196,16 @@ async fn a_model_whose_download_fails_is_unavailable_and_says_why() {
             && message.contains("missing.gguf answered HTTP 404"),
         "{body}"
     );
+    // The login banner's file says it too, with what to do.
+    let start = Instant::now();
+    let text = loop {
+        let text = std::fs::read_to_string(&status_file).unwrap_or_default();
+        if text.contains("smollm2-135m  unavailable") {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("missing.gguf answered HTTP 404"), "{text}");
+    assert!(text.contains("next: fix what it says"), "{text}");
 }
