@@ -5,8 +5,9 @@
 #                         checked by packaging/check-glibc.sh; needs root (debootstrap,
 #                         unshare -m, chroot). The root is made once (a few minutes)
 #                         under ~/.cache/hearth/dist, with the build's target folder.
-#   make test-dist-check  the glibc checker refuses a binary linked here and accepts
-#                         one needing only old symbols (seconds; part of `make test`)
+#   make test-dist-check  the glibc checker refuses a binary linked here (or one needing
+#                         a newer C++ runtime than allowed) and accepts one needing
+#                         only old symbols (seconds; part of `make test`)
 # Not in `make test`: a cold `make dist` compiles the whole workspace in release.
 DIST_GLIBC_MAX ?= 2.31
 TEST_SUITES += test-dist-check

@@ -13,7 +13,8 @@
 # and every mount goes away with the namespace when the build ends. Crates come
 # from the host's cargo cache (`cargo fetch` first; the build itself is offline).
 #
-# Environment: DIST_GLIBC_MAX (2.31), DIST_JOBS (nproc), HEARTH_DIST_CACHE
+# Environment: DIST_GLIBC_MAX (2.31), DIST_GLIBCXX_MAX (3.4.30: Ubuntu 22.04's libstdc++),
+# DIST_JOBS (nproc), HEARTH_DIST_CACHE
 # (~/.cache/hearth/dist: the root and the target folder), GGML_* (passed to
 # llama.cpp's cmake, e.g. GGML_AVX2=OFF for CPUs older than Haswell).
 set -euo pipefail
@@ -27,6 +28,7 @@ cache=${HEARTH_DIST_CACHE:-$HOME/.cache/hearth/dist}
 target=$cache/target
 out=dist
 glibc_max=${DIST_GLIBC_MAX:-2.31}
+glibcxx_max=${DIST_GLIBCXX_MAX:-3.4.30}
 jobs=${DIST_JOBS:-$(nproc)}
 triple=x86_64-unknown-linux-gnu
 
@@ -83,7 +85,7 @@ build_s=$(( $(date +%s) - build_start ))
 bin=$target/release/hearth
 
 # ---- checks on the binary ----
-bash packaging/check-glibc.sh "$bin" "$glibc_max" >&2
+bash packaging/check-glibc.sh "$bin" "$glibc_max" "$glibcxx_max" >&2
 # llama.cpp's CPU code: GGML_NATIVE=ON would tune it to this machine (AVX-512 here)
 # and the release would die with SIGILL on another CPU. llama-cpp-sys-2 turns it on
 # only for RUSTFLAGS with target-cpu=native, which the build above clears.
