@@ -275,7 +275,7 @@ fn self_signed(dir: &Path, names: &[String]) -> Result<Source, TlsError> {
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
     std::fs::create_dir_all(dir)
-        .and_then(|()| write(&source.key, &made.key_pair.serialize_pem(), 0o600))
+        .and_then(|()| write(&source.key, &made.signing_key.serialize_pem(), 0o600))
         .and_then(|()| write(&source.cert, &made.cert.pem(), 0o644))
         .map_err(|source| TlsError::Write {
             dir: dir.to_path_buf(),

@@ -122,7 +122,7 @@ fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf,
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, made.cert.pem()).unwrap();
-    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
     (cert, key, made.cert.pem().into_bytes())
 }
 

@@ -366,7 +366,7 @@ mod tests {
         let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
         let cert = rustls::pki_types::CertificateDer::from(made.cert.der().to_vec());
         let key =
-            rustls::pki_types::PrivateKeyDer::try_from(made.key_pair.serialize_der()).unwrap();
+            rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
