@@ -113,7 +113,7 @@ impl Fixture {
              PasswordAuthentication no\n\
              KbdInteractiveAuthentication no\n\
              PermitRootLogin prohibit-password\n\
-             LogLevel ERROR\n\
+             LogLevel INFO\n\
              Subsystem sftp internal-sftp\n",
             d = d.display()
         );
@@ -252,6 +252,61 @@ fn first_install_over_ssh_creates_the_local_layout() {
     assert_eq!(local.releases().unwrap(), host.releases().unwrap());
     assert_eq!(local.history().unwrap(), host.history().unwrap());
     assert_eq!(local.current().unwrap(), host.current().unwrap());
+}
+
+/// Connections sshd accepted so far.
+fn logins(fx: &Fixture) -> usize {
+    fs::read_to_string(fx.dir.path().join("sshd.log"))
+        .unwrap_or_default()
+        .matches("Accepted publickey")
+        .count()
+}
+
+/// A deploy's steps (lock, stage, upload, switch, restart, history, health...)
+/// share one SSH connection, ended when the host is dropped; without sharing,
+/// each step logs in again.
+#[test]
+fn a_deploy_logs_in_once_and_leaves_no_connection_behind() {
+    let Some(fx) = Fixture::new() else { return };
+    let host = fx.host();
+    fx.apply(&host, "0.1.0", true).unwrap();
+    fx.apply(&host, "0.2.0", true).unwrap();
+    assert_eq!(
+        logins(&fx),
+        1,
+        "{}",
+        fs::read_to_string(fx.dir.path().join("sshd.log")).unwrap()
+    );
+    // This fixture's own (other tests run beside it, each on its own port).
+    let pattern = format!("ssh .*-p {} .*ControlMaster=yes.*-N -f", fx.ssh_port);
+    let masters = || {
+        Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    assert!(
+        masters() >= 1,
+        "the shared connection runs while the host lives"
+    );
+    drop(host);
+    let start = Instant::now();
+    while masters() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the shared connection outlived its host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let before = logins(&fx);
+    let alone = fx.host().without_multiplexing();
+    fx.apply(&alone, "0.3.0", true).unwrap();
+    assert!(
+        logins(&fx) - before > 5,
+        "without sharing each step connects"
+    );
 }
 
 #[test]

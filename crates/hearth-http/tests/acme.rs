@@ -76,7 +76,11 @@ impl Pebble {
             .unwrap();
         let own_ca = dir.path().join("pebble.crt");
         std::fs::write(&own_ca, made.cert.pem()).unwrap();
-        std::fs::write(dir.path().join("pebble.key"), made.signing_key.serialize_pem()).unwrap();
+        std::fs::write(
+            dir.path().join("pebble.key"),
+            made.signing_key.serialize_pem(),
+        )
+        .unwrap();
         let (dns, chall_mgmt, listen, management, http) = (
             free_port(),
             free_port(),

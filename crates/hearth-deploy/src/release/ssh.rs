@@ -11,9 +11,12 @@
 //!
 //! Every value put into a script goes through [`sh_quote`].
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, OnceLock};
 
 use super::host::{Host, ReleaseInfo};
 use super::{DeployError, HistoryEntry, history, version};
@@ -49,6 +52,34 @@ pub struct SshHost {
     root: String,
     restart: String,
     log: Option<RemoteLog>,
+    /// One connection for all of a deploy's steps (started at the first), or
+    /// `None` once it could not start: each step then connects on its own.
+    multiplex: bool,
+    master: Arc<OnceLock<Option<Master>>>,
+}
+
+/// The connection a deploy's steps share: `ssh -M -N -f` with its control socket
+/// in a private temporary folder. Dropped with the last clone of its [`SshHost`]:
+/// `ssh -O exit` ends it.
+#[derive(Debug)]
+struct Master {
+    socket: PathBuf,
+    /// `ssh` and the options it was started with, for `-O exit`.
+    exit: Vec<std::ffi::OsString>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some((ssh, args)) = self.exit.split_first() {
+            let _ = Command::new(ssh)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// Holds the remote flock: a running `ssh … flock -n FILE … cat` whose stdin
@@ -104,7 +135,16 @@ impl SshHost {
             root: "/".to_string(),
             restart: "systemctl reload-or-restart hearth".to_string(),
             log: None,
+            multiplex: true,
+            master: Arc::default(),
         }
+    }
+
+    /// Each step on a connection of its own, as before connection sharing (for
+    /// an `ssh` that cannot multiplex, or to count connections).
+    pub fn without_multiplexing(mut self) -> Self {
+        self.multiplex = false;
+        self
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
@@ -177,26 +217,102 @@ impl SshHost {
         ))
     }
 
-    /// `ssh [options] DEST -- sh -c SCRIPT`.
-    fn command(&self, script: &str) -> Command {
-        let mut cmd = Command::new(&self.ssh);
-        cmd.arg("-T").arg("-o").arg("BatchMode=yes");
+    /// The options every connection gets: batch mode, port, key, known_hosts,
+    /// then the caller's `-o` options (ssh takes the first value of an option,
+    /// so these win over what comes after).
+    fn options(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["-o".into(), "BatchMode=yes".into()];
         if let Some(port) = self.port {
-            cmd.arg("-p").arg(port.to_string());
+            args.extend(["-p".into(), port.to_string().into()]);
         }
         if let Some(key) = &self.identity {
-            cmd.arg("-i").arg(key).arg("-o").arg("IdentitiesOnly=yes");
+            args.extend([
+                "-i".into(),
+                key.into(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
         }
         if let Some(file) = &self.known_hosts {
-            let mut opt = std::ffi::OsString::from("UserKnownHostsFile=");
+            let mut opt = OsString::from("UserKnownHostsFile=");
             opt.push(file);
-            cmd.arg("-o")
-                .arg(opt)
-                .arg("-o")
-                .arg("StrictHostKeyChecking=yes");
+            args.extend([
+                "-o".into(),
+                opt,
+                "-o".into(),
+                "StrictHostKeyChecking=yes".into(),
+            ]);
         }
         for option in &self.options {
-            cmd.arg("-o").arg(option);
+            args.extend(["-o".into(), option.into()]);
+        }
+        args
+    }
+
+    /// The shared connection's control socket, the connection started on the
+    /// first call; `None` when sharing is off or the connection could not start
+    /// (the step then connects by itself, and reports what went wrong).
+    fn control_socket(&self) -> Option<&Path> {
+        if !self.multiplex {
+            return None;
+        }
+        let master = self.master.get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("hearth-ssh-")
+                .tempdir()
+                .ok()?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).ok()?;
+            let socket = dir.path().join("c");
+            let mut control = OsString::from("ControlPath=");
+            control.push(&socket);
+            let mut base = self.options();
+            base.extend(["-o".into(), control]);
+            // -f: into the background once authenticated; its output is not ours
+            // to wait for (a step's own output goes through its own channel).
+            // It ends at the host's drop, or 5 minutes after its last step if
+            // this process was killed first (a step then finding no socket
+            // connects by itself).
+            let started = Command::new(&self.ssh)
+                .args(&base)
+                .args([
+                    "-o",
+                    "ControlMaster=yes",
+                    "-o",
+                    "ControlPersist=300",
+                    "-N",
+                    "-f",
+                ])
+                .arg(&self.destination)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .ok()?
+                .success();
+            if !started {
+                return None;
+            }
+            let mut exit = vec![self.ssh.clone().into_os_string()];
+            exit.extend(base);
+            exit.extend(["-O".into(), "exit".into(), self.destination.clone().into()]);
+            Some(Master {
+                socket,
+                exit,
+                _dir: dir,
+            })
+        });
+        master.as_ref().map(|m| m.socket.as_path())
+    }
+
+    /// `ssh [options] DEST -- sh -c SCRIPT`, through the shared connection when
+    /// there is one.
+    fn command(&self, script: &str) -> Command {
+        let mut cmd = Command::new(&self.ssh);
+        cmd.arg("-T").args(self.options());
+        if let Some(socket) = self.control_socket() {
+            let mut control = OsString::from("ControlPath=");
+            control.push(socket);
+            cmd.args(["-o".into(), control, "-o".into(), "ControlMaster=no".into()]);
         }
         // The remote login shell joins the words and parses them again, so
         // the script travels as one quoted word.
@@ -638,7 +754,8 @@ mod tests {
             .with_port(2222)
             .with_identity("/k/id")
             .with_known_hosts("/k/known")
-            .with_option("ConnectTimeout=5");
+            .with_option("ConnectTimeout=5")
+            .without_multiplexing();
         let cmd = host.command("echo hi");
         let args: Vec<String> = cmd
             .get_args()
@@ -668,7 +785,7 @@ mod tests {
             ]
         );
         // The defaults leave the user's ssh config in charge.
-        let plain = SshHost::new("example.org");
+        let plain = SshHost::new("example.org").without_multiplexing();
         let n = plain.command("true").get_args().count();
         assert_eq!(n, 6);
     }
