@@ -2,11 +2,11 @@
 //! directory, and the sandbox's isolation.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
-use hearth_config::{Config, ConfigError, PortSetting, SandboxConfig};
+use hearth_config::{Config, ConfigError, PortSetting, SandboxConfig, TlsMode};
 use hearth_sandbox::Sandbox;
 
 use super::probe::{self, human_bytes};
@@ -133,6 +133,89 @@ pub fn ports(config: &Config, checks: &mut Vec<Check>) {
             SocketAddr::from(([127, 0, 0, 1], port)),
             false,
         ));
+    }
+}
+
+/// `[server.tls] mode = "acme"`: each domain resolves to an address of this
+/// machine (the CA connects to it on port 443). Warnings, never a fail: Hearth asks
+/// the CA again by itself once DNS is right, and a host behind 1:1 NAT (a cloud's
+/// public address) does not have its public address on an interface.
+pub fn acme_dns(config: &Config, checks: &mut Vec<Check>) {
+    if config.server.tls.mode != TlsMode::Acme {
+        return;
+    }
+    for domain in &config.server.tls.domains {
+        checks.push(domain_check(domain, Duration::from_secs(5)));
+    }
+}
+
+fn domain_check(domain: &str, deadline: Duration) -> Check {
+    let name = format!("dns {domain}");
+    let point = format!(
+        "create an A (or AAAA) record for {domain} with this host's public address; Hearth asks for the certificate again by itself once it resolves"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let query = format!("{domain}:443");
+    std::thread::spawn(move || {
+        let _ = tx.send(query.to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+    });
+    let addrs = match rx.recv_timeout(deadline) {
+        Err(_) => {
+            return Check::warn(
+                "host",
+                name,
+                format!("{domain} did not resolve within {} s", deadline.as_secs()),
+                "check this host's DNS resolver (/etc/resolv.conf), then the record",
+            );
+        }
+        Ok(Err(e)) => {
+            return Check::warn(
+                "host",
+                name,
+                format!("{domain} does not resolve ({e}): no certificate can be issued"),
+                point,
+            );
+        }
+        Ok(Ok(a)) => a,
+    };
+    let mut ips: Vec<std::net::IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+    ips.sort();
+    ips.dedup();
+    let shown = ips
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ips.is_empty() {
+        return Check::warn("host", name, format!("{domain} has no address"), point);
+    }
+    if ips.iter().all(std::net::IpAddr::is_loopback) {
+        return Check::warn(
+            "host",
+            name,
+            format!("{domain} resolves to {shown}, a loopback address: the CA cannot reach it"),
+            point,
+        );
+    }
+    // An address this machine has can be bound.
+    let local = ips
+        .iter()
+        .any(|ip| !ip.is_loopback() && std::net::UdpSocket::bind((*ip, 0)).is_ok());
+    if local {
+        Check::ok(
+            "host",
+            name,
+            format!("{domain} resolves to {shown}, an address of this host"),
+        )
+    } else {
+        Check::warn(
+            "host",
+            name,
+            format!("{domain} resolves to {shown}, not an address of this host"),
+            format!(
+                "nothing to do behind 1:1 NAT (a cloud's public address) that forwards port 443 here; otherwise {point}"
+            ),
+        )
     }
 }
 
@@ -295,5 +378,26 @@ pub fn sandbox(config: &SandboxConfig, checks: &mut Vec<Check>) {
         } else {
             Check::warn("sandbox", f.feature.name(), reason, remedy)
         });
+    }
+}
+
+#[cfg(test)]
+mod acme_dns_tests {
+    use super::*;
+
+    #[test]
+    fn an_acme_domain_is_checked_in_dns_and_never_fails_the_start() {
+        let c = domain_check("localhost", Duration::from_secs(5));
+        assert!(c.reason.contains("a loopback address"), "{c:?}");
+        // RFC 6761: `.invalid` never resolves.
+        let c = domain_check("hearth-doctor-test.invalid", Duration::from_secs(5));
+        assert!(
+            c.reason.contains("does not resolve") || c.reason.contains("did not resolve within"),
+            "{c:?}"
+        );
+        assert!(c.remedy.contains("A (or AAAA) record"), "{c:?}");
+        for c in [c, domain_check("localhost", Duration::from_secs(5))] {
+            assert_eq!(c.status, super::super::report::Status::Warn, "{c:?}");
+        }
     }
 }

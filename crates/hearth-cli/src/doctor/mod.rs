@@ -5,7 +5,7 @@
 //! - [`report`]: a check, the report, its human and JSON forms.
 //! - `gpu`: the NVIDIA driver and GPUs, through `nvidia-smi`.
 //! - `models`: managed models: launcher installed, memory estimate, download disk.
-//! - `host`: config, bind and keys, ports, data_dir, the sandbox.
+//! - `host`: config, bind and keys, ports, an ACME domain's DNS, data_dir, the sandbox.
 //! - `probe`: running host tools with a deadline, `PATH` lookup, free disk.
 
 mod gpu;
@@ -40,6 +40,7 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
             models::check(config, &gpus, &mut checks);
             host::bind(config, &mut checks);
             host::ports(config, &mut checks);
+            host::acme_dns(config, &mut checks);
             host::data_dir(&config.storage.data_dir, &mut checks);
             host::sandbox(&config.sandbox, &mut checks);
         }
