@@ -15,6 +15,10 @@ pub struct ServerConfig {
     /// Origins allowed by CORS. Empty: any `http://localhost`, `127.0.0.1` or `[::1]` origin.
     /// `["*"]` allows every origin.
     pub cors_origins: Vec<String>,
+    /// Without API keys, the host names (beside loopback ones and the TLS names)
+    /// requests may name in `Host`, e.g. a name for this machine in `/etc/hosts`:
+    /// others get 403, so no web page can reach a keyless Hearth by DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// Threads serving HTTP, each an event loop of its own that accepts from the same
     /// socket and keeps its own upstream connections. 0: one per CPU core.
     pub workers: usize,
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".to_owned(),
             shutdown_grace_secs: 30,
             cors_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             workers: 0,
             tls: TlsConfig::default(),
             allow_plain_http: false,

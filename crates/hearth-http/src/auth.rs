@@ -28,10 +28,12 @@ pub async fn require_key(State(state): State<HttpState>, mut req: Request, next:
 }
 
 /// The principal presenting `headers`: the owner of their bearer key, or the
-/// anonymous caller when the server needs no key. 401 otherwise.
+/// anonymous caller when the server needs no key (from a loopback name and no
+/// other site's page: 403 otherwise, see `host_guard`). 401 otherwise.
 pub fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let keys = state.gateway.keys();
     if !keys.required() {
+        state.host_guard.check(headers)?;
         return Ok(keys.anonymous().clone());
     }
     let presented = headers

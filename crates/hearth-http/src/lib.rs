@@ -26,6 +26,7 @@ pub mod auth;
 pub mod body;
 mod cors;
 pub mod error;
+mod host_guard;
 pub mod metrics;
 pub mod request_log;
 mod routes;

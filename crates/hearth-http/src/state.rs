@@ -16,6 +16,8 @@ pub struct Shared {
     pub gateway: Arc<Gateway>,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    /// Without keys: the `Host` and `Origin` a request may come with.
+    pub host_guard: crate::host_guard::HostGuard,
 }
 
 impl std::ops::Deref for HttpState {
@@ -31,6 +33,7 @@ impl HttpState {
         HttpState(Arc::new(Shared {
             gateway,
             metrics: crate::metrics::handle(),
+            host_guard: crate::host_guard::HostGuard::new(&config.server),
             config,
         }))
     }

@@ -297,3 +297,76 @@ async fn hot_path_and_router_answer_alike() {
         }
     }
 }
+
+/// Without keys (loopback only), a page on another site cannot use Hearth through
+/// the visitor's browser: a `Host` that is not a loopback or configured name (DNS
+/// rebinding) and an `Origin` of another site get 403 with the reason, on the
+/// fast path and the router alike; with keys, the key is what counts.
+#[tokio::test]
+async fn without_keys_only_loopback_names_and_own_pages_are_served() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "[server]\nallowed_hosts = [\"hearth.lan\"]\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let chat = |host: &'static str, origin: Option<&'static str>| {
+        let mut r = gw
+            .post("/v1/chat/completions")
+            .header("host", host)
+            .json(&chat_body("m", false));
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        r.send()
+    };
+    for host in ["127.0.0.1:8080", "localhost", "hearth.lan:8080"] {
+        assert_eq!(chat(host, None).await.unwrap().status(), 200, "{host}");
+    }
+    let (status, e) = error_of(chat("attacker.example:8080", None).await.unwrap()).await;
+    assert_eq!(status, 403);
+    assert_eq!(e["code"], "host_not_allowed", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("DNS rebinding"),
+        "{e}"
+    );
+    // A cross-site form post (a browser sends Origin), and a read through the router.
+    let (status, e) = error_of(
+        chat("127.0.0.1:8080", Some("https://attacker.example"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(e["code"], "origin_not_allowed", "{e}");
+    let resp = gw
+        .get("/v1/models")
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(resp).await.0, 403);
+    assert_eq!(
+        chat("127.0.0.1:8080", Some("http://localhost:8080"))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the UI's own page"
+    );
+
+    // With keys, any Host: the key is the protection.
+    let keyed = Gateway::start(&format!(
+        "{KEYS}\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let resp = keyed
+        .get("/v1/models")
+        .header("host", "attacker.example")
+        .bearer_auth("sk-alice-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
