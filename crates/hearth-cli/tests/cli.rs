@@ -651,3 +651,134 @@ fn status_prints_the_status_file_or_says_hearth_is_not_running() {
     assert_eq!(code, 0);
     assert!(out.contains("Chat UI  https://127.0.0.1:443/"), "{out}");
 }
+
+/// Each access-log field means what its name says (issue 20): a stream refused
+/// with 400 is logged as a stream; the time to first token is to the first
+/// content, not to an upstream's empty role chunk; a stream the client leaves is
+/// `cancelled`, with the tokens it was sent, and counted in a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_says_what_happened() {
+    use hearth_testkit::Behaviour;
+    use std::time::Duration;
+    let up = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\ndata_dir = \"{}\"\n[limits]\nmax_tokens = 100\n[[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"{}\"\n",
+            dir.path().join("data").display(),
+            up.base_url()
+        ),
+    )
+    .unwrap();
+    let served = serve(hearth().args([
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    let base = served.base.clone();
+    let client = reqwest::Client::new();
+    let post = |id: &'static str, body: serde_json::Value| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .header("x-request-id", id)
+            .json(&body)
+            .send()
+    };
+    let hi = serde_json::json!([{"role": "user", "content": "hi"}]);
+
+    // Refused by the limits, after it was read as a stream request.
+    let r = post(
+        "refused",
+        serde_json::json!({"model": "m", "stream": true, "max_tokens": 1000, "messages": hi}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    // A role chunk at once, the content 300 ms later.
+    up.push(Behaviour::RoleFirst {
+        text: "Hello there".into(),
+        chunks: 2,
+        delay: Duration::from_millis(300),
+    });
+    let r = post(
+        "slow-first-token",
+        serde_json::json!({"model": "m", "stream": true, "messages": hi}),
+    )
+    .await
+    .unwrap();
+    r.bytes().await.unwrap();
+    // Left after the first content chunk: 4 more were coming.
+    up.push(Behaviour::RoleFirst {
+        text: "one two three four five".into(),
+        chunks: 5,
+        delay: Duration::from_millis(200),
+    });
+    let mut r = post(
+        "left-early",
+        serde_json::json!({"model": "m", "stream": true, "messages": hi}),
+    )
+    .await
+    .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\"content\":\"one") {
+        seen.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
+    }
+    drop(r);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_requests_cancelled_total{model=\"m\"} 1"),
+        "{metrics}"
+    );
+    served.stop();
+
+    let logs = dir.path().join("data/logs");
+    let file = std::fs::read_dir(&logs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let line = |id: &str| -> serde_json::Value {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == "hearth::access" && v["request_id"] == id)
+            .unwrap_or_else(|| panic!("no access line for {id}:\n{text}"))
+    };
+    let refused = line("refused");
+    assert_eq!(
+        (&refused["status"], &refused["stream"], &refused["outcome"]),
+        (
+            &serde_json::json!(400),
+            &serde_json::json!(true),
+            &serde_json::json!("error")
+        ),
+        "{refused}"
+    );
+    let slow = line("slow-first-token");
+    assert_eq!(slow["outcome"], "completed", "{slow}");
+    let ttft = slow["ttft_ms"].as_f64().unwrap();
+    assert!(
+        ttft >= 250.0,
+        "TTFT is to the first content, not the role chunk: {slow}"
+    );
+    let left = line("left-early");
+    assert_eq!(left["status"], 200, "{left}");
+    assert_eq!(left["outcome"], "cancelled", "{left}");
+    assert_eq!(
+        left["completion_tokens"], 1,
+        "the tokens it was sent: {left}"
+    );
+}

@@ -27,6 +27,9 @@ struct Record {
     usage: Option<Usage>,
     attempts: u32,
     stream: bool,
+    /// Content deltas (text, reasoning, tool-call pieces) sent of a stream: one
+    /// per token from the embedded engine and from vLLM / llama-server streams.
+    deltas: u64,
     error: Option<String>,
 }
 
@@ -94,7 +97,20 @@ impl RequestLog {
         });
     }
 
-    /// Marks the first token as sent (first call wins).
+    /// Whether the request asked for a stream, known once it is parsed (so a
+    /// refused stream request is logged as one).
+    pub fn set_stream(&self, stream: bool) {
+        self.with(|r| r.stream = stream);
+    }
+
+    /// The content deltas a stream sent (its tokens so far, when it ends early).
+    pub fn set_deltas(&self, n: u64) {
+        self.with(|r| r.deltas = n);
+    }
+
+    /// Marks the first token as sent (first call wins): a stream's first content
+    /// or tool-call delta, not its first (empty, role-only) chunk; a whole
+    /// answer's body.
     pub fn first_token(&self) {
         let now = self.0.started.elapsed();
         self.with(|r| {
@@ -186,6 +202,7 @@ pub(crate) fn finish(log: RequestLog, mut resp: Response) -> Response {
     let guard = Guard {
         log,
         status: resp.status().as_u16(),
+        ended: false,
     };
     resp.map(|body| {
         Body::new(LoggedBody {
@@ -198,6 +215,8 @@ pub(crate) fn finish(log: RequestLog, mut resp: Response) -> Response {
 struct Guard {
     log: RequestLog,
     status: u16,
+    /// The body was sent to its end (else the client went away first).
+    ended: bool,
 }
 
 impl Drop for Guard {
@@ -206,9 +225,26 @@ impl Drop for Guard {
         let latency = log.started.elapsed();
         let r = self.log.with(std::mem::take);
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        // What became of it: the client hung up before the end (`cancelled`), the
+        // answer failed (before or during the body: `error`), or it was sent whole.
+        let outcome = if self.status >= 400 || r.error.is_some() {
+            "error"
+        } else if !self.ended {
+            "cancelled"
+        } else {
+            "completed"
+        };
         if let Some(m) = &r.model {
             m.request(self.status, latency, r.ttft, r.usage);
+            if outcome == "cancelled" {
+                m.cancelled();
+            }
         }
+        // Without the backend's usage (a stream cut short), the tokens sent so far.
+        let completion_tokens = r
+            .usage
+            .map(|u| u.completion_tokens)
+            .or((r.stream && r.deltas > 0).then_some(r.deltas));
         // A failed request's line is its error's one log line (at `warn`, so it
         // shows at the quieter levels too); others are `info`.
         macro_rules! line {
@@ -219,6 +255,7 @@ impl Drop for Guard {
                     method = %log.method,
                     path = %log.path,
                     status = self.status,
+                    outcome,
                     key_id = r.key_id.as_deref(),
                     model = r.model.as_deref().map(ModelMetrics::model),
                     backend = r.backend,
@@ -227,7 +264,7 @@ impl Drop for Guard {
                     latency_ms = ms(latency),
                     ttft_ms = r.ttft.map(ms),
                     prompt_tokens = r.usage.map(|u| u.prompt_tokens),
-                    completion_tokens = r.usage.map(|u| u.completion_tokens),
+                    completion_tokens,
                     error = r.error.as_deref(),
                     "request"
                 )
@@ -261,8 +298,10 @@ impl http_body::Body for LoggedBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let out = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = out {
-            this.guard.take();
+        if let Poll::Ready(None) = out
+            && let Some(mut guard) = this.guard.take()
+        {
+            guard.ended = true;
         }
         out
     }

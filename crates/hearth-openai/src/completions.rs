@@ -16,6 +16,10 @@ impl Endpoint for CompletionRequest {
         check(state, self)
     }
 
+    fn stream(&self) -> bool {
+        self.stream
+    }
+
     fn into_request(self) -> Request {
         Request::Completion(self)
     }

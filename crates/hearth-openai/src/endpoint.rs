@@ -16,6 +16,8 @@ pub(crate) trait Endpoint: Sized + Send + 'static {
     fn parse(body: &[u8]) -> Result<Self, ApiError>;
     /// Checks the fields against `[limits]`.
     fn check(&self, state: &HttpState) -> Result<(), ApiError>;
+    /// Whether it asks for a stream (logged even when it is refused).
+    fn stream(&self) -> bool;
     fn into_request(self) -> Request;
 }
 
@@ -43,6 +45,7 @@ pub(crate) async fn serve<E: Endpoint>(
     let limit = state.config.limits.max_body_bytes;
     let body = or_answer!(hearth_http::body::bytes(&parts.headers, body, limit).await);
     let req = or_answer!(E::parse(&body));
+    log.set_stream(req.stream());
     or_answer!(req.check(&state));
     or_answer!(crate::relay::relay(&state, &principal, &log, req.into_request()).await)
 }

@@ -32,9 +32,9 @@ pub async fn relay(
         Request::Completion(_) => Format::Completion,
     };
     let include_usage = request.include_usage();
+    log.set_stream(stream);
     let c = state.gateway.complete(principal, request, log.id()).await?;
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
-    log.first_token();
     let mut encoder = Encoder::new(format, c.model.clone(), include_usage);
     let quota = c.quota;
     let mut resp = if stream {
@@ -42,6 +42,7 @@ pub async fn relay(
     } else {
         let mut answer = c.events;
         let body = whole(&mut answer, &mut encoder).await?;
+        log.first_token();
         if let Some(u) = answer.usage() {
             log.set_usage(u);
         }
@@ -119,12 +120,22 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
         encoder: Encoder,
         finished: bool,
         log: RequestLog,
+        /// Content deltas sent (the time to the first is the TTFT).
+        deltas: u64,
     }
     impl St {
         /// Appends one event (a chunk, the error event, or `[DONE]`) to `out`.
         fn push(&mut self, next: Option<Result<Event, BackendError>>, out: &mut BytesMut) {
             match next {
-                Some(Ok(event)) => self.encoder.stream_event(&event, out),
+                Some(Ok(event)) => {
+                    if carries_content(&event) {
+                        if self.deltas == 0 {
+                            self.log.first_token();
+                        }
+                        self.deltas += 1;
+                    }
+                    self.encoder.stream_event(&event, out);
+                }
                 Some(Err(e)) => {
                     self.finished = true;
                     let api: ApiError = e.to_api_error();
@@ -145,6 +156,7 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
             if let Some(u) = self.inner.usage() {
                 self.log.set_usage(u);
             }
+            self.log.set_deltas(self.deltas);
         }
     }
     impl futures::Stream for St {
@@ -183,9 +195,69 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
         encoder,
         finished: false,
         log,
+        deltas: 0,
     };
     let mut resp = Response::new(Body::from_stream(st));
     *resp.status_mut() = StatusCode::OK;
     sse::headers(&mut resp);
     resp
+}
+
+/// Whether an event carries some of the answer: text, reasoning or a tool call,
+/// not only a role, a finish reason or usage. An upstream's chunk is looked at as
+/// bytes (no JSON parse on the hot path): a non-empty `content`, `text` or
+/// `reasoning_content` string, or `tool_calls`.
+fn carries_content(event: &Event) -> bool {
+    match event {
+        Event::Text { text, .. } | Event::Reasoning { text, .. } => !text.is_empty(),
+        Event::ToolCall { .. } => true,
+        Event::Finish { .. } | Event::Usage(_) => false,
+        Event::Wire(w) => wire_has_content(&w.data),
+    }
+}
+
+fn wire_has_content(data: &[u8]) -> bool {
+    if memchr::memmem::find(data, b"\"tool_calls\"").is_some() {
+        return true;
+    }
+    for key in [&b"\"content\""[..], b"\"text\"", b"\"reasoning_content\""] {
+        for at in memchr::memmem::find_iter(data, key) {
+            let rest = &data[at + key.len()..];
+            let rest = rest.trim_ascii_start();
+            let Some(rest) = rest.strip_prefix(b":") else {
+                continue;
+            };
+            let rest = rest.trim_ascii_start();
+            if rest.starts_with(b"\"") && !rest.starts_with(b"\"\"") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod content_tests {
+    use super::wire_has_content;
+
+    #[test]
+    fn an_upstream_chunk_carries_content_only_with_text_or_a_tool_call() {
+        for yes in [
+            &br#"{"choices":[{"delta":{"content":"Hi"}}]}"#[..],
+            br#"{"choices":[{"delta":{"content" : "x"}}]}"#,
+            br#"{"choices":[{"text":"Hi","index":0}]}"#,
+            br#"{"choices":[{"delta":{"reasoning_content":"hmm"}}]}"#,
+            br#"{"choices":[{"delta":{"tool_calls":[{"index":0}]}}]}"#,
+        ] {
+            assert!(wire_has_content(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &br#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#[..],
+            br#"{"choices":[{"delta":{"content":null},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[],"usage":{"prompt_tokens":5}}"#,
+            br#"{"choices":[{"delta":{}}]}"#,
+        ] {
+            assert!(!wire_has_content(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
 }

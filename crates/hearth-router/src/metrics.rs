@@ -64,6 +64,12 @@ impl ModelMetrics {
 
     /// One answered request: its HTTP status, latency until the response ended,
     /// time to first token, and tokens when the backend reported them.
+    /// A stream the client left before its end (`hearth_requests_cancelled_total`).
+    pub fn cancelled(&self) {
+        metrics::counter!("hearth_requests_cancelled_total", "model" => self.model.clone())
+            .increment(1);
+    }
+
     pub fn request(
         &self,
         status: u16,

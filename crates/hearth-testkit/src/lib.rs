@@ -41,6 +41,14 @@ pub enum Behaviour {
     /// Answer with this status and a `Retry-After` header exactly as given (hostile
     /// or broken values such as `1e20`).
     RawRetryAfter { status: u16, value: String },
+    /// As `Ok`, but a chat stream opens at once with a role-only chunk (`"delta":
+    /// {"role": "assistant", "content": ""}`), as vLLM and OpenAI send, before the
+    /// content chunks (each after `delay`).
+    RoleFirst {
+        text: String,
+        chunks: usize,
+        delay: Duration,
+    },
     /// Accept and never answer.
     Stall,
     /// Stream `after` chunks, then close the connection without `[DONE]`.
@@ -460,6 +468,11 @@ async fn complete(
             text,
             chunks,
             delay,
+        }
+        | Behaviour::RoleFirst {
+            text,
+            chunks,
+            delay,
         } if !stream => {
             tokio::time::sleep(delay * chunks as u32).await;
             active.finished = true;
@@ -487,6 +500,22 @@ async fn complete(
             delay,
             include_usage,
             None,
+            false,
+        ),
+        Behaviour::RoleFirst {
+            text,
+            chunks,
+            delay,
+        } => stream_response(
+            active,
+            model,
+            chat,
+            &text,
+            chunks,
+            delay,
+            include_usage,
+            None,
+            true,
         ),
         Behaviour::DropMidStream { after } => stream_response(
             active,
@@ -497,6 +526,7 @@ async fn complete(
             Duration::from_millis(5),
             false,
             Some(after),
+            false,
         ),
     }
 }
@@ -518,12 +548,20 @@ fn stream_response(
     delay: Duration,
     include_usage: bool,
     drop_after: Option<usize>,
+    role_first: bool,
 ) -> Response {
     let pieces = split(text, chunks);
     let count = pieces.len();
     let body = async_stream(move |tx| async move {
         // Move the whole guard in, so it is dropped with the task (not a copy of a field).
         let mut active = active;
+        if role_first && chat {
+            let v = json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model,
+                           "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+            if tx.send(format!("data: {v}\n\n")).await.is_err() {
+                return;
+            }
+        }
         for (i, p) in pieces.iter().enumerate() {
             if drop_after == Some(i) {
                 // Mark finished so only client-side cancellations are counted.
