@@ -32,12 +32,7 @@ async fn an_image_becomes_a_chart_through_every_step() {
         .unwrap();
     assert_eq!(job.status(), JobStatus::Queued);
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view),
         [
@@ -143,12 +138,7 @@ async fn a_data_dir_below_a_private_folder_runs_jobs() {
     let (jobs, _) = service(&data, &config, settings(&config)).await;
     let job = jobs.submit("alice", &png(), "").await.unwrap();
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     let work = std::env::temp_dir().join(format!(
         "hearth-jobs-{}",
         rustix::process::getuid().as_raw()
@@ -175,12 +165,7 @@ async fn deleting_a_job_removes_its_files_unless_another_job_has_them() {
     for _ in 0..2 {
         let job = jobs.submit("alice", &png(), "").await.unwrap();
         let view = finished(&jobs, &job.id).await;
-        assert_eq!(
-            view.job.status(),
-            JobStatus::Succeeded,
-            "{:?}",
-            view.job.error
-        );
+        assert_status(&view, JobStatus::Succeeded);
         ids.push(job.id);
     }
     let path = |id: &str, name: &'static str| {
@@ -218,12 +203,7 @@ async fn code_blocked_by_bandit_goes_back_to_the_model_and_is_repaired() {
     let (jobs, _) = service(data.path(), &config, settings(&config)).await;
     let job = jobs.submit("anonymous", &png(), "").await.unwrap();
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view),
         [
@@ -275,12 +255,7 @@ async fn a_syntax_error_is_caught_by_ruff_before_running() {
     let (jobs, _) = service(data.path(), &config, settings(&config)).await;
     let job = jobs.submit("anonymous", &png(), "").await.unwrap();
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     let review: hearth_jobs::Review =
         serde_json::from_str(view.steps[3].detail.as_deref().unwrap()).unwrap();
     let syntax = &review.findings[0];
@@ -311,12 +286,7 @@ async fn a_script_that_raises_gets_its_traceback_back_and_is_repaired() {
     let (jobs, _) = service(data.path(), &config, settings(&config)).await;
     let job = jobs.submit("anonymous", &png(), "").await.unwrap();
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view)[2..],
         [
@@ -492,12 +462,7 @@ async fn a_restart_mid_job_resumes_at_the_step_it_was_in() {
 
     let (jobs, _) = service(data.path(), &config, settings(&config)).await;
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view),
         [
@@ -625,12 +590,7 @@ async fn a_failed_job_is_retried_from_its_failed_step_and_edited_code_runs() {
         .unwrap();
     assert_eq!(again.status(), JobStatus::Queued);
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view)[2..],
         [
@@ -657,12 +617,7 @@ async fn a_failed_job_is_retried_from_its_failed_step_and_edited_code_runs() {
         .unwrap()
         .unwrap();
     let view = finished(&jobs, &job.id).await;
-    assert_eq!(
-        view.job.status(),
-        JobStatus::Succeeded,
-        "{:?}",
-        view.job.error
-    );
+    assert_status(&view, JobStatus::Succeeded);
     assert_eq!(
         steps(&view)[8..],
         ["code:3:succeeded", "critic:3:succeeded", "run:3:succeeded"]

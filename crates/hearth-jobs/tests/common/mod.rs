@@ -198,6 +198,11 @@ pub async fn event(
 }
 
 /// The steps as `kind:attempt:status`.
+/// The job ended `status`; else the test fails with the job's error.
+pub fn assert_status(view: &JobView, status: hearth_store::JobStatus) {
+    assert_eq!(view.job.status(), status, "{:?}", view.job.error);
+}
+
 pub fn steps(view: &JobView) -> Vec<String> {
     view.steps
         .iter()
