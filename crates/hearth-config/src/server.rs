@@ -19,6 +19,11 @@ pub struct ServerConfig {
     /// requests may name in `Host`, e.g. a name for this machine in `/etc/hosts`:
     /// others get 403, so no web page can reach a keyless Hearth by DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Seconds a client has to send a request's head (line and headers), counted
+    /// from the connection's start or from the end of the previous answer: a
+    /// client sending a header byte now and then (slow-loris) or an idle
+    /// keep-alive connection is closed past it. HTTP/1.
+    pub header_timeout_secs: u64,
     /// Threads serving HTTP, each an event loop of its own that accepts from the same
     /// socket and keeps its own upstream connections. 0: one per CPU core.
     pub workers: usize,
@@ -45,6 +50,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            header_timeout_secs: 30,
             workers: 0,
             tls: TlsConfig::default(),
             allow_plain_http: false,

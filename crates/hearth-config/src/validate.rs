@@ -35,6 +35,13 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         );
     }
 
+    if config.server.header_timeout_secs == 0 {
+        push(
+            vec![key("server"), key("header_timeout_secs")],
+            "must be at least 1 second: without it a client could hold a connection forever".into(),
+        );
+    }
+
     // An embedded model with a `url` and no `path` goes to data_dir/models.
     let models_dir = config.models_dir();
     for m in &mut config.models {

@@ -76,7 +76,7 @@ impl FastRoutes for NoFastRoutes {
 
 /// The service every connection runs: the hot path, or the router.
 pub struct App<F = NoFastRoutes> {
-    state: HttpState,
+    pub(crate) state: HttpState,
     router: axum::Router,
     fast: Arc<F>,
 }

@@ -69,7 +69,14 @@ pub async fn serve<F: FastRoutes>(
     use hyper_util::rt::TokioExecutor;
     use hyper_util::server::conn::auto::Builder;
 
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A request's head within `header_timeout_secs` of the connection's start or
+    // of the previous answer's end (slow-loris; idle keep-alive connections).
+    let head = Duration::from_secs(app.state.config.server.header_timeout_secs.max(1));
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Each connection's task holds a clone; `recv` ends once all are gone.
     let (open_tx, mut open) = tokio::sync::mpsc::channel::<()>(1);
@@ -186,6 +193,11 @@ async fn serve_connection<F, I>(
         }
     };
     if let Err(e) = result {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            ::metrics::counter!("hearth_connections_timed_out_total").increment(1);
+        }
         tracing::trace!(error = %e, "connection ended with an error");
     }
 }

@@ -370,3 +370,83 @@ async fn without_keys_only_loopback_names_and_own_pages_are_served() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A client that sends its request head a byte at a time (slow-loris), and a
+/// kept-alive connection left idle, are closed after `server.header_timeout_secs`
+/// (and counted); a client that sends its request in time is answered.
+#[tokio::test]
+async fn slow_request_heads_and_idle_connections_are_closed() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "[server]\nheader_timeout_secs = 1\n{}",
+        upstream_model("m", &up.base_url(), "")
+    ))
+    .await;
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+
+    // One header byte every 300 ms: the head never completes within 1 s.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let start = Instant::now();
+    let head = b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut closed = false;
+    for b in head {
+        if slow.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf)).await {
+            // Closed (0 or an error), or an answer to a request it never finished.
+            assert!(!matches!(r, Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200")));
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "a head sent over {:?} was still being read",
+        start.elapsed()
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+
+    // Kept alive, then idle: closed after about 1 s.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let start = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed, not answered");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // An ordinary client is served, and the timeouts are counted.
+    assert_eq!(gw.chat("m", false).await.status(), 200);
+    let metrics = gw
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_connections_timed_out_total"),
+        "{metrics}"
+    );
+}
