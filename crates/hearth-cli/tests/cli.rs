@@ -232,6 +232,29 @@ fn non_loopback_bind_without_keys_refuses_to_start() {
     );
 }
 
+/// The day's log file under `dir/data/logs` (named `hearth.<date>.log`): its text,
+/// and its access lines.
+fn access_log(dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
+    let file = std::fs::read_dir(dir.join("data/logs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("hearth.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let access = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "hearth::access")
+        .collect();
+    (text, access)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_logs_requests_and_shuts_down_gracefully() {
     let up = hearth_testkit::FakeUpstream::start().await.unwrap();
@@ -279,23 +302,10 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
     let (code, stdout) = served.stop();
     assert_eq!(code, Some(0), "clean exit on SIGTERM");
 
-    let logs = dir.path().join("data/logs");
-    let file = std::fs::read_dir(&logs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let name = file.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        name.starts_with("hearth.") && name.ends_with(".log"),
-        "{name}"
-    );
-    let text = std::fs::read_to_string(&file).unwrap();
-    let access: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"] == "hearth::access" && v["request_id"] == "cli-test-req-1")
+    let (text, access) = access_log(dir.path());
+    let access: Vec<serde_json::Value> = access
+        .into_iter()
+        .filter(|v| v["request_id"] == "cli-test-req-1")
         .collect();
     assert_eq!(access.len(), 1, "one line per request:\n{text}");
     let line = &access[0];
@@ -743,18 +753,12 @@ async fn the_access_log_says_what_happened() {
     );
     served.stop();
 
-    let logs = dir.path().join("data/logs");
-    let file = std::fs::read_dir(&logs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&file).unwrap();
+    let (text, access) = access_log(dir.path());
     let line = |id: &str| -> serde_json::Value {
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["target"] == "hearth::access" && v["request_id"] == id)
+        access
+            .iter()
+            .find(|v| v["request_id"] == id)
+            .cloned()
             .unwrap_or_else(|| panic!("no access line for {id}:\n{text}"))
     };
     let refused = line("refused");

@@ -664,6 +664,9 @@ async fn jobs_belong_to_their_key_and_cancel_stops_them() {
     assert_eq!(status, 404);
     let (status, v) = hearth.get(ALICE, "/api/jobs/not-a-uuid").await;
     assert_error(&v, status, 400, "invalid_id");
+    // A cursor this server did not hand out: 400, as for conversations.
+    let (status, v) = hearth.get(ALICE, "/api/jobs?cursor=garbage").await;
+    assert_error(&v, status, 400, "invalid_cursor");
     hearth.stop().await;
 }
 

@@ -109,7 +109,8 @@ pub fn routes(
 
 // ---- helpers shared by the handlers -----------------------------------------
 
-/// Logs a store failure once and answers 500 without its detail.
+/// Logs a store failure once and answers 500 without its detail (a cursor this
+/// server did not hand out is a 400). The conversations' and the jobs' API.
 pub(crate) fn store_error(e: StoreError) -> HttpError {
     match e {
         StoreError::InvalidCursor => HttpError(
@@ -120,7 +121,7 @@ pub(crate) fn store_error(e: StoreError) -> HttpError {
             .with_code("invalid_cursor"),
         ),
         e => {
-            tracing::error!(error = %e, "conversation store failed");
+            tracing::error!(error = %e, "the store failed");
             HttpError(ApiError::internal())
         }
     }

@@ -119,19 +119,14 @@ pub fn routes(jobs: Jobs, limits: JobsApiLimits, closing: CancellationToken) -> 
 // ---- helpers shared by the handlers -----------------------------------------
 
 /// Logs a failure of the service once and answers 500 without its detail; a
-/// conflict (retrying a running job...) is a 409 that says why.
+/// conflict (retrying a running job...) is a 409 that says why; a store error is
+/// answered as the conversations' are (a bad cursor is a 400).
 pub(crate) fn jobs_error(e: JobsError) -> HttpError {
     match e {
         JobsError::Conflict(why) => {
             HttpError(ApiError::new(ErrorKind::Conflict, why).with_code("job_conflict"))
         }
-        JobsError::Store(hearth_store::StoreError::InvalidCursor) => HttpError(
-            ApiError::invalid_param(
-                "cursor",
-                "`cursor` is not one this server handed out; start from the first page",
-            )
-            .with_code("invalid_cursor"),
-        ),
+        JobsError::Store(e) => crate::conversations::store_error(e),
         e => {
             tracing::error!(error = %e, "jobs service failed");
             HttpError(ApiError::internal())
