@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs, models::ModelsArgs,
+    backup::BackupArgs, deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs, models::ModelsArgs,
     sandbox::SandboxArgs, status::StatusArgs,
 };
 
@@ -16,6 +16,7 @@ Examples:
   hearth config check hearth.toml           validate a config file
   hearth deploy render cloud-init -m deploy.toml   user data for a fresh GPU VM
   hearth doctor                             check GPUs, launchers, ports, disk, sandbox
+  hearth backup hearth-backup.db            a consistent copy of the history, while serving
   HEARTH_API_KEYS=sk-local-123 hearth serve -c tls.toml   (public: keys and [server.tls])
 
 Then point any OpenAI client at http://127.0.0.1:8080/v1";
@@ -57,6 +58,9 @@ pub enum Command {
     /// What the running Hearth says of itself: URLs, where the key is, each model's
     /// state (the login banner's lines). Exit 3 when it is not running.
     Status(StatusArgs),
+    /// Copy the history database (conversations, jobs) to OUT, consistently, while
+    /// the server runs; the copy is checked. docs/operations.md says how to restore.
+    Backup(BackupArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,11 +9,97 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// The disk (or the file system's quota) holding the database is full. SQLite
+    /// rolled the change back: the database is intact, and works again once there
+    /// is room.
+    #[error("the disk holding the database is full; the change was not saved")]
+    StorageFull,
+    /// The database file is damaged (found by the check at open, or by a query).
+    #[error(
+        "the database {path} is damaged ({detail}). Stop Hearth, move {path} (and any \
+         -wal and -shm file beside it) aside, then restore the latest copy made by \
+         `hearth backup` in its place (see docs/operations.md), or start again with an \
+         empty history"
+    )]
+    Corrupt { path: String, detail: String },
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A paging cursor that this store did not hand out.
     #[error("invalid cursor")]
     InvalidCursor,
+    /// There is no database file to copy.
+    #[error("no database at {path}; is `storage.data_dir` in the config the server's?")]
+    NoDatabase { path: String },
+    /// `hearth backup` was asked to write over a file without `--force`.
+    #[error("{path} already exists; pass --force to replace it")]
+    BackupExists { path: String },
+    #[error("cannot write the backup {path}: {source}")]
+    BackupIo {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// SQLite's primary result codes this crate tells apart (the low byte of an
+/// extended code).
+const SQLITE_CORRUPT: i64 = 11;
+const SQLITE_FULL: i64 = 13;
+const SQLITE_NOTADB: i64 = 26;
+
+/// The primary SQLite result code of `e`, when SQLite gave one.
+fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
+    let code = e.as_database_error()?.code()?;
+    code.parse::<i64>().ok().map(|c| c & 0xff)
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// A full disk gets its own variant wherever it strikes, so that the HTTP layer
+    /// can tell the client what happened instead of "internal error".
+    fn from(e: sqlx::Error) -> Self {
+        match sqlite_code(&e) {
+            Some(SQLITE_FULL) => StoreError::StorageFull,
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// `e` as it reads for the database file at `path`: damage named as such.
+    pub(crate) fn at(path: &std::path::Path, e: sqlx::Error) -> StoreError {
+        match sqlite_code(&e) {
+            Some(SQLITE_CORRUPT | SQLITE_NOTADB) => StoreError::Corrupt {
+                path: path.display().to_string(),
+                detail: e
+                    .as_database_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned()),
+            },
+            _ => StoreError::from(e),
+        }
+    }
+
+    /// Whether the disk is full (worth its own message to a client).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::StorageFull)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corrupt_message_says_what_to_do() {
+        let e = StoreError::Corrupt {
+            path: "/d/hearth.db".into(),
+            detail: "file is not a database".into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("/d/hearth.db is damaged (file is not a database)"),
+            "{s}"
+        );
+        assert!(s.contains("hearth backup") && s.contains("move"), "{s}");
+    }
 }

@@ -12,10 +12,17 @@
 //! - **Owners.** Every conversation belongs to the principal that made it; reads,
 //!   changes and deletes take a [`Scope`] (an owner, or all for an admin key).
 //! - **Leased replies.** A streaming reply is leased by the store that writes it and
-//!   renewed while it streams; only a reply whose lease ran out (its writer died) is
-//!   marked interrupted, never one another live process is writing.
+//!   renewed while it streams; only a reply whose lease ran out, or whose writer's
+//!   process is gone (its lock file in `hearth.db-leases/` is free: a `kill -9`), is
+//!   marked interrupted, never one another live process is writing. Job claims
+//!   work the same way.
 //! - **No lost updates.** Changes are single statements or transactions, never a
 //!   read, a change in memory and a write back.
+//!
+//! And for the file itself: a damaged one is refused at open (`quick_check`) with
+//! what to do, rather than served until a query trips on the damage; a full disk is
+//! its own error ([`StoreError::StorageFull`]), so that clients can be told; the
+//! write-ahead log is checkpointed and kept bounded.
 //!
 //! The SQL is the subset SQLite and Postgres share (TEXT UUID ids, BIGINT
 //! millisecond times, `$n` parameters, `LIKE ... ESCAPE`, `RETURNING`), so that a
@@ -24,12 +31,19 @@
 //! # Layout
 //! - [`model`]: the rows ([`Conversation`], [`Message`]), the inputs that create or
 //!   change them, and [`Scope`].
-//! - `sqlite`: [`SqliteStore`], the pool, the lease keeper and the queries.
+//! - `sqlite`: [`SqliteStore`], the pool, the check at open, the lease keeper (which
+//!   also checkpoints the write-ahead log) and the queries.
+//! - `holders`: lock files that tell at once that a lease owner's process is gone
+//!   (a `kill -9`), so its replies and jobs end at the next start, not a lease later.
+//! - `backup`: [`backup`], a consistent copy of a live database (`hearth backup`),
+//!   and [`integrity_check`].
 //! - [`jobs`]: the job rows ([`Job`], [`JobStep`], [`JobFile`]), their inputs, and
 //!   [`JobStore`]; `sqlite_jobs`: its queries.
 //! - `error`: [`StoreError`].
 
+mod backup;
 mod error;
+mod holders;
 pub mod jobs;
 pub mod model;
 mod sqlite;
@@ -37,6 +51,7 @@ mod sqlite_jobs;
 
 use async_trait::async_trait;
 
+pub use backup::{Backup, backup, integrity_check};
 pub use error::StoreError;
 pub use jobs::{
     Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
@@ -46,7 +61,9 @@ pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
 };
-pub use sqlite::{DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, title_from};
+pub use sqlite::{
+    DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, WAL_SIZE_LIMIT, title_from,
+};
 
 /// Conversations and their messages. Message operations take a conversation id the
 /// caller has already checked against its [`Scope`] (with

@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: the conversation store in one SQLite file (WAL), and every query.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 
 use crate::error::StoreError;
+use crate::holders::Holders;
 use crate::model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
@@ -30,6 +31,11 @@ pub const UNDO_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// is taken for dead and the reply is marked interrupted. The writer renews every
 /// third of it, so a busy database or a paused process has two chances to catch up.
 pub const REPLY_LEASE: Duration = Duration::from_secs(30);
+
+/// The size the write-ahead log is cut back to once checkpointed. A long read (a
+/// backup, a big export) lets the log grow past SQLite's usual 4 MiB while it lasts;
+/// without a limit the file would keep that size for good.
+pub const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -51,14 +57,22 @@ struct Inner {
     instance: String,
     lease: Duration,
     /// Renews this store's leases and sweeps expired ones; stops with the store.
-    keeper: Option<tokio::task::JoinHandle<()>>,
+    keeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Asks the keeper to stop between two rounds (at close: never mid-query).
+    stop_keeper: tokio::sync::watch::Sender<bool>,
     /// The last time stamp given to a change (see [`SqliteStore::stamp`]).
     last_stamp: std::sync::atomic::AtomicI64,
+    /// The lease owners of this process, held alive (see `holders`).
+    holders: Arc<Holders>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(k) = &self.keeper {
+        let keeper = self
+            .keeper
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = keeper {
             k.abort();
         }
     }
@@ -72,6 +86,8 @@ pub struct Options {
     /// Run the background task that renews this store's leases and sweeps expired
     /// ones (off for a store used only to read, or in a test that steps it by hand).
     pub keeper: bool,
+    /// See [`WAL_SIZE_LIMIT`]; tests lower it.
+    pub wal_size_limit: u64,
 }
 
 impl Default for Options {
@@ -79,6 +95,7 @@ impl Default for Options {
         Options {
             lease: REPLY_LEASE,
             keeper: true,
+            wal_size_limit: WAL_SIZE_LIMIT,
         }
     }
 }
@@ -119,49 +136,70 @@ impl SqliteStore {
         SqliteStore::open_file(&data_dir.join(DB_FILE), options).await
     }
 
-    /// As [`SqliteStore::open`], for a database file anywhere.
+    /// As [`SqliteStore::open`], for a database file anywhere. A damaged file is
+    /// refused with [`StoreError::Corrupt`], which says what to do.
     pub async fn open_file(path: &Path, options: Options) -> Result<SqliteStore, StoreError> {
-        let connect = SqliteConnectOptions::new()
-            .filename(path)
+        let connect = connect_options(path)
             .create_if_missing(true)
-            // WAL: readers (the sidebar) never wait for the writer (a streaming reply).
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        SqliteStore::connect(connect, 4, options).await
+            .pragma("journal_size_limit", options.wal_size_limit.to_string());
+        SqliteStore::connect(connect, 4, options, Some(path.to_path_buf())).await
     }
 
     /// An in-memory database, for tests of code that uses a store.
     pub async fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let connect = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        SqliteStore::connect(connect, 1, Options::default()).await
+        SqliteStore::connect(connect, 1, Options::default(), None).await
     }
 
     async fn connect(
         connect: SqliteConnectOptions,
         max: u32,
         options: Options,
+        path: Option<PathBuf>,
     ) -> Result<SqliteStore, StoreError> {
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             // An in-memory database lives as long as its one connection.
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(connect)
-            .await?;
+            .await
+            .map_err(|e| StoreError::at(&shown, e))?;
+        // Before anything writes: a damaged file is refused with what to do, not
+        // served until some query trips on the damage.
+        if path.is_some() {
+            quick_check(&pool, &shown).await?;
+        }
         MIGRATOR.run(&pool).await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
-        let keeper = options
-            .keeper
-            .then(|| tokio::spawn(keep_leases(pool.clone(), instance.clone(), options.lease)));
+        let holders = Arc::new(match &path {
+            Some(p) => Holders::beside(p),
+            None => Holders::none(),
+        });
+        holders.hold(&instance);
+        let (stop_keeper, stopped) = tokio::sync::watch::channel(false);
+        let keeper = options.keeper.then(|| {
+            tokio::spawn(keep_leases(Keeper {
+                pool: pool.clone(),
+                instance: instance.clone(),
+                lease: options.lease,
+                // Weak: the locks go with the store, not with this task's last poll.
+                holders: Arc::downgrade(&holders),
+                stop: stopped,
+                wal: path.as_deref().map(wal_path),
+                wal_size_limit: options.wal_size_limit,
+            }))
+        });
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 pool,
                 instance,
                 lease: options.lease,
-                keeper,
+                keeper: std::sync::Mutex::new(keeper),
+                stop_keeper,
                 last_stamp: std::sync::atomic::AtomicI64::new(0),
+                holders,
             }),
         };
         let interrupted = store.recover_interrupted().await?;
@@ -177,6 +215,10 @@ impl SqliteStore {
 
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.inner.pool
+    }
+
+    pub(crate) fn holders(&self) -> &Holders {
+        &self.inner.holders
     }
 
     /// The name this store writes its replies' leases under.
@@ -227,9 +269,67 @@ async fn renew(pool: &SqlitePool, instance: &str, lease: Duration) -> Result<u64
     Ok(done.rows_affected())
 }
 
+/// How every file connection is set up (the store's, and a backup's).
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        // WAL: readers (the sidebar) never wait for the writer (a streaming reply).
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+}
+
+/// How long a statement waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `PRAGMA quick_check`: the pages, records and indexes' order (not the indexes'
+/// content: that is `integrity_check`, which costs much more on a large file).
+/// It reads the whole file, about a second per gigabyte.
+pub(crate) async fn quick_check(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_all(pool)
+        .await
+        .map_err(|e| StoreError::at(path, e))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        return Ok(());
+    }
+    let mut detail = rows.into_iter().take(3).collect::<Vec<_>>().join("; ");
+    if detail.is_empty() {
+        detail = "quick_check gave no answer".into();
+    }
+    Err(StoreError::Corrupt {
+        path: path.display().to_string(),
+        detail,
+    })
+}
+
+/// Ends at once the leases of owners whose process is gone (see `holders`): the
+/// sweeps below then take their replies and jobs as they take expired ones.
+pub(crate) async fn expire_dead(pool: &SqlitePool, holders: &Holders) -> Result<(), StoreError> {
+    for dead in holders.dead() {
+        sqlx::query(
+            "UPDATE messages SET lease_until = 0 WHERE lease_owner = $1 AND finish_reason IS NULL",
+        )
+        .bind(&dead.owner)
+        .execute(pool)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1 AND status = 'running'",
+        )
+        .bind(&dead.owner)
+        .execute(pool)
+        .await?;
+        tracing::debug!(owner = %dead.owner, "a stopped process's leases are ended");
+        dead.forget();
+    }
+    Ok(())
+}
+
 /// Marks interrupted the streaming replies whose lease ran out (or that never had
-/// one: written by a Hearth from before leases).
-async fn sweep(pool: &SqlitePool) -> Result<u64, StoreError> {
+/// one: written by a Hearth from before leases), or whose writer's process is gone.
+async fn sweep(pool: &SqlitePool, holders: &Holders) -> Result<u64, StoreError> {
+    expire_dead(pool, holders).await?;
     let done = sqlx::query(
         "UPDATE messages SET finish_reason = $1, lease_owner = NULL \
          WHERE role = 'assistant' AND finish_reason IS NULL \
@@ -242,18 +342,86 @@ async fn sweep(pool: &SqlitePool) -> Result<u64, StoreError> {
     Ok(done.rows_affected())
 }
 
+/// SQLite checkpoints as commits fill the log (every 1000 pages), but a checkpoint
+/// cannot pass a reader that was active when it began, nor start the log over
+/// while one reads it, so a busy database's log can outgrow those 1000 pages. Each
+/// round: a PASSIVE checkpoint, which never waits for or blocks anyone, catches up
+/// once traffic is quiet; and a log past `limit` is checkpointed and emptied
+/// (TRUNCATE) if no one reads or writes at that instant. It does not wait for them:
+/// waiting, it would hold every writer back (a long reader, such as a backup, would
+/// stall them all); it tries again next round. `journal_size_limit` cuts the file
+/// back whenever SQLite itself starts the log over.
+async fn checkpoint(pool: &SqlitePool, wal: Option<&Path>, limit: u64) {
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "could not checkpoint the write-ahead log");
+    }
+    let size = wal
+        .and_then(|w| std::fs::metadata(w).ok())
+        .map_or(0, |m| m.len());
+    if size <= limit {
+        return;
+    }
+    match checkpoint_truncate(pool, Duration::ZERO).await {
+        Ok(true) => tracing::debug!(size, "the write-ahead log was emptied"),
+        Ok(false) => tracing::debug!(
+            size,
+            "the write-ahead log is past its limit and busy; emptied at a later round"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not empty the write-ahead log"),
+    }
+}
+
+/// The write-ahead log of the database file `db`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push("-wal");
+    db.with_file_name(name)
+}
+
+/// What the keeper task works with.
+struct Keeper {
+    pool: SqlitePool,
+    instance: String,
+    lease: Duration,
+    holders: std::sync::Weak<Holders>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    /// The write-ahead log's file (none in memory).
+    wal: Option<PathBuf>,
+    wal_size_limit: u64,
+}
+
 /// Every third of a lease: renew this store's leases, then sweep other writers'
-/// expired ones. Runs until the store is dropped.
-async fn keep_leases(pool: SqlitePool, instance: String, lease: Duration) {
+/// expired ones, and checkpoint the write-ahead log. Runs until the store closes or
+/// is dropped.
+async fn keep_leases(k: Keeper) {
+    let Keeper {
+        pool,
+        instance,
+        lease,
+        holders,
+        mut stop,
+        wal,
+        wal_size_limit,
+    } = k;
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // Stopped or dropped: either way, done.
+            _ = stop.changed() => return,
+        }
         if let Err(e) = renew(&pool, &instance, lease).await {
             tracing::warn!(error = %e, "could not renew the leases of streaming replies");
         }
-        match sweep(&pool).await {
+        let Some(holders) = holders.upgrade() else {
+            return;
+        };
+        match sweep(&pool, &holders).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 interrupted = n,
@@ -261,6 +429,7 @@ async fn keep_leases(pool: SqlitePool, instance: String, lease: Duration) {
             ),
             Err(e) => tracing::warn!(error = %e, "could not sweep interrupted replies"),
         }
+        checkpoint(&pool, wal.as_deref(), wal_size_limit).await;
     }
 }
 
@@ -546,14 +715,27 @@ impl ConversationStore for SqliteStore {
     }
 
     async fn recover_interrupted(&self) -> Result<u64, StoreError> {
-        sweep(self.pool()).await
+        sweep(self.pool(), self.holders()).await
     }
 
     /// The replies this store was still writing are cut (the server is stopping):
     /// marked interrupted at once, rather than when their lease runs out.
     async fn close(&self) {
-        if let Some(k) = &self.inner.keeper {
-            k.abort();
+        // Between two rounds, so that no checkpoint of its own is still running
+        // when this one's below starts (a second checkpointer is refused at once).
+        let _ = self.inner.stop_keeper.send(true);
+        let keeper = self
+            .inner
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(k) = keeper
+            && tokio::time::timeout(Duration::from_secs(5), k)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the lease keeper did not stop within 5 s");
         }
         let cut = sqlx::query(
             "UPDATE messages SET finish_reason = $1, lease_owner = NULL \
@@ -566,8 +748,57 @@ impl ConversationStore for SqliteStore {
         if let Err(e) = cut {
             tracing::warn!(error = %e, "could not mark this server's unfinished replies interrupted");
         }
+        // The log folded into the database and emptied: a copy of the data folder
+        // taken while Hearth is stopped is then the one file.
+        // 2 s at most: a long reader in another process holds the stop back no longer.
+        match checkpoint_truncate(self.pool(), Duration::from_secs(2)).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                "another process kept the write-ahead log busy; it is checkpointed later"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not checkpoint the write-ahead log at close");
+            }
+        }
         self.pool().close().await;
+        // Nothing of this process writes any more: its leases may end at once.
+        self.inner.holders.release_all();
     }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: the whole log into the database, and the log
+/// emptied; false when other connections kept it from completing within `wait`. It
+/// waits for the writers and readers of other connections (and holds new writers
+/// back meanwhile: hence a short `wait`), and is refused at once while another
+/// checkpoint runs: that is tried again until `wait` is over.
+async fn checkpoint_truncate(pool: &SqlitePool, wait: Duration) -> Result<bool, StoreError> {
+    let mut c = pool.acquire().await?;
+    sqlx::query(&format!("PRAGMA busy_timeout = {}", wait.as_millis()))
+        .execute(&mut *c)
+        .await?;
+    let until = std::time::Instant::now() + wait;
+    let done = loop {
+        // (busy, frames in the log, frames checkpointed)
+        let row: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *c)
+            .await;
+        match row {
+            Ok((0, _, _)) => break Ok(true),
+            Ok(_) if std::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(_) => break Ok(false),
+            Err(e) => break Err(e),
+        }
+    };
+    // The connection goes back to the pool: with the usual patience.
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *c)
+    .await?;
+    done.map_err(StoreError::from)
 }
 
 /// The first line of a message, cut at about 60 characters on a word boundary.

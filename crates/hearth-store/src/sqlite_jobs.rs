@@ -12,7 +12,7 @@ use crate::jobs::{
 };
 use crate::model::Scope;
 use crate::now_ms;
-use crate::sqlite::{MAX_PAGE, SqliteStore, decode_cursor, encode_cursor, millis};
+use crate::sqlite::{MAX_PAGE, SqliteStore, decode_cursor, encode_cursor, expire_dead, millis};
 
 const JOB_COLUMNS: &str = "id, owner, status, step, prompt, image_sha256, image_type, error, \
      error_code, cancel_requested, created_at, updated_at, started_at, finished_at";
@@ -127,6 +127,9 @@ impl JobStore for SqliteStore {
         worker: &str,
         lease: Duration,
     ) -> Result<Option<Job>, StoreError> {
+        // The worker lives in this process: should the process die, the next sweep
+        // (of any process) takes its jobs back at once, not when the lease runs out.
+        self.holders().hold(worker);
         let now = now_ms();
         let sql = format!(
             "UPDATE jobs SET status = 'running', updated_at = $1, started_at = COALESCE(started_at, $1), \
@@ -331,6 +334,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn recover_jobs(&self) -> Result<u64, StoreError> {
+        expire_dead(self.pool(), self.holders()).await?;
         let now = now_ms();
         let expired = "status = 'running' AND (lease_until IS NULL OR lease_until < $1)";
         let mut tx = self.pool().begin().await?;

@@ -174,6 +174,7 @@ async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_one
         Options {
             lease,
             keeper: true,
+            ..Options::default()
         },
     )
     .await
@@ -193,6 +194,7 @@ async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_one
         Options {
             lease,
             keeper: false,
+            ..Options::default()
         },
     )
     .await

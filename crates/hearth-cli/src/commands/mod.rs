@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod backup;
 pub mod config;
 pub mod deploy;
 pub mod doctor;
@@ -23,5 +24,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Backup(args) => backup::run(args),
     }
 }

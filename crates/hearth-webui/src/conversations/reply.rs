@@ -12,7 +12,9 @@
 //! - `{"type":"delta","content":".."}` for each piece of text
 //! - `{"type":"done","message":{..}}` with the stored reply (tokens, timings, finish reason)
 //! - `{"type":"error","error":{message,type,param,code},"message":{..}|null}` when the
-//!   backend fails mid-reply; what came before it is stored.
+//!   backend fails mid-reply (what came before it is stored), or when the reply
+//!   could not be stored at its end (`storage_full` on a full disk; it is stored
+//!   later, once it can be).
 
 use std::time::{Duration, Instant};
 
@@ -326,6 +328,7 @@ impl Pump {
         };
         self.update.finish_reason = Some(finish);
         self.update.duration_ms = Some(elapsed_ms(self.started));
+        let mut error = error;
         if let Err(e) = self
             .api
             .store
@@ -333,6 +336,26 @@ impl Pump {
             .await
         {
             tracing::error!(error = %e, message_id = %self.message.id, "could not store the reply");
+            // The browser saw the whole reply, but the history did not keep it (a
+            // full disk, most likely): say so rather than "done", and keep trying.
+            // Until then the reply stays leased to this process (shown streaming);
+            // should the process stop first, it is marked interrupted with what was
+            // saved before.
+            tokio::spawn(
+                save_later(
+                    self.api.store.clone(),
+                    self.message.id.clone(),
+                    self.update.clone(),
+                )
+                .in_current_span(),
+            );
+            if error.is_none() {
+                error = Some(if e.is_storage_full() {
+                    super::storage_full()
+                } else {
+                    ApiError::internal()
+                });
+            }
         } else {
             tracing::debug!(message_id = %self.message.id, finish = finish.as_str(), "reply stored");
         }
@@ -410,6 +433,36 @@ impl Pump {
             }
         }
     }
+}
+
+/// How long a reply that could not be stored at its end is retried: long enough for
+/// someone to free space on a full disk.
+const SAVE_RETRY_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// Stores a finished reply whose store failed, retrying with a growing pause (1 s
+/// up to 10 s: soon after space is freed) for [`SAVE_RETRY_FOR`].
+async fn save_later(
+    store: std::sync::Arc<dyn hearth_store::ConversationStore>,
+    id: String,
+    update: ReplyUpdate,
+) {
+    let started = Instant::now();
+    let mut pause = Duration::from_secs(1);
+    while started.elapsed() < SAVE_RETRY_FOR {
+        tokio::time::sleep(pause).await;
+        match store.update_reply(&id, &update).await {
+            Ok(()) => {
+                tracing::info!(message_id = %id, "a reply that could not be stored is stored now");
+                return;
+            }
+            Err(e) => tracing::debug!(message_id = %id, error = %e, "still cannot store the reply"),
+        }
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+    tracing::error!(
+        message_id = %id,
+        "gave up storing a reply; it is marked interrupted at the next start"
+    );
 }
 
 fn elapsed_ms(t: Instant) -> i64 {

@@ -1,0 +1,294 @@
+//! What a crash, a damaged file and a long-lived database leave behind: the
+//! work of a killed process ends at the next start, a damaged file is refused
+//! with what to do, the write-ahead log stays bounded, and a backup taken while
+//! writing is a consistent copy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hearth_store::{
+    ConversationStore, JobStore, NewConversation, NewFile, NewJob, NewMessage, NewStep, Options,
+    ReplyUpdate, Scope, SqliteStore, StepStatus, StoreError,
+};
+
+fn user(content: &str) -> NewMessage {
+    NewMessage {
+        role: "user".into(),
+        content: content.into(),
+        ..NewMessage::default()
+    }
+}
+
+fn reply() -> NewMessage {
+    NewMessage {
+        role: "assistant".into(),
+        ..NewMessage::default()
+    }
+}
+
+fn wal_size(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("hearth.db-wal")).map_or(0, |m| m.len())
+}
+
+/// A store dropped without `close` stands for a process killed with SIGKILL: no
+/// code of it runs any more, and the kernel drops its locks.
+#[tokio::test]
+async fn a_killed_processs_reply_and_job_end_at_the_next_start_not_a_lease_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let c = store
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    store.append_message(&c.id, user("hi")).await.unwrap();
+    let streaming = store.append_message(&c.id, reply()).await.unwrap().unwrap();
+    store
+        .update_reply(
+            &streaming.id,
+            &ReplyUpdate {
+                content: "half a".into(),
+                ..ReplyUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    let job = store
+        .create_job(
+            "o",
+            NewJob {
+                prompt: "p".into(),
+                image: NewFile {
+                    name: "in.png".into(),
+                    sha256: "aa".into(),
+                    size: 1,
+                    content_type: "image/png".into(),
+                    step_id: None,
+                },
+                image_type: "png".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .claim_next_job("worker1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let step = store
+        .begin_step(
+            &job.id,
+            NewStep {
+                kind: "vision".into(),
+                attempt: 1,
+                input: "i".into(),
+                model: None,
+            },
+        )
+        .await
+        .unwrap();
+    drop(store);
+
+    // Both leases (30 s) still run, yet the next start ends both at once.
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let m = store.message(&streaming.id).await.unwrap().unwrap();
+    assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
+    assert_eq!(m.content, "half a", "what was saved is kept");
+    assert_eq!(store.recover_jobs().await.unwrap(), 1);
+    let steps = store.steps(&job.id).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        (steps[0].id.as_str(), steps[0].status()),
+        (step.id.as_str(), StepStatus::Interrupted)
+    );
+    let again = store
+        .claim_next_job("worker2", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, job.id);
+    // The dead process's lock files are gone; the live one's stay.
+    let locks: Vec<_> = std::fs::read_dir(dir.path().join("hearth.db-leases"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(locks.len(), 2, "{locks:?}");
+    assert!(locks.contains(&"worker2.lock".to_owned()), "{locks:?}");
+    store.close().await;
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("hearth.db-leases"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hearth.db"), vec![0x5a; 64 * 1024]).unwrap();
+    let e = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    let s = e.to_string();
+    assert!(s.contains("hearth.db is damaged"), "{s}");
+    assert!(s.contains("hearth backup"), "{s}");
+}
+
+#[tokio::test]
+async fn a_database_with_a_damaged_page_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    for i in 0..300 {
+        let c = store
+            .create_conversation(
+                "o",
+                NewConversation {
+                    title: Some(format!("conversation {i} {}", "x".repeat(200))),
+                    ..NewConversation::default()
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .append_message(&c.id, user(&"y".repeat(500)))
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let db = dir.path().join("hearth.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 40 * 4096, "{}", bytes.len());
+    // Scribble over the middle of the file: b-tree pages of the tables.
+    for b in &mut bytes[20 * 4096..24 * 4096] {
+        *b = 0xa5;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let e = hearth_store::integrity_check(&db).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    let e = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+    assert!(e.to_string().contains("move"), "{e}");
+}
+
+#[tokio::test]
+async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 256 * 1024;
+    let store = SqliteStore::open_with(
+        dir.path(),
+        Options {
+            lease: Duration::from_millis(300),
+            wal_size_limit: limit,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let c = store
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    // A reader that stays in one read transaction (a slow export, a backup): no
+    // checkpoint can pass it, so the log grows while it lasts.
+    let url = format!("sqlite://{}", dir.path().join("hearth.db").display());
+    let mut reader = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let text = "z".repeat(8 * 1024);
+    for _ in 0..300 {
+        store.append_message(&c.id, user(&text)).await.unwrap();
+    }
+    let grown = wal_size(dir.path());
+    assert!(grown > 4 * limit, "the log did not grow: {grown}");
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    drop(reader);
+
+    // Traffic goes on; the log comes back under the limit and stays there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        store.append_message(&c.id, user("more")).await.unwrap();
+        if wal_size(dir.path()) <= limit {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log stayed at {} bytes",
+            wal_size(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A clean stop leaves the log empty: the data folder is the one file.
+    store.close().await;
+    assert_eq!(wal_size(dir.path()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_writing_is_consistent_and_not_overwritten_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let c = store
+        .create_conversation("o", NewConversation::default())
+        .await
+        .unwrap();
+    store.append_message(&c.id, user("before")).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        let id = c.id.clone();
+        tokio::spawn(async move {
+            for i in 0..400 {
+                store
+                    .append_message(&id, user(&format!("message {i}")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let db = dir.path().join("hearth.db");
+    let out = dir.path().join("copies/hearth-backup.db");
+    let b = hearth_store::backup(&db, &out, false).await.unwrap();
+    assert_eq!(b.path, out);
+    assert_eq!(b.bytes, std::fs::metadata(&out).unwrap().len());
+    writer.await.unwrap();
+    hearth_store::integrity_check(&out).await.unwrap();
+
+    // The copy opens as a store: its messages are a gapless prefix of the live ones.
+    let copy_dir = dir.path().join("restored");
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    std::fs::copy(&out, copy_dir.join("hearth.db")).unwrap();
+    let copy = SqliteStore::open(&copy_dir).await.unwrap();
+    let copied = copy.messages(&c.id).await.unwrap();
+    let live = store.messages(&c.id).await.unwrap();
+    assert!(!copied.is_empty() && copied.len() <= live.len());
+    for (i, m) in copied.iter().enumerate() {
+        assert_eq!(m.seq, i64::try_from(i).unwrap());
+        assert_eq!(m.content, live[i].content);
+    }
+    assert!(
+        copy.conversation(&Scope::All, &c.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // No leftovers beside it.
+    let names: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["hearth-backup.db"]);
+
+    // An existing file is kept unless forced.
+    let e = hearth_store::backup(&db, &out, false).await.unwrap_err();
+    assert!(matches!(e, StoreError::BackupExists { .. }), "{e:?}");
+    assert!(e.to_string().contains("--force"), "{e}");
+    let again = hearth_store::backup(&db, &out, true).await.unwrap();
+    assert!(again.bytes > 0);
+    let e = hearth_store::backup(&dir.path().join("nothing.db"), &out, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NoDatabase { .. }), "{e:?}");
+}
