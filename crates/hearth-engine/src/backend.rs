@@ -28,6 +28,11 @@ pub struct EngineStats {
     /// Prompt tokens that were prefilled.
     pub prefilled_prompt_tokens: u64,
     pub generated_tokens: u64,
+    /// Replies ended with `length` early because the KV cache shared by the
+    /// `parallel` sequences was full (see docs/models.md, "At the context limit").
+    pub cut_sequences: u64,
+    /// Requests sent back to wait, mid-prefill, to make room in that cache.
+    pub requeued_sequences: u64,
 }
 
 /// Holds back an engine's loading until [`LoadGate::open`] (see
@@ -153,6 +158,8 @@ impl EmbeddedBackend {
             reused_prompt_tokens: self.shared.reused_tokens.load(Relaxed),
             prefilled_prompt_tokens: self.shared.prefilled_tokens.load(Relaxed),
             generated_tokens: self.shared.generated_tokens.load(Relaxed),
+            cut_sequences: self.shared.cut_sequences.load(Relaxed),
+            requeued_sequences: self.shared.requeued_sequences.load(Relaxed),
         }
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -144,8 +144,19 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, GgufError> {
             detail: "it is a directory".into(),
         });
     }
+    inspect_reader(path, BufReader::new(file), file_size)
+}
+
+/// [`inspect`] over any seekable reader of `file_size` bytes, named `path` in
+/// messages. The fuzz targets (crates/hearth-fuzz) feed it bytes in memory.
+#[doc(hidden)]
+pub fn inspect_reader<R: Read + Seek>(
+    path: &Path,
+    inner: R,
+    file_size: u64,
+) -> Result<GgufInfo, GgufError> {
     let mut r = Reader {
-        inner: BufReader::new(file),
+        inner,
         pos: 0,
         size: file_size,
     };
@@ -155,7 +166,10 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, GgufError> {
             detail: format!("the header ends inside {what}"),
             size: file_size,
         },
-        ReadError::Io(e) => io_err(e),
+        ReadError::Io(source) => GgufError::Io {
+            path: path.to_owned(),
+            source,
+        },
         ReadError::Gguf(e) => e,
     })
 }
@@ -167,13 +181,13 @@ enum ReadError {
     Gguf(GgufError),
 }
 
-struct Reader {
-    inner: BufReader<File>,
+struct Reader<R> {
+    inner: R,
     pos: u64,
     size: u64,
 }
 
-impl Reader {
+impl<R: Read + Seek> Reader<R> {
     fn bytes<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], ReadError> {
         let mut buf = [0u8; N];
         self.inner
@@ -237,7 +251,11 @@ fn corrupt(path: &Path, detail: String) -> ReadError {
     })
 }
 
-fn read_header(r: &mut Reader, path: &Path, file_size: u64) -> Result<GgufInfo, ReadError> {
+fn read_header<R: Read + Seek>(
+    r: &mut Reader<R>,
+    path: &Path,
+    file_size: u64,
+) -> Result<GgufInfo, ReadError> {
     let magic: [u8; 4] = match r.bytes("the magic number") {
         Ok(m) => m,
         Err(ReadError::Eof(_)) if file_size < 4 => {
@@ -293,7 +311,9 @@ fn read_header(r: &mut Reader, path: &Path, file_size: u64) -> Result<GgufInfo, 
         let ty = r.u32("a tensor type")?;
         let offset = r.u64("a tensor offset")?;
         parameter_count = parameter_count.saturating_add(elements);
-        *type_counts.entry(ty).or_default() += elements;
+        // Saturating: the dimensions are the file's, any size (found by fuzzing).
+        let count = type_counts.entry(ty).or_default();
+        *count = count.saturating_add(elements);
         if let Some((block, bytes)) = tensor_type_size(ty) {
             let size = elements.div_ceil(block).saturating_mul(bytes);
             max_end = max_end.max(offset.saturating_add(size));
@@ -327,7 +347,11 @@ fn read_header(r: &mut Reader, path: &Path, file_size: u64) -> Result<GgufInfo, 
     })
 }
 
-fn read_value(r: &mut Reader, ty: u32, path: &Path) -> Result<MetaValue, ReadError> {
+fn read_value<R: Read + Seek>(
+    r: &mut Reader<R>,
+    ty: u32,
+    path: &Path,
+) -> Result<MetaValue, ReadError> {
     const W: &str = "a metadata value";
     Ok(match ty {
         0 => MetaValue::Int(i128::from(r.bytes::<1>(W)?[0])),
@@ -352,7 +376,12 @@ fn read_value(r: &mut Reader, ty: u32, path: &Path) -> Result<MetaValue, ReadErr
     })
 }
 
-fn skip_array(r: &mut Reader, elem: u32, count: u64, path: &Path) -> Result<(), ReadError> {
+fn skip_array<R: Read + Seek>(
+    r: &mut Reader<R>,
+    elem: u32,
+    count: u64,
+    path: &Path,
+) -> Result<(), ReadError> {
     const W: &str = "a metadata array";
     let width = match elem {
         0 | 1 | 7 => 1,
@@ -577,6 +606,29 @@ pub(crate) mod tests {
                 .contains("/nonexistent/model.gguf does not exist"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn huge_tensor_shapes_do_not_overflow() {
+        // Two tensors of the same type, each of u64::MAX elements: the counts
+        // saturate (the data check refuses the file) rather than overflow.
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&2u64.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        for name in ["a", "b"] {
+            b.extend_from_slice(&1u64.to_le_bytes());
+            b.extend_from_slice(name.as_bytes());
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&u64::MAX.to_le_bytes());
+            b.extend_from_slice(&99u32.to_le_bytes()); // a type of unknown size
+            b.extend_from_slice(&0u64.to_le_bytes());
+        }
+        b.resize(b.len().next_multiple_of(32), 0);
+        let info =
+            inspect_reader(Path::new("x.gguf"), io::Cursor::new(&b), b.len() as u64).unwrap();
+        assert_eq!(info.parameter_count, u64::MAX);
     }
 
     #[test]

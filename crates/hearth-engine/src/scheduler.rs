@@ -8,6 +8,14 @@
 //! starts in the free slot (or copies from the slot) sharing the longest prefix with
 //! its prompt, so a conversation's next turn only prefills its new tokens.
 //!
+//! The context is both one sequence's limit (intake refuses a prompt + `max_tokens`
+//! over it; a reply reaching it ends with `length`) and the number of KV cells all
+//! sequences share. A prompt is admitted only when it fits beside what the active
+//! sequences hold (a prompt within its share, `cells / parallel`, makes room by
+//! ending the reply furthest beyond its share); replies are not reserved, so when
+//! their growth fills the cache `make_room` ends the longest with `length` and the
+//! step is decoded again without it (docs/models.md, "At the context limit").
+//!
 //! Once the model is loaded the work is split over two threads sharing it. The
 //! `intake` thread takes jobs from the backend's std channel, prepares them
 //! (template, tokens, context check, grammar), answers `Accepted` or the error,
@@ -92,6 +100,11 @@ pub struct Shared {
     pub prefilled_tokens: AtomicU64,
     /// Tokens generated.
     pub generated_tokens: AtomicU64,
+    /// Replies ended with `length` before their own limit because the shared KV
+    /// cache was full.
+    pub cut_sequences: AtomicU64,
+    /// Requests put back in the waiting line, mid-prefill, to make room.
+    pub requeued_sequences: AtomicU64,
     /// The backend is being dropped: end every sequence at the next step and exit.
     stopping: AtomicBool,
 }
@@ -109,6 +122,8 @@ impl Shared {
             reused_tokens: AtomicU64::new(0),
             prefilled_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
+            cut_sequences: AtomicU64::new(0),
+            requeued_sequences: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         }
     }
@@ -270,9 +285,14 @@ struct Scheduler<'m> {
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
     pending: VecDeque<Pending>,
+    /// The longest sequence: the configured context, which intake checks requests against.
     n_ctx: usize,
+    /// KV cells shared by all sequences: the context, as llama.cpp rounded it up.
+    cells: usize,
     name: String,
     tick: u64,
+    /// Decodes in a row that found the KV cache full; 0 after one that did not.
+    full: usize,
     shared: Arc<Shared>,
 }
 
@@ -303,8 +323,10 @@ impl<'m> Scheduler<'m> {
                 active: None,
             })
             .collect();
+        let cells = (ctx.n_ctx() as usize).max(s.context as usize);
         Scheduler {
             model,
+            cells,
             ctx,
             batch: LlamaBatch::new(STEP_TOKENS as usize, 1),
             slots,
@@ -312,6 +334,7 @@ impl<'m> Scheduler<'m> {
             n_ctx: s.context as usize,
             name: s.name.clone(),
             tick: 0,
+            full: 0,
             shared,
         }
     }
@@ -363,9 +386,25 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Moves pending requests into free slots, reusing cached prefixes.
+    /// Moves pending requests into free slots, reusing cached prefixes, in arrival
+    /// order: a prompt that does not fit in the cells the active sequences leave
+    /// waits, and those behind it wait too, so a long prompt is not overtaken
+    /// forever by short ones.
+    ///
+    /// Every sequence may count on its share of the cache (`cells / parallel`).
+    /// A reply beyond its share uses cells nobody needed, so a prompt within its
+    /// own share that finds no room takes them back: the longest such reply ends
+    /// with `length`, rather than the new request waiting for it, perhaps for
+    /// thousands of tokens.
     fn admit(&mut self) {
-        while !self.pending.is_empty() {
+        while let Some(front) = self.pending.front() {
+            let len = front.prompt.len();
+            if !self.has_room_for(len) {
+                if len < self.share() && self.cut_longest_over_share() {
+                    continue;
+                }
+                return;
+            }
             let Some(free) = self.pick_free_slot() else {
                 return;
             };
@@ -374,7 +413,6 @@ impl<'m> Scheduler<'m> {
             };
             self.tick += 1;
             let reused = self.reuse_prefix(free, &p.prompt);
-            self.trim_idle_caches(free);
             self.shared
                 .reused_tokens
                 .fetch_add(reused as u64, Ordering::Relaxed);
@@ -396,7 +434,62 @@ impl<'m> Scheduler<'m> {
                 reused,
                 first_token: None,
             });
+            self.trim_idle_caches(free);
         }
+    }
+
+    /// Whether a new prompt of `len` tokens and its first generated token fit in
+    /// the shared cache beside the active sequences. With none active every
+    /// accepted prompt fits: intake checked it against the context.
+    ///
+    /// Only prompts are reserved, not replies: reserving `max_tokens` (by default
+    /// the rest of the context) would serialise requests that leave it unset.
+    /// Replies that outgrow the cache are handled by [`Scheduler::make_room`].
+    fn has_room_for(&self, len: usize) -> bool {
+        let committed = self.committed_cells();
+        committed == 0 || committed + len < self.cells
+    }
+
+    /// The cells each sequence may count on.
+    fn share(&self) -> usize {
+        self.cells / self.slots.len().max(1)
+    }
+
+    /// Ends the generating reply holding the most cells beyond its share, if any.
+    fn cut_longest_over_share(&mut self) -> bool {
+        let share = self.share();
+        let over = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i].cached.len() > share
+                    && self.slots[i]
+                        .active
+                        .as_ref()
+                        .is_some_and(|a| a.next.is_some())
+            })
+            .max_by_key(|&i| self.slots[i].cached.len());
+        match over {
+            Some(i) => {
+                self.cut(
+                    i,
+                    "the reply furthest beyond its share, for a waiting request,",
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cells the active sequences hold, or will once their prompts are in, plus
+    /// one each for the token they decode next. Prefixes shared between slots
+    /// are counted once per slot: an overestimate, so admission errs on waiting.
+    fn committed_cells(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let a = s.active.as_ref()?;
+                Some(s.cached.len().max(a.prompt.len()) + 1)
+            })
+            .sum()
     }
 
     /// The free slot whose cache shares the longest prefix with the next pending
@@ -468,9 +561,12 @@ impl<'m> Scheduler<'m> {
     /// attends over the whole occupied part of the shared cache: with a small
     /// model, a few thousand stale cells slow every stream by tens of percent.
     /// So idle caches are kept within an eighth of the context, least recently
-    /// used first out, except the most recent one (a conversation's next turn).
+    /// used first out, except the most recent one (a conversation's next turn);
+    /// and never beyond what the active sequences leave free, so that a prompt
+    /// just admitted does not run into the cache being full.
     fn trim_idle_caches(&mut self, admitted: usize) {
         let budget = self.n_ctx / 8;
+        let room = self.cells.saturating_sub(self.committed_cells());
         let mut idle: Vec<usize> = (0..self.slots.len())
             .filter(|&i| {
                 i != admitted && self.slots[i].active.is_none() && !self.slots[i].cached.is_empty()
@@ -480,7 +576,7 @@ impl<'m> Scheduler<'m> {
         let mut kept = 0;
         for (rank, i) in idle.into_iter().enumerate() {
             let len = self.slots[i].cached.len();
-            if rank == 0 || kept + len <= budget {
+            if kept + len <= room && (rank == 0 || kept + len <= budget) {
                 kept += len;
                 continue;
             }
@@ -555,8 +651,11 @@ impl<'m> Scheduler<'m> {
         }
 
         match self.ctx.decode(&mut self.batch) {
-            Ok(()) => {}
-            Err(DecodeError::NoKvCacheSlot) => return self.make_room(),
+            Ok(()) => self.full = 0,
+            Err(DecodeError::NoKvCacheSlot) => {
+                self.full += 1;
+                return self.make_room();
+            }
             Err(e) => return self.fail_all(&format!("llama.cpp decode failed: {e}")),
         }
 
@@ -653,8 +752,27 @@ impl<'m> Scheduler<'m> {
         );
     }
 
-    /// The KV cache is full: drop idle sequences' caches first; if there are none,
-    /// end the sequence holding the most cells.
+    /// The shared KV cache has no cell left for this step's batch. llama.cpp found
+    /// no room before touching anything (its "failed to find a memory slot" line,
+    /// at debug), so the batch is simply built again next step, without what is
+    /// freed here; every other sequence's cells and tokens are as they were.
+    ///
+    /// Room is made with the least harm first:
+    /// 1. idle slots' cached prefixes (only the prompt cache loses);
+    /// 2. the newest request still prefilling goes back to the front of the
+    ///    waiting line: its client has seen nothing yet, and admission holds it
+    ///    until its prompt fits again;
+    /// 3. the generating sequence holding the most cells (the newest among equals)
+    ///    ends with `length`, its text so far intact. The longest, because one
+    ///    cut then frees the most room, so the other replies go on untouched; it is
+    ///    the reply that has had the largest share, and usually the one whose
+    ///    growth filled the cache.
+    ///
+    /// A sequence alone always fits (intake held prompt + `max_tokens` to the
+    /// context), and admission does not take a request back before its prompt
+    /// fits, so this does not loop. Should the cache stay full regardless (a
+    /// memory type whose room we misjudge), requests stop being sent back after
+    /// `parallel` tries in a row and are ended instead, so the loop still ends.
     fn make_room(&mut self) {
         let mut freed = false;
         for slot in self
@@ -669,29 +787,92 @@ impl<'m> Scheduler<'m> {
             freed = true;
         }
         if freed {
+            tracing::debug!(model = %self.name, "the KV cache is full; dropped the idle slots' prompt caches");
             return;
         }
-        let Some(i) = (0..self.slots.len())
+        let active: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].active.is_some())
-            .max_by_key(|&i| self.slots[i].cached.len())
+            .collect();
+        let order = |i: usize| self.slots[i].active.as_ref().map_or(0, |a| a.order);
+        let prefilling = active
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.slots[i]
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.next.is_none())
+            })
+            .max_by_key(|&i| order(i));
+        if let Some(i) = prefilling.filter(|_| active.len() > 1 && self.full <= self.slots.len()) {
+            return self.requeue(i);
+        }
+        let Some(i) = active
+            .iter()
+            .copied()
+            .max_by_key(|&i| (self.slots[i].cached.len(), order(i)))
         else {
             return;
         };
         let seq = self.slots[i].seq;
-        tracing::warn!(model = %self.name, seq, "the shared context is full; ending the longest sequence");
         let generating = self.slots[i]
             .active
             .as_ref()
-            .is_some_and(|a| a.generated > 0);
+            .is_some_and(|a| a.next.is_some());
         if generating {
-            self.finish(i, Finish::Length);
-        } else if let Some(a) = self.slots[i].active.take() {
+            return self.cut(i, "the longest reply");
+        }
+        if let Some(a) = self.slots[i].active.take() {
+            // Only prompts are left and the cache still has no room: not expected
+            // (see above), and a retry would fail the same way.
+            tracing::warn!(model = %self.name, seq, prompt_tokens = a.prompt.len(), cells = self.cells,
+                retries = self.full, "the KV cache stays full; a request still reading its prompt is refused");
             let _ = a.events.send(Event::Error(BackendError::Unavailable(
-                "the model's shared context is full; try again shortly".into(),
+                "the model's context is full; try again shortly".into(),
             )));
         }
         let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
         self.slots[i].cached.clear();
+    }
+
+    /// Ends slot `i`'s reply with `length` to free its cells for the others; `why`
+    /// says which reply, for the log.
+    fn cut(&mut self, i: usize, why: &str) {
+        let seq = self.slots[i].seq;
+        let tokens = self.slots[i].cached.len();
+        tracing::info!(model = %self.name, seq, tokens, cells = self.cells, parallel = self.slots.len(),
+            "the KV cache shared by the model's sequences is full: {why} ends here with `length`; \
+             raise `context` or lower `parallel` if this happens often");
+        self.shared.cut_sequences.fetch_add(1, Ordering::Relaxed);
+        self.finish(i, Finish::Length);
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.slots[i].cached.clear();
+    }
+
+    /// Sends slot `i`'s request, still prefilling, back to the front of the
+    /// waiting line and frees its cells. Nothing was sampled yet, so its sampler
+    /// and text are untouched and it starts over as if it had just arrived.
+    fn requeue(&mut self, i: usize) {
+        let seq = self.slots[i].seq;
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+        self.slots[i].cached.clear();
+        let Some(a) = self.slots[i].active.take() else {
+            return;
+        };
+        tracing::debug!(model = %self.name, seq, prompt_tokens = a.prompt.len(), cells = self.cells,
+            "the KV cache is full: a request still prefilling waits for room again");
+        self.shared
+            .requeued_sequences
+            .fetch_add(1, Ordering::Relaxed);
+        self.pending.push_front(Pending {
+            events: a.events,
+            prompt: a.prompt,
+            max_tokens: a.max_tokens,
+            sampler: a.sampler,
+            text: a.text,
+            // Already sent at its first admission.
+            echo: None,
+        });
     }
 
     /// Answers every waiting and generating request with `reason` (shutdown).
