@@ -231,6 +231,7 @@ impl<'de> Visitor<'de> for ChatVisitor<'_> {
             r.stop.as_ref(),
             r.temperature,
             r.top_p,
+            r.min_p,
             r.presence_penalty,
             r.frequency_penalty,
         )

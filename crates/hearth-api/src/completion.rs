@@ -184,6 +184,7 @@ impl<'de> Visitor<'de> for CompletionVisitor<'_> {
             r.stop.as_ref(),
             r.temperature,
             r.top_p,
+            r.min_p,
             r.presence_penalty,
             r.frequency_penalty,
         )
@@ -244,6 +245,8 @@ mod tests {
         assert_eq!(param(br#"{"prompt":{"a":1}}"#), "prompt");
         assert_eq!(param(br#"{"prompt":"p","suffix":3}"#), "suffix");
         assert_eq!(param(br#"{"prompt":"p","temperature":7}"#), "temperature");
+        // Past f32's range: infinity, which would be forwarded as `null`.
+        assert_eq!(param(br#"{"prompt":"p","min_p":1e39}"#), "min_p");
         let e = CompletionRequest::from_json(br#"{"prompt":"p""#).unwrap_err();
         assert_eq!(e.code.as_deref(), Some("invalid_json"));
     }

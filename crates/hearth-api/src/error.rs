@@ -16,6 +16,8 @@ pub enum ErrorKind {
     NotFound,
     /// 405: wrong method on a known route.
     MethodNotAllowed,
+    /// 408: the client did not send its request's body in time.
+    RequestTimeout,
     /// 409: the resource is not in a state that allows this (retrying a running job).
     Conflict,
     /// 413: the body is larger than the configured limit.
@@ -43,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Permission => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::Conflict => 409,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
@@ -60,6 +63,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
+            | ErrorKind::RequestTimeout
             | ErrorKind::Conflict
             | ErrorKind::PayloadTooLarge
             | ErrorKind::UnsupportedMediaType => "invalid_request_error",

@@ -143,14 +143,24 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Nullable<S> {
 }
 
 /// The checks OpenAI documents for the generation fields both endpoints share:
-/// `stop` (at most 4 sequences, none empty) and the sampling ranges.
+/// `stop` (at most 4 sequences, none empty) and the sampling ranges; and `min_p`
+/// (not OpenAI's) a number an `f32` holds.
 pub(crate) fn check_generation(
     stop: Option<&StopSequences>,
     temperature: Option<f32>,
     top_p: Option<f32>,
+    min_p: Option<f32>,
     presence_penalty: Option<f32>,
     frequency_penalty: Option<f32>,
 ) -> Result<(), ApiError> {
+    // A JSON number past `f32`'s range reads as infinity, which a forwarded
+    // request would carry as `null` (found by fuzzing).
+    if let Some(x) = min_p.filter(|x| !x.is_finite()) {
+        return Err(ApiError::invalid_param(
+            "min_p",
+            format!("`min_p` must be a finite number, got {x}"),
+        ));
+    }
     if let Some(stop) = stop {
         let (count, any_empty) = match stop {
             StopSequences::One(s) => (1, s.is_empty()),

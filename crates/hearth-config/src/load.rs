@@ -356,8 +356,10 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<Vec<Diagnostic>, 
             continue;
         }
         let section = env::SECTIONS.iter().find(|s| {
-            rest.len() > s.len()
-                && rest[..s.len()].eq_ignore_ascii_case(s)
+            // `get`: the name may have any characters, and `s.len()` may fall
+            // inside one (found by fuzzing).
+            rest.get(..s.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(s))
                 && rest.as_bytes().get(s.len()) == Some(&b'_')
         });
         if let Some(section) = section {

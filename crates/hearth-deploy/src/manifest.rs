@@ -224,6 +224,17 @@ impl Manifest {
                 "is empty; name the host (it is used in messages and history)".into(),
             ));
         }
+        // The name is written into the host's files (comments of hearth.toml, the
+        // installer, units): a line break there would end the comment (found by
+        // fuzzing: the rendered hearth.toml was not TOML).
+        if name.chars().any(char::is_control) {
+            return Err(at(
+                Some(raw.host.name.span()),
+                "host.name",
+                "has a control character (a line break, a tab...); name the host in one line of text"
+                    .into(),
+            ));
+        }
         let target = match raw.host.target.get_ref().as_str() {
             "local" => Target::Local,
             "ssh" => {
@@ -615,6 +626,24 @@ mod tests {
         assert_eq!(split_listen("localhost:80"), None);
         assert_eq!(split_listen("1.2.3.4:0"), None);
         assert!(is_loopback("127.0.0.1") && is_loopback("::1") && !is_loopback("0.0.0.0"));
+    }
+
+    #[test]
+    fn a_host_name_with_a_line_break_is_refused() {
+        let text = |name: &str| {
+            format!(
+                "[host]\nname = {name}\ntarget = \"local\"\n[hearth]\nlisten = \"127.0.0.1:8080\"\n\
+                 allow_plain_http = true\n[release]\nversion = \"0.7.0\"\n\
+                 url = \"https://example.com/hearth-0.7.0-x86_64-unknown-linux-gnu.tar.gz\"\n\
+                 sha256 = \"{}\"\n",
+                "a".repeat(64)
+            )
+        };
+        assert!(Manifest::from_str(&text("\"box 1\""), "deploy.toml").is_ok());
+        for bad in [r#""box\nrm -rf /""#, r#"" =\box""#, r#""a\tb""#] {
+            let e = Manifest::from_str(&text(bad), "deploy.toml").unwrap_err();
+            assert_eq!((e.key.as_str(), e.line), ("host.name", Some(2)), "{e}");
+        }
     }
 
     #[test]

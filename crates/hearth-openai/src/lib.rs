@@ -36,6 +36,12 @@ mod limits;
 mod models;
 mod relay;
 
+/// Byte-level entry points for the fuzz targets (crates/hearth-fuzz); not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::relay::{COALESCE_BYTES, coalesce};
+}
+
 use std::future::Future;
 
 use axum::extract::Request;

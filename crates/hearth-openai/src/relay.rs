@@ -37,6 +37,7 @@ pub async fn relay(
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     let mut encoder = Encoder::new(format, c.model.clone(), include_usage);
     let quota = c.quota;
+    let warning = c.warning;
     let mut resp = if stream {
         sse_response(c.events, encoder, log.clone())
     } else {
@@ -54,6 +55,9 @@ pub async fn relay(
         r
     };
     quota_headers(&quota, resp.headers_mut());
+    if let Some(w) = warning.and_then(|w| HeaderValue::try_from(w).ok()) {
+        resp.headers_mut().insert("x-hearth-warning", w);
+    }
     Ok(resp)
 }
 
@@ -110,20 +114,53 @@ fn quota_headers(q: &Quota, h: &mut HeaderMap) {
 }
 
 /// The most bytes of already-arrived events put into one write to the client.
-const COALESCE_BYTES: usize = 32 * 1024;
+#[doc(hidden)]
+pub const COALESCE_BYTES: usize = 32 * 1024;
+
+/// Waits for the next item of `inner`, then takes every further one that has
+/// already arrived (never waiting for them), each appended to one buffer by
+/// `push` (which says whether the stream is finished), until the buffer holds
+/// [`COALESCE_BYTES`]: one write to the client instead of one per event when the
+/// upstream sent several in one packet. A write is a syscall and, on loopback,
+/// most of a small stream's cost. Public for the `relay` fuzz target.
+#[doc(hidden)]
+pub fn coalesce<S: futures::Stream + Unpin>(
+    inner: &mut S,
+    cx: &mut std::task::Context<'_>,
+    mut push: impl FnMut(Option<S::Item>, &mut BytesMut) -> bool,
+) -> std::task::Poll<Bytes> {
+    use std::task::Poll;
+    let Poll::Ready(first) = inner.poll_next_unpin(cx) else {
+        return Poll::Pending;
+    };
+    // Room for a few events at once, so coalescing seldom grows the buffer.
+    let mut out = BytesMut::with_capacity(1024);
+    let mut finished = push(first, &mut out);
+    while !finished && out.len() < COALESCE_BYTES {
+        match inner.poll_next_unpin(cx) {
+            Poll::Ready(next) => finished = push(next, &mut out),
+            Poll::Pending => break,
+        }
+    }
+    Poll::Ready(out.freeze())
+}
 
 /// Relays events as they come; ends with `data: [DONE]`, or with one error event
 /// when the backend fails mid-stream (never a silent cut).
 fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response {
     struct St {
         inner: Metered,
+        w: Writer,
+    }
+    /// What writes the events: everything of the stream but its source.
+    struct Writer {
         encoder: Encoder,
         finished: bool,
         log: RequestLog,
         /// Content deltas sent (the time to the first is the TTFT).
         deltas: u64,
     }
-    impl St {
+    impl Writer {
         /// Appends one event (a chunk, the error event, or `[DONE]`) to `out`.
         fn push(&mut self, next: Option<Result<Event, BackendError>>, out: &mut BytesMut) {
             match next {
@@ -154,48 +191,38 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
     impl Drop for St {
         fn drop(&mut self) {
             if let Some(u) = self.inner.usage() {
-                self.log.set_usage(u);
+                self.w.log.set_usage(u);
             }
-            self.log.set_deltas(self.deltas);
+            self.w.log.set_deltas(self.w.deltas);
         }
     }
     impl futures::Stream for St {
         type Item = Result<Bytes, Infallible>;
 
-        /// Waits for the next event, then takes every further one that has already
-        /// arrived (never waiting for them): one write to the client instead of one
-        /// per event when the upstream sent several in one packet. A write is a
-        /// syscall and, on loopback, most of a small stream's cost.
         fn poll_next(
             self: std::pin::Pin<&mut Self>,
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Self::Item>> {
-            use std::task::Poll;
             let this = self.get_mut();
-            if this.finished {
-                return Poll::Ready(None);
+            if this.w.finished {
+                return std::task::Poll::Ready(None);
             }
-            let Poll::Ready(first) = this.inner.poll_next_unpin(cx) else {
-                return Poll::Pending;
-            };
-            // Room for a few events at once, so coalescing seldom grows the buffer.
-            let mut out = BytesMut::with_capacity(1024);
-            this.push(first, &mut out);
-            while !this.finished && out.len() < COALESCE_BYTES {
-                match this.inner.poll_next_unpin(cx) {
-                    Poll::Ready(next) => this.push(next, &mut out),
-                    Poll::Pending => break,
-                }
-            }
-            Poll::Ready(Some(Ok(out.freeze())))
+            let w = &mut this.w;
+            coalesce(&mut this.inner, cx, |next, out| {
+                w.push(next, out);
+                w.finished
+            })
+            .map(|b| Some(Ok(b)))
         }
     }
     let st = St {
         inner: events,
-        encoder,
-        finished: false,
-        log,
-        deltas: 0,
+        w: Writer {
+            encoder,
+            finished: false,
+            log,
+            deltas: 0,
+        },
     };
     let mut resp = Response::new(Body::from_stream(st));
     *resp.status_mut() = StatusCode::OK;
