@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark, one after another. Each writes its table to
 # bench/out/ and prints it; copy the tables, with the command, into bench/RESULTS.md.
-# Run one part alone with `bash bench/<part>/run.sh`.
+# Run one part alone with `bash bench/<part>/run.sh`. The soak runs last and longest
+# (SOAK_MINUTES, 30 by default: `SOAK_MINUTES=5 make bench` for a short one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for part in gateway engine engines sandbox jobs web upgrade; do
+for part in gateway engine engines sandbox jobs web upgrade soak; do
   script=bench/$part/run.sh
   [ -f "$script" ] || continue
   echo "== bench/$part"

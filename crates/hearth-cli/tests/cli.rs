@@ -63,7 +63,9 @@ impl Served {
             .unwrap();
         assert!(kill.success());
         let status = self.child.wait().unwrap();
-        (status.code(), self.lines.join().unwrap().join("\n"))
+        let stdout = self.lines.join().unwrap().join("\n");
+        common::keep_log_text("serve", &format!("stdout-{}.log", self.child.id()), &stdout);
+        (status.code(), stdout)
     }
 }
 
@@ -298,8 +300,23 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
         up.received()[0].authorization.as_deref(),
         Some("Bearer sk-upstream-secret-value")
     );
+    // Error paths with keys in the header: a wrong key, a right one without its
+    // scheme. Neither answer nor log may show them.
+    for auth in ["Bearer sk-wrong-secret-value", "sk-alice-secret-value"] {
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .header("authorization", auth)
+            .json(&serde_json::json!({"model": "m", "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{auth}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("secret-value"), "{body}");
+    }
 
     let (code, stdout) = served.stop();
+    common::keep_logs(dir.path(), "serve_logs_requests");
     assert_eq!(code, Some(0), "clean exit on SIGTERM");
 
     let (text, access) = access_log(dir.path());
@@ -317,7 +334,11 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
     assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
     assert!(line["ttft_ms"].as_f64().is_some());
     assert!(stdout.contains("cli-test-req-1"), "also on stdout");
-    for secret in ["sk-alice-secret-value", "sk-upstream-secret-value"] {
+    for secret in [
+        "sk-alice-secret-value",
+        "sk-upstream-secret-value",
+        "sk-wrong-secret-value",
+    ] {
         assert!(
             !text.contains(secret) && !stdout.contains(secret),
             "secrets never logged"

@@ -209,3 +209,57 @@ async fn a_model_whose_download_fails_is_unavailable_and_says_why() {
     assert!(text.contains("missing.gguf answered HTTP 404"), "{text}");
     assert!(text.contains("next: fix what it says"), "{text}");
 }
+
+/// At the context limit over HTTP (issue 20): a prompt that can never fit is a 400
+/// naming the numbers, while a streamed reply beside it runs to the context and
+/// ends with `finish_reason: "length"` and `[DONE]`, not a cut stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_context_limit_a_400_up_front_and_length_at_the_end() {
+    let toml = format!(
+        "[[models]]\nname = \"smollm2-135m\"\nbackend = \"embedded\"\npath = \"{}\"\ncontext = 128\nparallel = 2\n",
+        hearth_testkit::test_model_path().display()
+    );
+    let (gw, gate) = serve(&toml).await;
+    gate.open();
+    let start = Instant::now();
+    while get(&gw, "/ready").await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A count goes on without ending by itself (its end tokens are banned), so
+    // only the context stops it.
+    let streamed = gw
+        .post("/v1/completions")
+        .json(
+            &json!({"model": "smollm2-135m", "prompt": "1, 2, 3, 4, 5,", "temperature": 0,
+            "stream": true, "logit_bias": {"0": -100, "1": -100, "2": -100}}),
+        )
+        .send();
+    let too_long: Vec<String> = (0..100).map(|k| k.to_string()).collect();
+    let refused = gw
+        .post("/v1/completions")
+        .json(&json!({"model": "smollm2-135m", "prompt": too_long.join(", "), "max_tokens": 8}))
+        .send();
+    let (streamed, refused) = tokio::join!(streamed, refused);
+
+    let refused = refused.unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    assert_eq!(body["error"]["param"], "prompt", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("maximum context length is 128 tokens")
+            && message.contains("8 for the completion"),
+        "{message}"
+    );
+
+    let streamed = streamed.unwrap();
+    assert_eq!(streamed.status().as_u16(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(120), streamed.text())
+        .await
+        .expect("the stream stalled")
+        .unwrap();
+    assert!(text.contains(r#""finish_reason":"length""#), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}

@@ -11,6 +11,8 @@ use hearth_config::{Config, MapEnv};
 use hearth_testkit::FakeUpstream;
 use serde_json::{Value, json};
 
+mod log_root;
+
 const VISION: &str = "vision-m";
 const PLANNER: &str = "planner";
 const CODER: &str = "coder";
@@ -105,6 +107,7 @@ impl Hearth {
         jobs: &str,
         extra: &str,
     ) -> Hearth {
+        log_root::install("jobs");
         let mut toml = format!(
             "[server]\nshutdown_grace_secs = 1\nworkers = 2\n[storage]\ndata_dir = \"{}\"\n[sandbox]\nvenv = \"{}\"\n",
             data.display(),

@@ -20,6 +20,8 @@ use hearth_config::{Config, MapEnv};
 use hearth_router::{Backend, BackendError, Event, EventStream, FinishReason, Request, Wire};
 use serde_json::{Value, json};
 
+mod log_root;
+
 // ---- the fake backend ------------------------------------------------------------
 
 /// Answers by the last user message: `slow...` streams 200 words 20 ms apart (as
@@ -180,6 +182,7 @@ impl Default for Opts {
 
 impl App {
     async fn start(dir: &tempfile::TempDir, opts: Opts) -> App {
+        log_root::install("webui");
         let mut toml = String::new();
         if opts.keys {
             toml.push_str("[[keys]]\nname = \"ui\"\nkey = \"sk-test-123\"\n");

@@ -7,8 +7,9 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::any;
 use hearth_api::{ApiError, ErrorKind};
 
 use hearth_http::HttpError;
@@ -20,8 +21,49 @@ mod embedded {
 /// Routes that serve the UI; they need no API key (the UI asks for one itself).
 pub fn routes() -> Router {
     Router::new()
-        .route("/", get(index))
+        // `/` by `file` too, so a POST there is the UI's 404 (with its headers), not
+        // the router's bare 405.
+        .route("/", any(file))
         .route("/{*path}", any(file))
+        .layer(map_response(security_headers))
+}
+
+/// The UI's policy: it loads only its own scripts and styles, talks only to this
+/// server, and is framed by no page.
+const UI_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+                      connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers every answer of the UI and its API carries, whatever its status: a
+/// 404, an error body or a hashed asset is as much a page of our origin as `/` is,
+/// so one forgotten route cannot be framed or sniffed. A route's own policy is kept
+/// (a job's artifact is `sandbox`ed: it runs nothing, framed or not).
+pub(crate) async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(UI_CSP));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// The UI's API's 405, worded as the server's own. Set on the API's routers before
+/// their header layer, so that it passes through it: the server's fallback, which it
+/// sets on every route once they are merged, replaces only routes' default ones, and
+/// would answer outside the layer.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    HttpError(ApiError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("`{method}` is not allowed on `{}`", uri.path()),
+    ))
+    .into_response()
+}
+
+/// The path of every file the binary embeds (`/index.html`, `/assets/...`), so tests
+/// can walk them all rather than a list that goes stale.
+pub fn paths() -> impl Iterator<Item = &'static str> {
+    embedded::ASSETS.iter().map(|(p, ..)| *p)
 }
 
 /// Whether this binary carries the built UI rather than the "run make run" page.
@@ -86,21 +128,6 @@ fn serve(path: &str, headers: &HeaderMap) -> Option<Response> {
         "no-cache"
     };
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    if path.ends_with(".html") {
-        // The UI loads only its own scripts and styles, and talks only to this server.
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
-                 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
-        );
-        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    }
     Some(resp)
 }
 

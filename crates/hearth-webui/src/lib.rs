@@ -20,7 +20,19 @@ pub mod assets;
 pub mod conversations;
 pub mod jobs;
 
-pub use conversations::{ApiLimits, routes};
+pub use conversations::ApiLimits;
+
+/// The conversations' routes ([`conversations::routes`]), their answers carrying the
+/// UI's security headers as its pages do.
+pub fn routes(
+    gateway: std::sync::Arc<hearth_gateway::Gateway>,
+    store: std::sync::Arc<dyn hearth_store::ConversationStore>,
+    limits: ApiLimits,
+) -> axum::Router {
+    conversations::routes(gateway, store, limits)
+        .method_not_allowed_fallback(assets::method_not_allowed)
+        .layer(axum::middleware::map_response(assets::security_headers))
+}
 
 /// Where the UI's own API lives.
 pub const API_ROOT: &str = "/api/hearth";

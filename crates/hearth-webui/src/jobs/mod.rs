@@ -114,6 +114,10 @@ pub fn routes(jobs: Jobs, limits: JobsApiLimits, closing: CancellationToken) -> 
         .route(&at("/{id}/events"), get(events::events))
         .route(&at("/{id}/files/{*name}"), get(files::file))
         .with_state(api)
+        .method_not_allowed_fallback(crate::assets::method_not_allowed)
+        .layer(axum::middleware::map_response(
+            crate::assets::security_headers,
+        ))
 }
 
 // ---- helpers shared by the handlers -----------------------------------------
