@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod launch;
 mod load;
 pub mod model;
+pub mod sampling;
 pub mod server;
 mod validate;
 
@@ -29,6 +30,7 @@ pub use jobs::{CriticConfig, JobLimitsConfig, JobsConfig};
 pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, parse_duration};
 pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
+pub use sampling::{SamplingDefaults, ToolsPolicy};
 pub use server::{
     HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsConfig, LogConfig,
     LogFormat, ResolvedKey, SandboxConfig, ServerConfig, StorageConfig, TlsConfig, TlsMode,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::launch::{LaunchConfig, PORT_PLACEHOLDER};
+use crate::sampling::{SamplingDefaults, ToolsPolicy};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +59,11 @@ pub struct ModelConfig {
     /// The model reads images (OpenAI `image_url` content parts); required of
     /// `[jobs] vision_model`.
     pub vision: bool,
+    /// `[models.defaults]`: sampling values for requests that name none.
+    pub defaults: SamplingDefaults,
+    /// `tools`: what to do with a request's tools; `None` is the backend's default
+    /// ([`ModelConfig::tools_policy`]).
+    pub tools: Option<ToolsPolicy>,
     pub backend: ModelBackend,
 }
 
@@ -106,6 +112,13 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_secs: u64,
     /// Seconds allowed between two chunks of a stream (or for a whole non-streamed body).
     pub idle_timeout_secs: u64,
+    /// Largest whole (non-streamed) answer accepted from the upstream, in bytes: past
+    /// it the client gets a 502 saying so and the connection is closed, so an
+    /// upstream sending an endless body cannot fill Hearth's memory.
+    pub max_answer_bytes: u64,
+    /// Largest single event of a streamed answer, in bytes: past it the stream ends
+    /// with an error event and the connection is closed.
+    pub max_event_bytes: u64,
     /// Hearth runs this server itself (`[models.launch]`). Boxed: most upstreams
     /// are not launched, and the config is copied around whole.
     pub launch: Option<Box<LaunchConfig>>,
@@ -132,6 +145,8 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 5,
             first_byte_timeout_secs: 120,
             idle_timeout_secs: 120,
+            max_answer_bytes: 64 * 1024 * 1024,
+            max_event_bytes: 16 * 1024 * 1024,
             launch: None,
         }
     }
@@ -150,6 +165,8 @@ impl Default for ModelConfig {
             retry_unanswered: false,
             fallbacks: Vec::new(),
             vision: false,
+            defaults: SamplingDefaults::default(),
+            tools: None,
             backend: ModelBackend::Embedded(EmbeddedConfig::default()),
         }
     }
@@ -178,6 +195,16 @@ impl ModelConfig {
             }),
             ..ModelConfig::default()
         }
+    }
+
+    /// What this model does with a request's tools: as configured, else passed on
+    /// by an upstream and ignored (with a warning) by the embedded engine, which
+    /// does not call tools yet.
+    pub fn tools_policy(&self) -> ToolsPolicy {
+        self.tools.unwrap_or(match self.backend {
+            ModelBackend::Embedded(_) => ToolsPolicy::Ignore,
+            ModelBackend::Upstream(_) => ToolsPolicy::Pass,
+        })
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -237,6 +264,8 @@ pub const COMMON_KEYS: &[&str] = &[
     "retry_unanswered",
     "fallbacks",
     "vision",
+    "defaults",
+    "tools",
 ];
 pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
 pub const UPSTREAM_KEYS: &[&str] = &[
@@ -247,6 +276,8 @@ pub const UPSTREAM_KEYS: &[&str] = &[
     "connect_timeout_secs",
     "first_byte_timeout_secs",
     "idle_timeout_secs",
+    "max_answer_bytes",
+    "max_event_bytes",
 ];
 
 /// A `[[models]]` table as written: every key of every backend, so unknown keys and
@@ -277,6 +308,10 @@ struct ModelToml {
     fallbacks: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     vision: bool,
+    #[serde(default, skip_serializing_if = "SamplingDefaults::is_empty")]
+    defaults: SamplingDefaults,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<ToolsPolicy>,
 
     #[serde(skip_serializing_if = "Option::is_none")]
     base_url: Option<String>,
@@ -290,6 +325,10 @@ struct ModelToml {
     first_byte_timeout_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idle_timeout_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_answer_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_event_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     launch: Option<Box<LaunchConfig>>,
 
@@ -326,6 +365,8 @@ impl TryFrom<ModelToml> for ModelConfig {
                         t.first_byte_timeout_secs.is_some(),
                     ),
                     ("idle_timeout_secs", t.idle_timeout_secs.is_some()),
+                    ("max_answer_bytes", t.max_answer_bytes.is_some()),
+                    ("max_event_bytes", t.max_event_bytes.is_some()),
                     ("launch", t.launch.is_some()),
                 ]
                 .into_iter()
@@ -398,6 +439,8 @@ impl TryFrom<ModelToml> for ModelConfig {
                         .first_byte_timeout_secs
                         .unwrap_or(d.first_byte_timeout_secs),
                     idle_timeout_secs: t.idle_timeout_secs.unwrap_or(d.idle_timeout_secs),
+                    max_answer_bytes: t.max_answer_bytes.unwrap_or(d.max_answer_bytes),
+                    max_event_bytes: t.max_event_bytes.unwrap_or(d.max_event_bytes),
                     launch: t.launch,
                 })
             }
@@ -413,6 +456,8 @@ impl TryFrom<ModelToml> for ModelConfig {
             retry_unanswered: t.retry_unanswered,
             fallbacks: t.fallbacks,
             vision: t.vision,
+            defaults: t.defaults,
+            tools: t.tools,
             backend,
         })
     }
@@ -432,6 +477,8 @@ impl From<ModelConfig> for ModelToml {
             retry_unanswered: m.retry_unanswered,
             fallbacks: m.fallbacks,
             vision: m.vision,
+            defaults: m.defaults,
+            tools: m.tools,
             ..ModelToml::default()
         };
         match m.backend {
@@ -452,6 +499,8 @@ impl From<ModelConfig> for ModelToml {
                 t.connect_timeout_secs = Some(u.connect_timeout_secs);
                 t.first_byte_timeout_secs = Some(u.first_byte_timeout_secs);
                 t.idle_timeout_secs = Some(u.idle_timeout_secs);
+                t.max_answer_bytes = Some(u.max_answer_bytes);
+                t.max_event_bytes = Some(u.max_event_bytes);
                 t.launch = u.launch;
             }
         }

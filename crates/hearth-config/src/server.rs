@@ -24,6 +24,16 @@ pub struct ServerConfig {
     /// client sending a header byte now and then (slow-loris) or an idle
     /// keep-alive connection is closed past it. HTTP/1.
     pub header_timeout_secs: u64,
+    /// Seconds a request's body has to arrive once the handler starts waiting for
+    /// it: a client trickling a body is answered 408 and its connection closed.
+    pub body_timeout_secs: u64,
+    /// Most client connections open at once (all event loops together); past it a
+    /// new connection is answered 503 with `Retry-After` and closed. 0: no cap.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address, as `max_connections`.
+    /// Loopback peers are not counted (local tools, or a reverse proxy on this host
+    /// through which every client would share one address). 0: no cap.
+    pub max_connections_per_address: usize,
     /// Threads serving HTTP, each an event loop of its own that accepts from the same
     /// socket and keeps its own upstream connections. 0: one per CPU core.
     pub workers: usize,
@@ -51,6 +61,9 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             header_timeout_secs: 30,
+            body_timeout_secs: 60,
+            max_connections: 4096,
+            max_connections_per_address: 256,
             workers: 0,
             tls: TlsConfig::default(),
             allow_plain_http: false,

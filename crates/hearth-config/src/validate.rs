@@ -41,6 +41,12 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             "must be at least 1 second: without it a client could hold a connection forever".into(),
         );
     }
+    if config.server.body_timeout_secs == 0 {
+        push(
+            vec![key("server"), key("body_timeout_secs")],
+            "must be at least 1 second: without it a client could hold a request forever".into(),
+        );
+    }
 
     // An embedded model with a `url` and no `path` goes to data_dir/models.
     let models_dir = config.models_dir();
@@ -57,6 +63,12 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
     let mut names = HashSet::new();
     for (i, m) in config.models.iter().enumerate() {
         let at = |k: &str| vec![key("models"), Seg::Index(i), key(k)];
+        for (k, why) in m.defaults.problems(config.limits.max_tokens) {
+            push(
+                vec![key("models"), Seg::Index(i), key("defaults"), key(k)],
+                why,
+            );
+        }
         if m.name.is_empty() {
             push(
                 at("name"),
@@ -127,6 +139,16 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                     || u.idle_timeout_secs == 0
                 {
                     push(at("name"), "timeouts must be at least 1 second".into());
+                }
+                if u.max_answer_bytes < 1024 || u.max_event_bytes < 1024 {
+                    push(
+                        at(if u.max_answer_bytes < 1024 {
+                            "max_answer_bytes"
+                        } else {
+                            "max_event_bytes"
+                        }),
+                        "must be at least 1024 bytes".into(),
+                    );
                 }
             }
             ModelBackend::Embedded(e) => {

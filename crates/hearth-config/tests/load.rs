@@ -651,3 +651,19 @@ fn a_model_url_is_checked() {
         "{e:?}"
     );
 }
+
+#[test]
+fn an_override_name_with_any_characters_is_a_warning_not_a_panic() {
+    // Found by fuzzing: a multi-byte character where a section name would end.
+    let c = load_str(
+        "",
+        "hearth.toml",
+        &MapEnv::new([("HEARTH_éééé_LISTEN", "x")]),
+    )
+    .unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.key == "HEARTH_éééé_LISTEN"),
+        "{:?}",
+        c.warnings
+    );
+}

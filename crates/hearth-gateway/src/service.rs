@@ -36,6 +36,9 @@ pub struct Completion {
     pub backend: &'static str,
     /// Attempts made, across retries and fallbacks (1 = the first worked).
     pub attempts: u32,
+    /// How the request was served differently from how it was asked (the model
+    /// ignored its tools): for the client's `X-Hearth-Warning` header.
+    pub warning: Option<String>,
     /// The caller's limits after admission (for `x-ratelimit-*` headers).
     pub quota: Quota,
     /// The answer's events; the usage is settled when they end or are dropped.
@@ -146,6 +149,7 @@ impl Gateway {
             model: d.metrics,
             backend: d.backend,
             attempts: d.attempts,
+            warning: d.warning,
             quota,
             events: Metered {
                 inner: d.events,

@@ -28,6 +28,7 @@ use hearth_gateway::Principal;
 use hyper::body::Incoming;
 use tower::Service;
 
+use crate::deadline::Deadline;
 use crate::error::HttpError;
 use crate::request_log::RequestLog;
 use crate::state::HttpState;
@@ -79,6 +80,8 @@ pub struct App<F = NoFastRoutes> {
     pub(crate) state: HttpState,
     router: axum::Router,
     fast: Arc<F>,
+    /// `server.body_timeout_secs`: each request's body is read under it.
+    body_timeout: std::time::Duration,
 }
 
 impl<F> Clone for App<F> {
@@ -87,6 +90,7 @@ impl<F> Clone for App<F> {
             state: self.state.clone(),
             router: self.router.clone(),
             fast: self.fast.clone(),
+            body_timeout: self.body_timeout,
         }
     }
 }
@@ -162,6 +166,9 @@ impl<F: FastRoutes> AppBuilder<F> {
             .layer(cors::layer(&state.config.server.cors_origins))
             .layer(from_fn(request_log::middleware));
         App {
+            body_timeout: std::time::Duration::from_secs(
+                state.config.server.body_timeout_secs.max(1),
+            ),
             state,
             router,
             fast: Arc::new(self.fast),
@@ -201,10 +208,12 @@ impl<F: FastRoutes> hyper::service::Service<http::Request<Incoming>> for App<F> 
     type Error = Infallible;
     type Future = Either<
         BoxFuture<'static, Result<Response, Infallible>>,
-        <axum::Router as Service<http::Request<Incoming>>>::Future,
+        <axum::Router as Service<http::Request<Deadline>>>::Future,
     >;
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let limit = self.body_timeout;
+        let req = req.map(|body| Deadline::new(body, limit));
         match self.fast_route(&req) {
             Some(route) => Either::Left(Box::pin(serve(
                 self.state.clone(),

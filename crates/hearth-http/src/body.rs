@@ -45,12 +45,7 @@ pub async fn bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
-    let unreadable = |e: axum::Error| {
-        ApiError::new(
-            ErrorKind::InvalidRequest,
-            format!("could not read the request body: {e}"),
-        )
-    };
+    let unreadable = |e: axum::Error| read_error(&e);
     // Frame by frame: the usual body is one frame, kept as it came (no copy).
     let mut body = body;
     let mut first: Option<Bytes> = None;
@@ -86,4 +81,19 @@ pub async fn bytes(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         ));
     }
     Ok(bytes)
+}
+
+/// A body that could not be read: 408 when it did not arrive in time
+/// (`server.body_timeout_secs`), else 400.
+pub fn read_error(e: &(dyn std::error::Error + 'static)) -> ApiError {
+    if crate::deadline::is_too_slow(e) {
+        let why = std::iter::successors(Some(e), |e| e.source())
+            .find(|e| e.is::<crate::deadline::TooSlow>())
+            .map_or_else(|| e.to_string(), ToString::to_string);
+        return ApiError::new(ErrorKind::RequestTimeout, why).with_code("body_timeout");
+    }
+    ApiError::new(
+        ErrorKind::InvalidRequest,
+        format!("could not read the request body: {e}"),
+    )
 }

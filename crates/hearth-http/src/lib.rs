@@ -2,7 +2,7 @@
 //! its API.
 //!
 //! It owns the accept loop ([`serve`]: one per event loop, `TCP_NODELAY`, graceful
-//! drain), the [`App`] service assembled from the front ends' routes (with the hot
+//! drain, caps on open connections, deadlines for a request's head and body), the [`App`] service assembled from the front ends' routes (with the hot
 //! path for their completions), client authentication (a bearer key to the
 //! gateway's `Principal`), request ids and the access log, CORS, body limits, the
 //! OpenAI-shaped [`HttpError`], panic containment, SSE helpers, and its own routes:
@@ -17,6 +17,9 @@
 //!   (tests bind port 0).
 //! - [`tls`]: HTTPS (`[server.tls]`): self-signed, from files (reloadable) or
 //!   from an ACME CA ([`acme`]: ordered, answered with TLS-ALPN-01, renewed).
+//! - [`connections`]: the caps on open connections; [`deadline`]: the body's;
+//!   [`linger`]: closing gently, so an answer sent before the whole request was
+//!   read (413) reaches the client.
 //! - [`auth`], [`request_log`], `cors`, [`body`], [`error`], [`sse`], [`metrics`],
 //!   `routes/` (health, metrics), `state` ([`HttpState`]).
 
@@ -24,9 +27,12 @@ pub mod acme;
 mod app;
 pub mod auth;
 pub mod body;
+pub mod connections;
 mod cors;
+pub mod deadline;
 pub mod error;
 mod host_guard;
+pub mod linger;
 pub mod metrics;
 pub mod request_log;
 mod routes;
@@ -77,6 +83,7 @@ pub async fn serve<F: FastRoutes>(
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(head);
+    let _watched = metrics::watch_this_runtime();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     // Each connection's task holds a clone; `recv` ends once all are gone.
     let (open_tx, mut open) = tokio::sync::mpsc::channel::<()>(1);
@@ -86,14 +93,21 @@ pub async fn serve<F: FastRoutes>(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 if !is_connection_error(&e) {
                     // Out of file descriptors, most likely: give others time to close.
                     tracing::error!(error = %e, "cannot accept connections; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+                continue;
+            }
+        };
+        let slot = match app.state.connections.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                connections::refuse(stream, why, tls.is_some());
                 continue;
             }
         };
@@ -123,13 +137,13 @@ pub async fn serve<F: FastRoutes>(
                         }
                     };
                     serve_connection(&builder, stream, app, stop).await;
-                    drop(open);
+                    drop((open, slot));
                 });
             }
             None => {
                 tokio::spawn(async move {
                     serve_connection(&builder, stream, app, stop).await;
-                    drop(open);
+                    drop((open, slot));
                 });
             }
         }
@@ -155,7 +169,8 @@ pub async fn serve<F: FastRoutes>(
 const FIRST_REQUEST_WAIT: Duration = Duration::from_secs(2);
 
 /// Serves one connection until it ends; once `stop` is set, finishes what it has
-/// (its first request, if none came yet) and closes it.
+/// (its first request, if none came yet) and closes it. A connection that ends on
+/// its own is closed gently ([`linger`]).
 async fn serve_connection<F, I>(
     builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     io: I,
@@ -170,35 +185,45 @@ async fn serve_connection<F, I>(
         app,
         first: first.clone(),
     };
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), marked);
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = stop.wait_for(|s| *s) => None,
-    };
-    let ended = match ended {
-        Some(r) => Some(r),
-        None if !first.seen.load(std::sync::atomic::Ordering::Acquire) => tokio::select! {
+    let (io, back) = linger::Back::wrap(io);
+    let result = {
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), marked);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
             r = conn.as_mut() => Some(r),
-            () = first.wait() => None,
-            () = tokio::time::sleep(FIRST_REQUEST_WAIT) => None,
-        },
-        None => None,
-    };
-    let result = match ended {
-        Some(r) => r,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let ended = match ended {
+            Some(r) => Some(r),
+            None if !first.seen.load(std::sync::atomic::Ordering::Acquire) => tokio::select! {
+                r = conn.as_mut() => Some(r),
+                () = first.wait() => None,
+                () = tokio::time::sleep(FIRST_REQUEST_WAIT) => None,
+            },
+            None => None,
+        };
+        match ended {
+            Some(r) => r,
+            None => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
+        // hyper's connection, and with it the socket, is dropped here.
     };
-    if let Err(e) = result {
-        if e.downcast_ref::<hyper::Error>()
+    let timed_out = result.as_ref().is_err_and(|e| {
+        e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_timeout)
-        {
-            ::metrics::counter!("hearth_connections_timed_out_total").increment(1);
-        }
+    });
+    if timed_out {
+        ::metrics::counter!("hearth_connections_timed_out_total").increment(1);
+    }
+    if let Err(e) = result {
         tracing::trace!(error = %e, "connection ended with an error");
+    }
+    // A slow-loris client is cut at once; at the stop, the grace period rules.
+    if let Some(io) = back.take().filter(|_| !timed_out && !*stop.borrow()) {
+        linger::linger(io).await;
     }
 }
 

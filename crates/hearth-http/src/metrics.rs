@@ -73,4 +73,63 @@ fn describe() {
         "hearth_backend_errors_total",
         "Failed backend calls, by model and kind"
     );
+    metrics::describe_gauge!("hearth_connections_open", "Client connections open now");
+    metrics::describe_counter!(
+        "hearth_connections_refused_total",
+        "Client connections refused at once, by the cap they hit (server.max_connections*)"
+    );
+    metrics::describe_counter!(
+        "hearth_connections_timed_out_total",
+        "Client connections closed because a request's head did not arrive in time"
+    );
+    metrics::describe_counter!(
+        "hearth_request_bodies_timed_out_total",
+        "Requests answered 408 because their body did not arrive in time"
+    );
+    metrics::describe_gauge!(
+        "hearth_tasks_alive",
+        "Tasks alive on the serving event loops (connections, streams, background work)"
+    );
+}
+
+/// The event loops serving HTTP, for `hearth_tasks_alive`.
+static RUNTIMES: std::sync::Mutex<Vec<(u64, tokio::runtime::Handle)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// An event loop counted in `hearth_tasks_alive` until this is dropped.
+pub(crate) struct Watched(u64);
+
+/// Counts the calling event loop's tasks in `hearth_tasks_alive` (read at each
+/// scrape) while the returned guard lives.
+pub(crate) fn watch_this_runtime() -> Option<Watched> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    RUNTIMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((id, handle));
+    Some(Watched(id))
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        RUNTIMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, _)| *id != self.0);
+    }
+}
+
+/// Sets the gauges read from the process rather than counted as things happen:
+/// `hearth_tasks_alive` (every task of the serving event loops: connections,
+/// streams, probes, jobs), which a leak makes grow without bound.
+pub(crate) fn sample() {
+    let tasks: usize = RUNTIMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(_, h)| h.metrics().num_alive_tasks())
+        .sum();
+    metrics::gauge!("hearth_tasks_alive").set(tasks as f64);
 }

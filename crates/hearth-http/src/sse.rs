@@ -16,12 +16,24 @@ pub fn headers(resp: &mut Response) {
     h.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
 }
 
-/// Appends `data: <payload>\n\n` to `out`.
+/// Appends `data: <payload>\n\n` to `out`: one `data:` line per line of the
+/// payload. An upstream's event of several `data:` lines arrives joined by `\n`;
+/// written as one line, a client would read only its first line (found by the
+/// `relay` fuzz target).
 pub fn put_data(out: &mut BytesMut, payload: &[u8]) {
     out.reserve(payload.len() + 8);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\n\n");
+    if !payload.contains(&b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\n\n");
+        return;
+    }
+    for line in payload.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
 }
 
 /// `data: <payload>\n\n`
@@ -29,4 +41,16 @@ pub fn event(payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(payload.len() + 8);
     put_data(&mut b, payload);
     b.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_of_several_lines_is_written_as_several_data_lines() {
+        assert_eq!(&event(b"{\"a\":1}")[..], b"data: {\"a\":1}\n\n");
+        assert_eq!(&event(b"{\"a\":\n1}")[..], b"data: {\"a\":\ndata: 1}\n\n");
+        assert_eq!(&event(b"x\n\n")[..], b"data: x\ndata: \ndata: \n\n");
+    }
 }

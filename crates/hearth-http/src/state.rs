@@ -18,6 +18,8 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// Without keys: the `Host` and `Origin` a request may come with.
     pub host_guard: crate::host_guard::HostGuard,
+    /// The open client connections, against `server.max_connections*`.
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 impl std::ops::Deref for HttpState {
@@ -34,6 +36,10 @@ impl HttpState {
             gateway,
             metrics: crate::metrics::handle(),
             host_guard: crate::host_guard::HostGuard::new(&config.server),
+            connections: crate::connections::Connections::new(
+                config.server.max_connections,
+                config.server.max_connections_per_address,
+            ),
             config,
         }))
     }

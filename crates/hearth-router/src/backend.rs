@@ -101,6 +101,10 @@ pub enum BackendError {
     /// The backend broke its protocol (bad JSON, a dropped stream).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The backend's answer (or one event of its stream) is larger than Hearth
+    /// accepts; the connection was closed. Says which limit, and its config key.
+    #[error("{0}")]
+    TooLarge(String),
     /// The request itself is wrong for this backend (context too long, no FIM
     /// tokens...). Never retried; shown to the client as it is.
     #[error("{0}")]
@@ -177,6 +181,8 @@ impl BackendError {
                 "the model backend did not answer in time",
             )
             .with_code("backend_timeout"),
+            BackendError::TooLarge(why) => ApiError::new(ErrorKind::BadGateway, why.clone())
+                .with_code("upstream_answer_too_large"),
             BackendError::Crashed(why) => ApiError::new(
                 ErrorKind::BadGateway,
                 format!("{why}; Hearth is starting it again, try again shortly"),

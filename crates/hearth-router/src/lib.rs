@@ -16,6 +16,7 @@
 //! - [`metrics`]: each model's metric handles, registered once.
 
 pub mod backend;
+mod defaults;
 pub mod event;
 pub mod health;
 pub mod metrics;

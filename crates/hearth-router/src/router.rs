@@ -74,6 +74,9 @@ pub struct Dispatched {
     pub events: Answer,
     /// Attempts made, across retries and fallbacks (1 = first try worked).
     pub attempts: u32,
+    /// What the client should be told about how its request was served (the
+    /// answering model ignored its tools), for an `X-Hearth-Warning` header.
+    pub warning: Option<String>,
 }
 
 impl std::fmt::Debug for Dispatched {
@@ -244,6 +247,8 @@ impl Router {
             if request.model() != Some(model.config.name.as_str()) {
                 request.set_model(&model.config.name);
             }
+            // This model's defaults and tools policy, undone below for the next one.
+            let applied = crate::defaults::apply(&model.config, &mut request)?;
             for attempt in 0..=model.config.retries {
                 if attempt > 0 {
                     let delay = retry::backoff(
@@ -268,6 +273,7 @@ impl Router {
                             backend: model.backend.kind(),
                             events,
                             attempts,
+                            warning: applied.warning,
                         });
                     }
                     Err(e) => {
@@ -294,6 +300,7 @@ impl Router {
                     }
                 }
             }
+            crate::defaults::undo(&mut request, applied);
         }
         Err(match last {
             Some(e) => {
@@ -446,6 +453,7 @@ fn error_kind(e: &BackendError) -> &'static str {
         BackendError::Timeout(_) => "timeout",
         BackendError::Status { .. } => "status",
         BackendError::Protocol(_) => "protocol",
+        BackendError::TooLarge(_) => "too_large",
         BackendError::Invalid(_) => "invalid",
         BackendError::Unavailable(_) => "unavailable",
         BackendError::Crashed(_) => "crashed",

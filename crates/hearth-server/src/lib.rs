@@ -55,7 +55,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Tls(#[from] hearth_http::TlsError),
-    #[error("cannot open the conversation store in {dir} (storage.data_dir): {source}")]
+    // Without `{source}`: callers print the chain (`{e:#}`), which names it once.
+    #[error("cannot open the conversation store in {dir} (storage.data_dir)")]
     Store {
         dir: String,
         source: hearth_store::StoreError,

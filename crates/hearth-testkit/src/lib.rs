@@ -57,6 +57,11 @@ pub enum Behaviour {
     /// upstream crashed, or its idle timeout struck as the connection was reused):
     /// the request was received, so it may have run.
     Hangup,
+    /// Answer with this status and a body that never ends (a runaway or hostile
+    /// upstream): as an event stream, one event that never ends (`data: {...` and
+    /// more bytes forever); else a JSON answer whose text never ends. It goes on
+    /// until the client closes the connection, which counts as cancelled.
+    Endless { status: u16, event_stream: bool },
 }
 
 impl Default for Behaviour {
@@ -457,6 +462,35 @@ async fn complete(
             if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
                 resp.headers_mut().insert("retry-after", v);
             }
+            resp
+        }
+        Behaviour::Endless {
+            status,
+            event_stream,
+        } => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let body = async_stream(move |tx| async move {
+                let _active = active; // dropped (unfinished: cancelled) with the task
+                let head = if event_stream {
+                    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\""
+                } else {
+                    "{\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"content\":\""
+                };
+                if tx.send(head.to_owned()).await.is_err() {
+                    return;
+                }
+                let more = "x".repeat(16 * 1024);
+                while tx.send(more.clone()).await.is_ok() {}
+            });
+            let mut resp = Response::new(body);
+            *resp.status_mut() = code;
+            let kind = if event_stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            resp.headers_mut()
+                .insert("content-type", axum::http::HeaderValue::from_static(kind));
             resp
         }
         Behaviour::Stall => {

@@ -58,6 +58,9 @@ pub(crate) enum Error {
     Io(String),
     /// The upstream's bytes are not HTTP/1.1.
     Protocol(String),
+    /// A body read whole is longer than the given limit (in bytes); what was read
+    /// of it is dropped and the connection is not reused.
+    TooLarge(u64),
 }
 
 impl std::fmt::Display for Error {
@@ -66,6 +69,7 @@ impl std::fmt::Display for Error {
             Error::NotSent(why) | Error::NoAnswer(why) | Error::Io(why) | Error::Protocol(why) => {
                 f.write_str(why)
             }
+            Error::TooLarge(max) => write!(f, "the answer is over {max} bytes"),
         }
     }
 }
@@ -95,7 +99,7 @@ enum Chunked {
 }
 
 /// What decoding the buffered bytes gave.
-enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     /// More bytes must be read.
     More,
@@ -104,18 +108,36 @@ enum Decoded {
 
 pub(crate) struct Conn {
     io: TcpStream,
+    st: Answer,
+}
+
+/// An answer's bytes read and where their parsing stands: all of a connection but
+/// its socket, so that the parser can also be driven over bytes in memory (the
+/// fuzz targets do, through [`crate::fuzzing`]).
+#[derive(Debug)]
+pub(crate) struct Answer {
     /// Bytes read and not yet handed out.
-    buf: BytesMut,
+    pub(crate) buf: BytesMut,
     body: Body,
     /// Whether the connection may carry another request once this body is read.
-    keep_alive: bool,
+    pub(crate) keep_alive: bool,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer {
+            buf: BytesMut::new(),
+            body: Body::Done,
+            keep_alive: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("body", &self.body)
-            .field("keep_alive", &self.keep_alive)
+            .field("body", &self.st.body)
+            .field("keep_alive", &self.st.keep_alive)
             .finish_non_exhaustive()
     }
 }
@@ -124,9 +146,7 @@ impl Conn {
     pub(crate) fn new(io: TcpStream) -> Self {
         Conn {
             io,
-            buf: BytesMut::new(),
-            body: Body::Done,
-            keep_alive: true,
+            st: Answer::default(),
         }
     }
 
@@ -134,7 +154,7 @@ impl Conn {
     /// the end, nothing came after it, and the upstream did not close it meanwhile.
     /// No system call unless the event loop saw the socket become readable.
     pub(crate) fn is_reusable(&self) -> bool {
-        if !(self.keep_alive && self.body == Body::Done && self.buf.is_empty()) {
+        if !(self.st.keep_alive && self.st.body == Body::Done && self.st.buf.is_empty()) {
             return false;
         }
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -165,7 +185,7 @@ impl Conn {
             }
         };
         if let Err(e) = written {
-            self.keep_alive = false;
+            self.st.keep_alive = false;
             let why = format!("sending the request: {e}");
             // Only a write refused before its first byte proves the upstream never saw it.
             return Err(if sent == 0 {
@@ -179,12 +199,12 @@ impl Conn {
 
     async fn read_head(&mut self) -> Result<Head, Error> {
         loop {
-            if let Some(head) = self.parse_head()? {
+            if let Some(head) = self.st.parse_head()? {
                 return Ok(head);
             }
             let got = std::future::poll_fn(|cx| self.poll_read(cx)).await;
             match got {
-                Ok(0) if self.buf.is_empty() => {
+                Ok(0) if self.st.buf.is_empty() => {
                     return Err(Error::NoAnswer(
                         "the upstream closed the connection without answering".into(),
                     ));
@@ -196,7 +216,7 @@ impl Conn {
                     ));
                 }
                 Ok(_) => {}
-                Err(e) if self.buf.is_empty() => {
+                Err(e) if self.st.buf.is_empty() => {
                     return Err(Error::NoAnswer(format!("reading the answer: {e}")));
                 }
                 Err(e) => return Err(Error::Io(format!("reading the answer's head: {e}"))),
@@ -204,9 +224,148 @@ impl Conn {
         }
     }
 
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.st.buf.capacity() - self.st.buf.len() < 1024 {
+            self.st.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.st.buf)
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        loop {
+            match self.st.decode() {
+                Err(e) => {
+                    self.st.keep_alive = false;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Decoded::Data(b)) => return Poll::Ready(Some(Ok(b))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+            }
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if self.st.closed() => return Poll::Ready(None),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Some(Err(Error::Io(
+                        "the upstream closed the connection before the answer's end".into(),
+                    ))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    self.st.keep_alive = false;
+                    return Poll::Ready(Some(Err(Error::Io(format!(
+                        "reading the answer's body: {e}"
+                    )))));
+                }
+            }
+        }
+    }
+
+    /// The rest of the body, whole, if it is no longer than `max` bytes: a longer
+    /// one (known from `Content-Length` before reading it) is [`Error::TooLarge`].
+    pub(crate) async fn read_to_end(&mut self, max: u64) -> Result<Bytes, Error> {
+        if matches!(self.st.body, Body::Length(n) if n > max) {
+            self.st.keep_alive = false;
+            return Err(Error::TooLarge(max));
+        }
+        let mut first: Option<Bytes> = None;
+        let mut more = BytesMut::new();
+        let mut read = 0u64;
+        while let Some(piece) = std::future::poll_fn(|cx| self.poll_data(cx)).await {
+            let piece = piece?;
+            read += piece.len() as u64;
+            if read > max {
+                self.st.keep_alive = false;
+                return Err(Error::TooLarge(max));
+            }
+            match &first {
+                None => first = Some(piece),
+                Some(f) => {
+                    if more.is_empty() {
+                        more.extend_from_slice(f);
+                    }
+                    more.extend_from_slice(&piece);
+                }
+            }
+        }
+        Ok(if more.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            more.freeze()
+        })
+    }
+
+    /// Reads the end of a body whose reader stopped just before it (an event
+    /// stream's `[DONE]` came; the chunked body's last chunk may have come apart, just
+    /// after), without waiting: `Ready(true)` once the body is done, `Ready(false)` if
+    /// the connection cannot be reused (more body came, or it broke or closed),
+    /// `Pending` while the end has not come.
+    pub(crate) fn try_finish(&mut self) -> Poll<bool> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..4 {
+            match self.poll_data(&mut cx) {
+                Poll::Ready(None) => return Poll::Ready(self.st.body == Body::Done),
+                // Body after what the reader wanted: the connection is not reused.
+                Poll::Ready(Some(_)) => {
+                    self.st.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+                Poll::Pending => {}
+            }
+            // What the kernel holds already, though the event loop may not have seen
+            // it yet (the end usually arrives a moment after `[DONE]`).
+            match self.read_now() {
+                Ok(0) => {
+                    self.st.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(_) => {
+                    self.st.keep_alive = false;
+                    return Poll::Ready(false);
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// One read straight from the socket (it is non-blocking), past the event
+    /// loop's record of its readiness.
+    fn read_now(&mut self) -> io::Result<usize> {
+        use std::io::Read as _;
+        let mut got = [0u8; 512];
+        let n = (&*socket2::SockRef::from(&self.io)).read(&mut got)?;
+        self.st.buf.extend_from_slice(&got[..n]);
+        Ok(n)
+    }
+
+    /// Whether the current answer's body was read to its end.
+    pub(crate) fn body_done(&self) -> bool {
+        self.st.body == Body::Done
+    }
+}
+
+impl Answer {
+    /// The connection closed: `true` when that ends a body that runs until then,
+    /// `false` when it cuts the answer short. Either way it is not reused.
+    pub(crate) fn closed(&mut self) -> bool {
+        self.keep_alive = false;
+        if self.body == Body::UntilClose {
+            self.body = Body::Done;
+        }
+        self.body == Body::Done
+    }
+
+    /// Whether the body was read to its end.
+    pub(crate) fn body_done(&self) -> bool {
+        self.body == Body::Done
+    }
+
     /// Parses the head at the start of the buffer (skipping interim `1xx` answers),
     /// or asks for more bytes.
-    fn parse_head(&mut self) -> Result<Option<Head>, Error> {
+    pub(crate) fn parse_head(&mut self) -> Result<Option<Head>, Error> {
         self.keep_alive = false; // until a whole head says otherwise
         loop {
             if self.buf.is_empty() {
@@ -221,14 +380,8 @@ impl Conn {
                 &mut headers,
             );
             let n = match parsed {
-                Ok(httparse::Status::Complete(n)) => n,
-                Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
-                    return Err(Error::Protocol(format!(
-                        "the upstream's answer head is over {} KiB",
-                        MAX_HEAD / 1024
-                    )));
-                }
-                Ok(httparse::Status::Partial) => return Ok(None),
+                Ok(httparse::Status::Complete(n)) => Some(n),
+                Ok(httparse::Status::Partial) => None,
                 Err(httparse::Error::TooManyHeaders) => {
                     return Err(Error::Protocol(format!(
                         "the upstream's answer has over {MAX_HEADERS} headers"
@@ -239,6 +392,17 @@ impl Conn {
                         "the upstream's answer is not HTTP/1.1 ({e})"
                     )));
                 }
+            };
+            // The limit is on the head's length, however it was read (a head of `n`
+            // bytes had `n - 1` buffered before its last one came).
+            if n.map_or(self.buf.len(), |n| n - 1) > MAX_HEAD {
+                return Err(Error::Protocol(format!(
+                    "the upstream's answer head is over {} KiB",
+                    MAX_HEAD / 1024
+                )));
+            }
+            let Some(n) = n else {
+                return Ok(None);
             };
             let status = resp.code.unwrap_or(0);
             if status == 101 {
@@ -311,124 +475,8 @@ impl Conn {
         }
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_SIZE);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-    }
-
-    /// The next piece of the body, `None` at its end.
-    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
-        loop {
-            match self.decode() {
-                Err(e) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Ok(Decoded::Data(b)) => return Poll::Ready(Some(Ok(b))),
-                Ok(Decoded::End) => return Poll::Ready(None),
-                Ok(Decoded::More) => {}
-            }
-            match self.poll_read(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if self.body == Body::UntilClose => {
-                    self.body = Body::Done;
-                    self.keep_alive = false;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(0)) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(Some(Err(Error::Io(
-                        "the upstream closed the connection before the answer's end".into(),
-                    ))));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(Some(Err(Error::Io(format!(
-                        "reading the answer's body: {e}"
-                    )))));
-                }
-            }
-        }
-    }
-
-    /// The rest of the body, whole.
-    pub(crate) async fn read_to_end(&mut self) -> Result<Bytes, Error> {
-        let mut first: Option<Bytes> = None;
-        let mut more = BytesMut::new();
-        while let Some(piece) = std::future::poll_fn(|cx| self.poll_data(cx)).await {
-            let piece = piece?;
-            match &first {
-                None => first = Some(piece),
-                Some(f) => {
-                    if more.is_empty() {
-                        more.extend_from_slice(f);
-                    }
-                    more.extend_from_slice(&piece);
-                }
-            }
-        }
-        Ok(if more.is_empty() {
-            first.unwrap_or_default()
-        } else {
-            more.freeze()
-        })
-    }
-
-    /// Reads the end of a body whose reader stopped just before it (an event
-    /// stream's `[DONE]` came; the chunked body's last chunk may have come apart, just
-    /// after), without waiting: `Ready(true)` once the body is done, `Ready(false)` if
-    /// the connection cannot be reused (more body came, or it broke or closed),
-    /// `Pending` while the end has not come.
-    pub(crate) fn try_finish(&mut self) -> Poll<bool> {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..4 {
-            match self.poll_data(&mut cx) {
-                Poll::Ready(None) => return Poll::Ready(self.body == Body::Done),
-                // Body after what the reader wanted: the connection is not reused.
-                Poll::Ready(Some(_)) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(false);
-                }
-                Poll::Pending => {}
-            }
-            // What the kernel holds already, though the event loop may not have seen
-            // it yet (the end usually arrives a moment after `[DONE]`).
-            match self.read_now() {
-                Ok(0) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(false);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(_) => {
-                    self.keep_alive = false;
-                    return Poll::Ready(false);
-                }
-            }
-        }
-        Poll::Pending
-    }
-
-    /// One read straight from the socket (it is non-blocking), past the event
-    /// loop's record of its readiness.
-    fn read_now(&mut self) -> io::Result<usize> {
-        use std::io::Read as _;
-        let mut got = [0u8; 512];
-        let n = (&*socket2::SockRef::from(&self.io)).read(&mut got)?;
-        self.buf.extend_from_slice(&got[..n]);
-        Ok(n)
-    }
-
-    /// Whether the current answer's body was read to its end.
-    pub(crate) fn body_done(&self) -> bool {
-        self.body == Body::Done
-    }
-
     /// Takes the next piece of body out of the buffer.
-    fn decode(&mut self) -> Result<Decoded, Error> {
+    pub(crate) fn decode(&mut self) -> Result<Decoded, Error> {
         loop {
             match self.body {
                 Body::Done => return Ok(Decoded::End),
@@ -451,6 +499,12 @@ impl Conn {
                     return Ok(Decoded::Data(self.buf.split().freeze()));
                 }
                 Body::Chunked(Chunked::Size) => match httparse::parse_chunk_size(&self.buf) {
+                    // As for the head: the line's length, however it was read.
+                    Ok(httparse::Status::Complete((n, _))) if n - 1 > MAX_LINE => {
+                        return Err(Error::Protocol(
+                            "the upstream sent a chunk-size line over 4 KiB".into(),
+                        ));
+                    }
                     Ok(httparse::Status::Complete((n, size))) => {
                         self.buf.advance(n);
                         self.body = Body::Chunked(if size == 0 {
@@ -505,6 +559,11 @@ impl Conn {
                         }
                         return Ok(Decoded::More);
                     };
+                    if eol > MAX_LINE {
+                        return Err(Error::Protocol(
+                            "the upstream sent a trailer line over 4 KiB".into(),
+                        ));
+                    }
                     let blank = self.buf[..eol] == *b"\r" || eol == 0;
                     self.buf.advance(eol + 1);
                     if blank {
@@ -613,7 +672,7 @@ mod tests {
     async fn whole(answer: &[u8], piece: usize) -> (Head, Result<Bytes, Error>, Conn) {
         let mut c = conn_to(split_every(answer, piece), false).await;
         let head = c.request(REQ, b"{}").await.unwrap();
-        let body = c.read_to_end().await;
+        let body = c.read_to_end(u64::MAX).await;
         (head, body, c)
     }
 
@@ -691,7 +750,10 @@ mod tests {
 
             let mut c = conn_to(split_every(close, piece), true).await;
             c.request(REQ, b"{}").await.unwrap();
-            assert_eq!(&c.read_to_end().await.unwrap()[..], b"hello, the world");
+            assert_eq!(
+                &c.read_to_end(u64::MAX).await.unwrap()[..],
+                b"hello, the world"
+            );
             assert!(
                 !c.is_reusable(),
                 "a body read to the close ends its connection"
@@ -748,7 +810,7 @@ mod tests {
         )
         .await;
         c.request(REQ, b"{}").await.unwrap();
-        c.read_to_end().await.unwrap();
+        c.read_to_end(u64::MAX).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // The close arrives while idle; the event loop sees it once polled.
         tokio::task::yield_now().await;
@@ -821,7 +883,7 @@ mod tests {
         .await;
         c.request(REQ, b"{}").await.unwrap();
         assert!(
-            matches!(c.read_to_end().await, Err(Error::Io(w)) if w.contains("before the answer's end"))
+            matches!(c.read_to_end(u64::MAX).await, Err(Error::Io(w)) if w.contains("before the answer's end"))
         );
 
         // Closed before any answer: the request may go again elsewhere.
@@ -834,6 +896,39 @@ mod tests {
 
     /// A connection whose answer (sent whole) had its first piece of body read, as
     /// an event stream's reader has at `[DONE]`.
+    #[test]
+    fn length_limits_hold_however_the_answer_is_read() {
+        // A line or head over the limit passed when it came in one read (the h1 fuzz
+        // target's property: the same outcome however the bytes are read).
+        let x = "x".repeat(MAX_LINE);
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let answers = [
+            format!("{head}5;{x}\r\nhello\r\n0\r\n\r\n"),
+            format!("{head}5\r\nhello\r\n0\r\nX: {x}\r\n\r\n"),
+            format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "h".repeat(MAX_HEAD)),
+        ];
+        for a in &answers {
+            let whole = crate::fuzzing::read_answer(&[a.as_bytes()]);
+            let refused = whole.head.is_err() || whole.body_error.is_some();
+            assert!(refused, "{whole:?}");
+            for n in [1, 7, 4096] {
+                let pieces: Vec<&[u8]> = a.as_bytes().chunks(n).collect();
+                assert_eq!(crate::fuzzing::read_answer(&pieces), whole, "pieces of {n}");
+            }
+        }
+        // At the limits: read, in one read or in pieces.
+        let y = "y".repeat(MAX_LINE - 4);
+        let at = format!("{head}5;{y}\r\nhello\r\n0\r\n\r\n");
+        for n in [at.len(), 1, 7] {
+            let pieces: Vec<&[u8]> = at.as_bytes().chunks(n).collect();
+            assert_eq!(
+                crate::fuzzing::read_answer(&pieces).body,
+                b"hello",
+                "pieces of {n}"
+            );
+        }
+    }
+
     async fn first_piece_read(answer: &[u8]) -> Conn {
         let mut c = conn_to(vec![answer.to_vec()], false).await;
         c.request(REQ, b"{}").await.unwrap();
@@ -858,5 +953,42 @@ mod tests {
         let mut c = first_piece_read(&[HEAD, b"4\r\nmore\r\n0\r\n\r\n"].concat()).await;
         assert_eq!(c.try_finish(), Poll::Ready(false));
         assert!(!c.is_reusable());
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused_and_its_connection_not_reused() {
+        // Known from Content-Length: refused before a byte of the body is read.
+        let length = b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\nxxxx";
+        let mut c = conn_to(vec![length.to_vec()], false).await;
+        c.request(REQ, b"{}").await.unwrap();
+        assert!(matches!(
+            c.read_to_end(1024).await,
+            Err(Error::TooLarge(1024))
+        ));
+        assert!(!c.is_reusable());
+
+        // Chunked (no length up front): refused once the limit is passed.
+        let chunk = [b"400\r\n".as_slice(), &[b'x'; 1024], b"\r\n"].concat();
+        let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            answer.extend_from_slice(&chunk);
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        let (_, body, c) = {
+            let mut c = conn_to(split_every(&answer, 700), false).await;
+            c.request(REQ, b"{}").await.unwrap();
+            let body = c.read_to_end(2048).await;
+            ((), body, c)
+        };
+        assert!(matches!(body, Err(Error::TooLarge(2048))));
+        assert!(!c.is_reusable());
+
+        // Exactly at the limit is allowed.
+        let (_, body, c) = whole(&answer, 700).await;
+        assert_eq!(body.unwrap().len(), 3072);
+        assert!(c.is_reusable());
+        let mut c = conn_to(vec![answer.clone()], false).await;
+        c.request(REQ, b"{}").await.unwrap();
+        assert_eq!(c.read_to_end(3072).await.unwrap().len(), 3072);
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! It owns the pooled keep-alive clients (one pool per thread), the rewrite of `model` to
 //! `upstream_model`, the upstream API key (read once from `api_key_env`), timeouts
-//! (connect, first byte, idle between chunks), and the SSE relay, which forwards
+//! (connect, first byte, idle between chunks), caps on what it reads (a whole
+//! answer, one event, an error body), and the SSE relay, which forwards
 //! each event as it arrives without buffering the response. It knows nothing of
 //! Hearth's clients or of retries: the router decides what to do with its errors.
 //!
@@ -13,6 +14,8 @@
 //! - `transport`: our own HTTP/1.1 connections (`h1`) for plain `http://`
 //!   upstreams, kept in a per-thread `pool`; reqwest for the rest.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod pool;
 pub mod sse;
@@ -29,7 +32,11 @@ use hearth_router::{Backend, BackendError, Event, EventStream, Request, Wire};
 use http::{HeaderMap, HeaderValue, Method, header};
 
 pub use crate::transport::Via;
-use crate::transport::{Endpoint, Transport};
+use crate::transport::{BodyError, Endpoint, Transport};
+
+/// The most of an error answer's body read for its message; a longer one is not
+/// read (the connection closes) and the client sees the status alone.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -66,6 +73,9 @@ pub struct UpstreamBackend {
     has_key: bool,
     first_byte_timeout: Duration,
     idle_timeout: Duration,
+    /// `max_answer_bytes` and `max_event_bytes` of the model's config.
+    max_answer: u64,
+    max_event: u64,
 }
 
 impl std::fmt::Debug for UpstreamBackend {
@@ -156,6 +166,8 @@ impl UpstreamBackend {
             has_key,
             first_byte_timeout: Duration::from_secs(up.first_byte_timeout_secs),
             idle_timeout: Duration::from_secs(up.idle_timeout_secs),
+            max_answer: up.max_answer_bytes,
+            max_event: up.max_event_bytes,
         })
     }
 }
@@ -234,17 +246,29 @@ impl Backend for UpstreamBackend {
             .as_mut()
             .reset(tokio::time::Instant::now() + self.idle_timeout);
         if answer.head.status >= 400 {
-            let ra = answer.head.retry_after;
+            let (status, ra) = (answer.head.status, answer.head.retry_after);
             let body = tokio::select! {
-                body = answer.body.bytes() => body.unwrap_or_default(),
+                body = answer.body.bytes(MAX_ERROR_BODY) => match body {
+                    Ok(body) => body,
+                    Err(BodyError::TooLarge(_)) => {
+                        tracing::warn!(status, "the upstream's error body is over 64 KiB; not read");
+                        Bytes::new()
+                    }
+                    Err(BodyError::Broken(_)) => Bytes::new(),
+                },
                 () = &mut deadline => Bytes::new(),
             };
-            return Err(status_error(answer.head.status, ra, &body));
+            return Err(status_error(status, ra, &body));
         }
         if !stream || !answer.head.event_stream {
             let body = tokio::select! {
-                body = answer.body.bytes() => body.map_err(|e| {
-                    BackendError::Protocol(format!("reading the upstream's body: {e}"))
+                body = answer.body.bytes(self.max_answer) => body.map_err(|e| match e {
+                    BodyError::TooLarge(max) => BackendError::TooLarge(format!(
+                        "the upstream's answer is over {max} bytes (the model's max_answer_bytes); it was cut off"
+                    )),
+                    BodyError::Broken(e) => {
+                        BackendError::Protocol(format!("reading the upstream's body: {e}"))
+                    }
                 })?,
                 () = &mut deadline => {
                     return Err(BackendError::Timeout(
@@ -264,6 +288,7 @@ impl Backend for UpstreamBackend {
         Ok(sse::events(
             answer.body.into_stream(),
             self.idle_timeout,
+            self.max_event,
             transport::BodyStream::finish,
         )
         .boxed())
@@ -281,7 +306,7 @@ impl Backend for UpstreamBackend {
         }
         // Read to the end (bounded by the idle timeout), so its connection goes back
         // to the pool rather than closing at each probe.
-        let _ = tokio::time::timeout(self.idle_timeout, answer.body.bytes()).await;
+        let _ = tokio::time::timeout(self.idle_timeout, answer.body.bytes(self.max_answer)).await;
         Ok(())
     }
 }

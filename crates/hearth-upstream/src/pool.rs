@@ -59,9 +59,9 @@ impl Lease {
         self.conn.poll_data(cx)
     }
 
-    /// The whole body; the connection goes back.
-    pub(crate) async fn bytes(mut self) -> Result<Bytes, Error> {
-        let body = self.conn.read_to_end().await?;
+    /// The whole body, up to `max` bytes; the connection goes back.
+    pub(crate) async fn bytes(mut self, max: u64) -> Result<Bytes, Error> {
+        let body = self.conn.read_to_end(max).await?;
         self.release();
         Ok(body)
     }
@@ -218,6 +218,8 @@ impl From<Error> for SendError {
             Error::NotSent(why) => SendError::Connect(why),
             Error::NoAnswer(why) | Error::Io(why) => SendError::Io(why),
             Error::Protocol(why) => SendError::Protocol(why),
+            // No body is read whole while sending.
+            Error::TooLarge(max) => SendError::Protocol(format!("an answer over {max} bytes")),
         }
     }
 }

@@ -12,11 +12,13 @@ use hearth_router::{BackendError, Event, Wire};
 
 /// Turns an SSE byte stream into events; ends at `data: [DONE]`, handing the byte
 /// stream to `at_done` (the upstream transport returns its connection then). A
-/// stream that ends without `[DONE]`, or stalls for `idle`, is an error (the relay
-/// turns it into an SSE error event for the client).
+/// stream that ends without `[DONE]`, stalls for `idle`, or sends an event longer
+/// than `max_event` bytes is an error (the relay turns it into an SSE error event
+/// for the client); the byte stream is dropped then, which closes its connection.
 pub fn events<S, E, F>(
     bytes: S,
     idle: Duration,
+    max_event: u64,
     at_done: F,
 ) -> impl Stream<Item = Result<Event, BackendError>> + Send + 'static
 where
@@ -28,6 +30,8 @@ where
         bytes: Some(bytes),
         cur: Bytes::new(),
         buf: BytesMut::new(),
+        scanned: 0,
+        max_event: usize::try_from(max_event).unwrap_or(usize::MAX),
         at_done: Some(at_done),
         idle,
         timer: None,
@@ -44,6 +48,12 @@ struct Events<S, F> {
     cur: Bytes,
     /// An event begun in an earlier read, with what came since (joined by copy).
     buf: BytesMut,
+    /// How much of `buf` was searched for an event's end already: an event arriving
+    /// in many reads is searched once, not once per read (which made a long event
+    /// cost its length squared).
+    scanned: usize,
+    /// The longest event accepted.
+    max_event: usize,
     at_done: Option<F>,
     idle: Duration,
     /// One timer for the whole stream, armed when a read has to wait.
@@ -59,6 +69,7 @@ impl<S, F> Events<S, F> {
             if found.is_none() && !self.cur.is_empty() {
                 self.buf.extend_from_slice(&self.cur);
                 self.cur = Bytes::new();
+                self.scanned = self.buf.len();
             }
             found
         } else {
@@ -66,8 +77,23 @@ impl<S, F> Events<S, F> {
                 self.buf.extend_from_slice(&self.cur);
                 self.cur = Bytes::new();
             }
-            next_event(&mut self.buf)
+            // An end spans at most 3 bytes (`\n\r\n`): search again from just before
+            // where the last search stopped.
+            let found = next_event(&mut self.buf, self.scanned.saturating_sub(2));
+            self.scanned = if found.is_some() { 0 } else { self.buf.len() };
+            found
         }
+    }
+
+    /// The error for an event over the limit, with the stream dropped.
+    fn too_large(&mut self) -> BackendError {
+        self.bytes = None;
+        self.buf = BytesMut::new();
+        self.cur = Bytes::new();
+        BackendError::TooLarge(format!(
+            "an event of the upstream's stream is over {} bytes (the model's max_event_bytes); the stream was cut off",
+            self.max_event
+        ))
     }
 }
 
@@ -86,6 +112,9 @@ where
                 return Poll::Ready(None);
             }
             if let Some((event, one_line)) = this.next_event() {
+                if event.len() > this.max_event {
+                    return Poll::Ready(Some(Err(this.too_large())));
+                }
                 match data_of(&event, one_line) {
                     Some(d) if d.as_ref() == b"[DONE]" => {
                         if let (Some(bytes), Some(at_done)) =
@@ -98,6 +127,13 @@ where
                     Some(data) => return Poll::Ready(Some(Ok(Event::Wire(Wire::chunk(data))))),
                     None => continue, // comment or keep-alive
                 }
+            }
+            // An unfinished event may be followed by the first two bytes of its
+            // blank line (`\n\r`): only past those is it surely over the limit,
+            // whatever the reads (found by fuzzing: an event at the limit was
+            // refused when its blank line came in a later read).
+            if this.buf.len() > this.max_event.saturating_add(2) {
+                return Poll::Ready(Some(Err(this.too_large())));
             }
             let Some(bytes) = this.bytes.as_mut() else {
                 return Poll::Ready(None);
@@ -139,16 +175,18 @@ where
     }
 }
 
-/// Where the first event in `b` ends: the event's length, the length of the blank
-/// line after it, and whether the event is one line.
-fn event_end(b: &[u8]) -> Option<(usize, usize, bool)> {
-    let mut one_line = true;
-    for i in memchr::memchr_iter(b'\n', b) {
-        match &b[i + 1..] {
-            [b'\n', ..] => return Some((i, 2, one_line)),
-            [b'\r', b'\n', ..] => return Some((i, 3, one_line)),
-            _ => one_line = false,
-        }
+/// Where the first event in `b` ends, searching from `from` (no event ends before
+/// it): the event's length, the length of the blank line after it, and whether the
+/// event is one line.
+fn event_end(b: &[u8], from: usize) -> Option<(usize, usize, bool)> {
+    let from = from.min(b.len());
+    for i in memchr::memchr_iter(b'\n', &b[from..]).map(|i| i + from) {
+        let skip = match &b[i + 1..] {
+            [b'\n', ..] => 2,
+            [b'\r', b'\n', ..] => 3,
+            _ => continue,
+        };
+        return Some((i, skip, memchr::memchr(b'\n', &b[..i]).is_none()));
     }
     None
 }
@@ -156,15 +194,16 @@ fn event_end(b: &[u8]) -> Option<(usize, usize, bool)> {
 /// Slices one complete event (up to a blank line) off `b`, if it holds one.
 fn split_event(b: &mut Bytes) -> Option<(Bytes, bool)> {
     use bytes::Buf;
-    let (end, skip, one_line) = event_end(b)?;
+    let (end, skip, one_line) = event_end(b, 0)?;
     let event = b.split_to(end);
     b.advance(skip);
     Some((event, one_line))
 }
 
-/// Splits off one complete event (up to a blank line), if the buffer holds one.
-fn next_event(buf: &mut BytesMut) -> Option<(Bytes, bool)> {
-    let (end, skip, one_line) = event_end(buf)?;
+/// Splits off one complete event (up to a blank line), if the buffer holds one
+/// ending at or after `from`.
+fn next_event(buf: &mut BytesMut, from: usize) -> Option<(Bytes, bool)> {
+    let (end, skip, one_line) = event_end(buf, from)?;
     let event = buf.split_to(end).freeze();
     let _ = buf.split_to(skip);
     Some((event, one_line))
@@ -261,7 +300,7 @@ mod tests {
         .map(|(e, o)| (e.to_owned(), o));
         let mut buf = BytesMut::from(text);
         let mut got = Vec::new();
-        while let Some((e, one)) = next_event(&mut buf) {
+        while let Some((e, one)) = next_event(&mut buf, 0) {
             got.push((String::from_utf8_lossy(&e).into_owned(), one));
         }
         assert_eq!(got, want);
@@ -276,12 +315,16 @@ mod tests {
     }
 
     async fn collect(parts: Vec<&'static [u8]>) -> Vec<Result<String, String>> {
+        collect_max(parts.into_iter().map(<[u8]>::to_vec).collect(), u64::MAX).await
+    }
+
+    async fn collect_max(parts: Vec<Vec<u8>>, max: u64) -> Vec<Result<String, String>> {
         let s = futures::stream::iter(
             parts
                 .into_iter()
-                .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p))),
+                .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
         );
-        events(s, Duration::from_secs(5), drop)
+        events(s, Duration::from_secs(5), max, drop)
             .map(|r| {
                 r.map(|e| match e {
                     Event::Wire(w) => String::from_utf8_lossy(&w.data).into_owned(),
@@ -326,5 +369,64 @@ mod tests {
         let out = collect(vec![b"data: {\"a\":1}\n\n"]).await;
         assert_eq!(out.len(), 2);
         assert!(out[1].as_ref().unwrap_err().contains("before [DONE]"));
+    }
+
+    #[tokio::test]
+    async fn events_read_in_pieces_of_any_size_are_the_same_events() {
+        let text = b"data: 1\n\ndata: 2\r\n\r\n: c\n\ndata: 3\n\rdata: 3b\n\ndata: 4\ndata: 4b\r\n\r\ndata: [DONE]\n\n";
+        let whole = collect_max(vec![text.to_vec()], u64::MAX).await;
+        assert_eq!(whole.len(), 4, "{whole:?}");
+        for n in 1..8 {
+            let parts = text.chunks(n).map(<[u8]>::to_vec).collect();
+            assert_eq!(collect_max(parts, u64::MAX).await, whole, "pieces of {n}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_over_the_limit_ends_the_stream() {
+        // At the limit: served.
+        let at = [b"data: ".as_slice(), &[b'x'; 1018], b"\n\ndata: [DONE]\n\n"].concat();
+        let out = collect_max(vec![at.clone()], 1024).await;
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap().len(), 1018);
+        // At the limit, the rest of its blank line in a later read (after its `\n`,
+        // or its `\n\r`).
+        let crlf = [
+            b"data: ".as_slice(),
+            &[b'x'; 1018],
+            b"\n\r\ndata: [DONE]\n\n",
+        ]
+        .concat();
+        for (text, cut) in [(&at, 1025), (&crlf, 1025), (&crlf, 1026)] {
+            let (a, b) = text.split_at(cut);
+            let out = collect_max(vec![a.to_vec(), b.to_vec()], 1024).await;
+            assert_eq!(out.len(), 1, "cut at {cut}: {out:?}");
+            assert_eq!(out[0].as_ref().unwrap().len(), 1018);
+        }
+        // One byte over, in one read or many.
+        let over = [b"data: ".as_slice(), &[b'x'; 1019], b"\n\ndata: [DONE]\n\n"].concat();
+        for n in [over.len(), 100, 7] {
+            let parts = over.chunks(n).map(<[u8]>::to_vec).collect();
+            let out = collect_max(parts, 1024).await;
+            assert_eq!(out.len(), 1, "pieces of {n}: {out:?}");
+            assert!(
+                out[0].as_ref().unwrap_err().contains("max_event_bytes"),
+                "{out:?}"
+            );
+        }
+        // An event that never ends: refused once the limit is passed, not at its end
+        // (the stream here would go on for 100 MiB).
+        let endless = futures::stream::iter(std::iter::repeat_n(
+            Bytes::from_static(&[b'x'; 4096]),
+            25_600,
+        ))
+        .map(Ok::<_, std::io::Error>);
+        let first = std::pin::pin!(events(endless, Duration::from_secs(5), 64 * 1024, drop))
+            .next()
+            .await;
+        assert!(
+            matches!(first, Some(Err(BackendError::TooLarge(_)))),
+            "{first:?}"
+        );
     }
 }

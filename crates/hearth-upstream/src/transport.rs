@@ -212,12 +212,56 @@ fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// It is longer than the limit (in bytes) it was read under.
+    TooLarge(u64),
+    /// The connection broke, or the body's framing is wrong.
+    Broken(String),
+}
+
 impl AnswerBody {
-    /// The whole body.
-    pub(crate) async fn bytes(self) -> Result<Bytes, String> {
+    /// The whole body, if it is no longer than `max` bytes. Past that the reading
+    /// stops and the connection closes: an endless body costs `max`, not all memory.
+    pub(crate) async fn bytes(self, max: u64) -> Result<Bytes, BodyError> {
         match self {
-            AnswerBody::Direct(lease) => lease.bytes().await.map_err(|e| e.to_string()),
-            AnswerBody::Reqwest(r) => r.bytes().await.map_err(|e| error_chain(&e)),
+            AnswerBody::Direct(lease) => lease.bytes(max).await.map_err(|e| match e {
+                crate::h1::Error::TooLarge(max) => BodyError::TooLarge(max),
+                e => BodyError::Broken(e.to_string()),
+            }),
+            AnswerBody::Reqwest(mut r) => {
+                if r.content_length().is_some_and(|n| n > max) {
+                    return Err(BodyError::TooLarge(max));
+                }
+                let mut first: Option<Bytes> = None;
+                let mut more = bytes::BytesMut::new();
+                let mut read = 0u64;
+                while let Some(piece) = r
+                    .chunk()
+                    .await
+                    .map_err(|e| BodyError::Broken(error_chain(&e)))?
+                {
+                    read += piece.len() as u64;
+                    if read > max {
+                        return Err(BodyError::TooLarge(max));
+                    }
+                    match &first {
+                        None => first = Some(piece),
+                        Some(f) => {
+                            if more.is_empty() {
+                                more.extend_from_slice(f);
+                            }
+                            more.extend_from_slice(&piece);
+                        }
+                    }
+                }
+                Ok(if more.is_empty() {
+                    first.unwrap_or_default()
+                } else {
+                    more.freeze()
+                })
+            }
         }
     }
 

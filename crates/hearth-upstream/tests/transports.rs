@@ -403,3 +403,71 @@ async fn content_parts_with_an_image_reach_the_upstream_unchanged() {
         );
     }
 }
+
+/// An upstream that never stops sending (a whole answer, one event, an error body)
+/// costs Hearth its configured limit, not its memory: the call fails saying which
+/// limit, and the connection is closed (the fake sees its client go).
+#[tokio::test]
+async fn endless_answers_events_and_error_bodies_are_cut_at_their_limits() {
+    let capped = |url: String| {
+        let mut c = config(url);
+        if let ModelBackend::Upstream(u) = &mut c.backend {
+            u.max_answer_bytes = 256 * 1024;
+            u.max_event_bytes = 64 * 1024;
+        }
+        c
+    };
+    for via in VIAS {
+        let up = FakeUpstream::start().await.unwrap();
+        let b = UpstreamBackend::with_transport(&capped(up.base_url()), None, via).unwrap();
+
+        up.push(Behaviour::Endless {
+            status: 200,
+            event_stream: false,
+        });
+        match b.call(&chat(false)).await {
+            Err(BackendError::TooLarge(why)) => {
+                assert!(why.contains("max_answer_bytes"), "{via:?}: {why}");
+            }
+            other => panic!("{via:?}: {}", shown(&other)),
+        }
+
+        up.push(Behaviour::Endless {
+            status: 200,
+            event_stream: true,
+        });
+        let mut s = b.call(&chat(true)).await.unwrap();
+        match s.next().await {
+            Some(Err(BackendError::TooLarge(why))) => {
+                assert!(why.contains("max_event_bytes"), "{via:?}: {why}");
+            }
+            other => panic!("{via:?}: {:?}", other.map(|r| r.map(|_| "an event"))),
+        }
+        assert!(s.next().await.is_none(), "{via:?}: the stream ends there");
+        drop(s);
+
+        // An error status with an endless body: the status stands, the body is not
+        // read past 64 KiB.
+        up.push(Behaviour::Endless {
+            status: 503,
+            event_stream: false,
+        });
+        match b.call(&chat(false)).await {
+            Err(BackendError::Status { status: 503, .. }) => {}
+            other => panic!("{via:?}: {}", shown(&other)),
+        }
+
+        // Each of the three connections was closed by Hearth; none is left open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (up.cancelled() < 3 || up.active() > 0) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(up.cancelled(), 3, "{via:?}: the fake saw each client go");
+        assert_eq!(up.active(), 0, "{via:?}");
+
+        // And the backend serves the next request normally.
+        up.push(Behaviour::ok("fine"));
+        let w = whole(&b, &chat(false)).await.unwrap();
+        assert!(String::from_utf8_lossy(&w.data).contains("fine"), "{via:?}");
+    }
+}

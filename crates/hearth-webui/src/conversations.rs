@@ -110,9 +110,14 @@ pub fn routes(
 // ---- helpers shared by the handlers -----------------------------------------
 
 /// Logs a store failure once and answers 500 without its detail (a cursor this
-/// server did not hand out is a 400). The conversations' and the jobs' API.
+/// server did not hand out is a 400; a full disk is a 500 that says so). The
+/// conversations' and the jobs' API.
 pub(crate) fn store_error(e: StoreError) -> HttpError {
     match e {
+        StoreError::StorageFull => {
+            tracing::error!(error = %e, "the store failed: free space on the data folder's disk");
+            HttpError(storage_full())
+        }
         StoreError::InvalidCursor => HttpError(
             ApiError::invalid_param(
                 "cursor",
@@ -125,6 +130,18 @@ pub(crate) fn store_error(e: StoreError) -> HttpError {
             HttpError(ApiError::internal())
         }
     }
+}
+
+/// The disk holding the history is full: 500 (the server's fault, which OpenAI
+/// clients retry with backoff, as they do every 5xx) with a code a client can act on.
+/// Not 507: that is WebDAV's, and a new status for one case buys a client nothing the
+/// code does not say.
+pub(crate) fn storage_full() -> ApiError {
+    ApiError::new(
+        ErrorKind::Internal,
+        "the server's disk is full, so this was not saved (what was saved before is intact); try again once space is freed",
+    )
+    .with_code("storage_full")
 }
 
 /// Conversation and message ids are UUIDs; anything else is a 400, not a lookup.
@@ -229,14 +246,19 @@ impl Api {
         body: Body,
     ) -> ApiResult<Map<String, Value>> {
         let limit = self.body_limit();
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            HttpError(
-                ApiError::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("the request body is larger than {limit} bytes"),
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                HttpError(
+                    ApiError::new(
+                        ErrorKind::PayloadTooLarge,
+                        format!("the request body is larger than {limit} bytes"),
+                    )
+                    .with_code("request_too_large"),
                 )
-                .with_code("request_too_large"),
-            )
+            } else {
+                HttpError(hearth_http::body::read_error(e.as_ref()))
+            }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Map::new());

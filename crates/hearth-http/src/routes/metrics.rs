@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use crate::state::HttpState;
 
 pub async fn handler(State(state): State<HttpState>) -> impl IntoResponse {
+    crate::metrics::sample();
     (
         [(
             header::CONTENT_TYPE,

@@ -272,3 +272,45 @@ async fn a_hostile_retry_after_is_read_as_a_long_wait_not_a_crash() {
     assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
     assert_eq!(gw.chat("m", false).await.status(), 200);
 }
+
+/// An upstream that sends without end (a runaway answer, an event that never
+/// closes): the client gets a 502 naming the limit and its config key, Hearth
+/// closes the upstream's connection, and the next request is served.
+#[tokio::test]
+async fn an_endless_upstream_answer_is_a_502_naming_the_limit() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&upstream_model(
+        "m",
+        &up.base_url(),
+        "max_answer_bytes = 65536\nmax_event_bytes = 4096",
+    ))
+    .await;
+    for (stream, key) in [(false, "max_answer_bytes"), (true, "max_event_bytes")] {
+        up.push(hearth_testkit::Behaviour::Endless {
+            status: 200,
+            event_stream: stream,
+        });
+        let resp = gw
+            .post("/v1/chat/completions")
+            .json(&chat_body("m", stream))
+            .send()
+            .await
+            .unwrap();
+        let (status, e) = error_of(resp).await;
+        assert_eq!(status, 502, "stream {stream}: {e}");
+        assert_eq!(e["code"], "upstream_answer_too_large", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(key), "{e}");
+    }
+    let resp = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("m", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while up.cancelled() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.cancelled(), 2, "both endless answers were cut by Hearth");
+}

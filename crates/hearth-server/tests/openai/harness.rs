@@ -11,6 +11,9 @@ use hearth_config::{MapEnv, ModelConfig};
 use hearth_router::{Backend, Router};
 use hearth_server::Server;
 
+#[path = "../log_root/mod.rs"]
+mod log_root;
+
 pub struct Gateway {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
@@ -42,11 +45,26 @@ impl Gateway {
         Self::start_with(toml, env, |m| Some(backend(m))).await
     }
 
+    /// Starts Hearth listening on `bind` (e.g. `0.0.0.0:0`, which needs keys).
+    pub async fn start_bound(toml: &str, bind: &str) -> Gateway {
+        Self::start_at(toml, MapEnv::default(), |_| None, bind).await
+    }
+
     async fn start_with(
+        toml: &str,
+        env: MapEnv,
+        backend: impl Fn(&ModelConfig) -> Option<Arc<dyn Backend>>,
+    ) -> Gateway {
+        Self::start_at(toml, env, backend, "127.0.0.1:0").await
+    }
+
+    async fn start_at(
         toml: &str,
         mut env: MapEnv,
         backend: impl Fn(&ModelConfig) -> Option<Arc<dyn Backend>>,
+        bind: &str,
     ) -> Gateway {
+        log_root::install("harness");
         let data = tempfile::tempdir().unwrap();
         env.0.insert(
             "HEARTH_STORAGE_DATA_DIR".into(),
@@ -66,7 +84,7 @@ impl Gateway {
         let server = builder.build().await.unwrap_or_else(|e| panic!("{e}"));
         let router = server.router().clone();
         let server_gateway = server.gateway().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {

@@ -5,6 +5,8 @@
 mod harness;
 
 mod auth_limits;
+mod client_limits;
+mod defaults;
 mod engines;
 mod errors;
 mod observability;

@@ -160,10 +160,13 @@ fn malformed(why: &str) -> HttpError {
     )
 }
 
-/// A multipart failure: past the body limit (413), or a malformed body (400).
+/// A multipart failure: past the body limit (413), not in time (408), or a
+/// malformed body (400).
 fn multipart(api: &JobsApi, e: MultipartError) -> HttpError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(api, None)
+    } else if hearth_http::deadline::is_too_slow(&e) {
+        HttpError(hearth_http::body::read_error(&e))
     } else {
         malformed(&e.body_text())
     }
