@@ -28,6 +28,12 @@ impl IntoResponse for HttpError {
         if let Some(s) = self.0.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        // A body cut short (too large, too slow) was not read to its end: the rest
+        // is still on the wire, so this connection cannot carry another request.
+        // Saying so keeps the client from reusing it (and losing its next request).
+        if matches!(status.as_u16(), 408 | 413) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp.extensions_mut().insert(self.0);
         resp
     }

@@ -123,6 +123,9 @@ async fn oversized_body_is_413() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // The rest of that body is still on the wire: the client must not reuse the
+    // connection for its next request.
+    assert_eq!(resp.headers()["connection"], "close");
     assert_eq!(up.hits(), 0);
     // A chunked body under the limit, in several pieces, is read whole.
     let pieces = [
