@@ -115,6 +115,25 @@ pub struct NewMessage {
     pub finish_reason: Option<FinishReason>,
 }
 
+impl NewMessage {
+    /// The user's message.
+    pub fn user(content: impl Into<String>) -> Self {
+        NewMessage {
+            role: "user".into(),
+            content: content.into(),
+            ..NewMessage::default()
+        }
+    }
+
+    /// An assistant's reply that starts streaming now (empty, not finished).
+    pub fn reply() -> Self {
+        NewMessage {
+            role: "assistant".into(),
+            ..NewMessage::default()
+        }
+    }
+}
+
 /// The state of a streaming reply, written as it grows and when it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyUpdate {

@@ -12,21 +12,6 @@ use hearth_store::{
     ReplyUpdate, Scope, SqliteStore, StepStatus, StoreError,
 };
 
-fn user(content: &str) -> NewMessage {
-    NewMessage {
-        role: "user".into(),
-        content: content.into(),
-        ..NewMessage::default()
-    }
-}
-
-fn reply() -> NewMessage {
-    NewMessage {
-        role: "assistant".into(),
-        ..NewMessage::default()
-    }
-}
-
 fn wal_size(dir: &Path) -> u64 {
     std::fs::metadata(dir.join("hearth.db-wal")).map_or(0, |m| m.len())
 }
@@ -41,8 +26,15 @@ async fn a_killed_processs_reply_and_job_end_at_the_next_start_not_a_lease_later
         .create_conversation("o", NewConversation::default())
         .await
         .unwrap();
-    store.append_message(&c.id, user("hi")).await.unwrap();
-    let streaming = store.append_message(&c.id, reply()).await.unwrap().unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("hi"))
+        .await
+        .unwrap();
+    let streaming = store
+        .append_message(&c.id, NewMessage::reply())
+        .await
+        .unwrap()
+        .unwrap();
     store
         .update_reply(
             &streaming.id,
@@ -150,7 +142,7 @@ async fn a_database_with_a_damaged_page_is_refused_at_open() {
             .await
             .unwrap();
         store
-            .append_message(&c.id, user(&"y".repeat(500)))
+            .append_message(&c.id, NewMessage::user("y".repeat(500)))
             .await
             .unwrap();
     }
@@ -201,7 +193,10 @@ async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
         .unwrap();
     let text = "z".repeat(8 * 1024);
     for _ in 0..300 {
-        store.append_message(&c.id, user(&text)).await.unwrap();
+        store
+            .append_message(&c.id, NewMessage::user(&text))
+            .await
+            .unwrap();
     }
     let grown = wal_size(dir.path());
     assert!(grown > 4 * limit, "the log did not grow: {grown}");
@@ -211,7 +206,10 @@ async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
     // Traffic goes on; the log comes back under the limit and stays there.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        store.append_message(&c.id, user("more")).await.unwrap();
+        store
+            .append_message(&c.id, NewMessage::user("more"))
+            .await
+            .unwrap();
         if wal_size(dir.path()) <= limit {
             break;
         }
@@ -235,14 +233,17 @@ async fn a_backup_taken_while_writing_is_consistent_and_not_overwritten_by_defau
         .create_conversation("o", NewConversation::default())
         .await
         .unwrap();
-    store.append_message(&c.id, user("before")).await.unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("before"))
+        .await
+        .unwrap();
     let writer = {
         let store = store.clone();
         let id = c.id.clone();
         tokio::spawn(async move {
             for i in 0..400 {
                 store
-                    .append_message(&id, user(&format!("message {i}")))
+                    .append_message(&id, NewMessage::user(format!("message {i}")))
                     .await
                     .unwrap();
             }

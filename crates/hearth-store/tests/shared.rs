@@ -12,21 +12,6 @@ use hearth_store::{
     ReplyUpdate, Scope, SqliteStore,
 };
 
-fn reply() -> NewMessage {
-    NewMessage {
-        role: "assistant".into(),
-        ..NewMessage::default()
-    }
-}
-
-fn user(content: &str) -> NewMessage {
-    NewMessage {
-        role: "user".into(),
-        content: content.into(),
-        ..NewMessage::default()
-    }
-}
-
 fn page() -> ListQuery {
     ListQuery {
         limit: 50,
@@ -183,8 +168,15 @@ async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_one
         .create_conversation("o", NewConversation::default())
         .await
         .unwrap();
-    first.append_message(&c.id, user("hi")).await.unwrap();
-    let live = first.append_message(&c.id, reply()).await.unwrap().unwrap();
+    first
+        .append_message(&c.id, NewMessage::user("hi"))
+        .await
+        .unwrap();
+    let live = first
+        .append_message(&c.id, NewMessage::reply())
+        .await
+        .unwrap()
+        .unwrap();
 
     // A second process starts on the same file (it sweeps at start): the first's
     // reply goes on streaming, and keeps going past its lease while the first
@@ -232,8 +224,16 @@ async fn closing_ends_only_this_stores_own_unfinished_replies() {
         .create_conversation("o", NewConversation::default())
         .await
         .unwrap();
-    let mine = one.append_message(&c.id, reply()).await.unwrap().unwrap();
-    let theirs = two.append_message(&c.id, reply()).await.unwrap().unwrap();
+    let mine = one
+        .append_message(&c.id, NewMessage::reply())
+        .await
+        .unwrap()
+        .unwrap();
+    let theirs = two
+        .append_message(&c.id, NewMessage::reply())
+        .await
+        .unwrap()
+        .unwrap();
     one.close().await;
     let m = |id: String| {
         let two = two.clone();

@@ -11,14 +11,6 @@ use hearth_store::{
 /// Every owner's conversations (these tests are not about owners, but `owners_*`).
 const ALL: Scope<'static> = Scope::All;
 
-fn user(content: &str) -> NewMessage {
-    NewMessage {
-        role: "user".into(),
-        content: content.into(),
-        ..NewMessage::default()
-    }
-}
-
 async fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(dir.path()).await.unwrap()
 }
@@ -35,7 +27,7 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
         .await
         .unwrap();
     store
-        .append_message(&c.id, user("remember me"))
+        .append_message(&c.id, NewMessage::user("remember me"))
         .await
         .unwrap()
         .unwrap();
@@ -60,7 +52,7 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
         .unwrap();
     assert_eq!(c.title, "");
     let m0 = store
-        .append_message(&c.id, user("What is Rust?\nExplain."))
+        .append_message(&c.id, NewMessage::user("What is Rust?\nExplain."))
         .await
         .unwrap()
         .unwrap();
@@ -83,7 +75,10 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
     assert_eq!(c2.title, "What is Rust?");
     assert!(c2.updated_at >= c.updated_at);
     // A titled conversation keeps its title.
-    store.append_message(&c.id, user("another")).await.unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("another"))
+        .await
+        .unwrap();
     assert_eq!(
         store
             .conversation(&ALL, &c.id)
@@ -96,7 +91,7 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
     // Unknown conversation.
     assert!(
         store
-            .append_message("nope", user("x"))
+            .append_message("nope", NewMessage::user("x"))
             .await
             .unwrap()
             .is_none()
@@ -111,7 +106,10 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
         .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
-    store.append_message(&c.id, user("hi")).await.unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("hi"))
+        .await
+        .unwrap();
     let done = store
         .append_message(
             &c.id,
@@ -147,7 +145,10 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
     assert_eq!(m.finish_reason.as_deref(), Some("stop"));
 
     // A reply left streaming (partial content written, no finish reason)...
-    store.append_message(&c.id, user("more")).await.unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("more"))
+        .await
+        .unwrap();
     let streaming = store
         .append_message(
             &c.id,
@@ -208,7 +209,7 @@ async fn list_is_newest_first_paged_and_searchable() {
     // A new message moves a conversation to the top.
     tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     store
-        .append_message(&ids[7], user("the secret word is Zebra_50%"))
+        .append_message(&ids[7], NewMessage::user("the secret word is Zebra_50%"))
         .await
         .unwrap();
     // Page through everything, 10 at a time, and see each once.
@@ -289,7 +290,10 @@ async fn rename_delete_undo() {
         .create_conversation("anonymous", NewConversation::default())
         .await
         .unwrap();
-    store.append_message(&c.id, user("hello")).await.unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("hello"))
+        .await
+        .unwrap();
     let renamed = store
         .update_conversation(
             &ALL,
@@ -392,7 +396,7 @@ async fn truncate_for_edit_and_regenerate() {
         .unwrap();
     for i in 0..4 {
         store
-            .append_message(&c.id, user(&format!("m{i}")))
+            .append_message(&c.id, NewMessage::user(format!("m{i}")))
             .await
             .unwrap();
     }
@@ -406,7 +410,7 @@ async fn truncate_for_edit_and_regenerate() {
         .collect();
     assert_eq!(left, ["m0", "m1"]);
     let next = store
-        .append_message(&c.id, user("m2'"))
+        .append_message(&c.id, NewMessage::user("m2'"))
         .await
         .unwrap()
         .unwrap();
@@ -425,7 +429,11 @@ async fn concurrent_appends_keep_unique_positions() {
         .map(|i| {
             let store = store.clone();
             let id = c.id.clone();
-            tokio::spawn(async move { store.append_message(&id, user(&format!("{i}"))).await })
+            tokio::spawn(async move {
+                store
+                    .append_message(&id, NewMessage::user(format!("{i}")))
+                    .await
+            })
         })
         .collect();
     for t in tasks {

@@ -121,14 +121,7 @@ pub(super) async fn send(
 
     let user = api
         .store
-        .append_message(
-            &conv.id,
-            NewMessage {
-                role: "user".into(),
-                content,
-                ..NewMessage::default()
-            },
-        )
+        .append_message(&conv.id, NewMessage::user(content))
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(&conv.id))?;
