@@ -2,72 +2,11 @@
 //! serve round trip with the access log and graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::hearth;
-
-/// A `hearth serve` child listening where it said it does.
-struct Served {
-    child: std::process::Child,
-    /// `http://127.0.0.1:PORT`, as its "serving" log line gave it.
-    base: String,
-    /// Its stdout (JSON log lines), read to the end once it exits.
-    lines: std::thread::JoinHandle<Vec<String>>,
-}
-
-/// Starts `cmd` (a `hearth serve` on port 0: the kernel picks a free one, so no
-/// other process can take it between a probe and the bind) and waits (20 s at
-/// most) for the log line that says where it listens.
-fn serve(cmd: &mut Command) -> Served {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let lines = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(listen) = v["listen"].as_str()
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("hearth is serving"))
-            {
-                let _ = tx.send(listen.to_owned());
-            }
-            all.push(line);
-        }
-        all
-    });
-    let listen = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server did not say where it listens within 20 s");
-    Served {
-        child,
-        base: format!("http://{listen}"),
-        lines,
-    }
-}
-
-impl Served {
-    /// SIGTERM, then its exit status and stdout.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = self.child.wait().unwrap();
-        let stdout = self.lines.join().unwrap().join("\n");
-        common::keep_log_text("serve", &format!("stdout-{}.log", self.child.id()), &stdout);
-        (status.code(), stdout)
-    }
-}
+use common::{Served, hearth};
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
@@ -271,7 +210,7 @@ async fn serve_logs_requests_and_shuts_down_gracefully() {
         ),
     )
     .unwrap();
-    let served = serve(
+    let served = Served::start(
         hearth()
             .args([
                 "serve",
@@ -372,7 +311,7 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
         ),
     )
     .unwrap();
-    let served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let served = Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]));
     let base = served.base.clone();
     let start = Instant::now();
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", served.child.id()))
@@ -424,8 +363,8 @@ async fn serve_runs_the_configured_workers_and_drains_them_all() {
             "every stream ends whole: {body}"
         );
     }
-    let mut child = served.child;
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let mut served = served;
+    let status = tokio::task::spawn_blocking(move || served.child.wait().unwrap())
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM");
@@ -456,7 +395,7 @@ async fn two_servers_on_one_database_leave_each_others_replies_alone() {
         ),
     )
     .unwrap();
-    let first = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let first = Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]));
     let client = reqwest::Client::new();
     let api = |base: &str, path: &str| format!("{base}/api/hearth/conversations{path}");
     let conv: serde_json::Value = client
@@ -482,7 +421,7 @@ async fn two_servers_on_one_database_leave_each_others_replies_alone() {
         events.push_str(std::str::from_utf8(&chunk).unwrap());
     }
 
-    let second = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let second = Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]));
     let seen: serde_json::Value = client
         .get(api(&second.base, &format!("/{id}")))
         .send()
@@ -564,17 +503,16 @@ async fn a_killed_hearth_leaves_no_model_server_behind() {
         }
     };
 
-    let mut served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let served = Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]));
     let pid = engine_pid(&served).await;
     assert_eq!(
         std::fs::read_to_string(&pids).unwrap().trim(),
         pid.to_string()
     );
-    served.child.kill().unwrap(); // SIGKILL
-    served.child.wait().unwrap();
+    served.kill();
     assert!(gone(pid), "the model server {pid} outlived a killed hearth");
 
-    let served = serve(hearth().args(["serve", "--config", config.to_str().unwrap()]));
+    let served = Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]));
     let pid = engine_pid(&served).await;
     let (code, log) = served.stop();
     assert_eq!(code, Some(0), "{log}");
@@ -686,7 +624,8 @@ fn status_prints_the_status_file_or_says_hearth_is_not_running() {
 /// Each access-log field means what its name says (issue 20): a stream refused
 /// with 400 is logged as a stream; the time to first token is to the first
 /// content, not to an upstream's empty role chunk; a stream the client leaves is
-/// `cancelled`, with the tokens it was sent, and counted in a metric.
+/// `cancelled`, with the tokens it was sent, and counted in a metric; a whole
+/// answer sent is `completed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_says_what_happened() {
     use hearth_testkit::Behaviour;
@@ -703,7 +642,7 @@ async fn the_access_log_says_what_happened() {
         ),
     )
     .unwrap();
-    let served = serve(hearth().args([
+    let served = Served::start(hearth().args([
         "serve",
         "--config",
         config.to_str().unwrap(),
@@ -729,6 +668,21 @@ async fn the_access_log_says_what_happened() {
     .await
     .unwrap();
     assert_eq!(r.status(), 400);
+    // A whole answer: hyper drops its body after the last frame without polling
+    // it to its end, and it was once logged (and counted) as cancelled.
+    let r = post("whole", serde_json::json!({"model": "m", "messages": hi}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    let r = client
+        .get(format!("{base}/health"))
+        .header("x-request-id", "health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
     // A role chunk at once, the content 300 ms later.
     up.push(Behaviour::RoleFirst {
         text: "Hello there".into(),
@@ -792,6 +746,14 @@ async fn the_access_log_says_what_happened() {
         ),
         "{refused}"
     );
+    for id in ["whole", "health"] {
+        let whole = line(id);
+        assert_eq!(
+            (&whole["status"], &whole["outcome"]),
+            (&serde_json::json!(200), &serde_json::json!("completed")),
+            "{whole}"
+        );
+    }
     let slow = line("slow-first-token");
     assert_eq!(slow["outcome"], "completed", "{slow}");
     let ttft = slow["ttft_ms"].as_f64().unwrap();

@@ -7,16 +7,15 @@
 //! them it says SKIPPED and passes, unless `HEARTH_TEST_NAMESPACES_REQUIRED=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hearth_testkit::{Behaviour, FakeUpstream};
 use serde_json::{Value, json};
 
 mod common;
-use common::hearth;
+use common::{Served, hearth};
 
 /// A 1×1 PNG.
 const PNG: [u8; 70] = [
@@ -60,87 +59,8 @@ fn config(dir: &Path, data: &Path, up: &FakeUpstream) -> PathBuf {
     path
 }
 
-/// A running `hearth serve` child.
-struct Served {
-    child: Child,
-    /// `http://127.0.0.1:PORT`, as its "serving" log line gave it.
-    base: String,
-    /// Its stdout (JSON log lines), read to the end once it exits.
-    lines: Option<std::thread::JoinHandle<Vec<String>>>,
-}
-
-/// A test that fails leaves no server behind.
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Served {
-    /// Starts `cmd` and waits (30 s at most) for the line that says where it listens.
-    fn start(cmd: &mut Command) -> Served {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && let Some(listen) = v["listen"].as_str()
-                    && v["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("hearth is serving"))
-                {
-                    let _ = tx.send(listen.to_owned());
-                }
-                all.push(line);
-            }
-            all
-        });
-        let Ok(listen) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the server did not say where it listens within 30 s:\n{}",
-                lines.join().unwrap().join("\n")
-            );
-        };
-        Served {
-            child,
-            base: format!("http://{listen}"),
-            lines: Some(lines),
-        }
-    }
-
-    fn serve(config: &Path) -> Served {
-        Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]))
-    }
-
-    /// SIGKILL: no code of it runs any more.
-    fn kill(mut self) -> String {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.lines.take().unwrap().join().unwrap().join("\n")
-    }
-
-    /// SIGTERM, then its exit code and stdout.
-    fn stop(mut self) -> (Option<i32>, String) {
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        let status = self.child.wait().unwrap();
-        (
-            status.code(),
-            self.lines.take().unwrap().join().unwrap().join("\n"),
-        )
-    }
+fn serve(config: &Path) -> Served {
+    Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]))
 }
 
 async fn get(url: &str) -> Value {
@@ -225,7 +145,7 @@ async fn a_reply_cut_by_kill_9_is_kept_marked_interrupted_and_the_chat_goes_on()
     let data = dir.path().join("data");
     let config = config(dir.path(), &data, &up);
 
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let id = new_conversation(&served.base).await;
     let mut events = Events::send(&served.base, &id, "tell me a long story").await;
     let start = events.next().await.unwrap();
@@ -246,7 +166,7 @@ async fn a_reply_cut_by_kill_9_is_kept_marked_interrupted_and_the_chat_goes_on()
         streamed.push_str(e["content"].as_str().unwrap());
     }
 
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let c = get(&format!("{}{CONVERSATIONS}/{id}", served.base)).await;
     let messages = c["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "{c:#}\n{log}");
@@ -328,7 +248,7 @@ async fn a_job_cut_by_kill_9_resumes_from_its_step_after_a_restart() {
     let image = dir.path().join("table.png");
     std::fs::write(&image, PNG).unwrap();
 
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let base = served.base.clone();
     let image_arg = image.display().to_string();
     let out = tokio::task::spawn_blocking(move || {
@@ -353,7 +273,7 @@ async fn a_job_cut_by_kill_9_resumes_from_its_step_after_a_restart() {
     assert_eq!(job["steps"][0]["status"], "running", "{job:#}");
     let log = served.kill();
 
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let url = format!("{}/api/jobs/{id}", served.base);
     // Well before the killed worker's 30 s lease would have run out: the restart
     // knows at once that its process is gone.
@@ -617,7 +537,7 @@ async fn backup_copies_a_serving_database_and_keeps_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = config(dir.path(), &data, &up);
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let id = new_conversation(&served.base).await;
     let done = Events::send(&served.base, &id, "keep me")
         .await
@@ -667,7 +587,7 @@ async fn backup_copies_a_serving_database_and_keeps_an_existing_file() {
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::create_dir_all(&data).unwrap();
     std::fs::copy(&out, data.join("hearth.db")).unwrap();
-    let served = Served::serve(&config);
+    let served = serve(&config);
     let c = get(&format!("{}{CONVERSATIONS}/{id}", served.base)).await;
     assert_eq!(c["messages"][0]["content"], "keep me", "{c:#}");
     let (code, log) = served.stop();

@@ -202,7 +202,8 @@ pub(crate) fn finish(log: RequestLog, mut resp: Response) -> Response {
     let guard = Guard {
         log,
         status: resp.status().as_u16(),
-        ended: false,
+        // An empty body is never polled: hyper sees its end first.
+        ended: http_body::Body::is_end_stream(resp.body()),
     };
     resp.map(|body| {
         Body::new(LoggedBody {
@@ -296,11 +297,16 @@ impl http_body::Body for LoggedBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let out = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = out
-            && let Some(mut guard) = this.guard.take()
-        {
+        let mut this = self.project();
+        let out = this.inner.as_mut().poll_frame(cx);
+        // The end: no more frames, or (a whole body) the last frame, after which
+        // hyper asks `is_end_stream` and drops the body without polling again.
+        let ended = match &out {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended && let Some(guard) = this.guard.as_mut() {
             guard.ended = true;
         }
         out

@@ -1,6 +1,8 @@
 //! What the CLI test files share.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The real `hearth` binary, with none of the caller's `HEARTH_*` variables in
 /// its environment (keys, config, log level and format, and what `make test`
@@ -13,6 +15,93 @@ pub fn hearth() -> Command {
         }
     }
     c
+}
+
+/// A running `hearth serve` child; a test that fails leaves none behind (drop
+/// kills it).
+#[allow(dead_code, reason = "not every test file serves")]
+pub struct Served {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`, as its "serving" log line gave it.
+    pub base: String,
+    /// Its stdout (JSON log lines), read to the end once it exits.
+    lines: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[allow(dead_code, reason = "not every test file serves")]
+impl Served {
+    /// Starts `cmd` (a `hearth serve`, on port 0 where the test can: the kernel
+    /// picks a free one, so no other process can take it between a probe and the
+    /// bind) and waits (30 s at most) for the log line that says where it listens.
+    pub fn start(cmd: &mut Command) -> Served {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(listen) = v["listen"].as_str()
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("hearth is serving"))
+                {
+                    let _ = tx.send(listen.to_owned());
+                }
+                all.push(line);
+            }
+            all
+        });
+        let Ok(listen) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server did not say where it listens within 30 s:\n{}",
+                lines.join().unwrap().join("\n")
+            );
+        };
+        Served {
+            child,
+            base: format!("http://{listen}"),
+            lines: Some(lines),
+        }
+    }
+
+    /// SIGKILL: no code of it runs any more. Its stdout.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.output()
+    }
+
+    /// SIGTERM, then its exit code and stdout.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        (status.code(), self.output())
+    }
+
+    /// Its stdout, once it exited, also kept for `make logscan`.
+    fn output(&mut self) -> String {
+        let stdout = self.lines.take().unwrap().join().unwrap().join("\n");
+        keep_log_text("serve", &format!("stdout-{}.log", self.child.id()), &stdout);
+        stdout
+    }
 }
 
 /// Keeps the logs a test's `hearth` wrote under `dir` (every `*.log` file, and all
