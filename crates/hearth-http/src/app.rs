@@ -144,6 +144,7 @@ impl<F: FastRoutes> AppBuilder<F> {
         let state = self.state;
         let own = axum::Router::new()
             .route("/metrics", get(routes::metrics::handler))
+            .layer(axum::middleware::map_response(own_headers))
             .with_state(state.clone());
         let protected = self
             .protected
@@ -152,6 +153,7 @@ impl<F: FastRoutes> AppBuilder<F> {
         let router = axum::Router::new()
             .route("/health", get(routes::health::health))
             .route("/ready", get(routes::health::ready))
+            .layer(axum::middleware::map_response(own_headers))
             .with_state(state.clone())
             .merge(protected)
             .merge(self.public)
@@ -174,6 +176,12 @@ impl<F: FastRoutes> AppBuilder<F> {
             fast: Arc::new(self.fast),
         }
     }
+}
+
+/// [`crate::error::plain_headers`] on the answers of the routes this crate serves.
+async fn own_headers(mut resp: Response) -> Response {
+    crate::error::plain_headers(resp.headers_mut());
+    resp
 }
 
 async fn not_found(uri: axum::http::Uri) -> HttpError {

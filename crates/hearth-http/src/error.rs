@@ -25,6 +25,7 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        plain_headers(h);
         if let Some(s) = self.0.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -37,6 +38,17 @@ impl IntoResponse for HttpError {
         resp.extensions_mut().insert(self.0);
         resp
     }
+}
+
+/// What every answer of Hearth's own (errors, `/health`, `/ready`, `/metrics`)
+/// says besides its body: no MIME sniffing (an error that quotes the request is
+/// never read as HTML), and nothing kept in caches (a key's 401 or a metrics page
+/// is for this request only).
+pub(crate) fn plain_headers(h: &mut axum::http::HeaderMap) {
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
 }
 
 /// The answer to a request whose handler panicked: 500 with the OpenAI error shape,

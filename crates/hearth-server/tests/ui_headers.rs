@@ -237,3 +237,42 @@ async fn every_ui_route_carries_the_security_headers() {
     }
     app.stop().await;
 }
+
+/// Hearth's own answers (`/health`, `/ready`, `/metrics`, and every error: a
+/// missing key, a malformed request, on the hot path too) say `nosniff` and
+/// `no-store`.
+#[tokio::test]
+async fn hearths_own_answers_are_not_sniffed_or_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir).await;
+    use reqwest::Method;
+    let chat = "/v1/chat/completions";
+    let calls: Vec<(Method, &str, Option<Value>, bool, u16)> = vec![
+        (Method::GET, "/health", None, false, 200),
+        (Method::GET, "/ready", None, false, 200),
+        (Method::GET, "/metrics", None, true, 200),
+        (Method::GET, "/metrics", None, false, 401),
+        (Method::GET, "/v1/models", None, false, 401),
+        (Method::POST, chat, Some(json!({"model": "m"})), false, 401),
+        (Method::POST, chat, Some(json!({"model": "m"})), true, 400),
+        (
+            Method::POST,
+            chat,
+            Some(json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]})),
+            true,
+            404,
+        ),
+    ];
+    for (method, path, body, key, want) in calls {
+        let (status, h, text) = app.call(method.clone(), path, body, key, false).await;
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert_eq!(
+            get("x-content-type-options"),
+            "nosniff",
+            "{method} {path}: {h:?}"
+        );
+        assert_eq!(get("cache-control"), "no-store", "{method} {path}: {h:?}");
+    }
+    app.stop().await;
+}
