@@ -247,6 +247,11 @@ mod tests {
         assert_eq!(param(br#"{"prompt":"p","temperature":7}"#), "temperature");
         // Past f32's range: infinity, which would be forwarded as `null`.
         assert_eq!(param(br#"{"prompt":"p","min_p":1e39}"#), "min_p");
+        // Past f64's: the field's error too, not a malformed body.
+        assert_eq!(
+            param(br#"{"prompt":"p","temperature":1e400}"#),
+            "temperature"
+        );
         let e = CompletionRequest::from_json(br#"{"prompt":"p""#).unwrap_err();
         assert_eq!(e.code.as_deref(), Some("invalid_json"));
     }

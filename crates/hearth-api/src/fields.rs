@@ -42,6 +42,14 @@ impl Fault {
     /// The error the client sees for serde's error `e`.
     fn to_error(&self, e: &serde_json::Error) -> ApiError {
         if e.is_syntax() || e.is_eof() {
+            // A number past its field's type (serde_json's `float_roundtrip` reads
+            // an `f32` field as an `f32`, and files a number too large for it as a
+            // syntax error) is that field's fault, as it is from a parsed value.
+            if e.to_string().starts_with("number out of range")
+                && let Some(recorded) = self.0.take()
+            {
+                return recorded;
+            }
             return ApiError::invalid_json(e);
         }
         self.0.take().unwrap_or_else(|| {
