@@ -279,6 +279,69 @@ struct Slot {
     active: Option<Active>,
 }
 
+/// A slot as the full-cache policy ([`choose_room`]) sees it.
+#[derive(Debug, Clone, Copy)]
+struct SlotState {
+    /// The KV cells it holds.
+    cached: usize,
+    active: Option<SeqState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SeqState {
+    /// Admission order.
+    order: u64,
+    /// Still reading its prompt: nothing sampled (or sent) yet.
+    prefilling: bool,
+}
+
+/// What [`Scheduler::make_room`] does about a full cache.
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    /// Drop every idle slot's cached prefix.
+    DropIdleCaches,
+    /// Send slot `i`'s request (prefilling) back to the front of the line.
+    Requeue(usize),
+    /// End slot `i`'s reply with `length`.
+    Cut(usize),
+    /// Refuse slot `i`'s request (prefilling, the cache full `parallel` times
+    /// in a row): not expected, see [`Scheduler::make_room`].
+    Refuse(usize),
+    /// Nothing holds cells.
+    Nothing,
+}
+
+/// The least harmful way to make room, in [`Scheduler::make_room`]'s order;
+/// `full` is how many decodes in a row found the cache full.
+fn choose_room(slots: &[SlotState], full: usize) -> Room {
+    if slots.iter().any(|s| s.active.is_none() && s.cached > 0) {
+        return Room::DropIdleCaches;
+    }
+    let active: Vec<(usize, SeqState)> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.active.map(|a| (i, a)))
+        .collect();
+    let newest_prefilling = active
+        .iter()
+        .filter(|(_, a)| a.prefilling)
+        .max_by_key(|(_, a)| a.order);
+    if let Some(&(i, _)) = newest_prefilling
+        && active.len() > 1
+        && full <= slots.len()
+    {
+        return Room::Requeue(i);
+    }
+    match active
+        .iter()
+        .max_by_key(|(i, a)| (slots[*i].cached, a.order))
+    {
+        Some(&(i, a)) if a.prefilling => Room::Refuse(i),
+        Some(&(i, _)) => Room::Cut(i),
+        None => Room::Nothing,
+    }
+}
+
 struct Scheduler<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
@@ -774,65 +837,49 @@ impl<'m> Scheduler<'m> {
     /// memory type whose room we misjudge), requests stop being sent back after
     /// `parallel` tries in a row and are ended instead, so the loop still ends.
     fn make_room(&mut self) {
-        let mut freed = false;
-        for slot in self
+        let states: Vec<SlotState> = self
             .slots
-            .iter_mut()
-            .filter(|s| s.active.is_none() && !s.cached.is_empty())
-        {
-            let _ = self
-                .ctx
-                .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
-            slot.cached.clear();
-            freed = true;
-        }
-        if freed {
-            tracing::debug!(model = %self.name, "the KV cache is full; dropped the idle slots' prompt caches");
-            return;
-        }
-        let active: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].active.is_some())
-            .collect();
-        let order = |i: usize| self.slots[i].active.as_ref().map_or(0, |a| a.order);
-        let prefilling = active
             .iter()
-            .copied()
-            .filter(|&i| {
-                self.slots[i]
-                    .active
-                    .as_ref()
-                    .is_some_and(|a| a.next.is_none())
+            .map(|s| SlotState {
+                cached: s.cached.len(),
+                active: s.active.as_ref().map(|a| SeqState {
+                    order: a.order,
+                    prefilling: a.next.is_none(),
+                }),
             })
-            .max_by_key(|&i| order(i));
-        if let Some(i) = prefilling.filter(|_| active.len() > 1 && self.full <= self.slots.len()) {
-            return self.requeue(i);
+            .collect();
+        match choose_room(&states, self.full) {
+            Room::DropIdleCaches => {
+                for slot in self
+                    .slots
+                    .iter_mut()
+                    .filter(|s| s.active.is_none() && !s.cached.is_empty())
+                {
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot.seq as u32), None, None);
+                    slot.cached.clear();
+                }
+                tracing::debug!(model = %self.name, "the KV cache is full; dropped the idle slots' prompt caches");
+            }
+            Room::Requeue(i) => self.requeue(i),
+            Room::Cut(i) => self.cut(i, "the longest reply"),
+            Room::Refuse(i) => {
+                let seq = self.slots[i].seq;
+                if let Some(a) = self.slots[i].active.take() {
+                    // Only prompts are left and the cache still has no room: not
+                    // expected (see above), and a retry would fail the same way.
+                    tracing::warn!(model = %self.name, seq, prompt_tokens = a.prompt.len(), cells = self.cells,
+                        retries = self.full, "the KV cache stays full; a request still reading its prompt is refused");
+                    let _ = a.events.send(Event::Error(BackendError::Unavailable(
+                        "the model's context is full; try again shortly".into(),
+                    )));
+                }
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                self.slots[i].cached.clear();
+            }
+            Room::Nothing => {}
         }
-        let Some(i) = active
-            .iter()
-            .copied()
-            .max_by_key(|&i| (self.slots[i].cached.len(), order(i)))
-        else {
-            return;
-        };
-        let seq = self.slots[i].seq;
-        let generating = self.slots[i]
-            .active
-            .as_ref()
-            .is_some_and(|a| a.next.is_some());
-        if generating {
-            return self.cut(i, "the longest reply");
-        }
-        if let Some(a) = self.slots[i].active.take() {
-            // Only prompts are left and the cache still has no room: not expected
-            // (see above), and a retry would fail the same way.
-            tracing::warn!(model = %self.name, seq, prompt_tokens = a.prompt.len(), cells = self.cells,
-                retries = self.full, "the KV cache stays full; a request still reading its prompt is refused");
-            let _ = a.events.send(Event::Error(BackendError::Unavailable(
-                "the model's context is full; try again shortly".into(),
-            )));
-        }
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
-        self.slots[i].cached.clear();
     }
 
     /// Ends slot `i`'s reply with `length` to free its cells for the others; `why`
@@ -907,4 +954,62 @@ impl<'m> Scheduler<'m> {
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(cached: usize) -> SlotState {
+        SlotState {
+            cached,
+            active: None,
+        }
+    }
+
+    fn seq(cached: usize, order: u64, prefilling: bool) -> SlotState {
+        SlotState {
+            cached,
+            active: Some(SeqState { order, prefilling }),
+        }
+    }
+
+    #[test]
+    fn idle_caches_go_first() {
+        let slots = [seq(200, 1, false), idle(30), seq(40, 2, true)];
+        assert_eq!(choose_room(&slots, 1), Room::DropIdleCaches);
+    }
+
+    #[test]
+    fn then_the_newest_prefilling_request_waits_again() {
+        let slots = [
+            seq(200, 1, false),
+            seq(40, 2, true),
+            seq(90, 3, true),
+            idle(0),
+        ];
+        assert_eq!(choose_room(&slots, 1), Room::Requeue(2));
+        // Up to `parallel` full decodes in a row.
+        assert_eq!(choose_room(&slots, 4), Room::Requeue(2));
+    }
+
+    #[test]
+    fn then_the_longest_reply_ends_the_newest_among_equals() {
+        let slots = [seq(120, 1, false), seq(200, 2, false), seq(200, 3, false)];
+        assert_eq!(choose_room(&slots, 1), Room::Cut(2));
+    }
+
+    #[test]
+    fn a_cache_that_stays_full_stops_requeueing_and_cuts() {
+        let slots = [seq(200, 1, false), seq(40, 2, true)];
+        assert_eq!(choose_room(&slots, 2), Room::Requeue(1));
+        assert_eq!(choose_room(&slots, 3), Room::Cut(0));
+    }
+
+    #[test]
+    fn a_prompt_alone_is_not_sent_back_to_wait_for_itself() {
+        let slots = [seq(100, 1, true), idle(0)];
+        assert_eq!(choose_room(&slots, 1), Room::Refuse(0));
+        assert_eq!(choose_room(&[idle(0), idle(0)], 1), Room::Nothing);
+    }
 }
