@@ -34,7 +34,7 @@ fn raw(data: &[u8]) {
     let k = usize::from(k % 8).min(rest.len());
     let (sizes, bytes) = rest.split_at(k);
     let whole = read_answer(&[bytes]);
-    let reads = cut(bytes, sizes);
+    let reads = crate::cut(bytes, sizes);
     assert_eq!(read_answer(&reads), whole, "reads of {sizes:?}");
     if bytes.len() <= 2048 {
         let ones: Vec<&[u8]> = bytes.chunks(1).collect();
@@ -50,24 +50,6 @@ fn raw(data: &[u8]) {
     {
         assert_eq!(status, code, "the status differs from httparse's");
     }
-}
-
-/// `bytes` cut into reads of the given sizes, in turn.
-fn cut<'a>(bytes: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
-    let mut reads = Vec::new();
-    let mut left = bytes;
-    let mut i = 0;
-    while !left.is_empty() {
-        let n = sizes
-            .get(i % sizes.len().max(1))
-            .map_or(left.len(), |&s| usize::from(s).max(1))
-            .min(left.len());
-        let (read, rest) = left.split_at(n);
-        reads.push(read);
-        left = rest;
-        i += 1;
-    }
-    reads
 }
 
 /// How a written answer frames its body.
@@ -152,7 +134,7 @@ fn written(p: &mut Params<'_>) {
     a.extend_from_slice(&after);
 
     let sizes = p.bytes(8);
-    let got = read_answer(&cut(&a, &sizes));
+    let got = read_answer(&crate::cut(&a, &sizes));
     let close = connection == Some("close");
     let keep_alive_asked =
         connection.is_some_and(|c| c.contains("eep-Alive") || c.contains("eep-alive"));

@@ -71,3 +71,22 @@ pub const TARGETS: &[(&str, Target)] = &[
 pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
+
+/// `bytes` cut into reads of the given sizes (fuzz-chosen, each at least 1), in
+/// turn; one read of everything when `sizes` is empty.
+pub fn cut<'a>(bytes: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
+    let mut reads = Vec::new();
+    let mut left = bytes;
+    let mut i = 0;
+    while !left.is_empty() {
+        let n = sizes
+            .get(i % sizes.len().max(1))
+            .map_or(left.len(), |&s| usize::from(s).max(1))
+            .min(left.len());
+        let (read, rest) = left.split_at(n);
+        reads.push(read);
+        left = rest;
+        i += 1;
+    }
+    reads
+}

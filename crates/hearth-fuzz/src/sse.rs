@@ -51,19 +51,7 @@ pub fn run(data: &[u8]) {
             "an event over the cap was handed on"
         );
     }
-    let mut reads = Vec::new();
-    let mut left = stream;
-    let mut i = 0;
-    while !left.is_empty() {
-        let n = sizes
-            .get(i % sizes.len().max(1))
-            .map_or(left.len(), |&s| usize::from(s).max(1))
-            .min(left.len());
-        let (read, rest) = left.split_at(n);
-        reads.push(read);
-        left = rest;
-        i += 1;
-    }
+    let reads = crate::cut(stream, sizes);
     assert_eq!(split_events(&reads, max_event), want, "reads of {sizes:?}");
     if stream.len() <= 4096 {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();

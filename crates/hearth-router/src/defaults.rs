@@ -21,16 +21,43 @@ pub(crate) struct Applied {
     pub(crate) warning: Option<String>,
 }
 
-/// Which sampling fields were filled from the defaults.
-#[derive(Debug, Default, Clone, Copy)]
-struct Set {
-    max_tokens: bool,
-    temperature: bool,
-    top_p: bool,
-    top_k: bool,
-    min_p: bool,
-    presence_penalty: bool,
-    frequency_penalty: bool,
+/// Calls `$m!(ARGS max_tokens, temperature, …)`: the sampling fields a model's
+/// defaults fill, named alike in [`SamplingDefaults`], [`ChatCompletionRequest`]
+/// and [`CompletionRequest`].
+macro_rules! sampling_fields {
+    ($m:ident!($($a:tt)*)) => {
+        $m! { $($a)* max_tokens, temperature, top_p, top_k, min_p, presence_penalty, frequency_penalty }
+    };
+}
+
+macro_rules! set_struct {
+    ($($f:ident),*) => {
+        /// Which sampling fields were filled from the defaults.
+        #[derive(Debug, Default, Clone, Copy)]
+        struct Set {
+            $($f: bool,)*
+        }
+    };
+}
+sampling_fields!(set_struct!());
+
+/// Fills each field `$r` leaves unsaid from `$d`, noting it in `$set`.
+macro_rules! fill {
+    ($r:expr, $d:expr, $set:expr; $($f:ident),*) => {{
+        $(
+            if $r.$f.is_none() && $d.$f.is_some() {
+                $r.$f = $d.$f;
+                $set.$f = true;
+            }
+        )*
+    }};
+}
+
+/// Clears each field of `$r` that `$set` says was filled.
+macro_rules! clear {
+    ($r:expr, $set:expr; $($f:ident),*) => {{
+        $( if $set.$f { $r.$f = None; } )*
+    }};
 }
 
 /// Applies `model`'s defaults and tools policy to `request`; a request with tools
@@ -78,37 +105,14 @@ pub(crate) fn apply(model: &ModelConfig, request: &mut Request) -> Result<Applie
 /// Undoes [`apply`]: the request as the client sent it, for the next model.
 pub(crate) fn undo(request: &mut Request, applied: Applied) {
     let s = applied.set;
-    macro_rules! clear {
-        ($r:expr, $($f:ident),*) => {{ $( if s.$f { $r.$f = None; } )* }};
-    }
     match request {
         Request::Chat(r) => {
-            clear!(
-                r,
-                max_tokens,
-                temperature,
-                top_p,
-                top_k,
-                min_p,
-                presence_penalty,
-                frequency_penalty
-            );
+            sampling_fields!(clear!(r, s;));
             if let Some(tools) = applied.tools {
                 r.extra.extend(tools);
             }
         }
-        Request::Completion(r) => {
-            clear!(
-                r,
-                max_tokens,
-                temperature,
-                top_p,
-                top_k,
-                min_p,
-                presence_penalty,
-                frequency_penalty
-            );
-        }
+        Request::Completion(r) => sampling_fields!(clear!(r, s;)),
     }
 }
 
@@ -126,51 +130,21 @@ fn has_tools(r: &ChatCompletionRequest) -> bool {
     tools || choice
 }
 
-macro_rules! fill {
-    ($r:expr, $d:expr, $set:expr, $($f:ident),*) => {{
-        $(
-            if $r.$f.is_none() && $d.$f.is_some() {
-                $r.$f = $d.$f;
-                $set.$f = true;
-            }
-        )*
-    }};
-}
-
 fn fill_chat(r: &mut ChatCompletionRequest, d: &SamplingDefaults) -> Set {
     let mut set = Set::default();
-    if r.max_tokens.is_none() && r.max_completion_tokens.is_none() && d.max_tokens.is_some() {
-        r.max_tokens = d.max_tokens;
-        set.max_tokens = true;
+    // `max_completion_tokens` says what `max_tokens` does: no default beside it.
+    let capped = r.max_completion_tokens.is_some();
+    sampling_fields!(fill!(r, d, set;));
+    if capped && set.max_tokens {
+        r.max_tokens = None;
+        set.max_tokens = false;
     }
-    fill!(
-        r,
-        d,
-        set,
-        temperature,
-        top_p,
-        top_k,
-        min_p,
-        presence_penalty,
-        frequency_penalty
-    );
     set
 }
 
 fn fill_completion(r: &mut CompletionRequest, d: &SamplingDefaults) -> Set {
     let mut set = Set::default();
-    fill!(
-        r,
-        d,
-        set,
-        max_tokens,
-        temperature,
-        top_p,
-        top_k,
-        min_p,
-        presence_penalty,
-        frequency_penalty
-    );
+    sampling_fields!(fill!(r, d, set;));
     set
 }
 

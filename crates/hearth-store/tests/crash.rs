@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use hearth_store::{
     ConversationStore, JobStore, NewConversation, NewFile, NewJob, NewMessage, NewStep, Options,
     ReplyUpdate, Scope, SqliteStore, StepStatus, StoreError,
@@ -22,19 +24,7 @@ fn wal_size(dir: &Path) -> u64 {
 async fn a_killed_processs_reply_and_job_end_at_the_next_start_not_a_lease_later() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    let c = store
-        .create_conversation("o", NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("hi"))
-        .await
-        .unwrap();
-    let streaming = store
-        .append_message(&c.id, NewMessage::reply())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, streaming) = common::streaming_reply(&store, "o").await;
     store
         .update_reply(
             &streaming.id,

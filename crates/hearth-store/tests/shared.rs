@@ -164,19 +164,7 @@ async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_one
     )
     .await
     .unwrap();
-    let c = first
-        .create_conversation("o", NewConversation::default())
-        .await
-        .unwrap();
-    first
-        .append_message(&c.id, NewMessage::user("hi"))
-        .await
-        .unwrap();
-    let live = first
-        .append_message(&c.id, NewMessage::reply())
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, live) = common::streaming_reply(&first, "o").await;
 
     // A second process starts on the same file (it sweeps at start): the first's
     // reply goes on streaming, and keeps going past its lease while the first

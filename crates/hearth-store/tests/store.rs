@@ -102,25 +102,7 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
 async fn reply_updates_and_interrupted_replies_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    let c = store
-        .create_conversation("anonymous", NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("hi"))
-        .await
-        .unwrap();
-    let done = store
-        .append_message(
-            &c.id,
-            NewMessage {
-                role: "assistant".into(),
-                ..NewMessage::default()
-            },
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let (c, done) = common::streaming_reply(&store, "anonymous").await;
     let update = ReplyUpdate {
         content: "Hello!".into(),
         model: Some("smol".into()),
@@ -146,17 +128,11 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
 
     // A reply left streaming (partial content written, no finish reason)...
     store
-        .append_message(&c.id, NewMessage::user("more"))
+        .append_message(&c, NewMessage::user("more"))
         .await
         .unwrap();
     let streaming = store
-        .append_message(
-            &c.id,
-            NewMessage {
-                role: "assistant".into(),
-                ..NewMessage::default()
-            },
-        )
+        .append_message(&c, NewMessage::reply())
         .await
         .unwrap()
         .unwrap();

@@ -12,22 +12,6 @@ use tokio::net::TcpStream;
 use crate::harness::*;
 use hearth_testkit::FakeUpstream;
 
-/// Reads until the peer closes (or `within` passes): what it sent, and whether it
-/// closed.
-async fn read_to_close(s: &mut TcpStream, within: Duration) -> (String, bool) {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + within;
-    loop {
-        let mut buf = [0u8; 4096];
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
-        }
-    }
-}
-
 /// A request head whose body (of `len` bytes) is then sent only in part.
 fn head(path: &str, len: usize, content_type: &str) -> String {
     format!(

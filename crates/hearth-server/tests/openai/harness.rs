@@ -203,3 +203,19 @@ pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
     f()
 }
+
+/// Reads until the peer closes (or `within` passes): what it sent, and whether it
+/// closed.
+pub async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let mut buf = [0u8; 4096];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, tokio::io::AsyncReadExt::read(s, &mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}

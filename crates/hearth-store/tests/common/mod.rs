@@ -1,4 +1,5 @@
-//! What the store's tests share: a database as an earlier release left it.
+//! What the store's tests share: a database as an earlier release left it, and a
+//! conversation whose reply is streaming.
 #![allow(dead_code)] // each test binary uses its part
 
 use std::path::Path;
@@ -34,4 +35,27 @@ pub async fn database_at(version: usize, dir: &Path, data: &Path) -> sqlx::Sqlit
         .await
         .unwrap();
     pool
+}
+
+/// A new conversation of `owner` with a user's "hi" and an assistant's reply that
+/// has begun streaming (empty, not finished): its id and the reply.
+pub async fn streaming_reply(
+    store: &hearth_store::SqliteStore,
+    owner: &str,
+) -> (String, hearth_store::Message) {
+    use hearth_store::{ConversationStore, NewConversation, NewMessage};
+    let c = store
+        .create_conversation(owner, NewConversation::default())
+        .await
+        .unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("hi"))
+        .await
+        .unwrap();
+    let reply = store
+        .append_message(&c.id, NewMessage::reply())
+        .await
+        .unwrap()
+        .unwrap();
+    (c.id, reply)
 }
