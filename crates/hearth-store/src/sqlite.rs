@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -50,9 +50,25 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// [`SqliteStore::pool`]'s pool, with the store's gate held shared.
+pub(crate) struct Gated<'a> {
+    _held: tokio::sync::RwLockReadGuard<'a, ()>,
+    pool: &'a SqlitePool,
+}
+
+impl std::ops::Deref for Gated<'_> {
+    type Target = SqlitePool;
+    fn deref(&self) -> &SqlitePool {
+        self.pool
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     pool: SqlitePool,
+    /// Taken shared by every query of this store (see [`SqliteStore::pool`]) and
+    /// alone by a checkpoint that must empty the log (see [`checkpoint`]).
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// This process's name on the replies it writes (their lease owner).
     instance: String,
     lease: Duration,
@@ -179,9 +195,11 @@ impl SqliteStore {
         });
         holders.hold(&instance);
         let (stop_keeper, stopped) = tokio::sync::watch::channel(false);
+        let gate = Arc::new(tokio::sync::RwLock::new(()));
         let keeper = options.keeper.then(|| {
             tokio::spawn(keep_leases(Keeper {
                 pool: pool.clone(),
+                gate: gate.clone(),
                 instance: instance.clone(),
                 lease: options.lease,
                 // Weak: the locks go with the store, not with this task's last poll.
@@ -194,6 +212,7 @@ impl SqliteStore {
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 pool,
+                gate,
                 instance,
                 lease: options.lease,
                 keeper: std::sync::Mutex::new(keeper),
@@ -213,8 +232,16 @@ impl SqliteStore {
         Ok(store)
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.inner.pool
+    /// The pool, for one statement or transaction of a store method: while the
+    /// returned value lives, a checkpoint that empties the log waits for it (and,
+    /// once that checkpoint waits, new ones wait for the checkpoint). Take it as a
+    /// temporary of one statement, and never while holding another: a second
+    /// shared hold queued behind a waiting checkpoint would wait for itself.
+    pub(crate) async fn pool(&self) -> Gated<'_> {
+        Gated {
+            _held: self.inner.gate.read().await,
+            pool: &self.inner.pool,
+        }
     }
 
     pub(crate) fn holders(&self) -> &Holders {
@@ -230,7 +257,7 @@ impl SqliteStore {
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let v: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(self.pool())
+                .fetch_one(&*self.pool().await)
                 .await?;
         Ok(v.unwrap_or(0))
     }
@@ -243,14 +270,14 @@ impl SqliteStore {
             "DELETE FROM conversations WHERE deleted_at IS NOT NULL AND deleted_at <= $1",
         )
         .bind(cutoff)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(done.rows_affected())
     }
 
     /// Renews the leases of the replies this store is writing.
     pub async fn renew_leases(&self) -> Result<u64, StoreError> {
-        renew(self.pool(), &self.inner.instance, self.inner.lease).await
+        renew(&*self.pool().await, &self.inner.instance, self.inner.lease).await
     }
 }
 
@@ -344,14 +371,26 @@ async fn sweep(pool: &SqlitePool, holders: &Holders) -> Result<u64, StoreError> 
 
 /// SQLite checkpoints as commits fill the log (every 1000 pages), but a checkpoint
 /// cannot pass a reader that was active when it began, nor start the log over
-/// while one reads it, so a busy database's log can outgrow those 1000 pages. Each
-/// round: a PASSIVE checkpoint, which never waits for or blocks anyone, catches up
-/// once traffic is quiet; and a log past `limit` is checkpointed and emptied
-/// (TRUNCATE) if no one reads or writes at that instant. It does not wait for them:
-/// waiting, it would hold every writer back (a long reader, such as a backup, would
-/// stall them all); it tries again next round. `journal_size_limit` cuts the file
-/// back whenever SQLite itself starts the log over.
-async fn checkpoint(pool: &SqlitePool, wal: Option<&Path>, limit: u64) {
+/// while one reads it, so a busy database's log can outgrow those 1000 pages: with
+/// readers that overlap without a gap (each short, but never none) SQLite alone
+/// never starts it over. Each round: a PASSIVE checkpoint, which never waits for
+/// or blocks anyone, catches up once traffic is quiet. A log past `limit` is
+/// emptied (TRUNCATE) at once if no one reads or writes it at that instant; else,
+/// at most once per [`TRUNCATE_WAIT_EVERY`], the checkpoint takes the store's
+/// gate alone (this store's queries finish, new ones wait: SQLite's own write lock
+/// is not handed out in turn, and a steady writer kept a waiting checkpoint from
+/// ever getting it) and waits up to [`TRUNCATE_WAIT`] for other connections'
+/// readers (new readers read the database file, not the log). A reader longer
+/// than that (a backup, another process) makes it give up until a later round, so
+/// the store's queries wait a quarter of a second at most, once a second at most.
+/// `journal_size_limit` cuts the file back whenever SQLite starts the log over.
+async fn checkpoint(
+    pool: &SqlitePool,
+    gate: &tokio::sync::RwLock<()>,
+    wal: Option<&Path>,
+    limit: u64,
+    waited: &mut Option<Instant>,
+) {
     if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
         .execute(pool)
         .await
@@ -364,7 +403,13 @@ async fn checkpoint(pool: &SqlitePool, wal: Option<&Path>, limit: u64) {
     if size <= limit {
         return;
     }
-    match checkpoint_truncate(pool, Duration::ZERO).await {
+    let mut done = checkpoint_truncate(pool, Duration::ZERO).await;
+    if matches!(done, Ok(false)) && waited.is_none_or(|t| t.elapsed() >= TRUNCATE_WAIT_EVERY) {
+        let _alone = gate.write().await;
+        *waited = Some(Instant::now());
+        done = checkpoint_truncate(pool, TRUNCATE_WAIT).await;
+    }
+    match done {
         Ok(true) => tracing::debug!(size, "the write-ahead log was emptied"),
         Ok(false) => tracing::debug!(
             size,
@@ -373,6 +418,13 @@ async fn checkpoint(pool: &SqlitePool, wal: Option<&Path>, limit: u64) {
         Err(e) => tracing::warn!(error = %e, "could not empty the write-ahead log"),
     }
 }
+
+/// How long a checkpoint holding the store's gate waits for other connections'
+/// readers of the log: longer than a query, far shorter than a backup.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(250);
+
+/// The least time between two checkpoints that take the store's gate.
+const TRUNCATE_WAIT_EVERY: Duration = Duration::from_secs(1);
 
 /// The write-ahead log of the database file `db`.
 fn wal_path(db: &Path) -> PathBuf {
@@ -384,6 +436,7 @@ fn wal_path(db: &Path) -> PathBuf {
 /// What the keeper task works with.
 struct Keeper {
     pool: SqlitePool,
+    gate: Arc<tokio::sync::RwLock<()>>,
     instance: String,
     lease: Duration,
     holders: std::sync::Weak<Holders>,
@@ -399,6 +452,7 @@ struct Keeper {
 async fn keep_leases(k: Keeper) {
     let Keeper {
         pool,
+        gate,
         instance,
         lease,
         holders,
@@ -408,6 +462,7 @@ async fn keep_leases(k: Keeper) {
     } = k;
     let mut tick = tokio::time::interval(lease / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waited = None;
     tick.tick().await;
     loop {
         tokio::select! {
@@ -429,7 +484,7 @@ async fn keep_leases(k: Keeper) {
             ),
             Err(e) => tracing::warn!(error = %e, "could not sweep interrupted replies"),
         }
-        checkpoint(&pool, wal.as_deref(), wal_size_limit).await;
+        checkpoint(&pool, &gate, wal.as_deref(), wal_size_limit, &mut waited).await;
     }
 }
 
@@ -461,7 +516,7 @@ impl ConversationStore for SqliteStore {
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(&c.owner)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(c)
     }
@@ -480,7 +535,7 @@ impl ConversationStore for SqliteStore {
             .bind(id)
             .bind(all)
             .bind(owner)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -527,7 +582,7 @@ impl ConversationStore for SqliteStore {
         if let Some(p) = &pattern {
             query = query.bind(p);
         }
-        let mut data = query.fetch_all(self.pool()).await?;
+        let mut data = query.fetch_all(&*self.pool().await).await?;
         let next_cursor = if data.len() > limit as usize {
             data.truncate(limit as usize);
             data.last().map(|c| encode_cursor(c.updated_at, &c.id))
@@ -565,7 +620,7 @@ impl ConversationStore for SqliteStore {
             .bind(patch.system_prompt.flatten())
             .bind(all)
             .bind(owner)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -579,7 +634,7 @@ impl ConversationStore for SqliteStore {
         .bind(now_ms())
         .bind(all)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         self.purge_deleted(UNDO_WINDOW).await?;
         Ok(done.rows_affected() > 0)
@@ -600,7 +655,7 @@ impl ConversationStore for SqliteStore {
             .bind(id)
             .bind(all)
             .bind(owner)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -610,7 +665,7 @@ impl ConversationStore for SqliteStore {
         );
         Ok(sqlx::query_as(&sql)
             .bind(conversation_id)
-            .fetch_all(self.pool())
+            .fetch_all(&*self.pool().await)
             .await?)
     }
 
@@ -618,7 +673,7 @@ impl ConversationStore for SqliteStore {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
         Ok(sqlx::query_as(&sql)
             .bind(id)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -639,7 +694,7 @@ impl ConversationStore for SqliteStore {
         } else {
             (None, None)
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().await.begin().await?;
         let touched = sqlx::query(
             "UPDATE conversations SET updated_at = $2 WHERE id = $1 AND deleted_at IS NULL",
         )
@@ -700,7 +755,7 @@ impl ConversationStore for SqliteStore {
         .bind(u.finish_reason.map(FinishReason::as_str))
         .bind(lease_owner)
         .bind(lease_until)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(())
     }
@@ -709,13 +764,13 @@ impl ConversationStore for SqliteStore {
         let done = sqlx::query("DELETE FROM messages WHERE conversation_id = $1 AND seq >= $2")
             .bind(conversation_id)
             .bind(seq)
-            .execute(self.pool())
+            .execute(&*self.pool().await)
             .await?;
         Ok(done.rows_affected())
     }
 
     async fn recover_interrupted(&self) -> Result<u64, StoreError> {
-        sweep(self.pool(), self.holders()).await
+        sweep(&*self.pool().await, self.holders()).await
     }
 
     /// The replies this store was still writing are cut (the server is stopping):
@@ -743,7 +798,7 @@ impl ConversationStore for SqliteStore {
         )
         .bind(FinishReason::Interrupted.as_str())
         .bind(&self.inner.instance)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await;
         if let Err(e) = cut {
             tracing::warn!(error = %e, "could not mark this server's unfinished replies interrupted");
@@ -751,7 +806,7 @@ impl ConversationStore for SqliteStore {
         // The log folded into the database and emptied: a copy of the data folder
         // taken while Hearth is stopped is then the one file.
         // 2 s at most: a long reader in another process holds the stop back no longer.
-        match checkpoint_truncate(self.pool(), Duration::from_secs(2)).await {
+        match checkpoint_truncate(&self.inner.pool, Duration::from_secs(2)).await {
             Ok(true) => {}
             Ok(false) => tracing::info!(
                 "another process kept the write-ahead log busy; it is checkpointed later"
@@ -760,7 +815,7 @@ impl ConversationStore for SqliteStore {
                 tracing::warn!(error = %e, "could not checkpoint the write-ahead log at close");
             }
         }
-        self.pool().close().await;
+        self.inner.pool.close().await;
         // Nothing of this process writes any more: its leases may end at once.
         self.inner.holders.release_all();
     }

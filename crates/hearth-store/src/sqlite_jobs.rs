@@ -62,7 +62,7 @@ impl JobStore for SqliteStore {
     async fn create_job(&self, owner: &str, new: NewJob) -> Result<Job, StoreError> {
         let now = self.stamp();
         let id = uuid::Uuid::new_v4().to_string();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().await.begin().await?;
         let sql = format!(
             "INSERT INTO jobs (id, owner, status, prompt, image_sha256, image_type, created_at, queued_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) RETURNING {JOB_COLUMNS}"
@@ -89,7 +89,7 @@ impl JobStore for SqliteStore {
             .bind(id)
             .bind(all)
             .bind(owner)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -111,7 +111,7 @@ impl JobStore for SqliteStore {
             .bind(i64::from(limit) + 1)
             .bind(all)
             .bind(owner)
-            .fetch_all(self.pool())
+            .fetch_all(&*self.pool().await)
             .await?;
         let next_cursor = if data.len() > limit as usize {
             data.truncate(limit as usize);
@@ -142,7 +142,7 @@ impl JobStore for SqliteStore {
             .bind(now)
             .bind(worker)
             .bind(now + millis(lease))
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -159,7 +159,7 @@ impl JobStore for SqliteStore {
         .bind(id)
         .bind(worker)
         .bind(now_ms() + millis(lease))
-        .fetch_optional(self.pool())
+        .fetch_optional(&*self.pool().await)
         .await?)
     }
 
@@ -168,7 +168,7 @@ impl JobStore for SqliteStore {
             "UPDATE jobs SET lease_until = 0 WHERE lease_owner = $1 AND status = 'running'",
         )
         .bind(worker)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(done.rows_affected())
     }
@@ -178,7 +178,7 @@ impl JobStore for SqliteStore {
             .bind(id)
             .bind(step)
             .bind(now_ms())
-            .execute(self.pool())
+            .execute(&*self.pool().await)
             .await?;
         Ok(())
     }
@@ -196,7 +196,7 @@ impl JobStore for SqliteStore {
             .bind(&end.error)
             .bind(&end.error_code)
             .bind(now)
-            .fetch_optional(self.pool())
+            .fetch_optional(&*self.pool().await)
             .await?)
     }
 
@@ -215,7 +215,7 @@ impl JobStore for SqliteStore {
         .bind(now)
         .bind(all)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         self.job(scope, id).await
     }
@@ -231,7 +231,7 @@ impl JobStore for SqliteStore {
         .bind(self.stamp())
         .bind(all)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         self.job(scope, id).await
     }
@@ -244,7 +244,7 @@ impl JobStore for SqliteStore {
         .bind(id)
         .bind(all)
         .bind(owner)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -252,7 +252,7 @@ impl JobStore for SqliteStore {
     async fn begin_step(&self, job_id: &str, new: NewStep) -> Result<JobStep, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().await.begin().await?;
         sqlx::query("UPDATE jobs SET step = $2, updated_at = $3 WHERE id = $1")
             .bind(job_id)
             .bind(&new.kind)
@@ -293,7 +293,7 @@ impl JobStore for SqliteStore {
         .bind(end.prompt_tokens)
         .bind(end.completion_tokens)
         .bind(now)
-        .execute(self.pool())
+        .execute(&*self.pool().await)
         .await?;
         Ok(())
     }
@@ -302,12 +302,12 @@ impl JobStore for SqliteStore {
         let sql = format!("SELECT {STEP_COLUMNS} FROM job_steps WHERE job_id = $1 ORDER BY seq");
         Ok(sqlx::query_as(&sql)
             .bind(job_id)
-            .fetch_all(self.pool())
+            .fetch_all(&*self.pool().await)
             .await?)
     }
 
     async fn add_artifact(&self, job_id: &str, file: NewFile) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().await.begin().await?;
         link_file(&mut tx, job_id, "artifact", &file, now_ms()).await?;
         tx.commit().await?;
         Ok(())
@@ -320,7 +320,7 @@ impl JobStore for SqliteStore {
         );
         Ok(sqlx::query_as(&sql)
             .bind(job_id)
-            .fetch_all(self.pool())
+            .fetch_all(&*self.pool().await)
             .await?)
     }
 
@@ -329,15 +329,15 @@ impl JobStore for SqliteStore {
             "DELETE FROM files WHERE NOT EXISTS \
              (SELECT 1 FROM job_files j WHERE j.sha256 = files.sha256) RETURNING sha256",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&*self.pool().await)
         .await?)
     }
 
     async fn recover_jobs(&self) -> Result<u64, StoreError> {
-        expire_dead(self.pool(), self.holders()).await?;
+        expire_dead(&*self.pool().await, self.holders()).await?;
         let now = now_ms();
         let expired = "status = 'running' AND (lease_until IS NULL OR lease_until < $1)";
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.pool().await.begin().await?;
         sqlx::query(&format!(
             "UPDATE job_steps SET status = $2, finished_at = $1, duration_ms = $1 - started_at \
              WHERE status = 'running' AND job_id IN (SELECT id FROM jobs WHERE {expired})"

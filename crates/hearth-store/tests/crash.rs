@@ -152,15 +152,17 @@ async fn a_database_with_a_damaged_page_is_refused_at_open() {
     assert!(e.to_string().contains("move"), "{e}");
 }
 
-#[tokio::test]
-async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let limit = 256 * 1024;
+/// The write-ahead log limit of [`small_log_store`].
+const SMALL_LOG: u64 = 256 * 1024;
+
+/// A store on `dir` whose log limit is [`SMALL_LOG`] and whose rounds (lease,
+/// sweep, checkpoint) come every 100 ms, with one conversation.
+async fn small_log_store(dir: &Path) -> (SqliteStore, hearth_store::Conversation) {
     let store = SqliteStore::open_with(
-        dir.path(),
+        dir,
         Options {
             lease: Duration::from_millis(300),
-            wal_size_limit: limit,
+            wal_size_limit: SMALL_LOG,
             ..Options::default()
         },
     )
@@ -170,6 +172,14 @@ async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
         .create_conversation("o", NewConversation::default())
         .await
         .unwrap();
+    (store, c)
+}
+
+#[tokio::test]
+async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, c) = small_log_store(dir.path()).await;
+    let limit = SMALL_LOG;
     // A reader that stays in one read transaction (a slow export, a backup): no
     // checkpoint can pass it, so the log grows while it lasts.
     let url = format!("sqlite://{}", dir.path().join("hearth.db").display());
@@ -213,6 +223,78 @@ async fn the_write_ahead_log_is_cut_back_once_a_long_reader_ends() {
     // A clean stop leaves the log empty: the data folder is the one file.
     store.close().await;
     assert_eq!(wal_size(dir.path()), 0);
+}
+
+/// Readers that overlap without a gap (two connections of their own, each in a
+/// read transaction of 60 ms, starting 30 ms apart): at every instant one reads
+/// the log, so SQLite alone never starts it over and it would grow for as long as
+/// they last, while a writer writes as fast as it can. The store's checkpoint
+/// holds its own queries back for a moment, waits for those readers, and empties
+/// the log (once a second at most: in production the rounds are further apart,
+/// and the log is bounded by its limit and one round of writes); the writer is
+/// never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_ahead_log_stays_bounded_under_readers_that_always_overlap() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, c) = small_log_store(dir.path()).await;
+    let limit = SMALL_LOG;
+    let url = format!("sqlite://{}", dir.path().join("hearth.db").display());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for first_delay in [0, 30] {
+        let (url, stop, reads) = (url.clone(), stop.clone(), reads.clone());
+        readers.push(tokio::spawn(async move {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(first_delay)).await;
+            while !stop.load(Ordering::Relaxed) {
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let text = "z".repeat(8 * 1024);
+    // Times the log went from past its limit to nearly empty.
+    let (mut emptied, mut past) = (0, false);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6) {
+        store
+            .append_message(&c.id, NewMessage::user(&text))
+            .await
+            .unwrap();
+        let size = wal_size(dir.path());
+        if size > limit {
+            past = true;
+        } else if past && size < limit / 4 {
+            emptied += 1;
+            past = false;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let reads = reads.load(Ordering::Relaxed);
+    assert!(
+        reads > 60,
+        "the readers did not keep reading: {reads} reads"
+    );
+    // Once a second at most: about six times in 6 s (never, before the gate).
+    assert!(
+        emptied >= 3,
+        "the log was emptied {emptied} times in 6 s while readers overlapped"
+    );
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
