@@ -16,6 +16,7 @@
 # in each round, so a slow spell of this shared VM (throughput here swings by a
 # third within a minute, for every target alike) falls on both.
 # Usage: bash bench/gateway/run.sh [--no-litellm]   (writes bench/out/gateway.md)
+#        HEARTH_BIN=/path/to/hearth bash bench/gateway/run.sh   measures that build instead
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -36,7 +37,8 @@ LITELLM=1; [ "${1:-}" = "--no-litellm" ] && LITELLM=0
 for p in wrk nginx; do command -v $p >/dev/null || { apt-get install -y -qq wrk nginx-light >/dev/null; break; }; done
 cargo build --release --locked --bin hearth --bin fake-upstream --bin min-proxy >/dev/null
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-HEARTH=$TARGET/release/hearth
+# HEARTH_BIN: another build of hearth to measure (an older commit, side by side).
+HEARTH=${HEARTH_BIN:-$TARGET/release/hearth}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ports
