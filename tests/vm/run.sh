@@ -302,6 +302,12 @@ answer=$(chat)
 echo "test-vm: answer: $answer"
 vm_ssh sudo run-parts /etc/update-motd.d | grep -q serving || fail "the login banner does not say serving after the reboot"
 vm_ssh sudo nft list table inet hearth >/dev/null || fail "the firewall is not loaded after the reboot"
+# systemd breaks an ordering cycle by dropping a job (once, the firewall's: it
+# was ordered after sysinit.target, which cloud-init's network stage precedes).
+cycles=$(vm_ssh "sudo journalctl -b --no-pager | grep -i 'ordering cycle'" || true)
+[ -z "$cycles" ] || fail "systemd found an ordering cycle at boot: $cycles"
+[ "$(vm_ssh systemctl is-active hearth-firewall.service)" = active ] ||
+    fail "hearth-firewall.service is not active after the reboot"
 state >"$TMP/state.after" || fail "cannot read the installed files"
 diff -u "$TMP/state.before" "$TMP/state.after" || fail "the second boot changed the installed files (diff above)"
 installs=$(vm_ssh "sudo grep -c 'hearth-install: release .* verified' /var/log/hearth/install.log" || true)

@@ -152,17 +152,10 @@ fn shellcheck_install_sh_and_stackscript() {
     }
 }
 
-#[test]
-fn systemd_analyze_verify() {
-    let Some(bin) = tool(
-        "systemd-analyze",
-        on_path("systemd-analyze"),
-        "apt-get install systemd",
-    ) else {
-        return;
-    };
-    // A staged root: the system's units (for the targets the unit names) and the
-    // Exec* binaries (hearth; /bin/kill for ExecReload), which verify requires to exist.
+/// A root for `systemd-analyze verify --root`: the system's units (for the
+/// targets a unit names) and an executable stub at each path in `exes`, which
+/// verify requires to exist.
+fn staged_root(exes: &[&str]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let units = Path::new("/usr/lib/systemd/system");
@@ -176,13 +169,41 @@ fn systemd_analyze_verify() {
             }
         }
     }
-    for exe in ["opt/hearth/current/bin/hearth", "bin/kill"] {
-        let path = root.join(exe);
+    for exe in exes {
+        let path = root.join(exe.trim_start_matches('/'));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    tmp
+}
+
+/// The programs a unit file runs (`Exec*=`, prefixes such as `-` removed).
+fn unit_programs(unit: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Exec")?.split_once('='))
+        .filter_map(|(_, cmd)| {
+            cmd.trim_start_matches(['-', '@', ':', '+', '!'])
+                .split_whitespace()
+                .next()
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn systemd_analyze_verify() {
+    let Some(bin) = tool(
+        "systemd-analyze",
+        on_path("systemd-analyze"),
+        "apt-get install systemd",
+    ) else {
+        return;
+    };
+    // hearth; /bin/kill for ExecReload.
+    let tmp = staged_root(&["opt/hearth/current/bin/hearth", "bin/kill"]);
+    let root = tmp.path();
     let run = |content: &str| {
         std::fs::write(root.join("etc/systemd/system/hearth.service"), content).unwrap();
         Command::new(&bin)
@@ -200,6 +221,80 @@ fn systemd_analyze_verify() {
         true,
         "systemd-analyze verify",
     );
+}
+
+/// The firewall unit the installer writes (nftables hosts) starts at boot on a
+/// cloud image: cloud-init's network stage runs before sysinit.target and after
+/// the network is up (systemd-networkd here, ifupdown on Debian 12's images, the
+/// same ordering), so a firewall ordered both before the network and after
+/// sysinit.target makes a cycle, which systemd breaks by dropping one of the jobs
+/// (the firewall, or cloud-init). verify starts the units in one manager and
+/// reports such a cycle; the real units come from the systemd and cloud-init
+/// packages installed here.
+#[test]
+fn the_firewall_unit_makes_no_ordering_cycle_with_cloud_init() {
+    let Some(bin) = tool(
+        "systemd-analyze",
+        on_path("systemd-analyze"),
+        "apt-get install systemd",
+    ) else {
+        return;
+    };
+    let units = Path::new("/usr/lib/systemd/system");
+    let peers = [
+        "cloud-init.service",
+        "systemd-networkd-wait-online.service",
+        "systemd-networkd.service",
+    ];
+    if !peers.iter().all(|u| units.join(u).is_file()) {
+        tool(
+            "cloud-init's and systemd-networkd's units",
+            None,
+            "apt-get install cloud-init systemd",
+        );
+        return;
+    }
+    let script = render::install_sh(&example());
+    let start = script
+        .find("/etc/systemd/system/hearth-firewall.service 0644 <<'UNIT_EOF'\n")
+        .expect("the installer writes hearth-firewall.service");
+    let body = &script[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let unit = &body[..body.find("UNIT_EOF\n").unwrap()];
+    let mut exes = unit_programs(unit);
+    for peer in peers {
+        exes.extend(unit_programs(
+            &std::fs::read_to_string(units.join(peer)).unwrap(),
+        ));
+    }
+    let exes: Vec<&str> = exes.iter().map(String::as_str).collect();
+    let tmp = staged_root(&exes);
+    let root = tmp.path();
+    let run = |content: &str| {
+        std::fs::write(
+            root.join("etc/systemd/system/hearth-firewall.service"),
+            content,
+        )
+        .unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["verify", "--man=no"])
+            .arg(format!("--root={}", root.display()))
+            .arg("/etc/systemd/system/hearth-firewall.service");
+        // The network stage waits for the network: its start pulls it in.
+        for peer in ["systemd-networkd-wait-online.service", "cloud-init.service"] {
+            cmd.arg(units.join(peer));
+        }
+        cmd.output().unwrap()
+    };
+    // The unit as it was before: ordered after sysinit.target by default.
+    let cyclic = unit.replace("DefaultDependencies=no\n", "");
+    let bad = run(&cyclic);
+    assert!(
+        text(&bad).contains("ordering cycle"),
+        "verify did not report the cycle of a firewall ordered after sysinit.target:\n{}",
+        text(&bad)
+    );
+    check(&run(unit), &bad, true, "systemd-analyze verify (firewall)");
 }
 
 #[test]

@@ -161,16 +161,23 @@ NFT_EOF
         install_file /etc/systemd/system/hearth-firewall.service 0644 <<'UNIT_EOF'
 [Unit]
 Description=Hearth's firewall (nftables)
-Before=network-pre.target
+# Loaded before any network comes up, as Debian's nftables.service is. Without
+# DefaultDependencies=no the unit is ordered after sysinit.target, which
+# cloud-init's network stage precedes while it waits for the network: an
+# ordering cycle that systemd breaks by dropping this unit (no firewall at boot).
+DefaultDependencies=no
 Wants=network-pre.target
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/sbin/nft -f /etc/hearth/firewall.nft
+ExecReload=/usr/sbin/nft -f /etc/hearth/firewall.nft
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=sysinit.target
 UNIT_EOF
         nft -f /etc/hearth/firewall.nft
         log "nftables: allowed ssh ($HEARTH_SSH_PORT) and $HEARTH_PORTS"
@@ -183,7 +190,8 @@ fi
 if [ "$SYSTEM" = 1 ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     if [ -f /etc/systemd/system/hearth-firewall.service ]; then
-        systemctl enable hearth-firewall.service >/dev/null 2>&1
+        # reenable: an install from before moves from multi-user.target's wants to sysinit.target's.
+        systemctl reenable hearth-firewall.service >/dev/null 2>&1
     fi
     systemctl enable hearth.service >/dev/null 2>&1
     if [ "$UNIT_CHANGED" = 1 ]; then
