@@ -14,5 +14,5 @@ $(SDK_VENV)/.complete: mk/sdk.mk | apt-test
 test-sdk: setup $(SDK_VENV)/.complete
 	$(CARGO) build --locked --bin hearth --bin fake-upstream
 	dir=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
-	HEARTH_BIN=$$dir/debug/hearth FAKE_UPSTREAM_BIN=$$dir/debug/fake-upstream \
+	HEARTH_BIN=$$dir/debug/hearth FAKE_UPSTREAM_BIN=$$dir/debug/fake-upstream HEARTH_EMBEDDING_MODEL=$(CURDIR)/$(DEFAULT_EMBED_GGUF) \
 	  $(SDK_VENV)/bin/python tests/sdk/test_openai_sdk.py

@@ -35,16 +35,7 @@ mkdir -p "$OUT"
 [ -f "$MODEL" ] || make "$MODEL"
 echo "model $MODEL, $THREADS threads, $TOKENS tokens per stream" >&2
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() { # url pid
-  for _ in $(seq 1 600); do
-    curl -fsS "$1" >/dev/null 2>&1 && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.5
-  done
-  return 1
-}
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+. bench/lib.sh
 
 if [[ " $PARTS " == *" b "* ]]; then
   echo "== (b) raw llama-cpp-2 loop" >&2

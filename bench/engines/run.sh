@@ -32,9 +32,8 @@ cargo build --release --locked --bin hearth --bin fake-upstream >/dev/null
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 HEARTH=$TARGET/release/hearth
 FAKE=$TARGET/release/fake-upstream
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 wait_200() { # url timeout_s
   local deadline=$(( $(date +%s) + $2 ))
   until [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ]; do

@@ -28,7 +28,7 @@ cargo build --release --locked --bin hearth --bin fake-upstream >/dev/null
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 HEARTH=$TARGET/release/hearth
 FAKE=$TARGET/release/fake-upstream
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 # The script the code model "writes": a matplotlib chart of the numbers, as a real
 # job would. INPUT/OUTPUT are the sandbox's folders; the bare run gets its own.

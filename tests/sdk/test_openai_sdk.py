@@ -2,13 +2,16 @@
 
 The gateway routes to the fake upstream (crates/hearth-testkit, run as a
 process), so the suite checks the gateway's OpenAI compatibility as the SDK sees
-it: listing models, chat and text completions, streaming with usage, and the
-SDK's own exception classes for 400/401/404/429.
+it: listing models, chat and text completions, streaming with usage, embeddings
+(the embedded all-MiniLM-L6-v2 and an upstream's, as floats and as the SDK's
+default base64), and the SDK's own exception classes for 400/401/404/429.
 
-Usage: HEARTH_BIN=... FAKE_UPSTREAM_BIN=... python test_openai_sdk.py
+Usage: HEARTH_BIN=... FAKE_UPSTREAM_BIN=... HEARTH_EMBEDDING_MODEL=... python test_openai_sdk.py
 Prints `N passed, M failed` and exits non-zero on any failure.
 """
 
+import json
+import math
 import os
 import socket
 import subprocess
@@ -79,6 +82,17 @@ base_url = "{upstream}"
 upstream_model = "fake/upstream-model"
 tags = ["general"]
 context_length = 4096
+
+[[models]]
+name = "minilm"
+kind = "embedding"
+path = "{os.environ["HEARTH_EMBEDDING_MODEL"]}"
+
+[[models]]
+name = "fake-embed"
+kind = "embedding"
+backend = "upstream"
+base_url = "{upstream}"
 """
         )
     port = free_port()
@@ -88,6 +102,17 @@ context_length = 4096
     procs.append(hearth)
     base = f"http://127.0.0.1:{port}"
     wait_http(base + "/health")
+    # Every model loaded (the embedded embedding model loads in the background).
+    deadline = time.time() + 120
+    while True:
+        req = urllib.request.Request(base + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            states = [m["status"] for m in json.load(r)["data"]]
+        if all(s == "ready" for s in states):
+            break
+        if time.time() > deadline:
+            raise RuntimeError(f"models not ready in 120 s: {states}")
+        time.sleep(0.1)
     return base, procs
 
 
@@ -104,7 +129,8 @@ def main():
     def list_and_retrieve_models():
         models = client.models.list()
         ids = [m.id for m in models.data]
-        assert ids == ["fake-chat"], ids
+        assert ids == ["fake-chat", "minilm", "fake-embed"], ids
+        assert models.data[1].model_extra["kind"] == "embedding", models.data[1]
         m = client.models.retrieve("fake-chat")
         assert m.id == "fake-chat"
         assert m.model_extra["status"] == "ready", m
@@ -151,6 +177,54 @@ def main():
         stream = client.completions.create(model="fake-chat", prompt="Once", stream=True)
         text = "".join(c.choices[0].text for c in stream if c.choices)
         assert text == "Hello from the fake upstream.", text
+
+    reference = json.load(
+        open(os.path.join(os.path.dirname(__file__), "../../tools/embedding-model/reference.json"))
+    )["sentences"]
+
+    def cosine(a, b):
+        dot = sum(x * y for x, y in zip(a, b))
+        return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+    @test
+    def embeddings_embedded_base64_and_float():
+        texts = [s["text"] for s in reference]
+        # The SDK asks for base64 unless told otherwise, and decodes it itself.
+        for fmt in (openai.NOT_GIVEN, "float"):
+            r = client.embeddings.create(model="minilm", input=texts, encoding_format=fmt)
+            assert r.model == "minilm", r.model
+            assert [d.index for d in r.data] == list(range(len(texts)))
+            for d, s in zip(r.data, reference):
+                assert len(d.embedding) == 384, len(d.embedding)
+                c = cosine(d.embedding, s["embedding"])
+                assert c > 0.999, (s["text"], fmt, c)
+            tokens = sum(s["n_tokens"] for s in reference)
+            assert r.usage.prompt_tokens == tokens and r.usage.total_tokens == tokens, r.usage
+
+    @test
+    def embeddings_upstream_passed_through():
+        r = client.embeddings.create(model="fake-embed", input=["one", "three"])
+        assert [d.embedding for d in r.data] == [[0.0, 3.0, 0.5], [1.0, 5.0, 0.5]], r.data
+        assert r.usage.prompt_tokens == 8, r.usage
+
+    @test
+    def embeddings_bad_requests():
+        for kwargs, param in (
+            ({"model": "minilm", "input": []}, "input"),
+            ({"model": "minilm", "input": "hello", "dimensions": 16}, "dimensions"),
+        ):
+            try:
+                client.embeddings.create(**kwargs)
+            except openai.BadRequestError as e:
+                assert e.body["param"] == param, e.body
+            else:
+                raise AssertionError(f"expected BadRequestError for {kwargs}")
+        try:
+            client.chat.completions.create(model="minilm", messages=[{"role": "user", "content": "hi"}])
+        except openai.BadRequestError as e:
+            assert e.body["code"] == "model_not_supported", e.body
+        else:
+            raise AssertionError("expected BadRequestError for a chat with an embedding model")
 
     @test
     def authentication_error():

@@ -8,6 +8,8 @@ import type { Conversation, Message, ModelEntry } from './api';
 const models: ModelEntry[] = [
   { id: 'smol', status: 'ready', tags: ['general'], context_length: 8192, backend: 'embedded' },
   { id: 'offline', status: 'unavailable', tags: ['code'], context_length: 4096, backend: 'upstream' },
+  // Not offered for chats.
+  { id: 'minilm', status: 'ready', tags: ['embedding'], context_length: 512, backend: 'embedded', kind: 'embedding' },
 ];
 
 interface Server {
@@ -204,7 +206,7 @@ describe('App', () => {
     expect(server.requests.find((r) => r.method === 'PATCH')?.body).toEqual({ title: 'Better name' });
   });
 
-  it('lists models with tags and context, unavailable ones disabled', async () => {
+  it('lists chat models with tags and context, unavailable ones disabled, embedding ones left out', async () => {
     render(<App />);
     await screen.findByText('First chat');
     await waitFor(() => expect(screen.getAllByRole('option')).toHaveLength(3));

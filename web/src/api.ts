@@ -68,6 +68,8 @@ export interface ModelEntry {
   tags: string[];
   context_length: number | null;
   backend: string;
+  /** `embedding` for a model that answers /v1/embeddings only; absent for chat models. */
+  kind?: 'embedding';
 }
 
 /** An error in the server's OpenAI shape, or a network failure (status 0). */
@@ -178,7 +180,9 @@ export const api = {
     request<Conversation>('PATCH', `${CONVERSATIONS}/${encodeURIComponent(id)}`, patch),
   remove: (id: string) => request<unknown>('DELETE', `${CONVERSATIONS}/${encodeURIComponent(id)}`),
   restore: (id: string) => request<Conversation>('POST', `${CONVERSATIONS}/${encodeURIComponent(id)}/restore`),
-  models: async (signal?: AbortSignal) => (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data,
+  /** The models that chat (embedding models cannot answer a chat or a job). */
+  models: async (signal?: AbortSignal) =>
+    (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data.filter((m) => m.kind !== 'embedding'),
   exportUrl: (id: string, format: 'json' | 'markdown') =>
     `${CONVERSATIONS}/${encodeURIComponent(id)}/export?format=${format}`,
 };

@@ -1,7 +1,7 @@
 //! OpenAI wire types and the OpenAI-shaped error type.
 //!
 //! This crate owns the shapes that cross the wire: request and response bodies of
-//! `/v1/chat/completions`, `/v1/completions` and `/v1/models`, the streaming chunk
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and `/v1/models`, the streaming chunk
 //! shapes, and [`ApiError`], whose JSON form is `{"error":{"message","type","param","code"}}`.
 //! It knows nothing of HTTP servers, backends or configuration, so every other crate
 //! (the router, the engine, the HTTP layer, the CLI) can share it.
@@ -10,6 +10,7 @@
 //! - [`error`]: [`ApiError`] and [`ErrorKind`], the single `kind -> status` mapping.
 //! - [`chat`]: chat completion requests, responses and chunks.
 //! - [`completion`]: legacy text completion requests (with `suffix` for fill-in-the-middle).
+//! - [`embeddings`]: embeddings requests and their answers (floats or base64).
 //! - [`models`]: `/v1/models` entries and the model status.
 //! - [`usage`]: token usage.
 //!
@@ -18,6 +19,7 @@
 
 pub mod chat;
 pub mod completion;
+pub mod embeddings;
 pub mod error;
 mod fields;
 pub mod models;
@@ -25,6 +27,7 @@ pub mod usage;
 
 pub use chat::{ChatCompletionRequest, ChatMessage, MessageContent, StopSequences, StreamOptions};
 pub use completion::{CompletionRequest, Prompt};
+pub use embeddings::{EmbeddingInput, EmbeddingsRequest, EncodingFormat, InputItem};
 pub use error::{ApiError, ErrorKind};
 pub use models::{EngineInfo, ModelEntry, ModelList, ModelStatus};
 pub use usage::Usage;

@@ -98,6 +98,10 @@ pub struct ModelEntry {
     /// that do not keeps its shape.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub vision: bool,
+    /// `"embedding"` for a model that answers `/v1/embeddings` only (configured
+    /// `kind = "embedding"`); left out for chat models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The process Hearth runs for this model, when it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineInfo>,

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
+    /// Absent from an embeddings answer's usage (only its prompt is counted).
+    #[serde(default)]
     pub completion_tokens: u64,
     pub total_tokens: u64,
 }

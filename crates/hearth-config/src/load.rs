@@ -103,6 +103,9 @@ pub fn load_str(text: &str, source: &str, env: &dyn Env) -> Result<Config, Confi
 
     if config.models.is_empty() {
         config.models.push(Config::default_embedded_model());
+        if std::path::Path::new(crate::DEFAULT_EMBEDDING_MODEL_PATH).is_file() {
+            config.models.push(Config::default_embedding_model());
+        }
     }
     let problems = validate::validate(&mut config, env);
     if problems.is_empty() {

@@ -64,7 +64,29 @@ pub struct ModelConfig {
     /// `tools`: what to do with a request's tools; `None` is the backend's default
     /// ([`ModelConfig::tools_policy`]).
     pub tools: Option<ToolsPolicy>,
+    /// `kind`: what the model does: chat (and text completions), or embeddings.
+    pub purpose: ModelKind,
     pub backend: ModelBackend,
+}
+
+/// `kind = "chat" | "embedding"`: what a model answers. An embedded embedding model
+/// is loaded in llama.cpp's embedding mode and answers only `/v1/embeddings`; an
+/// upstream one is marked so in `/v1/models` and kept out of the chat UI's list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
 }
 
 /// The backend behind a model, with the settings only it reads.
@@ -167,6 +189,7 @@ impl Default for ModelConfig {
             vision: false,
             defaults: SamplingDefaults::default(),
             tools: None,
+            purpose: ModelKind::Chat,
             backend: ModelBackend::Embedded(EmbeddedConfig::default()),
         }
     }
@@ -266,6 +289,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "vision",
     "defaults",
     "tools",
+    "kind",
 ];
 pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
 pub const UPSTREAM_KEYS: &[&str] = &[
@@ -312,6 +336,8 @@ struct ModelToml {
     defaults: SamplingDefaults,
     #[serde(skip_serializing_if = "Option::is_none")]
     tools: Option<ToolsPolicy>,
+    #[serde(default, skip_serializing_if = "is_chat")]
+    kind: ModelKind,
 
     #[serde(skip_serializing_if = "Option::is_none")]
     base_url: Option<String>,
@@ -346,6 +372,10 @@ struct ModelToml {
     threads: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu_layers: Option<u32>,
+}
+
+fn is_chat(k: &ModelKind) -> bool {
+    *k == ModelKind::Chat
 }
 
 impl TryFrom<ModelToml> for ModelConfig {
@@ -458,6 +488,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             vision: t.vision,
             defaults: t.defaults,
             tools: t.tools,
+            purpose: t.kind,
             backend,
         })
     }
@@ -479,6 +510,7 @@ impl From<ModelConfig> for ModelToml {
             vision: m.vision,
             defaults: m.defaults,
             tools: m.tools,
+            kind: m.purpose,
             ..ModelToml::default()
         };
         match m.backend {

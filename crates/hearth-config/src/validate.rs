@@ -94,6 +94,24 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 );
             }
         }
+        if m.purpose == crate::ModelKind::Embedding {
+            let chat_only = [
+                ("vision", m.vision),
+                ("tools", m.tools.is_some()),
+                ("defaults", !m.defaults.is_empty()),
+            ];
+            for (k, set) in chat_only {
+                if set {
+                    push(
+                        at(k),
+                        format!(
+                            "`{k}` applies to chat models, and `{}` has kind = \"embedding\": remove it",
+                            m.name
+                        ),
+                    );
+                }
+            }
+        }
         match &m.backend {
             ModelBackend::Upstream(u) => {
                 if let Some(launch) = &u.launch {
@@ -216,13 +234,20 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             }
         }
     }
-    if let Some(d) = &config.default_model
-        && config.model(d).is_none()
-    {
-        push(
-            vec![key("default_model")],
-            format!("no model is named `{d}`"),
-        );
+    if let Some(d) = &config.default_model {
+        match config.model(d) {
+            None => push(
+                vec![key("default_model")],
+                format!("no model is named `{d}`"),
+            ),
+            Some(m) if m.purpose == crate::ModelKind::Embedding => push(
+                vec![key("default_model")],
+                format!(
+                    "`{d}` is an embedding model (kind = \"embedding\"); the default model answers chats: name a chat model"
+                ),
+            ),
+            Some(_) => {}
+        }
     }
 
     // Keys.
@@ -400,6 +425,13 @@ fn jobs(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
                 at(&[name]),
                 format!(
                     "no model is named `{model}`; name one of the [[models]] (or leave it out for `default_model`)"
+                ),
+            ),
+            Some(m) if m.purpose == crate::ModelKind::Embedding => push(
+                at(&[name]),
+                format!(
+                    "model `{}` is an embedding model (kind = \"embedding\"): it cannot write; name a chat model",
+                    m.name
                 ),
             ),
             Some(m) if name == "vision_model" && !m.vision => push(

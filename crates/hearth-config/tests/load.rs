@@ -1,7 +1,7 @@
 //! Loading, overrides and diagnostics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use hearth_config::{BackendKind, MapEnv, load_str};
+use hearth_config::{BackendKind, MapEnv, ModelKind, load_str};
 
 fn errors(text: &str, env: &MapEnv) -> Vec<String> {
     load_str(text, "hearth.toml", env)
@@ -666,4 +666,49 @@ fn an_override_name_with_any_characters_is_a_warning_not_a_panic() {
         "{:?}",
         c.warnings
     );
+}
+
+#[test]
+fn embedding_models_are_marked_and_kept_out_of_chat_roles() {
+    let ok = r#"
+[[models]]
+name = "minilm"
+kind = "embedding"
+path = "models/all-MiniLM-L6-v2.F16.gguf"
+[[models]]
+name = "chat"
+path = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+"#;
+    let c = load_str(ok, "hearth.toml", &MapEnv::default()).unwrap();
+    assert_eq!(c.models[0].purpose, ModelKind::Embedding);
+    assert_eq!(c.models[1].purpose, ModelKind::Chat);
+    // The first chat model answers requests that name none.
+    assert_eq!(c.default_model_name(), Some("chat"));
+
+    let bad = r#"default_model = "minilm"
+[jobs]
+code_model = "minilm"
+[[models]]
+name = "minilm"
+kind = "embedding"
+path = "m.gguf"
+vision = true
+tools = "reject"
+[[models]]
+name = "x"
+kind = "vectors"
+path = "m.gguf"
+"#;
+    let e = errors(bad, &MapEnv::default()).join("\n");
+    assert!(e.contains("kind"), "{e}");
+    let bad = bad.replace("kind = \"vectors\"\n", "");
+    let e = errors(&bad, &MapEnv::default()).join("\n");
+    for needle in [
+        "hearth.toml:1: default_model: `minilm` is an embedding model",
+        "jobs.code_model: model `minilm` is an embedding model",
+        "models[0].vision: `vision` applies to chat models",
+        "models[0].tools: `tools` applies to chat models",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in\n{e}");
+    }
 }

@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use hearth_api::{ModelStatus, Usage};
-use hearth_config::ModelConfig;
+use hearth_api::{ApiError, EmbeddingsRequest, ModelStatus, Usage};
+use hearth_config::{ModelConfig, ModelKind};
 use hearth_router::{Backend, BackendError, EventStream, FinishReason, Request};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::oneshot;
 
 use crate::EngineError;
+use crate::embed;
 use crate::gguf;
 use crate::intake::IntakeHook;
 use crate::request::{self, GenRequest};
@@ -54,11 +56,17 @@ pub struct EmbeddedBackend {
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
     /// `None` once dropped (the engine thread then winds down).
-    jobs: Mutex<Option<Sender<Job>>>,
+    jobs: Mutex<Option<Jobs>>,
     /// The engine thread, joined when the backend is dropped: a process must not
     /// exit while llama.cpp is mid-decode on another thread (its teardown then
     /// crashes under it).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Where requests go: the generating engine, or an embedding model's thread.
+enum Jobs {
+    Generate(Sender<Job>),
+    Embed(Sender<embed::Job>),
 }
 
 impl Drop for EmbeddedBackend {
@@ -124,8 +132,26 @@ impl EmbeddedBackend {
                 "the configured context is longer than the model was trained for; quality may drop past it");
         }
         let shared = Arc::new(Shared::new(settings.context));
-        let (tx, rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
+        if cfg.purpose == ModelKind::Embedding {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("embed-{}", cfg.name))
+                .spawn(move || {
+                    if let Some(gate) = gate {
+                        let _ = gate.recv();
+                    }
+                    embed::run(settings, thread_shared, rx);
+                })
+                .map_err(EngineError::Spawn)?;
+            return Ok(Arc::new(EmbeddedBackend {
+                name: cfg.name.clone(),
+                shared,
+                jobs: Mutex::new(Some(Jobs::Embed(tx))),
+                thread: Mutex::new(Some(thread)),
+            }));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
             .spawn(move || {
@@ -146,7 +172,7 @@ impl EmbeddedBackend {
         Ok(Arc::new(EmbeddedBackend {
             name: cfg.name.clone(),
             shared,
-            jobs: Mutex::new(Some(tx)),
+            jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
         }))
     }
@@ -187,8 +213,54 @@ impl EmbeddedBackend {
         let stopped =
             || BackendError::Unavailable(format!("model `{}`: the engine has stopped", self.name));
         let jobs = self.jobs.lock().map_err(|_| stopped())?;
-        let jobs = jobs.as_ref().ok_or_else(stopped)?;
+        let jobs = match jobs.as_ref() {
+            Some(Jobs::Generate(jobs)) => jobs,
+            None => return Err(stopped()),
+            Some(Jobs::Embed(_)) => return Err(BackendError::Invalid(
+                ApiError::invalid_param(
+                    "model",
+                    format!(
+                        "model `{}` is an embedding model (kind = \"embedding\"): it answers /v1/embeddings only; send chats and completions to a chat model",
+                        self.name
+                    ),
+                )
+                .with_code("model_not_supported"),
+            )),
+        };
         jobs.send(Job { request, events }).map_err(|_| stopped())?;
+        Ok(rx)
+    }
+
+    /// Sends an embeddings request to the embedding thread; a chat model says it
+    /// is not one.
+    fn submit_embed(
+        &self,
+        request: &EmbeddingsRequest,
+    ) -> Result<oneshot::Receiver<Result<embed::Embedded, BackendError>>, BackendError> {
+        let stopped =
+            || BackendError::Unavailable(format!("model `{}`: the engine has stopped", self.name));
+        let jobs = self.jobs.lock().map_err(|_| stopped())?;
+        let jobs = match jobs.as_ref() {
+            Some(Jobs::Embed(jobs)) => jobs,
+            None => return Err(stopped()),
+            Some(Jobs::Generate(_)) => return Err(BackendError::Invalid(
+                ApiError::invalid_param(
+                    "model",
+                    format!(
+                        "model `{}` is a chat model: it does not answer /v1/embeddings; configure an embedding model ([[models]] kind = \"embedding\") and send the request to it",
+                        self.name
+                    ),
+                )
+                .with_code("model_not_supported"),
+            )),
+        };
+        let (answer, rx) = oneshot::channel();
+        jobs.send(embed::Job {
+            inputs: embed::Input::from_items(&request.input.items()),
+            dimensions: request.dimensions,
+            answer,
+        })
+        .map_err(|_| stopped())?;
         Ok(rx)
     }
 }
@@ -212,6 +284,24 @@ impl Backend for EmbeddedBackend {
     }
 
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
+        if let Request::Embeddings(r) = request {
+            if let Some(e) = self.unavailable() {
+                return Err(e);
+            }
+            let rx = self.submit_embed(r)?;
+            let answer = rx.await.map_err(|_| ended())??;
+            let mut events: Vec<Result<hearth_router::Event, BackendError>> = answer
+                .vectors
+                .into_iter()
+                .zip(0u32..)
+                .map(|(vector, index)| Ok(hearth_router::Event::Embedding { index, vector }))
+                .collect();
+            events.push(Ok(hearth_router::Event::Usage(Usage::new(
+                answer.prompt_tokens,
+                0,
+            ))));
+            return Ok(futures::stream::iter(events).boxed());
+        }
         request::check_text_only(request, &self.name).map_err(BackendError::Invalid)?;
         let req = request::from_router(request).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {

@@ -12,6 +12,8 @@
 //! - [`backend`]: [`EmbeddedBackend`], the `Backend` implementation; request in,
 //!   OpenAI-shaped bodies and chunks out.
 //! - `scheduler`: the engine thread: load, then the batching loop over slots.
+//! - `embed`: an embedding model's thread (`kind = "embedding"`): inputs
+//!   batched into decodes, pooled and normalised vectors out.
 //! - `intake`: the thread that prepares requests (template, tokens, grammar) so
 //!   the batching loop never waits for them.
 //! - `llama`: every call into llama.cpp (init, logs, context, template, samplers).
@@ -29,6 +31,7 @@
 
 pub mod backend;
 pub mod download;
+mod embed;
 mod fetch;
 pub mod gguf;
 mod intake;

@@ -84,6 +84,12 @@ pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
     match request {
         Request::Chat(r) => from_chat(r),
         Request::Completion(r) => from_completion(r),
+        // The backend sends these to its embedding thread, never here.
+        Request::Embeddings(_) => Err(ApiError::invalid_param(
+            "model",
+            "this model is a chat model: it does not answer /v1/embeddings; configure an embedding model ([[models]] kind = \"embedding\") and send the request to it",
+        )
+        .with_code("model_not_supported")),
     }
 }
 

@@ -155,14 +155,35 @@ impl Shared {
         }
         self.state.store(FAILED, Ordering::Release);
     }
+
+    /// The model failed to load (or cannot serve): logged, and said in every answer.
+    pub(crate) fn fail_with(&self, model: &str, reason: String) {
+        tracing::error!(model = %model, "{reason}");
+        self.fail(reason);
+    }
+
+    /// Loaded: requests are served from now on.
+    pub(crate) fn set_ready(&self) {
+        self.state.store(READY, Ordering::Release);
+    }
 }
 
 /// Marks the model unavailable if its thread unwinds (a panic inside
 /// llama-cpp-2), so the router stops sending it work instead of timing out.
-struct PanicGuard<'a> {
+pub(crate) struct PanicGuard<'a> {
     shared: &'a Shared,
     model: &'a str,
     thread: &'static str,
+}
+
+impl<'a> PanicGuard<'a> {
+    pub(crate) fn new(shared: &'a Shared, model: &'a str, thread: &'static str) -> Self {
+        PanicGuard {
+            shared,
+            model,
+            thread,
+        }
+    }
 }
 
 impl Drop for PanicGuard<'_> {

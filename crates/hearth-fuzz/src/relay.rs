@@ -170,7 +170,8 @@ fn typed(p: &mut Params<'_>) {
         let choice = &v["choices"][0];
         let piece = match format {
             Format::Chat => &choice["delta"]["content"],
-            Format::Completion => &choice["text"],
+            // Embeddings are never streamed: the fuzz target streams the other two.
+            Format::Completion | Format::Embeddings { .. } => &choice["text"],
         };
         got_text.push_str(piece.as_str().unwrap_or_default());
         got_reasoning.push_str(

@@ -26,17 +26,8 @@ impl Endpoint for CompletionRequest {
 }
 
 fn check(state: &HttpState, req: &CompletionRequest) -> Result<(), ApiError> {
-    let l = &state.config.limits;
     let len = req.prompt.byte_len() + req.suffix.as_ref().map_or(0, String::len);
-    if len > l.max_message_bytes {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            format!(
-                "the prompt is {len} bytes, more than the limit of {} (limits.max_message_bytes)",
-                l.max_message_bytes
-            ),
-        ));
-    }
+    limits::text_bytes(state, len, "prompt", "the prompt")?;
     limits::max_tokens(state, req.max_tokens, "max_tokens")?;
     if req.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_param("n", "only `n = 1` is supported"));

@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 pub enum Format {
     Chat,
     Completion,
+    /// `/v1/embeddings` (never streamed), its vectors as numbers or base64.
+    Embeddings {
+        base64: bool,
+    },
 }
 
 /// Writes one answer's events: the identity (`id`, `created`, `model`) is the same
@@ -45,6 +49,7 @@ impl Identity {
         let (id_prefix, object) = match format {
             Format::Chat => ("chatcmpl-", "chat.completion.chunk"),
             Format::Completion => ("cmpl-", "text_completion"),
+            Format::Embeddings { .. } => ("embd-", "list"),
         };
         let mut id = String::with_capacity(id_prefix.len() + 32);
         id.push_str(id_prefix);
@@ -129,7 +134,7 @@ impl Encoder {
                     },
                     None,
                 ),
-                Format::Completion => self.chunk(
+                Format::Completion | Format::Embeddings { .. } => self.chunk(
                     out,
                     *index,
                     |c| {
@@ -164,7 +169,7 @@ impl Encoder {
             Event::Finish { index, reason } => {
                 let empty: &[u8] = match self.format {
                     Format::Chat => b"\"delta\":{}",
-                    Format::Completion => b"\"text\":\"\"",
+                    Format::Completion | Format::Embeddings { .. } => b"\"text\":\"\"",
                 };
                 self.chunk(out, *index, |c| c.extend_from_slice(empty), Some(reason));
             }
@@ -177,8 +182,11 @@ impl Encoder {
             }
             // Reasoning and tool calls have no place in a text completion; usage is
             // sent only when asked for (the gateway counts it either way).
-            Event::Reasoning { .. } | Event::ToolCall { .. } | Event::Usage(_) | Event::Wire(_) => {
-            }
+            Event::Reasoning { .. }
+            | Event::ToolCall { .. }
+            | Event::Usage(_)
+            | Event::Wire(_)
+            | Event::Embedding { .. } => {}
         }
     }
 
@@ -212,6 +220,7 @@ impl Encoder {
         let mut calls: Vec<ToolCallDelta> = Vec::new();
         let mut finish: Option<FinishReason> = None;
         let mut usage: Option<Usage> = None;
+        let mut vectors: Vec<(u32, Vec<f32>)> = Vec::new();
         for e in events {
             match e {
                 Event::Wire(w) => return w.data,
@@ -220,7 +229,19 @@ impl Encoder {
                 Event::ToolCall { call, .. } => merge_call(&mut calls, call),
                 Event::Finish { reason, .. } => finish = Some(reason),
                 Event::Usage(u) => usage = Some(u),
+                Event::Embedding { index, vector } => vectors.push((index, vector)),
             }
+        }
+        if let Format::Embeddings { base64 } = self.format {
+            vectors.sort_by_key(|(i, _)| *i);
+            let vectors: Vec<Vec<f32>> = vectors.into_iter().map(|(_, v)| v).collect();
+            let v = hearth_api::embeddings::embeddings_body(
+                self.model.model(),
+                &vectors,
+                base64,
+                usage.map_or(0, |u| u.prompt_tokens),
+            );
+            return Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
         }
         let finish = finish.as_ref().map(FinishReason::as_str);
         let usage = usage.unwrap_or_default();
@@ -246,7 +267,7 @@ impl Encoder {
                     "usage": usage,
                 })
             }
-            Format::Completion => json!({
+            Format::Completion | Format::Embeddings { .. } => json!({
                 "id": ident.id, "object": "text_completion", "created": ident.created,
                 "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],

@@ -1,5 +1,5 @@
 //! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`,
-//! `/v1/models`, as SDKs, IDE assistants and curl call them.
+//! `/v1/embeddings`, `/v1/models`, as SDKs, IDE assistants and curl call them.
 //!
 //! It owns parsing and checking these requests, and writing the gateway's typed
 //! events in OpenAI's wire format: chunks of an event stream or one whole body
@@ -10,8 +10,8 @@
 //!
 //! # Layout
 //! - [`routes`]: the axum routes; [`Fast`]: the completions on the hot path.
-//! - `endpoint`: what the completion endpoints share; `chat`, `completions`: how
-//!   each parses and checks its request; `models`: the model list.
+//! - `endpoint`: what the completion endpoints share; `chat`, `completions`,
+//!   `embeddings`: how each parses and checks its request; `models`: the model list.
 //! - `relay`: a checked request through the gateway to a response (JSON or SSE).
 //! - `encode`: typed events as OpenAI chunks and bodies.
 //! - `limits`: `[limits]` checks of request fields.
@@ -30,6 +30,7 @@ macro_rules! or_answer {
 
 mod chat;
 mod completions;
+mod embeddings;
 pub mod encode;
 mod endpoint;
 mod limits;
@@ -48,13 +49,14 @@ use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures::future::Either;
-use hearth_api::{ChatCompletionRequest, CompletionRequest};
+use hearth_api::{ChatCompletionRequest, CompletionRequest, EmbeddingsRequest};
 use hearth_gateway::Principal;
 use hearth_http::{FastRoutes, HttpState, RequestLog};
 
 /// The OpenAI paths, below the server's root.
 pub const CHAT_PATH: &str = "/v1/chat/completions";
 pub const COMPLETIONS_PATH: &str = "/v1/completions";
+pub const EMBEDDINGS_PATH: &str = "/v1/embeddings";
 
 /// The completions on the server's hot path (`AppBuilder::fast`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,6 +98,10 @@ pub fn routes(state: &HttpState) -> axum::Router {
         .route(
             COMPLETIONS_PATH,
             post(endpoint::handler::<CompletionRequest>),
+        )
+        .route(
+            EMBEDDINGS_PATH,
+            post(endpoint::handler::<EmbeddingsRequest>),
         )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))

@@ -18,3 +18,17 @@ pub fn max_tokens(state: &HttpState, value: Option<u32>, param: &str) -> Result<
         _ => Ok(()),
     }
 }
+
+/// A request's text (`what`, at field `param`): at most `limits.max_message_bytes`.
+pub fn text_bytes(state: &HttpState, len: usize, param: &str, what: &str) -> Result<(), ApiError> {
+    let limit = state.config.limits.max_message_bytes;
+    if len > limit {
+        return Err(ApiError::invalid_param(
+            param,
+            format!(
+                "{what} is {len} bytes, more than the limit of {limit} (limits.max_message_bytes)"
+            ),
+        ));
+    }
+    Ok(())
+}

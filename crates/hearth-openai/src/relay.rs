@@ -30,6 +30,7 @@ pub async fn relay(
     let format = match &request {
         Request::Chat(_) => Format::Chat,
         Request::Completion(_) => Format::Completion,
+        Request::Embeddings(r) => Format::Embeddings { base64: r.base64() },
     };
     let include_usage = request.include_usage();
     log.set_stream(stream);
@@ -237,7 +238,7 @@ fn sse_response(events: Metered, encoder: Encoder, log: RequestLog) -> Response 
 fn carries_content(event: &Event) -> bool {
     match event {
         Event::Text { text, .. } | Event::Reasoning { text, .. } => !text.is_empty(),
-        Event::ToolCall { .. } => true,
+        Event::ToolCall { .. } | Event::Embedding { .. } => true,
         Event::Finish { .. } | Event::Usage(_) => false,
         Event::Wire(w) => wire_has_content(&w.data),
     }

@@ -12,13 +12,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::event::EventStream;
-use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, ErrorKind, ModelStatus};
+use hearth_api::{
+    ApiError, ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, ErrorKind, ModelStatus,
+};
 
 /// A request the router hands to a backend.
 #[derive(Debug, Clone)]
 pub enum Request {
     Chat(ChatCompletionRequest),
     Completion(CompletionRequest),
+    /// Answered with one [`Event::Embedding`](crate::Event::Embedding) per input
+    /// and the usage (or, from an upstream, its whole body).
+    Embeddings(EmbeddingsRequest),
 }
 
 impl Request {
@@ -26,6 +31,7 @@ impl Request {
         match self {
             Request::Chat(r) => r.stream,
             Request::Completion(r) => r.stream,
+            Request::Embeddings(_) => false,
         }
     }
 
@@ -33,6 +39,7 @@ impl Request {
         match self {
             Request::Chat(r) => r.model.as_deref(),
             Request::Completion(r) => r.model.as_deref(),
+            Request::Embeddings(r) => r.model.as_deref(),
         }
     }
 
@@ -40,6 +47,7 @@ impl Request {
         match self {
             Request::Chat(r) => r.model = Some(model.to_owned()),
             Request::Completion(r) => r.model = Some(model.to_owned()),
+            Request::Embeddings(r) => r.model = Some(model.to_owned()),
         }
     }
 
@@ -47,6 +55,7 @@ impl Request {
         match self {
             Request::Chat(r) => r.include_usage(),
             Request::Completion(r) => r.include_usage(),
+            Request::Embeddings(_) => false,
         }
     }
 
@@ -55,6 +64,8 @@ impl Request {
         match self {
             Request::Chat(r) => r.max_output_tokens(),
             Request::Completion(r) => r.max_tokens,
+            // Nothing is generated.
+            Request::Embeddings(_) => Some(0),
         }
     }
 
@@ -68,6 +79,7 @@ impl Request {
                 .map(|m| m.content.as_ref().map_or(0, |c| c.byte_len()) + 4)
                 .sum::<usize>(),
             Request::Completion(r) => r.prompt.byte_len(),
+            Request::Embeddings(r) => r.input.byte_len(),
         };
         (bytes as u64).div_ceil(4)
     }
@@ -75,6 +87,7 @@ impl Request {
     /// The paths of the OpenAI endpoints, below `/v1`.
     pub const CHAT_PATH: &'static str = "/chat/completions";
     pub const COMPLETIONS_PATH: &'static str = "/completions";
+    pub const EMBEDDINGS_PATH: &'static str = "/embeddings";
 }
 
 /// Why a backend could not answer.

@@ -97,6 +97,8 @@ pub(crate) fn apply(model: &ModelConfig, request: &mut Request) -> Result<Applie
         applied.set = match request {
             Request::Chat(r) => fill_chat(r, &model.defaults),
             Request::Completion(r) => fill_completion(r, &model.defaults),
+            // No sampling: nothing is generated.
+            Request::Embeddings(_) => Default::default(),
         };
     }
     Ok(applied)
@@ -113,6 +115,7 @@ pub(crate) fn undo(request: &mut Request, applied: Applied) {
             }
         }
         Request::Completion(r) => sampling_fields!(clear!(r, s;)),
+        Request::Embeddings(_) => {}
     }
 }
 

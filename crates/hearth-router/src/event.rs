@@ -36,6 +36,8 @@ pub enum Event {
     Finish { index: u32, reason: FinishReason },
     /// The answer's token counts (the last one seen is the answer's).
     Usage(Usage),
+    /// The vector of input `index` of an embeddings request.
+    Embedding { index: u32, vector: Vec<f32> },
     /// An OpenAI-compatible upstream's own JSON, as it sent it.
     Wire(Wire),
 }
@@ -138,6 +140,29 @@ impl Wire {
             ));
         }
         let mut out = Vec::new();
+        // An embeddings body: a vector per input (written as numbers; a client that
+        // asked the upstream for base64 reads the body itself).
+        for (i, item) in v
+            .get("data")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(numbers) = item.get("embedding").and_then(Value::as_array) {
+                out.push(Event::Embedding {
+                    index: item
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
+                    vector: numbers
+                        .iter()
+                        .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                        .collect(),
+                });
+            }
+        }
         for (i, choice) in v
             .get("choices")
             .and_then(Value::as_array)

@@ -51,6 +51,8 @@ impl Model {
             backend: self.backend.kind().to_owned(),
             aliases: self.config.aliases.clone(),
             vision: self.config.vision,
+            kind: (self.config.purpose == hearth_config::ModelKind::Embedding)
+                .then(|| "embedding".to_owned()),
             engine: self.backend.engine(),
         }
     }

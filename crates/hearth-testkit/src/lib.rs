@@ -168,6 +168,7 @@ impl FakeUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .route("/v1/completions", post(complete))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .with_state(inner.clone());
@@ -298,6 +299,70 @@ async fn accept_loop(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `/v1/embeddings`: recorded, and answered with a 3-dimensional vector per input,
+/// `[index, characters (or tokens) of the input, 0.5]`, as numbers or, when asked,
+/// base64 of little-endian `f32`s; usage counts a token per character.
+async fn embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lock(&inner.received).push(Received {
+        path: "/v1/embeddings".to_owned(),
+        body: body.clone(),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let size = |v: &Value| match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(a) => a.len(),
+        _ => 0,
+    };
+    let items: Vec<usize> = match &body["input"] {
+        Value::Array(a) if a.iter().all(|x| !x.is_number()) => a.iter().map(size).collect(),
+        other => vec![size(other)],
+    };
+    let base64 = body["encoding_format"] == "base64";
+    let data: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let v = [i as f32, *n as f32, 0.5];
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64_encode(&bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    let tokens: usize = items.iter().sum();
+    axum::Json(json!({
+        "object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
+}
+
+/// Standard base64 with padding (the fake needs no crate for it).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 async fn models(State(inner): State<Arc<Inner>>) -> Response {
@@ -663,17 +728,38 @@ impl Drop for AbortOnDrop {
 /// `HEARTH_TEST_MODEL`, else `models/SmolLM2-135M-Instruct.Q4_1.gguf` in the repository,
 /// which `make test` downloads first (mk/engine.mk). Panics, saying how to get it,
 /// when it is missing.
-#[allow(clippy::panic)] // a missing model fails the test that needs it, loudly
 pub fn test_model_path() -> std::path::PathBuf {
-    let path = std::env::var_os("HEARTH_TEST_MODEL")
+    model_file(
+        "HEARTH_TEST_MODEL",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "the SmolLM2 model",
+    )
+}
+
+/// The embedding model for tests that run one: `HEARTH_TEST_EMBEDDING_MODEL`, else
+/// `models/all-MiniLM-L6-v2.F16.gguf` in the repository, which `make test`
+/// converts first (mk/embedding.mk). Panics, saying how to get it, when missing.
+pub fn test_embedding_model_path() -> std::path::PathBuf {
+    model_file(
+        "HEARTH_TEST_EMBEDDING_MODEL",
+        "all-MiniLM-L6-v2.F16.gguf",
+        "the embedding model",
+    )
+}
+
+/// `$var`, else `models/<file>` in the repository; panics when it is missing.
+#[allow(clippy::panic)] // a missing model fails the test that needs it, loudly
+fn model_file(var: &str, file: &str, what: &str) -> std::path::PathBuf {
+    let path = std::env::var_os(var)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+                .join("../../models")
+                .join(file)
         });
     if !path.exists() {
         panic!(
-            "this test needs the SmolLM2 model at {} (run `make models/SmolLM2-135M-Instruct.Q4_1.gguf`, or set HEARTH_TEST_MODEL)",
+            "this test needs {what} at {} (run `make models/{file}`, or set {var})",
             path.display()
         );
     }

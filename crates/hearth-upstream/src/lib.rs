@@ -64,6 +64,7 @@ pub struct UpstreamBackend {
     /// URL parse per request shows in the gateway's profile.
     chat: Endpoint,
     completions: Endpoint,
+    embeddings: Endpoint,
     models: Endpoint,
     upstream_model: String,
     /// Sent with every call (user agent, content type, the upstream key marked
@@ -118,9 +119,10 @@ impl UpstreamBackend {
                 }
             })
         };
-        let (chat, completions, models) = (
+        let (chat, completions, embeddings, models) = (
             endpoint(Request::CHAT_PATH)?,
             endpoint(Request::COMPLETIONS_PATH)?,
+            endpoint(Request::EMBEDDINGS_PATH)?,
             endpoint("/models")?,
         );
         let transport =
@@ -159,6 +161,7 @@ impl UpstreamBackend {
             base_url,
             chat,
             completions,
+            embeddings,
             models,
             upstream_model: cfg.upstream_model_name().to_owned(),
             headers_json,
@@ -224,6 +227,10 @@ impl Backend for UpstreamBackend {
             Request::Completion(request) => (
                 serde_json::to_vec(&AsModel { request, model }),
                 &self.completions,
+            ),
+            Request::Embeddings(request) => (
+                serde_json::to_vec(&AsModel { request, model }),
+                &self.embeddings,
             ),
         };
         let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
