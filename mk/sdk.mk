@@ -1,5 +1,6 @@
-# The openai-SDK compatibility suite (tests/sdk): a venv with the official SDK,
-# the debug `hearth` and `fake-upstream` binaries, run by `make test`.
+# The client-library compatibility suites (tests/sdk), run by `make test`: a venv
+# with the official `openai` SDK and the official `ollama` library, against the
+# debug `hearth` and `fake-upstream` binaries and the default models.
 SDK_VENV ?= $(CURDIR)/.venv-sdk
 TEST_SUITES += test-sdk
 TEST_APT_PACKAGES += python3-venv
@@ -8,11 +9,12 @@ TEST_APT_PACKAGES += python3-venv
 $(SDK_VENV)/.complete: mk/sdk.mk | apt-test
 	rm -rf $(SDK_VENV)
 	/usr/bin/python3 -m venv $(SDK_VENV)
-	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'openai>=1.50,<3'
+	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'openai>=1.50,<3' 'ollama==0.6.3'
 	touch $@
 
 test-sdk: setup $(SDK_VENV)/.complete
 	$(CARGO) build --locked --bin hearth --bin fake-upstream
 	dir=$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'); \
-	HEARTH_BIN=$$dir/debug/hearth FAKE_UPSTREAM_BIN=$$dir/debug/fake-upstream HEARTH_EMBEDDING_MODEL=$(CURDIR)/$(DEFAULT_EMBED_GGUF) \
-	  $(SDK_VENV)/bin/python tests/sdk/test_openai_sdk.py
+	export HEARTH_BIN=$$dir/debug/hearth FAKE_UPSTREAM_BIN=$$dir/debug/fake-upstream \
+	  HEARTH_MODEL=$(CURDIR)/$(DEFAULT_GGUF) HEARTH_EMBEDDING_MODEL=$(CURDIR)/$(DEFAULT_EMBED_GGUF); \
+	$(SDK_VENV)/bin/python tests/sdk/test_openai_sdk.py && $(SDK_VENV)/bin/python tests/sdk/test_ollama.py

@@ -13,14 +13,9 @@ Prints `N passed, M failed` and exits non-zero on any failure.
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import traceback
-import urllib.request
 
+import harness
 import openai
 from openai import OpenAI
 
@@ -28,53 +23,12 @@ KEY = "sk-sdk-test-0123456789"
 LIMITED_KEY = "sk-sdk-limited-0123456789"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up in {timeout}s")
-
-
 def start():
     procs = []
-    fake = subprocess.Popen(
-        [os.environ["FAKE_UPSTREAM_BIN"]], stdout=subprocess.PIPE, text=True
-    )
-    procs.append(fake)
-    line = fake.stdout.readline().strip()
-    assert line.startswith("listening on "), line
-    upstream = line.split(" ", 2)[2]
-    tmp = tempfile.mkdtemp(prefix="hearth-sdk-")
-    config = os.path.join(tmp, "hearth.toml")
-    with open(config, "w") as f:
-        f.write(
-            f"""
-[storage]
-data_dir = "{tmp}/data"
-
-[log]
-stdout = false
-
-[[keys]]
-name = "sdk"
-key = "{KEY}"
-
-[[keys]]
-name = "limited"
-key = "{LIMITED_KEY}"
-rpm = 1
-
+    upstream = harness.start_fake_upstream(procs)
+    base, _ = harness.start_hearth(
+        procs,
+        f"""
 [[models]]
 name = "fake-chat"
 backend = "upstream"
@@ -93,26 +47,20 @@ name = "fake-embed"
 kind = "embedding"
 backend = "upstream"
 base_url = "{upstream}"
-"""
-        )
-    port = free_port()
-    hearth = subprocess.Popen(
-        [os.environ["HEARTH_BIN"], "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
+""",
+        "hearth-sdk-",
+        key=KEY,
+        extra_toml=f"""
+[[keys]]
+name = "sdk"
+key = "{KEY}"
+
+[[keys]]
+name = "limited"
+key = "{LIMITED_KEY}"
+rpm = 1
+""",
     )
-    procs.append(hearth)
-    base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health")
-    # Every model loaded (the embedded embedding model loads in the background).
-    deadline = time.time() + 120
-    while True:
-        req = urllib.request.Request(base + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            states = [m["status"] for m in json.load(r)["data"]]
-        if all(s == "ready" for s in states):
-            break
-        if time.time() > deadline:
-            raise RuntimeError(f"models not ready in 120 s: {states}")
-        time.sleep(0.1)
     return base, procs
 
 
@@ -275,27 +223,7 @@ def main():
         else:
             raise AssertionError("expected RateLimitError")
 
-    passed = failed = 0
-    try:
-        for fn in tests:
-            try:
-                fn()
-                passed += 1
-                print(f"ok   {fn.__name__}")
-            except Exception:
-                failed += 1
-                print(f"FAIL {fn.__name__}")
-                traceback.print_exc()
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    print(f"sdk: {passed} passed, {failed} failed")
-    return 1 if failed else 0
-
+    return harness.run("sdk", tests, procs)
 
 if __name__ == "__main__":
     sys.exit(main())

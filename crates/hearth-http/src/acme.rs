@@ -17,6 +17,7 @@
 //! order is retried with a growing delay ([`backoff`]), logged once per attempt
 //! with what to check, and shown by [`AcmeStatus::line`] (the login banner).
 
+use hearth_api::civil_from_days;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -236,19 +237,6 @@ fn httpdate(t: SystemTime) -> String {
         secs % 86_400 / 3600,
         secs % 3600 / 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The ACME side of a [`crate::Tls`]: its settings, its files, and its state.

@@ -249,6 +249,7 @@ impl Builder {
         let state = HttpState::new(config.clone(), gateway.clone());
         let app = App::builder(state.clone())
             .protected(hearth_openai::routes(&state))
+            .protected(hearth_ollama::routes(&state))
             .protected(hearth_webui::routes(
                 gateway.clone(),
                 store.clone(),

@@ -32,6 +32,24 @@ async fn keys_are_required_when_configured() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // Ollama's API takes the same keys.
+    for path in ["/api/tags", "/api/ps", "/api/version"] {
+        assert_eq!(gw.get(path).send().await.unwrap().status(), 401, "{path}");
+        let resp = gw
+            .get(path)
+            .bearer_auth("sk-alice-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let resp = gw
+        .post("/api/chat")
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     // Probes need no key.
     assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
     assert_eq!(gw.get("/ready").send().await.unwrap().status(), 200);
