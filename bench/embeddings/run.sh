@@ -31,12 +31,17 @@ echo "model $MODEL, $THREADS threads, ${SECONDS_EACH}s per run" >&2
 
 . bench/lib.sh
 
-# measure LABEL URL MODEL_NAME PID: both shapes, one JSON line each.
+# measure LABEL URL MODEL_NAME PID: both shapes, one JSON line each (progress
+# on stderr without the probe vector).
 measure() {
-  python3 bench/embeddings/client.py --url "$2" --model "$3" --label "$1" \
-    --batch 1 --clients "$CLIENTS1" --seconds "$SECONDS_EACH" | tee -a "$OUT/results.jsonl" >&2
-  python3 bench/embeddings/client.py --url "$2" --model "$3" --label "$1" \
-    --batch 32 --clients "$CLIENTS32" --seconds "$SECONDS_EACH" | tee -a "$OUT/results.jsonl" >&2
+  local batch clients
+  for batch in 1 32; do
+    clients=$CLIENTS1
+    [ "$batch" = 32 ] && clients=$CLIENTS32
+    python3 bench/embeddings/client.py --url "$2" --model "$3" --label "$1" \
+      --batch "$batch" --clients "$clients" --seconds "$SECONDS_EACH" >>"$OUT/results.jsonl"
+    tail -n 1 "$OUT/results.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); r.pop("probe"); print(r)' >&2
+  done
   ps -o rss= -p "$4" | awk -v l="$1" '{printf "{\"label\":\"%s\",\"rss_mib\":%.1f}\n", l, $1/1024}' >>"$OUT/rss.jsonl"
 }
 
