@@ -15,8 +15,11 @@ import math
 import os
 import sys
 
+from typing import List, Literal
+
 import harness
 import openai
+from pydantic import BaseModel, Field
 from openai import OpenAI
 
 KEY = "sk-sdk-test-0123456789"
@@ -41,6 +44,12 @@ context_length = 4096
 name = "minilm"
 kind = "embedding"
 path = "{os.environ["HEARTH_EMBEDDING_MODEL"]}"
+
+[[models]]
+name = "smollm2-135m"
+path = "{os.environ["HEARTH_MODEL"]}"
+context = 2048
+parallel = 2
 
 [[models]]
 name = "fake-embed"
@@ -77,7 +86,7 @@ def main():
     def list_and_retrieve_models():
         models = client.models.list()
         ids = [m.id for m in models.data]
-        assert ids == ["fake-chat", "minilm", "fake-embed"], ids
+        assert ids == ["fake-chat", "minilm", "smollm2-135m", "fake-embed"], ids
         assert models.data[1].model_extra["kind"] == "embedding", models.data[1]
         m = client.models.retrieve("fake-chat")
         assert m.id == "fake-chat"
@@ -173,6 +182,42 @@ def main():
             assert e.body["code"] == "model_not_supported", e.body
         else:
             raise AssertionError("expected BadRequestError for a chat with an embedding model")
+
+    @test
+    def structured_output_parsed_into_a_pydantic_model():
+        class Step(BaseModel):
+            n: int
+
+        class Plan(BaseModel):
+            colour: Literal["red", "blue"]
+            # Bounded (maxItems), so the tiny model's answer ends within max_tokens.
+            steps: List[Step] = Field(min_length=1, max_length=2)
+
+        r = client.chat.completions.parse(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "Pick a colour and number two steps."}],
+            response_format=Plan,
+            max_tokens=200,
+            temperature=0,
+        )
+        parsed = r.choices[0].message.parsed
+        assert parsed.colour in ("red", "blue"), r.choices[0].message
+        assert 1 <= len(parsed.steps) <= 2, parsed
+
+    @test
+    def a_schema_keyword_the_engine_cannot_enforce_is_refused():
+        try:
+            client.chat.completions.create(
+                model="smollm2-135m",
+                messages=[{"role": "user", "content": "hi"}],
+                response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {
+                    "type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}}},
+            )
+        except openai.BadRequestError as e:
+            assert e.body["param"] == "response_format", e.body
+            assert "uniqueItems" in e.body["message"], e.body
+        else:
+            raise AssertionError("expected BadRequestError for uniqueItems")
 
     @test
     def authentication_error():

@@ -224,10 +224,104 @@ fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
                 .get("json_schema")
                 .and_then(|j| j.get("schema"))
                 .ok_or_else(bad)?;
+            check_schema(schema, "")?;
             Ok(Some(Grammar::JsonSchema(schema.to_string())))
         }
         _ => Err(bad()),
     }
+}
+
+/// The JSON-schema keywords llama.cpp's grammar enforces (common/json-schema.cpp).
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "$ref",
+    "$defs",
+    "definitions",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+];
+
+/// Keywords that describe and do not constrain: accepted as they are.
+const SCHEMA_ANNOTATIONS: &[&str] = &[
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "$comment",
+    "default",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+];
+
+/// The `format`s the grammar enforces; llama.cpp lets any string through for others.
+const SCHEMA_FORMATS: &[&str] = &["date", "time", "date-time", "uuid"];
+
+/// Refuses a schema with a keyword the grammar would not enforce (llama.cpp
+/// skips what it does not know, so the output could break the schema the client
+/// relies on): 400 naming the keyword and where it stands. `at` is the path so
+/// far (`/properties/tags`).
+fn check_schema(schema: &Value, at: &str) -> Result<(), ApiError> {
+    let Value::Object(map) = schema else {
+        // `true`/`false` schemas, or a malformed one llama.cpp reports itself.
+        return Ok(());
+    };
+    let unsupported = |what: String| {
+        Err(ApiError::invalid_param(
+            "response_format",
+            format!(
+                "{what} (at `{}` of the JSON schema) is not supported by the embedded engine's grammar, so the answer could break it; remove it, or send the request to an upstream model that supports it",
+                if at.is_empty() { "/" } else { at }
+            ),
+        )
+        .with_code("unsupported_schema"))
+    };
+    for (key, value) in map {
+        if SCHEMA_ANNOTATIONS.contains(&key.as_str()) {
+            continue;
+        }
+        if !SCHEMA_KEYWORDS.contains(&key.as_str()) {
+            return unsupported(format!("the keyword `{key}`"));
+        }
+        let here = |k: &str| format!("{at}/{k}");
+        match (key.as_str(), value) {
+            ("format", Value::String(f)) if !SCHEMA_FORMATS.contains(&f.as_str()) => {
+                return unsupported(format!("`format: \"{f}\"`"));
+            }
+            ("properties" | "$defs" | "definitions", Value::Object(subs)) => {
+                for (name, sub) in subs {
+                    check_schema(sub, &format!("{at}/{key}/{name}"))?;
+                }
+            }
+            ("items" | "additionalProperties", sub) => check_schema(sub, &here(key))?,
+            ("prefixItems" | "anyOf" | "oneOf" | "allOf", Value::Array(subs)) => {
+                for (i, sub) in subs.iter().enumerate() {
+                    check_schema(sub, &format!("{at}/{key}/{i}"))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
@@ -468,5 +562,62 @@ mod tests {
                 .as_deref(),
             Some("prompt")
         );
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schemas_the_grammar_enforces_pass() {
+        // What Pydantic writes for nested models, enums, optional fields and lists.
+        let schema = json!({
+            "$defs": {"Step": {"type": "object", "title": "Step",
+                "properties": {"n": {"type": "integer", "minimum": 1}}, "required": ["n"],
+                "additionalProperties": false}},
+            "type": "object", "title": "Plan",
+            "properties": {
+                "colour": {"enum": ["red", "blue"], "type": "string"},
+                "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}, "minItems": 1, "maxItems": 3},
+                "note": {"anyOf": [{"type": "string", "maxLength": 40}, {"type": "null"}], "default": null},
+                "when": {"type": "string", "format": "date-time"},
+                "kind": {"const": "plan"}
+            },
+            "required": ["colour", "steps"], "additionalProperties": false
+        });
+        assert!(check_schema(&schema, "").is_ok());
+    }
+
+    #[test]
+    fn a_keyword_the_grammar_would_skip_is_a_400_naming_it() {
+        for (schema, words) in [
+            (
+                json!({"type": "object", "patternProperties": {"^x": {}}}),
+                "`patternProperties` (at `/`",
+            ),
+            (
+                json!({"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": true}}}),
+                "`uniqueItems` (at `/properties/tags`",
+            ),
+            (
+                json!({"type": "string", "format": "email"}),
+                "`format: \"email\"`",
+            ),
+            (
+                json!({"anyOf": [{"type": "integer"}, {"type": "number", "multipleOf": 2}]}),
+                "`multipleOf` (at `/anyOf/1`",
+            ),
+            (
+                json!({"$defs": {"A": {"not": {"type": "null"}}}}),
+                "`not` (at `/$defs/A`",
+            ),
+        ] {
+            let e = check_schema(&schema, "").unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("response_format"));
+            assert_eq!(e.code.as_deref(), Some("unsupported_schema"));
+            assert!(e.message.contains(words), "{schema}: {}", e.message);
+        }
     }
 }
