@@ -220,6 +220,36 @@ def main():
             raise AssertionError("expected BadRequestError for uniqueItems")
 
     @test
+    def responses_api_whole_and_streamed():
+        r = client.responses.create(
+            model="smollm2-135m", input="Name a colour.", instructions="Answer in one word.",
+            max_output_tokens=8, temperature=0,
+        )
+        assert r.object == "response" and r.status in ("completed", "incomplete"), r
+        assert r.output_text, r
+        assert r.usage.output_tokens > 0 and r.usage.input_tokens > 0, r.usage
+        assert r.store is False, r
+        events = list(client.responses.create(
+            model="smollm2-135m", input="Name a colour.", instructions="Answer in one word.",
+            max_output_tokens=8, temperature=0, stream=True,
+        ))
+        kinds = [e.type for e in events]
+        assert kinds[:2] == ["response.created", "response.in_progress"], kinds
+        assert kinds[-1] in ("response.completed", "response.incomplete"), kinds
+        assert [e.sequence_number for e in events] == list(range(len(events))), kinds
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas == r.output_text == events[-1].response.output_text, (deltas, r.output_text)
+        # An upstream model, a list of input items.
+        u = client.responses.create(model="fake-chat", input=[{"role": "user", "content": "hi"}])
+        assert u.output_text == "Hello from the fake upstream.", u
+        try:
+            client.responses.create(model="fake-chat", input="hi", previous_response_id="resp_x")
+        except openai.BadRequestError as e:
+            assert e.body["param"] == "previous_response_id", e.body
+        else:
+            raise AssertionError("expected BadRequestError for previous_response_id")
+
+    @test
     def authentication_error():
         bad = OpenAI(base_url=base + "/v1", api_key="sk-wrong-key-000", max_retries=0)
         try:

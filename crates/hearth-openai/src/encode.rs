@@ -75,7 +75,7 @@ impl Identity {
 
 /// 32 hex digits, unique in and across runs: a random prefix drawn once per process
 /// and a counter (no random draw per answer).
-fn answer_id() -> String {
+pub(crate) fn answer_id() -> String {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();

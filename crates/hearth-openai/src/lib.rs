@@ -1,5 +1,6 @@
 //! The OpenAI-compatible API: `/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings`, `/v1/models`, as SDKs, IDE assistants and curl call them.
+//! `/v1/embeddings`, `/v1/responses`, `/v1/models`, as SDKs, IDE assistants and
+//! curl call them.
 //!
 //! It owns parsing and checking these requests, and writing the gateway's typed
 //! events in OpenAI's wire format: chunks of an event stream or one whole body
@@ -14,6 +15,8 @@
 //!   `embeddings`: how each parses and checks its request; `models`: the model list.
 //! - `relay`: a checked request through the gateway to a response (JSON or SSE).
 //! - `encode`: typed events as OpenAI chunks and bodies.
+//! - `responses`: `/v1/responses` (the Responses API's basics) as a chat
+//!   completion, with its own objects and typed stream events.
 //! - `limits`: `[limits]` checks of request fields.
 
 /// The value of `Ok`, or the error answered as the response (an early return).
@@ -36,6 +39,7 @@ mod endpoint;
 mod limits;
 mod models;
 mod relay;
+mod responses;
 
 /// Byte-level entry points for the fuzz targets (crates/hearth-fuzz); not an API.
 #[doc(hidden)]
@@ -103,6 +107,7 @@ pub fn routes(state: &HttpState) -> axum::Router {
             EMBEDDINGS_PATH,
             post(endpoint::handler::<EmbeddingsRequest>),
         )
+        .route(responses::RESPONSES_PATH, post(responses::handler))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .with_state(state.clone())
