@@ -13,7 +13,6 @@ use std::sync::mpsc::{Receiver, SendError, Sender};
 use hearth_api::ApiError;
 use hearth_router::BackendError;
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -31,7 +30,7 @@ pub struct Pending {
     pub events: UnboundedSender<Event>,
     pub prompt: Vec<LlamaToken>,
     pub max_tokens: u32,
-    pub sampler: LlamaSampler,
+    pub sampler: crate::llama::Sampling,
     pub text: TextStream,
     pub echo: Option<String>,
 }

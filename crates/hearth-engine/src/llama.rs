@@ -14,6 +14,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 
 use crate::request::{Grammar, PromptInput, SamplingParams};
@@ -215,10 +217,60 @@ pub fn is_end_of_generation(model: &LlamaModel, token: LlamaToken) -> bool {
     model.vocab().is_eog(token)
 }
 
-/// The sampler chain for one request: logit bias, grammar, penalties, then greedy, or the
-/// top-k → top-p → min-p → temperature → seeded draw pipeline.
-pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, ApiError> {
+/// One request's sampling: its chain (logit bias, penalties, then greedy, or the
+/// top-k → top-p → min-p → temperature → seeded draw pipeline) and, for JSON
+/// mode and structured outputs, the grammar apart from it.
+///
+/// The grammar is checked lazily, as llama.cpp's own `common_sampler` does: the
+/// chain picks a token, the grammar judges that one token, and only when it
+/// refuses is the step sampled again with the grammar over the whole vocabulary.
+/// Judging all 49,152 tokens of a vocabulary at every step cost a small model
+/// 40 % of its decode speed (bench/RESULTS.md, "Structured outputs").
+pub struct Sampling {
+    chain: LlamaSampler,
+    grammar: Option<LlamaSampler>,
+    /// What a grammar that allows no token at all ends with.
+    eos: LlamaToken,
+}
+
+impl Sampling {
+    /// Samples the next token from the logits at batch index `idx`, and records
+    /// it (penalties' history, the grammar's state).
+    pub fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> LlamaToken {
+        let Some(grammar) = self.grammar.as_mut() else {
+            return self.chain.sample(ctx, idx);
+        };
+        let mut all = ctx.token_data_array_ith(idx);
+        self.chain.apply(&mut all);
+        let allowed = all.selected_token().filter(|&t| {
+            let mut one = LlamaTokenDataArray::from_iter([LlamaTokenData::new(t, 1.0, 0.0)], false);
+            grammar.apply(&mut one);
+            one.data.first().is_some_and(|d| d.logit().is_finite())
+        });
+        let token = match allowed {
+            Some(t) => t,
+            None => {
+                let mut all = ctx.token_data_array_ith(idx);
+                grammar.apply(&mut all);
+                self.chain.apply(&mut all);
+                match all.selected_token() {
+                    Some(t) => t,
+                    // The grammar allows nothing: end the answer rather than feed
+                    // it a token it refuses (llama.cpp aborts on that).
+                    None => return self.eos,
+                }
+            }
+        };
+        grammar.accept(token);
+        self.chain.accept(token);
+        token
+    }
+}
+
+/// The sampling of one request (see [`Sampling`]).
+pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<Sampling, ApiError> {
     let mut chain = Vec::new();
+    let mut grammar = None;
     if !p.logit_bias.is_empty() {
         let n_vocab = model.n_vocab();
         let biases = p
@@ -254,7 +306,7 @@ pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, A
                 })?
             }
         };
-        chain.push(LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
+        grammar = Some(LlamaSampler::grammar(model, &gbnf, "root").map_err(|e| {
             tracing::error!(error = %e, "grammar rejected");
             ApiError::invalid_param(
                 "response_format",
@@ -287,5 +339,9 @@ pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<LlamaSampler, A
         // u32::MAX is llama.cpp's "pick a random seed".
         chain.push(LlamaSampler::dist(p.seed.unwrap_or(u32::MAX)));
     }
-    Ok(LlamaSampler::chain_simple(chain))
+    Ok(Sampling {
+        chain: LlamaSampler::chain_simple(chain),
+        grammar,
+        eos: model.vocab().eos(),
+    })
 }

@@ -38,7 +38,6 @@ use llama_cpp_2::DecodeError;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -280,7 +279,7 @@ struct Active {
     events: UnboundedSender<Event>,
     prompt: Vec<LlamaToken>,
     max_tokens: u32,
-    sampler: LlamaSampler,
+    sampler: llama::Sampling,
     text: TextStream,
     generated: u32,
     /// Sampled, sent, and to be decoded in the next step.

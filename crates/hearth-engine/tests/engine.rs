@@ -340,6 +340,42 @@ async fn json_mode_yields_parseable_json() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
 }
 
+/// The grammar judges the token the sampling chain picked and resamples only when
+/// it refuses it: hot sampling, which picks refused tokens often, still answers
+/// within the schema every time.
+#[tokio::test]
+async fn hot_sampling_under_a_schema_always_follows_it() {
+    let b = engine(1, 1024).await;
+    let schema = json!({"type": "object",
+        "properties": {"colour": {"enum": ["red", "green", "blue"]},
+                       "n": {"type": "integer", "minimum": 1, "maximum": 9}},
+        "required": ["colour", "n"], "additionalProperties": false});
+    for seed in 1..=6 {
+        let v = full(
+            &b,
+            chat(
+                "Pick a colour and a number.",
+                json!({"temperature": 1.5, "top_k": 0, "seed": seed, "max_tokens": 60,
+                       "response_format": {"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}}}),
+            ),
+        )
+        .await;
+        let text = content(&v);
+        let parsed: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("seed {seed}: {e}: {text:?}"));
+        assert!(
+            ["red", "green", "blue"].contains(&parsed["colour"].as_str().unwrap_or("")),
+            "seed {seed}: {text}"
+        );
+        let n = parsed["n"].as_i64().unwrap_or(0);
+        assert!((1..=9).contains(&n), "seed {seed}: {text}");
+        assert_eq!(
+            v["choices"][0]["finish_reason"], "stop",
+            "seed {seed}: {text}"
+        );
+    }
+}
+
 /// Preparing a request (template, tokens, grammar) happens beside the decode loop,
 /// not in it: while a grammar request is held in preparation, a running stream
 /// keeps generating, and the held request is served once let through.
