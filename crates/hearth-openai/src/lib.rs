@@ -15,6 +15,7 @@
 //!   `embeddings`: how each parses and checks its request; `models`: the model list.
 //! - `relay`: a checked request through the gateway to a response (JSON or SSE).
 //! - `encode`: typed events as OpenAI chunks and bodies.
+//! - [`openapi`]: `/openapi.json`, the document of every endpoint (public).
 //! - `responses`: `/v1/responses` (the Responses API's basics) as a chat
 //!   completion, with its own objects and typed stream events.
 //! - `limits`: `[limits]` checks of request fields.
@@ -38,6 +39,7 @@ pub mod encode;
 mod endpoint;
 mod limits;
 mod models;
+pub mod openapi;
 mod relay;
 mod responses;
 
@@ -111,4 +113,9 @@ pub fn routes(state: &HttpState) -> axum::Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .with_state(state.clone())
+}
+
+/// The public routes: `/openapi.json` (read before a client has a key).
+pub fn public_routes() -> axum::Router {
+    axum::Router::new().route(openapi::OPENAPI_PATH, get(openapi::handler))
 }

@@ -260,6 +260,7 @@ impl Builder {
                 hearth_webui::jobs::JobsApiLimits::from(&*config),
                 closing.clone(),
             ))
+            .public(hearth_openai::public_routes())
             .public(hearth_webui::assets::routes())
             .fast(hearth_openai::Fast)
             .build();

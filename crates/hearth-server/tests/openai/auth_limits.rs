@@ -50,7 +50,11 @@ async fn keys_are_required_when_configured() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    // Probes need no key.
+    // Probes and the API's document need no key.
+    let doc = gw.get("/openapi.json").send().await.unwrap();
+    assert_eq!(doc.status(), 200);
+    let doc: serde_json::Value = doc.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
     assert_eq!(gw.get("/ready").send().await.unwrap().status(), 200);
     assert_eq!(up.hits(), 0);
