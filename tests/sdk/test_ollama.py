@@ -150,6 +150,18 @@ def main():
         assert cosine(one.embeddings[0], reference[0]["embedding"]) > 0.999
         old = client.embeddings(model="minilm", prompt=texts[0])
         assert cosine(old.embedding, reference[0]["embedding"]) > 0.999
+        # Longer than the model's 512 tokens: cut to fit by default, as Ollama does;
+        # refused with truncate=False.
+        long = "word " * 700
+        cut = client.embed(model="minilm", input=[long, texts[0]])
+        assert len(cut.embeddings[0]) == 384 and cut.prompt_eval_count == 512 + reference[0]["n_tokens"], cut.prompt_eval_count
+        assert cosine(cut.embeddings[1], reference[0]["embedding"]) > 0.999
+        try:
+            client.embed(model="minilm", input=long, truncate=False)
+        except ollama.ResponseError as e:
+            assert e.status_code == 400 and "512" in e.error, e.error
+        else:
+            raise AssertionError("expected a 400 for a long input with truncate=False")
 
     @test
     def pull_a_configured_model_a_url_and_an_unknown_name():

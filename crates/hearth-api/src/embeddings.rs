@@ -22,6 +22,10 @@ pub struct EmbeddingsRequest {
     pub encoding_format: Option<EncodingFormat>,
     /// A shorter vector, where the model was trained for it.
     pub dimensions: Option<u32>,
+    /// Hearth's own, never read from or written to JSON: an input longer than the
+    /// embedded model reads at once is cut short instead of refused (Ollama's
+    /// `/api/embed` sets it, as Ollama does by default).
+    pub truncate: bool,
     pub extra: Map<String, Value>,
 }
 

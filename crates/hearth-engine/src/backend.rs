@@ -258,6 +258,7 @@ impl EmbeddedBackend {
         jobs.send(embed::Job {
             inputs: embed::Input::from_items(&request.input.items()),
             dimensions: request.dimensions,
+            truncate: request.truncate,
             answer,
         })
         .map_err(|_| stopped())?;

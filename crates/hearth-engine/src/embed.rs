@@ -58,6 +58,8 @@ pub struct Job {
     pub inputs: Vec<Input>,
     /// As many dimensions as the model has, or a 400.
     pub dimensions: Option<u32>,
+    /// Cut inputs longer than the context instead of refusing them.
+    pub truncate: bool,
     /// Dropped by the client (it went away): the job is skipped.
     pub answer: oneshot::Sender<Result<Embedded, BackendError>>,
 }
@@ -164,11 +166,14 @@ struct Limits {
     sequences: usize,
 }
 
-/// The inputs' tokens, each checked against the vocabulary and the context.
+/// The inputs' tokens, each checked against the vocabulary and the context. One
+/// too long is a 400, or, with `truncate` (Ollama's `/api/embed` default), cut to
+/// the context, keeping the model's closing marker ([SEP]) when it had one.
 fn tokens(
     model: &LlamaModel,
     inputs: &[Input],
     context: usize,
+    truncate: bool,
 ) -> Result<Vec<Vec<LlamaToken>>, ApiError> {
     let vocab = model.vocab();
     let n_vocab = vocab.n_tokens();
@@ -183,7 +188,7 @@ fn tokens(
         .iter()
         .enumerate()
         .map(|(i, input)| {
-            let t = match input {
+            let mut t = match input {
                 // The model's own markers around the text ([CLS] … [SEP] for BERT);
                 // markers typed in the text stay text.
                 Input::Text(s) => vocab.tokenize(s.as_bytes(), true, false),
@@ -206,6 +211,14 @@ fn tokens(
                     "input",
                     format!("{} is empty after tokenization", label(i)),
                 ));
+            }
+            if t.len() > context && truncate {
+                let last = t[t.len() - 1];
+                let closing = vocab.is_control(last);
+                t.truncate(context);
+                if closing && let Some(end) = t.last_mut() {
+                    *end = last;
+                }
             }
             if t.len() > context {
                 return Err(ApiError::invalid_param(
@@ -347,7 +360,7 @@ fn checked(
             ),
         )));
     }
-    tokens(model, &job.inputs, limits.per_input).map_err(BackendError::Invalid)
+    tokens(model, &job.inputs, limits.per_input, job.truncate).map_err(BackendError::Invalid)
 }
 
 /// One decode of the `chosen` sequences, sequence ids 0, 1, … in that order.

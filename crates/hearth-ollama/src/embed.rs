@@ -2,9 +2,9 @@
 //! (one `prompt`, one vector), as the gateway's embeddings request of the model.
 //!
 //! The vectors are unit length, as `/v1/embeddings` gives them (Ollama's
-//! `/api/embed` normalises too). An input longer than the model reads at once is
-//! a 400 naming it: Hearth does not cut inputs short (`truncate` is accepted and
-//! has no effect), so nothing is embedded that the caller did not send.
+//! `/api/embed` normalises too). An input longer than the embedded model reads at
+//! once is cut to fit, as Ollama does (`truncate`, true by default); with
+//! `truncate: false` it is a 400 naming it. An upstream gets the inputs whole.
 
 use std::time::Instant;
 
@@ -31,6 +31,13 @@ pub struct EmbedBody {
     input: Value,
     #[serde(default)]
     dimensions: Option<u32>,
+    /// Cut inputs past the model's context (Ollama's default) rather than refuse them.
+    #[serde(default = "yes")]
+    truncate: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -58,6 +65,7 @@ pub async fn embed(
         &req.model,
         req.input,
         req.dimensions,
+        req.truncate,
     )
     .await?;
     Ok(wire::object(&json!({
@@ -83,6 +91,7 @@ pub async fn embeddings(
         &req.model,
         json!(req.prompt),
         None,
+        true,
     )
     .await?;
     Ok(wire::object(
@@ -98,13 +107,15 @@ async fn vectors(
     model: &str,
     input: Value,
     dimensions: Option<u32>,
+    truncate: bool,
 ) -> Result<(Vec<Vec<f32>>, u64), OllamaError> {
     let name = names::served(state, model)?;
     let mut v = json!({"model": name, "input": input, "encoding_format": "float"});
     if let Some(d) = dimensions {
         v["dimensions"] = json!(d);
     }
-    let request = EmbeddingsRequest::from_value(v)?;
+    let mut request = EmbeddingsRequest::from_value(v)?;
+    request.truncate = truncate;
     let n = request.input.len();
     let c = state
         .gateway
