@@ -64,23 +64,32 @@ struct FileFacts {
     info: Value,
 }
 
-fn facts(m: &Model) -> FileFacts {
-    let ModelBackend::Embedded(e) = &m.config.backend else {
-        return FileFacts {
-            size: 0,
-            modified: hearth_api::unix_now(),
-            details: json!({"parent_model": "", "format": "", "family": "", "families": null,
-                "parameter_size": "", "quantization_level": ""}),
-            info: json!({}),
-        };
-    };
-    let meta = std::fs::metadata(&e.path).ok();
-    let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
-    let modified = meta
-        .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    let gguf = hearth_engine::inspect(&e.path).ok();
+/// What a GGUF's header says, kept per file while its size and modification
+/// time stay the same: Open WebUI lists `/api/tags` every few seconds, and a
+/// header with a 150,000-token vocabulary takes tens of milliseconds to read.
+type HeaderFacts = (Value, Value);
+
+fn header_facts(path: &std::path::Path, size: u64, modified: u64) -> HeaderFacts {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Cache = Mutex<HashMap<(std::path::PathBuf, u64, u64), HeaderFacts>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = (path.to_path_buf(), size, modified);
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return hit;
+    }
+    let facts = read_header(path);
+    if let Ok(mut c) = cache.lock() {
+        c.retain(|(p, _, _), _| p != path);
+        c.insert(key, facts.clone());
+    }
+    facts
+}
+
+/// `details` and `model_info` from the GGUF's header.
+fn read_header(path: &std::path::Path) -> HeaderFacts {
+    let gguf = hearth_engine::inspect(path).ok();
     let arch = gguf
         .as_ref()
         .and_then(|g| g.architecture().map(str::to_owned))
@@ -109,11 +118,32 @@ fn facts(m: &Model) -> FileFacts {
             info[format!("{arch}.embedding_length")] = json!(n);
         }
     }
+    let details = json!({"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
+        "parameter_size": size_label, "quantization_level": quantization});
+    (details, info)
+}
+
+fn facts(m: &Model) -> FileFacts {
+    let ModelBackend::Embedded(e) = &m.config.backend else {
+        return FileFacts {
+            size: 0,
+            modified: hearth_api::unix_now(),
+            details: json!({"parent_model": "", "format": "", "family": "", "families": null,
+                "parameter_size": "", "quantization_level": ""}),
+            info: json!({}),
+        };
+    };
+    let meta = std::fs::metadata(&e.path).ok();
+    let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
+    let modified = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    let (details, info) = header_facts(&e.path, size, modified);
     FileFacts {
         size,
         modified,
-        details: json!({"parent_model": "", "format": "gguf", "family": arch, "families": [arch],
-            "parameter_size": size_label, "quantization_level": quantization}),
+        details,
         info,
     }
 }
