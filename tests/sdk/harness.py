@@ -59,6 +59,16 @@ def start_hearth(procs, models_toml, prefix, key=None, extra_toml=""):
     raise RuntimeError(f"hearth did not load its models in 120 s: {states}")
 
 
+def stop(procs):
+    """Ends the processes, last started first."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def run(label, tests, procs):
     """Runs each test, prints ok/FAIL, stops the processes; returns the exit code."""
     passed = failed = 0
@@ -73,11 +83,6 @@ def run(label, tests, procs):
                 print(f"FAIL {fn.__name__}")
                 traceback.print_exc()
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
     print(f"{label}: {passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -45,12 +45,7 @@ path = "{os.environ["HEARTH_EMBEDDING_MODEL"]}"
             timeout=900,
         )
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        harness.stop(procs)
     print(f"openapi: schemathesis exited {run.returncode}")
     return run.returncode
 
