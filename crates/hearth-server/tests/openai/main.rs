@@ -9,6 +9,7 @@ mod client_limits;
 mod defaults;
 mod engines;
 mod errors;
+mod front_ends;
 mod observability;
 mod queue;
 mod relay;

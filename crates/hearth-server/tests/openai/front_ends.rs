@@ -1,0 +1,157 @@
+//! The other front ends on the gateway, Ollama's `/api` and `/v1/responses`, when
+//! the backend fails: before the answer began (a status and the front end's own
+//! error shape) and after (the stream ends with its own error event).
+
+use hearth_testkit::{Behaviour, FakeUpstream};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn gateway(up: &FakeUpstream) -> Gateway {
+    // No retries: each scripted failure reaches the client.
+    Gateway::start(&upstream_model("m", &up.base_url(), "retries = 0")).await
+}
+
+#[tokio::test]
+async fn ollama_errors_are_ollamas_shape_and_a_broken_stream_ends_with_an_error_line() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = gateway(&up).await;
+    let chat = |stream: bool| json!({"model": "m:latest", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+
+    // Refused before any answer: the status, Retry-After, {"error": "..."}.
+    up.push(Behaviour::Status {
+        status: 503,
+        retry_after: Some(7),
+    });
+    let r = gw
+        .post("/api/chat")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+
+    // Broken mid-stream: the lines so far, then one error line; HTTP 200 was sent.
+    up.push(Behaviour::DropMidStream { after: 2 });
+    let r = gw.post("/api/chat").json(&chat(true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert!(last["error"].is_string(), "{text}");
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["done"] == false && l["message"]["content"].is_string()),
+        "{text}"
+    );
+
+    // Unknown model, malformed body: 404 and 400 in Ollama's shape.
+    let r = gw
+        .post("/api/generate")
+        .json(&json!({"model": "ghost", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("'ghost' not found"),
+        "{body}"
+    );
+    let r = gw
+        .post("/api/chat")
+        .header("content-type", "application/json")
+        .body("{\"model\": 3}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string(), "{body}");
+
+    // Still serving.
+    let r = gw
+        .post("/api/chat")
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"]["content"], "Hello from the fake upstream.");
+    assert_eq!(body["model"], "m:latest");
+}
+
+#[tokio::test]
+async fn a_responses_stream_that_breaks_ends_with_response_failed() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = gateway(&up).await;
+    let req = |stream: bool| json!({"model": "m", "input": "hi", "stream": stream});
+
+    up.push(Behaviour::DropMidStream { after: 2 });
+    let r = gw
+        .post("/v1/responses")
+        .json(&req(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        &kinds[..2],
+        ["response.created", "response.in_progress"],
+        "{text}"
+    );
+    assert!(kinds.contains(&"response.output_text.delta"), "{text}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{text}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert!(last["response"]["error"]["message"].is_string(), "{last}");
+    let numbers: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>());
+
+    // Before any answer: the status and OpenAI's error shape.
+    up.push(Behaviour::Status {
+        status: 429,
+        retry_after: Some(3),
+    });
+    let r = gw
+        .post("/v1/responses")
+        .json(&req(false))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = error_of(r).await;
+    assert_eq!(status, 429);
+    let r = gw
+        .post("/v1/responses")
+        .json(&req(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
+}
