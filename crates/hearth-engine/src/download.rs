@@ -66,6 +66,11 @@ pub enum PullError {
         needed: u64,
         free: u64,
     },
+    #[error(
+        "another pull of {} is running (the API, `hearth models pull`, or a model's `url`); wait for it to end, then pull again",
+        path.display()
+    )]
+    Busy { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -257,6 +262,10 @@ pub async fn pull_to(
         });
     }
 
+    // One pull of a file at a time: a second (another API request, the CLI beside
+    // the server) would write into the same partial file. Taken before the first
+    // byte is written, held to the end.
+    let _busy = lock_part(&part, &dest)?;
     let mut hasher = Sha256::new();
     let mut file = if resuming {
         // The hash covers the whole file, so the part already on disk goes first.
@@ -327,6 +336,27 @@ pub async fn pull_to(
     })
 }
 
+/// Opens (creating, never truncating) the partial file and takes an exclusive,
+/// non-blocking lock on it, released when the returned handle is dropped.
+fn lock_part(part: &Path, dest: &Path) -> Result<std::fs::File, PullError> {
+    let failed = |source: std::io::Error| PullError::Io {
+        path: part.to_owned(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(part)
+        .map_err(failed)?;
+    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(f),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(PullError::Busy {
+            path: dest.to_owned(),
+        }),
+        Err(e) => Err(failed(std::io::Error::from(e))),
+    }
+}
+
 async fn hash_into(path: &Path, hasher: &mut Sha256) -> Result<(), PullError> {
     let err = |source| PullError::Io {
         path: path.to_owned(),
@@ -359,6 +389,20 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
     use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_second_pull_of_the_same_file_is_refused_while_the_first_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("m.gguf");
+        let part = dir.path().join("m.gguf.part");
+        let held = lock_part(&part, &dest).unwrap();
+        let url = server(b"GGUF and more".to_vec(), Arc::default()).await;
+        let e = pull_to(&url, &dest, None, |_| {}).await.unwrap_err();
+        assert!(matches!(e, PullError::Busy { .. }), "{e}");
+        assert!(e.to_string().contains("another pull of"), "{e}");
+        drop(held);
+        assert!(lock_part(&part, &dest).is_ok());
+    }
 
     /// How the test server answers.
     #[derive(Default)]
