@@ -18,3 +18,14 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # The median of the numbers on stdin, one a line.
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# serve_hearth OUT MODELS_TOML: the release `hearth serve` on a free port with its
+# data and log under OUT and the given [[models]]; sets PORT and PID once /ready
+# answers, exits the script (saying where the log is) if it does not.
+serve_hearth() {
+  PORT=$(free_port)
+  printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndata_dir = "%s/data"\n%s\n' "$PORT" "$1" "$2" >"$1/hearth.toml"
+  "${CARGO_TARGET_DIR:-target}/release/hearth" serve --config "$1/hearth.toml" >"$1/hearth.log" 2>&1 &
+  PID=$!
+  wait_ready "http://127.0.0.1:$PORT/ready" "$PID" || { stop "$PID"; echo "hearth did not start: $1/hearth.log" >&2; exit 1; }
+}

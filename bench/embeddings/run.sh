@@ -24,7 +24,6 @@ CLIENTS32=${CLIENTS32:-1}
 PARTS=${PARTS:-hearth llama-server python}
 LLAMA_CPP_PYTHON=${LLAMA_CPP_PYTHON:-"llama-cpp-python[server]==0.3.36"}
 OUT=bench/out/embeddings
-TARGET=${CARGO_TARGET_DIR:-target}
 mkdir -p "$OUT"
 [ -f "$MODEL" ] || make "$MODEL"
 echo "model $MODEL, $THREADS threads, ${SECONDS_EACH}s per run" >&2
@@ -51,22 +50,12 @@ measure() {
 if [[ " $PARTS " == *" hearth "* ]]; then
   echo "== hearth" >&2
   cargo build --release -q --bin hearth
-  PORT=$(free_port)
-  cat >"$OUT/hearth.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-[storage]
-data_dir = "$OUT/data"
-[[models]]
-name = "minilm"
-kind = "embedding"
-path = "$PWD/$MODEL"
+  serve_hearth "$OUT" "[[models]]
+name = \"minilm\"
+kind = \"embedding\"
+path = \"$PWD/$MODEL\"
 parallel = 32
-threads = $THREADS
-TOML
-  "$TARGET/release/hearth" serve --config "$OUT/hearth.toml" >"$OUT/hearth.log" 2>&1 &
-  PID=$!
-  wait_ready "http://127.0.0.1:$PORT/ready" "$PID" || { stop "$PID"; echo "hearth did not start: $OUT/hearth.log" >&2; exit 1; }
+threads = $THREADS"
   measure hearth "http://127.0.0.1:$PORT/v1" minilm "$PID"
   stop "$PID"
 fi

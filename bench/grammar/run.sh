@@ -10,26 +10,15 @@ MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 PHYS=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)
 THREADS=${THREADS:-${PHYS:-$(nproc)}}
 OUT=bench/out/grammar
-TARGET=${CARGO_TARGET_DIR:-target}
 mkdir -p "$OUT"
 [ -f "$MODEL" ] || make "$MODEL"
 cargo build --release -q --bin hearth
-PORT=$(free_port)
-cat >"$OUT/hearth.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PORT"
-[storage]
-data_dir = "$OUT/data"
-[[models]]
-name = "m"
-path = "$PWD/$MODEL"
+serve_hearth "$OUT" "[[models]]
+name = \"m\"
+path = \"$PWD/$MODEL\"
 context = 2048
 parallel = 1
-threads = $THREADS
-TOML
-"$TARGET/release/hearth" serve --config "$OUT/hearth.toml" >"$OUT/hearth.log" 2>&1 &
-PID=$!
-wait_ready "http://127.0.0.1:$PORT/ready" "$PID" || { stop "$PID"; echo "hearth did not start: $OUT/hearth.log" >&2; exit 1; }
+threads = $THREADS"
 python3 bench/grammar/client.py --url "http://127.0.0.1:$PORT/v1" --model m \
   --tokens "${TOKENS:-256}" --rounds "${ROUNDS:-6}" | tee "$OUT/results.jsonl" >&2
 stop "$PID"
