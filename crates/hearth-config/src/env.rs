@@ -21,6 +21,34 @@ pub const CONFIG: &str = "HEARTH_CONFIG";
 pub const DOCTOR_DEV: &str = "HEARTH_DOCTOR_DEV";
 /// Top-level `default_model`.
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
+/// `limits.redis_url` (the generic `HEARTH_LIMITS_REDIS_URL` works too).
+pub const REDIS_URL: &str = "HEARTH_REDIS_URL";
+/// `storage.database_url` (the generic `HEARTH_STORAGE_DATABASE_URL` works too).
+pub const DATABASE_URL: &str = "HEARTH_DATABASE_URL";
+
+/// Short names for the keys that hold a server's URL, the names such settings go
+/// by elsewhere: (variable, section, key). Where both a short and the generic
+/// name are set, the short one wins.
+const ALIASES: &[(&str, &str, &str)] = &[
+    (REDIS_URL, "limits", "redis_url"),
+    (DATABASE_URL, "storage", "database_url"),
+];
+
+/// The `(section, key)` a short variable name sets.
+pub fn alias(name: &str) -> Option<(&'static str, &'static str)> {
+    ALIASES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, s, k)| (*s, *k))
+}
+
+/// The short variable name of `section.key`, if it has one.
+pub fn alias_of(section: &str, key: &str) -> Option<&'static str> {
+    ALIASES
+        .iter()
+        .find(|(_, s, k)| *s == section && *k == key)
+        .map(|(n, _, _)| *n)
+}
 /// `1` in a process started to take over a running Hearth's socket (an upgrade).
 pub const HANDOVER: &str = "HEARTH_HANDOVER";
 /// The key the CLI's client commands (`hearth jobs submit`) send to a server.

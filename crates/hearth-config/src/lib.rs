@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod launch;
 mod load;
 pub mod model;
+mod redact;
 pub mod sampling;
 pub mod server;
 mod validate;
@@ -32,10 +33,12 @@ pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{
     BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, ModelKind, UpstreamConfig,
 };
+pub use redact::redact_url;
 pub use sampling::{SamplingDefaults, ToolsPolicy};
 pub use server::{
-    HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsConfig, LogConfig,
-    LogFormat, ResolvedKey, SandboxConfig, ServerConfig, StorageConfig, TlsConfig, TlsMode,
+    HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsBackend, LimitsConfig,
+    LogConfig, LogFormat, RedisFailurePolicy, ResolvedKey, SandboxConfig, ServerConfig,
+    StorageConfig, TlsConfig, TlsMode,
 };
 
 /// The name the default embedded model is served under.

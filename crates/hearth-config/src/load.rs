@@ -163,6 +163,12 @@ fn env_error(file: &toml::Table, env: &dyn Env, e: &toml::de::Error) -> ConfigEr
 fn env_var_for(config: &Config, path: &[Seg], env: &dyn Env) -> Option<String> {
     let name = match path {
         [Seg::Key(k)] if k == "default_model" => env::DEFAULT_MODEL.to_owned(),
+        // A short name (`HEARTH_REDIS_URL`) wins over the generic one when both are set.
+        [Seg::Key(s), Seg::Key(k), ..]
+            if env::alias_of(s, k).is_some_and(|a| env.get(a).is_some()) =>
+        {
+            env::alias_of(s, k)?.to_owned()
+        }
         [Seg::Key(m), Seg::Index(i), Seg::Key(k), ..] if m == "models" => format!(
             "{}MODELS_{}_{}",
             env::PREFIX,
@@ -328,6 +334,7 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<Vec<Diagnostic>, 
                 .collect()
         })
         .unwrap_or_default();
+    let mut aliased = Vec::new();
     for (name, raw) in env.hearth_vars() {
         let Some(rest) = name.strip_prefix(env::PREFIX) else {
             continue;
@@ -335,6 +342,11 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<Vec<Diagnostic>, 
         let value = parse_env_value(&raw);
         if name == env::DEFAULT_MODEL {
             table.insert("default_model".into(), toml::Value::String(raw.clone()));
+            continue;
+        }
+        if let Some(at) = env::alias(&name) {
+            // After the generic names, so that the short one wins.
+            aliased.push((at, raw));
             continue;
         }
         if let Some(rest) = rest.strip_prefix("MODELS_") {
@@ -382,6 +394,15 @@ fn apply_env(table: &mut toml::Table, env: &dyn Env) -> Result<Vec<Diagnostic>, 
                 key: name.clone(),
                 message: unknown_var_message(rest),
             });
+        }
+    }
+    for ((section, key), raw) in aliased {
+        if let Some(t) = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+        {
+            t.insert(key.into(), toml::Value::String(raw));
         }
     }
     if diagnostics.is_empty() {

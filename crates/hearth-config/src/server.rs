@@ -146,8 +146,9 @@ impl Default for StorageConfig {
     }
 }
 
-/// Bounds on what one request may ask for. Each is answered with a 4xx naming it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Bounds on what one request may ask for (each answered with a 4xx naming it),
+/// and the per-key rate limits' defaults and where they are counted.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest request body in bytes (413 past it).
@@ -162,6 +163,61 @@ pub struct LimitsConfig {
     pub default_rpm: u32,
     /// Tokens per minute per key when the key sets none (0 = unlimited).
     pub default_tpm: u64,
+    /// Where the per-key counts live: `local` (this process) or `redis` (shared by
+    /// every replica, so a limit means the same whatever the replica count).
+    pub backend: LimitsBackend,
+    /// `redis://[:password@]host:port[/db]` (or `rediss://`) for `backend = "redis"`;
+    /// `HEARTH_REDIS_URL` sets it from the environment. Never logged with its password.
+    pub redis_url: Option<String>,
+    /// How long one admission waits for Redis before the `on_redis_error` policy
+    /// applies, in milliseconds.
+    pub redis_timeout_ms: u64,
+    /// What a request meets while Redis cannot be reached: `open` (admitted, with a
+    /// logged warning and `hearth_ratelimit_redis_errors_total`) or `closed` (503).
+    pub on_redis_error: RedisFailurePolicy,
+    /// Prefix of Hearth's keys in Redis (deployments sharing one Redis set their own).
+    pub redis_prefix: String,
+}
+
+impl std::fmt::Debug for LimitsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitsConfig")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_messages", &self.max_messages)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_tokens", &self.max_tokens)
+            .field("default_rpm", &self.default_rpm)
+            .field("default_tpm", &self.default_tpm)
+            .field("backend", &self.backend)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::redact_url),
+            )
+            .field("redis_timeout_ms", &self.redis_timeout_ms)
+            .field("on_redis_error", &self.on_redis_error)
+            .field("redis_prefix", &self.redis_prefix)
+            .finish()
+    }
+}
+
+/// Where rate-limit counts live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    #[default]
+    Local,
+    Redis,
+}
+
+/// What admission does while Redis is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFailurePolicy {
+    /// Admit (the limits are not enforced until Redis is back).
+    #[default]
+    Open,
+    /// Refuse with 503 `rate_limit_unavailable`.
+    Closed,
 }
 
 impl Default for LimitsConfig {
@@ -173,6 +229,11 @@ impl Default for LimitsConfig {
             max_tokens: 131_072,
             default_rpm: 0,
             default_tpm: 0,
+            backend: LimitsBackend::Local,
+            redis_url: None,
+            redis_timeout_ms: 250,
+            on_redis_error: RedisFailurePolicy::Open,
+            redis_prefix: "hearth".into(),
         }
     }
 }

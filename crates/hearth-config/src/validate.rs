@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::env::{self, Env};
 use crate::load::Seg;
-use crate::server::TlsMode;
+use crate::server::{LimitsBackend, TlsMode};
 use crate::{Config, ModelBackend, ResolvedKey};
 
 pub(crate) struct Problem {
@@ -399,9 +399,42 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             "must be at least 1".into(),
         );
     }
+    limits_backend(config, &mut push);
     jobs(config, &mut push);
     config.resolved_keys = resolved;
     out
+}
+
+/// `[limits]`'s backend: Redis has a `redis://` URL to reach it by, and a timeout.
+fn limits_backend(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
+    let l = &config.limits;
+    let at = |k: &str| vec![key("limits"), key(k)];
+    match (&l.backend, l.redis_url.as_deref()) {
+        (LimitsBackend::Redis, None) => push(
+            at("redis_url"),
+            "`backend = \"redis\"` needs `redis_url` (or HEARTH_REDIS_URL), e.g. \"redis://127.0.0.1:6379\"".into(),
+        ),
+        (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => push(
+            at("redis_url"),
+            format!(
+                "`{}` is not a Redis URL: it starts with redis:// (or rediss:// for TLS)",
+                crate::redact_url(url)
+            ),
+        ),
+        _ => {}
+    }
+    if l.redis_timeout_ms == 0 || l.redis_timeout_ms > 60_000 {
+        push(
+            at("redis_timeout_ms"),
+            "must be 1 to 60000 (milliseconds)".into(),
+        );
+    }
+    if l.redis_prefix.is_empty() || l.redis_prefix.chars().any(|c| c.is_whitespace()) {
+        push(
+            at("redis_prefix"),
+            "must be a non-empty name without spaces".into(),
+        );
+    }
 }
 
 /// `[jobs]`: the models it names exist (the vision one can see images), and its
