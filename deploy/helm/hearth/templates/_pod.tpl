@@ -1,0 +1,66 @@
+{{/* What the gateway's and the worker's containers share: the config, the
+     Secret's variables, and the writable folders (the root filesystem is
+     read-only). */}}
+{{- define "hearth.env" -}}
+- name: HEARTH_CONFIG
+  value: /etc/hearth/hearth.toml
+{{- if .withKeys }}
+- name: HEARTH_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hearth.secretName" .root }}
+      key: api-keys
+{{- end }}
+{{- if eq .root.Values.state.mode "external" }}
+# Postgres (storage.database_url). Redis and S3 stay in the Secret until Hearth
+# reads them (the scale-out work).
+- name: HEARTH_STORAGE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hearth.secretName" .root }}
+      key: database-url
+{{- end }}
+{{- if .withKeys }}
+{{- with .root.Values.gateway.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "hearth.mounts" -}}
+- name: config
+  mountPath: /etc/hearth
+  readOnly: true
+- name: data
+  mountPath: /var/lib/hearth
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.gateway.modelsClaim }}
+- name: models
+  mountPath: /var/lib/hearth/models
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "hearth.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "hearth.fullname" . }}-config
+- name: data
+{{- if eq .Values.state.mode "sqlite" }}
+  persistentVolumeClaim:
+    claimName: {{ include "hearth.dataClaim" . }}
+{{- else }}
+  emptyDir:
+    sizeLimit: 50Gi
+{{- end }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 2Gi
+{{- if .Values.gateway.modelsClaim }}
+- name: models
+  persistentVolumeClaim:
+    claimName: {{ .Values.gateway.modelsClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
