@@ -138,6 +138,7 @@ def pod_env(container, docs, where):
     placeholder = {
         "api-keys": "sk-existing-secret-0001",
         "database-url": "postgres://hearth:pw@db:5432/hearth",
+        "redis-url": "redis://:pw@redis:6379/0",
     }
     env = {}
     for e in container.get("env", []):
@@ -349,10 +350,10 @@ def check_file(values_path):
     config_check(toml_text, env, gw, len(models), keys)
     for init in g["spec"].get("initContainers", []):
         expect(init["args"][:2] == ["models", "pull"], gw, f"init container {init['name']}")
-    return docs, values, gateway
+    return docs, values, gateway, cfg
 
 
-def specific(name, docs, values, gateway):
+def specific(name, docs, values, gateway, cfg):
     """What each values file is there to show."""
     kinds = lambda k: by_kind(docs, k)  # noqa: E731
     pod = gateway["spec"]["template"]["spec"]
@@ -367,6 +368,7 @@ def specific(name, docs, values, gateway):
         ing = kinds("Ingress")[0]
         expect(ing["metadata"]["annotations"].get("cert-manager.io/cluster-issuer") == "letsencrypt", name, "cert-manager")
         expect(not kinds("PodDisruptionBudget") and not kinds("NetworkPolicy"), name, "PDB/NetworkPolicy on one CPU pod")
+        expect("limits" not in cfg, name, "rate limits in Redis without Redis")
     elif name == "one-gpu.yaml":
         eng = [d for d in kinds("Deployment") if component(d) == "engine"][0]
         vols = {v["name"]: v for v in eng["spec"]["template"]["spec"]["volumes"]}
@@ -381,15 +383,14 @@ def specific(name, docs, values, gateway):
         expect(len(kinds("PodDisruptionBudget")) == 1, name, "a PDB")
         hearth = pod["containers"][0]
         env = {e["name"]: e for e in hearth["env"]}
-        expect(
-            env.get("HEARTH_STORAGE_DATABASE_URL", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("key") == "database-url",
-            name,
-            "database URL from the Secret",
-        )
+        for var, key in (("HEARTH_DATABASE_URL", "database-url"), ("HEARTH_REDIS_URL", "redis-url")):
+            ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            expect(ref.get("key") == key, name, f"{var} not from the Secret's {key}")
         data = kinds("Secret")[0]["data"]
         expect({"redis-url", "s3-access-key-id", "s3-secret-access-key"} <= set(data), name, "Redis and S3 in the Secret")
         pvcs = {p["metadata"]["name"] for p in kinds("PersistentVolumeClaim")}
         expect(pvcs == {"hearth-engine-llama-8b-cache", "hearth-engine-qwen-vl-cache"}, name, f"claims {pvcs}")
+        expect(cfg.get("limits", {}).get("backend") == "redis", name, "rate limits not in Redis")
     elif name == "jobs-gvisor.yaml":
         expect("replicas" not in gateway["spec"], name, "replicas set beside the HPA")
         expect(len(kinds("HorizontalPodAutoscaler")) == 1, name, "an HPA")
@@ -398,6 +399,7 @@ def specific(name, docs, values, gateway):
         if expect(len(worker) == 1, name, "a worker Deployment"):
             expect(worker[0]["spec"]["template"]["spec"].get("runtimeClassName") == "gvisor", name, "worker runtime")
         expect("runtimeClassName" not in pod, name, "the gateway runs no jobs here")
+        expect(cfg.get("limits", {}).get("backend") == "redis", name, "existingSecret's Redis not used")
         eng = [d for d in kinds("Deployment") if component(d) == "engine"][0]
         args = eng["spec"]["template"]["spec"]["containers"][0]["args"]
         expect(args[args.index("--tensor-parallel-size") + 1] == "2", name, "tensor parallel over 2 GPUs")

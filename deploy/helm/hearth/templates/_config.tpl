@@ -18,6 +18,13 @@ data_dir = "/var/lib/hearth"
 
 [log]
 format = "json"
+{{- if include "hearth.redis" . }}
+
+[limits]
+# Per-key limits counted in Redis, shared by every replica (HEARTH_REDIS_URL
+# from the Secret).
+backend = "redis"
+{{- end }}
 {{- if .Values.jobs.enabled }}
 
 [jobs]

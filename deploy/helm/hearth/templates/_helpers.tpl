@@ -65,6 +65,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- toJson $pulls }}
 {{- end }}
 
+{{/* Whether rate limits are counted in Redis: a redisUrl, or existingSecret
+     holding `redis-url` (state.external.redis). */}}
+{{- define "hearth.redis" -}}
+{{- if and (eq .Values.state.mode "external") (or .Values.state.external.redisUrl .Values.state.external.redis) }}true{{ end }}
+{{- end }}
+
 {{/* Whether the gateway runs a model in-process (CPU-only clusters). */}}
 {{- define "hearth.hasEmbedded" -}}
 {{- range .Values.models }}{{ if eq .engine "embedded" }}true{{ end }}{{ end }}
@@ -82,6 +88,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and (eq .Values.state.mode "external") (not .Values.secrets.existingSecret) (not .Values.state.external.databaseUrl) }}
 {{- fail "state.mode=external needs state.external.databaseUrl (or secrets.existingSecret with a database-url key)" }}
+{{- end }}
+{{- if and .Values.state.external.redis (not .Values.secrets.existingSecret) (not .Values.state.external.redisUrl) }}
+{{- fail "state.external.redis needs state.external.redisUrl (or secrets.existingSecret with a redis-url key)" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled needs ingress.host (the DNS name clients use)" }}

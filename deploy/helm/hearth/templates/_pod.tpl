@@ -12,13 +12,20 @@
       key: api-keys
 {{- end }}
 {{- if eq .root.Values.state.mode "external" }}
-# Postgres (storage.database_url). Redis and S3 stay in the Secret until Hearth
-# reads them (the scale-out work).
-- name: HEARTH_STORAGE_DATABASE_URL
+# Postgres (storage.database_url).
+- name: HEARTH_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "hearth.secretName" .root }}
       key: database-url
+{{- if include "hearth.redis" .root }}
+# Redis for the rate limits shared by every replica (limits.redis_url).
+- name: HEARTH_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hearth.secretName" .root }}
+      key: redis-url
+{{- end }}
 {{- end }}
 {{- if .withKeys }}
 {{- with .root.Values.gateway.extraEnv }}
