@@ -40,6 +40,35 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    /// `storage.database_url` is not a Postgres URL Hearth can use.
+    #[error("storage.database_url: {0}")]
+    BadUrl(String),
+    /// The database server did not answer (down, wrong host or port, a firewall).
+    /// `server` is the URL without its password.
+    #[error(
+        "cannot reach the database server {server}: {detail}. Is it running and reachable \
+         from here, and are the host and port in `storage.database_url` \
+         (HEARTH_DATABASE_URL) right?"
+    )]
+    Unreachable { server: String, detail: String },
+    /// The server answered but refused this user, password or database.
+    #[error(
+        "the database server {server} refused the connection: {detail}. Check the user, \
+         password and database name in `storage.database_url` (HEARTH_DATABASE_URL)"
+    )]
+    Refused { server: String, detail: String },
+    /// `hearth db import-sqlite` into a database that already holds conversations or
+    /// jobs.
+    #[error(
+        "the database {server} already holds {conversations} conversations and {jobs} jobs; \
+         the import copies into an empty database only (point storage.database_url at a \
+         new database, or empty this one first)"
+    )]
+    NotEmpty {
+        server: String,
+        conversations: i64,
+        jobs: i64,
+    },
 }
 
 /// SQLite's primary result codes this crate tells apart (the low byte of an
@@ -48,20 +77,31 @@ const SQLITE_CORRUPT: i64 = 11;
 const SQLITE_FULL: i64 = 13;
 const SQLITE_NOTADB: i64 = 26;
 
+/// Postgres's SQLSTATE for a full disk (`disk_full`, class 53: insufficient resources).
+const PG_DISK_FULL: &str = "53100";
+
 /// The primary SQLite result code of `e`, when SQLite gave one.
 fn sqlite_code(e: &sqlx::Error) -> Option<i64> {
-    let code = e.as_database_error()?.code()?;
-    code.parse::<i64>().ok().map(|c| c & 0xff)
+    let db = e.as_database_error()?;
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    db.code()?.parse::<i64>().ok().map(|c| c & 0xff)
+}
+
+/// The SQLSTATE of `e`, when Postgres gave one.
+pub(crate) fn pg_code(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    db.code().map(|c| c.into_owned())
 }
 
 impl From<sqlx::Error> for StoreError {
     /// A full disk gets its own variant wherever it strikes, so that the HTTP layer
     /// can tell the client what happened instead of "internal error".
     fn from(e: sqlx::Error) -> Self {
-        match sqlite_code(&e) {
-            Some(SQLITE_FULL) => StoreError::StorageFull,
-            _ => StoreError::Database(e),
+        if sqlite_code(&e) == Some(SQLITE_FULL) || pg_code(&e).as_deref() == Some(PG_DISK_FULL) {
+            return StoreError::StorageFull;
         }
+        StoreError::Database(e)
     }
 }
 

@@ -1,9 +1,12 @@
 //! Conversations and messages of the chat UI, behind the [`ConversationStore`]
 //! trait, and agent jobs with their steps and files, behind the [`JobStore`] trait,
-//! stored in SQLite ([`SqliteStore`]) through `sqlx`.
+//! stored in SQLite ([`SqliteStore`], the default) or in Postgres ([`PgStore`],
+//! for several replicas) through `sqlx`.
 //!
-//! This crate owns the schema (versioned, forward-only migrations in `migrations/`),
-//! the connection settings (WAL, foreign keys, busy timeout) and every query the
+//! This crate owns the schema (versioned, forward-only migrations: SQLite's in
+//! `migrations/`, Postgres's in `migrations/postgres/`), the connection settings
+//! (WAL, foreign keys, busy timeout; Postgres's pool limits and statement timeout)
+//! and every query the
 //! `/api/hearth/conversations` handlers need. It knows nothing of HTTP or of models:
 //! the HTTP layer validates input and turns [`StoreError`] into client errors.
 //!
@@ -13,9 +16,9 @@
 //!   changes and deletes take a [`Scope`] (an owner, or all for an admin key).
 //! - **Leased replies.** A streaming reply is leased by the store that writes it and
 //!   renewed while it streams; only a reply whose lease ran out, or whose writer's
-//!   process is gone (its lock file in `hearth.db-leases/` is free: a `kill -9`), is
-//!   marked interrupted, never one another live process is writing. Job claims
-//!   work the same way.
+//!   process is gone (SQLite: its lock file in `hearth.db-leases/` is free: a
+//!   `kill -9`), is marked interrupted, never one another live process is writing.
+//!   Job claims work the same way (Postgres: `FOR UPDATE SKIP LOCKED`).
 //! - **No lost updates.** Changes are single statements or transactions, never a
 //!   read, a change in memory and a write back.
 //!
@@ -25,8 +28,8 @@
 //! write-ahead log is checkpointed and kept bounded.
 //!
 //! The SQL is the subset SQLite and Postgres share (TEXT UUID ids, BIGINT
-//! millisecond times, `$n` parameters, `LIKE ... ESCAPE`, `RETURNING`), so that a
-//! Postgres store can follow with the same queries behind the same trait.
+//! millisecond times, `$n` parameters, `LIKE ... ESCAPE`, `RETURNING`): both stores
+//! run the same queries, but for what only one of them has.
 //!
 //! # Layout
 //! - [`model`]: the rows ([`Conversation`], [`Message`]), the inputs that create or
@@ -39,13 +42,20 @@
 //!   and [`integrity_check`].
 //! - [`jobs`]: the job rows ([`Job`], [`JobStep`], [`JobFile`]), their inputs, and
 //!   [`JobStore`]; `sqlite_jobs`: its queries.
+//! - `postgres`: [`PgStore`] ([`PgOptions`]: pool limits, statement timeout), its
+//!   lease keeper, [`pg_status`] (what `hearth doctor` reports) and
+//!   [`redact_url`]; `postgres_jobs`: its job queries.
+//! - `import`: [`import_sqlite`], a SQLite data folder's rows copied into Postgres.
 //! - `error`: [`StoreError`].
 
 mod backup;
 mod error;
 mod holders;
+mod import;
 pub mod jobs;
 pub mod model;
+mod postgres;
+mod postgres_jobs;
 mod sqlite;
 mod sqlite_jobs;
 
@@ -53,6 +63,7 @@ use async_trait::async_trait;
 
 pub use backup::{Backup, backup, integrity_check};
 pub use error::StoreError;
+pub use import::{Imported, import_sqlite};
 pub use jobs::{
     Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
     NewStep, StepEnd, StepStatus,
@@ -60,6 +71,10 @@ pub use jobs::{
 pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
+};
+pub use postgres::{
+    PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT, PgOptions, PgStatus, PgStore,
+    is_postgres_url, pg_status, redact_url,
 };
 pub use sqlite::{
     DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, WAL_SIZE_LIMIT, title_from,

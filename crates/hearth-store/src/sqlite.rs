@@ -870,7 +870,7 @@ pub fn title_from(content: &str) -> String {
     format!("{}…", cut.trim_end())
 }
 
-fn escape_like(s: &str) -> String {
+pub(crate) fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         if matches!(ch, '%' | '_' | '\\') {

@@ -1,15 +1,28 @@
-//! The job store: queue order, steps, files, cancel, restart, and the migration from
-//! the previous release's schema.
+//! The job store: queue order, steps, files, cancel, restart, claims across
+//! processes (replicas), and the migration from the previous release's schema.
+//! Each on SQLite and on Postgres (`common::both!`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
+use common::{Db, both};
 use hearth_store::{
-    ConversationStore, JobEnd, JobListQuery, JobStatus, JobStore, NewFile, NewJob, NewStep, Scope,
-    SqliteStore, StepEnd, StepStatus,
+    JobEnd, JobListQuery, JobStatus, NewFile, NewJob, NewStep, Scope, StepEnd, StepStatus,
 };
 
 mod common;
+
+both!(
+    jobs_are_claimed_in_arrival_order_once_each,
+    steps_files_and_the_end_are_recorded,
+    cancel_ends_a_queued_job_and_flags_a_running_one,
+    a_restart_requeues_running_jobs_and_interrupts_their_step,
+    the_previous_releases_database_gets_the_job_tables,
+    the_jobs_releases_database_keeps_its_jobs_and_finds_unreferenced_files,
+    a_lease_shows_a_cancel_and_an_expired_one_is_taken_back,
+    workers_of_two_processes_claiming_at_once_take_each_job_once,
+    a_dead_processs_job_is_taken_by_another_after_its_lease_and_reruns_its_step,
+);
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -47,10 +60,8 @@ fn ended(status: StepStatus, output: &str) -> StepEnd {
     }
 }
 
-#[tokio::test]
-async fn jobs_are_claimed_in_arrival_order_once_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+async fn jobs_are_claimed_in_arrival_order_once_each(db: Db) {
+    let store = db.open().await;
     let a = store.create_job("alice", image("aa")).await.unwrap();
     let b = store.create_job("bob", image("aa")).await.unwrap();
     assert_eq!(a.status(), JobStatus::Queued);
@@ -109,9 +120,8 @@ async fn jobs_are_claimed_in_arrival_order_once_each() {
     );
 }
 
-#[tokio::test]
-async fn steps_files_and_the_end_are_recorded() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+async fn steps_files_and_the_end_are_recorded(db: Db) {
+    let store = db.open().await;
     let job = store.create_job("anonymous", image("aa")).await.unwrap();
     store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     let s0 = store.begin_step(&job.id, step("vision")).await.unwrap();
@@ -185,9 +195,8 @@ async fn steps_files_and_the_end_are_recorded() {
     assert!(store.steps(&job.id).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn cancel_ends_a_queued_job_and_flags_a_running_one() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+async fn cancel_ends_a_queued_job_and_flags_a_running_one(db: Db) {
+    let store = db.open().await;
     let running = store.create_job("anonymous", image("aa")).await.unwrap();
     let queued = store.create_job("anonymous", image("aa")).await.unwrap();
     store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
@@ -214,16 +223,14 @@ async fn cancel_ends_a_queued_job_and_flags_a_running_one() {
     );
 }
 
-#[tokio::test]
-async fn a_restart_requeues_running_jobs_and_interrupts_their_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+async fn a_restart_requeues_running_jobs_and_interrupts_their_step(db: Db) {
+    let store = db.open().await;
     let job = store.create_job("anonymous", image("aa")).await.unwrap();
     store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     let s = store.begin_step(&job.id, step("vision")).await.unwrap();
     store.close().await;
 
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let store = db.open().await;
     // Its worker's lease still runs: nothing is taken from it.
     assert_eq!(store.recover_jobs().await.unwrap(), 0);
     assert_eq!(store.release_job_leases("w1").await.unwrap(), 1);
@@ -246,21 +253,17 @@ async fn a_restart_requeues_running_jobs_and_interrupts_their_step() {
     );
 }
 
-#[tokio::test]
-async fn the_previous_releases_database_gets_the_job_tables() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pool = common::database_at(2, dir.path(), &data).await;
-    sqlx::query(
+async fn the_previous_releases_database_gets_the_job_tables(db: Db) {
+    let raw = db.at_version(2).await;
+    raw.exec(
         "INSERT INTO conversations (id, title, created_at, updated_at, owner) VALUES ('c1', 'old', 1, 1, 'k')",
+        &[],
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    .await;
+    raw.close().await;
 
-    let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    let store = db.open().await;
+    assert_eq!(store.schema_version().await.unwrap(), db.current());
     assert!(
         store
             .conversation(&Scope::Owner("k"), "c1")
@@ -280,49 +283,39 @@ async fn the_previous_releases_database_gets_the_job_tables() {
     );
 }
 
-#[tokio::test]
-async fn the_jobs_releases_database_keeps_its_jobs_and_finds_unreferenced_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pool = common::database_at(3, dir.path(), &data).await;
+async fn the_jobs_releases_database_keeps_its_jobs_and_finds_unreferenced_files(db: Db) {
+    let raw = db.at_version(3).await;
     for (sha, job) in [("aa", Some("j1")), ("bb", None)] {
-        sqlx::query("INSERT INTO files (sha256, size, content_type, created_at) VALUES ($1, 1, 'image/png', 1)")
-            .bind(sha)
-            .execute(&pool)
-            .await
-            .unwrap();
+        raw.exec(
+            "INSERT INTO files (sha256, size, content_type, created_at) VALUES ($1, 1, 'image/png', 1)",
+            &[sha],
+        )
+        .await;
         if let Some(job) = job {
-            sqlx::query(
+            raw.exec(
                 "INSERT INTO jobs (id, owner, status, prompt, image_sha256, image_type, created_at, updated_at, queued_at) \
                  VALUES ($1, 'k', 'succeeded', 'p', $2, 'png', 1, 1, 1)",
+                &[job, sha],
             )
-            .bind(job)
-            .bind(sha)
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
+            .await;
+            raw.exec(
                 "INSERT INTO job_files (job_id, role, name, sha256, size, content_type, created_at) \
                  VALUES ($1, 'input', 'input.png', $2, 1, 'image/png', 1)",
+                &[job, sha],
             )
-            .bind(job)
-            .bind(sha)
-            .execute(&pool)
-            .await
-            .unwrap();
+            .await;
         }
     }
-    pool.close().await;
+    raw.close().await;
 
-    let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    let store = db.open().await;
+    assert_eq!(store.schema_version().await.unwrap(), db.current());
     assert!(store.job(&Scope::Owner("k"), "j1").await.unwrap().is_some());
     assert_eq!(store.drop_unreferenced_files().await.unwrap(), ["bb"]);
 }
 
-#[tokio::test]
-async fn a_lease_shows_a_cancel_and_an_expired_one_is_taken_back() {
-    let store = SqliteStore::open_in_memory().await.unwrap();
+async fn a_lease_shows_a_cancel_and_an_expired_one_is_taken_back(db: Db) {
+    let store = db.open().await;
     let job = store.create_job("anonymous", image("aa")).await.unwrap();
     store
         .claim_next_job("w1", Duration::from_millis(200))
@@ -351,6 +344,106 @@ async fn a_lease_shows_a_cancel_and_an_expired_one_is_taken_back() {
     assert_eq!(j.status(), JobStatus::Cancelled);
     assert_eq!(
         store.renew_job_lease(&job.id, "w1", lease).await.unwrap(),
+        None
+    );
+}
+
+/// Workers of two processes (replicas) claim at once, over several connections:
+/// every job is taken exactly once, and none is left queued.
+async fn workers_of_two_processes_claiming_at_once_take_each_job_once(db: Db) {
+    let one = db.open().await;
+    let two = db.open().await;
+    let mut made = Vec::new();
+    for _ in 0..30 {
+        made.push(one.create_job("anonymous", image("aa")).await.unwrap().id);
+    }
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let store = if w % 2 == 0 { one.clone() } else { two.clone() };
+            tokio::spawn(async move {
+                let mut took = Vec::new();
+                while let Some(job) = store.claim_next_job(&format!("w{w}"), LEASE).await.unwrap() {
+                    took.push(job.id);
+                }
+                took
+            })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for w in workers {
+        taken.extend(w.await.unwrap());
+    }
+    taken.sort();
+    made.sort();
+    assert_eq!(taken, made, "each job claimed once");
+}
+
+/// A replica dies mid-step (its leases are no longer renewed): another takes the
+/// job once the lease ran out (not before), and the step it was at runs again.
+async fn a_dead_processs_job_is_taken_by_another_after_its_lease_and_reruns_its_step(db: Db) {
+    let lease = Duration::from_millis(700);
+    let dying = db.open_with(lease, false).await;
+    let other = db.open_with(lease, false).await;
+    let job = dying.create_job("anonymous", image("aa")).await.unwrap();
+    dying
+        .claim_next_job("w-dying", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let vision = dying.begin_step(&job.id, step("vision")).await.unwrap();
+    dying
+        .finish_step(&vision.id, &ended(StepStatus::Succeeded, "a chart"))
+        .await
+        .unwrap();
+    let code = dying.begin_step(&job.id, step("code")).await.unwrap();
+    assert_eq!(
+        dying
+            .renew_job_lease(&job.id, "w-dying", lease)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    // A live lease is left alone...
+    assert_eq!(other.recover_jobs().await.unwrap(), 0);
+    assert!(
+        other
+            .claim_next_job("w-other", lease)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(dying);
+    // ...an expired one is not.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert_eq!(other.recover_jobs().await.unwrap(), 1);
+    let again = other
+        .claim_next_job("w-other", lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, job.id);
+    let steps = other.steps(&job.id).await.unwrap();
+    let states: Vec<_> = steps
+        .iter()
+        .map(|s| (s.kind.as_str(), s.status()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("vision", StepStatus::Succeeded),
+            ("code", StepStatus::Interrupted)
+        ]
+    );
+    assert_eq!(steps[1].id, code.id);
+    // The step it was at starts again, after the ones that ended.
+    let rerun = other.begin_step(&job.id, step("code")).await.unwrap();
+    assert_eq!(rerun.seq, 2);
+    // The dead worker's lease is gone for good.
+    assert_eq!(
+        other
+            .renew_job_lease(&job.id, "w-dying", lease)
+            .await
+            .unwrap(),
         None
     );
 }

@@ -1,16 +1,23 @@
 //! What lets several principals and several Hearth processes share one database:
 //! owners, leased replies, single-statement updates, and migrations from the
-//! previous release's schema.
+//! previous release's schema. Each on SQLite and on Postgres (`common::both!`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::time::Duration;
 
-use hearth_store::{
-    ConversationPatch, ConversationStore, ListQuery, NewConversation, NewMessage, Options,
-    ReplyUpdate, Scope, SqliteStore,
-};
+use common::{Db, both};
+use hearth_store::{ConversationPatch, ListQuery, NewConversation, NewMessage, ReplyUpdate, Scope};
+
+both!(
+    owners_see_and_change_only_their_own_and_an_admin_sees_all,
+    concurrent_patches_of_different_fields_are_all_kept,
+    a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_ones,
+    closing_ends_only_this_stores_own_unfinished_replies,
+    the_previous_releases_database_is_migrated_and_keeps_its_rows,
+    conversations_made_in_the_same_millisecond_still_list_newest_first,
+);
 
 fn page() -> ListQuery {
     ListQuery {
@@ -19,10 +26,8 @@ fn page() -> ListQuery {
     }
 }
 
-#[tokio::test]
-async fn owners_see_and_change_only_their_own_and_an_admin_sees_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+async fn owners_see_and_change_only_their_own_and_an_admin_sees_all(db: Db) {
+    let store = db.open().await;
     let alice = Scope::Owner("alice");
     let bob = Scope::Owner("bob");
     let a = store
@@ -89,10 +94,8 @@ async fn owners_see_and_change_only_their_own_and_an_admin_sees_all() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_patches_of_different_fields_are_all_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+async fn concurrent_patches_of_different_fields_are_all_kept(db: Db) {
+    let store = db.open().await;
     let c = store
         .create_conversation("o", NewConversation::default())
         .await
@@ -149,36 +152,17 @@ async fn concurrent_patches_of_different_fields_are_all_kept() {
     assert_eq!(c.system_prompt.as_deref(), Some("s299"));
 }
 
-/// Two stores on one file stand for two Hearth processes sharing a database.
-#[tokio::test]
-async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_ones() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two stores on one database stand for two Hearth processes (or replicas)
+/// sharing it.
+async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_ones(db: Db) {
     let lease = Duration::from_millis(600);
-    let first = SqliteStore::open_with(
-        dir.path(),
-        Options {
-            lease,
-            keeper: true,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (_, live) = common::streaming_reply(&first, "o").await;
+    let first = db.open_with(lease, true).await;
+    let (_, live) = common::streaming_reply(&*first, "o").await;
 
     // A second process starts on the same file (it sweeps at start): the first's
     // reply goes on streaming, and keeps going past its lease while the first
     // renews it.
-    let second = SqliteStore::open_with(
-        dir.path(),
-        Options {
-            lease,
-            keeper: false,
-            ..Options::default()
-        },
-    )
-    .await
-    .unwrap();
+    let second = db.open_with(lease, false).await;
     tokio::time::sleep(lease * 2).await;
     assert_eq!(second.recover_interrupted().await.unwrap(), 0);
     let m = second.message(&live.id).await.unwrap().unwrap();
@@ -203,11 +187,9 @@ async fn a_second_process_leaves_the_firsts_live_reply_alone_and_ends_a_dead_one
     assert_eq!(m.content, "still going", "what it wrote is kept");
 }
 
-#[tokio::test]
-async fn closing_ends_only_this_stores_own_unfinished_replies() {
-    let dir = tempfile::tempdir().unwrap();
-    let one = SqliteStore::open(dir.path()).await.unwrap();
-    let two = SqliteStore::open(dir.path()).await.unwrap();
+async fn closing_ends_only_this_stores_own_unfinished_replies(db: Db) {
+    let one = db.open().await;
+    let two = db.open().await;
     let c = one
         .create_conversation("o", NewConversation::default())
         .await
@@ -231,29 +213,24 @@ async fn closing_ends_only_this_stores_own_unfinished_replies() {
     assert_eq!(m(theirs.id).await, None);
 }
 
-#[tokio::test]
-async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
+async fn the_previous_releases_database_is_migrated_and_keeps_its_rows(db: Db) {
     // A database made by the release before owners and leases: its one migration.
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let pool = common::database_at(1, dir.path(), &data).await;
-    sqlx::query(
+    let raw = db.at_version(1).await;
+    raw.exec(
         "INSERT INTO conversations (id, title, created_at, updated_at) VALUES ('c1', 'old', 1, 1)",
+        &[],
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    sqlx::query(
+    .await;
+    raw.exec(
         "INSERT INTO messages (id, conversation_id, seq, role, content, created_at) \
          VALUES ('m1', 'c1', 0, 'assistant', 'cut off', 1)",
+        &[],
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    .await;
+    raw.close().await;
 
-    let store = SqliteStore::open(&data).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    let store = db.open().await;
+    assert_eq!(store.schema_version().await.unwrap(), db.current());
     let c = store
         .conversation(&Scope::Owner("anonymous"), "c1")
         .await
@@ -265,10 +242,8 @@ async fn the_previous_releases_database_is_migrated_and_keeps_its_rows() {
     assert_eq!(m.content, "cut off");
 }
 
-#[tokio::test]
-async fn conversations_made_in_the_same_millisecond_still_list_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).await.unwrap();
+async fn conversations_made_in_the_same_millisecond_still_list_newest_first(db: Db) {
+    let store = db.open().await;
     let mut made = Vec::new();
     for _ in 0..20 {
         made.push(

@@ -1,27 +1,43 @@
-//! The store over a real SQLite file in a temp directory.
+//! The store over a real SQLite file in a temp directory, and over a real
+//! Postgres database: each test runs on both (`common::both!`).
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use common::{Db, both};
 use hearth_store::{
-    ConversationPatch, ConversationStore, FinishReason, ListQuery, NewConversation, NewMessage,
-    ReplyUpdate, Scope, SqliteStore,
+    ConversationPatch, FinishReason, ListQuery, NewConversation, NewMessage, ReplyUpdate, Scope,
+    SqliteStore,
 };
 
 /// Every owner's conversations (these tests are not about owners, but `owners_*`).
 const ALL: Scope<'static> = Scope::All;
 
-async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(dir.path()).await.unwrap()
-}
+both!(
+    opens_with_migrations_and_survives_reopen,
+    messages_get_sequential_positions_and_title_from_first_user_message,
+    reply_updates_and_interrupted_replies_after_restart,
+    list_is_newest_first_paged_and_searchable,
+    rename_delete_undo,
+    truncate_for_edit_and_regenerate,
+    concurrent_appends_keep_unique_positions,
+);
 
+/// SQLite's file: made with its folders, in WAL mode.
 #[tokio::test]
-async fn opens_with_wal_and_migrations_and_survives_reopen() {
+async fn a_sqlite_store_makes_its_folder_and_runs_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
     let store = SqliteStore::open(&nested).await.unwrap();
     assert!(nested.join("hearth.db").exists());
     assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    // WAL mode leaves its -wal file next to the database while open.
+    assert!(nested.join("hearth.db-wal").exists());
+}
+
+async fn opens_with_migrations_and_survives_reopen(db: Db) {
+    let store = db.open().await;
+    assert_eq!(store.schema_version().await.unwrap(), db.current());
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -32,20 +48,16 @@ async fn opens_with_wal_and_migrations_and_survives_reopen() {
         .unwrap()
         .unwrap();
     store.close().await;
-    // WAL mode leaves its -wal file next to the database while open.
-    let store = SqliteStore::open(&nested).await.unwrap();
-    assert!(nested.join("hearth.db-wal").exists());
+    let store = db.open().await;
     let msgs = store.messages(&c.id).await.unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
-    assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
+    assert_eq!(store.schema_version().await.unwrap(), db.current());
 }
 
-#[tokio::test]
-async fn messages_get_sequential_positions_and_title_from_first_user_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn messages_get_sequential_positions_and_title_from_first_user_message(db: Db) {
+    let store = db.open().await;
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -98,11 +110,9 @@ async fn messages_get_sequential_positions_and_title_from_first_user_message() {
     );
 }
 
-#[tokio::test]
-async fn reply_updates_and_interrupted_replies_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
-    let (c, done) = common::streaming_reply(&store, "anonymous").await;
+async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
+    let store = db.open().await;
+    let (c, done) = common::streaming_reply(&*store, "anonymous").await;
     let update = ReplyUpdate {
         content: "Hello!".into(),
         model: Some("smol".into()),
@@ -148,7 +158,7 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
         .unwrap();
     store.close().await;
     // ...is kept, and marked interrupted at the next start.
-    let store = open(&dir).await;
+    let store = db.open().await;
     let m = store.message(&streaming.id).await.unwrap().unwrap();
     assert_eq!(m.content, "partial");
     assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
@@ -164,10 +174,8 @@ async fn reply_updates_and_interrupted_replies_after_restart() {
     );
 }
 
-#[tokio::test]
-async fn list_is_newest_first_paged_and_searchable() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn list_is_newest_first_paged_and_searchable(db: Db) {
+    let store = db.open().await;
     let mut ids = Vec::new();
     for i in 0..25 {
         let c = store
@@ -258,10 +266,8 @@ async fn list_is_newest_first_paged_and_searchable() {
     );
 }
 
-#[tokio::test]
-async fn rename_delete_undo() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn rename_delete_undo(db: Db) {
+    let store = db.open().await;
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -362,10 +368,8 @@ async fn rename_delete_undo() {
     assert!(store.messages(&c.id).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn truncate_for_edit_and_regenerate() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn truncate_for_edit_and_regenerate(db: Db) {
+    let store = db.open().await;
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await
@@ -393,10 +397,8 @@ async fn truncate_for_edit_and_regenerate() {
     assert_eq!(next.seq, 2);
 }
 
-#[tokio::test]
-async fn concurrent_appends_keep_unique_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn concurrent_appends_keep_unique_positions(db: Db) {
+    let store = db.open().await;
     let c = store
         .create_conversation("anonymous", NewConversation::default())
         .await

@@ -8,6 +8,8 @@
 //! gateway's tests assert on. Faults we cannot cause with a real server are the
 //! only reason it exists.
 
+pub mod postgres;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,10 +1,23 @@
-//! What the store's tests share: a database as an earlier release left it, and a
+//! What the store's tests share: the two backends every test of the suite runs on
+//! ([`Db`], [`both!`]), a database as an earlier release left it, and a
 //! conversation whose reply is streaming.
-#![allow(dead_code)] // each test binary uses its part
+//!
+//! `both!(name, ...)` turns each `async fn name(db: Db)` into two tests,
+//! `name::sqlite` (a file in a temp folder) and `name::postgres` (a fresh database
+//! of the private server `hearth_testkit::postgres` runs; SKIPPED without
+//! PostgreSQL unless `HEARTH_TEST_POSTGRES_REQUIRED=1`).
+#![allow(dead_code, unused_macros, unused_imports)] // each test binary uses its part
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The migrations this crate ships, in order.
+use async_trait::async_trait;
+use hearth_store::{
+    ConversationStore, JobStore, Options, PgOptions, PgStore, SqliteStore, StoreError,
+};
+
+/// The SQLite migrations this crate ships, in order.
 pub const MIGRATIONS: &[&str] = &[
     "0001_conversations.sql",
     "0002_owners_and_reply_leases.sql",
@@ -12,12 +25,202 @@ pub const MIGRATIONS: &[&str] = &[
     "0004_job_files_by_digest.sql",
 ];
 
-/// The schema version a store opened now reaches.
+/// The Postgres migrations: the same, and its own indexes.
+pub const PG_MIGRATIONS: &[&str] = &[
+    "0001_conversations.sql",
+    "0002_owners_and_reply_leases.sql",
+    "0003_jobs.sql",
+    "0004_job_files_by_digest.sql",
+    "0005_lease_sweeps.sql",
+];
+
+/// The schema version a SQLite store opened now reaches.
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
 
-/// A pool on `data/hearth.db`, migrated as the release whose newest migration was
-/// `version` left it (the first `version` migrations). Close it before opening the
-/// store on `data`.
+/// Both stores, with what the tests call beyond the traits.
+#[async_trait]
+pub trait TestStore: ConversationStore + JobStore {
+    async fn schema_version(&self) -> Result<i64, StoreError>;
+    async fn purge_deleted(&self, older_than: Duration) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl TestStore for SqliteStore {
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        SqliteStore::schema_version(self).await
+    }
+    async fn purge_deleted(&self, older_than: Duration) -> Result<u64, StoreError> {
+        SqliteStore::purge_deleted(self, older_than).await
+    }
+}
+
+#[async_trait]
+impl TestStore for PgStore {
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        PgStore::schema_version(self).await
+    }
+    async fn purge_deleted(&self, older_than: Duration) -> Result<u64, StoreError> {
+        PgStore::purge_deleted(self, older_than).await
+    }
+}
+
+pub type Store = Arc<dyn TestStore>;
+
+/// Where a test's stores live: opening twice is two processes on one database.
+#[derive(Debug)]
+pub enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(hearth_testkit::postgres::Database),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    /// `None` (the test is SKIPPED) without PostgreSQL.
+    pub fn postgres(test: &str) -> Option<Db> {
+        let server = hearth_testkit::postgres::shared_for(test)?;
+        Some(Db::Postgres(server.database()))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres(_))
+    }
+
+    /// The schema version a store opened now reaches.
+    pub fn current(&self) -> i64 {
+        match self {
+            Db::Sqlite(_) => MIGRATIONS.len() as i64,
+            Db::Postgres(_) => PG_MIGRATIONS.len() as i64,
+        }
+    }
+
+    pub async fn open(&self) -> Store {
+        self.open_with(hearth_store::REPLY_LEASE, true).await
+    }
+
+    pub async fn open_with(&self, lease: Duration, keeper: bool) -> Store {
+        match self {
+            Db::Sqlite(dir) => Arc::new(
+                SqliteStore::open_with(
+                    dir.path(),
+                    Options {
+                        lease,
+                        keeper,
+                        ..Options::default()
+                    },
+                )
+                .await
+                .unwrap(),
+            ),
+            Db::Postgres(db) => Arc::new(
+                PgStore::connect(
+                    &db.url(),
+                    PgOptions {
+                        lease,
+                        keeper,
+                        ..PgOptions::default()
+                    },
+                )
+                .await
+                .unwrap(),
+            ),
+        }
+    }
+
+    /// The database as the release whose newest migration was `version` left it
+    /// (its first `version` migrations), and a connection to write old rows with.
+    /// Close it before opening a store.
+    pub async fn at_version(&self, version: usize) -> Raw {
+        let old = tempfile::tempdir().unwrap();
+        let (shipped, names) = match self {
+            Db::Sqlite(_) => ("migrations", MIGRATIONS),
+            Db::Postgres(_) => ("migrations/postgres", PG_MIGRATIONS),
+        };
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped);
+        for f in &names[..version] {
+            std::fs::copy(shipped.join(f), old.path().join(f)).unwrap();
+        }
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        match self {
+            Db::Sqlite(dir) => {
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("hearth.db").display()
+                );
+                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                Raw::Sqlite(pool)
+            }
+            Db::Postgres(db) => {
+                let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                Raw::Postgres(pool)
+            }
+        }
+    }
+}
+
+/// A plain connection pool on a test's database.
+pub enum Raw {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Raw {
+    /// Runs `sql` with text parameters `$1`, `$2`...
+    pub async fn exec(&self, sql: &str, binds: &[&str]) {
+        match self {
+            Raw::Sqlite(p) => {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.execute(p).await.unwrap();
+            }
+            Raw::Postgres(p) => {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(*b);
+                }
+                q.execute(p).await.unwrap();
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Raw::Sqlite(p) => p.close().await,
+            Raw::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Each `async fn NAME(db: Db)` named becomes `NAME::sqlite` and `NAME::postgres`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::common::Db::sqlite()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(db) = crate::common::Db::postgres(module_path!()) {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+pub(crate) use both;
+
+/// A SQLite database at `data/hearth.db` migrated as the release whose newest
+/// migration was `version` left it (the SQLite-only tests').
 pub async fn database_at(version: usize, dir: &Path, data: &Path) -> sqlx::SqlitePool {
     let old = dir.join(format!("migrations-{version}"));
     std::fs::create_dir_all(&old).unwrap();
@@ -39,11 +242,11 @@ pub async fn database_at(version: usize, dir: &Path, data: &Path) -> sqlx::Sqlit
 
 /// A new conversation of `owner` with a user's "hi" and an assistant's reply that
 /// has begun streaming (empty, not finished): its id and the reply.
-pub async fn streaming_reply(
-    store: &hearth_store::SqliteStore,
+pub async fn streaming_reply<S: ConversationStore + ?Sized>(
+    store: &S,
     owner: &str,
 ) -> (String, hearth_store::Message) {
-    use hearth_store::{ConversationStore, NewConversation, NewMessage};
+    use hearth_store::{NewConversation, NewMessage};
     let c = store
         .create_conversation(owner, NewConversation::default())
         .await
