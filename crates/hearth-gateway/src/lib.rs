@@ -14,12 +14,15 @@
 //! # Layout
 //! - [`principal`]: [`Principal`], and [`KeyRing`], the configured keys by secret.
 //! - [`limiter`]: the [`Limiter`] trait, [`Quota`], and [`LocalLimiter`] (token buckets).
+//! - [`redis_limiter`]: [`RedisLimiter`], the same buckets in Redis for several replicas.
 //! - [`service`]: [`Gateway`] and [`Completion`], whose events settle usage when done.
 
 pub mod limiter;
 pub mod principal;
+pub mod redis_limiter;
 pub mod service;
 
 pub use limiter::{Limiter, LocalLimiter, Quota, QuotaLine};
 pub use principal::{KeyRing, Principal};
+pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};
 pub use service::{Completion, Gateway, Metered};

@@ -2,7 +2,7 @@
 //!
 //! [`Limiter`] is the seam: [`LocalLimiter`] counts in this process (token buckets
 //! that refill continuously), which is exact for one replica; with several, the
-//! counts belong in a store they share (Redis, the scale-out issue), behind the same
+//! counts belong in a store they share: [`crate::RedisLimiter`], behind the same
 //! trait. Admission is async for that reason; settlement is fire-and-forget, so
 //! the end of a stream never waits on it.
 
@@ -124,22 +124,8 @@ impl LocalLimiter {
             .tokens
             .as_ref()
             .map_or(0.0, |t| t.wait_for((tokens as f64).min(t.capacity)));
-        let wait = req_wait.max(tok_wait);
-        if wait > 0.0 {
-            let (what, limit) = if req_wait >= tok_wait {
-                ("requests", u64::from(who.rpm))
-            } else {
-                ("tokens", who.tpm)
-            };
-            return Err(ApiError::new(
-                ErrorKind::RateLimited,
-                format!(
-                    "rate limit reached for key `{}`: {limit} {what} per minute; retry in {:.1}s",
-                    who.id, wait
-                ),
-            )
-            .with_code("rate_limit_exceeded")
-            .with_retry_after(retry_secs(wait)));
+        if req_wait > 0.0 || tok_wait > 0.0 {
+            return Err(rate_limited(who, req_wait, tok_wait));
         }
         let mut q = Quota::default();
         if let Some(r) = &mut b.requests {
@@ -169,6 +155,26 @@ impl Limiter for LocalLimiter {
             t.level = (t.level + estimated as f64 - actual as f64).min(t.capacity);
         }
     }
+}
+
+/// The 429 for a request that must wait `req_wait` seconds for its requests
+/// bucket and `tok_wait` for its tokens one (either may be 0).
+pub(crate) fn rate_limited(who: &Principal, req_wait: f64, tok_wait: f64) -> ApiError {
+    let wait = req_wait.max(tok_wait);
+    let (what, limit) = if req_wait >= tok_wait {
+        ("requests", u64::from(who.rpm))
+    } else {
+        ("tokens", who.tpm)
+    };
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "rate limit reached for key `{}`: {limit} {what} per minute; retry in {:.1}s",
+            who.id, wait
+        ),
+    )
+    .with_code("rate_limit_exceeded")
+    .with_retry_after(retry_secs(wait))
 }
 
 /// Whole seconds to wait, at least 1. Never panics: a bucket driven far below zero

@@ -86,6 +86,10 @@ fn describe() {
         "hearth_request_bodies_timed_out_total",
         "Requests answered 408 because their body did not arrive in time"
     );
+    metrics::describe_counter!(
+        "hearth_ratelimit_redis_errors_total",
+        "Rate-limit checks Redis did not answer, by what happened: policy open (admitted), closed (refused, 503), settle (a usage correction lost)"
+    );
     metrics::describe_gauge!(
         "hearth_tasks_alive",
         "Tasks alive on the serving event loops (connections, streams, background work)"

@@ -31,8 +31,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use hearth_config::{Config, Env, ProcessEnv};
-use hearth_gateway::{Gateway, KeyRing, LocalLimiter};
+use hearth_config::{Config, Env, LimitsBackend, ProcessEnv};
+use hearth_gateway::{Gateway, KeyRing, Limiter, LocalLimiter, RedisLimiter, RedisLimiterOptions};
 use hearth_http::{App, HttpState};
 use hearth_jobs::Jobs;
 use hearth_launch::Engines;
@@ -68,6 +68,29 @@ pub enum BuildError {
     /// a stopped server left running).
     #[error("cannot start the job workers: {0}")]
     Jobs(#[from] hearth_jobs::JobsError),
+    /// `[limits] backend = "redis"` with a URL the Redis client refuses.
+    #[error("limits.redis_url: {0}")]
+    Limits(String),
+}
+
+/// Where the per-key limits are counted: in this process, or in Redis for every
+/// replica (connected on first use, so a Redis that is down at start follows
+/// `on_redis_error` instead of stopping the start).
+fn limiter(l: &hearth_config::LimitsConfig) -> Result<Arc<dyn Limiter>, BuildError> {
+    match (l.backend, &l.redis_url) {
+        (LimitsBackend::Redis, Some(url)) => {
+            let r = RedisLimiter::new(RedisLimiterOptions {
+                url: url.clone(),
+                prefix: l.redis_prefix.clone(),
+                timeout: std::time::Duration::from_millis(l.redis_timeout_ms),
+                policy: l.on_redis_error,
+            })
+            .map_err(BuildError::Limits)?;
+            tracing::info!(redis = %hearth_config::redact_url(url), "rate limits are counted in Redis");
+            Ok(Arc::new(r))
+        }
+        _ => Ok(Arc::new(LocalLimiter::new())),
+    }
 }
 
 /// A Hearth built from its config, ready to [`run`](Server::run).
@@ -226,7 +249,7 @@ impl Builder {
             config.limits.default_rpm,
             config.limits.default_tpm,
         );
-        let gateway = Arc::new(Gateway::new(router, Arc::new(LocalLimiter::new()), keys));
+        let gateway = Arc::new(Gateway::new(router, limiter(&config.limits)?, keys));
         let store = SqliteStore::open(&config.storage.data_dir)
             .await
             .map_err(|source| BuildError::Store {
