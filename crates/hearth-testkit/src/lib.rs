@@ -9,6 +9,7 @@
 //! only reason it exists.
 
 pub mod postgres;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
