@@ -7,11 +7,13 @@
 //! - `models`: managed models: launcher installed, memory estimate, download disk.
 //! - `host`: config, bind and keys, ports, an ACME domain's DNS, data_dir, the sandbox.
 //! - `probe`: running host tools with a deadline, `PATH` lookup, free disk.
+//! - `redis`: the Redis that shared rate limits are counted in.
 
 mod gpu;
 mod host;
 mod models;
 mod probe;
+mod redis;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,7 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
             host::acme_dns(config, &mut checks);
             host::data_dir(&config.storage.data_dir, &mut checks);
             host::sandbox(&config.sandbox, &mut checks);
+            redis::check(&config.limits, &mut checks);
         }
         Loaded::Invalid(error) => {
             host::config_invalid(error, &mut checks);
