@@ -166,7 +166,7 @@ pub struct LimitsConfig {
     /// Where the per-key counts live: `local` (this process) or `redis` (shared by
     /// every replica, so a limit means the same whatever the replica count).
     pub backend: LimitsBackend,
-    /// `redis://[:password@]host:port[/db]` (or `rediss://`) for `backend = "redis"`;
+    /// `redis://[:password@]host:port[/db]` for `backend = "redis"`;
     /// `HEARTH_REDIS_URL` sets it from the environment. Never logged with its password.
     pub redis_url: Option<String>,
     /// How long one admission waits for Redis before the `on_redis_error` policy

@@ -414,10 +414,14 @@ fn limits_backend(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
             at("redis_url"),
             "`backend = \"redis\"` needs `redis_url` (or HEARTH_REDIS_URL), e.g. \"redis://127.0.0.1:6379\"".into(),
         ),
-        (_, Some(url)) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => push(
+        (_, Some(url)) if url.starts_with("rediss://") => push(
+            at("redis_url"),
+            "TLS to Redis (rediss://) is not supported yet: reach Redis over a private network with redis://, or through a TLS tunnel (stunnel) on loopback".into(),
+        ),
+        (_, Some(url)) if !url.starts_with("redis://") => push(
             at("redis_url"),
             format!(
-                "`{}` is not a Redis URL: it starts with redis:// (or rediss:// for TLS)",
+                "`{}` is not a Redis URL: it starts with redis://",
                 crate::redact_url(url)
             ),
         ),

@@ -92,6 +92,11 @@ fn redis_without_a_url_or_with_a_wrong_one_is_refused_without_its_password() {
         e[0]
     );
     assert!(!e[0].contains("hunter2"), "{}", e[0]);
+    let e = errors(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"rediss://cache:6380\"\n",
+        &MapEnv::default(),
+    );
+    assert!(e[0].contains("not supported yet"), "{}", e[0]);
     let e = errors("[limits]\nbackend = \"memcached\"\n", &MapEnv::default());
     assert!(e[0].contains("limits.backend"), "{}", e[0]);
     let e = errors("[limits]\nredis_timeout_ms = 0\n", &MapEnv::default());
