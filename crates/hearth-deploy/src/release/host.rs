@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use super::{DeployError, HistoryEntry};
+use std::time::Duration;
+
+use super::{DeployError, Health, HistoryEntry, Options, health};
 
 /// One installed release, as read from its `RELEASE` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,4 +78,29 @@ pub trait Host {
 
     /// The service's last `n` log lines, to show why a release did not come up.
     fn last_log_lines(&self, n: usize) -> Result<Vec<String>, DeployError>;
+
+    /// Restarts the service and waits until it is healthy. The default: note
+    /// which process answers `opts.health_url` now, [`Host::restart`], then
+    /// poll the URL until another process answers 200. A host whose services
+    /// are judged otherwise (a command, retries) overrides it.
+    fn restart_and_wait(&self, opts: &Options) -> Health {
+        // Which process answers now: after a restart by handover (`systemctl reload`)
+        // the old one keeps answering until the new one takes over, so only another
+        // process's 200 says the switch happened.
+        let before = health::check(&opts.health_url, Duration::from_secs(2)).instance;
+        if let Err(e) = self.restart() {
+            return Health {
+                ready: false,
+                last: e.to_string(),
+                waited: Duration::ZERO,
+                instance: None,
+            };
+        }
+        health::wait_ready(
+            &opts.health_url,
+            opts.health_timeout,
+            opts.poll_interval,
+            before.as_deref(),
+        )
+    }
 }

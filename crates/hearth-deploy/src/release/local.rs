@@ -33,6 +33,9 @@ impl std::fmt::Debug for Restart {
 #[derive(Debug)]
 pub struct LocalHost {
     root: PathBuf,
+    /// Where `releases/`, `current` and `deploy.lock` live.
+    home: PathBuf,
+    history: PathBuf,
     name: String,
     restart: Restart,
     log_file: Option<PathBuf>,
@@ -49,8 +52,11 @@ impl LocalHost {
     /// A host under `root` restarted with `systemctl reload-or-restart hearth`, named
     /// `localhost`, without a log file.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         LocalHost {
-            root: root.into(),
+            home: root.join("opt/hearth"),
+            history: root.join("var/lib/hearth/deploy-history.jsonl"),
+            root,
             name: "localhost".to_string(),
             restart: Restart::Command(vec![
                 "systemctl".into(),
@@ -59,6 +65,15 @@ impl LocalHost {
             ]),
             log_file: None,
         }
+    }
+
+    /// Another layout than Hearth's own: `releases/`, `current` and
+    /// `deploy.lock` under `home`, the history in `history` (the GitOps
+    /// services keep one such layout each under their state folder).
+    pub fn with_layout(mut self, home: impl Into<PathBuf>, history: impl Into<PathBuf>) -> Self {
+        self.home = home.into();
+        self.history = history.into();
+        self
     }
 
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
@@ -82,7 +97,7 @@ impl LocalHost {
     }
 
     pub fn hearth_dir(&self) -> PathBuf {
-        self.root.join("opt/hearth")
+        self.home.clone()
     }
 
     pub fn releases_dir(&self) -> PathBuf {
@@ -98,7 +113,7 @@ impl LocalHost {
     }
 
     pub fn history_path(&self) -> PathBuf {
-        self.root.join("var/lib/hearth/deploy-history.jsonl")
+        self.history.clone()
     }
 
     fn read_release(&self, version: &str) -> Option<ReleaseInfo> {

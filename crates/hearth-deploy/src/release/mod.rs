@@ -35,7 +35,7 @@ use std::time::Duration;
 
 pub use error::DeployError;
 pub use health::{Health, check as check_health, wait_ready};
-pub use history::{Action, EventOutcome, HistoryEntry};
+pub use history::{Action, EventOutcome, HistoryEntry, now_rfc3339};
 pub use host::{Host, ReleaseInfo};
 pub use local::{LocalGuard, LocalHost, Restart};
 pub use ssh::{RemoteLog, SshGuard, SshHost, sh_quote};
@@ -114,30 +114,44 @@ pub fn apply<H: Host>(
     opts: &Options,
 ) -> Result<Outcome, DeployError> {
     version::validate(release.version)?;
-    let _guard = host.lock()?;
-    let from = host.current()?;
     // Checked here, once, whatever the host: a bad download is never unpacked
     // nor uploaded.
     let expected = local::verify_tarball(release.tarball, release.sha256)?;
-    match host
-        .releases()?
-        .into_iter()
-        .find(|r| r.version == release.version)
-    {
+    apply_staged(host, release.version, &expected, opts, || {
+        host.stage_release(release.version, release.tarball, &expected)
+    })
+}
+
+/// [`apply`] for any kind of release: `digest` identifies its content (what
+/// `RELEASE` records as `sha256`), and `stage` puts it beside the others under
+/// its version's name (called only when no release of that version is
+/// installed). The GitOps services use it with a folder of files instead of a
+/// tarball. Holds the host's lock throughout.
+pub fn apply_staged<H: Host>(
+    host: &H,
+    version: &str,
+    digest: &str,
+    opts: &Options,
+    stage: impl FnOnce() -> Result<(), DeployError>,
+) -> Result<Outcome, DeployError> {
+    version::validate(version)?;
+    let _guard = host.lock()?;
+    let from = host.current()?;
+    match host.releases()?.into_iter().find(|r| r.version == version) {
         // Staged before (an apply that was rolled back, a re-run): nothing to copy.
-        Some(r) if r.sha256 == expected => {}
+        Some(r) if r.sha256 == digest => {}
         Some(r) => {
             return Err(DeployError::ReleaseConflict {
                 host: host.name().to_string(),
-                version: release.version.to_string(),
+                version: version.to_string(),
                 installed: r.sha256,
-                given: expected,
+                given: digest.to_string(),
             });
         }
-        None => host.stage_release(release.version, release.tarball, &expected)?,
+        None => stage()?,
     }
-    let to = release.version.to_string();
-    if from.as_deref() == Some(release.version) {
+    let to = version.to_string();
+    if from.as_deref() == Some(version) {
         return Ok(Outcome {
             action: None,
             from,
@@ -153,7 +167,7 @@ pub fn apply<H: Host>(
     };
 
     host.switch_current(&to)?;
-    let health = restart_and_wait(host, opts);
+    let health = host.restart_and_wait(opts);
     if health.ready {
         host.append_history(&HistoryEntry::now(
             action,
@@ -198,7 +212,7 @@ pub fn apply<H: Host>(
         });
     };
     host.switch_current(&prev)?;
-    let back = restart_and_wait(host, opts);
+    let back = host.restart_and_wait(opts);
     let (outcome, message) = if back.ready {
         (EventOutcome::Ok, format!("{not_ready}; {prev} ready again"))
     } else {
@@ -248,7 +262,7 @@ pub fn rollback<H: Host>(
         })?,
     };
     host.switch_current(&target)?;
-    let health = restart_and_wait(host, opts);
+    let health = host.restart_and_wait(opts);
     let (outcome, message) = if health.ready {
         (
             EventOutcome::Ok,
@@ -342,27 +356,6 @@ pub fn previous<H: Host>(host: &H, current: &str) -> Result<Option<String>, Depl
         .rev()
         .find(|r| version::compare(&r.version, current).is_lt())
         .map(|r| r.version.clone()))
-}
-
-fn restart_and_wait<H: Host>(host: &H, opts: &Options) -> Health {
-    // Which process answers now: after a restart by handover (`systemctl reload`)
-    // the old one keeps answering until the new one takes over, so only another
-    // process's 200 says the switch happened.
-    let before = health::check(&opts.health_url, Duration::from_secs(2)).instance;
-    if let Err(e) = host.restart() {
-        return Health {
-            ready: false,
-            last: e.to_string(),
-            waited: Duration::ZERO,
-            instance: None,
-        };
-    }
-    health::wait_ready(
-        &opts.health_url,
-        opts.health_timeout,
-        opts.poll_interval,
-        before.as_deref(),
-    )
 }
 
 /// Deletes the oldest releases beyond `keep`, never `current` nor `previous`.
