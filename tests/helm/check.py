@@ -378,6 +378,8 @@ def specific(name, docs, values, gateway, cfg):
         expect(ing["spec"]["tls"][0]["secretName"] == "llm-lab-tls", name, "existing TLS secret")
         expect(not any(k.startswith("cert-manager.io") for k in ing["metadata"]["annotations"]), name, "cert-manager asked")
         expect("hf-token" in kinds("Secret")[0]["data"], name, "hf-token in the Secret")
+        expect(eng["spec"]["template"]["spec"].get("runtimeClassName") == "nvidia", name, "engine runtime")
+        expect("runtimeClassName" not in pod, name, "the gateway asks a GPU runtime")
     elif name == "two-gpu-external.yaml":
         expect(gateway["spec"]["replicas"] == 3 and gateway["spec"]["strategy"]["type"] == "RollingUpdate", name, "3 replicas, rolling")
         expect(len(kinds("PodDisruptionBudget")) == 1, name, "a PDB")
