@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup::BackupArgs, deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs, models::ModelsArgs,
-    sandbox::SandboxArgs, status::StatusArgs,
+    backup::BackupArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs,
+    models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -61,6 +61,9 @@ pub enum Command {
     /// Copy the history database (conversations, jobs) to OUT, consistently, while
     /// the server runs; the copy is checked. docs/operations.md says how to restore.
     Backup(BackupArgs),
+    /// The Postgres database of storage.database_url: import a SQLite data folder
+    /// into it (docs/scale-out.md).
+    Db(DbArgs),
 }
 
 #[derive(Debug, clap::Args)]

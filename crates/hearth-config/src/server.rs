@@ -128,13 +128,38 @@ pub enum TlsMode {
     Acme,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// SQLite file, downloaded models, logs.
+    /// SQLite file (without `database_url`), job files, downloaded models, logs.
     pub data_dir: PathBuf,
-    /// Postgres URL for scale-out (not used yet).
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`: conversations and jobs in
+    /// Postgres, shared by replicas, instead of SQLite in `data_dir`;
+    /// `HEARTH_DATABASE_URL` sets it from the environment. Never logged with its
+    /// password.
     pub database_url: Option<String>,
+    /// The most connections one Hearth opens to `database_url`.
+    pub database_pool_size: u32,
+    /// How long one statement may run on `database_url` before Postgres cancels
+    /// it (`statement_timeout`), in seconds; 0: no limit.
+    pub database_statement_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::redact_url),
+            )
+            .field("database_pool_size", &self.database_pool_size)
+            .field(
+                "database_statement_timeout_secs",
+                &self.database_statement_timeout_secs,
+            )
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {
@@ -142,6 +167,8 @@ impl Default for StorageConfig {
         StorageConfig {
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            database_pool_size: 10,
+            database_statement_timeout_secs: 30,
         }
     }
 }

@@ -400,6 +400,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
         );
     }
     limits_backend(config, &mut push);
+    storage(config, &mut push);
     jobs(config, &mut push);
     config.resolved_keys = resolved;
     out
@@ -437,6 +438,34 @@ fn limits_backend(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
         push(
             at("redis_prefix"),
             "must be a non-empty name without spaces".into(),
+        );
+    }
+}
+
+/// `[storage]`'s database: a Postgres URL, a pool and a timeout in range.
+fn storage(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
+    let s = &config.storage;
+    let at = |k: &str| vec![key("storage"), key(k)];
+    if let Some(url) = s.database_url.as_deref() {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        if !(scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")) {
+            push(
+                at("database_url"),
+                format!(
+                    "`{}` is not a Postgres URL: it is postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+                     (unset it to keep SQLite in storage.data_dir)",
+                    crate::redact_url(url)
+                ),
+            );
+        }
+    }
+    if s.database_pool_size == 0 || s.database_pool_size > 1000 {
+        push(at("database_pool_size"), "must be 1 to 1000".into());
+    }
+    if s.database_statement_timeout_secs > 86_400 {
+        push(
+            at("database_statement_timeout_secs"),
+            "must be 0 (no limit) to 86400 (seconds)".into(),
         );
     }
 }

@@ -37,7 +37,7 @@ use hearth_http::{App, HttpState};
 use hearth_jobs::Jobs;
 use hearth_launch::Engines;
 use hearth_router::{Backend, Router};
-use hearth_store::{ConversationStore, JobStore, SqliteStore};
+use hearth_store::{ConversationStore, JobStore, PgOptions, PgStore, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
 pub use backends::backend;
@@ -61,6 +61,10 @@ pub enum BuildError {
         dir: String,
         source: hearth_store::StoreError,
     },
+    /// `storage.database_url` is set and Postgres could not be used (the error
+    /// names the server, without its password).
+    #[error("cannot open the conversation store in Postgres (storage.database_url)")]
+    Database { source: hearth_store::StoreError },
     /// `[sandbox]` names a feature or an isolation the sandbox does not know.
     #[error("{0}")]
     Sandbox(String),
@@ -91,6 +95,39 @@ fn limiter(l: &hearth_config::LimitsConfig) -> Result<Arc<dyn Limiter>, BuildErr
         }
         _ => Ok(Arc::new(LocalLimiter::new())),
     }
+}
+
+/// The store of conversations and jobs: Postgres when `database_url` is set (shared
+/// by replicas), else SQLite in `data_dir`.
+async fn open_store(
+    s: &hearth_config::StorageConfig,
+) -> Result<(Arc<dyn ConversationStore>, Arc<dyn JobStore>), BuildError> {
+    if let Some(url) = &s.database_url {
+        let options = PgOptions {
+            max_connections: s.database_pool_size,
+            statement_timeout: std::time::Duration::from_secs(s.database_statement_timeout_secs),
+            ..PgOptions::default()
+        };
+        let store = Arc::new(
+            PgStore::connect(url, options)
+                .await
+                .map_err(|source| BuildError::Database { source })?,
+        );
+        tracing::info!(
+            database = %store.server(),
+            pool = s.database_pool_size,
+            "conversations and jobs are stored in Postgres"
+        );
+        return Ok((store.clone(), store));
+    }
+    let store = SqliteStore::open(&s.data_dir)
+        .await
+        .map_err(|source| BuildError::Store {
+            dir: s.data_dir.display().to_string(),
+            source,
+        })?;
+    let store = Arc::new(store);
+    Ok((store.clone(), store))
 }
 
 /// A Hearth built from its config, ready to [`run`](Server::run).
@@ -250,24 +287,17 @@ impl Builder {
             config.limits.default_tpm,
         );
         let gateway = Arc::new(Gateway::new(router, limiter(&config.limits)?, keys));
-        let store = SqliteStore::open(&config.storage.data_dir)
-            .await
-            .map_err(|source| BuildError::Store {
-                dir: config.storage.data_dir.display().to_string(),
-                source,
-            })?;
-        let store = Arc::new(store);
+        let (store, job_store) = open_store(&config.storage).await?;
         let sandbox = sandbox::sandbox_options(&config.sandbox, self.env.as_ref())
             .map_err(BuildError::Sandbox)?;
         let jobs = Jobs::new(
             gateway.clone(),
-            store.clone() as Arc<dyn JobStore>,
+            job_store,
             Arc::new(hearth_sandbox::Sandbox::new(sandbox)),
             &config.storage.data_dir,
             hearth_jobs::Settings::from_config(&config),
         );
         jobs.start().await?;
-        let store: Arc<dyn ConversationStore> = store;
         let closing = CancellationToken::new();
         let state = HttpState::new(config.clone(), gateway.clone());
         let app = App::builder(state.clone())

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod db;
 pub mod deploy;
 pub mod doctor;
 pub mod jobs;
@@ -25,5 +26,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Backup(args) => backup::run(args),
+        Command::Db(args) => db::run(args),
     }
 }

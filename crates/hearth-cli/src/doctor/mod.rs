@@ -7,8 +7,11 @@
 //! - `models`: managed models: launcher installed, memory estimate, download disk.
 //! - `host`: config, bind and keys, ports, an ACME domain's DNS, data_dir, the sandbox.
 //! - `probe`: running host tools with a deadline, `PATH` lookup, free disk.
+//! - `database`: the Postgres of `storage.database_url`: reachable, logged in,
+//!   version, migrations applied or pending.
 //! - `redis`: the Redis that shared rate limits are counted in.
 
+mod database;
 mod gpu;
 mod host;
 mod models;
@@ -45,6 +48,7 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
             host::acme_dns(config, &mut checks);
             host::data_dir(&config.storage.data_dir, &mut checks);
             host::sandbox(&config.sandbox, &mut checks);
+            database::check(&config.storage, &mut checks);
             redis::check(&config.limits, &mut checks);
         }
         Loaded::Invalid(error) => {
