@@ -18,3 +18,21 @@ hearth_toml() {
     printf '[[models]]\nname = "%s"\nbackend = "upstream"\nbase_url = "%s"\nmax_concurrency = 4096\nmax_queue = 4096\n' "${m%%=*}" "${m#*=}"
   done
 }
+
+# canned_upstream_conf WORK PORT STREAM_PORT: an nginx config (one worker, pid and
+# error log in WORK) answering every request with the canned completion on PORT and
+# the canned stream on STREAM_PORT.
+canned_upstream_conf() {
+  cat <<NGX
+worker_processes 1;
+pid $1/upstream.pid;
+error_log $1/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$2;  location / { default_type application/json;  return 200 '$CHAT'; } }
+  server { listen 127.0.0.1:$3; location / { default_type text/event-stream; return 200 '$SSE'; } }
+}
+NGX
+}

@@ -51,18 +51,7 @@ source "$ROOT/bench/gateway/common.sh"
 # one event loop per core). Run as one instance, the proxy shared its worker with
 # the upstream and was held to one core for both jobs: 30k req/s instead of 40k+
 # here, a baseline that flattered every proxy compared with it.
-cat > "$WORK/upstream.conf" <<NGX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP;  location / { default_type application/json;  return 200 '$CHAT'; } }
-  server { listen 127.0.0.1:$UPS; location / { default_type text/event-stream; return 200 '$SSE'; } }
-}
-NGX
+canned_upstream_conf "$WORK" $UP $UPS > "$WORK/upstream.conf"
 cat > "$WORK/proxy.conf" <<NGX
 worker_processes auto;
 pid $WORK/proxy.pid;
