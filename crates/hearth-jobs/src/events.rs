@@ -1,9 +1,9 @@
 //! [`JobEvent`]: what the worker tells listeners (the HTTP layer's server-sent
 //! events) as jobs move: status and step changes, and log lines.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// The job's status or current step changed.

@@ -22,6 +22,7 @@
 //! - [`blobs`]: files by SHA-256 under `data_dir/files`.
 //! - [`settings`]: what the pipeline reads of `[jobs]`.
 //! - [`events`]: the events of jobs, [`JobEvent`].
+//! - [`relay`]: [`EventRelay`], the events of jobs other replicas run.
 
 mod ask;
 pub mod blobs;
@@ -29,6 +30,7 @@ pub mod critic;
 pub mod events;
 mod pipeline;
 pub mod prompts;
+pub mod relay;
 pub mod runner;
 mod service;
 pub mod settings;
@@ -38,6 +40,7 @@ pub use ask::{Reply, with_image};
 pub use blobs::{Blobs, content_type_for, shown_inline};
 pub use critic::{Finding, Review};
 pub use events::JobEvent;
+pub use relay::EventRelay;
 pub use service::{JobView, Jobs, JobsError, SubmitError};
 pub use settings::{CriticPolicy, Settings, Severity};
 pub use upload::{CheckedImage, ImageKind, UploadError};

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::blobs::Blobs;
 use crate::events::JobEvent;
+use crate::relay::EventRelay;
 use crate::settings::Settings;
 use crate::upload::{self, UploadError};
 
@@ -105,6 +106,9 @@ pub(crate) struct Inner {
     pub work_dir: PathBuf,
     pub settings: Settings,
     pub events: broadcast::Sender<JobEvent>,
+    /// This process's events on their way to the other replicas, once
+    /// [`Jobs::relay`] started relaying.
+    relay_out: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<JobEvent>>,
     wake: Notify,
     /// The cancel token of each job this process is running.
     running: Mutex<HashMap<String, CancellationToken>>,
@@ -121,6 +125,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     pub fn emit(&self, event: JobEvent) {
+        if let Some(out) = self.relay_out.get() {
+            let _ = out.send(event.clone());
+        }
         // No listener is not an error.
         let _ = self.events.send(event);
     }
@@ -150,6 +157,7 @@ impl Jobs {
                 )),
                 settings,
                 events,
+                relay_out: std::sync::OnceLock::new(),
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 stop: CancellationToken::new(),
@@ -220,6 +228,25 @@ impl Jobs {
         {
             tracing::warn!(error = %e, "cannot release the leases of this server's running jobs");
         }
+    }
+
+    /// Relays job events through `relay` (the shared database): this process's go
+    /// to the other replicas, theirs come to this process's listeners, so a job's
+    /// live view works whichever replica runs it. Call once, before serving; ends
+    /// with [`Jobs::shutdown`].
+    pub async fn relay(&self, relay: Arc<dyn EventRelay>) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if self.inner.relay_out.set(tx).is_err() {
+            return Err("job events are already relayed".into());
+        }
+        crate::relay::start(
+            relay,
+            self.inner.worker_id.clone(),
+            self.inner.events.clone(),
+            rx,
+            self.inner.stop.clone(),
+        )
+        .await
     }
 
     /// Events of every job, from now on. Subscribe before reading a job's state, so

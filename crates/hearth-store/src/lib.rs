@@ -54,6 +54,7 @@ mod holders;
 mod import;
 pub mod jobs;
 pub mod model;
+mod notify;
 mod postgres;
 mod postgres_jobs;
 mod sqlite;
@@ -64,6 +65,7 @@ use async_trait::async_trait;
 pub use backup::{Backup, backup, integrity_check};
 pub use error::StoreError;
 pub use import::{Imported, import_sqlite};
+pub use notify::{MAX_PAYLOAD, PgChannel};
 pub use jobs::{
     Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
     NewStep, StepEnd, StepStatus,
