@@ -25,14 +25,38 @@ pub struct DoctorArgs {
     /// whose start is stopped by doctor says why where its admin looks.
     #[arg(long, value_name = "FILE")]
     pub status_file: Option<PathBuf>,
+    /// Check the Kubernetes cluster instead of this host, before `helm install`: the
+    /// API server, GPU nodes, a default StorageClass, an IngressClass, cert-manager.
+    /// Uses $KUBECONFIG, else ~/.kube/config, else the pod's service account.
+    #[arg(long)]
+    pub kube: bool,
+    /// With --kube: the Helm values file; its models must fit the nodes' GPUs and
+    /// memory, and its ingress class, issuer and storage classes must exist.
+    #[arg(long, value_name = "FILE", requires = "kube")]
+    pub values: Option<PathBuf>,
+    /// With --kube: the kubeconfig to use (instead of $KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE", requires = "kube")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kube: the kubeconfig's context (instead of its current-context).
+    #[arg(long, value_name = "NAME", requires = "kube")]
+    pub context: Option<String>,
 }
 
 pub fn run(args: DoctorArgs) -> ExitCode {
-    let loaded = load(args.config.as_deref());
-    let dev = std::env::var_os(env::DOCTOR_DEV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/dev"));
-    let report = doctor::run(&loaded, &dev);
+    let (report, loaded) = if args.kube {
+        let opts = doctor::kube::KubeOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.context.clone(),
+            values: args.values.clone(),
+        };
+        (doctor::kube::run(&opts), None)
+    } else {
+        let loaded = load(args.config.as_deref());
+        let dev = std::env::var_os(env::DOCTOR_DEV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev"));
+        (doctor::run(&loaded, &dev), Some(loaded))
+    };
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(j) => output::line(j),
@@ -69,7 +93,7 @@ pub fn run(args: DoctorArgs) -> ExitCode {
             output::err(format!("warning: cannot write {}: {e}", path.display()));
         }
     }
-    if matches!(loaded, Loaded::Unreadable(..)) {
+    if matches!(loaded, Some(Loaded::Unreadable(..))) {
         ExitCode::from(UNREADABLE_CONFIG)
     } else if report.summary.fail > 0 {
         ExitCode::FAILURE

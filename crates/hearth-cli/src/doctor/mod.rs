@@ -10,10 +10,13 @@
 //! - `database`: the Postgres of `storage.database_url`: reachable, logged in,
 //!   version, migrations applied or pending.
 //! - `redis`: the Redis that shared rate limits are counted in.
+//! - [`kube`]: `--kube`, the cluster the Helm chart installs into (API server, GPU
+//!   nodes, storage, ingress, cert-manager, room for a values file's models).
 
 mod database;
 mod gpu;
 mod host;
+pub mod kube;
 mod models;
 mod probe;
 mod redis;

@@ -1,0 +1,375 @@
+//! `hearth doctor --kube`, run as the real binary against a fake API server: a
+//! local HTTP server answering with recorded API answers (`fixtures/kube/`, see its
+//! README), reached through a kubeconfig written to a temp folder. The server
+//! checks the bearer token, so a doctor that sent none would see 401s.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "test-token-5f2a9c";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube")
+}
+
+fn values(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/helm/values")
+        .join(name)
+}
+
+/// A fake API server for one recorded cluster, on a port of its own.
+struct FakeApi {
+    url: String,
+    /// Every request's path, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    fn start(cluster: &str) -> FakeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let dirs = [fixtures().join(cluster), fixtures().join("common")];
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                answer(stream, &dirs, &log);
+            }
+        });
+        FakeApi { url, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// One request: its path's file from the first folder that has it; 401 without the
+/// token; 404 (a `Status`, as the API server sends) for the rest.
+fn answer(stream: TcpStream, dirs: &[PathBuf], log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut authorized = false;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorized = value.trim() == format!("Bearer {TOKEN}");
+        }
+    }
+    log.lock().unwrap().push(path.clone());
+    let status = |code: u16, reason: &str, message: &str| {
+        (
+            format!("{code} {reason}"),
+            format!(
+                r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{message}","reason":"{reason}","code":{code}}}"#
+            ),
+        )
+    };
+    let (head, body) = if !authorized {
+        status(401, "Unauthorized", "Unauthorized")
+    } else if let Some(text) = dirs
+        .iter()
+        .map(|d| d.join(format!("{}.json", path.trim_start_matches('/'))))
+        .find(|p| p.is_file() && !path.contains(".."))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+    {
+        ("200 OK".to_owned(), text)
+    } else {
+        status(
+            404,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        )
+    };
+    let mut stream = stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// A temp folder with a kubeconfig whose current context is the fake server.
+struct Kube {
+    dir: tempfile::TempDir,
+}
+
+impl Kube {
+    fn new(server: &str, token: &str) -> Kube {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {server}\n  name: lab\ncontexts:\n- context:\n    cluster: lab\n    user: admin\n  name: lab\n- context:\n    cluster: elsewhere\n    user: admin\n  name: broken\ncurrent-context: lab\npreferences: {{}}\nusers:\n- name: admin\n  user:\n    token: {token}\n"
+            ),
+        )
+        .unwrap();
+        Kube { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// `hearth doctor --kube ARGS` with KUBECONFIG set to the file: exit code and stdout.
+    fn doctor(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["doctor", "--kube"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("HOME", self.dir.path())
+            .env("KUBECONFIG", self.config())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "stderr: {stderr}");
+        (out.status.code().unwrap_or(-1), stdout)
+    }
+}
+
+/// The output with the fake server's port (random) and the tests' folder replaced.
+fn clean(out: &str, api: &FakeApi) -> String {
+    out.replace(&api.url, "http://[API]")
+        .replace(env!("CARGO_MANIFEST_DIR"), "[CRATE]")
+}
+
+#[test]
+fn gpu_cluster_fits_two_vllm_models_and_three_gateways() {
+    let api = FakeApi::start("gpu-cluster");
+    let kube = Kube::new(&api.url, TOKEN);
+    let v = values("two-gpu-external.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    insta::assert_snapshot!(clean(&out, &api), @r"
+    ok    kube  api server    http://[API] answers: Kubernetes v1.33.4+k3s1
+    ok    kube  nodes         3 node(s), 3 ready and schedulable
+    ok    kube  gpu nodes     2 node(s) advertise nvidia.com/gpu: gpu-1 (1), gpu-2 (1); 2 in all
+    ok    kube  storage       default StorageClass local-path (rancher.io/local-path)
+    ok    kube  ingress       IngressClass nginx
+    ok    kube  cert-manager  cert-manager installed, ClusterIssuer letsencrypt-prod exists
+    ok    kube  gpu capacity  2 GPU(s) for 2 engine(s) of 2 allocatable
+    ok    kube  memory        the pods ask 43.0 GiB of 140.9 GiB allocatable (before other workloads)
+    8 ok, 0 warn, 0 fail
+    ");
+    assert_eq!(code, 0);
+    // Asked through the API, with the token (the server answers 401 without it).
+    let seen = api.seen();
+    for path in [
+        "/version",
+        "/api/v1/nodes",
+        "/apis/storage.k8s.io/v1/storageclasses",
+        "/apis/networking.k8s.io/v1/ingressclasses",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/certificates.cert-manager.io",
+        "/apis/cert-manager.io/v1/clusterissuers/letsencrypt-prod",
+    ] {
+        assert!(seen.iter().any(|p| p == path), "{path} not asked: {seen:?}");
+    }
+}
+
+#[test]
+fn a_model_needing_two_gpus_on_one_node_does_not_fit_one_gpu_nodes() {
+    let api = FakeApi::start("gpu-cluster");
+    let kube = Kube::new(&api.url, TOKEN);
+    let v = values("jobs-gvisor.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "FAIL  kube  gpu capacity  qwen-vl needs 2 GPU(s) on one node; the most a node has is 1"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_the_device_plugin_gpu_nodes_fail_with_the_operator_to_install() {
+    let api = FakeApi::start("no-device-plugin");
+    let kube = Kube::new(&api.url, TOKEN);
+    let (code, out) = kube.doctor(&[]);
+    insta::assert_snapshot!(clean(&out, &api), @r"
+    ok    kube  api server  http://[API] answers: Kubernetes v1.33.4+k3s1
+    ok    kube  nodes       3 node(s), 3 ready and schedulable
+    FAIL  kube  gpu nodes   no node advertises nvidia.com/gpu; gpu-1, gpu-2 labelled nvidia.com/gpu.present=true: the device plugin is not running there
+          fix: install the NVIDIA GPU operator (`helm install gpu-operator nvidia/gpu-operator -n gpu-operator --create-namespace`; MicroK8s: `microk8s enable nvidia`) or the NVIDIA device plugin on the GPU nodes; docs/kubernetes.md
+    ok    kube  storage     default StorageClass local-path (rancher.io/local-path)
+    ok    kube  ingress     IngressClass(es) nginx, default nginx
+    4 ok, 0 warn, 1 fail: fix the FAIL lines before serving
+    ");
+    assert_eq!(code, 1);
+
+    // A GPU model's values: no room for it either.
+    let v = values("one-gpu.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL  kube  gpu capacity  qwen-coder needs 1 GPU(s) on one node; the most a node has is 0"),
+        "{out}"
+    );
+    // CPU-only values need no GPU; they ask cert-manager, which this cluster lacks,
+    // and the k3s IngressClass `traefik`, which it does not have.
+    let v = values("cpu-sqlite.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("ok    kube  gpu nodes     no node advertises nvidia.com/gpu; gpu-1, gpu-2 labelled nvidia.com/gpu.present=true: the device plugin is not running there; the values need none (CPU-only)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  kube  ingress       the values ask for IngressClass traefik; the cluster has nginx"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL  kube  cert-manager  the values ask cert-manager for the certificate, and its CRDs are not installed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_a_default_storage_class_claims_would_stay_pending() {
+    let api = FakeApi::start("no-default-storageclass");
+    let kube = Kube::new(&api.url, TOKEN);
+    let (code, out) = kube.doctor(&[]);
+    insta::assert_snapshot!(clean(&out, &api), @r#"
+    ok    kube  api server  http://[API] answers: Kubernetes v1.33.4+k3s1
+    ok    kube  nodes       1 node(s), 1 ready and schedulable
+    ok    kube  gpu nodes   1 node(s) advertise nvidia.com/gpu: homelab (1); 1 in all
+    FAIL  kube  storage     no default StorageClass (there are: local-path, nfs-client): claims that name none stay Pending
+          fix: mark one default (`kubectl patch storageclass NAME -p '{"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"true"}}}'`; MicroK8s: `microk8s enable hostpath-storage`), or set state.persistence.storageClass and vllm.cache.storageClass
+    ok    kube  ingress     IngressClass(es) traefik, default traefik
+    4 ok, 0 warn, 1 fail: fix the FAIL lines before serving
+    "#);
+    assert_eq!(code, 1);
+
+    // Values that name their class (and a hostPath cache) need no default one.
+    let v = values("one-gpu.yaml");
+    let named = kube.dir.path().join("named.yaml");
+    std::fs::write(
+        &named,
+        std::fs::read_to_string(&v).unwrap()
+            + "state:\n  persistence:\n    storageClass: local-path\n",
+    )
+    .unwrap();
+    let (code, out) = kube.doctor(&["--values", named.to_str().unwrap()]);
+    assert!(
+        out.contains(
+            "ok    kube  storage       no default StorageClass; the values name their classes"
+        ),
+        "{out}"
+    );
+    // one-gpu.yaml asks for IngressClass `public` (MicroK8s'); this is k3s.
+    assert!(
+        out.contains("FAIL  kube  ingress       the values ask for IngressClass public; the cluster has traefik"),
+        "{out}"
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn json_output_has_every_check_and_the_summary() {
+    let api = FakeApi::start("gpu-cluster");
+    let kube = Kube::new(&api.url, TOKEN);
+    let (code, out) = kube.doctor(&["--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["summary"]["fail"], 0);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["api server", "nodes", "gpu nodes", "storage", "ingress"]
+    );
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["group"] == "kube" && c["status"] == "ok")
+    );
+}
+
+#[test]
+fn refused_credentials_fail_with_what_to_renew() {
+    let api = FakeApi::start("gpu-cluster");
+    let kube = Kube::new(&api.url, "an-expired-token");
+    let (code, out) = kube.doctor(&[]);
+    insta::assert_snapshot!(clean(&out, &api), @r"
+    FAIL  kube  api server  cannot reach the API server: 401 Unauthorized
+          fix: the credentials were refused: renew the kubeconfig's token or certificate
+    0 ok, 0 warn, 1 fail: fix the FAIL lines before serving
+    ");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn an_unreachable_server_or_a_bad_kubeconfig_fails_first() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kube = Kube::new(&format!("http://127.0.0.1:{port}"), TOKEN);
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("FAIL  kube  api server  cannot reach the API server: "),
+        "{out}"
+    );
+    assert!(out.contains("fix: check that the cluster runs"), "{out}");
+
+    let (code, out) = kube.doctor(&["--context", "broken"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("context broken names cluster \"elsewhere\", which is not there"),
+        "{out}"
+    );
+    let (code, out) = kube.doctor(&["--kubeconfig", "/nonexistent/kubeconfig"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL  kube  kubeconfig  cannot read /nonexistent/kubeconfig"),
+        "{out}"
+    );
+    let (code, out) = kube.doctor(&["--values", "/nonexistent/values.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("FAIL  kube  values  /nonexistent/values.yaml: "),
+        "{out}"
+    );
+}
+
+#[test]
+fn values_flag_needs_kube() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .args(["doctor", "--values", "v.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kube"));
+}
