@@ -51,6 +51,14 @@ pub enum StoreError {
          (HEARTH_DATABASE_URL) right?"
     )]
     Unreachable { server: String, detail: String },
+    /// The TLS handshake failed (an untrusted certificate, a server without TLS
+    /// under `sslmode=require`).
+    #[error(
+        "the TLS connection to the database server {server} failed: {detail}. Check \
+         `sslmode` and `sslrootcert` (the CA that signed the server's certificate) in \
+         `storage.database_url` (HEARTH_DATABASE_URL)"
+    )]
+    Tls { server: String, detail: String },
     /// The server answered but refused this user, password or database.
     #[error(
         "the database server {server} refused the connection: {detail}. Check the user, \

@@ -178,6 +178,11 @@ pub(crate) fn connect_error(server: &str, e: sqlx::Error) -> StoreError {
         return StoreError::from(e);
     }
     match e {
+        // rustls' failures come wrapped in an I/O error.
+        sqlx::Error::Io(io) if is_tls(&io.to_string()) => StoreError::Tls {
+            server,
+            detail: io.to_string(),
+        },
         sqlx::Error::Io(io) => StoreError::Unreachable {
             server,
             detail: io.to_string(),
@@ -186,12 +191,20 @@ pub(crate) fn connect_error(server: &str, e: sqlx::Error) -> StoreError {
             server,
             detail: "no connection within the acquire timeout".into(),
         },
-        sqlx::Error::Tls(t) => StoreError::Unreachable {
+        sqlx::Error::Tls(t) => StoreError::Tls {
             server,
-            detail: format!("TLS: {t}"),
+            detail: t.to_string(),
         },
         other => StoreError::from(other),
     }
+}
+
+/// Whether an I/O error's text is a TLS handshake's failure.
+fn is_tls(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "ssl"]
+        .iter()
+        .any(|w| d.contains(w))
 }
 
 /// What `hearth doctor` reports of a database, found without changing it.

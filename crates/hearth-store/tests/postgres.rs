@@ -279,3 +279,34 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
         .unwrap_err();
     assert!(matches!(e, StoreError::NoDatabase { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn tls_is_used_and_verified_when_the_url_asks() {
+    let Some(db) = database("tls_is_used_and_verified_when_the_url_asks") else {
+        return;
+    };
+    let ca = db.server().ca_cert();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        ca.display()
+    );
+    let store = PgStore::connect(&url, PgOptions::default()).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    store.close().await;
+    // Without the CA the certificate is not trusted: refused, not sent in clear.
+    let e = PgStore::connect(
+        &format!("{}?sslmode=verify-full", db.url()),
+        PgOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, StoreError::Tls { .. }), "{e:?}");
+    let shown = e.to_string();
+    assert!(shown.contains("sslrootcert"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+}

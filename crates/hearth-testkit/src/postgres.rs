@@ -11,6 +11,10 @@
 //! holds that lock. A setup lock orders the two, so a process never finds a server
 //! being stopped.
 //!
+//! It speaks TLS too (`ssl = on`), with a certificate for `127.0.0.1` signed by a
+//! CA of its own ([`PrivateServer::ca_cert`]), so `sslmode=verify-full` can be
+//! tested; plain connections work as well.
+//!
 //! Postgres refuses to run as root: as root, its programs run as the `postgres`
 //! user (or `nobody`), which owns the server's folder.
 //!
@@ -41,6 +45,8 @@ pub const REQUIRED_ENV: &str = "HEARTH_TEST_POSTGRES_REQUIRED";
 #[derive(Debug)]
 pub struct PrivateServer {
     bin: PathBuf,
+    /// `$TMPDIR/hearth-test-postgres-<uid>/server`.
+    dir: PathBuf,
     port: u16,
     /// Held shared for as long as this process runs: the server stays up.
     _users: File,
@@ -80,6 +86,11 @@ impl Drop for Database {
 impl PrivateServer {
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The CA that signed the server's certificate (for `sslrootcert`).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("tls/ca.crt")
     }
 
     /// The URL of database `db` with the right password.
@@ -209,6 +220,7 @@ fn start_or_join() -> Option<PrivateServer> {
     drop(setup);
     Some(PrivateServer {
         bin,
+        dir: server,
         port,
         _users: users,
     })
@@ -290,6 +302,7 @@ fn make(bin: &Path, base: &Path, server: &Path, uid: u32) -> u16 {
     std::fs::create_dir_all(server.join("sock")).unwrap_or_else(|e| panic!("{e}"));
     let pwfile = server.join("pw");
     std::fs::write(&pwfile, PASSWORD).unwrap_or_else(|e| panic!("{e}"));
+    certificates(&server.join("tls"));
     if uid == 0 {
         let (user, _, _) = server_user();
         run(
@@ -328,8 +341,10 @@ fn make(bin: &Path, base: &Path, server: &Path, uid: u32) -> u16 {
             .arg(format!(
                 "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 \
-                 -c shared_buffers=64MB",
-                server.join("sock").display()
+                 -c shared_buffers=64MB -c ssl=on -c ssl_cert_file={tls}/server.crt \
+                 -c ssl_key_file={tls}/server.key",
+                server.join("sock").display(),
+                tls = server.join("tls").display(),
             ))
             .arg("start")
             .stdin(Stdio::null());
@@ -347,6 +362,68 @@ fn make(bin: &Path, base: &Path, server: &Path, uid: u32) -> u16 {
         );
     }
     panic!("pg_ctl start failed three times: {last}");
+}
+
+/// A CA, and a certificate for `127.0.0.1` and `localhost` it signed, in `dir`
+/// (P-256 keys: quick to make). The key is 0600, as Postgres requires.
+fn certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let openssl = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.args(args).current_dir(dir);
+        run(c, "openssl");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "30", "-subj", "/CN=hearth-test-ca"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-subj", "/CN=localhost"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Leaves a process that stops the server and removes its folder once no test

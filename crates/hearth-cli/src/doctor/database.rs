@@ -131,6 +131,12 @@ fn describe(e: &StoreError) -> (String, String) {
              (HEARTH_DATABASE_URL); check that a firewall lets this host reach it"
                 .into(),
         ),
+        StoreError::Tls { server, detail } => (
+            format!("the TLS connection to {server} failed: {detail}"),
+            "check sslmode and sslrootcert (the CA that signed the server's certificate) in \
+             storage.database_url (HEARTH_DATABASE_URL)"
+                .into(),
+        ),
         StoreError::Refused { server, detail } => (
             format!("{server} refused the login: {detail}"),
             "fix the user, password or database name in storage.database_url \
