@@ -1,0 +1,286 @@
+//! Reaching the API server: where it is and how to prove who we are, from a
+//! kubeconfig (token, token file, client certificate; CA data or
+//! insecure-skip-tls-verify) or a pod's service account, and GETs over reqwest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::values::{parse_yaml, scalar};
+use super::{GROUP, KubeOptions};
+use crate::doctor::report::Check;
+
+/// Each request's own deadline: a dead API server fails the check, not the shell.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where a pod finds its service account (in-cluster use, as client-go).
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Where the API server is and how to prove who we are.
+#[derive(Debug)]
+pub(super) struct Target {
+    server: String,
+    ca_pem: Option<Vec<u8>>,
+    insecure: bool,
+    token: Option<String>,
+    /// A client certificate and its key, PEM, one after the other.
+    identity_pem: Option<Vec<u8>>,
+    /// Where this came from, for messages.
+    pub(super) source: String,
+}
+
+impl Target {
+    pub(super) fn load(opts: &KubeOptions) -> Result<Target, String> {
+        let path = opts.kubeconfig.clone().or_else(|| {
+            match std::env::var_os("KUBECONFIG") {
+                // kubectl merges a list; the first file that exists is read here.
+                Some(list) => std::env::split_paths(&list).find(|p| p.is_file()),
+                None => std::env::var_os("HOME")
+                    .map(|h| Path::new(&h).join(".kube/config"))
+                    .filter(|p| p.is_file()),
+            }
+        });
+        match path {
+            Some(p) => Target::from_kubeconfig(&p, opts.context.as_deref()),
+            None => Target::in_cluster(),
+        }
+    }
+
+    fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Target, String> {
+        let source = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {source}: {e}"))?;
+        let cfg = parse_yaml(&text).map_err(|e| format!("{source}: {e}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let named = |list: &str, name: &str, field: &str| -> Option<Value> {
+            cfg[list]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e[field].clone())
+        };
+        let context_name = context
+            .map(str::to_owned)
+            .or_else(|| cfg["current-context"].as_str().map(str::to_owned))
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("{source} has no current-context; pass --context"))?;
+        let ctx = named("contexts", &context_name, "context")
+            .ok_or_else(|| format!("{source} has no context {context_name}"))?;
+        let cluster_name = ctx["cluster"].as_str().unwrap_or_default();
+        let cluster = named("clusters", cluster_name, "cluster")
+            .ok_or_else(|| format!("{source}: context {context_name} names cluster {cluster_name:?}, which is not there"))?;
+        let user = ctx["user"]
+            .as_str()
+            .and_then(|u| named("users", u, "user"))
+            .unwrap_or(Value::Null);
+        let server = cluster["server"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{source}: cluster {cluster_name} has no server"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let ca_pem = data_or_file(&cluster, "certificate-authority", dir)?;
+        let mut token = user["token"].as_str().map(str::to_owned);
+        if token.is_none()
+            && let Some(file) = user["tokenFile"].as_str()
+        {
+            token = Some(read_trimmed(&dir.join(file))?);
+        }
+        let cert = data_or_file(&user, "client-certificate", dir)?;
+        let key = data_or_file(&user, "client-key", dir)?;
+        let identity_pem = match (cert, key) {
+            (Some(mut c), Some(k)) => {
+                c.push(b'\n');
+                c.extend(k);
+                Some(c)
+            }
+            _ => None,
+        };
+        if token.is_none() && identity_pem.is_none() {
+            if user["exec"].is_object() || user["auth-provider"].is_object() {
+                return Err(format!(
+                    "{source}: user of context {context_name} logs in through an exec or auth-provider plugin, which hearth doctor does not run; use a kubeconfig with a token or client certificate (e.g. a service account's token)"
+                ));
+            }
+            if user["username"].is_string() {
+                return Err(format!(
+                    "{source}: basic auth (username/password) is not supported; use a token or client certificate"
+                ));
+            }
+        }
+        Ok(Target {
+            server,
+            ca_pem,
+            insecure: cluster["insecure-skip-tls-verify"] == true,
+            token,
+            identity_pem,
+            source: format!("{source} (context {context_name})"),
+        })
+    }
+
+    /// Inside a pod: the service account's token and CA, the API server from env.
+    fn in_cluster() -> Result<Target, String> {
+        let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+            "no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod (no KUBERNETES_SERVICE_HOST)".to_owned()
+        })?;
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
+        let dir = Path::new(SERVICE_ACCOUNT);
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        Ok(Target {
+            server: format!("https://{host}:{port}"),
+            ca_pem: Some(
+                std::fs::read(dir.join("ca.crt"))
+                    .map_err(|e| format!("{SERVICE_ACCOUNT}/ca.crt: {e}"))?,
+            ),
+            insecure: false,
+            token: Some(read_trimmed(&dir.join("token"))?),
+            identity_pem: None,
+            source: "the pod's service account".to_owned(),
+        })
+    }
+}
+
+/// `FIELD-data` (base64) or `FIELD` (a file, relative to the kubeconfig's folder).
+fn data_or_file(v: &Value, field: &str, dir: &Path) -> Result<Option<Vec<u8>>, String> {
+    use base64::Engine as _;
+    if let Some(data) = v[format!("{field}-data")].as_str() {
+        let clean: String = data.split_whitespace().collect();
+        return base64::engine::general_purpose::STANDARD
+            .decode(clean)
+            .map(Some)
+            .map_err(|e| format!("{field}-data is not base64: {e}"));
+    }
+    match v[field].as_str() {
+        Some(file) => std::fs::read(dir.join(file))
+            .map(Some)
+            .map_err(|e| format!("{field} {file}: {e}")),
+        None => Ok(None),
+    }
+}
+
+fn read_trimmed(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Why a request did not give an answer.
+pub(super) enum ApiError {
+    Unreachable(String),
+    Denied(u16, String),
+    Other(String),
+}
+
+impl ApiError {
+    pub(super) fn check(&self, name: &'static str, what: &str) -> Check {
+        match self {
+            ApiError::Unreachable(e) => Check::fail(
+                GROUP,
+                name,
+                format!("cannot {what}: {e}"),
+                "check that the cluster runs and the kubeconfig's server is reachable from here (`kubectl cluster-info`)",
+            ),
+            ApiError::Denied(status, e) => Check::fail(
+                GROUP,
+                name,
+                format!("cannot {what}: {status} {e}"),
+                if *status == 401 {
+                    "the credentials were refused: renew the kubeconfig's token or certificate"
+                } else {
+                    "the user may not read this: give it a role that can get and list nodes, storageclasses, ingressclasses and customresourcedefinitions"
+                },
+            ),
+            ApiError::Other(e) => Check::fail(GROUP, name, format!("cannot {what}: {e}"), ""),
+        }
+    }
+}
+
+pub(super) struct Api {
+    pub(super) server: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Api {
+    pub(super) fn new(target: &Target) -> Result<Api, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(REQUEST_TIMEOUT)
+            .use_rustls_tls();
+        if let Some(pem) = &target.ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("certificate-authority: {e}"))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if target.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some(pem) = &target.identity_pem {
+            builder = builder.identity(
+                reqwest::Identity::from_pem(pem)
+                    .map_err(|e| format!("client certificate and key: {e}"))?,
+            );
+        }
+        Ok(Api {
+            server: target.server.clone(),
+            http: builder.build().map_err(|e| e.to_string())?,
+            token: target.token.clone(),
+        })
+    }
+
+    /// The object at `path`, or `None` on 404.
+    pub(super) async fn get(&self, path: &str) -> Result<Option<Value>, ApiError> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .header("accept", "application/json");
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| {
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg = format!("{msg}: {s}");
+                source = s.source();
+            }
+            ApiError::Unreachable(msg)
+        })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .json()
+            .await
+            .unwrap_or_else(|e| Value::String(format!("unreadable answer: {e}")));
+        let message = body["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| scalar(&body));
+        match status {
+            200..=299 => Ok(Some(body)),
+            404 => Ok(None),
+            401 | 403 => Err(ApiError::Denied(status, message)),
+            _ => Err(ApiError::Other(format!("{status} {message}"))),
+        }
+    }
+
+    /// The `items` of a list.
+    pub(super) async fn list(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        match self.get(path).await? {
+            Some(Value::Object(mut list)) => match list.remove("items") {
+                Some(Value::Array(items)) => Ok(items),
+                Some(Value::Null) | None => Ok(Vec::new()),
+                Some(_) => Err(ApiError::Other(format!("{path}: items is not a list"))),
+            },
+            Some(_) => Err(ApiError::Other(format!("{path}: not a list"))),
+            None => Err(ApiError::Other(format!(
+                "{path}: 404 (an API this cluster does not serve)"
+            ))),
+        }
+    }
+}
