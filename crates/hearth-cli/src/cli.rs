@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     backup::BackupArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs,
-    models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
+    models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs, worker::WorkerArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -37,6 +37,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the server (API, UI, metrics).
     Serve(ServeArgs),
+    /// Run only the agent jobs' workers (no HTTP API), from the shared queue of
+    /// storage.database_url: worker pods beside API-only replicas (docs/scale-out.md).
+    Worker(WorkerArgs),
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),

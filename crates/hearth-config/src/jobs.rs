@@ -15,8 +15,13 @@ pub struct JobsConfig {
     pub code_model: Option<String>,
     /// Times a blocked or raising script goes back to the code model.
     pub max_repairs: u32,
-    /// Jobs run at once; more wait in arrival order.
+    /// Jobs this process runs at once; more wait in arrival order. 0: none (an
+    /// API-only replica; `hearth worker`s or other replicas run the queue).
     pub concurrency: usize,
+    /// How long a worker's claim on a running job lasts without renewal (it renews
+    /// it every third of that): after a worker dies, another takes its jobs this
+    /// long after its last renewal.
+    pub lease_secs: u64,
     /// Largest upload in bytes (413 past it).
     pub max_upload_bytes: u64,
     /// Most pixels (width × height) an uploaded image may declare (400 past it: a
@@ -36,6 +41,7 @@ impl Default for JobsConfig {
             code_model: None,
             max_repairs: 2,
             concurrency: 1,
+            lease_secs: 30,
             max_upload_bytes: 20 * 1000 * 1000,
             max_image_pixels: 50_000_000,
             limits: JobLimitsConfig::default(),

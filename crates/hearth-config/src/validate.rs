@@ -513,8 +513,12 @@ fn jobs(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
     if j.max_repairs > 10 {
         push(at(&["max_repairs"]), "must be at most 10".into());
     }
-    if j.concurrency == 0 || j.concurrency > 64 {
-        push(at(&["concurrency"]), "must be between 1 and 64".into());
+    // 0: this server runs no jobs (API-only replicas; `hearth worker`s run them).
+    if j.concurrency > 64 {
+        push(at(&["concurrency"]), "must be between 0 and 64".into());
+    }
+    if !(3..=3600).contains(&j.lease_secs) {
+        push(at(&["lease_secs"]), "must be between 3 and 3600 (seconds)".into());
     }
     if j.max_upload_bytes < 1024 {
         push(at(&["max_upload_bytes"]), "must be at least 1024".into());

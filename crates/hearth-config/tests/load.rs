@@ -497,7 +497,8 @@ base_url = "http://vllm-coder:8000/v1"
 [jobs]
 vision_model = "coder"
 code_model = "nope"
-concurrency = 0
+concurrency = 65
+lease_secs = 1
 [jobs.limits]
 network = true
 memory_mb = 1
@@ -508,7 +509,8 @@ block_bandit_severity = "severe"
     for want in [
         "jobs.vision_model: model `coder` is not marked `vision = true`",
         "jobs.code_model: no model is named `nope`",
-        "jobs.concurrency: must be between 1 and 64",
+        "jobs.concurrency: must be between 0 and 64",
+        "jobs.lease_secs: must be between 3 and 3600",
         "jobs.limits.network: jobs always run without network",
         "jobs.limits.memory_mb: must be at least 64",
         "jobs.critic.block_bandit_severity: `severe` is not a severity",

@@ -94,7 +94,7 @@ impl Settings {
             reasoning_model: pick(&j.reasoning_model),
             code_model: pick(&j.code_model),
             max_repairs: j.max_repairs,
-            concurrency: j.concurrency.max(1),
+            concurrency: j.concurrency,
             max_upload_bytes: j.max_upload_bytes,
             max_image_pixels: j.max_image_pixels,
             limits,
@@ -104,7 +104,7 @@ impl Settings {
                 block_bandit: Severity::parse(&j.critic.block_bandit_severity),
             },
             max_tokens: 4096,
-            job_lease: Duration::from_secs(30),
+            job_lease: Duration::from_secs(j.lease_secs),
         }
     }
 }

@@ -20,12 +20,14 @@
 //! - [`status`]: the status file a login banner shows (`server.status_file`).
 //! - [`handover`]: zero-downtime upgrades (the listening socket handed to a new
 //!   process, which takes over once ready).
+//! - `worker`: [`Worker`], the jobs without the HTTP API (`hearth worker`).
 
 mod backends;
 pub mod handover;
 mod run;
 mod sandbox;
 pub mod status;
+mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,12 +39,13 @@ use hearth_http::{App, HttpState};
 use hearth_jobs::Jobs;
 use hearth_launch::Engines;
 use hearth_router::{Backend, Router};
-use hearth_store::{ConversationStore, JobStore, PgOptions, PgStore, SqliteStore};
+use hearth_store::{ConversationStore, JobStore, PgChannel, PgOptions, PgStore, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
 pub use backends::backend;
 pub use run::{RunError, base_url, event_loop};
 pub use sandbox::sandbox_options;
+pub use worker::Worker;
 
 /// Why a server could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +75,13 @@ pub enum BuildError {
     /// a stopped server left running).
     #[error("cannot start the job workers: {0}")]
     Jobs(#[from] hearth_jobs::JobsError),
+    /// `hearth worker` cannot run with this config.
+    #[error("{0}")]
+    Worker(String),
+    /// The shared database's notifications (jobs' live events between replicas)
+    /// could not be listened to.
+    #[error("cannot relay job events through the database: {0}")]
+    Relay(String),
     /// `[limits] backend = "redis"` with a URL the Redis client refuses.
     #[error("limits.redis_url: {0}")]
     Limits(String),
@@ -99,9 +109,7 @@ fn limiter(l: &hearth_config::LimitsConfig) -> Result<Arc<dyn Limiter>, BuildErr
 
 /// The store of conversations and jobs: Postgres when `database_url` is set (shared
 /// by replicas), else SQLite in `data_dir`.
-async fn open_store(
-    s: &hearth_config::StorageConfig,
-) -> Result<(Arc<dyn ConversationStore>, Arc<dyn JobStore>), BuildError> {
+async fn open_store(s: &hearth_config::StorageConfig) -> Result<Stores, BuildError> {
     if let Some(url) = &s.database_url {
         let options = PgOptions {
             max_connections: s.database_pool_size,
@@ -118,7 +126,11 @@ async fn open_store(
             pool = s.database_pool_size,
             "conversations and jobs are stored in Postgres"
         );
-        return Ok((store.clone(), store));
+        return Ok(Stores {
+            conversations: store.clone(),
+            relay: Some(Arc::new(PgChannel::new(&store, JOB_EVENTS_CHANNEL))),
+            jobs: store,
+        });
     }
     let store = SqliteStore::open(&s.data_dir)
         .await
@@ -127,7 +139,32 @@ async fn open_store(
             source,
         })?;
     let store = Arc::new(store);
-    Ok((store.clone(), store))
+    Ok(Stores {
+        conversations: store.clone(),
+        jobs: store,
+        relay: None,
+    })
+}
+
+/// The Postgres channel jobs' live events travel on between replicas.
+const JOB_EVENTS_CHANNEL: &str = "hearth_job_events";
+
+/// What [`open_store`] opened.
+struct Stores {
+    conversations: Arc<dyn ConversationStore>,
+    jobs: Arc<dyn JobStore>,
+    /// How jobs' events reach the other replicas (the shared database's
+    /// notifications); none with SQLite (one machine).
+    relay: Option<Arc<dyn hearth_jobs::EventRelay>>,
+}
+
+/// What a server and a worker both run: the models (behind the gateway), the
+/// store, and the jobs service with its workers started.
+struct Parts {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn ConversationStore>,
+    jobs: Jobs,
+    engines: Engines,
 }
 
 /// A Hearth built from its config, ready to [`run`](Server::run).
@@ -247,17 +284,10 @@ impl Builder {
         self
     }
 
-    pub async fn build(mut self) -> Result<Server, BuildError> {
-        // The metrics recorder first: handles registered before it exists (each
-        // model's, each key's) would count into nothing.
-        let _ = hearth_http::metrics::handle();
-        let config = Arc::new(self.config);
+    /// The models, the gateway, the store and the jobs service (its events relayed
+    /// between replicas when the store is shared, its workers started).
+    async fn parts(&mut self, config: &Arc<Config>) -> Result<Parts, BuildError> {
         let mut models = Vec::with_capacity(config.models.len());
-        let tls = hearth_http::Tls::from_config(
-            &config.server.tls,
-            &config.storage.data_dir,
-            &config.server.listen,
-        )?;
         let mut engines = Engines::new(&config.log_dir().join("engines"));
         if let Some(until) = self.hold_engines.take() {
             engines.hold(until);
@@ -287,17 +317,44 @@ impl Builder {
             config.limits.default_tpm,
         );
         let gateway = Arc::new(Gateway::new(router, limiter(&config.limits)?, keys));
-        let (store, job_store) = open_store(&config.storage).await?;
+        let stores = open_store(&config.storage).await?;
         let sandbox = sandbox::sandbox_options(&config.sandbox, self.env.as_ref())
             .map_err(BuildError::Sandbox)?;
         let jobs = Jobs::new(
             gateway.clone(),
-            job_store,
+            stores.jobs,
             Arc::new(hearth_sandbox::Sandbox::new(sandbox)),
             &config.storage.data_dir,
             hearth_jobs::Settings::from_config(&config),
         );
+        if let Some(relay) = stores.relay {
+            jobs.relay(relay).await.map_err(BuildError::Relay)?;
+        }
         jobs.start().await?;
+        Ok(Parts {
+            gateway,
+            store: stores.conversations,
+            jobs,
+            engines,
+        })
+    }
+
+    pub async fn build(mut self) -> Result<Server, BuildError> {
+        // The metrics recorder first: handles registered before it exists (each
+        // model's, each key's) would count into nothing.
+        let _ = hearth_http::metrics::handle();
+        let config = Arc::new(self.config.clone());
+        let tls = hearth_http::Tls::from_config(
+            &config.server.tls,
+            &config.storage.data_dir,
+            &config.server.listen,
+        )?;
+        let Parts {
+            gateway,
+            store,
+            jobs,
+            engines,
+        } = self.parts(&config).await?;
         let closing = CancellationToken::new();
         let state = HttpState::new(config.clone(), gateway.clone());
         let app = App::builder(state.clone())

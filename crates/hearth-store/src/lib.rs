@@ -65,7 +65,6 @@ use async_trait::async_trait;
 pub use backup::{Backup, backup, integrity_check};
 pub use error::StoreError;
 pub use import::{Imported, import_sqlite};
-pub use notify::{MAX_PAYLOAD, PgChannel};
 pub use jobs::{
     Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
     NewStep, StepEnd, StepStatus,
@@ -74,6 +73,7 @@ pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
 };
+pub use notify::{MAX_PAYLOAD, PgChannel};
 pub use postgres::{
     PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT, PgOptions, PgStatus, PgStore,
     is_postgres_url, pg_status, redact_url,

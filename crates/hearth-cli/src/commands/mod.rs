@@ -10,6 +10,7 @@ pub mod models;
 pub mod sandbox;
 pub mod serve;
 pub mod status;
+pub mod worker;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ use crate::cli::{Cli, Command, ConfigCommand};
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
         Command::Config(ConfigCommand::Check { file }) => config::check(file.as_deref()),
         Command::Models(args) => models::run(args),
         Command::Sandbox(args) => sandbox::run(args),

@@ -226,7 +226,7 @@ async fn serve(config: Config, shown: Shown, inherited: Inherited) -> anyhow::Re
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called,
 /// not when the future is first polled: a signal sent as soon as "hearth is
 /// serving" is read must stop the server, not kill it.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
