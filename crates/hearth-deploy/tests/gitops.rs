@@ -3,7 +3,12 @@
 //! real `python3 -m http.server` processes on loopback ports serving a page
 //! whose text is the release. The state folder is a temp dir: nothing is
 //! written under /etc or /var, and no system service is started.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a failed step fails the test
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)] // a failed step fails the test; a skip says so on stderr
 
 use std::fs;
 use std::io::Read;
@@ -196,6 +201,20 @@ with urllib.request.urlopen("http://127.0.0.1:{port}/health.txt", timeout=2) as 
     fn stop(&self, service: &str) {
         if let Some(pid) = self.pid(service) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// A test that fails leaves no server behind: every service's is ended.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir(self.state.join("services")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if let Ok(pid) = fs::read_to_string(e.path().join("data/server.pid")) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
         }
     }
 }

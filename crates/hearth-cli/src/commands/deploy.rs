@@ -1,6 +1,9 @@
 //! `hearth deploy`: render what a host needs from `deploy.toml`, and install,
-//! upgrade, roll back and inspect releases on this machine. The work lives in
-//! `hearth-deploy`; this is its wiring.
+//! upgrade, roll back and inspect releases on this machine or over SSH; and
+//! GitOps for a repository of services (`init`, `check`, `plan`, `apply --env`,
+//! `status --env`, `history`). The work lives in `hearth-deploy`; this is its
+//! wiring. `apply` and `status` serve both: `--tarball` is the one-host apply,
+//! `--env` the GitOps one.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +13,9 @@ use hearth_deploy::manifest::{Manifest, Target, Tls};
 use hearth_deploy::release::{self, LocalHost, NewRelease, Options, RemoteLog, Restart, SshHost};
 
 use crate::output;
+
+mod gitops;
+use gitops as gitops_cmd;
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -30,19 +36,24 @@ pub enum DeployCommand {
         #[arg(long, short, default_value = "deploy.toml", value_name = "FILE")]
         manifest: PathBuf,
     },
-    /// Install or upgrade the manifest's release on its host (this machine, or one
-    /// reached over SSH with your key and known_hosts): stage it beside
-    /// the others, switch `current`, restart, wait for /ready; not ready in time,
-    /// switch back and restart the previous release (exit 1, with its last log lines).
+    /// One host: install or upgrade the manifest's release on its host (this
+    /// machine, or one reached over SSH with your key and known_hosts) with
+    /// `--tarball`: stage it beside the others, switch `current`, restart, wait for
+    /// /ready; not ready in time, switch back and restart the previous release
+    /// (exit 1, with its last log lines). GitOps: with `--env NAME`, deploy that
+    /// environment's services from the repository (`--since REF`, `--services` or
+    /// `--all`), each health-checked and rolled back on failure.
     Apply {
         /// The deploy manifest (its `[release]` says the version and sha256).
         #[arg(long, short, default_value = "deploy.toml", value_name = "FILE")]
         manifest: PathBuf,
-        /// The release tarball (hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz).
-        #[arg(long, value_name = "FILE")]
-        tarball: PathBuf,
+        /// One host: the release tarball (hearth-VERSION-x86_64-unknown-linux-gnu.tar.gz).
+        #[arg(long, value_name = "FILE", conflicts_with = "env")]
+        tarball: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        gitops: GitopsApplyArgs,
     },
     /// Go back one release (or to `--to VERSION`), restart, wait for /ready.
     Rollback {
@@ -55,14 +66,122 @@ pub enum DeployCommand {
         #[command(flatten)]
         host: HostArgs,
     },
-    /// The releases on the host, which is current, the last deploys, health.
+    /// The releases on the host, which is current, the last deploys, health. In
+    /// a GitOps repository (or with `--env`): each deployed service's current
+    /// release, commit, time and health on this runner.
     Status {
         /// The deploy manifest, for a host reached over SSH; none: this machine.
         #[arg(long, short, value_name = "FILE")]
         manifest: Option<PathBuf>,
         #[command(flatten)]
         host: HostArgs,
+        /// GitOps: only this environment's services.
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        #[command(flatten)]
+        place: GitopsPlace,
     },
+    /// GitOps: write a new repository of services into DIR: hearth-infra.toml
+    /// (homelab and cloud), an example service of each kind, .gitignore,
+    /// docs/adding-services.md, and the pr-validation and deploy workflows.
+    Init {
+        /// Where to write it (created if need be); nothing is overwritten.
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// GitOps: validate the repository: required files, executable scripts,
+    /// shellcheck, compose files, environments, health checks, secrets by name
+    /// only, depends_on. Exit 1 on any finding; GitHub annotations under
+    /// GITHUB_ACTIONS=true.
+    Check {
+        /// Only the services changed since this commit (and their dependents).
+        #[arg(long, value_name = "REF")]
+        since: Option<String>,
+        /// The findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The repository (default: the one holding the current folder).
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
+    /// GitOps: the services to deploy: changed since REF, plus their
+    /// dependents, dependencies first, grouped by environment.
+    Plan {
+        /// The commit to compare with (a push's `before`, a pull request's base);
+        /// none: every service.
+        #[arg(long, value_name = "REF")]
+        since: Option<String>,
+        /// Compare with this commit (default: the working tree, i.e. the checkout).
+        #[arg(long, value_name = "REF", requires = "since")]
+        head: Option<String>,
+        /// The plan as JSON, with the workflow's matrix.
+        #[arg(long)]
+        json: bool,
+        /// Also write `matrix=` and `any=` to the file $GITHUB_OUTPUT names.
+        #[arg(long)]
+        github_output: bool,
+        /// The repository (default: the one holding the current folder).
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
+    /// GitOps: every deploy and rollback of a service on this runner, oldest first.
+    History {
+        /// The service (its folder's name under services/).
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// The environment whose state folder to read (with a repository).
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        /// One JSON object per line, as stored.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        place: GitopsPlace,
+    },
+}
+
+/// Where a GitOps command finds the repository and the runner's state.
+#[derive(Debug, clap::Args)]
+pub struct GitopsPlace {
+    /// GitOps: the repository (default: the one holding the current folder).
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// GitOps: where releases and history live on this runner (default: the
+    /// environment's state_dir in hearth-infra.toml, else /var/lib/hearth/gitops).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `hearth deploy apply --env NAME`'s own flags.
+#[derive(Debug, clap::Args)]
+pub struct GitopsApplyArgs {
+    /// GitOps: deploy this environment's services (an [environments.NAME] of
+    /// hearth-infra.toml) on this machine.
+    #[arg(long, value_name = "NAME")]
+    env: Option<String>,
+    /// GitOps: the services changed since this commit, and their dependents.
+    #[arg(long, value_name = "REF", requires = "env", conflicts_with_all = ["services", "all"])]
+    since: Option<String>,
+    /// GitOps: compare with this commit (default: the working tree).
+    #[arg(long, value_name = "REF", requires = "since")]
+    head: Option<String>,
+    /// GitOps: these services (comma-separated), whatever changed.
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        requires = "env",
+        conflicts_with = "all"
+    )]
+    services: Vec<String>,
+    /// GitOps: every service of the environment.
+    #[arg(long, requires = "env")]
+    all: bool,
+    /// GitOps: how long to wait for another apply on this runner to finish.
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
+    lock_timeout: Duration,
+    #[command(flatten)]
+    place: GitopsPlace,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,7 +319,18 @@ pub fn run(args: DeployArgs) -> ExitCode {
             manifest,
             tarball,
             host,
-        } => apply(&manifest, &tarball, &host),
+            gitops,
+        } => match (tarball, &gitops.env) {
+            (Some(tarball), None) => apply(&manifest, &tarball, &host),
+            (None, Some(env)) => gitops_cmd::apply(env, &gitops),
+            // clap refuses both.
+            _ => {
+                output::err(
+                    "error: say what to apply: --tarball FILE (one host, with --manifest) or --env NAME (GitOps: that environment's services)",
+                );
+                ExitCode::from(2)
+            }
+        },
         DeployCommand::Rollback { to, manifest, host } => {
             let manifest = match manifest.as_deref().map(load).transpose() {
                 Ok(m) => m,
@@ -225,7 +355,38 @@ pub fn run(args: DeployArgs) -> ExitCode {
                 Err(e) => failed(&e),
             }
         }
-        DeployCommand::Status { manifest, host } => {
+        DeployCommand::Init { dir } => gitops_cmd::init(&dir),
+        DeployCommand::Check { since, json, repo } => {
+            gitops_cmd::check(repo.as_deref(), since.as_deref(), json)
+        }
+        DeployCommand::Plan {
+            since,
+            head,
+            json,
+            github_output,
+            repo,
+        } => gitops_cmd::plan(
+            repo.as_deref(),
+            since.as_deref(),
+            head.as_deref(),
+            json,
+            github_output,
+        ),
+        DeployCommand::History {
+            service,
+            env,
+            json,
+            place,
+        } => gitops_cmd::history(&service, env.as_deref(), json, &place),
+        DeployCommand::Status {
+            manifest,
+            host,
+            env,
+            place,
+        } => {
+            if gitops_cmd::is_gitops_status(manifest.as_deref(), &host, env.as_deref(), &place) {
+                return gitops_cmd::status(env.as_deref(), &place);
+            }
             let manifest = match manifest.as_deref().map(load).transpose() {
                 Ok(m) => m,
                 Err(code) => return code,

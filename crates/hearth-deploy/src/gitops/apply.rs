@@ -20,7 +20,7 @@ use crate::release::{self, Health, HistoryEntry, Host, Options};
 /// Which services of the environment to deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
-    /// Those a change from `since` to `head` (None: HEAD) touches.
+    /// Those a change from `since` to `head` (None: the working tree) touches.
     Since {
         since: String,
         head: Option<String>,

@@ -72,8 +72,8 @@ impl Plan {
     }
 }
 
-/// Plans the changes from `since` to `head` (None: HEAD), or every service
-/// when `since` is None.
+/// Plans the changes from `since` to `head` (None: the working tree, which
+/// in CI is the commit checked out), or every service when `since` is None.
 pub fn plan(repo: &Repo, since: Option<&str>, head: Option<&str>) -> Result<Plan, GitopsError> {
     let infra = repo.infra()?;
     let services = repo.parsed_services()?;

@@ -165,7 +165,8 @@ pub enum Changes {
     All(String),
 }
 
-/// The files changed from `since` to `head` (a commit, or None for HEAD).
+/// The files changed from `since` to `head` (a commit), or to the working
+/// tree when `head` is None.
 /// An all-zero `since` (GitHub's `before` on a branch's first push) or one git
 /// does not know (a force push) counts everything as changed.
 pub(crate) fn changed_files(
@@ -184,25 +185,30 @@ pub(crate) fn changed_files(
             "git does not know {since} (a force push, or a shallow clone: fetch with fetch-depth: 0): every service counts as changed"
         )));
     }
-    let head = head.unwrap_or("HEAD");
-    let out = git(
-        root,
-        &[
-            "diff",
-            "--name-only",
-            "--no-renames",
-            "-z",
-            since,
-            head,
-            "--",
-        ],
-    )?;
-    Ok(Changes::Files(
-        out.split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    ))
+    // Without a head: the working tree (the checkout in CI; with your edits,
+    // committed or not, on your machine), untracked files included.
+    let mut args = vec!["diff", "--name-only", "--no-renames", "-z", since];
+    if let Some(head) = head {
+        args.push(head);
+    }
+    args.push("--");
+    let mut files: Vec<String> = git(root, &args)?
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if head.is_none() {
+        let untracked = git(root, &["ls-files", "-z", "--others", "--exclude-standard"])?;
+        files.extend(
+            untracked
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    files.sort();
+    files.dedup();
+    Ok(Changes::Files(files))
 }
 
 /// A file's text at a commit, None when it is not there.

@@ -114,12 +114,15 @@ pub fn apply<H: Host>(
     opts: &Options,
 ) -> Result<Outcome, DeployError> {
     version::validate(release.version)?;
-    // Checked here, once, whatever the host: a bad download is never unpacked
-    // nor uploaded.
-    let expected = local::verify_tarball(release.tarball, release.sha256)?;
-    apply_staged(host, release.version, &expected, opts, || {
-        host.stage_release(release.version, release.tarball, &expected)
-    })
+    apply_with(
+        host,
+        release.version,
+        opts,
+        // Checked here, once, whatever the host: a bad download is never
+        // unpacked nor uploaded.
+        || local::verify_tarball(release.tarball, release.sha256),
+        |expected| host.stage_release(release.version, release.tarball, expected),
+    )
 }
 
 /// [`apply`] for any kind of release: `digest` identifies its content (what
@@ -135,8 +138,21 @@ pub fn apply_staged<H: Host>(
     stage: impl FnOnce() -> Result<(), DeployError>,
 ) -> Result<Outcome, DeployError> {
     version::validate(version)?;
+    apply_with(host, version, opts, || Ok(digest.to_string()), |_| stage())
+}
+
+/// The core of [`apply`]: under the host's lock, learn the release's digest,
+/// stage it unless it is there, switch, restart, wait, roll back if need be.
+fn apply_with<H: Host>(
+    host: &H,
+    version: &str,
+    opts: &Options,
+    digest: impl FnOnce() -> Result<String, DeployError>,
+    stage: impl FnOnce(&str) -> Result<(), DeployError>,
+) -> Result<Outcome, DeployError> {
     let _guard = host.lock()?;
     let from = host.current()?;
+    let digest = digest()?;
     match host.releases()?.into_iter().find(|r| r.version == version) {
         // Staged before (an apply that was rolled back, a re-run): nothing to copy.
         Some(r) if r.sha256 == digest => {}
@@ -145,10 +161,10 @@ pub fn apply_staged<H: Host>(
                 host: host.name().to_string(),
                 version: version.to_string(),
                 installed: r.sha256,
-                given: digest.to_string(),
+                given: digest,
             });
         }
-        None => stage()?,
+        None => stage(&digest)?,
     }
     let to = version.to_string();
     if from.as_deref() == Some(version) {

@@ -1,0 +1,290 @@
+//! `hearth deploy` GitOps commands through the real binary (issue 14):
+//! init → check → plan, annotations under GITHUB_ACTIONS, apply --env with a
+//! secret from the environment (masked), status and history, a failed health
+//! check's exit code, and the one-host apply's flags kept apart. The deep
+//! cases (every check rule, plan ordering, rollback, serialization) are in
+//! crates/hearth-deploy/tests/gitops.rs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)] // a failed step fails the test; a skip says so on stderr
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::hearth;
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+fn commit(dir: &Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
+
+fn required() -> bool {
+    std::env::var("HEARTH_TEST_VALIDATORS_REQUIRED").is_ok_and(|v| v == "1")
+}
+
+/// `hearth`, with the validators the caller's environment names (`hearth()`
+/// drops every `HEARTH_*` variable).
+fn hearth_with_validators() -> Command {
+    let mut c = hearth();
+    if let Ok(bin) = std::env::var("HEARTH_COMPOSE_BIN") {
+        c.env("HEARTH_COMPOSE_BIN", bin);
+    }
+    c.env_remove("GITHUB_ACTIONS").env_remove("GITHUB_OUTPUT");
+    c
+}
+
+fn validators_or_skip() -> bool {
+    let shellcheck = Command::new("shellcheck").arg("--version").output().is_ok();
+    let compose = std::env::var("HEARTH_COMPOSE_BIN").is_ok_and(|b| Path::new(&b).is_file())
+        || Command::new("docker")
+            .args(["compose", "version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if shellcheck && compose {
+        return true;
+    }
+    assert!(
+        !required(),
+        "shellcheck and Compose v2 are required (make unit installs them)"
+    );
+    eprintln!("SKIPPED: shellcheck or a Compose v2 binary is missing");
+    false
+}
+
+#[test]
+fn init_then_check_and_plan_through_the_cli() {
+    if !validators_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("infra");
+    let (code, out, err) = run(hearth().args(["deploy", "init", root.to_str().unwrap()]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".github/workflows/pr-validation.yml"), "{out}");
+    git(&root, &["init", "-q", "-b", "main"]);
+    commit(&root, "scaffold");
+
+    let (code, out, err) = run(hearth_with_validators()
+        .current_dir(&root)
+        .args(["deploy", "check"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("ok: checked hearth, librechat, static-site"),
+        "{out}"
+    );
+
+    // A broken script, annotated for GitHub with its file and line; exit 1.
+    let script = root.join("services/static-site/deploy.sh");
+    let text = fs::read_to_string(&script).unwrap();
+    fs::write(&script, format!("{text}cd $DEPLOY_DATA_DIR\n")).unwrap();
+    let line = text.lines().count() + 1;
+    let (code, out, _) = run(hearth_with_validators()
+        .current_dir(&root)
+        .env("GITHUB_ACTIONS", "true")
+        .args(["deploy", "check", "--since", "HEAD"]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "::error file=services/static-site/deploy.sh,line={line},title=hearth deploy check%3A shellcheck::"
+        )),
+        "{out}"
+    );
+    let (code, out, _) = run(hearth_with_validators()
+        .current_dir(&root)
+        .args(["deploy", "check", "--json"]));
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["findings"][0]["line"], line);
+    git(&root, &["checkout", "-q", "--", "."]);
+
+    // The plan of everything, and the workflow's outputs.
+    let outputs = tmp.path().join("github_output");
+    let (code, out, err) = run(hearth()
+        .current_dir(&root)
+        .env("GITHUB_OUTPUT", &outputs)
+        .args(["deploy", "plan", "--json", "--github-output"]));
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["matrix"]["include"][1]["environment"], "homelab");
+    let written = fs::read_to_string(&outputs).unwrap();
+    assert!(written.starts_with("matrix={\"include\":[{"), "{written}");
+    assert!(written.ends_with("any=true\n"), "{written}");
+    // A README change plans nothing.
+    fs::write(root.join("docs/adding-services.md"), "# moved\n").unwrap();
+    commit(&root, "docs");
+    let (code, out, _) = run(hearth()
+        .current_dir(&root)
+        .args(["deploy", "plan", "--since", "HEAD~1"]));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "nothing to deploy");
+}
+
+#[test]
+fn apply_env_masks_the_secret_and_a_failed_health_check_exits_1() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("infra");
+    let state = tmp.path().join("state");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fs::create_dir_all(root.join("services/site/www")).unwrap();
+    fs::write(
+        root.join("hearth-infra.toml"),
+        "[environments.homelab]\n[environments.cloud]\n",
+    )
+    .unwrap();
+    let write_site = |health: &str| {
+        fs::write(
+            root.join("services/site/service.toml"),
+            format!(
+                "environment = \"homelab\"\nkind = \"script\"\nsecrets = [\"SITE_TOKEN\"]\n[health]\nurl = \"http://127.0.0.1:{port}/{health}\"\nretries = 8\ninterval = \"250ms\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_site("");
+    let deploy = root.join("services/site/deploy.sh");
+    fs::write(
+        &deploy,
+        format!(
+            "#!/bin/sh\nset -eu\nif [ -f \"$DEPLOY_DATA_DIR/pid\" ]; then kill \"$(cat \"$DEPLOY_DATA_DIR/pid\")\" || true; sleep 0.3; fi\necho \"token is $SITE_TOKEN\"\nnohup python3 -m http.server {port} --bind 127.0.0.1 --directory www >/dev/null 2>&1 &\necho \"$!\" >\"$DEPLOY_DATA_DIR/pid\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&deploy, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("services/site/health-check.sh"), "#!/bin/sh\n").unwrap();
+    fs::write(root.join("services/site/README.md"), "# site\n").unwrap();
+    fs::write(root.join("services/site/www/index.html"), "release 1").unwrap();
+    git(&root, &["init", "-q", "-b", "main"]);
+    commit(&root, "site");
+
+    // Whatever happens, the server the service started ends with the test.
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(pid) = fs::read_to_string(&self.0) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+    let _stop = Stop(state.join("services/site/data/pid"));
+    let token = "tok-5f1e-VERY-secret";
+    let apply = |env_token: Option<&str>| {
+        let mut c = hearth();
+        c.current_dir(&root).args([
+            "deploy",
+            "apply",
+            "--env",
+            "homelab",
+            "--all",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        match env_token {
+            Some(t) => c.env("SITE_TOKEN", t),
+            None => c.env_remove("SITE_TOKEN"),
+        };
+        run(&mut c)
+    };
+    let (code, _, err) = apply(None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("missing secrets: SITE_TOKEN (for site)"),
+        "{err}"
+    );
+
+    let (code, out, err) = apply(Some(token));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("[site] token is ***"), "{out}");
+    assert!(!out.contains(token) && !err.contains(token), "{out}{err}");
+
+    let (code, out, _) = run(hearth().current_dir(&root).args([
+        "deploy",
+        "status",
+        "--env",
+        "homelab",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0);
+    assert!(out.contains("site") && out.contains(" healthy"), "{out}");
+
+    // A release whose health check fails: rolled back, exit 1, saying so.
+    write_site("missing.html");
+    fs::write(root.join("services/site/www/index.html"), "release 2").unwrap();
+    commit(&root, "broken");
+    let (code, out, err) = apply(Some(token));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("not ready") && err.contains("rolled back to 1-"),
+        "{err}"
+    );
+    assert!(!out.contains(token) && !err.contains(token), "{out}{err}");
+
+    let (code, out, _) = run(hearth().current_dir(&root).args([
+        "deploy",
+        "history",
+        "site",
+        "--json",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0);
+    let actions: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["action"].to_string())
+        .collect();
+    // The failed upgrade is recorded as the rollback that undid it.
+    assert_eq!(actions, ["\"install\"", "\"auto-rollback\""]);
+    assert!(!out.contains(token));
+}
+
+#[test]
+fn apply_says_which_of_one_host_or_gitops() {
+    let (code, _, err) = run(hearth().args([
+        "deploy",
+        "apply",
+        "--env",
+        "homelab",
+        "--tarball",
+        "x.tar.gz",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, _, err) = run(hearth().args(["deploy", "apply"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--tarball FILE (one host"), "{err}");
+    assert!(err.contains("--env NAME (GitOps"), "{err}");
+    let (code, _, err) = run(hearth().args(["deploy", "apply", "--since", "HEAD"]));
+    assert_eq!(code, 2, "{err}");
+}
