@@ -10,7 +10,7 @@ For each values file in tests/helm/values (and the chart's own defaults):
 Then what must fail does: schema errors, the chart's own checks, a broken
 manifest, a config without keys; and the checksum annotation follows the config.
 
-Environment: HELM, KUBE_VALIDATE, HEARTH_BIN (paths). Exit 1 on any failure.
+Environment: HELM, KUBE_VALIDATE, YAMLLINT, HEARTH_BIN (paths). Exit 1 on any failure.
 """
 
 import base64
@@ -30,9 +30,12 @@ CHART = ROOT / "deploy/helm/hearth"
 VALUES = Path(__file__).resolve().parent / "values"
 HELM = os.environ["HELM"]
 KUBE_VALIDATE = os.environ["KUBE_VALIDATE"]
+YAMLLINT = os.environ["YAMLLINT"]
+YAMLLINT_CONFIG = Path(__file__).resolve().parent / "yamllint.yml"
 HEARTH = os.environ["HEARTH_BIN"]
-# The oldest and a current Kubernetes the chart supports (Chart.yaml's kubeVersion).
-KUBE_VERSIONS = ["1.27.0", "1.33.0"]
+# The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion), a current
+# one, and the newest kubernetes-validate knows.
+KUBE_VERSIONS = ["1.25.0", "1.33.0", "1.37.0"]
 GPU = "nvidia.com/gpu"
 
 failures = []
@@ -83,6 +86,14 @@ def validate(text, where=None):
             ]
             if r.returncode != 0 or bad:
                 problems.append(f"kubernetes-validate -k {version}: rc {r.returncode}: {r.stdout}{r.stderr}")
+        # Duplicate keys: PyYAML (and so kubernetes-validate) keeps the last silently.
+        r = subprocess.run(
+            [YAMLLINT, "-s", "-f", "parsable", "-c", str(YAMLLINT_CONFIG), f.name],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode != 0 or r.stdout.strip():
+            problems.append(f"yamllint: rc {r.returncode}: {r.stdout}{r.stderr}")
     for p in problems if where else []:
         fail(where, p)
     return problems
@@ -197,6 +208,32 @@ def check_security(deploy, where):
         expect(not sc.get("privileged"), w, "privileged")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
         expect("/tmp" in mounts, w, "no writable /tmp (the root filesystem is read-only)")
+
+
+def check_notes(values_path, docs, values, name):
+    """NOTES.txt (rendered by a client-side dry run, no cluster): the URL, the
+    command that reads the key from the Secret the pods use, and a log command for
+    each engine that exists."""
+    args = ["install", "hearth", str(CHART), "--namespace", "ai", "--dry-run=client"]
+    if values_path:
+        args += ["-f", str(values_path)]
+    r = helm(*args)
+    if not expect(r.returncode == 0, name, f"helm install --dry-run=client:\n{r.stderr}"):
+        return
+    notes = r.stdout.split("NOTES:", 1)[-1]
+    ing = values.get("ingress", {})
+    url = f"https://{ing['host']}/" if ing.get("enabled") else "http://127.0.0.1:8080/"
+    expect(url in notes, name, f"NOTES does not give the URL {url}:\n{notes}")
+    gw = next(d for d in by_kind(docs, "Deployment") if component(d) == "gateway")
+    hearth = gw["spec"]["template"]["spec"]["containers"][0]
+    ref = next(e for e in hearth["env"] if e["name"] == "HEARTH_API_KEYS")["valueFrom"]["secretKeyRef"]
+    expect(
+        f"get secret {ref['name']} -o jsonpath='{{.data.{ref['key']}}}'" in notes,
+        name,
+        f"NOTES does not read the key from {ref['name']}/{ref['key']}:\n{notes}",
+    )
+    for d in by_kind(docs, "Deployment"):
+        expect(f"logs -f deploy/{d['metadata']['name']}" in notes, name, f"NOTES: no logs of {d['metadata']['name']}")
 
 
 def probe_secs(p):
@@ -350,6 +387,7 @@ def check_file(values_path):
     config_check(toml_text, env, gw, len(models), keys)
     for init in g["spec"].get("initContainers", []):
         expect(init["args"][:2] == ["models", "pull"], gw, f"init container {init['name']}")
+    check_notes(values_path, docs, values, name)
     return docs, values, gateway, cfg
 
 
@@ -419,6 +457,12 @@ def negatives():
     must_fail("schema: vllm without hfModel", render(sets=["models[0].engine=vllm"]), r"hfModel")
     must_fail("chart: sqlite with 3 replicas", render(sets=["gateway.replicas=3"]), r"state.mode=sqlite")
     must_fail(
+        "chart: two engines with one name",
+        render(sets=["models[0].name=a.b", "models[0].engine=vllm", "models[0].hfModel=x/y",
+                     "models[1].name=a-b", "models[1].engine=vllm", "models[1].hfModel=x/z"]),
+        r"same engine name",
+    )
+    must_fail(
         "chart: external without a database",
         render(sets=["state.mode=external"]),
         r"databaseUrl",
@@ -427,6 +471,8 @@ def negatives():
     good = render(VALUES / "one-gpu.yaml").stdout
     broken = good.replace("containerPort: 8000", "containerPort: eight-thousand", 1)
     expect(broken != good and validate(broken), "kubernetes-validate", "accepted containerPort: eight-thousand")
+    dup = good.replace("kind: Service\n", "kind: Service\nkind: Service\n", 1)
+    expect(dup != good and validate(dup), "yamllint", "a duplicate key passed")
     gizmo = "apiVersion: example.com/v1\nkind: Gizmo\nmetadata: {name: x}\n"
     expect(validate(gizmo), "kubernetes-validate", "an unknown kind passed (its WARN not caught)")
     # The config check fails without the keys the Secret provides.

@@ -96,7 +96,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail "ingress.enabled needs ingress.host (the DNS name clients use)" }}
 {{- end }}
 {{- $names := dict }}
+{{- $engines := dict }}
 {{- range .Values.models }}
+{{- if eq .engine "vllm" }}
+{{- $engine := include "hearth.engineName" (dict "root" $ "model" .) }}
+{{- if hasKey $engines $engine }}
+{{- fail (printf "models: %q and %q get the same engine name %s: rename one" (get $engines $engine) .name $engine) }}
+{{- end }}
+{{- $_ := set $engines $engine .name }}
+{{- end }}
 {{- if hasKey $names .name }}
 {{- fail (printf "models: the name %q is used twice" .name) }}
 {{- end }}
