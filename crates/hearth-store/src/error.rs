@@ -65,6 +65,12 @@ pub enum StoreError {
          password and database name in `storage.database_url` (HEARTH_DATABASE_URL)"
     )]
     Refused { server: String, detail: String },
+    /// `hearth db import-sqlite` from a database a running Hearth still writes.
+    #[error(
+        "a Hearth is still running on {path}: stop it first (systemctl stop hearth), so \
+         that nothing it writes after the copy is lost"
+    )]
+    InUse { path: String },
     /// `hearth db import-sqlite` into a database that already holds conversations or
     /// jobs.
     #[error(

@@ -111,6 +111,29 @@ impl Holders {
         }
     }
 
+    /// Whether another live process holds a lock here: a Hearth still running on
+    /// this database.
+    pub fn another_alive(&self) -> bool {
+        let Some(dir) = &self.dir else { return false };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let path = entry.path();
+            let ours = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| self.held().contains_key(s));
+            !ours
+                && path.extension().and_then(|s| s.to_str()) == Some(LOCK)
+                && OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .is_ok_and(|f| matches!(f.try_lock(), Err(TryLockError::WouldBlock)))
+        })
+    }
+
     /// The owners whose process is gone. Each stays locked by us until forgotten,
     /// so that two processes sweeping at once do not both end the same owner's
     /// work... which would be harmless, but this keeps the log honest.

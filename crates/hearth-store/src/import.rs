@@ -140,8 +140,9 @@ const BATCH: i64 = 500;
 /// Copies the database of the SQLite data folder `data_dir` (migrated to the
 /// current schema first, its unfinished replies and jobs ended as at a start) into
 /// `target`, which must hold no conversation and no job ([`StoreError::NotEmpty`]
-/// otherwise: nothing is copied twice). All or nothing: one transaction. Stop the
-/// Hearth that uses `data_dir` first.
+/// otherwise: nothing is copied twice). All or nothing: one transaction. Refused
+/// ([`StoreError::InUse`]) while a Hearth still runs on `data_dir` (its lease lock
+/// files are held).
 pub async fn import_sqlite(data_dir: &Path, target: &PgStore) -> Result<Imported, StoreError> {
     let db = data_dir.join(DB_FILE);
     if !db.exists() {
@@ -157,6 +158,12 @@ pub async fn import_sqlite(data_dir: &Path, target: &PgStore) -> Result<Imported
         },
     )
     .await?;
+    if source.holders().another_alive() {
+        source.close().await;
+        return Err(StoreError::InUse {
+            path: db.display().to_string(),
+        });
+    }
     let (conversations, jobs) = target.counts().await?;
     if conversations > 0 || jobs > 0 {
         source.close().await;

@@ -194,11 +194,17 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
         )
         .await
         .unwrap();
-    sqlite.close().await;
-
+    // While a Hearth runs on the folder, the import waits for it to stop.
     let target = PgStore::connect(&db.url(), PgOptions::default())
         .await
         .unwrap();
+    let e = hearth_store::import_sqlite(dir.path(), &target)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::InUse { .. }), "{e:?}");
+    assert_eq!(target.counts().await.unwrap(), (0, 0));
+    sqlite.close().await;
+
     let done = hearth_store::import_sqlite(dir.path(), &target)
         .await
         .unwrap();
