@@ -521,6 +521,7 @@ impl Jobs {
             token.cancel();
         }
         let keeper = tokio::spawn(keep_lease(self.clone(), job.id.clone(), token.clone()));
+        tracing::info!(job = %job.id, worker = %inner.worker_id, step = ?job.step, "running a job");
         let span = tracing::info_span!("job", id = %job.id);
         let id = job.id.clone();
         tracing::Instrument::instrument(crate::pipeline::run(inner, job, &token), span).await;
