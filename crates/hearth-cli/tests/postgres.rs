@@ -355,3 +355,51 @@ fn db_import_sqlite_copies_a_data_folder_once() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A start that cannot use its database stops, and says why and which server,
+/// never with the password.
+#[test]
+fn a_server_that_cannot_use_its_database_stops_and_says_why_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = |url: &str| {
+        let cfg = config(
+            dir.path(),
+            &dir.path().join("data"),
+            "http://127.0.0.1:9",
+            Some(url),
+        );
+        let out = hearth()
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = run(&format!(
+        "postgres://hearth:s3cret-pw@127.0.0.1:{port}/hearth"
+    ));
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("cannot reach the database server"), "{text}");
+    assert!(
+        text.contains(&format!("hearth:***@127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    // Not a Postgres URL: refused by the config check, before anything starts.
+    let (code, text) = run("mysql://hearth:s3cret-pw@db/hearth");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("storage.database_url") && text.contains("not a Postgres URL"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}
