@@ -373,3 +373,190 @@ fn values_flag_needs_kube() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--kube"));
 }
+
+/// `openssl` on PATH, or `None` with the reason printed (Debian's `openssl`).
+fn openssl() -> Option<PathBuf> {
+    let found = ["/usr/bin/openssl", "/bin/openssl"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: openssl is not installed (apt-get install openssl)");
+    }
+    found
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate (X.509 v3, as
+/// kubeadm and k3s make them), in `dir`.
+fn make_certs(openssl: &Path, dir: &Path, prefix: &str) {
+    let p = |name: &str| dir.join(format!("{prefix}{name}"));
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run_ok(
+        Command::new(openssl)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-days", "2", "-subj", "/CN=test-ca", "-keyout"])
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.pem")),
+    );
+    for (who, subj, ext) in [
+        (
+            "srv",
+            "/CN=kube-apiserver",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "cli",
+            "/O=system:masters/CN=admin",
+            "extendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(p(&format!("{who}.ext")), ext).unwrap();
+        run_ok(
+            Command::new(openssl)
+                .arg("req")
+                .args(ec)
+                .args(["-subj", subj, "-keyout"])
+                .arg(p(&format!("{who}.key")))
+                .arg("-out")
+                .arg(p(&format!("{who}.csr"))),
+        );
+        run_ok(
+            Command::new(openssl)
+                .args(["x509", "-req", "-days", "2", "-in"])
+                .arg(p(&format!("{who}.csr")))
+                .arg("-CA")
+                .arg(p("ca.pem"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-CAcreateserial")
+                .arg("-extfile")
+                .arg(p(&format!("{who}.ext")))
+                .arg("-out")
+                .arg(p(&format!("{who}.pem"))),
+        );
+    }
+}
+
+/// A real TLS API server: `openssl s_server -WWW` serving the GPU cluster's answers
+/// as files, requiring a client certificate from the CA. The kubeconfig carries the
+/// CA, the client certificate and its key as base64 `-data`, as `kubectl config view
+/// --raw` shows them; a kubeconfig with another cluster's CA must fail.
+#[test]
+fn tls_with_the_kubeconfig_ca_and_a_client_certificate() {
+    use base64::Engine as _;
+    let Some(openssl) = openssl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(&openssl, d, "");
+    make_certs(&openssl, d, "other-");
+    // The files s_server -WWW serves: the request's path, relative to its folder.
+    let www = d.join("www");
+    for (path, from) in [
+        ("version", "common/version.json"),
+        ("api/v1/nodes", "gpu-cluster/api/v1/nodes.json"),
+        (
+            "apis/storage.k8s.io/v1/storageclasses",
+            "common/apis/storage.k8s.io/v1/storageclasses.json",
+        ),
+        (
+            "apis/networking.k8s.io/v1/ingressclasses",
+            "common/apis/networking.k8s.io/v1/ingressclasses.json",
+        ),
+    ] {
+        let to = www.join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(fixtures().join(from), to).unwrap();
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(&openssl)
+        .args(["s_server", "-quiet", "-WWW", "-Verify", "1", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(d.join("srv.pem"))
+        .arg("-key")
+        .arg(d.join("srv.key"))
+        .arg("-CAfile")
+        .arg(d.join("ca.pem"))
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let b64 = |f: &str| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(d.join(f)).unwrap())
+    };
+    let kubeconfig = |ca: &str| {
+        let path = d.join(format!("kubeconfig-{ca}"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://127.0.0.1:{port}\n  name: k\ncontexts:\n- context:\n    cluster: k\n    user: admin\n  name: k\ncurrent-context: k\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(ca),
+                b64("cli.pem"),
+                b64("cli.key")
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let doctor = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["doctor", "--kube", "--kubeconfig"])
+            .arg(config)
+            .env_clear()
+            .env("HOME", d)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = doctor(&kubeconfig("ca.pem"));
+    let (bad_code, bad) = doctor(&kubeconfig("other-ca.pem"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    kube  api server  https://127.0.0.1:{port} answers: Kubernetes v1.33.4+k3s1"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("2 node(s) advertise nvidia.com/gpu"), "{out}");
+    assert_eq!(bad_code, Some(1), "{bad}");
+    assert!(
+        bad.starts_with("FAIL  kube  api server  cannot reach the API server: ")
+            && bad.contains("certificate"),
+        "{bad}"
+    );
+}

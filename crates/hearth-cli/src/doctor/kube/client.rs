@@ -229,7 +229,7 @@ impl Api {
         }
         Ok(Api {
             server: target.server.clone(),
-            http: builder.build().map_err(|e| e.to_string())?,
+            http: builder.build().map_err(|e| chain(&e))?,
             token: target.token.clone(),
         })
     }
@@ -243,15 +243,10 @@ impl Api {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.map_err(|e| {
-            let mut msg = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg = format!("{msg}: {s}");
-                source = s.source();
-            }
-            ApiError::Unreachable(msg)
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable(chain(&e)))?;
         let status = resp.status().as_u16();
         let body: Value = resp
             .json()
@@ -283,4 +278,16 @@ impl Api {
             ))),
         }
     }
+}
+
+/// An error with its causes: reqwest's own message alone ("builder error", "error
+/// sending request") does not say what went wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
 }
