@@ -325,7 +325,7 @@ impl Builder {
             stores.jobs,
             Arc::new(hearth_sandbox::Sandbox::new(sandbox)),
             &config.storage.data_dir,
-            hearth_jobs::Settings::from_config(&config),
+            hearth_jobs::Settings::from_config(config),
         );
         if let Some(relay) = stores.relay {
             jobs.relay(relay).await.map_err(BuildError::Relay)?;
