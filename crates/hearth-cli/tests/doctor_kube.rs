@@ -2,7 +2,12 @@
 //! local HTTP server answering with recorded API answers (`fixtures/kube/`, see its
 //! README), reached through a kubeconfig written to a temp folder. The server
 //! checks the bearer token, so a doctor that sent none would see 401s.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)] // helpers fail the test loudly; a missing openssl says it skipped
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
