@@ -403,3 +403,29 @@ fn a_server_that_cannot_use_its_database_stops_and_says_why_without_the_password
     );
     assert!(!text.contains("s3cret-pw"), "{text}");
 }
+
+/// `hearth backup` copies a SQLite file: with the history in Postgres it says so and
+/// points to pg_dump (exit 2), never copying a stale or empty SQLite file, and never
+/// showing the URL's password. No server needed.
+#[test]
+fn backup_with_postgres_points_to_pg_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config(
+        dir.path(),
+        &data,
+        "http://127.0.0.1:9/v1",
+        Some("postgres://hearth:not-shown-pw@db.internal:5432/hearth"),
+    );
+    let out = hearth()
+        .args(["backup", "--config", config.to_str().unwrap()])
+        .arg(dir.path().join("copy.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("use pg_dump"), "{stderr}");
+    assert!(stderr.contains("hearth:***@db.internal"), "{stderr}");
+    assert!(!stderr.contains("not-shown-pw"), "{stderr}");
+    assert!(!dir.path().join("copy.db").exists());
+}

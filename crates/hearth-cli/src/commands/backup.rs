@@ -34,6 +34,14 @@ pub fn run(args: BackupArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(url) = &config.storage.database_url {
+        // The history is in Postgres: the SQLite file (if any) is not it.
+        output::err(format!(
+            "error: the history is in Postgres ({}), not in a file hearth backup can copy: use pg_dump (docs/scale-out.md#backups)",
+            hearth_config::redact_url(url)
+        ));
+        return ExitCode::from(2);
+    }
     let db = config.storage.data_dir.join(hearth_store::DB_FILE);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
