@@ -350,11 +350,11 @@ def check_file(values_path):
                 and froms
                 and all(
                     set(f) == {"podSelector"}
-                    and f["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway"
+                    and f["podSelector"]["matchLabels"].get("app.kubernetes.io/component") in ("gateway", "worker")
                     for f in froms
                 ),
                 name,
-                f"engines reachable from more than the gateway: {spec['ingress']}",
+                f"engines reachable from more than the gateway and the worker: {spec['ingress']}",
             )
             ports = {p["port"] for rule in spec["ingress"] for p in rule.get("ports", [])}
             served = {
@@ -370,18 +370,33 @@ def check_file(values_path):
             expect(set(spec["policyTypes"]) == {"Ingress", "Egress"}, name, "worker policy types")
             expect(not spec.get("ingress"), name, "worker accepts ingress")
             expect(all(rule.get("to") for rule in spec["egress"]), name, "an egress rule to anywhere")
-            to_gateway = [
-                t for rule in spec["egress"] for t in rule["to"]
-                if t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "gateway"
-            ]
-            expect(to_gateway, name, "worker cannot reach the gateway")
-            expected_rules = 2 + len(values.get("jobs", {}).get("worker", {}).get("egress", []))
+            reach = {
+                t.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                for rule in spec["egress"] for t in rule["to"]
+            }
+            expect("gateway" in reach, name, "worker cannot reach the gateway")
+            expect(("engine" in reach) == bool(vllm_models), name, "worker and the engines")
+            expected_rules = 2 + bool(vllm_models) + len(values.get("jobs", {}).get("worker", {}).get("egress", []))
             expect(len(spec["egress"]) == expected_rules, name, f"{len(spec['egress'])} egress rules, not {expected_rules}")
+            if eng_np:
+                froms = [f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                         for rule in eng_np[0]["spec"]["ingress"] for f in rule["from"]]
+                expect(sorted(froms) == ["gateway", "worker"], name, f"engines answer {froms}")
         wc = w["spec"]["template"]["spec"]["containers"][0]
-        expect(wc["args"][0] == "worker", name, "worker does not run `hearth worker`")
-        expect("HEARTH_API_KEYS" not in {e["name"] for e in wc.get("env", [])}, name, "worker holds client keys")
+        expect(wc["args"][:1] == ["worker"], name, "worker does not run `hearth worker`")
+        genv = {e["name"]: e.get("value") for e in hearth["env"]}
+        expect(genv.get("HEARTH_JOBS_CONCURRENCY") == "0", name, "the gateway still runs jobs beside the worker")
+        # `hearth worker` loads the same hearth.toml with its own environment.
+        wenv = pod_env(wc, docs, f"{name} worker")
+        expect("HEARTH_JOBS_CONCURRENCY" not in wenv, name, "the worker runs no jobs")
+        wkeys = len([k for k in wenv.get("HEARTH_API_KEYS", "").split(",") if k])
+        config_check(toml_text, wenv, f"{name} worker", len(models), wkeys)
+    elif eng_np:
+        froms = [f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                 for rule in eng_np[0]["spec"]["ingress"] for f in rule["from"]]
+        expect(froms == ["gateway"], name, f"engines answer {froms}")
 
-    # The real binary accepts the config with what the pod gets.
+    # The real binary accepts the config with what the gateway pod gets.
     env = pod_env(hearth, docs, gw)
     keys = len([k for k in env.get("HEARTH_API_KEYS", "").split(",") if k])
     config_check(toml_text, env, gw, len(models), keys)

@@ -10,6 +10,7 @@
 //!   server Hearth runs itself (`[models.launch]`) and its rendered command.
 //! - [`env`]: where environment variables come from (swappable in tests), and their names.
 //! - [`load`]: file + env -> [`Config`], with located diagnostics.
+//! - [`objects`]: where job files are kept (`[storage] objects`, `[storage.s3]`).
 //! - [`validate`]: cross-field checks (fallbacks exist, keys resolve, binds are safe).
 
 pub mod env;
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod launch;
 mod load;
 pub mod model;
+pub mod objects;
 mod redact;
 pub mod sampling;
 pub mod server;
@@ -33,6 +35,7 @@ pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{
     BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, ModelKind, UpstreamConfig,
 };
+pub use objects::{ObjectsBackend, S3Config, S3Credentials};
 pub use redact::redact_url;
 pub use sampling::{SamplingDefaults, ToolsPolicy};
 pub use server::{

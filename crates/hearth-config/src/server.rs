@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::objects::{ObjectsBackend, S3Config};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -143,6 +145,11 @@ pub struct StorageConfig {
     /// How long one statement may run on `database_url` before Postgres cancels
     /// it (`statement_timeout`), in seconds; 0: no limit.
     pub database_statement_timeout_secs: u64,
+    /// Where job files (uploads, artifacts) are kept: `local` (`data_dir/files`)
+    /// or `s3` (the bucket in `[storage.s3]`, shared by replicas).
+    pub objects: ObjectsBackend,
+    /// The bucket for `objects = "s3"`.
+    pub s3: S3Config,
 }
 
 impl std::fmt::Debug for StorageConfig {
@@ -158,6 +165,8 @@ impl std::fmt::Debug for StorageConfig {
                 "database_statement_timeout_secs",
                 &self.database_statement_timeout_secs,
             )
+            .field("objects", &self.objects)
+            .field("s3", &self.s3)
             .finish()
     }
 }
@@ -169,6 +178,8 @@ impl Default for StorageConfig {
             database_url: None,
             database_pool_size: 10,
             database_statement_timeout_secs: 30,
+            objects: ObjectsBackend::Local,
+            s3: S3Config::default(),
         }
     }
 }

@@ -402,6 +402,8 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
     limits_backend(config, &mut push);
     storage(config, &mut push);
     jobs(config, &mut push);
+    let s = &mut config.storage;
+    crate::objects::validate(s.objects, &mut s.s3, env, &mut push);
     config.resolved_keys = resolved;
     out
 }

@@ -19,7 +19,8 @@
 //! - [`critic`]: ruff and bandit in the sandbox, their findings, the policy.
 //! - [`runner`]: a sandbox run a cancel can kill; limits in plain words.
 //! - [`prompts`]: what each step asks, and the script out of a reply.
-//! - [`blobs`]: files by SHA-256 under `data_dir/files`.
+//! - [`blobs`]: job files by SHA-256 in an object store: `data_dir/files` or an
+//!   S3-compatible bucket.
 //! - [`settings`]: what the pipeline reads of `[jobs]`.
 //! - [`events`]: the events of jobs, [`JobEvent`].
 //! - [`relay`]: [`EventRelay`], the events of jobs other replicas run.
@@ -37,7 +38,7 @@ pub mod settings;
 pub mod upload;
 
 pub use ask::{Reply, with_image};
-pub use blobs::{Blobs, content_type_for, shown_inline};
+pub use blobs::{Blobs, Object, ObjectsError, content_type_for, shown_inline};
 pub use critic::{Finding, Review};
 pub use events::JobEvent;
 pub use relay::EventRelay;

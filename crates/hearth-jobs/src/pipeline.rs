@@ -488,9 +488,7 @@ impl Ctx<'_> {
         let image = self
             .inner
             .blobs
-            .path(&self.job.image_sha256)
-            .ok_or_else(|| Stop::Internal("the job's image digest is malformed".into()))?;
-        let image = tokio::fs::read(&image)
+            .get(&self.job.image_sha256)
             .await
             .map_err(|e| Stop::Internal(format!("reading the job's image: {e}")))?;
         let content = ask::with_image(&text, kind.mime(), &image);
@@ -630,11 +628,6 @@ impl Ctx<'_> {
     async fn input_dir(&self, kind: ImageKind) -> Flow<PathBuf> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = self.work_dir().join("input");
-        let image = self
-            .inner
-            .blobs
-            .path(&self.job.image_sha256)
-            .ok_or_else(|| Stop::Internal("the job's image digest is malformed".into()))?;
         let target = dir.join(format!("input.{}", kind.extension()));
         let prepared = async {
             tokio::fs::create_dir_all(&dir).await?;
@@ -650,7 +643,11 @@ impl Ctx<'_> {
                 tokio::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).await?;
             }
             tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).await?;
-            tokio::fs::copy(&image, &target).await?;
+            self.inner
+                .blobs
+                .copy_to_file(&self.job.image_sha256, &target)
+                .await
+                .map_err(std::io::Error::other)?;
             tokio::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).await
         };
         prepared
@@ -721,11 +718,11 @@ impl Ctx<'_> {
         }
         for f in &o.files {
             let files = self.inner.files_lock.lock().await;
-            let blobs = self.inner.blobs.clone();
-            let data = f.data.clone();
-            let sha = tokio::task::spawn_blocking(move || blobs.put(&data))
+            let sha = self
+                .inner
+                .blobs
+                .put(f.data.clone())
                 .await
-                .map_err(|e| Stop::Internal(e.to_string()))?
                 .map_err(|e| Stop::Internal(format!("storing an artifact: {e}")))?;
             self.inner
                 .store

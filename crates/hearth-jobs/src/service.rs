@@ -2,7 +2,7 @@
 //! cancel, delete, files, events; and its worker pool.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::blobs::Blobs;
+use crate::blobs::{Blobs, Object, ObjectsError};
 use crate::events::JobEvent;
 use crate::relay::EventRelay;
 use crate::settings::Settings;
@@ -35,6 +35,9 @@ pub enum JobsError {
     Store(#[from] StoreError),
     #[error("job files: {0}")]
     Io(#[from] std::io::Error),
+    /// The store of job files (a folder or an S3 bucket).
+    #[error("job files: {0}")]
+    Objects(#[from] ObjectsError),
     /// The job is not in a state that allows this (retrying a running job...).
     #[error("{0}")]
     Conflict(String),
@@ -134,13 +137,13 @@ impl Inner {
 }
 
 impl Jobs {
-    /// The service over `store`, keeping files under `data_dir/files`. No job runs
-    /// until [`Jobs::start`].
+    /// The service over `store`, keeping job files in `blobs` (`data_dir/files` or
+    /// an S3 bucket: [`Blobs::from_config`]). No job runs until [`Jobs::start`].
     pub fn new(
         gateway: Arc<Gateway>,
         store: Arc<dyn JobStore>,
         sandbox: Arc<Sandbox>,
-        data_dir: &Path,
+        blobs: Blobs,
         settings: Settings,
     ) -> Jobs {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -149,7 +152,7 @@ impl Jobs {
                 gateway,
                 store,
                 sandbox,
-                blobs: Blobs::new(data_dir),
+                blobs,
                 files_lock: tokio::sync::Mutex::new(()),
                 work_dir: std::env::temp_dir().join(format!(
                     "hearth-jobs-{}",
@@ -266,13 +269,13 @@ impl Jobs {
     ) -> Result<Job, SubmitError> {
         let s = &self.inner.settings;
         let checked = upload::check(image, s.max_upload_bytes, s.max_image_pixels)?;
-        let blobs = self.inner.blobs.clone();
-        let bytes = image.to_vec();
         let files = self.inner.files_lock.lock().await;
-        let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+        let sha = self
+            .inner
+            .blobs
+            .put(image.to_vec())
             .await
-            .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
-            .map_err(JobsError::Io)?;
+            .map_err(JobsError::Objects)?;
         let job = self
             .inner
             .store
@@ -451,32 +454,38 @@ impl Jobs {
         if gone.is_empty() {
             return Ok(());
         }
-        let blobs = self.inner.blobs.clone();
         let n = gone.len();
-        tokio::task::spawn_blocking(move || gone.iter().try_for_each(|sha| blobs.remove(sha)))
-            .await
-            .map_err(|e| JobsError::Io(std::io::Error::other(e.to_string())))?
-            .map_err(JobsError::Io)?;
+        for sha in &gone {
+            self.inner.blobs.remove(sha).await?;
+        }
         tracing::debug!(removed = n, "files no job refers to were removed");
         Ok(())
     }
 
     /// A job's file by its name (`input.png`, or an artifact's path): its record and
-    /// where its bytes are.
+    /// its bytes, streamed from the object store. `None` when the job (in scope) or
+    /// the file is not there; a file recorded whose bytes are gone is
+    /// [`ObjectsError::NotFound`].
     pub async fn file(
         &self,
         scope: &Scope<'_>,
         id: &str,
         name: &str,
-    ) -> Result<Option<(JobFile, PathBuf)>, JobsError> {
+    ) -> Result<Option<(JobFile, Object)>, JobsError> {
         if self.inner.store.job(scope, id).await?.is_none() {
             return Ok(None);
         }
         let files = self.inner.store.job_files(id).await?;
-        Ok(files
-            .into_iter()
-            .find(|f| f.name == name)
-            .and_then(|f| self.inner.blobs.path(&f.sha256).map(|p| (f, p))))
+        let Some(file) = files.into_iter().find(|f| f.name == name) else {
+            return Ok(None);
+        };
+        let object = self.inner.blobs.open(&file.sha256).await?;
+        Ok(Some((file, object)))
+    }
+
+    /// The store of job files.
+    pub fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
     }
 
     /// One worker: claim the oldest queued job, run it, repeat until stopped.

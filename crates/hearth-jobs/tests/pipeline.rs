@@ -89,14 +89,25 @@ async fn an_image_becomes_a_chart_through_every_step() {
             ("artifact", "chart.png", "image/png")
         ]
     );
-    let (file, path) = jobs
+    let (file, object) = jobs
         .file(&Scope::Owner("alice"), &job.id, "chart.png")
         .await
         .unwrap()
         .unwrap();
-    let bytes = std::fs::read(&path).unwrap();
+    let bytes = futures::TryStreamExt::try_fold(object.stream, Vec::new(), |mut v, c| async move {
+        v.extend_from_slice(&c);
+        Ok(v)
+    })
+    .await
+    .unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
-    assert!(path.ends_with(format!("{}/{}", &file.sha256[..2], file.sha256)));
+    assert_eq!(object.size, bytes.len() as u64);
+    let on_disk = data
+        .path()
+        .join("files")
+        .join(&file.sha256[..2])
+        .join(&file.sha256);
+    assert_eq!(std::fs::read(on_disk).unwrap(), bytes);
     assert!(
         jobs.file(&Scope::Owner("bob"), &job.id, "chart.png")
             .await
@@ -168,10 +179,21 @@ async fn deleting_a_job_removes_its_files_unless_another_job_has_them() {
         assert_status(&view, JobStatus::Succeeded);
         ids.push(job.id);
     }
+    let files = data.path().join("files");
     let path = |id: &str, name: &'static str| {
         let jobs = jobs.clone();
         let id = id.to_owned();
-        async move { jobs.file(&alice, &id, name).await.unwrap().unwrap().1 }
+        let files = files.clone();
+        async move {
+            let sha = jobs
+                .file(&alice, &id, name)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .sha256;
+            files.join(&sha[..2]).join(sha)
+        }
     };
     let image = path(&ids[0], "input.png").await;
     let chart = path(&ids[0], "chart.png").await;

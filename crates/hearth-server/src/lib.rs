@@ -167,6 +167,18 @@ struct Parts {
     engines: Engines,
 }
 
+/// The store of job files: `data_dir/files`, or the `[storage.s3]` bucket.
+fn objects(s: &hearth_config::StorageConfig) -> Result<hearth_jobs::Blobs, BuildError> {
+    let blobs = hearth_jobs::Blobs::from_config(s)
+        .map_err(|e| BuildError::Jobs(hearth_jobs::JobsError::Objects(e)))?;
+    tracing::info!(
+        objects = %blobs.describe(),
+        "job files are kept in {}",
+        blobs.backend().as_str()
+    );
+    Ok(blobs)
+}
+
 /// A Hearth built from its config, ready to [`run`](Server::run).
 pub struct Server {
     config: Arc<Config>,
@@ -324,7 +336,7 @@ impl Builder {
             gateway.clone(),
             stores.jobs,
             Arc::new(hearth_sandbox::Sandbox::new(sandbox)),
-            &config.storage.data_dir,
+            objects(&config.storage)?,
             hearth_jobs::Settings::from_config(config),
         );
         if let Some(relay) = stores.relay {

@@ -10,6 +10,7 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod s3;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

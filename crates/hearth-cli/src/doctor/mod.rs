@@ -10,6 +10,7 @@
 //! - `database`: the Postgres of `storage.database_url`: reachable, logged in,
 //!   version, migrations applied or pending.
 //! - `redis`: the Redis that shared rate limits are counted in.
+//! - `objects`: where job files go (`data_dir/files`, or the S3 bucket) can take them.
 //! - [`kube`]: `--kube`, the cluster the Helm chart installs into (API server, GPU
 //!   nodes, storage, ingress, cert-manager, room for a values file's models).
 
@@ -18,6 +19,7 @@ mod gpu;
 mod host;
 pub mod kube;
 mod models;
+mod objects;
 mod probe;
 mod redis;
 pub mod report;
@@ -53,6 +55,7 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
             host::sandbox(&config.sandbox, &mut checks);
             database::check(&config.storage, &mut checks);
             redis::check(&config.limits, &mut checks);
+            objects::check(&config.storage, &mut checks);
         }
         Loaded::Invalid(error) => {
             host::config_invalid(error, &mut checks);

@@ -153,7 +153,7 @@ pub async fn unstarted(data: &Path, config: &Config, settings: Settings) -> (Job
         gateway(config),
         Arc::new(store.clone()) as Arc<dyn JobStore>,
         sandbox(),
-        data,
+        hearth_jobs::Blobs::local(data).unwrap(),
         settings,
     );
     (jobs, store)

@@ -15,7 +15,6 @@ use axum::response::Response;
 use hearth_api::{ApiError, ErrorKind};
 use hearth_gateway::Principal;
 use hearth_http::HttpError;
-use tokio_util::io::ReaderStream;
 
 use super::{ApiResult, JobsApi, jobs_error};
 use crate::conversations::{check_id, scope};
@@ -37,32 +36,24 @@ pub(crate) async fn file(
             .with_code("file_not_found"),
         )
     };
-    let (record, path) = api
-        .jobs
-        .file(&scope(&principal), &id, &name)
-        .await
-        .map_err(jobs_error)?
-        .ok_or_else(not_found)?;
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::error!(job = %id, file = %name, sha256 = %record.sha256, "a job's file is recorded but its bytes are gone");
+    // Streamed from the object store (a folder or an S3 bucket) as it is read:
+    // a large artifact is never held whole.
+    let (record, object) = match api.jobs.file(&scope(&principal), &id, &name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(not_found()),
+        Err(hearth_jobs::JobsError::Objects(e)) if e.is_not_found() => {
+            tracing::error!(job = %id, file = %name, "a job's file is recorded but its bytes are gone");
             return Err(not_found());
         }
-        Err(e) => {
-            tracing::error!(job = %id, file = %name, error = %e, "cannot open a job's file");
-            return Err(HttpError(ApiError::internal()));
-        }
+        Err(e) => return Err(jobs_error(e)),
     };
-    let len = file.metadata().await.ok().map(|m| m.len());
-    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    let len = object.size;
+    let mut resp = Response::new(Body::from_stream(object.stream));
     let h = resp.headers_mut();
     for (k, v) in headers(&record.content_type, &name) {
         h.insert(k, v);
     }
-    if let Some(len) = len {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     Ok(resp)
 }
 

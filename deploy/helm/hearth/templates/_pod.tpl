@@ -4,12 +4,17 @@
 {{- define "hearth.env" -}}
 - name: HEARTH_CONFIG
   value: /etc/hearth/hearth.toml
-{{- if .withKeys }}
+# Client keys: required by a non-loopback listen, and the worker counts the jobs'
+# model calls against them.
 - name: HEARTH_API_KEYS
   valueFrom:
     secretKeyRef:
       name: {{ include "hearth.secretName" .root }}
       key: api-keys
+{{- if and .gateway .root.Values.jobs.enabled .root.Values.jobs.worker.enabled }}
+# Jobs run in the worker pods: this replica queues them and serves their API.
+- name: HEARTH_JOBS_CONCURRENCY
+  value: "0"
 {{- end }}
 {{- if eq .root.Values.state.mode "external" }}
 # Postgres (storage.database_url).
@@ -27,10 +32,8 @@
       key: redis-url
 {{- end }}
 {{- end }}
-{{- if .withKeys }}
 {{- with .root.Values.gateway.extraEnv }}
 {{ toYaml . }}
-{{- end }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,99 @@
+//! `hearth doctor`'s check of where job files go, run as the real binary: the
+//! folder is writable; a real private S3 server's bucket (moto_server) takes a
+//! probe object; a bucket that is not there and a server that does not answer
+//! are a fail that says what to do, never showing the secret key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hearth_testkit::s3::{ACCESS_KEY, BUCKET, PrivateS3, SECRET_KEY};
+use serde_json::Value;
+
+mod common;
+use common::hearth;
+
+/// Runs `hearth doctor --json` with `storage` as the rest of its `[storage]`
+/// (after `data_dir`) and the test key pair in the environment; returns the exit
+/// code and the `objects` check.
+fn doctor(storage: &str) -> (i32, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n{storage}\n\
+             [sandbox]\nrequire = []\n\
+             [[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:9\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = hearth()
+        .args(["doctor", "--json", "--config", config.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
+        "the secret key was shown: {stdout}{stderr}"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "objects")
+        .cloned()
+        .unwrap_or_else(|| panic!("no objects check: {report:#}"));
+    (out.status.code().unwrap(), check)
+}
+
+fn s3(endpoint: &str, bucket: &str) -> String {
+    format!(
+        "objects = \"s3\"\n[storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\n\
+         path_style = true\nprefix = \"hearth\"\n"
+    )
+}
+
+#[test]
+fn the_folder_is_checked_writable() {
+    let (_, c) = doctor("");
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("writable"), "{c}");
+}
+
+#[test]
+fn an_s3_bucket_is_checked_by_writing_reading_and_deleting() {
+    let Some(mut server) = PrivateS3::start() else {
+        return;
+    };
+    let (_, c) = doctor(&s3(&server.endpoint(), BUCKET));
+    assert_eq!(c["status"], "ok", "{c}");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("s3://hearth-test/hearth") && reason.contains("may write, read and delete"),
+        "{c}"
+    );
+    assert!(
+        server.keys(BUCKET).is_empty(),
+        "the probe object is removed"
+    );
+
+    let (code, c) = doctor(&s3(&server.endpoint(), "no-such-bucket"));
+    assert_eq!((code, c["status"].as_str()), (1, Some("fail")), "{c}");
+    assert!(
+        c["remedy"].as_str().unwrap().contains("create the bucket"),
+        "{c}"
+    );
+
+    let endpoint = server.endpoint();
+    server.stop();
+    let (code, c) = doctor(&s3(&endpoint, BUCKET));
+    assert_eq!((code, c["status"].as_str()), (1, Some("fail")), "{c}");
+    assert!(c["reason"].as_str().unwrap().contains(&endpoint), "{c}");
+    assert!(
+        c["remedy"].as_str().unwrap().contains("endpoint runs"),
+        "{c}"
+    );
+}
