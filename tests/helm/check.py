@@ -500,6 +500,37 @@ def negatives():
     must_fail("config check without keys", r, r"requires at least one API key")
 
 
+def models_claim():
+    """An embedded model's file from a claim: mounted read-only, nothing pulled."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump({
+            "secrets": {"apiKeys": ["sk-test-claim-0001"]},
+            "gateway": {"modelsClaim": "gguf-models"},
+            "models": [{"name": "qwen-0.5b", "engine": "embedded", "file": "qwen2.5-0.5b-instruct-q4_k_m.gguf"}],
+        }, f)
+        f.flush()
+        r = render(f.name)
+    if not expect(r.returncode == 0, "modelsClaim", r.stderr):
+        return
+    validate(r.stdout, "modelsClaim")
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    gw = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in gw["containers"][0]["volumeMounts"]}
+    expect(mounts.get("/var/lib/hearth/models", {}).get("readOnly"), "modelsClaim", "models not mounted read-only")
+    expect(not gw.get("initContainers"), "modelsClaim", "a pull beside the claim")
+    claim = next(v for v in gw["volumes"] if v["name"] == "models")
+    expect(claim["persistentVolumeClaim"]["claimName"] == "gguf-models", "modelsClaim", "claim")
+    toml_text = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["hearth.toml"]
+    path = tomllib.loads(toml_text)["models"][0]["path"]
+    expect(path == "/var/lib/hearth/models/qwen2.5-0.5b-instruct-q4_k_m.gguf", "modelsClaim", path)
+    config_check(toml_text, {"HEARTH_API_KEYS": "sk-test-claim-0001"}, "modelsClaim", 1, 1)
+    must_fail(
+        "chart: a file without a claim",
+        render(sets=["gateway.modelsClaim=", "models[0].name=m", "models[0].engine=embedded", "models[0].file=m.gguf"]),
+        r"gateway.modelsClaim",
+    )
+
+
 def checksums():
     def sum_of(*sets):
         r = render(VALUES / "two-gpu-external.yaml", sets)
@@ -526,6 +557,7 @@ def main():
         print(f"== {f.name if f else 'chart defaults'}: {time.monotonic() - start:.1f} s", flush=True)
     start = time.monotonic()
     negatives()
+    models_claim()
     checksums()
     print(f"== failure cases and checksums: {time.monotonic() - start:.1f} s", flush=True)
     if failures:
