@@ -288,3 +288,100 @@ fn apply_says_which_of_one_host_or_gitops() {
     let (code, _, err) = run(hearth().args(["deploy", "apply", "--since", "HEAD"]));
     assert_eq!(code, 2, "{err}");
 }
+
+/// A `hearth` service: apply starts `hearth serve` from the release's
+/// hearth.toml (models on the fake upstream), waits for its /ready, and a
+/// changed hearth.toml replaces the instance with a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hearth_service_is_an_instance_run_from_its_hearth_toml() {
+    let up = hearth_testkit::FakeUpstream::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("infra");
+    let state = tmp.path().join("state");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let svc = root.join("services/ai");
+    fs::create_dir_all(&svc).unwrap();
+    fs::write(root.join("hearth-infra.toml"), "[environments.homelab]\n").unwrap();
+    fs::write(
+        svc.join("service.toml"),
+        format!(
+            "environment = \"homelab\"\nkind = \"hearth\"\n[health]\nurl = \"http://127.0.0.1:{port}/ready\"\nretries = 80\ninterval = \"250ms\"\n"
+        ),
+    )
+    .unwrap();
+    let config = |models: &[&str]| {
+        let mut text = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n");
+        for m in models {
+            text.push_str(&format!(
+                "[[models]]\nname = \"{m}\"\nbackend = \"upstream\"\nbase_url = \"{}\"\n",
+                up.base_url()
+            ));
+        }
+        fs::write(svc.join("hearth.toml"), text).unwrap();
+    };
+    config(&["m1"]);
+    git(&root, &["init", "-q", "-b", "main"]);
+    commit(&root, "ai");
+
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(pid) = fs::read_to_string(&self.0) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+    let pid_file = state.join("services/ai/data/hearth.pid");
+    let _stop = Stop(pid_file.clone());
+    let apply = {
+        let (root, state) = (root.clone(), state.clone());
+        move || {
+            let (root, state) = (root.clone(), state.clone());
+            tokio::task::spawn_blocking(move || {
+                run(hearth().current_dir(&root).args([
+                    "deploy",
+                    "apply",
+                    "--env",
+                    "homelab",
+                    "--all",
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                ]))
+            })
+        }
+    };
+    let models = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/v1/models"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    let (code, out, err) = apply().await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(models().await.contains("\"m1\""));
+    let pid1 = fs::read_to_string(&pid_file).unwrap();
+
+    config(&["m1", "m2"]);
+    commit(&root, "a second model");
+    let (code, out, err) = apply().await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(models().await.contains("\"m2\""));
+    let pid2 = fs::read_to_string(&pid_file).unwrap();
+    assert_ne!(pid1, pid2);
+    assert!(
+        !Path::new(&format!("/proc/{}", pid1.trim())).exists()
+            || fs::read_to_string(format!("/proc/{}/stat", pid1.trim())).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "the first instance still runs"
+    );
+    // Its data stays in the service's data folder, across releases.
+    assert!(state.join("services/ai/data/hearth").is_dir());
+}
