@@ -355,7 +355,9 @@ pub fn status(
     let quiet = |_: &str| {};
     let mut out = Vec::new();
     for n in names {
-        let host = ServiceHost::new(state_dir, &n, "", &masker, &quiet);
+        let mut host = ServiceHost::new(state_dir, &n, "", &masker, &quiet);
+        // A look, not a deploy: its probe's output is not the deploy log's.
+        host.log_steps = false;
         let fail = |source| GitopsError::Deploy {
             service: n.clone(),
             source: Box::new(source),

@@ -45,6 +45,8 @@ pub(crate) struct ServiceHost<'a> {
     pub commit: String,
     pub hearth_bin: Option<PathBuf>,
     pub say: &'a dyn Fn(&str),
+    /// Whether steps' output goes to deploy.log (not for status's probes).
+    pub log_steps: bool,
 }
 
 impl<'a> ServiceHost<'a> {
@@ -70,6 +72,7 @@ impl<'a> ServiceHost<'a> {
             commit: String::new(),
             hearth_bin: None,
             say,
+            log_steps: true,
         }
     }
 
@@ -247,11 +250,15 @@ impl<'a> ServiceHost<'a> {
             .unwrap_or_default();
         let _ = fs::remove_file(&raw_path);
         let masked = self.masker.mask(&text);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("deploy.log"))
-            .ok();
+        let mut log = if self.log_steps {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("deploy.log"))
+                .ok()
+        } else {
+            None
+        };
         let stamp = release::now_rfc3339();
         for line in masked.lines() {
             if let Some(f) = log.as_mut() {
