@@ -150,6 +150,8 @@ def pod_env(container, docs, where):
         "api-keys": "sk-existing-secret-0001",
         "database-url": "postgres://hearth:pw@db:5432/hearth",
         "redis-url": "redis://:pw@redis:6379/0",
+        "s3-access-key-id": "AKIAEXISTINGSECRET",
+        "s3-secret-access-key": "existing-secret-s3-key",
     }
     env = {}
     for e in container.get("env", []):
@@ -422,6 +424,7 @@ def specific(name, docs, values, gateway, cfg):
         expect(ing["metadata"]["annotations"].get("cert-manager.io/cluster-issuer") == "letsencrypt", name, "cert-manager")
         expect(not kinds("PodDisruptionBudget") and not kinds("NetworkPolicy"), name, "PDB/NetworkPolicy on one CPU pod")
         expect("limits" not in cfg, name, "rate limits in Redis without Redis")
+        expect("objects" not in cfg["storage"], name, "job files in S3 in SQLite mode")
     elif name == "one-gpu.yaml":
         eng = [d for d in kinds("Deployment") if component(d) == "engine"][0]
         vols = {v["name"]: v for v in eng["spec"]["template"]["spec"]["volumes"]}
@@ -446,6 +449,12 @@ def specific(name, docs, values, gateway, cfg):
         pvcs = {p["metadata"]["name"] for p in kinds("PersistentVolumeClaim")}
         expect(pvcs == {"hearth-engine-llama-8b-cache", "hearth-engine-qwen-vl-cache"}, name, f"claims {pvcs}")
         expect(cfg.get("limits", {}).get("backend") == "redis", name, "rate limits not in Redis")
+        st = cfg["storage"]
+        expect(st.get("objects") == "s3" and st["s3"]["bucket"] == "hearth-artifacts", name, f"objects: {st}")
+        expect(st["s3"].get("endpoint") == "https://s3.eu-west-1.amazonaws.com", name, "s3 endpoint")
+        for var, key in (("AWS_ACCESS_KEY_ID", "s3-access-key-id"), ("AWS_SECRET_ACCESS_KEY", "s3-secret-access-key")):
+            ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            expect(ref.get("key") == key, name, f"{var} not from the Secret's {key}")
     elif name == "jobs-gvisor.yaml":
         expect("replicas" not in gateway["spec"], name, "replicas set beside the HPA")
         expect(len(kinds("HorizontalPodAutoscaler")) == 1, name, "an HPA")
@@ -455,6 +464,8 @@ def specific(name, docs, values, gateway, cfg):
             expect(worker[0]["spec"]["template"]["spec"].get("runtimeClassName") == "gvisor", name, "worker runtime")
         expect("runtimeClassName" not in pod, name, "the gateway runs no jobs here")
         expect(cfg.get("limits", {}).get("backend") == "redis", name, "existingSecret's Redis not used")
+        s3 = cfg["storage"].get("s3", {})
+        expect(cfg["storage"].get("objects") == "s3" and s3.get("path_style") and s3.get("allow_http"), name, f"MinIO: {s3}")
         eng = [d for d in kinds("Deployment") if component(d) == "engine"][0]
         args = eng["spec"]["template"]["spec"]["containers"][0]["args"]
         expect(args[args.index("--tensor-parallel-size") + 1] == "2", name, "tensor parallel over 2 GPUs")
@@ -476,6 +487,16 @@ def negatives():
         render(sets=["models[0].name=a.b", "models[0].engine=vllm", "models[0].hfModel=x/y",
                      "models[1].name=a-b", "models[1].engine=vllm", "models[1].hfModel=x/z"]),
         r"same engine name",
+    )
+    must_fail(
+        "chart: a worker without shared job files",
+        render(VALUES / "jobs-gvisor.yaml", ["state.external.s3.bucket="]),
+        r"state.external.s3.bucket",
+    )
+    must_fail(
+        "chart: a bucket without keys",
+        render(VALUES / "two-gpu-external.yaml", ["state.external.s3.secretAccessKey="]),
+        r"secretAccessKey",
     )
     must_fail(
         "chart: external without a database",

@@ -15,6 +15,30 @@ allow_plain_http = true
 
 [storage]
 data_dir = "/var/lib/hearth"
+{{- $s3 := .Values.state.external.s3 }}
+{{- if include "hearth.s3" . }}
+# Job files (uploads, artifacts) in a bucket every replica and worker shares; the
+# keys come from the Secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+objects = "s3"
+
+[storage.s3]
+bucket = {{ toJson $s3.bucket }}
+{{- with $s3.prefix }}
+prefix = {{ toJson . }}
+{{- end }}
+{{- with $s3.endpoint }}
+endpoint = {{ toJson . }}
+{{- end }}
+{{- with $s3.region }}
+region = {{ toJson . }}
+{{- end }}
+{{- if $s3.pathStyle }}
+path_style = true
+{{- end }}
+{{- if $s3.allowHttp }}
+allow_http = true
+{{- end }}
+{{- end }}
 
 [log]
 format = "json"

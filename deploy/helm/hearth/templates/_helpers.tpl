@@ -71,6 +71,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (eq .Values.state.mode "external") (or .Values.state.external.redisUrl .Values.state.external.redis) }}true{{ end }}
 {{- end }}
 
+{{/* Whether job files are kept in S3 (state.external.s3.bucket). */}}
+{{- define "hearth.s3" -}}
+{{- if and (eq .Values.state.mode "external") .Values.state.external.s3.bucket }}true{{ end }}
+{{- end }}
+
 {{/* Whether the gateway runs a model in-process (CPU-only clusters). */}}
 {{- define "hearth.hasEmbedded" -}}
 {{- range .Values.models }}{{ if eq .engine "embedded" }}true{{ end }}{{ end }}
@@ -91,6 +96,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and .Values.state.external.redis (not .Values.secrets.existingSecret) (not .Values.state.external.redisUrl) }}
 {{- fail "state.external.redis needs state.external.redisUrl (or secrets.existingSecret with a redis-url key)" }}
+{{- end }}
+{{- if and .Values.jobs.worker.enabled (not (include "hearth.s3" .)) }}
+{{- fail "jobs.worker.enabled needs the job files in a bucket the gateways and workers share: set state.external.s3.bucket" }}
+{{- end }}
+{{- if and (include "hearth.s3" .) (not .Values.secrets.existingSecret) (or (not .Values.state.external.s3.accessKeyId) (not .Values.state.external.s3.secretAccessKey)) }}
+{{- fail "state.external.s3.bucket needs state.external.s3.accessKeyId and secretAccessKey (or secrets.existingSecret with s3-access-key-id and s3-secret-access-key)" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled needs ingress.host (the DNS name clients use)" }}

@@ -31,6 +31,19 @@
       name: {{ include "hearth.secretName" .root }}
       key: redis-url
 {{- end }}
+{{- if include "hearth.s3" .root }}
+# The bucket's keys ([storage.s3]'s default access_key_env and secret_key_env).
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hearth.secretName" .root }}
+      key: s3-access-key-id
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "hearth.secretName" .root }}
+      key: s3-secret-access-key
+{{- end }}
 {{- end }}
 {{- with .root.Values.gateway.extraEnv }}
 {{ toYaml . }}
