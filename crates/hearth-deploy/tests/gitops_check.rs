@@ -215,6 +215,18 @@ fn check_fails_each_rule_on_its_own_broken_fixture_with_file_and_line() {
             11,
             "parse",
         ),
+        (
+            "a declared secret the deploy workflow does not pass",
+            |r| {
+                write(
+                    &r.join(".github/workflows/deploy.yml"),
+                    "on: push\njobs:\n  deploy:\n    runs-on: [self-hosted, linux]\n    steps:\n      - run: hearth deploy apply --env homelab --all\n        env:\n          OTHER: ${{ secrets.OTHER }}\n",
+                )
+            },
+            "services/api/service.toml",
+            3,
+            "secrets",
+        ),
     ];
     for (what, brk, file, line, rule) in cases {
         let fx = clean_fixture();
