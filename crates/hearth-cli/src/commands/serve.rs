@@ -55,26 +55,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let env = ArgsEnv {
         listen: args.listen.clone(),
     };
-    let config = match hearth_config::load(args.config.as_deref(), &env) {
-        Ok(c) => c,
-        Err(e) => {
-            for d in &e.diagnostics {
-                output::err(format!("error: {d}"));
-            }
-            output::err("hint: `hearth config check` validates a config without starting");
-            return ExitCode::from(2);
-        }
+    let (config, logging) = match start(args.config.as_deref(), &env) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let logging = match crate::logging::init(&config, &env) {
-        Ok(l) => l,
-        Err(e) => {
-            output::err(format!("error: {e:#}"));
-            return ExitCode::from(2);
-        }
-    };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     let runtime = match hearth_server::event_loop() {
         Ok(r) => r,
         Err(e) => {
@@ -105,6 +89,35 @@ pub fn run(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Loads the config (printing its diagnostics, exit 2) and starts the logs (the
+/// config's warnings go there): the start of `hearth serve` and `hearth worker`.
+pub(crate) fn start(
+    file: Option<&std::path::Path>,
+    env: &dyn Env,
+) -> Result<(Config, crate::logging::Logging), ExitCode> {
+    let config = match hearth_config::load(file, env) {
+        Ok(c) => c,
+        Err(e) => {
+            for d in &e.diagnostics {
+                output::err(format!("error: {d}"));
+            }
+            output::err("hint: `hearth config check` validates a config without starting");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let logging = match crate::logging::init(&config, env) {
+        Ok(l) => l,
+        Err(e) => {
+            output::err(format!("error: {e:#}"));
+            return Err(ExitCode::from(2));
+        }
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((config, logging))
 }
 
 /// What the banner shows that the config does not say.

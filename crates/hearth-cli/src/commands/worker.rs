@@ -20,26 +20,10 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> ExitCode {
-    let config = match hearth_config::load(args.config.as_deref(), &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => {
-            for d in &e.diagnostics {
-                output::err(format!("error: {d}"));
-            }
-            output::err("hint: `hearth config check` validates a config without starting");
-            return ExitCode::from(2);
-        }
+    let (config, logging) = match super::serve::start(args.config.as_deref(), &ProcessEnv) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let logging = match crate::logging::init(&config, &ProcessEnv) {
-        Ok(l) => l,
-        Err(e) => {
-            output::err(format!("error: {e:#}"));
-            return ExitCode::from(2);
-        }
-    };
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
