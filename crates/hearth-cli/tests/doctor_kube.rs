@@ -156,6 +156,13 @@ impl Kube {
     }
 }
 
+/// Whether `out` has `line`, the columns' padding aside (it depends on the longest
+/// check name in the report).
+fn has(out: &str, line: &str) -> bool {
+    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    squeeze(out).contains(&squeeze(line))
+}
+
 /// The output with the fake server's port (random) and the tests' folder replaced.
 fn clean(out: &str, api: &FakeApi) -> String {
     out.replace(&api.url, "http://[API]")
@@ -202,8 +209,16 @@ fn a_model_needing_two_gpus_on_one_node_does_not_fit_one_gpu_nodes() {
     let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains(
+        has(
+            &out,
             "FAIL  kube  gpu capacity  qwen-vl needs 2 GPU(s) on one node; the most a node has is 1"
+        ),
+        "{out}"
+    ); // The workers' gVisor is there.
+    assert!(
+        has(
+            &out,
+            "ok    kube  runtime class  gvisor (handler runsc) for the job workers"
         ),
         "{out}"
     );
@@ -230,7 +245,10 @@ fn without_the_device_plugin_gpu_nodes_fail_with_the_operator_to_install() {
     let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("FAIL  kube  gpu capacity  qwen-coder needs 1 GPU(s) on one node; the most a node has is 0"),
+        has(
+            &out,
+            "FAIL  kube  gpu capacity  qwen-coder needs 1 GPU(s) on one node; the most a node has is 0"
+        ),
         "{out}"
     );
     // CPU-only values need no GPU; they ask cert-manager, which this cluster lacks,
@@ -239,15 +257,32 @@ fn without_the_device_plugin_gpu_nodes_fail_with_the_operator_to_install() {
     let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("ok    kube  gpu nodes     no node advertises nvidia.com/gpu; gpu-1, gpu-2 labelled nvidia.com/gpu.present=true: the device plugin is not running there; the values need none (CPU-only)"),
+        has(
+            &out,
+            "ok    kube  gpu nodes     no node advertises nvidia.com/gpu; gpu-1, gpu-2 labelled nvidia.com/gpu.present=true: the device plugin is not running there; the values need none (CPU-only)"
+        ),
         "{out}"
     );
     assert!(
-        out.contains("FAIL  kube  ingress       the values ask for IngressClass traefik; the cluster has nginx"),
+        has(
+            &out,
+            "FAIL  kube  ingress       the values ask for IngressClass traefik; the cluster has nginx"
+        ),
         "{out}"
     );
     assert!(
-        out.contains("FAIL  kube  cert-manager  the values ask cert-manager for the certificate, and its CRDs are not installed"),
+        has(
+            &out,
+            "FAIL  kube  cert-manager  the values ask cert-manager for the certificate, and its CRDs are not installed"
+        ),
+        "{out}"
+    );
+    // Jobs in the gateway on gVisor, which this cluster does not have.
+    assert!(
+        has(
+            &out,
+            "FAIL  kube  runtime class  the values run the gateway (it runs the jobs) on RuntimeClass gvisor, which the cluster does not have"
+        ),
         "{out}"
     );
 }
@@ -279,14 +314,18 @@ fn without_a_default_storage_class_claims_would_stay_pending() {
     .unwrap();
     let (code, out) = kube.doctor(&["--values", named.to_str().unwrap()]);
     assert!(
-        out.contains(
+        has(
+            &out,
             "ok    kube  storage       no default StorageClass; the values name their classes"
         ),
         "{out}"
     );
     // one-gpu.yaml asks for IngressClass `public` (MicroK8s'); this is k3s.
     assert!(
-        out.contains("FAIL  kube  ingress       the values ask for IngressClass public; the cluster has traefik"),
+        has(
+            &out,
+            "FAIL  kube  ingress       the values ask for IngressClass public; the cluster has traefik"
+        ),
         "{out}"
     );
     assert_eq!(code, 1);
@@ -358,13 +397,16 @@ fn an_unreachable_server_or_a_bad_kubeconfig_fails_first() {
     let (code, out) = kube.doctor(&["--kubeconfig", "/nonexistent/kubeconfig"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("FAIL  kube  kubeconfig  cannot read /nonexistent/kubeconfig"),
+        has(
+            &out,
+            "FAIL  kube  kubeconfig  cannot read /nonexistent/kubeconfig"
+        ),
         "{out}"
     );
     let (code, out) = kube.doctor(&["--values", "/nonexistent/values.yaml"]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("FAIL  kube  values  /nonexistent/values.yaml: "),
+        has(&out, "FAIL  kube  values  /nonexistent/values.yaml: "),
         "{out}"
     );
 }

@@ -120,7 +120,35 @@ async fn cluster_checks(target: &Target, needs: Option<&Needs>, checks: &mut Vec
     storage(&api, needs, checks).await;
     ingress(&api, needs, checks).await;
     if let Some(needs) = needs {
+        runtime_classes(&api, needs, checks).await;
         capacity(&nodes, needs, checks);
+    }
+}
+
+/// The RuntimeClasses the values name (gVisor or Kata for the jobs, `nvidia` for the
+/// engines): a pod naming one that does not exist is refused.
+async fn runtime_classes(api: &Api, needs: &Needs, checks: &mut Vec<Check>) {
+    for (class, pods) in &needs.runtime_classes {
+        match api
+            .get(&format!("/apis/node.k8s.io/v1/runtimeclasses/{class}"))
+            .await
+        {
+            Ok(Some(rc)) => checks.push(Check::ok(
+                GROUP,
+                "runtime class",
+                format!(
+                    "{class} (handler {}) for {pods}",
+                    rc["handler"].as_str().unwrap_or("?")
+                ),
+            )),
+            Ok(None) => checks.push(Check::fail(
+                GROUP,
+                "runtime class",
+                format!("the values run {pods} on RuntimeClass {class}, which the cluster does not have: their pods would be refused"),
+                "install the runtime on the nodes and its RuntimeClass (gVisor: runsc and `handler: runsc`; Kata: kata-deploy), or clear the value (docs/kubernetes.md)",
+            )),
+            Err(e) => checks.push(e.check("runtime class", "read the RuntimeClass")),
+        }
     }
 }
 

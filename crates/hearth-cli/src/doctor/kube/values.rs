@@ -24,6 +24,8 @@ pub(super) struct Needs {
     /// StorageClasses the values name.
     pub(super) classes: Vec<String>,
     pub(super) ingress: Option<IngressNeeds>,
+    /// RuntimeClasses the pods name: (class, what for).
+    pub(super) runtime_classes: Vec<(String, &'static str)>,
 }
 
 #[derive(Debug)]
@@ -133,6 +135,21 @@ impl Needs {
                 class: str_of(&ing["className"]),
                 issuer,
             });
+        }
+        if v["jobs"]["enabled"] == true
+            && let Some(rc) = str_of(&v["jobs"]["runtimeClassName"])
+        {
+            let pod = if worker["enabled"] == true {
+                "the job workers"
+            } else {
+                "the gateway (it runs the jobs)"
+            };
+            needs.runtime_classes.push((rc, pod));
+        }
+        if !needs.engines.is_empty()
+            && let Some(rc) = str_of(&vllm["runtimeClassName"])
+        {
+            needs.runtime_classes.push((rc, "the vLLM engines"));
         }
         needs
     }
