@@ -1,7 +1,8 @@
 //! `hearth doctor`'s check of where job files go, run as the real binary: the
 //! folder is writable; a real private S3 server's bucket (moto_server) takes a
-//! probe object; a bucket that is not there and a server that does not answer
-//! are a fail that says what to do, never showing the secret key.
+//! probe object; a bucket that is not there, a server that does not answer and a
+//! wrong key (on a server that checks signatures) are a fail that says what to do,
+//! never showing the secret key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hearth_testkit::s3::{ACCESS_KEY, BUCKET, PrivateS3, SECRET_KEY};
@@ -14,6 +15,11 @@ use common::hearth;
 /// (after `data_dir`) and the test key pair in the environment; returns the exit
 /// code and the `objects` check.
 fn doctor(storage: &str) -> (i32, Value) {
+    doctor_as(storage, ACCESS_KEY, SECRET_KEY)
+}
+
+/// [`doctor`] with this key pair in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
+fn doctor_as(storage: &str, access: &str, secret: &str) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hearth.toml");
     std::fs::write(
@@ -28,14 +34,14 @@ fn doctor(storage: &str) -> (i32, Value) {
     .unwrap();
     let out = hearth()
         .args(["doctor", "--json", "--config", config.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_ACCESS_KEY_ID", access)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY),
+        !stdout.contains(secret) && !stderr.contains(secret),
         "the secret key was shown: {stdout}{stderr}"
     );
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -94,6 +100,31 @@ fn an_s3_bucket_is_checked_by_writing_reading_and_deleting() {
     assert!(c["reason"].as_str().unwrap().contains(&endpoint), "{c}");
     assert!(
         c["remedy"].as_str().unwrap().contains("endpoint runs"),
+        "{c}"
+    );
+}
+
+/// On a server that checks signatures: the user's key pair passes; the same key id
+/// with a wrong secret is a fail that points at the key pair and its policy.
+#[test]
+fn a_wrong_key_is_refused_and_the_remedy_names_the_key_pair() {
+    let Some(server) = PrivateS3::start_authenticating() else {
+        return;
+    };
+    let (access, secret) = server.credentials().unwrap();
+    let config = s3(&server.endpoint(), BUCKET);
+    let (_, c) = doctor_as(&config, access, secret);
+    assert_eq!(c["status"], "ok", "{c}");
+    let (code, c) = doctor_as(&config, access, "not-the-secret-key");
+    assert_eq!((code, c["status"].as_str()), (1, Some("fail")), "{c}");
+    assert!(
+        c["remedy"].as_str().unwrap().contains("access key pair"),
+        "{c}"
+    );
+    let (code, c) = doctor_as(&config, "AKIANOSUCHKEY0000000", secret);
+    assert_eq!((code, c["status"].as_str()), (1, Some("fail")), "{c}");
+    assert!(
+        c["remedy"].as_str().unwrap().contains("access key pair"),
         "{c}"
     );
 }
