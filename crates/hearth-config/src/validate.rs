@@ -520,7 +520,10 @@ fn jobs(config: &Config, push: &mut impl FnMut(Vec<Seg>, String)) {
         push(at(&["concurrency"]), "must be between 0 and 64".into());
     }
     if !(3..=3600).contains(&j.lease_secs) {
-        push(at(&["lease_secs"]), "must be between 3 and 3600 (seconds)".into());
+        push(
+            at(&["lease_secs"]),
+            "must be between 3 and 3600 (seconds)".into(),
+        );
     }
     if j.max_upload_bytes < 1024 {
         push(at(&["max_upload_bytes"]), "must be at least 1024".into());
