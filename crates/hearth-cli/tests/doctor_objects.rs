@@ -21,14 +21,19 @@ fn doctor(storage: &str) -> (i32, Value) {
 /// [`doctor`] with this key pair in `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`.
 fn doctor_as(storage: &str, access: &str, secret: &str) -> (i32, Value) {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hearth.toml");
+    doctor_in(dir.path(), storage, access, secret)
+}
+
+/// [`doctor_as`] with its config and data folder (`data`) in `dir`.
+fn doctor_in(dir: &std::path::Path, storage: &str, access: &str, secret: &str) -> (i32, Value) {
+    let config = dir.join("hearth.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[storage]\ndata_dir = {:?}\n{storage}\n\
              [sandbox]\nrequire = []\n\
              [[models]]\nname = \"m\"\nbackend = \"upstream\"\nbase_url = \"http://127.0.0.1:9\"\n",
-            dir.path().join("data").display().to_string()
+            dir.join("data").display().to_string()
         ),
     )
     .unwrap();
@@ -67,6 +72,19 @@ fn the_folder_is_checked_writable() {
     let (_, c) = doctor("");
     assert_eq!(c["status"], "ok", "{c}");
     assert!(c["reason"].as_str().unwrap().contains("writable"), "{c}");
+    // A file where the folder should be: nothing can be stored.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/files"), "not a folder").unwrap();
+    let (code, c) = doctor_in(dir.path(), "", ACCESS_KEY, SECRET_KEY);
+    assert_eq!((code, c["status"].as_str()), (1, Some("fail")), "{c}");
+    assert!(
+        c["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("data_dir/files writable"),
+        "{c}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `[storage] objects`: where job files (uploads, artifacts) go can take them. For
-//! the folder, `data_dir/files` is writable; for S3, the bucket answers, takes the
+//! the folder, `data_dir/files` is writable (a file written and removed there); for S3, the bucket answers, takes the
 //! credentials and lets them write, read and delete: a small probe object is
 //! stored, read back and removed (under `staging/`, never a job's file).
 
@@ -33,16 +33,44 @@ pub fn check(storage: &StorageConfig, checks: &mut Vec<Check>) {
     checks.push(rt.block_on(probe(storage)));
 }
 
+/// The folder store: `data_dir/files` takes a file (written and removed in the
+/// folder itself: no subfolder is left that a later Hearth, running as another
+/// user than doctor, could not write into).
+fn local(storage: &StorageConfig) -> Check {
+    let dir = storage.data_dir.join(hearth_jobs::blobs::FILES_DIR);
+    let shown = dir.display();
+    let probe_file = dir.join(format!(".hearth-doctor-{}", std::process::id()));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        let w = std::fs::write(&probe_file, b"ok");
+        let _ = std::fs::remove_file(&probe_file);
+        w
+    });
+    match written {
+        Ok(()) => Check::ok(
+            "servers",
+            "objects",
+            format!("job files are kept in {shown} (writable)"),
+        ),
+        Err(e) => Check::fail(
+            "servers",
+            "objects",
+            format!("cannot write job files in {shown}: {e}"),
+            "make storage.data_dir/files writable by the user Hearth runs as, or set \
+             [storage] objects = \"s3\"",
+        ),
+    }
+}
+
 async fn probe(storage: &StorageConfig) -> Check {
+    if storage.objects == ObjectsBackend::Local {
+        return local(storage);
+    }
     let quick = RetryConfig {
         max_retries: 1,
         retry_timeout: TIMEOUT,
         ..Default::default()
     };
-    let blobs = match storage.objects {
-        ObjectsBackend::Local => Blobs::local(&storage.data_dir),
-        ObjectsBackend::S3 => Blobs::s3(&storage.s3, quick),
-    };
+    let blobs = Blobs::s3(&storage.s3, quick);
     let result = match blobs {
         Ok(b) => tokio::time::timeout(TIMEOUT, b.probe())
             .await
@@ -55,13 +83,8 @@ async fn probe(storage: &StorageConfig) -> Check {
             .map(|()| b),
         Err(e) => Err(e),
     };
-    match (storage.objects, result) {
-        (ObjectsBackend::Local, Ok(b)) => Check::ok(
-            "servers",
-            "objects",
-            format!("job files are kept in {} (writable)", b.describe()),
-        ),
-        (ObjectsBackend::S3, Ok(b)) => Check::ok(
+    match result {
+        Ok(b) => Check::ok(
             "servers",
             "objects",
             format!(
@@ -69,13 +92,7 @@ async fn probe(storage: &StorageConfig) -> Check {
                 b.describe()
             ),
         ),
-        (ObjectsBackend::Local, Err(e)) => Check::fail(
-            "servers",
-            "objects",
-            format!("cannot write job files: {e}"),
-            "make storage.data_dir/files writable by the user Hearth runs as",
-        ),
-        (ObjectsBackend::S3, Err(e)) => {
+        Err(e) => {
             let (reason, remedy) = describe_s3(&e);
             Check::fail("servers", "objects", reason, remedy)
         }
