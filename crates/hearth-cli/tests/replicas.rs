@@ -12,7 +12,12 @@
 //!
 //! Needs PostgreSQL, Redis, nginx and moto (what `make test` installs); without
 //! them the tests say SKIPPED unless `make test`'s `HEARTH_TEST_*_REQUIRED` are set.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
