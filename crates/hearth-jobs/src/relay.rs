@@ -128,11 +128,11 @@ fn envelope(me: &str, mut event: JobEvent, max: usize) -> Option<String> {
         let JobEvent::Log { line, .. } = &mut event else {
             return None;
         };
-        // JSON escaping may double a byte or more: cut by the overshoot, at least
-        // a quarter, so this ends within a few rounds.
-        let over = payload.len() - max;
-        let keep = line.len().saturating_sub(over.max(line.len() / 4) + 3);
-        let mut cut = keep;
+        // JSON escaping makes a line up to six times longer than it is: cut it in
+        // proportion to the overshoot (and by a few bytes more, for the `…`), so
+        // this ends within a few rounds.
+        let keep = (line.len() as u128 * max as u128 / payload.len() as u128) as usize;
+        let mut cut = keep.saturating_sub(3).min(line.len().saturating_sub(1));
         while !line.is_char_boundary(cut) {
             cut -= 1;
         }
