@@ -718,6 +718,7 @@ impl Ctx<'_> {
         }
         for f in &o.files {
             let files = self.inner.files_lock.lock().await;
+            let shared = self.inner.store.files_lock(false).await?;
             let sha = self
                 .inner
                 .blobs
@@ -737,6 +738,7 @@ impl Ctx<'_> {
                     },
                 )
                 .await?;
+            drop(shared);
             drop(files);
             self.log("run", format!("wrote {} ({} bytes)", f.path, f.size));
         }

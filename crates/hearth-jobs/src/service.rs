@@ -101,7 +101,8 @@ pub(crate) struct Inner {
     pub sandbox: Arc<Sandbox>,
     pub blobs: Blobs,
     /// Held while bytes are stored and recorded, and while unreferenced ones are
-    /// removed: a removal never takes bytes a job is about to record.
+    /// removed: a removal never takes bytes a job is about to record. Across
+    /// replicas the store's own lock does the same ([`JobStore::files_lock`]).
     pub files_lock: tokio::sync::Mutex<()>,
     /// Where runs get their input folders: `$TMPDIR/hearth-jobs-<uid>`, not under
     /// `data_dir`, which may sit below a folder the sandboxed program's unprivileged
@@ -270,6 +271,12 @@ impl Jobs {
         let s = &self.inner.settings;
         let checked = upload::check(image, s.max_upload_bytes, s.max_image_pixels)?;
         let files = self.inner.files_lock.lock().await;
+        let shared = self
+            .inner
+            .store
+            .files_lock(false)
+            .await
+            .map_err(JobsError::Store)?;
         let sha = self
             .inner
             .blobs
@@ -294,6 +301,7 @@ impl Jobs {
                 },
             )
             .await?;
+        drop(shared);
         drop(files);
         self.inner.emit(JobEvent::Status {
             job_id: job.id.clone(),
@@ -450,6 +458,8 @@ impl Jobs {
     /// Removes the bytes of the files no job refers to any more.
     async fn remove_unreferenced_files(&self) -> Result<(), JobsError> {
         let _files = self.inner.files_lock.lock().await;
+        // Every replica's: none records a file while its bytes may be going.
+        let _alone = self.inner.store.files_lock(true).await?;
         let gone = self.inner.store.drop_unreferenced_files().await?;
         if gone.is_empty() {
             return Ok(());

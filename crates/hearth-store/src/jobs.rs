@@ -233,6 +233,19 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// A held [`JobStore::files_lock`]; released when dropped.
+pub struct FilesLock(pub(crate) Option<Box<dyn Send + Sync>>);
+
+impl std::fmt::Debug for FilesLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FilesLock(held)"
+        } else {
+            "FilesLock(local)"
+        })
+    }
+}
+
 /// Jobs, their steps and files. Step and file operations take a job id the caller
 /// has already checked against its [`Scope`] (with [`JobStore::job`]), or got from
 /// [`JobStore::claim_next_job`].
@@ -300,6 +313,17 @@ pub trait JobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// A job's files: its input, then its artifacts by name.
     async fn job_files(&self, job_id: &str) -> Result<Vec<JobFile>, StoreError>;
+
+    /// Holds the store's files lock until the guard is dropped, for every process
+    /// using the store: shared while bytes are stored and their record written
+    /// ([`JobStore::create_job`], [`JobStore::add_artifact`]), exclusive while the
+    /// unreferenced ones are found and their bytes removed. So a replica never
+    /// removes bytes another is about to record as a new job's (content is shared
+    /// by digest: storing it again is a no-op when it is there). The default holds
+    /// nothing: one process's own lock is enough for a store only it uses.
+    async fn files_lock(&self, _exclusive: bool) -> Result<FilesLock, StoreError> {
+        Ok(FilesLock(None))
+    }
 
     /// Forgets the files no job refers to any more (its jobs deleted, or replaced
     /// by a rerun's) and returns their digests: the caller removes their bytes.

@@ -66,8 +66,8 @@ pub use backup::{Backup, backup, integrity_check};
 pub use error::StoreError;
 pub use import::{Imported, import_sqlite};
 pub use jobs::{
-    Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile, NewJob,
-    NewStep, StepEnd, StepStatus,
+    FilesLock, Job, JobEnd, JobFile, JobListQuery, JobPage, JobStatus, JobStep, JobStore, NewFile,
+    NewJob, NewStep, StepEnd, StepStatus,
 };
 pub use model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,

@@ -59,6 +59,9 @@ async fn link_file(
     Ok(())
 }
 
+/// The advisory lock key of [`JobStore::files_lock`] ("hearth files", as a number).
+const FILES_LOCK_KEY: i64 = 0x6865_6172_7468_6673;
+
 #[async_trait]
 impl JobStore for PgStore {
     async fn create_job(&self, owner: &str, new: NewJob) -> Result<Job, StoreError> {
@@ -322,6 +325,23 @@ impl JobStore for PgStore {
             .bind(job_id)
             .fetch_all(self.pool())
             .await?)
+    }
+
+    /// A transaction-scoped advisory lock on a transaction held open for the
+    /// guard's life: released when it ends (a rollback on drop), also if this
+    /// process dies (its connection closes).
+    async fn files_lock(&self, exclusive: bool) -> Result<crate::jobs::FilesLock, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let sql = if exclusive {
+            "SELECT pg_advisory_xact_lock($1)"
+        } else {
+            "SELECT pg_advisory_xact_lock_shared($1)"
+        };
+        sqlx::query(sql)
+            .bind(FILES_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        Ok(crate::jobs::FilesLock(Some(Box::new(tx))))
     }
 
     async fn drop_unreferenced_files(&self) -> Result<Vec<String>, StoreError> {
