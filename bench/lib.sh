@@ -29,3 +29,18 @@ serve_hearth() {
   PID=$!
   wait_ready "http://127.0.0.1:$PORT/ready" "$PID" || { stop "$PID"; echo "hearth did not start: $1/hearth.log" >&2; exit 1; }
 }
+
+# p50 and p99 in ms, from `wrk --latency` output on stdin: "P50 P99".
+lat() { # p50 and p99 in ms from wrk --latency
+  awk '/ 50%/ {p50=$2} / 99%/ {p99=$2} END {print p50, p99}' | python3 -c '
+import sys
+def ms(v):
+    for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if v.endswith(u): return float(v[:-len(u)]) * f
+    return float("nan")
+a, b = sys.stdin.read().split()
+print(f"{ms(a):.2f} {ms(b):.2f}")'
+}
+
+# Requests per second, from wrk's output on stdin.
+rps() { awk '/Requests\/sec/ {print int($2)}'; }

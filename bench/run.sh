@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for part in gateway ratelimit engine embeddings grammar engines sandbox jobs web upgrade soak; do
+for part in gateway ratelimit scaleout engine embeddings grammar engines sandbox jobs web upgrade soak; do
   script=bench/$part/run.sh
   [ -f "$script" ] || continue
   echo "== bench/$part"

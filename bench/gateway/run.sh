@@ -44,6 +44,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # ports
 UP=18101; UPS=18102; NX=18111; NXS=18112; HE=18121; HEL=18122; LL=18131; SLOW=18141; MIN=18151; MINS=18152
 
+source "$ROOT/bench/lib.sh"
 source "$ROOT/bench/gateway/common.sh"
 
 # Two nginx instances, as two programs would be: the upstream (one worker, serving
@@ -114,17 +115,6 @@ wrk.headers["Authorization"] = "Bearer $KEY"
 wrk.body = '$1'
 $( [ "$2" != 0 ] && echo "function delay() return $2 end" )
 LUA
-}
-rps() { awk '/Requests\/sec/ {print int($2)}'; }
-lat() { # p50 and p99 in ms from wrk --latency
-  awk '/ 50%/ {p50=$2} / 99%/ {p99=$2} END {print p50, p99}' | python3 -c '
-import sys
-def ms(v):
-    for u, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
-        if v.endswith(u): return float(v[:-len(u)]) * f
-    return float("nan")
-a, b = sys.stdin.read().split()
-print(f"{ms(a):.2f} {ms(b):.2f}")'
 }
 cpu_ticks() { awk '{print $14 + $15}' /proc/$HPID/stat; }
 

@@ -88,7 +88,7 @@ for round in $(seq 1 "$ROUNDS"); do
     h1=$(ticks "${HPID[$backend]}"); r1=$(ticks "$RPID")
     non2xx=$(awk '/Non-2xx/ {print $NF}' "$WORK/sat.txt")
     [ -z "$non2xx" ] || { echo "$backend: $non2xx answers were not 2xx" >&2; exit 1; }
-    RUNS[$backend]+=" $(awk '/Requests\/sec/ {print int($2)}' "$WORK/sat.txt")"
+    RUNS[$backend]+=" $(rps < "$WORK/sat.txt")"
     TICKS[$backend]=$(( ${TICKS[$backend]:-0} + h1 - h0 ))
     TICKS[$backend-redis]=$(( ${TICKS[$backend-redis]:-0} + r1 - r0 ))
     REQS[$backend]=$(( ${REQS[$backend]:-0} + $(awk '/requests in/ {print $1}' "$WORK/sat.txt") ))
