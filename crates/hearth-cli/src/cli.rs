@@ -55,8 +55,9 @@ pub enum Command {
     /// Each check says ok, warn or fail, why, and what to do. Exit 1 on any fail,
     /// 2 when the config file cannot be read.
     Doctor(DoctorArgs),
-    /// Put Hearth on a host: render cloud-init, the installer, the unit...; install,
-    /// upgrade, roll back and inspect releases.
+    /// Put Hearth on a host (render cloud-init, the installer, the unit; install,
+    /// upgrade, roll back), or deploy a GitOps repository of services (init, check,
+    /// plan, apply --env, status, history).
     Deploy(DeployArgs),
     /// What the running Hearth says of itself: URLs, where the key is, each model's
     /// state (the login banner's lines). Exit 3 when it is not running.

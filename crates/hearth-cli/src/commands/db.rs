@@ -26,7 +26,8 @@ pub enum DbCommand {
     /// Stop the Hearth using the folder first. The target's tables are made (or
     /// migrated) first; it must hold no conversation or job yet. The job files'
     /// bytes stay in DATA_DIR/files: copy that folder to the servers'
-    /// storage.data_dir.
+    /// storage.data_dir, or into the bucket of `[storage] objects = "s3"`
+    /// (docs/scale-out.md).
     ImportSqlite(ImportArgs),
 }
 
@@ -102,7 +103,7 @@ fn import(args: ImportArgs) -> ExitCode {
             ));
             if d.files > 0 {
                 output::line(format!(
-                    "the job files' bytes are in {}: copy that folder to storage.data_dir/files of the servers",
+                    "the job files' bytes are in {}: copy that folder to storage.data_dir/files of the servers, or into the S3 bucket (aws s3 sync; docs/scale-out.md)",
                     args.from.join("files").display()
                 ));
             }
