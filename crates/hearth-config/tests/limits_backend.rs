@@ -4,14 +4,8 @@
 
 use hearth_config::{LimitsBackend, MapEnv, RedisFailurePolicy, load_str};
 
-fn errors(text: &str, env: &MapEnv) -> Vec<String> {
-    load_str(text, "hearth.toml", env)
-        .unwrap_err()
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
+mod common;
+use common::errors;
 
 #[test]
 fn local_is_the_default_and_redis_is_configured_in_the_file() {

@@ -3,14 +3,8 @@
 
 use hearth_config::{BackendKind, MapEnv, ModelKind, load_str};
 
-fn errors(text: &str, env: &MapEnv) -> Vec<String> {
-    load_str(text, "hearth.toml", env)
-        .unwrap_err()
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
+mod common;
+use common::errors;
 
 #[test]
 fn no_file_serves_the_default_embedded_model() {

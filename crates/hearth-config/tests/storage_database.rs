@@ -5,14 +5,8 @@
 
 use hearth_config::{MapEnv, load_str};
 
-fn errors(text: &str, env: &MapEnv) -> Vec<String> {
-    load_str(text, "hearth.toml", env)
-        .unwrap_err()
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
+mod common;
+use common::errors;
 
 #[test]
 fn sqlite_is_the_default_and_postgres_is_one_url_away() {

@@ -5,14 +5,8 @@
 
 use hearth_config::{MapEnv, ObjectsBackend, load_str};
 
-fn errors(text: &str, env: &MapEnv) -> Vec<String> {
-    load_str(text, "hearth.toml", env)
-        .unwrap_err()
-        .diagnostics
-        .iter()
-        .map(ToString::to_string)
-        .collect()
-}
+mod common;
+use common::errors;
 
 fn keys() -> MapEnv {
     MapEnv::new([
