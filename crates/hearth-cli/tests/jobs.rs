@@ -2,34 +2,19 @@
 //! models played by the fake upstream, scripts run in the real sandbox).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hearth_config::MapEnv;
 use hearth_testkit::FakeUpstream;
 use serde_json::{Value, json};
 
 mod common;
-use common::hearth;
+use common::{PNG, hearth, venv};
 
 const KEY: &str = "sk-cli-test-1";
 
-/// A 1×1 PNG.
-const PNG: [u8; 70] = [
-    0x89, 0x50, 0x4e, 0x47, 0xd, 0xa, 0x1a, 0xa, 0x0, 0x0, 0x0, 0xd, 0x49, 0x48, 0x44, 0x52, 0x0,
-    0x0, 0x0, 0x1, 0x0, 0x0, 0x0, 0x1, 0x8, 0x6, 0x0, 0x0, 0x0, 0x1f, 0x15, 0xc4, 0x89, 0x0, 0x0,
-    0x0, 0xd, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0xf, 0x0, 0x2,
-    0x87, 0x1, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x0, 0x0, 0x0, 0x0, 0x49, 0x45, 0x4e, 0x44, 0xae,
-    0x42, 0x60, 0x82,
-];
-
 /// Writes a small CSV and JSON (no heavy imports: quick).
 const TABLE: &str = "import json\n\nwith open(\"/output/table.csv\", \"w\") as f:\n    f.write(\"x,y\\n1,3\\n2,1\\n\")\nwith open(\"/output/summary.json\", \"w\") as f:\n    json.dump({\"rows\": 2}, f)\nprint(\"done\")";
-
-fn venv() -> PathBuf {
-    std::env::var_os("HEARTH_SANDBOX_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-sandbox"))
-}
 
 /// A Hearth on a loopback port with one key, its models on `up` (the vision one
 /// marked `vision = true` when `vision`); stops when the returned sender is dropped.

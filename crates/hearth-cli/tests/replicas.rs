@@ -32,30 +32,15 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Served, hearth};
+use common::{Served, hearth, job_upload, venv};
 
 const ADMIN: &str = "sk-replicas-admin-key-0001";
 const TEAM: &str = "sk-replicas-team-key-0002";
 const N: usize = 9;
 
-/// A 1×1 PNG.
-const PNG: [u8; 70] = [
-    0x89, 0x50, 0x4e, 0x47, 0xd, 0xa, 0x1a, 0xa, 0x0, 0x0, 0x0, 0xd, 0x49, 0x48, 0x44, 0x52, 0x0,
-    0x0, 0x0, 0x1, 0x0, 0x0, 0x0, 0x1, 0x8, 0x6, 0x0, 0x0, 0x0, 0x1f, 0x15, 0xc4, 0x89, 0x0, 0x0,
-    0x0, 0xd, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0xf, 0x0, 0x2,
-    0x87, 0x1, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x0, 0x0, 0x0, 0x0, 0x49, 0x45, 0x4e, 0x44, 0xae,
-    0x42, 0x60, 0x82,
-];
-
 /// Every model's answer: a description, a plan and a script at once (the steps of
 /// concurrent jobs ask in any order), the script writing a small CSV.
 const ANSWER: &str = "A table of two rows.\n\n```python\nwith open(\"/output/table.csv\", \"w\") as f:\n    f.write(\"x,y\\n1,3\\n\")\nprint(\"done\")\n```";
-
-fn venv() -> PathBuf {
-    std::env::var_os("HEARTH_SANDBOX_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-sandbox"))
-}
 
 fn nginx_bin() -> Option<PathBuf> {
     ["/usr/sbin/nginx", "/usr/bin/nginx"]
@@ -397,25 +382,11 @@ async fn send(base: &str, conversation: &str, content: &str) -> Sent {
 
 /// A `multipart/form-data` job upload (the PNG, an instruction).
 async fn submit(base: &str) -> String {
-    let boundary = "hearth-replicas-test-boundary";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"t.png\"\r\nContent-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&PNG);
-    body.extend_from_slice(
-        format!(
-            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nwrite it as CSV\r\n--{boundary}--\r\n"
-        )
-        .as_bytes(),
-    );
+    let (content_type, body) = job_upload("write it as CSV");
     let r = client()
         .post(format!("{base}/api/jobs"))
         .bearer_auth(ADMIN)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(body)
         .send()
         .await

@@ -150,3 +150,42 @@ fn log_root(label: &str) -> Option<std::path::PathBuf> {
             .join(format!("{label}-{}", std::process::id())),
     )
 }
+
+/// A 1×1 PNG: the image the job tests upload.
+#[allow(dead_code, reason = "not every test file runs jobs")]
+pub const PNG: [u8; 70] = [
+    0x89, 0x50, 0x4e, 0x47, 0xd, 0xa, 0x1a, 0xa, 0x0, 0x0, 0x0, 0xd, 0x49, 0x48, 0x44, 0x52, 0x0,
+    0x0, 0x0, 0x1, 0x0, 0x0, 0x0, 0x1, 0x8, 0x6, 0x0, 0x0, 0x0, 0x1f, 0x15, 0xc4, 0x89, 0x0, 0x0,
+    0x0, 0xd, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0xf, 0x0, 0x2,
+    0x87, 0x1, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x0, 0x0, 0x0, 0x0, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
+];
+
+/// The Python environment sandboxed job scripts run in (`make` exports it).
+#[allow(dead_code, reason = "not every test file runs jobs")]
+pub fn venv() -> std::path::PathBuf {
+    std::env::var_os("HEARTH_SANDBOX_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-sandbox")
+        })
+}
+
+/// A job upload as `POST /api/jobs` takes it: its `Content-Type` and a
+/// `multipart/form-data` body with [`PNG`] as `image` and `prompt`.
+#[allow(dead_code, reason = "not every test file runs jobs")]
+pub fn job_upload(prompt: &str) -> (String, Vec<u8>) {
+    let boundary = "hearth-test-job-upload-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"t.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&PNG);
+    body.extend_from_slice(
+        format!(
+            "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
