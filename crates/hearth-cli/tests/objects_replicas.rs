@@ -19,7 +19,7 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 use serde_json::Value;
 
 mod common;
-use common::{PNG, Served, hearth, job_upload, venv};
+use common::{PNG, Served, hearth, submit_job, venv};
 
 const KEY: &str = "sk-objects-replicas-1";
 
@@ -58,23 +58,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
-}
-
-/// A `multipart/form-data` job upload (the PNG and an instruction).
-async fn submit(base: &str) -> String {
-    let (content_type, body) = job_upload("write it as CSV");
-    let r = client()
-        .post(format!("{base}/api/jobs"))
-        .bearer_auth(KEY)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let job: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {job}");
-    job["id"].as_str().unwrap().to_owned()
 }
 
 async fn get(base: &str, path: &str) -> reqwest::Response {
@@ -145,7 +128,7 @@ async fn a_jobs_files_stored_through_one_replica_are_served_by_the_other() {
     let a = start("a", 1);
     let b = start("b", 0);
 
-    let id = submit(&a.base).await;
+    let id = submit_job(&a.base, KEY).await;
     let job = ended(&b.base, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     let files = job["files"].as_array().unwrap();

@@ -32,7 +32,7 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 use serde_json::{Value, json};
 
 mod common;
-use common::{Served, hearth, job_upload, venv};
+use common::{Served, hearth, submit_job, venv};
 
 const ADMIN: &str = "sk-replicas-admin-key-0001";
 const TEAM: &str = "sk-replicas-team-key-0002";
@@ -380,23 +380,6 @@ async fn send(base: &str, conversation: &str, content: &str) -> Sent {
     }
 }
 
-/// A `multipart/form-data` job upload (the PNG, an instruction).
-async fn submit(base: &str) -> String {
-    let (content_type, body) = job_upload("write it as CSV");
-    let r = client()
-        .post(format!("{base}/api/jobs"))
-        .bearer_auth(ADMIN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let job: Value = r.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {job}");
-    job["id"].as_str().unwrap().to_owned()
-}
-
 /// Waits (`secs` at most) for the job to end; its final state.
 async fn ended(base: &str, id: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -466,7 +449,7 @@ async fn three_replicas_behind_nginx_share_history_limits_jobs_and_events() {
 
     // A job's live view on a replica that never runs it: the first job is queued
     // before any worker exists, its events followed on replica 2.
-    let first = submit(bases[0]).await;
+    let first = submit_job(bases[0], ADMIN).await;
     let events = client()
         .get(format!("{}/api/jobs/{first}/events", bases[2]))
         .bearer_auth(ADMIN)
@@ -487,7 +470,7 @@ async fn three_replicas_behind_nginx_share_history_limits_jobs_and_events() {
     let workers = [shared.worker(dirs[3].path()), shared.worker(dirs[4].path())];
     let mut ids = vec![first.clone()];
     for _ in 1..20 {
-        ids.push(submit(&nginx.base).await);
+        ids.push(submit_job(&nginx.base, ADMIN).await);
     }
     for id in &ids {
         let job = ended(&nginx.base, id, 240).await;
@@ -542,7 +525,7 @@ async fn a_replica_killed_mid_job_and_mid_traffic_loses_nothing() {
         &bases.iter().map(String::as_str).collect::<Vec<_>>(),
     );
 
-    let job = submit(&nginx.base).await;
+    let job = submit_job(&nginx.base, ADMIN).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while shared.up.hits() == 0 {
         assert!(

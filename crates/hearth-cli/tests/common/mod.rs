@@ -173,8 +173,7 @@ pub fn venv() -> std::path::PathBuf {
 
 /// A job upload as `POST /api/jobs` takes it: its `Content-Type` and a
 /// `multipart/form-data` body with [`PNG`] as `image` and `prompt`.
-#[allow(dead_code, reason = "not every test file runs jobs")]
-pub fn job_upload(prompt: &str) -> (String, Vec<u8>) {
+fn job_upload(prompt: &str) -> (String, Vec<u8>) {
     let boundary = "hearth-test-job-upload-boundary";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"t.png\"\r\nContent-Type: image/png\r\n\r\n"
@@ -188,4 +187,24 @@ pub fn job_upload(prompt: &str) -> (String, Vec<u8>) {
         .as_bytes(),
     );
     (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Submits [`PNG`] as a job to `base` with `key` (asking for a CSV); its id. Fails
+/// the test on any answer but a success.
+#[allow(dead_code, reason = "not every test file runs jobs")]
+pub async fn submit_job(base: &str, key: &str) -> String {
+    let (content_type, body) = job_upload("write it as CSV");
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(key)
+        .header("content-type", content_type)
+        .body(body)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let job: serde_json::Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {job}");
+    job["id"].as_str().unwrap().to_owned()
 }
