@@ -470,7 +470,9 @@ async fn complete(
     });
     if let Some(f) = lock(&inner.record).as_mut() {
         use std::io::Write;
-        let _ = writeln!(f, "{body}");
+        // One write per line, as for the pid file: whole lines even if two
+        // processes record to one file.
+        let _ = f.write_all(format!("{body}\n").as_bytes());
     }
     let named = body.get("model").and_then(Value::as_str).unwrap_or("");
     let scripted = lock(&inner.by_model)

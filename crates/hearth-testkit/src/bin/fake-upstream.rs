@@ -45,10 +45,13 @@ async fn main() -> std::io::Result<()> {
             .create(true)
             .append(true)
             .open(path)?;
-        writeln!(f, "{}", std::process::id())?;
+        // One write per line (an O_APPEND write of a few bytes is atomic): several
+        // servers append to the same file at once, and `writeln!` on a File writes
+        // the number and the newline apart, so lines interleaved ("2906529067").
+        f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         if has("--spawn-child") {
             let child = std::process::Command::new("sleep").arg("3600").spawn()?;
-            writeln!(f, "{}", child.id())?;
+            f.write_all(format!("{}\n", child.id()).as_bytes())?;
         }
     }
     if let Some(code) = flag("--exit-at-start") {
