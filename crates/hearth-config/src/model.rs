@@ -221,8 +221,8 @@ impl ModelConfig {
     }
 
     /// What this model does with a request's tools: as configured, else passed on
-    /// by an upstream and ignored (with a warning) by the embedded engine, which
-    /// does not call tools yet.
+    /// by an upstream and ignored (with a warning) by the embedded engine unless
+    /// its config says `tools = "pass"` (see [`ToolsPolicy`]).
     pub fn tools_policy(&self) -> ToolsPolicy {
         self.tools.unwrap_or(match self.backend {
             ModelBackend::Embedded(_) => ToolsPolicy::Ignore,

@@ -70,10 +70,13 @@ impl SamplingDefaults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolsPolicy {
-    /// Sent on as they are: the default for upstreams, which call tools themselves.
+    /// Given to the model: sent on as they are to an upstream (its default), and
+    /// called by the embedded engine in llama.cpp's generic JSON format, its
+    /// answer held to a grammar.
     Pass,
     /// Served without them, saying so in an `X-Hearth-Warning` header: the default
-    /// for the embedded engine, which does not call tools yet.
+    /// for the embedded engine, whose small models and context are better spent
+    /// on the chat when a front end sends its tools on every turn.
     Ignore,
     /// Refused with a 400 naming the model (`code: tools_not_supported`).
     Reject,

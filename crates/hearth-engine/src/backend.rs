@@ -21,6 +21,7 @@ use crate::intake::IntakeHook;
 use crate::request::{self, GenRequest};
 use crate::scheduler::{self, Event, Finish, Job, Shared};
 use crate::settings::Settings;
+use crate::tools;
 
 /// Token counters of one engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -276,6 +277,10 @@ impl Backend for EmbeddedBackend {
         self.shared.status()
     }
 
+    fn placement(&self) -> Option<hearth_api::Placement> {
+        crate::device::placement(&self.name)
+    }
+
     fn context_length(&self) -> Option<u32> {
         Some(
             self.shared
@@ -308,13 +313,14 @@ impl Backend for EmbeddedBackend {
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
+        let reader = req.tools.is_some().then(tools::Reader::new);
         let mut rx = self.submit(req)?;
         match rx.recv().await {
             Some(Event::Accepted) => {}
             Some(Event::Error(e)) => return Err(e),
             _ => return Err(ended()),
         }
-        Ok(events(rx).boxed())
+        Ok(events(rx, reader).boxed())
     }
 
     fn detail(&self) -> Option<String> {
@@ -346,33 +352,40 @@ fn ended() -> BackendError {
 }
 
 /// The engine thread's events as the router's: text as it comes, then the finish and
-/// the usage. Dropping the stream drops `rx`, which the engine notices before its
+/// the usage. With tools, `reader` turns the model's JSON into text and tool-call
+/// deltas. Dropping the stream drops `rx`, which the engine notices before its
 /// next step and frees the sequence.
 fn events(
     rx: UnboundedReceiver<Event>,
+    reader: Option<tools::Reader>,
 ) -> impl futures::Stream<Item = Result<hearth_router::Event, BackendError>> + Send + 'static {
     use hearth_router::Event as Out;
     let pending: VecDeque<Result<Out, BackendError>> = VecDeque::new();
     futures::stream::unfold(
-        (rx, pending, false),
-        |(mut rx, mut pending, mut done)| async move {
+        (rx, pending, false, reader),
+        |(mut rx, mut pending, mut done, mut reader)| async move {
             loop {
                 if let Some(item) = pending.pop_front() {
-                    return Some((item, (rx, pending, done)));
+                    return Some((item, (rx, pending, done, reader)));
                 }
                 if done {
                     return None;
                 }
                 match rx.recv().await {
-                    Some(Event::Text(text)) => pending.push_back(Ok(Out::Text { index: 0, text })),
+                    Some(Event::Text(text)) => match reader.as_mut() {
+                        Some(r) => pending.extend(r.push(0, &text).into_iter().map(Ok)),
+                        None => pending.push_back(Ok(Out::Text { index: 0, text })),
+                    },
                     Some(Event::Done {
                         finish,
                         prompt_tokens,
                         completion_tokens,
                     }) => {
+                        let called = reader.as_ref().is_some_and(tools::Reader::called);
                         pending.push_back(Ok(Out::Finish {
                             index: 0,
                             reason: match finish {
+                                Finish::Stop if called => FinishReason::ToolCalls,
                                 Finish::Stop => FinishReason::Stop,
                                 Finish::Length => FinishReason::Length,
                             },

@@ -16,6 +16,7 @@
 //!   batched into decodes, pooled and normalised vectors out.
 //! - `intake`: the thread that prepares requests (template, tokens, grammar) so
 //!   the batching loop never waits for them.
+//! - `device`: where each model runs (CPU, which GPUs) and the GPU memory it took.
 //! - `llama`: every call into llama.cpp (init, logs, context, template, samplers).
 //! - `request`: a router request checked and turned into prompt + sampling params.
 //! - `text`: token bytes to whole UTF-8 characters, with stop strings cut out.
@@ -30,6 +31,7 @@
 //! by their `Drop`.
 
 pub mod backend;
+mod device;
 pub mod download;
 mod embed;
 mod fetch;
@@ -41,6 +43,7 @@ mod request;
 mod scheduler;
 pub mod settings;
 mod text;
+mod tools;
 
 pub use backend::{EmbeddedBackend, EngineStats, LoadGate};
 pub use fetch::FetchingBackend;

@@ -5,6 +5,8 @@ use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, MessageCont
 use hearth_router::Request;
 use serde_json::Value;
 
+use crate::tools::{self, ToolMode};
+
 /// Defaults for fields a request leaves out: llama.cpp server's, which suit small
 /// local models better than OpenAI's (temperature 1, no top-k).
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
@@ -65,6 +67,9 @@ pub struct GenRequest {
     pub params: SamplingParams,
     /// Completions with `echo`: the prompt text comes first in the output.
     pub echo: bool,
+    /// The tools a chat request lets the model call (its answer is then JSON
+    /// that [`tools::Reader`] reads back).
+    pub tools: Option<ToolMode>,
 }
 
 impl GenRequest {
@@ -224,7 +229,7 @@ fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
                 .get("json_schema")
                 .and_then(|j| j.get("schema"))
                 .ok_or_else(bad)?;
-            check_schema(schema, "")?;
+            check_schema(schema, "", "response_format")?;
             Ok(Some(Grammar::JsonSchema(schema.to_string())))
         }
         _ => Err(bad()),
@@ -279,15 +284,15 @@ const SCHEMA_FORMATS: &[&str] = &["date", "time", "date-time", "uuid"];
 /// Refuses a schema with a keyword the grammar would not enforce (llama.cpp
 /// skips what it does not know, so the output could break the schema the client
 /// relies on): 400 naming the keyword and where it stands. `at` is the path so
-/// far (`/properties/tags`).
-fn check_schema(schema: &Value, at: &str) -> Result<(), ApiError> {
+/// far (`/properties/tags`), `param` the request field the schema came in.
+pub(crate) fn check_schema(schema: &Value, at: &str, param: &str) -> Result<(), ApiError> {
     let Value::Object(map) = schema else {
         // `true`/`false` schemas, or a malformed one llama.cpp reports itself.
         return Ok(());
     };
     let unsupported = |what: String| {
         Err(ApiError::invalid_param(
-            "response_format",
+            param,
             format!(
                 "{what} (at `{}` of the JSON schema) is not supported by the embedded engine's grammar, so the answer could break it; remove it, or send the request to an upstream model that supports it",
                 if at.is_empty() { "/" } else { at }
@@ -309,13 +314,13 @@ fn check_schema(schema: &Value, at: &str) -> Result<(), ApiError> {
             }
             ("properties" | "$defs" | "definitions", Value::Object(subs)) => {
                 for (name, sub) in subs {
-                    check_schema(sub, &format!("{at}/{key}/{name}"))?;
+                    check_schema(sub, &format!("{at}/{key}/{name}"), param)?;
                 }
             }
-            ("items" | "additionalProperties", sub) => check_schema(sub, &here(key))?,
+            ("items" | "additionalProperties", sub) => check_schema(sub, &here(key), param)?,
             ("prefixItems" | "anyOf" | "oneOf" | "allOf", Value::Array(subs)) => {
                 for (i, sub) in subs.iter().enumerate() {
-                    check_schema(sub, &format!("{at}/{key}/{i}"))?;
+                    check_schema(sub, &format!("{at}/{key}/{i}"), param)?;
                 }
             }
             _ => {}
@@ -326,7 +331,21 @@ fn check_schema(schema: &Value, at: &str) -> Result<(), ApiError> {
 
 fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
     check_n(r.n)?;
-    let grammar = response_format(r.response_format.as_ref())?;
+    let format = response_format(r.response_format.as_ref())?;
+    let tools = tools::from_chat(r, |schema, param| check_schema(schema, "", param))?;
+    // With tools, the grammar is the tools' answer: a call, or a reply that
+    // follows the response_format when there is one.
+    let grammar = match &tools {
+        Some(mode) => {
+            let reply = match &format {
+                Some(Grammar::JsonSchema(s)) => serde_json::from_str(s).ok(),
+                Some(Grammar::JsonObject) => Some(serde_json::json!({"type": "object"})),
+                None => None,
+            };
+            Some(Grammar::JsonSchema(mode.schema(reply.as_ref()).to_string()))
+        }
+        None => format,
+    };
     let params = sampling(
         r.max_output_tokens(),
         r.temperature,
@@ -347,24 +366,12 @@ fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
         logit_bias: logit_bias(r.extra.get("logit_bias"))?,
         ..params
     };
-    let messages = r
-        .messages
-        .iter()
-        .map(|m| {
-            // `developer` is OpenAI's newer name for `system`; templates know `system`.
-            let role = if m.role == "developer" {
-                "system".to_owned()
-            } else {
-                m.role.clone()
-            };
-            (role, m.text())
-        })
-        .collect();
     Ok(GenRequest {
         endpoint: Endpoint::Chat,
-        prompt: PromptInput::Chat(messages),
+        prompt: PromptInput::Chat(tools::messages(&r.messages, tools.as_ref())),
         params,
         echo: false,
+        tools,
     })
 }
 
@@ -433,6 +440,7 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
     Ok(GenRequest {
         endpoint: Endpoint::Completion,
         echo: r.echo.unwrap_or(false),
+        tools: None,
         prompt,
         params,
     })
@@ -587,7 +595,7 @@ mod schema_tests {
             },
             "required": ["colour", "steps"], "additionalProperties": false
         });
-        assert!(check_schema(&schema, "").is_ok());
+        assert!(check_schema(&schema, "", "response_format").is_ok());
     }
 
     #[test]
@@ -614,7 +622,7 @@ mod schema_tests {
                 "`not` (at `/$defs/A`",
             ),
         ] {
-            let e = check_schema(&schema, "").unwrap_err();
+            let e = check_schema(&schema, "", "response_format").unwrap_err();
             assert_eq!(e.param.as_deref(), Some("response_format"));
             assert_eq!(e.code.as_deref(), Some("unsupported_schema"));
             assert!(e.message.contains(words), "{schema}: {}", e.message);

@@ -754,3 +754,156 @@ async fn a_model_llama_cpp_rejects_is_unavailable_with_the_reason() {
     );
     assert!(backend.probe().await.is_err());
 }
+
+const WEATHER_TOOL: &str = r#"{"type": "function", "function": {"name": "get_weather",
+    "description": "The weather in a city now",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": false}}}"#;
+const TIME_TOOL: &str = r#"{"type": "function", "function": {"name": "get_time",
+    "parameters": {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}},
+                   "required": ["zone"], "additionalProperties": false}}}"#;
+
+/// The calls an answer's events make: `(id, name, arguments)`, pieces joined.
+fn calls(events: &[Event]) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for e in events {
+        if let Event::ToolCall { index: 0, call } = e {
+            match out.get_mut(call.index as usize) {
+                Some(c) => {
+                    assert!(call.id.is_none() && call.name.is_none(), "{call:?}");
+                    c.2.push_str(&call.arguments);
+                }
+                None => {
+                    assert_eq!(call.index as usize, out.len());
+                    out.push((
+                        call.id.clone().unwrap(),
+                        call.name.clone().unwrap(),
+                        call.arguments.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn finish(events: &[Event]) -> String {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Finish { reason, .. } => Some(reason.as_str().to_owned()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// Tools on the embedded engine: a required call and a named one are held to the
+/// tools' schemas by the grammar, streamed as a name and then argument pieces
+/// that make valid JSON, and end with `tool_calls`; `auto` answers either way.
+#[tokio::test]
+async fn tool_calls_follow_the_tools_schemas() {
+    let b = engine(1, 2048).await;
+    let tools: Value = serde_json::from_str(&format!("[{WEATHER_TOOL}, {TIME_TOOL}]")).unwrap();
+    for seed in 1..=2 {
+        let got = events(
+            &b,
+            chat(
+                "What is the weather in Paris?",
+                json!({"tools": tools, "tool_choice": "required", "temperature": 1.0,
+                       "seed": seed, "max_tokens": 120, "stream": true}),
+            ),
+        )
+        .await;
+        let made = calls(&got);
+        assert!(!made.is_empty(), "{got:?}");
+        assert_eq!(finish(&got), "tool_calls", "{got:?}");
+        for (id, name, args) in &made {
+            assert!(id.starts_with("call_"), "{id}");
+            let args: Value = serde_json::from_str(args).unwrap_or_else(|e| panic!("{e}: {args}"));
+            match name.as_str() {
+                "get_weather" => assert!(args["city"].is_string(), "{args}"),
+                "get_time" => assert!(["UTC", "CET"].contains(&args["zone"].as_str().unwrap())),
+                other => panic!("called {other}"),
+            }
+        }
+        assert!(streamed_text(&got).is_empty(), "{got:?}");
+    }
+
+    // Named, one call (parallel_tool_calls false): exactly that function.
+    let got = events(
+        &b,
+        chat(
+            "What time is it?",
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+                   "parallel_tool_calls": false, "temperature": 0, "max_tokens": 60}),
+        ),
+    )
+    .await;
+    let made = calls(&got);
+    assert_eq!(made.len(), 1, "{got:?}");
+    assert_eq!(made[0].1, "get_time");
+    assert_eq!(finish(&got), "tool_calls");
+
+    // Auto: a reply is plain text (the JSON around it taken off), or calls.
+    let got = events(
+        &b,
+        chat(
+            "Say hello.",
+            json!({"tools": tools, "temperature": 0, "max_tokens": 80}),
+        ),
+    )
+    .await;
+    let text = streamed_text(&got).concat();
+    if calls(&got).is_empty() {
+        assert!(!text.is_empty() && !text.starts_with('{'), "{got:?}");
+        assert_eq!(finish(&got), "stop");
+    } else {
+        assert_eq!(finish(&got), "tool_calls");
+    }
+}
+
+/// A conversation that went through a call reads back to the model (the call and
+/// the tool's result), and a tool whose schema the grammar cannot enforce, or a
+/// `tool_choice` naming a function not offered, is a 400 naming the field.
+#[tokio::test]
+async fn tool_results_and_bad_tools() {
+    let b = engine(1, 2048).await;
+    let tools: Value = serde_json::from_str(&format!("[{WEATHER_TOOL}]")).unwrap();
+    let r = Request::Chat(
+        ChatCompletionRequest::from_value(json!({"model": "smollm2-135m", "tools": tools,
+            "temperature": 0, "max_tokens": 60, "messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 18 C"}]}))
+        .unwrap(),
+    );
+    let got = events(&b, r).await;
+    assert!(
+        finish(&got) == "stop" || finish(&got) == "tool_calls",
+        "{got:?}"
+    );
+
+    let bad = json!([{"type": "function", "function": {"name": "f",
+        "parameters": {"type": "object", "properties": {"a": {"type": "string", "not": {"const": "x"}}}}}}]);
+    match b.call(&chat("hi", json!({"tools": bad}))).await {
+        Err(BackendError::Invalid(e)) => {
+            assert_eq!(e.param.as_deref(), Some("tools[0].function.parameters"));
+            assert!(e.message.contains("`not`"), "{}", e.message);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    match b
+        .call(&chat(
+            "hi",
+            json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+        ))
+        .await
+    {
+        Err(BackendError::Invalid(e)) => {
+            assert_eq!(e.param.as_deref(), Some("tool_choice"));
+            assert_eq!(e.code.as_deref(), Some("unknown_tool"));
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -1,0 +1,819 @@
+//! Tool calling on the embedded engine, in llama.cpp's "generic" format: the
+//! tools go into the system prompt with their argument schemas, the answer is
+//! constrained by a grammar to one JSON object, either `{"response": …}` (a reply
+//! to the user) or `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (with
+//! `parallel_tool_calls: false`, one `{"tool_call": {…}}`), and that object is
+//! read back as it streams into text deltas or tool-call deltas.
+//!
+//! This is the format llama-server uses for a model whose chat template has no
+//! tool syntax of its own. A template's own syntax (Hermes' `<tool_call>`, Llama
+//! 3.1's `ipython`…) lives in its Jinja source, which llama.cpp's C template API
+//! (all the binding exposes) does not render; the generic format works with every
+//! model, and the grammar makes even a tiny one answer in a shape clients can use.
+
+use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage};
+use hearth_router::{Event as Out, ToolCallDelta};
+use serde_json::{Map, Value, json};
+
+/// One function a request offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// The JSON schema of its arguments (`{"type": "object"}` when left out).
+    pub parameters: Value,
+}
+
+/// `tool_choice`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// The model decides: a reply or calls.
+    Auto,
+    /// At least one call.
+    Required,
+    /// Exactly this function (one call, or several of it in parallel mode).
+    Named(String),
+}
+
+/// The tools of a request that uses them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolMode {
+    pub tools: Vec<Tool>,
+    pub choice: Choice,
+    /// `parallel_tool_calls` (OpenAI's default: true): a list of calls, else one.
+    pub parallel: bool,
+}
+
+/// Reads `tools`, `tool_choice` and `parallel_tool_calls`. `None` when the request
+/// offers no tools or says `tool_choice: "none"`. `check` vets each tool's
+/// argument schema (the grammar's keywords), given the parameter to name.
+pub fn from_chat(
+    r: &ChatCompletionRequest,
+    check: impl Fn(&Value, &str) -> Result<(), ApiError>,
+) -> Result<Option<ToolMode>, ApiError> {
+    let tools = match r.extra.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, t)| tool(i, t, &check))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "tools",
+                "`tools` must be a list of {\"type\": \"function\", \"function\": {\"name\": …, \"parameters\": {…}}}",
+            ));
+        }
+    };
+    let choice = match r.extra.get("tool_choice") {
+        None | Some(Value::Null) => Some(Choice::Auto),
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => Some(Choice::Auto),
+            "none" => None,
+            "required" => Some(Choice::Required),
+            other => {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "`tool_choice` is \"auto\", \"none\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": …}}}}, not {other:?}"
+                    ),
+                ));
+            }
+        },
+        Some(v) => {
+            let name = v
+                .pointer("/function/name")
+                .and_then(Value::as_str)
+                .filter(|_| v.get("type").and_then(Value::as_str) == Some("function"))
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "tool_choice",
+                        "a named `tool_choice` is {\"type\": \"function\", \"function\": {\"name\": …}}",
+                    )
+                })?;
+            if !tools.iter().any(|t| t.name == name) {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "`tool_choice` names the function `{name}`, which is not among the request's `tools`"
+                    ),
+                )
+                .with_code("unknown_tool"));
+            }
+            Some(Choice::Named(name.to_owned()))
+        }
+    };
+    let parallel = match r.extra.get("parallel_tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "parallel_tool_calls",
+                "`parallel_tool_calls` must be true or false",
+            ));
+        }
+    };
+    let Some(choice) = choice else {
+        return Ok(None);
+    };
+    if tools.is_empty() {
+        return match choice {
+            Choice::Auto => Ok(None),
+            _ => Err(ApiError::invalid_param(
+                "tool_choice",
+                "`tool_choice` asks for a tool call, but the request has no `tools`",
+            )),
+        };
+    }
+    Ok(Some(ToolMode {
+        tools,
+        choice,
+        parallel,
+    }))
+}
+
+fn tool(
+    i: usize,
+    t: &Value,
+    check: &impl Fn(&Value, &str) -> Result<(), ApiError>,
+) -> Result<Tool, ApiError> {
+    let bad = |what: &str| ApiError::invalid_param(format!("tools[{i}]"), what.to_owned());
+    if t.get("type").and_then(Value::as_str) != Some("function") {
+        return Err(bad(
+            "only function tools are served: {\"type\": \"function\", \"function\": {…}}",
+        ));
+    }
+    let f = t
+        .get("function")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            bad("a function tool needs `function`: {\"name\": …, \"parameters\": {…}}")
+        })?;
+    let name = f
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+        .ok_or_else(|| {
+            bad("`function.name` must be 1 to 64 letters, digits, underscores or dashes")
+        })?;
+    let parameters = match f.get("parameters") {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => {
+            check(p, &format!("tools[{i}].function.parameters"))?;
+            p.clone()
+        }
+        Some(_) => return Err(bad("`function.parameters` must be a JSON schema object")),
+    };
+    Ok(Tool {
+        name: name.to_owned(),
+        description: f
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        parameters,
+    })
+}
+
+impl ToolMode {
+    /// The JSON schema the answer must follow; `response` is the schema of a
+    /// reply (a `response_format`'s, else a string).
+    pub fn schema(&self, response: Option<&Value>) -> Value {
+        let call = |t: &Tool| {
+            json!({
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "const": t.name},
+                    "arguments": t.parameters,
+                },
+                "required": ["name", "arguments"],
+            })
+        };
+        let calls: Vec<Value> = match &self.choice {
+            Choice::Named(n) => self
+                .tools
+                .iter()
+                .filter(|t| &t.name == n)
+                .map(call)
+                .collect(),
+            _ => self.tools.iter().map(call).collect(),
+        };
+        let one = match <[Value; 1]>::try_from(calls) {
+            Ok([c]) => c,
+            Err(calls) => json!({"anyOf": calls}),
+        };
+        let call = if self.parallel {
+            json!({
+                "type": "object",
+                "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1}},
+                "required": ["tool_calls"],
+            })
+        } else {
+            json!({
+                "type": "object",
+                "properties": {"tool_call": one},
+                "required": ["tool_call"],
+            })
+        };
+        match self.choice {
+            Choice::Auto => json!({"anyOf": [call, {
+                "type": "object",
+                "properties": {"response": response.cloned().unwrap_or(json!({"type": "string"}))},
+                "required": ["response"],
+            }]}),
+            _ => call,
+        }
+    }
+
+    /// The system prompt's part that offers the tools and says how to answer.
+    pub fn instructions(&self) -> String {
+        let list: Vec<Value> = self
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), Value::String(t.name.clone()));
+                if let Some(d) = &t.description {
+                    f.insert("description".into(), Value::String(d.clone()));
+                }
+                f.insert("parameters".into(), t.parameters.clone());
+                Value::Object(f)
+            })
+            .collect();
+        let shape = if self.parallel {
+            r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<its arguments>}}]}"#
+        } else {
+            r#"{"tool_call": {"name": "<tool name>", "arguments": {<its arguments>}}}"#
+        };
+        let how = match &self.choice {
+            Choice::Auto => format!(
+                "Respond in JSON format, either with a tool call (a request to call tools): {shape}\nor with `response`, your reply to the user's request: {{\"response\": \"<your reply>\"}}"
+            ),
+            Choice::Required => {
+                format!("Respond in JSON format with a call of one of these tools: {shape}")
+            }
+            Choice::Named(n) => {
+                format!("Respond in JSON format with a call of the tool `{n}`: {shape}")
+            }
+        };
+        format!(
+            "You can call the following tools to satisfy the user's request:\n{}\n\n{how}",
+            Value::Array(list)
+        )
+    }
+}
+
+/// The chat's messages as `(role, text)` for the chat template. A message that
+/// holds tool calls becomes the JSON the model is asked to write, and a tool's
+/// result a user turn with a `tool_response` (templates without tools know no
+/// `tool` role), so a conversation with calls reads back to the model as it went.
+/// With `mode`, the tools' instructions join the system prompt (a first one is
+/// added when there is none) and earlier replies are shown as `response`s.
+pub fn messages(list: &[ChatMessage], mode: Option<&ToolMode>) -> Vec<(String, String)> {
+    let parallel = mode.is_none_or(|m| m.parallel);
+    let mut out: Vec<(String, String)> = list
+        .iter()
+        .map(|m| {
+            let text = m.text();
+            match m.role.as_str() {
+                // `developer` is OpenAI's newer name for `system`; templates know `system`.
+                "developer" => ("system".to_owned(), text),
+                "assistant" => {
+                    let calls = m
+                        .extra
+                        .get("tool_calls")
+                        .and_then(Value::as_array)
+                        .filter(|c| !c.is_empty());
+                    match calls {
+                        Some(calls) => ("assistant".to_owned(), calls_json(calls, parallel)),
+                        None if mode.is_some() => (
+                            "assistant".to_owned(),
+                            json!({ "response": text }).to_string(),
+                        ),
+                        None => ("assistant".to_owned(), text),
+                    }
+                }
+                "tool" => {
+                    let mut r = Map::new();
+                    for key in ["name", "tool_call_id"] {
+                        if let Some(v) = m.extra.get(key) {
+                            r.insert(key.into(), v.clone());
+                        }
+                    }
+                    r.insert("content".into(), Value::String(text));
+                    ("user".to_owned(), json!({ "tool_response": r }).to_string())
+                }
+                role => (role.to_owned(), text),
+            }
+        })
+        .collect();
+    if let Some(mode) = mode {
+        let add = mode.instructions();
+        match out.first_mut() {
+            Some((role, text)) if role == "system" => {
+                if !text.is_empty() {
+                    text.push_str("\n\n");
+                }
+                text.push_str(&add);
+            }
+            _ => out.insert(0, ("system".to_owned(), add)),
+        }
+    }
+    out
+}
+
+/// OpenAI's `tool_calls` (arguments as JSON text) as the generic format's JSON.
+fn calls_json(calls: &[Value], parallel: bool) -> String {
+    let one = |c: &Value| {
+        let name = c.pointer("/function/name").cloned().unwrap_or(Value::Null);
+        let args = c
+            .pointer("/function/arguments")
+            .map(|a| match a {
+                Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| a.clone()),
+                other => other.clone(),
+            })
+            .unwrap_or_else(|| json!({}));
+        json!({"name": name, "arguments": args})
+    };
+    match calls {
+        [c] if !parallel => json!({ "tool_call": one(c) }).to_string(),
+        _ => json!({ "tool_calls": calls.iter().map(one).collect::<Vec<_>>() }).to_string(),
+    }
+}
+
+/// Reads the model's JSON as it streams and says it as the router's events:
+/// a `response` string's characters as text, each call's name (with a fresh id)
+/// and then its arguments' JSON as it grows. The whole text is read again from the
+/// start on each piece (answers are short next to the model's speed), and only
+/// what was not yet said is sent.
+#[derive(Debug, Default)]
+pub struct Reader {
+    buf: String,
+    /// How much of the reply's text was sent.
+    said_text: usize,
+    /// For each call: its id, and how much of its arguments was sent.
+    said_calls: Vec<(String, usize)>,
+}
+
+/// What the JSON read so far holds.
+#[derive(Debug, Default, PartialEq)]
+struct Partial {
+    text: String,
+    /// `(name, arguments so far)`, the name once whole.
+    calls: Vec<(String, String)>,
+}
+
+impl Reader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the answer made at least one call.
+    pub fn called(&self) -> bool {
+        !self.said_calls.is_empty()
+    }
+
+    /// Takes more of the model's text; returns the events it completes.
+    pub fn push(&mut self, index: u32, piece: &str) -> Vec<Out> {
+        self.buf.push_str(piece);
+        let p = parse(&self.buf);
+        let mut out = Vec::new();
+        if p.text.len() > self.said_text {
+            out.push(Out::Text {
+                index,
+                text: p.text[self.said_text..].to_owned(),
+            });
+            self.said_text = p.text.len();
+        }
+        for (k, (name, args)) in p.calls.iter().enumerate() {
+            if k == self.said_calls.len() {
+                let id = format!("call_{}", uuid::Uuid::new_v4().simple());
+                out.push(Out::ToolCall {
+                    index,
+                    call: ToolCallDelta {
+                        index: k as u32,
+                        id: Some(id.clone()),
+                        name: Some(name.clone()),
+                        arguments: String::new(),
+                    },
+                });
+                self.said_calls.push((id, 0));
+            }
+            let Some((_, said)) = self.said_calls.get_mut(k) else {
+                continue;
+            };
+            if args.len() > *said {
+                out.push(Out::ToolCall {
+                    index,
+                    call: ToolCallDelta {
+                        index: k as u32,
+                        id: None,
+                        name: None,
+                        arguments: args[*said..].to_owned(),
+                    },
+                });
+                *said = args.len();
+            }
+        }
+        out
+    }
+}
+
+/// A cursor over the JSON text; every reader returns `None` at the end of the
+/// text so far (more may come) or on what the grammar does not allow.
+struct Cur<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl Cur<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.at).is_some_and(|b| b.is_ascii_whitespace()) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        (self.s.get(self.at) == Some(&b)).then(|| self.at += 1)
+    }
+
+    /// A whole JSON string, decoded.
+    fn string(&mut self) -> Option<String> {
+        self.ws();
+        let start = self.at;
+        let (text, done) = self.string_part()?;
+        if done {
+            Some(text)
+        } else {
+            self.at = start;
+            None
+        }
+    }
+
+    /// A JSON string as far as it goes: its decoded text (an escape cut in half
+    /// left out) and whether it closed.
+    fn string_part(&mut self) -> Option<(String, bool)> {
+        if self.s.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        let mut i = self.at + 1;
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            match self.s.get(i) {
+                None => break,
+                Some(b'"') => {
+                    self.at = i + 1;
+                    return Some((String::from_utf8_lossy(&out).into_owned(), true));
+                }
+                Some(b'\\') => {
+                    let Some(&e) = self.s.get(i + 1) else { break };
+                    if e == b'u' {
+                        let Some(hex) = self.s.get(i + 2..i + 6) else {
+                            break;
+                        };
+                        let code = std::str::from_utf8(hex)
+                            .ok()
+                            .and_then(|h| u32::from_str_radix(h, 16).ok())?;
+                        if (0xD800..0xDC00).contains(&code) {
+                            // A surrogate pair: wait for its second half.
+                            let Some(low) = self.s.get(i + 8..i + 12) else {
+                                break;
+                            };
+                            let low = std::str::from_utf8(low)
+                                .ok()
+                                .and_then(|h| u32::from_str_radix(h, 16).ok())?;
+                            let c = 0x10000 + ((code - 0xD800) << 10) + (low.wrapping_sub(0xDC00));
+                            let mut b = [0; 4];
+                            out.extend_from_slice(
+                                char::from_u32(c)
+                                    .unwrap_or('\u{fffd}')
+                                    .encode_utf8(&mut b)
+                                    .as_bytes(),
+                            );
+                            i += 12;
+                        } else {
+                            let mut b = [0; 4];
+                            out.extend_from_slice(
+                                char::from_u32(code)
+                                    .unwrap_or('\u{fffd}')
+                                    .encode_utf8(&mut b)
+                                    .as_bytes(),
+                            );
+                            i += 6;
+                        }
+                        continue;
+                    }
+                    out.push(match e {
+                        b'n' => b'\n',
+                        b't' => b'\t',
+                        b'r' => b'\r',
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        other => other,
+                    });
+                    i += 2;
+                }
+                Some(&b) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        // Unclosed: keep only whole characters.
+        let text = match std::str::from_utf8(&out) {
+            Ok(t) => t.to_owned(),
+            Err(e) => String::from_utf8_lossy(&out[..e.valid_up_to()]).into_owned(),
+        };
+        self.at = self.s.len();
+        Some((text, false))
+    }
+
+    /// Any JSON value as far as it goes: its raw text, and whether it ended.
+    fn raw_value(&mut self) -> Option<(String, bool)> {
+        self.ws();
+        let start = self.at;
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        let mut end = None;
+        let mut i = start;
+        while let Some(&b) = self.s.get(i) {
+            i += 1;
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => {
+                        in_string = false;
+                        if depth == 0 {
+                            end = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                // A number, `true`... ends where what follows it starts.
+                b'}' | b']' | b',' if depth == 0 => {
+                    end = Some(i - 1);
+                    break;
+                }
+                b if depth == 0 && b.is_ascii_whitespace() && i - 1 > start => {
+                    end = Some(i - 1);
+                    break;
+                }
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let stop = end.unwrap_or(self.s.len());
+        let text = std::str::from_utf8(&self.s[start..stop])
+            .ok()?
+            .trim_end()
+            .to_owned();
+        self.at = stop;
+        Some((text, end.is_some()))
+    }
+
+    /// `{"name": "…", "arguments": …}` as far as it goes.
+    fn call(&mut self, calls: &mut Vec<(String, String)>) -> Option<bool> {
+        self.eat(b'{')?;
+        if self.string()? != "name" {
+            return None;
+        }
+        self.eat(b':')?;
+        let name = self.string()?;
+        self.eat(b',')?;
+        if self.string()? != "arguments" {
+            return None;
+        }
+        self.eat(b':')?;
+        calls.push((name, String::new()));
+        let (args, done) = self.raw_value()?;
+        if let Some(last) = calls.last_mut() {
+            last.1 = args;
+        }
+        if !done {
+            return Some(false);
+        }
+        self.eat(b'}')?;
+        Some(true)
+    }
+}
+
+/// What the answer's JSON says so far.
+fn parse(text: &str) -> Partial {
+    let mut p = Partial::default();
+    let mut c = Cur {
+        s: text.as_bytes(),
+        at: 0,
+    };
+    let _ = (|| -> Option<()> {
+        c.eat(b'{')?;
+        let key = c.string()?;
+        c.eat(b':')?;
+        match key.as_str() {
+            "response" => {
+                c.ws();
+                if c.s.get(c.at) == Some(&b'"') {
+                    p.text = c.string_part()?.0;
+                } else {
+                    // A reply under a response_format schema: its JSON as it comes.
+                    p.text = c.raw_value()?.0;
+                }
+            }
+            "tool_call" => {
+                c.call(&mut p.calls)?;
+            }
+            "tool_calls" => {
+                c.eat(b'[')?;
+                while c.call(&mut p.calls)? {
+                    c.eat(b',')?;
+                }
+            }
+            _ => {}
+        }
+        Some(())
+    })();
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(pieces: &[&str]) -> (String, Vec<ToolCallDelta>) {
+        let mut r = Reader::new();
+        let mut text = String::new();
+        let mut calls: Vec<ToolCallDelta> = Vec::new();
+        for p in pieces {
+            for e in r.push(0, p) {
+                match e {
+                    Out::Text { text: t, .. } => text.push_str(&t),
+                    Out::ToolCall { call, .. } => match calls.get_mut(call.index as usize) {
+                        Some(c) => c.arguments.push_str(&call.arguments),
+                        None => calls.push(call),
+                    },
+                    _ => {}
+                }
+            }
+        }
+        (text, calls)
+    }
+
+    fn chars(s: &str) -> Vec<String> {
+        s.chars().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_reply_streams_as_its_decoded_text() {
+        let json = r#"{ "response": "Hi \"you\"\n\u00e9\ud83d\ude00 ok" }"#;
+        let pieces = chars(json);
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let (text, calls) = said(&refs);
+        assert_eq!(text, "Hi \"you\"\né😀 ok");
+        assert!(calls.is_empty());
+    }
+
+    #[test]
+    fn calls_stream_their_name_then_their_arguments() {
+        let json = r#"{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Pa,}ris", "n": [1, 2]}}, {"name": "now", "arguments": {}}]}"#;
+        let pieces = chars(json);
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let (text, calls) = said(&refs);
+        assert_eq!(text, "");
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].name.as_deref(), Some("get_weather"));
+        assert!(
+            calls[0]
+                .id
+                .as_deref()
+                .is_some_and(|i| i.starts_with("call_"))
+        );
+        assert_eq!(calls[0].arguments, r#"{"city": "Pa,}ris", "n": [1, 2]}"#);
+        let v: Value = serde_json::from_str(&calls[0].arguments).unwrap_or_default();
+        assert_eq!(v["city"], "Pa,}ris");
+        assert_eq!(calls[1].name.as_deref(), Some("now"));
+        assert_eq!(calls[1].arguments, "{}");
+        assert_ne!(calls[0].id, calls[1].id);
+    }
+
+    #[test]
+    fn one_call_without_parallel_calls() {
+        let (_, calls) = said(&[
+            r#"{"tool_call": {"name": "f", "argu"#,
+            r#"ments": {"a": 1}}}"#,
+        ]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].arguments, r#"{"a": 1}"#);
+    }
+
+    fn request(extra: Value) -> ChatCompletionRequest {
+        let mut v = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+            o.extend(e);
+        }
+        ChatCompletionRequest::from_json(v.to_string().as_bytes())
+            .unwrap_or_else(|e| unreachable!("{}", e.message))
+    }
+
+    fn mode(extra: Value) -> Result<Option<ToolMode>, ApiError> {
+        from_chat(&request(extra), |_, _| Ok(()))
+    }
+
+    const WEATHER: &str = r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#;
+
+    #[test]
+    fn tool_choice_is_read_and_checked() {
+        let tools: Value = serde_json::from_str(WEATHER).unwrap_or_default();
+        let m = mode(json!({"tools": tools})).ok().flatten();
+        assert!(
+            m.as_ref()
+                .is_some_and(|m| m.choice == Choice::Auto && m.parallel)
+        );
+        let m = mode(json!({"tools": tools, "tool_choice": "none"}))
+            .ok()
+            .flatten();
+        assert!(m.is_none());
+        let m = mode(json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "parallel_tool_calls": false}))
+            .ok()
+            .flatten();
+        assert!(m.is_some_and(|m| m.choice == Choice::Named("get_weather".into()) && !m.parallel));
+        let e = mode(json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}))
+            .err()
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(e.param.as_deref(), Some("tool_choice"));
+        assert!(e.message.contains("`nope`"), "{}", e.message);
+        let e = mode(json!({"tools": tools, "tool_choice": "sometimes"})).err();
+        assert!(e.is_some_and(|e| e.param.as_deref() == Some("tool_choice")));
+        let e = mode(json!({"tools": [{"type": "web_search"}]})).err();
+        assert!(e.is_some_and(|e| e.param.as_deref() == Some("tools[0]")));
+        let e = mode(json!({"tool_choice": "required"})).err();
+        assert!(e.is_some_and(|e| e.param.as_deref() == Some("tool_choice")));
+    }
+
+    #[test]
+    fn the_schema_pins_the_answer_to_the_choice() {
+        let tools: Value = serde_json::from_str(WEATHER).unwrap_or_default();
+        let m = mode(json!({"tools": tools, "tool_choice": "required"}))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| unreachable!());
+        let s = m.schema(None);
+        assert_eq!(s["required"], json!(["tool_calls"]));
+        assert_eq!(
+            s.pointer("/properties/tool_calls/items/properties/name/const"),
+            Some(&json!("get_weather"))
+        );
+        let auto = ToolMode {
+            choice: Choice::Auto,
+            ..m
+        };
+        let s = auto.schema(Some(&json!({"type": "object"})));
+        assert_eq!(
+            s.pointer("/anyOf/1/properties/response"),
+            Some(&json!({"type": "object"}))
+        );
+    }
+
+    #[test]
+    fn a_conversation_with_calls_reads_back_as_it_went() {
+        let r: ChatCompletionRequest = ChatCompletionRequest::from_json(json!({"model": "m", "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        ]}).to_string().as_bytes())
+        .unwrap_or_else(|e| unreachable!("{}", e.message));
+        let tools: Value = serde_json::from_str(WEATHER).unwrap_or_default();
+        let m = mode(json!({"tools": tools})).ok().flatten();
+        let out = messages(&r.messages, m.as_ref());
+        assert_eq!(out[0].0, "system");
+        assert!(out[0].1.contains("get_weather"), "{}", out[0].1);
+        assert_eq!(out[2].0, "assistant");
+        assert_eq!(
+            out[2].1,
+            r#"{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}"#
+        );
+        assert_eq!(out[3].0, "user");
+        assert_eq!(
+            out[3].1,
+            r#"{"tool_response":{"tool_call_id":"call_1","content":"18C"}}"#
+        );
+    }
+}
