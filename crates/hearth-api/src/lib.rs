@@ -29,7 +29,7 @@ pub use chat::{ChatCompletionRequest, ChatMessage, MessageContent, StopSequences
 pub use completion::{CompletionRequest, Prompt};
 pub use embeddings::{EmbeddingInput, EmbeddingsRequest, EncodingFormat, InputItem};
 pub use error::{ApiError, ErrorKind};
-pub use models::{EngineInfo, ModelEntry, ModelList, ModelStatus};
+pub use models::{EngineInfo, ModelEntry, ModelList, ModelStatus, Placement};
 pub use usage::Usage;
 
 /// A request serialized with another `model`: what an upstream receives, under its

@@ -79,6 +79,21 @@ pub struct EngineInfo {
     pub since: u64,
 }
 
+/// Where an embedded model runs, as `/v1/models` shows it (and `/metrics` counts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `cpu`, or the GPUs holding its offloaded layers: `cuda:0`, `cuda:0,cuda:1`.
+    pub device: String,
+    /// Layers on the GPU(s), counting the output layer: all of them unless
+    /// `gpu_layers` asked for fewer. Left out on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_layers: Option<u32>,
+    /// GPU memory the model took while it loaded (weights, KV cache, compute
+    /// buffers): the drop in the GPUs' free memory. Left out on CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_bytes: Option<u64>,
+}
+
 /// One model, in OpenAI's shape plus Hearth's `status`, `tags`, `context_length`,
 /// and `vision` for a model marked as reading images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +120,9 @@ pub struct ModelEntry {
     /// The process Hearth runs for this model, when it runs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineInfo>,
+    /// Where an embedded model runs, once loaded; left out for other backends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

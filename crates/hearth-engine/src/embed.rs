@@ -91,8 +91,12 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
         .with_n_threads_batch(threads)
         .with_embeddings(true)
         .with_pooling_type(pooling);
+    let placing = crate::device::loading(&settings, crate::device::Part::Context);
     let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
+        Ok(c) => {
+            placing.done(None);
+            c
+        }
         Err(e) => {
             return shared.fail_with(
                 &settings.name,

@@ -212,6 +212,10 @@ impl Backend for FetchingBackend {
         self.state.engine.get()?.context_length()
     }
 
+    fn placement(&self) -> Option<hearth_api::Placement> {
+        self.state.engine.get()?.placement()
+    }
+
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         match self.state.engine.get() {
             Some(engine) => engine.call(request).await,

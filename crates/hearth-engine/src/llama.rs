@@ -73,12 +73,15 @@ pub fn load_model(backend: &LlamaBackend, s: &Settings) -> Result<LlamaModel, St
             }
             true
         });
-    LlamaModel::load_from_file(backend, &s.path, &params).map_err(|e| {
+    let placing = crate::device::loading(s, crate::device::Part::Weights);
+    let model = LlamaModel::load_from_file(backend, &s.path, &params).map_err(|e| {
         format!(
             "llama.cpp could not load {}: {e} (llama.cpp's warnings above, or its lines at HEARTH_LOG=debug, have the detail)",
             s.path.display()
         )
-    })
+    })?;
+    placing.done(Some(model.n_layer()));
+    Ok(model)
 }
 
 /// One context shared by `parallel` sequences: a unified KV cache, so a sequence
@@ -97,13 +100,16 @@ pub fn new_context<'m>(
         .with_n_threads(threads)
         .with_n_threads_batch(threads)
         .with_kv_unified(true);
-    model.new_context(backend, params).map_err(|e| {
+    let placing = crate::device::loading(s, crate::device::Part::Context);
+    let context = model.new_context(backend, params).map_err(|e| {
         format!(
             "cannot create a context of {} tokens for {}: {e}",
             s.context,
             s.path.display()
         )
-    })
+    })?;
+    placing.done(None);
+    Ok(context)
 }
 
 /// The GGUF's own chat template, if it has one (ChatML is used otherwise).

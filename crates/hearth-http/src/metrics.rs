@@ -91,6 +91,15 @@ fn describe() {
         "Rate-limit checks Redis did not answer, by what happened: policy open (admitted), closed (refused, 503), settle (a usage correction lost)"
     );
     metrics::describe_gauge!(
+        "hearth_model_device_info",
+        "1 for each embedded model, labelled with the device it runs on (cpu, cuda:0)"
+    );
+    metrics::describe_gauge!(
+        "hearth_model_gpu_memory_bytes",
+        metrics::Unit::Bytes,
+        "GPU memory an embedded model took while it loaded (weights, KV cache, buffers)"
+    );
+    metrics::describe_gauge!(
         "hearth_tasks_alive",
         "Tasks alive on the serving event loops (connections, streams, background work)"
     );
@@ -136,4 +145,74 @@ pub(crate) fn sample() {
         .map(|(_, h)| h.metrics().num_alive_tasks())
         .sum();
     metrics::gauge!("hearth_tasks_alive").set(tasks as f64);
+}
+
+/// Sets each embedded model's device gauges from its placement (read at each
+/// scrape; a model still loading has none yet).
+pub(crate) fn sample_models(models: &[hearth_api::ModelEntry]) {
+    for m in models {
+        let Some(p) = &m.placement else { continue };
+        let labels = [("model", m.id.clone()), ("device", p.device.clone())];
+        metrics::gauge!("hearth_model_device_info", &labels).set(1.0);
+        if let Some(bytes) = p.gpu_memory_bytes {
+            metrics::gauge!("hearth_model_gpu_memory_bytes", &labels).set(bytes as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, placement: Option<hearth_api::Placement>) -> hearth_api::ModelEntry {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "object": "model", "created": 0, "owned_by": "hearth",
+            "status": "ready", "tags": [], "context_length": null, "backend": "embedded",
+            "placement": placement,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_embedded_model_shows_its_device_and_gpu_memory() {
+        let h = handle();
+        sample_models(&[
+            entry(
+                "metrics-test-gpu",
+                Some(hearth_api::Placement {
+                    device: "cuda:0".into(),
+                    gpu_layers: Some(31),
+                    gpu_memory_bytes: Some(1_500_000_000),
+                }),
+            ),
+            entry(
+                "metrics-test-cpu",
+                Some(hearth_api::Placement {
+                    device: "cpu".into(),
+                    gpu_layers: None,
+                    gpu_memory_bytes: None,
+                }),
+            ),
+            entry("metrics-test-upstream", None),
+        ]);
+        let text = h.render();
+        assert!(
+            text.contains(
+                r#"hearth_model_device_info{model="metrics-test-gpu",device="cuda:0"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"hearth_model_gpu_memory_bytes{model="metrics-test-gpu",device="cuda:0"} 1500000000"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hearth_model_device_info{model="metrics-test-cpu",device="cpu"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"hearth_model_gpu_memory_bytes{model="metrics-test-cpu""#));
+        assert!(!text.contains("metrics-test-upstream"));
+    }
 }

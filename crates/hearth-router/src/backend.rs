@@ -263,6 +263,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Where the model runs (CPU, which GPUs, their memory), when the backend runs
+    /// it in this process: shown in `/v1/models` and `/metrics`.
+    fn placement(&self) -> Option<hearth_api::Placement> {
+        None
+    }
+
     /// A cheap liveness check used by background health probes.
     async fn probe(&self) -> Result<(), BackendError> {
         Ok(())

@@ -54,6 +54,7 @@ impl Model {
             kind: (self.config.purpose == hearth_config::ModelKind::Embedding)
                 .then(|| "embedding".to_owned()),
             engine: self.backend.engine(),
+            placement: self.backend.placement(),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::state::HttpState;
 
 pub async fn handler(State(state): State<HttpState>) -> impl IntoResponse {
     crate::metrics::sample();
+    crate::metrics::sample_models(&state.gateway.router().models());
     (
         [(
             header::CONTENT_TYPE,

@@ -1,0 +1,123 @@
+//! The GPU benchmark's model generator (bench/gpu/make_model.py) on CPU: the tiny
+//! llama-architecture GGUF it writes with random weights loads in the engine,
+//! serves a completion, and the model reports where it runs (`cpu` here).
+//!
+//! The generator needs numpy and PyPI's `gguf`: `HEARTH_TEST_GGUF_PYTHON` names a
+//! Python that has them (`make unit` points it at .venv-embed, mk/cuda.mk), else
+//! the repository's .venv-embed. Without one the test says SKIPPED, unless
+//! `HEARTH_TEST_GGUF_REQUIRED=1` (which `make unit` sets): then it fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)] // helpers fail the test loudly; the skip notice goes to stderr
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hearth_api::{CompletionRequest, ModelStatus};
+use hearth_config::{EmbeddedConfig, ModelBackend, ModelConfig};
+use hearth_engine::EmbeddedBackend;
+use hearth_router::{Backend, Event, Request};
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python with numpy and `gguf`, or `None` after saying why the test skips.
+fn python() -> Option<PathBuf> {
+    let py = std::env::var_os("HEARTH_TEST_GGUF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv-embed/bin/python"));
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import gguf, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let why = format!(
+        "{} cannot import gguf and numpy (make .venv-embed/.complete, or set HEARTH_TEST_GGUF_PYTHON)",
+        py.display()
+    );
+    if std::env::var("HEARTH_TEST_GGUF_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("HEARTH_TEST_GGUF_REQUIRED=1 but {why}");
+    }
+    eprintln!("SKIPPED: the synthetic GGUF test: {why}");
+    None
+}
+
+#[tokio::test]
+async fn the_generated_model_loads_and_serves_on_cpu() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let out = std::process::Command::new(&py)
+        .arg(repo().join("bench/gpu/make_model.py"))
+        .arg(&path)
+        .args(["--size", "tiny", "--type", "q8_0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make_model.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 4_000_000, "the tiny model is {size} bytes");
+    let info = hearth_engine::inspect(&path).unwrap();
+    assert_eq!(info.context_length(), Some(2048));
+
+    let cfg = ModelConfig {
+        backend: ModelBackend::Embedded(EmbeddedConfig {
+            path: path.clone(),
+            context: Some(256),
+            parallel: Some(2),
+            threads: Some(1),
+            ..EmbeddedConfig::default()
+        }),
+        ..ModelConfig::embedded("synthetic-tiny", path)
+    };
+    let b = EmbeddedBackend::start(&cfg).unwrap();
+    let start = Instant::now();
+    while b.status() != ModelStatus::Ready {
+        assert_ne!(b.status(), ModelStatus::Unavailable, "{:?}", b.detail());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not loaded in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let placement = b.placement().expect("a loaded model has a placement");
+    if cfg!(feature = "cuda") {
+        assert!(!placement.device.is_empty());
+    } else {
+        assert_eq!(placement.device, "cpu");
+        assert_eq!(placement.gpu_memory_bytes, None);
+    }
+
+    // Random weights say nothing useful (and may say </s> early), but the answer
+    // must come whole: tokens, a finish, the usage.
+    let r = Request::Completion(
+        CompletionRequest::from_value(json!({
+            "model": "synthetic-tiny", "prompt": "hello world", "max_tokens": 12,
+            "temperature": 0
+        }))
+        .unwrap(),
+    );
+    let mut s = b.call(&r).await.unwrap();
+    let (mut usage, mut finished) = (None, false);
+    while let Some(e) = s.next().await {
+        let e = e.unwrap();
+        finished |= matches!(e, Event::Finish { .. });
+        usage = e.usage().or(usage);
+    }
+    assert!(finished, "no finish event");
+    let usage = usage.expect("a usage event");
+    assert!((1..=12).contains(&usage.completion_tokens), "{usage:?}");
+    // "hello world" is bytes to this vocabulary: 11 of them, and <s>.
+    assert!(usage.prompt_tokens >= 3, "{usage:?}");
+}
