@@ -183,7 +183,11 @@ pub fn tokenize_prompt(
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
-        PromptInput::Fim { prefix, suffix } => {
+        PromptInput::Fim {
+            prefix,
+            suffix,
+            extra,
+        } => {
             let (pre, suf, mid) = (vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid());
             if [pre, suf, mid].iter().any(|t| t.0 < 0) {
                 return Err(ApiError::invalid_param(
@@ -192,10 +196,30 @@ pub fn tokenize_prompt(
                 )
                 .with_code("fim_not_supported"));
             }
-            // Prefix-suffix-middle order, as llama.cpp's server builds it.
+            // Prefix-suffix-middle order, as llama.cpp's server builds it: other
+            // files first (each after FIM_SEP and its name when the model has
+            // that token, else after a text separator), then the hole.
             let mut t = Vec::new();
             if vocab.should_add_bos() {
                 t.push(vocab.bos());
+            }
+            let (rep, sep) = (vocab.fim_rep(), vocab.fim_sep());
+            if !extra.is_empty() && rep.0 >= 0 {
+                t.push(rep);
+                t.extend(vocab.tokenize(b"myproject\n", false, false));
+            }
+            for (name, text) in extra {
+                if sep.0 >= 0 {
+                    t.push(sep);
+                    t.extend(vocab.tokenize(format!("{name}\n").as_bytes(), false, false));
+                } else {
+                    t.extend(vocab.tokenize(b"\n\n--- snippet ---\n\n", false, false));
+                }
+                t.extend(vocab.tokenize(text.as_bytes(), false, false));
+            }
+            if !extra.is_empty() && sep.0 >= 0 {
+                t.push(sep);
+                t.extend(vocab.tokenize(b"filename\n", false, false));
             }
             t.push(pre);
             t.extend(vocab.tokenize(prefix.as_bytes(), false, false));

@@ -23,8 +23,13 @@ pub enum PromptInput {
     Text(String),
     /// Token ids given by the client.
     Tokens(Vec<u32>),
-    /// Fill-in-the-middle: the text before and after the hole.
-    Fim { prefix: String, suffix: String },
+    /// Fill-in-the-middle: the text before and after the hole, and other files
+    /// for context (`(filename, text)`, llama.cpp's `input_extra`).
+    Fim {
+        prefix: String,
+        suffix: String,
+        extra: Vec<(String, String)>,
+    },
 }
 
 /// Sampling and stopping, after defaults.
@@ -375,6 +380,32 @@ fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
     })
 }
 
+/// llama.cpp's `input_extra`: `[{"filename": …, "text": …}]`, context from other
+/// files for fill-in-the-middle.
+fn input_extra(v: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = || {
+        ApiError::invalid_param(
+            "input_extra",
+            "`input_extra` must be a list of {\"filename\": \"…\", \"text\": \"…\"}",
+        )
+    };
+    v.as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|c| {
+            let text = c.get("text").and_then(Value::as_str).ok_or_else(bad)?;
+            let name = match c.get("filename") {
+                None | Some(Value::Null) => "tmp",
+                Some(n) => n.as_str().ok_or_else(bad)?,
+            };
+            Ok((name.to_owned(), text.to_owned()))
+        })
+        .collect()
+}
+
 fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
     check_n(r.n)?;
     let grammar = response_format(r.extra.get("response_format"))?;
@@ -399,6 +430,7 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
             Some(prefix) => PromptInput::Fim {
                 prefix: prefix.to_owned(),
                 suffix: suffix.to_owned(),
+                extra: input_extra(r.extra.get("input_extra"))?,
             },
             None => {
                 return Err(ApiError::invalid_param(
@@ -560,7 +592,8 @@ mod tests {
                 .prompt,
             PromptInput::Fim {
                 prefix: "def f(".into(),
-                suffix: "return x".into()
+                suffix: "return x".into(),
+                extra: Vec::new(),
             }
         );
         assert_eq!(

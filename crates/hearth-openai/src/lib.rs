@@ -37,6 +37,7 @@ mod completions;
 mod embeddings;
 pub mod encode;
 mod endpoint;
+mod infill;
 mod limits;
 mod models;
 pub mod openapi;
@@ -110,6 +111,7 @@ pub fn routes(state: &HttpState) -> axum::Router {
             post(endpoint::handler::<EmbeddingsRequest>),
         )
         .route(responses::RESPONSES_PATH, post(responses::handler))
+        .route(infill::INFILL_PATH, post(infill::handler))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .with_state(state.clone())

@@ -166,6 +166,19 @@ fn build() -> Value {
         ),
     );
     put(
+        "/infill",
+        post_json(
+            "Fill-in-the-middle in llama.cpp server's shape (llama.vim, llama.vscode)",
+            "InfillRequest",
+            json!({"description": "the completion in llama.cpp's shape, whole or as server-sent events",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/InfillResponse"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            }}),
+            false,
+        ),
+    );
+    put(
         "/v1/models",
         get_json(
             "The configured models",
@@ -415,6 +428,20 @@ fn build() -> Value {
                     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
                     "top_p": {"type": "number", "minimum": 0, "maximum": 1},
                     "tools": {"type": "array", "items": {"type": "object"}}}},
+                "InfillRequest": {"type": "object", "properties": {
+                    "model": {"type": "string"}, "input_prefix": {"type": "string"}, "input_suffix": {"type": "string"},
+                    "input_extra": {"type": "array", "items": {"type": "object", "required": ["text"], "properties": {
+                        "filename": {"type": "string"}, "text": {"type": "string"}}}},
+                    "prompt": {"type": "string"}, "n_predict": {"type": "integer"}, "stream": {"type": "boolean"},
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                    "top_k": {"type": "integer", "minimum": 0}, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                    "stop": {"type": "array", "items": {"type": "string"}},
+                    "t_max_predict_ms": {"type": "integer", "minimum": 0},
+                    "response_fields": {"type": "array", "items": {"type": "string"}}}},
+                "InfillResponse": {"type": "object", "properties": {
+                    "content": {"type": "string"}, "stop": {"type": "boolean"},
+                    "stop_type": {"enum": ["eos", "limit", "word"]}, "tokens_predicted": {"type": "integer"},
+                    "tokens_evaluated": {"type": "integer"}, "timings": {"type": "object"}}},
                 "Model": {"type": "object", "required": ["id", "object", "status"], "properties": {
                     "id": {"type": "string"}, "object": {"const": "model"},
                     "status": {"type": "string"}, "kind": {"const": "embedding"}}},

@@ -263,3 +263,26 @@ async fn at_the_context_limit_a_400_up_front_and_length_at_the_end() {
     assert!(text.contains(r#""finish_reason":"length""#), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
+
+/// `/infill` on a model without fill-in-the-middle tokens (SmolLM2): a 400 that
+/// says so and names `input_suffix`, not a completion that ignores the suffix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infill_on_a_model_without_fim_tokens_is_a_400() {
+    let (gw, gate) = serve(&embedded_toml("")).await;
+    gate.open();
+    let start = Instant::now();
+    while get(&gw, "/ready").await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = gw
+        .post("/infill")
+        .json(&json!({"input_prefix": "def f(", "input_suffix": ")\n", "n_predict": 8}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "input_suffix", "{v}");
+    assert_eq!(v["error"]["code"], "fim_not_supported", "{v}");
+}

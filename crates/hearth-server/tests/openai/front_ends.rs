@@ -155,3 +155,82 @@ async fn a_responses_stream_that_breaks_ends_with_response_failed() {
         "Hello from the fake upstream."
     );
 }
+
+/// llama.cpp's `/infill` as llama.vim sends it: a completion with `suffix` to the
+/// upstream (prefix + `prompt` as the prompt), answered in llama.cpp's shape,
+/// whole (only the `response_fields` asked for) or streamed (the last event with
+/// `stop: true`); a malformed request is a 400 naming its field.
+#[tokio::test]
+async fn infill_in_llama_cpp_shape_whole_and_streamed() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = gateway(&up).await;
+    let vim = |stream: bool| {
+        json!({"model": "m", "id_slot": 0, "input_prefix": "def add(a, b):\n", "input_suffix": "\nprint(add(1, 2))\n",
+               "input_extra": [{"filename": "util.py", "text": "def sub(a, b): return a - b\n"}],
+               "prompt": "    ", "n_predict": 64, "stop": [], "n_indent": 4, "top_k": 40, "top_p": 0.9,
+               "samplers": ["top_k", "top_p", "infill"], "stream": stream, "cache_prompt": true,
+               "t_max_prompt_ms": 500, "t_max_predict_ms": 3000})
+    };
+    let r = gw.post("/infill").json(&vim(false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["content"], "Hello from the fake upstream.", "{v}");
+    assert_eq!(v["stop"], true);
+    assert_eq!(v["stop_type"], "eos");
+    assert!(v["timings"]["predicted_ms"].is_number(), "{v}");
+    assert_eq!(v["tokens_evaluated"], 5, "{v}");
+    let sent = up.received().last().unwrap().body.clone();
+    assert_eq!(sent["prompt"], "def add(a, b):\n    ");
+    assert_eq!(sent["suffix"], "\nprint(add(1, 2))\n");
+    assert_eq!(sent["max_tokens"], 64);
+    assert!(sent.get("samplers").is_none(), "{sent}");
+
+    let mut asked = vim(false);
+    asked["response_fields"] = json!(["content", "timings/predicted_n"]);
+    let v: Value = gw
+        .post("/infill")
+        .json(&asked)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    assert!(v["timings/predicted_n"].is_number(), "{v}");
+
+    let r = gw.post("/infill").json(&vim(true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let (last, pieces) = events.split_last().unwrap();
+    assert_eq!(last["stop"], true, "{text}");
+    assert!(pieces.iter().all(|e| e["stop"] == false), "{text}");
+    let content: String = pieces
+        .iter()
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(content, "Hello from the fake upstream.");
+
+    for (body, param) in [
+        (json!({"model": "m"}), "input_prefix"),
+        (
+            json!({"model": "m", "input_prefix": "x", "n_predict": 0}),
+            "n_predict",
+        ),
+        (
+            json!({"model": "m", "input_prefix": "x", "input_extra": "nope"}),
+            "input_extra",
+        ),
+    ] {
+        let r = gw.post("/infill").json(&body).send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+}
