@@ -26,7 +26,8 @@ Then point any OpenAI client at http://127.0.0.1:8080/v1";
 /// An OpenAI-compatible API that routes each model name to the embedded
 /// llama.cpp engine or to an upstream OpenAI-compatible server.
 #[derive(Debug, Parser)]
-// `--version`: "hearth 0.1.0 (commit 0f7fdc7d1a2b, features: cpu)", from build.rs.
+// `--version`: "hearth 0.1.0 (commit 0f7fdc7d1a2b, features: cpu)", or "features: cuda
+// (sm_90)" for a CUDA build, from build.rs.
 #[command(name = "hearth", version = env!("HEARTH_LONG_VERSION"), after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]

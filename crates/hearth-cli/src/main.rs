@@ -2,6 +2,7 @@
 //! the work lives in the library crates.
 
 mod banner;
+mod build_info;
 mod cli;
 mod commands;
 mod doctor;

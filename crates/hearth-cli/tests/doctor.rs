@@ -168,6 +168,22 @@ fn no_gpu_is_a_warning() {
     assert!(out.lines().last().unwrap().contains("0 fail"), "{out}");
 }
 
+/// Built without `--features cuda`, as `make test` builds it: the build check says
+/// so, and warns when that leaves a GPU idle (the CUDA cases: doctor/gpu.rs's tests).
+#[test]
+fn the_build_check_names_a_cpu_build_and_the_gpus_it_leaves_idle() {
+    let host = Host::new("");
+    let (_, out, _) = host.doctor(&[]);
+    insta::assert_snapshot!(lines_of(&out, &["build"]), @"ok | build | hearth | CPU build");
+    host.nvidia_smi(ONE_GPU, TABLE_550, 0);
+    let (code, out, _) = host.doctor(&[]);
+    assert_eq!(code, 0, "{out}");
+    insta::assert_snapshot!(lines_of(&out, &["build"]), @r"
+    WARN | build | hearth | this hearth is a CPU build: embedded models will not use the 1 GPU
+      fix: install the CUDA release (the `-cuda` tarball) or build with `make build-cuda` (docs/gpu.md); managed engines such as vLLM use the GPUs either way
+    ");
+}
+
 #[test]
 fn one_gpu_with_driver_and_cuda_versions() {
     let host = Host::new("");

@@ -107,6 +107,116 @@ pub fn check(dev: &Path, needed_by: Option<&str>, checks: &mut Vec<Check>) -> Ve
     gpus
 }
 
+/// Whether this binary can use the GPUs found: a CUDA build on a host without one
+/// falls back to CPU (a warning: it works, but not as built for); a CPU build on a
+/// host with GPUs leaves them idle (a warning); a CUDA build whose kernels do not
+/// run on a GPU's compute capability fails there (llama.cpp stops with "no kernel
+/// image is available").
+pub fn build(gpus: &[Gpu], checks: &mut Vec<Check>) {
+    let archs = crate::build_info::cuda_archs();
+    let caps = match (archs, gpus.is_empty()) {
+        (Some(_), false) => compute_caps(),
+        _ => BTreeMap::new(),
+    };
+    checks.push(build_check(archs, gpus, &caps));
+}
+
+const BUILD: &str = "build";
+
+fn build_check(archs: Option<&str>, gpus: &[Gpu], caps: &BTreeMap<u32, u32>) -> Check {
+    let features = crate::build_info::features(archs);
+    let Some(archs) = archs else {
+        return if gpus.is_empty() {
+            Check::ok(BUILD, "hearth", "CPU build")
+        } else {
+            Check::warn(
+                BUILD,
+                "hearth",
+                format!(
+                    "this hearth is a CPU build: embedded models will not use the {} GPU{}",
+                    gpus.len(),
+                    if gpus.len() == 1 { "" } else { "s" }
+                ),
+                "install the CUDA release (the `-cuda` tarball) or build with `make build-cuda` (docs/gpu.md); managed engines such as vLLM use the GPUs either way",
+            )
+        };
+    };
+    if gpus.is_empty() {
+        return Check::warn(
+            BUILD,
+            "hearth",
+            format!(
+                "this hearth is a {features} build, but no NVIDIA GPU is usable here: embedded models fall back to CPU"
+            ),
+            "to serve on CPU, nothing (the CPU build is smaller); to use a GPU, see the gpu checks above",
+        );
+    }
+    let unfit: Vec<(&Gpu, u32)> = gpus
+        .iter()
+        .filter_map(|g| Some((g, *caps.get(&g.index)?)))
+        .filter(|&(_, cc)| crate::build_info::runs_on(archs, cc) == Some(false))
+        .collect();
+    if let Some(&(_, cc)) = unfit.first() {
+        let which: Vec<String> = unfit
+            .iter()
+            .map(|(g, cc)| {
+                format!(
+                    "gpu {} ({}, compute capability {}.{})",
+                    g.index,
+                    g.name,
+                    cc / 10,
+                    cc % 10
+                )
+            })
+            .collect();
+        return Check::fail(
+            BUILD,
+            "hearth",
+            format!(
+                "this hearth is a {features} build; its GPU kernels do not run on {}",
+                which.join(", ")
+            ),
+            format!(
+                "use a build for this GPU: `make build-cuda CUDA_ARCHS={cc}` (docs/gpu.md lists the values), or set gpu_layers = 0 to serve on CPU"
+            ),
+        );
+    }
+    Check::ok(
+        BUILD,
+        "hearth",
+        format!("{features} build: embedded models offload their layers to the GPU (gpu_layers)"),
+    )
+}
+
+/// Each GPU's compute capability (`90` for 9.0), by index; empty when the driver's
+/// nvidia-smi is too old to say (before 510) or answers otherwise.
+fn compute_caps() -> BTreeMap<u32, u32> {
+    let Ok(ran) = probe::run(
+        "nvidia-smi",
+        &["--query-gpu=index,compute_cap", "--format=csv,noheader"],
+        &BTreeMap::new(),
+        TIMEOUT,
+    ) else {
+        return BTreeMap::new();
+    };
+    if !ran.success() {
+        return BTreeMap::new();
+    }
+    parse_compute_caps(&ran.stdout)
+}
+
+/// `0, 9.0` lines; anything else is skipped.
+fn parse_compute_caps(out: &str) -> BTreeMap<u32, u32> {
+    out.lines()
+        .filter_map(|l| {
+            let (index, cap) = l.split_once(',')?;
+            let (major, minor) = cap.trim().split_once('.')?;
+            let (major, minor): (u32, u32) = (major.parse().ok()?, minor.parse().ok()?);
+            (minor < 10).then_some((index.trim().parse().ok()?, major * 10 + minor))
+        })
+        .collect()
+}
+
 /// The first NVIDIA device node (`nvidia0`, `nvidiactl`): present once the kernel
 /// module has been loaded, whatever state the user-space driver is in.
 fn device_node(dev: &Path) -> Option<PathBuf> {
@@ -210,6 +320,7 @@ fn parse_cuda_version(out: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::report::Status;
     use super::*;
 
     #[test]
@@ -237,6 +348,69 @@ mod tests {
         let header = "| NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |";
         assert_eq!(parse_cuda_version(header).as_deref(), Some("12.4"));
         assert_eq!(parse_cuda_version("no header"), None);
+    }
+
+    fn h100(index: u32) -> Gpu {
+        Gpu {
+            index,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            driver: "580.65.06".into(),
+            total_mib: 81559,
+            free_mib: 81004,
+        }
+    }
+
+    #[test]
+    fn a_cpu_build_says_when_it_leaves_gpus_idle() {
+        let c = build_check(None, &[], &BTreeMap::new());
+        assert_eq!((c.status, c.reason.as_str()), (Status::Ok, "CPU build"));
+        let c = build_check(None, &[h100(0), h100(1)], &BTreeMap::new());
+        assert_eq!(c.status, Status::Warn);
+        assert_eq!(
+            c.reason,
+            "this hearth is a CPU build: embedded models will not use the 2 GPUs"
+        );
+        assert!(c.remedy.contains("make build-cuda"), "{}", c.remedy);
+    }
+
+    #[test]
+    fn a_cuda_build_without_a_gpu_falls_back_to_cpu() {
+        let c = build_check(Some("90"), &[], &BTreeMap::new());
+        assert_eq!(c.status, Status::Warn);
+        assert_eq!(
+            c.reason,
+            "this hearth is a cuda (sm_90) build, but no NVIDIA GPU is usable here: embedded models fall back to CPU"
+        );
+    }
+
+    #[test]
+    fn a_cuda_build_checks_the_gpus_compute_capability() {
+        let caps = parse_compute_caps("0, 9.0\n1, 8.0\nnot a line\n");
+        assert_eq!(caps, BTreeMap::from([(0, 90), (1, 80)]));
+        let c = build_check(Some("90"), &[h100(0)], &caps);
+        assert_eq!(c.status, Status::Ok);
+        assert_eq!(
+            c.reason,
+            "cuda (sm_90) build: embedded models offload their layers to the GPU (gpu_layers)"
+        );
+        let mut a100 = h100(1);
+        a100.name = "NVIDIA A100-SXM4-80GB".into();
+        let c = build_check(Some("90"), &[h100(0), a100.clone()], &caps);
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(
+            c.reason,
+            "this hearth is a cuda (sm_90) build; its GPU kernels do not run on gpu 1 (NVIDIA A100-SXM4-80GB, compute capability 8.0)"
+        );
+        assert!(c.remedy.contains("CUDA_ARCHS=80"), "{}", c.remedy);
+        // A build for both runs on both; an unknown capability is not held against it.
+        assert_eq!(
+            build_check(Some("80;90"), &[h100(0), a100.clone()], &caps).status,
+            Status::Ok
+        );
+        assert_eq!(
+            build_check(Some("90"), &[a100], &BTreeMap::new()).status,
+            Status::Ok
+        );
     }
 
     #[test]

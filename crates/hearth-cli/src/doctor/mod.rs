@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`report`]: a check, the report, its human and JSON forms.
-//! - `gpu`: the NVIDIA driver and GPUs, through `nvidia-smi`.
+//! - `gpu`: the NVIDIA driver and GPUs, through `nvidia-smi`; whether this build
+//!   (CPU, or CUDA for which architectures) can use them.
 //! - `models`: managed models: launcher installed, memory estimate, download disk.
 //! - `host`: config, bind and keys, ports, an ACME domain's DNS, data_dir, the sandbox.
 //! - `probe`: running host tools with a deadline, `PATH` lookup, free disk.
@@ -47,6 +48,7 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
         Loaded::Valid(config, source) => {
             host::config_ok(config, source, &mut checks);
             let gpus = gpu::check(dev, models::needs_gpu(config).as_deref(), &mut checks);
+            gpu::build(&gpus, &mut checks);
             models::check(config, &gpus, &mut checks);
             host::bind(config, &mut checks);
             host::ports(config, &mut checks);
@@ -59,7 +61,8 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
         }
         Loaded::Invalid(error) => {
             host::config_invalid(error, &mut checks);
-            gpu::check(dev, None, &mut checks);
+            let gpus = gpu::check(dev, None, &mut checks);
+            gpu::build(&gpus, &mut checks);
             host::sandbox(&SandboxConfig::default(), &mut checks);
         }
         Loaded::Unreadable(path, e) => {
@@ -69,7 +72,8 @@ pub fn run(loaded: &Loaded, dev: &Path) -> Report {
                 format!("cannot read {}: {e}", path.display()),
                 "check the path given by --config or HEARTH_CONFIG, and that this user may read it",
             ));
-            gpu::check(dev, None, &mut checks);
+            let gpus = gpu::check(dev, None, &mut checks);
+            gpu::build(&gpus, &mut checks);
             host::sandbox(&SandboxConfig::default(), &mut checks);
         }
     }
