@@ -16,7 +16,7 @@ use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
-use hearth_deploy::gitops::{self, Selection};
+use hearth_deploy::gitops::{self, Selection, Site};
 use hearth_deploy::release::{Action, EventOutcome};
 
 use gitops_fixture::*;
@@ -124,7 +124,7 @@ fn apply_deploys_upgrades_rolls_back_and_keeps_secrets_out_of_output_and_history
 
     // History: install, upgrade, auto-rollback; no secret anywhere on disk
     // that Hearth wrote.
-    let h = gitops::history(&fx.state, "site").unwrap();
+    let h = gitops::history(&Site::local(&fx.state), "site").unwrap();
     let steps: Vec<(Action, EventOutcome, &str)> = h
         .iter()
         .map(|e| (e.action, e.outcome, e.to.as_str()))
@@ -145,12 +145,16 @@ fn apply_deploys_upgrades_rolls_back_and_keeps_secrets_out_of_output_and_history
     assert!(!e.contains(token), "{e}");
 
     // Status: current release, its commit, health.
-    let st = gitops::status(&fx.state, Some("homelab")).unwrap();
+    let st = gitops::status(&Site::local(&fx.state), Some("homelab"), &no_secrets).unwrap();
     assert_eq!(st.len(), 1);
     assert_eq!(st[0].current.as_deref(), Some(v2.as_str()));
     assert_eq!(st[0].commit, c2);
     assert!(st[0].health.as_ref().unwrap().ready);
-    assert!(gitops::status(&fx.state, Some("cloud")).unwrap().is_empty());
+    assert!(
+        gitops::status(&Site::local(&fx.state), Some("cloud"), &no_secrets)
+            .unwrap()
+            .is_empty()
+    );
 
     // A service of the other environment cannot be asked for here.
     let (r, _) = fx.apply(

@@ -6,7 +6,7 @@
 //! and starts `current/bin/hearth` detached, as `systemctl restart` would.
 //!
 //! Without `/usr/sbin/sshd` the tests are skipped with a printed reason; with
-//! `HEARTH_TEST_SSHD_REQUIRED=1` (`make unit`) they fail instead.
+//! `HEARTH_TEST_SSHD_REQUIRED=1` (`make unit`) they fail instead (`tests/sshd`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,13 +15,14 @@
 )] // a failed step fails the test
 
 mod common;
+mod sshd;
 
 use common::Site;
+use sshd::{Sshd, free_port};
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -30,21 +31,11 @@ use hearth_deploy::release::{
     sh_quote,
 };
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A private sshd (killed on drop), the fake service's port, and the temp dir
+/// A private sshd (`tests/sshd`), the fake service's port, and the temp dir
 /// holding the keys, the remote root, the log and the restart script.
 struct Fixture {
     site: Site,
-    sshd: Child,
+    sshd: Sshd,
     ssh_port: u16,
     user: String,
 }
@@ -61,103 +52,19 @@ impl Drop for Fixture {
         if let Ok(pid) = fs::read_to_string(self.dir.path().join("hearth.pid")) {
             let _ = Command::new("kill").arg("-9").arg(pid.trim()).status();
         }
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
     }
-}
-
-fn keygen(path: &Path) {
-    let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "hearth-test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Fixture {
     /// None (with the reason printed) when sshd is missing and not required.
     fn new() -> Option<Fixture> {
-        if !Path::new(SSHD).is_file() {
-            let how = "apt-get install openssh-server; `make unit` installs it";
-            if std::env::var("HEARTH_TEST_SSHD_REQUIRED").as_deref() == Ok("1") {
-                panic!("{SSHD} is required (HEARTH_TEST_SSHD_REQUIRED=1) but not installed: {how}");
-            }
-            eprintln!("skipped: {SSHD} is not installed ({how})");
-            return None;
-        }
         let site = Site::new(free_port(), Duration::from_secs(5));
-        let d = site.dir.path();
-        // sshd refuses to start without its privilege-separation folder.
-        if !Path::new("/run/sshd").is_dir() {
-            let _ = Command::new("mkdir")
-                .args(["-m", "0755", "/run/sshd"])
-                .status();
-        }
-        keygen(&d.join("host_key"));
-        keygen(&d.join("client_key"));
-        fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
-        let ssh_port = free_port();
-        let config = format!(
-            "ListenAddress 127.0.0.1\n\
-             Port {ssh_port}\n\
-             HostKey {d}/host_key\n\
-             AuthorizedKeysFile {d}/authorized_keys\n\
-             PidFile {d}/sshd.pid\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\n\
-             LogLevel INFO\n\
-             Subsystem sftp internal-sftp\n",
-            d = d.display()
-        );
-        fs::write(d.join("sshd_config"), config).unwrap();
-        let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
-        fs::write(
-            d.join("known_hosts"),
-            format!("[127.0.0.1]:{ssh_port} {}", host_pub.trim()),
-        )
-        .unwrap();
-        let log = fs::File::create(d.join("sshd.log")).unwrap();
-        let mut sshd = Command::new(SSHD)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", ssh_port)).is_err() {
-            if let Some(status) = sshd.try_wait().unwrap() {
-                panic!(
-                    "sshd exited with {status}: {}",
-                    fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "sshd did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
+        let sshd = Sshd::start(site.dir.path())?;
         let fx = Fixture {
+            ssh_port: sshd.port,
+            user: sshd.user.clone(),
             site,
             sshd,
-            ssh_port,
-            user,
         };
         fx.write_restart_script();
         Some(fx)
@@ -199,8 +106,8 @@ echo $! > "$pidf"
         SshHost::new(format!("{}@127.0.0.1", self.user))
             .with_name("test-host")
             .with_port(self.ssh_port)
-            .with_identity(d.join("client_key"))
-            .with_known_hosts(d.join("known_hosts"))
+            .with_identity(self.sshd.identity())
+            .with_known_hosts(self.sshd.known_hosts())
             .with_option("ConnectTimeout=10")
             .with_root(self.root().to_string_lossy())
             .with_restart(format!(

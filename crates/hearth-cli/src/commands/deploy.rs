@@ -138,6 +138,13 @@ pub enum DeployCommand {
         json: bool,
         #[command(flatten)]
         place: GitopsPlace,
+        /// SSH (an environment with target = "ssh"): the private key to log in with.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// SSH: the known_hosts file that must hold the host's key (default:
+        /// the environment's known_hosts in the repository, else ssh's own).
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
     },
 }
 
@@ -157,7 +164,8 @@ pub struct GitopsPlace {
 #[derive(Debug, clap::Args)]
 pub struct GitopsApplyArgs {
     /// GitOps: deploy this environment's services (an [environments.NAME] of
-    /// hearth-infra.toml) on this machine.
+    /// hearth-infra.toml) on this machine, or over SSH on its host (target =
+    /// "ssh": --identity and --known-hosts apply).
     #[arg(long, value_name = "NAME")]
     env: Option<String>,
     /// GitOps: the services changed since this commit, and their dependents.
@@ -178,6 +186,10 @@ pub struct GitopsApplyArgs {
     /// GitOps: every service of the environment.
     #[arg(long, requires = "env")]
     all: bool,
+    /// GitOps: leave running the services removed from the repository (by
+    /// default apply stops them: stop.sh, compose down, or the Hearth process).
+    #[arg(long, requires = "env")]
+    keep_removed: bool,
     /// GitOps: how long to wait for another apply on this runner to finish.
     #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DURATION")]
     lock_timeout: Duration,
@@ -323,7 +335,7 @@ pub fn run(args: DeployArgs) -> ExitCode {
             gitops,
         } => match (tarball, &gitops.env) {
             (Some(tarball), None) => apply(&manifest, &tarball, &host),
-            (None, Some(env)) => gitops_cmd::apply(env, &gitops),
+            (None, Some(env)) => gitops_cmd::apply(env, &gitops, &host),
             // clap refuses both.
             _ => {
                 output::err(
@@ -378,7 +390,19 @@ pub fn run(args: DeployArgs) -> ExitCode {
             env,
             json,
             place,
-        } => gitops_cmd::history(&service, env.as_deref(), json, &place),
+            identity,
+            known_hosts,
+        } => gitops_cmd::history(
+            &service,
+            env.as_deref(),
+            json,
+            &place,
+            &hearth_deploy::gitops::SshSettings {
+                identity,
+                known_hosts,
+                options: Vec::new(),
+            },
+        ),
         DeployCommand::Status {
             manifest,
             host,
@@ -386,7 +410,7 @@ pub fn run(args: DeployArgs) -> ExitCode {
             place,
         } => {
             if gitops_cmd::is_gitops_status(manifest.as_deref(), &host, env.as_deref(), &place) {
-                return gitops_cmd::status(env.as_deref(), &place);
+                return gitops_cmd::status(env.as_deref(), &place, &host);
             }
             let manifest = match manifest.as_deref().map(load).transpose() {
                 Ok(m) => m,

@@ -1,6 +1,7 @@
 //! `hearth deploy apply --env NAME`: deploy one environment's services on its
-//! runner, in dependency order, each through the release core; and the
-//! `status` and `history` that read what it left.
+//! runner (or, for `target = "ssh"`, from its runner onto its host), in
+//! dependency order, each through the release core; stop the services removed
+//! from the repository; and the `status` and `history` that read what it left.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,10 +13,13 @@ use super::GitopsError;
 use super::check::compose_command;
 use super::model::{DEFAULT_STATE_DIR, Environment, INFRA_FILE, Kind, Target};
 use super::plan::{dependency_order, plan};
+use super::remote;
 use super::repo::{Repo, git_head, list_files};
 use super::secrets::Masker;
 use super::service_host::{ServiceHost, digest_files};
-use crate::release::{self, Health, HistoryEntry, Host, Options};
+use crate::release::{
+    self, Action, DeployError, EventOutcome, Health, HistoryEntry, Host, Options, SshHost,
+};
 
 /// Which services of the environment to deploy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +48,145 @@ pub struct ApplyOptions {
     pub hearth_bin: Option<PathBuf>,
     /// Releases kept per service.
     pub keep: usize,
+    /// Leave running the services removed from the repository (they are
+    /// named, not stopped).
+    pub keep_removed: bool,
+    /// How to log in, for an environment reached over SSH.
+    pub ssh: SshSettings,
+}
+
+/// How to reach an environment's host over SSH, beyond what the infra file
+/// says (address, user, port, known_hosts). ssh's own configuration applies
+/// too: the runner's agent, `~/.ssh/config`, `~/.ssh/known_hosts`.
+#[derive(Debug, Clone, Default)]
+pub struct SshSettings {
+    /// The private key (default: ssh's own choice).
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file (default: the environment's `known_hosts` in the
+    /// repository, else ssh's own).
+    pub known_hosts: Option<PathBuf>,
+    /// More `-o` options, before Hearth's (ssh keeps an option's first value).
+    pub options: Vec<String>,
+}
+
+/// Where an environment's services live: a state folder on this machine,
+/// or one on a host reached over SSH.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub state_dir: PathBuf,
+    /// The host, for an environment with `target = "ssh"`: one connection
+    /// shared by every step of a command.
+    pub ssh: Option<SshHost>,
+    /// The hearth binary on the SSH host.
+    pub hearth_bin: Option<String>,
+}
+
+impl Site {
+    /// A state folder on this machine.
+    pub fn local(state_dir: impl Into<PathBuf>) -> Site {
+        Site {
+            state_dir: state_dir.into(),
+            ssh: None,
+            hearth_bin: None,
+        }
+    }
+
+    /// Where `env` keeps its services: the state folder (the flag's, else the
+    /// environment's, else the default) here, or on its host over SSH.
+    pub fn of(
+        repo_root: &Path,
+        env: &Environment,
+        state_dir: Option<&Path>,
+        settings: &SshSettings,
+    ) -> Site {
+        let state_dir = default_state_dir(state_dir, Some(env));
+        let Target::Ssh {
+            address,
+            user,
+            port,
+            known_hosts,
+            hearth_bin,
+        } = &env.target
+        else {
+            return Site::local(state_dir);
+        };
+        let mut host = SshHost::new(format!("{user}@{address}")).with_port(*port);
+        if let Some(key) = &settings.identity {
+            host = host.with_identity(key);
+        }
+        let known = settings
+            .known_hosts
+            .clone()
+            .or_else(|| known_hosts.as_ref().map(|k| repo_root.join(k)));
+        if let Some(file) = known {
+            host = host.with_known_hosts(file);
+        }
+        for o in &settings.options {
+            host = host.with_option(o.clone());
+        }
+        // A dead link is noticed within a minute, not at TCP's pace.
+        host = host
+            .with_option("ConnectTimeout=15")
+            .with_option("ServerAliveInterval=15")
+            .with_option("ServerAliveCountMax=4");
+        Site {
+            state_dir,
+            ssh: Some(host),
+            hearth_bin: hearth_bin.clone(),
+        }
+    }
+
+    /// The state folder, and the host it is on.
+    pub fn describe(&self) -> String {
+        match &self.ssh {
+            Some(h) => format!("{} on {}", self.state_dir.display(), h.destination()),
+            None => self.state_dir.display().to_string(),
+        }
+    }
+
+    fn service<'a>(
+        &self,
+        name: &str,
+        environment: &str,
+        masker: &'a Masker,
+        say: &'a dyn Fn(&str),
+    ) -> ServiceHost<'a> {
+        let host = ServiceHost::new(&self.state_dir, name, environment, masker, say);
+        match &self.ssh {
+            Some(ssh) => {
+                let mut host = host.over_ssh(ssh);
+                if let Some(bin) = &self.hearth_bin {
+                    host.remote_hearth = bin.clone();
+                }
+                host
+            }
+            None => host,
+        }
+    }
+
+    /// The services that have a folder in the state folder, by name.
+    fn service_names(&self) -> Result<Vec<String>, GitopsError> {
+        if let Some(ssh) = &self.ssh {
+            return remote::list_services(ssh, &self.state_dir.display().to_string()).map_err(
+                |source| GitopsError::Deploy {
+                    service: "(all)".to_string(),
+                    source: Box::new(source),
+                },
+            );
+        }
+        let dir = self.state_dir.join("services");
+        let mut names: Vec<String> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(GitopsError::io("list", &dir)(e)),
+        };
+        names.sort();
+        Ok(names)
+    }
 }
 
 /// The state folder for an environment: the flag's, else the infra file's, else the default.
@@ -53,10 +196,12 @@ pub fn default_state_dir(flag: Option<&Path>, env: Option<&Environment>) -> Path
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
-/// Deploys the selected services of `opts.environment`. `secret` reads a
-/// secret's value (the CLI: the process environment); `say` gets each line of
-/// progress, secrets masked. The first service that fails is rolled back by
-/// the core and ends the run: the services after it are not deployed.
+/// Deploys the selected services of `opts.environment`, after stopping those
+/// removed from the repository (unless `keep_removed`, or the selection names
+/// services). `secret` reads a secret's value (the CLI: the process
+/// environment); `say` gets each line of progress, secrets masked. The first
+/// service that fails is rolled back by the core and ends the run: the
+/// services after it are not deployed.
 pub fn apply(
     repo: &Repo,
     opts: &ApplyOptions,
@@ -71,12 +216,7 @@ pub fn apply(
             known: infra.names(),
         }
     })?;
-    if let Target::Ssh { address, .. } = &env.target {
-        return Err(GitopsError::Refused(format!(
-            "environment {} is reached over SSH ({address}); apply over SSH is not supported yet: put the environment's runner on that host with target = \"local\"",
-            env.name
-        )));
-    }
+    let site = Site::of(&repo.root, env, opts.state_dir.as_deref(), &opts.ssh);
     let services = repo.parsed_services()?;
     let order = dependency_order(&services)?;
     let in_env = |n: &String| services[n].environment == env.name;
@@ -113,10 +253,6 @@ pub fn apply(
                 .collect()
         }
     };
-    if selected.is_empty() {
-        say(&format!("nothing to deploy to {}", env.name));
-        return Ok(());
-    }
 
     // Everything that can be known before a change: health checks, secrets, engines.
     let mut missing = Vec::new();
@@ -134,13 +270,6 @@ pub fn apply(
                 _ => missing.push(format!("{name} (for {n})")),
             }
         }
-        if s.kind == Kind::Compose {
-            engine_ready().map_err(|why| {
-                GitopsError::Refused(format!(
-                    "{n} is a compose service and this runner has no container engine ({why}); nothing was deployed"
-                ))
-            })?;
-        }
     }
     if !missing.is_empty() {
         return Err(GitopsError::Refused(format!(
@@ -148,13 +277,58 @@ pub fn apply(
             missing.join(", ")
         )));
     }
+    if let Some(n) = selected.iter().find(|n| services[*n].kind == Kind::Compose) {
+        let ready = match &site.ssh {
+            Some(ssh) => remote::engine_ready(ssh),
+            None => engine_ready(),
+        };
+        ready.map_err(|why| {
+            GitopsError::Refused(format!(
+                "{n} is a compose service and {} has no container engine ({why}); nothing was deployed",
+                if site.ssh.is_some() { "the host" } else { "this runner" }
+            ))
+        })?;
+    }
     let masker = Masker::new(values.iter().map(|(_, _, v)| v.clone()));
 
-    let state_dir = default_state_dir(opts.state_dir.as_deref(), Some(env));
-    fs::create_dir_all(&state_dir).map_err(GitopsError::io("create", &state_dir))?;
-    let _lock = lock_runner(&state_dir, opts.lock_timeout, say)?;
+    // What runs there that the repository no longer declares for this environment.
+    let removed = match &opts.selection {
+        Selection::Services(_) => Vec::new(),
+        _ => removed_services(&site, &env.name, |n| {
+            services.get(n).is_some_and(|s| s.environment == env.name)
+        })?,
+    };
+    if selected.is_empty() && removed.is_empty() {
+        say(&format!("nothing to deploy to {}", env.name));
+        return Ok(());
+    }
+
+    let _lock = lock_site(&site, opts.lock_timeout, say)?;
     let commit = git_head(&repo.root).unwrap_or_default();
     let files = list_files(&repo.root);
+    if let Some(ssh) = &site.ssh {
+        say(&format!(
+            "{} is reached over ssh: {} (state in {})",
+            env.name,
+            ssh.destination(),
+            site.state_dir.display()
+        ));
+    }
+    if !removed.is_empty() {
+        if opts.keep_removed {
+            say(&format!(
+                "removed from the repository, left running (--keep-removed): {}",
+                removed.join(", ")
+            ));
+        } else {
+            for n in &removed {
+                remove_service(&site, n, &env.name, &masker, say)?;
+            }
+        }
+    }
+    if selected.is_empty() {
+        return Ok(());
+    }
     say(&format!(
         "deploying to {}: {}",
         env.name,
@@ -162,7 +336,7 @@ pub fn apply(
     ));
     for (i, n) in selected.iter().enumerate() {
         let s = &services[n];
-        let mut host = ServiceHost::new(&state_dir, n, &env.name, &masker, say);
+        let mut host = site.service(n, &env.name, &masker, say);
         host.commit = commit.clone();
         host.hearth_bin = opts.hearth_bin.clone();
         host.vars = values
@@ -222,6 +396,13 @@ pub fn apply(
                         rest.join(", ")
                     ));
                 }
+                if let Some(lost) = host.lost_connection() {
+                    return Err(GitopsError::Refused(masker.mask(&format!(
+                        "{n}: the connection to {} failed during {lost}; what runs there now is unknown (the rollback could not run over it either): `hearth deploy status --env {}` shows it once ssh reaches the host again, and the next apply picks up from there",
+                        site.ssh.as_ref().map_or("the host", |h| h.destination()),
+                        env.name
+                    ))));
+                }
                 return Err(GitopsError::Deploy {
                     service: n.clone(),
                     source: Box::new(e),
@@ -231,6 +412,131 @@ pub fn apply(
         }
     }
     Ok(())
+}
+
+/// The services with a current release recorded for `environment` that
+/// `declared` no longer claims: removed from the repository, or moved to
+/// another environment.
+fn removed_services(
+    site: &Site,
+    environment: &str,
+    declared: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, GitopsError> {
+    if site.ssh.is_none() && !site.state_dir.join("services").is_dir() {
+        return Ok(Vec::new());
+    }
+    let masker = Masker::default();
+    let quiet = |_: &str| {};
+    let mut out = Vec::new();
+    for n in site.service_names()? {
+        if declared(&n) {
+            continue;
+        }
+        let host = site.service(&n, environment, &masker, &quiet);
+        let Ok(Some(current)) = host.current() else {
+            continue;
+        };
+        if host.release_field(&current, "environment").as_deref() == Some(environment) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Stops a removed service as its kind says, records it, and leaves no
+/// release current (its releases, data and history stay).
+fn remove_service(
+    site: &Site,
+    name: &str,
+    environment: &str,
+    masker: &Masker,
+    say: &dyn Fn(&str),
+) -> Result<(), GitopsError> {
+    let host = site.service(name, environment, masker, say);
+    let fail = |source| GitopsError::Deploy {
+        service: name.to_string(),
+        source: Box::new(source),
+    };
+    let _guard = host.lock().map_err(fail)?;
+    let Some(current) = host.current().map_err(fail)? else {
+        return Ok(());
+    };
+    say(&format!(
+        "{name}: removed from the repository; stopping {current}"
+    ));
+    match host.stop_step() {
+        Ok(done) => {
+            host.append_history(&HistoryEntry::now(
+                Action::Remove,
+                Some(current.clone()),
+                "none",
+                EventOutcome::Ok,
+                format!("removed from the repository: {done}"),
+            ))
+            .map_err(fail)?;
+            host.unlink_current().map_err(fail)?;
+            say(&format!("{name}: removed ({done})"));
+            Ok(())
+        }
+        Err(why) => {
+            let why = masker.mask(&why);
+            let _ = host.append_history(&HistoryEntry::now(
+                Action::Remove,
+                Some(current.clone()),
+                current.clone(),
+                EventOutcome::Failed,
+                format!("stopping failed: {why}"),
+            ));
+            Err(GitopsError::Refused(format!(
+                "{name}: removed from the repository, but stopping it failed ({why}); {current} stays current: stop it by hand, or rerun with --keep-removed; nothing else was deployed"
+            )))
+        }
+    }
+}
+
+/// One apply at a time per state folder: the runner's lock here, or the
+/// host's over SSH; a second apply waits for the first, up to `timeout`.
+enum SiteLock {
+    Local(#[expect(dead_code, reason = "held for its drop")] fs::File),
+    Ssh(#[expect(dead_code, reason = "held for its drop")] release::SshGuard),
+}
+
+fn lock_site(site: &Site, timeout: Duration, say: &dyn Fn(&str)) -> Result<SiteLock, GitopsError> {
+    let Some(ssh) = &site.ssh else {
+        fs::create_dir_all(&site.state_dir).map_err(GitopsError::io("create", &site.state_dir))?;
+        return lock_runner(&site.state_dir, timeout, say).map(SiteLock::Local);
+    };
+    let dir = site.state_dir.display().to_string();
+    let host = ssh
+        .clone()
+        .with_layout(dir.clone(), format!("{dir}/history.jsonl"));
+    let start = Instant::now();
+    let mut told = false;
+    loop {
+        match host.lock() {
+            Ok(guard) => return Ok(SiteLock::Ssh(guard)),
+            Err(DeployError::LockHeld { holder, .. }) => {
+                if !told {
+                    say(&format!("waiting for another apply on the host ({holder})"));
+                    told = true;
+                }
+                if start.elapsed() > timeout {
+                    return Err(GitopsError::Refused(format!(
+                        "another apply held {dir}/deploy.lock on {} for more than {:.0} s ({holder}); try again when it is done",
+                        ssh.destination(),
+                        timeout.as_secs_f64()
+                    )));
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+            Err(source) => {
+                return Err(GitopsError::Deploy {
+                    service: "(all)".to_string(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
 }
 
 impl GitopsError {
@@ -335,29 +641,19 @@ pub struct ServiceState {
     pub last: Option<HistoryEntry>,
 }
 
-/// The services deployed under `state_dir` (those of `environment` only, if given).
+/// The services deployed at `site` (those of `environment` only, if given),
+/// each with one probe of its health check, given the secrets it declares
+/// that `secret` has (none are shown: the probe's output is masked).
 pub fn status(
-    state_dir: &Path,
+    site: &Site,
     environment: Option<&str>,
+    secret: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<ServiceState>, GitopsError> {
-    let dir = state_dir.join("services");
-    let mut names: Vec<String> = match fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(GitopsError::io("list", &dir)(e)),
-    };
-    names.sort();
-    let masker = Masker::default();
     let quiet = |_: &str| {};
     let mut out = Vec::new();
-    for n in names {
-        let mut host = ServiceHost::new(state_dir, &n, "", &masker, &quiet);
-        // A look, not a deploy: its probe's output is not the deploy log's.
-        host.log_steps = false;
+    for n in site.service_names()? {
+        let plain = Masker::default();
+        let mut host = site.service(&n, "", &plain, &quiet);
         let fail = |source| GitopsError::Deploy {
             service: n.clone(),
             source: Box::new(source),
@@ -370,16 +666,36 @@ pub fn status(
                 .unwrap_or_default()
         };
         let env = field("environment");
+        let (commit, installed) = (field("commit"), field("installed"));
         if environment.is_some_and(|want| want != env) {
             continue;
         }
         let history = host.history().map_err(fail)?;
+        host.environment = env.clone();
+        let vars: Vec<(String, String)> = host
+            .declared_secrets()
+            .into_iter()
+            .filter_map(|k| secret(&k).filter(|v| !v.is_empty()).map(|v| (k, v)))
+            .collect();
+        let masker = Masker::new(vars.iter().map(|(_, v)| v.clone()));
+        let health = if current.is_some() {
+            let mut look = site.service(&n, &env, &masker, &quiet);
+            // A look, not a deploy: its probe's output is not the deploy log's.
+            look.log_steps = false;
+            look.vars = vars;
+            look.probe_once().map(|mut h| {
+                h.last = masker.mask(&h.last);
+                h
+            })
+        } else {
+            None
+        };
         out.push(ServiceState {
             name: n.clone(),
             environment: env,
-            commit: field("commit"),
-            installed: field("installed"),
-            health: current.as_ref().and_then(|_| host.probe_once()),
+            commit,
+            installed,
+            health,
             current,
             last: history.last().cloned(),
         });
@@ -387,8 +703,8 @@ pub fn status(
     Ok(out)
 }
 
-/// A service's whole history on this runner, oldest first.
-pub fn history(state_dir: &Path, service: &str) -> Result<Vec<HistoryEntry>, GitopsError> {
+/// A service's whole history at `site`, oldest first.
+pub fn history(site: &Site, service: &str) -> Result<Vec<HistoryEntry>, GitopsError> {
     if !super::model::valid_name(service) {
         return Err(GitopsError::Refused(format!(
             "{service:?} is not a service name"
@@ -396,17 +712,15 @@ pub fn history(state_dir: &Path, service: &str) -> Result<Vec<HistoryEntry>, Git
     }
     let masker = Masker::default();
     let quiet = |_: &str| {};
-    let host = ServiceHost::new(state_dir, service, "", &masker, &quiet);
-    if !host.dir.is_dir() {
+    let host = site.service(service, "", &masker, &quiet);
+    if !host.exists() {
         return Err(GitopsError::Refused(format!(
             "{service} was never deployed under {}",
-            state_dir.display()
+            site.describe()
         )));
     }
-    host.inner()
-        .history()
-        .map_err(|source| GitopsError::Deploy {
-            service: service.to_string(),
-            source: Box::new(source),
-        })
+    host.history().map_err(|source| GitopsError::Deploy {
+        service: service.to_string(),
+        source: Box::new(source),
+    })
 }

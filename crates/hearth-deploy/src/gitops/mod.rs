@@ -18,20 +18,27 @@
 //! - `plan`: changed services, their dependents, dependency order, per environment.
 //! - `secrets`: secret values from the environment, and their masking.
 //! - `service_host`: one service's release layout as a [`crate::release::Host`]:
-//!   staging a folder, running the kind's deploy step, its health check.
-//! - `apply`: an environment's deploy run, and `status` / `history`.
+//!   staging a folder, running the kind's deploy step, its health check, its
+//!   stop step; here, or on a host over SSH.
+//! - `remote`: those steps as `sh` scripts on an SSH host, variables on stdin.
+//! - `apply`: an environment's deploy run (removals first), and `status` /
+//!   `history`, at a [`Site`]: a state folder here or on an SSH host.
 //! - `scaffold`: what `init` writes.
 
 mod apply;
 mod check;
 mod model;
 mod plan;
+mod remote;
 mod repo;
 mod scaffold;
 mod secrets;
 mod service_host;
 
-pub use apply::{ApplyOptions, Selection, ServiceState, apply, default_state_dir, history, status};
+pub use apply::{
+    ApplyOptions, Selection, ServiceState, Site, SshSettings, apply, default_state_dir, history,
+    status,
+};
 pub use check::{Finding, check, findings_json, github_annotation};
 pub use model::{
     DEFAULT_STATE_DIR, Environment, HealthSpec, INFRA_FILE, Infra, Kind, Service, Target,

@@ -66,11 +66,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub enum Target {
     /// The runner deploys on its own machine.
     Local,
-    /// The runner deploys over SSH (not yet supported by `apply`).
+    /// The runner deploys on another machine over SSH.
     Ssh {
         address: String,
         user: String,
         port: u16,
+        /// A known_hosts file in the repository (relative to its root) that
+        /// pins the host's key; None: ssh's own known_hosts.
+        known_hosts: Option<String>,
+        /// The hearth binary on that machine, for `kind = "hearth"` services.
+        hearth_bin: Option<String>,
     },
 }
 
@@ -112,6 +117,8 @@ struct EnvFile {
     address: Option<String>,
     user: Option<String>,
     port: Option<u16>,
+    known_hosts: Option<String>,
+    hearth_bin: Option<String>,
     description: Option<String>,
 }
 
@@ -159,6 +166,8 @@ impl Infra {
                         address: address.clone(),
                         user: user.clone(),
                         port: env.port.unwrap_or(22),
+                        known_hosts: env.known_hosts.clone(),
+                        hearth_bin: env.hearth_bin.clone(),
                     },
                     _ => {
                         problems.push(Problem {
@@ -200,6 +209,13 @@ impl Infra {
         } else {
             Err(problems)
         }
+    }
+
+    /// The environments in the order the file declares them.
+    pub fn in_file_order(&self) -> Vec<&Environment> {
+        let mut envs: Vec<&Environment> = self.environments.values().collect();
+        envs.sort_by_key(|e| e.line);
+        envs
     }
 
     /// The environment names, for messages.

@@ -14,6 +14,11 @@
 //! Staging copies the service's folder; "restart" runs the kind's deploy step
 //! from `current` (so a rollback re-runs the previous release's own step); the
 //! health check is the one `current`'s service.toml declares, with retries.
+//!
+//! For an environment reached over SSH the same layout lives under the state
+//! folder on that host: the core's operations go through an [`SshHost`] with
+//! that layout, and the steps through `remote` (a script each, variables on
+//! stdin). The masking, the retries and the deploy log's lines are the same.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -28,14 +33,21 @@ use sha2::{Digest, Sha256};
 
 use super::check::compose_command;
 use super::model::{Kind, Probe, Service};
+use super::remote;
 use super::secrets::Masker;
 use crate::release::{
     self, DeployError, Health, HistoryEntry, Host, LocalGuard, LocalHost, Options, ReleaseInfo,
+    RemoteLog, SshGuard, SshHost,
 };
 
 /// The state of one service under the state folder.
 pub(crate) struct ServiceHost<'a> {
     inner: LocalHost,
+    /// Set for an environment reached over SSH: the service's layout there
+    /// (then `dir` is a path on that host).
+    remote: Option<SshHost>,
+    /// The Hearth binary on the SSH host (`hearth` on its PATH by default).
+    pub remote_hearth: String,
     pub name: String,
     pub environment: String,
     pub dir: PathBuf,
@@ -47,6 +59,9 @@ pub(crate) struct ServiceHost<'a> {
     pub say: &'a dyn Fn(&str),
     /// Whether steps' output goes to deploy.log (not for status's probes).
     pub log_steps: bool,
+    /// Why the SSH connection failed during a step, if it did: the state on
+    /// the host is then unknown, whatever the core makes of it.
+    lost: std::cell::RefCell<Option<String>>,
 }
 
 impl<'a> ServiceHost<'a> {
@@ -64,6 +79,8 @@ impl<'a> ServiceHost<'a> {
             .with_log_file(dir.join("deploy.log"));
         ServiceHost {
             inner,
+            remote: None,
+            remote_hearth: "hearth".to_string(),
             name: name.to_string(),
             environment: environment.to_string(),
             dir,
@@ -73,6 +90,32 @@ impl<'a> ServiceHost<'a> {
             hearth_bin: None,
             say,
             log_steps: true,
+            lost: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The same service on a host over SSH, on `ssh`'s connection, under the
+    /// state folder there.
+    pub fn over_ssh(mut self, ssh: &SshHost) -> Self {
+        let dir = self.dir.display().to_string();
+        self.remote = Some(
+            ssh.clone()
+                .with_layout(dir.clone(), format!("{dir}/history.jsonl"))
+                .with_log(RemoteLog::File(format!("{dir}/deploy.log"))),
+        );
+        self
+    }
+
+    /// A path under the service's folder, as the host (local or not) names it.
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// A file under the service's folder, wherever it lives.
+    fn read(&self, rel: &str) -> Option<String> {
+        match &self.remote {
+            Some(ssh) => remote::read(ssh, &self.path(rel)).ok().flatten(),
+            None => fs::read_to_string(self.dir.join(rel)).ok(),
         }
     }
 
@@ -86,8 +129,7 @@ impl<'a> ServiceHost<'a> {
 
     /// The `key=value` lines of a release's RELEASE file.
     pub fn release_field(&self, version: &str, key: &str) -> Option<String> {
-        let text =
-            fs::read_to_string(self.dir.join("releases").join(version).join("RELEASE")).ok()?;
+        let text = self.read(&format!("releases/{version}/RELEASE"))?;
         text.lines()
             .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
             .map(str::to_owned)
@@ -97,10 +139,10 @@ impl<'a> ServiceHost<'a> {
     pub fn next_version(&self) -> Result<String, DeployError> {
         let seq_of = |v: &str| v.split('-').next().and_then(|n| n.parse::<u64>().ok());
         let mut max = 0;
-        for r in self.inner.releases()? {
+        for r in Host::releases(self)? {
             max = max.max(seq_of(&r.version).unwrap_or(0));
         }
-        for e in self.inner.history()? {
+        for e in Host::history(self)? {
             max = max.max(seq_of(&e.to).unwrap_or(0));
             if let Some(f) = &e.from {
                 max = max.max(seq_of(f).unwrap_or(0));
@@ -122,6 +164,16 @@ impl<'a> ServiceHost<'a> {
         files: &[String],
         digest: &str,
     ) -> Result<(), DeployError> {
+        let text = format!(
+            "version={version}\nsha256={digest}\ninstalled={}\ncommit={}\nenvironment={}\nservice={}\n",
+            release::now_rfc3339(),
+            self.commit,
+            self.environment,
+            self.name,
+        );
+        if let Some(ssh) = &self.remote {
+            return remote::stage(ssh, &self.path(""), version, src, files, &text);
+        }
         let releases = self.dir.join("releases");
         let partial = releases.join(format!(".{version}.partial"));
         if partial.exists() {
@@ -136,13 +188,6 @@ impl<'a> ServiceHost<'a> {
                 fs::copy(src.join(f), &to).map_err(DeployError::io("copy", src.join(f)))?;
             }
             fs::create_dir_all(&partial).map_err(DeployError::io("create", &partial))?;
-            let text = format!(
-                "version={version}\nsha256={digest}\ninstalled={}\ncommit={}\nenvironment={}\nservice={}\n",
-                release::now_rfc3339(),
-                self.commit,
-                self.environment,
-                self.name,
-            );
             let file = partial.join("RELEASE");
             fs::write(&file, text).map_err(DeployError::io("write", &file))
         };
@@ -160,8 +205,9 @@ impl<'a> ServiceHost<'a> {
     /// The service as `current`'s own service.toml declares it.
     fn current_service(&self) -> Result<Service, String> {
         let path = self.current_dir().join("service.toml");
-        let text =
-            fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        let text = self
+            .read("current/service.toml")
+            .ok_or_else(|| format!("cannot read {}", path.display()))?;
         match Service::parse(&self.name, &text) {
             (Some(s), p) if p.is_empty() => Ok(s),
             (_, p) => Err(format!(
@@ -173,7 +219,29 @@ impl<'a> ServiceHost<'a> {
     }
 
     fn current_version(&self) -> String {
-        self.inner.current().ok().flatten().unwrap_or_default()
+        Host::current(self).ok().flatten().unwrap_or_default()
+    }
+
+    /// A step's variables: the context, then the secrets.
+    fn step_vars(&self) -> Vec<(String, String)> {
+        let version = self.current_version();
+        let path = |p: PathBuf| p.display().to_string();
+        let mut vars = vec![
+            ("DEPLOY_SERVICE".to_string(), self.name.clone()),
+            ("DEPLOY_ENVIRONMENT".to_string(), self.environment.clone()),
+            (
+                "DEPLOY_RELEASE_DIR".to_string(),
+                path(self.dir.join("releases").join(&version)),
+            ),
+            ("DEPLOY_DATA_DIR".to_string(), path(self.data_dir())),
+            (
+                "DEPLOY_COMMIT".to_string(),
+                self.release_field(&version, "commit").unwrap_or_default(),
+            ),
+            ("DEPLOY_RELEASE".to_string(), version),
+        ];
+        vars.extend(self.vars.iter().cloned());
+        vars
     }
 
     /// The environment of a step: the context, the secrets, and not the
@@ -181,25 +249,78 @@ impl<'a> ServiceHost<'a> {
     /// (GitHub's runner kills the processes that carry its job's id).
     fn command(&self, program: &str, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
-        let version = self.current_version();
-        cmd.current_dir(cwd)
-            .env_remove("RUNNER_TRACKING_ID")
-            .env("DEPLOY_SERVICE", &self.name)
-            .env("DEPLOY_ENVIRONMENT", &self.environment)
-            .env("DEPLOY_RELEASE", &version)
-            .env(
-                "DEPLOY_RELEASE_DIR",
-                self.dir.join("releases").join(&version),
-            )
-            .env("DEPLOY_DATA_DIR", self.data_dir())
-            .env(
-                "DEPLOY_COMMIT",
-                self.release_field(&version, "commit").unwrap_or_default(),
-            );
-        for (k, v) in &self.vars {
+        cmd.current_dir(cwd).env_remove("RUNNER_TRACKING_ID");
+        for (k, v) in self.step_vars() {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// A step as a shell command line run in `current`: here, or on the SSH host.
+    fn run_shell(
+        &self,
+        command: &str,
+        label: &str,
+        timeout: Duration,
+        show: bool,
+    ) -> Result<String, String> {
+        let Some(ssh) = &self.remote else {
+            let mut cmd = self.command("sh", &self.current_dir());
+            cmd.args(["-c", command]);
+            return self.run_step(cmd, label, timeout, show);
+        };
+        let out = remote::run_step(
+            ssh,
+            &self.path(""),
+            &self.path("current"),
+            command,
+            &self.step_vars(),
+            timeout,
+        )
+        .map_err(|e| {
+            let why = self.masker.mask(&e.to_string());
+            self.lost
+                .borrow_mut()
+                .get_or_insert_with(|| format!("{label}: {why}"));
+            why
+        })?;
+        let last = self.show_and_log(label, &out.text, show);
+        match out.failure(label, timeout, &last) {
+            None => Ok(last),
+            Some(why) => Err(why),
+        }
+    }
+
+    /// Masks a step's output, appends it to the deploy log (unless this is a
+    /// look, not a deploy) and shows it when asked; its last line.
+    fn show_and_log(&self, label: &str, text: &str, show: bool) -> String {
+        let masked = self.masker.mask(text);
+        let stamp = release::now_rfc3339();
+        let version = self.current_version();
+        let mut log = String::new();
+        for line in masked.lines() {
+            log.push_str(&format!("{stamp} {version} {label}: {line}\n"));
+            if show {
+                (self.say)(&format!("  [{}] {line}", self.name));
+            }
+        }
+        if self.log_steps && !log.is_empty() {
+            match &self.remote {
+                Some(ssh) => {
+                    let _ = remote::append(ssh, &self.path("deploy.log"), &log);
+                }
+                None => {
+                    if let Ok(mut f) = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.dir.join("deploy.log"))
+                    {
+                        let _ = f.write_all(log.as_bytes());
+                    }
+                }
+            }
+        }
+        masked.lines().last().unwrap_or("").to_string()
     }
 
     /// Runs a step with its output in a private file (a background process
@@ -249,26 +370,7 @@ impl<'a> ServiceHost<'a> {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let _ = fs::remove_file(&raw_path);
-        let masked = self.masker.mask(&text);
-        let mut log = if self.log_steps {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("deploy.log"))
-                .ok()
-        } else {
-            None
-        };
-        let stamp = release::now_rfc3339();
-        for line in masked.lines() {
-            if let Some(f) = log.as_mut() {
-                let _ = writeln!(f, "{stamp} {} {label}: {line}", self.current_version());
-            }
-            if show {
-                (self.say)(&format!("  [{}] {line}", self.name));
-            }
-        }
-        let last = masked.lines().last().unwrap_or("").to_string();
+        let last = self.show_and_log(label, &text, show);
         match status {
             Ok(s) if s.success() => Ok(last),
             Ok(s) => Err(if last.is_empty() {
@@ -284,9 +386,16 @@ impl<'a> ServiceHost<'a> {
     fn deploy_step(&self) -> Result<(), String> {
         let service = self.current_service()?;
         let cwd = self.current_dir();
-        fs::create_dir_all(self.data_dir()).map_err(|e| format!("create the data folder: {e}"))?;
-        match service.kind {
-            Kind::Script => self
+        if self.remote.is_none() {
+            fs::create_dir_all(self.data_dir())
+                .map_err(|e| format!("create the data folder: {e}"))?;
+        }
+        let compose_up = format!(
+            "-p hearth-{} -f compose.yaml up -d --remove-orphans",
+            self.name
+        );
+        match (service.kind, &self.remote) {
+            (Kind::Script, None) => self
                 .run_step(
                     self.command("./deploy.sh", &cwd),
                     "deploy.sh",
@@ -294,24 +403,97 @@ impl<'a> ServiceHost<'a> {
                     true,
                 )
                 .map(|_| ()),
-            Kind::Compose => {
+            (Kind::Script, Some(_)) => self
+                .run_shell("./deploy.sh", "deploy.sh", service.deploy_timeout, true)
+                .map(|_| ()),
+            (Kind::Compose, None) => {
                 let argv = compose_command().ok_or_else(|| {
                     "no Compose v2 (docker compose) on this runner: install a container engine with the compose plugin".to_string()
                 })?;
                 let mut cmd = self.command(&argv[0], &cwd);
-                cmd.args(&argv[1..]).args([
-                    "-p",
-                    &format!("hearth-{}", self.name),
-                    "-f",
-                    "compose.yaml",
-                    "up",
-                    "-d",
-                    "--remove-orphans",
-                ]);
+                cmd.args(&argv[1..]).args(compose_up.split(' '));
                 self.run_step(cmd, "compose up", service.deploy_timeout, true)
                     .map(|_| ())
             }
-            Kind::Hearth => self.start_hearth(&cwd),
+            (Kind::Compose, Some(_)) => self
+                .run_shell(
+                    &format!("docker compose {compose_up}"),
+                    "compose up",
+                    service.deploy_timeout,
+                    true,
+                )
+                .map(|_| ()),
+            (Kind::Hearth, None) => self.start_hearth(&cwd),
+            (Kind::Hearth, Some(ssh)) => {
+                remote::start_hearth(ssh, &self.path(""), &self.remote_hearth, &self.step_vars())
+                    .map_err(|e| self.masker.mask(&e))
+            }
+        }
+    }
+
+    /// Stops the service that `current` runs, as its kind says: its release's
+    /// own `stop.sh` (script), `docker compose down` (compose), the process
+    /// its pid file names (hearth). Ok(what was done).
+    pub fn stop_step(&self) -> Result<String, String> {
+        let service = self.current_service()?;
+        let timeout = service.deploy_timeout;
+        match service.kind {
+            Kind::Script => {
+                if self.read("current/stop.sh").is_none() {
+                    return Ok(
+                        "its release has no stop.sh, so nothing was stopped: stop what its deploy.sh started by hand"
+                            .to_string(),
+                    );
+                }
+                self.run_shell("./stop.sh", "stop.sh", timeout, true)
+                    .map(|_| "stop.sh ran".to_string())
+            }
+            Kind::Compose => {
+                let down = format!("-p hearth-{} -f compose.yaml down", self.name);
+                if self.remote.is_some() {
+                    self.run_shell(
+                        &format!("docker compose {down}"),
+                        "compose down",
+                        timeout,
+                        true,
+                    )?;
+                } else {
+                    let argv = compose_command().ok_or_else(|| {
+                        "no Compose v2 (docker compose) on this runner to stop it with".to_string()
+                    })?;
+                    let mut cmd = self.command(&argv[0], &self.current_dir());
+                    cmd.args(&argv[1..]).args(down.split(' '));
+                    self.run_step(cmd, "compose down", timeout, true)?;
+                }
+                Ok("docker compose down ran".to_string())
+            }
+            Kind::Hearth => {
+                let pid_file = self.path("data/hearth.pid");
+                match &self.remote {
+                    Some(ssh) => remote::stop_pid_file(ssh, &pid_file)?,
+                    None => {
+                        if let Ok(pid) = fs::read_to_string(&pid_file) {
+                            stop_pid(pid.trim());
+                        }
+                        let _ = fs::remove_file(&pid_file);
+                    }
+                }
+                Ok("the Hearth instance was stopped".to_string())
+            }
+        }
+    }
+
+    /// After a removal: no release is current any more (the releases, data
+    /// and history stay, for the record and for a rollback by hand).
+    pub fn unlink_current(&self) -> Result<(), DeployError> {
+        match &self.remote {
+            Some(ssh) => remote::unlink_current(ssh, &self.path("")),
+            None => match fs::remove_file(self.current_dir()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(DeployError::io("remove", self.current_dir())(e))
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -358,16 +540,16 @@ impl<'a> ServiceHost<'a> {
             return Err("no [health] declared".to_string());
         };
         match &h.probe {
-            Probe::Url(url) => {
-                let r = release::check_health(url, h.timeout);
-                if r.ready { Ok(r.last) } else { Err(r.last) }
-            }
-            Probe::Command(c) => {
-                let mut cmd = self.command("sh", &self.current_dir());
-                cmd.args(["-c", c]);
-                self.run_step(cmd, "health check", h.timeout, false)
-                    .map(|_| "exit 0".to_string())
-            }
+            Probe::Url(url) => match &self.remote {
+                Some(ssh) => remote::probe_url(ssh, url, h.timeout),
+                None => {
+                    let r = release::check_health(url, h.timeout);
+                    if r.ready { Ok(r.last) } else { Err(r.last) }
+                }
+            },
+            Probe::Command(c) => self
+                .run_shell(c, "health check", h.timeout, false)
+                .map(|_| "exit 0".to_string()),
         }
     }
 
@@ -404,6 +586,13 @@ impl<'a> ServiceHost<'a> {
         )
     }
 
+    /// The secrets `current`'s service.toml names (none if unreadable).
+    pub fn declared_secrets(&self) -> Vec<String> {
+        self.current_service()
+            .map(|s| s.secrets)
+            .unwrap_or_default()
+    }
+
     /// One probe, for status.
     pub fn probe_once(&self) -> Option<Health> {
         let service = self.current_service().ok()?;
@@ -423,8 +612,21 @@ impl<'a> ServiceHost<'a> {
         })
     }
 
-    pub fn inner(&self) -> &LocalHost {
-        &self.inner
+    /// Why the SSH connection failed during a step, if it did.
+    pub fn lost_connection(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    /// Whether the service's folder exists (here, or on the SSH host).
+    pub fn exists(&self) -> bool {
+        match &self.remote {
+            Some(ssh) => {
+                let script = format!("[ -d {} ]\n", release::sh_quote(&self.path("")));
+                ssh.run_script("look for the service", &script, b"")
+                    .is_ok_and(|o| o.status.success())
+            }
+            None => self.dir.is_dir(),
+        }
     }
 }
 
@@ -482,23 +684,38 @@ pub(crate) fn digest_files(root: &Path, files: &[String]) -> Result<String, Depl
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A service's lock, here or on the SSH host.
+pub(crate) enum ServiceGuard {
+    Local(#[expect(dead_code, reason = "held for its drop")] LocalGuard),
+    Ssh(#[expect(dead_code, reason = "held for its drop")] SshGuard),
+}
+
 impl Host for ServiceHost<'_> {
-    type Guard = LocalGuard;
+    type Guard = ServiceGuard;
 
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn lock(&self) -> Result<LocalGuard, DeployError> {
-        self.inner.lock()
+    fn lock(&self) -> Result<ServiceGuard, DeployError> {
+        match &self.remote {
+            Some(ssh) => ssh.lock().map(ServiceGuard::Ssh),
+            None => self.inner.lock().map(ServiceGuard::Local),
+        }
     }
 
     fn current(&self) -> Result<Option<String>, DeployError> {
-        self.inner.current()
+        match &self.remote {
+            Some(ssh) => ssh.current(),
+            None => self.inner.current(),
+        }
     }
 
     fn releases(&self) -> Result<Vec<ReleaseInfo>, DeployError> {
-        self.inner.releases()
+        match &self.remote {
+            Some(ssh) => ssh.releases(),
+            None => self.inner.releases(),
+        }
     }
 
     fn stage_release(&self, version: &str, _src: &Path, _sha256: &str) -> Result<(), DeployError> {
@@ -510,7 +727,10 @@ impl Host for ServiceHost<'_> {
     }
 
     fn switch_current(&self, version: &str) -> Result<(), DeployError> {
-        self.inner.switch_current(version)
+        match &self.remote {
+            Some(ssh) => ssh.switch_current(version),
+            None => self.inner.switch_current(version),
+        }
     }
 
     fn restart(&self) -> Result<(), DeployError> {
@@ -521,21 +741,33 @@ impl Host for ServiceHost<'_> {
     }
 
     fn remove_release(&self, version: &str) -> Result<(), DeployError> {
-        self.inner.remove_release(version)
+        match &self.remote {
+            Some(ssh) => ssh.remove_release(version),
+            None => self.inner.remove_release(version),
+        }
     }
 
     fn append_history(&self, entry: &HistoryEntry) -> Result<(), DeployError> {
         let mut e = entry.clone();
         e.message = self.masker.mask(&e.message);
-        self.inner.append_history(&e)
+        match &self.remote {
+            Some(ssh) => ssh.append_history(&e),
+            None => self.inner.append_history(&e),
+        }
     }
 
     fn history(&self) -> Result<Vec<HistoryEntry>, DeployError> {
-        self.inner.history()
+        match &self.remote {
+            Some(ssh) => ssh.history(),
+            None => self.inner.history(),
+        }
     }
 
     fn last_log_lines(&self, n: usize) -> Result<Vec<String>, DeployError> {
-        self.inner.last_log_lines(n)
+        match &self.remote {
+            Some(ssh) => ssh.last_log_lines(n),
+            None => self.inner.last_log_lines(n),
+        }
     }
 
     fn restart_and_wait(&self, _opts: &Options) -> Health {

@@ -12,6 +12,8 @@ pub enum Action {
     Upgrade,
     Rollback,
     AutoRollback,
+    /// A GitOps service removed from its repository, stopped.
+    Remove,
 }
 
 /// Whether the event left the host ready.

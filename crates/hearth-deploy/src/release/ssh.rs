@@ -50,6 +50,9 @@ pub struct SshHost {
     known_hosts: Option<PathBuf>,
     options: Vec<String>,
     root: String,
+    /// Another layout than Hearth's own: where `releases/`, `current` and
+    /// `deploy.lock` live, and the history file (see [`SshHost::with_layout`]).
+    layout: Option<(String, String)>,
     restart: String,
     log: Option<RemoteLog>,
     /// One connection for all of a deploy's steps (started at the first), or
@@ -133,6 +136,7 @@ impl SshHost {
             known_hosts: None,
             options: Vec::new(),
             root: "/".to_string(),
+            layout: None,
             restart: "systemctl reload-or-restart hearth".to_string(),
             log: None,
             multiplex: true,
@@ -188,6 +192,14 @@ impl SshHost {
         self
     }
 
+    /// Another layout than Hearth's own, as [`super::LocalHost::with_layout`]:
+    /// `releases/`, `current` and `deploy.lock` under `home`, the history in
+    /// `history` (remote paths; the GitOps services keep one layout each).
+    pub fn with_layout(mut self, home: impl Into<String>, history: impl Into<String>) -> Self {
+        self.layout = Some((home.into(), history.into()));
+        self
+    }
+
     /// The remote shell command that restarts the service. It must not keep
     /// ssh's stdout or stderr open (a service started by hand redirects them),
     /// or ssh waits for it.
@@ -205,16 +217,22 @@ impl SshHost {
         &self.destination
     }
 
-    /// `ROOT/opt/hearth`, quoted for sh.
+    /// `ROOT/opt/hearth` (or the layout's home), quoted for sh.
     fn hearth_dir(&self) -> String {
-        sh_quote(&format!("{}/opt/hearth", self.root.trim_end_matches('/')))
+        match &self.layout {
+            Some((home, _)) => sh_quote(home),
+            None => sh_quote(&format!("{}/opt/hearth", self.root.trim_end_matches('/'))),
+        }
     }
 
     fn history_path(&self) -> String {
-        sh_quote(&format!(
-            "{}/var/lib/hearth/deploy-history.jsonl",
-            self.root.trim_end_matches('/')
-        ))
+        match &self.layout {
+            Some((_, history)) => sh_quote(history),
+            None => sh_quote(&format!(
+                "{}/var/lib/hearth/deploy-history.jsonl",
+                self.root.trim_end_matches('/')
+            )),
+        }
     }
 
     /// The options every connection gets: batch mode, port, key, known_hosts,
@@ -322,7 +340,7 @@ impl SshHost {
         cmd
     }
 
-    fn ssh_error(&self, action: &'static str, detail: String) -> DeployError {
+    pub(crate) fn ssh_error(&self, action: &'static str, detail: String) -> DeployError {
         DeployError::Ssh {
             host: self.name.clone(),
             action,
@@ -330,10 +348,11 @@ impl SshHost {
         }
     }
 
-    fn failure(&self, action: &'static str, out: &Output) -> DeployError {
+    /// The error for a script that failed: ssh's own (255) or the script's.
+    pub(crate) fn failure(&self, action: &'static str, out: &Output) -> DeployError {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let detail = match out.status.code() {
-            Some(255) => format!("ssh could not connect: {}", stderr.trim()),
+            Some(255) => ssh_255(&stderr),
             _ => format!(
                 "the remote script exited with {}: {}",
                 out.status,
@@ -351,6 +370,37 @@ impl SshHost {
         script: &str,
         input: Option<&Path>,
     ) -> Result<Output, DeployError> {
+        match input {
+            None => self.run_feeding(action, script, None),
+            Some(path) => {
+                let mut file =
+                    std::fs::File::open(path).map_err(DeployError::io("open the tarball", path))?;
+                self.run_feeding(action, script, Some(&mut file))
+            }
+        }
+    }
+
+    /// Runs `script` remotely with `input` on its stdin and returns its output
+    /// whatever its exit status. What a script must not have on its command
+    /// line (a secret: the remote `ps` shows a command line, and so does this
+    /// machine's) travels this way. Exit status 255 is ssh's own: no
+    /// connection, or a connection lost while the script ran.
+    pub fn run_script(
+        &self,
+        action: &'static str,
+        script: &str,
+        input: &[u8],
+    ) -> Result<Output, DeployError> {
+        let mut bytes = input;
+        self.run_feeding(action, script, Some(&mut bytes))
+    }
+
+    fn run_feeding(
+        &self,
+        action: &'static str,
+        script: &str,
+        input: Option<&mut (dyn Read + Send)>,
+    ) -> Result<Output, DeployError> {
         let mut cmd = self.command(script);
         cmd.stdin(if input.is_some() {
             Stdio::piped()
@@ -362,13 +412,11 @@ impl SshHost {
         let mut child = cmd.spawn().map_err(|e| {
             self.ssh_error(action, format!("cannot run {}: {e}", self.ssh.display()))
         })?;
-        let Some(path) = input else {
+        let Some(input) = input else {
             return child
                 .wait_with_output()
                 .map_err(|e| self.ssh_error(action, format!("waiting for ssh: {e}")));
         };
-        let mut file =
-            std::fs::File::open(path).map_err(DeployError::io("open the tarball", path))?;
         let stdin = child.stdin.take();
         // Written from a thread while this one drains stdout and stderr, so
         // neither side can fill a pipe and wait on the other.
@@ -377,7 +425,7 @@ impl SshHost {
                 if let Some(mut stdin) = stdin {
                     // A remote script that fails early closes its stdin; its
                     // exit status tells why, so a broken pipe here is no news.
-                    let _ = std::io::copy(&mut file, &mut stdin);
+                    let _ = std::io::copy(input, &mut stdin);
                 }
             });
             let out = child
@@ -395,6 +443,28 @@ impl SshHost {
             return Err(self.failure(action, &out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// What ssh's own exit status 255 means, from what it said: it never got in,
+/// or the connection went away while a script ran (the remote side's state is
+/// then unknown).
+pub(crate) fn ssh_255(stderr: &str) -> String {
+    let said = stderr.trim();
+    let lost = [
+        "closed by remote host",
+        "Broken pipe",
+        "Connection reset",
+        "read header failed",
+        "Timeout, server",
+        "client_loop",
+    ];
+    if lost.iter().any(|l| said.contains(l)) {
+        format!("the ssh connection was lost while the step ran: {said}")
+    } else if said.is_empty() {
+        "ssh exited with 255 (no connection, or the connection was lost)".to_string()
+    } else {
+        format!("ssh could not connect: {said}")
     }
 }
 
@@ -504,7 +574,7 @@ exit "$rc"
             });
         }
         let detail = match status.code() {
-            Some(255) => format!("ssh could not connect: {}", stderr.trim()),
+            Some(255) => ssh_255(&stderr),
             _ => format!("the remote script exited with {status}: {}", stderr.trim()),
         };
         Err(self.ssh_error(action, detail))

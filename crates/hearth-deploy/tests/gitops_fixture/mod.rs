@@ -20,7 +20,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hearth_deploy::gitops::{self, ApplyOptions, Finding, GitopsError, Repo, Selection};
+use hearth_deploy::gitops::{
+    self, ApplyOptions, Finding, GitopsError, Repo, Selection, SshSettings,
+};
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -145,6 +147,18 @@ with urllib.request.urlopen("http://127.0.0.1:{port}/health.txt", timeout=2) as 
 "#
             ),
         );
+        write_exec(
+            &dir.join("stop.sh"),
+            r#"#!/bin/sh
+set -eu
+pid_file="$DEPLOY_DATA_DIR/server.pid"
+if [ -f "$pid_file" ]; then
+  kill "$(cat "$pid_file")" 2>/dev/null || true
+  rm -f "$pid_file"
+fi
+echo "stopped $DEPLOY_SERVICE"
+"#,
+        );
         write(&dir.join("README.md"), &format!("# {name}\n"));
         write(&dir.join("www/index.html"), page);
         let health = dir.join("www/health.txt");
@@ -161,6 +175,29 @@ with urllib.request.urlopen("http://127.0.0.1:{port}/health.txt", timeout=2) as 
         selection: Selection,
         secrets: &[(&str, &str)],
     ) -> (Result<(), GitopsError>, Vec<String>) {
+        self.run(&self.options(env, selection), secrets)
+    }
+
+    /// An apply's options: the state folder is the fixture's.
+    pub fn options(&self, env: &str, selection: Selection) -> ApplyOptions {
+        ApplyOptions {
+            environment: env.to_string(),
+            selection,
+            state_dir: Some(self.state.clone()),
+            lock_timeout: Duration::from_secs(120),
+            hearth_bin: None,
+            keep: 5,
+            keep_removed: false,
+            ssh: SshSettings::default(),
+        }
+    }
+
+    /// Runs an apply with these options and secrets: its result and the lines it said.
+    pub fn run(
+        &self,
+        opts: &ApplyOptions,
+        secrets: &[(&str, &str)],
+    ) -> (Result<(), GitopsError>, Vec<String>) {
         let lines = Mutex::new(Vec::new());
         let say = |l: &str| lines.lock().unwrap().push(l.to_string());
         let secret = |n: &str| {
@@ -169,15 +206,7 @@ with urllib.request.urlopen("http://127.0.0.1:{port}/health.txt", timeout=2) as 
                 .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.to_string())
         };
-        let opts = ApplyOptions {
-            environment: env.to_string(),
-            selection,
-            state_dir: Some(self.state.clone()),
-            lock_timeout: Duration::from_secs(120),
-            hearth_bin: None,
-            keep: 5,
-        };
-        let r = gitops::apply(&self.repo(), &opts, &secret, &say);
+        let r = gitops::apply(&self.repo(), opts, &secret, &say);
         (r, lines.into_inner().unwrap())
     }
 
@@ -233,6 +262,11 @@ pub fn page(port: u16) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// A secret store with nothing in it.
+pub fn no_secrets(_: &str) -> Option<String> {
+    None
 }
 
 /// Whether the real validators must be here (`make unit` sets it).

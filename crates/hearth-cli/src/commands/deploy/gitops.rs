@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hearth_deploy::gitops::{
-    self, ApplyOptions, GitopsError, INFRA_FILE, Repo, Selection, default_state_dir,
+    self, ApplyOptions, GitopsError, INFRA_FILE, Repo, Selection, Site, SshSettings,
+    default_state_dir,
 };
 
 use super::{GitopsApplyArgs, GitopsPlace, HostArgs};
@@ -149,7 +150,16 @@ pub fn plan(
     ExitCode::SUCCESS
 }
 
-pub fn apply(env: &str, args: &GitopsApplyArgs) -> ExitCode {
+/// The SSH settings the flags give (`--identity`, `--known-hosts`).
+fn ssh_settings(host: &HostArgs) -> SshSettings {
+    SshSettings {
+        identity: host.identity.clone(),
+        known_hosts: host.known_hosts.clone(),
+        options: Vec::new(),
+    }
+}
+
+pub fn apply(env: &str, args: &GitopsApplyArgs, host: &HostArgs) -> ExitCode {
     let selection = match (&args.since, args.services.is_empty(), args.all) {
         (Some(since), true, false) => Selection::Since {
             since: since.clone(),
@@ -175,6 +185,8 @@ pub fn apply(env: &str, args: &GitopsApplyArgs) -> ExitCode {
         lock_timeout: args.lock_timeout,
         hearth_bin: std::env::current_exe().ok(),
         keep: 5,
+        keep_removed: args.keep_removed,
+        ssh: ssh_settings(host),
     };
     let secret = |name: &str| std::env::var(name).ok();
     let say = |line: &str| output::line(line);
@@ -201,20 +213,22 @@ pub fn is_gitops_status(
         && Repo::find(Path::new(".")).is_ok()
 }
 
-/// The state folder: the flag's, else the environment's (or the one all
-/// environments share) in the repository's infra file, else the default.
-fn state_dir(env: Option<&str>, place: &GitopsPlace) -> PathBuf {
-    if let Some(dir) = &place.state_dir {
-        return dir.clone();
-    }
+/// Where the services are: the environment's state folder here or on its
+/// SSH host; without an environment, the flag's folder, else the one all
+/// local environments share in the repository's infra file, else the default.
+fn site(env: Option<&str>, place: &GitopsPlace, ssh: &SshSettings) -> Site {
     let start = place.repo.clone().unwrap_or_else(|| PathBuf::from("."));
-    let infra = Repo::find(&start).ok().and_then(|r| r.infra.ok());
-    let Some(infra) = infra else {
-        return default_state_dir(None, None);
-    };
-    if let Some(e) = env.and_then(|n| infra.environments.get(n)) {
-        return default_state_dir(None, Some(e));
+    let repo = Repo::find(&start).ok();
+    let infra = repo.as_ref().and_then(|r| r.infra.clone().ok());
+    if let (Some(repo), Some(e)) = (&repo, env.and_then(|n| infra.as_ref()?.environments.get(n))) {
+        return Site::of(&repo.root, e, place.state_dir.as_deref(), ssh);
     }
+    if let Some(dir) = &place.state_dir {
+        return Site::local(dir);
+    }
+    let Some(infra) = infra else {
+        return Site::local(default_state_dir(None, None));
+    };
     let mut dirs: Vec<PathBuf> = infra
         .environments
         .values()
@@ -222,21 +236,23 @@ fn state_dir(env: Option<&str>, place: &GitopsPlace) -> PathBuf {
         .collect();
     dirs.dedup();
     if dirs.len() == 1 {
-        dirs.remove(0)
+        Site::local(dirs.remove(0))
     } else {
-        default_state_dir(None, None)
+        Site::local(default_state_dir(None, None))
     }
 }
 
-pub fn status(env: Option<&str>, place: &GitopsPlace) -> ExitCode {
-    let dir = state_dir(env, place);
-    let services = match gitops::status(&dir, env) {
+pub fn status(env: Option<&str>, place: &GitopsPlace, host: &HostArgs) -> ExitCode {
+    let site = site(env, place, &ssh_settings(host));
+    // The health checks get the secrets they declare, when this shell has them.
+    let secret = |name: &str| std::env::var(name).ok();
+    let services = match gitops::status(&site, env, &secret) {
         Ok(s) => s,
         Err(e) => return failed(&e),
     };
     output::line(format!(
         "services deployed under {}{}",
-        dir.display(),
+        site.describe(),
         env.map(|e| format!(" (environment {e})"))
             .unwrap_or_default()
     ));
@@ -274,9 +290,15 @@ pub fn status(env: Option<&str>, place: &GitopsPlace) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn history(service: &str, env: Option<&str>, json: bool, place: &GitopsPlace) -> ExitCode {
-    let dir = state_dir(env, place);
-    let entries = match gitops::history(&dir, service) {
+pub fn history(
+    service: &str,
+    env: Option<&str>,
+    json: bool,
+    place: &GitopsPlace,
+    ssh: &SshSettings,
+) -> ExitCode {
+    let site = site(env, place, ssh);
+    let entries = match gitops::history(&site, service) {
         Ok(e) => e,
         Err(e) => return failed(&e),
     };
