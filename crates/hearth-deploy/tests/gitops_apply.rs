@@ -272,3 +272,93 @@ fn compose_services_deploy_where_a_container_engine_runs() {
         .args(["compose", "-p", "hearth-web", "down"])
         .status();
 }
+
+#[test]
+fn a_removed_service_is_stopped_unless_kept_and_status_probes_with_its_secrets() {
+    let fx = Fixture::new();
+    let (p1, p2) = (free_port(), free_port());
+    fx.site("old", "homelab", p1, "old", true, "");
+    fx.site(
+        "keep",
+        "homelab",
+        p2,
+        "keep",
+        true,
+        "secrets = [\"SITE_TOKEN\"]",
+    );
+    // keep's health check needs its secret.
+    let check = fx.root.join("services/keep/health-check.sh");
+    let text = fs::read_to_string(&check).unwrap().replace(
+        "set -eu\n",
+        "set -eu\n[ \"${SITE_TOKEN:-}\" = tok-123 ] || { echo \"no token\"; exit 1; }\n",
+    );
+    write_exec(&check, &text);
+    let c1 = commit(&fx.root, "two services");
+    let secrets = [("SITE_TOKEN", "tok-123")];
+    let (r, out) = fx.apply("homelab", Selection::All, &secrets);
+    r.unwrap();
+    assert_eq!(page(p1).as_deref(), Some("old"), "{out:#?}");
+    let site = Site::local(&fx.state);
+
+    // status probes with the secrets the service declares, when given them.
+    let st = gitops::status(&site, Some("homelab"), &|n| {
+        (n == "SITE_TOKEN").then(|| "tok-123".to_string())
+    })
+    .unwrap();
+    let keep = st.iter().find(|s| s.name == "keep").unwrap();
+    assert!(keep.health.as_ref().unwrap().ready, "{st:?}");
+    let st = gitops::status(&site, Some("homelab"), &no_secrets).unwrap();
+    let keep = st.iter().find(|s| s.name == "keep").unwrap();
+    assert!(!keep.health.as_ref().unwrap().ready, "{st:?}");
+
+    // Removed, with --keep-removed: named, left running.
+    let pid = fx.pid("old").unwrap();
+    fs::remove_dir_all(fx.root.join("services/old")).unwrap();
+    commit(&fx.root, "retire old");
+    let mut opts = fx.options(
+        "homelab",
+        Selection::Since {
+            since: c1.clone(),
+            head: None,
+        },
+    );
+    opts.keep_removed = true;
+    let (r, out) = fx.run(&opts, &secrets);
+    r.unwrap();
+    assert!(
+        out.iter()
+            .any(|l| l == "removed from the repository, left running (--keep-removed): old"),
+        "{out:#?}"
+    );
+    assert!(alive(pid));
+
+    // Without it: stopped with its release's stop.sh, recorded, not current.
+    opts.keep_removed = false;
+    let (r, out) = fx.run(&opts, &secrets);
+    r.unwrap();
+    assert!(
+        out.iter().any(|l| l == "old: removed (stop.sh ran)"),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter().any(|l| l.contains("[old] stopped old")),
+        "{out:#?}"
+    );
+    let start = std::time::Instant::now();
+    while alive(pid) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{pid} runs on");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!fx.state.join("services/old/current").exists());
+    let last = gitops::history(&site, "old").unwrap().pop().unwrap();
+    assert_eq!(
+        (last.action, last.outcome, last.to.as_str()),
+        (Action::Remove, EventOutcome::Ok, "none")
+    );
+    // The other service is untouched; a second run has nothing to do.
+    assert_eq!(page(p2).as_deref(), Some("keep"));
+    let (r, out) = fx.run(&opts, &secrets);
+    r.unwrap();
+    assert!(!out.iter().any(|l| l.contains("old")), "{out:#?}");
+    fx.stop("keep");
+}

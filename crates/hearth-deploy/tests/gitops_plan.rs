@@ -1,6 +1,8 @@
 //! `hearth deploy plan` (issue 14): one changed service plans only it; a
 //! changed dependency plans its dependents after it; a README at the root
-//! plans nothing; services are grouped by environment, with the matrix.
+//! plans nothing; services are grouped by environment (in the infra file's
+//! order), with the matrix; a removed service is a removal in its old
+//! environment.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -87,17 +89,17 @@ fn plan_has_only_what_changed_and_its_dependents_in_order_per_environment() {
     write(&fx.root.join("services/chat/www/index.html"), "chat 2");
     write(&fx.root.join("services/web/www/index.html"), "web 2");
     commit(&fx.root, "chat and web");
-    // Environments by name.
+    // Environments in the order hearth-infra.toml declares them.
     assert_eq!(
         planned(&fx, &base),
-        envs(&[("cloud", &["chat"]), ("homelab", &["web", "proxy"])])
+        envs(&[("homelab", &["web", "proxy"]), ("cloud", &["chat"])])
     );
     let p = plan(&fx.repo(), Some(&base), None).unwrap();
     assert_eq!(
         p.matrix(),
         serde_json::json!({"include": [
-            {"environment": "cloud", "runner": "cloud"},
-            {"environment": "homelab", "runner": "homelab"}
+            {"environment": "homelab", "runner": "homelab"},
+            {"environment": "cloud", "runner": "cloud"}
         ]})
     );
     // A range given by both ends: the same.
@@ -123,8 +125,25 @@ fn plan_has_only_what_changed_and_its_dependents_in_order_per_environment() {
     assert_eq!(
         all,
         envs(&[
-            ("cloud", &["chat"]),
-            ("homelab", &["db", "docs", "web", "proxy"])
+            ("homelab", &["db", "docs", "web", "proxy"]),
+            ("cloud", &["chat"])
         ])
     );
+
+    // A service removed from the repository: a removal where it ran, which
+    // puts that environment in the matrix (its runner stops it).
+    let base = git(&fx.root, &["rev-parse", "HEAD"]);
+    std::fs::remove_dir_all(fx.root.join("services/docs")).unwrap();
+    commit(&fx.root, "retire docs");
+    let p = plan(&fx.repo(), Some(&base), None).unwrap();
+    assert_eq!(p.environments.len(), 1, "{p:?}");
+    assert_eq!(p.environments[0].environment, "homelab");
+    assert!(p.environments[0].services.is_empty());
+    assert_eq!(p.environments[0].removals, ["docs"]);
+    assert!(!p.is_empty());
+    assert_eq!(
+        p.matrix(),
+        serde_json::json!({"include": [{"environment": "homelab", "runner": "homelab"}]})
+    );
+    assert_eq!(p.to_json()["environments"][0]["removals"][0], "docs");
 }

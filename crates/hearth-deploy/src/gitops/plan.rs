@@ -3,7 +3,9 @@
 //!
 //! A service is planned when a file under its folder changed, when its
 //! environment's entry in the infra file changed, or when it depends
-//! (directly or not) on a planned service. Dependencies deploy first.
+//! (directly or not) on a planned service. Dependencies deploy first. A
+//! service whose folder the change removed is planned as a removal in the
+//! environment its old service.toml named (apply stops it there).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -21,12 +23,14 @@ pub struct PlannedService {
     pub reason: String,
 }
 
-/// One environment's services, dependencies first.
+/// One environment's services, dependencies first, and the services
+/// removed from it (stopped first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnvPlan {
     pub environment: String,
     pub runner: String,
     pub services: Vec<PlannedService>,
+    pub removals: Vec<String>,
 }
 
 /// The whole plan: only environments with something to deploy.
@@ -39,7 +43,9 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.environments.iter().all(|e| e.services.is_empty())
+        self.environments
+            .iter()
+            .all(|e| e.services.is_empty() && e.removals.is_empty())
     }
 
     /// The GitHub Actions matrix: one entry per environment with work.
@@ -47,7 +53,7 @@ impl Plan {
         let include: Vec<serde_json::Value> = self
             .environments
             .iter()
-            .filter(|e| !e.services.is_empty())
+            .filter(|e| !e.services.is_empty() || !e.removals.is_empty())
             .map(|e| serde_json::json!({"environment": e.environment, "runner": e.runner}))
             .collect();
         serde_json::json!({ "include": include })
@@ -78,6 +84,7 @@ pub fn plan(repo: &Repo, since: Option<&str>, head: Option<&str>) -> Result<Plan
     let infra = repo.infra()?;
     let services = repo.parsed_services()?;
     let mut notices = Vec::new();
+    let mut removed = BTreeMap::new();
     let reasons = match since {
         None => services
             .keys()
@@ -85,13 +92,17 @@ pub fn plan(repo: &Repo, since: Option<&str>, head: Option<&str>) -> Result<Plan
             .collect(),
         Some(since) => {
             let changes = changed_files(&repo.root, since, head)?;
-            changed_services(repo, infra, &services, since, &changes, &mut notices)
+            let reasons = changed_services(repo, infra, &services, since, &changes, &mut notices);
+            removed = removed_services(repo, &services, since, &changes, &mut notices);
+            reasons
         }
     };
     let reasons = with_dependents(&services, reasons);
     let order = dependency_order(&services)?;
     let mut environments = Vec::new();
-    for env in infra.environments.values() {
+    // In the order the infra file declares them: the first is often the one
+    // people look at first.
+    for env in infra.in_file_order() {
         let planned: Vec<PlannedService> = order
             .iter()
             .filter(|n| services[*n].environment == env.name)
@@ -103,11 +114,17 @@ pub fn plan(repo: &Repo, since: Option<&str>, head: Option<&str>) -> Result<Plan
                 })
             })
             .collect();
-        if !planned.is_empty() {
+        let removals: Vec<String> = removed
+            .iter()
+            .filter(|(_, e)| **e == env.name)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !planned.is_empty() || !removals.is_empty() {
             environments.push(EnvPlan {
                 environment: env.name.clone(),
                 runner: env.runner.clone(),
                 services: planned,
+                removals,
             });
         }
     }
@@ -151,7 +168,6 @@ pub(crate) fn changed_services(
         Changes::Files(files) => files,
     };
     let mut reasons = BTreeMap::new();
-    let mut removed = BTreeSet::new();
     for file in files {
         if let Some(rest) = file.strip_prefix("services/") {
             let Some((name, _)) = rest.split_once('/') else {
@@ -161,8 +177,6 @@ pub(crate) fn changed_services(
                 reasons
                     .entry(name.to_string())
                     .or_insert_with(|| format!("changed {file}"));
-            } else if !repo.services.contains_key(name) {
-                removed.insert(name.to_string());
             }
         } else if file == INFRA_FILE {
             let old = file_at(&repo.root, since, INFRA_FILE).map(|t| Infra::parse(&t));
@@ -181,12 +195,41 @@ pub(crate) fn changed_services(
             }
         }
     }
-    for name in removed {
-        notices.push(format!(
-            "services/{name} was removed: apply does not stop a removed service; stop it on its runner"
-        ));
-    }
     reasons
+}
+
+/// The services whose folder the change removed, each with the environment
+/// its service.toml named at `since` (where apply will stop it).
+fn removed_services(
+    repo: &Repo,
+    services: &BTreeMap<String, Service>,
+    since: &str,
+    changes: &Changes,
+    notices: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let Changes::Files(files) = changes else {
+        return BTreeMap::new();
+    };
+    let gone: BTreeSet<&str> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix("services/")?.split_once('/'))
+        .map(|(name, _)| name)
+        .filter(|name| !services.contains_key(*name) && !repo.services.contains_key(*name))
+        .collect();
+    let mut out = BTreeMap::new();
+    for name in gone {
+        let old = file_at(&repo.root, since, &format!("services/{name}/service.toml"))
+            .and_then(|text| Service::parse(name, &text).0);
+        match old {
+            Some(s) => {
+                out.insert(name.to_string(), s.environment);
+            }
+            None => notices.push(format!(
+                "services/{name} was removed, and its service.toml at {since} does not say its environment: `hearth deploy apply --env NAME --all` stops it where it was deployed"
+            )),
+        }
+    }
+    out
 }
 
 /// Adds every service that depends, directly or not, on one in `reasons`.

@@ -146,6 +146,11 @@ pub fn plan(
                 s.reason
             ));
         }
+        for name in &env.removals {
+            output::line(format!(
+                "  -  {name:<20} removed from the repository: apply stops it (unless --keep-removed)"
+            ));
+        }
     }
     ExitCode::SUCCESS
 }
