@@ -21,9 +21,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_fake_upstream(procs):
-    """Starts the fake upstream; returns its base URL (`http://…/v1`)."""
-    fake = subprocess.Popen([os.environ["FAKE_UPSTREAM_BIN"]], stdout=subprocess.PIPE, text=True)
+def start_fake_upstream(procs, script=None):
+    """Starts the fake upstream (with `script`, a path: its replies by model
+    name); returns its base URL (`http://…/v1`)."""
+    args = [os.environ["FAKE_UPSTREAM_BIN"]] + (["--script", script] if script else [])
+    fake = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     procs.append(fake)
     line = fake.stdout.readline().strip()
     assert line.startswith("listening on "), line

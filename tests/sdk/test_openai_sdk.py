@@ -26,9 +26,25 @@ KEY = "sk-sdk-test-0123456789"
 LIMITED_KEY = "sk-sdk-limited-0123456789"
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city now",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": False}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time",
+    "parameters": {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}},
+                   "required": ["zone"], "additionalProperties": False}}}
+# The fake upstream's answers for `fake/tools`: two calls, each request.
+TOOL_CALLS = [{"name": "get_weather", "arguments": '{"city": "Paris"}'},
+              {"name": "get_time", "arguments": '{"zone": "CET"}'}]
+
+
 def start():
     procs = []
-    upstream = harness.start_fake_upstream(procs)
+    script = os.path.join(harness.tempfile.mkdtemp(prefix="hearth-sdk-script-"), "script.json")
+    with open(script, "w") as f:
+        json.dump({"fake/tools": [{"tool_calls": TOOL_CALLS}] * 4}, f)
+    upstream = harness.start_fake_upstream(procs, script)
     base, _ = harness.start_hearth(
         procs,
         f"""
@@ -50,6 +66,13 @@ name = "smollm2-135m"
 path = "{os.environ["HEARTH_MODEL"]}"
 context = 2048
 parallel = 2
+tools = "pass"
+
+[[models]]
+name = "fake-tools"
+backend = "upstream"
+base_url = "{upstream}"
+upstream_model = "fake/tools"
 
 [[models]]
 name = "fake-embed"
@@ -86,7 +109,7 @@ def main():
     def list_and_retrieve_models():
         models = client.models.list()
         ids = [m.id for m in models.data]
-        assert ids == ["fake-chat", "minilm", "smollm2-135m", "fake-embed"], ids
+        assert ids == ["fake-chat", "minilm", "smollm2-135m", "fake-tools", "fake-embed"], ids
         assert models.data[1].model_extra["kind"] == "embedding", models.data[1]
         m = client.models.retrieve("fake-chat")
         assert m.id == "fake-chat"
@@ -249,6 +272,75 @@ def main():
             assert e.body["param"] == "previous_response_id", e.body
         else:
             raise AssertionError("expected BadRequestError for previous_response_id")
+
+    @test
+    def tools_on_the_embedded_model_required_named_and_streamed():
+        # Required: the grammar holds the answer to a call of an offered tool.
+        r = client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=[WEATHER, TIME], tool_choice="required", temperature=0, max_tokens=100,
+        )
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", c
+        assert c.message.tool_calls, c.message
+        for call in c.message.tool_calls:
+            assert call.id.startswith("call_") and call.type == "function", call
+            args = json.loads(call.function.arguments)
+            assert call.function.name in ("get_weather", "get_time"), call
+            assert ("city" in args) if call.function.name == "get_weather" else args["zone"] in ("UTC", "CET"), args
+        # Named and streamed: the SDK puts the deltas back together.
+        with client.chat.completions.stream(
+            model="smollm2-135m", messages=[{"role": "user", "content": "What time is it in Berlin?"}],
+            tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "get_time"}},
+            parallel_tool_calls=False, temperature=0, max_tokens=60,
+        ) as stream:
+            deltas = [e for e in stream if e.type == "tool_calls.function.arguments.delta"]
+            final = stream.get_final_completion()
+        calls = final.choices[0].message.tool_calls
+        assert len(calls) == 1 and calls[0].function.name == "get_time", final
+        assert json.loads(calls[0].function.arguments)["zone"] in ("UTC", "CET"), calls[0]
+        assert deltas, "no argument deltas"
+        assert final.choices[0].finish_reason == "tool_calls", final
+        # The call and its result go back; the model answers (or calls again).
+        history = [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [c.message.tool_calls[0].model_dump()]},
+            {"role": "tool", "tool_call_id": c.message.tool_calls[0].id, "content": "Sunny, 18 C"},
+        ]
+        r = client.chat.completions.create(
+            model="smollm2-135m", messages=history, tools=[WEATHER, TIME], temperature=0, max_tokens=60,
+        )
+        assert r.choices[0].finish_reason in ("stop", "tool_calls", "length"), r
+
+    @test
+    def tools_passed_through_to_an_upstream_whole_and_streamed():
+        r = client.chat.completions.create(
+            model="fake-tools", messages=[{"role": "user", "content": "Weather and time?"}],
+            tools=[WEATHER, TIME], tool_choice="auto",
+        )
+        got = [(t.function.name, t.function.arguments) for t in r.choices[0].message.tool_calls]
+        assert got == [(c["name"], c["arguments"]) for c in TOOL_CALLS], got
+        assert r.choices[0].finish_reason == "tool_calls", r
+        with client.chat.completions.stream(
+            model="fake-tools", messages=[{"role": "user", "content": "Weather and time?"}],
+            tools=[WEATHER, TIME],
+        ) as stream:
+            final = stream.get_final_completion()
+        got = [(t.function.name, t.function.arguments) for t in final.choices[0].message.tool_calls]
+        assert got == [(c["name"], c["arguments"]) for c in TOOL_CALLS], got
+
+    @test
+    def a_tool_choice_naming_no_offered_function_is_refused():
+        try:
+            client.chat.completions.create(
+                model="smollm2-135m", messages=[{"role": "user", "content": "hi"}],
+                tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
+            )
+        except openai.BadRequestError as e:
+            assert e.body["param"] == "tool_choice", e.body
+            assert "launch_rocket" in e.body["message"], e.body
+        else:
+            raise AssertionError("expected BadRequestError for an unknown tool_choice function")
 
     @test
     def authentication_error():

@@ -31,7 +31,7 @@ pub enum Choice {
     Auto,
     /// At least one call.
     Required,
-    /// Exactly this function (one call, or several of it in parallel mode).
+    /// A call of exactly this function.
     Named(String),
 }
 
@@ -202,6 +202,9 @@ impl ToolMode {
                 .collect(),
             _ => self.tools.iter().map(call).collect(),
         };
+        // At most one call per tool on offer: a small model otherwise repeats its
+        // calls until max_tokens cuts the answer.
+        let most = calls.len();
         let one = match <[Value; 1]>::try_from(calls) {
             Ok([c]) => c,
             Err(calls) => json!({"anyOf": calls}),
@@ -209,7 +212,7 @@ impl ToolMode {
         let call = if self.parallel {
             json!({
                 "type": "object",
-                "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1}},
+                "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1, "maxItems": most}},
                 "required": ["tool_calls"],
             })
         } else {

@@ -66,6 +66,10 @@ pub enum Behaviour {
     /// more bytes forever); else a JSON answer whose text never ends. It goes on
     /// until the client closes the connection, which counts as cancelled.
     Endless { status: u16, event_stream: bool },
+    /// A chat answer that calls tools: `(name, arguments JSON)` each, streamed as
+    /// OpenAI does (the id and name first, then the arguments in pieces), ending
+    /// with `finish_reason: "tool_calls"`.
+    ToolCalls { calls: Vec<(String, String)> },
 }
 
 impl Default for Behaviour {
@@ -116,8 +120,26 @@ pub fn scripted(r: &Value) -> Result<Behaviour, String> {
     if let Some(status) = r.get("status").and_then(Value::as_u64) {
         return Ok(Behaviour::status(u16::try_from(status).unwrap_or(500)));
     }
+    if let Some(calls) = r.get("tool_calls").and_then(Value::as_array) {
+        let calls = calls
+            .iter()
+            .map(|c| {
+                let name = c.get("name").and_then(Value::as_str);
+                let args = c.get("arguments").and_then(Value::as_str);
+                match (name, args) {
+                    (Some(n), Some(a)) => Ok((n.to_owned(), a.to_owned())),
+                    _ => Err(format!(
+                        "a tool call is {{\"name\": …, \"arguments\": \"…\"}}: {c}"
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Behaviour::ToolCalls { calls });
+    }
     let text = r.get("text").and_then(Value::as_str).ok_or_else(|| {
-        format!("a reply is a string or an object with `text`, `stall` or `status`: {r}")
+        format!(
+            "a reply is a string or an object with `text`, `tool_calls`, `stall` or `status`: {r}"
+        )
     })?;
     let delay = r.get("delay_ms").and_then(Value::as_u64).unwrap_or(0);
     Ok(Behaviour::slow(text, 1, Duration::from_millis(delay)))
@@ -564,6 +586,9 @@ async fn complete(
                 .insert("content-type", axum::http::HeaderValue::from_static(kind));
             resp
         }
+        Behaviour::ToolCalls { calls } => {
+            tool_calls_response(active, model, &calls, stream, include_usage)
+        }
         Behaviour::Stall => {
             std::future::pending::<()>().await;
             active.finished = true;
@@ -634,6 +659,69 @@ async fn complete(
             false,
         ),
     }
+}
+
+/// [`Behaviour::ToolCalls`]: whole, or streamed as OpenAI streams calls.
+fn tool_calls_response(
+    mut active: Active,
+    model: String,
+    calls: &[(String, String)],
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let id = |i: usize| format!("call_fake{i}");
+    if !stream {
+        active.finished = true;
+        let list: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, (name, args))| json!({"id": id(i), "type": "function", "function": {"name": name, "arguments": args}}))
+            .collect();
+        return axum::Json(json!({"id": "fake-1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": list}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}))
+        .into_response();
+    }
+    let mut chunks: Vec<Value> = Vec::new();
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    for (i, (name, args)) in calls.iter().enumerate() {
+        let mut first = json!({"tool_calls": [{"index": i, "id": id(i), "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]});
+        if i == 0 {
+            first["role"] = json!("assistant");
+        }
+        chunks.push(chunk(first, None));
+        for piece in split(args, 3) {
+            chunks.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    chunks.push(chunk(json!({}), Some("tool_calls")));
+    if include_usage {
+        chunks.push(json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
+                           "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}));
+    }
+    let body = async_stream(move |tx| async move {
+        let mut active = active;
+        for c in chunks {
+            if tx.send(format!("data: {c}\n\n")).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
+        active.finished = true;
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
 }
 
 fn split(text: &str, n: usize) -> Vec<String> {
