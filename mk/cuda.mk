@@ -38,7 +38,8 @@ dist-cuda:
 bench-gpu-pack: .venv-embed/.complete
 	@$(CUDA_ENV) bash bench/gpu/run.sh pack
 
-# After `unit`, which built the debug `hearth` the selftest serves with.
+# After `unit`, which built the debug `hearth` the selftest serves with (mk/web.mk's
+# HEARTH_DEBUG_BIN: the workspace's target folder, wherever CARGO_TARGET_DIR puts it).
 test-cuda: .venv-embed/.complete
 	@$(CUDA_ENV) bash mk/cuda.sh check
-	@bash bench/gpu/run.sh selftest
+	@HEARTH_GPU_BENCH_BIN="$(HEARTH_DEBUG_BIN)" bash bench/gpu/run.sh selftest

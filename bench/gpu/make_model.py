@@ -11,7 +11,8 @@ gigabytes there; the tests load a tiny one on CPU.
 
 The tokenizer is SentencePiece-style ("llama"): <unk>, <s>, </s>, the 256 byte
 tokens and made-up pieces up to the vocabulary size, so any text tokenizes (bytes
-as a fallback). Weights are N(0, 0.02) and norms 1, which keeps activations finite.
+as a fallback). Weights are N(0, 0.02) and norms 1, which keeps activations finite;
+the output rows of the special and byte tokens are 0, so they are seldom generated.
 Needs numpy and the `gguf` package (PyPI); prints the parameter count and file size.
 """
 
@@ -117,11 +118,12 @@ def main():
 
     params = 0
 
-    def matrix(name, rows, cols):
+    def matrix(name, rows, cols, zero_rows=0):
         # numpy's (rows, cols) is ggml's ne = {cols, rows}: `cols` is the input size.
         nonlocal params
         params += rows * cols
         m = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02)
+        m[:zero_rows] = 0
         if a.type == "q8_0":
             # A uint8 array of the blocks; the writer derives the shape from it.
             w.add_tensor(name, gguf.quants.quantize(m, TYPES["q8_0"]), raw_dtype=TYPES["q8_0"])
@@ -148,7 +150,11 @@ def main():
         matrix(p + "ffn_up.weight", ff, embd)
         matrix(p + "ffn_down.weight", embd, ff)
     norm("output_norm.weight")
-    matrix("output.weight", vocab, embd)
+    # The special and byte tokens' logits are 0 while the pieces' spread around it:
+    # rarely sampled, never the greedy choice, so an answer is whole pieces of text
+    # (a byte token can be half a character, held back until the rest comes) and
+    # seldom ends early.
+    matrix("output.weight", vocab, embd, zero_rows=259)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
