@@ -67,6 +67,15 @@ impl SshRepo {
         }
     }
 
+    /// The same, with the key given as text (`HEARTH_DEPLOY_SSH_KEY` from a
+    /// CI secret) rather than as a file.
+    fn options_with_key_text(&self, selection: Selection) -> ApplyOptions {
+        let mut opts = self.options(selection);
+        opts.ssh.identity = None;
+        opts.ssh.key = Some(fs::read_to_string(self.sshd.identity()).unwrap());
+        opts
+    }
+
     fn site(&self) -> Site {
         let repo = self.fx.repo();
         let infra = repo.infra().unwrap();
@@ -76,6 +85,7 @@ impl SshRepo {
             Some(&self.fx.state),
             &self.options(Selection::All).ssh,
         )
+        .unwrap()
     }
 }
 
@@ -312,7 +322,7 @@ fn a_hearth_service_over_ssh_runs_the_hosts_binary_and_a_compose_one_needs_an_en
         &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n"),
     );
     commit(&fx.root, "chat");
-    let (res, out) = fx.run(&r.options(Selection::All), &[]);
+    let (res, out) = fx.run(&r.options_with_key_text(Selection::All), &[]);
     res.unwrap();
     assert!(
         out.iter()
@@ -338,7 +348,7 @@ fn a_hearth_service_over_ssh_runs_the_hosts_binary_and_a_compose_one_needs_an_en
         "services:\n  web:\n    image: busybox:1.36\n",
     );
     commit(&fx.root, "web");
-    let (res, _) = fx.run(&r.options(Selection::All), &[]);
+    let (res, _) = fx.run(&r.options_with_key_text(Selection::All), &[]);
     match res {
         Err(e) => {
             let e = e.to_string();
@@ -356,7 +366,7 @@ fn a_hearth_service_over_ssh_runs_the_hosts_binary_and_a_compose_one_needs_an_en
     fs::remove_dir_all(fx.root.join("services/chat")).unwrap();
     fs::remove_dir_all(fx.root.join("services/web")).unwrap();
     commit(&fx.root, "chat retired");
-    let (res, out) = fx.run(&r.options(Selection::All), &[]);
+    let (res, out) = fx.run(&r.options_with_key_text(Selection::All), &[]);
     res.unwrap();
     assert!(
         out.iter()

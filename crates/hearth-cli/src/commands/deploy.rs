@@ -397,11 +397,7 @@ pub fn run(args: DeployArgs) -> ExitCode {
             env.as_deref(),
             json,
             &place,
-            &hearth_deploy::gitops::SshSettings {
-                identity,
-                known_hosts,
-                options: Vec::new(),
-            },
+            &gitops_cmd::ssh_settings(identity, known_hosts),
         ),
         DeployCommand::Status {
             manifest,

@@ -67,6 +67,10 @@ pub struct SshSettings {
     pub known_hosts: Option<PathBuf>,
     /// More `-o` options, before Hearth's (ssh keeps an option's first value).
     pub options: Vec<String>,
+    /// The private key itself (a CI secret, `HEARTH_DEPLOY_SSH_KEY`), when
+    /// no `identity` file is given: written to a private temporary file for
+    /// ssh, removed when done.
+    pub key: Option<String>,
 }
 
 /// Where an environment's services live: a state folder on this machine,
@@ -79,6 +83,8 @@ pub struct Site {
     pub ssh: Option<SshHost>,
     /// The hearth binary on the SSH host.
     pub hearth_bin: Option<String>,
+    /// Holds the key file written from [`SshSettings::key`] while the site lives.
+    _key: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Site {
@@ -88,6 +94,7 @@ impl Site {
             state_dir: state_dir.into(),
             ssh: None,
             hearth_bin: None,
+            _key: None,
         }
     }
 
@@ -98,7 +105,7 @@ impl Site {
         env: &Environment,
         state_dir: Option<&Path>,
         settings: &SshSettings,
-    ) -> Site {
+    ) -> Result<Site, GitopsError> {
         let state_dir = default_state_dir(state_dir, Some(env));
         let Target::Ssh {
             address,
@@ -108,11 +115,16 @@ impl Site {
             hearth_bin,
         } = &env.target
         else {
-            return Site::local(state_dir);
+            return Ok(Site::local(state_dir));
         };
         let mut host = SshHost::new(format!("{user}@{address}")).with_port(*port);
+        let mut key_dir = None;
         if let Some(key) = &settings.identity {
             host = host.with_identity(key);
+        } else if let Some(text) = settings.key.as_deref().filter(|k| !k.trim().is_empty()) {
+            let (dir, path) = key_file(text)?;
+            host = host.with_identity(path);
+            key_dir = Some(std::sync::Arc::new(dir));
         }
         let known = settings
             .known_hosts
@@ -129,11 +141,12 @@ impl Site {
             .with_option("ConnectTimeout=15")
             .with_option("ServerAliveInterval=15")
             .with_option("ServerAliveCountMax=4");
-        Site {
+        Ok(Site {
             state_dir,
             ssh: Some(host),
             hearth_bin: hearth_bin.clone(),
-        }
+            _key: key_dir,
+        })
     }
 
     /// The state folder, and the host it is on.
@@ -196,6 +209,33 @@ pub fn default_state_dir(flag: Option<&Path>, env: Option<&Environment>) -> Path
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
+/// Writes a private key given as text into a 0600 file in a fresh 0700
+/// temporary folder (removed with the folder); ssh wants a final newline.
+fn key_file(text: &str) -> Result<(tempfile::TempDir, PathBuf), GitopsError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-ssh-key-")
+        .tempdir()
+        .map_err(GitopsError::io(
+            "create a temporary folder for",
+            "the ssh key",
+        ))?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))
+        .map_err(GitopsError::io("chmod", dir.path()))?;
+    let path = dir.path().join("id");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(GitopsError::io("create", &path))?;
+    let mut text = text.trim().replace("\r\n", "\n");
+    text.push('\n');
+    file.write_all(text.as_bytes())
+        .map_err(GitopsError::io("write", &path))?;
+    Ok((dir, path))
+}
+
 /// Deploys the selected services of `opts.environment`, after stopping those
 /// removed from the repository (unless `keep_removed`, or the selection names
 /// services). `secret` reads a secret's value (the CLI: the process
@@ -216,7 +256,7 @@ pub fn apply(
             known: infra.names(),
         }
     })?;
-    let site = Site::of(&repo.root, env, opts.state_dir.as_deref(), &opts.ssh);
+    let site = Site::of(&repo.root, env, opts.state_dir.as_deref(), &opts.ssh)?;
     let services = repo.parsed_services()?;
     let order = dependency_order(&services)?;
     let in_env = |n: &String| services[n].environment == env.name;

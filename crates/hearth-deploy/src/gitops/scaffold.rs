@@ -63,6 +63,10 @@ pub fn scaffold_files() -> &'static [ScaffoldFile] {
             "services/static-site/health-check.sh",
             include_str!("scaffold/static-site/health-check.sh"),
         ),
+        script(
+            "services/static-site/stop.sh",
+            include_str!("scaffold/static-site/stop.sh"),
+        ),
         file(
             "services/static-site/README.md",
             include_str!("scaffold/static-site/README.md"),

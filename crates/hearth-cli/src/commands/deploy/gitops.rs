@@ -155,12 +155,18 @@ pub fn plan(
     ExitCode::SUCCESS
 }
 
-/// The SSH settings the flags give (`--identity`, `--known-hosts`).
-fn ssh_settings(host: &HostArgs) -> SshSettings {
+/// The variable that may hold the private key itself, for environments with
+/// target = "ssh" (a CI secret; `--identity FILE` wins over it).
+pub const SSH_KEY_ENV: &str = "HEARTH_DEPLOY_SSH_KEY";
+
+/// The SSH settings the flags give (`--identity`, `--known-hosts`), and the
+/// key in HEARTH_DEPLOY_SSH_KEY.
+pub fn ssh_settings(identity: Option<PathBuf>, known_hosts: Option<PathBuf>) -> SshSettings {
     SshSettings {
-        identity: host.identity.clone(),
-        known_hosts: host.known_hosts.clone(),
+        identity,
+        known_hosts,
         options: Vec::new(),
+        key: std::env::var(SSH_KEY_ENV).ok(),
     }
 }
 
@@ -191,7 +197,7 @@ pub fn apply(env: &str, args: &GitopsApplyArgs, host: &HostArgs) -> ExitCode {
         hearth_bin: std::env::current_exe().ok(),
         keep: 5,
         keep_removed: args.keep_removed,
-        ssh: ssh_settings(host),
+        ssh: ssh_settings(host.identity.clone(), host.known_hosts.clone()),
     };
     let secret = |name: &str| std::env::var(name).ok();
     let say = |line: &str| output::line(line);
@@ -221,7 +227,7 @@ pub fn is_gitops_status(
 /// Where the services are: the environment's state folder here or on its
 /// SSH host; without an environment, the flag's folder, else the one all
 /// local environments share in the repository's infra file, else the default.
-fn site(env: Option<&str>, place: &GitopsPlace, ssh: &SshSettings) -> Site {
+fn site(env: Option<&str>, place: &GitopsPlace, ssh: &SshSettings) -> Result<Site, GitopsError> {
     let start = place.repo.clone().unwrap_or_else(|| PathBuf::from("."));
     let repo = Repo::find(&start).ok();
     let infra = repo.as_ref().and_then(|r| r.infra.clone().ok());
@@ -229,10 +235,10 @@ fn site(env: Option<&str>, place: &GitopsPlace, ssh: &SshSettings) -> Site {
         return Site::of(&repo.root, e, place.state_dir.as_deref(), ssh);
     }
     if let Some(dir) = &place.state_dir {
-        return Site::local(dir);
+        return Ok(Site::local(dir));
     }
     let Some(infra) = infra else {
-        return Site::local(default_state_dir(None, None));
+        return Ok(Site::local(default_state_dir(None, None)));
     };
     let mut dirs: Vec<PathBuf> = infra
         .environments
@@ -240,15 +246,22 @@ fn site(env: Option<&str>, place: &GitopsPlace, ssh: &SshSettings) -> Site {
         .map(|e| default_state_dir(None, Some(e)))
         .collect();
     dirs.dedup();
-    if dirs.len() == 1 {
+    Ok(if dirs.len() == 1 {
         Site::local(dirs.remove(0))
     } else {
         Site::local(default_state_dir(None, None))
-    }
+    })
 }
 
 pub fn status(env: Option<&str>, place: &GitopsPlace, host: &HostArgs) -> ExitCode {
-    let site = site(env, place, &ssh_settings(host));
+    let site = match site(
+        env,
+        place,
+        &ssh_settings(host.identity.clone(), host.known_hosts.clone()),
+    ) {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
     // The health checks get the secrets they declare, when this shell has them.
     let secret = |name: &str| std::env::var(name).ok();
     let services = match gitops::status(&site, env, &secret) {
@@ -302,8 +315,7 @@ pub fn history(
     place: &GitopsPlace,
     ssh: &SshSettings,
 ) -> ExitCode {
-    let site = site(env, place, ssh);
-    let entries = match gitops::history(&site, service) {
+    let entries = match site(env, place, ssh).and_then(|s| gitops::history(&s, service)) {
         Ok(e) => e,
         Err(e) => return failed(&e),
     };
