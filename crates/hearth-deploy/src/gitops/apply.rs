@@ -705,7 +705,13 @@ pub fn status(
                 .and_then(|c| host.release_field(c, k))
                 .unwrap_or_default()
         };
-        let env = field("environment");
+        // A removed service has no current release: its newest one says
+        // where it ran.
+        let env = current
+            .clone()
+            .or_else(|| host.releases().ok()?.pop().map(|r| r.version))
+            .and_then(|v| host.release_field(&v, "environment"))
+            .unwrap_or_default();
         let (commit, installed) = (field("commit"), field("installed"));
         if environment.is_some_and(|want| want != env) {
             continue;

@@ -10,6 +10,7 @@ use hearth_deploy::gitops::{
     self, ApplyOptions, GitopsError, INFRA_FILE, Repo, Selection, Site, SshSettings,
     default_state_dir,
 };
+use hearth_deploy::release::Action;
 
 use super::{GitopsApplyArgs, GitopsPlace, HostArgs};
 use crate::output;
@@ -299,7 +300,13 @@ pub fn status(env: Option<&str>, place: &GitopsPlace, host: &HostArgs) -> ExitCo
             "  {:<20} {:<12} {:<16} commit {:<12} since {} {}{last}",
             s.name,
             s.environment,
-            s.current.as_deref().unwrap_or("(none)"),
+            s.current.as_deref().unwrap_or(
+                if s.last.as_ref().is_some_and(|l| l.action == Action::Remove) {
+                    "(removed)"
+                } else {
+                    "(none)"
+                }
+            ),
             s.commit.chars().take(12).collect::<String>(),
             s.installed,
             health
