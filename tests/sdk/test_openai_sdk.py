@@ -343,6 +343,36 @@ def main():
             raise AssertionError("expected BadRequestError for an unknown tool_choice function")
 
     @test
+    def several_choices_from_the_embedded_model_whole_and_streamed():
+        r = client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Name a fruit."}],
+            n=2, max_tokens=6, temperature=1.0, seed=3,
+        )
+        assert [c.index for c in r.choices] == [0, 1], r
+        assert all(c.message.content and c.finish_reason in ("stop", "length") for c in r.choices), r
+        assert r.usage.completion_tokens >= 2, r.usage
+        texts = {0: "", 1: ""}
+        finished = set()
+        for chunk in client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Name a fruit."}],
+            n=2, max_tokens=6, temperature=1.0, stream=True,
+        ):
+            for c in chunk.choices:
+                texts[c.index] += c.delta.content or ""
+                if c.finish_reason:
+                    finished.add(c.index)
+        assert finished == {0, 1} and all(texts.values()), (texts, finished)
+        r = client.completions.create(model="smollm2-135m", prompt="Once upon a time", n=2, max_tokens=4)
+        assert [c.index for c in r.choices] == [0, 1], r
+        try:
+            client.chat.completions.create(
+                model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], n=9)
+        except openai.BadRequestError as e:
+            assert e.body["param"] == "n", e.body
+        else:
+            raise AssertionError("expected BadRequestError for n = 9")
+
+    @test
     def authentication_error():
         bad = OpenAI(base_url=base + "/v1", api_key="sk-wrong-key-000", max_retries=0)
         try:

@@ -313,14 +313,27 @@ impl Backend for EmbeddedBackend {
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
-        let reader = req.tools.is_some().then(tools::Reader::new);
-        let mut rx = self.submit(req)?;
-        match rx.recv().await {
-            Some(Event::Accepted) => {}
-            Some(Event::Error(e)) => return Err(e),
-            _ => return Err(ended()),
+        // `n` choices are `n` sequences, decoded side by side; a seed given is
+        // moved on by one for each further choice, so they differ yet repeat.
+        let with_tools = req.tools.is_some();
+        let mut choices = Vec::new();
+        for index in 0..req.choices.max(1) {
+            let mut one = req.clone();
+            if let Some(seed) = one.params.seed.as_mut() {
+                *seed = seed.wrapping_add(index) & 0x7fff_ffff;
+            }
+            let mut rx = self.submit(one)?;
+            match rx.recv().await {
+                Some(Event::Accepted) => {}
+                Some(Event::Error(e)) => return Err(e),
+                _ => return Err(ended()),
+            }
+            choices.push(events(rx, with_tools.then(tools::Reader::new), index).boxed());
         }
-        Ok(events(rx, reader).boxed())
+        match <[_; 1]>::try_from(choices) {
+            Ok([one]) => Ok(one),
+            Err(choices) => Ok(merged(choices).boxed()),
+        }
     }
 
     fn detail(&self) -> Option<String> {
@@ -347,6 +360,31 @@ impl Backend for EmbeddedBackend {
     }
 }
 
+/// Several choices' events as one answer: as they come, with one usage at the end
+/// (the prompt counted once, as OpenAI counts it, and every choice's tokens).
+fn merged(
+    choices: Vec<futures::stream::BoxStream<'static, Result<hearth_router::Event, BackendError>>>,
+) -> impl futures::Stream<Item = Result<hearth_router::Event, BackendError>> + Send + 'static {
+    use hearth_router::Event as Out;
+    let all = futures::stream::select_all(choices);
+    futures::stream::unfold((all, Some((0u64, 0u64))), |(mut all, counts)| async move {
+        let (mut prompt, mut completion) = counts?;
+        loop {
+            match all.next().await {
+                Some(Ok(Out::Usage(u))) => {
+                    prompt = prompt.max(u.prompt_tokens);
+                    completion += u.completion_tokens;
+                }
+                Some(other) => return Some((other, (all, Some((prompt, completion))))),
+                None => {
+                    let usage = Out::Usage(Usage::new(prompt, completion));
+                    return Some((Ok(usage), (all, None)));
+                }
+            }
+        }
+    })
+}
+
 fn ended() -> BackendError {
     BackendError::Protocol("the engine ended the request without an answer".into())
 }
@@ -358,12 +396,13 @@ fn ended() -> BackendError {
 fn events(
     rx: UnboundedReceiver<Event>,
     reader: Option<tools::Reader>,
+    index: u32,
 ) -> impl futures::Stream<Item = Result<hearth_router::Event, BackendError>> + Send + 'static {
     use hearth_router::Event as Out;
     let pending: VecDeque<Result<Out, BackendError>> = VecDeque::new();
     futures::stream::unfold(
         (rx, pending, false, reader),
-        |(mut rx, mut pending, mut done, mut reader)| async move {
+        move |(mut rx, mut pending, mut done, mut reader)| async move {
             loop {
                 if let Some(item) = pending.pop_front() {
                     return Some((item, (rx, pending, done, reader)));
@@ -373,8 +412,8 @@ fn events(
                 }
                 match rx.recv().await {
                     Some(Event::Text(text)) => match reader.as_mut() {
-                        Some(r) => pending.extend(r.push(0, &text).into_iter().map(Ok)),
-                        None => pending.push_back(Ok(Out::Text { index: 0, text })),
+                        Some(r) => pending.extend(r.push(index, &text).into_iter().map(Ok)),
+                        None => pending.push_back(Ok(Out::Text { index, text })),
                     },
                     Some(Event::Done {
                         finish,
@@ -383,7 +422,7 @@ fn events(
                     }) => {
                         let called = reader.as_ref().is_some_and(tools::Reader::called);
                         pending.push_back(Ok(Out::Finish {
-                            index: 0,
+                            index,
                             reason: match finish {
                                 Finish::Stop if called => FinishReason::ToolCalls,
                                 Finish::Stop => FinishReason::Stop,

@@ -75,6 +75,8 @@ pub struct GenRequest {
     /// The tools a chat request lets the model call (its answer is then JSON
     /// that [`tools::Reader`] reads back).
     pub tools: Option<ToolMode>,
+    /// How many choices (`n`): each one is a request of its own to the scheduler.
+    pub choices: u32,
 }
 
 impl GenRequest {
@@ -138,13 +140,18 @@ pub fn check_text_only(request: &Request, model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_n(n: Option<u32>) -> Result<(), ApiError> {
+/// The most choices (`n`) one request may ask of the embedded engine: each is a
+/// sequence of its own, decoded side by side in the batch.
+pub const MAX_CHOICES: u32 = 8;
+
+fn check_n(n: Option<u32>) -> Result<u32, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
+        None => Ok(1),
+        Some(n @ 1..=MAX_CHOICES) => Ok(n),
         Some(n) => Err(ApiError::invalid_param(
             "n",
             format!(
-                "the embedded engine returns one choice per request; `n` = {n} is not supported"
+                "`n` = {n}: the embedded engine answers 1 to {MAX_CHOICES} choices per request"
             ),
         )),
     }
@@ -335,7 +342,7 @@ pub(crate) fn check_schema(schema: &Value, at: &str, param: &str) -> Result<(), 
 }
 
 fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
-    check_n(r.n)?;
+    let choices = check_n(r.n)?;
     let format = response_format(r.response_format.as_ref())?;
     let tools = tools::from_chat(r, |schema, param| check_schema(schema, "", param))?;
     // With tools, the grammar is the tools' answer: a call, or a reply that
@@ -377,6 +384,7 @@ fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
         params,
         echo: false,
         tools,
+        choices,
     })
 }
 
@@ -407,7 +415,7 @@ fn input_extra(v: Option<&Value>) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
-    check_n(r.n)?;
+    let choices = check_n(r.n)?;
     let grammar = response_format(r.extra.get("response_format"))?;
     let params = sampling(
         r.max_tokens,
@@ -473,6 +481,7 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
         endpoint: Endpoint::Completion,
         echo: r.echo.unwrap_or(false),
         tools: None,
+        choices,
         prompt,
         params,
     })
@@ -549,9 +558,10 @@ mod tests {
             chat(v)
         };
         assert_eq!(
-            base(json!({"n": 2})).unwrap_err().param.as_deref(),
+            base(json!({"n": 9})).unwrap_err().param.as_deref(),
             Some("n")
         );
+        assert_eq!(base(json!({"n": 3})).map(|r| r.choices).ok(), Some(3));
         assert_eq!(
             base(json!({"response_format": {"type": "xml"}}))
                 .unwrap_err()

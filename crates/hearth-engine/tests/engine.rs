@@ -666,8 +666,61 @@ async fn sampling_options_take_effect() {
     assert_ne!(repeat(json!({"frequency_penalty": 2.0})).await, plain);
     assert_ne!(repeat(json!({"presence_penalty": 2.0})).await, plain);
 
-    let e = b.call(&chat("x", json!({"n": 3}))).await.err().unwrap();
+    let e = b.call(&chat("x", json!({"n": 9}))).await.err().unwrap();
     assert!(matches!(e, BackendError::Invalid(ref a) if a.param.as_deref() == Some("n")));
+}
+
+/// `n` choices: each its own sequence, its events under its index, each with its
+/// finish; one usage for the answer (the prompt once, every choice's tokens). A
+/// seed moves on per choice, so the choices differ. (Sampled choices decoded
+/// side by side need not repeat exactly: the batch's make-up moves the logits by
+/// rounding, as llama.cpp's server does too.)
+#[tokio::test]
+async fn several_choices_with_their_own_finish_and_one_usage() {
+    let b = engine(2, 1024).await;
+    let ask = chat(
+        "Name an animal.",
+        json!({"n": 3, "temperature": 1.0, "seed": 7, "max_tokens": 8}),
+    );
+    let got = events(&b, ask).await;
+    let texts: Vec<String> = (0..3)
+        .map(|i| {
+            got.iter()
+                .filter_map(|e| match e {
+                    Event::Text { index, text } if *index == i => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    assert!(texts.iter().all(|t| !t.is_empty()), "{texts:?}");
+    for i in 0..3u32 {
+        assert_eq!(
+            got.iter()
+                .filter(|e| matches!(e, Event::Finish { index, .. } if *index == i))
+                .count(),
+            1,
+            "{got:?}"
+        );
+    }
+    let usages: Vec<_> = got.iter().filter_map(Event::usage).collect();
+    assert_eq!(usages.len(), 1, "{got:?}");
+    assert!(matches!(got.last(), Some(Event::Usage(_))), "{got:?}");
+    let one = events(
+        &b,
+        chat(
+            "Name an animal.",
+            json!({"temperature": 0, "max_tokens": 12}),
+        ),
+    )
+    .await;
+    let one = one.iter().find_map(Event::usage).unwrap();
+    assert_eq!(usages[0].prompt_tokens, one.prompt_tokens);
+    assert!(usages[0].completion_tokens >= 3, "{:?}", usages[0]);
+    assert!(
+        texts.iter().any(|t| t != &texts[0]),
+        "three samples, all alike: {texts:?}"
+    );
 }
 
 #[tokio::test]

@@ -51,8 +51,13 @@ fn check(state: &HttpState, req: &ChatCompletionRequest) -> Result<(), ApiError>
     }
     limits::max_tokens(state, req.max_tokens, "max_tokens")?;
     limits::max_tokens(state, req.max_completion_tokens, "max_completion_tokens")?;
-    if req.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::invalid_param("n", "only `n = 1` is supported"));
+    // How many a backend gives is its own limit (the embedded engine's is
+    // smaller); OpenAI's is 128.
+    if req.n.is_some_and(|n| !(1..=128).contains(&n)) {
+        return Err(ApiError::invalid_param(
+            "n",
+            "`n` must be between 1 and 128",
+        ));
     }
     Ok(())
 }

@@ -215,19 +215,34 @@ impl Encoder {
     /// The whole body of an answer from all its events. An upstream's whole body
     /// (`Event::Wire`) is the answer as it came.
     pub fn whole(&mut self, events: Vec<Event>) -> Bytes {
-        let mut text = String::new();
-        let mut reasoning = String::new();
-        let mut calls: Vec<ToolCallDelta> = Vec::new();
-        let mut finish: Option<FinishReason> = None;
+        /// One choice as its events make it.
+        #[derive(Default)]
+        struct Choice {
+            text: String,
+            reasoning: String,
+            calls: Vec<ToolCallDelta>,
+            finish: Option<FinishReason>,
+        }
+        // By index: `n` choices come interleaved.
+        let mut choices: std::collections::BTreeMap<u32, Choice> = Default::default();
+        choices.insert(0, Choice::default());
         let mut usage: Option<Usage> = None;
         let mut vectors: Vec<(u32, Vec<f32>)> = Vec::new();
         for e in events {
             match e {
                 Event::Wire(w) => return w.data,
-                Event::Text { text: t, .. } => text.push_str(&t),
-                Event::Reasoning { text: t, .. } => reasoning.push_str(&t),
-                Event::ToolCall { call, .. } => merge_call(&mut calls, call),
-                Event::Finish { reason, .. } => finish = Some(reason),
+                Event::Text { index, text: t } => {
+                    choices.entry(index).or_default().text.push_str(&t)
+                }
+                Event::Reasoning { index, text: t } => {
+                    choices.entry(index).or_default().reasoning.push_str(&t)
+                }
+                Event::ToolCall { index, call } => {
+                    merge_call(&mut choices.entry(index).or_default().calls, call)
+                }
+                Event::Finish { index, reason } => {
+                    choices.entry(index).or_default().finish = Some(reason)
+                }
                 Event::Usage(u) => usage = Some(u),
                 Event::Embedding { index, vector } => vectors.push((index, vector)),
             }
@@ -243,37 +258,44 @@ impl Encoder {
             );
             return Bytes::from(serde_json::to_vec(&v).unwrap_or_default());
         }
-        let finish = finish.as_ref().map(FinishReason::as_str);
         let usage = usage.unwrap_or_default();
         let model = self.model.model().to_owned();
         let format = self.format;
         let ident = self.identity();
-        let v = match format {
-            Format::Chat => {
-                let mut message = json!({"role": "assistant", "content": text});
-                if !calls.is_empty() {
-                    message["tool_calls"] = calls.iter().map(tool_call).collect();
-                    if text.is_empty() {
-                        message["content"] = Value::Null;
+        let list: Vec<Value> = choices
+            .into_iter()
+            .map(|(index, c)| {
+                let finish = c.finish.as_ref().map(FinishReason::as_str);
+                match format {
+                    Format::Chat => {
+                        let mut message = json!({"role": "assistant", "content": c.text});
+                        if !c.calls.is_empty() {
+                            message["tool_calls"] = c.calls.iter().map(tool_call).collect();
+                            if c.text.is_empty() {
+                                message["content"] = Value::Null;
+                            }
+                        }
+                        if !c.reasoning.is_empty() {
+                            message["reasoning_content"] = json!(c.reasoning);
+                        }
+                        json!({"index": index, "message": message, "finish_reason": finish, "logprobs": null})
+                    }
+                    Format::Completion | Format::Embeddings { .. } => {
+                        json!({"index": index, "text": c.text, "finish_reason": finish, "logprobs": null})
                     }
                 }
-                if !reasoning.is_empty() {
-                    message["reasoning_content"] = json!(reasoning);
-                }
-                json!({
-                    "id": ident.id, "object": "chat.completion", "created": ident.created,
-                    "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
-                    "usage": usage,
-                })
-            }
-            Format::Completion | Format::Embeddings { .. } => json!({
-                "id": ident.id, "object": "text_completion", "created": ident.created,
-                "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
-                "usage": usage,
-            }),
+            })
+            .collect();
+        let object = match format {
+            Format::Chat => "chat.completion",
+            Format::Completion | Format::Embeddings { .. } => "text_completion",
         };
+        let v = json!({
+            "id": ident.id, "object": object, "created": ident.created,
+            "model": model,
+            "choices": list,
+            "usage": usage,
+        });
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 }
