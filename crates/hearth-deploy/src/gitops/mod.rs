@@ -21,8 +21,10 @@
 //!   staging a folder, running the kind's deploy step, its health check, its
 //!   stop step; here, or on a host over SSH.
 //! - `remote`: those steps as `sh` scripts on an SSH host, variables on stdin.
+//! - `site`: [`Site`], where an environment's services live: a state folder
+//!   here, or on an SSH host ([`SshSettings`] to log in).
 //! - `apply`: an environment's deploy run (removals first), and `status` /
-//!   `history`, at a [`Site`]: a state folder here or on an SSH host.
+//!   `history`, at a [`Site`].
 //! - `scaffold`: what `init` writes.
 
 mod apply;
@@ -34,11 +36,9 @@ mod repo;
 mod scaffold;
 mod secrets;
 mod service_host;
+mod site;
 
-pub use apply::{
-    ApplyOptions, Selection, ServiceState, Site, SshSettings, apply, default_state_dir, history,
-    status,
-};
+pub use apply::{ApplyOptions, Selection, ServiceState, apply, history, status};
 pub use check::{Finding, check, findings_json, github_annotation};
 pub use model::{
     DEFAULT_STATE_DIR, Environment, HealthSpec, INFRA_FILE, Infra, Kind, Service, Target,
@@ -48,6 +48,7 @@ pub use plan::{EnvPlan, Plan, PlannedService, plan};
 pub use repo::{Repo, git_head};
 pub use scaffold::{ScaffoldFile, init, scaffold_files};
 pub use secrets::Masker;
+pub use site::{Site, SshSettings, default_state_dir};
 
 /// What can go wrong outside the findings of `check`. Each message says what to
 /// do, because the CLI prints it as is.
