@@ -38,10 +38,16 @@ struct SshRepo {
 
 impl SshRepo {
     fn new() -> Option<SshRepo> {
+        SshRepo::with_host_bin(|_| None)
+    }
+
+    /// With a folder of the test's programs first on the host's PATH (`bin`
+    /// is given the fixture's temp folder and writes them).
+    fn with_host_bin(bin: impl Fn(&Path) -> Option<std::path::PathBuf>) -> Option<SshRepo> {
         let fx = Fixture::new();
         let keys = fx.root.parent().unwrap().join("sshd");
         fs::create_dir_all(&keys).unwrap();
-        let sshd = Sshd::start(&keys)?;
+        let sshd = Sshd::start_with_path(&keys, bin(fx.root.parent().unwrap()).as_deref())?;
         write(
             &fx.root.join("hearth-infra.toml"),
             &format!(
@@ -417,4 +423,110 @@ fn a_connection_lost_mid_deploy_is_a_clear_error() {
     assert!(e.contains("the connection was lost"), "{e}");
     assert!(e.contains("what runs there now is unknown"), "{e}");
     assert!(e.contains("hearth deploy status --env cloud"), "{e}");
+}
+
+/// No container engine runs here, so a stand-in `docker` first on the host's
+/// PATH plays one: it answers `compose version` and `info`, records every
+/// call, and for `compose … up -d` serves the release folder on a port as the
+/// project's container would (`down` stops it). What this proves: the engine
+/// check, the compose command lines, the variables they get and the health
+/// check over ssh; not Docker itself.
+#[test]
+fn a_compose_service_over_ssh_runs_compose_up_and_down_on_the_host() {
+    let port = free_port();
+    let Some(r) = SshRepo::with_host_bin(|tmp| {
+        let bin = tmp.join("host-bin");
+        write_exec(
+            &bin.join("docker"),
+            &format!(
+                r#"#!/bin/sh
+log={log}
+echo "$*" >>"$log"
+case "$*" in
+  "compose version" | info) exit 0 ;;
+  *" up -d --remove-orphans")
+    echo "secret seen: ${{WEB_SECRET:+yes}}" >>"$log"
+    pid="$DEPLOY_DATA_DIR/container.pid"
+    if [ -f "$pid" ]; then kill "$(cat "$pid")" 2>/dev/null || true; sleep 0.3; fi
+    nohup python3 -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 &
+    echo "$!" >"$pid"
+    echo " Container hearth-web-web-1  Started" ;;
+  *" down")
+    kill "$(cat "$DEPLOY_DATA_DIR/container.pid")"
+    rm -f "$DEPLOY_DATA_DIR/container.pid"
+    echo " Container hearth-web-web-1  Removed" ;;
+  *) echo "unexpected: docker $*" >&2; exit 1 ;;
+esac
+"#,
+                log = tmp.join("docker.log").display()
+            ),
+        );
+        Some(bin)
+    }) else {
+        return;
+    };
+    let fx = &r.fx;
+    let log = fx.root.parent().unwrap().join("docker.log");
+    write(
+        &fx.root.join("services/web/service.toml"),
+        &format!(
+            "environment = \"cloud\"\nkind = \"compose\"\nsecrets = [\"WEB_SECRET\"]\n[health]\nurl = \"http://127.0.0.1:{port}/compose.yaml\"\nretries = 20\ninterval = \"250ms\"\n"
+        ),
+    );
+    write(
+        &fx.root.join("services/web/compose.yaml"),
+        &format!(
+            "services:\n  web:\n    image: busybox:1.36\n    command: [\"httpd\", \"-f\", \"-p\", \"8080\"]\n    ports: [\"127.0.0.1:{port}:8080\"]\n"
+        ),
+    );
+    let c1 = commit(&fx.root, "web");
+    let (res, out) = fx.run(&r.options(Selection::All), &[("WEB_SECRET", "w-5ecret")]);
+    res.unwrap();
+    assert!(
+        out.iter()
+            .any(|l| l.contains("[web]  Container hearth-web-web-1  Started")),
+        "{out:#?}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.contains("web: 1-") && l.contains("healthy")),
+        "{out:#?}"
+    );
+    assert!(page(port).is_some());
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("compose version\n"), "{calls}");
+    assert!(calls.contains("info\n"), "{calls}");
+    assert!(
+        calls.contains("compose -p hearth-web -f compose.yaml up -d --remove-orphans\n"),
+        "{calls}"
+    );
+    assert!(calls.contains("secret seen: yes"), "{calls}");
+    let pid: u32 = fs::read_to_string(fx.state.join("services/web/data/container.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // Removed: `docker compose down` on the host.
+    fs::remove_dir_all(fx.root.join("services/web")).unwrap();
+    commit(&fx.root, "web retired");
+    let (res, out) = fx.run(
+        &r.options(Selection::Since {
+            since: c1,
+            head: None,
+        }),
+        &[],
+    );
+    res.unwrap();
+    assert!(
+        out.iter()
+            .any(|l| l.contains("web: removed (docker compose down ran)")),
+        "{out:#?}"
+    );
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.contains("compose -p hearth-web -f compose.yaml down\n"),
+        "{calls}"
+    );
+    assert!(wait_gone(pid), "the stand-in container {pid} runs on");
 }

@@ -62,6 +62,13 @@ impl Sshd {
     /// Starts one with its files in `dir`; None (the reason printed) when
     /// sshd is missing and not required.
     pub fn start(dir: &Path) -> Option<Sshd> {
+        Sshd::start_with_path(dir, None)
+    }
+
+    /// The same, with `bin` first on the PATH of its sessions (sshd's
+    /// `SetEnv`): a stand-in for a program the host would have, such as a
+    /// container engine.
+    pub fn start_with_path(dir: &Path, bin: Option<&Path>) -> Option<Sshd> {
         if !Path::new(SSHD).is_file() {
             let how = "apt-get install openssh-server; `make unit` installs it";
             if std::env::var("HEARTH_TEST_SSHD_REQUIRED").as_deref() == Ok("1") {
@@ -93,8 +100,13 @@ impl Sshd {
              KbdInteractiveAuthentication no\n\
              PermitRootLogin prohibit-password\n\
              LogLevel INFO\n\
-             Subsystem sftp internal-sftp\n",
-            d = d.display()
+             Subsystem sftp internal-sftp\n\
+             {path}",
+            d = d.display(),
+            path = bin.map_or_else(String::new, |b| format!(
+                "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin\n",
+                b.display()
+            )),
         );
         fs::write(d.join("sshd_config"), config).unwrap();
         let host_pub = fs::read_to_string(d.join("host_key.pub")).unwrap();
