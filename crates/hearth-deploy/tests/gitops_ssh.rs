@@ -8,8 +8,10 @@
 //! failed health check rolled back, the secret never in the output, the
 //! logs, the history, a command line or a file Hearth wrote; then a service
 //! removed from the repository is stopped over SSH; a `hearth` kind runs the
-//! host's binary; a compose service is refused on a host without an engine;
-//! a connection lost mid-deploy is a clear error.
+//! host's binary (the key given as text, as a CI secret gives it); a compose
+//! service is refused on a host without an engine, and runs `docker compose
+//! up`/`down` there with a stand-in `docker` (no engine runs here); a
+//! connection lost mid-deploy is a clear error.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
