@@ -96,6 +96,20 @@ fn check_fails_each_rule_on_its_own_broken_fixture_with_file_and_line() {
             "shellcheck",
         ),
         (
+            "an ssh environment whose known_hosts is not in the repository",
+            |r| {
+                write(
+                    &r.join("hearth-infra.toml"),
+                    &format!(
+                        "{INFRA}\n[environments.vps]\ntarget = \"ssh\"\naddress = \"203.0.113.10\"\nuser = \"deploy\"\nknown_hosts = \"ssh/known_hosts\"\n"
+                    ),
+                )
+            },
+            "hearth-infra.toml",
+            7,
+            "infra",
+        ),
+        (
             "a script service without README.md",
             |r| fs::remove_file(r.join("services/site/README.md")).unwrap(),
             "services/site/README.md",

@@ -15,7 +15,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::GitopsError;
-use super::model::{INFRA_FILE, Kind, Probe, Service};
+use super::model::{INFRA_FILE, Kind, Probe, Service, Target};
 use super::plan::{changed_services, with_dependents};
 use super::repo::{Changes, Repo, changed_files, list_files};
 use super::secrets::secret_in_line;
@@ -83,9 +83,33 @@ pub fn check(repo: &Repo, since: Option<&str>) -> Result<CheckReport, GitopsErro
     let mut report = CheckReport::default();
     let mut out = Vec::new();
     // The infra file.
-    if let Err(problems) = &repo.infra {
-        for p in problems {
-            out.push(Finding::new(INFRA_FILE, p.line, p.rule, &p.message));
+    match &repo.infra {
+        Err(problems) => {
+            for p in problems {
+                out.push(Finding::new(INFRA_FILE, p.line, p.rule, &p.message));
+            }
+        }
+        Ok(infra) => {
+            for env in infra.environments.values() {
+                if let Target::Ssh {
+                    address,
+                    port,
+                    known_hosts: Some(k),
+                    ..
+                } = &env.target
+                    && !repo.root.join(k).is_file()
+                {
+                    out.push(Finding::new(
+                        INFRA_FILE,
+                        env.line,
+                        "infra",
+                        format!(
+                            "environment {}: known_hosts names {k}, which is not in the repository: `ssh-keyscan -p {port} {address} > {k}`, check the fingerprint against the host's, and commit it",
+                            env.name
+                        ),
+                    ));
+                }
+            }
         }
     }
     let envs: BTreeSet<String> = repo
