@@ -532,3 +532,55 @@ esac
     );
     assert!(wait_gone(pid), "the stand-in container {pid} runs on");
 }
+
+/// Two applies to the same SSH environment at once (two runners, or two
+/// merges): the second waits for the host's lock, never interleaves.
+#[test]
+fn two_ssh_applies_at_once_serialize_on_the_hosts_lock() {
+    let Some(r) = SshRepo::new() else { return };
+    let fx = &r.fx;
+    let port = free_port();
+    fx.site("site", "cloud", port, "one", true, "");
+    let marks = fx.root.parent().unwrap().join("marks");
+    let deploy = fx.root.join("services/site/deploy.sh");
+    let text = fs::read_to_string(&deploy).unwrap().replace(
+        "set -eu\n",
+        &format!(
+            "set -eu\necho start >>{m}\nsleep 2\necho end >>{m}\n",
+            m = marks.display()
+        ),
+    );
+    write_exec(&deploy, &text);
+    commit(&fx.root, "slow");
+    let opts = r.options(Selection::All);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| fx.run(&opts, &[]));
+        // The first is in its deploy step, so it holds the host's lock.
+        let start = Instant::now();
+        while !fs::read_to_string(&marks).is_ok_and(|m| m.starts_with("start")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no deploy started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let b = s.spawn(|| fx.run(&opts, &[]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    a.0.unwrap();
+    b.0.unwrap();
+    assert!(
+        b.1.iter()
+            .any(|l| l.starts_with("waiting for another apply on the host (held since")),
+        "{:#?}",
+        b.1
+    );
+    assert!(
+        b.1.iter().any(|l| l.starts_with("site: unchanged")),
+        "{:#?}",
+        b.1
+    );
+    let marks = fs::read_to_string(&marks).unwrap();
+    assert_eq!(marks, "start\nend\n");
+    assert_eq!(page(port).as_deref(), Some("one"));
+}
