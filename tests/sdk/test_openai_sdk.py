@@ -373,6 +373,30 @@ def main():
             raise AssertionError("expected BadRequestError for n = 9")
 
     @test
+    def logprobs_from_the_embedded_model_whole_streamed_and_legacy():
+        r = client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=5, temperature=0, logprobs=True, top_logprobs=2,
+        )
+        content = r.choices[0].logprobs.content
+        assert len(content) == r.usage.completion_tokens, (content, r.usage)
+        assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 and t.bytes for t in content), content
+        streamed = []
+        for chunk in client.chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=5, temperature=0, logprobs=True, stream=True,
+        ):
+            for c in chunk.choices:
+                if c.logprobs and c.logprobs.content:
+                    streamed += c.logprobs.content
+        assert [t.token for t in streamed] == [t.token for t in content], (streamed, content)
+        legacy = client.completions.create(
+            model="smollm2-135m", prompt="The sky is", max_tokens=4, temperature=0, logprobs=3)
+        lp = legacy.choices[0].logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 4, lp
+        assert lp.text_offset[0] == 0 and all(len(t) == 3 for t in lp.top_logprobs), lp
+
+    @test
     def authentication_error():
         bad = OpenAI(base_url=base + "/v1", api_key="sk-wrong-key-000", max_retries=0)
         try:

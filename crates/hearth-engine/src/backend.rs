@@ -411,6 +411,9 @@ fn events(
                     return None;
                 }
                 match rx.recv().await {
+                    Some(Event::Logprob(token)) => {
+                        pending.push_back(Ok(Out::Logprob { index, token }))
+                    }
                     Some(Event::Text(text)) => match reader.as_mut() {
                         Some(r) => pending.extend(r.push(index, &text).into_iter().map(Ok)),
                         None => pending.push_back(Ok(Out::Text { index, text })),

@@ -33,6 +33,8 @@ pub struct Pending {
     pub sampler: crate::llama::Sampling,
     pub text: TextStream,
     pub echo: Option<String>,
+    /// Each token's log probability, with this many of the likeliest beside it.
+    pub logprobs: Option<usize>,
 }
 
 pub struct Intake<'m> {
@@ -108,6 +110,7 @@ impl Intake<'_> {
             sampler,
             text: TextStream::new(r.params.stop.clone()),
             echo,
+            logprobs: r.params.logprobs,
         })
     }
 }

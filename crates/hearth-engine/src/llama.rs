@@ -238,6 +238,50 @@ pub fn tokenize_prompt(
     Ok(tokens)
 }
 
+/// `token`'s log probability among the raw logits at batch index `idx` (before
+/// temperature and the other samplers, as OpenAI reports it), with the `top`
+/// likeliest tokens at that place.
+pub fn logprob(
+    model: &LlamaModel,
+    ctx: &LlamaContext,
+    idx: i32,
+    token: LlamaToken,
+    top: usize,
+) -> hearth_router::TokenLogprob {
+    let logits = ctx.get_logits_ith(idx);
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let norm = max + sum.ln() as f32;
+    let at = |t: usize| logits.get(t).map_or(f32::NEG_INFINITY, |&l| l - norm);
+    let entry = |t: LlamaToken| {
+        let bytes = piece(model, t);
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let mut best: Vec<(usize, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (t, &l) in logits.iter().enumerate() {
+            if best.len() < top || best.last().is_some_and(|&(_, b)| l > b) {
+                let pos = best.partition_point(|&(_, b)| b >= l);
+                best.insert(pos, (t, l));
+                best.truncate(top);
+            }
+        }
+    }
+    let (text, bytes) = entry(token);
+    hearth_router::TokenLogprob {
+        token: text,
+        bytes,
+        logprob: at(usize::try_from(token.0).unwrap_or(usize::MAX)),
+        top: best
+            .into_iter()
+            .map(|(t, l)| {
+                let (text, bytes) = entry(LlamaToken::new(t as i32));
+                (text, bytes, l - norm)
+            })
+            .collect(),
+    }
+}
+
 /// The bytes a generated token stands for (control tokens render as nothing).
 pub fn piece(model: &LlamaModel, token: LlamaToken) -> Vec<u8> {
     model.vocab().token_to_piece(token, false, None)

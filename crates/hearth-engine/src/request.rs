@@ -48,7 +48,13 @@ pub struct SamplingParams {
     pub grammar: Option<Grammar>,
     /// OpenAI's `logit_bias`: token id -> bias; -100 bans the token.
     pub logit_bias: Vec<(u32, f32)>,
+    /// `logprobs`: each token's log probability, with this many of the likeliest
+    /// tokens at its place (`top_logprobs`, 0 to [`MAX_TOP_LOGPROBS`]).
+    pub logprobs: Option<usize>,
 }
+
+/// The most `top_logprobs` (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u64 = 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grammar {
@@ -201,6 +207,7 @@ fn sampling(
         frequency_penalty: frequency_penalty.unwrap_or(0.0),
         grammar,
         logit_bias: Vec::new(),
+        logprobs: None,
     })
 }
 
@@ -223,6 +230,61 @@ fn logit_bias(v: Option<&Value>) -> Result<Vec<(u32, f32)>, ApiError> {
             Ok((id, b as f32))
         })
         .collect()
+}
+
+/// Chat's `logprobs: true` with `top_logprobs: k`.
+fn chat_logprobs(r: &ChatCompletionRequest) -> Result<Option<usize>, ApiError> {
+    let on = match r.extra.get("logprobs") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "logprobs",
+                "`logprobs` must be true or false",
+            ));
+        }
+    };
+    let top = match r.extra.get("top_logprobs") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|k| *k <= MAX_TOP_LOGPROBS)
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "top_logprobs",
+                        format!(
+                            "`top_logprobs` must be a whole number from 0 to {MAX_TOP_LOGPROBS}"
+                        ),
+                    )
+                })?,
+        ),
+    };
+    match (on, top) {
+        (true, k) => Ok(Some(k.unwrap_or(0) as usize)),
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(ApiError::invalid_param(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs: true`",
+        )),
+    }
+}
+
+/// Legacy completions' `logprobs: k`: the token's log probability and the `k`
+/// likeliest.
+fn completion_logprobs(v: Option<&Value>) -> Result<Option<usize>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|k| *k <= MAX_TOP_LOGPROBS)
+            .map(|k| Some(k as usize))
+            .ok_or_else(|| {
+                ApiError::invalid_param(
+                    "logprobs",
+                    format!("`logprobs` must be a whole number from 0 to {MAX_TOP_LOGPROBS}"),
+                )
+            }),
+    }
 }
 
 fn response_format(v: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
@@ -376,6 +438,7 @@ fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
     })?;
     let params = SamplingParams {
         logit_bias: logit_bias(r.extra.get("logit_bias"))?,
+        logprobs: chat_logprobs(r)?,
         ..params
     };
     Ok(GenRequest {
@@ -431,6 +494,7 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
     )?;
     let params = SamplingParams {
         logit_bias: logit_bias(r.extra.get("logit_bias"))?,
+        logprobs: completion_logprobs(r.extra.get("logprobs"))?,
         ..params
     };
     let prompt = match (&r.prompt, r.suffix.as_deref()) {

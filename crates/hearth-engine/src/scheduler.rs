@@ -75,6 +75,8 @@ pub enum Event {
     Accepted,
     /// More output text (whole characters, stop strings removed).
     Text(String),
+    /// The log probability of the token just sampled (when asked for).
+    Logprob(hearth_router::TokenLogprob),
     Done {
         finish: Finish,
         prompt_tokens: u32,
@@ -289,6 +291,7 @@ struct Active {
     admitted: Instant,
     reused: usize,
     first_token: Option<Instant>,
+    logprobs: Option<usize>,
 }
 
 struct Slot {
@@ -516,6 +519,7 @@ impl<'m> Scheduler<'m> {
                 admitted: Instant::now(),
                 reused,
                 first_token: None,
+                logprobs: p.logprobs,
             });
             self.trim_idle_caches(free);
         }
@@ -783,6 +787,13 @@ impl<'m> Scheduler<'m> {
         if llama::is_end_of_generation(model, token) {
             return self.finish(i, Finish::Stop);
         }
+        if let Some(top) = a.logprobs {
+            let lp = llama::logprob(model, &self.ctx, idx, token, top);
+            if a.events.send(Event::Logprob(lp)).is_err() {
+                self.slots[i].active = None;
+                return;
+            }
+        }
         a.generated += 1;
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
         let pushed = a.text.push(&llama::piece(model, token));
@@ -939,6 +950,7 @@ impl<'m> Scheduler<'m> {
             text: a.text,
             // Already sent at its first admission.
             echo: None,
+            logprobs: a.logprobs,
         });
     }
 

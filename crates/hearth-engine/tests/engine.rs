@@ -960,3 +960,58 @@ async fn tool_results_and_bad_tools() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+/// `logprobs`: one per generated token, before its text, each the log of a
+/// probability (≤ 0) with the asked number of likeliest tokens, best first; under
+/// greedy decoding the chosen token is the likeliest. Asking for more than 20, or
+/// `top_logprobs` without `logprobs`, is a 400.
+#[tokio::test]
+async fn logprobs_per_token_with_the_likeliest() {
+    let b = engine(1, 1024).await;
+    let got = events(
+        &b,
+        chat(
+            "Say hello.",
+            json!({"temperature": 0, "max_tokens": 6, "logprobs": true, "top_logprobs": 3}),
+        ),
+    )
+    .await;
+    let lps: Vec<&hearth_router::TokenLogprob> = got
+        .iter()
+        .filter_map(|e| match e {
+            Event::Logprob { index: 0, token } => Some(token),
+            _ => None,
+        })
+        .collect();
+    let usage = got.iter().find_map(Event::usage).unwrap();
+    assert_eq!(lps.len() as u64, usage.completion_tokens, "{got:?}");
+    let text = streamed_text(&got).concat();
+    let joined: String = lps.iter().map(|t| t.token.as_str()).collect();
+    assert!(
+        text.starts_with(joined.trim_end()) || joined.starts_with(&text),
+        "{joined:?} vs {text:?}"
+    );
+    for t in &lps {
+        assert!(t.logprob <= 0.0, "{t:?}");
+        assert_eq!(t.top.len(), 3, "{t:?}");
+        assert!(t.top.windows(2).all(|w| w[0].2 >= w[1].2), "{t:?}");
+        assert_eq!(t.top[0].0, t.token, "greedy picks the likeliest: {t:?}");
+        assert!((t.top[0].2 - t.logprob).abs() < 1e-4, "{t:?}");
+    }
+    let e = b
+        .call(&chat("x", json!({"logprobs": true, "top_logprobs": 21})))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, BackendError::Invalid(ref a) if a.param.as_deref() == Some("top_logprobs"))
+    );
+    let e = b
+        .call(&chat("x", json!({"top_logprobs": 2})))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, BackendError::Invalid(ref a) if a.param.as_deref() == Some("top_logprobs"))
+    );
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use hearth_api::Usage;
 use hearth_http::sse::put_data;
-use hearth_router::{Event, FinishReason, ModelMetrics, ToolCallDelta};
+use hearth_router::{Event, FinishReason, ModelMetrics, TokenLogprob, ToolCallDelta};
 use serde_json::{Value, json};
 
 /// Which endpoint's wire format.
@@ -35,6 +35,11 @@ pub struct Encoder {
     /// A chat stream opens with the assistant's role, once.
     role_sent: bool,
     identity: Option<Identity>,
+    /// Tokens' log probabilities waiting for the text they brought (text is held
+    /// back while it might be a stop string or half a character).
+    logprobs: Vec<(u32, TokenLogprob)>,
+    /// Each choice's text so far, in characters (completions' `text_offset`).
+    offsets: std::collections::BTreeMap<u32, usize>,
 }
 
 struct Identity {
@@ -97,7 +102,23 @@ impl Encoder {
             include_usage,
             role_sent: false,
             identity: None,
+            logprobs: Vec::new(),
+            offsets: Default::default(),
         }
+    }
+
+    /// The held log probabilities of choice `index`, in this format's shape.
+    fn take_logprobs(&mut self, index: u32) -> Option<Value> {
+        if !self.logprobs.iter().any(|(i, _)| *i == index) {
+            return None;
+        }
+        let (mine, rest) = std::mem::take(&mut self.logprobs)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(i, _)| *i == index);
+        self.logprobs = rest;
+        let tokens: Vec<TokenLogprob> = mine.into_iter().map(|(_, t)| t).collect();
+        let offset = self.offsets.entry(index).or_default();
+        Some(logprobs_json(self.format, &tokens, offset))
     }
 
     /// The answer's identity, made on first use.
@@ -120,8 +141,29 @@ impl Encoder {
                 0,
                 |c| c.extend_from_slice(b"\"delta\":{\"role\":\"assistant\",\"content\":\"\"}"),
                 None,
+                None,
             );
         }
+        if let Event::Logprob { index, token } = event {
+            self.logprobs.push((*index, token.clone()));
+            return;
+        }
+        let held = match event {
+            Event::Text { index, .. } => self.take_logprobs(*index),
+            Event::Finish { index, .. } => {
+                // Tokens whose text never came (a stop string): sent before the end.
+                if let Some(lp) = self.take_logprobs(*index) {
+                    let empty: &[u8] = match self.format {
+                        Format::Chat => b"\"delta\":{}",
+                        Format::Completion | Format::Embeddings { .. } => b"\"text\":\"\"",
+                    };
+                    self.chunk(out, *index, |c| c.extend_from_slice(empty), None, Some(&lp));
+                }
+                None
+            }
+            _ => None,
+        };
+        let held = held.as_ref();
         match event {
             Event::Text { index, text } => match self.format {
                 Format::Chat => self.chunk(
@@ -133,6 +175,7 @@ impl Encoder {
                         c.put_u8(b'}');
                     },
                     None,
+                    held,
                 ),
                 Format::Completion | Format::Embeddings { .. } => self.chunk(
                     out,
@@ -142,6 +185,7 @@ impl Encoder {
                         put_json_str(c, text);
                     },
                     None,
+                    held,
                 ),
             },
             Event::Reasoning { index, text } if self.format == Format::Chat => self.chunk(
@@ -152,6 +196,7 @@ impl Encoder {
                     put_json_str(c, text);
                     c.put_u8(b'}');
                 },
+                None,
                 None,
             ),
             Event::ToolCall { index, call } if self.format == Format::Chat => {
@@ -164,6 +209,7 @@ impl Encoder {
                         put_json(c, &delta);
                     },
                     None,
+                    None,
                 );
             }
             Event::Finish { index, reason } => {
@@ -171,7 +217,13 @@ impl Encoder {
                     Format::Chat => b"\"delta\":{}",
                     Format::Completion | Format::Embeddings { .. } => b"\"text\":\"\"",
                 };
-                self.chunk(out, *index, |c| c.extend_from_slice(empty), Some(reason));
+                self.chunk(
+                    out,
+                    *index,
+                    |c| c.extend_from_slice(empty),
+                    Some(reason),
+                    None,
+                );
             }
             Event::Usage(u) if self.include_usage => {
                 out.extend_from_slice(b"data: ");
@@ -186,7 +238,8 @@ impl Encoder {
             | Event::ToolCall { .. }
             | Event::Usage(_)
             | Event::Wire(_)
-            | Event::Embedding { .. } => {}
+            | Event::Embedding { .. }
+            | Event::Logprob { .. } => {}
         }
     }
 
@@ -197,6 +250,7 @@ impl Encoder {
         index: u32,
         body: impl FnOnce(&mut BytesMut),
         finish: Option<&FinishReason>,
+        logprobs: Option<&Value>,
     ) {
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(&self.identity().prefix);
@@ -209,7 +263,12 @@ impl Encoder {
             Some(r) => put_json_str(out, r.as_str()),
             None => out.extend_from_slice(b"null"),
         }
-        out.extend_from_slice(b",\"logprobs\":null}]}\n\n");
+        out.extend_from_slice(b",\"logprobs\":");
+        match logprobs {
+            Some(v) => put_json(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
     }
 
     /// The whole body of an answer from all its events. An upstream's whole body
@@ -222,6 +281,7 @@ impl Encoder {
             reasoning: String,
             calls: Vec<ToolCallDelta>,
             finish: Option<FinishReason>,
+            logprobs: Vec<TokenLogprob>,
         }
         // By index: `n` choices come interleaved.
         let mut choices: std::collections::BTreeMap<u32, Choice> = Default::default();
@@ -245,6 +305,9 @@ impl Encoder {
                 }
                 Event::Usage(u) => usage = Some(u),
                 Event::Embedding { index, vector } => vectors.push((index, vector)),
+                Event::Logprob { index, token } => {
+                    choices.entry(index).or_default().logprobs.push(token)
+                }
             }
         }
         if let Format::Embeddings { base64 } = self.format {
@@ -266,6 +329,11 @@ impl Encoder {
             .into_iter()
             .map(|(index, c)| {
                 let finish = c.finish.as_ref().map(FinishReason::as_str);
+                let logprobs = if c.logprobs.is_empty() {
+                    Value::Null
+                } else {
+                    logprobs_json(format, &c.logprobs, &mut 0)
+                };
                 match format {
                     Format::Chat => {
                         let mut message = json!({"role": "assistant", "content": c.text});
@@ -278,10 +346,10 @@ impl Encoder {
                         if !c.reasoning.is_empty() {
                             message["reasoning_content"] = json!(c.reasoning);
                         }
-                        json!({"index": index, "message": message, "finish_reason": finish, "logprobs": null})
+                        json!({"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs})
                     }
                     Format::Completion | Format::Embeddings { .. } => {
-                        json!({"index": index, "text": c.text, "finish_reason": finish, "logprobs": null})
+                        json!({"index": index, "text": c.text, "finish_reason": finish, "logprobs": logprobs})
                     }
                 }
             })
@@ -297,6 +365,44 @@ impl Encoder {
             "usage": usage,
         });
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+}
+
+/// Tokens' log probabilities as the format writes them: chat's `{"content":
+/// [{"token", "logprob", "bytes", "top_logprobs"}]}`, or legacy completions'
+/// parallel lists (`tokens`, `token_logprobs`, `top_logprobs` as maps,
+/// `text_offset` from `offset`, the choice's characters so far, moved on).
+fn logprobs_json(format: Format, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+    match format {
+        Format::Chat => {
+            let content: Vec<Value> = tokens
+                .iter()
+                .map(|t| {
+                    let top: Vec<Value> = t
+                        .top
+                        .iter()
+                        .map(|(tok, bytes, lp)| json!({"token": tok, "logprob": lp, "bytes": bytes}))
+                        .collect();
+                    json!({"token": t.token, "logprob": t.logprob, "bytes": t.bytes, "top_logprobs": top})
+                })
+                .collect();
+            json!({"content": content, "refusal": null})
+        }
+        Format::Completion | Format::Embeddings { .. } => {
+            let mut offsets = Vec::with_capacity(tokens.len());
+            for t in tokens {
+                offsets.push(*offset);
+                *offset += t.token.chars().count();
+            }
+            json!({
+                "tokens": tokens.iter().map(|t| t.token.as_str()).collect::<Vec<_>>(),
+                "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                "top_logprobs": tokens.iter().map(|t| {
+                    t.top.iter().map(|(tok, _, lp)| (tok.clone(), json!(lp))).collect::<serde_json::Map<_, _>>()
+                }).collect::<Vec<_>>(),
+                "text_offset": offsets,
+            })
+        }
     }
 }
 

@@ -239,7 +239,7 @@ fn carries_content(event: &Event) -> bool {
     match event {
         Event::Text { text, .. } | Event::Reasoning { text, .. } => !text.is_empty(),
         Event::ToolCall { .. } | Event::Embedding { .. } => true,
-        Event::Finish { .. } | Event::Usage(_) => false,
+        Event::Finish { .. } | Event::Usage(_) | Event::Logprob { .. } => false,
         Event::Wire(w) => wire_has_content(&w.data),
     }
 }

@@ -38,6 +38,9 @@ pub enum Event {
     Usage(Usage),
     /// The vector of input `index` of an embeddings request.
     Embedding { index: u32, vector: Vec<f32> },
+    /// The log probability of the next token of choice `index` (asked for with
+    /// `logprobs`); it comes before the text that token brings.
+    Logprob { index: u32, token: TokenLogprob },
     /// An OpenAI-compatible upstream's own JSON, as it sent it.
     Wire(Wire),
 }
@@ -62,6 +65,16 @@ pub struct ToolCallDelta {
     pub id: Option<String>,
     pub name: Option<String>,
     pub arguments: String,
+}
+
+/// One generated token's log probability, and the most likely tokens at its
+/// place (`top_logprobs`), each as `(text, bytes, logprob)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<(String, Vec<u8>, f32)>,
 }
 
 /// Why a choice ended.

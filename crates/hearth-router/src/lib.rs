@@ -25,6 +25,8 @@ pub mod retry;
 pub mod router;
 
 pub use backend::{Backend, BackendError, Request};
-pub use event::{Event, EventStream, FinishReason, ToolCallDelta, Typed, Wire, typed};
+pub use event::{
+    Event, EventStream, FinishReason, TokenLogprob, ToolCallDelta, Typed, Wire, typed,
+};
 pub use metrics::ModelMetrics;
 pub use router::{Answer, Dispatched, Model, Router};
