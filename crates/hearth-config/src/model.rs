@@ -116,6 +116,10 @@ pub struct EmbeddedConfig {
     pub threads: Option<u32>,
     /// Layers offloaded to the GPU (builds with the `cuda` feature).
     pub gpu_layers: Option<u32>,
+    /// `matryoshka = true` (embedding models): trained with Matryoshka
+    /// representation learning, so a request's `dimensions` below the model's own
+    /// cuts each vector to its first values (scaled back to unit length).
+    pub matryoshka: bool,
 }
 
 /// `backend = "upstream"`: an OpenAI-compatible server over HTTP.
@@ -291,7 +295,14 @@ pub const COMMON_KEYS: &[&str] = &[
     "tools",
     "kind",
 ];
-pub const EMBEDDED_KEYS: &[&str] = &["path", "context", "parallel", "threads", "gpu_layers"];
+pub const EMBEDDED_KEYS: &[&str] = &[
+    "path",
+    "context",
+    "parallel",
+    "threads",
+    "gpu_layers",
+    "matryoshka",
+];
 pub const UPSTREAM_KEYS: &[&str] = &[
     "base_url",
     "launch",
@@ -372,6 +383,8 @@ struct ModelToml {
     threads: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gpu_layers: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matryoshka: Option<bool>,
 }
 
 fn is_chat(k: &ModelKind) -> bool {
@@ -413,6 +426,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                     ("parallel", t.parallel.is_some()),
                     ("threads", t.threads.is_some()),
                     ("gpu_layers", t.gpu_layers.is_some()),
+                    ("matryoshka", t.matryoshka.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, set)| set.then_some(k))
@@ -457,6 +471,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                 parallel: t.parallel,
                 threads: t.threads,
                 gpu_layers: t.gpu_layers,
+                matryoshka: t.matryoshka.unwrap_or(false),
             }),
             BackendKind::Upstream => {
                 let d = UpstreamConfig::default();

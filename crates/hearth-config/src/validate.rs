@@ -94,6 +94,16 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 );
             }
         }
+        if m.purpose == crate::ModelKind::Chat && m.embedded_config().is_some_and(|e| e.matryoshka)
+        {
+            push(
+                at("matryoshka"),
+                format!(
+                    "`matryoshka` applies to embedding models, and `{}` is a chat model: remove it or add kind = \"embedding\"",
+                    m.name
+                ),
+            );
+        }
         if m.purpose == crate::ModelKind::Embedding {
             let chat_only = [
                 ("vision", m.vision),

@@ -694,6 +694,7 @@ tools = "reject"
 name = "x"
 kind = "vectors"
 path = "m.gguf"
+matryoshka = true
 "#;
     let e = errors(bad, &MapEnv::default()).join("\n");
     assert!(e.contains("kind"), "{e}");
@@ -704,6 +705,7 @@ path = "m.gguf"
         "jobs.code_model: model `minilm` is an embedding model",
         "models[0].vision: `vision` applies to chat models",
         "models[0].tools: `tools` applies to chat models",
+        "models[1].matryoshka: `matryoshka` applies to embedding models",
     ] {
         assert!(e.contains(needle), "missing {needle:?} in\n{e}");
     }

@@ -257,6 +257,7 @@ mod tests {
             parallel: 1,
             threads: 1,
             gpu_layers: 0,
+            matryoshka: false,
         };
         loading(&s, Part::Weights).done(Some(2));
         loading(&s, Part::Context).done(None);

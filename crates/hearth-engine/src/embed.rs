@@ -120,6 +120,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>) {
         context: settings.context as usize,
         per_input: (settings.context as usize).min(trained.max(1)),
         sequences: settings.parallel as usize,
+        matryoshka: settings.matryoshka,
     };
     while let Ok(first) = jobs.recv() {
         // Every request waiting now joins this round: their inputs share decodes.
@@ -168,6 +169,9 @@ struct Limits {
     per_input: usize,
     /// Sequences per decode.
     sequences: usize,
+    /// The model was trained so that its vectors' first values hold their meaning
+    /// (`matryoshka = true`): `dimensions` below its own cut them.
+    matryoshka: bool,
 }
 
 /// The inputs' tokens, each checked against the vocabulary and the context. One
@@ -314,7 +318,14 @@ fn embed_round(
         }
         for (id, (j, _)) in (0i32..).zip(&chosen) {
             match ctx.embeddings_seq_ith(id) {
-                Ok(v) => pending[*j].vectors.push(unit(v)),
+                Ok(v) => {
+                    // A Matryoshka cut: the first `dimensions` values, back to unit length.
+                    let keep = pending[*j]
+                        .job
+                        .dimensions
+                        .map_or(v.len(), |d| (d as usize).min(v.len()));
+                    pending[*j].vectors.push(unit(&v[..keep]))
+                }
                 Err(e) => {
                     failure = Some(BackendError::Protocol(format!(
                         "llama.cpp gave no pooled embedding: {e}"
@@ -354,15 +365,26 @@ fn checked(
     dims: usize,
     job: &Job,
 ) -> Result<Vec<Vec<LlamaToken>>, BackendError> {
-    if let Some(d) = job.dimensions.filter(|d| *d as usize != dims) {
-        // Cutting a vector short keeps its meaning only for a model trained so
-        // (Matryoshka); no GGUF says whether it was.
-        return Err(BackendError::Invalid(ApiError::invalid_param(
-            "dimensions",
-            format!(
-                "this model's vectors have {dims} dimensions and it cannot give {d}; leave out `dimensions` (or ask for {dims})"
-            ),
-        )));
+    // Cutting a vector short keeps its meaning only for a model trained so
+    // (Matryoshka); no GGUF says whether it was, so the config does.
+    match job.dimensions.map(|d| d as usize) {
+        Some(d) if d == dims => {}
+        Some(d) if limits.matryoshka && (1..dims).contains(&d) => {}
+        Some(d) if limits.matryoshka => {
+            return Err(BackendError::Invalid(ApiError::invalid_param(
+                "dimensions",
+                format!("`dimensions` must be from 1 to this model's {dims}, not {d}"),
+            )));
+        }
+        Some(d) => {
+            return Err(BackendError::Invalid(ApiError::invalid_param(
+                "dimensions",
+                format!(
+                    "this model's vectors have {dims} dimensions and it cannot give {d}; leave out `dimensions` (or ask for {dims}); a model trained for shorter vectors (Matryoshka) can be marked `matryoshka = true` in its [[models]] entry"
+                ),
+            )));
+        }
+        None => {}
     }
     tokens(model, &job.inputs, limits.per_input, job.truncate).map_err(BackendError::Invalid)
 }

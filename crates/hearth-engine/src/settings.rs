@@ -24,6 +24,8 @@ pub struct Settings {
     pub parallel: u32,
     pub threads: u32,
     pub gpu_layers: u32,
+    /// An embedding model trained for shorter vectors (`matryoshka = true`).
+    pub matryoshka: bool,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             parallel,
             threads,
             gpu_layers,
+            matryoshka: e.matryoshka,
         })
     }
 }

@@ -355,3 +355,40 @@ async fn an_upstream_gets_the_request_and_its_answer_goes_back_as_it_came() {
     want["model"] = json!("text-embedding-3-small");
     assert_eq!(got.body, want);
 }
+
+/// `matryoshka = true`: `dimensions` below the model's cuts each vector to its
+/// first values, scaled back to unit length; more than the model has, or 0, is a
+/// 400. (MiniLM was not trained so; the test checks the cut, not its quality.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matryoshka_model_cuts_vectors_to_the_dimensions_asked() {
+    let toml = format!(
+        "[[models]]\nname = \"minilm\"\nkind = \"embedding\"\npath = \"{}\"\nmatryoshka = true\n",
+        hearth_testkit::test_embedding_model_path().display()
+    );
+    let gw = Gateway::start(&toml).await;
+    ready(&gw).await;
+    let (status, full) = embed(&gw, json!({"model": "minilm", "input": "a red fox"})).await;
+    assert_eq!(status, 200, "{full}");
+    let full = floats(&full["data"][0]["embedding"]);
+    assert_eq!(full.len(), 384);
+    let (status, cut) = embed(
+        &gw,
+        json!({"model": "minilm", "input": "a red fox", "dimensions": 128}),
+    )
+    .await;
+    assert_eq!(status, 200, "{cut}");
+    let cut = floats(&cut["data"][0]["embedding"]);
+    assert_eq!(cut.len(), 128);
+    let norm: f32 = cut.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+    assert!(cosine(&cut, &full[..128]) > 0.9999);
+    for d in [0, 385] {
+        let (status, v) = embed(
+            &gw,
+            json!({"model": "minilm", "input": "a", "dimensions": d}),
+        )
+        .await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["param"], "dimensions", "{v}");
+    }
+}
