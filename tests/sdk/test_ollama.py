@@ -37,6 +37,7 @@ name = "smollm2-135m"
 path = "{os.environ["HEARTH_MODEL"]}"
 context = 2048
 parallel = 2
+tools = "pass"
 
 [[models]]
 name = "minilm"
@@ -90,7 +91,7 @@ def main():
         assert smol.size == os.path.getsize(os.environ["HEARTH_MODEL"]), smol.size
         assert len(smol.digest) == 64, smol.digest
         shown = client.show("smollm2-135m:latest")
-        assert shown.capabilities == ["completion"], shown.capabilities
+        assert shown.capabilities == ["completion", "tools"], shown.capabilities
         assert shown.modelinfo["llama.context_length"] == 8192, shown.modelinfo
         assert client.show("minilm").capabilities == ["embedding"]
         assert client.show("minilm").details.family == "bert"
@@ -118,6 +119,26 @@ def main():
         assert len(parts) > 2, parts
         assert "".join(p.message.content for p in parts) == whole.message.content, parts
         assert parts[-1].eval_count == whole.eval_count, parts[-1]
+
+    @test
+    def chat_with_tools_on_the_embedded_model():
+        def get_weather(city: str) -> str:
+            """The weather in a city now.
+
+            Args:
+              city: the city
+            """
+            return "sunny"
+
+        r = client.chat(model="smollm2-135m", messages=[{"role": "user", "content": "Weather in Paris?"}],
+                        tools=[get_weather], options={"temperature": 0, "num_predict": 60}, stream=False)
+        calls = r.message.tool_calls or []
+        if calls:
+            assert calls[0].function.name == "get_weather", calls
+            assert isinstance(calls[0].function.arguments.get("city"), str), calls
+        else:
+            # Under tool_choice auto (Ollama has no other) the model may reply instead.
+            assert r.message.content and not r.message.content.startswith("{"), r.message
 
     @test
     def chat_with_an_upstream_model():

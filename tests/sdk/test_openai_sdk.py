@@ -313,6 +313,26 @@ def main():
         assert r.choices[0].finish_reason in ("stop", "tool_calls", "length"), r
 
     @test
+    def responses_api_function_tools_on_the_embedded_model():
+        flat = [{"type": "function", "name": t["function"]["name"],
+                 "parameters": t["function"]["parameters"]} for t in (WEATHER, TIME)]
+        r = client.responses.create(
+            model="smollm2-135m", input="What is the weather in Paris?", tools=flat,
+            tool_choice="required", max_output_tokens=100, temperature=0,
+        )
+        calls = [o for o in r.output if o.type == "function_call"]
+        assert calls, r.output
+        assert calls[0].name in ("get_weather", "get_time") and calls[0].call_id.startswith("call_"), calls
+        json.loads(calls[0].arguments)
+        events = list(client.responses.create(
+            model="smollm2-135m", input="What time is it?", tools=flat,
+            tool_choice={"type": "function", "name": "get_time"}, max_output_tokens=60,
+            temperature=0, stream=True,
+        ))
+        deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+        assert json.loads(deltas)["zone"] in ("UTC", "CET"), deltas
+
+    @test
     def tools_passed_through_to_an_upstream_whole_and_streamed():
         r = client.chat.completions.create(
             model="fake-tools", messages=[{"role": "user", "content": "Weather and time?"}],
