@@ -41,13 +41,23 @@ FILE_TYPES = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTL
               "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
 
 
-def vocabulary(n):
-    """<unk>, <s>, </s>, <0x00>..<0xFF>, then unique pieces ("▁a", "b", "▁ab", ...)."""
+# With --fim: fill-in-the-middle tokens as StarCoder2 and Qwen2.5-Coder name them,
+# after the byte tokens, and the GGUF keys that tell llama.cpp which they are.
+FIM_TOKENS = [("<fim_prefix>", "pre"), ("<fim_suffix>", "suf"), ("<fim_middle>", "mid"),
+              ("<fim_pad>", "pad"), ("<repo_name>", "rep"), ("<file_sep>", "sep")]
+
+
+def vocabulary(n, fim=False):
+    """<unk>, <s>, </s>, <0x00>..<0xFF>, the FIM tokens with --fim, then unique
+    pieces ("▁a", "b", "▁ab", ...)."""
     if n < 259 + 1:
         sys.exit(f"--vocab must be at least 260 (3 special and 256 byte tokens), not {n}")
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
     types += [gguf.TokenType.BYTE] * 256
+    if fim:
+        tokens += [t for t, _ in FIM_TOKENS]
+        types += [gguf.TokenType.CONTROL] * len(FIM_TOKENS)
     letters = "abcdefghijklmnopqrstuvwxyz"
     i = 0
     while len(tokens) < n:
@@ -61,8 +71,9 @@ def vocabulary(n):
         types.append(gguf.TokenType.NORMAL)
         i += 1
     # Shorter pieces score higher, as a trained SentencePiece model's tend to.
-    scores = [0.0] * 259 + [-float(len(t)) - j * 1e-6 for j, t in enumerate(tokens[259:])]
-    return tokens, scores, types
+    special = 259 + (len(FIM_TOKENS) if fim else 0)
+    scores = [0.0] * special + [-float(len(t)) - j * 1e-6 for j, t in enumerate(tokens[special:])]
+    return tokens, scores, types, special
 
 
 def main():
@@ -74,6 +85,8 @@ def main():
     for flag in ("embd", "layers", "ff", "heads", "kv-heads", "vocab", "context"):
         ap.add_argument(f"--{flag}", type=int, help=f"override the size's {flag}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fim", action="store_true",
+                    help="add fill-in-the-middle tokens (for /infill and suffix tests)")
     a = ap.parse_args()
 
     embd, layers, ff, heads, kv_heads, vocab, context = SIZES[a.size]
@@ -105,7 +118,7 @@ def main():
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(vocab)
     w.add_file_type(FILE_TYPES[a.type])
-    tokens, scores, types = vocabulary(vocab)
+    tokens, scores, types, special = vocabulary(vocab, a.fim)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -115,6 +128,9 @@ def main():
     w.add_eos_token_id(2)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    if a.fim:
+        for i, (_, key) in enumerate(FIM_TOKENS):
+            w.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", 259 + i)
 
     params = 0
 
@@ -154,7 +170,7 @@ def main():
     # rarely sampled, never the greedy choice, so an answer is whole pieces of text
     # (a byte token can be half a character, held back until the rest comes) and
     # seldom ends early.
-    matrix("output.weight", vocab, embd, zero_rows=259)
+    matrix("output.weight", vocab, embd, zero_rows=special)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

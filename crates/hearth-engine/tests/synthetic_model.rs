@@ -121,3 +121,79 @@ async fn the_generated_model_loads_and_serves_on_cpu() {
     // "hello world" is bytes to this vocabulary: 11 of them, and <s>.
     assert!(usage.prompt_tokens >= 3, "{usage:?}");
 }
+
+/// Fill-in-the-middle on a model that has FIM tokens (the generator's `--fim`):
+/// a completion with `suffix` is served, not refused, and `input_extra` (other
+/// files, as `/infill` sends them) goes into the prompt after `FIM_REP` and each
+/// file's `FIM_SEP`, so the prompt grows by them.
+#[tokio::test]
+async fn fill_in_the_middle_with_other_files_on_a_model_with_fim_tokens() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fim.gguf");
+    let out = std::process::Command::new(&py)
+        .arg(repo().join("bench/gpu/make_model.py"))
+        .arg(&path)
+        .args(["--size", "tiny", "--type", "q8_0", "--fim"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make_model.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = ModelConfig {
+        backend: ModelBackend::Embedded(EmbeddedConfig {
+            path: path.clone(),
+            context: Some(512),
+            parallel: Some(1),
+            threads: Some(1),
+            ..EmbeddedConfig::default()
+        }),
+        ..ModelConfig::embedded("synthetic-fim", path)
+    };
+    let b = EmbeddedBackend::start(&cfg).unwrap();
+    let start = Instant::now();
+    while b.status() != ModelStatus::Ready {
+        assert_ne!(b.status(), ModelStatus::Unavailable, "{:?}", b.detail());
+        assert!(start.elapsed() < Duration::from_secs(60), "not loaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let prompt_tokens = |extra: serde_json::Value| {
+        let b = &b;
+        async move {
+            let mut body = json!({"model": "synthetic-fim", "prompt": "def f(", "suffix": "):",
+                                  "max_tokens": 4, "temperature": 0});
+            if !extra.is_null() {
+                body["input_extra"] = extra;
+            }
+            let r = Request::Completion(CompletionRequest::from_value(body).unwrap());
+            let mut s = b.call(&r).await.unwrap();
+            let mut usage = None;
+            while let Some(e) = s.next().await {
+                usage = e.unwrap().usage().or(usage);
+            }
+            usage.unwrap().prompt_tokens
+        }
+    };
+    let alone = prompt_tokens(serde_json::Value::Null).await;
+    // The plain prompt's tokens (with <s>), for scale.
+    let plain = {
+        let r = Request::Completion(
+            CompletionRequest::from_value(json!({"model": "synthetic-fim", "prompt": "def f(",
+                "max_tokens": 1, "temperature": 0}))
+            .unwrap(),
+        );
+        let mut s = b.call(&r).await.unwrap();
+        let mut usage = None;
+        while let Some(e) = s.next().await {
+            usage = e.unwrap().usage().or(usage);
+        }
+        usage.unwrap().prompt_tokens
+    };
+    // FIM_PRE, FIM_SUF, FIM_MID and the suffix's tokens beside the prefix's.
+    assert!(alone >= plain + 4, "{alone} vs {plain}");
+    // FIM_REP, two FIM_SEPs and the text of the project, file names and file.
+    let with_file = prompt_tokens(json!([{"filename": "a.py", "text": "x"}])).await;
+    assert!(with_file >= alone + 3 + 4, "{with_file} vs {alone}");
+}
