@@ -454,6 +454,7 @@ case "$*" in
     echo "$!" >"$pid"
     echo " Container hearth-web-web-1  Started" ;;
   *" down")
+    echo "secret seen at down: ${{WEB_SECRET:+yes}}" >>"$log"
     kill "$(cat "$DEPLOY_DATA_DIR/container.pid")"
     rm -f "$DEPLOY_DATA_DIR/container.pid"
     echo " Container hearth-web-web-1  Removed" ;;
@@ -509,7 +510,8 @@ esac
         .parse()
         .unwrap();
 
-    // Removed: `docker compose down` on the host.
+    // Removed: `docker compose down` on the host, with the secrets its
+    // release declares (compose files interpolate them).
     fs::remove_dir_all(fx.root.join("services/web")).unwrap();
     commit(&fx.root, "web retired");
     let (res, out) = fx.run(
@@ -517,7 +519,7 @@ esac
             since: c1,
             head: None,
         }),
-        &[],
+        &[("WEB_SECRET", "w-5ecret")],
     );
     res.unwrap();
     assert!(
@@ -530,6 +532,8 @@ esac
         calls.contains("compose -p hearth-web -f compose.yaml down\n"),
         "{calls}"
     );
+    assert!(calls.contains("secret seen at down: yes"), "{calls}");
+    assert!(!out.iter().any(|l| l.contains("w-5ecret")), "{out:#?}");
     assert!(wait_gone(pid), "the stand-in container {pid} runs on");
 }
 

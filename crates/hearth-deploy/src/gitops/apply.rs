@@ -149,14 +149,33 @@ pub fn apply(
             ))
         })?;
     }
-    let masker = Masker::new(values.iter().map(|(_, _, v)| v.clone()));
-
     // What runs there that the repository no longer declares for this environment.
     let removed = match &opts.selection {
         Selection::Services(_) => Vec::new(),
         _ => removed_services(&site, &env.name, |n| {
             services.get(n).is_some_and(|s| s.environment == env.name)
         })?,
+    };
+    // A stop step gets the secrets its release declares, those this run has.
+    for n in &removed {
+        let plain = Masker::default();
+        let quiet = |_: &str| {};
+        for k in site
+            .service(n, &env.name, &plain, &quiet)
+            .declared_secrets()
+        {
+            if let Some(v) = secret(&k).filter(|v| !v.is_empty()) {
+                values.push((n.clone(), k, v));
+            }
+        }
+    }
+    let masker = Masker::new(values.iter().map(|(_, _, v)| v.clone()));
+    let vars_of = |n: &str| -> Vec<(String, String)> {
+        values
+            .iter()
+            .filter(|(svc, _, _)| svc == n)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     if selected.is_empty() && removed.is_empty() {
         say(&format!("nothing to deploy to {}", env.name));
@@ -182,7 +201,7 @@ pub fn apply(
             ));
         } else {
             for n in &removed {
-                remove_service(&site, n, &env.name, &masker, say)?;
+                remove_service(&site, n, &env.name, vars_of(n), &masker, say)?;
             }
         }
     }
@@ -199,11 +218,7 @@ pub fn apply(
         let mut host = site.service(n, &env.name, &masker, say);
         host.commit = commit.clone();
         host.hearth_bin = opts.hearth_bin.clone();
-        host.vars = values
-            .iter()
-            .filter(|(svc, _, _)| svc == n)
-            .map(|(_, k, v)| (k.clone(), v.clone()))
-            .collect();
+        host.vars = vars_of(n);
         let prefix = format!("services/{n}/");
         let own: Vec<String> = files
             .iter()
@@ -309,10 +324,12 @@ fn remove_service(
     site: &Site,
     name: &str,
     environment: &str,
+    vars: Vec<(String, String)>,
     masker: &Masker,
     say: &dyn Fn(&str),
 ) -> Result<(), GitopsError> {
-    let host = site.service(name, environment, masker, say);
+    let mut host = site.service(name, environment, masker, say);
+    host.vars = vars;
     let fail = |source| GitopsError::Deploy {
         service: name.to_string(),
         source: Box::new(source),
