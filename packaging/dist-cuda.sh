@@ -40,9 +40,8 @@ log "needs: $needed"
 if grep -E '\((RPATH|RUNPATH)\)' <<<"$dyn"; then
     die "the binary has a RUNPATH: libraries must come from the host's search path"
 fi
-for lib in libcublas.so.13 libcublasLt.so.13; do
-    case " $needed " in *" $lib "*) ;; *) die "the binary does not need $lib: is it a CUDA build?" ;; esac
-done
+# libcublasLt.so.13 comes in through libcublas.so.13's own NEEDED.
+case " $needed " in *" libcublas.so.13 "*) ;; *) die "the binary does not need libcublas.so.13: is it a CUDA build?" ;; esac
 case " $needed " in
     *" libcuda.so"*) die "the binary links the driver's libcuda (it must start without the driver)" ;;
     *" libcudart.so"*) die "the binary links libcudart dynamically (the runtime is meant to be static)" ;;
@@ -66,6 +65,7 @@ stage=$out/tmp-cuda/$name
 mkdir -p "$stage/bin" "$stage/etc" "$stage/systemd" "$stage/docs"
 strip -o "$stage/bin/hearth" "$bin"
 chmod 0755 "$stage/bin/hearth"
+# A manifest for the renderers only (its release must be named as the CPU tarball).
 cat >"$out/tmp-cuda/deploy.toml" <<TOML
 [host]
 name = "this host"
@@ -74,7 +74,7 @@ target = "local"
 tls = "off"
 [release]
 version = "$version"
-url = "https://example.invalid/$tarball"
+url = "https://example.invalid/$name-$triple.tar.gz"
 sha256 = "$(printf '0%.0s' {1..64})"
 TOML
 render() {
