@@ -1,7 +1,11 @@
 """Decode speed with and without a JSON-schema grammar, same prompt and model:
 ROUNDS streamed requests of each kind, alternated; tokens/s counted from the
 first streamed token to the last (prefill and the grammar's compile excluded,
-measured apart as time to first token). Prints one JSON line per kind.
+measured apart as time to first token). Kinds: free; json_schema
+(response_format); tools (a required call of a tool whose arguments hold the
+same schema: the tools grammar and the streamed call reader); logprobs (free,
+with top_logprobs 5: the log-softmax over the vocabulary per token). Prints one
+JSON line per kind.
 
 Standard library only."""
 
@@ -24,14 +28,20 @@ SCHEMA = {
 }
 
 
-def run(url, model, tokens, schema):
+def run(url, model, tokens, kind):
     body = {
         "model": model, "stream": True, "stream_options": {"include_usage": True},
         "max_tokens": tokens, "temperature": 0.8, "seed": 1,
         "messages": [{"role": "user", "content": "Write a long story about a lighthouse keeper, as JSON with a title, tags, the story and a rating."}],
     }
-    if schema:
+    if kind == "json_schema":
         body["response_format"] = {"type": "json_schema", "json_schema": {"name": "story", "schema": SCHEMA}}
+    elif kind == "tools":
+        body["tools"] = [{"type": "function", "function": {"name": "save_story", "parameters": SCHEMA}}]
+        body["tool_choice"] = "required"
+    elif kind == "logprobs":
+        body["logprobs"] = True
+        body["top_logprobs"] = 5
     req = urllib.request.Request(url + "/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     start = time.monotonic()
@@ -45,7 +55,8 @@ def run(url, model, tokens, schema):
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+            delta = chunk["choices"][0]["delta"] if chunk.get("choices") else {}
+            if delta.get("content") or delta.get("tool_calls"):
                 now = time.monotonic()
                 first = first or now
                 last = now
@@ -60,11 +71,11 @@ def main():
     p.add_argument("--tokens", type=int, default=256)
     p.add_argument("--rounds", type=int, default=6)
     a = p.parse_args()
-    runs = {"free": [], "json_schema": []}
-    run(a.url, a.model, 16, False)  # warm-up
+    runs = {"free": [], "json_schema": [], "tools": [], "logprobs": []}
+    run(a.url, a.model, 16, "free")  # warm-up
     for _ in range(a.rounds):
-        runs["free"].append(run(a.url, a.model, a.tokens, False))
-        runs["json_schema"].append(run(a.url, a.model, a.tokens, True))
+        for kind in runs:
+            runs[kind].append(run(a.url, a.model, a.tokens, kind))
     for kind, rs in runs.items():
         print(json.dumps({
             "kind": kind, "rounds": len(rs),

@@ -18,7 +18,8 @@ name = \"m\"
 path = \"$PWD/$MODEL\"
 context = 2048
 parallel = 1
-threads = $THREADS"
+threads = $THREADS
+tools = \"pass\""
 python3 bench/grammar/client.py --url "http://127.0.0.1:$PORT/v1" --model m \
   --tokens "${TOKENS:-256}" --rounds "${ROUNDS:-6}" | tee "$OUT/results.jsonl" >&2
 stop "$PID"
