@@ -14,6 +14,7 @@
 )] // helpers fail the test loudly; the skip notice goes to stderr
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -50,15 +51,13 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-#[tokio::test]
-async fn the_generated_model_loads_and_serves_on_cpu() {
-    let Some(py) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    let out = std::process::Command::new(&py)
+/// Runs the generator: a tiny q8_0 model at `path`, with `extra` flags.
+fn generate(py: &Path, path: &Path, extra: &[&str]) {
+    let out = std::process::Command::new(py)
         .arg(repo().join("bench/gpu/make_model.py"))
-        .arg(&path)
+        .arg(path)
         .args(["--size", "tiny", "--type", "q8_0"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -66,20 +65,19 @@ async fn the_generated_model_loads_and_serves_on_cpu() {
         "make_model.py failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let size = std::fs::metadata(&path).unwrap().len();
-    assert!(size < 4_000_000, "the tiny model is {size} bytes");
-    let info = hearth_engine::inspect(&path).unwrap();
-    assert_eq!(info.context_length(), Some(2048));
+}
 
+/// The engine on `path`, loaded, on one thread.
+async fn start(name: &str, path: &Path, context: u32, parallel: u32) -> Arc<EmbeddedBackend> {
     let cfg = ModelConfig {
         backend: ModelBackend::Embedded(EmbeddedConfig {
-            path: path.clone(),
-            context: Some(256),
-            parallel: Some(2),
+            path: path.to_owned(),
+            context: Some(context),
+            parallel: Some(parallel),
             threads: Some(1),
             ..EmbeddedConfig::default()
         }),
-        ..ModelConfig::embedded("synthetic-tiny", path)
+        ..ModelConfig::embedded(name, path)
     };
     let b = EmbeddedBackend::start(&cfg).unwrap();
     let start = Instant::now();
@@ -91,6 +89,21 @@ async fn the_generated_model_loads_and_serves_on_cpu() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    b
+}
+
+#[tokio::test]
+async fn the_generated_model_loads_and_serves_on_cpu() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    generate(&py, &path, &[]);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size < 4_000_000, "the tiny model is {size} bytes");
+    let info = hearth_engine::inspect(&path).unwrap();
+    assert_eq!(info.context_length(), Some(2048));
+
+    let b = start("synthetic-tiny", &path, 256, 2).await;
     let placement = b.placement().expect("a loaded model has a placement");
     if cfg!(feature = "cuda") {
         assert!(!placement.device.is_empty());
@@ -131,34 +144,8 @@ async fn fill_in_the_middle_with_other_files_on_a_model_with_fim_tokens() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fim.gguf");
-    let out = std::process::Command::new(&py)
-        .arg(repo().join("bench/gpu/make_model.py"))
-        .arg(&path)
-        .args(["--size", "tiny", "--type", "q8_0", "--fim"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "make_model.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cfg = ModelConfig {
-        backend: ModelBackend::Embedded(EmbeddedConfig {
-            path: path.clone(),
-            context: Some(512),
-            parallel: Some(1),
-            threads: Some(1),
-            ..EmbeddedConfig::default()
-        }),
-        ..ModelConfig::embedded("synthetic-fim", path)
-    };
-    let b = EmbeddedBackend::start(&cfg).unwrap();
-    let start = Instant::now();
-    while b.status() != ModelStatus::Ready {
-        assert_ne!(b.status(), ModelStatus::Unavailable, "{:?}", b.detail());
-        assert!(start.elapsed() < Duration::from_secs(60), "not loaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    generate(&py, &path, &["--fim"]);
+    let b = start("synthetic-fim", &path, 512, 1).await;
     let prompt_tokens = |extra: serde_json::Value| {
         let b = &b;
         async move {

@@ -4,11 +4,13 @@
 
 use axum::Extension;
 use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use hearth_api::ApiError;
+use hearth_api::{ApiError, ErrorKind};
 use hearth_gateway::Principal;
 use hearth_http::{HttpState, RequestLog};
 use hearth_router::Request;
+use serde_json::{Map, Value};
 
 /// A completion request type, as one endpoint takes it.
 pub(crate) trait Endpoint: Sized + Send + 'static {
@@ -48,4 +50,33 @@ pub(crate) async fn serve<E: Endpoint>(
     log.set_stream(req.stream());
     or_answer!(req.check(&state));
     or_answer!(crate::relay::relay(&state, &principal, &log, req.into_request()).await)
+}
+
+/// The body of a front end that reads its request as any JSON object (the
+/// Responses API, `/infill`): read within `[limits] max_body_bytes`, parsed, and
+/// an object.
+pub(crate) async fn json_object(
+    state: &HttpState,
+    http: HttpRequest,
+) -> Result<Map<String, Value>, ApiError> {
+    let (parts, body) = http.into_parts();
+    let limit = state.config.limits.max_body_bytes;
+    let body = hearth_http::body::bytes(&parts.headers, body, limit).await?;
+    match serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e))? {
+        Value::Object(req) => Ok(req),
+        _ => Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// Such a front end's answer: 200, with the gateway's warning (a model's tools
+/// policy) in `X-Hearth-Warning`.
+pub(crate) fn answered(mut resp: Response, warning: Option<String>) -> Response {
+    *resp.status_mut() = StatusCode::OK;
+    if let Some(w) = warning.and_then(|w| HeaderValue::try_from(w).ok()) {
+        resp.headers_mut().insert("x-hearth-warning", w);
+    }
+    resp
 }

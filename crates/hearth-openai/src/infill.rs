@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request as HttpRequest, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_api::{ApiError, CompletionRequest, ErrorKind};
+use hearth_api::{ApiError, CompletionRequest};
 use hearth_gateway::Principal;
 use hearth_http::{HttpError, HttpState, RequestLog};
 use hearth_router::{Event, FinishReason, Request};
@@ -51,16 +51,7 @@ async fn serve(
     log: &RequestLog,
     http: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = http.into_parts();
-    let limit = state.config.limits.max_body_bytes;
-    let body = hearth_http::body::bytes(&parts.headers, body, limit).await?;
-    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e))?;
-    let Value::Object(req) = req else {
-        return Err(ApiError::new(
-            ErrorKind::InvalidRequest,
-            "the body must be a JSON object",
-        ));
-    };
+    let req = crate::endpoint::json_object(state, http).await?;
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     log.set_stream(stream);
     let completion = to_completion(&req)?;
@@ -94,7 +85,7 @@ async fn serve(
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     let mut fill = Fill::new(c.model().to_owned(), started, budget, fields);
     let events = hearth_router::typed(c.events);
-    let mut resp = if stream {
+    let resp = if stream {
         let log = log.clone();
         let body = futures::stream::unfold(
             (events, fill, log, false),
@@ -150,11 +141,7 @@ async fn serve(
         );
         r
     };
-    *resp.status_mut() = StatusCode::OK;
-    if let Some(w) = c.warning.and_then(|w| HeaderValue::try_from(w).ok()) {
-        resp.headers_mut().insert("x-hearth-warning", w);
-    }
-    Ok(resp)
+    Ok(crate::endpoint::answered(resp, c.warning))
 }
 
 /// The request as a completion with `suffix`.

@@ -21,11 +21,11 @@ use std::convert::Infallible;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Request as HttpRequest, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use hearth_api::{ApiError, ChatCompletionRequest, ErrorKind, Usage};
+use hearth_api::{ApiError, ChatCompletionRequest, Usage};
 use hearth_gateway::Principal;
 use hearth_http::{HttpError, HttpState, RequestLog};
 use hearth_router::{Event, FinishReason, Request, ToolCallDelta};
@@ -52,16 +52,7 @@ async fn serve(
     log: &RequestLog,
     http: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = http.into_parts();
-    let limit = state.config.limits.max_body_bytes;
-    let body = hearth_http::body::bytes(&parts.headers, body, limit).await?;
-    let req: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid_json(&e))?;
-    let Value::Object(req) = req else {
-        return Err(ApiError::new(
-            ErrorKind::InvalidRequest,
-            "the body must be a JSON object",
-        ));
-    };
+    let req = crate::endpoint::json_object(state, http).await?;
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     log.set_stream(stream);
     let chat = to_chat(&req)?;
@@ -74,7 +65,7 @@ async fn serve(
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
     let mut reply = Reply::new(c.model().to_owned(), echo);
     let events = hearth_router::typed(c.events);
-    let mut resp = if stream {
+    let resp = if stream {
         let log = log.clone();
         let opening = reply.opening();
         let body = futures::stream::iter(opening.into_iter().map(Ok::<_, Infallible>)).chain(
@@ -122,11 +113,7 @@ async fn serve(
         );
         r
     };
-    *resp.status_mut() = StatusCode::OK;
-    if let Some(w) = c.warning.and_then(|w| HeaderValue::try_from(w).ok()) {
-        resp.headers_mut().insert("x-hearth-warning", w);
-    }
-    Ok(resp)
+    Ok(crate::endpoint::answered(resp, c.warning))
 }
 
 /// The request as a chat completion (streamed from the backend either way, with
