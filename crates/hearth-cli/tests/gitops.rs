@@ -133,7 +133,9 @@ fn init_then_check_and_plan_through_the_cli() {
         .args(["deploy", "plan", "--json", "--github-output"]));
     assert_eq!(code, 0, "{err}");
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(plan["matrix"]["include"][1]["environment"], "homelab");
+    // Environments in the infra file's order: homelab, then cloud.
+    assert_eq!(plan["matrix"]["include"][0]["environment"], "homelab");
+    assert_eq!(plan["matrix"]["include"][1]["environment"], "cloud");
     let written = fs::read_to_string(&outputs).unwrap();
     assert!(written.starts_with("matrix={\"include\":[{"), "{written}");
     assert!(written.ends_with("any=true\n"), "{written}");
@@ -163,16 +165,18 @@ fn apply_env_masks_the_secret_and_a_failed_health_check_exits_1() {
         "[environments.homelab]\n[environments.cloud]\n",
     )
     .unwrap();
-    let write_site = |health: &str| {
+    // `retries`: a healthy release gets room for python3 to start on a loaded
+    // machine (CI runs the engine's tests beside it); a broken one fails sooner.
+    let write_site = |health: &str, retries: u32| {
         fs::write(
             root.join("services/site/service.toml"),
             format!(
-                "environment = \"homelab\"\nkind = \"script\"\nsecrets = [\"SITE_TOKEN\"]\n[health]\nurl = \"http://127.0.0.1:{port}/{health}\"\nretries = 8\ninterval = \"250ms\"\n"
+                "environment = \"homelab\"\nkind = \"script\"\nsecrets = [\"SITE_TOKEN\"]\n[health]\nurl = \"http://127.0.0.1:{port}/{health}\"\nretries = {retries}\ninterval = \"250ms\"\n"
             ),
         )
         .unwrap();
     };
-    write_site("");
+    write_site("", 60);
     let deploy = root.join("services/site/deploy.sh");
     fs::write(
         &deploy,
@@ -240,7 +244,7 @@ fn apply_env_masks_the_secret_and_a_failed_health_check_exits_1() {
     assert!(out.contains("site") && out.contains(" healthy"), "{out}");
 
     // A release whose health check fails: rolled back, exit 1, saying so.
-    write_site("missing.html");
+    write_site("missing.html", 8);
     fs::write(root.join("services/site/www/index.html"), "release 2").unwrap();
     commit(&root, "broken");
     let (code, out, err) = apply(Some(token));
