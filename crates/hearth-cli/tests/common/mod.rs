@@ -208,3 +208,35 @@ pub async fn submit_job(base: &str, key: &str) -> String {
     assert!(status.is_success(), "{status}: {job}");
     job["id"].as_str().unwrap().to_owned()
 }
+
+/// Runs `cmd` to its end: exit code (-1 when killed), stdout, stderr.
+#[allow(dead_code, reason = "not every test file runs commands this way")]
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `git -C dir ARGS` as a fixed test author; a failure fails the test.
+#[allow(dead_code, reason = "not every test file makes repositories")]
+pub fn git(dir: &std::path::Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
+
+/// Commits everything in `dir`'s work tree.
+#[allow(dead_code, reason = "not every test file makes repositories")]
+pub fn commit(dir: &std::path::Path, message: &str) {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", message]);
+}
