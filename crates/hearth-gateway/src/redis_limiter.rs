@@ -3,16 +3,19 @@
 //!
 //! The buckets are those of [`crate::LocalLimiter`] (they refill continuously, a
 //! request larger than the minute's budget waits for a full bucket and runs it into
-//! debt), kept in one Redis hash per key and changed only by Lua scripts: each
-//! admission is one script that refills, checks and takes, so two replicas can never
-//! both take the last request (no read-then-write race). The clock is Redis's own
-//! (`TIME`), so replicas with skewed clocks agree. A hash expires once its buckets
-//! would be full again: an idle key costs nothing.
+//! debt), kept in one Redis hash per key and changed only by a Lua script that
+//! refills, checks and takes, so two replicas can never both take the last request
+//! (no read-then-write race). The clock is Redis's own (`TIME`), so replicas with
+//! skewed clocks agree. A hash expires once its buckets would be full again: an
+//! idle key costs nothing. The admissions and settlements that arrive together go
+//! to Redis as one script call ([`batch`]), in their order.
 //!
 //! Redis unreachable, or slower than `redis_timeout_ms`: the configured policy. Open
 //! admits the request (a warning at most every 10 s and
 //! `hearth_ratelimit_redis_errors_total`); closed refuses it with 503
 //! `rate_limit_unavailable`. The connection comes back by itself when Redis does.
+
+mod batch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,66 +25,11 @@ use async_trait::async_trait;
 use hearth_api::{ApiError, ErrorKind};
 use hearth_config::{RedisFailurePolicy, redact_url};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::limiter::{Limiter, Quota, QuotaLine, rate_limited};
 use crate::principal::Principal;
-
-/// Refills the bucket levels `r` (requests) and `tk` (tokens) to Redis's now, from
-/// `KEYS[1]` and `ARGV[1]` (rpm), `ARGV[2]` (tpm). A missing hash is full buckets.
-/// Straight-line code: Redis runs it for every limited request (no closures, no
-/// string formatting: Redis writes a Lua number as `%.17g`, exactly).
-const REFILL: &str = r#"
-local key = KEYS[1]
-local rpm = tonumber(ARGV[1])
-local tpm = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local h = redis.call('HMGET', key, 'r', 't', 'at')
-local r = tonumber(h[1]) or rpm
-local tk = tonumber(h[2]) or tpm
-local dt = now - (tonumber(h[3]) or now)
-if dt < 0 then dt = 0 end
-if rpm > 0 then r = math.min(rpm, r + dt * rpm / 60000) end
-if tpm > 0 then tk = math.min(tpm, tk + dt * tpm / 60000) end
-"#;
-
-/// Writes the levels back; the hash expires once both buckets would be full
-/// again (`rfull`, `tfull`: ms until then, capped so that an absurd debt stays an
-/// integer Redis can take). Sets `rfull` and `tfull` for the caller.
-const STORE: &str = r#"
-local rfull, tfull = 0, 0
-if rpm > 0 then rfull = math.min(1e15, math.ceil((rpm - r) * 60000 / rpm)) end
-if tpm > 0 then tfull = math.min(1e15, math.ceil((tpm - tk) * 60000 / tpm)) end
-redis.call('HSET', key, 'r', r, 't', tk, 'at', now)
-redis.call('PEXPIRE', key, math.max(rfull, tfull) + 1000)
-"#;
-
-/// Admits one request of `ARGV[3]` tokens: `{1, 0, 0, requests left, tokens left,
-/// ms until requests full, ms until tokens full}`, or `{0, request wait ms, token
-/// wait ms}` (nothing written: a refusal takes nothing).
-const ADMIT: &str = r#"
-local want = tonumber(ARGV[3])
-local rwait = 0
-if rpm > 0 and r < 1 then rwait = math.min(1e15, math.ceil((1 - r) * 60000 / rpm)) end
-local twait = 0
-if tpm > 0 then
-  local need = math.min(want, tpm)
-  if tk < need then twait = math.min(1e15, math.ceil((need - tk) * 60000 / tpm)) end
-end
-if rwait > 0 or twait > 0 then return {0, rwait, twait} end
-if rpm > 0 then r = r - 1 end
-if tpm > 0 then tk = tk - want end
-"#;
-
-const ADMITTED: &str = r#"
-return {1, 0, 0, math.floor(math.max(r, 0)), math.floor(math.max(tk, 0)), rfull, tfull}
-"#;
-
-/// Gives back `ARGV[3]` tokens (negative: takes them) once a request's real usage
-/// is known.
-const SETTLE: &str = r#"
-if tpm > 0 then tk = math.min(tpm, tk + tonumber(ARGV[3])) end
-"#;
+use batch::{Batcher, Entry, Op};
 
 /// How often the open policy logs that Redis is unreachable.
 const WARN_EVERY_MS: u64 = 10_000;
@@ -89,8 +37,8 @@ const WARN_EVERY_MS: u64 = 10_000;
 /// Per-key limits in Redis, shared by every replica pointed at it.
 pub struct RedisLimiter {
     conn: ConnectionManager,
-    admit: redis::Script,
-    settle: redis::Script,
+    /// To the task that sends them to Redis in batches.
+    queue: mpsc::Sender<Entry>,
     prefix: String,
     timeout: Duration,
     policy: RedisFailurePolicy,
@@ -135,20 +83,28 @@ impl RedisLimiter {
         let conn = client
             .get_connection_manager_lazy(config)
             .map_err(|e| format!("`{shown}`: {e}"))?;
+        let last_warned_ms = Arc::new(AtomicU64::new(0));
+        let (queue, rx) = mpsc::channel(batch::QUEUE);
+        // Ends when the limiter (the queue's only sender) is dropped.
+        tokio::spawn(
+            Batcher {
+                conn: conn.clone(),
+                prefix: o.prefix.clone(),
+                timeout: o.timeout,
+                shown: shown.clone(),
+                last_warned_ms: last_warned_ms.clone(),
+            }
+            .run(rx),
+        );
         Ok(RedisLimiter {
             conn,
-            admit: redis::Script::new(&format!("{REFILL}{ADMIT}{STORE}{ADMITTED}")),
-            settle: redis::Script::new(&format!("{REFILL}{SETTLE}{STORE}return 1")),
+            queue,
             prefix: o.prefix,
             timeout: o.timeout,
             policy: o.policy,
             shown,
-            last_warned_ms: Arc::new(AtomicU64::new(0)),
+            last_warned_ms,
         })
-    }
-
-    fn key(&self, who: &Principal) -> String {
-        format!("{}:ratelimit:{}", self.prefix, who.id)
     }
 
     /// Pings Redis: `Ok(server version)` or why not. For `hearth doctor` and the
@@ -227,15 +183,27 @@ fn warn_at_most_every(last: &AtomicU64, warn: impl FnOnce()) {
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn admit(&self, who: &Principal, tokens: u64) -> Result<Quota, ApiError> {
-        let mut conn = self.conn.clone();
-        let mut call = self.admit.key(self.key(who));
-        call.arg(who.rpm).arg(who.tpm).arg(tokens);
-        let answer =
-            tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
+        let (tx, rx) = oneshot::channel();
+        let entry = Entry {
+            id: who.id.clone(),
+            rpm: who.rpm,
+            tpm: who.tpm,
+            op: Op::Admit(tokens, tx),
+        };
+        // The timeout covers the wait for a place in the queue, the batch before
+        // this one, and this one's round trip.
+        let answer = tokio::time::timeout(self.timeout, async {
+            self.queue
+                .send(entry)
+                .await
+                .map_err(|_| Arc::<str>::from("the limiter's Redis task has stopped"))?;
+            rx.await
+                .map_err(|_| Arc::<str>::from("the limiter's Redis task has stopped"))?
+        })
+        .await;
         let v = match answer {
-            Ok(Ok(v)) if v.len() == 7 || (v.len() == 3 && v[0] == 0) => v,
-            Ok(Ok(v)) => return self.unavailable(who, &format!("unexpected answer {v:?}")),
-            Ok(Err(e)) => return self.unavailable(who, &e.to_string()),
+            Ok(Ok(v)) => v,
+            Ok(Err(why)) => return self.unavailable(who, &why),
             Err(_) => {
                 return self.unavailable(
                     who,
@@ -270,30 +238,39 @@ impl Limiter for RedisLimiter {
         if who.tpm == 0 || estimated == actual {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         // Given back (or, past the estimate, taken): a signed count, saturated.
         let delta = i128::from(estimated) - i128::from(actual);
         let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
-        let mut conn = self.conn.clone();
-        let script = self.settle.clone();
-        let key = self.key(who);
-        let (rpm, tpm) = (who.rpm, who.tpm);
-        let timeout = self.timeout;
-        let shown = self.shown.clone();
-        let last = self.last_warned_ms.clone();
-        rt.spawn(async move {
-            let mut call = script.key(key);
-            call.arg(rpm).arg(tpm).arg(delta);
-            let r = tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await;
-            if !matches!(r, Ok(Ok(_))) {
-                metrics::counter!("hearth_ratelimit_redis_errors_total", "policy" => "settle")
-                    .increment(1);
-                warn_at_most_every(&last, || {
-                    tracing::warn!(redis = %shown, "a request's token usage could not be written to Redis");
+        let entry = Entry {
+            id: who.id.clone(),
+            rpm: who.rpm,
+            tpm: who.tpm,
+            op: Op::Settle(delta),
+        };
+        match self.queue.try_send(entry) {
+            Ok(()) => {}
+            // A full queue (a burst, or Redis slow): wait for a place off the
+            // caller's path rather than lose the usage.
+            Err(mpsc::error::TrySendError::Full(entry)) => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return batch::settle_lost(&self.shown, &self.last_warned_ms);
+                };
+                let queue = self.queue.clone();
+                let timeout = self.timeout;
+                let shown = self.shown.clone();
+                let last = self.last_warned_ms.clone();
+                rt.spawn(async move {
+                    if !matches!(
+                        tokio::time::timeout(timeout, queue.send(entry)).await,
+                        Ok(Ok(()))
+                    ) {
+                        batch::settle_lost(&shown, &last);
+                    }
                 });
             }
-        });
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                batch::settle_lost(&self.shown, &self.last_warned_ms);
+            }
+        }
     }
 }

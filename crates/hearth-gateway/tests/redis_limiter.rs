@@ -217,3 +217,111 @@ async fn passwords_work_and_never_show() {
     assert!(!why.contains("wrong-pass"), "{why}");
     assert!(why.contains("127.0.0.1"), "{why}");
 }
+
+/// Pauses every client of `redis` for `ms` (`CLIENT PAUSE`). Not through
+/// [`PrivateRedis::command`]: its `QUIT` would wait out the pause.
+fn pause(redis: &PrivateRedis, ms: u64) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", redis.port())).unwrap();
+    s.write_all(format!("CLIENT PAUSE {ms}\r\n").as_bytes())
+        .unwrap();
+    let mut ok = [0u8; 5];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+}
+
+/// How many script calls (`EVALSHA`) Redis has run since it started.
+fn script_calls(redis: &PrivateRedis) -> u64 {
+    let stats = redis.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Admissions that arrive together go to Redis as one script call, and each is
+/// still decided exactly: many keys at once each get their own limit, and two
+/// admissions of one key are decided in the order they came (the second sees
+/// what the first took).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_arriving_together_share_a_script_call_and_keep_their_order() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let l = Arc::new(limiter(&redis.url(), RedisFailurePolicy::Closed));
+    let keys: Vec<Principal> = (0..20).map(|i| key(&format!("k{i}"), 5, 0)).collect();
+    let before = script_calls(&redis);
+    let tries = (0..200).map(|i| {
+        let (l, who) = (l.clone(), keys[i % 20].clone());
+        async move { (i % 20, l.admit(&who, 1).await) }
+    });
+    let results = join_all(tries).await;
+    for k in 0..20 {
+        let passed = results.iter().filter(|(i, r)| *i == k && r.is_ok()).count();
+        assert_eq!(passed, 5, "key k{k}: {results:?}");
+    }
+    let calls = script_calls(&redis) - before;
+    assert!(
+        calls < 100,
+        "200 admissions at once took {calls} script calls"
+    );
+
+    let who = key("ordered", 0, 100);
+    let [a, b, c]: [_; 3] = join_all([60, 60, 30].map(|t| l.admit(&who, t)))
+        .await
+        .try_into()
+        .unwrap();
+    assert_eq!(a.unwrap().tokens.unwrap().remaining, 40);
+    assert_eq!(b.unwrap_err().status(), 429);
+    assert_eq!(c.unwrap().tokens.unwrap().remaining, 10);
+}
+
+/// A Redis that stalls (here paused by `CLIENT PAUSE`) rather than goes away: the
+/// admissions queued behind the stuck call follow the policy within the timeout,
+/// and once Redis answers again the limiter counts at once (no backlog of the
+/// abandoned ones to work through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_follows_the_policy_within_the_timeout() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let open = Arc::new(limiter(&redis.url(), RedisFailurePolicy::Open));
+    let closed = Arc::new(limiter(&redis.url(), RedisFailurePolicy::Closed));
+    let who = key("k", 1000, 0);
+    assert!(closed.admit(&who, 1).await.is_ok());
+    assert!(open.admit(&who, 1).await.is_ok());
+
+    pause(&redis, 1500);
+    let paused = std::time::Instant::now();
+    let tries = (0..100).map(|i| {
+        let (open, closed, who) = (open.clone(), closed.clone(), who.clone());
+        async move {
+            if i % 2 == 0 {
+                let q = open.admit(&who, 1).await.expect("open admits");
+                assert!(q.requests.is_none(), "nothing was counted: {q:?}");
+            } else {
+                let e = closed.admit(&who, 1).await.unwrap_err();
+                assert_eq!(e.code.as_deref(), Some("rate_limit_unavailable"));
+            }
+        }
+    });
+    join_all(tries).await;
+    let waited = paused.elapsed();
+    assert!(waited < Duration::from_millis(1000), "{waited:?}");
+
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(paused.elapsed())).await;
+    let mut counted = false;
+    for _ in 0..50 {
+        if closed
+            .admit(&who, 1)
+            .await
+            .is_ok_and(|q| q.requests.is_some())
+        {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "the limiter never counted again after the stall");
+}
