@@ -30,15 +30,21 @@ fn values(name: &str) -> PathBuf {
 /// A fake API server for one recorded cluster, on a port of its own.
 struct FakeApi {
     url: String,
-    /// Every request's path, in order.
+    /// Every request's target (path and query), in order.
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeApi {
     fn start(cluster: &str) -> FakeApi {
+        FakeApi::layered(&[cluster])
+    }
+
+    /// A cluster made of fixture folders, each over the next (then `common/`).
+    fn layered(clusters: &[&str]) -> FakeApi {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let dirs = [fixtures().join(cluster), fixtures().join("common")];
+        let mut dirs: Vec<PathBuf> = clusters.iter().map(|c| fixtures().join(c)).collect();
+        dirs.push(fixtures().join("common"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         std::thread::spawn(move || {
@@ -63,14 +69,10 @@ fn answer(stream: TcpStream, dirs: &[PathBuf], log: &Mutex<Vec<String>>) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let path = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .split('?')
-        .next()
-        .unwrap()
-        .to_owned();
+    let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    // The query (a field selector) is logged, not obeyed: the recorded answers are
+    // what the server would have sent for it.
+    let path = target.split('?').next().unwrap().to_owned();
     let mut authorized = false;
     loop {
         let mut header = String::new();
@@ -83,7 +85,7 @@ fn answer(stream: TcpStream, dirs: &[PathBuf], log: &Mutex<Vec<String>>) {
             authorized = value.trim() == format!("Bearer {TOKEN}");
         }
     }
-    log.lock().unwrap().push(path.clone());
+    log.lock().unwrap().push(target);
     let status = |code: u16, reason: &str, message: &str| {
         (
             format!("{code} {reason}"),
@@ -123,11 +125,16 @@ struct Kube {
 
 impl Kube {
     fn new(server: &str, token: &str) -> Kube {
+        Kube::with_user(server, &format!("    token: {token}\n"))
+    }
+
+    /// A kubeconfig whose user `admin` is `user` (YAML, indented under `user:`).
+    fn with_user(server: &str, user: &str) -> Kube {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config"),
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {server}\n  name: lab\ncontexts:\n- context:\n    cluster: lab\n    user: admin\n  name: lab\n- context:\n    cluster: elsewhere\n    user: admin\n  name: broken\ncurrent-context: lab\npreferences: {{}}\nusers:\n- name: admin\n  user:\n    token: {token}\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: {server}\n  name: lab\ncontexts:\n- context:\n    cluster: lab\n    user: admin\n  name: lab\n- context:\n    cluster: elsewhere\n    user: admin\n  name: broken\ncurrent-context: lab\npreferences: {{}}\nusers:\n- name: admin\n  user:\n{user}"
             ),
         )
         .unwrap();
@@ -140,6 +147,11 @@ impl Kube {
 
     /// `hearth doctor --kube ARGS` with KUBECONFIG set to the file: exit code and stdout.
     fn doctor(&self, args: &[&str]) -> (i32, String) {
+        self.doctor_env(args, &[])
+    }
+
+    /// `doctor` with more environment (the rest is cleared).
+    fn doctor_env(&self, args: &[&str], env: &[(&str, &Path)]) -> (i32, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
             .args(["doctor", "--kube"])
             .args(args)
@@ -147,6 +159,7 @@ impl Kube {
             .env_clear()
             .env("HOME", self.dir.path())
             .env("KUBECONFIG", self.config())
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -182,8 +195,8 @@ fn gpu_cluster_fits_two_vllm_models_and_three_gateways() {
     ok    kube  storage       default StorageClass local-path (rancher.io/local-path)
     ok    kube  ingress       IngressClass nginx
     ok    kube  cert-manager  cert-manager installed, ClusterIssuer letsencrypt-prod exists
-    ok    kube  gpu capacity  2 GPU(s) for 2 engine(s) of 2 allocatable
-    ok    kube  memory        the pods ask 43.0 GiB of 140.9 GiB allocatable (before other workloads)
+    ok    kube  gpu capacity  2 GPU(s) for 2 engine(s); 2 of 2 allocatable free
+    ok    kube  memory        the pods ask 43.0 GiB of 134.5 GiB free (140.9 GiB allocatable less 6.4 GiB requested by 9 running pod(s); 1 Hearth pod(s) not counted, as an upgrade replaces them; 1 pod(s) Pending, not counted)
     8 ok, 0 warn, 0 fail
     ");
     assert_eq!(code, 0);
@@ -197,8 +210,54 @@ fn gpu_cluster_fits_two_vllm_models_and_three_gateways() {
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/certificates.cert-manager.io",
         "/apis/cert-manager.io/v1/clusterissuers/letsencrypt-prod",
     ] {
-        assert!(seen.iter().any(|p| p == path), "{path} not asked: {seen:?}");
+        assert!(
+            seen.iter().any(|p| p.split('?').next() == Some(path)),
+            "{path} not asked: {seen:?}"
+        );
     }
+    // Pods that finished hold nothing: the server leaves them out.
+    assert!(
+        seen.iter().any(|p| p
+            == "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed"),
+        "{seen:?}"
+    );
+}
+
+/// The same cluster with both GPUs held by pods that run already (one asks it as a
+/// limit alone, as GPU pods often do): the engines fit the nodes, not what is free.
+#[test]
+fn gpus_held_by_running_pods_are_not_free() {
+    let api = FakeApi::layered(&["gpus-taken", "gpu-cluster"]);
+    let kube = Kube::new(&api.url, TOKEN);
+    let v = values("two-gpu-external.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    insta::assert_snapshot!(clean(&out, &api), @r"
+    ok    kube  api server    http://[API] answers: Kubernetes v1.33.4+k3s1
+    ok    kube  nodes         3 node(s), 3 ready and schedulable
+    ok    kube  gpu nodes     2 node(s) advertise nvidia.com/gpu: gpu-1 (1), gpu-2 (1); 2 in all
+    ok    kube  storage       default StorageClass local-path (rancher.io/local-path)
+    ok    kube  ingress       IngressClass nginx
+    ok    kube  cert-manager  cert-manager installed, ClusterIssuer letsencrypt-prod exists
+    FAIL  kube  gpu capacity  llama-8b needs 1 GPU(s) on one node, and no node has them free; qwen-vl needs 1 GPU(s) on one node, and no node has them free; the engines need 2 GPU(s) in all; 0 of 2 are free: gpu-1 0 of 1 free (ml/trainer-0 holds 1), gpu-2 0 of 1 free (apps/comfyui-6d5b8c7f9-x2kqp holds 1)
+          fix: free GPUs (`kubectl get pods -A -o wide` shows who runs where), add GPU nodes, lower models[].gpus, or fix vllm.nodeSelector to the GPU nodes' labels (`kubectl get nodes --show-labels`); pods would stay Pending
+    ok    kube  memory        the pods ask 43.0 GiB of 98.5 GiB free (140.9 GiB allocatable less 42.4 GiB requested by 10 running pod(s))
+    7 ok, 0 warn, 1 fail: fix the FAIL lines before serving
+    ");
+    assert_eq!(code, 1);
+
+    // Only gpu-2 held: the first engine takes gpu-1, and the second finds none.
+    let api = FakeApi::layered(&["one-gpu-taken", "gpu-cluster"]);
+    let kube = Kube::new(&api.url, TOKEN);
+    let v = values("two-gpu-external.yaml");
+    let (code, out) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    assert!(
+        has(
+            &out,
+            "FAIL  kube  gpu capacity  qwen-vl needs 1 GPU(s) on one node, and no node has them free; the engines need 2 GPU(s) in all; 1 of 2 are free: gpu-1 0 of 1 free (llama-8b of these values takes 1), gpu-2 0 of 1 free (apps/comfyui-6d5b8c7f9-x2kqp holds 1)"
+        ),
+        "{out}"
+    );
+    assert_eq!(code, 1);
 }
 
 #[test]
@@ -407,6 +466,154 @@ fn an_unreachable_server_or_a_bad_kubeconfig_fails_first() {
     assert_eq!(code, 1);
     assert!(
         has(&out, "FAIL  kube  values  /nonexistent/values.yaml: "),
+        "{out}"
+    );
+}
+
+/// An executable shell script at `path` (builtins only: the doctor runs with PATH
+/// cleared in these tests).
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A user logging in through an exec plugin (as EKS', GKE's and AKS' kubeconfigs
+/// do): a script beside the kubeconfig (a relative command is relative to it), given
+/// its args, env and KUBERNETES_EXEC_INFO, whose token the fake server requires.
+#[test]
+fn an_exec_plugin_gives_the_token() {
+    let api = FakeApi::start("gpu-cluster");
+    let out_dir = tempfile::tempdir().unwrap();
+    let kube = Kube::with_user(
+        &api.url,
+        &format!(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./bin/login.sh\n      args: [get-token, --cluster, lab]\n      env:\n      - name: PLUGIN_OUT\n        value: {}\n      - name: TOKEN_TO_GIVE\n        value: {TOKEN}\n      interactiveMode: Never\n      provideClusterInfo: true\n",
+            out_dir.path().display()
+        ),
+    );
+    script(
+        &kube.dir.path().join("bin/login.sh"),
+        r#"printf '%s' "$KUBERNETES_EXEC_INFO" > "$PLUGIN_OUT/info.json"
+printf '%s\n' "$@" > "$PLUGIN_OUT/args"
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"2030-01-01T00:00:00Z"}}\n' "$TOKEN_TO_GIVE"
+"#,
+    );
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 0, "{out}");
+    // The server answers 401 to a request without the plugin's token.
+    assert!(
+        has(
+            &clean(&out, &api),
+            "ok    kube  api server  http://[API] answers: Kubernetes v1.33.4+k3s1"
+        ),
+        "{out}"
+    );
+    assert!(api.seen().iter().any(|p| p == "/api/v1/nodes"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("info.json")).unwrap()).unwrap();
+    assert_eq!(
+        info,
+        serde_json::json!({
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "kind": "ExecCredential",
+            "spec": {"interactive": false, "cluster": {"server": api.url}}
+        })
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("args")).unwrap(),
+        "get-token\n--cluster\nlab\n"
+    );
+}
+
+/// v1beta1, a command found on PATH, a client certificate answered instead of a
+/// token: this plain-HTTP server cannot check a certificate, so the certificate
+/// data must at least be read (a broken one fails as the kubeconfig's would).
+#[test]
+fn an_exec_plugin_on_path_and_its_certificate() {
+    let api = FakeApi::start("gpu-cluster");
+    let kube = Kube::with_user(
+        &api.url,
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: hearth-test-login\n",
+    );
+    let bin = kube.dir.path().join("path");
+    script(
+        &bin.join("hearth-test-login"),
+        r#"printf '{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"clientCertificateData":"not a certificate","clientKeyData":"nor a key"}}'
+"#,
+    );
+    let (code, out) = kube.doctor_env(&[], &[("PATH", &bin)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        has(&out, "FAIL  kube  kubeconfig") && out.contains("client certificate and key"),
+        "{out}"
+    );
+}
+
+/// A plugin that fails says why (its stderr); a missing one prints its installHint;
+/// one that would prompt (interactiveMode: Always) is not run.
+#[test]
+fn a_failing_or_missing_exec_plugin_fails_with_its_message() {
+    let api = FakeApi::start("gpu-cluster");
+    let exec = |command: &str, more: &str| {
+        format!(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: {command}\n      interactiveMode: IfAvailable\n{more}"
+        )
+    };
+    let kube = Kube::with_user(&api.url, &exec("./expired.sh", ""));
+    script(
+        &kube.dir.path().join("expired.sh"),
+        "echo 'some progress' >&2\necho 'error: the refresh token has expired; run: az login' >&2\nexit 3\n",
+    );
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        has(&out, "FAIL  kube  credentials  ")
+            && has(
+                &out,
+                "the exec plugin ./expired.sh failed (exit status: 3): some progress; error: the refresh token has expired; run: az login"
+            )
+            && has(
+                &out,
+                "fix: the kubeconfig's exec plugin must give a credential"
+            ),
+        "{out}"
+    );
+    assert!(api.seen().is_empty(), "{:?}", api.seen());
+
+    let kube = Kube::with_user(
+        &api.url,
+        &exec(
+            "hearth-test-no-such-login",
+            "      installHint: Install gke-gcloud-auth-plugin for use with kubectl by following https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl#install_plugin\n",
+        ),
+    );
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        has(
+            &out,
+            "FAIL  kube  credentials  [CONFIG] (context lab): the exec plugin's command hearth-test-no-such-login is not installed (or not on PATH): Install gke-gcloud-auth-plugin for use with kubectl by following https://cloud.google.com/kubernetes-engine/docs/how-to/cluster-access-for-kubectl#install_plugin"
+                .replace("[CONFIG]", &kube.config().display().to_string())
+                .as_str()
+        ),
+        "{out}"
+    );
+
+    let kube = Kube::with_user(
+        &api.url,
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: kubelogin\n      interactiveMode: Always\n",
+    );
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("asks for an interactive login (interactiveMode: Always), and hearth doctor does not prompt"), "{out}");
+
+    let kube = Kube::with_user(&api.url, "    auth-provider:\n      name: gcp\n");
+    let (code, out) = kube.doctor(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("logs in through an auth-provider plugin"),
         "{out}"
     );
 }

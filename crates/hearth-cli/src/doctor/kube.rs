@@ -10,9 +10,15 @@
 //!
 //! # Layout
 //! - `client`: the kubeconfig or service account, and the GETs.
+//! - `exec`: a kubeconfig's `exec` credential plugin, run for a token or certificate.
 //! - `values`: what a values file asks (GPUs, memory, classes, issuer).
+//! - `pods`: what the pods already running request of each node.
+//! - `capacity`: the values' engines and pods against what is free.
 
+mod capacity;
 mod client;
+mod exec;
+mod pods;
 mod values;
 
 use std::collections::BTreeMap;
@@ -21,7 +27,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::report::{Check, Report};
-use client::{Api, Target};
+use client::{Api, Target, TargetError};
 use values::{Issuer, Needs, load_values, quantity};
 
 const GROUP: &str = "kube";
@@ -64,7 +70,16 @@ pub fn run(opts: &KubeOptions) -> Report {
     };
     let target = match Target::load(opts) {
         Ok(t) => t,
-        Err(e) => {
+        Err(TargetError::Plugin(e)) => {
+            checks.push(Check::fail(
+                GROUP,
+                "credentials",
+                e,
+                "the kubeconfig's exec plugin must give a credential (`kubectl get nodes` runs the same one): install it, or log in as its message says",
+            ));
+            return Report::new(checks);
+        }
+        Err(TargetError::Config(e)) => {
             checks.push(Check::fail(
                 GROUP,
                 "kubeconfig",
@@ -121,7 +136,19 @@ async fn cluster_checks(target: &Target, needs: Option<&Needs>, checks: &mut Vec
     ingress(&api, needs, checks).await;
     if let Some(needs) = needs {
         runtime_classes(&api, needs, checks).await;
-        capacity(&nodes, needs, checks);
+        let usage = match api.list(pods::PATH).await {
+            Ok(items) => Some(pods::Usage::from_pods(&items)),
+            Err(e) => {
+                checks.push(Check::warn(
+                    GROUP,
+                    "pods",
+                    format!("cannot list pods ({}): the capacity below does not count what runs already", e.message()),
+                    "give the user a role that can list pods in all namespaces",
+                ));
+                None
+            }
+        };
+        capacity::check(&nodes, usage.as_ref(), needs, checks);
     }
 }
 
@@ -487,116 +514,5 @@ async fn ingress(api: &Api, needs: Option<&Needs>, checks: &mut Vec<Check>) {
             "create it (docs/kubernetes.md shows a Let's Encrypt ClusterIssuer) or set ingress.tls.clusterIssuer to one that exists (`kubectl get clusterissuer`)",
         )),
         Err(e) => checks.push(e.check("cert-manager", "read the ClusterIssuer")),
-    }
-}
-
-/// The values' models against what the nodes can give.
-fn capacity(nodes: &[Node], needs: &Needs, checks: &mut Vec<Check>) {
-    let usable: Vec<&Node> = nodes.iter().filter(|n| n.usable()).collect();
-    if needs.engines.is_empty() {
-        checks.push(Check::ok(
-            GROUP,
-            "gpu capacity",
-            "the values run no vLLM engine",
-        ));
-    } else {
-        let mut problems = Vec::new();
-        for e in &needs.engines {
-            let fits: Vec<&&Node> = usable
-                .iter()
-                .filter(|n| n.matches(&e.node_selector) && n.gpus >= e.gpus)
-                .collect();
-            if !fits.is_empty() {
-                continue;
-            }
-            let gpu_nodes: Vec<&&Node> = usable.iter().filter(|n| n.gpus > 0).collect();
-            let most = gpu_nodes.iter().map(|n| n.gpus).max().unwrap_or(0);
-            problems.push(if gpu_nodes.iter().any(|n| n.gpus >= e.gpus) {
-                let sel: Vec<String> = e
-                    .node_selector
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                format!(
-                    "{} selects nodes labelled {}, and no GPU node with {} free has that label",
-                    e.model,
-                    sel.join(","),
-                    e.gpus
-                )
-            } else {
-                format!(
-                    "{} needs {} GPU(s) on one node; the most a node has is {most}",
-                    e.model, e.gpus
-                )
-            });
-        }
-        let want = needs.gpus();
-        let have: u64 = usable.iter().map(|n| n.gpus).sum();
-        if want > have {
-            problems.push(format!(
-                "the engines need {want} GPU(s) in all; the nodes have {have}"
-            ));
-        }
-        if problems.is_empty() {
-            checks.push(Check::ok(
-                GROUP,
-                "gpu capacity",
-                format!(
-                    "{want} GPU(s) for {} engine(s) of {have} allocatable",
-                    needs.engines.len()
-                ),
-            ));
-        } else {
-            checks.push(Check::fail(
-                GROUP,
-                "gpu capacity",
-                problems.join("; "),
-                "add GPU nodes, lower models[].gpus, or fix vllm.nodeSelector to the GPU nodes' labels (`kubectl get nodes --show-labels`); pods would stay Pending",
-            ));
-        }
-    }
-    let have: f64 = usable.iter().map(|n| n.memory).sum();
-    let engines: f64 = needs.engines.iter().map(|e| e.memory).sum();
-    let want = needs.other_memory + engines;
-    let mut problems = Vec::new();
-    for e in &needs.engines {
-        let most = usable
-            .iter()
-            .filter(|n| n.gpus > 0)
-            .map(|n| n.memory)
-            .fold(0.0, f64::max);
-        if e.memory > most && most > 0.0 {
-            problems.push(format!(
-                "{} asks {:.1} GiB; the largest GPU node has {:.1} GiB",
-                e.model,
-                e.memory / GIB,
-                most / GIB
-            ));
-        }
-    }
-    if want > have {
-        problems.push(format!(
-            "the pods ask {:.1} GiB in all; the nodes have {:.1} GiB allocatable",
-            want / GIB,
-            have / GIB
-        ));
-    }
-    if problems.is_empty() {
-        checks.push(Check::ok(
-            GROUP,
-            "memory",
-            format!(
-                "the pods ask {:.1} GiB of {:.1} GiB allocatable (before other workloads)",
-                want / GIB,
-                have / GIB
-            ),
-        ));
-    } else {
-        checks.push(Check::fail(
-            GROUP,
-            "memory",
-            problems.join("; "),
-            "lower the memory requests (gateway.resources, vllm.resources, models[].resources) or add nodes",
-        ));
     }
 }

@@ -1,12 +1,14 @@
 //! Reaching the API server: where it is and how to prove who we are, from a
-//! kubeconfig (token, token file, client certificate; CA data or
-//! insecure-skip-tls-verify) or a pod's service account, and GETs over reqwest.
+//! kubeconfig (token, token file, client certificate, an `exec` credential plugin;
+//! CA data or insecure-skip-tls-verify) or a pod's service account, and GETs over
+//! reqwest.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::exec::{self, ClusterInfo, Credential};
 use super::values::{parse_yaml, scalar};
 use super::{GROUP, KubeOptions};
 use crate::doctor::report::Check;
@@ -29,8 +31,21 @@ pub(super) struct Target {
     pub(super) source: String,
 }
 
+/// Why there is no target: the kubeconfig (or the pod's files), or its exec plugin.
+#[derive(Debug)]
+pub(super) enum TargetError {
+    Config(String),
+    Plugin(String),
+}
+
+impl From<String> for TargetError {
+    fn from(e: String) -> Self {
+        TargetError::Config(e)
+    }
+}
+
 impl Target {
-    pub(super) fn load(opts: &KubeOptions) -> Result<Target, String> {
+    pub(super) fn load(opts: &KubeOptions) -> Result<Target, TargetError> {
         let path = opts.kubeconfig.clone().or_else(|| {
             match std::env::var_os("KUBECONFIG") {
                 // kubectl merges a list; the first file that exists is read here.
@@ -42,11 +57,11 @@ impl Target {
         });
         match path {
             Some(p) => Target::from_kubeconfig(&p, opts.context.as_deref()),
-            None => Target::in_cluster(),
+            None => Ok(Target::in_cluster()?),
         }
     }
 
-    fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Target, String> {
+    fn from_kubeconfig(path: &Path, context: Option<&str>) -> Result<Target, TargetError> {
         let source = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {source}: {e}"))?;
@@ -88,30 +103,50 @@ impl Target {
         }
         let cert = data_or_file(&user, "client-certificate", dir)?;
         let key = data_or_file(&user, "client-key", dir)?;
-        let identity_pem = match (cert, key) {
-            (Some(mut c), Some(k)) => {
-                c.push(b'\n');
-                c.extend(k);
-                Some(c)
-            }
+        let mut identity_pem = match (cert, key) {
+            (Some(c), Some(k)) => Some(identity(c, k)),
             _ => None,
         };
+        let insecure = cluster["insecure-skip-tls-verify"] == true;
+        if token.is_none() && identity_pem.is_none() && user["exec"].is_object() {
+            let info = ClusterInfo {
+                server: &server,
+                ca_pem: ca_pem.as_deref(),
+                insecure,
+                config: cluster["extensions"].as_array().and_then(|list| {
+                    list.iter()
+                        .find(|e| e["name"] == "client.authentication.k8s.io/exec")
+                        .map(|e| &e["extension"])
+                }),
+            };
+            match exec::run(&user["exec"], dir, &info) {
+                Ok(Credential::Token(t)) => token = Some(t),
+                Ok(Credential::Certificate { cert, key }) => {
+                    identity_pem = Some(identity(cert, key));
+                }
+                Err(e) => {
+                    return Err(TargetError::Plugin(format!(
+                        "{source} (context {context_name}): {e}"
+                    )));
+                }
+            }
+        }
         if token.is_none() && identity_pem.is_none() {
-            if user["exec"].is_object() || user["auth-provider"].is_object() {
-                return Err(format!(
-                    "{source}: user of context {context_name} logs in through an exec or auth-provider plugin, which hearth doctor does not run; use a kubeconfig with a token or client certificate (e.g. a service account's token)"
-                ));
+            if user["auth-provider"].is_object() {
+                return Err(TargetError::Config(format!(
+                    "{source}: user of context {context_name} logs in through an auth-provider plugin (removed from kubectl since 1.26), which hearth doctor does not run; use its exec plugin (e.g. gke-gcloud-auth-plugin, kubelogin), a token or a client certificate"
+                )));
             }
             if user["username"].is_string() {
-                return Err(format!(
+                return Err(TargetError::Config(format!(
                     "{source}: basic auth (username/password) is not supported; use a token or client certificate"
-                ));
+                )));
             }
         }
         Ok(Target {
             server,
             ca_pem,
-            insecure: cluster["insecure-skip-tls-verify"] == true,
+            insecure,
             token,
             identity_pem,
             source: format!("{source} (context {context_name})"),
@@ -142,6 +177,13 @@ impl Target {
             source: "the pod's service account".to_owned(),
         })
     }
+}
+
+/// A client certificate and its key, PEM, one after the other (reqwest's `Identity`).
+fn identity(mut cert: Vec<u8>, key: Vec<u8>) -> Vec<u8> {
+    cert.push(b'\n');
+    cert.extend(key);
+    cert
 }
 
 /// `FIELD-data` (base64) or `FIELD` (a file, relative to the kubeconfig's folder).
@@ -176,6 +218,14 @@ pub(super) enum ApiError {
 }
 
 impl ApiError {
+    /// One line for a message of another check's.
+    pub(super) fn message(&self) -> String {
+        match self {
+            ApiError::Unreachable(e) | ApiError::Other(e) => e.clone(),
+            ApiError::Denied(status, e) => format!("{status} {e}"),
+        }
+    }
+
     pub(super) fn check(&self, name: &'static str, what: &str) -> Check {
         match self {
             ApiError::Unreachable(e) => Check::fail(
@@ -191,7 +241,7 @@ impl ApiError {
                 if *status == 401 {
                     "the credentials were refused: renew the kubeconfig's token or certificate"
                 } else {
-                    "the user may not read this: give it a role that can get and list nodes, storageclasses, ingressclasses and customresourcedefinitions"
+                    "the user may not read this: give it a role that can get and list nodes, pods, storageclasses, ingressclasses, runtimeclasses and customresourcedefinitions"
                 },
             ),
             ApiError::Other(e) => Check::fail(GROUP, name, format!("cannot {what}: {e}"), ""),
