@@ -814,3 +814,114 @@ fn tls_with_the_kubeconfig_ca_and_a_client_certificate() {
         "{bad}"
     );
 }
+
+/// `python3` on PATH, or `None` with the reason printed.
+fn python3() -> Option<PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: python3 is not installed (apt-get install python3)");
+    }
+    found
+}
+
+/// In a pod: no kubeconfig, the API server from KUBERNETES_SERVICE_HOST/PORT, the
+/// service account's token and CA from its folder (a temp folder here, through
+/// HEARTH_DOCTOR_SERVICE_ACCOUNT). The fake server speaks TLS with a certificate
+/// for 127.0.0.1 and wants the token, so an ok proves the CA was trusted and the
+/// token sent; another cluster's CA, or no token, fails.
+#[test]
+fn in_a_pod_the_service_account_token_and_ca_over_tls() {
+    let Some(openssl) = openssl() else { return };
+    let Some(python) = python3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certs(&openssl, d, "");
+    make_certs(&openssl, d, "other-");
+    let mut server = Command::new(python)
+        .arg(fixtures().join("tls_api_server.py"))
+        .arg(d.join("srv.pem"))
+        .arg(d.join("srv.key"))
+        .arg(TOKEN)
+        .arg(fixtures().join("gpu-cluster"))
+        .arg(fixtures().join("common"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port = port.trim().to_owned();
+    let account = |name: &str, ca: Option<&str>, token: Option<&str>| {
+        let sa = d.join(name);
+        std::fs::create_dir_all(&sa).unwrap();
+        if let Some(ca) = ca {
+            std::fs::copy(d.join(ca), sa.join("ca.crt")).unwrap();
+        }
+        if let Some(token) = token {
+            std::fs::write(sa.join("token"), token).unwrap();
+        }
+        sa
+    };
+    let doctor = |sa: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .args(["doctor", "--kube"])
+            .args(args)
+            .env_clear()
+            .env("HOME", d)
+            .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            .env("KUBERNETES_SERVICE_PORT", &port)
+            .env("HEARTH_DOCTOR_SERVICE_ACCOUNT", sa)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).replace(&port, "PORT"),
+        )
+    };
+    let v = values("two-gpu-external.yaml");
+    let good = doctor(
+        &account("sa", Some("ca.pem"), Some(&format!("{TOKEN}\n"))),
+        &["--values", v.to_str().unwrap()],
+    );
+    let other_ca = doctor(&account("sa-other", Some("other-ca.pem"), Some(TOKEN)), &[]);
+    let no_token = doctor(&account("sa-none", Some("ca.pem"), None), &[]);
+    let wrong_token = doctor(&account("sa-wrong", Some("ca.pem"), Some("another")), &[]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let (code, out) = good;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        has(
+            &out,
+            "ok    kube  api server    https://127.0.0.1:PORT answers: Kubernetes v1.33.4+k3s1"
+        ) && has(
+            &out,
+            "ok    kube  gpu capacity  2 GPU(s) for 2 engine(s); 2 of 2 allocatable free"
+        ),
+        "{out}"
+    );
+    let (code, out) = other_ca;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with("FAIL  kube  api server  cannot reach the API server: ")
+            && out.contains("certificate"),
+        "{out}"
+    );
+    let (code, out) = no_token;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        has(
+            &out,
+            "FAIL  kube  kubeconfig  in a pod (KUBERNETES_SERVICE_HOST is set) without a service account token: "
+        ) && out.contains("sa-none/token"),
+        "{out}"
+    );
+    // The server does check the token.
+    let (code, out) = wrong_token;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("401 Unauthorized"), "{out}");
+}

@@ -19,6 +19,10 @@ pub const CONFIG: &str = "HEARTH_CONFIG";
 /// Where `hearth doctor` looks for NVIDIA device nodes (default `/dev`; tests point it
 /// at a folder of their own).
 pub const DOCTOR_DEV: &str = "HEARTH_DOCTOR_DEV";
+/// Where `hearth doctor --kube` in a pod reads its service account's token and CA
+/// (default `/var/run/secrets/kubernetes.io/serviceaccount`; tests point it at a
+/// folder of their own).
+pub const DOCTOR_SERVICE_ACCOUNT: &str = "HEARTH_DOCTOR_SERVICE_ACCOUNT";
 /// Top-level `default_model`.
 pub const DEFAULT_MODEL: &str = "HEARTH_DEFAULT_MODEL";
 /// `limits.redis_url` (the generic `HEARTH_LIMITS_REDIS_URL` works too).
@@ -65,6 +69,7 @@ pub const READ_ELSEWHERE: &[&str] = &[
     LOG,
     CONFIG,
     DOCTOR_DEV,
+    DOCTOR_SERVICE_ACCOUNT,
     "HEARTH_BIN",
     "HEARTH_UI_DIST",
     "HEARTH_TEST_MODEL",

@@ -3,7 +3,9 @@
 //! CA data or insecure-skip-tls-verify) or a pod's service account, and GETs over
 //! reqwest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use hearth_config::env;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -159,7 +161,9 @@ impl Target {
             "no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a pod (no KUBERNETES_SERVICE_HOST)".to_owned()
         })?;
         let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
-        let dir = Path::new(SERVICE_ACCOUNT);
+        let dir = std::env::var_os(env::DOCTOR_SERVICE_ACCOUNT)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT));
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
@@ -169,10 +173,12 @@ impl Target {
             server: format!("https://{host}:{port}"),
             ca_pem: Some(
                 std::fs::read(dir.join("ca.crt"))
-                    .map_err(|e| format!("{SERVICE_ACCOUNT}/ca.crt: {e}"))?,
+                    .map_err(|e| format!("{}: {e}", dir.join("ca.crt").display()))?,
             ),
             insecure: false,
-            token: Some(read_trimmed(&dir.join("token"))?),
+            token: Some(read_trimmed(&dir.join("token")).map_err(|e| {
+                format!("in a pod (KUBERNETES_SERVICE_HOST is set) without a service account token: {e}; the chart's pods mount none (automountServiceAccountToken: false): run it with a kubeconfig, or in a pod whose service account may read the cluster")
+            })?),
             identity_pem: None,
             source: "the pod's service account".to_owned(),
         })
