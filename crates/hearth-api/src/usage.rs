@@ -4,9 +4,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Read as `input_tokens` too, as the Responses API names it.
+    #[serde(alias = "input_tokens")]
     pub prompt_tokens: u64,
     /// Absent from an embeddings answer's usage (only its prompt is counted).
-    #[serde(default)]
+    /// Read as `output_tokens` too.
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
     pub total_tokens: u64,
 }

@@ -145,6 +145,11 @@ pub struct UpstreamConfig {
     /// Largest single event of a streamed answer, in bytes: past it the stream ends
     /// with an error event and the connection is closed.
     pub max_event_bytes: u64,
+    /// The upstream serves OpenAI's Responses API (`/v1/responses`: vLLM,
+    /// llama-server, OpenAI): a `/v1/responses` request for this model goes to it as
+    /// the client wrote it (stored responses, `previous_response_id`, built-in tools
+    /// are the upstream's), rather than translated to a chat completion.
+    pub responses_api: bool,
     /// Hearth runs this server itself (`[models.launch]`). Boxed: most upstreams
     /// are not launched, and the config is copied around whole.
     pub launch: Option<Box<LaunchConfig>>,
@@ -173,6 +178,7 @@ impl Default for UpstreamConfig {
             idle_timeout_secs: 120,
             max_answer_bytes: 64 * 1024 * 1024,
             max_event_bytes: 16 * 1024 * 1024,
+            responses_api: false,
             launch: None,
         }
     }
@@ -313,6 +319,7 @@ pub const UPSTREAM_KEYS: &[&str] = &[
     "idle_timeout_secs",
     "max_answer_bytes",
     "max_event_bytes",
+    "responses_api",
 ];
 
 /// A `[[models]]` table as written: every key of every backend, so unknown keys and
@@ -367,6 +374,8 @@ struct ModelToml {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_event_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    responses_api: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     launch: Option<Box<LaunchConfig>>,
 
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -410,6 +419,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                     ("idle_timeout_secs", t.idle_timeout_secs.is_some()),
                     ("max_answer_bytes", t.max_answer_bytes.is_some()),
                     ("max_event_bytes", t.max_event_bytes.is_some()),
+                    ("responses_api", t.responses_api.is_some()),
                     ("launch", t.launch.is_some()),
                 ]
                 .into_iter()
@@ -486,6 +496,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                     idle_timeout_secs: t.idle_timeout_secs.unwrap_or(d.idle_timeout_secs),
                     max_answer_bytes: t.max_answer_bytes.unwrap_or(d.max_answer_bytes),
                     max_event_bytes: t.max_event_bytes.unwrap_or(d.max_event_bytes),
+                    responses_api: t.responses_api.unwrap_or(d.responses_api),
                     launch: t.launch,
                 })
             }
@@ -537,6 +548,7 @@ impl From<ModelConfig> for ModelToml {
                 t.parallel = e.parallel;
                 t.threads = e.threads;
                 t.gpu_layers = e.gpu_layers;
+                t.matryoshka = e.matryoshka.then_some(true);
             }
             ModelBackend::Upstream(u) => {
                 t.backend = BackendKind::Upstream;
@@ -548,6 +560,7 @@ impl From<ModelConfig> for ModelToml {
                 t.idle_timeout_secs = Some(u.idle_timeout_secs);
                 t.max_answer_bytes = Some(u.max_answer_bytes);
                 t.max_event_bytes = Some(u.max_event_bytes);
+                t.responses_api = u.responses_api.then_some(true);
                 t.launch = u.launch;
             }
         }
@@ -599,6 +612,8 @@ mod tests {
             e.contains("`base_url`, `api_key_env` apply only to `backend = \"upstream\"` models"),
             "{e}"
         );
+        let e = parse("name = \"c\"\npath = \"m.gguf\"\nresponses_api = true").unwrap_err();
+        assert!(e.contains("`responses_api` applies only to"), "{e}");
     }
 
     #[test]
@@ -610,6 +625,9 @@ mod tests {
             },
             ModelConfig::upstream("u", "http://h:1/v1"),
             ModelConfig::embedded("e", "models/x.gguf"),
+            parse("name = \"r\"\nbackend = \"upstream\"\nbase_url = \"http://h:1/v1\"\nresponses_api = true")
+                .unwrap(),
+            parse("name = \"m\"\npath = \"e.gguf\"\nkind = \"embedding\"\nmatryoshka = true").unwrap(),
         ] {
             let text = toml::to_string(&m).unwrap();
             assert_eq!(parse(&text).unwrap(), m, "{text}");

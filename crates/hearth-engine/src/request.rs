@@ -108,6 +108,11 @@ pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
             "this model is a chat model: it does not answer /v1/embeddings; configure an embedding model ([[models]] kind = \"embedding\") and send the request to it",
         )
         .with_code("model_not_supported")),
+        // The router hands the engine a Responses request as its chat translation.
+        Request::Responses(r) => match &r.chat {
+            Ok(chat) => from_chat(chat),
+            Err(e) => Err(e.clone()),
+        },
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Completion {
     /// How the request was served differently from how it was asked (the model
     /// ignored its tools): for the client's `X-Hearth-Warning` header.
     pub warning: Option<String>,
+    /// A Responses request answered in that API by its upstream: the events are
+    /// the upstream's own (see `Dispatched::native_api`).
+    pub native_api: bool,
     /// The caller's limits after admission (for `x-ratelimit-*` headers).
     pub quota: Quota,
     /// The answer's events; the usage is settled when they end or are dropped.
@@ -150,6 +153,7 @@ impl Gateway {
             backend: d.backend,
             attempts: d.attempts,
             warning: d.warning,
+            native_api: d.native_api,
             quota,
             events: Metered {
                 inner: d.events,

@@ -72,6 +72,13 @@ impl Backend for ManagedBackend {
         self.engine.state.borrow().state
     }
 
+    fn serves_responses(&self) -> bool {
+        self.engine
+            .model
+            .upstream_config()
+            .is_some_and(|u| u.responses_api)
+    }
+
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         let (state, attempt) = {
             let s = self.engine.state.borrow();

@@ -28,7 +28,8 @@ pub async fn relay(
     }
     let stream = request.is_stream();
     let format = match &request {
-        Request::Chat(_) => Format::Chat,
+        // Responses requests have their own front end (`responses`), never this one.
+        Request::Chat(_) | Request::Responses(_) => Format::Chat,
         Request::Completion(_) => Format::Completion,
         Request::Embeddings(r) => Format::Embeddings { base64: r.base64() },
     };

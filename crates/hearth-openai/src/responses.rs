@@ -1,6 +1,9 @@
 //! `POST /v1/responses`: the basics of OpenAI's Responses API, which newer SDKs
-//! and agent frameworks call, as a translation to a chat completion served by
-//! any backend.
+//! and agent frameworks call. A model whose upstream serves this API itself
+//! (`responses_api = true`: vLLM, llama-server, OpenAI) gets the request as the
+//! client wrote it and its answer goes back as it came; every other model (the
+//! embedded engine, chat-only upstreams) answers it through a translation to a
+//! chat completion:
 //!
 //! - `input`: a string, or a list of items: messages (`role` with `content` as a
 //!   string or `input_text`/`output_text`/`input_image` parts), `function_call`
@@ -15,6 +18,9 @@
 //!   `response.output_text.delta`, `response.function_call_arguments.delta`, …,
 //!   `response.completed`) as Server-Sent Events, numbered by `sequence_number`.
 //!   A failure after the stream began ends it with a `response.failed` event.
+//!
+//! Passed through, a request without `store` is sent with `store: false`: Hearth
+//! keeps no state, and asks its upstreams to keep none unless the client does.
 
 use std::convert::Infallible;
 
@@ -28,7 +34,7 @@ use futures::StreamExt;
 use hearth_api::{ApiError, ChatCompletionRequest, Usage};
 use hearth_gateway::Principal;
 use hearth_http::{HttpError, HttpState, RequestLog};
-use hearth_router::{Event, FinishReason, Request, ToolCallDelta};
+use hearth_router::{Event, FinishReason, Request, ResponsesRequest, ToolCallDelta};
 use serde_json::{Map, Value, json};
 
 pub const RESPONSES_PATH: &str = "/v1/responses";
@@ -52,17 +58,33 @@ async fn serve(
     log: &RequestLog,
     http: HttpRequest,
 ) -> Result<Response, ApiError> {
-    let req = crate::endpoint::json_object(state, http).await?;
+    let mut req = crate::endpoint::json_object(state, http).await?;
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     log.set_stream(stream);
-    let chat = to_chat(&req)?;
-    crate::limits::max_tokens(state, chat.max_output_tokens(), "max_output_tokens")?;
-    let echo = Echo::from(&req);
-    let c = state
+    let chat = to_chat(&req);
+    // The named model answers in this API when its upstream serves it; otherwise
+    // (and for its fallbacks) the request must translate, and its errors show now.
+    let model = state
         .gateway
-        .complete(principal, Request::Chat(chat), log.id())
-        .await?;
+        .router()
+        .resolve(req.get("model").and_then(Value::as_str))?;
+    if model.backend.serves_responses() {
+        let max = req.get("max_output_tokens").and_then(Value::as_u64);
+        let max = max.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        crate::limits::max_tokens(state, max, "max_output_tokens")?;
+    } else {
+        let chat = chat.as_ref().map_err(Clone::clone)?;
+        crate::limits::max_tokens(state, chat.max_output_tokens(), "max_output_tokens")?;
+    }
+    let echo = Echo::from(&req);
+    req.entry("store").or_insert(Value::Bool(false));
+    let request = Request::Responses(Box::new(ResponsesRequest { body: req, chat }));
+    let c = state.gateway.complete(principal, request, log.id()).await?;
     log.set_dispatched(&c.model, c.backend, c.attempts, stream);
+    if c.native_api {
+        let resp = passed_through(c.events, stream, log).await?;
+        return Ok(crate::endpoint::answered(resp, c.warning));
+    }
     let mut reply = Reply::new(c.model().to_owned(), echo);
     let events = hearth_router::typed(c.events);
     let resp = if stream {
@@ -116,6 +138,91 @@ async fn serve(
     Ok(crate::endpoint::answered(resp, c.warning))
 }
 
+/// The answer of an upstream that serves this API, as it came: its JSON body, or
+/// its stream's events one by one. A failure after the stream began ends it with
+/// an `error` event, as the API's own streams do.
+async fn passed_through(
+    mut events: hearth_gateway::Metered,
+    stream: bool,
+    log: &RequestLog,
+) -> Result<Response, ApiError> {
+    let first = match events.next().await {
+        Some(e) => e.map_err(|e| e.to_api_error())?,
+        None => {
+            return Err(ApiError::new(
+                hearth_api::ErrorKind::BadGateway,
+                "the upstream's answer was empty",
+            ));
+        }
+    };
+    let whole = match first {
+        Event::Wire(w) if w.whole || !stream => w.data,
+        first if stream => {
+            let log = log.clone();
+            let head = futures::stream::once(std::future::ready(first));
+            let body =
+                head.map(Ok)
+                    .chain(events)
+                    .scan((false, false), move |(texted, failed), e| {
+                        if *failed {
+                            return std::future::ready(None);
+                        }
+                        let out = match e {
+                            Ok(Event::Wire(w)) => {
+                                if let Some(u) = w.usage {
+                                    log.set_usage(u);
+                                }
+                                if !*texted
+                                    && memchr::memmem::find(&w.data, b"output_text.delta").is_some()
+                                {
+                                    *texted = true;
+                                    log.first_token();
+                                }
+                                let mut out = Vec::with_capacity(w.data.len() + 2);
+                                out.extend_from_slice(&w.data);
+                                out.extend_from_slice(b"\n\n");
+                                Bytes::from(out)
+                            }
+                            Ok(_) => Bytes::new(),
+                            Err(e) => {
+                                let e = e.to_api_error();
+                                log.set_error(&e.message);
+                                *failed = true;
+                                let data = json!({"type": "error",
+                                "code": e.code.clone().unwrap_or_else(|| "server_error".into()),
+                                "message": e.message, "param": e.param});
+                                Bytes::from(format!("event: error\ndata: {data}\n\n"))
+                            }
+                        };
+                        std::future::ready(Some(Ok::<_, Infallible>(out)))
+                    });
+            let mut r = Response::new(Body::from_stream(body));
+            hearth_http::sse::headers(&mut r);
+            return Ok(r);
+        }
+        _ => {
+            return Err(ApiError::new(
+                hearth_api::ErrorKind::BadGateway,
+                "the upstream's answer was not the Responses API's",
+            ));
+        }
+    };
+    // Read on to the end, so the usage is counted.
+    while let Some(e) = events.next().await {
+        e.map_err(|e| e.to_api_error())?;
+    }
+    log.first_token();
+    if let Some(u) = events.usage() {
+        log.set_usage(u);
+    }
+    let mut r = Response::new(Body::from(whole));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
 /// The request as a chat completion (streamed from the backend either way, with
 /// its usage).
 fn to_chat(req: &Map<String, Value>) -> Result<ChatCompletionRequest, ApiError> {
@@ -125,7 +232,7 @@ fn to_chat(req: &Map<String, Value>) -> Result<ChatCompletionRequest, ApiError> 
     {
         return Err(ApiError::invalid_param(
             "previous_response_id",
-            "Hearth does not store responses (store: false): send the whole conversation as `input`",
+            "this model keeps no responses (store: false): send the whole conversation as `input`, or use a model whose upstream serves the Responses API (responses_api = true)",
         ));
     }
     let mut messages = Vec::new();
@@ -168,7 +275,7 @@ fn to_chat(req: &Map<String, Value>) -> Result<ChatCompletionRequest, ApiError> 
             if t.get("type").and_then(Value::as_str) != Some("function") {
                 return Err(ApiError::invalid_param(
                     format!("tools[{i}].type"),
-                    "only function tools are served (web search, file search and other built-in tools are OpenAI's own)",
+                    "this model takes only function tools (web search, file search and other built-in tools are served by upstreams with the Responses API: responses_api = true)",
                 ));
             }
             let mut function = t.clone();

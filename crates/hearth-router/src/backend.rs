@@ -15,6 +15,7 @@ use crate::event::EventStream;
 use hearth_api::{
     ApiError, ChatCompletionRequest, CompletionRequest, EmbeddingsRequest, ErrorKind, ModelStatus,
 };
+use serde_json::{Map, Value};
 
 /// A request the router hands to a backend.
 #[derive(Debug, Clone)]
@@ -24,6 +25,31 @@ pub enum Request {
     /// Answered with one [`Event::Embedding`](crate::Event::Embedding) per input
     /// and the usage (or, from an upstream, its whole body).
     Embeddings(EmbeddingsRequest),
+    /// `POST /v1/responses`: an upstream that serves OpenAI's Responses API
+    /// ([`Backend::serves_responses`]) gets the client's body; every other backend
+    /// its chat translation (the router hands it a [`Request::Chat`]).
+    Responses(Box<ResponsesRequest>),
+}
+
+/// A Responses API request, both as the client wrote it and as a chat completion.
+#[derive(Debug, Clone)]
+pub struct ResponsesRequest {
+    /// The client's body (`model` set to the served name, `store` said): what an
+    /// upstream serving the Responses API receives.
+    pub body: Map<String, Value>,
+    /// The same request as a chat completion, for the other backends; or why it has
+    /// none (a stored conversation or a built-in tool is asked for, which only an
+    /// upstream that serves this API can give).
+    pub chat: Result<ChatCompletionRequest, ApiError>,
+}
+
+impl ResponsesRequest {
+    fn max_output_tokens(&self) -> Option<u32> {
+        self.body
+            .get("max_output_tokens")
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
 }
 
 impl Request {
@@ -32,6 +58,7 @@ impl Request {
             Request::Chat(r) => r.stream,
             Request::Completion(r) => r.stream,
             Request::Embeddings(_) => false,
+            Request::Responses(r) => r.body.get("stream").and_then(Value::as_bool) == Some(true),
         }
     }
 
@@ -40,6 +67,7 @@ impl Request {
             Request::Chat(r) => r.model.as_deref(),
             Request::Completion(r) => r.model.as_deref(),
             Request::Embeddings(r) => r.model.as_deref(),
+            Request::Responses(r) => r.body.get("model").and_then(Value::as_str),
         }
     }
 
@@ -48,6 +76,13 @@ impl Request {
             Request::Chat(r) => r.model = Some(model.to_owned()),
             Request::Completion(r) => r.model = Some(model.to_owned()),
             Request::Embeddings(r) => r.model = Some(model.to_owned()),
+            Request::Responses(r) => {
+                r.body
+                    .insert("model".into(), Value::String(model.to_owned()));
+                if let Ok(c) = &mut r.chat {
+                    c.model = Some(model.to_owned());
+                }
+            }
         }
     }
 
@@ -56,6 +91,8 @@ impl Request {
             Request::Chat(r) => r.include_usage(),
             Request::Completion(r) => r.include_usage(),
             Request::Embeddings(_) => false,
+            // A Responses stream's last event carries the usage either way.
+            Request::Responses(_) => true,
         }
     }
 
@@ -66,6 +103,7 @@ impl Request {
             Request::Completion(r) => r.max_tokens,
             // Nothing is generated.
             Request::Embeddings(_) => Some(0),
+            Request::Responses(r) => r.max_output_tokens(),
         }
     }
 
@@ -73,13 +111,17 @@ impl Request {
     /// checked before the backend has counted.
     pub fn estimated_prompt_tokens(&self) -> u64 {
         let bytes = match self {
-            Request::Chat(r) => r
-                .messages
-                .iter()
-                .map(|m| m.content.as_ref().map_or(0, |c| c.byte_len()) + 4)
-                .sum::<usize>(),
+            Request::Chat(r) => chat_bytes(r),
             Request::Completion(r) => r.prompt.byte_len(),
             Request::Embeddings(r) => r.input.byte_len(),
+            Request::Responses(r) => match &r.chat {
+                Ok(c) => chat_bytes(c),
+                Err(_) => ["instructions", "input"]
+                    .iter()
+                    .filter_map(|k| r.body.get(*k))
+                    .map(|v| serde_json::to_vec(v).map_or(0, |b| b.len()))
+                    .sum(),
+            },
         };
         (bytes as u64).div_ceil(4)
     }
@@ -88,6 +130,15 @@ impl Request {
     pub const CHAT_PATH: &'static str = "/chat/completions";
     pub const COMPLETIONS_PATH: &'static str = "/completions";
     pub const EMBEDDINGS_PATH: &'static str = "/embeddings";
+    pub const RESPONSES_PATH: &'static str = "/responses";
+}
+
+/// A chat request's message bytes, for [`Request::estimated_prompt_tokens`].
+fn chat_bytes(r: &ChatCompletionRequest) -> usize {
+    r.messages
+        .iter()
+        .map(|m| m.content.as_ref().map_or(0, |c| c.byte_len()) + 4)
+        .sum()
 }
 
 /// Why a backend could not answer.
@@ -226,6 +277,15 @@ pub trait Backend: Send + Sync + 'static {
     /// model is in memory. Upstream health from probes is tracked by the router.
     fn status(&self) -> ModelStatus {
         ModelStatus::Ready
+    }
+
+    /// Whether it serves OpenAI's Responses API itself, so a
+    /// [`Request::Responses`] reaches it as the client wrote it (an upstream
+    /// configured with `responses_api = true`). The answer's events are then that
+    /// API's: [`Event::Wire`](crate::Event::Wire)s of its whole body, or of each of
+    /// its stream's events (the raw SSE event, `event:` line included).
+    fn serves_responses(&self) -> bool {
+        false
     }
 
     /// Context length the backend knows (read from the model), if any.

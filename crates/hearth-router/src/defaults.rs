@@ -97,8 +97,9 @@ pub(crate) fn apply(model: &ModelConfig, request: &mut Request) -> Result<Applie
         applied.set = match request {
             Request::Chat(r) => fill_chat(r, &model.defaults),
             Request::Completion(r) => fill_completion(r, &model.defaults),
-            // No sampling: nothing is generated.
-            Request::Embeddings(_) => Default::default(),
+            // No sampling: nothing is generated. A Responses request reaches a
+            // model here only when its upstream serves that API, as the client wrote it.
+            Request::Embeddings(_) | Request::Responses(_) => Default::default(),
         };
     }
     Ok(applied)
@@ -115,7 +116,7 @@ pub(crate) fn undo(request: &mut Request, applied: Applied) {
             }
         }
         Request::Completion(r) => sampling_fields!(clear!(r, s;)),
-        Request::Embeddings(_) => {}
+        Request::Embeddings(_) | Request::Responses(_) => {}
     }
 }
 

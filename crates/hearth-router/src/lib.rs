@@ -24,7 +24,7 @@ pub mod queue;
 pub mod retry;
 pub mod router;
 
-pub use backend::{Backend, BackendError, Request};
+pub use backend::{Backend, BackendError, Request, ResponsesRequest};
 pub use event::{
     Event, EventStream, FinishReason, TokenLogprob, ToolCallDelta, Typed, Wire, typed,
 };

@@ -80,6 +80,10 @@ pub struct Dispatched {
     /// What the client should be told about how its request was served (the
     /// answering model ignored its tools), for an `X-Hearth-Warning` header.
     pub warning: Option<String>,
+    /// A [`Request::Responses`] was answered in that API by an upstream serving it
+    /// (its events are the upstream's own); `false` when it was answered as its
+    /// chat translation.
+    pub native_api: bool,
 }
 
 impl std::fmt::Debug for Dispatched {
@@ -247,11 +251,25 @@ impl Router {
                     held = Some(permit);
                 }
             }
+            // A Responses request goes to a backend that does not serve that API as
+            // its chat translation; one that cannot be translated (it asks for a
+            // stored conversation) fails on the first model, and skips a fallback.
+            let native_api =
+                matches!(request, Request::Responses(_)) && model.backend.serves_responses();
+            let mut translated = match &request {
+                Request::Responses(r) if !native_api => match &r.chat {
+                    Ok(chat) => Some(Request::Chat(chat.clone())),
+                    Err(e) if attempts == 0 && not_up.is_none() => return Err(e.clone()),
+                    Err(_) => continue,
+                },
+                _ => None,
+            };
+            let request = translated.as_mut().unwrap_or(&mut request);
             if request.model() != Some(model.config.name.as_str()) {
                 request.set_model(&model.config.name);
             }
             // This model's defaults and tools policy, undone below for the next one.
-            let applied = crate::defaults::apply(&model.config, &mut request)?;
+            let applied = crate::defaults::apply(&model.config, request)?;
             for attempt in 0..=model.config.retries {
                 if attempt > 0 {
                     let delay = retry::backoff(
@@ -266,7 +284,7 @@ impl Router {
                     None => acquire(model).await?,
                 };
                 attempts += 1;
-                match call(model, &request, permit).await {
+                match call(model, request, permit).await {
                     Ok(events) => {
                         if model.health.record_success() {
                             tracing::info!(model = %model.config.name, "backend is available again");
@@ -277,6 +295,7 @@ impl Router {
                             events,
                             attempts,
                             warning: applied.warning,
+                            native_api,
                         });
                     }
                     Err(e) => {
@@ -303,7 +322,7 @@ impl Router {
                     }
                 }
             }
-            crate::defaults::undo(&mut request, applied);
+            crate::defaults::undo(request, applied);
         }
         Err(match last {
             Some(e) => {

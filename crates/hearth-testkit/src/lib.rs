@@ -194,6 +194,7 @@ impl FakeUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .route("/v1/completions", post(complete))
+            .route("/v1/responses", post(complete))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .route("/health", get(health))
@@ -515,6 +516,7 @@ async fn complete(
         .unwrap_or("fake")
         .to_owned();
     let chat = uri.path().ends_with("/chat/completions");
+    let responses = uri.path().ends_with("/responses");
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = body
         .pointer("/stream_options/include_usage")
@@ -589,6 +591,19 @@ async fn complete(
         Behaviour::ToolCalls { calls } => {
             tool_calls_response(active, model, &calls, stream, include_usage)
         }
+        Behaviour::Ok { text, chunks, .. } | Behaviour::RoleFirst { text, chunks, .. }
+            if responses =>
+        {
+            responses_response(active, model, &text, chunks, stream, None)
+        }
+        Behaviour::DropMidStream { after } if responses => responses_response(
+            active,
+            model,
+            "partial answer that never ends",
+            8,
+            true,
+            Some(after),
+        ),
         Behaviour::Stall => {
             std::future::pending::<()>().await;
             active.finished = true;
@@ -714,6 +729,74 @@ fn tool_calls_response(
             }
         }
         let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
+        active.finished = true;
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
+}
+
+/// An answer of OpenAI's Responses API (`/v1/responses`): the response object,
+/// or its stream of typed events (`event:` lines, no `[DONE]`), cut after
+/// `drop_after` text deltas when set.
+fn responses_response(
+    active: Active,
+    model: String,
+    text: &str,
+    chunks: usize,
+    stream: bool,
+    drop_after: Option<usize>,
+) -> Response {
+    let pieces = split(text, chunks);
+    let count = pieces.len();
+    let response = |status: &str, text: &str| {
+        json!({"id": "resp_fake1", "object": "response", "created_at": 0, "status": status, "model": model,
+               "output": [{"type": "message", "id": "msg_fake1", "status": status, "role": "assistant",
+                           "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+               "usage": {"input_tokens": 5, "output_tokens": count, "total_tokens": 5 + count},
+               "fake_upstream": true})
+    };
+    if !stream {
+        let mut active = active;
+        active.finished = true;
+        return axum::Json(response("completed", text)).into_response();
+    }
+    let mut events = vec![(
+        "response.created",
+        json!({"response": {"id": "resp_fake1", "object": "response", "status": "in_progress"}}),
+    )];
+    for (i, p) in pieces.iter().enumerate() {
+        if drop_after == Some(i) {
+            break;
+        }
+        events.push((
+            "response.output_text.delta",
+            json!({"item_id": "msg_fake1", "output_index": 0, "content_index": 0, "delta": p}),
+        ));
+    }
+    let cut = drop_after.is_some_and(|n| n < count);
+    if !cut {
+        events.push((
+            "response.completed",
+            json!({"response": response("completed", text)}),
+        ));
+    }
+    let body = async_stream(move |tx| async move {
+        let mut active = active;
+        for (seq, (kind, mut data)) in events.into_iter().enumerate() {
+            data["type"] = json!(kind);
+            data["sequence_number"] = json!(seq);
+            if tx
+                .send(format!("event: {kind}\ndata: {data}\n\n"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
         active.finished = true;
     });
     let mut resp = Response::new(body);

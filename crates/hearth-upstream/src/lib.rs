@@ -65,7 +65,10 @@ pub struct UpstreamBackend {
     chat: Endpoint,
     completions: Endpoint,
     embeddings: Endpoint,
+    responses: Endpoint,
     models: Endpoint,
+    /// `responses_api`: `/v1/responses` requests come as the client wrote them.
+    responses_api: bool,
     upstream_model: String,
     /// Sent with every call (user agent, content type, the upstream key marked
     /// sensitive so it never shows in debug output), for JSON and for SSE answers.
@@ -119,10 +122,11 @@ impl UpstreamBackend {
                 }
             })
         };
-        let (chat, completions, embeddings, models) = (
+        let (chat, completions, embeddings, responses, models) = (
             endpoint(Request::CHAT_PATH)?,
             endpoint(Request::COMPLETIONS_PATH)?,
             endpoint(Request::EMBEDDINGS_PATH)?,
+            endpoint(Request::RESPONSES_PATH)?,
             endpoint("/models")?,
         );
         let transport =
@@ -162,7 +166,9 @@ impl UpstreamBackend {
             chat,
             completions,
             embeddings,
+            responses,
             models,
+            responses_api: up.responses_api,
             upstream_model: cfg.upstream_model_name().to_owned(),
             headers_json,
             headers_sse,
@@ -217,6 +223,10 @@ impl Backend for UpstreamBackend {
         "upstream"
     }
 
+    fn serves_responses(&self) -> bool {
+        self.responses_api
+    }
+
     async fn call(&self, request: &Request) -> Result<EventStream, BackendError> {
         let stream = request.is_stream();
         // Straight to bytes, under the upstream's name for the model: no JSON tree of
@@ -231,6 +241,10 @@ impl Backend for UpstreamBackend {
             Request::Embeddings(request) => (
                 serde_json::to_vec(&AsModel { request, model }),
                 &self.embeddings,
+            ),
+            Request::Responses(r) => (
+                serde_json::to_vec(&BodyAsModel(&r.body, model)),
+                &self.responses,
             ),
         };
         let body = body.map_err(|e| BackendError::Protocol(e.to_string()))?;
@@ -292,6 +306,15 @@ impl Backend for UpstreamBackend {
             });
             return Ok(futures::stream::once(std::future::ready(Ok(whole))).boxed());
         }
+        if let Request::Responses(_) = request {
+            return Ok(sse::responses_events(
+                answer.body.into_stream(),
+                self.idle_timeout,
+                self.max_event,
+                transport::BodyStream::finish,
+            )
+            .boxed());
+        }
         Ok(sse::events(
             answer.body.into_stream(),
             self.idle_timeout,
@@ -315,6 +338,22 @@ impl Backend for UpstreamBackend {
         // to the pool rather than closing at each probe.
         let _ = tokio::time::timeout(self.idle_timeout, answer.body.bytes(self.max_answer)).await;
         Ok(())
+    }
+}
+
+/// A request body kept as JSON (the Responses API's), serialized with another
+/// `model`, without a copy.
+struct BodyAsModel<'a>(&'a serde_json::Map<String, serde_json::Value>, &'a str);
+
+impl serde::Serialize for BodyAsModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("model", self.1)?;
+        for (k, v) in self.0.iter().filter(|(k, _)| *k != "model") {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 

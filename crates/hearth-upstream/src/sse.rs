@@ -1,5 +1,6 @@
 //! Incremental SSE parsing: bytes in, one [`Event::Wire`] per `data:` event out,
-//! each forwarded as soon as its blank line arrives.
+//! each forwarded as soon as its blank line arrives. A Responses API stream
+//! ([`responses_events`]) keeps each event whole and ends at its last event.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,22 +27,61 @@ where
     E: std::fmt::Display + Send + 'static,
     F: FnOnce(S) + Send + Unpin + 'static,
 {
-    Events {
-        bytes: Some(bytes),
-        cur: Bytes::new(),
-        buf: BytesMut::new(),
-        scanned: 0,
-        max_event: usize::try_from(max_event).unwrap_or(usize::MAX),
-        at_done: Some(at_done),
-        idle,
-        timer: None,
-        waiting: false,
+    Events::new(bytes, idle, max_event, at_done, false)
+}
+
+/// As [`events`], for a stream of OpenAI's Responses API: each [`Wire`] holds a
+/// whole SSE event as it came (its `event:` line too, without the blank line
+/// after it), with the usage of `response.completed` (`response.usage`). The
+/// stream ends after its last event (`response.completed`, `response.incomplete`,
+/// `response.failed` or `error`; the API sends no `[DONE]`); a stream that closes
+/// before one is an error.
+pub fn responses_events<S, E, F>(
+    bytes: S,
+    idle: Duration,
+    max_event: u64,
+    at_done: F,
+) -> impl Stream<Item = Result<Event, BackendError>> + Send + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::fmt::Display + Send + 'static,
+    F: FnOnce(S) + Send + Unpin + 'static,
+{
+    Events::new(bytes, idle, max_event, at_done, true)
+}
+
+/// What a Responses API event says of the stream: whether it is the last one,
+/// and the answer's usage (in `response.completed`'s `response`).
+fn responses_event(data: &[u8]) -> (bool, Option<hearth_api::Usage>) {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        response: Option<Body>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        usage: Option<hearth_api::Usage>,
+    }
+    match serde_json::from_slice::<Head>(data) {
+        Ok(h) => (
+            matches!(
+                h.kind.as_deref(),
+                Some("response.completed" | "response.incomplete" | "response.failed" | "error")
+            ),
+            h.response.and_then(|r| r.usage),
+        ),
+        Err(_) => (false, None),
     }
 }
 
 /// The state of [`events`], polled in place (a combinator would move it on every
 /// event).
 struct Events<S, F> {
+    /// A Responses API stream ([`responses_events`]).
+    responses: bool,
+    /// Its last event went out: the next poll ends the stream.
+    ended: bool,
     /// The upstream's bytes; `None` once the stream ended.
     bytes: Option<S>,
     /// The unread part of the last read; events are sliced out of it (no copy).
@@ -61,7 +101,30 @@ struct Events<S, F> {
     waiting: bool,
 }
 
-impl<S, F> Events<S, F> {
+impl<S, F: FnOnce(S)> Events<S, F> {
+    fn new(bytes: S, idle: Duration, max_event: u64, at_done: F, responses: bool) -> Self {
+        Events {
+            responses,
+            ended: false,
+            bytes: Some(bytes),
+            cur: Bytes::new(),
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_event: usize::try_from(max_event).unwrap_or(usize::MAX),
+            at_done: Some(at_done),
+            idle,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// The stream's end was read: the byte stream goes to `at_done`.
+    fn done(&mut self) {
+        if let (Some(bytes), Some(at_done)) = (self.bytes.take(), self.at_done.take()) {
+            at_done(bytes);
+        }
+    }
+
     /// The next complete event already read, with whether it is one line.
     fn next_event(&mut self) -> Option<(Bytes, bool)> {
         if self.buf.is_empty() {
@@ -107,6 +170,10 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.ended {
+            this.done();
+            return Poll::Ready(None);
+        }
         loop {
             if this.bytes.is_none() {
                 return Poll::Ready(None);
@@ -117,12 +184,17 @@ where
                 }
                 match data_of(&event, one_line) {
                     Some(d) if d.as_ref() == b"[DONE]" => {
-                        if let (Some(bytes), Some(at_done)) =
-                            (this.bytes.take(), this.at_done.take())
-                        {
-                            at_done(bytes);
-                        }
+                        this.done();
                         return Poll::Ready(None);
+                    }
+                    Some(data) if this.responses => {
+                        let (last, usage) = responses_event(&data);
+                        this.ended = last;
+                        return Poll::Ready(Some(Ok(Event::Wire(Wire {
+                            data: event,
+                            usage,
+                            whole: false,
+                        }))));
                     }
                     Some(data) => return Poll::Ready(Some(Ok(Event::Wire(Wire::chunk(data))))),
                     None => continue, // comment or keep-alive
@@ -147,9 +219,14 @@ where
                 Poll::Ready(Some(Err(e))) => {
                     BackendError::Protocol(format!("the upstream stream broke: {e}"))
                 }
-                Poll::Ready(None) => {
-                    BackendError::Protocol("the upstream closed the stream before [DONE]".into())
-                }
+                Poll::Ready(None) => BackendError::Protocol(
+                    if this.responses {
+                        "the upstream closed the stream before its response.completed event"
+                    } else {
+                        "the upstream closed the stream before [DONE]"
+                    }
+                    .into(),
+                ),
                 Poll::Pending => {
                     if !this.waiting {
                         this.waiting = true;
@@ -428,5 +505,79 @@ mod tests {
             matches!(first, Some(Err(BackendError::TooLarge(_)))),
             "{first:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_responses_stream_keeps_its_events_whole_and_ends_at_its_last() {
+        let handed_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = handed_back.clone();
+        let text: &[u8] = b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n\
+            : keep-alive\n\n\
+            event: response.output_text.delta\r\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\r\n\r\n\
+            event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":\
+            {\"input_tokens\":5,\"output_tokens\":2,\"total_tokens\":7,\"input_tokens_details\":{\"cached_tokens\":0}}}}\n\n\
+            event: never.read\ndata: {}\n\n";
+        for n in [1, 7, text.len()] {
+            let parts: Vec<Result<Bytes, std::io::Error>> = text
+                .chunks(n)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let flag = flag.clone();
+            let out: Vec<_> = responses_events(
+                futures::stream::iter(parts),
+                Duration::from_secs(5),
+                u64::MAX,
+                move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            )
+            .collect()
+            .await;
+            let wires: Vec<Wire> = out
+                .into_iter()
+                .map(|e| match e {
+                    Ok(Event::Wire(w)) => w,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(wires.len(), 3, "pieces of {n}");
+            assert_eq!(
+                &wires[1].data[..],
+                b"event: response.output_text.delta\r\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\r"
+            );
+            assert!(
+                wires[2]
+                    .data
+                    .starts_with(b"event: response.completed\ndata: ")
+            );
+            assert_eq!(wires[0].usage, None);
+            let u = wires[2].usage.unwrap();
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+                (5, 2, 7)
+            );
+            assert!(handed_back.swap(false, std::sync::atomic::Ordering::SeqCst));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_responses_stream_cut_before_its_last_event_is_an_error() {
+        let s = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+            b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n",
+        ))]);
+        let out: Vec<_> = responses_events(s, Duration::from_secs(5), u64::MAX, drop)
+            .collect()
+            .await;
+        assert_eq!(out.len(), 2);
+        let e = out[1].as_ref().unwrap_err().to_string();
+        assert!(e.contains("before its response.completed"), "{e}");
+        // `error` and `response.failed` end it too.
+        for last in ["error", "response.failed", "response.incomplete"] {
+            let text = format!("event: {last}\ndata: {{\"type\":\"{last}\"}}\n\n");
+            let s = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(text))]);
+            let out: Vec<_> = responses_events(s, Duration::from_secs(5), u64::MAX, drop)
+                .collect()
+                .await;
+            assert_eq!(out.len(), 1, "{last}: {out:?}");
+            assert!(out[0].is_ok());
+        }
     }
 }

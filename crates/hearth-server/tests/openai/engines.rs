@@ -396,6 +396,7 @@ async fn the_llama_server_preset_serves_the_default_model() {
     // One thread: the test runs beside others on a 2-core machine.
     let toml = format!(
         "[[models]]\nname = \"smol\"\nbackend = \"upstream\"\nmax_concurrency = 2\ncontext_length = 1024\n\
+         responses_api = true\n\
          [models.launch]\npreset = \"llama-server\"\nprogram = {program:?}\nmodel = {:?}\n\
          extra_args = [\"-t\", \"1\"]\nready_timeout = \"120s\"\n",
         gguf.display().to_string()
@@ -438,6 +439,97 @@ async fn the_llama_server_preset_serves_the_default_model() {
     let payloads = crate::harness::sse_payloads(resp).await;
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     assert!(payloads.len() > 2, "{payloads:?}");
+
+    // `responses_api = true`: /v1/responses goes to llama-server's own, and its
+    // answer comes back as it sent it (its `completed_at`, which Hearth's
+    // translation does not write), with the usage counted.
+    let tokens_out = || async {
+        let text = gw
+            .get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(r#"hearth_tokens_total{model="smol",direction="out"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = tokens_out().await;
+    let ask = serde_json::json!({"model": "smol", "input": "Say hi", "max_output_tokens": 6});
+    let resp = gw.post("/v1/responses").json(&ask).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "response", "{v}");
+    assert!(v["completed_at"].is_u64(), "llama-server's own body: {v}");
+    let out = v["usage"]["output_tokens"].as_u64().unwrap();
+    assert!(out > 0, "{v}");
+    assert!(
+        !v["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{v}"
+    );
+    assert_eq!(tokens_out().await, before + out);
+
+    // Streamed: its events as they came, `event:` lines and all, ending at
+    // `response.completed` (this API sends no `[DONE]`).
+    let mut ask_stream = ask.clone();
+    ask_stream["stream"] = true.into();
+    let resp = gw
+        .post("/v1/responses")
+        .json(&ask_stream)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(
+        events[0].starts_with("event: response.created\ndata: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("event: response.output_text.delta\n"),
+        "{text}"
+    );
+    let last = events.last().unwrap();
+    assert!(
+        last.starts_with("event: response.completed\ndata: "),
+        "{text}"
+    );
+    let done: Value = serde_json::from_str(last.split_once("data: ").unwrap().1).unwrap();
+    let out = done["response"]["usage"]["output_tokens"].as_u64().unwrap();
+    assert!(out > 0, "{done}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    assert_eq!(
+        tokens_out().await,
+        before + v["usage"]["output_tokens"].as_u64().unwrap() + out
+    );
+
+    // What only the upstream can answer goes to it: llama-server says itself that
+    // it keeps no responses (the translation would refuse it in Hearth's words).
+    let mut chained = ask.clone();
+    chained["previous_response_id"] = "resp_earlier".into();
+    let resp = gw
+        .post("/v1/responses")
+        .json(&chained)
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = crate::harness::error_of(resp).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("llama.cpp does not support"),
+        "{e}"
+    );
 
     // Its loader's lines are in its log: one context per slot (1024 × 2).
     let log = ready["engine"]["log"].as_str().unwrap().to_owned();

@@ -156,6 +156,147 @@ async fn a_responses_stream_that_breaks_ends_with_response_failed() {
     );
 }
 
+/// A model whose upstream serves the Responses API (`responses_api = true`) gets
+/// the request as the client wrote it, `store: false` added when unsaid, and its
+/// answer goes back as it came; a fallback without that API answers through the
+/// chat translation, and is skipped when the request cannot be translated.
+#[tokio::test]
+async fn responses_pass_through_and_fall_back_to_the_translation() {
+    let up = FakeUpstream::start().await.unwrap();
+    let toml = format!(
+        "{}{}",
+        upstream_model(
+            "native",
+            &up.base_url(),
+            "retries = 0\nresponses_api = true\nupstream_model = \"gpt-x\"\nfallbacks = [\"chat\"]"
+        ),
+        upstream_model("chat", &up.base_url(), "retries = 0"),
+    );
+    let gw = Gateway::start(&toml).await;
+    let stateful = json!({"model": "native", "input": "hi", "previous_response_id": "resp_0",
+                          "tools": [{"type": "web_search"}], "reasoning": {"effort": "low"}});
+
+    // Whole: what only that API has reaches the upstream; its body comes back.
+    let r = gw
+        .post("/v1/responses")
+        .json(&stateful)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["fake_upstream"], true, "{body}");
+    assert_eq!(body["usage"]["output_tokens"], 4, "{body}");
+    let sent = up.received().pop().unwrap();
+    assert_eq!(sent.path, "/v1/responses");
+    let mut want = stateful.clone();
+    want["model"] = json!("gpt-x");
+    want["store"] = json!(false);
+    assert_eq!(sent.body, want);
+    // `store` as the client said it.
+    let mut stored = stateful.clone();
+    stored["store"] = json!(true);
+    let r = gw.post("/v1/responses").json(&stored).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.received().pop().unwrap().body["store"], true);
+
+    // Streamed: the upstream's events, `event:` lines and numbering as it sent them.
+    up.push(Behaviour::ok("Hello there"));
+    let mut streamed = stateful.clone();
+    streamed["stream"] = json!(true);
+    let r = gw
+        .post("/v1/responses")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(
+        events[0].starts_with("event: response.created\ndata: {"),
+        "{text}"
+    );
+    assert!(
+        events
+            .last()
+            .unwrap()
+            .starts_with("event: response.completed\n"),
+        "{text}"
+    );
+    assert!(text.contains(r#""fake_upstream":true"#), "{text}");
+
+    // Cut mid-stream: the events so far, then an `error` event.
+    up.push(Behaviour::DropMidStream { after: 2 });
+    let r = gw
+        .post("/v1/responses")
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 4, "{text}");
+    assert!(
+        events[2].starts_with("event: response.output_text.delta\n"),
+        "{text}"
+    );
+    let (head, data) = events[3].split_once('\n').unwrap();
+    assert_eq!(head, "event: error", "{text}");
+    let e: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].is_string(), "{e}");
+
+    // The upstream refuses (503): the fallback answers through the translation.
+    up.push(Behaviour::Status {
+        status: 503,
+        retry_after: None,
+    });
+    let plain = json!({"model": "native", "input": "hi"});
+    let r = gw.post("/v1/responses").json(&plain).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["model"], "chat", "{body}");
+    assert!(body.get("fake_upstream").is_none(), "{body}");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"],
+        "Hello from the fake upstream."
+    );
+    assert_eq!(up.received().pop().unwrap().path, "/v1/chat/completions");
+    // ... unless the request cannot be translated: the fallback is skipped.
+    up.push(Behaviour::Status {
+        status: 503,
+        retry_after: None,
+    });
+    let hits = up.hits();
+    let r = gw
+        .post("/v1/responses")
+        .json(&stateful)
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(r).await;
+    assert_eq!(status, 503, "{e}");
+    assert_eq!(up.hits(), hits + 1);
+
+    // A model without that API refuses what it cannot translate, naming the setting.
+    let mut direct = stateful.clone();
+    direct["model"] = json!("chat");
+    let r = gw.post("/v1/responses").json(&direct).send().await.unwrap();
+    let (status, e) = error_of(r).await;
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(e["param"], "previous_response_id");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("responses_api = true"),
+        "{e}"
+    );
+    assert_eq!(up.hits(), hits + 1);
+}
+
 /// llama.cpp's `/infill` as llama.vim sends it: a completion with `suffix` to the
 /// upstream (prefix + `prompt` as the prompt), answered in llama.cpp's shape,
 /// whole (only the `response_fields` asked for) or streamed (the last event with
