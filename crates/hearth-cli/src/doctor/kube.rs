@@ -2,8 +2,8 @@
 //! into, asked through its API server with the current kubeconfig (or the pod's
 //! service account): the server reachable and its version, nodes that advertise
 //! `nvidia.com/gpu`, a default StorageClass, an IngressClass, cert-manager when the
-//! values ask for its certificates, and enough allocatable GPUs and memory for the
-//! models of a values file.
+//! values ask for its certificates, and enough free GPUs and memory for the models
+//! of a values file (the nodes' allocatable less what running pods request).
 //!
 //! A handful of read-only GETs over reqwest (the client Hearth already has), not
 //! kube-rs: they do not earn a Kubernetes client and its dependency tree.
