@@ -210,6 +210,18 @@ fn without_a_default_storage_class_claims_would_stay_pending() {
         ),
         "{out}"
     );
+    // This recorded cluster has no pods answer (a 404, as for a user who may not
+    // list pods): the capacity is the nodes' allocatable, and a WARN says so.
+    assert!(
+        has(
+            &out,
+            "WARN  kube  pods          cannot list pods (/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed: 404 (an API this cluster does not serve)): the capacity below does not count what runs already"
+        ) && has(
+            &out,
+            "gpu capacity  1 GPU(s) for 1 engine(s); 1 allocatable (running pods not counted)"
+        ) && out.contains("allocatable (before other workloads)"),
+        "{out}"
+    );
     // one-gpu.yaml asks for IngressClass `public` (MicroK8s'); this is k3s.
     assert!(
         has(
