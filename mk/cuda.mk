@@ -9,8 +9,9 @@
 #   make bench-gpu-pack     the build packed for the GPU benchmark (bench/gpu/run.sh)
 #   make test-cuda          part of `make test`: the GPU benchmark's script run on CPU
 #                           (selftest), and `cargo check --features cuda` beside the cached
-#                           build when HEARTH_CUDA_CHECK=1 (it recompiles ggml-cuda: 20+
-#                           minutes), else a SKIPPED line saying why
+#                           build (about a minute: it reuses that build's llama.cpp), or a
+#                           SKIPPED line saying why (no cache, a cache of another
+#                           llama-cpp-sys-2, HEARTH_CUDA_CHECK=0)
 # CUDA_ARCHS: compute capabilities, `;`-separated: 90 H100/H200 (default), 80 A100,
 # 86 RTX 30xx/A10/A40, 89 RTX 40xx/L4/L40S; 100/120 Blackwell run sm_90's PTX.
 CUDA_ARCHS ?= 90

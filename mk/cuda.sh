@@ -3,8 +3,8 @@
 #   mk/cuda.sh toolkit   install the pinned CUDA wheels and assemble the toolkit root
 #   mk/cuda.sh build     the toolkit, then `hearth` with --features cuda (release)
 #   mk/cuda.sh env       print the build's environment (KEY=VALUE lines, for `check`)
-#   mk/cuda.sh check     `cargo check --features cuda` beside the cached build (with
-#                        HEARTH_CUDA_CHECK=1), else a visible SKIPPED line saying why
+#   mk/cuda.sh check     `cargo check --features cuda` beside the cached build (about a
+#                        minute), else a visible SKIPPED line saying why
 #   mk/cuda.sh path      print the built binary's path
 #
 # The toolkit comes from PyPI (Debian's main archive has none): NVIDIA's CUDA 13.0
@@ -135,16 +135,33 @@ case $mode in
       echo "SKIPPED: cargo check --features cuda (no cached CUDA build under $cache; run make build-cuda once)"
       exit 0
     fi
-    # Measured 2026-12-01: `cargo check` here did not reuse `build`'s cmake folder (the
-    # build script ran in a new OUT_DIR and began compiling ggml-cuda again, 20+
-    # minutes), so `make test` does not run it unless asked to.
-    if [ "${HEARTH_CUDA_CHECK:-0}" != 1 ]; then
-      echo "SKIPPED: cargo check --features cuda (a check beside the cached build recompiles ggml-cuda, 20+ minutes; HEARTH_CUDA_CHECK=1 runs it, make build-cuda builds the feature)"
+    # The check reuses the build's compiled llama.cpp (same target folder, profile,
+    # features and environment: 71 s here, measured 2026-12-01) as long as the
+    # build is of the llama-cpp-sys-2 this tree locks; a build of another version
+    # would be recompiled (ggml-cuda: 50 minutes on 2 cores), so that is a skip.
+    want=$(awk '/^name = "llama-cpp-sys-2"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+    if ! grep -qs "llama-cpp-sys-2-$want/" "$target"/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; then
+      echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target is not of llama-cpp-sys-2 $want, which this tree locks: run make build-cuda)"
       exit 0
     fi
-    # The build's own packages, features and profile.
-    with_env cargo check --release --locked -p hearth-cli --bin hearth --features cuda
-    echo "cargo check --features cuda: ok (CUDA_ARCHS=$archs, $cache)"
+    if [ "${HEARTH_CUDA_CHECK:-1}" = 0 ]; then
+      echo "SKIPPED: cargo check --features cuda (HEARTH_CUDA_CHECK=0)"
+      exit 0
+    fi
+    start=$SECONDS
+    # The build's own packages, features and profile. Bounded: should the cached
+    # llama.cpp be stale after all, the check would start compiling ggml-cuda.
+    set +e
+    with_env timeout "${HEARTH_CUDA_CHECK_TIMEOUT:-900}" \
+      cargo check --release --locked -p hearth-cli --bin hearth --features cuda
+    rc=$?
+    set -e
+    if [ "$rc" = 124 ]; then
+      echo "SKIPPED: cargo check --features cuda ran past ${HEARTH_CUDA_CHECK_TIMEOUT:-900} s: the cached build under $target is stale (it was recompiling llama.cpp); run make build-cuda"
+      exit 0
+    fi
+    [ "$rc" = 0 ] || die "cargo check --features cuda failed (exit $rc)"
+    echo "cargo check --features cuda: ok in $((SECONDS - start)) s (CUDA_ARCHS=$archs, $cache)"
     ;;
   *) die "unknown mode '$mode' (toolkit, build, env, check, path)" ;;
 esac
