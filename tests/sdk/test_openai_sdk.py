@@ -69,6 +69,13 @@ parallel = 2
 tools = "pass"
 
 [[models]]
+name = "fake-responses"
+backend = "upstream"
+base_url = "{upstream}"
+upstream_model = "fake/responses"
+responses_api = true
+
+[[models]]
 name = "fake-tools"
 backend = "upstream"
 base_url = "{upstream}"
@@ -109,7 +116,7 @@ def main():
     def list_and_retrieve_models():
         models = client.models.list()
         ids = [m.id for m in models.data]
-        assert ids == ["fake-chat", "minilm", "smollm2-135m", "fake-tools", "fake-embed"], ids
+        assert ids == ["fake-chat", "minilm", "smollm2-135m", "fake-responses", "fake-tools", "fake-embed"], ids
         assert models.data[1].model_extra["kind"] == "embedding", models.data[1]
         m = client.models.retrieve("fake-chat")
         assert m.id == "fake-chat"
@@ -272,6 +279,20 @@ def main():
             assert e.body["param"] == "previous_response_id", e.body
         else:
             raise AssertionError("expected BadRequestError for previous_response_id")
+
+    @test
+    def responses_api_passed_through_to_an_upstream_that_serves_it():
+        # responses_api = true: the upstream's own answer, whole and streamed, read
+        # by the SDK as it reads OpenAI's; what only that API has goes through.
+        r = client.responses.create(model="fake-responses", input="hi", previous_response_id="resp_x",
+                                    store=True)
+        assert r.output_text == "Hello from the fake upstream.", r
+        assert r.model == "fake/responses" and r.usage.output_tokens > 0, r
+        events = list(client.responses.create(model="fake-responses", input="hi", stream=True))
+        kinds = [e.type for e in events]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed", kinds
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert deltas == events[-1].response.output_text == "Hello from the fake upstream.", events[-1]
 
     @test
     def tools_on_the_embedded_model_required_named_and_streamed():
