@@ -91,9 +91,14 @@ impl Usage {
 /// A pod's request of `resource` as the scheduler counts it: the larger of its
 /// containers' sum (with the sidecars, init containers that keep running) and the
 /// peak of its init containers (each with the sidecars started before it), plus
-/// the pod's overhead.
+/// the pod's overhead; a pod-level request (`spec.resources`, Kubernetes 1.34)
+/// stands for the containers'.
 fn effective_request(pod: &Value, resource: &str) -> f64 {
     let spec = &pod["spec"];
+    let overhead = quantity(&spec["overhead"][resource]).unwrap_or(0.0);
+    if let Some(whole) = quantity(&spec["resources"]["requests"][resource]) {
+        return whole + overhead;
+    }
     let list = |field: &str| spec[field].as_array().cloned().unwrap_or_default();
     let containers: f64 = list("containers")
         .iter()
@@ -110,7 +115,6 @@ fn effective_request(pod: &Value, resource: &str) -> f64 {
             init_peak = init_peak.max(sidecars + r);
         }
     }
-    let overhead = quantity(&spec["overhead"][resource]).unwrap_or(0.0);
     (containers + sidecars).max(init_peak) + overhead
 }
 
@@ -156,6 +160,12 @@ mod tests {
         }});
         // The init peak 100Mi + 300Mi beats the running 300Mi.
         assert_eq!(effective_request(&pod, "memory"), 400.0 * MI);
+        let pod = json!({"spec": {
+            "resources": {"requests": {"memory": "1Gi"}},
+            "containers": [{"name": "app", "resources": {"requests": {"memory": "200Mi"}}}]
+        }});
+        // A pod-level request is the pod's.
+        assert_eq!(effective_request(&pod, "memory"), 1024.0 * MI);
     }
 
     #[test]
