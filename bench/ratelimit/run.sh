@@ -2,8 +2,9 @@
 # Rate limits counted in Redis vs in the process: the same Hearth build and load,
 # side by side in one run, against the canned nginx upstream of bench/gateway.
 #   local   [limits] backend = "local"  (token buckets in the process)
-#   redis   [limits] backend = "redis"  (one Lua script per request on a private
-#           redis-server on loopback, as a replica would use a Redis next to it)
+#   redis   [limits] backend = "redis"  (Lua scripts on a private redis-server on
+#           loopback, as a replica would use a Redis next to it; the admissions and
+#           settlements that arrive together share one script call)
 # Both serve one key whose limits are far above the load (so every request pays for
 # the check and none is refused: refusals would be cheaper and flatter the result).
 # Throughput at saturation (wrk -c64), non-streaming, median of ROUNDS interleaved
@@ -111,8 +112,10 @@ print("| --- | ---: | --- |")
 print(f"| in the process (local) | {st.median(l):.0f} | {' '.join(f'{x:.0f}' for x in l)} |")
 print(f"| in Redis | {st.median(r):.0f} | {' '.join(f'{x:.0f}' for x in r)} |")
 print()
+calls = float(sys.argv[3] or 0)
+per_call = f" ({nr / calls:.1f} requests per call)" if calls else ""
 print(f"Redis-backed / local: {st.median(ratios):.2f}x (per round: {' '.join(f'{x:.2f}' for x in ratios)}); target >= 0.8x. "
-      f"Scripts run by Redis: {sys.argv[3] or 0}.")
+      f"Script calls run by Redis: {calls:.0f}{per_call}.")
 print()
 print("| CPU time per request | µs |")
 print("| --- | ---: |")

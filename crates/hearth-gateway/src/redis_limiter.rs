@@ -212,23 +212,22 @@ impl Limiter for RedisLimiter {
             }
         };
         let ms = |i: usize| v[i].max(0) as f64 / 1000.0;
-        if v[0] != 1 {
-            let (req_wait, tok_wait) = (ms(1), ms(2));
-            return Err(rate_limited(who, req_wait, tok_wait));
+        if v[0] < 0 {
+            return Err(rate_limited(who, ms(1), ms(2)));
         }
         let mut q = Quota::default();
         if who.rpm > 0 {
             q.requests = Some(QuotaLine {
                 limit: u64::from(who.rpm),
-                remaining: v[3].max(0) as u64,
-                reset_secs: ms(5),
+                remaining: v[0] as u64,
+                reset_secs: ms(2),
             });
         }
         if who.tpm > 0 {
             q.tokens = Some(QuotaLine {
                 limit: who.tpm,
-                remaining: v[4].max(0) as u64,
-                reset_secs: ms(6),
+                remaining: v[1].max(0) as u64,
+                reset_secs: ms(3),
             });
         }
         Ok(q)

@@ -325,3 +325,40 @@ async fn a_stalled_redis_follows_the_policy_within_the_timeout() {
     }
     assert!(counted, "the limiter never counted again after the stall");
 }
+
+/// Settlements that wait together (here five, queued before the limiter's task
+/// can run) go as one entry of one script call, and count as they would one by
+/// one: given back and taken, summed.
+#[tokio::test]
+async fn settlements_queued_together_count_as_one_by_one() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let l = limiter(&redis.url(), RedisFailurePolicy::Closed);
+    let who = key("s", 0, 1000);
+    for _ in 0..5 {
+        l.admit(&who, 100).await.unwrap();
+    }
+    let before = script_calls(&redis);
+    for _ in 0..3 {
+        l.settle(&who, 100, 50);
+    }
+    for _ in 0..2 {
+        l.settle(&who, 100, 130);
+    }
+    // 500 left, +150 given back, -60 taken: 590 (and the refill of a few ms).
+    let mut left = 0;
+    for _ in 0..100 {
+        left = l.admit(&who, 0).await.unwrap().tokens.unwrap().remaining;
+        if left >= 590 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!((590..600).contains(&left), "{left}");
+    let calls = script_calls(&redis) - before;
+    assert!(
+        calls <= 3,
+        "five settlements and a look took {calls} script calls"
+    );
+}

@@ -28,83 +28,103 @@ const MAX_BATCH: usize = 256;
 /// (within their timeout), so a stalled Redis cannot grow the queue without bound.
 pub(super) const QUEUE: usize = 4096;
 
-/// The buckets of every key in `KEYS` (each once), then the entries: five `ARGV`
-/// each, in arrival order: the key's index in `KEYS`, the operation (`1` admits
-/// `tokens`, `2` settles: gives back `tokens`, negative takes), rpm, tpm, tokens.
+/// Every slot (a key with its limits) in `KEYS`, each once. `ARGV`: the entries,
+/// two each, in arrival order: the slot's index (positive admits, negative
+/// settles) and the tokens (to admit; or to give back, negative: to take); then
+/// the slots' limits, rpm and tpm, two per slot in `KEYS`' order.
 ///
 /// The buckets are [`crate::LocalLimiter`]'s: `r` requests and `t` tokens, refilled
 /// continuously to Redis's own clock (`TIME`, so replicas with skewed clocks agree),
-/// `at` the time of the levels; a missing hash is full buckets. An admission
-/// answers seven integers: `1, 0, 0, requests left, tokens left, ms until requests
-/// full, ms until tokens full`, or `0, request wait ms, token wait ms, 0, 0, 0, 0`
-/// (a refusal takes nothing); a settlement answers nothing. A request larger than
-/// the minute's budget waits for a full bucket and runs it into debt. Each hash
-/// written expires once both buckets would be full again (the caps keep an absurd
-/// debt an integer Redis can take). Straight-line code: no closures, no string
-/// formatting (Redis writes a Lua number as `%.17g`, exactly).
+/// `at` the time of the levels; a missing hash is full buckets. Each hash is read
+/// once and written once per call (its levels carried between the entries), so two
+/// entries of one key see each other in order. An admission answers four integers:
+/// `requests left, tokens left, ms until requests full, ms until tokens full`, or
+/// `-1, request wait ms, token wait ms, 0` (a refusal takes nothing); a settlement
+/// answers nothing. A request larger than the minute's budget waits for a full
+/// bucket and runs it into debt. Each hash written expires once both buckets would
+/// be full again (the caps keep an absurd debt an integer Redis can take).
+/// Straight-line code: no closures, no string formatting (Redis writes a Lua
+/// number as `%.17g`, exactly), `math`'s functions as locals (a global lookup
+/// each), and as few arguments per entry as it can: Redis turns each into a
+/// string object and `tonumber` parses it again.
 const SCRIPT: &str = r#"
+local floor, ceil, min, max = math.floor, math.ceil, math.min, math.max
 local t = redis.call('TIME')
-local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local levels, order, out = {}, {}, {}
-for i = 1, #ARGV, 5 do
+local now = t[1] * 1000 + floor(t[2] / 1000)
+local entries = #ARGV - 2 * #KEYS
+local rpms, tpms = {}, {}
+for k = 1, #KEYS do
+  rpms[k] = tonumber(ARGV[entries + 2 * k - 1])
+  tpms[k] = tonumber(ARGV[entries + 2 * k])
+end
+local levels, order, out, no = {}, {}, {}, 0
+for i = 1, entries, 2 do
   local k = tonumber(ARGV[i])
-  local rpm = tonumber(ARGV[i + 2])
-  local tpm = tonumber(ARGV[i + 3])
-  local n = tonumber(ARGV[i + 4])
-  local s = levels[k]
+  local n = tonumber(ARGV[i + 1])
+  local admit = k > 0
+  if not admit then k = -k end
+  local rpm, tpm, key = rpms[k], tpms[k], KEYS[k]
+  local s = levels[key]
   if s == nil then
-    local h = redis.call('HMGET', KEYS[k], 'r', 't', 'at')
+    local h = redis.call('HMGET', key, 'r', 't', 'at')
     s = {tonumber(h[1]), tonumber(h[2]), tonumber(h[3]), 0, 0, false}
-    levels[k] = s
+    levels[key] = s
   end
   local r = s[1] or rpm
   local tk = s[2] or tpm
   local dt = now - (s[3] or now)
   if dt < 0 then dt = 0 end
-  if rpm > 0 then r = math.min(rpm, r + dt * rpm / 60000) end
-  if tpm > 0 then tk = math.min(tpm, tk + dt * tpm / 60000) end
+  if rpm > 0 then r = min(rpm, r + dt * rpm / 60000) end
+  if tpm > 0 then tk = min(tpm, tk + dt * tpm / 60000) end
   local take = true
-  if ARGV[i + 1] == '1' then
+  if admit then
     local rwait, twait = 0, 0
-    if rpm > 0 and r < 1 then rwait = math.min(1e15, math.ceil((1 - r) * 60000 / rpm)) end
+    if rpm > 0 and r < 1 then rwait = min(1e15, ceil((1 - r) * 60000 / rpm)) end
     if tpm > 0 then
-      local need = math.min(n, tpm)
-      if tk < need then twait = math.min(1e15, math.ceil((need - tk) * 60000 / tpm)) end
+      local need = min(n, tpm)
+      if tk < need then twait = min(1e15, ceil((need - tk) * 60000 / tpm)) end
     end
-    local o = #out
     if rwait > 0 or twait > 0 then
       take = false
-      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6], out[o + 7] = 0, rwait, twait, 0, 0, 0, 0
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4] = -1, rwait, twait, 0
     else
       if rpm > 0 then r = r - 1 end
       if tpm > 0 then tk = tk - n end
       local rfull, tfull = 0, 0
-      if rpm > 0 then rfull = math.min(1e15, math.ceil((rpm - r) * 60000 / rpm)) end
-      if tpm > 0 then tfull = math.min(1e15, math.ceil((tpm - tk) * 60000 / tpm)) end
-      out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5], out[o + 6], out[o + 7] = 1, 0, 0, math.floor(math.max(r, 0)), math.floor(math.max(tk, 0)), rfull, tfull
+      if rpm > 0 then rfull = min(1e15, ceil((rpm - r) * 60000 / rpm)) end
+      if tpm > 0 then tfull = min(1e15, ceil((tpm - tk) * 60000 / tpm)) end
+      out[no + 1], out[no + 2], out[no + 3], out[no + 4] = floor(max(r, 0)), floor(max(tk, 0)), rfull, tfull
     end
+    no = no + 4
   elseif tpm > 0 then
-    tk = math.min(tpm, tk + n)
+    tk = min(tpm, tk + n)
   end
   if take then
-    if not s[6] then order[#order + 1] = k end
+    if not s[6] then order[#order + 1] = key end
     s[1], s[2], s[3], s[4], s[5], s[6] = r, tk, now, rpm, tpm, true
   end
 end
 for j = 1, #order do
-  local s = levels[order[j]]
+  local key = order[j]
+  local s = levels[key]
   local r, tk, rpm, tpm = s[1], s[2], s[4], s[5]
   local rfull, tfull = 0, 0
-  if rpm > 0 then rfull = math.min(1e15, math.ceil((rpm - r) * 60000 / rpm)) end
-  if tpm > 0 then tfull = math.min(1e15, math.ceil((tpm - tk) * 60000 / tpm)) end
-  redis.call('HSET', KEYS[order[j]], 'r', r, 't', tk, 'at', now)
-  redis.call('PEXPIRE', KEYS[order[j]], math.max(rfull, tfull) + 1000)
+  if rpm > 0 then rfull = min(1e15, ceil((rpm - r) * 60000 / rpm)) end
+  if tpm > 0 then tfull = min(1e15, ceil((tpm - tk) * 60000 / tpm)) end
+  redis.call('HSET', key, 'r', r, 't', tk, 'at', now)
+  redis.call('PEXPIRE', key, max(rfull, tfull) + 1000)
 end
 return out
 "#;
 
-/// An admission's answer: the script's seven integers, or why there are none.
-pub(super) type Answer = Result<[i64; 7], Arc<str>>;
+/// An admission's answer: the script's four integers, or why there are none.
+pub(super) type Answer = Result<[i64; 4], Arc<str>>;
+
+/// A slot of a call: a key and the limits its entries are counted against.
+type Slot = (Arc<str>, u32, u64);
+
+/// A slot's index in `KEYS` (from 1), and where its settlement is among the entries.
+type SlotAt = (usize, Option<usize>);
 
 /// One request's business with Redis.
 pub(super) struct Entry {
@@ -122,6 +142,11 @@ pub(super) enum Op {
     Settle(i64),
 }
 
+enum Tokens {
+    Admit(u64),
+    Settle(i64),
+}
+
 /// What the task needs besides its queue.
 pub(super) struct Batcher {
     pub conn: ConnectionManager,
@@ -136,15 +161,15 @@ impl Batcher {
     pub(super) async fn run(mut self, mut queue: mpsc::Receiver<Entry>) {
         let script = redis::Script::new(SCRIPT);
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut keys: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut slots: HashMap<Slot, SlotAt> = HashMap::new();
         while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
             // An admission whose caller stopped waiting (its timeout) is not counted.
             batch.retain(|e| !matches!(&e.op, Op::Admit(_, tx) if tx.is_closed()));
             if !batch.is_empty() {
-                self.send(&script, &mut keys, &mut batch).await;
+                self.send(&script, &mut slots, &mut batch).await;
             }
             batch.clear();
-            keys.clear();
+            slots.clear();
         }
     }
 
@@ -152,39 +177,69 @@ impl Batcher {
     async fn send(
         &mut self,
         script: &redis::Script,
-        keys: &mut HashMap<Arc<str>, usize>,
+        slots: &mut HashMap<Slot, SlotAt>,
         batch: &mut Vec<Entry>,
     ) {
         let mut call = script.prepare_invoke();
+        let mut limits = Vec::new();
         let mut admissions = 0;
+        // (slot, tokens): an admission's slot is positive, a settlement's negative
+        // (its tokens saturated: a debt past i64 is a wait as long).
+        let mut entries: Vec<(i64, Tokens)> = Vec::with_capacity(batch.len());
         for e in batch.iter() {
-            let next = keys.len() + 1;
-            let k = *keys.entry(e.id.clone()).or_insert_with(|| {
-                call.key(format!("{}:ratelimit:{}", self.prefix, e.id));
-                next
-            });
-            call.arg(k);
+            let next = slots.len() + 1;
+            let (k, settled_at) = slots
+                .entry((e.id.clone(), e.rpm, e.tpm))
+                .or_insert_with(|| {
+                    call.key(format!("{}:ratelimit:{}", self.prefix, e.id));
+                    limits.push((e.rpm, e.tpm));
+                    (next, None)
+                });
+            let k = *k as i64;
             match &e.op {
                 Op::Admit(tokens, _) => {
                     admissions += 1;
-                    call.arg(1).arg(e.rpm).arg(e.tpm).arg(*tokens)
+                    entries.push((k, Tokens::Admit(*tokens)));
                 }
-                Op::Settle(delta) => call.arg(2).arg(e.rpm).arg(e.tpm).arg(*delta),
+                // A key's settlements in one call become one, where the first was:
+                // settling is fire-and-forget, so its order against the call's
+                // admissions is no one's promise, and half the entries are saved
+                // under load (every answered request settles).
+                Op::Settle(delta) => match settled_at {
+                    Some(at) => {
+                        if let Some((_, Tokens::Settle(sum))) = entries.get_mut(*at) {
+                            *sum = sum.saturating_add(*delta);
+                        }
+                    }
+                    None => {
+                        *settled_at = Some(entries.len());
+                        entries.push((-k, Tokens::Settle(*delta)));
+                    }
+                },
+            }
+        }
+        for (k, tokens) in entries {
+            match tokens {
+                Tokens::Admit(n) => call.arg(k).arg(n),
+                Tokens::Settle(n) => call.arg(k).arg(n),
             };
+        }
+        for (rpm, tpm) in limits {
+            call.arg(rpm).arg(tpm);
         }
         let answer =
             tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut self.conn)).await;
         let why: Arc<str> = match answer {
-            Ok(Ok(v)) if v.len() == 7 * admissions => {
-                let mut answers = v.chunks_exact(7);
+            Ok(Ok(v)) if v.len() == 4 * admissions => {
+                let mut answers = v.chunks_exact(4);
                 for e in batch.drain(..) {
                     if let Op::Admit(_, tx) = e.op
                         && let Some(a) = answers.next()
                     {
-                        let mut seven = [0; 7];
-                        seven.copy_from_slice(a);
+                        let mut four = [0; 4];
+                        four.copy_from_slice(a);
                         // A caller that stopped waiting has already had its answer.
-                        let _ = tx.send(Ok(seven));
+                        let _ = tx.send(Ok(four));
                     }
                 }
                 return;
