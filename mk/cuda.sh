@@ -144,6 +144,13 @@ case $mode in
       echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target is not of llama-cpp-sys-2 $want, which this tree locks: run make build-cuda)"
       exit 0
     fi
+    # The engine builds llama.cpp with its multimodal library (`mtmd`, for images):
+    # a cached build from before has none, and the check would compile it all again.
+    if grep -q '"mtmd"' crates/hearth-engine/Cargo.toml \
+      && ! grep -qs 'LLAMA_BUILD_MTMD:BOOL=ON' "$target"/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; then
+      echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target has no mtmd, which the engine now builds: run make build-cuda)"
+      exit 0
+    fi
     if [ "${HEARTH_CUDA_CHECK:-1}" = 0 ]; then
       echo "SKIPPED: cargo check --features cuda (HEARTH_CUDA_CHECK=0)"
       exit 0

@@ -120,6 +120,10 @@ pub struct EmbeddedConfig {
     /// representation learning, so a request's `dimensions` below the model's own
     /// cuts each vector to its first values (scaled back to unit length).
     pub matryoshka: bool,
+    /// A multimodal projector GGUF (`mmproj-*.gguf`, as published beside vision
+    /// models such as Qwen2.5-VL, Gemma 3 or SmolVLM): with it the model reads
+    /// images in chat messages (through llama.cpp's `mtmd`), and says `vision`.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// `backend = "upstream"`: an OpenAI-compatible server over HTTP.
@@ -308,6 +312,7 @@ pub const EMBEDDED_KEYS: &[&str] = &[
     "threads",
     "gpu_layers",
     "matryoshka",
+    "mmproj",
 ];
 pub const UPSTREAM_KEYS: &[&str] = &[
     "base_url",
@@ -394,6 +399,8 @@ struct ModelToml {
     gpu_layers: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     matryoshka: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mmproj: Option<PathBuf>,
 }
 
 fn is_chat(k: &ModelKind) -> bool {
@@ -437,6 +444,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                     ("threads", t.threads.is_some()),
                     ("gpu_layers", t.gpu_layers.is_some()),
                     ("matryoshka", t.matryoshka.is_some()),
+                    ("mmproj", t.mmproj.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, set)| set.then_some(k))
@@ -472,6 +480,7 @@ impl TryFrom<ModelToml> for ModelConfig {
             ));
         }
         let defaults = ModelConfig::default();
+        let has_mmproj = t.mmproj.is_some();
         let backend = match kind {
             BackendKind::Embedded => ModelBackend::Embedded(EmbeddedConfig {
                 path: t.path.unwrap_or_default(),
@@ -482,6 +491,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                 threads: t.threads,
                 gpu_layers: t.gpu_layers,
                 matryoshka: t.matryoshka.unwrap_or(false),
+                mmproj: t.mmproj,
             }),
             BackendKind::Upstream => {
                 let d = UpstreamConfig::default();
@@ -511,7 +521,8 @@ impl TryFrom<ModelToml> for ModelConfig {
             retries: t.retries.unwrap_or(defaults.retries),
             retry_unanswered: t.retry_unanswered,
             fallbacks: t.fallbacks,
-            vision: t.vision,
+            // A projector makes an embedded model a vision model.
+            vision: t.vision || has_mmproj,
             defaults: t.defaults,
             tools: t.tools,
             purpose: t.kind,
@@ -549,6 +560,7 @@ impl From<ModelConfig> for ModelToml {
                 t.threads = e.threads;
                 t.gpu_layers = e.gpu_layers;
                 t.matryoshka = e.matryoshka.then_some(true);
+                t.mmproj = e.mmproj;
             }
             ModelBackend::Upstream(u) => {
                 t.backend = BackendKind::Upstream;

@@ -105,8 +105,10 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
             );
         }
         if m.purpose == crate::ModelKind::Embedding {
+            let mmproj = m.embedded_config().is_some_and(|e| e.mmproj.is_some());
             let chat_only = [
-                ("vision", m.vision),
+                ("mmproj", mmproj),
+                ("vision", m.vision && !mmproj),
                 ("tools", m.tools.is_some()),
                 ("defaults", !m.defaults.is_empty()),
             ];

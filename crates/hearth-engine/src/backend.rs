@@ -53,6 +53,8 @@ impl LoadGate {
 /// A GGUF model served in-process by llama.cpp.
 pub struct EmbeddedBackend {
     name: String,
+    /// It has a projector (`mmproj`): image parts in chat messages are read.
+    vision: bool,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
@@ -147,11 +149,13 @@ impl EmbeddedBackend {
                 .map_err(EngineError::Spawn)?;
             return Ok(Arc::new(EmbeddedBackend {
                 name: cfg.name.clone(),
+                vision: false,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
                 thread: Mutex::new(Some(thread)),
             }));
         }
+        let vision = settings.mmproj.is_some();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
@@ -172,6 +176,7 @@ impl EmbeddedBackend {
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
             name: cfg.name.clone(),
+            vision,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
@@ -308,7 +313,7 @@ impl Backend for EmbeddedBackend {
             ))));
             return Ok(futures::stream::iter(events).boxed());
         }
-        request::check_text_only(request, &self.name).map_err(BackendError::Invalid)?;
+        request::check_content(request, &self.name, self.vision).map_err(BackendError::Invalid)?;
         let req = request::from_router(request).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);

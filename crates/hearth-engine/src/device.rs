@@ -258,6 +258,7 @@ mod tests {
             threads: 1,
             gpu_layers: 0,
             matryoshka: false,
+            mmproj: None,
         };
         loading(&s, Part::Weights).done(Some(2));
         loading(&s, Part::Context).done(None);

@@ -35,10 +35,14 @@ pub struct Pending {
     pub echo: Option<String>,
     /// Each token's log probability, with this many of the likeliest beside it.
     pub logprobs: Option<usize>,
+    /// The prompt's images (placeholders in `prompt`), for the decode thread.
+    pub media: Vec<crate::vision::Media>,
 }
 
 pub struct Intake<'m> {
     pub model: &'m LlamaModel,
+    /// The model's projector, when it reads images.
+    pub vision: Option<&'m crate::vision::Vision>,
     pub template: Option<LlamaChatTemplate>,
     pub n_ctx: usize,
     pub hook: Option<IntakeHook>,
@@ -78,7 +82,32 @@ impl Intake<'_> {
     }
 
     fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
-        let prompt = llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?;
+        let (prompt, media) = match (&r.prompt, r.images.is_empty(), self.vision) {
+            (_, true, _) => (
+                llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?,
+                Vec::new(),
+            ),
+            (PromptInput::Chat(messages), false, Some(vision)) => {
+                let text = llama::render_chat(self.model, self.template.as_ref(), messages)?;
+                vision.tokenize(self.model, &text, &r.images)?
+            }
+            _ => {
+                return Err(ApiError::invalid_param(
+                    "messages",
+                    "this model reads no images (it has no `mmproj` projector)",
+                )
+                .with_code("unsupported_content"));
+            }
+        };
+        if prompt
+            .last()
+            .is_some_and(|t| crate::vision::is_placeholder(*t))
+        {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "the prompt ends with an image: the chat template put no text after it",
+            ));
+        }
         let n_prompt = prompt.len();
         let room = self.n_ctx.saturating_sub(n_prompt);
         let asked = r.params.max_tokens.map(|m| m as usize);
@@ -111,6 +140,7 @@ impl Intake<'_> {
             text: TextStream::new(r.params.stop.clone()),
             echo,
             logprobs: r.params.logprobs,
+            media,
         })
     }
 }

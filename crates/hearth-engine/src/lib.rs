@@ -44,6 +44,7 @@ mod scheduler;
 pub mod settings;
 mod text;
 mod tools;
+mod vision;
 
 pub use backend::{EmbeddedBackend, EngineStats, LoadGate};
 pub use fetch::FetchingBackend;

@@ -1,7 +1,9 @@
 //! A router request turned into what the scheduler needs: the prompt to render and
 //! the sampling parameters, with every unsupported field rejected up front.
 
-use hearth_api::{ApiError, ChatCompletionRequest, CompletionRequest, MessageContent, Prompt};
+use hearth_api::{
+    ApiError, ChatCompletionRequest, ChatMessage, CompletionRequest, MessageContent, Prompt,
+};
 use hearth_router::Request;
 use serde_json::Value;
 
@@ -83,6 +85,9 @@ pub struct GenRequest {
     pub tools: Option<ToolMode>,
     /// How many choices (`n`): each one is a request of its own to the scheduler.
     pub choices: u32,
+    /// The images of a chat's messages (their files' bytes), each standing at a
+    /// marker in the messages' text (see `vision`).
+    pub images: Vec<Vec<u8>>,
 }
 
 impl GenRequest {
@@ -116,11 +121,11 @@ pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
     }
 }
 
-/// Refuses a chat request whose messages hold parts the engine cannot read (an
-/// `image_url`, audio...): the engine's models read text, and dropping the image
-/// would answer a question about a picture it never saw. 400, naming `model` and
-/// what to do instead.
-pub fn check_text_only(request: &Request, model: &str) -> Result<(), ApiError> {
+/// Refuses a chat request whose messages hold parts the engine cannot read: an
+/// image when the model has no projector (`mmproj`), an image given by URL rather
+/// than inline, audio... Dropping the part would answer a question about a
+/// picture the model never saw. 400, naming the part and what to do instead.
+pub fn check_content(request: &Request, model: &str, vision: bool) -> Result<(), ApiError> {
     let Request::Chat(r) = request else {
         return Ok(());
     };
@@ -128,27 +133,96 @@ pub fn check_text_only(request: &Request, model: &str) -> Result<(), ApiError> {
         let Some(MessageContent::Parts(parts)) = &m.content else {
             continue;
         };
-        let other = parts
-            .iter()
-            .map(|p| p.get("type").and_then(Value::as_str).unwrap_or("(none)"))
-            .find(|t| *t != "text");
-        let Some(kind) = other else { continue };
-        let param = format!("messages[{i}].content");
-        let message = if matches!(kind, "image_url" | "image" | "input_image") {
-            format!(
-                "model `{model}` cannot see images (messages[{i}] has an `{kind}` part): it runs on the \
-                 embedded engine, which reads text only; configure a vision model (an upstream such as \
-                 Qwen2.5-VL, marked `vision = true` in its [[models]] entry) and send images to it"
-            )
-        } else {
-            format!(
-                "model `{model}` reads text only; messages[{i}] has a `{kind}` part, which the \
-                 embedded engine cannot use"
-            )
-        };
-        return Err(ApiError::invalid_param(param, message).with_code("unsupported_content"));
+        for (j, p) in parts.iter().enumerate() {
+            let kind = p.get("type").and_then(Value::as_str).unwrap_or("(none)");
+            let param = format!("messages[{i}].content[{j}]");
+            let message = match kind {
+                "text" => continue,
+                "image_url" if vision => match image_url(p) {
+                    Some(url) if url.starts_with("data:") => continue,
+                    Some(_) => format!(
+                        "model `{model}` reads images sent inline, as `data:` URLs (data:image/png;base64,...);                          the embedded engine does not fetch URLs: download the image and send its bytes"
+                    ),
+                    None => "an `image_url` part needs `image_url.url`".to_owned(),
+                },
+                "image_url" | "image" | "input_image" => format!(
+                    "model `{model}` cannot see images (messages[{i}] has an `{kind}` part): it runs on the \
+                     embedded engine without a projector; give it the `mmproj` file published with a vision \
+                     model (see docs/models.md), or send images to a vision model (an upstream such as \
+                     Qwen2.5-VL, marked `vision = true` in its [[models]] entry)"
+                ),
+                _ => format!(
+                    "model `{model}` reads text{}; messages[{i}] has a `{kind}` part, which the \
+                     embedded engine cannot use",
+                    if vision { " and images" } else { " only" }
+                ),
+            };
+            return Err(ApiError::invalid_param(param, message).with_code("unsupported_content"));
+        }
     }
     Ok(())
+}
+
+/// The URL of an `image_url` part (`{"image_url": {"url": …}}`, or the URL
+/// itself as some clients write it).
+fn image_url(part: &Value) -> Option<&str> {
+    let v = part.get("image_url")?;
+    v.get("url").and_then(Value::as_str).or_else(|| v.as_str())
+}
+
+/// Chat messages with each image part a marker in their text (borrowed as they
+/// came when they hold none), and the images' bytes in order.
+type Marked<'a> = (std::borrow::Cow<'a, [ChatMessage]>, Vec<Vec<u8>>);
+
+/// The chat's messages with each image part a marker in their text, and the
+/// images' bytes in order (a `data:` URL's, base64 or as written).
+fn with_image_markers(messages: &[ChatMessage]) -> Result<Marked<'_>, ApiError> {
+    let has_images = messages.iter().any(|m| {
+        matches!(&m.content, Some(MessageContent::Parts(parts))
+            if parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url")))
+    });
+    if !has_images {
+        return Ok((std::borrow::Cow::Borrowed(messages), Vec::new()));
+    }
+    let marker = llama_cpp_2::mtmd::mtmd_default_marker();
+    let mut images = Vec::new();
+    let mut out = messages.to_vec();
+    for (i, m) in out.iter_mut().enumerate() {
+        let Some(MessageContent::Parts(parts)) = &mut m.content else {
+            continue;
+        };
+        for (j, p) in parts.iter_mut().enumerate() {
+            if p.get("type").and_then(Value::as_str) != Some("image_url") {
+                continue;
+            }
+            let url = image_url(p).unwrap_or_default();
+            let bytes = data_url_bytes(url).ok_or_else(|| {
+                ApiError::invalid_param(
+                    format!("messages[{i}].content[{j}].image_url.url"),
+                    "not a `data:` URL with a base64 image (data:image/png;base64,...)",
+                )
+                .with_code("invalid_image")
+            })?;
+            images.push(bytes);
+            *p = serde_json::json!({"type": "text", "text": marker});
+        }
+    }
+    Ok((std::borrow::Cow::Owned(out), images))
+}
+
+/// The bytes of a `data:` URL: base64 when it says `;base64`, else its text.
+fn data_url_bytes(url: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let (head, data) = url.strip_prefix("data:")?.split_once(',')?;
+    if head.ends_with(";base64") {
+        let data: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .ok()
+            .filter(|b| !b.is_empty())
+    } else {
+        (!data.is_empty()).then(|| data.as_bytes().to_vec())
+    }
 }
 
 /// The most choices (`n`) one request may ask of the embedded engine: each is a
@@ -446,13 +520,15 @@ fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
         logprobs: chat_logprobs(r)?,
         ..params
     };
+    let (messages, images) = with_image_markers(&r.messages)?;
     Ok(GenRequest {
         endpoint: Endpoint::Chat,
-        prompt: PromptInput::Chat(tools::messages(&r.messages, tools.as_ref())),
+        prompt: PromptInput::Chat(tools::messages(&messages, tools.as_ref())),
         params,
         echo: false,
         tools,
         choices,
+        images,
     })
 }
 
@@ -553,6 +629,7 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
         choices,
         prompt,
         params,
+        images: Vec::new(),
     })
 }
 
@@ -578,29 +655,68 @@ mod tests {
             )
         };
         let text = req(json!([{"type": "text", "text": "hi"}]));
-        assert!(check_text_only(&text, "small").is_ok());
+        assert!(check_content(&text, "small", false).is_ok());
         let image = req(json!([
             {"type": "text", "text": "what is this?"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}
         ]));
-        let e = check_text_only(&image, "small").unwrap_err();
+        let e = check_content(&image, "small", false).unwrap_err();
         assert_eq!(e.status(), 400);
-        assert_eq!(e.param.as_deref(), Some("messages[1].content"));
+        assert_eq!(e.param.as_deref(), Some("messages[1].content[1]"));
         assert_eq!(e.code.as_deref(), Some("unsupported_content"));
         assert!(
             e.message.starts_with("model `small` cannot see images")
-                && e.message.contains("vision = true"),
+                && e.message.contains("vision = true")
+                && e.message.contains("mmproj"),
             "{}",
             e.message
         );
+        // With a projector: inline images are read, URLs are not fetched.
+        assert!(check_content(&image, "small", true).is_ok());
+        let remote = req(
+            json!([{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]),
+        );
+        let e = check_content(&remote, "small", true).unwrap_err();
+        assert!(e.message.contains("`data:` URLs"), "{}", e.message);
         let audio =
             req(json!([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]));
-        assert!(
-            check_text_only(&audio, "small")
-                .unwrap_err()
-                .message
-                .contains("`input_audio`")
+        for vision in [false, true] {
+            assert!(
+                check_content(&audio, "small", vision)
+                    .unwrap_err()
+                    .message
+                    .contains("`input_audio`")
+            );
+        }
+    }
+
+    #[test]
+    fn images_become_markers_in_the_text_and_bytes_beside_it() {
+        // "hello" in base64, and percent-free plain data.
+        let r = chat(json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Compare "},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVs bG8="}},
+            {"type": "text", "text": " and "},
+            {"type": "image_url", "image_url": {"url": "data:text/plain,raw"}}
+        ]}]}))
+        .unwrap();
+        let marker = llama_cpp_2::mtmd::mtmd_default_marker();
+        assert_eq!(
+            r.prompt,
+            PromptInput::Chat(vec![(
+                "user".into(),
+                format!("Compare {marker} and {marker}")
+            )])
         );
+        assert_eq!(r.images, vec![b"hello".to_vec(), b"raw".to_vec()]);
+        let e = chat(json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}]}]}))
+        .unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content[0].image_url.url")
+        );
+        assert_eq!(e.code.as_deref(), Some("invalid_image"));
     }
 
     #[test]

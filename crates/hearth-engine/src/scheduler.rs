@@ -46,6 +46,7 @@ use crate::llama;
 use crate::request::GenRequest;
 use crate::settings::{STEP_TOKENS, Settings};
 use crate::text::TextStream;
+use crate::vision::{Media, Vision};
 
 /// Prompt tokens prefilled per step while other sequences are generating: small
 /// enough that their next token is only briefly delayed, large enough that the
@@ -225,6 +226,10 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
         Ok(c) => c,
         Err(e) => return fail(&shared, &settings, e),
     };
+    let vision = match Vision::load(&model, &settings) {
+        Ok(v) => v,
+        Err(e) => return fail(&shared, &settings, e),
+    };
     let template = llama::chat_template(&model);
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -235,6 +240,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
     );
     let intake = Intake {
         model: &model,
+        vision: vision.as_ref(),
         template,
         n_ctx: settings.context as usize,
         hook,
@@ -262,7 +268,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
         shared.state.store(READY, Ordering::Release);
         {
             let _guard = guard("decode");
-            Scheduler::new(&model, ctx, &settings, shared.clone()).run(&ready_rx);
+            Scheduler::new(&model, vision.as_ref(), ctx, &settings, shared.clone()).run(&ready_rx);
         }
         // Joined here, so that its panic (already reported by its guard) is not
         // raised again by the scope.
@@ -292,6 +298,16 @@ struct Active {
     reused: usize,
     first_token: Option<Instant>,
     logprobs: Option<usize>,
+    /// The prompt's images, in order (see `vision`): each evaluated when the
+    /// prefill reaches it.
+    media: Vec<Media>,
+}
+
+impl Active {
+    /// The first image at or after prompt position `from`.
+    fn media_from(&self, from: usize) -> Option<&Media> {
+        self.media.iter().find(|m| m.at >= from)
+    }
 }
 
 struct Slot {
@@ -367,6 +383,8 @@ fn choose_room(slots: &[SlotState], full: usize) -> Room {
 
 struct Scheduler<'m> {
     model: &'m LlamaModel,
+    /// The model's projector, when it reads images.
+    vision: Option<&'m Vision>,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
     slots: Vec<Slot>,
@@ -397,6 +415,7 @@ enum Entry {
 impl<'m> Scheduler<'m> {
     fn new(
         model: &'m LlamaModel,
+        vision: Option<&'m Vision>,
         ctx: LlamaContext<'m>,
         s: &Settings,
         shared: Arc<Shared>,
@@ -412,6 +431,7 @@ impl<'m> Scheduler<'m> {
         let cells = (ctx.n_ctx() as usize).max(s.context as usize);
         Scheduler {
             model,
+            vision,
             cells,
             ctx,
             batch: LlamaBatch::new(STEP_TOKENS as usize, 1),
@@ -499,6 +519,7 @@ impl<'m> Scheduler<'m> {
             };
             self.tick += 1;
             let reused = self.reuse_prefix(free, &p.prompt);
+            let reused = self.keep_images_whole(free, reused, &p.media);
             self.shared
                 .reused_tokens
                 .fetch_add(reused as u64, Ordering::Relaxed);
@@ -520,6 +541,7 @@ impl<'m> Scheduler<'m> {
                 reused,
                 first_token: None,
                 logprobs: p.logprobs,
+                media: p.media,
             });
             self.trim_idle_caches(free);
         }
@@ -644,6 +666,80 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// A reused prefix that ends inside an image's span (not expected: an image's
+    /// placeholders come whole) is cut back to the image's start, which is then
+    /// evaluated again. Returns the prefix kept.
+    fn keep_images_whole(&mut self, slot: usize, reused: usize, media: &[Media]) -> usize {
+        let Some(m) = media
+            .iter()
+            .find(|m| m.at < reused && reused < m.at + m.len)
+        else {
+            return reused;
+        };
+        let seq = self.slots[slot].seq;
+        let cut = matches!(
+            self.ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(m.at as u32), None),
+            Ok(true)
+        );
+        if cut {
+            self.slots[slot].cached.truncate(m.at);
+            m.at
+        } else {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            self.slots[slot].cached.clear();
+            0
+        }
+    }
+
+    /// Evaluates the images that prefilling sequences have reached (their text
+    /// before them is in the cache): llama.cpp decodes each one's embeddings
+    /// into its sequence on its own, before the step's batch. A failure answers
+    /// that request alone.
+    fn eval_images(&mut self) {
+        let Some(vision) = self.vision else { return };
+        for i in 0..self.slots.len() {
+            loop {
+                let slot = &self.slots[i];
+                let Some(a) = slot.active.as_ref().filter(|a| a.next.is_none()) else {
+                    break;
+                };
+                let at = slot.cached.len();
+                let Some(m) = a.media_from(at).filter(|m| m.at == at) else {
+                    break;
+                };
+                let (seq, len) = (slot.seq, m.len);
+                let started = Instant::now();
+                match vision.eval(&mut self.ctx, m, seq, STEP_TOKENS as i32) {
+                    Ok(()) => {
+                        tracing::debug!(model = %self.name, seq, tokens = len,
+                            ms = started.elapsed().as_millis() as u64, "an image evaluated");
+                        let s = &mut self.slots[i];
+                        if let Some(a) = s.active.as_ref() {
+                            s.cached.extend_from_slice(&a.prompt[at..at + len]);
+                        }
+                        self.shared
+                            .prefilled_tokens
+                            .fetch_add(len as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %self.name, seq, error = %e, "an image could not be evaluated");
+                        if let Some(a) = self.slots[i].active.take() {
+                            let _ =
+                                a.events
+                                    .send(Event::Error(BackendError::Unavailable(format!(
+                                        "{e}; the model's context may be full: try again shortly"
+                                    ))));
+                        }
+                        let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+                        self.slots[i].cached.clear();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// Idle slots keep their KV cells for the prompt cache, but every decode step
     /// attends over the whole occupied part of the shared cache: with a small
     /// model, a few thousand stale cells slow every stream by tens of percent.
@@ -675,6 +771,7 @@ impl<'m> Scheduler<'m> {
 
     /// One decode of all active sequences.
     fn step(&mut self) {
+        self.eval_images();
         self.batch.clear();
         let mut entries = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
@@ -718,7 +815,12 @@ impl<'m> Scheduler<'m> {
                 continue;
             };
             let start = slot.cached.len();
-            let n = (a.prompt.len() - start).min(budget);
+            // Text up to the next image: the image goes in at the next step.
+            let until = a.media_from(start).map_or(a.prompt.len(), |m| m.at);
+            let n = (until - start).min(budget);
+            if n == 0 {
+                continue;
+            }
             let mut idx = None;
             for (k, &t) in a.prompt[start..start + n].iter().enumerate() {
                 let pos = start + k;
@@ -951,6 +1053,7 @@ impl<'m> Scheduler<'m> {
             // Already sent at its first admission.
             echo: None,
             logprobs: a.logprobs,
+            media: a.media,
         });
     }
 

@@ -26,6 +26,8 @@ pub struct Settings {
     pub gpu_layers: u32,
     /// An embedding model trained for shorter vectors (`matryoshka = true`).
     pub matryoshka: bool,
+    /// The multimodal projector, for images in chat messages (`mmproj`).
+    pub mmproj: Option<PathBuf>,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
             threads,
             gpu_layers,
             matryoshka: e.matryoshka,
+            mmproj: e.mmproj.clone(),
         })
     }
 }

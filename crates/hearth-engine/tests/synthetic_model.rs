@@ -1,6 +1,8 @@
 //! The GPU benchmark's model generator (bench/gpu/make_model.py) on CPU: the tiny
 //! llama-architecture GGUF it writes with random weights loads in the engine,
-//! serves a completion, and the model reports where it runs (`cpu` here).
+//! serves a completion, and the model reports where it runs (`cpu` here). The
+//! projector generator (bench/gpu/make_mmproj.py) gives the real default chat
+//! model eyes: images in chat messages go through llama.cpp's `mtmd`.
 //!
 //! The generator needs numpy and PyPI's `gguf`: `HEARTH_TEST_GGUF_PYTHON` names a
 //! Python that has them (`make unit` points it at .venv-embed, mk/cuda.mk), else
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use hearth_api::{CompletionRequest, ModelStatus};
+use hearth_api::{ChatCompletionRequest, CompletionRequest, ModelStatus};
 use hearth_config::{EmbeddedConfig, ModelBackend, ModelConfig};
 use hearth_engine::EmbeddedBackend;
 use hearth_router::{Backend, Event, Request};
@@ -69,12 +71,24 @@ fn generate(py: &Path, path: &Path, extra: &[&str]) {
 
 /// The engine on `path`, loaded, on one thread.
 async fn start(name: &str, path: &Path, context: u32, parallel: u32) -> Arc<EmbeddedBackend> {
+    start_with(name, path, context, parallel, None).await
+}
+
+/// [`start`], with a projector.
+async fn start_with(
+    name: &str,
+    path: &Path,
+    context: u32,
+    parallel: u32,
+    mmproj: Option<&Path>,
+) -> Arc<EmbeddedBackend> {
     let cfg = ModelConfig {
         backend: ModelBackend::Embedded(EmbeddedConfig {
             path: path.to_owned(),
             context: Some(context),
             parallel: Some(parallel),
             threads: Some(1),
+            mmproj: mmproj.map(Path::to_owned),
             ..EmbeddedConfig::default()
         }),
         ..ModelConfig::embedded(name, path)
@@ -183,4 +197,149 @@ async fn fill_in_the_middle_with_other_files_on_a_model_with_fim_tokens() {
     // FIM_REP, two FIM_SEPs and the text of the project, file names and file.
     let with_file = prompt_tokens(json!([{"filename": "a.py", "text": "x"}])).await;
     assert!(with_file >= alone + 3 + 4, "{with_file} vs {alone}");
+}
+
+/// Runs the projector generator for a chat model `text_embd` wide.
+fn generate_mmproj(py: &Path, path: &Path, text_embd: u32) {
+    let out = std::process::Command::new(py)
+        .arg(repo().join("bench/gpu/make_mmproj.py"))
+        .arg(path)
+        .args(["--text-embd", &text_embd.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make_mmproj.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A 24x24 binary PPM (a format llama.cpp's image reader takes), as a data URL.
+fn ppm_data_url(seed: u8) -> String {
+    use base64::Engine as _;
+    let mut file = b"P6\n24 24\n255\n".to_vec();
+    file.extend((0..24 * 24 * 3).map(|i: u32| (i as u8).wrapping_mul(seed)));
+    format!(
+        "data:image/x-portable-pixmap;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(file)
+    )
+}
+
+/// One chat call: its text and usage, or its error.
+async fn chat(
+    b: &EmbeddedBackend,
+    content: serde_json::Value,
+) -> Result<(String, hearth_api::Usage), hearth_router::BackendError> {
+    let r = Request::Chat(
+        ChatCompletionRequest::from_value(json!({"model": "smol-vision", "max_tokens": 6,
+            "temperature": 0, "messages": [{"role": "user", "content": content}]}))
+        .unwrap(),
+    );
+    let mut s = b.call(&r).await?;
+    let (mut text, mut usage) = (String::new(), None);
+    while let Some(e) = s.next().await {
+        match e? {
+            Event::Text { text: t, .. } => text.push_str(&t),
+            e => usage = e.usage().or(usage),
+        }
+    }
+    Ok((text, usage.expect("a usage event")))
+}
+
+/// SmolLM2 (the default chat model) with a projector of random weights: an image
+/// part is decoded, run through the vision tower and the projector, and takes
+/// its 16 positions in the prompt; the same image in the next request is served
+/// from the prompt cache, a different one is not; what is not an image is a 400
+/// naming it.
+#[tokio::test]
+async fn a_generated_projector_lets_the_default_model_read_images() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mmproj = dir.path().join("mmproj.gguf");
+    // SmolLM2-135M's embeddings are 576 wide.
+    generate_mmproj(&py, &mmproj, 576);
+    let model = hearth_testkit::test_model_path();
+    let b = start_with("smol-vision", &model, 1024, 1, Some(&mmproj)).await;
+
+    let (_, text_only) = chat(&b, json!("Describe the picture.")).await.unwrap();
+    let with = |url: String| {
+        json!([{"type": "text", "text": "Describe the picture."},
+               {"type": "image_url", "image_url": {"url": url}}])
+    };
+    let (answer, usage) = chat(&b, with(ppm_data_url(3))).await.unwrap();
+    assert!(
+        !answer.is_empty() && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    // The image's 16 positions (a 32-pixel tower in 8-pixel patches), and the
+    // marker's text is not in the prompt.
+    assert!(
+        usage.prompt_tokens >= text_only.prompt_tokens + 16,
+        "{usage:?} vs {text_only:?}"
+    );
+
+    // The same image again: its cells come from the prompt cache (all of the
+    // prompt but its last token); another image is evaluated anew.
+    let before = b.stats().reused_prompt_tokens;
+    let (_, again) = chat(&b, with(ppm_data_url(3))).await.unwrap();
+    assert_eq!(again.prompt_tokens, usage.prompt_tokens);
+    let reused = b.stats().reused_prompt_tokens - before;
+    assert_eq!(reused, usage.prompt_tokens - 1, "reused {reused}");
+    let before = b.stats().reused_prompt_tokens;
+    chat(&b, with(ppm_data_url(5))).await.unwrap();
+    let reused = b.stats().reused_prompt_tokens - before;
+    assert!(
+        reused < 16,
+        "a different image must not reuse the first: {reused}"
+    );
+
+    // Bytes that are no image: a 400 naming the image.
+    let e = chat(&b, with("data:image/png;base64,bm90IGFuIGltYWdl".into()))
+        .await
+        .unwrap_err()
+        .to_api_error();
+    assert_eq!(e.status(), 400, "{e:?}");
+    assert_eq!(e.code.as_deref(), Some("invalid_image"), "{e:?}");
+    assert!(e.message.contains("image 1"), "{}", e.message);
+    // A URL to fetch: refused, not fetched.
+    let e = chat(&b, with("https://example.com/cat.png".into()))
+        .await
+        .unwrap_err()
+        .to_api_error();
+    assert!(e.message.contains("`data:` URLs"), "{}", e.message);
+    // Still serving.
+    chat(&b, with(ppm_data_url(3))).await.unwrap();
+}
+
+/// A projector made for a model of another width is refused at load, saying so.
+#[tokio::test]
+async fn a_projector_for_another_model_fails_the_load_with_the_reason() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mmproj = dir.path().join("mmproj-wide.gguf");
+    generate_mmproj(&py, &mmproj, 2048);
+    let model = hearth_testkit::test_model_path();
+    let cfg = ModelConfig {
+        backend: ModelBackend::Embedded(EmbeddedConfig {
+            path: model.clone(),
+            context: Some(256),
+            threads: Some(1),
+            mmproj: Some(mmproj),
+            ..EmbeddedConfig::default()
+        }),
+        ..ModelConfig::embedded("smol-wrong-eyes", &model)
+    };
+    let b = EmbeddedBackend::start(&cfg).unwrap();
+    let start = Instant::now();
+    while b.status() != ModelStatus::Unavailable {
+        assert_ne!(
+            b.status(),
+            ModelStatus::Ready,
+            "a 2048-wide projector loaded"
+        );
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = b.detail().unwrap_or_default();
+    assert!(why.contains("cannot load the projector"), "{why}");
 }

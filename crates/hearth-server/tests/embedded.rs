@@ -286,3 +286,115 @@ async fn infill_on_a_model_without_fim_tokens_is_a_400() {
     assert_eq!(v["error"]["param"], "input_suffix", "{v}");
     assert_eq!(v["error"]["code"], "fim_not_supported", "{v}");
 }
+
+/// A 1x1 PNG, base64.
+const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+/// A projector for SmolLM2 (576 wide) with random weights, written by
+/// bench/gpu/make_mmproj.py into `dir`; `None` after saying why the test skips
+/// (no Python with numpy and `gguf`, and `HEARTH_TEST_GGUF_REQUIRED` unset).
+#[allow(clippy::print_stderr)] // the skip notice
+fn mmproj(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let py = std::env::var_os("HEARTH_TEST_GGUF_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join(".venv-embed/bin/python"));
+    let path = dir.join("mmproj.gguf");
+    let out = std::process::Command::new(&py)
+        .arg(repo.join("bench/gpu/make_mmproj.py"))
+        .arg(&path)
+        .args(["--text-embd", "576"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Some(path),
+        other => {
+            let why = format!("{} cannot run make_mmproj.py: {other:?}", py.display());
+            assert!(
+                std::env::var("HEARTH_TEST_GGUF_REQUIRED").as_deref() != Ok("1"),
+                "HEARTH_TEST_GGUF_REQUIRED=1 but {why}"
+            );
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+/// The default model with a projector (`mmproj`, random weights) behind the real
+/// HTTP stack: `vision` in /v1/models, an image part in a chat completion, and
+/// Ollama's `images` in /api/chat, each answered with the image's positions in
+/// the prompt; an image that cannot be decoded is a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_with_a_projector_reads_images_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mmproj) = mmproj(dir.path()) else {
+        return;
+    };
+    let gw = Gateway::start(&embedded_toml(&format!(
+        "mmproj = {:?}\n",
+        mmproj.display().to_string()
+    )))
+    .await;
+    let start = Instant::now();
+    while get(&gw, "/ready").await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, models) = get(&gw, "/v1/models").await;
+    assert_eq!(models["data"][0]["vision"], true, "{models}");
+
+    let ask = |url: String| {
+        json!({"model": "smollm2-135m", "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in the picture?"},
+            {"type": "image_url", "image_url": {"url": url}}]}]})
+    };
+    let r = gw
+        .post("/v1/chat/completions")
+        .json(&ask(format!("data:image/png;base64,{PNG_1X1}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let with_image = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let text_only: Value = gw
+        .post("/v1/chat/completions")
+        .json(
+            &json!({"model": "smollm2-135m", "max_tokens": 4, "temperature": 0,
+            "messages": [{"role": "user", "content": "What is in the picture?"}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text_only = text_only["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(with_image >= text_only + 16, "{with_image} vs {text_only}");
+
+    let r = gw
+        .post("/api/chat")
+        .json(&json!({"model": "smollm2-135m", "stream": false, "options": {"num_predict": 4},
+            "messages": [{"role": "user", "content": "What is in the picture?", "images": [PNG_1X1]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["prompt_eval_count"].as_u64().unwrap() >= text_only + 16,
+        "{v}"
+    );
+
+    let r = gw
+        .post("/v1/chat/completions")
+        .json(&ask("data:image/png;base64,bm90IGFuIGltYWdl".into()))
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = harness::error_of(r).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("invalid_image")),
+        "{e}"
+    );
+}

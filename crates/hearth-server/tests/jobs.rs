@@ -873,11 +873,12 @@ async fn the_embedded_engine_answers_images_with_a_clear_400() {
     let status = resp.status().as_u16();
     let v: Value = resp.json().await.unwrap();
     assert_error(&v, status, 400, "unsupported_content");
-    assert_eq!(v["error"]["param"], "messages[0].content", "{v}");
+    assert_eq!(v["error"]["param"], "messages[0].content[1]", "{v}");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(
         message.starts_with("model `smollm2-135m` cannot see images")
-            && message.contains("configure a vision model"),
+            && message.contains("mmproj")
+            && message.contains("send images to a vision model"),
         "{message}"
     );
 
