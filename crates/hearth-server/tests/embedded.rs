@@ -50,6 +50,15 @@ async fn get(gw: &Gateway, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// Waits (at most 120 s) for `/ready` to answer 200.
+async fn wait_ready(gw: &Gateway) {
+    let start = Instant::now();
+    while get(gw, "/ready").await.0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_is_503_while_the_model_loads_then_200() {
     let (gw, gate) = serve(&embedded_toml("")).await;
@@ -221,11 +230,7 @@ async fn at_the_context_limit_a_400_up_front_and_length_at_the_end() {
     );
     let (gw, gate) = serve(&toml).await;
     gate.open();
-    let start = Instant::now();
-    while get(&gw, "/ready").await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&gw).await;
     // A count goes on without ending by itself (its end tokens are banned), so
     // only the context stops it.
     let streamed = gw
@@ -270,11 +275,7 @@ async fn at_the_context_limit_a_400_up_front_and_length_at_the_end() {
 async fn infill_on_a_model_without_fim_tokens_is_a_400() {
     let (gw, gate) = serve(&embedded_toml("")).await;
     gate.open();
-    let start = Instant::now();
-    while get(&gw, "/ready").await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&gw).await;
     let r = gw
         .post("/infill")
         .json(&json!({"input_prefix": "def f(", "input_suffix": ")\n", "n_predict": 8}))
@@ -334,11 +335,7 @@ async fn a_model_with_a_projector_reads_images_over_http() {
         mmproj.display().to_string()
     )))
     .await;
-    let start = Instant::now();
-    while get(&gw, "/ready").await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(120), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&gw).await;
     let (_, models) = get(&gw, "/v1/models").await;
     assert_eq!(models["data"][0]["vision"], true, "{models}");
 

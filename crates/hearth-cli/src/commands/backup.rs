@@ -5,8 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hearth_config::ProcessEnv;
-
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -25,14 +23,9 @@ pub struct BackupArgs {
 }
 
 pub fn run(args: BackupArgs) -> ExitCode {
-    let config = match hearth_config::load(args.config.as_deref(), &ProcessEnv) {
+    let config = match super::load_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            for d in &e.diagnostics {
-                output::err(format!("error: {d}"));
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if let Some(url) = &config.storage.database_url {
         // The history is in Postgres: the SQLite file (if any) is not it.
@@ -43,15 +36,9 @@ pub fn run(args: BackupArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let db = config.storage.data_dir.join(hearth_store::DB_FILE);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            output::err(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(hearth_store::backup(&db, &args.out, args.force)) {
         Ok(b) => {

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hearth_config::ProcessEnv;
 use hearth_store::{PgOptions, PgStore};
 
 use crate::output;
@@ -64,14 +63,9 @@ pub fn run(args: DbArgs) -> ExitCode {
 }
 
 fn import(args: ImportArgs) -> ExitCode {
-    let config = match hearth_config::load(args.config.as_deref(), &ProcessEnv) {
+    let config = match super::load_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            for d in &e.diagnostics {
-                output::err(format!("error: {d}"));
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Some(url) = config.storage.database_url.clone() else {
         output::err(
@@ -81,15 +75,9 @@ fn import(args: ImportArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            output::err(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let options = PgOptions {
         max_connections: 2,
@@ -148,14 +136,9 @@ struct FilesDone {
 }
 
 fn import_files(args: ImportArgs) -> ExitCode {
-    let config = match hearth_config::load(args.config.as_deref(), &ProcessEnv) {
+    let config = match super::load_config(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            for d in &e.diagnostics {
-                output::err(format!("error: {d}"));
-            }
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let source = args.from.join(hearth_jobs::blobs::FILES_DIR);
     let files = match source_files(&source) {
@@ -184,15 +167,9 @@ fn import_files(args: ImportArgs) -> ExitCode {
         ));
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            output::err(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let total: u64 = files.iter().map(|f| f.size).sum();
     output::line(format!(

@@ -59,15 +59,9 @@ pub struct SubmitArgs {
 
 pub fn run(args: JobsArgs) -> ExitCode {
     let JobsCommand::Submit(args) = args.command;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            output::err(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(submit(&args)) {
         Ok(true) => ExitCode::SUCCESS,

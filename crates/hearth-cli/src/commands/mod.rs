@@ -12,9 +12,13 @@ pub mod serve;
 pub mod status;
 pub mod worker;
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use hearth_config::{Config, ProcessEnv};
+
 use crate::cli::{Cli, Command, ConfigCommand};
+use crate::output;
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -30,4 +34,27 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Backup(args) => backup::run(args),
         Command::Db(args) => db::run(args),
     }
+}
+
+/// The config a command runs with (`path`, else HEARTH_CONFIG or ./hearth.toml);
+/// when it does not load, its diagnostics are printed and the command exits 2.
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    hearth_config::load(path, &ProcessEnv).map_err(|e| {
+        for d in &e.diagnostics {
+            output::err(format!("error: {d}"));
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// A single-threaded runtime for a command's async work; when none can start,
+/// the error is printed and the command fails.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            output::err(format!("error: cannot start the async runtime: {e}"));
+            ExitCode::FAILURE
+        })
 }

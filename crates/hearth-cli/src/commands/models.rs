@@ -73,15 +73,9 @@ fn models_dir(config: &Config) -> PathBuf {
 
 fn pull(config: &Config, url: &str, sha256: Option<&str>) -> ExitCode {
     let dir = models_dir(config);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            output::err(format!("error: cannot start the async runtime: {e}"));
-            return ExitCode::FAILURE;
-        }
+    let runtime = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
     };
     let name = url.rsplit('/').next().unwrap_or(url).to_owned();
     // On a terminal, one updating bar; elsewhere (CI, a log) a line every 10%.

@@ -454,14 +454,7 @@ async fn slow_request_heads_and_idle_connections_are_closed() {
 
     // An ordinary client is served, and the timeouts are counted.
     assert_eq!(gw.chat("m", false).await.status(), 200);
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("hearth_connections_timed_out_total"),
         "{metrics}"

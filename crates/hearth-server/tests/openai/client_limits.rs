@@ -108,14 +108,7 @@ async fn a_body_that_trickles_in_is_answered_408_and_its_connection_closed() {
         "{}",
         String::from_utf8_lossy(&buf[..n])
     );
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("hearth_request_bodies_timed_out_total 3"),
         "{metrics}"
@@ -177,14 +170,7 @@ async fn connections_past_the_overall_cap_are_refused_with_503() {
     served_again(&gw, gw.addr).await;
     drop(held);
     served_again(&gw, gw.addr).await;
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("hearth_connections_refused_total{cap=\"max_connections\"}"),
         "{metrics}"

@@ -126,14 +126,7 @@ async fn a_request_during_start_waits_and_ready_waits_for_the_eager_server() {
     );
     assert!(text.contains("hearth ready in"), "{text}");
 
-    let metrics = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("hearth_engine_state{model=\"m\",state=\"ready\"} 1"),
         "{metrics}"
@@ -444,14 +437,7 @@ async fn the_llama_server_preset_serves_the_default_model() {
     // answer comes back as it sent it (its `completed_at`, which Hearth's
     // translation does not write), with the usage counted.
     let tokens_out = || async {
-        let text = gw
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         text.lines()
             .find(|l| l.starts_with(r#"hearth_tokens_total{model="smol",direction="out"}"#))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

@@ -156,6 +156,12 @@ async fn a_responses_stream_that_breaks_ends_with_response_failed() {
     );
 }
 
+/// The events of an SSE body, whole (`event:` lines and all), without the blank
+/// lines between them.
+fn sse_events(text: &str) -> Vec<&str> {
+    text.split("\n\n").filter(|e| !e.is_empty()).collect()
+}
+
 /// A model whose upstream serves the Responses API (`responses_api = true`) gets
 /// the request as the client wrote it, `store: false` added when unsaid, and its
 /// answer goes back as it came; a fallback without that API answers through the
@@ -212,7 +218,7 @@ async fn responses_pass_through_and_fall_back_to_the_translation() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let events = sse_events(&text);
     assert!(
         events[0].starts_with("event: response.created\ndata: {"),
         "{text}"
@@ -236,7 +242,7 @@ async fn responses_pass_through_and_fall_back_to_the_translation() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
-    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let events = sse_events(&text);
     assert_eq!(events.len(), 4, "{text}");
     assert!(
         events[2].starts_with("event: response.output_text.delta\n"),

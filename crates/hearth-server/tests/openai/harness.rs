@@ -113,6 +113,17 @@ impl Gateway {
         self.client.get(self.url(path))
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET path`, its body parsed as JSON (whatever the status).
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.get(path).send().await.unwrap().json().await.unwrap()

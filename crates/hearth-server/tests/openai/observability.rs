@@ -47,14 +47,7 @@ async fn metrics_expose_requests_latency_ttft_tokens_queue() {
     r.bytes().await.unwrap();
     let r = gw.chat("nope", false).await;
     assert_eq!(r.status(), 404);
-    let text = gw
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics().await;
     for needle in [
         "hearth_requests_total{model=\"metered\",status=\"200\"}",
         "hearth_request_duration_seconds_bucket{model=\"metered\"",
