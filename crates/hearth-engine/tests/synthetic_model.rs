@@ -311,6 +311,58 @@ async fn a_generated_projector_lets_the_default_model_read_images() {
     chat(&b, with(ppm_data_url(3))).await.unwrap();
 }
 
+/// Images beside other work: with two sequences, two requests with images (one
+/// with three, one large) and a text one decode side by side, each prompt holding
+/// exactly its images' positions.
+#[tokio::test]
+async fn images_and_text_decode_side_by_side() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mmproj = dir.path().join("mmproj.gguf");
+    generate_mmproj(&py, &mmproj, 576);
+    let model = hearth_testkit::test_model_path();
+    let b = start_with("smol-vision", &model, 2048, 2, Some(&mmproj)).await;
+    let image = |url: String| json!({"type": "image_url", "image_url": {"url": url}});
+    let text = |t: &str| json!({"type": "text", "text": t});
+    // A 640x480 image: the projector's preprocessing scales it to its 32 pixels.
+    let large = {
+        use base64::Engine as _;
+        let mut file = b"P6\n640 480\n255\n".to_vec();
+        file.extend((0..640 * 480 * 3).map(|i: u32| (i % 253) as u8));
+        format!(
+            "data:image/x-portable-pixmap;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(file)
+        )
+    };
+    let (three, one, none) = tokio::join!(
+        chat(
+            &b,
+            json!([
+                image(ppm_data_url(7)),
+                text("then"),
+                image(ppm_data_url(9)),
+                text("and"),
+                image(ppm_data_url(11)),
+                text("Which differ?")
+            ])
+        ),
+        chat(&b, json!([text("Look:"), image(large)])),
+        // The same text without its images (split at them, it may tokenize a
+        // token or two apart).
+        chat(&b, json!("thenandWhich differ?")),
+    );
+    let (three, one, none) = (three.unwrap().1, one.unwrap().1, none.unwrap().1);
+    assert!(
+        three.prompt_tokens + 3 >= none.prompt_tokens + 3 * 16,
+        "{three:?} vs {none:?}"
+    );
+    assert!(
+        one.prompt_tokens >= 16 && one.prompt_tokens < three.prompt_tokens,
+        "{one:?}"
+    );
+    assert!(three.completion_tokens > 0 && one.completion_tokens > 0);
+}
+
 /// A projector made for a model of another width is refused at load, saying so.
 #[tokio::test]
 async fn a_projector_for_another_model_fails_the_load_with_the_reason() {
