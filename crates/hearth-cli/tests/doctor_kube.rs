@@ -49,7 +49,7 @@ fn gpu_cluster_fits_two_vllm_models_and_three_gateways() {
     // Pods that finished hold nothing: the server leaves them out.
     assert!(
         seen.iter().any(|p| p
-            == "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed"),
+            == "/api/v1/pods?fieldSelector=status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed&limit=500"),
         "{seen:?}"
     );
 }
@@ -75,6 +75,19 @@ fn gpus_held_by_running_pods_are_not_free() {
     7 ok, 0 warn, 1 fail: fix the FAIL lines before serving
     ");
     assert_eq!(code, 1);
+
+    // The same pods listed in two pages (past the server's `limit`): both read.
+    let whole = clean(&out, &api);
+    let api = FakeApi::layered(&["gpus-taken-paged", "gpu-cluster"]);
+    let kube = Kube::new(&api.url, TOKEN);
+    let (paged_code, paged) = kube.doctor(&["--values", v.to_str().unwrap()]);
+    assert_eq!((paged_code, clean(&paged, &api)), (code, whole));
+    assert!(
+        api.seen().iter().any(|p| p.starts_with("/api/v1/pods?")
+            && p.ends_with("&limit=500&continue=eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MTgzMDIsInN0YXJ0IjoiZ3B1LWZlYXR1cmUifQ")),
+        "{:?}",
+        api.seen()
+    );
 
     // Only gpu-2 held: the first engine takes gpu-1, and the second finds none.
     let api = FakeApi::layered(&["one-gpu-taken", "gpu-cluster"]);

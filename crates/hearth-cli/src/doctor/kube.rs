@@ -136,7 +136,7 @@ async fn cluster_checks(target: &Target, needs: Option<&Needs>, checks: &mut Vec
     ingress(&api, needs, checks).await;
     if let Some(needs) = needs {
         runtime_classes(&api, needs, checks).await;
-        let usage = match api.list(pods::PATH).await {
+        let usage = match api.list_paged(pods::PATH).await {
             Ok(items) => Some(pods::Usage::from_pods(&items)),
             Err(e) => {
                 checks.push(Check::warn(

@@ -70,9 +70,13 @@ fn answer(stream: TcpStream, dirs: &[PathBuf], log: &Mutex<Vec<String>>) {
         return;
     }
     let target = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
-    // The query (a field selector) is logged, not obeyed: the recorded answers are
-    // what the server would have sent for it.
-    let path = target.split('?').next().unwrap().to_owned();
+    // The query (a field selector, a page size) is logged, not obeyed: the recorded
+    // answers are what the server would have sent for it. A `continue` token asks
+    // for the next page of a list: `PATH.continue.json`.
+    let mut path = target.split('?').next().unwrap().to_owned();
+    if target.contains("&continue=") || target.contains("?continue=") {
+        path.push_str(".continue");
+    }
     let mut authorized = false;
     loop {
         let mut header = String::new();

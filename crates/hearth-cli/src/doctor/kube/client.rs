@@ -320,20 +320,72 @@ impl Api {
         }
     }
 
-    /// The `items` of a list.
+    /// The `items` of a small list (nodes, classes): one answer.
     pub(super) async fn list(&self, path: &str) -> Result<Vec<Value>, ApiError> {
-        match self.get(path).await? {
-            Some(Value::Object(mut list)) => match list.remove("items") {
-                Some(Value::Array(items)) => Ok(items),
-                Some(Value::Null) | None => Ok(Vec::new()),
-                Some(_) => Err(ApiError::Other(format!("{path}: items is not a list"))),
-            },
-            Some(_) => Err(ApiError::Other(format!("{path}: not a list"))),
-            None => Err(ApiError::Other(format!(
-                "{path}: 404 (an API this cluster does not serve)"
-            ))),
+        self.list_pages(path, false).await
+    }
+
+    /// The `items` of a list that may be large (every pod of a cluster), page by
+    /// page: [`LIST_PAGE`] at a time, following `metadata.continue`.
+    pub(super) async fn list_paged(&self, path: &str) -> Result<Vec<Value>, ApiError> {
+        self.list_pages(path, true).await
+    }
+
+    async fn list_pages(&self, path: &str, paged: bool) -> Result<Vec<Value>, ApiError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut items = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = match (&next, paged) {
+                (_, false) => path.to_owned(),
+                (None, true) => format!("{path}{sep}limit={LIST_PAGE}"),
+                (Some(token), true) => format!(
+                    "{path}{sep}limit={LIST_PAGE}&continue={}",
+                    percent_encode(token)
+                ),
+            };
+            let mut list = match self.get(&page).await? {
+                Some(Value::Object(list)) => list,
+                Some(_) => return Err(ApiError::Other(format!("{path}: not a list"))),
+                None => {
+                    return Err(ApiError::Other(format!(
+                        "{path}: 404 (an API this cluster does not serve)"
+                    )));
+                }
+            };
+            match list.remove("items") {
+                Some(Value::Array(page)) => items.extend(page),
+                Some(Value::Null) | None => {}
+                Some(_) => return Err(ApiError::Other(format!("{path}: items is not a list"))),
+            }
+            next = list
+                .get("metadata")
+                .and_then(|m| m.get("continue"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if !paged || next.is_none() || items.len() >= LIST_MAX {
+                return Ok(items);
+            }
         }
     }
+}
+
+/// Items asked for per page of a list.
+const LIST_PAGE: usize = 500;
+/// The most items read of one list (a bound on a server that never ends one).
+const LIST_MAX: usize = 100_000;
+
+/// A `continue` token as a query value (it is base64, perhaps with `=`, `+`, `/`).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// An error with its causes: reqwest's own message alone ("builder error", "error
