@@ -47,6 +47,19 @@ FIM_TOKENS = [("<fim_prefix>", "pre"), ("<fim_suffix>", "suf"), ("<fim_middle>",
               ("<fim_pad>", "pad"), ("<repo_name>", "rep"), ("<file_sep>", "sep")]
 
 
+# With --hermes-tools: ChatML, as llama.cpp renders it, with the tool syntax of
+# Qwen2.5's template (a shortened copy: what matters is that it says <tool_call>).
+HERMES_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}# Tools\\n\\n<tools>"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "</tools>\\n<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": "
+    "<args-json-object>}\\n</tool_call><|im_end|>\\n{%- endif %}"
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + "
+    "message.content + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
 def vocabulary(n, fim=False):
     """<unk>, <s>, </s>, <0x00>..<0xFF>, the FIM tokens with --fim, then unique
     pieces ("▁a", "b", "▁ab", ...)."""
@@ -87,6 +100,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fim", action="store_true",
                     help="add fill-in-the-middle tokens (for /infill and suffix tests)")
+    ap.add_argument("--hermes-tools", action="store_true",
+                    help="a ChatML chat template with Hermes' tool syntax (<tool_call>), as "
+                         "Qwen2.5's, for tool-calling tests")
     a = ap.parse_args()
 
     embd, layers, ff, heads, kv_heads, vocab, context = SIZES[a.size]
@@ -128,6 +144,8 @@ def main():
     w.add_eos_token_id(2)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    if a.hermes_tools:
+        w.add_chat_template(HERMES_TEMPLATE)
     if a.fim:
         for i, (_, key) in enumerate(FIM_TOKENS):
             w.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", 259 + i)

@@ -55,6 +55,8 @@ pub struct EmbeddedBackend {
     name: String,
     /// It has a projector (`mmproj`): image parts in chat messages are read.
     vision: bool,
+    /// How its chat template calls tools.
+    tool_syntax: tools::Syntax,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
@@ -150,12 +152,17 @@ impl EmbeddedBackend {
             return Ok(Arc::new(EmbeddedBackend {
                 name: cfg.name.clone(),
                 vision: false,
+                tool_syntax: tools::Syntax::Generic,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
                 thread: Mutex::new(Some(thread)),
             }));
         }
         let vision = settings.mmproj.is_some();
+        let tool_syntax = tools::Syntax::of_template(
+            info.get("tokenizer.chat_template")
+                .and_then(gguf::MetaValue::as_str),
+        );
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
@@ -177,6 +184,7 @@ impl EmbeddedBackend {
         Ok(Arc::new(EmbeddedBackend {
             name: cfg.name.clone(),
             vision,
+            tool_syntax,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
@@ -314,13 +322,14 @@ impl Backend for EmbeddedBackend {
             return Ok(futures::stream::iter(events).boxed());
         }
         request::check_content(request, &self.name, self.vision).map_err(BackendError::Invalid)?;
-        let req = request::from_router(request).map_err(BackendError::Invalid)?;
+        let req =
+            request::from_router_as(request, self.tool_syntax).map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
         // `n` choices are `n` sequences, decoded side by side; a seed given is
         // moved on by one for each further choice, so they differ yet repeat.
-        let with_tools = req.tools.is_some();
+        let syntax = req.tools.as_ref().map(|m| m.syntax);
         let mut choices = Vec::new();
         for index in 0..req.choices.max(1) {
             let mut one = req.clone();
@@ -333,7 +342,7 @@ impl Backend for EmbeddedBackend {
                 Some(Event::Error(e)) => return Err(e),
                 _ => return Err(ended()),
             }
-            choices.push(events(rx, with_tools.then(tools::Reader::new), index).boxed());
+            choices.push(events(rx, syntax.map(tools::Reader::new), index).boxed());
         }
         match <[_; 1]>::try_from(choices) {
             Ok([one]) => Ok(one),

@@ -371,6 +371,7 @@ pub fn sampler(model: &LlamaModel, p: &SamplingParams) -> Result<Sampling, ApiEr
     if let Some(g) = &p.grammar {
         let gbnf = match g {
             Grammar::JsonObject => JSON_OBJECT_GBNF.to_owned(),
+            Grammar::Gbnf(g) => g.clone(),
             Grammar::JsonSchema(schema) => {
                 llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
                     ApiError::invalid_param(

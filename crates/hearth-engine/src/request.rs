@@ -64,6 +64,8 @@ pub enum Grammar {
     JsonObject,
     /// A JSON schema (`response_format: {"type": "json_schema", ...}`).
     JsonSchema(String),
+    /// A grammar as it is (tool calls in a model's own syntax).
+    Gbnf(String),
 }
 
 /// Which endpoint's shape the answer takes.
@@ -103,9 +105,15 @@ impl GenRequest {
 /// What the engine needs of a request: its prompt and sampling, checked. (Streamed
 /// or not, and with what usage, is the front end's business: the engine always
 /// answers with events.)
+#[cfg(test)]
 pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
+    from_router_as(request, tools::Syntax::Generic)
+}
+
+/// [`from_router`] for a model whose chat template calls tools in `syntax`.
+pub fn from_router_as(request: &Request, syntax: tools::Syntax) -> Result<GenRequest, ApiError> {
     match request {
-        Request::Chat(r) => from_chat(r),
+        Request::Chat(r) => from_chat(r, syntax),
         Request::Completion(r) => from_completion(r),
         // The backend sends these to its embedding thread, never here.
         Request::Embeddings(_) => Err(ApiError::invalid_param(
@@ -115,7 +123,7 @@ pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
         .with_code("model_not_supported")),
         // The router hands the engine a Responses request as its chat translation.
         Request::Responses(r) => match &r.chat {
-            Ok(chat) => from_chat(chat),
+            Ok(chat) => from_chat(chat, syntax),
             Err(e) => Err(e.clone()),
         },
     }
@@ -482,18 +490,35 @@ pub(crate) fn check_schema(schema: &Value, at: &str, param: &str) -> Result<(), 
     Ok(())
 }
 
-fn from_chat(r: &ChatCompletionRequest) -> Result<GenRequest, ApiError> {
+fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequest, ApiError> {
     let choices = check_n(r.n)?;
     let format = response_format(r.response_format.as_ref())?;
-    let tools = tools::from_chat(r, |schema, param| check_schema(schema, "", param))?;
+    let mut tools = tools::from_chat(r, |schema, param| check_schema(schema, "", param))?;
+    // The model's own syntax, unless a reply must follow a response_format too:
+    // only the generic format's grammar holds both.
+    if let Some(mode) = tools.as_mut()
+        && (format.is_none() || mode.choice != tools::Choice::Auto)
+    {
+        mode.syntax = syntax;
+    }
     // With tools, the grammar is the tools' answer: a call, or a reply that
     // follows the response_format when there is one.
     let grammar = match &tools {
+        Some(mode) if mode.syntax == tools::Syntax::Hermes => mode
+            .hermes_grammar(|schema| {
+                llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
+                    ApiError::invalid_param(
+                        "tools",
+                        format!("cannot make a grammar of the tools' schemas: {e}"),
+                    )
+                })
+            })?
+            .map(Grammar::Gbnf),
         Some(mode) => {
             let reply = match &format {
                 Some(Grammar::JsonSchema(s)) => serde_json::from_str(s).ok(),
                 Some(Grammar::JsonObject) => Some(serde_json::json!({"type": "object"})),
-                None => None,
+                Some(Grammar::Gbnf(_)) | None => None,
             };
             Some(Grammar::JsonSchema(mode.schema(reply.as_ref()).to_string()))
         }

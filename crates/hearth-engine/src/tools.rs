@@ -6,10 +6,16 @@
 //! read back as it streams into text deltas or tool-call deltas.
 //!
 //! This is the format llama-server uses for a model whose chat template has no
-//! tool syntax of its own. A template's own syntax (Hermes' `<tool_call>`, Llama
-//! 3.1's `ipython`…) lives in its Jinja source, which llama.cpp's C template API
-//! (all the binding exposes) does not render; the generic format works with every
-//! model, and the grammar makes even a tiny one answer in a shape clients can use.
+//! tool syntax of its own. A model whose template has Hermes' syntax (Qwen2.5 and
+//! Qwen3, Hermes 2 and 3, and their fine-tunes: the template holds `<tool_call>`)
+//! is asked in the words it was trained on ([`Syntax::Hermes`]): the tools in
+//! `<tools></tools>` in the system prompt, each call `<tool_call>{"name": …,
+//! "arguments": …}</tool_call>`, results in `<tool_response>`; under `auto` it
+//! writes freely and its calls are read out of its text, under `required` or a
+//! named function a grammar holds it to one or more calls. Other families' own
+//! syntaxes (Llama 3.1's `ipython`, Mistral's `[TOOL_CALLS]`…) live in their
+//! Jinja source, which llama.cpp's C template API (all the binding exposes) does
+//! not render: those models get the generic format, which works with every model.
 
 use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage};
 use hearth_router::{Event as Out, ToolCallDelta};
@@ -35,6 +41,26 @@ pub enum Choice {
     Named(String),
 }
 
+/// How a model writes its tool calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Syntax {
+    /// llama.cpp's generic JSON format (see the module's documentation).
+    #[default]
+    Generic,
+    /// Hermes' `<tool_call>` tags, for a model whose chat template has them.
+    Hermes,
+}
+
+impl Syntax {
+    /// The syntax a chat template (its Jinja source, from the GGUF) teaches.
+    pub fn of_template(template: Option<&str>) -> Syntax {
+        match template {
+            Some(t) if t.contains("<tool_call>") => Syntax::Hermes,
+            _ => Syntax::Generic,
+        }
+    }
+}
+
 /// The tools of a request that uses them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolMode {
@@ -42,6 +68,8 @@ pub struct ToolMode {
     pub choice: Choice,
     /// `parallel_tool_calls` (OpenAI's default: true): a list of calls, else one.
     pub parallel: bool,
+    /// How the model writes calls.
+    pub syntax: Syntax,
 }
 
 /// Reads `tools`, `tool_choice` and `parallel_tool_calls`. `None` when the request
@@ -129,6 +157,7 @@ pub fn from_chat(
         tools,
         choice,
         parallel,
+        syntax: Syntax::Generic,
     }))
 }
 
@@ -183,6 +212,33 @@ impl ToolMode {
     /// The JSON schema the answer must follow; `response` is the schema of a
     /// reply (a `response_format`'s, else a string).
     pub fn schema(&self, response: Option<&Value>) -> Value {
+        let (one, most) = self.one_call();
+        let call = if self.parallel {
+            json!({
+                "type": "object",
+                "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1, "maxItems": most}},
+                "required": ["tool_calls"],
+            })
+        } else {
+            json!({
+                "type": "object",
+                "properties": {"tool_call": one},
+                "required": ["tool_call"],
+            })
+        };
+        match self.choice {
+            Choice::Auto => json!({"anyOf": [call, {
+                "type": "object",
+                "properties": {"response": response.cloned().unwrap_or(json!({"type": "string"}))},
+                "required": ["response"],
+            }]}),
+            _ => call,
+        }
+    }
+
+    /// The schema of one call of a tool the choice allows, and how many tools
+    /// that is.
+    fn one_call(&self) -> (Value, usize) {
         let call = |t: &Tool| {
             json!({
                 "type": "object",
@@ -209,31 +265,46 @@ impl ToolMode {
             Ok([c]) => c,
             Err(calls) => json!({"anyOf": calls}),
         };
-        let call = if self.parallel {
-            json!({
-                "type": "object",
-                "properties": {"tool_calls": {"type": "array", "items": one, "minItems": 1, "maxItems": most}},
-                "required": ["tool_calls"],
-            })
-        } else {
-            json!({
-                "type": "object",
-                "properties": {"tool_call": one},
-                "required": ["tool_call"],
-            })
-        };
-        match self.choice {
-            Choice::Auto => json!({"anyOf": [call, {
-                "type": "object",
-                "properties": {"response": response.cloned().unwrap_or(json!({"type": "string"}))},
-                "required": ["response"],
-            }]}),
-            _ => call,
+        (one, most)
+    }
+
+    /// With [`Syntax::Hermes`], the GBNF grammar that holds a `required` or named
+    /// choice to calls in `<tool_call>` tags (one, or with parallel calls at most
+    /// one per tool); `to_gbnf` turns a JSON schema into a grammar whose rule is
+    /// `root`. `None` under `auto`, where the model writes freely.
+    pub fn hermes_grammar(
+        &self,
+        to_gbnf: impl Fn(&str) -> Result<String, ApiError>,
+    ) -> Result<Option<String>, ApiError> {
+        if self.choice == Choice::Auto {
+            return Ok(None);
         }
+        let (one, most) = self.one_call();
+        let call = to_gbnf(&one.to_string())?;
+        // The call's grammar under another name, and the tags around it.
+        let call: String = call
+            .lines()
+            .map(|l| match l.strip_prefix("root ::=") {
+                Some(rest) => format!("call ::={rest}"),
+                None => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let more = if self.parallel && most > 1 {
+            format!(" (\"\\n\" tagged){{0,{}}}", most - 1)
+        } else {
+            String::new()
+        };
+        Ok(Some(format!(
+            "root ::= tagged{more}\ntagged ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{call}\n"
+        )))
     }
 
     /// The system prompt's part that offers the tools and says how to answer.
     pub fn instructions(&self) -> String {
+        if self.syntax == Syntax::Hermes {
+            return self.hermes_instructions();
+        }
         let list: Vec<Value> = self
             .tools
             .iter()
@@ -270,6 +341,37 @@ impl ToolMode {
     }
 }
 
+impl ToolMode {
+    /// The tools as Qwen2.5's and Hermes' templates offer them.
+    fn hermes_instructions(&self) -> String {
+        let mut out = String::from(
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+             You are provided with function signatures within <tools></tools> XML tags:\n<tools>",
+        );
+        for t in &self.tools {
+            let mut f = Map::new();
+            f.insert("name".into(), Value::String(t.name.clone()));
+            if let Some(d) = &t.description {
+                f.insert("description".into(), Value::String(d.clone()));
+            }
+            f.insert("parameters".into(), t.parameters.clone());
+            out.push('\n');
+            out.push_str(&json!({"type": "function", "function": f}).to_string());
+        }
+        out.push_str(
+            "\n</tools>\n\nFor each function call, return a json object with function name and \
+             arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n\
+             {\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>",
+        );
+        match &self.choice {
+            Choice::Auto => {}
+            Choice::Required => out.push_str("\n\nCall at least one of these functions."),
+            Choice::Named(n) => out.push_str(&format!("\n\nCall the function `{n}`.")),
+        }
+        out
+    }
+}
+
 /// The chat's messages as `(role, text)` for the chat template. A message that
 /// holds tool calls becomes the JSON the model is asked to write, and a tool's
 /// result a user turn with a `tool_response` (templates without tools know no
@@ -277,6 +379,9 @@ impl ToolMode {
 /// With `mode`, the tools' instructions join the system prompt (a first one is
 /// added when there is none) and earlier replies are shown as `response`s.
 pub fn messages(list: &[ChatMessage], mode: Option<&ToolMode>) -> Vec<(String, String)> {
+    if let Some(m) = mode.filter(|m| m.syntax == Syntax::Hermes) {
+        return hermes_messages(list, m);
+    }
     let parallel = mode.is_none_or(|m| m.parallel);
     let mut out: Vec<(String, String)> = list
         .iter()
@@ -329,22 +434,66 @@ pub fn messages(list: &[ChatMessage], mode: Option<&ToolMode>) -> Vec<(String, S
     out
 }
 
+/// [`messages`] for [`Syntax::Hermes`]: calls in `<tool_call>` tags, results in
+/// a user turn's `<tool_response>` tags (as Qwen's template writes them), replies
+/// as they were.
+fn hermes_messages(list: &[ChatMessage], mode: &ToolMode) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = list
+        .iter()
+        .map(|m| {
+            let text = m.text();
+            match m.role.as_str() {
+                "developer" => ("system".to_owned(), text),
+                "assistant" => {
+                    let calls = m.extra.get("tool_calls").and_then(Value::as_array);
+                    let mut said = text;
+                    for c in calls.into_iter().flatten() {
+                        if !said.is_empty() {
+                            said.push('\n');
+                        }
+                        said.push_str(&format!("<tool_call>\n{}\n</tool_call>", call_json(c)));
+                    }
+                    ("assistant".to_owned(), said)
+                }
+                "tool" => (
+                    "user".to_owned(),
+                    format!("<tool_response>\n{text}\n</tool_response>"),
+                ),
+                role => (role.to_owned(), text),
+            }
+        })
+        .collect();
+    let add = mode.instructions();
+    match out.first_mut() {
+        Some((role, text)) if role == "system" => {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&add);
+        }
+        _ => out.insert(0, ("system".to_owned(), add)),
+    }
+    out
+}
+
+/// One of OpenAI's `tool_calls` (arguments as JSON text) as `{"name", "arguments"}`.
+fn call_json(c: &Value) -> Value {
+    let name = c.pointer("/function/name").cloned().unwrap_or(Value::Null);
+    let args = c
+        .pointer("/function/arguments")
+        .map(|a| match a {
+            Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| a.clone()),
+            other => other.clone(),
+        })
+        .unwrap_or_else(|| json!({}));
+    json!({"name": name, "arguments": args})
+}
+
 /// OpenAI's `tool_calls` (arguments as JSON text) as the generic format's JSON.
 fn calls_json(calls: &[Value], parallel: bool) -> String {
-    let one = |c: &Value| {
-        let name = c.pointer("/function/name").cloned().unwrap_or(Value::Null);
-        let args = c
-            .pointer("/function/arguments")
-            .map(|a| match a {
-                Value::String(s) => serde_json::from_str(s).unwrap_or_else(|_| a.clone()),
-                other => other.clone(),
-            })
-            .unwrap_or_else(|| json!({}));
-        json!({"name": name, "arguments": args})
-    };
     match calls {
-        [c] if !parallel => json!({ "tool_call": one(c) }).to_string(),
-        _ => json!({ "tool_calls": calls.iter().map(one).collect::<Vec<_>>() }).to_string(),
+        [c] if !parallel => json!({ "tool_call": call_json(c) }).to_string(),
+        _ => json!({ "tool_calls": calls.iter().map(call_json).collect::<Vec<_>>() }).to_string(),
     }
 }
 
@@ -355,6 +504,7 @@ fn calls_json(calls: &[Value], parallel: bool) -> String {
 /// what was not yet said is sent.
 #[derive(Debug, Default)]
 pub struct Reader {
+    syntax: Syntax,
     buf: String,
     /// How much of the reply's text was sent.
     said_text: usize,
@@ -371,8 +521,11 @@ struct Partial {
 }
 
 impl Reader {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(syntax: Syntax) -> Self {
+        Reader {
+            syntax,
+            ..Self::default()
+        }
     }
 
     /// Whether the answer made at least one call.
@@ -383,7 +536,10 @@ impl Reader {
     /// Takes more of the model's text; returns the events it completes.
     pub fn push(&mut self, index: u32, piece: &str) -> Vec<Out> {
         self.buf.push_str(piece);
-        let p = parse(&self.buf);
+        let p = match self.syntax {
+            Syntax::Generic => parse(&self.buf),
+            Syntax::Hermes => parse_hermes(&self.buf),
+        };
         let mut out = Vec::new();
         if p.text.len() > self.said_text {
             out.push(Out::Text {
@@ -656,12 +812,52 @@ fn parse(text: &str) -> Partial {
     p
 }
 
+/// What a [`Syntax::Hermes`] answer says so far: its text up to the first
+/// `<tool_call>` (less what may be the start of one), then each call's JSON.
+fn parse_hermes(text: &str) -> Partial {
+    const OPEN: &str = "<tool_call>";
+    const CLOSE: &str = "</tool_call>";
+    let mut p = Partial::default();
+    let Some(first) = text.find(OPEN) else {
+        // Hold back an end that may be a tag's beginning.
+        let hold = (1..OPEN.len())
+            .rev()
+            .find(|&n| text.ends_with(&OPEN[..n]))
+            .unwrap_or(0);
+        p.text = text[..text.len() - hold].to_owned();
+        return p;
+    };
+    p.text = text[..first].to_owned();
+    let mut at = first;
+    while let Some(rest) = text.get(at..).and_then(|r| r.strip_prefix(OPEN)) {
+        let mut c = Cur {
+            s: rest.as_bytes(),
+            at: 0,
+        };
+        c.ws();
+        if c.call(&mut p.calls) != Some(true) {
+            break;
+        }
+        c.ws();
+        let after = &rest[c.at..];
+        if !after.starts_with(CLOSE) {
+            break;
+        }
+        let next = &after[CLOSE.len()..];
+        match next.find(OPEN) {
+            Some(k) => at = text.len() - next.len() + k,
+            None => break,
+        }
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn said(pieces: &[&str]) -> (String, Vec<ToolCallDelta>) {
-        let mut r = Reader::new();
+        let mut r = Reader::new(Syntax::Generic);
         let mut text = String::new();
         let mut calls: Vec<ToolCallDelta> = Vec::new();
         for p in pieces {
@@ -681,6 +877,106 @@ mod tests {
 
     fn chars(s: &str) -> Vec<String> {
         s.chars().map(String::from).collect()
+    }
+
+    #[test]
+    fn hermes_calls_are_read_from_their_tags_as_they_stream() {
+        let text = "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+        let whole = parse_hermes(text);
+        assert_eq!(whole.text, "Let me look.\n");
+        assert_eq!(
+            whole.calls,
+            vec![
+                ("get_weather".to_owned(), "{\"city\": \"Oslo\"}".to_owned()),
+                ("get_time".to_owned(), "{}".to_owned())
+            ]
+        );
+        // Piece by piece: the same, and no piece of a tag is ever said as text.
+        let mut r = Reader::new(Syntax::Hermes);
+        let (mut said, mut args) = (String::new(), String::new());
+        let mut names = Vec::new();
+        for ch in text.chars() {
+            for e in r.push(0, &ch.to_string()) {
+                match e {
+                    Out::Text { text, .. } => said.push_str(&text),
+                    Out::ToolCall { call, .. } => {
+                        names.extend(call.name);
+                        args.push_str(&call.arguments);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(said, "Let me look.\n");
+        assert_eq!(names, ["get_weather", "get_time"]);
+        assert_eq!(args, "{\"city\": \"Oslo\"}{}");
+        // A reply without calls is all text; a lone `<` is held until it is not a tag.
+        assert_eq!(parse_hermes("a < b").text, "a < b");
+        assert_eq!(parse_hermes("a <tool_").text, "a ");
+    }
+
+    #[test]
+    fn hermes_requests_offer_the_tools_in_tags_and_say_calls_and_results_in_them() {
+        let m = ToolMode {
+            syntax: Syntax::Hermes,
+            ..mode(
+                json!({"tools": [{"type": "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object"}}}], "tool_choice": "required"}),
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let r = request(json!({"messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "7 C"}
+        ]}));
+        let said = messages(&r.messages, Some(&m));
+        assert_eq!(said[0].0, "system");
+        assert!(
+            said[0]
+                .1
+                .contains("<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"get_weather\""),
+            "{}",
+            said[0].1
+        );
+        assert!(
+            said[0].1.ends_with("Call at least one of these functions."),
+            "{}",
+            said[0].1
+        );
+        assert_eq!(
+            said[2],
+            ("assistant".to_owned(), "<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}\n</tool_call>".to_owned())
+        );
+        assert_eq!(
+            said[3],
+            (
+                "user".to_owned(),
+                "<tool_response>\n7 C\n</tool_response>".to_owned()
+            )
+        );
+        // The grammar: the call's rules under `call`, in tags, one per tool at most.
+        let g = m
+            .hermes_grammar(|_| Ok("root ::= \"{\" x \"}\"\nx ::= [a-z]".to_owned()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            g,
+            "root ::= tagged\ntagged ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\ncall ::= \"{\" x \"}\"\nx ::= [a-z]\n"
+        );
+        let auto = ToolMode {
+            choice: Choice::Auto,
+            ..m
+        };
+        assert_eq!(auto.hermes_grammar(|_| unreachable!()).unwrap(), None);
+        assert_eq!(
+            Syntax::of_template(Some("...<tool_call>...")),
+            Syntax::Hermes
+        );
+        assert_eq!(Syntax::of_template(Some("<|im_start|>")), Syntax::Generic);
+        assert_eq!(Syntax::of_template(None), Syntax::Generic);
     }
 
     #[test]

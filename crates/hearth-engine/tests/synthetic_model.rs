@@ -395,3 +395,63 @@ async fn a_projector_for_another_model_fails_the_load_with_the_reason() {
     let why = b.detail().unwrap_or_default();
     assert!(why.contains("cannot load the projector"), "{why}");
 }
+
+/// A model whose chat template has Hermes' tool syntax (Qwen2.5's `<tool_call>`,
+/// the generator's `--hermes-tools`) is asked for calls in it: with a call
+/// required, a grammar holds even random weights to `<tool_call>` tags around a
+/// call of an offered tool, read back as OpenAI's tool calls with
+/// `finish_reason: "tool_calls"`; with `parallel_tool_calls`, at most one call
+/// per tool.
+#[tokio::test]
+async fn a_model_with_hermes_tool_syntax_calls_tools_in_it() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hermes.gguf");
+    generate(&py, &path, &["--hermes-tools"]);
+    let b = start("synthetic-hermes", &path, 2048, 1).await;
+    let tool = |name: &str| {
+        json!({"type": "function", "function": {"name": name, "parameters": {"type": "object",
+            "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"],
+            "additionalProperties": false}}})
+    };
+    let call = |extra: serde_json::Value| {
+        let b = &b;
+        async move {
+            let mut body = json!({"model": "synthetic-hermes", "max_tokens": 800, "temperature": 0,
+                "messages": [{"role": "user", "content": "Weather?"}],
+                "tools": [tool("get_weather"), tool("get_time")]});
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            let r = Request::Chat(ChatCompletionRequest::from_value(body).unwrap());
+            let mut s = b.call(&r).await.unwrap();
+            let (mut calls, mut finish) = (Vec::<(String, String)>::new(), None);
+            while let Some(e) = s.next().await {
+                match e.unwrap() {
+                    Event::ToolCall { call, .. } => match call.name {
+                        Some(name) => calls.push((name, call.arguments)),
+                        None => calls.last_mut().unwrap().1.push_str(&call.arguments),
+                    },
+                    Event::Finish { reason, .. } => finish = Some(reason),
+                    _ => {}
+                }
+            }
+            (calls, finish)
+        }
+    };
+    let (calls, finish) =
+        call(json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}})).await;
+    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].0, "get_time");
+    let args: serde_json::Value = serde_json::from_str(&calls[0].1).unwrap();
+    assert!(matches!(args["unit"].as_str(), Some("c" | "f")), "{args}");
+
+    let (calls, finish) = call(json!({"tool_choice": "required"})).await;
+    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
+    assert!((1..=2).contains(&calls.len()), "{calls:?}");
+    for (name, args) in &calls {
+        assert!(name == "get_weather" || name == "get_time", "{calls:?}");
+        serde_json::from_str::<serde_json::Value>(args).unwrap();
+    }
+}
