@@ -144,11 +144,23 @@ case $mode in
       echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target is not of llama-cpp-sys-2 $want, which this tree locks: run make build-cuda)"
       exit 0
     fi
+    # A build running there holds the folder's lock: the check would wait for it.
+    if pgrep -f -- "$target/" >/dev/null; then
+      echo "SKIPPED: cargo check --features cuda (a CUDA build is running in $target; run make test-cuda after it)"
+      exit 0
+    fi
     # The engine builds llama.cpp with its multimodal library (`mtmd`, for images):
-    # a cached build from before has none, and the check would compile it all again.
-    if grep -q '"mtmd"' crates/hearth-engine/Cargo.toml \
-      && ! grep -qs 'LLAMA_BUILD_MTMD:BOOL=ON' "$target"/release/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; then
-      echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target has no mtmd, which the engine now builds: run make build-cuda)"
+    # the check reuses a finished build of it only (cargo writes the build script's
+    # `output` when it ends), else it would compile ggml-cuda again.
+    finished=""
+    for dir in "$target"/release/build/llama-cpp-sys-2-*; do
+      if [ -f "$dir/output" ] && { ! grep -q '"mtmd"' crates/hearth-engine/Cargo.toml \
+        || grep -qs 'LLAMA_BUILD_MTMD:BOOL=ON' "$dir/out/build/CMakeCache.txt"; }; then
+        finished=1
+      fi
+    done
+    if [ -z "$finished" ]; then
+      echo "SKIPPED: cargo check --features cuda (the cached CUDA build under $target is unfinished or has no mtmd, which the engine now builds: run make build-cuda)"
       exit 0
     fi
     if [ "${HEARTH_CUDA_CHECK:-1}" = 0 ]; then
