@@ -420,18 +420,24 @@ pub fn messages(list: &[ChatMessage], mode: Option<&ToolMode>) -> Vec<(String, S
         })
         .collect();
     if let Some(mode) = mode {
-        let add = mode.instructions();
-        match out.first_mut() {
-            Some((role, text)) if role == "system" => {
-                if !text.is_empty() {
-                    text.push_str("\n\n");
-                }
-                text.push_str(&add);
-            }
-            _ => out.insert(0, ("system".to_owned(), add)),
-        }
+        with_instructions(&mut out, mode);
     }
     out
+}
+
+/// The tools' instructions at the end of the first system message (one is added
+/// first when there is none).
+fn with_instructions(out: &mut Vec<(String, String)>, mode: &ToolMode) {
+    let add = mode.instructions();
+    match out.first_mut() {
+        Some((role, text)) if role == "system" => {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&add);
+        }
+        _ => out.insert(0, ("system".to_owned(), add)),
+    }
 }
 
 /// [`messages`] for [`Syntax::Hermes`]: calls in `<tool_call>` tags, results in
@@ -463,16 +469,7 @@ fn hermes_messages(list: &[ChatMessage], mode: &ToolMode) -> Vec<(String, String
             }
         })
         .collect();
-    let add = mode.instructions();
-    match out.first_mut() {
-        Some((role, text)) if role == "system" => {
-            if !text.is_empty() {
-                text.push_str("\n\n");
-            }
-            text.push_str(&add);
-        }
-        _ => out.insert(0, ("system".to_owned(), add)),
-    }
+    with_instructions(&mut out, mode);
     out
 }
 
