@@ -103,6 +103,9 @@ def main():
     ap.add_argument("--hermes-tools", action="store_true",
                     help="a ChatML chat template with Hermes' tool syntax (<tool_call>), as "
                          "Qwen2.5's, for tool-calling tests")
+    ap.add_argument("--chat-template", metavar="FILE",
+                    help="the chat template (Jinja source) to store, e.g. one of "
+                         "crates/hearth-engine/tests/templates/")
     a = ap.parse_args()
 
     embd, layers, ff, heads, kv_heads, vocab, context = SIZES[a.size]
@@ -144,8 +147,13 @@ def main():
     w.add_eos_token_id(2)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
+    if a.hermes_tools and a.chat_template:
+        sys.exit("--hermes-tools and --chat-template each set the chat template: give one")
     if a.hermes_tools:
         w.add_chat_template(HERMES_TEMPLATE)
+    if a.chat_template:
+        with open(a.chat_template, encoding="utf-8") as f:
+            w.add_chat_template(f.read())
     if a.fim:
         for i, (_, key) in enumerate(FIM_TOKENS):
             w.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", 259 + i)

@@ -159,7 +159,8 @@ impl EmbeddedBackend {
             }));
         }
         let vision = settings.mmproj.is_some();
-        let tool_syntax = tools::Syntax::of_template(
+        let (tool_syntax, jinja) = tool_syntax(
+            &cfg.name,
             info.get("tokenizer.chat_template")
                 .and_then(gguf::MetaValue::as_str),
         );
@@ -178,7 +179,7 @@ impl EmbeddedBackend {
                         }
                     }
                 }
-                scheduler::run(settings, thread_shared, rx, hook);
+                scheduler::run(settings, thread_shared, rx, hook, jinja);
             })
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
@@ -403,6 +404,37 @@ fn ended() -> BackendError {
     BackendError::Protocol("the engine ended the request without an answer".into())
 }
 
+/// How a model whose chat template is `source` calls tools, and, for a syntax
+/// that only the template's Jinja source writes, that template compiled. A
+/// template that does not compile, or does not render a conversation with a
+/// tool, is logged and the model calls tools in the generic format instead.
+fn tool_syntax(
+    model: &str,
+    source: Option<&str>,
+) -> (tools::Syntax, Option<Arc<crate::jinja::ChatTemplate>>) {
+    let syntax = tools::Syntax::of_template(source);
+    let Some(source) = source.filter(|_| syntax.renders_jinja()) else {
+        return (syntax, None);
+    };
+    let probe = crate::jinja::ChatTemplate::new(source).and_then(|t| {
+        let tools = serde_json::json!([{"type": "function", "function": {
+            "name": "probe", "parameters": {"type": "object", "properties": {}}}}]);
+        let messages = serde_json::json!([{"role": "user", "content": "hello"}]);
+        t.render(&messages, Some(&tools), "<s>", "</s>").map(|_| t)
+    });
+    match probe {
+        Ok(t) => {
+            tracing::info!(model, syntax = ?syntax, "tool calls in the chat template's own syntax");
+            (syntax, Some(Arc::new(t)))
+        }
+        Err(e) => {
+            tracing::warn!(model, syntax = ?syntax, error = %e,
+                "the chat template's Jinja source does not render here; tools use the generic JSON format");
+            (tools::Syntax::Generic, None)
+        }
+    }
+}
+
 /// The engine thread's events as the router's: text as it comes, then the finish and
 /// the usage. With tools, `reader` turns the model's JSON into text and tool-call
 /// deltas. Dropping the stream drops `rx`, which the engine notices before its
@@ -437,6 +469,9 @@ fn events(
                         prompt_tokens,
                         completion_tokens,
                     }) => {
+                        if let Some(r) = reader.as_mut() {
+                            pending.extend(r.finish(index).into_iter().map(Ok));
+                        }
                         let called = reader.as_ref().is_some_and(tools::Reader::called);
                         pending.push_back(Ok(Out::Finish {
                             index,

@@ -44,6 +44,8 @@ pub struct Intake<'m> {
     /// The model's projector, when it reads images.
     pub vision: Option<&'m crate::vision::Vision>,
     pub template: Option<LlamaChatTemplate>,
+    /// The template's Jinja source, for prompts that need it.
+    pub jinja: Option<Jinja>,
     pub n_ctx: usize,
     pub hook: Option<IntakeHook>,
 }
@@ -82,14 +84,28 @@ impl Intake<'_> {
     }
 
     fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
-        let (prompt, media) = match (&r.prompt, r.images.is_empty(), self.vision) {
+        let rendered;
+        let input = match &r.prompt {
+            PromptInput::Jinja { messages, tools } => {
+                let jinja = self.jinja.as_ref().ok_or_else(ApiError::internal)?;
+                rendered =
+                    PromptInput::Text(jinja.render(messages, tools, !r.images.is_empty())?);
+                &rendered
+            }
+            other => other,
+        };
+        let (prompt, media) = match (input, r.images.is_empty(), self.vision) {
             (_, true, _) => (
-                llama::tokenize_prompt(self.model, self.template.as_ref(), &r.prompt)?,
+                llama::tokenize_prompt(self.model, self.template.as_ref(), input)?,
                 Vec::new(),
             ),
             (PromptInput::Chat(messages), false, Some(vision)) => {
                 let text = llama::render_chat(self.model, self.template.as_ref(), messages)?;
                 vision.tokenize(self.model, &text, &r.images)?
+            }
+            // Chat messages rendered by the template's Jinja source.
+            (PromptInput::Text(text), false, Some(vision)) => {
+                vision.tokenize(self.model, text, &r.images)?
             }
             _ => {
                 return Err(ApiError::invalid_param(
@@ -142,5 +158,53 @@ impl Intake<'_> {
             logprobs: r.params.logprobs,
             media,
         })
+    }
+}
+
+/// A chat template's Jinja source, with the model's BOS and EOS text it writes.
+pub struct Jinja {
+    template: std::sync::Arc<crate::jinja::ChatTemplate>,
+    bos: String,
+    eos: String,
+}
+
+impl Jinja {
+    pub fn new(model: &LlamaModel, template: std::sync::Arc<crate::jinja::ChatTemplate>) -> Self {
+        let vocab = model.vocab();
+        let text = |t: llama_cpp_2::token::LlamaToken| {
+            if t.0 < 0 {
+                return String::new();
+            }
+            String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned()
+        };
+        Jinja {
+            template,
+            bos: text(vocab.bos()),
+            eos: text(vocab.eos()),
+        }
+    }
+
+    /// The prompt text. Its leading BOS is left out unless `keep_bos` (the
+    /// tokenizer adds it, where the model wants one; `mtmd`'s tokenizer for
+    /// images does not).
+    fn render(
+        &self,
+        messages: &serde_json::Value,
+        tools: &serde_json::Value,
+        keep_bos: bool,
+    ) -> Result<String, ApiError> {
+        let text = self
+            .template
+            .render(messages, Some(tools), &self.bos, &self.eos)
+            .map_err(|e| {
+                ApiError::invalid_param(
+                    "messages",
+                    format!("the model's chat template refuses these messages: {e}"),
+                )
+            })?;
+        match text.strip_prefix(self.bos.as_str()) {
+            Some(rest) if !keep_bos && !self.bos.is_empty() => Ok(rest.to_owned()),
+            _ => Ok(text),
+        }
     }
 }

@@ -19,6 +19,9 @@
 //! - `device`: where each model runs (CPU, which GPUs) and the GPU memory it took.
 //! - `llama`: every call into llama.cpp (init, logs, context, template, samplers).
 //! - `request`: a router request checked and turned into prompt + sampling params.
+//! - `tools`: tool calls in the generic JSON format or a model family's own syntax.
+//! - `jinja`: a GGUF's chat template rendered as its Jinja source (for the tool
+//!   syntaxes the C template API cannot write).
 //! - `text`: token bytes to whole UTF-8 characters, with stop strings cut out.
 //! - [`settings`]: config defaults (threads = physical cores, context, parallel).
 //! - [`gguf`]: a plain-Rust GGUF header reader for validation and `models list`.
@@ -37,6 +40,7 @@ mod embed;
 mod fetch;
 pub mod gguf;
 mod intake;
+mod jinja;
 mod llama;
 mod llama_log;
 mod request;

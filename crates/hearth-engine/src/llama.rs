@@ -169,6 +169,8 @@ pub fn tokenize_prompt(
             vocab.tokenize(text.as_bytes(), true, true)
         }
         PromptInput::Text(text) => vocab.tokenize(text.as_bytes(), true, true),
+        // The intake renders these to text first (it holds the Jinja template).
+        PromptInput::Jinja { .. } => return Err(ApiError::internal()),
         PromptInput::Tokens(ids) => {
             let n_vocab = vocab.n_tokens();
             ids.iter()

@@ -21,6 +21,12 @@ pub const DEFAULT_MIN_P: f32 = 0.05;
 pub enum PromptInput {
     /// Messages rendered with the model's chat template: `(role, content)`.
     Chat(Vec<(String, String)>),
+    /// Messages and tools in OpenAI's shape, for the template's Jinja source
+    /// (`tools::jinja_input`).
+    Jinja {
+        messages: serde_json::Value,
+        tools: serde_json::Value,
+    },
     /// Raw text (legacy completions).
     Text(String),
     /// Token ids given by the client.
@@ -504,8 +510,8 @@ fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequ
     // With tools, the grammar is the tools' answer: a call, or a reply that
     // follows the response_format when there is one.
     let grammar = match &tools {
-        Some(mode) if mode.syntax == tools::Syntax::Hermes => mode
-            .hermes_grammar(|schema| {
+        Some(mode) if mode.syntax != tools::Syntax::Generic => mode
+            .own_grammar(|schema| {
                 llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| {
                     ApiError::invalid_param(
                         "tools",
@@ -546,9 +552,16 @@ fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequ
         ..params
     };
     let (messages, images) = with_image_markers(&r.messages)?;
+    let prompt = match &tools {
+        Some(mode) if mode.syntax.renders_jinja() => {
+            let (messages, tools) = tools::jinja_input(&messages, mode);
+            PromptInput::Jinja { messages, tools }
+        }
+        _ => PromptInput::Chat(tools::messages(&messages, tools.as_ref())),
+    };
     Ok(GenRequest {
         endpoint: Endpoint::Chat,
-        prompt: PromptInput::Chat(tools::messages(&messages, tools.as_ref())),
+        prompt,
         params,
         echo: false,
         tools,

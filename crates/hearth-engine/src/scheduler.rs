@@ -202,7 +202,15 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// The engine thread's body.
-pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: Option<IntakeHook>) {
+/// `jinja`: the chat template as its Jinja source renders it, for the requests
+/// whose tool syntax needs it (see `tools`).
+pub fn run(
+    settings: Settings,
+    shared: Arc<Shared>,
+    jobs: Receiver<Job>,
+    hook: Option<IntakeHook>,
+    jinja: Option<Arc<crate::jinja::ChatTemplate>>,
+) {
     let guard = |thread| PanicGuard {
         shared: &shared,
         model: &settings.name,
@@ -242,6 +250,7 @@ pub fn run(settings: Settings, shared: Arc<Shared>, jobs: Receiver<Job>, hook: O
         model: &model,
         vision: vision.as_ref(),
         template,
+        jinja: jinja.map(|t| crate::intake::Jinja::new(&model, t)),
         n_ctx: settings.context as usize,
         hook,
     };

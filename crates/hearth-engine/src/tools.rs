@@ -12,10 +12,15 @@
 //! `<tools></tools>` in the system prompt, each call `<tool_call>{"name": …,
 //! "arguments": …}</tool_call>`, results in `<tool_response>`; under `auto` it
 //! writes freely and its calls are read out of its text, under `required` or a
-//! named function a grammar holds it to one or more calls. Other families' own
-//! syntaxes (Llama 3.1's `ipython`, Mistral's `[TOOL_CALLS]`…) live in their
-//! Jinja source, which llama.cpp's C template API (all the binding exposes) does
-//! not render: those models get the generic format, which works with every model.
+//! named function a grammar holds it to one or more calls. Llama 3.x
+//! ([`Syntax::Llama3`]: a call is `{"name": …, "parameters": …}`, results come
+//! back in `ipython` turns) and Mistral ([`Syntax::Mistral`]: `[TOOL_CALLS][{"name":
+//! …, "arguments": …}]`, results in `[TOOL_RESULTS]`, call ids of 9 letters and
+//! digits) write their tools' words only in their template's Jinja source, which
+//! the C template API does not render: for them the GGUF's template itself is
+//! rendered (`jinja`), with the request's messages and tools as Hugging Face's
+//! `apply_chat_template` passes them, and their answers are read in their shape.
+//! A template that does not render falls back to the generic format.
 
 use hearth_api::{ApiError, ChatCompletionRequest, ChatMessage};
 use hearth_router::{Event as Out, ToolCallDelta};
@@ -28,6 +33,19 @@ pub struct Tool {
     pub description: Option<String>,
     /// The JSON schema of its arguments (`{"type": "object"}` when left out).
     pub parameters: Value,
+}
+
+impl Tool {
+    /// `{"name", "description", "parameters"}`, as tools are shown to a model.
+    fn function(&self) -> Value {
+        let mut f = Map::new();
+        f.insert("name".into(), Value::String(self.name.clone()));
+        if let Some(d) = &self.description {
+            f.insert("description".into(), Value::String(d.clone()));
+        }
+        f.insert("parameters".into(), self.parameters.clone());
+        Value::Object(f)
+    }
 }
 
 /// `tool_choice`.
@@ -49,6 +67,12 @@ pub enum Syntax {
     Generic,
     /// Hermes' `<tool_call>` tags, for a model whose chat template has them.
     Hermes,
+    /// Llama 3.x's JSON calls (`{"name", "parameters"}`), one at a time, with the
+    /// prompt rendered by the template's Jinja source.
+    Llama3,
+    /// Mistral's `[TOOL_CALLS]` list, with the prompt rendered by the template's
+    /// Jinja source.
+    Mistral,
 }
 
 impl Syntax {
@@ -56,8 +80,23 @@ impl Syntax {
     pub fn of_template(template: Option<&str>) -> Syntax {
         match template {
             Some(t) if t.contains("<tool_call>") => Syntax::Hermes,
+            Some(t) if t.contains("[TOOL_CALLS]") && t.contains("[AVAILABLE_TOOLS]") => {
+                Syntax::Mistral
+            }
+            Some(t)
+                if t.contains("<|start_header_id|>")
+                    && t.contains("ipython")
+                    && t.contains("\"parameters\"") =>
+            {
+                Syntax::Llama3
+            }
             _ => Syntax::Generic,
         }
+    }
+
+    /// Whether the prompt is the template's own Jinja rendering.
+    pub fn renders_jinja(self) -> bool {
+        matches!(self, Syntax::Llama3 | Syntax::Mistral)
     }
 }
 
@@ -239,14 +278,19 @@ impl ToolMode {
     /// The schema of one call of a tool the choice allows, and how many tools
     /// that is.
     fn one_call(&self) -> (Value, usize) {
+        // Llama 3.x names the arguments `parameters`.
+        let key = match self.syntax {
+            Syntax::Llama3 => "parameters",
+            _ => "arguments",
+        };
         let call = |t: &Tool| {
+            let mut props = Map::new();
+            props.insert("name".into(), json!({"type": "string", "const": t.name}));
+            props.insert(key.into(), t.parameters.clone());
             json!({
                 "type": "object",
-                "properties": {
-                    "name": {"type": "string", "const": t.name},
-                    "arguments": t.parameters,
-                },
-                "required": ["name", "arguments"],
+                "properties": props,
+                "required": ["name", key],
             })
         };
         let calls: Vec<Value> = match &self.choice {
@@ -268,19 +312,25 @@ impl ToolMode {
         (one, most)
     }
 
-    /// With [`Syntax::Hermes`], the GBNF grammar that holds a `required` or named
-    /// choice to calls in `<tool_call>` tags (one, or with parallel calls at most
-    /// one per tool); `to_gbnf` turns a JSON schema into a grammar whose rule is
-    /// `root`. `None` under `auto`, where the model writes freely.
-    pub fn hermes_grammar(
+    /// With a model's own syntax, the GBNF grammar that holds a `required` or
+    /// named choice to calls in it (one, or with parallel calls at most one per
+    /// tool): in `<tool_call>` tags (Hermes), in a `[TOOL_CALLS]` list (Mistral),
+    /// or one bare call (Llama 3.x, which calls one tool at a time). `to_gbnf` turns
+    /// a JSON schema into a grammar whose rule is `root`. `None` under `auto`,
+    /// where the model writes freely, and for the generic format (its grammar is
+    /// [`ToolMode::schema`]'s).
+    pub fn own_grammar(
         &self,
         to_gbnf: impl Fn(&str) -> Result<String, ApiError>,
     ) -> Result<Option<String>, ApiError> {
-        if self.choice == Choice::Auto {
+        if self.choice == Choice::Auto || self.syntax == Syntax::Generic {
             return Ok(None);
         }
         let (one, most) = self.one_call();
         let call = to_gbnf(&one.to_string())?;
+        if self.syntax == Syntax::Llama3 {
+            return Ok(Some(call));
+        }
         // The call's grammar under another name, and the tags around it.
         let call: String = call
             .lines()
@@ -290,13 +340,24 @@ impl ToolMode {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let more = if self.parallel && most > 1 {
-            format!(" (\"\\n\" tagged){{0,{}}}", most - 1)
-        } else {
-            String::new()
+        let more = |sep: &str, item: &str| {
+            if self.parallel && most > 1 {
+                format!(" ({sep} {item}){{0,{}}}", most - 1)
+            } else {
+                String::new()
+            }
         };
+        if self.syntax == Syntax::Mistral {
+            // The list may open with the `[TOOL_CALLS]` token (its text, to the
+            // grammar) or without it.
+            return Ok(Some(format!(
+                "root ::= \"[TOOL_CALLS]\"? \"[\" call{} \"]\"\n{call}\n",
+                more("\", \"", "call")
+            )));
+        }
         Ok(Some(format!(
-            "root ::= tagged{more}\ntagged ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{call}\n"
+            "root ::= tagged{}\ntagged ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{call}\n",
+            more("\"\\n\"", "tagged")
         )))
     }
 
@@ -305,19 +366,7 @@ impl ToolMode {
         if self.syntax == Syntax::Hermes {
             return self.hermes_instructions();
         }
-        let list: Vec<Value> = self
-            .tools
-            .iter()
-            .map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), Value::String(t.name.clone()));
-                if let Some(d) = &t.description {
-                    f.insert("description".into(), Value::String(d.clone()));
-                }
-                f.insert("parameters".into(), t.parameters.clone());
-                Value::Object(f)
-            })
-            .collect();
+        let list: Vec<Value> = self.tools.iter().map(Tool::function).collect();
         let shape = if self.parallel {
             r#"{"tool_calls": [{"name": "<tool name>", "arguments": {<its arguments>}}]}"#
         } else {
@@ -349,14 +398,8 @@ impl ToolMode {
              You are provided with function signatures within <tools></tools> XML tags:\n<tools>",
         );
         for t in &self.tools {
-            let mut f = Map::new();
-            f.insert("name".into(), Value::String(t.name.clone()));
-            if let Some(d) = &t.description {
-                f.insert("description".into(), Value::String(d.clone()));
-            }
-            f.insert("parameters".into(), t.parameters.clone());
             out.push('\n');
-            out.push_str(&json!({"type": "function", "function": f}).to_string());
+            out.push_str(&json!({"type": "function", "function": t.function()}).to_string());
         }
         out.push_str(
             "\n</tools>\n\nFor each function call, return a json object with function name and \
@@ -473,6 +516,78 @@ fn hermes_messages(list: &[ChatMessage], mode: &ToolMode) -> Vec<(String, String
     out
 }
 
+/// The messages and tools as a template's Jinja source reads them, in OpenAI's
+/// shape as Hugging Face's `apply_chat_template` takes them: `developer` as
+/// `system`, each call's arguments as an object, and for Mistral every call id as 9
+/// letters and digits (its template refuses others; the same id always becomes
+/// the same 9).
+pub fn jinja_input(list: &[ChatMessage], mode: &ToolMode) -> (Value, Value) {
+    let id = |v: Option<&Value>| -> Value {
+        match (v.and_then(Value::as_str), mode.syntax) {
+            (Some(id), Syntax::Mistral)
+                if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+            {
+                Value::String(id.to_owned())
+            }
+            (Some(id), Syntax::Mistral) => {
+                use sha2::Digest;
+                Value::String(short_id(&sha2::Sha256::digest(id.as_bytes())))
+            }
+            (Some(id), _) => Value::String(id.to_owned()),
+            (None, _) => Value::Null,
+        }
+    };
+    let messages = list
+        .iter()
+        .map(|m| {
+            let mut out = Map::new();
+            let role = match m.role.as_str() {
+                "developer" => "system",
+                r => r,
+            };
+            out.insert("role".into(), Value::String(role.to_owned()));
+            out.insert("content".into(), Value::String(m.text()));
+            if let Some(calls) = m.extra.get("tool_calls").and_then(Value::as_array) {
+                let calls = calls
+                    .iter()
+                    .map(|c| {
+                        let f = call_json(c);
+                        json!({
+                            "id": id(c.get("id")),
+                            "type": "function",
+                            "function": {"name": f["name"], "arguments": f["arguments"]},
+                        })
+                    })
+                    .collect();
+                out.insert("tool_calls".into(), Value::Array(calls));
+            }
+            if let Some(v) = m.extra.get("tool_call_id") {
+                out.insert("tool_call_id".into(), id(Some(v)));
+            }
+            if let Some(v) = m.extra.get("name") {
+                out.insert("name".into(), v.clone());
+            }
+            Value::Object(out)
+        })
+        .collect();
+    let tools = mode
+        .tools
+        .iter()
+        .map(|t| json!({"type": "function", "function": t.function()}))
+        .collect();
+    (Value::Array(messages), Value::Array(tools))
+}
+
+/// 9 letters and digits made of `bytes` (a call id as Mistral's template takes it).
+fn short_id(bytes: &[u8]) -> String {
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    bytes
+        .iter()
+        .take(9)
+        .map(|b| ALNUM[usize::from(*b) % ALNUM.len()] as char)
+        .collect()
+}
+
 /// One of OpenAI's `tool_calls` (arguments as JSON text) as `{"name", "arguments"}`.
 fn call_json(c: &Value) -> Value {
     let name = c.pointer("/function/name").cloned().unwrap_or(Value::Null);
@@ -533,9 +648,22 @@ impl Reader {
     /// Takes more of the model's text; returns the events it completes.
     pub fn push(&mut self, index: u32, piece: &str) -> Vec<Out> {
         self.buf.push_str(piece);
+        self.said(index, false)
+    }
+
+    /// The answer ended: what was held back in case it began a call (and did
+    /// not) is text after all.
+    pub fn finish(&mut self, index: u32) -> Vec<Out> {
+        self.said(index, true)
+    }
+
+    /// The events of what the text says now, less what was sent.
+    fn said(&mut self, index: u32, done: bool) -> Vec<Out> {
         let p = match self.syntax {
             Syntax::Generic => parse(&self.buf),
-            Syntax::Hermes => parse_hermes(&self.buf),
+            Syntax::Hermes => parse_hermes(&self.buf, done),
+            Syntax::Llama3 => parse_json_calls(&self.buf, done, Shape::LLAMA3),
+            Syntax::Mistral => parse_json_calls(&self.buf, done, Shape::MISTRAL),
         };
         let mut out = Vec::new();
         if p.text.len() > self.said_text {
@@ -547,7 +675,11 @@ impl Reader {
         }
         for (k, (name, args)) in p.calls.iter().enumerate() {
             if k == self.said_calls.len() {
-                let id = format!("call_{}", uuid::Uuid::new_v4().simple());
+                let id = match self.syntax {
+                    // Mistral's template takes back only ids of 9 letters and digits.
+                    Syntax::Mistral => short_id(uuid::Uuid::new_v4().as_bytes()),
+                    _ => format!("call_{}", uuid::Uuid::new_v4().simple()),
+                };
                 out.push(Out::ToolCall {
                     index,
                     call: ToolCallDelta {
@@ -748,6 +880,13 @@ impl Cur<'_> {
 
     /// `{"name": "…", "arguments": …}` as far as it goes.
     fn call(&mut self, calls: &mut Vec<(String, String)>) -> Option<bool> {
+        self.call_as(calls, "arguments")
+    }
+
+    /// A call whose arguments are under `key` (Llama 3.x says `parameters`), with
+    /// any other keys after them (Mistral's `id`) read past. `Some(false)` while
+    /// the arguments are still coming.
+    fn call_as(&mut self, calls: &mut Vec<(String, String)>, key: &str) -> Option<bool> {
         self.eat(b'{')?;
         if self.string()? != "name" {
             return None;
@@ -755,7 +894,7 @@ impl Cur<'_> {
         self.eat(b':')?;
         let name = self.string()?;
         self.eat(b',')?;
-        if self.string()? != "arguments" {
+        if self.string()? != key {
             return None;
         }
         self.eat(b':')?;
@@ -766,6 +905,13 @@ impl Cur<'_> {
         }
         if !done {
             return Some(false);
+        }
+        while self.eat(b',').is_some() {
+            self.string()?;
+            self.eat(b':')?;
+            if !self.raw_value()?.1 {
+                return None;
+            }
         }
         self.eat(b'}')?;
         Some(true)
@@ -809,9 +955,90 @@ fn parse(text: &str) -> Partial {
     p
 }
 
+/// How a family writes its calls as bare JSON at the start of its answer.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// The token that may open the calls, when the model spells it as text.
+    opener: &'static str,
+    /// The calls' JSON starts so (whitespace aside), up to the name's quote.
+    start: &'static str,
+    /// A list of calls, or one.
+    list: bool,
+    /// The key of the arguments.
+    key: &'static str,
+}
+
+impl Shape {
+    const LLAMA3: Shape = Shape {
+        opener: "<|python_tag|>",
+        start: "{\"name\":\"",
+        list: false,
+        key: "parameters",
+    };
+    const MISTRAL: Shape = Shape {
+        opener: "[TOOL_CALLS]",
+        start: "[{\"name\":\"",
+        list: true,
+        key: "arguments",
+    };
+}
+
+/// What a Llama 3.x or Mistral answer says so far: calls, when it opens as
+/// `shape`'s JSON does (`{"name": "…` or `[{"name": "…`), else a reply. While
+/// the opening could still go either way, nothing is said; once `done`, an answer
+/// that made no call is all text.
+fn parse_json_calls(text: &str, done: bool, shape: Shape) -> Partial {
+    let mut p = Partial::default();
+    let body = text.trim_start();
+    let body = match body.strip_prefix(shape.opener) {
+        Some(rest) => rest,
+        None if !done && shape.opener.starts_with(body) => return p,
+        None => body,
+    };
+    // Match the opening, byte by byte, whitespace between its tokens aside.
+    let mut want = shape.start.bytes().peekable();
+    let mut in_key = false;
+    for b in body.bytes() {
+        let Some(&w) = want.peek() else { break };
+        if b.is_ascii_whitespace() && !in_key {
+            continue;
+        }
+        if b != w {
+            p.text = text.to_owned();
+            return p;
+        }
+        if b == b'"' {
+            in_key = !in_key;
+        }
+        want.next();
+    }
+    if want.peek().is_some() {
+        if done {
+            p.text = text.to_owned();
+        }
+        return p;
+    }
+    let mut c = Cur {
+        s: body.as_bytes(),
+        at: 0,
+    };
+    if shape.list {
+        if c.eat(b'[').is_some() {
+            while c.call_as(&mut p.calls, shape.key) == Some(true) && c.eat(b',').is_some() {}
+        }
+    } else {
+        let _ = c.call_as(&mut p.calls, shape.key);
+    }
+    if done && p.calls.is_empty() {
+        p.text = text.to_owned();
+    }
+    p
+}
+
 /// What a [`Syntax::Hermes`] answer says so far: its text up to the first
-/// `<tool_call>` (less what may be the start of one), then each call's JSON.
-fn parse_hermes(text: &str) -> Partial {
+/// `<tool_call>` (less what may be the start of one, until `done`), then each
+/// call's JSON.
+fn parse_hermes(text: &str, done: bool) -> Partial {
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
     let mut p = Partial::default();
@@ -819,7 +1046,7 @@ fn parse_hermes(text: &str) -> Partial {
         // Hold back an end that may be a tag's beginning.
         let hold = (1..OPEN.len())
             .rev()
-            .find(|&n| text.ends_with(&OPEN[..n]))
+            .find(|&n| !done && text.ends_with(&OPEN[..n]))
             .unwrap_or(0);
         p.text = text[..text.len() - hold].to_owned();
         return p;
@@ -854,11 +1081,18 @@ mod tests {
     use super::*;
 
     fn said(pieces: &[&str]) -> (String, Vec<ToolCallDelta>) {
-        let mut r = Reader::new(Syntax::Generic);
+        said_in(Syntax::Generic, pieces)
+    }
+
+    /// What a reader of `syntax` says of the pieces, then of the answer's end.
+    fn said_in(syntax: Syntax, pieces: &[&str]) -> (String, Vec<ToolCallDelta>) {
+        let mut r = Reader::new(syntax);
         let mut text = String::new();
         let mut calls: Vec<ToolCallDelta> = Vec::new();
-        for p in pieces {
-            for e in r.push(0, p) {
+        let mut events: Vec<Vec<Out>> = pieces.iter().map(|p| r.push(0, p)).collect();
+        events.push(r.finish(0));
+        for list in events {
+            for e in list {
                 match e {
                     Out::Text { text: t, .. } => text.push_str(&t),
                     Out::ToolCall { call, .. } => match calls.get_mut(call.index as usize) {
@@ -879,7 +1113,7 @@ mod tests {
     #[test]
     fn hermes_calls_are_read_from_their_tags_as_they_stream() {
         let text = "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
-        let whole = parse_hermes(text);
+        let whole = parse_hermes(text, false);
         assert_eq!(whole.text, "Let me look.\n");
         assert_eq!(
             whole.calls,
@@ -908,8 +1142,8 @@ mod tests {
         assert_eq!(names, ["get_weather", "get_time"]);
         assert_eq!(args, "{\"city\": \"Oslo\"}{}");
         // A reply without calls is all text; a lone `<` is held until it is not a tag.
-        assert_eq!(parse_hermes("a < b").text, "a < b");
-        assert_eq!(parse_hermes("a <tool_").text, "a ");
+        assert_eq!(parse_hermes("a < b", false).text, "a < b");
+        assert_eq!(parse_hermes("a <tool_", false).text, "a ");
     }
 
     #[test]
@@ -956,7 +1190,7 @@ mod tests {
         );
         // The grammar: the call's rules under `call`, in tags, one per tool at most.
         let g = m
-            .hermes_grammar(|_| Ok("root ::= \"{\" x \"}\"\nx ::= [a-z]".to_owned()))
+            .own_grammar(|_| Ok("root ::= \"{\" x \"}\"\nx ::= [a-z]".to_owned()))
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -967,13 +1201,220 @@ mod tests {
             choice: Choice::Auto,
             ..m
         };
-        assert_eq!(auto.hermes_grammar(|_| unreachable!()).unwrap(), None);
+        assert_eq!(auto.own_grammar(|_| unreachable!()).unwrap(), None);
         assert_eq!(
             Syntax::of_template(Some("...<tool_call>...")),
             Syntax::Hermes
         );
         assert_eq!(Syntax::of_template(Some("<|im_start|>")), Syntax::Generic);
         assert_eq!(Syntax::of_template(None), Syntax::Generic);
+    }
+
+    const LLAMA32: &str = include_str!("../tests/templates/meta-llama-Llama-3.2-3B-Instruct.jinja");
+    const NEMO: &str =
+        include_str!("../tests/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja");
+
+    fn names(calls: &[ToolCallDelta]) -> Vec<&str> {
+        calls.iter().filter_map(|c| c.name.as_deref()).collect()
+    }
+
+    #[test]
+    fn llama3_calls_are_read_from_bare_json_and_replies_are_text() {
+        let call = "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}";
+        let (text, calls) = said_in(
+            Syntax::Llama3,
+            &chars(call).iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(text, "");
+        assert_eq!(names(&calls), ["get_weather"]);
+        assert_eq!(calls[0].arguments, "{\"city\": \"Oslo\"}");
+        assert!(
+            calls[0]
+                .id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("call_"))
+        );
+        // `<|python_tag|>` spelled as text, and whitespace, go before the JSON.
+        let (text, calls) = said_in(
+            Syntax::Llama3,
+            &[
+                "<|python",
+                "_tag|>\n{ \"name\" :\"f\",",
+                "\"parameters\":{}}",
+            ],
+        );
+        assert_eq!((text.as_str(), names(&calls)), ("", vec!["f"]));
+        // A reply streams as it comes once it cannot be a call.
+        let mut r = Reader::new(Syntax::Llama3);
+        assert!(matches!(&r.push(0, "Hi")[..], [Out::Text { text, .. }] if text == "Hi"));
+        // JSON that is not a call is held, then said whole at the end.
+        let mut r = Reader::new(Syntax::Llama3);
+        assert!(r.push(0, "{\"nam").is_empty());
+        assert!(
+            matches!(&r.push(0, "es\": 1}")[..], [Out::Text { text, .. }] if text == "{\"names\": 1}")
+        );
+        let (text, calls) = said_in(Syntax::Llama3, &["{\"na"]);
+        assert_eq!((text.as_str(), calls.len()), ("{\"na", 0));
+        assert_eq!(said_in(Syntax::Llama3, &[" "]).0, " ");
+    }
+
+    #[test]
+    fn mistral_calls_are_read_from_their_list_with_short_ids() {
+        let list = "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}, \"id\": \"abc123DEF\"}, {\"name\": \"get_time\", \"arguments\": {}}]";
+        let pieces = chars(list);
+        let (text, calls) = said_in(
+            Syntax::Mistral,
+            &pieces.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_eq!(text, "");
+        assert_eq!(names(&calls), ["get_weather", "get_time"]);
+        assert_eq!(calls[0].arguments, "{\"city\": \"Oslo\"}");
+        assert_eq!(calls[1].arguments, "{}");
+        for c in &calls {
+            let id = c.id.as_deref().unwrap_or_default();
+            assert!(
+                id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{id}"
+            );
+        }
+        // The `[TOOL_CALLS]` token renders as no text: the bare list is calls too.
+        let (_, calls) = said_in(
+            Syntax::Mistral,
+            &[" [{\"name\": \"f\", \"arguments\": {\"a\": [1]}}]"],
+        );
+        assert_eq!(
+            (names(&calls), calls[0].arguments.as_str()),
+            (vec!["f"], "{\"a\": [1]}")
+        );
+        // Brackets that open a reply are text.
+        assert_eq!(
+            said_in(Syntax::Mistral, &["[1] ", "is a note"]),
+            ("[1] is a note".to_owned(), vec![])
+        );
+        assert_eq!(said_in(Syntax::Mistral, &["[TOOL"]).0, "[TOOL");
+    }
+
+    #[test]
+    fn own_grammars_hold_required_calls_in_each_syntax() {
+        let m = mode(json!({"tools": [
+            {"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+            {"type": "function", "function": {"name": "b"}}], "tool_choice": "required"}))
+        .unwrap()
+        .unwrap();
+        let echo = |schema: &str| Ok(format!("root ::= {schema}"));
+        let mistral = ToolMode {
+            syntax: Syntax::Mistral,
+            ..m.clone()
+        };
+        let g = mistral.own_grammar(echo).unwrap().unwrap();
+        assert!(
+            g.starts_with(
+                "root ::= \"[TOOL_CALLS]\"? \"[\" call (\", \" call){0,1} \"]\"\ncall ::= {"
+            ),
+            "{g}"
+        );
+        assert!(g.contains("\"arguments\""), "{g}");
+        // Llama 3.x calls one tool at a time, its arguments named `parameters`.
+        let llama = ToolMode {
+            syntax: Syntax::Llama3,
+            ..m.clone()
+        };
+        let g = llama.own_grammar(echo).unwrap().unwrap();
+        assert!(g.starts_with("root ::= {\"anyOf\""), "{g}");
+        assert!(
+            g.contains("\"parameters\"") && !g.contains("\"arguments\""),
+            "{g}"
+        );
+        let generic = ToolMode {
+            syntax: Syntax::Generic,
+            ..m
+        };
+        assert_eq!(generic.own_grammar(echo).unwrap(), None);
+    }
+
+    /// A conversation with a call and its result, as OpenAI clients send it.
+    fn with_a_call() -> ChatCompletionRequest {
+        request(json!({"messages": [
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0a1b2c3d4e5f", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_0a1b2c3d4e5f", "content": "7 C"},
+            {"role": "assistant", "content": "It is 7 C."},
+            {"role": "user", "content": "And in Rome?"}
+        ]}))
+    }
+
+    fn weather_tool(syntax: Syntax) -> ToolMode {
+        ToolMode {
+            syntax,
+            ..mode(
+                json!({"tools": [{"type": "function", "function": {"name": "get_weather",
+                "description": "The weather now", "parameters": {"type": "object",
+                "properties": {"city": {"type": "string"}}}}}]}),
+            )
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn llama3_templates_render_their_own_tool_words() {
+        assert_eq!(Syntax::of_template(Some(LLAMA32)), Syntax::Llama3);
+        let m = weather_tool(Syntax::Llama3);
+        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
+        let t = crate::jinja::ChatTemplate::new(LLAMA32).unwrap();
+        let out = t
+            .render(&messages, Some(&tools), "<|begin_of_text|>", "<|eot_id|>")
+            .unwrap();
+        assert!(out.starts_with("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nCutting Knowledge Date: December 2023\nToday Date: "), "{out}");
+        assert!(out.contains("\n\nBe brief.<|eot_id|>"), "{out}");
+        // The tools in the first user turn, as Python's json.dumps(indent=4) writes them.
+        assert!(out.contains("Do not use variables.\n\n{\n    \"type\": \"function\",\n    \"function\": {\n        \"name\": \"get_weather\",\n        \"description\": \"The weather now\","), "{out}");
+        assert!(out.contains("Weather in Oslo?<|eot_id|>"), "{out}");
+        assert!(out.contains("<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}<|eot_id|>"), "{out}");
+        assert!(
+            out.contains("<|start_header_id|>ipython<|end_header_id|>\n\n\"7 C\"<|eot_id|>"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with(
+                "And in Rome?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn mistral_templates_render_their_own_tool_words_with_short_ids() {
+        assert_eq!(Syntax::of_template(Some(NEMO)), Syntax::Mistral);
+        let m = weather_tool(Syntax::Mistral);
+        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
+        let id = messages[2]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 9);
+        assert_eq!(
+            messages[3]["tool_call_id"],
+            json!(id),
+            "a call and its result keep one id"
+        );
+        let t = crate::jinja::ChatTemplate::new(NEMO).unwrap();
+        let out = t.render(&messages, Some(&tools), "<s>", "</s>").unwrap();
+        let want = format!(
+            "<s>[INST]Weather in Oslo?[/INST][TOOL_CALLS][{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Oslo\"}}, \"id\": \"{id}\"}}]</s>[TOOL_RESULTS]{{\"content\": 7 C, \"call_id\": \"{id}\"}}[/TOOL_RESULTS]It is 7 C.</s>[AVAILABLE_TOOLS][{{\"type\": \"function\", \"function\": {{\"name\": \"get_weather\", \"description\": \"The weather now\", \"parameters\": {{\"type\": \"object\", \"properties\": {{\"city\": {{\"type\": \"string\"}}}}}}}}}}][/AVAILABLE_TOOLS][INST]Be brief.\n\nAnd in Rome?[/INST]"
+        );
+        assert_eq!(out, want);
+        // Its own refusals read as they are written.
+        let bad = request(
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+        );
+        let (messages, tools) = jinja_input(&bad.messages, &m);
+        let e = t
+            .render(&messages, Some(&tools), "<s>", "</s>")
+            .unwrap_err();
+        assert!(e.contains("roles must alternate"), "{e}");
     }
 
     #[test]

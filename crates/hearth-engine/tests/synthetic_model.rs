@@ -409,49 +409,157 @@ async fn a_model_with_hermes_tool_syntax_calls_tools_in_it() {
     let path = dir.path().join("hermes.gguf");
     generate(&py, &path, &["--hermes-tools"]);
     let b = start("synthetic-hermes", &path, 2048, 1).await;
+    let (calls, finish) = tool_calls(
+        &b,
+        json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, "get_time");
+    let args: serde_json::Value = serde_json::from_str(&calls[0].2).unwrap();
+    assert!(matches!(args["unit"].as_str(), Some("c" | "f")), "{args}");
+
+    let (calls, finish) = tool_calls(&b, json!({"tool_choice": "required"}))
+        .await
+        .unwrap();
+    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
+    assert!((1..=2).contains(&calls.len()), "{calls:?}");
+    for (_, name, args) in &calls {
+        assert!(name == "get_weather" || name == "get_time", "{calls:?}");
+        serde_json::from_str::<serde_json::Value>(args).unwrap();
+    }
+}
+
+/// A chat with `get_weather` and `get_time` on offer ("Weather?", unless `extra`
+/// says its own `messages`), answered with at most 800 tokens at temperature 0:
+/// its calls as `(id, name, arguments)`, and its finish.
+async fn tool_calls(
+    b: &EmbeddedBackend,
+    extra: serde_json::Value,
+) -> Result<
+    (
+        Vec<(String, String, String)>,
+        Option<hearth_router::FinishReason>,
+    ),
+    hearth_router::BackendError,
+> {
     let tool = |name: &str| {
         json!({"type": "function", "function": {"name": name, "parameters": {"type": "object",
             "properties": {"unit": {"enum": ["c", "f"]}}, "required": ["unit"],
             "additionalProperties": false}}})
     };
-    let call = |extra: serde_json::Value| {
-        let b = &b;
-        async move {
-            let mut body = json!({"model": "synthetic-hermes", "max_tokens": 800, "temperature": 0,
-                "messages": [{"role": "user", "content": "Weather?"}],
-                "tools": [tool("get_weather"), tool("get_time")]});
-            for (k, v) in extra.as_object().unwrap() {
-                body[k] = v.clone();
-            }
-            let r = Request::Chat(ChatCompletionRequest::from_value(body).unwrap());
-            let mut s = b.call(&r).await.unwrap();
-            let (mut calls, mut finish) = (Vec::<(String, String)>::new(), None);
-            while let Some(e) = s.next().await {
-                match e.unwrap() {
-                    Event::ToolCall { call, .. } => match call.name {
-                        Some(name) => calls.push((name, call.arguments)),
-                        None => calls.last_mut().unwrap().1.push_str(&call.arguments),
-                    },
-                    Event::Finish { reason, .. } => finish = Some(reason),
-                    _ => {}
-                }
-            }
-            (calls, finish)
+    let mut body = json!({"model": "synthetic", "max_tokens": 800, "temperature": 0,
+        "messages": [{"role": "user", "content": "Weather?"}],
+        "tools": [tool("get_weather"), tool("get_time")]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = Request::Chat(ChatCompletionRequest::from_value(body).unwrap());
+    let mut s = b.call(&r).await?;
+    let (mut calls, mut finish) = (Vec::<(String, String, String)>::new(), None);
+    while let Some(e) = s.next().await {
+        match e? {
+            Event::ToolCall { call, .. } => match call.name {
+                Some(name) => calls.push((call.id.unwrap_or_default(), name, call.arguments)),
+                None => calls.last_mut().unwrap().2.push_str(&call.arguments),
+            },
+            Event::Finish { reason, .. } => finish = Some(reason),
+            _ => {}
         }
-    };
-    let (calls, finish) =
-        call(json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}})).await;
-    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    assert_eq!(calls[0].0, "get_time");
-    let args: serde_json::Value = serde_json::from_str(&calls[0].1).unwrap();
-    assert!(matches!(args["unit"].as_str(), Some("c" | "f")), "{args}");
+    }
+    Ok((calls, finish))
+}
 
-    let (calls, finish) = call(json!({"tool_choice": "required"})).await;
-    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
-    assert!((1..=2).contains(&calls.len()), "{calls:?}");
-    for (name, args) in &calls {
-        assert!(name == "get_weather" || name == "get_time", "{calls:?}");
-        serde_json::from_str::<serde_json::Value>(args).unwrap();
+/// Models whose chat templates write tools in their own words only in their
+/// Jinja source (Llama 3.2's and Mistral Nemo's real templates, stored in a
+/// synthetic model) get their prompt rendered from it: a required or named call
+/// comes back in their shape (Mistral's ids 9 letters and digits, which its
+/// template takes back in the next turn), and a conversation the template
+/// refuses is a 400 carrying the template's own words.
+#[tokio::test]
+async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let templates = repo().join("crates/hearth-engine/tests/templates");
+    // Each with a conversation its template refuses, and the words it says.
+    for (name, file, refused, says) in [
+        (
+            "synthetic-llama3",
+            "meta-llama-Llama-3.2-3B-Instruct.jinja",
+            json!([{"role": "system", "content": "Be brief."}]),
+            "Cannot put tools in the first user message",
+        ),
+        (
+            "synthetic-mistral",
+            "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+            json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]),
+            "conversation roles must alternate",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.gguf"));
+        let template = templates.join(file);
+        generate(
+            &py,
+            &path,
+            &[
+                "--chat-template",
+                template.to_str().unwrap(),
+                "--context",
+                "8192",
+            ],
+        );
+        // Its vocabulary spells most of these prompts byte by byte.
+        let b = start(name, &path, 8192, 1).await;
+        let named = json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}});
+        let (calls, finish) = tool_calls(&b, named.clone()).await.unwrap();
+        assert_eq!(
+            finish,
+            Some(hearth_router::FinishReason::ToolCalls),
+            "{name}"
+        );
+        assert_eq!(calls.len(), 1, "{name}: {calls:?}");
+        let (id, called, args) = &calls[0];
+        assert_eq!(called, "get_time", "{name}");
+        let parsed: serde_json::Value = serde_json::from_str(args).unwrap();
+        assert!(
+            matches!(parsed["unit"].as_str(), Some("c" | "f")),
+            "{name}: {parsed}"
+        );
+        if name == "synthetic-mistral" {
+            assert!(
+                id.len() == 9 && id.bytes().all(|c| c.is_ascii_alphanumeric()),
+                "{id}"
+            );
+        }
+        // The call and its result go back, then a new question: the next call.
+        let mut next = named.clone();
+        next["messages"] = json!([
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": id, "type": "function",
+                "function": {"name": "get_time", "arguments": args}}]},
+            {"role": "tool", "tool_call_id": id, "content": "noon"},
+            {"role": "assistant", "content": "It is noon."},
+            {"role": "user", "content": "And the weather?"}
+        ]);
+        next["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+        let (calls, _) = tool_calls(&b, next).await.unwrap();
+        assert_eq!(calls.len(), 1, "{name}: {calls:?}");
+        assert_eq!(calls[0].1, "get_weather", "{name}");
+
+        let mut bad = named;
+        bad["messages"] = refused;
+        let e = match tool_calls(&b, bad).await {
+            Err(hearth_router::BackendError::Invalid(e)) => e,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(
+            e.message
+                .starts_with("the model's chat template refuses these messages: ")
+                && e.message.contains(says),
+            "{name}: {}",
+            e.message
+        );
     }
 }
