@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::StreamExt;
 use hearth_api::{EngineInfo, ModelStatus};
-use hearth_router::{Backend, BackendError, EventStream, Request};
+use hearth_router::{Backend, BackendError, EventStream, RawAnswer, Request, StoredCall};
 
 use crate::engine::Engine;
 use crate::state::Command;
@@ -117,6 +117,23 @@ impl Backend for ManagedBackend {
                 }
             })
             .boxed())
+    }
+
+    fn responses_store(&self) -> Option<u64> {
+        self.engine.upstream().and_then(|u| u.responses_store())
+    }
+
+    /// On the running server's own Responses API. A server that is not running
+    /// holds no responses (its store lived in the process), so it is not woken.
+    async fn responses_call(
+        &self,
+        call: StoredCall,
+        path_and_query: &str,
+    ) -> Result<Option<RawAnswer>, BackendError> {
+        match (self.status(), self.engine.upstream()) {
+            (ModelStatus::Ready, Some(u)) => u.responses_call(call, path_and_query).await,
+            _ => Ok(None),
+        }
     }
 
     async fn wake(&self) -> Result<(), BackendError> {

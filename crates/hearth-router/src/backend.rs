@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::event::EventStream;
 use hearth_api::{
@@ -267,6 +268,53 @@ fn retry_after_default(e: &BackendError) -> u64 {
     e.retry_after().map_or(5, |d| d.as_secs().max(1))
 }
 
+/// A call on a response an upstream stored (OpenAI's Responses API with
+/// `store: true`): `GET`/`DELETE /responses/{id}`, `GET .../input_items`,
+/// `POST .../cancel`. None of them has a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredCall {
+    Get,
+    Delete,
+    Post,
+}
+
+impl StoredCall {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoredCall::Get => "GET",
+            StoredCall::Delete => "DELETE",
+            StoredCall::Post => "POST",
+        }
+    }
+}
+
+/// An upstream's answer to a [`StoredCall`], passed on to the client as it came.
+pub struct RawAnswer {
+    /// The upstream's status, whatever it is (a 404: it does not hold the response).
+    pub status: u16,
+    /// The upstream's `Retry-After` (on a 429).
+    pub retry_after: Option<Duration>,
+    pub body: RawBody,
+}
+
+impl std::fmt::Debug for RawAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAnswer")
+            .field("status", &self.status)
+            .field("stream", &matches!(self.body, RawBody::Events(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of a [`RawAnswer`].
+pub enum RawBody {
+    /// The whole body (JSON).
+    Whole(Bytes),
+    /// A Responses API event stream (a `GET` with `stream=true`): each
+    /// [`Event::Wire`](crate::Event::Wire) one SSE event as it came.
+    Events(EventStream),
+}
+
 /// Anything that can answer completions for one configured model.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -327,6 +375,26 @@ pub trait Backend: Send + Sync + 'static {
     /// it in this process: shown in `/v1/models` and `/metrics`.
     fn placement(&self) -> Option<hearth_api::Placement> {
         None
+    }
+
+    /// Which store of responses it reaches, when it serves the Responses API:
+    /// backends that say the same value (one server, one key) hold the same stored
+    /// responses, so a call on one is asked of one of them only. `None`: not known.
+    fn responses_store(&self) -> Option<u64> {
+        None
+    }
+
+    /// Makes a [`StoredCall`] on the upstream's own Responses API: `path_and_query`
+    /// is below its `/v1` (`/responses/{id}...`, the id already checked, the query
+    /// as the client wrote it). `Ok(None)`: this backend keeps no responses (the
+    /// default). A 404 is an answer: the caller asks the next upstream.
+    async fn responses_call(
+        &self,
+        call: StoredCall,
+        path_and_query: &str,
+    ) -> Result<Option<RawAnswer>, BackendError> {
+        let _ = (call, path_and_query);
+        Ok(None)
     }
 
     /// A cheap liveness check used by background health probes.

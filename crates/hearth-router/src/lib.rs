@@ -24,7 +24,9 @@ pub mod queue;
 pub mod retry;
 pub mod router;
 
-pub use backend::{Backend, BackendError, Request, ResponsesRequest};
+pub use backend::{
+    Backend, BackendError, RawAnswer, RawBody, Request, ResponsesRequest, StoredCall,
+};
 pub use event::{
     Event, EventStream, FinishReason, TokenLogprob, ToolCallDelta, Typed, Wire, typed,
 };

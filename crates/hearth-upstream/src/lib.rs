@@ -28,7 +28,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hearth_api::{ApiError, AsModel, ErrorKind, Usage};
 use hearth_config::ModelConfig;
-use hearth_router::{Backend, BackendError, Event, EventStream, Request, Wire};
+use hearth_router::{
+    Backend, BackendError, Event, EventStream, RawAnswer, RawBody, Request, StoredCall, Wire,
+};
 use http::{HeaderMap, HeaderValue, Method, header};
 
 pub use crate::transport::Via;
@@ -69,6 +71,9 @@ pub struct UpstreamBackend {
     models: Endpoint,
     /// `responses_api`: `/v1/responses` requests come as the client wrote them.
     responses_api: bool,
+    /// The base URL and key, hashed: which store of responses this reaches
+    /// ([`Backend::responses_store`]). Kept in this process only.
+    store: u64,
     upstream_model: String,
     /// Sent with every call (user agent, content type, the upstream key marked
     /// sensitive so it never shows in debug output), for JSON and for SSE answers.
@@ -146,6 +151,12 @@ impl UpstreamBackend {
             HeaderValue::from_static("application/json"),
         );
         let has_key = api_key.is_some();
+        let store = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            (&base_url, &api_key).hash(&mut h);
+            h.finish()
+        };
         if let Some(k) = api_key {
             let mut v = HeaderValue::try_from(format!("Bearer {k}"))
                 .map_err(|_| UpstreamError::BadApiKey(cfg.name.clone()))?;
@@ -169,6 +180,7 @@ impl UpstreamBackend {
             responses,
             models,
             responses_api: up.responses_api,
+            store,
             upstream_model: cfg.upstream_model_name().to_owned(),
             headers_json,
             headers_sse,
@@ -322,6 +334,104 @@ impl Backend for UpstreamBackend {
             transport::BodyStream::finish,
         )
         .boxed())
+    }
+
+    fn responses_store(&self) -> Option<u64> {
+        self.responses_api.then_some(self.store)
+    }
+
+    async fn responses_call(
+        &self,
+        call: StoredCall,
+        path_and_query: &str,
+    ) -> Result<Option<RawAnswer>, BackendError> {
+        if !self.responses_api {
+            return Ok(None);
+        }
+        // The caller checked the id; this keeps any other path off the upstream.
+        if !path_and_query
+            .strip_prefix(Request::RESPONSES_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return Err(BackendError::Invalid(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "not a stored response's path",
+            )));
+        }
+        let to = Endpoint::parse(&format!("{}{path_and_query}", self.base_url)).map_err(|why| {
+            BackendError::Invalid(ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("not a valid path: {why}"),
+            ))
+        })?;
+        let stream = call == StoredCall::Get
+            && path_and_query
+                .split_once('?')
+                .is_some_and(|(_, q)| q.split('&').any(|p| p == "stream=true"));
+        let mut headers = if stream {
+            self.headers_sse.clone()
+        } else {
+            self.headers_json.clone()
+        };
+        headers.remove(header::CONTENT_TYPE);
+        let method = match call {
+            StoredCall::Get => Method::GET,
+            StoredCall::Delete => Method::DELETE,
+            StoredCall::Post => Method::POST,
+        };
+        let deadline = tokio::time::sleep(self.first_byte_timeout);
+        tokio::pin!(deadline);
+        let answer = tokio::select! {
+            answer = self.transport.send(method, &to, &headers, Bytes::new()) => answer?,
+            () = &mut deadline => {
+                return Err(BackendError::Timeout("no response headers from the upstream".into()));
+            }
+        };
+        deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.idle_timeout);
+        let (status, retry_after) = (answer.head.status, answer.head.retry_after);
+        // Our key refused or the upstream failing: not an answer for the client.
+        if matches!(status, 401 | 403) || status >= 500 {
+            let body = tokio::select! {
+                body = answer.body.bytes(MAX_ERROR_BODY) => body.unwrap_or_default(),
+                () = &mut deadline => Bytes::new(),
+            };
+            return Err(status_error(status, retry_after, &body));
+        }
+        if status < 300 && stream && answer.head.event_stream {
+            let events = sse::responses_events(
+                answer.body.into_stream(),
+                self.idle_timeout,
+                self.max_event,
+                transport::BodyStream::finish,
+            );
+            return Ok(Some(RawAnswer {
+                status,
+                retry_after,
+                body: RawBody::Events(events.boxed()),
+            }));
+        }
+        let body = tokio::select! {
+            body = answer.body.bytes(self.max_answer) => body.map_err(|e| match e {
+                BodyError::TooLarge(max) => BackendError::TooLarge(format!(
+                    "the upstream's answer is over {max} bytes (the model's max_answer_bytes); it was cut off"
+                )),
+                BodyError::Broken(e) => {
+                    BackendError::Protocol(format!("reading the upstream's body: {e}"))
+                }
+            })?,
+            () = &mut deadline => {
+                return Err(BackendError::Timeout(
+                    "the upstream's body did not arrive in time".into(),
+                ));
+            }
+        };
+        Ok(Some(RawAnswer {
+            status,
+            retry_after,
+            body: RawBody::Whole(body),
+        }))
     }
 
     async fn probe(&self) -> Result<(), BackendError> {
