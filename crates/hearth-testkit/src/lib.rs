@@ -149,6 +149,8 @@ pub fn scripted(r: &Value) -> Result<Behaviour, String> {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path: String,
+    /// The query string, on the calls on stored responses.
+    pub query: Option<String>,
     pub body: Value,
     pub authorization: Option<String>,
 }
@@ -172,6 +174,19 @@ struct Inner {
     max_active: AtomicUsize,
     probes: AtomicUsize,
     probe_status: Mutex<u16>,
+    /// Its port, in the ids of the responses it makes (unique across fakes).
+    port: AtomicUsize,
+    /// Responses made so far, for their ids.
+    responses: AtomicUsize,
+    /// Responses asked with `store: true`, by id: the response and its input items.
+    stored: Mutex<std::collections::HashMap<String, (Value, Vec<Value>)>>,
+}
+
+impl Inner {
+    fn response_id(&self) -> String {
+        let n = self.responses.fetch_add(1, Ordering::SeqCst) + 1;
+        format!("resp_fake{}_{n}", self.port.load(Ordering::SeqCst))
+    }
 }
 
 /// A running fake upstream. It stops when dropped.
@@ -195,12 +210,19 @@ impl FakeUpstream {
             .route("/v1/chat/completions", post(complete))
             .route("/v1/completions", post(complete))
             .route("/v1/responses", post(complete))
+            .route(
+                "/v1/responses/{id}",
+                get(stored_response).delete(stored_response),
+            )
+            .route("/v1/responses/{id}/input_items", get(stored_response))
+            .route("/v1/responses/{id}/cancel", post(stored_response))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .route("/health", get(health))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
+        inner.port.store(usize::from(addr.port()), Ordering::SeqCst);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(accept_loop(listener, app, inner.clone(), rx));
         Ok(FakeUpstream {
@@ -335,6 +357,7 @@ async fn embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: B
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     lock(&inner.received).push(Received {
         path: "/v1/embeddings".to_owned(),
+        query: None,
         body: body.clone(),
         authorization: headers
             .get("authorization")
@@ -485,6 +508,7 @@ async fn complete(
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     lock(&inner.received).push(Received {
         path: uri.path().to_owned(),
+        query: None,
         body: body.clone(),
         authorization: headers
             .get("authorization")
@@ -594,11 +618,19 @@ async fn complete(
         Behaviour::Ok { text, chunks, .. } | Behaviour::RoleFirst { text, chunks, .. }
             if responses =>
         {
-            responses_response(active, model, &text, chunks, stream, None)
+            let id = inner.response_id();
+            if body.get("store") == Some(&Value::Bool(true)) {
+                let count = split(&text, chunks).len();
+                let response = response_object(&id, &model, "completed", &text, count);
+                let input = input_items(&id, &body);
+                lock(&inner.stored).insert(id.clone(), (response, input));
+            }
+            responses_response(active, model, &id, &text, chunks, stream, None)
         }
         Behaviour::DropMidStream { after } if responses => responses_response(
             active,
             model,
+            &inner.response_id(),
             "partial answer that never ends",
             8,
             true,
@@ -745,6 +777,7 @@ fn tool_calls_response(
 fn responses_response(
     active: Active,
     model: String,
+    id: &str,
     text: &str,
     chunks: usize,
     stream: bool,
@@ -752,13 +785,7 @@ fn responses_response(
 ) -> Response {
     let pieces = split(text, chunks);
     let count = pieces.len();
-    let response = |status: &str, text: &str| {
-        json!({"id": "resp_fake1", "object": "response", "created_at": 0, "status": status, "model": model,
-               "output": [{"type": "message", "id": "msg_fake1", "status": status, "role": "assistant",
-                           "content": [{"type": "output_text", "text": text, "annotations": []}]}],
-               "usage": {"input_tokens": 5, "output_tokens": count, "total_tokens": 5 + count},
-               "fake_upstream": true})
-    };
+    let response = |status: &str, text: &str| response_object(id, &model, status, text, count);
     if !stream {
         let mut active = active;
         active.finished = true;
@@ -766,7 +793,7 @@ fn responses_response(
     }
     let mut events = vec![(
         "response.created",
-        json!({"response": {"id": "resp_fake1", "object": "response", "status": "in_progress"}}),
+        json!({"response": {"id": id, "object": "response", "status": "in_progress"}}),
     )];
     for (i, p) in pieces.iter().enumerate() {
         if drop_after == Some(i) {
@@ -805,6 +832,99 @@ fn responses_response(
         axum::http::HeaderValue::from_static("text/event-stream"),
     );
     resp
+}
+
+/// A response object of the Responses API, `output_tokens` = `count`.
+fn response_object(id: &str, model: &str, status: &str, text: &str, count: usize) -> Value {
+    json!({"id": id, "object": "response", "created_at": 0, "status": status, "model": model,
+           "output": [{"type": "message", "id": "msg_fake1", "status": status, "role": "assistant",
+                       "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+           "usage": {"input_tokens": 5, "output_tokens": count, "total_tokens": 5 + count},
+           "fake_upstream": true})
+}
+
+/// A request's `input` as the API lists it: a string is one user message; each
+/// item gets an id when it has none.
+fn input_items(id: &str, body: &Value) -> Vec<Value> {
+    let items = match body.get("input") {
+        Some(Value::String(text)) => vec![json!({"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": text}]})],
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut item)| {
+            if let Some(o) = item.as_object_mut() {
+                o.entry("id")
+                    .or_insert_with(|| json!(format!("{id}_in{i}")));
+            }
+            item
+        })
+        .collect()
+}
+
+/// The calls on a stored response (`store: true`): `GET`/`DELETE
+/// /v1/responses/{id}` (`stream=true` replays it as its `response.completed`
+/// event), `GET .../input_items`, `POST .../cancel` (the response, as it is).
+/// Recorded; an unknown id is a 404 in OpenAI's shape.
+async fn stored_response(
+    State(inner): State<Arc<Inner>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    lock(&inner.received).push(Received {
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        body: Value::Null,
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let found = if method == axum::http::Method::DELETE {
+        lock(&inner.stored).remove(&id)
+    } else {
+        lock(&inner.stored).get(&id).cloned()
+    };
+    let Some((response, input)) = found else {
+        let message = format!("No response found with id '{id}'.");
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})),
+        )
+            .into_response();
+    };
+    if method == axum::http::Method::DELETE {
+        return axum::Json(json!({"id": id, "object": "response.deleted", "deleted": true}))
+            .into_response();
+    }
+    if uri.path().ends_with("/input_items") {
+        let first = input.first().and_then(|i| i.get("id")).cloned();
+        let last = input.last().and_then(|i| i.get("id")).cloned();
+        return axum::Json(json!({"object": "list", "data": input, "first_id": first,
+                                 "last_id": last, "has_more": false}))
+        .into_response();
+    }
+    let stream = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "stream=true"));
+    if stream && method == axum::http::Method::GET {
+        let data =
+            json!({"type": "response.completed", "sequence_number": 0, "response": response});
+        let mut resp = Response::new(Body::from(format!(
+            "event: response.completed\ndata: {data}\n\n"
+        )));
+        resp.headers_mut().insert(
+            "content-type",
+            axum::http::HeaderValue::from_static("text/event-stream"),
+        );
+        return resp;
+    }
+    axum::Json(response).into_response()
 }
 
 fn split(text: &str, n: usize) -> Vec<String> {

@@ -21,6 +21,9 @@
 //!   A REPLY is the answer's text, or `{"text": T, "delay_ms": MS}` (answered after
 //!   MS), `{"stall": true}` (never answered) or `{"status": CODE}` (an error).
 //! - `--record FILE`: append each request's body to FILE, one JSON line each.
+//!
+//! `/v1/responses` keeps what is asked with `store: true` (in memory), for `GET`
+//! and `DELETE /v1/responses/{id}`, `/input_items` and `/cancel`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
