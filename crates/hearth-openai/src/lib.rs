@@ -18,6 +18,8 @@
 //! - [`openapi`]: `/openapi.json`, the document of every endpoint (public).
 //! - `responses`: `/v1/responses` (the Responses API's basics) as a chat
 //!   completion, with its own objects and typed stream events.
+//! - `stored`: `/v1/responses/{id}` (and `/input_items`, `/cancel`), asked of the
+//!   upstreams that serve that API.
 //! - `limits`: `[limits]` checks of request fields.
 
 /// The value of `Ok`, or the error answered as the response (an early return).
@@ -43,6 +45,7 @@ mod models;
 pub mod openapi;
 mod relay;
 mod responses;
+mod stored;
 
 /// Byte-level entry points for the fuzz targets (crates/hearth-fuzz); not an API.
 #[doc(hidden)]
@@ -111,6 +114,12 @@ pub fn routes(state: &HttpState) -> axum::Router {
             post(endpoint::handler::<EmbeddingsRequest>),
         )
         .route(responses::RESPONSES_PATH, post(responses::handler))
+        .route(
+            stored::RESPONSE_PATH,
+            get(stored::get).delete(stored::delete),
+        )
+        .route(stored::INPUT_ITEMS_PATH, get(stored::input_items))
+        .route(stored::CANCEL_PATH, post(stored::cancel))
         .route(infill::INFILL_PATH, post(infill::handler))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))

@@ -165,6 +165,77 @@ fn build() -> Value {
             false,
         ),
     );
+    let id_param = json!({"name": "id", "in": "path", "required": true,
+        "description": "a response id (1 to 256 of `[A-Za-z0-9_-]`)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,256}$"}});
+    let query = |name: &str, schema: Value| json!({"name": name, "in": "query", "required": false, "schema": schema});
+    let stored = |summary: &str, params: Vec<Value>, ok: Value| {
+        let e = error_response;
+        json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "200": ok,
+                "400": e("the id is not a response id (`param: response_id`), or the upstream refused the call"),
+                "401": e("no API key, or an unknown one (when keys are configured)"),
+                "404": e("no upstream serving the Responses API holds this response (`code: not_found`)"),
+                "429": e("the upstream's rate limit; Retry-After"),
+                "502": e("no upstream answered and one failed (an error status, a broken answer); the message names its model"),
+                "503": e("no upstream answered and one could not be reached; Retry-After"),
+                "default": e("the upstream's own answer, passed on"),
+            },
+        })
+    };
+    let response_ok = json!({
+        "description": "the upstream's response object, or its events (`stream=true`)",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {}},
+        }
+    });
+    put(
+        "/v1/responses/{id}",
+        json!({
+            "get": stored(
+                "A stored response, from the upstream that holds it",
+                vec![
+                    id_param.clone(),
+                    query("include[]", json!({"type": "array", "items": {"type": "string"}})),
+                    query("stream", json!({"type": "boolean"})),
+                    query("starting_after", json!({"type": "integer"})),
+                ],
+                response_ok,
+            ),
+            "delete": stored(
+                "Deletes a stored response on the upstream that holds it",
+                vec![id_param.clone()],
+                json_ok("`{id, object: \"response.deleted\", deleted}`", json!({"type": "object"})),
+            ),
+        }),
+    );
+    put(
+        "/v1/responses/{id}/input_items",
+        json!({"get": stored(
+            "A stored response's input items, from the upstream that holds it",
+            vec![
+                id_param.clone(),
+                query("after", json!({"type": "string"})),
+                query("before", json!({"type": "string"})),
+                query("limit", json!({"type": "integer", "minimum": 1, "maximum": 100})),
+                query("order", json!({"type": "string", "enum": ["asc", "desc"]})),
+                query("include[]", json!({"type": "array", "items": {"type": "string"}})),
+            ],
+            json_ok("a list of items", json!({"type": "object"})),
+        )}),
+    );
+    put(
+        "/v1/responses/{id}/cancel",
+        json!({"post": stored(
+            "Cancels a background response on the upstream that holds it",
+            vec![id_param],
+            json_ok("the response object", json!({"type": "object"})),
+        )}),
+    );
     put(
         "/infill",
         post_json(
@@ -488,6 +559,9 @@ mod tests {
             "/v1/completions",
             "/v1/embeddings",
             "/v1/responses",
+            "/v1/responses/{id}",
+            "/v1/responses/{id}/input_items",
+            "/v1/responses/{id}/cancel",
             "/v1/models",
             "/v1/models/{id}",
             "/api/chat",

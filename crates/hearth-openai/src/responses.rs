@@ -158,47 +158,8 @@ async fn passed_through(
     let whole = match first {
         Event::Wire(w) if w.whole || !stream => w.data,
         first if stream => {
-            let log = log.clone();
             let head = futures::stream::once(std::future::ready(first));
-            let body =
-                head.map(Ok)
-                    .chain(events)
-                    .scan((false, false), move |(texted, failed), e| {
-                        if *failed {
-                            return std::future::ready(None);
-                        }
-                        let out = match e {
-                            Ok(Event::Wire(w)) => {
-                                if let Some(u) = w.usage {
-                                    log.set_usage(u);
-                                }
-                                if !*texted
-                                    && memchr::memmem::find(&w.data, b"output_text.delta").is_some()
-                                {
-                                    *texted = true;
-                                    log.first_token();
-                                }
-                                let mut out = Vec::with_capacity(w.data.len() + 2);
-                                out.extend_from_slice(&w.data);
-                                out.extend_from_slice(b"\n\n");
-                                Bytes::from(out)
-                            }
-                            Ok(_) => Bytes::new(),
-                            Err(e) => {
-                                let e = e.to_api_error();
-                                log.set_error(&e.message);
-                                *failed = true;
-                                let data = json!({"type": "error",
-                                "code": e.code.clone().unwrap_or_else(|| "server_error".into()),
-                                "message": e.message, "param": e.param});
-                                Bytes::from(format!("event: error\ndata: {data}\n\n"))
-                            }
-                        };
-                        std::future::ready(Some(Ok::<_, Infallible>(out)))
-                    });
-            let mut r = Response::new(Body::from_stream(body));
-            hearth_http::sse::headers(&mut r);
-            return Ok(r);
+            return Ok(wire_sse(head.map(Ok).chain(events), log));
         }
         _ => {
             return Err(ApiError::new(
@@ -221,6 +182,49 @@ async fn passed_through(
         HeaderValue::from_static("application/json"),
     );
     Ok(r)
+}
+
+/// An upstream's Responses API stream as it came: each event's bytes, the usage
+/// and first token noted on the way; if it breaks, an `error` event ends it.
+pub(crate) fn wire_sse(
+    events: impl futures::Stream<Item = Result<Event, hearth_router::BackendError>> + Send + 'static,
+    log: &RequestLog,
+) -> Response {
+    let log = log.clone();
+    let body = events.scan((false, false), move |(texted, failed), e| {
+        if *failed {
+            return std::future::ready(None);
+        }
+        let out = match e {
+            Ok(Event::Wire(w)) => {
+                if let Some(u) = w.usage {
+                    log.set_usage(u);
+                }
+                if !*texted && memchr::memmem::find(&w.data, b"output_text.delta").is_some() {
+                    *texted = true;
+                    log.first_token();
+                }
+                let mut out = Vec::with_capacity(w.data.len() + 2);
+                out.extend_from_slice(&w.data);
+                out.extend_from_slice(b"\n\n");
+                Bytes::from(out)
+            }
+            Ok(_) => Bytes::new(),
+            Err(e) => {
+                let e = e.to_api_error();
+                log.set_error(&e.message);
+                *failed = true;
+                let data = json!({"type": "error",
+                "code": e.code.clone().unwrap_or_else(|| "server_error".into()),
+                "message": e.message, "param": e.param});
+                Bytes::from(format!("event: error\ndata: {data}\n\n"))
+            }
+        };
+        std::future::ready(Some(Ok::<_, Infallible>(out)))
+    });
+    let mut r = Response::new(Body::from_stream(body));
+    hearth_http::sse::headers(&mut r);
+    r
 }
 
 /// The request as a chat completion (streamed from the backend either way, with

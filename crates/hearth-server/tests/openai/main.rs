@@ -14,3 +14,4 @@ mod observability;
 mod queue;
 mod relay;
 mod retry;
+mod stored;
