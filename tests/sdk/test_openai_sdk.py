@@ -295,6 +295,23 @@ def main():
         assert deltas == events[-1].response.output_text == "Hello from the fake upstream.", events[-1]
 
     @test
+    def responses_api_stored_response_read_listed_deleted():
+        # store=True on a responses_api model: the upstream keeps it, and the SDK's
+        # calls on it reach that upstream through Hearth.
+        r = client.responses.create(model="fake-responses", input="hi", store=True)
+        got = client.responses.retrieve(r.id)
+        assert got.id == r.id and got.output_text == r.output_text, got
+        items = client.responses.input_items.list(r.id)
+        assert [i.type for i in items.data] == ["message"], items
+        client.responses.delete(r.id)
+        try:
+            client.responses.retrieve(r.id)
+        except openai.NotFoundError as e:
+            assert e.body["code"] == "not_found", e.body
+        else:
+            raise AssertionError("expected NotFoundError for a deleted response")
+
+    @test
     def tools_on_the_embedded_model_required_named_and_streamed():
         # Required: the grammar holds the answer to a call of an offered tool.
         r = client.chat.completions.create(
