@@ -27,6 +27,8 @@ use crate::upload::ImageKind;
 const LOG_LINES: usize = 200;
 /// Most bytes of a traceback sent back to the code model.
 const TRACEBACK_BYTES: usize = 4000;
+/// How much of an artifact is read from disk at a time on its way to the store.
+const ARTIFACT_CHUNK: usize = 256 << 10;
 
 /// Why a job stopped before it succeeded.
 #[derive(Debug)]
@@ -625,6 +627,22 @@ impl Ctx<'_> {
     /// The run's input folder, holding the image as `input.<ext>`, readable by the
     /// sandboxed program's unprivileged user. The folders above it can be passed
     /// but not listed (`0711`): another local user cannot find a job's folder.
+    /// A fresh, empty folder for the script's `/output` to be copied into.
+    async fn output_dir(&self) -> Flow<PathBuf> {
+        let dir = self.work_dir().join("output");
+        let fresh = async {
+            match tokio::fs::remove_dir_all(&dir).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            tokio::fs::create_dir_all(&dir).await
+        };
+        fresh
+            .await
+            .map_err(|e| Stop::Internal(format!("preparing {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+
     async fn input_dir(&self, kind: ImageKind) -> Flow<PathBuf> {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = self.work_dir().join("input");
@@ -661,6 +679,10 @@ impl Ctx<'_> {
         let limits = self.inner.settings.limits.clone();
         let mut spec = Spec::python(code);
         spec.input = Some(self.input_dir(kind).await?);
+        // The artifacts go to disk as they are read back, and on to the object
+        // store from there: none is held in memory whole.
+        let output = self.output_dir().await?;
+        spec.output_dir = Some(output.clone());
         spec.limits = limits.clone();
         let o = self.sandboxed(&step, spec, "the script").await?;
         for line in o.stdout.lines().take(LOG_LINES) {
@@ -719,10 +741,20 @@ impl Ctx<'_> {
         for f in &o.files {
             let files = self.inner.files_lock.lock().await;
             let shared = self.inner.store.files_lock(false).await?;
-            let sha = self
-                .inner
-                .blobs
-                .put(f.data.clone())
+            let stored = async {
+                let file = tokio::fs::File::open(output.join(&f.path))
+                    .await
+                    .map_err(|e| format!("cannot read {} back: {e}", f.path))?;
+                self.inner
+                    .blobs
+                    .put_stream(tokio_util::io::ReaderStream::with_capacity(
+                        file,
+                        ARTIFACT_CHUNK,
+                    ))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let (sha, _) = stored
                 .await
                 .map_err(|e| Stop::Internal(format!("storing an artifact: {e}")))?;
             self.inner

@@ -8,6 +8,8 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use crate::spec::OutputFile;
 use crate::sys;
@@ -24,37 +26,41 @@ pub struct ReadBack {
 
 /// Read regular files under `root` (a directory descriptor), at most `max_files` files
 /// and `max_bytes` bytes in all; a file at `file_size_limit` bytes is marked truncated.
+/// With `save_to`, each file is copied into that host folder at its relative path
+/// (a buffer at a time) instead of into its `data`.
 pub fn read_back(
     root: BorrowedFd<'_>,
     max_files: usize,
     max_bytes: u64,
     file_size_limit: u64,
+    save_to: Option<&Path>,
 ) -> ReadBack {
     let mut rb = ReadBack::default();
     let mut budget = max_bytes;
-    walk(
-        root,
-        root,
-        "",
-        0,
+    let limits = Caps {
         max_files,
-        &mut budget,
         file_size_limit,
-        &mut rb,
-    );
+        save_to,
+    };
+    walk(root, root, "", 0, &limits, &mut budget, &mut rb);
     rb.files.sort_by(|a, b| a.path.cmp(&b.path));
     rb
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a read-back may take, and where it goes.
+struct Caps<'a> {
+    max_files: usize,
+    file_size_limit: u64,
+    save_to: Option<&'a Path>,
+}
+
 fn walk(
     root: BorrowedFd<'_>,
     dir: BorrowedFd<'_>,
     prefix: &str,
     depth: usize,
-    max_files: usize,
+    caps: &Caps<'_>,
     budget: &mut u64,
-    file_size_limit: u64,
     rb: &mut ReadBack,
 ) {
     // List names through the descriptor (never through a path the program controls).
@@ -85,16 +91,7 @@ fn walk(
                 continue;
             }
             match sys::open_beneath(root, &cname, libc::O_RDONLY | libc::O_DIRECTORY) {
-                Ok(sub) => walk(
-                    root,
-                    sub.as_fd(),
-                    &rel,
-                    depth + 1,
-                    max_files,
-                    budget,
-                    file_size_limit,
-                    rb,
-                ),
+                Ok(sub) => walk(root, sub.as_fd(), &rel, depth + 1, caps, budget, rb),
                 Err(e) => rb.notes.push(format!("skipped /output/{rel}: {e}")),
             }
             continue;
@@ -105,19 +102,21 @@ fn walk(
                 .push(format!("skipped /output/{rel}: not a regular file"));
             continue;
         }
-        if rb.files.len() >= max_files {
+        if rb.files.len() >= caps.max_files {
             rb.truncated = true;
             continue;
         }
-        match read_file(root, &cname, *budget) {
-            Ok((data, full_size)) => {
-                *budget -= data.len() as u64;
-                let cut = (data.len() as u64) < full_size;
+        let save = caps.save_to.map(|dir| dir.join(&rel));
+        match read_file(root, &cname, *budget, save.as_deref()) {
+            Ok((data, size, full_size)) => {
+                *budget -= size;
+                let cut = size < full_size;
                 rb.truncated |= cut;
                 rb.files.push(OutputFile {
                     path: rel,
-                    size: data.len() as u64,
-                    truncated: cut || (file_size_limit > 0 && full_size >= file_size_limit),
+                    size,
+                    truncated: cut
+                        || (caps.file_size_limit > 0 && full_size >= caps.file_size_limit),
                     data,
                 });
             }
@@ -129,15 +128,37 @@ fn walk(
     }
 }
 
-/// Read at most `budget` bytes of a regular file: (data, its full size).
-fn read_file(root: BorrowedFd<'_>, name: &CString, budget: u64) -> std::io::Result<(Vec<u8>, u64)> {
+/// Read at most `budget` bytes of a regular file, into memory or (with `save`)
+/// into a new file there: (data, bytes read, its full size).
+fn read_file(
+    root: BorrowedFd<'_>,
+    name: &CString,
+    budget: u64,
+    save: Option<&Path>,
+) -> std::io::Result<(Vec<u8>, u64, u64)> {
     let fd: OwnedFd = sys::open_beneath(root, name, libc::O_RDONLY | libc::O_NONBLOCK)?;
     let mut file = std::fs::File::from(fd);
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    let mut data = Vec::with_capacity(meta.len().min(budget) as usize);
-    (&mut file).take(budget).read_to_end(&mut data)?;
-    Ok((data, meta.len()))
+    let Some(target) = save else {
+        let mut data = Vec::with_capacity(meta.len().min(budget) as usize);
+        (&mut file).take(budget).read_to_end(&mut data)?;
+        let n = data.len() as u64;
+        return Ok((data, n, meta.len()));
+    };
+    // The relative path is made of names listed through the descriptor (no `..`,
+    // no `/`), under a folder of the caller's: nothing the program wrote is
+    // followed, and `create_new` overwrites nothing.
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(target)?;
+    let n = std::io::copy(&mut (&mut file).take(budget), &mut out)?;
+    Ok((Vec::new(), n, meta.len()))
 }

@@ -401,6 +401,7 @@ pub(crate) fn run(sb: &Sandbox, spec: &Spec, namespaces: bool) -> Result<Outcome
         limits.output_files,
         limits.output_bytes,
         limits.file_size_bytes,
+        spec.output_dir.as_deref(),
     );
     let output_full = namespaces
         && sys::fs_space(output_fd.as_fd())

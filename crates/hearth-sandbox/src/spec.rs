@@ -32,6 +32,11 @@ pub struct Spec {
     pub stdin: Vec<u8>,
     /// Host folder shown read-only at `/input`.
     pub input: Option<PathBuf>,
+    /// Host folder (existing, this user's) that `/output`'s files are copied into
+    /// as they are read back, each at its relative path, instead of into memory:
+    /// each [`OutputFile`]'s `data` is then empty. For outputs of any size; the
+    /// caller streams them on from there.
+    pub output_dir: Option<PathBuf>,
     /// Extra environment variables. Nothing of Hearth's own environment is passed.
     pub env: Vec<(String, String)>,
     pub limits: Limits,
@@ -129,6 +134,7 @@ pub struct OutputFile {
     pub size: u64,
     /// The file was cut: it reached the file size limit, or the read-back budget ran out.
     pub truncated: bool,
+    /// The bytes, unless the spec's `output_dir` holds them (as `output_dir/path`).
     #[serde(skip)]
     pub data: Vec<u8>,
 }

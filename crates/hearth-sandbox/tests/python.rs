@@ -53,6 +53,44 @@ fn large_stdin_and_nested_output_folders() {
     );
 }
 
+/// With `output_dir`, /output's files are copied to disk as they are read back
+/// (nothing of them in `data`), nested folders kept, and a symlink not followed.
+#[test]
+fn output_files_copied_into_a_host_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = py("import os\n\
+         os.makedirs('/output/a/b', exist_ok=True)\n\
+         open('/output/a/b/small.txt', 'w').write('hello')\n\
+         open('/output/big.bin', 'wb').write(b'z' * (3 << 20))\n\
+         os.symlink('/etc/passwd', '/output/link')");
+    spec.output_dir = Some(dir.path().to_owned());
+    let o = run(&sandbox(), &spec);
+    assert!(o.success(), "{o:#?}");
+    let names: Vec<(&str, u64, bool)> = o
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.size, f.truncated))
+        .collect();
+    assert_eq!(
+        names,
+        [("a/b/small.txt", 5, false), ("big.bin", 3 << 20, false)]
+    );
+    assert!(o.files.iter().all(|f| f.data.is_empty()));
+    assert!(o.files_truncated, "the symlink was left out");
+    assert_eq!(
+        std::fs::read(dir.path().join("a/b/small.txt")).unwrap(),
+        b"hello"
+    );
+    let big = std::fs::read(dir.path().join("big.bin")).unwrap();
+    assert!(big.len() == 3 << 20 && big.iter().all(|&b| b == b'z'));
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["a", "big.bin"]);
+}
+
 #[test]
 fn missing_program_is_a_setup_error() {
     let spec = hearth_sandbox::Spec {
