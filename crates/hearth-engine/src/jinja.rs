@@ -155,7 +155,7 @@ fn strftime(format: &str, secs: u64) -> String {
         "Wednesday",
     ];
     let days = secs / 86_400;
-    let (y, m, d) = civil(days as i64);
+    let (y, m, d) = hearth_api::civil_from_days(days as i64);
     let of_day = secs % 86_400;
     let month = MONTHS[(m - 1) as usize];
     let weekday = DAYS[(days % 7) as usize];
@@ -191,21 +191,6 @@ fn strftime(format: &str, secs: u64) -> String {
         }
     }
     out
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
@@ -249,7 +234,5 @@ mod tests {
             strftime("%A %B %-d, %H:%M:%S %y/%m 100%%", t),
             "Friday July 26, 13:05:09 24/07 100%"
         );
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_782), (2024, 2, 29));
     }
 }

@@ -229,6 +229,47 @@ fn status_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Back
     }
 }
 
+/// An answer's whole body, read before `deadline`, its failures in the router's
+/// words.
+async fn whole_body(
+    body: impl std::future::Future<Output = Result<Bytes, BodyError>>,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<Bytes, BackendError> {
+    tokio::select! {
+        body = body => body.map_err(|e| match e {
+            BodyError::TooLarge(max) => BackendError::TooLarge(format!(
+                "the upstream's answer is over {max} bytes (the model's max_answer_bytes); it was cut off"
+            )),
+            BodyError::Broken(e) => {
+                BackendError::Protocol(format!("reading the upstream's body: {e}"))
+            }
+        }),
+        () = deadline => Err(BackendError::Timeout(
+            "the upstream's body did not arrive in time".into(),
+        )),
+    }
+}
+
+/// An error answer's body (at most [`MAX_ERROR_BODY`]), read before `deadline`;
+/// empty when it cannot be had.
+async fn error_body(
+    status: u16,
+    body: impl std::future::Future<Output = Result<Bytes, BodyError>>,
+    deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Bytes {
+    tokio::select! {
+        body = body => match body {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(_)) => {
+                tracing::warn!(status, "the upstream's error body is over 64 KiB; not read");
+                Bytes::new()
+            }
+            Err(BodyError::Broken(_)) => Bytes::new(),
+        },
+        () = deadline => Bytes::new(),
+    }
+}
+
 #[async_trait]
 impl Backend for UpstreamBackend {
     fn kind(&self) -> &'static str {
@@ -280,35 +321,12 @@ impl Backend for UpstreamBackend {
             .reset(tokio::time::Instant::now() + self.idle_timeout);
         if answer.head.status >= 400 {
             let (status, ra) = (answer.head.status, answer.head.retry_after);
-            let body = tokio::select! {
-                body = answer.body.bytes(MAX_ERROR_BODY) => match body {
-                    Ok(body) => body,
-                    Err(BodyError::TooLarge(_)) => {
-                        tracing::warn!(status, "the upstream's error body is over 64 KiB; not read");
-                        Bytes::new()
-                    }
-                    Err(BodyError::Broken(_)) => Bytes::new(),
-                },
-                () = &mut deadline => Bytes::new(),
-            };
+            let body =
+                error_body(status, answer.body.bytes(MAX_ERROR_BODY), deadline.as_mut()).await;
             return Err(status_error(status, ra, &body));
         }
         if !stream || !answer.head.event_stream {
-            let body = tokio::select! {
-                body = answer.body.bytes(self.max_answer) => body.map_err(|e| match e {
-                    BodyError::TooLarge(max) => BackendError::TooLarge(format!(
-                        "the upstream's answer is over {max} bytes (the model's max_answer_bytes); it was cut off"
-                    )),
-                    BodyError::Broken(e) => {
-                        BackendError::Protocol(format!("reading the upstream's body: {e}"))
-                    }
-                })?,
-                () = &mut deadline => {
-                    return Err(BackendError::Timeout(
-                        "the upstream's body did not arrive in time".into(),
-                    ));
-                }
-            };
+            let body = whole_body(answer.body.bytes(self.max_answer), deadline.as_mut()).await?;
             // Asked to stream, got one JSON body: it goes on as it is, whole.
             let usage = body_usage(&body)?;
             let whole = Event::Wire(Wire {
@@ -393,10 +411,8 @@ impl Backend for UpstreamBackend {
         let (status, retry_after) = (answer.head.status, answer.head.retry_after);
         // Our key refused or the upstream failing: not an answer for the client.
         if matches!(status, 401 | 403) || status >= 500 {
-            let body = tokio::select! {
-                body = answer.body.bytes(MAX_ERROR_BODY) => body.unwrap_or_default(),
-                () = &mut deadline => Bytes::new(),
-            };
+            let body =
+                error_body(status, answer.body.bytes(MAX_ERROR_BODY), deadline.as_mut()).await;
             return Err(status_error(status, retry_after, &body));
         }
         if status < 300 && stream && answer.head.event_stream {
@@ -412,21 +428,7 @@ impl Backend for UpstreamBackend {
                 body: RawBody::Events(events.boxed()),
             }));
         }
-        let body = tokio::select! {
-            body = answer.body.bytes(self.max_answer) => body.map_err(|e| match e {
-                BodyError::TooLarge(max) => BackendError::TooLarge(format!(
-                    "the upstream's answer is over {max} bytes (the model's max_answer_bytes); it was cut off"
-                )),
-                BodyError::Broken(e) => {
-                    BackendError::Protocol(format!("reading the upstream's body: {e}"))
-                }
-            })?,
-            () = &mut deadline => {
-                return Err(BackendError::Timeout(
-                    "the upstream's body did not arrive in time".into(),
-                ));
-            }
-        };
+        let body = whole_body(answer.body.bytes(self.max_answer), deadline.as_mut()).await?;
         Ok(Some(RawAnswer {
             status,
             retry_after,
