@@ -179,7 +179,7 @@ fn build() -> Value {
                 "400": e("the id is not a response id (`param: response_id`), or the upstream refused the call"),
                 "401": e("no API key, or an unknown one (when keys are configured)"),
                 "404": e("no upstream serving the Responses API holds this response (`code: not_found`)"),
-                "429": e("the upstream's rate limit; Retry-After"),
+                "429": e("the key's requests per minute, or the upstream's rate limit; Retry-After"),
                 "502": e("no upstream answered and one failed (an error status, a broken answer); the message names its model"),
                 "503": e("no upstream answered and one could not be reached; Retry-After"),
                 "default": e("the upstream's own answer, passed on"),

@@ -86,7 +86,7 @@ async fn whole(answer: &mut Metered, encoder: &mut Encoder) -> Result<Bytes, Api
 }
 
 /// OpenAI's `x-ratelimit-*` headers, when the caller has limits.
-fn quota_headers(q: &Quota, h: &mut HeaderMap) {
+pub(crate) fn quota_headers(q: &Quota, h: &mut HeaderMap) {
     let lines = [
         (
             &q.requests,

@@ -21,6 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hearth_api::{ApiError, ErrorKind};
+use hearth_gateway::Principal;
 use hearth_http::{HttpError, HttpState, RequestLog};
 use hearth_router::{BackendError, RawAnswer, RawBody, Request, StoredCall};
 
@@ -36,33 +37,55 @@ type Id = Result<Path<String>, PathRejection>;
 /// `GET /v1/responses/{id}` (`include[]`, `stream`, `starting_after` pass on).
 pub async fn get(
     State(state): State<HttpState>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(&state, &log, StoredCall::Get, id, "", uri.query()).await
-}
-
-/// `DELETE /v1/responses/{id}`.
-pub async fn delete(
-    State(state): State<HttpState>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(&state, &log, StoredCall::Delete, id, "", uri.query()).await
-}
-
-/// `GET /v1/responses/{id}/input_items` (`after`, `before`, `limit`, `order`,
-/// `include` pass on).
-pub async fn input_items(
-    State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
     Extension(log): Extension<RequestLog>,
     id: Id,
     uri: Uri,
 ) -> Response {
     serve(
         &state,
+        &principal,
+        &log,
+        StoredCall::Get,
+        id,
+        "",
+        uri.query(),
+    )
+    .await
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
+    Extension(log): Extension<RequestLog>,
+    id: Id,
+    uri: Uri,
+) -> Response {
+    serve(
+        &state,
+        &principal,
+        &log,
+        StoredCall::Delete,
+        id,
+        "",
+        uri.query(),
+    )
+    .await
+}
+
+/// `GET /v1/responses/{id}/input_items` (`after`, `before`, `limit`, `order`,
+/// `include` pass on).
+pub async fn input_items(
+    State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
+    Extension(log): Extension<RequestLog>,
+    id: Id,
+    uri: Uri,
+) -> Response {
+    serve(
+        &state,
+        &principal,
         &log,
         StoredCall::Get,
         id,
@@ -75,22 +98,33 @@ pub async fn input_items(
 /// `POST /v1/responses/{id}/cancel` (a response made with `background: true`).
 pub async fn cancel(
     State(state): State<HttpState>,
+    Extension(principal): Extension<Principal>,
     Extension(log): Extension<RequestLog>,
     id: Id,
     uri: Uri,
 ) -> Response {
-    serve(&state, &log, StoredCall::Post, id, "/cancel", uri.query()).await
+    serve(
+        &state,
+        &principal,
+        &log,
+        StoredCall::Post,
+        id,
+        "/cancel",
+        uri.query(),
+    )
+    .await
 }
 
 async fn serve(
     state: &HttpState,
+    principal: &Principal,
     log: &RequestLog,
     call: StoredCall,
     id: Id,
     suffix: &str,
     query: Option<&str>,
 ) -> Response {
-    match ask(state, log, call, id, suffix, query).await {
+    match ask(state, principal, log, call, id, suffix, query).await {
         Ok(r) => r,
         Err(e) => HttpError(e).into_response(),
     }
@@ -98,6 +132,7 @@ async fn serve(
 
 async fn ask(
     state: &HttpState,
+    principal: &Principal,
     log: &RequestLog,
     call: StoredCall,
     id: Id,
@@ -105,6 +140,9 @@ async fn ask(
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let id = checked_id(id)?;
+    // Each call is a request to the upstreams: it counts against the key's
+    // requests per minute (429 with `Retry-After` past it), as a completion does.
+    let quota = state.gateway.admit(principal).await?;
     let stream = call == StoredCall::Get
         && suffix.is_empty()
         && query.is_some_and(|q| q.split('&').any(|p| p == "stream=true"));
@@ -135,7 +173,9 @@ async fn ask(
             Ok(Some(a)) if a.status == 404 => {}
             Ok(Some(a)) => {
                 log.set_dispatched(&model.metrics, backend.kind(), asked, stream);
-                return Ok(answer(a, log));
+                let mut r = answer(a, log);
+                crate::relay::quota_headers(&quota, r.headers_mut());
+                return Ok(r);
             }
             Err(e) => {
                 // The detail (the upstream's URL) stays here; the client's error

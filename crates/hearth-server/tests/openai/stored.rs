@@ -226,3 +226,52 @@ async fn an_unreachable_upstream_is_a_503_when_no_other_answers() {
         "{e}"
     );
 }
+
+/// Calls on stored responses count against the key's requests per minute, as a
+/// completion does: OpenAI's `x-ratelimit-*` headers on an answer, and past the
+/// limit a 429 with `Retry-After` that reaches no upstream.
+#[tokio::test]
+async fn calls_on_stored_responses_count_against_the_keys_limit() {
+    let up = FakeUpstream::start().await.unwrap();
+    let limited = "sk-limited-0123456789";
+    let toml = format!(
+        "[[keys]]\nname = \"limited\"\nkey = \"{limited}\"\nrpm = 3\n\n{}",
+        responses_model("stored", &up.base_url(), "KEY_A")
+    );
+    let env = MapEnv::new([("KEY_A", "sk-upstream-a")]);
+    let gw = Gateway::start_with_env(&toml, env).await;
+    let r = gw
+        .post("/v1/responses")
+        .bearer_auth(limited)
+        .json(&json!({"model": "stored", "input": "hi", "store": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get = || {
+        gw.client
+            .get(gw.url(&format!("/v1/responses/{id}")))
+            .bearer_auth(limited)
+            .send()
+    };
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "3");
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(get().await.unwrap().status(), 200);
+    let asked = stored_calls(&up).len();
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    assert_eq!(
+        stored_calls(&up).len(),
+        asked,
+        "a refused call reached the upstream"
+    );
+}
