@@ -1418,6 +1418,45 @@ mod tests {
     }
 
     #[test]
+    fn mistral_small_templates_render_with_their_system_prompt_and_spaced_lists() {
+        let small =
+            include_str!("../tests/templates/mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja");
+        assert_eq!(Syntax::of_template(Some(small)), Syntax::Mistral);
+        let m = weather_tool(Syntax::Mistral);
+        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
+        let id = messages[2]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let t = crate::jinja::ChatTemplate::new(small).unwrap();
+        let out = t.render(&messages, Some(&tools), "<s>", "</s>").unwrap();
+        assert!(
+            out.starts_with("<s>[SYSTEM_PROMPT]You are a helpful assistant that can call tools."),
+            "{out}"
+        );
+        assert!(
+            out.contains("additional tool calls] if you call more than one tool."),
+            "{out}"
+        );
+        assert!(
+            out.contains("interpret for the user.Be brief.[/SYSTEM_PROMPT][INST]Weather in Oslo?[/INST]"),
+            "{out}"
+        );
+        assert!(out.contains(&format!("[TOOL_CALLS] [{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Oslo\"}}, \"id\": \"{id}\"}}]</s>")), "{out}");
+        assert!(out.contains(&format!("[TOOL_RESULTS] {{\"content\": 7 C, \"call_id\": \"{id}\"}}[/TOOL_RESULTS]It is 7 C.</s>")), "{out}");
+        assert!(
+            out.ends_with("[/AVAILABLE_TOOLS][INST]And in Rome?[/INST]"),
+            "{out}"
+        );
+        // Its answers open with the token, then a space: read as calls.
+        let (_, calls) = said_in(
+            Syntax::Mistral,
+            &["[TOOL_CALLS] [", "{\"name\": \"f\", \"arguments\": {}}]"],
+        );
+        assert_eq!(names(&calls), ["f"]);
+    }
+
+    #[test]
     fn a_reply_streams_as_its_decoded_text() {
         let json = r#"{ "response": "Hi \"you\"\n\u00e9\ud83d\ude00 ok" }"#;
         let pieces = chars(json);
