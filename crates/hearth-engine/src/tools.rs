@@ -1439,7 +1439,9 @@ mod tests {
             "{out}"
         );
         assert!(
-            out.contains("interpret for the user.Be brief.[/SYSTEM_PROMPT][INST]Weather in Oslo?[/INST]"),
+            out.contains(
+                "interpret for the user.Be brief.[/SYSTEM_PROMPT][INST]Weather in Oslo?[/INST]"
+            ),
             "{out}"
         );
         assert!(out.contains(&format!("[TOOL_CALLS] [{{\"name\": \"get_weather\", \"arguments\": {{\"city\": \"Oslo\"}}, \"id\": \"{id}\"}}]</s>")), "{out}");
