@@ -36,6 +36,19 @@ async fn call(gw: &Gateway, method: reqwest::Method, path: &str) -> reqwest::Res
         .unwrap()
 }
 
+/// A response made as `key` on `model` with `store: true`: its body.
+async fn stored(gw: &Gateway, key: &str, model: &str, input: Value) -> Value {
+    let r = gw
+        .post("/v1/responses")
+        .bearer_auth(key)
+        .json(&json!({"model": model, "input": input, "store": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 /// What `up` received of the calls on stored responses: (path, query, key).
 fn stored_calls(up: &FakeUpstream) -> Vec<(String, Option<String>, Option<String>)> {
     up.received()
@@ -65,15 +78,7 @@ async fn stored_responses_are_found_on_the_upstream_that_holds_them() {
     ))
     .await;
     let input = json!([{"role": "user", "content": "hi"}]);
-    let r = gw
-        .post("/v1/responses")
-        .bearer_auth(KEY)
-        .json(&json!({"model": "second", "input": input, "store": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let made: Value = r.json().await.unwrap();
+    let made = stored(&gw, KEY, "second", input).await;
     let id = made["id"].as_str().unwrap().to_owned();
 
     // Retrieved, with the query as the client wrote it.
@@ -202,18 +207,8 @@ async fn an_unreachable_upstream_is_a_503_when_no_other_answers() {
         responses_model("up", &a.base_url(), "KEY_A"),
     ))
     .await;
-    let r = gw
-        .post("/v1/responses")
-        .bearer_auth(KEY)
-        .json(&json!({"model": "up", "input": "hi", "store": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let made = stored(&gw, KEY, "up", json!("hi")).await;
+    let id = made["id"].as_str().unwrap();
     let r = call(&gw, reqwest::Method::GET, &format!("/v1/responses/{id}")).await;
     assert_eq!(r.status(), 200);
 
@@ -240,18 +235,8 @@ async fn calls_on_stored_responses_count_against_the_keys_limit() {
     );
     let env = MapEnv::new([("KEY_A", "sk-upstream-a")]);
     let gw = Gateway::start_with_env(&toml, env).await;
-    let r = gw
-        .post("/v1/responses")
-        .bearer_auth(limited)
-        .json(&json!({"model": "stored", "input": "hi", "store": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let made = stored(&gw, limited, "stored", json!("hi")).await;
+    let id = made["id"].as_str().unwrap();
     let get = || {
         gw.client
             .get(gw.url(&format!("/v1/responses/{id}")))
