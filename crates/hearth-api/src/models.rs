@@ -123,6 +123,12 @@ pub struct ModelEntry {
     /// Where an embedded model runs, once loaded; left out for other backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// How an embedded chat model that takes tools (`tools = "pass"`) is asked for
+    /// tool calls, read from its chat template: `generic` (llama.cpp's JSON
+    /// format), `hermes`, `llama3`, `mistral` or `mistral-args`. Left out for other
+    /// models (an upstream formats calls itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_format: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -57,6 +57,8 @@ pub struct EmbeddedBackend {
     vision: bool,
     /// How its chat template calls tools.
     tool_syntax: tools::Syntax,
+    /// A chat model (not an embedding model).
+    chat: bool,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
@@ -153,6 +155,7 @@ impl EmbeddedBackend {
                 name: cfg.name.clone(),
                 vision: false,
                 tool_syntax: tools::Syntax::Generic,
+                chat: false,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
                 thread: Mutex::new(Some(thread)),
@@ -186,6 +189,7 @@ impl EmbeddedBackend {
             name: cfg.name.clone(),
             vision,
             tool_syntax,
+            chat: true,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
@@ -293,6 +297,10 @@ impl Backend for EmbeddedBackend {
 
     fn placement(&self) -> Option<hearth_api::Placement> {
         crate::device::placement(&self.name)
+    }
+
+    fn tool_format(&self) -> Option<&'static str> {
+        self.chat.then(|| self.tool_syntax.name())
     }
 
     fn context_length(&self) -> Option<u32> {
@@ -424,11 +432,15 @@ fn tool_syntax(
     });
     match probe {
         Ok(t) => {
-            tracing::info!(model, syntax = ?syntax, "tool calls in the chat template's own syntax");
+            tracing::info!(
+                model,
+                syntax = syntax.name(),
+                "tool calls in the chat template's own syntax"
+            );
             (syntax, Some(Arc::new(t)))
         }
         Err(e) => {
-            tracing::warn!(model, syntax = ?syntax, error = %e,
+            tracing::warn!(model, syntax = syntax.name(), error = %e,
                 "the chat template's Jinja source does not render here; tools use the generic JSON format");
             (tools::Syntax::Generic, None)
         }

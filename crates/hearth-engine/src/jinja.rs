@@ -333,7 +333,7 @@ mod tests {
             assert_eq!(got, want, "{name}");
             checked += 1;
         }
-        assert_eq!(checked, 3);
+        assert_eq!(checked, 5);
     }
 
     #[test]

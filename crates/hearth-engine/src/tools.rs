@@ -14,9 +14,11 @@
 //! writes freely and its calls are read out of its text, under `required` or a
 //! named function a grammar holds it to one or more calls. Llama 3.x
 //! ([`Syntax::Llama3`]: a call is `{"name": …, "parameters": …}`, results come
-//! back in `ipython` turns) and Mistral ([`Syntax::Mistral`]: `[TOOL_CALLS][{"name":
+//! back in `ipython` turns), Mistral ([`Syntax::Mistral`]: `[TOOL_CALLS][{"name":
 //! …, "arguments": …}]`, results in `[TOOL_RESULTS]`, call ids of 9 letters and
-//! digits) write their tools' words only in their template's Jinja source, which
+//! digits) and Mistral's newer models ([`Syntax::MistralArgs`]: each call
+//! `[TOOL_CALLS]name[ARGS]{…}`, with `[CALL_ID]id` before `[ARGS]` in tokenizer v11)
+//! write their tools' words only in their template's Jinja source, which
 //! the C template API does not render: for them the GGUF's template itself is
 //! rendered (`jinja`), with the request's messages and tools as Hugging Face's
 //! `apply_chat_template` passes them, and their answers are read in their shape.
@@ -73,6 +75,11 @@ pub enum Syntax {
     /// Mistral's `[TOOL_CALLS]` list, with the prompt rendered by the template's
     /// Jinja source.
     Mistral,
+    /// Mistral's newer tokenizers (v11 and later: Mistral Small 3.2, Magistral,
+    /// Devstral): each call `[TOOL_CALLS]name[ARGS]{…}`, in v11 with `[CALL_ID]id`
+    /// before `[ARGS]`, after any text; the prompt rendered by the template's Jinja
+    /// source.
+    MistralArgs,
 }
 
 impl Syntax {
@@ -80,6 +87,7 @@ impl Syntax {
     pub fn of_template(template: Option<&str>) -> Syntax {
         match template {
             Some(t) if t.contains("<tool_call>") => Syntax::Hermes,
+            Some(t) if t.contains("[TOOL_CALLS]") && t.contains("[ARGS]") => Syntax::MistralArgs,
             Some(t) if t.contains("[TOOL_CALLS]") && t.contains("[AVAILABLE_TOOLS]") => {
                 Syntax::Mistral
             }
@@ -96,7 +104,23 @@ impl Syntax {
 
     /// Whether the prompt is the template's own Jinja rendering.
     pub fn renders_jinja(self) -> bool {
-        matches!(self, Syntax::Llama3 | Syntax::Mistral)
+        matches!(self, Syntax::Llama3 | Syntax::Mistral | Syntax::MistralArgs)
+    }
+
+    /// Its name in `/v1/models` (`tool_format`) and the logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Syntax::Generic => "generic",
+            Syntax::Hermes => "hermes",
+            Syntax::Llama3 => "llama3",
+            Syntax::Mistral => "mistral",
+            Syntax::MistralArgs => "mistral-args",
+        }
+    }
+
+    /// Whether the template takes back only call ids of 9 letters and digits.
+    fn short_ids(self) -> bool {
+        matches!(self, Syntax::Mistral | Syntax::MistralArgs)
     }
 }
 
@@ -275,6 +299,14 @@ impl ToolMode {
         }
     }
 
+    /// The tools the choice allows.
+    fn allowed(&self) -> impl Iterator<Item = &Tool> {
+        self.tools.iter().filter(|t| match &self.choice {
+            Choice::Named(n) => &t.name == n,
+            _ => true,
+        })
+    }
+
     /// The schema of one call of a tool the choice allows, and how many tools
     /// that is.
     fn one_call(&self) -> (Value, usize) {
@@ -293,15 +325,7 @@ impl ToolMode {
                 "required": ["name", key],
             })
         };
-        let calls: Vec<Value> = match &self.choice {
-            Choice::Named(n) => self
-                .tools
-                .iter()
-                .filter(|t| &t.name == n)
-                .map(call)
-                .collect(),
-            _ => self.tools.iter().map(call).collect(),
-        };
+        let calls: Vec<Value> = self.allowed().map(call).collect();
         // At most one call per tool on offer: a small model otherwise repeats its
         // calls until max_tokens cuts the answer.
         let most = calls.len();
@@ -325,6 +349,9 @@ impl ToolMode {
     ) -> Result<Option<String>, ApiError> {
         if self.choice == Choice::Auto || self.syntax == Syntax::Generic {
             return Ok(None);
+        }
+        if self.syntax == Syntax::MistralArgs {
+            return self.args_grammar(to_gbnf).map(Some);
         }
         let (one, most) = self.one_call();
         let call = to_gbnf(&one.to_string())?;
@@ -359,6 +386,34 @@ impl ToolMode {
             "root ::= tagged{}\ntagged ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n{call}\n",
             more("\"\\n\"", "tagged")
         )))
+    }
+
+    /// [`Syntax::MistralArgs`]' grammar: each call `[TOOL_CALLS]name[ARGS]` and
+    /// arguments that follow that tool's schema (each schema's grammar made apart,
+    /// its rules renamed `t<k>-…`), with parallel calls at most as many calls as
+    /// tools.
+    fn args_grammar(
+        &self,
+        to_gbnf: impl Fn(&str) -> Result<String, ApiError>,
+    ) -> Result<String, ApiError> {
+        let (mut alternatives, mut rules) = (Vec::new(), String::new());
+        for (k, t) in self.allowed().enumerate() {
+            let prefix = format!("t{k}-");
+            rules.push_str(&prefix_rules(&to_gbnf(&t.parameters.to_string())?, &prefix));
+            if !rules.ends_with('\n') {
+                rules.push('\n');
+            }
+            // A name is letters, digits, `_` and `-` (`tool` checks): a literal as it is.
+            alternatives.push(format!("\"{}\" \"[ARGS]\" {prefix}root", t.name));
+        }
+        let more = match alternatives.len() {
+            n if self.parallel && n > 1 => format!(" call{{0,{}}}", n - 1),
+            _ => String::new(),
+        };
+        Ok(format!(
+            "root ::= call{more}\ncall ::= \"[TOOL_CALLS]\" ({})\n{rules}",
+            alternatives.join(" | ")
+        ))
     }
 
     /// The system prompt's part that offers the tools and says how to answer.
@@ -523,18 +578,16 @@ fn hermes_messages(list: &[ChatMessage], mode: &ToolMode) -> Vec<(String, String
 /// the same 9).
 pub fn jinja_input(list: &[ChatMessage], mode: &ToolMode) -> (Value, Value) {
     let id = |v: Option<&Value>| -> Value {
-        match (v.and_then(Value::as_str), mode.syntax) {
-            (Some(id), Syntax::Mistral)
-                if id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        match v.and_then(Value::as_str) {
+            Some(id)
+                if mode.syntax.short_ids()
+                    && !(id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric())) =>
             {
-                Value::String(id.to_owned())
-            }
-            (Some(id), Syntax::Mistral) => {
                 use sha2::Digest;
                 Value::String(short_id(&sha2::Sha256::digest(id.as_bytes())))
             }
-            (Some(id), _) => Value::String(id.to_owned()),
-            (None, _) => Value::Null,
+            Some(id) => Value::String(id.to_owned()),
+            None => Value::Null,
         }
     };
     let messages = list
@@ -664,6 +717,7 @@ impl Reader {
             Syntax::Hermes => parse_hermes(&self.buf, done),
             Syntax::Llama3 => parse_json_calls(&self.buf, done, Shape::LLAMA3),
             Syntax::Mistral => parse_json_calls(&self.buf, done, Shape::MISTRAL),
+            Syntax::MistralArgs => parse_mistral_args(&self.buf, done),
         };
         let mut out = Vec::new();
         if p.text.len() > self.said_text {
@@ -675,10 +729,10 @@ impl Reader {
         }
         for (k, (name, args)) in p.calls.iter().enumerate() {
             if k == self.said_calls.len() {
-                let id = match self.syntax {
-                    // Mistral's template takes back only ids of 9 letters and digits.
-                    Syntax::Mistral => short_id(uuid::Uuid::new_v4().as_bytes()),
-                    _ => format!("call_{}", uuid::Uuid::new_v4().simple()),
+                let id = if self.syntax.short_ids() {
+                    short_id(uuid::Uuid::new_v4().as_bytes())
+                } else {
+                    format!("call_{}", uuid::Uuid::new_v4().simple())
                 };
                 out.push(Out::ToolCall {
                     index,
@@ -1035,6 +1089,20 @@ fn parse_json_calls(text: &str, done: bool, shape: Shape) -> Partial {
     p
 }
 
+/// Where the first `open` tag starts in `text`; or, while there is none, how much
+/// of the text is surely no tag: all of it once `done`, else all but an end that
+/// may be the tag's beginning.
+fn first_tag(text: &str, open: &str, done: bool) -> Result<usize, usize> {
+    if let Some(at) = text.find(open) {
+        return Ok(at);
+    }
+    let hold = (1..open.len())
+        .rev()
+        .find(|&n| !done && text.ends_with(&open[..n]))
+        .unwrap_or(0);
+    Err(text.len() - hold)
+}
+
 /// What a [`Syntax::Hermes`] answer says so far: its text up to the first
 /// `<tool_call>` (less what may be the start of one, until `done`), then each
 /// call's JSON.
@@ -1042,14 +1110,12 @@ fn parse_hermes(text: &str, done: bool) -> Partial {
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
     let mut p = Partial::default();
-    let Some(first) = text.find(OPEN) else {
-        // Hold back an end that may be a tag's beginning.
-        let hold = (1..OPEN.len())
-            .rev()
-            .find(|&n| !done && text.ends_with(&OPEN[..n]))
-            .unwrap_or(0);
-        p.text = text[..text.len() - hold].to_owned();
-        return p;
+    let first = match first_tag(text, OPEN, done) {
+        Ok(at) => at,
+        Err(sure) => {
+            p.text = text[..sure].to_owned();
+            return p;
+        }
     };
     p.text = text[..first].to_owned();
     let mut at = first;
@@ -1074,6 +1140,95 @@ fn parse_hermes(text: &str, done: bool) -> Partial {
         }
     }
     p
+}
+
+/// What a [`Syntax::MistralArgs`] answer says so far: its text up to the first
+/// `[TOOL_CALLS]` (less what may be the start of one, until `done`), then its
+/// calls, each `[TOOL_CALLS]name[ARGS]{…}` or `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`
+/// (the model's own id is not kept: Hearth gives each call its own).
+fn parse_mistral_args(text: &str, done: bool) -> Partial {
+    const OPEN: &str = "[TOOL_CALLS]";
+    const ARGS: &str = "[ARGS]";
+    let mut p = Partial::default();
+    let first = match first_tag(text, OPEN, done) {
+        Ok(at) => at,
+        Err(sure) => {
+            p.text = text[..sure].to_owned();
+            return p;
+        }
+    };
+    p.text = text[..first].to_owned();
+    let mut rest = &text[first..];
+    while let Some(call) = rest.strip_prefix(OPEN) {
+        let Some(at) = call.find(ARGS) else { break };
+        let name = call[..at]
+            .split("[CALL_ID]")
+            .next()
+            .unwrap_or_default()
+            .trim();
+        if name.is_empty() {
+            break;
+        }
+        let after = &call[at + ARGS.len()..];
+        let mut c = Cur {
+            s: after.as_bytes(),
+            at: 0,
+        };
+        let Some((args, whole)) = c.raw_value() else {
+            break;
+        };
+        p.calls.push((name.to_owned(), args));
+        if !whole {
+            break;
+        }
+        rest = after[c.at..].trim_start();
+    }
+    p
+}
+
+/// `grammar` (GBNF) with each rule it defines renamed `prefix` + its name, where
+/// defined and where used, so that grammars made apart can share one file.
+/// String literals, character classes and comments are left as they are.
+fn prefix_rules(grammar: &str, prefix: &str) -> String {
+    let defined: std::collections::HashSet<&str> = grammar
+        .lines()
+        .filter_map(|l| l.split_once("::="))
+        .map(|(name, _)| name.trim())
+        .collect();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    let s = grammar.as_bytes();
+    let mut out = String::with_capacity(grammar.len() * 2);
+    let mut i = 0;
+    while i < s.len() {
+        let start = i;
+        match s[i] {
+            // A literal or a class runs to its unescaped closing mark.
+            open @ (b'"' | b'[') => {
+                let close = if open == b'"' { b'"' } else { b']' };
+                i += 1;
+                while i < s.len() && s[i] != close {
+                    i += if s[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(s.len());
+            }
+            b'#' => {
+                while i < s.len() && s[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b if word(b) => {
+                while i < s.len() && word(s[i]) {
+                    i += 1;
+                }
+                if defined.contains(&grammar[start..i]) {
+                    out.push_str(prefix);
+                }
+            }
+            _ => i += grammar[i..].chars().next().map_or(1, char::len_utf8),
+        }
+        out.push_str(&grammar[start..i]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1258,25 +1413,35 @@ mod tests {
         assert_eq!(said_in(Syntax::Llama3, &[" "]).0, " ");
     }
 
-    #[test]
-    fn mistral_calls_are_read_from_their_list_with_short_ids() {
-        let list = "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}, \"id\": \"abc123DEF\"}, {\"name\": \"get_time\", \"arguments\": {}}]";
-        let pieces = chars(list);
-        let (text, calls) = said_in(
-            Syntax::Mistral,
+    /// What a reader of `syntax` says of `text` given one character at a time.
+    fn said_by_char(syntax: Syntax, text: &str) -> (String, Vec<ToolCallDelta>) {
+        let pieces = chars(text);
+        said_in(
+            syntax,
             &pieces.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        assert_eq!(text, "");
-        assert_eq!(names(&calls), ["get_weather", "get_time"]);
+        )
+    }
+
+    /// The calls are `get_weather` for Oslo then `get_time`, with Mistral's ids.
+    fn assert_weather_and_time_with_short_ids(calls: &[ToolCallDelta]) {
+        assert_eq!(names(calls), ["get_weather", "get_time"]);
         assert_eq!(calls[0].arguments, "{\"city\": \"Oslo\"}");
         assert_eq!(calls[1].arguments, "{}");
-        for c in &calls {
+        for c in calls {
             let id = c.id.as_deref().unwrap_or_default();
             assert!(
                 id.len() == 9 && id.bytes().all(|b| b.is_ascii_alphanumeric()),
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn mistral_calls_are_read_from_their_list_with_short_ids() {
+        let list = "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}, \"id\": \"abc123DEF\"}, {\"name\": \"get_time\", \"arguments\": {}}]";
+        let (text, calls) = said_by_char(Syntax::Mistral, list);
+        assert_eq!(text, "");
+        assert_weather_and_time_with_short_ids(&calls);
         // The `[TOOL_CALLS]` token renders as no text: the bare list is calls too.
         let (_, calls) = said_in(
             Syntax::Mistral,
@@ -1292,6 +1457,83 @@ mod tests {
             ("[1] is a note".to_owned(), vec![])
         );
         assert_eq!(said_in(Syntax::Mistral, &["[TOOL"]).0, "[TOOL");
+    }
+
+    #[test]
+    fn mistral_args_calls_are_read_after_any_text_with_or_without_call_ids() {
+        // Tokenizer v13 (`name[ARGS]{…}`) then v11 (`name[CALL_ID]id[ARGS]{…}`),
+        // after a few words, one character at a time.
+        let text = "Checking. [TOOL_CALLS]get_weather[ARGS]{\"city\": \"Oslo\"} [TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}";
+        let (said, calls) = said_by_char(Syntax::MistralArgs, text);
+        assert_eq!(said, "Checking. ");
+        assert_weather_and_time_with_short_ids(&calls);
+        // While streaming, a name is said only whole and no piece of a tag is text.
+        let p = parse_mistral_args("Hi [TOOL_CA", false);
+        assert_eq!((p.text.as_str(), p.calls.len()), ("Hi ", 0));
+        let p = parse_mistral_args("Hi [TOOL_CALLS]get_wea", false);
+        assert_eq!((p.text.as_str(), p.calls.len()), ("Hi ", 0));
+        let p = parse_mistral_args("[TOOL_CALLS]f[ARGS]{\"a\": [1, ", false);
+        assert_eq!(p.calls, vec![("f".to_owned(), "{\"a\": [1,".to_owned())]);
+        // A reply without calls is all text, brackets and an unfinished tag too.
+        assert_eq!(
+            said_in(Syntax::MistralArgs, &["[1] is ", "a note [TOOL"]),
+            ("[1] is a note [TOOL".to_owned(), vec![])
+        );
+    }
+
+    #[test]
+    fn mistral_args_grammars_join_each_tools_own_schema_grammar() {
+        let m = ToolMode {
+            syntax: Syntax::MistralArgs,
+            ..mode(json!({"tools": [
+                {"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+                {"type": "function", "function": {"name": "b"}}], "tool_choice": "required"}))
+            .unwrap()
+            .unwrap()
+        };
+        // A stand-in converter with the shapes llama.cpp's has: shared rule names,
+        // names in literals and classes, a comment and a repetition.
+        let gbnf = |_: &str| {
+            Ok("root ::= \"{\" space obj \"}\" # root obj\nobj ::= [root] \"space\" space{1,2}\nspace ::= \" \"?\n".to_owned())
+        };
+        let g = m.own_grammar(gbnf).unwrap().unwrap();
+        assert_eq!(
+            g,
+            "root ::= call call{0,1}\ncall ::= \"[TOOL_CALLS]\" (\"a\" \"[ARGS]\" t0-root | \"b\" \"[ARGS]\" t1-root)\n\
+             t0-root ::= \"{\" t0-space t0-obj \"}\" # root obj\nt0-obj ::= [root] \"space\" t0-space{1,2}\nt0-space ::= \" \"?\n\
+             t1-root ::= \"{\" t1-space t1-obj \"}\" # root obj\nt1-obj ::= [root] \"space\" t1-space{1,2}\nt1-space ::= \" \"?\n"
+        );
+        // A named choice: that tool only, once.
+        let named = ToolMode {
+            choice: Choice::Named("a".into()),
+            ..m
+        };
+        let g = named.own_grammar(gbnf).unwrap().unwrap();
+        assert!(
+            g.starts_with("root ::= call\ncall ::= \"[TOOL_CALLS]\" (\"a\" \"[ARGS]\" t0-root)\n"),
+            "{g}"
+        );
+        // With llama.cpp's own converter, the joined grammar keeps every rule it uses.
+        let real = |schema: &str| {
+            llama_cpp_2::json_schema_to_grammar(schema)
+                .map_err(|e| ApiError::invalid_param("tools", e.to_string()))
+        };
+        let g = weather_tool(Syntax::MistralArgs);
+        let g = ToolMode {
+            choice: Choice::Required,
+            ..g
+        }
+        .own_grammar(real)
+        .unwrap()
+        .unwrap();
+        let defined: std::collections::HashSet<&str> = g
+            .lines()
+            .filter_map(|l| l.split_once(" ::= ").map(|(n, _)| n))
+            .collect();
+        assert!(
+            defined.contains("t0-root") && !defined.contains("space"),
+            "{g}"
+        );
     }
 
     #[test]
@@ -1456,6 +1698,44 @@ mod tests {
             &["[TOOL_CALLS] [", "{\"name\": \"f\", \"arguments\": {}}]"],
         );
         assert_eq!(names(&calls), ["f"]);
+    }
+
+    #[test]
+    fn newer_mistral_templates_render_calls_with_args_and_short_ids() {
+        let v11 = include_str!("../tests/templates/mistral-common-1.13.1-v11.jinja");
+        let v13 = include_str!("../tests/templates/mistral-common-1.13.1-v13-think.jinja");
+        let m = weather_tool(Syntax::MistralArgs);
+        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
+        let id = messages[2]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (source, call, result) in [
+            (
+                v11,
+                format!("[TOOL_CALLS]get_weather[CALL_ID]{id}[ARGS]{{\"city\": \"Oslo\"}}</s>"),
+                format!("[TOOL_RESULTS]{id}[TOOL_CONTENT]7 C[/TOOL_RESULTS]It is 7 C.</s>"),
+            ),
+            (
+                v13,
+                "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Oslo\"}</s>".to_owned(),
+                "[TOOL_RESULTS]7 C[/TOOL_RESULTS]It is 7 C.</s>".to_owned(),
+            ),
+        ] {
+            assert_eq!(Syntax::of_template(Some(source)), Syntax::MistralArgs);
+            let t = crate::jinja::ChatTemplate::new(source).unwrap();
+            let out = t.render(&messages, Some(&tools), "<s>", "</s>").unwrap();
+            assert!(
+                out.starts_with("<s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT]"),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!("[INST]Weather in Oslo?[/INST]{call}")),
+                "{out}"
+            );
+            assert!(out.contains(&result), "{out}");
+            assert!(out.ends_with("[INST]And in Rome?[/INST]"), "{out}");
+        }
     }
 
     #[test]

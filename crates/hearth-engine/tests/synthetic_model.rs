@@ -409,6 +409,7 @@ async fn a_model_with_hermes_tool_syntax_calls_tools_in_it() {
     let path = dir.path().join("hermes.gguf");
     generate(&py, &path, &["--hermes-tools"]);
     let b = start("synthetic-hermes", &path, 2048, 1).await;
+    assert_eq!(b.tool_format(), Some("hermes"));
     let (calls, finish) = tool_calls(
         &b,
         json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
@@ -473,8 +474,9 @@ async fn tool_calls(
 }
 
 /// Models whose chat templates write tools in their own words only in their
-/// Jinja source (Llama 3.2's and Mistral Nemo's real templates, stored in a
-/// synthetic model) get their prompt rendered from it: a required or named call
+/// Jinja source (Llama 3.2's, Mistral Nemo's, Mistral Small 3.1's and Mistral's
+/// newer tokenizers' real templates, stored in a synthetic model) get their prompt
+/// rendered from it: a required or named call
 /// comes back in their shape (Mistral's ids 9 letters and digits, which its
 /// template takes back in the next turn), and a conversation the template
 /// refuses is a 400 carrying the template's own words.
@@ -506,6 +508,20 @@ async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words
                 {"role": "user", "content": "c"}]),
             "Only user and assistant roles are supported",
         ),
+        (
+            // Mistral's newer tokenizers, as mistral-common writes their templates:
+            // v11 (`[CALL_ID]`, Mistral Small 3.2) and v13 (Magistral, Devstral).
+            "synthetic-mistral-v11",
+            "mistral-common-1.13.1-v11.jinja",
+            json!([{"role": "assistant", "content": "a"}]),
+            "Conversation must start with a user or system message",
+        ),
+        (
+            "synthetic-mistral-v13",
+            "mistral-common-1.13.1-v13-think.jinja",
+            json!([{"role": "assistant", "content": "a"}]),
+            "Conversation must start with a user or system message",
+        ),
     ] {
         let path = dir.path().join(format!("{name}.gguf"));
         let template = templates.join(file);
@@ -521,6 +537,12 @@ async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words
         );
         // Its vocabulary spells most of these prompts byte by byte.
         let b = start(name, &path, 8192, 1).await;
+        let format = match name {
+            "synthetic-llama3" => "llama3",
+            n if n.starts_with("synthetic-mistral-v1") => "mistral-args",
+            _ => "mistral",
+        };
+        assert_eq!(b.tool_format(), Some(format), "{name}");
         let named = json!({"tool_choice": {"type": "function", "function": {"name": "get_time"}}});
         let (calls, finish) = tool_calls(&b, named.clone()).await.unwrap();
         assert_eq!(
@@ -556,6 +578,28 @@ async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words
         let (calls, _) = tool_calls(&b, next).await.unwrap();
         assert_eq!(calls.len(), 1, "{name}: {calls:?}");
         assert_eq!(calls[0].1, "get_weather", "{name}");
+
+        // Required: one or both tools, each with arguments in its schema.
+        let (calls, finish) = tool_calls(&b, json!({"tool_choice": "required"}))
+            .await
+            .unwrap();
+        assert_eq!(
+            finish,
+            Some(hearth_router::FinishReason::ToolCalls),
+            "{name}"
+        );
+        assert!((1..=2).contains(&calls.len()), "{name}: {calls:?}");
+        for (_, called, args) in &calls {
+            assert!(
+                called == "get_weather" || called == "get_time",
+                "{name}: {calls:?}"
+            );
+            let parsed: serde_json::Value = serde_json::from_str(args).unwrap();
+            assert!(
+                matches!(parsed["unit"].as_str(), Some("c" | "f")),
+                "{name}: {parsed}"
+            );
+        }
 
         let mut bad = named;
         bad["messages"] = refused;

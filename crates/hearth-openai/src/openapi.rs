@@ -515,7 +515,8 @@ fn build() -> Value {
                     "tokens_evaluated": {"type": "integer"}, "timings": {"type": "object"}}},
                 "Model": {"type": "object", "required": ["id", "object", "status"], "properties": {
                     "id": {"type": "string"}, "object": {"const": "model"},
-                    "status": {"type": "string"}, "kind": {"const": "embedding"}}},
+                    "status": {"type": "string"}, "kind": {"const": "embedding"},
+                    "tool_format": {"enum": ["generic", "hermes", "llama3", "mistral", "mistral-args"]}}},
                 "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
                     "object": {"const": "list"}, "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}},
                 "OllamaModelRequest": {"type": "object", "required": ["model"], "properties": {"model": {"type": "string"}}},

@@ -377,6 +377,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// How it asks its model for tool calls, when Hearth writes the prompt (the
+    /// embedded engine's syntax, read from the chat template): shown in
+    /// `/v1/models` for a model that takes tools.
+    fn tool_format(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Which store of responses it reaches, when it serves the Responses API:
     /// backends that say the same value (one server, one key) hold the same stored
     /// responses, so a call on one is asked of one of them only. `None`: not known.

@@ -55,6 +55,10 @@ impl Model {
                 .then(|| "embedding".to_owned()),
             engine: self.backend.engine(),
             placement: self.backend.placement(),
+            tool_format: (self.config.tools_policy() == hearth_config::ToolsPolicy::Pass)
+                .then(|| self.backend.tool_format())
+                .flatten()
+                .map(str::to_owned),
         }
     }
 

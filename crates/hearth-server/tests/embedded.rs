@@ -94,6 +94,8 @@ async fn ready_is_503_while_the_model_loads_then_200() {
     let (_, model) = get(&gw, "/v1/models/smollm2-135m").await;
     assert_eq!(model["status"], "ready", "{model}");
     assert_eq!(model["context_length"], 512, "{model}");
+    // Its tools are dropped (the embedded engine's default): no tool format.
+    assert!(model.get("tool_format").is_none(), "{model}");
 
     // And it serves.
     let r = say_hi(&gw).await;
@@ -101,6 +103,17 @@ async fn ready_is_503_while_the_model_loads_then_200() {
     let reply: Value = r.json().await.unwrap();
     assert_eq!(reply["object"], "chat.completion", "{reply}");
     assert!(reply["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+}
+
+/// A model that takes tools says how it is asked for calls: SmolLM2's chat
+/// template has no tool syntax of its own, so llama.cpp's generic JSON format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_takes_tools_says_its_tool_format() {
+    let (gw, gate) = serve(&embedded_toml("tools = \"pass\"")).await;
+    gate.open();
+    wait_ready(&gw).await;
+    let (_, models) = get(&gw, "/v1/models").await;
+    assert_eq!(models["data"][0]["tool_format"], "generic", "{models}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
