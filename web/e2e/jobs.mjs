@@ -5,15 +5,12 @@
 // (`cargo build --bin hearth --bin fake-upstream` first). Screenshots and the
 // server's log go to target/web-e2e/ (jobs-*).
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ART, BIN, Server, freePort, launch, repo, sleep } from './run.mjs';
+import { ART, BIN, FAKE, Server, freePort, launch, repo, startFake } from './run.mjs';
 
-const FAKE = path.resolve(repo, process.env.FAKE_UPSTREAM_BIN ?? path.join(path.dirname(BIN), 'fake-upstream'));
 const VENV = path.resolve(repo, process.env.HEARTH_SANDBOX_VENV ?? '.venv-sandbox');
 const KEY = 'sk-e2e-jobs-key';
 const JOB_TIMEOUT = 90_000;
@@ -79,25 +76,11 @@ const SCRIPT = {
 
 // ---- the fake upstream and the server -------------------------------------------
 
-async function startFake(dir) {
-  const script = path.join(dir, 'script.json');
-  fs.writeFileSync(script, JSON.stringify(SCRIPT));
+async function startJobsFake(dir) {
   const record = path.join(dir, 'requests.jsonl');
-  const log = fs.openSync(path.join(ART, 'jobs-fake-upstream.log'), 'w');
-  const proc = spawn(FAKE, ['--script', script, '--record', record], { stdio: ['ignore', 'pipe', log] });
-  const exited = new Promise((r) => proc.once('exit', r));
-  const lines = readline.createInterface({ input: proc.stdout });
-  const url = await Promise.race([
-    new Promise((resolve) => lines.on('line', (l) => l.startsWith('listening on ') && resolve(l.slice('listening on '.length).trim()))),
-    exited.then((code) => {
-      throw new Error(`fake-upstream exited with ${code}; see ${path.join(ART, 'jobs-fake-upstream.log')}`);
-    }),
-    sleep(20_000).then(() => {
-      throw new Error('fake-upstream did not start within 20 s');
-    }),
-  ]);
+  const fake = await startFake(dir, SCRIPT, 'jobs-fake-upstream.log', ['--record', record]);
   return {
-    url,
+    ...fake,
     /** How many requests named `model`. */
     asked: (model) =>
       fs.existsSync(record)
@@ -107,10 +90,6 @@ async function startFake(dir) {
             .filter(Boolean)
             .filter((l) => JSON.parse(l).model === model).length
         : 0,
-    stop: async () => {
-      proc.kill('SIGTERM');
-      await exited;
-    },
   };
 }
 
@@ -177,7 +156,7 @@ async function main() {
   if (!fs.existsSync(FAKE)) throw new Error(`no fake-upstream at ${FAKE} (cargo build --bin fake-upstream)`);
   if (!fs.existsSync(path.join(VENV, 'bin/ruff'))) throw new Error(`no sandbox venv with ruff at ${VENV} (make sandbox-venv)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-jobs-'));
-  const upstream = await startFake(dir);
+  const upstream = await startJobsFake(dir);
   let server = null;
   let browser = null;
   let passed = 0;

@@ -1,5 +1,7 @@
 // End-to-end: the real `hearth serve` with the embedded model, driven in Debian's
-// Chromium by playwright-core. Run by `make test-web`; alone:
+// Chromium by playwright-core; a reasoning model is played by the scripted fake
+// upstream. Run by `make test-web`; alone (`cargo build --bin hearth --bin
+// fake-upstream` first):
 //   HEARTH_BIN=target/debug/hearth node web/e2e/run.mjs
 // Writes screenshots and the server log under target/web-e2e/.
 
@@ -9,10 +11,12 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.resolve(repo, process.env.HEARTH_BIN ?? 'target/debug/hearth');
+export const FAKE = path.resolve(repo, process.env.FAKE_UPSTREAM_BIN ?? path.join(path.dirname(BIN), 'fake-upstream'));
 const MODEL = path.resolve(repo, process.env.HEARTH_E2E_MODEL ?? 'models/SmolLM2-135M-Instruct.Q4_1.gguf');
 export const ART = path.resolve(repo, process.env.HEARTH_E2E_ARTIFACTS ?? 'target/web-e2e');
 export const CHROMIUM_ARGS = [
@@ -84,6 +88,36 @@ export class Server {
   }
 }
 
+/**
+ * `fake-upstream --script` (what its models answer, in order), with `args` more; its
+ * stderr goes to `log` under ART.
+ */
+export async function startFake(dir, script, log, args = []) {
+  const file = path.join(dir, 'script.json');
+  fs.writeFileSync(file, JSON.stringify(script));
+  const logFile = path.join(ART, log);
+  const proc = spawn(FAKE, ['--script', file, ...args], { stdio: ['ignore', 'pipe', fs.openSync(logFile, 'w')] });
+  const exited = new Promise((r) => proc.once('exit', r));
+  const lines = readline.createInterface({ input: proc.stdout });
+  const url = await Promise.race([
+    new Promise((resolve) => lines.on('line', (l) => l.startsWith('listening on ') && resolve(l.slice('listening on '.length).trim()))),
+    exited.then((code) => {
+      throw new Error(`fake-upstream exited with ${code}; see ${logFile}`);
+    }),
+    sleep(20_000).then(() => {
+      throw new Error('fake-upstream did not start within 20 s');
+    }),
+  ]);
+  return {
+    url,
+    stop: async () => {
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** A server on `dir`: the embedded model and two upstream ones, or `opts.models` (TOML) instead. */
 export async function startServer(dir, opts = {}) {
   const port = await freePort();
   const dead = await freePort(); // nothing listens here: the "offline" upstream
@@ -102,7 +136,17 @@ stdout = false
 probe_interval_secs = 1
 failure_threshold = 2
 
-[[models]]
+${opts.models ?? defaultModels(port, dead)}
+${opts.extra ?? ''}`,
+  );
+  const server = new Server(config, path.join(ART, opts.log ?? 'server.log'));
+  server.port = port;
+  await server.start(opts.waitFor);
+  return server;
+}
+
+function defaultModels(port, dead) {
+  return `[[models]]
 name = "smollm2-135m"
 backend = "embedded"
 path = ${JSON.stringify(MODEL)}
@@ -125,13 +169,7 @@ backend = "upstream"
 base_url = "http://127.0.0.1:${dead}/v1"
 retries = 0
 connect_timeout_secs = 1
-tags = ["down"]
-${opts.extra ?? ''}`,
-  );
-  const server = new Server(config, path.join(ART, opts.log ?? 'server.log'));
-  server.port = port;
-  await server.start();
-  return server;
+tags = ["down"]`;
 }
 
 export async function launch() {
@@ -145,6 +183,7 @@ async function main() {
   for (const f of fs.readdirSync(ART)) if (f === 'server.log' || f.startsWith('failed-')) fs.rmSync(path.join(ART, f), { force: true });
   if (!fs.existsSync(BIN)) throw new Error(`no hearth binary at ${BIN} (cargo build --bin hearth)`);
   if (!fs.existsSync(MODEL)) throw new Error(`no model at ${MODEL} (make setup downloads it)`);
+  if (!fs.existsSync(FAKE)) throw new Error(`no fake-upstream at ${FAKE} (cargo build --bin fake-upstream)`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-'));
   const server = await startServer(dir);
   const browser = await launch();
@@ -438,6 +477,62 @@ async function main() {
         await ctx.close().catch(() => undefined);
         await keyed.stop();
         fs.rmSync(keyDir, { recursive: true, force: true });
+      }
+    });
+
+    await step('a reasoning model: "Thinking…" while it thinks, then the answer; the thinking is kept', async () => {
+      const thought = 'The user asks for six times seven.\nThat is 42.';
+      const rDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-reasoning-'));
+      // Three chunks of thinking, then three of the answer, 300 ms apart: time to see each.
+      const fake = await startFake(rDir, { thinker: [{ reasoning: thought, text: 'It is **42**.', delay_ms: 300 }] }, 'fake-upstream.log');
+      let thinker = null;
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      try {
+        thinker = await startServer(rDir, {
+          log: 'server-reasoning.log',
+          waitFor: 'thinker',
+          models: `[[models]]\nname = "thinker"\nbackend = "upstream"\nbase_url = ${JSON.stringify(fake.url)}\nretries = 0\n`,
+        });
+        const p = await ctx.newPage();
+        p.on('pageerror', (e) => consoleErrors.push(String(e)));
+        await p.goto(thinker.url('/'));
+        await p.getByTestId('status').filter({ hasText: 'thinker ready' }).waitFor({ timeout: 20_000 });
+        const box = p.getByLabel('Message');
+        await box.fill('What is 6 × 7?');
+        await box.press('Enter');
+        // While it thinks: the block is open, says so, and the answer is still empty.
+        await p.waitForFunction(() => {
+          const m = [...document.querySelectorAll('.msg-assistant')].at(-1);
+          const d = m?.querySelector('details.reasoning');
+          return m?.dataset.finish === 'streaming' && d?.open && d.querySelector('summary').textContent === 'Thinking…' &&
+            d.querySelector('.reasoning-text').textContent.length > 0 && m.querySelector('.msg-body').textContent === '';
+        }, null, { timeout: 10_000 });
+        await p.waitForFunction(() => [...document.querySelectorAll('.msg-assistant')].at(-1)?.dataset.finish === 'stop', null, { timeout: 10_000 });
+        const reply = p.locator('.msg-assistant').last();
+        const shown = async () => ({
+          open: await reply.locator('details.reasoning').evaluate((d) => d.open),
+          summary: await reply.locator('details.reasoning summary').textContent(),
+          thought: await reply.locator('.reasoning-text').textContent(),
+          answer: (await reply.locator('.msg-body').innerText()).trim(),
+        });
+        const done = await shown();
+        assert(!done.open && /^Thought for \d+ s$/.test(done.summary), `after the answer: ${JSON.stringify(done)}`);
+        assert(done.thought === thought && done.answer === 'It is 42.', `after the answer: ${JSON.stringify(done)}`);
+        // After a reload the thinking is still there, collapsed; how long it took is not known.
+        const id = new URL(p.url()).pathname.split('/')[2];
+        await p.reload();
+        await p.waitForFunction((id) => document.body.dataset.opened === id, id);
+        const again = await shown();
+        assert(!again.open && again.summary === 'Thoughts', `after a reload: ${JSON.stringify(again)}`);
+        assert(again.thought === thought && again.answer === 'It is 42.', `after a reload: ${JSON.stringify(again)}`);
+        await reply.locator('summary').click();
+        assert(await reply.locator('details.reasoning').evaluate((d) => d.open), 'a click does not open the thinking');
+        await p.screenshot({ path: path.join(ART, 'reasoning.png') });
+      } finally {
+        await ctx.close().catch(() => undefined);
+        await thinker?.stop();
+        await fake.stop();
+        fs.rmSync(rDir, { recursive: true, force: true });
       }
     });
 

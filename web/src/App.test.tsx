@@ -143,6 +143,46 @@ describe('App', () => {
     expect(within(screen.getByRole('navigation')).getByText('Say hello')).toBeTruthy();
   });
 
+  it('streams a reasoning model\'s thinking into an open block, then collapses it for the answer', async () => {
+    let ctrl: ReadableStreamDefaultController<Uint8Array> | undefined;
+    server.reply = (c) => {
+      ctrl = c;
+      sse(c, { type: 'reasoning', content: 'The user greets me.' });
+      sse(c, { type: 'reasoning', content: '\nSay hello <b>back</b>.' });
+    };
+    render(<App />);
+    await screen.findByText('First chat');
+    const box = screen.getByLabelText('Message');
+    fireEvent.change(box, { target: { value: 'Hi' } });
+    fireEvent.keyDown(box, { key: 'Enter' });
+    const summary = await screen.findByText('Thinking…');
+    const block = summary.closest('details') as HTMLDetailsElement;
+    await waitFor(() => expect(block.querySelector('.reasoning-text')?.textContent).toBe('The user greets me.\nSay hello <b>back</b>.'));
+    expect(block.open).toBe(true);
+    expect(block.querySelector('b')).toBeNull();
+    const thought = 'The user greets me.\nSay hello <b>back</b>.';
+    await act(async () => {
+      sse(ctrl!, { type: 'delta', content: 'Hello!' });
+      sse(ctrl!, { type: 'done', message: msg(ID2, 1, 'assistant', 'Hello!', { reasoning: thought }) });
+      ctrl!.close();
+    });
+    expect(await screen.findByText(/^Thought for \d+ s$/)).toBeTruthy();
+    const done = document.querySelector('details.reasoning') as HTMLDetailsElement;
+    expect(done.open).toBe(false);
+    expect(done.querySelector('.reasoning-text')?.textContent).toBe(thought);
+    expect(screen.getByText('Hello!')).toBeTruthy();
+  });
+
+  it('a stored reply keeps its thinking, collapsed, when the conversation is opened', async () => {
+    server.messages[ID1][1] = msg(ID1, 1, 'assistant', 'Hi **there**', { reasoning: 'Greet them.' });
+    history.replaceState(null, '', `/c/${ID1}`);
+    render(<App />);
+    await screen.findByText('there');
+    const block = screen.getByText('Thoughts').closest('details') as HTMLDetailsElement;
+    expect(block.open).toBe(false);
+    expect(block.textContent).toContain('Greet them.');
+  });
+
   it('Shift+Enter does not send', async () => {
     render(<App />);
     await screen.findByText('First chat');

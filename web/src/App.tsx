@@ -409,6 +409,9 @@ export function App() {
           } else if (ev.type === 'delta') {
             const rid = replyId;
             patch(rid, (m) => ({ ...m, content: m.content + ev.content }));
+          } else if (ev.type === 'reasoning') {
+            const rid = replyId;
+            patch(rid, (m) => ({ ...m, reasoning: (m.reasoning ?? '') + ev.content }));
           } else if (ev.type === 'done') {
             patch(replyId, () => ev.message);
           } else if (ev.type === 'error') {

@@ -56,6 +56,14 @@ describe('errors', () => {
     expect(sessionStorage.getItem('hearth.apiKey')).toBe('sk-abc');
   });
 
+  it('streamReply yields the thinking and the answer as typed events', async () => {
+    const body = streamOf(['data: {"type":"reasoning","content":"Hmm."}\n\n', 'data: {"type":"delta","content":"Yes."}\n\n']);
+    vi.stubGlobal('fetch', vi.fn().mockResolvedValue(new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } })));
+    const out = [];
+    for await (const e of streamReply('/x', {}, new AbortController().signal)) out.push(e);
+    expect(out).toEqual([{ type: 'reasoning', content: 'Hmm.' }, { type: 'delta', content: 'Yes.' }]);
+  });
+
   it('streamReply throws the server error before any event', async () => {
     vi.stubGlobal('fetch', vi.fn().mockResolvedValue(new Response('{"error":{"message":"no such model","type":"invalid_request_error","code":"model_not_found","param":"model"}}', { status: 404 })));
     const it = streamReply('/x', {}, new AbortController().signal);

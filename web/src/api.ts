@@ -23,6 +23,8 @@ export interface Message {
   /** null while the reply streams; stop | length | stopped | error | interrupted */
   finish_reason: string | null;
   created_at: number;
+  /** A reasoning model's thinking before its answer; absent or null when it gave none. */
+  reasoning?: string | null;
 }
 
 export interface ContextInfo {
@@ -204,6 +206,8 @@ export async function download(url: string, fallbackName = 'conversation'): Prom
 export type ReplyEvent =
   | { type: 'start'; user_message: Message | null; message: Message; model: string; context: ContextInfo }
   | { type: 'delta'; content: string }
+  /** A piece of the model's thinking; usually before the deltas, but they may interleave. */
+  | { type: 'reasoning'; content: string }
   | { type: 'done'; message: Message }
   | { type: 'error'; error: { message: string; type?: string; code?: string | null; param?: string | null }; message: Message | null };
 

@@ -26,8 +26,9 @@ mod log_root;
 
 /// Answers by the last user message: `slow...` streams 200 words 20 ms apart (as
 /// typed events, like the engine), `fail...` fails after two pieces, `full...`
-/// answers in one upstream body; anything else is echoed back word by word in an
-/// upstream's OpenAI chunks.
+/// answers in one upstream body, `think...` thinks first (`reasoning_content`
+/// chunks, as vLLM sends a reasoning model's); anything else is echoed back word
+/// by word in an upstream's OpenAI chunks.
 #[derive(Default)]
 struct Fake {
     context: Option<u32>,
@@ -137,10 +138,14 @@ impl Backend for Fake {
             ]);
             return Ok(s.boxed());
         }
-        let mut items: Vec<Result<Event, BackendError>> = format!("You said: {last}")
-            .split_inclusive(' ')
-            .map(chunk)
-            .collect();
+        let mut items: Vec<Result<Event, BackendError>> = Vec::new();
+        if last.starts_with("think") {
+            for piece in ["The user ", "wants me\n", "to think."] {
+                let v = chunk_body("id", "fake", 0, json!({"reasoning_content": piece}), None);
+                items.push(Ok(Event::Wire(Wire::chunk(Bytes::from(v.to_string())))));
+            }
+        }
+        items.extend(format!("You said: {last}").split_inclusive(' ').map(chunk));
         items.push(finish);
         items.push(usage_chunk);
         Ok(futures::stream::iter(items).boxed())
@@ -282,6 +287,17 @@ impl App {
             .await;
         assert_eq!(s, 200, "{v}");
         v
+    }
+
+    /// `GET .../export?format=FORMAT`.
+    async fn export(&self, id: &str, format: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!(
+                "/api/hearth/conversations/{id}/export?format={format}"
+            )))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Posts and reads the whole SSE answer into its events.
@@ -499,6 +515,51 @@ async fn a_message_streams_its_reply_and_both_are_stored() {
     // A whole (non-streamed) body is handled too.
     let ev = app.send(id, json!({"content": "full please"})).await;
     assert_eq!(text_of(&ev), "whole answer");
+    app.stop().await;
+}
+
+/// A reasoning model's thinking streams as `reasoning` events apart from the
+/// answer, is stored apart (and survives a reload), is quoted in the Markdown
+/// export, and is never sent back to the model with the history.
+#[tokio::test]
+async fn a_reasoning_models_thinking_streams_and_is_stored_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(&dir, Opts::default()).await;
+    let id = app.create(json!({"title": "Thinking"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ev = app.send(&id, json!({"content": "think hard"})).await;
+    let thought: String = ev
+        .iter()
+        .filter(|e| e["type"] == "reasoning")
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(thought, "The user wants me\nto think.");
+    assert_eq!(text_of(&ev), "You said: think hard");
+    let first_reasoning = ev.iter().position(|e| e["type"] == "reasoning").unwrap();
+    let first_delta = ev.iter().position(|e| e["type"] == "delta").unwrap();
+    assert!(first_reasoning < first_delta, "{ev:?}");
+    let done = ev.last().unwrap();
+    assert_eq!(done["message"]["reasoning"], "The user wants me\nto think.");
+    assert_eq!(done["message"]["content"], "You said: think hard");
+
+    // Stored apart; a reply without thinking has no `reasoning` at all.
+    app.send(&id, json!({"content": "plain"})).await;
+    let conv = app.get(&id).await;
+    let msgs = conv["messages"].as_array().unwrap();
+    assert_eq!(msgs[1]["reasoning"], "The user wants me\nto think.");
+    assert!(msgs[3].get("reasoning").is_none(), "{}", msgs[3]);
+    // The history sent with the second turn holds the answer only.
+    let seen = app.fake.seen.lock().unwrap().last().cloned().unwrap();
+    let sent: Vec<String> = seen.iter().map(ChatMessage::text).collect();
+    assert_eq!(sent, ["think hard", "You said: think hard", "plain"]);
+
+    let md = app.export(&id, "markdown").await.text().await.unwrap();
+    assert!(
+        md.contains("## Assistant (fake)\n\n> *Thinking:*\n> The user wants me\n> to think.\n\nYou said: think hard"),
+        "{md}"
+    );
     app.stop().await;
 }
 
@@ -969,14 +1030,7 @@ async fn export_as_json_and_markdown() {
         .unwrap()
         .to_owned();
     app.send(&id, json!({"content": "hi"})).await;
-    let r = app
-        .http
-        .get(app.url(&format!(
-            "/api/hearth/conversations/{id}/export?format=markdown"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = app.export(&id, "markdown").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-disposition"],
@@ -990,14 +1044,7 @@ async fn export_as_json_and_markdown() {
             && md.contains("## Assistant (fake)\n\nYou said: hi"),
         "{md}"
     );
-    let r = app
-        .http
-        .get(app.url(&format!(
-            "/api/hearth/conversations/{id}/export?format=json"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = app.export(&id, "json").await;
     assert_eq!(
         r.headers()["content-disposition"],
         "attachment; filename=\"export-me.json\""

@@ -75,6 +75,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
             ("lease_owner", Text),
             ("lease_until", Int),
+            ("reasoning", Text),
         ],
     ),
     (

@@ -53,6 +53,10 @@ pub struct Message {
     /// `None` while the reply is still streaming.
     pub finish_reason: Option<String>,
     pub created_at: i64,
+    /// A reasoning model's thinking before its answer (`reasoning_content`), kept
+    /// apart from the answer and never sent back to a model. Left out when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
 }
 
 /// Why an assistant reply ended.
@@ -138,6 +142,8 @@ impl NewMessage {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyUpdate {
     pub content: String,
+    /// The model's thinking so far (empty: none).
+    pub reasoning: String,
     pub model: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,

@@ -30,7 +30,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at, updated_at, owner";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, model, prompt_tokens, \
-     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at";
+     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning";
 
 /// Connections one replica opens at most, by default. A server's `max_connections`
 /// (100 by default) must cover every replica's pool and `hearth worker`s.
@@ -679,7 +679,7 @@ impl ConversationStore for PgStore {
         sqlx::query(
             "UPDATE messages SET content = $2, model = COALESCE($3, model), prompt_tokens = $4, \
              completion_tokens = $5, ttft_ms = $6, duration_ms = $7, finish_reason = $8, \
-             lease_owner = $9, lease_until = $10 WHERE id = $1",
+             lease_owner = $9, lease_until = $10, reasoning = $11 WHERE id = $1",
         )
         .bind(message_id)
         .bind(&u.content)
@@ -691,6 +691,7 @@ impl ConversationStore for PgStore {
         .bind(u.finish_reason.map(FinishReason::as_str))
         .bind(lease_owner)
         .bind(lease_until)
+        .bind((!u.reasoning.is_empty()).then_some(&u.reasoning))
         .execute(self.pool())
         .await?;
         Ok(())

@@ -41,7 +41,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at, updated_at, owner";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, model, prompt_tokens, \
-     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at";
+     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning";
 
 /// Conversations and messages in one SQLite database, shared safely by several
 /// Hearth processes (WAL; streaming replies leased by their writer). Cheap to clone.
@@ -743,7 +743,7 @@ impl ConversationStore for SqliteStore {
         sqlx::query(
             "UPDATE messages SET content = $2, model = COALESCE($3, model), prompt_tokens = $4, \
              completion_tokens = $5, ttft_ms = $6, duration_ms = $7, finish_reason = $8, \
-             lease_owner = $9, lease_until = $10 WHERE id = $1",
+             lease_owner = $9, lease_until = $10, reasoning = $11 WHERE id = $1",
         )
         .bind(message_id)
         .bind(&u.content)
@@ -755,6 +755,7 @@ impl ConversationStore for SqliteStore {
         .bind(u.finish_reason.map(FinishReason::as_str))
         .bind(lease_owner)
         .bind(lease_until)
+        .bind((!u.reasoning.is_empty()).then_some(&u.reasoning))
         .execute(&*self.pool().await)
         .await?;
         Ok(())

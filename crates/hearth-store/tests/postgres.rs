@@ -122,7 +122,7 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
         "{fresh:?}"
     );
     assert!(fresh.applied.is_empty());
-    assert_eq!(fresh.pending, [1, 2, 3, 4, 5]);
+    assert_eq!(fresh.pending, [1, 2, 3, 4, 5, 6]);
     let store = PgStore::connect(&db.url(), PgOptions::default())
         .await
         .unwrap();
@@ -130,7 +130,7 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
     let done = hearth_store::pg_status(&db.url(), Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(done.applied, [1, 2, 3, 4, 5]);
+    assert_eq!(done.applied, [1, 2, 3, 4, 5, 6]);
     assert!(done.pending.is_empty() && done.unknown.is_empty());
 }
 
@@ -147,6 +147,7 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
             &reply.id,
             &ReplyUpdate {
                 content: "hello".into(),
+                reasoning: "They greeted me.".into(),
                 finish_reason: Some(hearth_store::FinishReason::Stop),
                 ..ReplyUpdate::default()
             },
@@ -232,6 +233,7 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
         .map(|m| (m.seq, m.content.as_str(), m.finish_reason.as_deref()))
         .collect();
     assert_eq!(texts, [(0, "hi", None), (1, "hello", Some("stop"))]);
+    assert_eq!(messages[1].reasoning.as_deref(), Some("They greeted me."));
     assert!(
         target
             .conversation(&Scope::All, &gone.id)

@@ -115,6 +115,7 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
     let (c, done) = common::streaming_reply(&*store, "anonymous").await;
     let update = ReplyUpdate {
         content: "Hello!".into(),
+        reasoning: "A greeting; greet back.".into(),
         model: Some("smol".into()),
         prompt_tokens: Some(5),
         completion_tokens: Some(3),
@@ -135,6 +136,8 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
         (Some(5), Some(3), Some(12), Some(40))
     );
     assert_eq!(m.finish_reason.as_deref(), Some("stop"));
+    // The thinking is kept apart from the answer.
+    assert_eq!(m.reasoning.as_deref(), Some("A greeting; greet back."));
 
     // A reply left streaming (partial content written, no finish reason)...
     store
@@ -162,6 +165,7 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
     let m = store.message(&streaming.id).await.unwrap().unwrap();
     assert_eq!(m.content, "partial");
     assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
+    assert_eq!(m.reasoning, None, "no thinking: none stored");
     assert_eq!(
         store
             .message(&done.id)

@@ -70,6 +70,14 @@ pub enum Behaviour {
     /// OpenAI does (the id and name first, then the arguments in pieces), ending
     /// with `finish_reason: "tool_calls"`.
     ToolCalls { calls: Vec<(String, String)> },
+    /// A chat answer from a reasoning model: `reasoning` as `reasoning_content`
+    /// (vLLM's and llama-server's field), then `text` as content, each in three
+    /// chunks `delay` apart when streamed.
+    Reasoning {
+        reasoning: String,
+        text: String,
+        delay: Duration,
+    },
 }
 
 impl Default for Behaviour {
@@ -108,8 +116,10 @@ impl Behaviour {
 }
 
 /// One reply of a script (`fake-upstream --script`): the answer's text, or
-/// `{"text": T, "delay_ms": MS}` (answered after MS), `{"stall": true}` (never
-/// answered) or `{"status": CODE}` (an OpenAI-shaped error).
+/// `{"text": T, "delay_ms": MS}` (answered after MS), `{"reasoning": R, "text": T,
+/// "delay_ms": MS}` (R as `reasoning_content`, then T, in chunks MS apart),
+/// `{"tool_calls": [{"name", "arguments"}]}`, `{"stall": true}` (never answered)
+/// or `{"status": CODE}` (an OpenAI-shaped error).
 pub fn scripted(r: &Value) -> Result<Behaviour, String> {
     if let Some(text) = r.as_str() {
         return Ok(Behaviour::ok(text));
@@ -141,8 +151,15 @@ pub fn scripted(r: &Value) -> Result<Behaviour, String> {
             "a reply is a string or an object with `text`, `tool_calls`, `stall` or `status`: {r}"
         )
     })?;
-    let delay = r.get("delay_ms").and_then(Value::as_u64).unwrap_or(0);
-    Ok(Behaviour::slow(text, 1, Duration::from_millis(delay)))
+    let delay = Duration::from_millis(r.get("delay_ms").and_then(Value::as_u64).unwrap_or(0));
+    if let Some(reasoning) = r.get("reasoning").and_then(Value::as_str) {
+        return Ok(Behaviour::Reasoning {
+            reasoning: reasoning.to_owned(),
+            text: text.to_owned(),
+            delay,
+        });
+    }
+    Ok(Behaviour::slow(text, 1, delay))
 }
 
 /// A request as the fake received it.
@@ -615,6 +632,18 @@ async fn complete(
         Behaviour::ToolCalls { calls } => {
             tool_calls_response(active, model, &calls, stream, include_usage)
         }
+        Behaviour::Reasoning {
+            reasoning,
+            text,
+            delay,
+        } => reasoning_response(
+            active,
+            model,
+            (&reasoning, &text),
+            delay,
+            stream,
+            include_usage,
+        ),
         Behaviour::Ok { text, chunks, .. } | Behaviour::RoleFirst { text, chunks, .. }
             if responses =>
         {
@@ -753,9 +782,17 @@ fn tool_calls_response(
         chunks.push(json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
                            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}));
     }
+    chunk_stream(active, chunks, Duration::ZERO)
+}
+
+/// An event stream of `chunks`, each after `delay`, then `[DONE]`.
+fn chunk_stream(active: Active, chunks: Vec<Value>, delay: Duration) -> Response {
     let body = async_stream(move |tx| async move {
         let mut active = active;
         for c in chunks {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if tx.send(format!("data: {c}\n\n")).await.is_err() {
                 return;
             }
@@ -769,6 +806,48 @@ fn tool_calls_response(
         axum::http::HeaderValue::from_static("text/event-stream"),
     );
     resp
+}
+
+/// [`Behaviour::Reasoning`]: whole, or streamed as vLLM streams a reasoning
+/// model's answer (`reasoning_content` deltas, then `content` deltas).
+fn reasoning_response(
+    mut active: Active,
+    model: String,
+    (reasoning, text): (&str, &str),
+    delay: Duration,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let usage = json!({"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11});
+    if !stream {
+        active.finished = true;
+        return axum::Json(json!({"id": "fake-1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": reasoning,
+                "content": text}, "finish_reason": "stop"}],
+            "usage": usage}))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut chunks: Vec<Value> = split(reasoning, 3)
+        .into_iter()
+        .map(|p| chunk(json!({"reasoning_content": p}), None))
+        .collect();
+    chunks.extend(
+        split(text, 3)
+            .into_iter()
+            .map(|p| chunk(json!({"content": p}), None)),
+    );
+    chunks.push(chunk(json!({}), Some("stop")));
+    if include_usage {
+        chunks.push(
+            json!({"id": "fake-1", "object": "chat.completion.chunk", "created": 0,
+                           "model": model, "choices": [], "usage": usage}),
+        );
+    }
+    chunk_stream(active, chunks, delay)
 }
 
 /// An answer of OpenAI's Responses API (`/v1/responses`): the response object,

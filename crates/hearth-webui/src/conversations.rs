@@ -618,7 +618,24 @@ pub fn markdown(c: &Conversation, messages: &[Message]) -> String {
             },
             r => r.to_owned(),
         };
-        out.push_str(&format!("## {who}\n\n{}\n\n", m.content.trim_end()));
+        out.push_str(&format!("## {who}\n\n"));
+        // The model's thinking, quoted before its answer.
+        if let Some(r) = m
+            .reasoning
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        {
+            out.push_str("> *Thinking:*\n");
+            for line in r.lines() {
+                out.push_str(&format!(
+                    ">{}{line}\n",
+                    if line.is_empty() { "" } else { " " }
+                ));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!("{}\n\n", m.content.trim_end()));
         if let Some(r) = m
             .finish_reason
             .as_deref()

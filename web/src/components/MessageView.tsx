@@ -1,4 +1,4 @@
-import { memo, useState } from 'react';
+import { memo, useEffect, useRef, useState } from 'react';
 import type { Message } from '../api';
 import { Markdown, copyText } from '../markdown';
 
@@ -8,6 +8,33 @@ const ENDINGS: Record<string, string> = {
   interrupted: 'Interrupted (the server restarted)',
   length: 'Reached the token limit',
 };
+
+/**
+ * A reasoning model's thinking, as plain text (it is model output: never markup). Open
+ * while the model thinks; closed once the answer starts, which the reader can reopen.
+ */
+function Reasoning({ text, thinking }: { text: string; thinking: boolean }) {
+  const [open, setOpen] = useState(thinking);
+  // How long it thought is only known when this page saw it think; after a reload it is not.
+  const since = useRef<number | null>(thinking ? Date.now() : null);
+  const [secs, setSecs] = useState<number | null>(null);
+  useEffect(() => {
+    if (thinking) {
+      since.current ??= Date.now();
+      setOpen(true);
+    } else if (since.current != null) {
+      setSecs(Math.max(1, Math.round((Date.now() - since.current) / 1000)));
+      since.current = null;
+      setOpen(false);
+    }
+  }, [thinking]);
+  return (
+    <details className="reasoning" open={open} onToggle={(e) => setOpen(e.currentTarget.open)}>
+      <summary>{thinking ? 'Thinking…' : secs != null ? `Thought for ${secs} s` : 'Thoughts'}</summary>
+      <div className="reasoning-text">{text}</div>
+    </details>
+  );
+}
 
 export interface MessageViewProps {
   m: Message;
@@ -50,9 +77,10 @@ export const MessageView = memo(function MessageView({ m, streaming, omitted, ca
   return (
     <div className={cls} data-id={m.id} data-role={m.role} data-finish={m.finish_reason ?? (streaming ? 'streaming' : '')}>
       {omitted ? <div className="omitted-label">Left out of the model's context</div> : null}
+      {m.role === 'assistant' && m.reasoning ? <Reasoning text={m.reasoning} thinking={streaming && !m.content} /> : null}
       <div className="msg-body">
         {m.role === 'user' ? <div className="plain">{m.content}</div> : <Markdown text={m.content} />}
-        {streaming && !m.content ? <span className="typing" aria-label="Generating">…</span> : null}
+        {streaming && !m.content && !m.reasoning ? <span className="typing" aria-label="Generating">…</span> : null}
       </div>
       <div className="msg-meta">
         {m.role === 'assistant' && m.model ? <span>{m.model}</span> : null}

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[&str] = &[
     "0002_owners_and_reply_leases.sql",
     "0003_jobs.sql",
     "0004_job_files_by_digest.sql",
+    "0005_message_reasoning.sql",
 ];
 
 /// The Postgres migrations: the same, and its own indexes.
@@ -32,6 +33,7 @@ pub const PG_MIGRATIONS: &[&str] = &[
     "0003_jobs.sql",
     "0004_job_files_by_digest.sql",
     "0005_lease_sweeps.sql",
+    "0006_message_reasoning.sql",
 ];
 
 /// The schema version a SQLite store opened now reaches.

@@ -19,7 +19,9 @@
 //!   `{"MODEL": [REPLY, ...], "*": [...]}`; each request naming MODEL gets that
 //!   model's next reply (`"*"`: any model, after its own run out), then the default.
 //!   A REPLY is the answer's text, or `{"text": T, "delay_ms": MS}` (answered after
-//!   MS), `{"stall": true}` (never answered) or `{"status": CODE}` (an error).
+//!   MS), `{"reasoning": R, "text": T, "delay_ms": MS}` (a reasoning model: R as
+//!   `reasoning_content`, then T, in chunks MS apart), `{"tool_calls": [...]}`,
+//!   `{"stall": true}` (never answered) or `{"status": CODE}` (an error).
 //! - `--record FILE`: append each request's body to FILE, one JSON line each.
 //!
 //! `/v1/responses` keeps what is asked with `store: true` (in memory), for `GET`

@@ -86,6 +86,7 @@ mod tests {
             duration_ms: None,
             finish_reason: None,
             created_at: 0,
+            reasoning: None,
         }
     }
 

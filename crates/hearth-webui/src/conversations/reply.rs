@@ -10,6 +10,8 @@
 //! Events, each `data: {json}`:
 //! - `{"type":"start","user_message":{..}|null,"message":{..},"model":"..","context":{used,limit,omitted}}`
 //! - `{"type":"delta","content":".."}` for each piece of text
+//! - `{"type":"reasoning","content":".."}` for each piece of a reasoning model's
+//!   thinking (`reasoning_content`), stored apart from the text
 //! - `{"type":"done","message":{..}}` with the stored reply (tokens, timings, finish reason)
 //! - `{"type":"error","error":{message,type,param,code},"message":{..}|null}` when the
 //!   backend fails mid-reply (what came before it is stored), or when the reply
@@ -366,6 +368,23 @@ impl Pump {
         let _ = self.tx.send(event(&last)).await;
     }
 
+    /// Keeps a piece of the reply and sends it to the browser (a closed channel
+    /// is noticed by the caller).
+    async fn piece(&mut self, kind: Piece, text: String) {
+        if self.update.ttft_ms.is_none() {
+            self.update.ttft_ms = Some(elapsed_ms(self.started));
+        }
+        let (kept, event_type) = match kind {
+            Piece::Text => (&mut self.update.content, "delta"),
+            Piece::Reasoning => (&mut self.update.reasoning, "reasoning"),
+        };
+        kept.push_str(&text);
+        let _ = self
+            .tx
+            .send(event(&json!({"type": event_type, "content": text})))
+            .await;
+    }
+
     /// Forwards the text until the end, a failure, or the client leaving.
     async fn stream(
         &mut self,
@@ -388,15 +407,10 @@ impl Pump {
                     return Err(e.to_api_error());
                 }
                 Some(Ok(Event::Text { index: 0, text })) if !text.is_empty() => {
-                    if self.update.ttft_ms.is_none() {
-                        self.update.ttft_ms = Some(elapsed_ms(self.started));
-                    }
-                    self.update.content.push_str(&text);
-                    // A closed channel is noticed below.
-                    let _ = self
-                        .tx
-                        .send(event(&json!({"type": "delta", "content": text})))
-                        .await;
+                    self.piece(Piece::Text, text).await;
+                }
+                Some(Ok(Event::Reasoning { index: 0, text })) if !text.is_empty() => {
+                    self.piece(Piece::Reasoning, text).await;
                 }
                 Some(Ok(Event::Finish { index: 0, reason })) => {
                     finish = FinishReason::from_backend(reason.as_str());
@@ -406,7 +420,7 @@ impl Pump {
                     self.update.prompt_tokens = i64::try_from(u.prompt_tokens).ok();
                     self.update.completion_tokens = i64::try_from(u.completion_tokens).ok();
                 }
-                // Other choices, reasoning and tool calls are not shown by the chat UI.
+                // Other choices and tool calls are not shown by the chat UI.
                 Some(Ok(_)) => {}
             }
             if self.tx.is_closed() {
@@ -426,6 +440,14 @@ impl Pump {
             }
         }
     }
+}
+
+/// What a piece of a streamed reply is.
+enum Piece {
+    /// The answer (`content`).
+    Text,
+    /// A reasoning model's thinking (`reasoning_content`).
+    Reasoning,
 }
 
 /// How long a reply that could not be stored at its end is retried: long enough for
