@@ -33,7 +33,7 @@ pub use jobs::{CriticConfig, JobLimitsConfig, JobsConfig};
 pub use launch::{LaunchConfig, PortSetting, Preset, RestartPolicy, StartMode, parse_duration};
 pub use load::{ConfigError, Diagnostic, load, load_str};
 pub use model::{
-    BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, ModelKind, UpstreamConfig,
+    BackendKind, EmbeddedConfig, ModelBackend, ModelConfig, ModelKind, Reasoning, UpstreamConfig,
 };
 pub use objects::{ObjectsBackend, S3Config, S3Credentials};
 pub use redact::redact_url;

@@ -124,6 +124,21 @@ pub struct EmbeddedConfig {
     /// models such as Qwen2.5-VL, Gemma 3 or SmolVLM): with it the model reads
     /// images in chat messages (through llama.cpp's `mtmd`), and says `vision`.
     pub mmproj: Option<PathBuf>,
+    /// What a reasoning model's `<think>…</think>` becomes in a chat completion.
+    pub reasoning: Reasoning,
+}
+
+/// `reasoning`: where the embedded engine puts a reasoning model's thinking
+/// (`<think>…</think>`, for a model whose chat template knows those tags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reasoning {
+    /// Apart from the reply, as `reasoning_content` (llama-server's and vLLM's
+    /// way; the chat UI folds it).
+    #[default]
+    Split,
+    /// Left in the reply, tags and all.
+    Inline,
 }
 
 /// `backend = "upstream"`: an OpenAI-compatible server over HTTP.
@@ -313,6 +328,7 @@ pub const EMBEDDED_KEYS: &[&str] = &[
     "gpu_layers",
     "matryoshka",
     "mmproj",
+    "reasoning",
 ];
 pub const UPSTREAM_KEYS: &[&str] = &[
     "base_url",
@@ -401,6 +417,8 @@ struct ModelToml {
     matryoshka: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mmproj: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<Reasoning>,
 }
 
 fn is_chat(k: &ModelKind) -> bool {
@@ -445,6 +463,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                     ("gpu_layers", t.gpu_layers.is_some()),
                     ("matryoshka", t.matryoshka.is_some()),
                     ("mmproj", t.mmproj.is_some()),
+                    ("reasoning", t.reasoning.is_some()),
                 ]
                 .into_iter()
                 .filter_map(|(k, set)| set.then_some(k))
@@ -492,6 +511,7 @@ impl TryFrom<ModelToml> for ModelConfig {
                 gpu_layers: t.gpu_layers,
                 matryoshka: t.matryoshka.unwrap_or(false),
                 mmproj: t.mmproj,
+                reasoning: t.reasoning.unwrap_or_default(),
             }),
             BackendKind::Upstream => {
                 let d = UpstreamConfig::default();
@@ -561,6 +581,7 @@ impl From<ModelConfig> for ModelToml {
                 t.gpu_layers = e.gpu_layers;
                 t.matryoshka = e.matryoshka.then_some(true);
                 t.mmproj = e.mmproj;
+                t.reasoning = (e.reasoning != Reasoning::Split).then_some(e.reasoning);
             }
             ModelBackend::Upstream(u) => {
                 t.backend = BackendKind::Upstream;

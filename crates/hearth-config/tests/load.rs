@@ -710,3 +710,39 @@ matryoshka = true
         assert!(e.contains(needle), "missing {needle:?} in\n{e}");
     }
 }
+
+#[test]
+fn reasoning_is_split_unless_inline_and_only_for_embedded_models() {
+    let text = "[[models]]\nname = \"qwen3\"\npath = \"m.gguf\"\n[[models]]\nname = \"raw\"\npath = \"m.gguf\"\nreasoning = \"inline\"\n";
+    let c = load_str(text, "hearth.toml", &MapEnv::default()).unwrap();
+    let reasoning: Vec<_> = c
+        .models
+        .iter()
+        .map(|m| m.embedded_config().map(|e| e.reasoning))
+        .collect();
+    assert_eq!(
+        reasoning,
+        [
+            Some(hearth_config::Reasoning::Split),
+            Some(hearth_config::Reasoning::Inline)
+        ]
+    );
+    let e = errors(
+        &text.replace("\"inline\"", "\"hidden\""),
+        &MapEnv::default(),
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.contains("reasoning") && m.contains("split") && m.contains("inline")),
+        "{e:?}"
+    );
+    let e = errors(
+        "[[models]]\nname = \"up\"\nbackend = \"upstream\"\nbase_url = \"http://x/v1\"\nreasoning = \"inline\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].contains("`reasoning` applies only to `backend = \"embedded\"` models"),
+        "{}",
+        e[0]
+    );
+}

@@ -21,6 +21,7 @@ use crate::intake::IntakeHook;
 use crate::request::{self, GenRequest};
 use crate::scheduler::{self, Event, Finish, Job, Shared};
 use crate::settings::Settings;
+use crate::think;
 use crate::tools;
 
 /// Token counters of one engine.
@@ -59,6 +60,9 @@ pub struct EmbeddedBackend {
     tool_syntax: tools::Syntax,
     /// A chat model (not an embedding model).
     chat: bool,
+    /// The tags of its thinking, split from its chat replies (a reasoning model
+    /// configured `reasoning = "split"`).
+    think: Option<think::Tags>,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
@@ -156,17 +160,19 @@ impl EmbeddedBackend {
                 vision: false,
                 tool_syntax: tools::Syntax::Generic,
                 chat: false,
+                think: None,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
                 thread: Mutex::new(Some(thread)),
             }));
         }
         let vision = settings.mmproj.is_some();
-        let (tool_syntax, jinja) = tool_syntax(
-            &cfg.name,
-            info.get("tokenizer.chat_template")
-                .and_then(gguf::MetaValue::as_str),
-        );
+        let template = info
+            .get("tokenizer.chat_template")
+            .and_then(gguf::MetaValue::as_str);
+        let (tool_syntax, jinja) = tool_syntax(&cfg.name, template);
+        let think = think::Tags::of_template(template)
+            .filter(|_| embedded.reasoning == hearth_config::Reasoning::Split);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
@@ -190,6 +196,7 @@ impl EmbeddedBackend {
             vision,
             tool_syntax,
             chat: true,
+            think,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
@@ -339,6 +346,10 @@ impl Backend for EmbeddedBackend {
         // `n` choices are `n` sequences, decoded side by side; a seed given is
         // moved on by one for each further choice, so they differ yet repeat.
         let syntax = req.tools.as_ref().map(|m| m.syntax);
+        // Thinking is told apart in chat replies; a text completion is as written.
+        let think = self
+            .think
+            .filter(|_| req.endpoint == request::Endpoint::Chat);
         let mut choices = Vec::new();
         for index in 0..req.choices.max(1) {
             let mut one = req.clone();
@@ -351,7 +362,12 @@ impl Backend for EmbeddedBackend {
                 Some(Event::Error(e)) => return Err(e),
                 _ => return Err(ended()),
             }
-            choices.push(events(rx, syntax.map(tools::Reader::new), index).boxed());
+            let answer = Answer {
+                think: think.map(think::Splitter::new),
+                reader: syntax.map(tools::Reader::new),
+                index,
+            };
+            choices.push(events(rx, answer).boxed());
         }
         match <[_; 1]>::try_from(choices) {
             Ok([one]) => Ok(one),
@@ -447,23 +463,78 @@ fn tool_syntax(
     }
 }
 
-/// The engine thread's events as the router's: text as it comes, then the finish and
-/// the usage. With tools, `reader` turns the model's JSON into text and tool-call
-/// deltas. Dropping the stream drops `rx`, which the engine notices before its
-/// next step and frees the sequence.
-fn events(
-    rx: UnboundedReceiver<Event>,
+/// Events ready to be sent.
+type Pending = VecDeque<Result<hearth_router::Event, BackendError>>;
+
+/// How one choice's text is read: its thinking told apart from its reply, then
+/// the reply's tool calls read out.
+struct Answer {
+    think: Option<think::Splitter>,
     reader: Option<tools::Reader>,
     index: u32,
+}
+
+impl Answer {
+    /// The router's events for more of the answer's text.
+    fn text(&mut self, text: String, out: &mut Pending) {
+        match self.think.as_mut() {
+            Some(s) => {
+                let parts = s.push(&text);
+                self.parts(parts, out);
+            }
+            None => self.reply(text, out),
+        }
+    }
+
+    /// The answer ended: what was held back, then the finish.
+    fn end(&mut self, out: &mut Pending) {
+        if let Some(s) = self.think.as_mut() {
+            let parts = s.finish();
+            self.parts(parts, out);
+        }
+        if let Some(r) = self.reader.as_mut() {
+            out.extend(r.finish(self.index).into_iter().map(Ok));
+        }
+    }
+
+    fn parts(&mut self, parts: Vec<think::Part>, out: &mut Pending) {
+        for p in parts {
+            match p {
+                think::Part::Thinking(text) => out.push_back(Ok(hearth_router::Event::Reasoning {
+                    index: self.index,
+                    text,
+                })),
+                think::Part::Reply(text) => self.reply(text, out),
+            }
+        }
+    }
+
+    fn reply(&mut self, text: String, out: &mut Pending) {
+        match self.reader.as_mut() {
+            Some(r) => out.extend(r.push(self.index, &text).into_iter().map(Ok)),
+            None => out.push_back(Ok(hearth_router::Event::Text {
+                index: self.index,
+                text,
+            })),
+        }
+    }
+}
+
+/// The engine thread's events as the router's: text as it comes (read by
+/// `answer`), then the finish and the usage. Dropping the stream drops `rx`, which
+/// the engine notices before its next step and frees the sequence.
+fn events(
+    rx: UnboundedReceiver<Event>,
+    answer: Answer,
 ) -> impl futures::Stream<Item = Result<hearth_router::Event, BackendError>> + Send + 'static {
     use hearth_router::Event as Out;
-    let pending: VecDeque<Result<Out, BackendError>> = VecDeque::new();
     futures::stream::unfold(
-        (rx, pending, false, reader),
-        move |(mut rx, mut pending, mut done, mut reader)| async move {
+        (rx, Pending::new(), false, answer),
+        move |(mut rx, mut pending, mut done, mut answer)| async move {
+            let index = answer.index;
             loop {
                 if let Some(item) = pending.pop_front() {
-                    return Some((item, (rx, pending, done, reader)));
+                    return Some((item, (rx, pending, done, answer)));
                 }
                 if done {
                     return None;
@@ -472,19 +543,14 @@ fn events(
                     Some(Event::Logprob(token)) => {
                         pending.push_back(Ok(Out::Logprob { index, token }))
                     }
-                    Some(Event::Text(text)) => match reader.as_mut() {
-                        Some(r) => pending.extend(r.push(index, &text).into_iter().map(Ok)),
-                        None => pending.push_back(Ok(Out::Text { index, text })),
-                    },
+                    Some(Event::Text(text)) => answer.text(text, &mut pending),
                     Some(Event::Done {
                         finish,
                         prompt_tokens,
                         completion_tokens,
                     }) => {
-                        if let Some(r) = reader.as_mut() {
-                            pending.extend(r.finish(index).into_iter().map(Ok));
-                        }
-                        let called = reader.as_ref().is_some_and(tools::Reader::called);
+                        answer.end(&mut pending);
+                        let called = answer.reader.as_ref().is_some_and(tools::Reader::called);
                         pending.push_back(Ok(Out::Finish {
                             index,
                             reason: match finish {
@@ -512,4 +578,87 @@ fn events(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_router::Event as Out;
+
+    /// What `events` says of an answer whose text comes one character at a time.
+    async fn said(answer: Answer, text: &str) -> Vec<Out> {
+        let (tx, rx) = unbounded_channel();
+        for ch in text.chars() {
+            tx.send(Event::Text(ch.to_string()))
+                .unwrap_or_else(|_| unreachable!());
+        }
+        tx.send(Event::Done {
+            finish: Finish::Stop,
+            prompt_tokens: 3,
+            completion_tokens: 9,
+        })
+        .unwrap_or_else(|_| unreachable!());
+        events(rx, answer)
+            .map(|e| e.unwrap_or_else(|e| unreachable!("{e}")))
+            .collect()
+            .await
+    }
+
+    /// Reasoning and text joined, the tool calls' names, and the finish.
+    fn sum(events: &[Out]) -> (String, String, Vec<String>, Option<FinishReason>) {
+        let (mut thinking, mut text, mut calls, mut finish) =
+            (String::new(), String::new(), Vec::new(), None);
+        for e in events {
+            match e {
+                Out::Reasoning { text: t, .. } => thinking.push_str(t),
+                Out::Text { text: t, .. } => text.push_str(t),
+                Out::ToolCall { call, .. } => calls.extend(call.name.clone()),
+                Out::Finish { reason, .. } => finish = Some(reason.clone()),
+                _ => {}
+            }
+        }
+        (thinking, text, calls, finish)
+    }
+
+    #[tokio::test]
+    async fn thinking_is_reasoning_and_the_rest_the_reply_or_its_calls() {
+        let answer = |reader| Answer {
+            think: Some(think::Splitter::new(think::Tags::THINK)),
+            reader,
+            index: 0,
+        };
+        let got = said(answer(None), "<think>\nGreet back.\n</think>\n\nHello!").await;
+        assert_eq!(
+            sum(&got),
+            (
+                "\nGreet back.\n".to_owned(),
+                "Hello!".to_owned(),
+                vec![],
+                Some(FinishReason::Stop)
+            )
+        );
+        // Qwen3 thinks, then calls a tool in Hermes' tags.
+        let got = said(
+            answer(Some(tools::Reader::new(tools::Syntax::Hermes))),
+            "<think>The weather needs a call.</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>",
+        )
+        .await;
+        assert_eq!(
+            sum(&got),
+            (
+                "The weather needs a call.".to_owned(),
+                String::new(),
+                vec!["get_weather".to_owned()],
+                Some(FinishReason::ToolCalls)
+            )
+        );
+        // Without a splitter (reasoning = "inline", or a text completion) the tags stay.
+        let plain = Answer {
+            think: None,
+            reader: None,
+            index: 0,
+        };
+        let got = said(plain, "<think>a</think>b").await;
+        assert_eq!(sum(&got).1, "<think>a</think>b");
+    }
 }

@@ -20,6 +20,7 @@
 //! - `llama`: every call into llama.cpp (init, logs, context, template, samplers).
 //! - `request`: a router request checked and turned into prompt + sampling params.
 //! - `tools`: tool calls in the generic JSON format or a model family's own syntax.
+//! - `think`: a reasoning model's `<think>…</think>` told apart from its reply.
 //! - `jinja`: a GGUF's chat template rendered as its Jinja source (for the tool
 //!   syntaxes the C template API cannot write).
 //! - `text`: token bytes to whole UTF-8 characters, with stop strings cut out.
@@ -47,6 +48,7 @@ mod request;
 mod scheduler;
 pub mod settings;
 mod text;
+mod think;
 mod tools;
 mod vision;
 
