@@ -299,6 +299,10 @@ impl Builder {
     /// The models, the gateway, the store and the jobs service (its events relayed
     /// between replicas when the store is shared, its workers started).
     async fn parts(&mut self, config: &Arc<Config>) -> Result<Parts, BuildError> {
+        // The store first, before any model downloads or loads: in the emulated
+        // first-boot VM of `make test-vm`, a store opened beside the model's download
+        // was ready only once the download ended, past systemd's start timeout.
+        let stores = open_store(&config.storage).await?;
         let mut models = Vec::with_capacity(config.models.len());
         let mut engines = Engines::new(&config.log_dir().join("engines"));
         if let Some(until) = self.hold_engines.take() {
@@ -329,7 +333,6 @@ impl Builder {
             config.limits.default_tpm,
         );
         let gateway = Arc::new(Gateway::new(router, limiter(&config.limits)?, keys));
-        let stores = open_store(&config.storage).await?;
         let sandbox = sandbox::sandbox_options(&config.sandbox, self.env.as_ref())
             .map_err(BuildError::Sandbox)?;
         let jobs = Jobs::new(
