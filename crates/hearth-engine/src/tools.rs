@@ -1089,18 +1089,25 @@ fn parse_json_calls(text: &str, done: bool, shape: Shape) -> Partial {
     p
 }
 
-/// Where the first `open` tag starts in `text`; or, while there is none, how much
-/// of the text is surely no tag: all of it once `done`, else all but an end that
-/// may be the tag's beginning.
-fn first_tag(text: &str, open: &str, done: bool) -> Result<usize, usize> {
-    if let Some(at) = text.find(open) {
-        return Ok(at);
-    }
-    let hold = (1..open.len())
-        .rev()
-        .find(|&n| !done && text.ends_with(&open[..n]))
-        .unwrap_or(0);
-    Err(text.len() - hold)
+/// The text before the first `open` tag, as a [`Partial`]'s text, and where the
+/// tag starts. While there is none, the text is what is surely no tag: all of it
+/// once `done`, else all but an end that may be the tag's beginning.
+fn text_before(text: &str, open: &str, done: bool) -> (Partial, Option<usize>) {
+    let (said, first) = match text.find(open) {
+        Some(at) => (at, Some(at)),
+        None => {
+            let hold = (1..open.len())
+                .rev()
+                .find(|&n| !done && text.ends_with(&open[..n]))
+                .unwrap_or(0);
+            (text.len() - hold, None)
+        }
+    };
+    let p = Partial {
+        text: text[..said].to_owned(),
+        ..Partial::default()
+    };
+    (p, first)
 }
 
 /// What a [`Syntax::Hermes`] answer says so far: its text up to the first
@@ -1109,16 +1116,8 @@ fn first_tag(text: &str, open: &str, done: bool) -> Result<usize, usize> {
 fn parse_hermes(text: &str, done: bool) -> Partial {
     const OPEN: &str = "<tool_call>";
     const CLOSE: &str = "</tool_call>";
-    let mut p = Partial::default();
-    let first = match first_tag(text, OPEN, done) {
-        Ok(at) => at,
-        Err(sure) => {
-            p.text = text[..sure].to_owned();
-            return p;
-        }
-    };
-    p.text = text[..first].to_owned();
-    let mut at = first;
+    let (mut p, first) = text_before(text, OPEN, done);
+    let Some(mut at) = first else { return p };
     while let Some(rest) = text.get(at..).and_then(|r| r.strip_prefix(OPEN)) {
         let mut c = Cur {
             s: rest.as_bytes(),
@@ -1149,15 +1148,8 @@ fn parse_hermes(text: &str, done: bool) -> Partial {
 fn parse_mistral_args(text: &str, done: bool) -> Partial {
     const OPEN: &str = "[TOOL_CALLS]";
     const ARGS: &str = "[ARGS]";
-    let mut p = Partial::default();
-    let first = match first_tag(text, OPEN, done) {
-        Ok(at) => at,
-        Err(sure) => {
-            p.text = text[..sure].to_owned();
-            return p;
-        }
-    };
-    p.text = text[..first].to_owned();
+    let (mut p, first) = text_before(text, OPEN, done);
+    let Some(first) = first else { return p };
     let mut rest = &text[first..];
     while let Some(call) = rest.strip_prefix(OPEN) {
         let Some(at) = call.find(ARGS) else { break };
