@@ -1592,6 +1592,18 @@ mod tests {
         }
     }
 
+    /// [`with_a_call`] with the weather tool as `syntax`'s templates read them, and
+    /// the call's id as they were given it.
+    fn with_a_call_for(syntax: Syntax) -> (ToolMode, Value, Value, String) {
+        let m = weather_tool(syntax);
+        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
+        let id = messages[2]["tool_calls"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (m, messages, tools, id)
+    }
+
     #[test]
     fn llama3_templates_render_their_own_tool_words() {
         assert_eq!(Syntax::of_template(Some(LLAMA32)), Syntax::Llama3);
@@ -1622,12 +1634,7 @@ mod tests {
     #[test]
     fn mistral_templates_render_their_own_tool_words_with_short_ids() {
         assert_eq!(Syntax::of_template(Some(NEMO)), Syntax::Mistral);
-        let m = weather_tool(Syntax::Mistral);
-        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
-        let id = messages[2]["tool_calls"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (m, messages, tools, id) = with_a_call_for(Syntax::Mistral);
         assert_eq!(id.len(), 9);
         assert_eq!(
             messages[3]["tool_call_id"],
@@ -1656,12 +1663,7 @@ mod tests {
         let small =
             include_str!("../tests/templates/mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja");
         assert_eq!(Syntax::of_template(Some(small)), Syntax::Mistral);
-        let m = weather_tool(Syntax::Mistral);
-        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
-        let id = messages[2]["tool_calls"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, messages, tools, id) = with_a_call_for(Syntax::Mistral);
         let t = crate::jinja::ChatTemplate::new(small).unwrap();
         let out = t.render(&messages, Some(&tools), "<s>", "</s>").unwrap();
         assert!(
@@ -1696,12 +1698,7 @@ mod tests {
     fn newer_mistral_templates_render_calls_with_args_and_short_ids() {
         let v11 = include_str!("../tests/templates/mistral-common-1.13.1-v11.jinja");
         let v13 = include_str!("../tests/templates/mistral-common-1.13.1-v13-think.jinja");
-        let m = weather_tool(Syntax::MistralArgs);
-        let (messages, tools) = jinja_input(&with_a_call().messages, &m);
-        let id = messages[2]["tool_calls"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, messages, tools, id) = with_a_call_for(Syntax::MistralArgs);
         for (source, call, result) in [
             (
                 v11,
