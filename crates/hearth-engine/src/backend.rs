@@ -58,8 +58,6 @@ pub struct EmbeddedBackend {
     vision: bool,
     /// How its chat template calls tools.
     tool_syntax: tools::Syntax,
-    /// A chat model (not an embedding model).
-    chat: bool,
     /// The tags of its thinking, split from its chat replies (a reasoning model
     /// configured `reasoning = "split"`).
     think: Option<think::Tags>,
@@ -159,7 +157,6 @@ impl EmbeddedBackend {
                 name: cfg.name.clone(),
                 vision: false,
                 tool_syntax: tools::Syntax::Generic,
-                chat: false,
                 think: None,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
@@ -195,7 +192,6 @@ impl EmbeddedBackend {
             name: cfg.name.clone(),
             vision,
             tool_syntax,
-            chat: true,
             think,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
@@ -307,7 +303,9 @@ impl Backend for EmbeddedBackend {
     }
 
     fn tool_format(&self) -> Option<&'static str> {
-        self.chat.then(|| self.tool_syntax.name())
+        // An embedding model takes no tools: the router shows this for models
+        // with `tools = "pass"`, which only a chat model may say.
+        Some(self.tool_syntax.name())
     }
 
     fn context_length(&self) -> Option<u32> {
