@@ -1,12 +1,14 @@
 """What the client-library suites share: the fake upstream and `hearth serve`
 started as processes on free loopback ports, a wait until every model is
-loaded, and the loop that runs the tests and stops the processes.
+loaded, and the loop that runs the tests, stops the processes and removes the
+folders made for them.
 
 Environment: HEARTH_BIN, FAKE_UPSTREAM_BIN (the debug binaries `make test-sdk`
 builds)."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -32,11 +34,22 @@ def start_fake_upstream(procs, script=None):
     return line.split(" ", 2)[2]
 
 
+# Folders the suites made, removed by `stop` once the processes have ended.
+_made = []
+
+
+def mkdtemp(prefix):
+    """A temporary folder that `stop` removes at the end."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _made.append(path)
+    return path
+
+
 def start_hearth(procs, models_toml, prefix, key=None, extra_toml=""):
     """`hearth serve` with `models_toml` (and `extra_toml`: keys…), a data folder
     of its own, its log off stdout; returns (base URL, data folder) once every
     model is loaded (embedded models load in the background)."""
-    tmp = tempfile.mkdtemp(prefix=prefix)
+    tmp = mkdtemp(prefix)
     config = os.path.join(tmp, "hearth.toml")
     with open(config, "w") as f:
         f.write(f'[storage]\ndata_dir = "{tmp}/data"\n\n[log]\nstdout = false\n\n{extra_toml}\n{models_toml}')
@@ -62,13 +75,17 @@ def start_hearth(procs, models_toml, prefix, key=None, extra_toml=""):
 
 
 def stop(procs):
-    """Ends the processes, last started first."""
+    """Ends the processes, last started first, then removes the folders made
+    for them."""
     for p in reversed(procs):
         p.terminate()
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)
 
 
 def run(label, tests, procs):

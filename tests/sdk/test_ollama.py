@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import threading
 
 import harness
@@ -195,7 +194,7 @@ def main():
     def pull_a_configured_model_a_url_and_an_unknown_name():
         assert client.pull("smollm2-135m").status == "success"
         assert list(client.pull("smollm2-135m", stream=True))[-1].status == "success"
-        served = tempfile.mkdtemp(prefix="hearth-pull-")
+        served = harness.mkdtemp("hearth-pull-")
         shutil.copy(os.environ["HEARTH_EMBEDDING_MODEL"], os.path.join(served, "pulled.gguf"))
         srv = file_server(served)
         try:

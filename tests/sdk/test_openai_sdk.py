@@ -41,7 +41,7 @@ TOOL_CALLS = [{"name": "get_weather", "arguments": '{"city": "Paris"}'},
 
 def start():
     procs = []
-    script = os.path.join(harness.tempfile.mkdtemp(prefix="hearth-sdk-script-"), "script.json")
+    script = os.path.join(harness.mkdtemp("hearth-sdk-script-"), "script.json")
     with open(script, "w") as f:
         json.dump({"fake/tools": [{"tool_calls": TOOL_CALLS}] * 4}, f)
     upstream = harness.start_fake_upstream(procs, script)

@@ -192,6 +192,7 @@ fn keys_resolve_from_env_and_file_and_never_debug_print() {
         &MapEnv::default(),
     );
     assert!(e[0].contains("at least 8 characters"), "{}", e[0]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -245,6 +246,7 @@ fn missing_upstream_key_env_is_an_error() {
     );
 }
 
+/// A folder of this test process's own (its test removes it at the end).
 fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("hearth-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
