@@ -589,6 +589,17 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
+/// `hearth serve` on `config`, which must stop at once with exit code 1: what it
+/// said on stderr.
+fn refused_start(config: &Path) -> String {
+    let out = hearth()
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A damaged database stops the start, saying what to do.
 #[tokio::test]
 async fn a_damaged_database_stops_the_start_with_what_to_do() {
@@ -598,12 +609,7 @@ async fn a_damaged_database_stops_the_start_with_what_to_do() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("hearth.db"), vec![0x5a; 64 * 1024]).unwrap();
     let config = config(dir.path(), &data, &up);
-    let out = hearth()
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&config);
     assert!(
         err.contains("hearth.db is damaged (file is not a database)"),
         "{err}"
@@ -617,4 +623,78 @@ async fn a_damaged_database_stops_the_start_with_what_to_do() {
         std::fs::read(data.join("hearth.db")).unwrap(),
         vec![0x5a; 64 * 1024]
     );
+}
+
+/// Runs `sql` on the SQLite database at `db` (Python's sqlite3: a writer beside
+/// no running Hearth).
+fn sqlite_exec(db: &Path, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.executescript(sys.argv[2])\nc.commit()",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A rollback across migrations: `hearth serve` on a data folder a newer Hearth
+/// migrated runs on while the newer migrations only add, saying so in its log,
+/// and stops with what to do, changing nothing, once one of them raised the
+/// database's floor past its own.
+#[tokio::test]
+async fn a_database_a_newer_hearth_migrated_is_served_or_refused_by_its_floor() {
+    let up = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config(dir.path(), &data, &up);
+    let served = serve(&config);
+    let id = new_conversation(&served.base).await;
+    let (code, log) = served.stop();
+    assert_eq!(code, Some(0), "{log}");
+
+    // The newer release's migration 9001 added a table.
+    let db = data.join("hearth.db");
+    sqlite_exec(
+        &db,
+        "CREATE TABLE newer_things (id TEXT PRIMARY KEY);
+         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9001, 'newer things', 1, X'00', 1);",
+    );
+    let served = serve(&config);
+    let c = get(&format!("{}{CONVERSATIONS}/{id}", served.base)).await;
+    assert_eq!(c["id"], id.as_str(), "{c:#}");
+    let (code, log) = served.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("was migrated by a newer Hearth (migrations 9001 are unknown to this one)"),
+        "{log}"
+    );
+
+    // It raised the floor: this Hearth refuses the database and leaves it be.
+    sqlite_exec(&db, "UPDATE schema_floor SET version = 9001;");
+    let before = std::fs::read(&db).unwrap();
+    let err = refused_start(&config);
+    assert!(
+        err.contains("was migrated by a newer Hearth (migrations 9001 are unknown to this one)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore the backup taken before the upgrade"),
+        "{err}"
+    );
+    // `hearth doctor` says so before a start is tried.
+    let out = hearth()
+        .args(["doctor", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("migrated by a newer Hearth (migrations 9001 are unknown to this one, and migration 9001 changed"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
 }

@@ -26,6 +26,19 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A newer Hearth migrated the database with a change this one cannot run on
+    /// (its floor, `schema_floor`, is above this Hearth's newest migration).
+    #[error(
+        "the database {what} was migrated by a newer Hearth (migrations {unknown} are \
+         unknown to this one), and migration {floor} changed tables that older releases \
+         read. Run that newer release (or a later one) again, or restore the backup \
+         taken before the upgrade (see docs/operations.md)"
+    )]
+    TooNew {
+        what: String,
+        unknown: String,
+        floor: i64,
+    },
     /// A paging cursor that this store did not hand out.
     #[error("invalid cursor")]
     InvalidCursor,

@@ -76,6 +76,7 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("lease_owner", Text),
             ("lease_until", Int),
             ("reasoning", Text),
+            ("reasoning_ms", Int),
         ],
     ),
     (

@@ -4,7 +4,9 @@
 //! for several replicas) through `sqlx`.
 //!
 //! This crate owns the schema (versioned, forward-only migrations: SQLite's in
-//! `migrations/`, Postgres's in `migrations/postgres/`), the connection settings
+//! `migrations/`, Postgres's in `migrations/postgres/`; an older Hearth runs on
+//! a database a newer one migrated unless a migration raised its floor), the
+//! connection settings
 //! (WAL, foreign keys, busy timeout; Postgres's pool limits and statement timeout)
 //! and every query the
 //! `/api/hearth/conversations` handlers need. It knows nothing of HTTP or of models:
@@ -46,6 +48,8 @@
 //!   lease keeper, [`pg_status`] (what `hearth doctor` reports) and
 //!   [`redact_url`]; `postgres_jobs`: its job queries.
 //! - `import`: [`import_sqlite`], a SQLite data folder's rows copied into Postgres.
+//! - `schema`: which Hearth may run on a database (applied migrations it does not
+//!   know, and the floor), read before migrating.
 //! - `error`: [`StoreError`].
 
 mod backup;
@@ -57,6 +61,7 @@ pub mod model;
 mod notify;
 mod postgres;
 mod postgres_jobs;
+mod schema;
 mod sqlite;
 mod sqlite_jobs;
 
@@ -78,8 +83,10 @@ pub use postgres::{
     PG_ACQUIRE_TIMEOUT, PG_MAX_CONNECTIONS, PG_STATEMENT_TIMEOUT, PgOptions, PgStatus, PgStore,
     is_postgres_url, pg_status, redact_url,
 };
+pub use schema::SchemaStatus;
 pub use sqlite::{
-    DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, WAL_SIZE_LIMIT, title_from,
+    DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, WAL_SIZE_LIMIT,
+    sqlite_status, title_from,
 };
 
 /// Conversations and their messages. Message operations take a conversation id the

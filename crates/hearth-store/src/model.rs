@@ -57,6 +57,10 @@ pub struct Message {
     /// apart from the answer and never sent back to a model. Left out when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
+    /// How long it thought, in milliseconds: from its thinking's first piece to
+    /// its last. Left out when it gave none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_ms: Option<i64>,
 }
 
 /// Why an assistant reply ended.
@@ -144,6 +148,8 @@ pub struct ReplyUpdate {
     pub content: String,
     /// The model's thinking so far (empty: none).
     pub reasoning: String,
+    /// How long it has thought so far, in milliseconds.
+    pub reasoning_ms: Option<i64>,
     pub model: Option<String>,
     pub prompt_tokens: Option<i64>,
     pub completion_tokens: Option<i64>,

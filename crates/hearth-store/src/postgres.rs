@@ -20,6 +20,7 @@ use crate::model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
 };
+use crate::schema;
 use crate::sqlite::{
     MAX_PAGE, REPLY_LEASE, UNDO_WINDOW, decode_cursor, encode_cursor, escape_like, millis,
     title_from,
@@ -30,7 +31,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 
 const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at, updated_at, owner";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, model, prompt_tokens, \
-     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning";
+     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning, reasoning_ms";
 
 /// Connections one replica opens at most, by default. A server's `max_connections`
 /// (100 by default) must cover every replica's pool and `hearth worker`s.
@@ -212,13 +213,8 @@ fn is_tls(detail: &str) -> bool {
 pub struct PgStatus {
     /// `server_version` (`15.18 (Debian 15.18-0+deb12u1)`).
     pub server_version: String,
-    /// The migrations applied, by version.
-    pub applied: Vec<i64>,
-    /// The migrations this Hearth ships that are not applied yet (a `hearth serve`
-    /// applies them at start).
-    pub pending: Vec<i64>,
-    /// Applied versions this Hearth does not know: a newer Hearth migrated it.
-    pub unknown: Vec<i64>,
+    /// Its migrations, next to this Hearth's.
+    pub schema: schema::SchemaStatus,
 }
 
 /// Connects once to `url` (within `timeout`), and reads the server's version and
@@ -237,34 +233,42 @@ pub async fn pg_status(url: &str, timeout: Duration) -> Result<PgStatus, StoreEr
     let server_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await?;
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(&mut conn)
-        .await?;
-    let applied: Vec<i64> = if exists {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&mut conn)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let shipped: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-    let pending = shipped
-        .iter()
-        .copied()
-        .filter(|v| !applied.contains(v))
-        .collect();
-    let unknown = applied
-        .iter()
-        .copied()
-        .filter(|v| !shipped.contains(v))
-        .collect();
+    let found = applied(&mut conn).await?;
     let _ = sqlx::Connection::close(conn).await;
     Ok(PgStatus {
         server_version,
-        applied,
-        pending,
-        unknown,
+        schema: schema::status(&shipped(), found),
     })
+}
+
+/// The versions of the migrations this Hearth ships.
+fn shipped() -> Vec<i64> {
+    MIGRATOR.iter().map(|m| m.version).collect()
+}
+
+/// The migrations applied to the database on `conn`, and its floor.
+async fn applied(conn: &mut sqlx::PgConnection) -> Result<schema::Applied, StoreError> {
+    let (migrated, floored): (bool, bool) = sqlx::query_as(
+        "SELECT to_regclass('_sqlx_migrations') IS NOT NULL, \
+         to_regclass('schema_floor') IS NOT NULL",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut found = schema::Applied::default();
+    if migrated {
+        found.versions = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    if floored {
+        found.floor = sqlx::query_scalar("SELECT version FROM schema_floor WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?
+            .unwrap_or(0);
+    }
+    Ok(found)
 }
 
 impl PgStore {
@@ -281,7 +285,18 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(|e| connect_error(&server, e))?;
-        MIGRATOR.run(&pool).await?;
+        let found = {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(|e| connect_error(&server, e))?;
+            applied(&mut conn).await?
+        };
+        let unknown = schema::unknown(&shipped(), &found, &server)?;
+        schema::warn_unknown(&unknown, &server);
+        schema::migrator(sqlx::migrate!("./migrations/postgres"), &unknown)
+            .run(&pool)
+            .await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let keeper = options
             .keeper
@@ -679,7 +694,8 @@ impl ConversationStore for PgStore {
         sqlx::query(
             "UPDATE messages SET content = $2, model = COALESCE($3, model), prompt_tokens = $4, \
              completion_tokens = $5, ttft_ms = $6, duration_ms = $7, finish_reason = $8, \
-             lease_owner = $9, lease_until = $10, reasoning = $11 WHERE id = $1",
+             lease_owner = $9, lease_until = $10, reasoning = $11, reasoning_ms = $12 \
+             WHERE id = $1",
         )
         .bind(message_id)
         .bind(&u.content)
@@ -692,6 +708,7 @@ impl ConversationStore for PgStore {
         .bind(lease_owner)
         .bind(lease_until)
         .bind((!u.reasoning.is_empty()).then_some(&u.reasoning))
+        .bind(u.reasoning_ms)
         .execute(self.pool())
         .await?;
         Ok(())

@@ -16,6 +16,7 @@ use crate::model::{
     Conversation, ConversationPatch, FinishReason, ListQuery, Message, NewConversation, NewMessage,
     Page, ReplyUpdate, Scope,
 };
+use crate::schema;
 use crate::{ConversationStore, now_ms};
 
 /// The database file inside `data_dir`.
@@ -39,9 +40,59 @@ pub const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The versions of the migrations this Hearth ships.
+fn shipped() -> Vec<i64> {
+    MIGRATOR.iter().map(|m| m.version).collect()
+}
+
+/// Where the schema of the SQLite database at `path` stands for this Hearth
+/// (`hearth doctor`): read only, changing nothing.
+pub async fn sqlite_status(path: &Path) -> Result<schema::SchemaStatus, StoreError> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::at(path, e))?;
+    let found = applied(&pool).await.map_err(|e| match e {
+        StoreError::Database(e) => StoreError::at(path, e),
+        other => other,
+    });
+    pool.close().await;
+    Ok(schema::status(&shipped(), found?))
+}
+
+/// The migrations applied to the database behind `pool`, and its floor.
+async fn applied(pool: &SqlitePool) -> Result<schema::Applied, StoreError> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' \
+         AND name IN ('_sqlx_migrations', 'schema_floor')",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut found = schema::Applied::default();
+    if tables.iter().any(|t| t == "_sqlx_migrations") {
+        found.versions = sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await?;
+    }
+    if tables.iter().any(|t| t == "schema_floor") {
+        found.floor = sqlx::query_scalar("SELECT version FROM schema_floor WHERE id = 1")
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or(0);
+    }
+    Ok(found)
+}
+
 const CONVERSATION_COLUMNS: &str = "id, title, model, system_prompt, created_at, updated_at, owner";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, content, model, prompt_tokens, \
-     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning";
+     completion_tokens, ttft_ms, duration_ms, finish_reason, created_at, reasoning, reasoning_ms";
 
 /// Conversations and messages in one SQLite database, shared safely by several
 /// Hearth processes (WAL; streaming replies leased by their writer). Cheap to clone.
@@ -187,7 +238,12 @@ impl SqliteStore {
         if path.is_some() {
             quick_check(&pool, &shown).await?;
         }
-        MIGRATOR.run(&pool).await?;
+        let what = shown.display().to_string();
+        let unknown = schema::unknown(&shipped(), &applied(&pool).await?, &what)?;
+        schema::warn_unknown(&unknown, &what);
+        schema::migrator(sqlx::migrate!("./migrations"), &unknown)
+            .run(&pool)
+            .await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let holders = Arc::new(match &path {
             Some(p) => Holders::beside(p),
@@ -743,7 +799,8 @@ impl ConversationStore for SqliteStore {
         sqlx::query(
             "UPDATE messages SET content = $2, model = COALESCE($3, model), prompt_tokens = $4, \
              completion_tokens = $5, ttft_ms = $6, duration_ms = $7, finish_reason = $8, \
-             lease_owner = $9, lease_until = $10, reasoning = $11 WHERE id = $1",
+             lease_owner = $9, lease_until = $10, reasoning = $11, reasoning_ms = $12 \
+             WHERE id = $1",
         )
         .bind(message_id)
         .bind(&u.content)
@@ -756,6 +813,7 @@ impl ConversationStore for SqliteStore {
         .bind(lease_owner)
         .bind(lease_until)
         .bind((!u.reasoning.is_empty()).then_some(&u.reasoning))
+        .bind(u.reasoning_ms)
         .execute(&*self.pool().await)
         .await?;
         Ok(())

@@ -121,8 +121,8 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
         fresh.server_version.starts_with(char::is_numeric),
         "{fresh:?}"
     );
-    assert!(fresh.applied.is_empty());
-    assert_eq!(fresh.pending, [1, 2, 3, 4, 5, 6]);
+    assert!(fresh.schema.applied.is_empty());
+    assert_eq!(fresh.schema.pending, [1, 2, 3, 4, 5, 6, 7, 8]);
     let store = PgStore::connect(&db.url(), PgOptions::default())
         .await
         .unwrap();
@@ -130,7 +130,9 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
     let done = hearth_store::pg_status(&db.url(), Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(done.applied, [1, 2, 3, 4, 5, 6]);
+    let done = done.schema;
+    assert_eq!(done.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!((done.floor, done.refused), (0, false));
     assert!(done.pending.is_empty() && done.unknown.is_empty());
 }
 
@@ -148,6 +150,7 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
             &ReplyUpdate {
                 content: "hello".into(),
                 reasoning: "They greeted me.".into(),
+                reasoning_ms: Some(1500),
                 finish_reason: Some(hearth_store::FinishReason::Stop),
                 ..ReplyUpdate::default()
             },
@@ -234,6 +237,7 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
         .collect();
     assert_eq!(texts, [(0, "hi", None), (1, "hello", Some("stop"))]);
     assert_eq!(messages[1].reasoning.as_deref(), Some("They greeted me."));
+    assert_eq!(messages[1].reasoning_ms, Some(1500));
     assert!(
         target
             .conversation(&Scope::All, &gone.id)

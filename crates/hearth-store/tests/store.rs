@@ -21,6 +21,7 @@ both!(
     rename_delete_undo,
     truncate_for_edit_and_regenerate,
     concurrent_appends_keep_unique_positions,
+    an_older_hearth_runs_on_a_newer_database_until_its_floor_rises,
 );
 
 /// SQLite's file: made with its folders, in WAL mode.
@@ -33,6 +34,41 @@ async fn a_sqlite_store_makes_its_folder_and_runs_in_wal_mode() {
     assert_eq!(store.schema_version().await.unwrap(), common::CURRENT);
     // WAL mode leaves its -wal file next to the database while open.
     assert!(nested.join("hearth.db-wal").exists());
+}
+
+/// `hearth doctor`'s view of the SQLite file: read only, it tells pending,
+/// unknown and refused migrations apart and changes nothing.
+#[tokio::test]
+async fn the_sqlite_status_reads_the_schema_without_changing_it() {
+    let db = Db::sqlite();
+    let Db::Sqlite(dir) = &db else { unreachable!() };
+    let file = dir.path().join("hearth.db");
+    // As the release with four migrations left it: the rest are pending.
+    db.at_version(4).await.close().await;
+    let s = hearth_store::sqlite_status(&file).await.unwrap();
+    assert_eq!(s.applied, [1, 2, 3, 4]);
+    assert_eq!(s.pending.len(), common::MIGRATIONS.len() - 4);
+    let again = hearth_store::sqlite_status(&file).await.unwrap();
+    assert_eq!(again, s, "the status migrated nothing");
+
+    db.open().await.close().await;
+    let raw = db.raw().await;
+    raw.exec(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+         execution_time) VALUES (9001, 'newer', TRUE, X'00', 1)",
+        &[],
+    )
+    .await;
+    raw.close().await;
+    let s = hearth_store::sqlite_status(&file).await.unwrap();
+    assert!(s.pending.is_empty());
+    assert_eq!((s.unknown.as_slice(), s.refused), (&[9001][..], false));
+    let raw = db.raw().await;
+    raw.exec("UPDATE schema_floor SET version = 9001", &[])
+        .await;
+    raw.close().await;
+    let s = hearth_store::sqlite_status(&file).await.unwrap();
+    assert_eq!((s.floor, s.refused), (9001, true));
 }
 
 async fn opens_with_migrations_and_survives_reopen(db: Db) {
@@ -54,6 +90,81 @@ async fn opens_with_migrations_and_survives_reopen(db: Db) {
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
     assert_eq!(store.schema_version().await.unwrap(), db.current());
+}
+
+/// A rollback across migrations: this Hearth started on a database a newer one
+/// migrated. It runs on while the newer migrations only add, and refuses the
+/// database, changing nothing, once one of them raised the floor past its own.
+async fn an_older_hearth_runs_on_a_newer_database_until_its_floor_rises(db: Db) {
+    let store = db.open().await;
+    let c = store
+        .create_conversation("anonymous", NewConversation::default())
+        .await
+        .unwrap();
+    store
+        .append_message(&c.id, NewMessage::user("before the upgrade"))
+        .await
+        .unwrap()
+        .unwrap();
+    store.close().await;
+
+    // The newer Hearth's migration 9001 added a table.
+    let checksum = if db.is_postgres() {
+        "'\\x00'::bytea"
+    } else {
+        "X'00'"
+    };
+    let raw = db.raw().await;
+    raw.exec("CREATE TABLE newer_things (id TEXT PRIMARY KEY)", &[])
+        .await;
+    raw.exec(
+        &format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, \
+             execution_time) VALUES (9001, 'newer things', TRUE, {checksum}, 1)"
+        ),
+        &[],
+    )
+    .await;
+    raw.close().await;
+
+    let store = db.open().await;
+    store
+        .append_message(&c.id, NewMessage::user("after the rollback"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.messages(&c.id).await.unwrap().len(), 2);
+    store.close().await;
+
+    // Migration 9001 dropped or renamed what this Hearth reads.
+    let raw = db.raw().await;
+    raw.exec("UPDATE schema_floor SET version = 9001", &[])
+        .await;
+    raw.close().await;
+    // (A store has no Debug for unwrap_err.)
+    let e = db.try_open().await.err().unwrap();
+    assert!(
+        matches!(e, hearth_store::StoreError::TooNew { floor: 9001, .. }),
+        "{e:?}"
+    );
+    let said = e.to_string();
+    assert!(said.contains("migrations 9001 are unknown"), "{said}");
+    assert!(said.contains("restore the backup"), "{said}");
+
+    // The refusal changed nothing: the newer release (its floor met) reads it all.
+    let raw = db.raw().await;
+    raw.exec("UPDATE schema_floor SET version = 0", &[]).await;
+    raw.close().await;
+    let store = db.open().await;
+    let texts: Vec<String> = store
+        .messages(&c.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(texts, ["before the upgrade", "after the rollback"]);
+    store.close().await;
 }
 
 async fn messages_get_sequential_positions_and_title_from_first_user_message(db: Db) {
@@ -116,6 +227,7 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
     let update = ReplyUpdate {
         content: "Hello!".into(),
         reasoning: "A greeting; greet back.".into(),
+        reasoning_ms: Some(2400),
         model: Some("smol".into()),
         prompt_tokens: Some(5),
         completion_tokens: Some(3),
@@ -138,6 +250,7 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
     assert_eq!(m.finish_reason.as_deref(), Some("stop"));
     // The thinking is kept apart from the answer.
     assert_eq!(m.reasoning.as_deref(), Some("A greeting; greet back."));
+    assert_eq!(m.reasoning_ms, Some(2400));
 
     // A reply left streaming (partial content written, no finish reason)...
     store
@@ -166,6 +279,7 @@ async fn reply_updates_and_interrupted_replies_after_restart(db: Db) {
     assert_eq!(m.content, "partial");
     assert_eq!(m.finish_reason.as_deref(), Some("interrupted"));
     assert_eq!(m.reasoning, None, "no thinking: none stored");
+    assert_eq!(m.reasoning_ms, None);
     assert_eq!(
         store
             .message(&done.id)

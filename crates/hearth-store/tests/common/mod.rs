@@ -24,6 +24,8 @@ pub const MIGRATIONS: &[&str] = &[
     "0003_jobs.sql",
     "0004_job_files_by_digest.sql",
     "0005_message_reasoning.sql",
+    "0006_schema_floor.sql",
+    "0007_message_reasoning_ms.sql",
 ];
 
 /// The Postgres migrations: the same, and its own indexes.
@@ -34,6 +36,8 @@ pub const PG_MIGRATIONS: &[&str] = &[
     "0004_job_files_by_digest.sql",
     "0005_lease_sweeps.sql",
     "0006_message_reasoning.sql",
+    "0007_schema_floor.sql",
+    "0008_message_reasoning_ms.sql",
 ];
 
 /// The schema version a SQLite store opened now reaches.
@@ -103,7 +107,16 @@ impl Db {
     }
 
     pub async fn open_with(&self, lease: Duration, keeper: bool) -> Store {
-        match self {
+        self.try_open_with(lease, keeper).await.unwrap()
+    }
+
+    /// As [`Db::open`], for a test of what the store refuses.
+    pub async fn try_open(&self) -> Result<Store, StoreError> {
+        self.try_open_with(hearth_store::REPLY_LEASE, true).await
+    }
+
+    async fn try_open_with(&self, lease: Duration, keeper: bool) -> Result<Store, StoreError> {
+        Ok(match self {
             Db::Sqlite(dir) => Arc::new(
                 SqliteStore::open_with(
                     dir.path(),
@@ -113,8 +126,7 @@ impl Db {
                         ..Options::default()
                     },
                 )
-                .await
-                .unwrap(),
+                .await?,
             ),
             Db::Postgres(db) => Arc::new(
                 PgStore::connect(
@@ -125,10 +137,9 @@ impl Db {
                         ..PgOptions::default()
                     },
                 )
-                .await
-                .unwrap(),
+                .await?,
             ),
-        }
+        })
     }
 
     /// The database as the release whose newest migration was `version` left it
@@ -145,21 +156,25 @@ impl Db {
             std::fs::copy(shipped.join(f), old.path().join(f)).unwrap();
         }
         let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        let raw = self.raw().await;
+        match &raw {
+            Raw::Sqlite(pool) => migrator.run(pool).await.unwrap(),
+            Raw::Postgres(pool) => migrator.run(pool).await.unwrap(),
+        }
+        raw
+    }
+
+    /// A connection to the database as it is, migrating nothing.
+    pub async fn raw(&self) -> Raw {
         match self {
             Db::Sqlite(dir) => {
                 let url = format!(
                     "sqlite://{}?mode=rwc",
                     dir.path().join("hearth.db").display()
                 );
-                let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                migrator.run(&pool).await.unwrap();
-                Raw::Sqlite(pool)
+                Raw::Sqlite(sqlx::SqlitePool::connect(&url).await.unwrap())
             }
-            Db::Postgres(db) => {
-                let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
-                migrator.run(&pool).await.unwrap();
-                Raw::Postgres(pool)
-            }
+            Db::Postgres(db) => Raw::Postgres(sqlx::PgPool::connect(&db.url()).await.unwrap()),
         }
     }
 }
