@@ -60,9 +60,9 @@ HERMES_TEMPLATE = (
 )
 
 
-def vocabulary(n, fim=False):
-    """<unk>, <s>, </s>, <0x00>..<0xFF>, the FIM tokens with --fim, then unique
-    pieces ("▁a", "b", "▁ab", ...)."""
+def vocabulary(n, fim=False, control=()):
+    """<unk>, <s>, </s>, <0x00>..<0xFF>, the FIM tokens with --fim, the
+    --control-tokens, then unique pieces ("▁a", "b", "▁ab", ...)."""
     if n < 259 + 1:
         sys.exit(f"--vocab must be at least 260 (3 special and 256 byte tokens), not {n}")
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
@@ -71,6 +71,8 @@ def vocabulary(n, fim=False):
     if fim:
         tokens += [t for t, _ in FIM_TOKENS]
         types += [gguf.TokenType.CONTROL] * len(FIM_TOKENS)
+    tokens += list(control)
+    types += [gguf.TokenType.CONTROL] * len(control)
     letters = "abcdefghijklmnopqrstuvwxyz"
     i = 0
     while len(tokens) < n:
@@ -84,7 +86,7 @@ def vocabulary(n, fim=False):
         types.append(gguf.TokenType.NORMAL)
         i += 1
     # Shorter pieces score higher, as a trained SentencePiece model's tend to.
-    special = 259 + (len(FIM_TOKENS) if fim else 0)
+    special = 259 + (len(FIM_TOKENS) if fim else 0) + len(control)
     scores = [0.0] * special + [-float(len(t)) - j * 1e-6 for j, t in enumerate(tokens[special:])]
     return tokens, scores, types, special
 
@@ -100,6 +102,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fim", action="store_true",
                     help="add fill-in-the-middle tokens (for /infill and suffix tests)")
+    ap.add_argument("--control-tokens", default="", metavar="A,B",
+                    help="control tokens after the byte (and FIM) tokens, in this order, as "
+                         "Mistral's vocabularies hold [TOOL_CALLS] and [ARGS] (they render as "
+                         "no text unless the engine preserves them)")
     ap.add_argument("--hermes-tools", action="store_true",
                     help="a ChatML chat template with Hermes' tool syntax (<tool_call>), as "
                          "Qwen2.5's, for tool-calling tests")
@@ -137,7 +143,8 @@ def main():
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(vocab)
     w.add_file_type(FILE_TYPES[a.type])
-    tokens, scores, types, special = vocabulary(vocab, a.fim)
+    control = [t for t in a.control_tokens.split(",") if t]
+    tokens, scores, types, special = vocabulary(vocab, a.fim, control)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)

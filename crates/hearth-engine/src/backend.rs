@@ -61,6 +61,8 @@ pub struct EmbeddedBackend {
     /// The tags of its thinking, split from its chat replies (a reasoning model
     /// configured `reasoning = "split"`).
     think: Option<think::Tags>,
+    /// Its chat template renders as Jinja here (see `tool_syntax`).
+    jinja: bool,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
     // terms too and costs nothing next to a decode step.
@@ -158,6 +160,7 @@ impl EmbeddedBackend {
                 vision: false,
                 tool_syntax: tools::Syntax::Generic,
                 think: None,
+                jinja: false,
                 shared,
                 jobs: Mutex::new(Some(Jobs::Embed(tx))),
                 thread: Mutex::new(Some(thread)),
@@ -168,8 +171,12 @@ impl EmbeddedBackend {
             .get("tokenizer.chat_template")
             .and_then(gguf::MetaValue::as_str);
         let (tool_syntax, jinja) = tool_syntax(&cfg.name, template);
-        let think = think::Tags::of_template(template)
-            .filter(|_| embedded.reasoning == hearth_config::Reasoning::Split);
+        // A reasoning model's prompts are its template's own rendering: it drops
+        // earlier thoughts, and may open the thinking itself.
+        let tags = think::Tags::of_template(template);
+        let jinja_chats = tags.is_some() && jinja.is_some();
+        let renders = jinja.is_some();
+        let think = tags.filter(|_| embedded.reasoning == hearth_config::Reasoning::Split);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
@@ -185,7 +192,7 @@ impl EmbeddedBackend {
                         }
                     }
                 }
-                scheduler::run(settings, thread_shared, rx, hook, jinja);
+                scheduler::run(settings, thread_shared, rx, hook, jinja, jinja_chats);
             })
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
@@ -193,6 +200,7 @@ impl EmbeddedBackend {
             vision,
             tool_syntax,
             think,
+            jinja: renders,
             shared,
             jobs: Mutex::new(Some(Jobs::Generate(tx))),
             thread: Mutex::new(Some(thread)),
@@ -336,8 +344,8 @@ impl Backend for EmbeddedBackend {
             return Ok(futures::stream::iter(events).boxed());
         }
         request::check_content(request, &self.name, self.vision).map_err(BackendError::Invalid)?;
-        let req =
-            request::from_router_as(request, self.tool_syntax).map_err(BackendError::Invalid)?;
+        let req = request::from_router_as(request, self.tool_syntax, self.jinja)
+            .map_err(BackendError::Invalid)?;
         if let Some(e) = self.unavailable() {
             return Err(e);
         }
@@ -355,13 +363,16 @@ impl Backend for EmbeddedBackend {
                 *seed = seed.wrapping_add(index) & 0x7fff_ffff;
             }
             let mut rx = self.submit(one)?;
-            match rx.recv().await {
-                Some(Event::Accepted) => {}
+            let opened = match rx.recv().await {
+                Some(Event::Accepted { thinking }) => thinking,
                 Some(Event::Error(e)) => return Err(e),
                 _ => return Err(ended()),
-            }
+            };
             let answer = Answer {
-                think: think.map(think::Splitter::new),
+                think: think.map(|tags| match opened {
+                    true => think::Splitter::opened(tags),
+                    false => think::Splitter::new(tags),
+                }),
                 reader: syntax.map(tools::Reader::new),
                 index,
             };
@@ -426,37 +437,51 @@ fn ended() -> BackendError {
     BackendError::Protocol("the engine ended the request without an answer".into())
 }
 
-/// How a model whose chat template is `source` calls tools, and, for a syntax
-/// that only the template's Jinja source writes, that template compiled. A
-/// template that does not compile, or does not render a conversation with a
-/// tool, is logged and the model calls tools in the generic format instead.
+/// How a model whose chat template is `source` calls tools, and that template
+/// compiled (for the syntaxes only its Jinja source writes, `chat_template_kwargs`
+/// and reasoning models' prompts). A template that does not compile, or does not
+/// render a conversation (with a tool, for such a syntax), is logged: the model
+/// then calls tools in the generic format, and its prompts are llama.cpp's.
 fn tool_syntax(
     model: &str,
     source: Option<&str>,
 ) -> (tools::Syntax, Option<Arc<crate::jinja::ChatTemplate>>) {
     let syntax = tools::Syntax::of_template(source);
-    let Some(source) = source.filter(|_| syntax.renders_jinja()) else {
+    let Some(source) = source else {
         return (syntax, None);
     };
     let probe = crate::jinja::ChatTemplate::new(source).and_then(|t| {
         let tools = serde_json::json!([{"type": "function", "function": {
             "name": "probe", "parameters": {"type": "object", "properties": {}}}}]);
         let messages = serde_json::json!([{"role": "user", "content": "hello"}]);
-        t.render(&messages, Some(&tools), "<s>", "</s>").map(|_| t)
+        let tools = syntax.renders_jinja().then_some(&tools);
+        t.render(&messages, tools, "<s>", "</s>").map(|_| t)
     });
     match probe {
         Ok(t) => {
-            tracing::info!(
-                model,
-                syntax = syntax.name(),
-                "tool calls in the chat template's own syntax"
-            );
+            if syntax.renders_jinja() {
+                tracing::info!(
+                    model,
+                    syntax = syntax.name(),
+                    "tool calls in the chat template's own syntax"
+                );
+            }
             (syntax, Some(Arc::new(t)))
         }
-        Err(e) => {
+        Err(e) if syntax.needs_jinja() => {
             tracing::warn!(model, syntax = syntax.name(), error = %e,
                 "the chat template's Jinja source does not render here; tools use the generic JSON format");
             (tools::Syntax::Generic, None)
+        }
+        Err(e) if syntax.renders_jinja() => {
+            tracing::warn!(model, syntax = syntax.name(), error = %e,
+                "the chat template's Jinja source does not render here; Hearth writes the tools' prompt in Qwen's words");
+            (syntax, None)
+        }
+        Err(e) => {
+            tracing::debug!(model, error = %e,
+                "the chat template's Jinja source does not render here; prompts are llama.cpp's rendering, and chat_template_kwargs are not used");
+            (syntax, None)
         }
     }
 }
@@ -567,7 +592,7 @@ fn events(
                         pending.push_back(Err(e));
                         done = true;
                     }
-                    Some(Event::Accepted) => {}
+                    Some(Event::Accepted { .. }) => {}
                     None => {
                         pending.push_back(Err(ended()));
                         done = true;

@@ -62,14 +62,14 @@ impl Intake<'_> {
             if let Some(hook) = self.hook.as_mut() {
                 hook();
             }
-            let pending = match self.prepare(&request, events.clone()) {
+            let (pending, thinking) = match self.prepare(&request, events.clone()) {
                 Ok(p) => p,
                 Err(e) => {
                     let _ = events.send(Event::Error(BackendError::Invalid(e)));
                     continue;
                 }
             };
-            if events.send(Event::Accepted).is_err() {
+            if events.send(Event::Accepted { thinking }).is_err() {
                 continue;
             }
             if let Err(SendError(p)) = ready.send(pending) {
@@ -83,27 +83,53 @@ impl Intake<'_> {
         }
     }
 
-    fn prepare(&self, r: &GenRequest, events: UnboundedSender<Event>) -> Result<Pending, ApiError> {
-        let rendered;
-        let input = match &r.prompt {
+    /// The request ready to decode, and whether its prompt ends inside the
+    /// model's thinking.
+    fn prepare(
+        &self,
+        r: &GenRequest,
+        events: UnboundedSender<Event>,
+    ) -> Result<(Pending, bool), ApiError> {
+        let keep_bos = !r.images.is_empty();
+        let kwargs = &r.template_kwargs;
+        // A chat's prompt as text: by the template's Jinja source where the
+        // request or the model needs it, else by llama.cpp's template API.
+        let rendered = match &r.prompt {
             PromptInput::Jinja { messages, tools } => {
                 let jinja = self.jinja.as_ref().ok_or_else(ApiError::internal)?;
-                rendered =
-                    PromptInput::Text(jinja.render(messages, tools, !r.images.is_empty())?);
-                &rendered
+                Some(jinja.render(messages, Some(tools), kwargs, keep_bos)?)
             }
-            other => other,
+            PromptInput::Chat(messages) => Some(
+                match self
+                    .jinja
+                    .as_ref()
+                    .filter(|j| j.chats || !kwargs.is_empty())
+                {
+                    Some(jinja) => {
+                        let turns: serde_json::Value = messages
+                            .iter()
+                            .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                            .collect();
+                        jinja.render(&turns, None, kwargs, keep_bos)?
+                    }
+                    None => llama::render_chat(self.model, self.template.as_ref(), messages)?,
+                },
+            ),
+            _ => None,
         };
+        let thinking = rendered.as_deref().is_some_and(|t| {
+            [crate::think::Tags::THINK, crate::think::Tags::BRACKETS]
+                .iter()
+                .any(|tags| tags.opened_by(t))
+        });
+        let rendered = rendered.map(PromptInput::Text);
+        let input = rendered.as_ref().unwrap_or(&r.prompt);
         let (prompt, media) = match (input, r.images.is_empty(), self.vision) {
             (_, true, _) => (
                 llama::tokenize_prompt(self.model, self.template.as_ref(), input)?,
                 Vec::new(),
             ),
-            (PromptInput::Chat(messages), false, Some(vision)) => {
-                let text = llama::render_chat(self.model, self.template.as_ref(), messages)?;
-                vision.tokenize(self.model, &text, &r.images)?
-            }
-            // Chat messages rendered by the template's Jinja source.
+            // Chat messages rendered above.
             (PromptInput::Text(text), false, Some(vision)) => {
                 vision.tokenize(self.model, text, &r.images)?
             }
@@ -148,7 +174,7 @@ impl Intake<'_> {
             (PromptInput::Text(t), true) => Some(t.clone()),
             _ => None,
         };
-        Ok(Pending {
+        let pending = Pending {
             events,
             max_tokens: u32::try_from(asked.unwrap_or(room)).unwrap_or(u32::MAX),
             prompt,
@@ -157,7 +183,8 @@ impl Intake<'_> {
             echo,
             logprobs: r.params.logprobs,
             media,
-        })
+        };
+        Ok((pending, thinking))
     }
 }
 
@@ -166,10 +193,17 @@ pub struct Jinja {
     template: std::sync::Arc<crate::jinja::ChatTemplate>,
     bos: String,
     eos: String,
+    /// Every chat prompt is rendered by it, not only those that need it (tools
+    /// in the template's own words, `chat_template_kwargs`).
+    chats: bool,
 }
 
 impl Jinja {
-    pub fn new(model: &LlamaModel, template: std::sync::Arc<crate::jinja::ChatTemplate>) -> Self {
+    pub fn new(
+        model: &LlamaModel,
+        template: std::sync::Arc<crate::jinja::ChatTemplate>,
+        chats: bool,
+    ) -> Self {
         let vocab = model.vocab();
         let text = |t: llama_cpp_2::token::LlamaToken| {
             if t.0 < 0 {
@@ -181,6 +215,7 @@ impl Jinja {
             template,
             bos: text(vocab.bos()),
             eos: text(vocab.eos()),
+            chats,
         }
     }
 
@@ -190,12 +225,13 @@ impl Jinja {
     fn render(
         &self,
         messages: &serde_json::Value,
-        tools: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
         keep_bos: bool,
     ) -> Result<String, ApiError> {
         let text = self
             .template
-            .render(messages, Some(tools), &self.bos, &self.eos)
+            .render_with(messages, tools, &self.bos, &self.eos, kwargs)
             .map_err(|e| {
                 ApiError::invalid_param(
                     "messages",

@@ -1,7 +1,10 @@
 //! A GGUF's chat template rendered as the Jinja it is (`tokenizer.chat_template`),
-//! for the tool syntaxes that only the template's own source writes: Llama 3.x's
-//! and Mistral's (see `tools`). llama.cpp's C template API, all the binding
-//! exposes, recognises a template by its markers and writes the plain turns only.
+//! for the tool syntaxes that only the template's own source writes (Llama 3.x's
+//! and Mistral's, see `tools`), for reasoning models' prompts (which drop earlier
+//! thoughts, or open the thinking: see `think`) and for the requests that pass the
+//! template variables (`chat_template_kwargs`). llama.cpp's C template API, all
+//! the binding exposes, recognises a template by its markers and writes the plain
+//! turns only.
 //!
 //! The environment is what Hugging Face's `apply_chat_template` gives a template:
 //! Python's string and dict methods (`.strip()`, `.items()`… through
@@ -61,6 +64,20 @@ impl ChatTemplate {
         bos: &str,
         eos: &str,
     ) -> Result<String, String> {
+        self.render_with(messages, tools, bos, eos, &serde_json::Map::new())
+    }
+
+    /// [`ChatTemplate::render`] with more variables for the template
+    /// (`chat_template_kwargs`, as `apply_chat_template` takes them: Qwen3's
+    /// `enable_thinking`); they never replace the messages, tools or tokens.
+    pub fn render_with(
+        &self,
+        messages: &Value,
+        tools: Option<&Value>,
+        bos: &str,
+        eos: &str,
+        kwargs: &serde_json::Map<String, Value>,
+    ) -> Result<String, String> {
         let t = self.env.get_template("chat").map_err(|e| e.to_string())?;
         let tools = tools.map(JValue::from_serialize);
         t.render(context! {
@@ -69,6 +86,7 @@ impl ChatTemplate {
             add_generation_prompt => true,
             bos_token => bos,
             eos_token => eos,
+            ..JValue::from_serialize(kwargs)
         })
         .map_err(|e| match e.kind() {
             // `raise_exception`'s message as the template wrote it.
@@ -318,22 +336,34 @@ mod tests {
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
             let source = std::fs::read_to_string(&path).unwrap_or_else(|e| unreachable!("{e}"));
-            let want = std::fs::read_to_string(dir.join(format!("rendered/{name}.txt")))
-                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
             let t = ChatTemplate::at(&source, Some(1_722_000_000))
                 .unwrap_or_else(|e| unreachable!("{e}"));
-            let got = t
-                .render(
-                    &messages["messages"],
-                    Some(&messages["tools"]),
-                    "<s>",
-                    "</s>",
-                )
-                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
-            assert_eq!(got, want, "{name}");
-            checked += 1;
+            // Qwen3's is rendered again with `chat_template_kwargs` turning its
+            // thinking off.
+            let mut off = serde_json::Map::new();
+            off.insert("enable_thinking".into(), Value::Bool(false));
+            let kinds = [("", serde_json::Map::new()), (".no-think", off)];
+            for (suffix, kwargs) in kinds {
+                if !kwargs.is_empty() && !source.contains("enable_thinking") {
+                    continue;
+                }
+                let want =
+                    std::fs::read_to_string(dir.join(format!("rendered/{name}{suffix}.txt")))
+                        .unwrap_or_else(|e| unreachable!("{name}{suffix}: {e}"));
+                let got = t
+                    .render_with(
+                        &messages["messages"],
+                        Some(&messages["tools"]),
+                        "<s>",
+                        "</s>",
+                        &kwargs,
+                    )
+                    .unwrap_or_else(|e| unreachable!("{name}{suffix}: {e}"));
+                assert_eq!(got, want, "{name}{suffix}");
+                checked += 1;
+            }
         }
-        assert_eq!(checked, 5);
+        assert_eq!(checked, 10);
     }
 
     #[test]

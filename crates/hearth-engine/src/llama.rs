@@ -242,13 +242,14 @@ pub fn tokenize_prompt(
 
 /// `token`'s log probability among the raw logits at batch index `idx` (before
 /// temperature and the other samplers, as OpenAI reports it), with the `top`
-/// likeliest tokens at that place.
+/// likeliest tokens at that place, each written as [`piece`] writes it.
 pub fn logprob(
     model: &LlamaModel,
     ctx: &LlamaContext,
     idx: i32,
     token: LlamaToken,
     top: usize,
+    preserved: &[LlamaToken],
 ) -> hearth_router::TokenLogprob {
     let logits = ctx.get_logits_ith(idx);
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -256,7 +257,7 @@ pub fn logprob(
     let norm = max + sum.ln() as f32;
     let at = |t: usize| logits.get(t).map_or(f32::NEG_INFINITY, |&l| l - norm);
     let entry = |t: LlamaToken| {
-        let bytes = piece(model, t);
+        let bytes = piece(model, t, preserved);
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
     };
     let mut best: Vec<(usize, f32)> = Vec::with_capacity(top + 1);
@@ -284,9 +285,43 @@ pub fn logprob(
     }
 }
 
-/// The bytes a generated token stands for (control tokens render as nothing).
-pub fn piece(model: &LlamaModel, token: LlamaToken) -> Vec<u8> {
-    model.vocab().token_to_piece(token, false, None)
+/// The markers the engine reads in an answer (tool calls, thinking) that some
+/// vocabularies hold as control tokens, which render as no text: Mistral's
+/// `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`, Magistral's `[THINK]` and `[/THINK]`.
+const PRESERVED: &[&str] = &[
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "[CALL_ID]",
+    "[THINK]",
+    "[/THINK]",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+];
+
+/// The control tokens of `model` that are one of those markers: a generated one
+/// is written as its text (as llama-server's "preserved tokens" are), so that the
+/// tool-call and thinking readers see it.
+pub fn preserved_tokens(model: &LlamaModel) -> Vec<LlamaToken> {
+    let vocab = model.vocab();
+    PRESERVED
+        .iter()
+        .filter_map(
+            |text| match vocab.tokenize(text.as_bytes(), false, true).as_slice() {
+                [t] if vocab.is_control(*t) => Some(*t),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// The bytes a generated token stands for (control tokens render as nothing,
+/// but for the `preserved` ones).
+pub fn piece(model: &LlamaModel, token: LlamaToken, preserved: &[LlamaToken]) -> Vec<u8> {
+    model
+        .vocab()
+        .token_to_piece(token, preserved.contains(&token), None)
 }
 
 pub fn is_end_of_generation(model: &LlamaModel, token: LlamaToken) -> bool {

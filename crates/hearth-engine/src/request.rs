@@ -96,6 +96,9 @@ pub struct GenRequest {
     /// The images of a chat's messages (their files' bytes), each standing at a
     /// marker in the messages' text (see `vision`).
     pub images: Vec<Vec<u8>>,
+    /// `chat_template_kwargs`: more variables for the chat template's Jinja
+    /// source (Qwen3's `enable_thinking`), as vLLM and llama-server take them.
+    pub template_kwargs: serde_json::Map<String, Value>,
 }
 
 impl GenRequest {
@@ -113,13 +116,18 @@ impl GenRequest {
 /// answers with events.)
 #[cfg(test)]
 pub fn from_router(request: &Request) -> Result<GenRequest, ApiError> {
-    from_router_as(request, tools::Syntax::Generic)
+    from_router_as(request, tools::Syntax::Generic, false)
 }
 
-/// [`from_router`] for a model whose chat template calls tools in `syntax`.
-pub fn from_router_as(request: &Request, syntax: tools::Syntax) -> Result<GenRequest, ApiError> {
+/// [`from_router`] for a model whose chat template calls tools in `syntax` and,
+/// when `jinja`, renders as Jinja here.
+pub fn from_router_as(
+    request: &Request,
+    syntax: tools::Syntax,
+    jinja: bool,
+) -> Result<GenRequest, ApiError> {
     match request {
-        Request::Chat(r) => from_chat(r, syntax),
+        Request::Chat(r) => from_chat(r, syntax, jinja),
         Request::Completion(r) => from_completion(r),
         // The backend sends these to its embedding thread, never here.
         Request::Embeddings(_) => Err(ApiError::invalid_param(
@@ -129,7 +137,7 @@ pub fn from_router_as(request: &Request, syntax: tools::Syntax) -> Result<GenReq
         .with_code("model_not_supported")),
         // The router hands the engine a Responses request as its chat translation.
         Request::Responses(r) => match &r.chat {
-            Ok(chat) => from_chat(chat, syntax),
+            Ok(chat) => from_chat(chat, syntax, jinja),
             Err(e) => Err(e.clone()),
         },
     }
@@ -496,7 +504,11 @@ pub(crate) fn check_schema(schema: &Value, at: &str, param: &str) -> Result<(), 
     Ok(())
 }
 
-fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequest, ApiError> {
+fn from_chat(
+    r: &ChatCompletionRequest,
+    syntax: tools::Syntax,
+    jinja: bool,
+) -> Result<GenRequest, ApiError> {
     let choices = check_n(r.n)?;
     let format = response_format(r.response_format.as_ref())?;
     let mut tools = tools::from_chat(r, |schema, param| check_schema(schema, "", param))?;
@@ -553,7 +565,7 @@ fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequ
     };
     let (messages, images) = with_image_markers(&r.messages)?;
     let prompt = match &tools {
-        Some(mode) if mode.syntax.renders_jinja() => {
+        Some(mode) if jinja && mode.syntax.renders_jinja() => {
             let (messages, tools) = tools::jinja_input(&messages, mode);
             PromptInput::Jinja { messages, tools }
         }
@@ -567,6 +579,7 @@ fn from_chat(r: &ChatCompletionRequest, syntax: tools::Syntax) -> Result<GenRequ
         tools,
         choices,
         images,
+        template_kwargs: template_kwargs(r.extra.get("chat_template_kwargs"))?,
     })
 }
 
@@ -668,7 +681,20 @@ fn from_completion(r: &CompletionRequest) -> Result<GenRequest, ApiError> {
         prompt,
         params,
         images: Vec::new(),
+        template_kwargs: serde_json::Map::new(),
     })
+}
+
+/// `chat_template_kwargs`: an object of the template's own variables.
+fn template_kwargs(v: Option<&Value>) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(serde_json::Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::invalid_param(
+            "chat_template_kwargs",
+            "`chat_template_kwargs` must be an object of the chat template's variables, e.g. {\"enable_thinking\": false}",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -680,6 +706,32 @@ mod tests {
         from_router(&Request::Chat(
             ChatCompletionRequest::from_value(v).unwrap(),
         ))
+    }
+
+    /// Hermes' models get their template's rendering of the tools where it
+    /// renders here, and Hearth's rendering of Qwen's words where it does not.
+    #[test]
+    fn hermes_prompts_are_the_templates_rendering_where_it_renders() {
+        let r = Request::Chat(
+            ChatCompletionRequest::from_value(
+                json!({"messages": [{"role": "user", "content": "Weather?"}],
+                "tools": [{"type": "function", "function": {"name": "get_weather",
+                    "parameters": {"type": "object", "properties": {}}}}]}),
+            )
+            .unwrap(),
+        );
+        let jinja = from_router_as(&r, tools::Syntax::Hermes, true).unwrap();
+        assert!(
+            matches!(&jinja.prompt, PromptInput::Jinja { tools, .. } if tools[0]["function"]["name"] == "get_weather"),
+            "{:?}",
+            jinja.prompt
+        );
+        let own = from_router_as(&r, tools::Syntax::Hermes, false).unwrap();
+        assert!(
+            matches!(&own.prompt, PromptInput::Chat(turns) if turns[0].1.contains("<tools>")),
+            "{:?}",
+            own.prompt
+        );
     }
 
     #[test]
@@ -806,6 +858,18 @@ mod tests {
                 .grammar,
             Some(Grammar::JsonObject)
         );
+        let kwargs = base(json!({"chat_template_kwargs": {"enable_thinking": false}}))
+            .unwrap()
+            .template_kwargs;
+        assert_eq!(Value::Object(kwargs), json!({"enable_thinking": false}));
+        assert!(
+            base(json!({"chat_template_kwargs": null}))
+                .unwrap()
+                .template_kwargs
+                .is_empty()
+        );
+        let e = base(json!({"chat_template_kwargs": "enable_thinking=false"})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("chat_template_kwargs"));
     }
 
     #[test]

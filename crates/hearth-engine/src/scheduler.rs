@@ -72,8 +72,11 @@ impl Finish {
 /// What the engine tells a waiting request.
 #[derive(Debug)]
 pub enum Event {
-    /// The prompt was tokenized and fits; generation will follow.
-    Accepted,
+    /// The prompt was tokenized and fits; generation will follow. `thinking`:
+    /// the prompt ends inside the model's thinking (its template opened it).
+    Accepted {
+        thinking: bool,
+    },
     /// More output text (whole characters, stop strings removed).
     Text(String),
     /// The log probability of the token just sampled (when asked for).
@@ -203,13 +206,15 @@ impl Drop for PanicGuard<'_> {
 
 /// The engine thread's body.
 /// `jinja`: the chat template as its Jinja source renders it, for the requests
-/// whose tool syntax needs it (see `tools`).
+/// whose tool syntax needs it (see `tools`) or that give `chat_template_kwargs`,
+/// and for every chat when `jinja_chats` (a reasoning model's template).
 pub fn run(
     settings: Settings,
     shared: Arc<Shared>,
     jobs: Receiver<Job>,
     hook: Option<IntakeHook>,
     jinja: Option<Arc<crate::jinja::ChatTemplate>>,
+    jinja_chats: bool,
 ) {
     let guard = |thread| PanicGuard {
         shared: &shared,
@@ -250,7 +255,7 @@ pub fn run(
         model: &model,
         vision: vision.as_ref(),
         template,
-        jinja: jinja.map(|t| crate::intake::Jinja::new(&model, t)),
+        jinja: jinja.map(|t| crate::intake::Jinja::new(&model, t, jinja_chats)),
         n_ctx: settings.context as usize,
         hook,
     };
@@ -407,6 +412,8 @@ struct Scheduler<'m> {
     /// Decodes in a row that found the KV cache full; 0 after one that did not.
     full: usize,
     shared: Arc<Shared>,
+    /// Control tokens written as their text (`llama::preserved_tokens`).
+    preserved: Vec<llama_cpp_2::token::LlamaToken>,
 }
 
 /// What a batch entry is for.
@@ -451,6 +458,7 @@ impl<'m> Scheduler<'m> {
             tick: 0,
             full: 0,
             shared,
+            preserved: llama::preserved_tokens(model),
         }
     }
 
@@ -899,7 +907,7 @@ impl<'m> Scheduler<'m> {
             return self.finish(i, Finish::Stop);
         }
         if let Some(top) = a.logprobs {
-            let lp = llama::logprob(model, &self.ctx, idx, token, top);
+            let lp = llama::logprob(model, &self.ctx, idx, token, top, &self.preserved);
             if a.events.send(Event::Logprob(lp)).is_err() {
                 self.slots[i].active = None;
                 return;
@@ -907,7 +915,7 @@ impl<'m> Scheduler<'m> {
         }
         a.generated += 1;
         self.shared.generated_tokens.fetch_add(1, Ordering::Relaxed);
-        let pushed = a.text.push(&llama::piece(model, token));
+        let pushed = a.text.push(&llama::piece(model, token, &self.preserved));
         if !pushed.text.is_empty() && a.events.send(Event::Text(pushed.text)).is_err() {
             self.slots[i].active = None;
             return;

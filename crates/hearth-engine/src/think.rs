@@ -8,8 +8,8 @@
 //! between the two dropped. A model configured `reasoning = "inline"` keeps the tags
 //! in its reply.
 //!
-//! Tags that are control tokens (Magistral's `[THINK]`) render as no text, so there
-//! is nothing to split: their thinking stays in the reply, untagged.
+//! Magistral's `[THINK]…[/THINK]` are control tokens, written as their text for
+//! this (see `llama::preserved_tokens`), and split the same way.
 
 /// The tags around a model's thinking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +25,26 @@ impl Tags {
         close: "</think>",
     };
 
+    /// Whether `prompt` ends inside the thinking: the chat template's generation
+    /// prompt opens it (QwQ, DeepSeek R1's distills, Qwen3's thinking-only models),
+    /// so the answer starts with the thought and only closes it.
+    pub fn opened_by(self, prompt: &str) -> bool {
+        prompt.trim_end().ends_with(self.open)
+    }
+
+    /// Magistral's `[THINK]` and `[/THINK]` (control tokens, which the engine
+    /// writes as their text: `llama::preserved_tokens`).
+    pub const BRACKETS: Tags = Tags {
+        open: "[THINK]",
+        close: "[/THINK]",
+    };
+
     /// The tags a chat template (its Jinja source) knows, if any.
     pub fn of_template(template: Option<&str>) -> Option<Tags> {
-        template
-            .filter(|t| t.contains(Tags::THINK.close))
-            .map(|_| Tags::THINK)
+        let t = template?;
+        [Tags::THINK, Tags::BRACKETS]
+            .into_iter()
+            .find(|tags| t.contains(tags.close))
     }
 }
 
@@ -59,6 +74,9 @@ pub struct Splitter {
     tags: Tags,
     state: State,
     held: String,
+    /// The prompt opened the thinking: an answer that does not open it again
+    /// starts inside it.
+    opened: bool,
 }
 
 impl Splitter {
@@ -67,6 +85,16 @@ impl Splitter {
             tags,
             state: State::Start,
             held: String::new(),
+            opened: false,
+        }
+    }
+
+    /// A splitter for an answer whose prompt opened the thinking (see
+    /// [`Tags::opened_by`]).
+    pub fn opened(tags: Tags) -> Self {
+        Splitter {
+            opened: true,
+            ..Splitter::new(tags)
         }
     }
 
@@ -83,6 +111,8 @@ impl Splitter {
                         self.state = State::Thinking;
                     } else if self.tags.open.starts_with(body) {
                         return out; // whitespace, or the tag's beginning: wait
+                    } else if self.opened {
+                        self.state = State::Thinking;
                     } else {
                         self.state = State::Reply;
                     }
@@ -131,6 +161,7 @@ impl Splitter {
         let mut out = Vec::new();
         match self.state {
             State::Thinking => push_part(&mut out, Part::Thinking(held)),
+            State::Start if self.opened => push_part(&mut out, Part::Thinking(held)),
             State::Start | State::Reply => push_part(&mut out, Part::Reply(held)),
             State::Between => {}
         }
@@ -151,7 +182,10 @@ mod tests {
 
     /// The thinking and the reply `pieces` make, then the answer's end.
     fn split(pieces: &[&str]) -> (String, String) {
-        let mut s = Splitter::new(Tags::THINK);
+        split_with(Splitter::new(Tags::THINK), pieces)
+    }
+
+    fn split_with(mut s: Splitter, pieces: &[&str]) -> (String, String) {
         let (mut thinking, mut reply) = (String::new(), String::new());
         let mut parts: Vec<Part> = pieces.iter().flat_map(|p| s.push(p)).collect();
         parts.extend(s.finish());
@@ -213,11 +247,50 @@ mod tests {
         assert_eq!(s.finish(), vec![Part::Thinking("</thin".into())]);
     }
 
+    /// QwQ's and DeepSeek R1's templates end the prompt with `<think>\n`: the
+    /// answer is the thought, `</think>`, then the reply.
+    #[test]
+    fn an_answer_to_a_prompt_that_opened_the_thinking_starts_inside_it() {
+        let t = Tags::THINK;
+        assert!(t.opened_by("<|im_start|>assistant\n<think>\n"));
+        assert!(t.opened_by("<｜Assistant｜><think>"));
+        assert!(!t.opened_by("<|im_start|>assistant\n"));
+        // Qwen3 with enable_thinking false: an empty thought, closed.
+        assert!(!t.opened_by("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
+        let opened = || Splitter::opened(Tags::THINK);
+        assert_eq!(
+            split_with(opened(), &["Two ", "and two.\n</th", "ink>\n\nFour."]),
+            ("Two and two.\n".to_owned(), "Four.".to_owned())
+        );
+        // A model that opens it again anyway, and one cut off while thinking.
+        assert_eq!(
+            split_with(opened(), &["<think>a</think>b"]),
+            ("a".to_owned(), "b".to_owned())
+        );
+        assert_eq!(
+            split_with(opened(), &["still ", "thinking"]),
+            ("still thinking".to_owned(), String::new())
+        );
+    }
+
+    #[test]
+    fn magistrals_brackets_split_the_same_way() {
+        let s = Splitter::new(Tags::BRACKETS);
+        assert_eq!(
+            split_with(s, &["[THI", "NK]Two and two.[/TH", "INK]", "\n\nFour."]),
+            ("Two and two.".to_owned(), "Four.".to_owned())
+        );
+    }
+
     #[test]
     fn templates_that_strip_thinking_name_the_tags() {
         let qwen3 = "{%- if '</think>' in content %}{%- set content = content.split('</think>')[-1] %}{%- endif %}";
         assert_eq!(Tags::of_template(Some(qwen3)), Some(Tags::THINK));
         assert_eq!(Tags::of_template(Some("<|im_start|>{{ m.content }}")), None);
+        let v13 = include_str!("../tests/templates/mistral-common-1.13.1-v13-think.jinja");
+        assert_eq!(Tags::of_template(Some(v13)), Some(Tags::BRACKETS));
+        let v11 = include_str!("../tests/templates/mistral-common-1.13.1-v11.jinja");
+        assert_eq!(Tags::of_template(Some(v11)), None);
         assert_eq!(Tags::of_template(None), None);
     }
 }

@@ -67,7 +67,9 @@ pub enum Syntax {
     /// llama.cpp's generic JSON format (see the module's documentation).
     #[default]
     Generic,
-    /// Hermes' `<tool_call>` tags, for a model whose chat template has them.
+    /// Hermes' `<tool_call>` tags, for a model whose chat template has them (Qwen2.5,
+    /// Qwen3, Hermes 2 and 3), with the prompt rendered by the template's Jinja
+    /// source (by Hearth, in Qwen's words, where it does not render here).
     Hermes,
     /// Llama 3.x's JSON calls (`{"name", "parameters"}`), one at a time, with the
     /// prompt rendered by the template's Jinja source.
@@ -102,8 +104,16 @@ impl Syntax {
         }
     }
 
-    /// Whether the prompt is the template's own Jinja rendering.
+    /// Whether the prompt is the template's own Jinja rendering, where the
+    /// template renders here.
     pub fn renders_jinja(self) -> bool {
+        self == Syntax::Hermes || self.needs_jinja()
+    }
+
+    /// Whether only the template's Jinja source writes the syntax's words (a
+    /// template that does not render here leaves its model the generic format);
+    /// Hermes' Hearth also writes as Qwen's template does.
+    pub fn needs_jinja(self) -> bool {
         matches!(self, Syntax::Llama3 | Syntax::Mistral | Syntax::MistralArgs)
     }
 

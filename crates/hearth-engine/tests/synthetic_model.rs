@@ -69,6 +69,22 @@ fn generate(py: &Path, path: &Path, extra: &[&str]) {
     );
 }
 
+/// [`generate`] with `file` of `tests/templates` as the chat template and an
+/// 8192-token context (its vocabulary spells most prompts byte by byte).
+fn generate_with_template(py: &Path, path: &Path, file: &str, extra: &[&str]) {
+    let template = repo()
+        .join("crates/hearth-engine/tests/templates")
+        .join(file);
+    let mut flags = vec![
+        "--chat-template",
+        template.to_str().unwrap(),
+        "--context",
+        "8192",
+    ];
+    flags.extend_from_slice(extra);
+    generate(py, path, &flags);
+}
+
 /// The engine on `path`, loaded, on one thread.
 async fn start(name: &str, path: &Path, context: u32, parallel: u32) -> Arc<EmbeddedBackend> {
     start_with(name, path, context, parallel, None).await
@@ -473,73 +489,78 @@ async fn tool_calls(
     Ok((calls, finish))
 }
 
-/// Models whose chat templates write tools in their own words only in their
-/// Jinja source (Llama 3.2's, Mistral Nemo's, Mistral Small 3.1's and Mistral's
-/// newer tokenizers' real templates, stored in a synthetic model) get their prompt
-/// rendered from it: a required or named call
+/// Models whose chat templates write tools in their own words in their Jinja
+/// source (Llama 3.2's, Mistral Nemo's, Mistral Small 3.1's, Mistral's newer
+/// tokenizers' and Qwen2.5's and Qwen3's real templates, stored in a synthetic
+/// model) get their prompt rendered from it: a required or named call
 /// comes back in their shape (Mistral's ids 9 letters and digits, which its
 /// template takes back in the next turn), and a conversation the template
 /// refuses is a 400 carrying the template's own words.
 #[tokio::test]
-async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words() {
+async fn models_with_llama3_mistral_and_qwen_tool_templates_call_tools_in_their_words() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let templates = repo().join("crates/hearth-engine/tests/templates");
     // Each with a conversation its template refuses, and the words it says.
-    for (name, file, refused, says) in [
+    let refuses = |messages: serde_json::Value, says: &'static str| Some((messages, says));
+    for (name, file, refused) in [
         (
             "synthetic-llama3",
             "meta-llama-Llama-3.2-3B-Instruct.jinja",
-            json!([{"role": "system", "content": "Be brief."}]),
-            "Cannot put tools in the first user message",
+            refuses(
+                json!([{"role": "system", "content": "Be brief."}]),
+                "Cannot put tools in the first user message",
+            ),
         ),
         (
             "synthetic-mistral",
             "mistralai-Mistral-Nemo-Instruct-2407.jinja",
-            json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]),
-            "conversation roles must alternate",
+            refuses(
+                json!([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]),
+                "conversation roles must alternate",
+            ),
         ),
         (
             // Its alternation check is dead code in Python's Jinja as in ours (the
             // list it fills is set inside a loop): a second system message it refuses.
             "synthetic-mistral-small",
             "mistralai-Mistral-Small-3.1-24B-Instruct-2503.jinja",
-            json!([{"role": "user", "content": "a"}, {"role": "system", "content": "b"},
+            refuses(
+                json!([{"role": "user", "content": "a"}, {"role": "system", "content": "b"},
                 {"role": "user", "content": "c"}]),
-            "Only user and assistant roles are supported",
+                "Only user and assistant roles are supported",
+            ),
         ),
         (
             // Mistral's newer tokenizers, as mistral-common writes their templates:
             // v11 (`[CALL_ID]`, Mistral Small 3.2) and v13 (Magistral, Devstral).
             "synthetic-mistral-v11",
             "mistral-common-1.13.1-v11.jinja",
-            json!([{"role": "assistant", "content": "a"}]),
-            "Conversation must start with a user or system message",
+            refuses(
+                json!([{"role": "assistant", "content": "a"}]),
+                "Conversation must start with a user or system message",
+            ),
         ),
         (
             "synthetic-mistral-v13",
             "mistral-common-1.13.1-v13-think.jinja",
-            json!([{"role": "assistant", "content": "a"}]),
-            "Conversation must start with a user or system message",
+            refuses(
+                json!([{"role": "assistant", "content": "a"}]),
+                "Conversation must start with a user or system message",
+            ),
         ),
+        // Hermes' tags, in Qwen's templates (which refuse nothing); Qwen3's also
+        // splits thinking, which a call's tag is not.
+        ("synthetic-qwen2.5", "Qwen-Qwen2.5-7B-Instruct.jinja", None),
+        ("synthetic-qwen3", "Qwen-Qwen3-0.6B.jinja", None),
     ] {
         let path = dir.path().join(format!("{name}.gguf"));
-        let template = templates.join(file);
-        generate(
-            &py,
-            &path,
-            &[
-                "--chat-template",
-                template.to_str().unwrap(),
-                "--context",
-                "8192",
-            ],
-        );
+        generate_with_template(&py, &path, file, &[]);
         // Its vocabulary spells most of these prompts byte by byte.
         let b = start(name, &path, 8192, 1).await;
         let format = match name {
             "synthetic-llama3" => "llama3",
             n if n.starts_with("synthetic-mistral-v1") => "mistral-args",
+            n if n.starts_with("synthetic-qwen") => "hermes",
             _ => "mistral",
         };
         assert_eq!(b.tool_format(), Some(format), "{name}");
@@ -601,6 +622,9 @@ async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words
             );
         }
 
+        let Some((refused, says)) = refused else {
+            continue;
+        };
         let mut bad = named;
         bad["messages"] = refused;
         let e = match tool_calls(&b, bad).await {
@@ -615,4 +639,115 @@ async fn models_with_llama3_and_mistral_tool_templates_call_tools_in_their_words
             e.message
         );
     }
+}
+
+/// A chat ("Two and two?") answered with at most 12 tokens at temperature 0,
+/// with `extra` fields: its reasoning, its text and its prompt's tokens.
+async fn reasoning_chat(b: &EmbeddedBackend, extra: serde_json::Value) -> (String, String, u64) {
+    let mut body = json!({"model": "synthetic", "max_tokens": 12, "temperature": 0,
+        "messages": [{"role": "user", "content": "Two and two?"}]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = Request::Chat(ChatCompletionRequest::from_value(body).unwrap());
+    let mut s = b.call(&r).await.unwrap();
+    let (mut reasoning, mut text, mut usage) = (String::new(), String::new(), None);
+    while let Some(e) = s.next().await {
+        match e.unwrap() {
+            Event::Reasoning { text: t, .. } => reasoning.push_str(&t),
+            Event::Text { text: t, .. } => text.push_str(&t),
+            e => usage = e.usage().or(usage),
+        }
+    }
+    (reasoning, text, usage.expect("a usage event").prompt_tokens)
+}
+
+/// Reasoning models' real templates (Qwen3's, QwQ's), stored in a synthetic
+/// model, render their prompts from their Jinja source: Qwen3's takes
+/// `chat_template_kwargs` (`enable_thinking: false` closes an empty thought in
+/// the prompt, so the prompt grows), a value that is not an object is a 400,
+/// and QwQ's opens the thinking in the prompt, so the whole answer (random
+/// weights never close it) is reasoning, not reply.
+#[tokio::test]
+async fn reasoning_models_render_their_templates_and_take_chat_template_kwargs() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let model = |name: &str, file: &str| {
+        let path = dir.path().join(format!("{name}.gguf"));
+        generate_with_template(&py, &path, file, &[]);
+        path
+    };
+    let qwen3 = model("qwen3", "Qwen-Qwen3-0.6B.jinja");
+    let b = start("synthetic-qwen3", &qwen3, 2048, 1).await;
+    let (_, _, thinking) = reasoning_chat(&b, json!({})).await;
+    let off = json!({"chat_template_kwargs": {"enable_thinking": false}});
+    let (reasoning, _, not_thinking) = reasoning_chat(&b, off).await;
+    assert!(not_thinking > thinking, "{not_thinking} vs {thinking}");
+    assert_eq!(reasoning, "");
+    let r = Request::Chat(
+        ChatCompletionRequest::from_value(json!({"model": "synthetic",
+            "messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": [1]}))
+        .unwrap(),
+    );
+    match b.call(&r).await {
+        Err(hearth_router::BackendError::Invalid(e)) => {
+            assert_eq!(e.param.as_deref(), Some("chat_template_kwargs"));
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a list as chat_template_kwargs was taken"),
+    }
+    drop(b);
+
+    let qwq = model("qwq", "Qwen-QwQ-32B.jinja");
+    let b = start("synthetic-qwq", &qwq, 2048, 1).await;
+    let (reasoning, text, _) = reasoning_chat(&b, json!({})).await;
+    assert!(!reasoning.is_empty(), "no reasoning; the reply: {text:?}");
+    assert_eq!(text, "", "the reasoning: {reasoning:?}");
+}
+
+/// Mistral's vocabularies hold `[TOOL_CALLS]` and `[ARGS]` as control tokens,
+/// which llama.cpp renders as no text: the engine writes them as their text, so a
+/// call made of them is read (the generator's `--control-tokens` gives the
+/// synthetic model such tokens, and a logit bias makes it pick them over
+/// spelling the markers out byte by byte). The log probabilities show the
+/// marker as one token, written as its text.
+#[tokio::test]
+async fn mistral_control_tokens_are_written_as_their_text_and_read_as_calls() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("magistral.gguf");
+    generate_with_template(
+        &py,
+        &path,
+        "mistral-common-1.13.1-v13-think.jinja",
+        &["--control-tokens", "[TOOL_CALLS],[ARGS],[THINK],[/THINK]"],
+    );
+    let b = start("synthetic-magistral", &path, 8192, 1).await;
+    // The control tokens follow the 259 special and byte tokens, in that order.
+    let body = json!({"model": "synthetic", "max_tokens": 200, "temperature": 0,
+        "messages": [{"role": "user", "content": "Time?"}],
+        "tools": [{"type": "function", "function": {"name": "get_time", "parameters": {
+            "type": "object", "properties": {"unit": {"enum": ["c", "f"]}},
+            "required": ["unit"], "additionalProperties": false}}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+        "logit_bias": {"259": 100, "260": 100}, "logprobs": true});
+    let r = Request::Chat(ChatCompletionRequest::from_value(body).unwrap());
+    let mut s = b.call(&r).await.unwrap();
+    let (mut tokens, mut calls, mut finish) = (Vec::new(), Vec::new(), None);
+    while let Some(e) = s.next().await {
+        match e.unwrap() {
+            Event::Logprob { token, .. } => tokens.push(token.token),
+            Event::ToolCall { call, .. } => calls.extend(call.name),
+            Event::Finish { reason, .. } => finish = Some(reason),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        tokens.first().map(String::as_str),
+        Some("[TOOL_CALLS]"),
+        "{tokens:?}"
+    );
+    assert!(tokens.iter().any(|t| t == "[ARGS]"), "{tokens:?}");
+    assert_eq!(calls, ["get_time"], "{tokens:?}");
+    assert_eq!(finish, Some(hearth_router::FinishReason::ToolCalls));
 }

@@ -9,6 +9,10 @@
 //!   of its runner; they are ignored, as Ollama ignores options it does not know.
 //! - `format: "json"` is `response_format: {"type": "json_object"}`; a JSON schema
 //!   is `{"type": "json_schema"}` with it.
+//! - `think: true|false` is `chat_template_kwargs: {"enable_thinking": …}` (Qwen3's
+//!   switch, which the embedded engine, vLLM and llama-server pass to the chat
+//!   template); `"low"|"medium"|"high"` (gpt-oss) is `reasoning_effort`, also
+//!   passed to the template. The thinking comes back as `thinking`.
 //! - `keep_alive` is accepted and has no effect: Hearth keeps its models loaded.
 //! - `/api/generate` applies the model's chat template (with `system`) unless
 //!   `raw` is true or a `suffix` asks for fill-in-the-middle: those are text
@@ -47,6 +51,8 @@ pub struct ChatBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +102,8 @@ pub struct GenerateBody {
     options: Option<Map<String, Value>>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    think: Option<Value>,
 }
 
 /// Which endpoint answers: where its text goes in each line.
@@ -130,6 +138,7 @@ pub async fn chat(
         v["tools"] = tools;
     }
     sampling(&mut v, req.options.as_ref(), req.format.as_ref());
+    think(&mut v, req.think.as_ref())?;
     let request = ChatCompletionRequest::from_value(v)?;
     answer(
         &state,
@@ -179,6 +188,7 @@ pub async fn generate(
             "stream_options": {"include_usage": true},
         });
         sampling(&mut v, req.options.as_ref(), req.format.as_ref());
+        think(&mut v, req.think.as_ref())?;
         Request::Chat(ChatCompletionRequest::from_value(v)?)
     };
     answer(
@@ -253,6 +263,27 @@ fn image_type(b64: &str) -> &'static str {
         [b'R', b'I', b'F', b'F', ..] => "image/webp",
         _ => "image/jpeg",
     }
+}
+
+/// Ollama's `think` into a chat request: a switch as the chat template's
+/// `enable_thinking`, a level as `reasoning_effort` (top level, for upstreams
+/// that read it there, and for the template). Anything else is a 400.
+fn think(v: &mut Value, think: Option<&Value>) -> Result<(), OllamaError> {
+    match think {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(on)) => v["chat_template_kwargs"] = json!({"enable_thinking": on}),
+        Some(Value::String(level)) if ["low", "medium", "high"].contains(&level.as_str()) => {
+            v["reasoning_effort"] = json!(level);
+            v["chat_template_kwargs"] = json!({"reasoning_effort": level});
+        }
+        Some(other) => {
+            return Err(OllamaError(hearth_api::ApiError::invalid_param(
+                "think",
+                format!("think must be true, false, \"low\", \"medium\" or \"high\", not {other}"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `options` and `format` into the request's OpenAI fields.

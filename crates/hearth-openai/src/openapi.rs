@@ -481,6 +481,7 @@ fn build() -> Value {
                     "n": {"type": "integer", "const": 1},
                     "response_format": {"type": "object", "required": ["type"], "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}}},
                     "tools": {"type": "array", "items": {"type": "object"}},
+                    "chat_template_kwargs": {"type": "object", "description": "variables for the model's chat template (embedded engine; forwarded to upstreams): {\"enable_thinking\": false} turns Qwen3's thinking off"},
                 }), &["messages"]),
                 "CompletionRequest": with(json!({"prompt": text_or_list.clone(), "suffix": {"type": "string"}}), &["prompt"]),
                 "EmbeddingsRequest": {"type": "object", "required": ["input"], "properties": {

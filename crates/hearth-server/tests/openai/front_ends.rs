@@ -92,6 +92,64 @@ async fn ollama_errors_are_ollamas_shape_and_a_broken_stream_ends_with_an_error_
     assert_eq!(body["model"], "m:latest");
 }
 
+/// Ollama's `think` reaches an upstream as the fields vLLM and llama-server read:
+/// a switch as `chat_template_kwargs.enable_thinking`, a level as
+/// `reasoning_effort`; anything else is a 400 in Ollama's shape, sent nowhere.
+#[tokio::test]
+async fn ollamas_think_reaches_the_upstream_as_chat_template_kwargs() {
+    let up = FakeUpstream::start().await.unwrap();
+    let gw = gateway(&up).await;
+    let chat = |think: Value| {
+        json!({"model": "m", "stream": false, "think": think,
+        "messages": [{"role": "user", "content": "hi"}]})
+    };
+    for think in [json!(false), json!("high")] {
+        let r = gw
+            .post("/api/chat")
+            .json(&chat(think))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = gw
+        .post("/api/generate")
+        .json(&json!({"model": "m", "prompt": "hi", "stream": false, "think": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent: Vec<Value> = up.received().into_iter().map(|r| r.body).collect();
+    assert_eq!(sent.len(), 3);
+    assert_eq!(
+        sent[0]["chat_template_kwargs"],
+        json!({"enable_thinking": false})
+    );
+    assert_eq!(sent[1]["reasoning_effort"], "high");
+    assert_eq!(
+        sent[1]["chat_template_kwargs"],
+        json!({"reasoning_effort": "high"})
+    );
+    assert_eq!(
+        sent[2]["chat_template_kwargs"],
+        json!({"enable_thinking": true})
+    );
+
+    let r = gw
+        .post("/api/chat")
+        .json(&chat(json!("max")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("think must be"),
+        "{body}"
+    );
+    assert_eq!(up.received().len(), 3);
+}
+
 #[tokio::test]
 async fn a_responses_stream_that_breaks_ends_with_response_failed() {
     let up = FakeUpstream::start().await.unwrap();
