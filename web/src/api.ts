@@ -25,6 +25,8 @@ export interface Message {
   created_at: number;
   /** A reasoning model's thinking before its answer; absent or null when it gave none. */
   reasoning?: string | null;
+  /** How long it thought, in ms (its thinking's first piece to its last); absent with no thinking. */
+  reasoning_ms?: number | null;
 }
 
 export interface ContextInfo {

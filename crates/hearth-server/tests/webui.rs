@@ -519,7 +519,8 @@ async fn a_message_streams_its_reply_and_both_are_stored() {
 }
 
 /// A reasoning model's thinking streams as `reasoning` events apart from the
-/// answer, is stored apart (and survives a reload), is quoted in the Markdown
+/// answer, is stored apart with how long it took (and survives a reload), is
+/// quoted in the Markdown
 /// export, and is never sent back to the model with the history.
 #[tokio::test]
 async fn a_reasoning_models_thinking_streams_and_is_stored_apart() {
@@ -550,6 +551,15 @@ async fn a_reasoning_models_thinking_streams_and_is_stored_apart() {
     let msgs = conv["messages"].as_array().unwrap();
     assert_eq!(msgs[1]["reasoning"], "The user wants me\nto think.");
     assert!(msgs[3].get("reasoning").is_none(), "{}", msgs[3]);
+    // How long it thought (the first piece of thinking to the last), within the
+    // reply's time; none without thinking.
+    let ms = msgs[1]["reasoning_ms"].as_i64().unwrap();
+    assert!(
+        (0..=msgs[1]["duration_ms"].as_i64().unwrap()).contains(&ms),
+        "{}",
+        msgs[1]
+    );
+    assert!(msgs[3].get("reasoning_ms").is_none(), "{}", msgs[3]);
     // The history sent with the second turn holds the answer only.
     let seen = app.fake.seen.lock().unwrap().last().cloned().unwrap();
     let sent: Vec<String> = seen.iter().map(ChatMessage::text).collect();

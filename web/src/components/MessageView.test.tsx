@@ -38,7 +38,17 @@ describe('MessageView with reasoning', () => {
     expect(container.querySelector('summary')?.textContent).toBe('Thought for 4 s');
   });
 
-  it('a stored reply (after a reload) is collapsed, says "Thoughts", and opens on a click', () => {
+  it('a stored reply says how long it thought, as the server stored it', () => {
+    const stored = reply({ reasoning: 'Step one.', content: 'Done', finish_reason: 'stop', reasoning_ms: 2400 });
+    const { container, rerender } = render(<MessageView {...props(stored, false)} />);
+    expect(details(container)?.open).toBe(false);
+    expect(container.querySelector('summary')?.textContent).toBe('Thought for 2 s');
+    // Under a second is "1 s", not "0 s".
+    rerender(<MessageView {...props({ ...stored, reasoning_ms: 120 }, false)} />);
+    expect(container.querySelector('summary')?.textContent).toBe('Thought for 1 s');
+  });
+
+  it('a stored reply from before durations were kept is collapsed, says "Thoughts", and opens on a click', () => {
     const { container } = render(<MessageView {...props(reply({ reasoning: 'Step one.', content: 'Done', finish_reason: 'stop' }), false)} />);
     expect(details(container)?.open).toBe(false);
     expect(container.querySelector('summary')?.textContent).toBe('Thoughts');

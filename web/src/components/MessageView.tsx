@@ -9,21 +9,26 @@ const ENDINGS: Record<string, string> = {
   length: 'Reached the token limit',
 };
 
+/** Milliseconds as the whole seconds a summary shows (at least 1). */
+const seconds = (ms: number) => Math.max(1, Math.round(ms / 1000));
+
 /**
  * A reasoning model's thinking, as plain text (it is model output: never markup). Open
  * while the model thinks; closed once the answer starts, which the reader can reopen.
+ * How long it thought: as this page saw it, else as the server stored it (`ms`; replies
+ * stored before it kept that say "Thoughts").
  */
-function Reasoning({ text, thinking }: { text: string; thinking: boolean }) {
+function Reasoning({ text, thinking, ms }: { text: string; thinking: boolean; ms?: number | null }) {
   const [open, setOpen] = useState(thinking);
-  // How long it thought is only known when this page saw it think; after a reload it is not.
   const since = useRef<number | null>(thinking ? Date.now() : null);
-  const [secs, setSecs] = useState<number | null>(null);
+  const [seen, setSeen] = useState<number | null>(null);
+  const secs = seen ?? (ms != null ? seconds(ms) : null);
   useEffect(() => {
     if (thinking) {
       since.current ??= Date.now();
       setOpen(true);
     } else if (since.current != null) {
-      setSecs(Math.max(1, Math.round((Date.now() - since.current) / 1000)));
+      setSeen(seconds(Date.now() - since.current));
       since.current = null;
       setOpen(false);
     }
@@ -77,7 +82,7 @@ export const MessageView = memo(function MessageView({ m, streaming, omitted, ca
   return (
     <div className={cls} data-id={m.id} data-role={m.role} data-finish={m.finish_reason ?? (streaming ? 'streaming' : '')}>
       {omitted ? <div className="omitted-label">Left out of the model's context</div> : null}
-      {m.role === 'assistant' && m.reasoning ? <Reasoning text={m.reasoning} thinking={streaming && !m.content} /> : null}
+      {m.role === 'assistant' && m.reasoning ? <Reasoning text={m.reasoning} thinking={streaming && !m.content} ms={m.reasoning_ms} /> : null}
       <div className="msg-body">
         {m.role === 'user' ? <div className="plain">{m.content}</div> : <Markdown text={m.content} />}
         {streaming && !m.content && !m.reasoning ? <span className="typing" aria-label="Generating">…</span> : null}

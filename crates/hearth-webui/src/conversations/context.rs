@@ -87,6 +87,7 @@ mod tests {
             finish_reason: None,
             created_at: 0,
             reasoning: None,
+            reasoning_ms: None,
         }
     }
 

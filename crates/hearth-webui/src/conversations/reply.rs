@@ -281,6 +281,7 @@ async fn generate(
         message: placeholder,
         model: completion.model().to_owned(),
         started,
+        thinking_since: None,
         update: ReplyUpdate::default(),
     };
     // The pump's log lines carry the request's id.
@@ -311,6 +312,8 @@ struct Pump {
     message: Message,
     model: String,
     started: Instant,
+    /// When the model's thinking began, if it thinks.
+    thinking_since: Option<Instant>,
     update: ReplyUpdate,
 }
 
@@ -376,7 +379,13 @@ impl Pump {
         }
         let (kept, event_type) = match kind {
             Piece::Text => (&mut self.update.content, "delta"),
-            Piece::Reasoning => (&mut self.update.reasoning, "reasoning"),
+            Piece::Reasoning => {
+                // How long it thought: from the first piece of thinking to this one.
+                let since = *self.thinking_since.get_or_insert_with(Instant::now);
+                self.update.reasoning_ms =
+                    Some(i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX));
+                (&mut self.update.reasoning, "reasoning")
+            }
         };
         kept.push_str(&text);
         let _ = self
