@@ -61,7 +61,7 @@ pub struct EmbeddedBackend {
     /// The tags of its thinking, split from its chat replies (a reasoning model
     /// configured `reasoning = "split"`).
     think: Option<think::Tags>,
-    /// Its chat template renders as Jinja here (see `tool_syntax`).
+    /// Its chat template renders as Jinja here (see `compile_template`).
     jinja: bool,
     shared: Arc<Shared>,
     // std's Sender is Sync, but a Mutex keeps this type Sync on older toolchains'
@@ -170,13 +170,17 @@ impl EmbeddedBackend {
         let template = info
             .get("tokenizer.chat_template")
             .and_then(gguf::MetaValue::as_str);
-        let (tool_syntax, jinja) = tool_syntax(&cfg.name, template);
+        let (tool_syntax, jinja) = compile_template(&cfg.name, template);
+        let renders = jinja.is_some();
         // A reasoning model's prompts are its template's own rendering: it drops
         // earlier thoughts, and may open the thinking itself.
-        let tags = think::Tags::of_template(template);
-        let jinja_chats = tags.is_some() && jinja.is_some();
-        let renders = jinja.is_some();
-        let think = tags.filter(|_| embedded.reasoning == hearth_config::Reasoning::Split);
+        let prompts = scheduler::Prompts {
+            jinja,
+            think: think::Tags::of_template(template),
+        };
+        let think = prompts
+            .think
+            .filter(|_| embedded.reasoning == hearth_config::Reasoning::Split);
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("engine-{}", cfg.name))
@@ -192,7 +196,7 @@ impl EmbeddedBackend {
                         }
                     }
                 }
-                scheduler::run(settings, thread_shared, rx, hook, jinja, jinja_chats);
+                scheduler::run(settings, thread_shared, rx, hook, prompts);
             })
             .map_err(EngineError::Spawn)?;
         Ok(Arc::new(EmbeddedBackend {
@@ -438,11 +442,11 @@ fn ended() -> BackendError {
 }
 
 /// How a model whose chat template is `source` calls tools, and that template
-/// compiled (for the syntaxes only its Jinja source writes, `chat_template_kwargs`
-/// and reasoning models' prompts). A template that does not compile, or does not
+/// compiled as Jinja (for the syntaxes only its Jinja source writes,
+/// `chat_template_kwargs` and reasoning models' prompts). A template that does not compile, or does not
 /// render a conversation (with a tool, for such a syntax), is logged: the model
 /// then calls tools in the generic format, and its prompts are llama.cpp's.
-fn tool_syntax(
+fn compile_template(
     model: &str,
     source: Option<&str>,
 ) -> (tools::Syntax, Option<Arc<crate::jinja::ChatTemplate>>) {

@@ -46,6 +46,8 @@ pub struct Intake<'m> {
     pub template: Option<LlamaChatTemplate>,
     /// The template's Jinja source, for prompts that need it.
     pub jinja: Option<Jinja>,
+    /// The model's thinking tags, when it is a reasoning model.
+    pub think: Option<crate::think::Tags>,
     pub n_ctx: usize,
     pub hook: Option<IntakeHook>,
 }
@@ -117,11 +119,10 @@ impl Intake<'_> {
             ),
             _ => None,
         };
-        let thinking = rendered.as_deref().is_some_and(|t| {
-            [crate::think::Tags::THINK, crate::think::Tags::BRACKETS]
-                .iter()
-                .any(|tags| tags.opened_by(t))
-        });
+        let thinking = rendered
+            .as_deref()
+            .zip(self.think)
+            .is_some_and(|(t, tags)| tags.opened_by(t));
         let rendered = rendered.map(PromptInput::Text);
         let input = rendered.as_ref().unwrap_or(&r.prompt);
         let (prompt, media) = match (input, r.images.is_empty(), self.vision) {

@@ -204,17 +204,23 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
+/// How chat prompts are written, as the GGUF's chat template says.
+pub struct Prompts {
+    /// The template as its Jinja source renders here: for the requests whose
+    /// tool syntax needs it (see `tools`) or that give `chat_template_kwargs`,
+    /// and for every chat of a reasoning model (`think`).
+    pub jinja: Option<Arc<crate::jinja::ChatTemplate>>,
+    /// The thinking tags the template knows: a reasoning model's.
+    pub think: Option<crate::think::Tags>,
+}
+
 /// The engine thread's body.
-/// `jinja`: the chat template as its Jinja source renders it, for the requests
-/// whose tool syntax needs it (see `tools`) or that give `chat_template_kwargs`,
-/// and for every chat when `jinja_chats` (a reasoning model's template).
 pub fn run(
     settings: Settings,
     shared: Arc<Shared>,
     jobs: Receiver<Job>,
     hook: Option<IntakeHook>,
-    jinja: Option<Arc<crate::jinja::ChatTemplate>>,
-    jinja_chats: bool,
+    prompts: Prompts,
 ) {
     let guard = |thread| PanicGuard {
         shared: &shared,
@@ -255,7 +261,10 @@ pub fn run(
         model: &model,
         vision: vision.as_ref(),
         template,
-        jinja: jinja.map(|t| crate::intake::Jinja::new(&model, t, jinja_chats)),
+        jinja: prompts
+            .jinja
+            .map(|t| crate::intake::Jinja::new(&model, t, prompts.think.is_some())),
+        think: prompts.think,
         n_ctx: settings.context as usize,
         hook,
     };
