@@ -44,3 +44,15 @@ print(f"{ms(a):.2f} {ms(b):.2f}")'
 
 # Requests per second, from wrk's output on stdin.
 rps() { awk '/Requests\/sec/ {print int($2)}'; }
+
+# install_llama_cpp_python VENV SPEC: llama-cpp-python built from source into VENV,
+# with llama.cpp's defaults (native CPU flags, as pip does), but without Intel's AMX
+# tile instructions: they crashed llama.cpp on a Sapphire Rapids VM (see
+# mk/llama-server.sh).
+install_llama_cpp_python() {
+  local venv=$1 spec=$2 flags=""
+  [ "$(uname -m)" = x86_64 ] && flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  python3 -m venv "$venv"
+  CMAKE_ARGS="-DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'" \
+    "$venv/bin/pip" install -q --no-binary llama-cpp-python "$spec"
+}

@@ -32,7 +32,8 @@ if [ "$native" = 1 ]; then
   isa=$(grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null |
     grep -o -w -E 'sse4_2|avx|avx2|fma|f16c|bmi2|avx512[a-z_0-9]*|avx_vnni|amx[a-z_0-9]*|asimd[a-z]*|sve[0-9]*|i8mm|dotprod' |
     sort -u | tr '\n' ' ' || true)
-  key="$version-native-$(printf '%s %s' "$(uname -m)" "$isa" | sha256sum | cut -c1-10)"
+  # (-noamx: the builds before AMX was turned off crash on CPUs that have it.)
+  key="$version-native-noamx-$(printf '%s %s' "$(uname -m)" "$isa" | sha256sum | cut -c1-10)"
 else
   key="$version-portable-$(uname -m)"
 fi
@@ -92,7 +93,19 @@ if ! runs; then
            LLAMA_BUILD_WEBUI LLAMA_USE_PREBUILT_WEBUI LLAMA_LLGUIDANCE; do
     if grep -q "option($o " "$src/CMakeLists.txt"; then opts+=("-D$o=OFF"); fi
   done
-  if [ "$native" = 1 ]; then opts+=(-DGGML_NATIVE=ON); else opts+=(-DGGML_NATIVE=OFF); fi
+  if [ "$native" = 1 ]; then
+    # Native, but without AMX: on a Sapphire Rapids VM (2026-12-02) this llama.cpp's
+    # AMX tile kernels crashed the server at its first decode (SIGSEGV at
+    # ldtilecfg), though the kernel granted the tile state. GCC keeps an explicit
+    # -mno-* over what -march=native turns on, whatever their order.
+    opts+=(-DGGML_NATIVE=ON)
+    if [ "$(uname -m)" = x86_64 ]; then
+      amx_off="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+      opts+=("-DCMAKE_C_FLAGS=$amx_off" "-DCMAKE_CXX_FLAGS=$amx_off")
+    fi
+  else
+    opts+=(-DGGML_NATIVE=OFF)
+  fi
 
   # Measured on a 2-core bookworm VM shared with other builds: 9m14s and 12m01s
   # wall, 9 CPU-minutes of compiling; so about 5 minutes on 2 idle cores.

@@ -77,8 +77,7 @@ if [[ " $PARTS " == *" python "* ]]; then
   echo "== llama-cpp-python" >&2
   VENV=bench/out/engine/venv-llama-cpp-python
   if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --no-binary llama-cpp-python "$LLAMA_CPP_PYTHON"
+    install_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
   fi
   PORT=$(free_port)
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --embedding True --n_threads "$THREADS" \

@@ -89,9 +89,7 @@ if [[ " $PARTS " == *" c "* ]]; then
   echo "== (c) llama-cpp-python server" >&2
   VENV=$OUT/venv-llama-cpp-python
   if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
-    python3 -m venv "$VENV"
-    # Built from source with llama.cpp's defaults (native CPU flags), as pip does.
-    "$VENV/bin/pip" install -q --no-binary llama-cpp-python "$LLAMA_CPP_PYTHON"
+    install_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
   fi
   PORT=$(free_port)
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
