@@ -48,6 +48,16 @@ fn serve(config: &Path) -> Served {
     Served::start(hearth().args(["serve", "--config", config.to_str().unwrap()]))
 }
 
+/// A fake upstream, a temporary folder, the history's folder in it (not made
+/// yet) and a config for `hearth serve` on them.
+async fn setup() -> (FakeUpstream, tempfile::TempDir, PathBuf, PathBuf) {
+    let up = FakeUpstream::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = config(dir.path(), &data, &up);
+    (up, dir, data, config)
+}
+
 async fn get(url: &str) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
@@ -518,10 +528,7 @@ async fn a_full_disk_is_a_clear_error_and_service_returns_once_space_is_freed() 
 /// existing file kept unless `--force`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_copies_a_serving_database_and_keeps_an_existing_file() {
-    let up = FakeUpstream::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = config(dir.path(), &data, &up);
+    let (_up, dir, data, config) = setup().await;
     let served = serve(&config);
     let id = new_conversation(&served.base).await;
     let done = Events::send(&served.base, &id, "keep me")
@@ -646,10 +653,7 @@ fn sqlite_exec(db: &Path, sql: &str) {
 /// database's floor past its own.
 #[tokio::test]
 async fn a_database_a_newer_hearth_migrated_is_served_or_refused_by_its_floor() {
-    let up = FakeUpstream::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = config(dir.path(), &data, &up);
+    let (_up, _dir, data, config) = setup().await;
     let served = serve(&config);
     let id = new_conversation(&served.base).await;
     let (code, log) = served.stop();

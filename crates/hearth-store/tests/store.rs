@@ -74,18 +74,10 @@ async fn the_sqlite_status_reads_the_schema_without_changing_it() {
 async fn opens_with_migrations_and_survives_reopen(db: Db) {
     let store = db.open().await;
     assert_eq!(store.schema_version().await.unwrap(), db.current());
-    let c = store
-        .create_conversation("anonymous", NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("remember me"))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = common::conversation_with(&*store, "anonymous", "remember me").await;
     store.close().await;
     let store = db.open().await;
-    let msgs = store.messages(&c.id).await.unwrap();
+    let msgs = store.messages(&id).await.unwrap();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].content, "remember me");
     // Re-running migrations on an up-to-date database changes nothing.
@@ -97,15 +89,7 @@ async fn opens_with_migrations_and_survives_reopen(db: Db) {
 /// database, changing nothing, once one of them raised the floor past its own.
 async fn an_older_hearth_runs_on_a_newer_database_until_its_floor_rises(db: Db) {
     let store = db.open().await;
-    let c = store
-        .create_conversation("anonymous", NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("before the upgrade"))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = common::conversation_with(&*store, "anonymous", "before the upgrade").await;
     store.close().await;
 
     // The newer Hearth's migration 9001 added a table.
@@ -129,11 +113,11 @@ async fn an_older_hearth_runs_on_a_newer_database_until_its_floor_rises(db: Db) 
 
     let store = db.open().await;
     store
-        .append_message(&c.id, NewMessage::user("after the rollback"))
+        .append_message(&id, NewMessage::user("after the rollback"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(store.messages(&c.id).await.unwrap().len(), 2);
+    assert_eq!(store.messages(&id).await.unwrap().len(), 2);
     store.close().await;
 
     // Migration 9001 dropped or renamed what this Hearth reads.
@@ -157,7 +141,7 @@ async fn an_older_hearth_runs_on_a_newer_database_until_its_floor_rises(db: Db) 
     raw.close().await;
     let store = db.open().await;
     let texts: Vec<String> = store
-        .messages(&c.id)
+        .messages(&id)
         .await
         .unwrap()
         .into_iter()
@@ -386,18 +370,11 @@ async fn list_is_newest_first_paged_and_searchable(db: Db) {
 
 async fn rename_delete_undo(db: Db) {
     let store = db.open().await;
-    let c = store
-        .create_conversation("anonymous", NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("hello"))
-        .await
-        .unwrap();
+    let id = common::conversation_with(&*store, "anonymous", "hello").await;
     let renamed = store
         .update_conversation(
             &ALL,
-            &c.id,
+            &id,
             ConversationPatch {
                 title: Some("Renamed".into()),
                 model: Some(Some("m2".into())),
@@ -412,7 +389,7 @@ async fn rename_delete_undo(db: Db) {
     let cleared = store
         .update_conversation(
             &ALL,
-            &c.id,
+            &id,
             ConversationPatch {
                 system_prompt: Some(None),
                 ..ConversationPatch::default()
@@ -424,12 +401,12 @@ async fn rename_delete_undo(db: Db) {
     assert_eq!(cleared.system_prompt, None);
     assert_eq!(cleared.title, "Renamed");
 
-    assert!(store.delete_conversation(&ALL, &c.id).await.unwrap());
+    assert!(store.delete_conversation(&ALL, &id).await.unwrap());
     assert!(
-        !store.delete_conversation(&ALL, &c.id).await.unwrap(),
+        !store.delete_conversation(&ALL, &id).await.unwrap(),
         "already deleted"
     );
-    assert!(store.conversation(&ALL, &c.id).await.unwrap().is_none());
+    assert!(store.conversation(&ALL, &id).await.unwrap().is_none());
     let all = ListQuery {
         search: None,
         limit: 50,
@@ -445,22 +422,22 @@ async fn rename_delete_undo(db: Db) {
     );
     assert!(
         store
-            .update_conversation(&ALL, &c.id, ConversationPatch::default())
+            .update_conversation(&ALL, &id, ConversationPatch::default())
             .await
             .unwrap()
             .is_none()
     );
 
     let back = store
-        .restore_conversation(&ALL, &c.id)
+        .restore_conversation(&ALL, &id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(back.title, "Renamed");
-    assert_eq!(store.messages(&c.id).await.unwrap().len(), 1);
+    assert_eq!(store.messages(&id).await.unwrap().len(), 1);
     assert!(
         store
-            .restore_conversation(&ALL, &c.id)
+            .restore_conversation(&ALL, &id)
             .await
             .unwrap()
             .is_none(),
@@ -468,7 +445,7 @@ async fn rename_delete_undo(db: Db) {
     );
 
     // Past the undo window it is gone for good, messages too.
-    store.delete_conversation(&ALL, &c.id).await.unwrap();
+    store.delete_conversation(&ALL, &id).await.unwrap();
     assert_eq!(
         store
             .purge_deleted(std::time::Duration::ZERO)
@@ -478,12 +455,12 @@ async fn rename_delete_undo(db: Db) {
     );
     assert!(
         store
-            .restore_conversation(&ALL, &c.id)
+            .restore_conversation(&ALL, &id)
             .await
             .unwrap()
             .is_none()
     );
-    assert!(store.messages(&c.id).await.unwrap().is_empty());
+    assert!(store.messages(&id).await.unwrap().is_empty());
 }
 
 async fn truncate_for_edit_and_regenerate(db: Db) {

@@ -257,6 +257,25 @@ pub async fn database_at(version: usize, dir: &Path, data: &Path) -> sqlx::Sqlit
     pool
 }
 
+/// A new conversation of `owner` holding one user message, `text`: its id.
+pub async fn conversation_with<S: ConversationStore + ?Sized>(
+    store: &S,
+    owner: &str,
+    text: &str,
+) -> String {
+    use hearth_store::{NewConversation, NewMessage};
+    let c = store
+        .create_conversation(owner, NewConversation::default())
+        .await
+        .unwrap();
+    store
+        .append_message(&c.id, NewMessage::user(text))
+        .await
+        .unwrap()
+        .unwrap();
+    c.id
+}
+
 /// A new conversation of `owner` with a user's "hi" and an assistant's reply that
 /// has begun streaming (empty, not finished): its id and the reply.
 pub async fn streaming_reply<S: ConversationStore + ?Sized>(
