@@ -282,19 +282,11 @@ pub async fn streaming_reply<S: ConversationStore + ?Sized>(
     store: &S,
     owner: &str,
 ) -> (String, hearth_store::Message) {
-    use hearth_store::{NewConversation, NewMessage};
-    let c = store
-        .create_conversation(owner, NewConversation::default())
-        .await
-        .unwrap();
-    store
-        .append_message(&c.id, NewMessage::user("hi"))
-        .await
-        .unwrap();
+    let id = conversation_with(store, owner, "hi").await;
     let reply = store
-        .append_message(&c.id, NewMessage::reply())
+        .append_message(&id, hearth_store::NewMessage::reply())
         .await
         .unwrap()
         .unwrap();
-    (c.id, reply)
+    (id, reply)
 }
