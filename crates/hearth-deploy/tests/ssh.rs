@@ -23,7 +23,6 @@ use sshd::{Sshd, free_port};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use hearth_deploy::release::{
@@ -421,44 +420,7 @@ fn a_held_lock_names_the_holder_and_is_released_on_drop() {
 fn two_concurrent_applies_over_ssh_never_interleave() {
     let Some(fx) = Fixture::new() else { return };
     let host = fx.host();
-    fx.apply(&host, "0.1.0", true).unwrap();
-    let a = fx.tarball("0.2.0", true);
-    let b = fx.tarball("0.3.0", true);
-    let barrier = Barrier::new(2);
-    let opts = fx.opts();
-    let results: Vec<Result<release::Outcome, DeployError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = [("0.2.0", &a), ("0.3.0", &b)]
-            .into_iter()
-            .map(|(version, (tarball, sha))| {
-                let (host, barrier, opts) = (&host, &barrier, &opts);
-                s.spawn(move || {
-                    barrier.wait();
-                    release::apply(
-                        host,
-                        NewRelease {
-                            version,
-                            tarball,
-                            sha256: sha,
-                        },
-                        opts,
-                    )
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let winners: Vec<&release::Outcome> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let losers: Vec<&DeployError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-    assert_eq!(winners.len(), 1, "{results:?}");
-    assert!(
-        matches!(losers[0], DeployError::LockHeld { .. }),
-        "{results:?}"
-    );
-    let winner = &winners[0].to;
-    assert_eq!(host.current().unwrap().as_ref(), Some(winner));
-    assert_eq!(fx.versions(&host), ["0.1.0", winner.as_str()]);
-    assert_eq!(host.history().unwrap().len(), 2);
-    assert!(fx.ready());
+    fx.check_two_concurrent_applies(&host);
 }
 
 #[test]

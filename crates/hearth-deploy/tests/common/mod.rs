@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Barrier;
 use std::time::Duration;
 
 use hearth_deploy::release::{self, DeployError, Host, NewRelease, Options};
@@ -134,6 +135,75 @@ impl Site {
 
     pub fn ready(&self) -> bool {
         release::check_health(&self.opts().health_url, Duration::from_secs(2)).ready
+    }
+
+    /// Release 0.1.0 applied, then 0.2.0 and 0.3.0 applied at once from two
+    /// threads: they never interleave. Either one holds the host's lock while the
+    /// other asks and is refused with `LockHeld`, having staged nothing; or the
+    /// first was done before the second asked (a fast host), and they ran one
+    /// after the other, the second upgrading from the first.
+    pub fn check_two_concurrent_applies<H: Host + Sync>(&self, host: &H) {
+        self.apply(host, "0.1.0", true).unwrap();
+        let a = self.tarball("0.2.0", true);
+        let b = self.tarball("0.3.0", true);
+        let barrier = Barrier::new(2);
+        let opts = self.opts();
+        let results: Vec<Result<release::Outcome, DeployError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = [("0.2.0", &a), ("0.3.0", &b)]
+                .into_iter()
+                .map(|(version, (tarball, sha))| {
+                    let (barrier, opts) = (&barrier, &opts);
+                    s.spawn(move || {
+                        barrier.wait();
+                        release::apply(
+                            host,
+                            NewRelease {
+                                version,
+                                tarball,
+                                sha256: sha,
+                            },
+                            opts,
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<&release::Outcome> =
+            results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let losers: Vec<&DeployError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        match (winners.as_slice(), losers.as_slice()) {
+            ([winner], [loser]) => {
+                assert!(matches!(loser, DeployError::LockHeld { .. }), "{results:?}");
+                assert_eq!(host.current().unwrap().as_ref(), Some(&winner.to));
+                assert_eq!(
+                    self.versions(host),
+                    ["0.1.0", winner.to.as_str()],
+                    "the loser staged nothing"
+                );
+                assert_eq!(host.history().unwrap().len(), 2);
+            }
+            ([x, y], []) => {
+                let (first, second) = if x.from.as_deref() == Some("0.1.0") {
+                    (x, y)
+                } else {
+                    (y, x)
+                };
+                assert_eq!(first.from.as_deref(), Some("0.1.0"), "{results:?}");
+                assert_eq!(
+                    second.from.as_ref(),
+                    Some(&first.to),
+                    "not one after the other: {results:?}"
+                );
+                assert_eq!(host.current().unwrap().as_ref(), Some(&second.to));
+                let mut versions = self.versions(host);
+                versions.sort();
+                assert_eq!(versions, ["0.1.0", "0.2.0", "0.3.0"]);
+                assert_eq!(host.history().unwrap().len(), 3);
+            }
+            _ => panic!("{results:?}"),
+        }
+        assert!(self.ready());
     }
 
     pub fn versions<H: Host>(&self, host: &H) -> Vec<String> {
