@@ -45,14 +45,20 @@ print(f"{ms(a):.2f} {ms(b):.2f}")'
 # Requests per second, from wrk's output on stdin.
 rps() { awk '/Requests\/sec/ {print int($2)}'; }
 
-# install_llama_cpp_python VENV SPEC: llama-cpp-python built from source into VENV,
-# with llama.cpp's defaults (native CPU flags, as pip does), but without Intel's AMX
-# tile instructions: they crashed llama.cpp on a Sapphire Rapids VM (see
-# mk/llama-server.sh).
-install_llama_cpp_python() {
+# ensure_llama_cpp_python VENV SPEC: llama-cpp-python's server in VENV, built from
+# source unless VENV already has one built this way: llama.cpp's defaults (native
+# CPU flags, as pip does), but without Intel's AMX tile instructions, which crashed
+# llama.cpp on a Sapphire Rapids VM (see mk/llama-server.sh). The marker file tells
+# such a build from one made before, which is rebuilt.
+ensure_llama_cpp_python() {
   local venv=$1 spec=$2 flags=""
+  if [ -f "$venv/.built-without-amx" ] && "$venv/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+    return
+  fi
   [ "$(uname -m)" = x86_64 ] && flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  rm -rf "$venv"
   python3 -m venv "$venv"
   CMAKE_ARGS="-DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'" \
     "$venv/bin/pip" install -q --no-binary llama-cpp-python "$spec"
+  touch "$venv/.built-without-amx"
 }

@@ -76,9 +76,7 @@ fi
 if [[ " $PARTS " == *" python "* ]]; then
   echo "== llama-cpp-python" >&2
   VENV=bench/out/engine/venv-llama-cpp-python
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
-    install_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
-  fi
+  ensure_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
   PORT=$(free_port)
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --embedding True --n_threads "$THREADS" \
     --n_threads_batch "$THREADS" --n_ctx 512 --n_batch 512 --n_ubatch 512 --host 127.0.0.1 --port "$PORT" \

@@ -88,9 +88,7 @@ fi
 if [[ " $PARTS " == *" c "* ]]; then
   echo "== (c) llama-cpp-python server" >&2
   VENV=$OUT/venv-llama-cpp-python
-  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
-    install_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
-  fi
+  ensure_llama_cpp_python "$VENV" "$LLAMA_CPP_PYTHON"
   PORT=$(free_port)
   "$VENV/bin/python" -m llama_cpp.server --model "$MODEL" --n_threads "$THREADS" --n_threads_batch "$THREADS" \
     --n_ctx 8192 --n_batch 512 --interrupt_requests False --host 127.0.0.1 --port "$PORT" >"$OUT/llama-cpp-python.log" 2>&1 &
