@@ -57,11 +57,12 @@ use std::future::Future;
 
 use axum::extract::Request;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, get, post};
 use futures::future::Either;
 use hearth_api::{ChatCompletionRequest, CompletionRequest, EmbeddingsRequest};
 use hearth_gateway::Principal;
 use hearth_http::{FastRoutes, HttpState, RequestLog};
+use hearth_router::StoredCall;
 
 /// The OpenAI paths, below the server's root.
 pub const CHAT_PATH: &str = "/v1/chat/completions";
@@ -116,10 +117,20 @@ pub fn routes(state: &HttpState) -> axum::Router {
         .route(responses::RESPONSES_PATH, post(responses::handler))
         .route(
             stored::RESPONSE_PATH,
-            get(stored::get).delete(stored::delete),
+            stored::on(MethodFilter::GET, StoredCall::Get, "").merge(stored::on(
+                MethodFilter::DELETE,
+                StoredCall::Delete,
+                "",
+            )),
         )
-        .route(stored::INPUT_ITEMS_PATH, get(stored::input_items))
-        .route(stored::CANCEL_PATH, post(stored::cancel))
+        .route(
+            stored::INPUT_ITEMS_PATH,
+            stored::on(MethodFilter::GET, StoredCall::Get, "/input_items"),
+        )
+        .route(
+            stored::CANCEL_PATH,
+            stored::on(MethodFilter::POST, StoredCall::Post, "/cancel"),
+        )
         .route(infill::INFILL_PATH, post(infill::handler))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))

@@ -20,6 +20,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
 use hearth_api::{ApiError, ErrorKind};
 use hearth_gateway::Principal;
 use hearth_http::{HttpError, HttpState, RequestLog};
@@ -34,85 +35,22 @@ const MAX_ID: usize = 256;
 
 type Id = Result<Path<String>, PathRejection>;
 
-/// `GET /v1/responses/{id}` (`include[]`, `stream`, `starting_after` pass on).
-pub async fn get(
-    State(state): State<HttpState>,
-    Extension(principal): Extension<Principal>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(
-        &state,
-        &principal,
-        &log,
-        StoredCall::Get,
-        id,
-        "",
-        uri.query(),
+/// The route for `call` on the stored response `{id}` followed by `suffix`, for
+/// requests of `method`: `GET {id}` (`include[]`, `stream`, `starting_after` pass
+/// on), `DELETE {id}`, `GET {id}/input_items` (`after`, `before`, `limit`,
+/// `order`, `include` pass on) and `POST {id}/cancel` (a response made with
+/// `background: true`).
+pub fn on(method: MethodFilter, call: StoredCall, suffix: &'static str) -> MethodRouter<HttpState> {
+    axum::routing::on(
+        method,
+        move |State(state): State<HttpState>,
+              Extension(principal): Extension<Principal>,
+              Extension(log): Extension<RequestLog>,
+              id: Id,
+              uri: Uri| async move {
+            serve(&state, &principal, &log, call, id, suffix, uri.query()).await
+        },
     )
-    .await
-}
-
-/// `DELETE /v1/responses/{id}`.
-pub async fn delete(
-    State(state): State<HttpState>,
-    Extension(principal): Extension<Principal>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(
-        &state,
-        &principal,
-        &log,
-        StoredCall::Delete,
-        id,
-        "",
-        uri.query(),
-    )
-    .await
-}
-
-/// `GET /v1/responses/{id}/input_items` (`after`, `before`, `limit`, `order`,
-/// `include` pass on).
-pub async fn input_items(
-    State(state): State<HttpState>,
-    Extension(principal): Extension<Principal>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(
-        &state,
-        &principal,
-        &log,
-        StoredCall::Get,
-        id,
-        "/input_items",
-        uri.query(),
-    )
-    .await
-}
-
-/// `POST /v1/responses/{id}/cancel` (a response made with `background: true`).
-pub async fn cancel(
-    State(state): State<HttpState>,
-    Extension(principal): Extension<Principal>,
-    Extension(log): Extension<RequestLog>,
-    id: Id,
-    uri: Uri,
-) -> Response {
-    serve(
-        &state,
-        &principal,
-        &log,
-        StoredCall::Post,
-        id,
-        "/cancel",
-        uri.query(),
-    )
-    .await
 }
 
 async fn serve(
