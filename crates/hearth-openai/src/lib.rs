@@ -57,7 +57,7 @@ use std::future::Future;
 
 use axum::extract::Request;
 use axum::response::Response;
-use axum::routing::{MethodFilter, get, post};
+use axum::routing::{get, post};
 use futures::future::Either;
 use hearth_api::{ChatCompletionRequest, CompletionRequest, EmbeddingsRequest};
 use hearth_gateway::Principal;
@@ -117,19 +117,15 @@ pub fn routes(state: &HttpState) -> axum::Router {
         .route(responses::RESPONSES_PATH, post(responses::handler))
         .route(
             stored::RESPONSE_PATH,
-            stored::on(MethodFilter::GET, StoredCall::Get, "").merge(stored::on(
-                MethodFilter::DELETE,
-                StoredCall::Delete,
-                "",
-            )),
+            stored::route(StoredCall::Get, "").merge(stored::route(StoredCall::Delete, "")),
         )
         .route(
             stored::INPUT_ITEMS_PATH,
-            stored::on(MethodFilter::GET, StoredCall::Get, "/input_items"),
+            stored::route(StoredCall::Get, "/input_items"),
         )
         .route(
             stored::CANCEL_PATH,
-            stored::on(MethodFilter::POST, StoredCall::Post, "/cancel"),
+            stored::route(StoredCall::Post, "/cancel"),
         )
         .route(infill::INFILL_PATH, post(infill::handler))
         .route("/v1/models", get(models::list))

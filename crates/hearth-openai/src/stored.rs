@@ -35,12 +35,17 @@ const MAX_ID: usize = 256;
 
 type Id = Result<Path<String>, PathRejection>;
 
-/// The route for `call` on the stored response `{id}` followed by `suffix`, for
-/// requests of `method`: `GET {id}` (`include[]`, `stream`, `starting_after` pass
+/// The route for `call` on the stored response `{id}` followed by `suffix` (its
+/// method is the call's): `GET {id}` (`include[]`, `stream`, `starting_after` pass
 /// on), `DELETE {id}`, `GET {id}/input_items` (`after`, `before`, `limit`,
 /// `order`, `include` pass on) and `POST {id}/cancel` (a response made with
 /// `background: true`).
-pub fn on(method: MethodFilter, call: StoredCall, suffix: &'static str) -> MethodRouter<HttpState> {
+pub fn route(call: StoredCall, suffix: &'static str) -> MethodRouter<HttpState> {
+    let method = match call {
+        StoredCall::Get => MethodFilter::GET,
+        StoredCall::Delete => MethodFilter::DELETE,
+        StoredCall::Post => MethodFilter::POST,
+    };
     axum::routing::on(
         method,
         move |State(state): State<HttpState>,
