@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    backup::BackupArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs, jobs::JobsArgs,
-    models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs, worker::WorkerArgs,
+    backup::BackupArgs, chat::ChatArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs,
+    jobs::JobsArgs, models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
+    worker::WorkerArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -14,6 +15,7 @@ Examples:
   hearth serve                              serve ./hearth.toml, or the default model
   hearth serve --config /etc/hearth.toml --listen 127.0.0.1:9000
   hearth config check hearth.toml           validate a config file
+  hearth chat \"Why is the sky blue?\"        ask the running server's default model
   hearth deploy render cloud-init -m deploy.toml   user data for a fresh GPU VM
   hearth doctor                             check GPUs, launchers, ports, disk, sandbox
   hearth backup hearth-backup.db            a consistent copy of the history, while serving
@@ -48,6 +50,9 @@ pub enum Command {
     Models(ModelsArgs),
     /// Run untrusted code in the sandbox, or check what this host can enforce.
     Sandbox(SandboxArgs),
+    /// Talk to a model of a running Hearth: one question answered on stdout, or a
+    /// conversation on the terminal.
+    Chat(ChatArgs),
     /// Agent jobs on a running Hearth: an image in, Python run in the sandbox, its
     /// charts and files out.
     Jobs(JobsArgs),

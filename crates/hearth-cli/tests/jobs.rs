@@ -4,12 +4,11 @@
 
 use std::path::Path;
 
-use hearth_config::MapEnv;
 use hearth_testkit::FakeUpstream;
 use serde_json::{Value, json};
 
 mod common;
-use common::{PNG, hearth, venv};
+use common::{PNG, hearth, serve_in_process, venv};
 
 const KEY: &str = "sk-cli-test-1";
 
@@ -47,15 +46,7 @@ async fn serve(
             "[jobs]\nvision_model = \"eyes\"\nreasoning_model = \"coder\"\ncode_model = \"coder\"\n",
         );
     }
-    let config = hearth_config::load_str(&toml, "test.toml", &MapEnv::default()).unwrap();
-    let server = hearth_server::Server::build(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async move {
-        let _ = rx.await;
-    }));
-    (base, tx)
+    serve_in_process(&toml).await
 }
 
 async fn fake(script: Value) -> FakeUpstream {

@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hearth_config::env::{API_KEY, SERVER_URL};
 use serde_json::Value;
 
+use super::client::{Client, Event, Events, ServerArgs};
 use crate::output;
 
-/// Where `hearth serve` listens by default.
-const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 /// How often `--wait` polls when the event stream is not available.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -45,12 +43,8 @@ pub struct SubmitArgs {
     /// What to do with it ("plot these numbers", "extract the table as CSV").
     #[arg(long, short, value_name = "TEXT", default_value = "")]
     pub prompt: String,
-    /// The Hearth to send it to.
-    #[arg(long, env = SERVER_URL, default_value = DEFAULT_SERVER, value_name = "URL")]
-    pub server: String,
-    /// API key, when the server asks for one (sent as `Authorization: Bearer`).
-    #[arg(long, env = API_KEY, value_name = "KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Follow the job until it ends: each step as it ends, then its files (or why
     /// it failed). Exit 1 unless it succeeded.
     #[arg(long)]
@@ -73,67 +67,13 @@ pub fn run(args: JobsArgs) -> ExitCode {
     }
 }
 
-/// A client of one server.
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: Option<String>,
-}
-
-impl Client {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
-        }
-    }
-
-    /// Sends `r`: the response when it succeeded, else what went wrong in words.
-    async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
-        let resp = r.send().await.map_err(|e| {
-            if e.is_connect() {
-                format!(
-                    "cannot reach Hearth at {} ({}); is `hearth serve` running? Pass --server URL or set {SERVER_URL}",
-                    self.base,
-                    root_cause(&e)
-                )
-            } else {
-                format!("request to {} failed: {}", self.base, root_cause(&e))
-            }
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["error"]["message"]
-            .as_str()
-            .map_or_else(|| format!("the server answered {status}"), str::to_owned);
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-            format!(" (pass --api-key KEY or set {API_KEY})")
-        } else {
-            String::new()
-        };
-        Err(format!("{message}{hint}"))
-    }
-
-    async fn job(&self, id: &str) -> Result<Value, String> {
-        let resp = self
-            .send(self.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))
-            .await?;
-        resp.json()
-            .await
-            .map_err(|e| format!("the job's answer cannot be read: {e}"))
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut e = e;
-    while let Some(source) = e.source() {
-        e = source;
-    }
-    e.to_string()
+async fn job(client: &Client, id: &str) -> Result<Value, String> {
+    let resp = client
+        .send(client.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))
+        .await?;
+    resp.json()
+        .await
+        .map_err(|e| format!("the job's answer cannot be read: {e}"))
 }
 
 /// Submits the job; with `--wait`, follows it. `Ok(true)`: submitted (and, with
@@ -141,14 +81,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 async fn submit(args: &SubmitArgs) -> Result<bool, String> {
     let image = std::fs::read(&args.image)
         .map_err(|e| format!("cannot read {}: {e}", args.image.display()))?;
-    let client = Client {
-        http: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot start an HTTP client: {e}"))?,
-        base: args.server.trim_end_matches('/').to_owned(),
-        key: args.api_key.clone().filter(|k| !k.is_empty()),
-    };
+    let client = Client::new(&args.server)?;
     let (ctype, body) = multipart(&args.image, &image, &args.prompt);
     let resp = client
         .send(
@@ -221,7 +154,7 @@ async fn follow(client: &Client, id: &str) -> Result<Value, String> {
         Err(e) => tracing::debug!(error = %e, "no event stream; polling the job"),
     }
     loop {
-        let job = client.job(id).await?;
+        let job = job(client, id).await?;
         show_steps(&job, &mut shown);
         if ended(&job) {
             return Ok(job);
@@ -237,51 +170,34 @@ async fn stream(
     id: &str,
     shown: &mut HashSet<String>,
 ) -> Result<Option<Value>, String> {
-    let mut resp = client
+    let resp = client
         .send(client.request(reqwest::Method::GET, &format!("/api/jobs/{id}/events")))
         .await?;
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("the event stream broke: {e}"))?
-    {
-        buf.extend_from_slice(&chunk);
-        while let Some(end) = find(&buf, b"\n\n") {
-            let event: Vec<u8> = buf.drain(..end + 2).collect();
-            let Some(data) = event.strip_prefix(b"data: ") else {
-                continue; // a keep-alive comment
-            };
-            let Ok(v) = serde_json::from_slice::<Value>(data) else {
-                continue;
-            };
-            match v["type"].as_str() {
-                Some("job") => {
-                    show_steps(&v, shown);
-                    if ended(&v) {
-                        return Ok(Some(v));
-                    }
+    let mut events = Events::new(resp);
+    while let Some(event) = events.next().await? {
+        let Event::Json(v) = event else { continue };
+        match v["type"].as_str() {
+            Some("job") => {
+                show_steps(&v, shown);
+                if ended(&v) {
+                    return Ok(Some(v));
                 }
-                Some("step") => {
-                    let status = v["status"].as_str().unwrap_or("");
-                    let step_id = v["step_id"].as_str().unwrap_or("").to_owned();
-                    if status != "running" && shown.insert(step_id) {
-                        show_step(
-                            v["kind"].as_str().unwrap_or("?"),
-                            v["attempt"].as_i64().unwrap_or(1),
-                            status,
-                        );
-                    }
-                }
-                _ => {}
             }
+            Some("step") => {
+                let status = v["status"].as_str().unwrap_or("");
+                let step_id = v["step_id"].as_str().unwrap_or("").to_owned();
+                if status != "running" && shown.insert(step_id) {
+                    show_step(
+                        v["kind"].as_str().unwrap_or("?"),
+                        v["attempt"].as_i64().unwrap_or(1),
+                        status,
+                    );
+                }
+            }
+            _ => {}
         }
     }
     Ok(None)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn ended(job: &Value) -> bool {

@@ -1,6 +1,8 @@
 //! One module per command.
 
 pub mod backup;
+pub mod chat;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod deploy;
@@ -31,6 +33,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Db(args) => db::run(args),
     }

@@ -17,6 +17,22 @@ pub fn hearth() -> Command {
     c
 }
 
+/// A Hearth of `toml` served in this process on a loopback port (the kernel
+/// picks it): its URL, and a sender whose drop stops it.
+#[allow(dead_code, reason = "not every test file serves in process")]
+pub async fn serve_in_process(toml: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let config =
+        hearth_config::load_str(toml, "test.toml", &hearth_config::MapEnv::default()).unwrap();
+    let server = hearth_server::Server::build(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(listener, async move {
+        let _ = rx.await;
+    }));
+    (base, tx)
+}
+
 /// A running `hearth serve` child; a test that fails leaves none behind (drop
 /// kills it).
 #[allow(dead_code, reason = "not every test file serves")]

@@ -1,0 +1,713 @@
+//! `hearth chat`: talk to a model of a running Hearth from a terminal or a script.
+//!
+//! One question (`hearth chat "…"`, or text piped in) is answered on stdout as it
+//! streams and the command ends; without a question on a terminal, or with `-i`,
+//! it is a conversation: each line a message, the answers streamed, the turns
+//! kept, Ctrl-C stopping an answer. A client of `/v1/chat/completions` like any
+//! other: the server does the work (and its keys, limits and models apply).
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::client::{Client, Event, Events, ServerArgs, error_message};
+use crate::output;
+
+/// Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+const INTERRUPTED: u8 = 130;
+
+const HELP: &str = "\
+  /model NAME    answer with another model (the conversation stays)
+  /system TEXT   set the system message (empty: none)
+  /clear         forget the conversation so far
+  /bye           leave (also /exit, /quit, Ctrl-D)
+  \"\"\"            begins and ends a message of several lines
+  Ctrl-C stops an answer; at the prompt it leaves.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  hearth chat \"Why is the sky blue?\"            one answer, streamed to stdout
+  git diff | hearth chat \"Review this change\"   piped text goes after the question
+  hearth chat -m qwen-coder                     a conversation on the terminal
+  hearth chat --server https://ai.example.org   (with HEARTH_API_KEY in the environment)")]
+pub struct ChatArgs {
+    /// What to ask. Text piped in is added after it (or is the question).
+    /// Without either, on a terminal: a conversation, a message a line.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// The model (a name `/v1/models` lists); default: the server's default model.
+    #[arg(long, short, value_name = "NAME")]
+    pub model: Option<String>,
+    /// A system message at the start of the conversation.
+    #[arg(long, short, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// The most tokens an answer may have (the server's own limit applies too).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, 0 to 2 (0: the most likely tokens; default: the
+    /// model's).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// A conversation even when stdin is not a terminal: each line of stdin a
+    /// message (after PROMPT, when given), answered in turn.
+    #[arg(long, short)]
+    pub interactive: bool,
+    /// How long to wait, in seconds, while the server asks to come back later (a
+    /// model still loading, a full queue, a rate limit) before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub wait: u64,
+    /// After each answer, on stderr: its model, tokens, time to the first token and
+    /// tokens per second.
+    #[arg(long)]
+    pub stats: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+pub fn run(args: ChatArgs) -> ExitCode {
+    let runtime = match super::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let stdin = std::io::stdin();
+    let interactive = args.interactive || (args.prompt.is_none() && stdin.is_terminal());
+    let result = if interactive {
+        runtime.block_on(converse(&args))
+    } else {
+        match question(args.prompt.as_deref(), &stdin) {
+            Ok(q) => runtime.block_on(once(&args, q)),
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            output::err(format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The one question: PROMPT, then what stdin holds when it is not a terminal.
+fn question(prompt: Option<&str>, stdin: &std::io::Stdin) -> Result<String, String> {
+    let mut piped = String::new();
+    if !stdin.is_terminal() {
+        let mut bytes = Vec::new();
+        stdin
+            .lock()
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        piped = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+    }
+    let q = match (
+        prompt.map(str::trim).filter(|p| !p.is_empty()),
+        piped.is_empty(),
+    ) {
+        (Some(p), true) => p.to_owned(),
+        (Some(p), false) => format!("{p}\n\n{piped}"),
+        (None, false) => piped,
+        (None, true) => {
+            return Err(
+                "nothing to ask: give a PROMPT, pipe text in, or run it on a terminal for a conversation"
+                    .into(),
+            );
+        }
+    };
+    Ok(q)
+}
+
+/// Asks one question; exit 0 when it was answered.
+async fn once(args: &ChatArgs, q: String) -> Result<ExitCode, String> {
+    let client = Client::new(&args.server)?;
+    let mut chat = Conversation::new(args);
+    chat.messages.push(message("user", &q));
+    let turn = answer(&client, &chat.body(args), Stop::Never, patience(args)).await?;
+    turn.report(args.stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The turns so far, and what the next request is made of.
+struct Conversation {
+    model: Option<String>,
+    system: Option<String>,
+    /// The user's and the model's messages, in order (the system message apart).
+    messages: Vec<Value>,
+}
+
+impl Conversation {
+    fn new(args: &ChatArgs) -> Self {
+        Conversation {
+            model: args.model.clone(),
+            system: args.system.clone().filter(|s| !s.is_empty()),
+            messages: Vec::new(),
+        }
+    }
+
+    fn body(&self, args: &ChatArgs) -> Value {
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(s) = &self.system {
+            messages.push(message("system", s));
+        }
+        messages.extend(self.messages.iter().cloned());
+        let mut body = Map::new();
+        if let Some(m) = &self.model {
+            body.insert("model".into(), json!(m));
+        }
+        body.insert("messages".into(), Value::Array(messages));
+        body.insert("stream".into(), json!(true));
+        body.insert("stream_options".into(), json!({"include_usage": true}));
+        if let Some(n) = args.max_tokens {
+            body.insert("max_tokens".into(), json!(n));
+        }
+        if let Some(t) = args.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        Value::Object(body)
+    }
+}
+
+fn patience(args: &ChatArgs) -> Duration {
+    Duration::from_secs(args.wait)
+}
+
+fn message(role: &str, content: &str) -> Value {
+    json!({"role": role, "content": content})
+}
+
+/// Whether Ctrl-C stops an answer (a conversation), or ends the command as usual.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Never,
+    OnCtrlC,
+}
+
+/// One answer as it came.
+#[derive(Default)]
+struct Turn {
+    text: String,
+    model: Option<String>,
+    finish: Option<String>,
+    usage: Option<(u64, u64)>,
+    /// From the request to the first token of text or reasoning.
+    first: Option<Duration>,
+    took: Duration,
+    /// Stopped by Ctrl-C.
+    stopped: bool,
+}
+
+impl Turn {
+    /// What the person should know once it ended (on stderr: stdout is the answer).
+    fn report(&self, stats: bool) {
+        if self.stopped {
+            output::err("(stopped)");
+        } else if self.finish.as_deref() == Some("length") {
+            output::err("(the answer reached its token limit: --max-tokens raises it)");
+        }
+        if stats {
+            output::err(self.stats());
+        }
+    }
+
+    fn stats(&self) -> String {
+        let mut parts = vec![format!(
+            "model {}",
+            self.model.as_deref().unwrap_or("(not said)")
+        )];
+        if let Some((prompt, completion)) = self.usage {
+            parts.push(format!("{prompt} prompt + {completion} completion tokens"));
+        }
+        if let Some(first) = self.first {
+            parts.push(format!("first token {} ms", first.as_millis()));
+            let decoding = self.took.saturating_sub(first).as_secs_f64();
+            if let Some((_, completion)) = self.usage
+                && completion > 1
+                && decoding > 0.0
+            {
+                parts.push(format!(
+                    "{:.1} tokens/s",
+                    (completion - 1) as f64 / decoding
+                ));
+            }
+        }
+        parts.push(format!("{:.2} s", self.took.as_secs_f64()));
+        parts.join(" · ")
+    }
+}
+
+/// Streams one answer to `body`: its text to stdout as it comes, its reasoning (a
+/// thinking model's) to stderr, dimmed on a terminal.
+async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Result<Turn, String> {
+    let request = || {
+        client
+            .request(reqwest::Method::POST, "/v1/chat/completions")
+            .json(body)
+    };
+    let ctrl_c = async {
+        if stop == Stop::OnCtrlC {
+            let _ = tokio::signal::ctrl_c().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(ctrl_c);
+    let mut turn = Turn::default();
+    let asked = Instant::now();
+    // Times count from the request that was answered, not from the waiting.
+    let (resp, start) = tokio::select! {
+        r = client.send_patiently(request, wait) => r?,
+        () = &mut ctrl_c => {
+            turn.stopped = true;
+            turn.took = asked.elapsed();
+            return Ok(turn);
+        }
+    };
+    let mut out = Printer::new();
+    let mut events = Events::new(resp);
+    let ended = loop {
+        let next = tokio::select! {
+            e = events.next() => e,
+            () = &mut ctrl_c => {
+                turn.stopped = true;
+                break true;
+            }
+        };
+        let v = match next {
+            Ok(Some(Event::Json(v))) => v,
+            Ok(Some(Event::Done)) => break true,
+            Ok(None) => break false,
+            Err(e) => {
+                out.end();
+                return Err(e);
+            }
+        };
+        if let Some(m) = error_message(&v) {
+            out.end();
+            return Err(m.to_owned());
+        }
+        if let Some(m) = v["model"].as_str() {
+            turn.model = Some(m.to_owned());
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            turn.usage = Some((
+                u["prompt_tokens"].as_u64().unwrap_or(0),
+                u["completion_tokens"].as_u64().unwrap_or(0),
+            ));
+        }
+        let Some(choice) = v["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        for (field, thinking) in [("reasoning_content", true), ("content", false)] {
+            if let Some(s) = delta[field].as_str().filter(|s| !s.is_empty()) {
+                turn.first.get_or_insert_with(|| start.elapsed());
+                out.write(s, thinking);
+                if !thinking {
+                    turn.text.push_str(s);
+                }
+            }
+        }
+        if let Some(f) = choice["finish_reason"].as_str() {
+            turn.finish = Some(f.to_owned());
+        }
+    };
+    out.end();
+    turn.took = start.elapsed();
+    if !ended && turn.finish.is_none() {
+        return Err("the answer broke off: the server closed the stream before its end".into());
+    }
+    Ok(turn)
+}
+
+/// Writes an answer as it streams: text to stdout, reasoning to stderr.
+struct Printer {
+    /// stderr is a terminal: reasoning is dimmed.
+    dim: bool,
+    /// What the last write went to (`Some(true)`: reasoning).
+    last: Option<bool>,
+    /// The last byte written to stdout was a newline (or nothing was written).
+    at_line_start: bool,
+}
+
+impl Printer {
+    fn new() -> Self {
+        Printer {
+            dim: std::io::stderr().is_terminal(),
+            last: None,
+            at_line_start: true,
+        }
+    }
+
+    fn write(&mut self, s: &str, thinking: bool) {
+        if thinking {
+            if self.last != Some(true) && self.dim {
+                output::err_text("\x1b[2m");
+            }
+            output::err_text(s);
+        } else {
+            if self.last == Some(true) {
+                self.close_reasoning();
+            }
+            output::text(s);
+            self.at_line_start = s.ends_with('\n');
+        }
+        self.last = Some(thinking);
+    }
+
+    fn close_reasoning(&mut self) {
+        output::err_text(if self.dim { "\x1b[0m\n" } else { "\n" });
+    }
+
+    /// Ends the answer on a line of its own.
+    fn end(&mut self) {
+        if self.last == Some(true) {
+            self.close_reasoning();
+        }
+        if !self.at_line_start {
+            output::text("\n");
+            self.at_line_start = true;
+        }
+        self.last = None;
+    }
+}
+
+/// A conversation: messages from stdin (a line each, `"""` around several), each
+/// answered in turn. Exit 0 at the end of stdin or `/bye`, 130 on Ctrl-C at the
+/// prompt.
+async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
+    let client = Client::new(&args.server)?;
+    let terminal = std::io::stdin().is_terminal();
+    let mut chat = Conversation::new(args);
+    // A wrong address, key or model is said now, not after the first message.
+    let models = models(&client).await?;
+    if let Some(m) = &chat.model {
+        check_model(m, &models)?;
+    }
+    if terminal {
+        output::err(format!(
+            "Talking to {} at {}. /help for commands, Ctrl-D to leave.",
+            chat.model.as_deref().unwrap_or("the default model"),
+            client.base
+        ));
+    }
+    let mut lines = stdin_lines();
+    let mut first = args.prompt.clone().filter(|p| !p.trim().is_empty());
+    loop {
+        let text = match first.take() {
+            Some(p) => p,
+            None => {
+                if terminal {
+                    output::err_text(">>> ");
+                }
+                match read_message(&mut lines, terminal).await {
+                    Input::Message(m) => m,
+                    Input::End => return Ok(ExitCode::SUCCESS),
+                    Input::Interrupted => {
+                        output::err("");
+                        return Ok(ExitCode::from(INTERRUPTED));
+                    }
+                }
+            }
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if let Some(command) = text.strip_prefix('/')
+            && !text.starts_with("//")
+        {
+            match command_of(command, &mut chat, &models) {
+                Ok(true) => continue,
+                Ok(false) => return Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    output::err(e);
+                    continue;
+                }
+            }
+        }
+        // `//x` sends `/x`.
+        let text = text
+            .strip_prefix('/')
+            .filter(|t| t.starts_with('/'))
+            .unwrap_or(text);
+        chat.messages.push(message("user", text));
+        match answer(&client, &chat.body(args), Stop::OnCtrlC, patience(args)).await {
+            Ok(turn) => {
+                turn.report(args.stats);
+                // A stopped answer stays as far as it came: the next message can
+                // say "go on".
+                chat.messages.push(message("assistant", &turn.text));
+                if chat.model.is_none() {
+                    chat.model = turn.model;
+                }
+            }
+            Err(e) => {
+                output::err(format!("error: {e}"));
+                chat.messages.pop();
+            }
+        }
+    }
+}
+
+/// The names of the models the server serves (`/v1/models`).
+async fn models(client: &Client) -> Result<Vec<String>, String> {
+    let resp = client
+        .send(client.request(reqwest::Method::GET, "/v1/models"))
+        .await?;
+    let list: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("the model list cannot be read: {e}"))?;
+    Ok(list["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+fn check_model(name: &str, models: &[String]) -> Result<(), String> {
+    if models.iter().any(|m| m == name) {
+        return Ok(());
+    }
+    Err(format!(
+        "the server has no model named '{name}'; it has: {}",
+        if models.is_empty() {
+            "none".to_owned()
+        } else {
+            models.join(", ")
+        }
+    ))
+}
+
+/// Runs a `/command`: `Ok(true)` to go on, `Ok(false)` to leave, `Err` to say why
+/// it was not done.
+fn command_of(command: &str, chat: &mut Conversation, models: &[String]) -> Result<bool, String> {
+    let (name, rest) = command
+        .split_once(char::is_whitespace)
+        .map_or((command, ""), |(n, r)| (n, r.trim()));
+    match name {
+        "bye" | "exit" | "quit" => return Ok(false),
+        "help" | "?" => output::err(HELP),
+        "clear" => {
+            chat.messages.clear();
+            output::err("(the conversation is forgotten)");
+        }
+        "model" if rest.is_empty() => output::err(format!(
+            "model: {}; the server has: {}",
+            chat.model.as_deref().unwrap_or("the default"),
+            models.join(", ")
+        )),
+        "model" => {
+            check_model(rest, models)?;
+            chat.model = Some(rest.to_owned());
+            output::err(format!("(now talking to {rest})"));
+        }
+        "system" => {
+            chat.system = Some(rest.to_owned()).filter(|s| !s.is_empty());
+            output::err(if rest.is_empty() {
+                "(no system message)"
+            } else {
+                "(system message set)"
+            });
+        }
+        _ => {
+            return Err(format!(
+                "unknown command /{name}: /help lists them (start a message with // to send a /)"
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// stdin's lines, read on a thread of their own (a read in progress never holds up
+/// the runtime or the exit).
+fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+enum Input {
+    Message(String),
+    End,
+    Interrupted,
+}
+
+/// The next message: a line, or the lines between two `"""`.
+async fn read_message(lines: &mut mpsc::UnboundedReceiver<String>, terminal: bool) -> Input {
+    let mut block: Option<Vec<String>> = None;
+    loop {
+        let line = tokio::select! {
+            l = lines.recv() => l,
+            _ = tokio::signal::ctrl_c() => return Input::Interrupted,
+        };
+        let Some(line) = line else {
+            // The end of stdin inside a block sends what it holds.
+            return match block {
+                Some(b) if !b.is_empty() => Input::Message(b.join("\n")),
+                _ => Input::End,
+            };
+        };
+        match &mut block {
+            None => match line.trim_start().strip_prefix("\"\"\"") {
+                None => return Input::Message(line),
+                Some(rest) => {
+                    if let Some(one) = rest.strip_suffix("\"\"\"") {
+                        return Input::Message(one.to_owned());
+                    }
+                    block = Some(if rest.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![rest.to_owned()]
+                    });
+                }
+            },
+            Some(b) => match line.trim_end().strip_suffix("\"\"\"") {
+                Some(last) => {
+                    if !last.is_empty() {
+                        b.push(last.to_owned());
+                    }
+                    return Input::Message(b.join("\n"));
+                }
+                None => b.push(line),
+            },
+        }
+        if terminal {
+            output::err_text("... ");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ChatArgs {
+        ChatArgs {
+            prompt: None,
+            model: None,
+            system: None,
+            max_tokens: None,
+            temperature: None,
+            interactive: false,
+            wait: 0,
+            stats: false,
+            server: ServerArgs {
+                server: String::new(),
+                api_key: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_request_names_only_what_was_asked() {
+        let a = args();
+        let mut chat = Conversation::new(&a);
+        chat.messages.push(message("user", "hi"));
+        assert_eq!(
+            chat.body(&a),
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+                   "stream_options": {"include_usage": true}})
+        );
+        let a = ChatArgs {
+            model: Some("m".into()),
+            system: Some("be brief".into()),
+            max_tokens: Some(5),
+            temperature: Some(0.0),
+            ..args()
+        };
+        let mut chat = Conversation::new(&a);
+        chat.messages.push(message("user", "hi"));
+        let body = chat.body(&a);
+        assert_eq!(body["model"], "m");
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(body["max_tokens"], 5);
+        assert_eq!(body["temperature"], 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_block_between_triple_quotes_is_one_message() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for l in [
+            "\"\"\"first",
+            "second",
+            "third\"\"\"",
+            "\"\"\"one\"\"\"",
+            "plain",
+            "\"\"\"",
+            "open",
+        ] {
+            tx.send(l.to_owned()).unwrap();
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        loop {
+            match read_message(&mut rx, false).await {
+                Input::Message(m) => got.push(m),
+                Input::End => break,
+                Input::Interrupted => unreachable!(),
+            }
+        }
+        assert_eq!(got, ["first\nsecond\nthird", "one", "plain", "open"]);
+    }
+
+    #[test]
+    fn commands_change_the_conversation_and_unknown_ones_are_refused() {
+        let a = args();
+        let mut chat = Conversation::new(&a);
+        let models = vec!["a".to_owned(), "b".to_owned()];
+        chat.messages.push(message("user", "hi"));
+        assert_eq!(command_of("model b", &mut chat, &models), Ok(true));
+        assert_eq!(chat.model.as_deref(), Some("b"));
+        let e = command_of("model zz", &mut chat, &models).unwrap_err();
+        assert!(
+            e.contains("no model named 'zz'") && e.contains("a, b"),
+            "{e}"
+        );
+        assert_eq!(chat.model.as_deref(), Some("b"));
+        assert_eq!(
+            command_of("system  be brief ", &mut chat, &models),
+            Ok(true)
+        );
+        assert_eq!(chat.system.as_deref(), Some("be brief"));
+        assert_eq!(command_of("clear", &mut chat, &models), Ok(true));
+        assert!(chat.messages.is_empty());
+        assert!(command_of("frobnicate", &mut chat, &models).is_err());
+        assert_eq!(command_of("bye", &mut chat, &models), Ok(false));
+    }
+
+    #[test]
+    fn stats_say_speed_only_when_it_can_be_known() {
+        let t = Turn {
+            model: Some("m".into()),
+            usage: Some((10, 21)),
+            first: Some(Duration::from_millis(100)),
+            took: Duration::from_millis(1100),
+            ..Turn::default()
+        };
+        assert_eq!(
+            t.stats(),
+            "model m · 10 prompt + 21 completion tokens · first token 100 ms · 20.0 tokens/s · 1.10 s"
+        );
+        let t = Turn {
+            took: Duration::from_millis(50),
+            ..Turn::default()
+        };
+        assert_eq!(t.stats(), "model (not said) · 0.05 s");
+    }
+}

@@ -1,0 +1,387 @@
+//! `hearth chat`: the real binary against a real server started here, its models
+//! played by the fake upstream (what they receive is checked) or the real SmolLM2.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hearth_testkit::{Behaviour, FakeUpstream};
+use serde_json::{Value, json};
+
+mod common;
+use common::{hearth, serve_in_process};
+
+const KEY: &str = "sk-chat-test-1";
+
+/// A Hearth with one key and `models` (TOML `[[models]]` tables), stopping when
+/// the sender is dropped.
+async fn serve(data: &Path, models: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let toml = format!(
+        "[server]\nshutdown_grace_secs = 1\n[storage]\ndata_dir = \"{}\"\n[[keys]]\nname = \"cli\"\nkey = \"{KEY}\"\n{models}",
+        data.display()
+    );
+    serve_in_process(&toml).await
+}
+
+/// `[[models]]` for each name, all on `up`.
+fn upstream_models(up: &FakeUpstream, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!(
+                "[[models]]\nname = \"{n}\"\nbackend = \"upstream\"\nbase_url = \"{}\"\nretries = 0\n",
+                up.base_url()
+            )
+        })
+        .collect()
+}
+
+/// Runs `hearth chat ARGS` with `stdin` (None: no stdin at all) and the test's key
+/// (off the runtime: the server runs on it): its exit code, stdout and stderr.
+async fn chat(args: &[&str], stdin: Option<&str>, key: bool) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let stdin = stdin.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = hearth();
+        cmd.arg("chat").args(&args);
+        if key {
+            cmd.env("HEARTH_API_KEY", KEY);
+        }
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            let mut w = child.stdin.take().unwrap();
+            w.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The messages of each chat request the fake received.
+fn sent(up: &FakeUpstream) -> Vec<Value> {
+    up.received()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_question_streams_its_answer_to_stdout_with_the_piped_text_after_it() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model("m", [Behaviour::ok("Three short lines, summed up.")]);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--system",
+            "Be brief.",
+            "--max-tokens",
+            "40",
+            "--temperature",
+            "0",
+            "--stats",
+            "Summarize this:",
+        ],
+        Some("line one\nline two\n"),
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Three short lines, summed up.\n");
+    assert!(
+        err.contains("model m") && err.contains("first token"),
+        "{err}"
+    );
+    let bodies = sent(&up);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(
+        bodies[0]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Summarize this:\n\nline one\nline two"},
+        ])
+    );
+    assert_eq!(bodies[0]["max_tokens"], 40);
+    assert_eq!(bodies[0]["temperature"], 0.0);
+    // Piped text alone is the question.
+    let (code, out, err) = chat(&["--server", &base], Some("Only this.\n"), true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Hello from the fake upstream.\n");
+    assert_eq!(
+        sent(&up)[1]["messages"],
+        json!([{"role": "user", "content": "Only this."}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_keeps_its_turns_and_its_commands_change_it() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model("m", [Behaviour::ok("First answer.")]);
+    up.script_model("other", [Behaviour::ok("Second answer.")]);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m", "other"])).await;
+    let input = "\
+First question
+/model nope
+/model other
+/system Answer in French.
+/frobnicate
+\"\"\"Two
+lines\"\"\"
+/bye
+never sent
+";
+    let (code, out, err) = chat(&["--server", &base, "-i", "-m", "m"], Some(input), true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "First answer.\nSecond answer.\n");
+    assert!(
+        err.contains("the server has no model named 'nope'; it has: m, other"),
+        "{err}"
+    );
+    assert!(err.contains("unknown command /frobnicate"), "{err}");
+    let bodies = sent(&up);
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(
+        bodies[1]["messages"],
+        json!([
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "First answer."},
+            {"role": "user", "content": "Two\nlines"},
+        ])
+    );
+    // After /clear the turns before are gone; the end of stdin ends it (exit 0).
+    up.script_model("m", [Behaviour::ok("A."), Behaviour::ok("B.")]);
+    let (code, out, err) = chat(
+        &["--server", &base, "-i", "one"],
+        Some("/clear\ntwo\n"),
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "A.\nB.\n");
+    assert_eq!(
+        sent(&up)[3]["messages"],
+        json!([{"role": "user", "content": "two"}])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thinking_models_reasoning_goes_to_stderr_and_its_answer_to_stdout() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model(
+        "m",
+        [Behaviour::Reasoning {
+            reasoning: "The user greets me; greet back.".into(),
+            text: "Hello!".into(),
+            delay: Duration::ZERO,
+        }],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) = chat(&["--server", &base, "Hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Hello!\n");
+    assert!(err.contains("The user greets me; greet back."), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_went_wrong_is_said_and_the_exit_is_1() {
+    let up = FakeUpstream::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let cases: [(&[&str], Option<&str>, bool, &str); 5] = [
+        // A model the server does not have: the server's own words.
+        (
+            &["--server", &base, "-m", "nope", "hi"],
+            None,
+            true,
+            "The model `nope` does not exist",
+        ),
+        // Checked before the first message in a conversation.
+        (
+            &["--server", &base, "-i", "-m", "nope"],
+            Some("hi\n"),
+            true,
+            "the server has no model named 'nope'; it has: m",
+        ),
+        (&["--server", &base, "hi"], None, false, "--api-key KEY"),
+        (
+            &["--server", "http://127.0.0.1:9", "hi"],
+            None,
+            true,
+            "cannot reach Hearth at http://127.0.0.1:9",
+        ),
+        (&["--server", &base], None, true, "nothing to ask"),
+    ];
+    for (args, stdin, key, says) in cases {
+        let (code, out, err) = chat(args, stdin, key).await;
+        assert_eq!(code, 1, "{args:?}: {out}\n{err}");
+        assert!(err.contains(says), "{args:?} should say {says:?}: {err}");
+    }
+    assert!(sent(&up).is_empty());
+    // A stream cut half-way: what came is shown, then why it stopped.
+    up.script_model("m", [Behaviour::DropMidStream { after: 2 }]);
+    let (code, out, err) = chat(&["--server", &base, "hi"], None, true).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.ends_with('\n') && !out.trim().is_empty(), "{out:?}");
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model(
+        "m",
+        [
+            Behaviour::slow(
+                "one two three four five six seven eight",
+                8,
+                Duration::from_millis(400),
+            ),
+            Behaviour::ok("Going on."),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let up2 = up.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let mut child = hearth()
+            .args(["chat", "--server", &base, "-i"])
+            .env("HEARTH_API_KEY", KEY)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"count to eight\n").unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            stdout.read_to_end(&mut all).unwrap();
+            all
+        });
+        // Interrupt once the answer has begun; the next message is answered after.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while up2.hits() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(b"go on\n").unwrap();
+        drop(stdin);
+        let out = reader.join().unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let status = child.wait().unwrap();
+        (
+            status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out).into_owned(),
+            err,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("(stopped)"), "{err}");
+    assert!(out.ends_with("Going on.\n"), "{out:?}");
+    let partial = out.trim_end_matches("Going on.\n").trim();
+    assert!(
+        !partial.is_empty() && !partial.contains("eight"),
+        "the first answer should have been cut: {out:?}"
+    );
+    let bodies = sent(&up);
+    assert_eq!(bodies.len(), 2);
+    // The stopped answer stays as far as it came.
+    assert_eq!(
+        bodies[1]["messages"][1]["content"].as_str().unwrap().trim(),
+        partial
+    );
+    // The server stopped asking the upstream for the rest.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.cancelled() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.cancelled(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_model_answers_for_real() {
+    let data = tempfile::tempdir().unwrap();
+    let models = format!(
+        "[[models]]\nname = \"smollm2\"\nbackend = \"embedded\"\npath = \"{}\"\ncontext = 2048\n",
+        hearth_testkit::test_model_path().display()
+    );
+    let (base, _stop) = serve(data.path(), &models).await;
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "--stats",
+            "What is the capital of France?",
+        ],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.trim().is_empty(), "no answer: {err}");
+    assert!(err.contains("model smollm2"), "{err}");
+    assert!(err.contains(" completion tokens"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_asks_to_come_back_later_is_waited_for_within_wait() {
+    let up = FakeUpstream::start().await.unwrap();
+    let busy = || Behaviour::Status {
+        status: 503,
+        retry_after: Some(1),
+    };
+    up.script_model("m", [busy(), Behaviour::ok("Ready now.")]);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) = chat(&["--server", &base, "hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Ready now.\n");
+    assert!(err.contains("waiting up to 120 s"), "{err}");
+    assert_eq!(sent(&up).len(), 2);
+    // `--wait 0`: the server's answer at once, and exit 1.
+    up.script_model("m", [busy()]);
+    let (code, out, err) = chat(&["--server", &base, "--wait", "0", "hi"], None, true).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(!err.contains("waiting"), "{err}");
+    assert_eq!(sent(&up).len(), 3);
+}
