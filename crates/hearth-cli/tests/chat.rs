@@ -361,6 +361,24 @@ async fn the_default_model_answers_for_real() {
     assert!(!out.trim().is_empty(), "no answer: {err}");
     assert!(err.contains("model smollm2"), "{err}");
     assert!(err.contains(" completion tokens"), "{err}");
+    // A model that cannot see images says so; nothing is answered.
+    let png = data.path().join("dot.png");
+    std::fs::write(&png, common::PNG).unwrap();
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--image",
+            png.to_str().unwrap(),
+            "What is this?",
+        ],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("cannot see images"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,5 +401,75 @@ async fn a_server_that_asks_to_come_back_later_is_waited_for_within_wait() {
     let (code, out, err) = chat(&["--server", &base, "--wait", "0", "hi"], None, true).await;
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(!err.contains("waiting"), "{err}");
+    assert_eq!(sent(&up).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_go_inline_with_their_message() {
+    use base64::Engine as _;
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model(
+        "m",
+        [
+            Behaviour::ok("A tiny picture."),
+            Behaviour::ok("Still tiny."),
+            Behaviour::ok("No picture now."),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let png = data.path().join("dot.png");
+    std::fs::write(&png, common::PNG).unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(common::PNG)
+    );
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--image",
+            png.to_str().unwrap(),
+            "What is this?",
+        ],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        sent(&up)[0]["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}])
+    );
+    // In a conversation, `/image` sends one with the next message only.
+    let input = format!("/image {}\nAnd now?\nWithout it?\n", png.display());
+    let (code, out, err) = chat(&["--server", &base, "-i"], Some(&input), true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let bodies = sent(&up);
+    assert_eq!(
+        bodies[1]["messages"][0]["content"][1]["image_url"]["url"],
+        url
+    );
+    assert_eq!(
+        bodies[2]["messages"][2],
+        json!({"role": "user", "content": "Without it?"})
+    );
+    // A file that is no image is refused before anything is sent.
+    let text = data.path().join("notes.txt");
+    std::fs::write(&text, "not an image").unwrap();
+    let (code, out, err) = chat(
+        &["--server", &base, "--image", text.to_str().unwrap(), "hi"],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("is not a PNG, JPEG, GIF, WebP or BMP image"),
+        "{err}"
+    );
     assert_eq!(sent(&up).len(), 3);
 }

@@ -22,6 +22,7 @@ const INTERRUPTED: u8 = 130;
 const HELP: &str = "\
   /model NAME    answer with another model (the conversation stays)
   /system TEXT   set the system message (empty: none)
+  /image FILE    send an image (PNG, JPEG, GIF, WebP, BMP) with the next message
   /clear         forget the conversation so far
   /bye           leave (also /exit, /quit, Ctrl-D)
   \"\"\"            begins and ends a message of several lines
@@ -44,6 +45,11 @@ pub struct ChatArgs {
     /// A system message at the start of the conversation.
     #[arg(long, short, value_name = "TEXT")]
     pub system: Option<String>,
+    /// An image for the question (PNG, JPEG, GIF, WebP, BMP), sent inline to a
+    /// model that reads images; repeat for several. In a conversation, with the
+    /// first message.
+    #[arg(long, value_name = "FILE")]
+    pub image: Vec<std::path::PathBuf>,
     /// The most tokens an answer may have (the server's own limit applies too).
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u32>,
@@ -123,7 +129,10 @@ fn question(prompt: Option<&str>, stdin: &std::io::Stdin) -> Result<String, Stri
 async fn once(args: &ChatArgs, q: String) -> Result<ExitCode, String> {
     let client = Client::new(&args.server)?;
     let mut chat = Conversation::new(args);
-    chat.messages.push(message("user", &q));
+    for path in &args.image {
+        chat.attach(path)?;
+    }
+    chat.ask(&q);
     let turn = answer(&client, &chat.body(args), Stop::Never, patience(args)).await?;
     turn.report(args.stats);
     Ok(ExitCode::SUCCESS)
@@ -135,6 +144,8 @@ struct Conversation {
     system: Option<String>,
     /// The user's and the model's messages, in order (the system message apart).
     messages: Vec<Value>,
+    /// Images for the next message (`--image`, `/image`), as `data:` URLs.
+    images: Vec<String>,
 }
 
 impl Conversation {
@@ -143,7 +154,30 @@ impl Conversation {
             model: args.model.clone(),
             system: args.system.clone().filter(|s| !s.is_empty()),
             messages: Vec::new(),
+            images: Vec::new(),
         }
+    }
+
+    /// The user's next message, with the images waiting for it.
+    fn ask(&mut self, text: &str) {
+        if self.images.is_empty() {
+            self.messages.push(message("user", text));
+            return;
+        }
+        let mut parts = vec![json!({"type": "text", "text": text})];
+        parts.extend(
+            self.images
+                .drain(..)
+                .map(|url| json!({"type": "image_url", "image_url": {"url": url}})),
+        );
+        self.messages
+            .push(json!({"role": "user", "content": Value::Array(parts)}));
+    }
+
+    /// Reads `path` as an image for the next message.
+    fn attach(&mut self, path: &std::path::Path) -> Result<(), String> {
+        self.images.push(data_url(path)?);
+        Ok(())
     }
 
     fn body(&self, args: &ChatArgs) -> Value {
@@ -166,6 +200,52 @@ impl Conversation {
             body.insert("temperature".into(), json!(t));
         }
         Value::Object(body)
+    }
+}
+
+/// The most bytes of one image (servers refuse far less in a request body by
+/// default; this only keeps a wrong file from being read whole).
+const MAX_IMAGE: u64 = 64 << 20;
+
+/// `path` as a `data:` URL, its type told by its first bytes.
+fn data_url(path: &std::path::Path) -> Result<String, String> {
+    use base64::Engine as _;
+    let cannot = |e: &dyn std::fmt::Display| format!("cannot read {}: {e}", path.display());
+    let size = std::fs::metadata(path).map_err(|e| cannot(&e))?.len();
+    if size > MAX_IMAGE {
+        return Err(format!(
+            "{} is {} MB: more than an image this client sends ({} MB)",
+            path.display(),
+            size >> 20,
+            MAX_IMAGE >> 20
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| cannot(&e))?;
+    let mime = image_type(&bytes).ok_or_else(|| {
+        format!(
+            "{} is not a PNG, JPEG, GIF, WebP or BMP image",
+            path.display()
+        )
+    })?;
+    Ok(format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    ))
+}
+
+fn image_type(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if b.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if b.starts_with(b"GIF87a") || b.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if b.len() >= 12 && &b[..4] == b"RIFF" && &b[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else if b.starts_with(b"BM") && b.len() > 14 {
+        Some("image/bmp")
+    } else {
+        None
     }
 }
 
@@ -380,6 +460,9 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
     let client = Client::new(&args.server)?;
     let terminal = std::io::stdin().is_terminal();
     let mut chat = Conversation::new(args);
+    for path in &args.image {
+        chat.attach(path)?;
+    }
     // A wrong address, key or model is said now, not after the first message.
     let models = models(&client).await?;
     if let Some(m) = &chat.model {
@@ -432,7 +515,7 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
             .strip_prefix('/')
             .filter(|t| t.starts_with('/'))
             .unwrap_or(text);
-        chat.messages.push(message("user", text));
+        chat.ask(text);
         match answer(&client, &chat.body(args), Stop::OnCtrlC, patience(args)).await {
             Ok(turn) => {
                 turn.report(args.stats);
@@ -445,7 +528,15 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
             }
             Err(e) => {
                 output::err(format!("error: {e}"));
-                chat.messages.pop();
+                // Its images stay for the message sent again.
+                if let Some(Value::Array(parts)) = chat.messages.pop().map(|m| m["content"].clone())
+                {
+                    chat.images.extend(
+                        parts
+                            .iter()
+                            .filter_map(|p| p["image_url"]["url"].as_str().map(str::to_owned)),
+                    );
+                }
             }
         }
     }
@@ -491,8 +582,17 @@ fn command_of(command: &str, chat: &mut Conversation, models: &[String]) -> Resu
     match name {
         "bye" | "exit" | "quit" => return Ok(false),
         "help" | "?" => output::err(HELP),
+        "image" if rest.is_empty() => output::err(format!(
+            "{} image(s) wait for the next message; /image FILE adds one",
+            chat.images.len()
+        )),
+        "image" => {
+            chat.attach(std::path::Path::new(rest))?;
+            output::err(format!("(the next message takes {rest})"));
+        }
         "clear" => {
             chat.messages.clear();
+            chat.images.clear();
             output::err("(the conversation is forgotten)");
         }
         "model" if rest.is_empty() => output::err(format!(
@@ -599,6 +699,7 @@ mod tests {
             prompt: None,
             model: None,
             system: None,
+            image: Vec::new(),
             max_tokens: None,
             temperature: None,
             interactive: false,
@@ -689,6 +790,21 @@ mod tests {
         assert!(chat.messages.is_empty());
         assert!(command_of("frobnicate", &mut chat, &models).is_err());
         assert_eq!(command_of("bye", &mut chat, &models), Ok(false));
+    }
+
+    #[test]
+    fn images_are_told_by_their_first_bytes() {
+        assert_eq!(image_type(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(image_type(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
+        assert_eq!(image_type(b"GIF89a..."), Some("image/gif"));
+        assert_eq!(image_type(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(
+            image_type(b"BM\0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            Some("image/bmp")
+        );
+        assert_eq!(image_type(b"RIFF\0\0\0\0WAVEfmt "), None);
+        assert_eq!(image_type(b"%PDF-1.7"), None);
+        assert_eq!(image_type(b""), None);
     }
 
     #[test]
