@@ -72,6 +72,22 @@ async fn chat(args: &[&str], stdin: Option<&str>, key: bool) -> (i32, String, St
     .unwrap()
 }
 
+/// `hearth chat --image dot.png "What is this?"`, the image ([`common::PNG`])
+/// written into `dir` first: its path and what the command did.
+async fn ask_about_a_png(base: &str, dir: &Path) -> (std::path::PathBuf, (i32, String, String)) {
+    let png = dir.join("dot.png");
+    std::fs::write(&png, common::PNG).unwrap();
+    let args = [
+        "--server",
+        base,
+        "--image",
+        png.to_str().unwrap(),
+        "What is this?",
+    ];
+    let ran = chat(&args, None, true).await;
+    (png, ran)
+}
+
 /// The messages of each chat request the fake received.
 fn sent(up: &FakeUpstream) -> Vec<Value> {
     up.received()
@@ -362,20 +378,7 @@ async fn the_default_model_answers_for_real() {
     assert!(err.contains("model smollm2"), "{err}");
     assert!(err.contains(" completion tokens"), "{err}");
     // A model that cannot see images says so; nothing is answered.
-    let png = data.path().join("dot.png");
-    std::fs::write(&png, common::PNG).unwrap();
-    let (code, out, err) = chat(
-        &[
-            "--server",
-            &base,
-            "--image",
-            png.to_str().unwrap(),
-            "What is this?",
-        ],
-        None,
-        true,
-    )
-    .await;
+    let (_, (code, out, err)) = ask_about_a_png(&base, data.path()).await;
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("cannot see images"), "{err}");
@@ -418,24 +421,11 @@ async fn images_go_inline_with_their_message() {
     );
     let data = tempfile::tempdir().unwrap();
     let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
-    let png = data.path().join("dot.png");
-    std::fs::write(&png, common::PNG).unwrap();
+    let (png, (code, out, err)) = ask_about_a_png(&base, data.path()).await;
     let url = format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(common::PNG)
     );
-    let (code, out, err) = chat(
-        &[
-            "--server",
-            &base,
-            "--image",
-            png.to_str().unwrap(),
-            "What is this?",
-        ],
-        None,
-        true,
-    )
-    .await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(
         sent(&up)[0]["messages"],
