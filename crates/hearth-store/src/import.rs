@@ -22,6 +22,8 @@ pub struct Imported {
     pub steps: u64,
     pub files: u64,
     pub job_files: u64,
+    /// Keys' token counts per budget period.
+    pub key_usage: u64,
 }
 
 /// A column's type, as both databases store it.
@@ -134,6 +136,10 @@ const TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("created_at", Int),
         ],
     ),
+    (
+        "key_usage",
+        &[("key", Text), ("period_start", Int), ("tokens", Int)],
+    ),
 ];
 
 /// Rows read from SQLite at a time.
@@ -230,7 +236,8 @@ async fn copy(source: &SqliteStore, target: &PgStore) -> Result<Imported, StoreE
             "messages" => counts.messages = n,
             "jobs" => counts.jobs = n,
             "job_steps" => counts.steps = n,
-            _ => counts.job_files = n,
+            "job_files" => counts.job_files = n,
+            _ => counts.key_usage = n,
         }
     }
     tx.commit().await?;

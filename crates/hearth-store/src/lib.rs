@@ -47,6 +47,7 @@
 //! - `postgres`: [`PgStore`] ([`PgOptions`]: pool limits, statement timeout), its
 //!   lease keeper, [`pg_status`] (what `hearth doctor` reports) and
 //!   [`redact_url`]; `postgres_jobs`: its job queries.
+//! - `usage`: [`UsageStore`], the tokens each API key used per budget period.
 //! - `import`: [`import_sqlite`], a SQLite data folder's rows copied into Postgres.
 //! - `schema`: which Hearth may run on a database (applied migrations it does not
 //!   know, and the floor), read before migrating.
@@ -64,6 +65,7 @@ mod postgres_jobs;
 mod schema;
 mod sqlite;
 mod sqlite_jobs;
+mod usage;
 
 use async_trait::async_trait;
 
@@ -88,6 +90,7 @@ pub use sqlite::{
     DB_FILE, MAX_PAGE, Options, REPLY_LEASE, SqliteStore, UNDO_WINDOW, WAL_SIZE_LIMIT,
     sqlite_status, title_from,
 };
+pub use usage::UsageStore;
 
 /// Conversations and their messages. Message operations take a conversation id the
 /// caller has already checked against its [`Scope`] (with

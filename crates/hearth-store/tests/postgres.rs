@@ -122,7 +122,7 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
         "{fresh:?}"
     );
     assert!(fresh.schema.applied.is_empty());
-    assert_eq!(fresh.schema.pending, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(fresh.schema.pending, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let store = PgStore::connect(&db.url(), PgOptions::default())
         .await
         .unwrap();
@@ -131,7 +131,7 @@ async fn the_status_tells_pending_migrations_from_applied_ones() {
         .await
         .unwrap();
     let done = done.schema;
-    assert_eq!(done.applied, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(done.applied, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!((done.floor, done.refused), (0, false));
     assert!(done.pending.is_empty() && done.unknown.is_empty());
 }
@@ -198,6 +198,9 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
         )
         .await
         .unwrap();
+    hearth_store::UsageStore::add_key_usage(&sqlite, "alice", 1_777_593_600_000, 420)
+        .await
+        .unwrap();
     // While a Hearth runs on the folder, the import waits for it to stop.
     let target = PgStore::connect(&db.url(), PgOptions::default())
         .await
@@ -219,9 +222,16 @@ async fn a_sqlite_data_folder_is_imported_once_with_every_row() {
             done.jobs,
             done.steps,
             done.files,
-            done.job_files
+            done.job_files,
+            done.key_usage
         ),
-        (2, 2, 1, 1, 1, 1)
+        (2, 2, 1, 1, 1, 1, 1)
+    );
+    assert_eq!(
+        hearth_store::UsageStore::key_usage(&target, "alice", 1_777_593_600_000)
+            .await
+            .unwrap(),
+        420
     );
     // Each row as it was: owners, order, the trash (restorable), the running job.
     let c = target

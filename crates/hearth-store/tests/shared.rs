@@ -17,6 +17,7 @@ both!(
     closing_ends_only_this_stores_own_unfinished_replies,
     the_previous_releases_database_is_migrated_and_keeps_its_rows,
     conversations_made_in_the_same_millisecond_still_list_newest_first,
+    key_usage_adds_up_across_processes_by_key_and_period,
 );
 
 fn page() -> ListQuery {
@@ -266,4 +267,33 @@ async fn conversations_made_in_the_same_millisecond_still_list_newest_first(db: 
         .map(|c| c.id)
         .collect();
     assert_eq!(listed, made);
+}
+
+/// Two processes adding a key's tokens at once lose none; keys and periods are
+/// counted apart, and a count outlives the store that wrote it.
+async fn key_usage_adds_up_across_processes_by_key_and_period(db: Db) {
+    let (one, two) = (db.open().await, db.open().await);
+    const MAY: i64 = 1_777_593_600_000;
+    assert_eq!(one.key_usage("alice", MAY).await.unwrap(), 0);
+    let adds = (0..40).map(|i| {
+        let store = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tokio::spawn(async move { store.add_key_usage("alice", MAY, 25).await.unwrap() })
+    });
+    let mut totals: Vec<u64> = Vec::new();
+    for add in adds {
+        totals.push(add.await.unwrap());
+    }
+    // Each add saw a different total: none read and wrote back another's.
+    totals.sort_unstable();
+    totals.dedup();
+    assert_eq!(totals.len(), 40);
+    assert_eq!(totals.last(), Some(&1000));
+    assert_eq!(two.add_key_usage("bob", MAY, 7).await.unwrap(), 7);
+    assert_eq!(two.add_key_usage("alice", MAY + 1, 3).await.unwrap(), 3);
+    drop((one, two));
+    let again = db.open().await;
+    assert_eq!(again.key_usage("alice", MAY).await.unwrap(), 1000);
+    assert_eq!(again.key_usage("alice", MAY + 1).await.unwrap(), 3);
+    assert_eq!(again.key_usage("bob", MAY).await.unwrap(), 7);
+    assert_eq!(again.key_usage("carol", MAY).await.unwrap(), 0);
 }

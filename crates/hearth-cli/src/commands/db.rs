@@ -94,7 +94,7 @@ fn import(args: ImportArgs) -> ExitCode {
         Ok((d, server)) => {
             output::line(format!(
                 "imported {} into {server}: {} conversations, {} messages, {} jobs, {} steps, \
-                 {} files ({} job file records)",
+                 {} files ({} job file records), {} keys' token counts",
                 args.from.join(hearth_store::DB_FILE).display(),
                 d.conversations,
                 d.messages,
@@ -102,6 +102,7 @@ fn import(args: ImportArgs) -> ExitCode {
                 d.steps,
                 d.files,
                 d.job_files,
+                d.key_usage,
             ));
             if d.files > 0 {
                 output::line(format!(

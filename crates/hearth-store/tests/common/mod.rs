@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hearth_store::{
-    ConversationStore, JobStore, Options, PgOptions, PgStore, SqliteStore, StoreError,
+    ConversationStore, JobStore, Options, PgOptions, PgStore, SqliteStore, StoreError, UsageStore,
 };
 
 /// The SQLite migrations this crate ships, in order.
@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[&str] = &[
     "0005_message_reasoning.sql",
     "0006_schema_floor.sql",
     "0007_message_reasoning_ms.sql",
+    "0008_key_usage.sql",
 ];
 
 /// The Postgres migrations: the same, and its own indexes.
@@ -38,6 +39,7 @@ pub const PG_MIGRATIONS: &[&str] = &[
     "0006_message_reasoning.sql",
     "0007_schema_floor.sql",
     "0008_message_reasoning_ms.sql",
+    "0009_key_usage.sql",
 ];
 
 /// The schema version a SQLite store opened now reaches.
@@ -45,7 +47,7 @@ pub const CURRENT: i64 = MIGRATIONS.len() as i64;
 
 /// Both stores, with what the tests call beyond the traits.
 #[async_trait]
-pub trait TestStore: ConversationStore + JobStore {
+pub trait TestStore: ConversationStore + JobStore + UsageStore {
     async fn schema_version(&self) -> Result<i64, StoreError>;
     async fn purge_deleted(&self, older_than: Duration) -> Result<u64, StoreError>;
 }
