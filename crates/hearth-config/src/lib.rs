@@ -39,9 +39,9 @@ pub use objects::{ObjectsBackend, S3Config, S3Credentials};
 pub use redact::redact_url;
 pub use sampling::{SamplingDefaults, ToolsPolicy};
 pub use server::{
-    HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING, LimitsBackend, LimitsConfig,
-    LogConfig, LogFormat, RedisFailurePolicy, ResolvedKey, SandboxConfig, ServerConfig,
-    StorageConfig, TlsConfig, TlsMode,
+    Budget, BudgetPeriod, HealthConfig, KeyConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
+    LimitsBackend, LimitsConfig, LogConfig, LogFormat, RedisFailurePolicy, ResolvedKey,
+    SandboxConfig, ServerConfig, StorageConfig, TlsConfig, TlsMode,
 };
 
 /// The name the default embedded model is served under.

@@ -390,6 +390,39 @@ pub struct KeyConfig {
     /// An admin key sees and manages every owner's conversations (and, later, jobs);
     /// other keys only their own.
     pub admin: bool,
+    /// Tokens (prompt and completion) the key may use per `budget_period`; unset or
+    /// 0 = no budget. Counted in the store, so it holds across restarts and replicas.
+    pub budget_tokens: Option<u64>,
+    /// The calendar period a budget is for, in UTC (default `month`).
+    pub budget_period: Option<BudgetPeriod>,
+}
+
+/// The calendar period of a key's token budget, in UTC: a day from midnight, a
+/// week from Monday's midnight, a month from its first day's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Week,
+    #[default]
+    Month,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+        }
+    }
+}
+
+/// A key's token budget: `tokens` per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub tokens: u64,
+    pub period: BudgetPeriod,
 }
 
 /// A key ready for comparison. `Debug` hides the secret.
@@ -400,6 +433,8 @@ pub struct ResolvedKey {
     pub rpm: u32,
     pub tpm: u64,
     pub admin: bool,
+    /// Its token budget, when it has one.
+    pub budget: Option<Budget>,
 }
 
 impl std::fmt::Debug for ResolvedKey {
@@ -410,6 +445,7 @@ impl std::fmt::Debug for ResolvedKey {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("admin", &self.admin)
+            .field("budget", &self.budget)
             .finish()
     }
 }

@@ -312,6 +312,20 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 None
             }
         };
+        let budget = match (k.budget_tokens, k.budget_period) {
+            (Some(tokens), period) if tokens > 0 => Some(crate::Budget {
+                tokens,
+                period: period.unwrap_or_default(),
+            }),
+            (_, Some(_)) => {
+                push(
+                    at("budget_period"),
+                    "a budget period needs `budget_tokens` (the tokens per period, above 0)".into(),
+                );
+                None
+            }
+            _ => None,
+        };
         if let Some(secret) = secret {
             resolved.push(ResolvedKey {
                 id,
@@ -319,6 +333,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 rpm: k.rpm.unwrap_or(config.limits.default_rpm),
                 tpm: k.tpm.unwrap_or(config.limits.default_tpm),
                 admin: k.admin,
+                budget,
             });
         }
     }
@@ -335,6 +350,7 @@ pub(crate) fn validate(config: &mut Config, env: &dyn Env) -> Vec<Problem> {
                 rpm: config.limits.default_rpm,
                 tpm: config.limits.default_tpm,
                 admin: false,
+                budget: None,
             });
         }
     }

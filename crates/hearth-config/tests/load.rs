@@ -196,6 +196,53 @@ fn keys_resolve_from_env_and_file_and_never_debug_print() {
 }
 
 #[test]
+fn a_keys_budget_is_tokens_per_calendar_period() {
+    let c = load_str(
+        "[[keys]]\nname = \"kid\"\nkey = \"sk-kid-12345\"\nbudget_tokens = 200000\nbudget_period = \"day\"\n\
+         [[keys]]\nname = \"bot\"\nkey = \"sk-bot-12345\"\nbudget_tokens = 5000000\n\
+         [[keys]]\nname = \"me\"\nkey = \"sk-me-123456\"\nbudget_tokens = 0\n",
+        "hearth.toml",
+        &MapEnv::default(),
+    )
+    .unwrap();
+    let budgets: Vec<_> = c.resolved_keys.iter().map(|k| k.budget).collect();
+    assert_eq!(
+        budgets,
+        [
+            Some(hearth_config::Budget {
+                tokens: 200_000,
+                period: hearth_config::BudgetPeriod::Day
+            }),
+            Some(hearth_config::Budget {
+                tokens: 5_000_000,
+                period: hearth_config::BudgetPeriod::Month
+            }),
+            None,
+        ]
+    );
+    let e = errors(
+        "[[keys]]\nname = \"a\"\nkey = \"sk-a-1234567\"\nbudget_period = \"week\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].starts_with(
+            "hearth.toml:4: keys[0].budget_period: a budget period needs `budget_tokens`"
+        ),
+        "{}",
+        e[0]
+    );
+    let e = errors(
+        "[[keys]]\nname = \"a\"\nkey = \"sk-a-1234567\"\nbudget_tokens = 5\nbudget_period = \"year\"\n",
+        &MapEnv::default(),
+    );
+    assert!(
+        e[0].contains("budget_period") && e[0].contains("year"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
 fn non_loopback_with_a_key_over_https_or_allowed_plain_http_is_fine() {
     let keys = MapEnv::new([("HEARTH_API_KEYS", "sk-12345678")]);
     for extra in [
