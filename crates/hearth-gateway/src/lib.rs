@@ -15,13 +15,17 @@
 //! - [`principal`]: [`Principal`], and [`KeyRing`], the configured keys by secret.
 //! - [`limiter`]: the [`Limiter`] trait, [`Quota`], and [`LocalLimiter`] (token buckets).
 //! - [`redis_limiter`]: [`RedisLimiter`], the same buckets in Redis for several replicas.
+//! - [`budget`]: [`Budgets`], keys' tokens per calendar period over a [`UsageLedger`]
+//!   (the database).
 //! - [`service`]: [`Gateway`] and [`Completion`], whose events settle usage when done.
 
+pub mod budget;
 pub mod limiter;
 pub mod principal;
 pub mod redis_limiter;
 pub mod service;
 
+pub use budget::{Budgets, UsageLedger};
 pub use limiter::{Limiter, LocalLimiter, Quota, QuotaLine};
 pub use principal::{KeyRing, Principal};
 pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use hearth_config::ResolvedKey;
+use hearth_config::{Budget, ResolvedKey};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -27,6 +27,8 @@ pub struct Principal {
     pub tpm: u64,
     /// Sees every owner's conversations (and jobs), not only its own.
     pub admin: bool,
+    /// Tokens per calendar period, counted across restarts (`crate::Budgets`).
+    pub budget: Option<Budget>,
     pub(crate) counters: Arc<Counters>,
 }
 
@@ -39,8 +41,15 @@ impl Principal {
             rpm,
             tpm,
             admin,
+            budget: None,
             counters: Arc::new(Counters::new(id)),
         }
+    }
+
+    /// The same principal with a token budget.
+    pub fn with_budget(mut self, budget: Option<Budget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Whether requests and tokens are limited at all (an unlimited principal skips
@@ -87,7 +96,7 @@ impl KeyRing {
                 .map(|k| {
                     (
                         digest(&k.secret),
-                        Principal::new(&k.id, k.rpm, k.tpm, k.admin),
+                        Principal::new(&k.id, k.rpm, k.tpm, k.admin).with_budget(k.budget),
                     )
                 })
                 .collect(),
@@ -143,6 +152,7 @@ mod tests {
             rpm: 1,
             tpm: 2,
             admin,
+            budget: None,
         }
     }
 

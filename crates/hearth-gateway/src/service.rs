@@ -9,6 +9,7 @@ use hearth_api::{ApiError, Usage};
 use hearth_router::{Answer, BackendError, Event, ModelMetrics, Request, Router};
 use tracing::Instrument;
 
+use crate::budget::Budgets;
 use crate::limiter::{Limiter, Quota};
 use crate::principal::{KeyRing, Principal};
 
@@ -18,6 +19,8 @@ pub struct Gateway {
     router: Arc<Router>,
     limiter: Arc<dyn Limiter>,
     keys: KeyRing,
+    /// Keys' token budgets, when any key has one.
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -67,6 +70,22 @@ impl Gateway {
             router,
             limiter,
             keys,
+            budgets: None,
+        }
+    }
+
+    /// The same gateway, holding keys to their token budgets (`[[keys]]
+    /// budget_tokens`) counted in `budgets`.
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = Some(Arc::new(budgets));
+        self
+    }
+
+    /// Waits (at most `limit`) for the token counts still being written to the
+    /// budgets' ledger: for a server that stops.
+    pub async fn flush(&self, limit: std::time::Duration) {
+        if let Some(b) = &self.budgets {
+            b.flush(limit).await;
         }
     }
 
@@ -109,8 +128,9 @@ impl Gateway {
 
     /// Admits one request that is not itself a completion but starts model work
     /// (an agent job submitted, retried or given new code) against the caller's
-    /// requests per minute: 429 with `Retry-After` past it.
+    /// requests per minute and token budget: 429 with `Retry-After` past them.
     pub async fn admit(&self, who: &Principal) -> Result<Quota, ApiError> {
+        self.check_budget(who).await?;
         if !who.is_limited() {
             return Ok(Quota::default());
         }
@@ -118,14 +138,30 @@ impl Gateway {
         self.limiter.admit(who, 0).await
     }
 
+    /// Refuses a key whose token budget is used up for this period.
+    async fn check_budget(&self, who: &Principal) -> Result<(), ApiError> {
+        match &self.budgets {
+            Some(b) if who.budget.is_some() => b.check(who).await,
+            _ => Ok(()),
+        }
+    }
+
     async fn run(
         &self,
         who: &Principal,
-        request: Request,
+        mut request: Request,
         id: &str,
         admit: bool,
     ) -> Result<Completion, ApiError> {
         let span = tracing::info_span!("request", id, key = %who.id);
+        // A key's tokens are counted from the answer's usage: a stream is asked for
+        // it even when its client did not (the client's front end leaves it out).
+        if who.tpm > 0 || who.budget.is_some() {
+            request.ask_usage();
+        }
+        if admit {
+            self.check_budget(who).instrument(span.clone()).await?;
+        }
         let (estimate, quota) = if admit && who.is_limited() {
             let estimate = request.estimated_prompt_tokens();
             let quota = self
@@ -159,8 +195,10 @@ impl Gateway {
                 inner: d.events,
                 who: who.clone(),
                 limiter: self.limiter.clone(),
+                budgets: self.budgets.clone().filter(|_| who.budget.is_some()),
                 estimate,
                 usage: None,
+                settled: false,
                 span,
             },
         })
@@ -174,8 +212,12 @@ pub struct Metered {
     inner: Answer,
     who: Principal,
     limiter: Arc<dyn Limiter>,
+    /// The budgets, when this key has one.
+    budgets: Option<Arc<Budgets>>,
     estimate: u64,
     usage: Option<Usage>,
+    /// The usage was counted (at the end of the stream, or when it was dropped).
+    settled: bool,
     span: tracing::Span,
 }
 
@@ -191,12 +233,20 @@ impl Stream for Metered {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
-        let next = Pin::new(&mut this.inner).poll_next(cx);
-        if let Poll::Ready(Some(Ok(e))) = &next
-            && let Some(u) = e.usage()
-        {
-            this.usage = Some(u);
+        let next = {
+            let _entered = (!this.span.is_disabled()).then(|| this.span.enter());
+            Pin::new(&mut this.inner).poll_next(cx)
+        };
+        match &next {
+            Poll::Ready(Some(Ok(e))) => {
+                if let Some(u) = e.usage() {
+                    this.usage = Some(u);
+                }
+            }
+            // Settled at the end, before the front end sends its own end (a
+            // client's next request already sees the tokens counted).
+            Poll::Ready(None) => this.settle(),
+            _ => {}
         }
         next
     }
@@ -204,10 +254,24 @@ impl Stream for Metered {
 
 impl Drop for Metered {
     fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+impl Metered {
+    /// Counts the usage seen against the key, once.
+    fn settle(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
         let Some(u) = self.usage else { return };
         if self.who.tpm > 0 {
             self.limiter
                 .settle(&self.who, self.estimate, u.total_tokens);
+        }
+        if let Some(b) = &self.budgets {
+            b.settle(&self.who, u.total_tokens);
         }
         self.who.counters.prompt_tokens.increment(u.prompt_tokens);
         self.who
@@ -299,5 +363,53 @@ mod tests {
         let c = g.complete(&who2, chat(), "r2").await.unwrap();
         drop(c); // left before any usage: the estimate stands
         assert!(limiter.admit(&who2, 90).await.is_ok());
+    }
+
+    /// A ledger in memory.
+    #[derive(Default)]
+    struct Ledger(std::sync::Mutex<u64>);
+
+    #[async_trait::async_trait]
+    impl crate::UsageLedger for Ledger {
+        async fn used(&self, _: &str, _: i64) -> Result<u64, String> {
+            Ok(*self.0.lock().unwrap())
+        }
+        async fn add(&self, _: &str, _: i64, tokens: u64) -> Result<u64, String> {
+            let mut n = self.0.lock().unwrap();
+            *n += tokens;
+            Ok(*n)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_requests_and_jobs_but_not_work_already_admitted() {
+        let (g, backend, _) = gateway();
+        let ledger = Arc::new(Ledger::default());
+        let g = g.with_budgets(Budgets::new(ledger.clone()));
+        let who = Principal::new("k", 0, 0, false).with_budget(Some(hearth_config::Budget {
+            tokens: 20,
+            period: hearth_config::BudgetPeriod::Month,
+        }));
+        // 13 tokens an answer: the second starts at 13 (under 20), the third at 26.
+        for id in ["r1", "r2"] {
+            let mut c = g.complete(&who, chat(), id).await.unwrap();
+            while c.events.next().await.is_some() {}
+        }
+        g.flush(std::time::Duration::from_secs(5)).await;
+        assert_eq!(*ledger.0.lock().unwrap(), 26);
+        let e = g.complete(&who, chat(), "r3").await.err().unwrap();
+        assert_eq!(
+            (e.status(), e.code.as_deref()),
+            (429, Some("insufficient_quota"))
+        );
+        assert!(e.retry_after.unwrap() >= 1);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(g.admit(&who).await.unwrap_err().status(), 429);
+        // A job's model calls, admitted when it was submitted, still run and count.
+        let mut c = g.complete_admitted(&who, chat(), "j1").await.unwrap();
+        while c.events.next().await.is_some() {}
+        drop(c);
+        g.flush(std::time::Duration::from_secs(5)).await;
+        assert_eq!(*ledger.0.lock().unwrap(), 39);
     }
 }

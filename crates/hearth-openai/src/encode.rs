@@ -131,6 +131,10 @@ impl Encoder {
     /// Appends the SSE events (`data: ...\n\n`) of one answer event to `out`.
     pub fn stream_event(&mut self, event: &Event, out: &mut BytesMut) {
         if let Event::Wire(w) = event {
+            // The usage chunk the gateway asked the upstream for, not the client.
+            if !self.include_usage && w.usage.is_some() && usage_only(&w.data) {
+                return;
+            }
             put_data(out, &w.data);
             return;
         }
@@ -444,6 +448,17 @@ fn put_json<T: serde::Serialize + ?Sized>(out: &mut BytesMut, v: &T) {
     let _ = serde_json::to_writer(out.writer(), v);
 }
 
+/// Whether an upstream's chunk is only its usage (`"choices": []`, as OpenAI, vLLM
+/// and llama-server send it last), not a part of the answer that carries usage too.
+fn usage_only(chunk: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+    }
+    serde_json::from_slice::<Chunk>(chunk).is_ok_and(|c| c.choices.is_none_or(|c| c.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,5 +602,29 @@ mod tests {
         enc.stream_event(&Event::Wire(w.clone()), &mut out);
         assert_eq!(&out[..], b"data: {\"x\":1}\n\n");
         assert_eq!(&enc.whole(vec![Event::Wire(w)])[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn an_upstreams_usage_chunk_goes_out_only_when_the_client_asked_for_it() {
+        let usage = br#"{"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}"#;
+        let last = br#"{"id":"c","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}"#;
+        for (asked, chunk, sent) in [
+            (true, &usage[..], true),
+            (false, &usage[..], false),
+            // Usage riding on a chunk of the answer: the answer goes out.
+            (false, &last[..], true),
+        ] {
+            let w = hearth_router::Wire::chunk(Bytes::copy_from_slice(chunk));
+            assert!(w.usage.is_some());
+            let mut enc = Encoder::new(Format::Chat, model("m"), asked);
+            let mut out = BytesMut::new();
+            enc.stream_event(&Event::Wire(w), &mut out);
+            assert_eq!(
+                !out.is_empty(),
+                sent,
+                "asked {asked}: {}",
+                String::from_utf8_lossy(chunk)
+            );
+        }
     }
 }

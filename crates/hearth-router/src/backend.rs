@@ -87,6 +87,19 @@ impl Request {
         }
     }
 
+    /// Asks a stream for its usage (`stream_options.include_usage`), which a
+    /// client may not have: the gateway counts the tokens of a key with limits
+    /// from it. Nothing changes for a whole answer (its usage always comes) or a
+    /// Responses stream (its last event has it).
+    pub fn ask_usage(&mut self) {
+        let options = match self {
+            Request::Chat(r) if r.stream => &mut r.stream_options,
+            Request::Completion(r) if r.stream => &mut r.stream_options,
+            _ => return,
+        };
+        options.get_or_insert_with(Default::default).include_usage = true;
+    }
+
     pub fn include_usage(&self) -> bool {
         match self {
             Request::Chat(r) => r.include_usage(),

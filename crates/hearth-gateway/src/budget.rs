@@ -1,0 +1,413 @@
+//! Token budgets: how many tokens a key may use per calendar period
+//! (`[[keys]] budget_tokens`, `budget_period`), counted in a [`UsageLedger`] (the
+//! database) so that a budget holds across restarts and is one count for every
+//! replica.
+//!
+//! A request is admitted while the key's count for the period is under its budget,
+//! and refused (429 `insufficient_quota`, `Retry-After` until the period renews)
+//! once it is not. The answer's tokens are added when it ends, so requests admitted
+//! together may take a key past its budget by what they use; the next ones wait for
+//! the next period. The count is read from the ledger at most every
+//! [`REFRESH`] per key (other replicas' use shows within that) and kept current in
+//! between by this process's own settlements; the writes go out in the background,
+//! off the request's path, and [`Budgets::flush`] waits for them at shutdown.
+//!
+//! When the ledger cannot be read the request is admitted and a warning logged:
+//! a database hiccup must not refuse every budgeted key's requests; the tokens are
+//! still counted once it answers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hearth_api::{ApiError, ErrorKind, civil_from_days, days_from_civil};
+use hearth_config::{Budget, BudgetPeriod};
+
+use crate::principal::Principal;
+
+/// How long a count read from the ledger is trusted before it is read again.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// Where the counts live: tokens per key and period (its start, UTC milliseconds).
+#[async_trait]
+pub trait UsageLedger: Send + Sync + 'static {
+    /// The tokens `key` used in the period starting at `period_start`.
+    async fn used(&self, key: &str, period_start: i64) -> Result<u64, String>;
+    /// Adds `tokens` to that count, atomically; the count after.
+    async fn add(&self, key: &str, period_start: i64, tokens: u64) -> Result<u64, String>;
+}
+
+/// The budgets of every key that has one, over one ledger. Cheap to share in an
+/// `Arc`.
+pub struct Budgets {
+    ledger: Arc<dyn UsageLedger>,
+    seen: Mutex<HashMap<Arc<str>, Seen>>,
+    /// Writes not yet answered, and a wake-up for [`Budgets::flush`].
+    writing: AtomicUsize,
+    written: tokio::sync::Notify,
+    /// The time, in UTC milliseconds (a test's own clock).
+    clock: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// A key's count as this process knows it.
+struct Seen {
+    period_start: i64,
+    used: u64,
+    /// When the ledger last said; `None`: read it before trusting `used`.
+    read: Option<Instant>,
+}
+
+impl std::fmt::Debug for Budgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budgets").finish_non_exhaustive()
+    }
+}
+
+impl Budgets {
+    pub fn new(ledger: Arc<dyn UsageLedger>) -> Self {
+        Budgets {
+            ledger,
+            seen: Mutex::new(HashMap::new()),
+            writing: AtomicUsize::new(0),
+            written: tokio::sync::Notify::new(),
+            clock: Box::new(now_ms),
+        }
+    }
+
+    /// The same, on `clock` (UTC milliseconds) instead of the system's.
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Admits a request of `who` when its budget (if any) is not used up for this
+    /// period; else 429 `insufficient_quota` with `Retry-After` until it renews.
+    pub async fn check(&self, who: &Principal) -> Result<(), ApiError> {
+        let Some(budget) = who.budget else {
+            return Ok(());
+        };
+        let now = (self.clock)();
+        let (start, end) = period_bounds(budget.period, now);
+        let known = {
+            let seen = self.lock();
+            seen.get(&who.id)
+                .filter(|s| {
+                    s.period_start == start && s.read.is_some_and(|r| r.elapsed() < REFRESH)
+                })
+                .map(|s| s.used)
+        };
+        let used = match known {
+            Some(u) => u,
+            None => match self.ledger.used(&who.id, start).await {
+                Ok(stored) => self.record(&who.id, start, stored),
+                Err(e) => {
+                    tracing::warn!(key = %who.id, error = %e, "the key's token budget cannot be read; the request is admitted");
+                    return Ok(());
+                }
+            },
+        };
+        metrics::gauge!("hearth_key_budget_used_tokens", "key" => who.id.to_string())
+            .set(used as f64);
+        if used < budget.tokens {
+            return Ok(());
+        }
+        Err(exhausted(who, budget, used, now, end))
+    }
+
+    /// Adds `tokens` of an answer of `who` to its count: at once in this process,
+    /// and in the ledger in the background.
+    pub fn settle(self: &Arc<Self>, who: &Principal, tokens: u64) {
+        let Some(budget) = who.budget else { return };
+        if tokens == 0 {
+            return;
+        }
+        let (start, _) = period_bounds(budget.period, (self.clock)());
+        {
+            let mut seen = self.lock();
+            let s = seen.entry(who.id.clone()).or_insert(Seen {
+                period_start: start,
+                used: 0,
+                read: None,
+            });
+            if s.period_start != start {
+                *s = Seen {
+                    period_start: start,
+                    used: 0,
+                    read: None,
+                };
+            }
+            s.used += tokens;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %who.id, tokens, "no runtime to count the tokens in; they are not counted");
+            return;
+        };
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        let this = Arc::clone(self);
+        let key = who.id.clone();
+        runtime.spawn(async move {
+            match this.ledger.add(&key, start, tokens).await {
+                Ok(total) => {
+                    this.record(&key, start, total);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key, tokens, error = %e, "tokens not counted against the key's budget");
+                }
+            }
+            if this.writing.fetch_sub(1, Ordering::SeqCst) == 1 {
+                this.written.notify_waiters();
+            }
+        });
+    }
+
+    /// Waits (at most `limit`) for the counts still being written: a stopping
+    /// server loses none.
+    pub async fn flush(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let notified = self.written.notified();
+                if self.writing.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    /// Takes the ledger's count for `key` as known now (never lowering what this
+    /// process counted since: its own writes may still be on the way); the count.
+    fn record(&self, key: &Arc<str>, start: i64, stored: u64) -> u64 {
+        let mut seen = self.lock();
+        let s = seen.entry(key.clone()).or_insert(Seen {
+            period_start: start,
+            used: 0,
+            read: None,
+        });
+        if s.period_start != start {
+            if start < s.period_start {
+                return stored; // a late answer about a period already over
+            }
+            s.period_start = start;
+            s.used = 0;
+        }
+        s.used = s.used.max(stored);
+        s.read = Some(Instant::now());
+        s.used
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Seen>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn exhausted(who: &Principal, budget: Budget, used: u64, now: i64, end: i64) -> ApiError {
+    let wait = u64::try_from((end - now).max(0))
+        .unwrap_or(0)
+        .div_ceil(1000)
+        .max(1);
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "key `{}` has used its budget of {} tokens this {} ({used} used); it renews at {}",
+            who.id,
+            budget.tokens,
+            budget.period.as_str(),
+            utc(end)
+        ),
+    )
+    .with_code("insufficient_quota")
+    .with_retry_after(wait)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+const DAY: i64 = 86_400_000;
+
+/// The period holding `now` (UTC milliseconds): its start and the next one's.
+pub fn period_bounds(period: BudgetPeriod, now: i64) -> (i64, i64) {
+    let day = now.div_euclid(DAY);
+    match period {
+        BudgetPeriod::Day => (day * DAY, (day + 1) * DAY),
+        BudgetPeriod::Week => {
+            // 1970-01-01 was a Thursday: Monday is 3 days before.
+            let monday = day - (day + 3).rem_euclid(7);
+            (monday * DAY, (monday + 7) * DAY)
+        }
+        BudgetPeriod::Month => {
+            let (y, m, _) = civil_from_days(day);
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            (
+                days_from_civil(y, m, 1) * DAY,
+                days_from_civil(ny, nm, 1) * DAY,
+            )
+        }
+    }
+}
+
+/// `2026-12-03T00:00:00Z`.
+fn utc(ms: i64) -> String {
+    hearth_api::rfc3339(u64::try_from(ms.div_euclid(1000)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicI64;
+
+    /// 2026-12-02T15:30:00Z, a Wednesday.
+    const NOW: i64 = 1_796_225_400_000;
+
+    fn at(ms: i64) -> String {
+        utc(ms)
+    }
+
+    #[test]
+    fn periods_are_utc_days_weeks_from_monday_and_calendar_months() {
+        assert_eq!(at(NOW), "2026-12-02T15:30:00Z");
+        let b = |p| {
+            let (s, e) = period_bounds(p, NOW);
+            (at(s), at(e))
+        };
+        assert_eq!(
+            b(BudgetPeriod::Day),
+            ("2026-12-02T00:00:00Z".into(), "2026-12-03T00:00:00Z".into())
+        );
+        assert_eq!(
+            b(BudgetPeriod::Week),
+            ("2026-11-30T00:00:00Z".into(), "2026-12-07T00:00:00Z".into())
+        );
+        assert_eq!(
+            b(BudgetPeriod::Month),
+            ("2026-12-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into())
+        );
+        // A leap February, and the first millisecond of a period is in it.
+        let feb = days_from_civil(2028, 2, 10) * DAY;
+        let (s, e) = period_bounds(BudgetPeriod::Month, feb);
+        assert_eq!(
+            (at(s), at(e)),
+            ("2028-02-01T00:00:00Z".into(), "2028-03-01T00:00:00Z".into())
+        );
+        assert_eq!(period_bounds(BudgetPeriod::Month, s).0, s);
+        assert_eq!(period_bounds(BudgetPeriod::Month, s - 1).1, s);
+        // A Monday starts each week.
+        let monday = days_from_civil(2026, 11, 30) * DAY;
+        for offset in 0..7 {
+            assert_eq!(
+                period_bounds(BudgetPeriod::Week, monday + offset * DAY + 5).0,
+                monday
+            );
+        }
+    }
+
+    /// A ledger in memory, that can be made to fail.
+    #[derive(Default)]
+    struct Memory {
+        counts: Mutex<HashMap<(String, i64), u64>>,
+        reads: AtomicUsize,
+        broken: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl UsageLedger for Memory {
+        async fn used(&self, key: &str, start: i64) -> Result<u64, String> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            if self.broken.load(Ordering::SeqCst) {
+                return Err("database is down".into());
+            }
+            Ok(*self
+                .counts
+                .lock()
+                .unwrap()
+                .get(&(key.into(), start))
+                .unwrap_or(&0))
+        }
+        async fn add(&self, key: &str, start: i64, tokens: u64) -> Result<u64, String> {
+            let mut c = self.counts.lock().unwrap();
+            let n = c.entry((key.into(), start)).or_default();
+            *n += tokens;
+            Ok(*n)
+        }
+    }
+
+    fn kid(tokens: u64) -> Principal {
+        Principal::new("kid", 0, 0, false).with_budget(Some(Budget {
+            tokens,
+            period: BudgetPeriod::Day,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_key_is_refused_once_its_budget_is_used_until_the_period_renews() {
+        let ledger = Arc::new(Memory::default());
+        let clock = Arc::new(AtomicI64::new(NOW));
+        let c = clock.clone();
+        let budgets =
+            Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
+        let who = kid(100);
+        budgets.check(&who).await.unwrap();
+        budgets.settle(&who, 60);
+        budgets.check(&who).await.unwrap(); // 60 < 100
+        budgets.settle(&who, 60);
+        let e = budgets.check(&who).await.unwrap_err();
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.code.as_deref(), Some("insufficient_quota"));
+        assert!(
+            e.message.contains("key `kid` has used its budget of 100 tokens this day (120 used); it renews at 2026-12-03T00:00:00Z"),
+            "{}",
+            e.message
+        );
+        // 8.5 hours to midnight.
+        assert_eq!(e.retry_after, Some(30_600));
+        budgets.flush(Duration::from_secs(5)).await;
+        assert_eq!(
+            ledger.counts.lock().unwrap()[&("kid".into(), period_bounds(BudgetPeriod::Day, NOW).0)],
+            120
+        );
+        // A key without a budget is never refused.
+        budgets
+            .check(&Principal::new("other", 0, 0, false))
+            .await
+            .unwrap();
+        // The next day starts from zero.
+        clock.store(NOW + DAY, Ordering::SeqCst);
+        budgets.check(&who).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_replicas_use_counts_once_the_count_is_read_again() {
+        let ledger = Arc::new(Memory::default());
+        let one = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
+        let two = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
+        let who = kid(100);
+        one.check(&who).await.unwrap();
+        two.check(&who).await.unwrap();
+        two.settle(&who, 150);
+        two.flush(Duration::from_secs(5)).await;
+        // `one` read the count just now: it trusts it for REFRESH, then reads again.
+        let reads = ledger.reads.load(Ordering::SeqCst);
+        one.check(&who).await.unwrap();
+        assert_eq!(ledger.reads.load(Ordering::SeqCst), reads);
+        one.lock().get_mut("kid").unwrap().read = Some(Instant::now() - REFRESH);
+        assert_eq!(one.check(&who).await.unwrap_err().status(), 429);
+    }
+
+    #[tokio::test]
+    async fn a_ledger_that_cannot_be_read_admits_and_counts_later() {
+        let ledger = Arc::new(Memory::default());
+        ledger.broken.store(true, Ordering::SeqCst);
+        let budgets = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
+        let who = kid(10);
+        budgets.check(&who).await.unwrap();
+        budgets.settle(&who, 50);
+        budgets.flush(Duration::from_secs(5)).await;
+        // The write went through; reads still fail, but this process counted it.
+        assert_eq!(budgets.check(&who).await.unwrap_err().status(), 429);
+    }
+}
