@@ -39,7 +39,9 @@ use hearth_http::{App, HttpState};
 use hearth_jobs::Jobs;
 use hearth_launch::Engines;
 use hearth_router::{Backend, Router};
-use hearth_store::{ConversationStore, JobStore, PgChannel, PgOptions, PgStore, SqliteStore};
+use hearth_store::{
+    ConversationStore, JobStore, PgChannel, PgOptions, PgStore, SqliteStore, UsageStore,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use backends::backend;
@@ -129,6 +131,7 @@ async fn open_store(s: &hearth_config::StorageConfig) -> Result<Stores, BuildErr
         return Ok(Stores {
             conversations: store.clone(),
             relay: Some(Arc::new(PgChannel::new(&store, JOB_EVENTS_CHANNEL))),
+            usage: store.clone(),
             jobs: store,
         });
     }
@@ -141,6 +144,7 @@ async fn open_store(s: &hearth_config::StorageConfig) -> Result<Stores, BuildErr
     let store = Arc::new(store);
     Ok(Stores {
         conversations: store.clone(),
+        usage: store.clone(),
         jobs: store,
         relay: None,
     })
@@ -156,6 +160,29 @@ struct Stores {
     /// How jobs' events reach the other replicas (the shared database's
     /// notifications); none with SQLite (one machine).
     relay: Option<Arc<dyn hearth_jobs::EventRelay>>,
+    /// The keys' token counts per budget period.
+    usage: Arc<dyn UsageStore>,
+}
+
+/// The gateway's [`hearth_gateway::UsageLedger`]: the keys' token counts in the
+/// store (so a budget holds across restarts, and replicas share one count).
+struct StoreLedger(Arc<dyn UsageStore>);
+
+#[async_trait::async_trait]
+impl hearth_gateway::UsageLedger for StoreLedger {
+    async fn used(&self, key: &str, period_start: i64) -> Result<u64, String> {
+        self.0
+            .key_usage(key, period_start)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn add(&self, key: &str, period_start: i64, tokens: u64) -> Result<u64, String> {
+        self.0
+            .add_key_usage(key, period_start, tokens)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What a server and a worker both run: the models (behind the gateway), the
@@ -332,7 +359,13 @@ impl Builder {
             config.limits.default_rpm,
             config.limits.default_tpm,
         );
-        let gateway = Arc::new(Gateway::new(router, limiter(&config.limits)?, keys));
+        let mut gateway = Gateway::new(router, limiter(&config.limits)?, keys);
+        if config.resolved_keys.iter().any(|k| k.budget.is_some()) {
+            gateway = gateway.with_budgets(hearth_gateway::Budgets::new(Arc::new(StoreLedger(
+                stores.usage.clone(),
+            ))));
+        }
+        let gateway = Arc::new(gateway);
         let sandbox = sandbox::sandbox_options(&config.sandbox, self.env.as_ref())
             .map_err(BuildError::Sandbox)?;
         let jobs = Jobs::new(

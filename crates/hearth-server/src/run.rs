@@ -165,6 +165,8 @@ impl Server {
         // The job workers stop next (a job mid-step resumes at the next start), then
         // the store they write to closes.
         self.jobs.shutdown().await;
+        // The keys' token counts still on their way to the store land first.
+        self.gateway.flush(Duration::from_secs(5)).await;
         self.store.close().await;
         // The model servers go last: nothing routes to them any more.
         self.engines.stop().await;

@@ -86,6 +86,8 @@ impl Worker {
         let _ = stop_tx.send(true);
         let _ = probes.await;
         self.jobs.shutdown().await;
+        // The keys' token counts still on their way to the store land first.
+        self.gateway.flush(std::time::Duration::from_secs(5)).await;
         self.store.close().await;
         self.engines.stop().await;
     }

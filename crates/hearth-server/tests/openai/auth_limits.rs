@@ -1,5 +1,6 @@
 //! API keys and per-key rate limits.
 
+use hearth_config::MapEnv;
 use hearth_testkit::FakeUpstream;
 
 use crate::harness::*;
@@ -149,6 +150,82 @@ async fn tokens_per_minute() {
         codes.iter().filter(|c| **c == 200).count() <= 5,
         "{codes:?}"
     );
+}
+
+#[tokio::test]
+async fn a_keys_token_budget_holds_across_a_restart() {
+    let up = FakeUpstream::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let env = || {
+        MapEnv::new([(
+            "HEARTH_STORAGE_DATA_DIR",
+            data.path().display().to_string().as_str(),
+        )])
+    };
+    let toml = format!(
+        "{KEYS}\n[[keys]]\nname = \"kid\"\nkey = \"sk-kid-0123456789\"\nbudget_tokens = 15\nbudget_period = \"day\"\n{}",
+        upstream_model("m", &up.base_url(), "")
+    );
+    let gw = Gateway::start_with_env(&toml, env()).await;
+    let ask = |gw: &Gateway, key: &'static str, stream: bool| {
+        gw.post("/v1/chat/completions")
+            .bearer_auth(key)
+            .json(&chat_body("m", stream))
+            .send()
+    };
+    // The fake reports 5 + 4 = 9 tokens a request: the second starts at 9 of 15 (a
+    // stream, counted from its last chunk's usage), the third at 18.
+    assert_eq!(
+        ask(&gw, "sk-kid-0123456789", false).await.unwrap().status(),
+        200
+    );
+    let r = ask(&gw, "sk-kid-0123456789", true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The gateway asked the upstream for the usage; the client, who did not, gets
+    // no usage chunk.
+    let payloads = sse_payloads(r).await;
+    assert!(
+        payloads.iter().all(|p| !p.contains("\"usage\"")),
+        "{payloads:?}"
+    );
+    let r = ask(&gw, "sk-kid-0123456789", false).await.unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    let (status, e) = error_of(r).await;
+    assert_eq!(status, 429);
+    assert_eq!(e["type"], "rate_limit_error");
+    assert_eq!(e["code"], "insufficient_quota");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "key `kid` has used its budget of 15 tokens this day (18 used); it renews at "
+        ) && message.ends_with("T00:00:00Z"),
+        "{message}"
+    );
+    assert_eq!(up.hits(), 2);
+    let metrics = gw.metrics_as(Some("sk-bob-0123456789")).await;
+    assert!(
+        metrics.contains("hearth_key_budget_used_tokens{key=\"kid\"} 18"),
+        "{metrics}"
+    );
+    // Other keys are not held to it.
+    assert_eq!(
+        ask(&gw, "sk-bob-0123456789", false).await.unwrap().status(),
+        200
+    );
+    // The count is in the store: a restarted server still refuses the key.
+    gw.stop().await;
+    let gw = Gateway::start_with_env(&toml, env()).await;
+    let (status, e) = error_of(ask(&gw, "sk-kid-0123456789", false).await.unwrap()).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (429, Some("insufficient_quota"))
+    );
+    assert_eq!(up.hits(), 3);
 }
 
 #[tokio::test]

@@ -65,11 +65,12 @@ impl Gateway {
         bind: &str,
     ) -> Gateway {
         log_root::install("harness");
+        // A data folder of the test's own (`HEARTH_STORAGE_DATA_DIR` in `env`: a
+        // restart on the same store), else a temporary one.
         let data = tempfile::tempdir().unwrap();
-        env.0.insert(
-            "HEARTH_STORAGE_DATA_DIR".into(),
-            data.path().display().to_string(),
-        );
+        env.0
+            .entry("HEARTH_STORAGE_DATA_DIR".into())
+            .or_insert_with(|| data.path().display().to_string());
         env.0
             .entry("HEARTH_SERVER_WORKERS".into())
             .or_insert_with(|| "2".into());
@@ -115,13 +116,17 @@ impl Gateway {
 
     /// `GET /metrics`: the Prometheus text.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.metrics_as(None).await
+    }
+
+    /// `GET /metrics` with `key` (a server that needs one).
+    pub async fn metrics_as(&self, key: Option<&str>) -> String {
+        let r = self.get("/metrics");
+        let r = match key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        };
+        r.send().await.unwrap().text().await.unwrap()
     }
 
     /// `GET path`, its body parsed as JSON (whatever the status).
@@ -148,6 +153,14 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         false
+    }
+
+    /// Stops it and waits until it has (its store closed).
+    pub async fn stop(mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
     }
 
     pub fn shutdown(&mut self) {
