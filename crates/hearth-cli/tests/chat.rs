@@ -463,3 +463,27 @@ async fn images_go_inline_with_their_message() {
     );
     assert_eq!(sent(&up).len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_is_said_at_once_not_waited_for() {
+    let up = FakeUpstream::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    // The test's key (the table `serve` writes last) gets a budget of 1 token a day.
+    let models = format!(
+        "budget_tokens = 1\nbudget_period = \"day\"\n{}",
+        upstream_models(&up, &["m"])
+    );
+    let (base, _stop) = serve(data.path(), &models).await;
+    let (code, out, err) = chat(&["--server", &base, "hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let started = Instant::now();
+    let (code, out, err) = chat(&["--server", &base, "again"], None, true).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("key `cli` has used its budget of 1 tokens this day"),
+        "{err}"
+    );
+    assert!(!err.contains("waiting"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(sent(&up).len(), 1);
+}

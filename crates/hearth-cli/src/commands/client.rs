@@ -71,7 +71,9 @@ impl Client {
                 Err(f) => f,
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some(after) = failure.retry_after.filter(|_| !left.is_zero()) else {
+            // No waiting past the patience (a budget that renews tomorrow): the
+            // server's words at once.
+            let Some(after) = failure.retry_after.filter(|a| *a <= left) else {
                 return Err(failure.message);
             };
             if !said {
@@ -82,7 +84,7 @@ impl Client {
                 ));
                 said = true;
             }
-            tokio::time::sleep(after.min(left)).await;
+            tokio::time::sleep(after).await;
         }
     }
 
@@ -107,7 +109,7 @@ impl Client {
             .then(|| resp.headers().get(reqwest::header::RETRY_AFTER))
             .flatten()
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s.clamp(1, 60)));
+            .map(|s| Duration::from_secs(s.max(1)));
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         let message = error_message(&body)
             .map_or_else(|| format!("the server answered {status}"), str::to_owned);
