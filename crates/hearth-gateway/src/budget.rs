@@ -7,18 +7,21 @@
 //! and refused (429 `insufficient_quota`, `Retry-After` until the period renews)
 //! once it is not. The answer's tokens are added when it ends, so requests admitted
 //! together may take a key past its budget by what they use; the next ones wait for
-//! the next period. The count is read from the ledger at most every
-//! [`REFRESH`] per key (other replicas' use shows within that) and kept current in
-//! between by this process's own settlements; the writes go out in the background,
-//! off the request's path, and [`Budgets::flush`] waits for them at shutdown.
+//! the next period. The count is read from the ledger at most every [`REFRESH`]
+//! per key (other replicas' use shows within that) and kept current in between by
+//! this process's own settlements. Those are summed per key in memory and written
+//! once a second ([`WRITE_EVERY`]), one statement per key whatever the request
+//! rate, off the requests' path; [`Budgets::flush`] writes what is left at
+//! shutdown.
 //!
-//! When the ledger cannot be read the request is admitted and a warning logged:
-//! a database hiccup must not refuse every budgeted key's requests; the tokens are
-//! still counted once it answers.
+//! When the ledger cannot be read, a request is judged by what this process
+//! counted (admitted unless that alone is past the budget) and a warning logged: a
+//! database hiccup must not refuse every budgeted key's requests. Counts that could
+//! not be written are kept and written at the next turn.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,6 +33,12 @@ use crate::principal::Principal;
 /// How long a count read from the ledger is trusted before it is read again.
 pub const REFRESH: Duration = Duration::from_secs(2);
 
+/// How often the tokens settled since are written to the ledger.
+pub const WRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// A count nobody asked about for this long is forgotten (read again if needed).
+const FORGET: Duration = Duration::from_secs(60);
+
 /// Where the counts live: tokens per key and period (its start, UTC milliseconds).
 #[async_trait]
 pub trait UsageLedger: Send + Sync + 'static {
@@ -39,24 +48,39 @@ pub trait UsageLedger: Send + Sync + 'static {
     async fn add(&self, key: &str, period_start: i64, tokens: u64) -> Result<u64, String>;
 }
 
-/// The budgets of every key that has one, over one ledger. Cheap to share in an
-/// `Arc`.
+/// The budgets of every key that has one, over one ledger. Shared in an `Arc`.
 pub struct Budgets {
     ledger: Arc<dyn UsageLedger>,
-    seen: Mutex<HashMap<Arc<str>, Seen>>,
-    /// Writes not yet answered, and a wake-up for [`Budgets::flush`].
-    writing: AtomicUsize,
-    written: tokio::sync::Notify,
+    counts: Mutex<HashMap<(Arc<str>, i64), Count>>,
+    /// One writer at a time (the timer's, or a flush).
+    writer: tokio::sync::Mutex<()>,
+    /// The timer that writes every [`WRITE_EVERY`] runs.
+    timer: AtomicBool,
     /// The time, in UTC milliseconds (a test's own clock).
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
 }
 
-/// A key's count as this process knows it.
-struct Seen {
-    period_start: i64,
-    used: u64,
-    /// When the ledger last said; `None`: read it before trusting `used`.
+/// A key's count in one period, as this process knows it.
+#[derive(Default)]
+struct Count {
+    /// What the ledger said last (counts only grow within a period).
+    stored: u64,
+    /// When it said it; `None`: read it before trusting `stored`.
     read: Option<Instant>,
+    /// Settled here and not yet written.
+    unsent: u64,
+    /// Being written now.
+    sending: u64,
+}
+
+impl Count {
+    fn used(&self) -> u64 {
+        self.stored + self.unsent + self.sending
+    }
+
+    fn fresh(&self) -> bool {
+        self.read.is_some_and(|r| r.elapsed() < REFRESH)
+    }
 }
 
 impl std::fmt::Debug for Budgets {
@@ -69,9 +93,9 @@ impl Budgets {
     pub fn new(ledger: Arc<dyn UsageLedger>) -> Self {
         Budgets {
             ledger,
-            seen: Mutex::new(HashMap::new()),
-            writing: AtomicUsize::new(0),
-            written: tokio::sync::Notify::new(),
+            counts: Mutex::new(HashMap::new()),
+            writer: tokio::sync::Mutex::new(()),
+            timer: AtomicBool::new(false),
             clock: Box::new(now_ms),
         }
     }
@@ -90,21 +114,21 @@ impl Budgets {
         };
         let now = (self.clock)();
         let (start, end) = period_bounds(budget.period, now);
-        let known = {
-            let seen = self.lock();
-            seen.get(&who.id)
-                .filter(|s| {
-                    s.period_start == start && s.read.is_some_and(|r| r.elapsed() < REFRESH)
-                })
-                .map(|s| s.used)
-        };
+        let at = (who.id.clone(), start);
+        let known = self.lock().get(&at).filter(|c| c.fresh()).map(Count::used);
         let used = match known {
             Some(u) => u,
             None => match self.ledger.used(&who.id, start).await {
-                Ok(stored) => self.record(&who.id, start, stored),
+                Ok(stored) => {
+                    let mut counts = self.lock();
+                    let c = counts.entry(at).or_default();
+                    c.stored = c.stored.max(stored);
+                    c.read = Some(Instant::now());
+                    c.used()
+                }
                 Err(e) => {
-                    tracing::warn!(key = %who.id, error = %e, "the key's token budget cannot be read; the request is admitted");
-                    return Ok(());
+                    tracing::warn!(key = %who.id, error = %e, "the key's token budget cannot be read; judged by this process's own count");
+                    self.lock().get(&at).map_or(0, Count::used)
                 }
             },
         };
@@ -117,89 +141,85 @@ impl Budgets {
     }
 
     /// Adds `tokens` of an answer of `who` to its count: at once in this process,
-    /// and in the ledger in the background.
+    /// in the ledger within [`WRITE_EVERY`].
     pub fn settle(self: &Arc<Self>, who: &Principal, tokens: u64) {
         let Some(budget) = who.budget else { return };
         if tokens == 0 {
             return;
         }
         let (start, _) = period_bounds(budget.period, (self.clock)());
-        {
-            let mut seen = self.lock();
-            let s = seen.entry(who.id.clone()).or_insert(Seen {
-                period_start: start,
-                used: 0,
-                read: None,
-            });
-            if s.period_start != start {
-                *s = Seen {
-                    period_start: start,
-                    used: 0,
-                    read: None,
-                };
-            }
-            s.used += tokens;
+        self.lock()
+            .entry((who.id.clone(), start))
+            .or_default()
+            .unsent += tokens;
+        if !self.timer.swap(true, Ordering::SeqCst) {
+            self.start_timer();
         }
+    }
+
+    /// Writes what was settled every [`WRITE_EVERY`], for as long as the budgets
+    /// are in use.
+    fn start_timer(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %who.id, tokens, "no runtime to count the tokens in; they are not counted");
+            // No runtime (a caller outside one): `flush` writes them.
+            self.timer.store(false, Ordering::SeqCst);
             return;
         };
-        self.writing.fetch_add(1, Ordering::SeqCst);
-        let this = Arc::clone(self);
-        let key = who.id.clone();
+        let weak: Weak<Self> = Arc::downgrade(self);
         runtime.spawn(async move {
-            match this.ledger.add(&key, start, tokens).await {
+            let mut tick = tokio::time::interval(WRITE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                this.write().await;
+            }
+        });
+    }
+
+    /// Writes what is still unwritten (waiting at most `limit`): a stopping server
+    /// loses none.
+    pub async fn flush(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.write()).await;
+    }
+
+    /// One statement per key and period with tokens unwritten; what fails stays
+    /// for the next turn. Counts idle for [`FORGET`] are dropped.
+    async fn write(&self) {
+        let _turn = self.writer.lock().await;
+        let batch: Vec<((Arc<str>, i64), u64)> = self
+            .lock()
+            .iter_mut()
+            .filter(|(_, c)| c.unsent > 0)
+            .map(|(at, c)| {
+                let n = std::mem::take(&mut c.unsent);
+                c.sending += n;
+                (at.clone(), n)
+            })
+            .collect();
+        for ((key, start), n) in batch {
+            let written = self.ledger.add(&key, start, n).await;
+            let mut counts = self.lock();
+            let c = counts.entry((key.clone(), start)).or_default();
+            c.sending -= n;
+            match written {
                 Ok(total) => {
-                    this.record(&key, start, total);
+                    c.stored = c.stored.max(total);
+                    c.read = Some(Instant::now());
                 }
                 Err(e) => {
-                    tracing::warn!(key = %key, tokens, error = %e, "tokens not counted against the key's budget");
+                    c.unsent += n;
+                    tracing::warn!(key = %key, tokens = n, error = %e, "tokens not yet counted against the key's budget; trying again");
                 }
             }
-            if this.writing.fetch_sub(1, Ordering::SeqCst) == 1 {
-                this.written.notify_waiters();
-            }
-        });
-    }
-
-    /// Waits (at most `limit`) for the counts still being written: a stopping
-    /// server loses none.
-    pub async fn flush(&self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            loop {
-                let notified = self.written.notified();
-                if self.writing.load(Ordering::SeqCst) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        })
-        .await;
-    }
-
-    /// Takes the ledger's count for `key` as known now (never lowering what this
-    /// process counted since: its own writes may still be on the way); the count.
-    fn record(&self, key: &Arc<str>, start: i64, stored: u64) -> u64 {
-        let mut seen = self.lock();
-        let s = seen.entry(key.clone()).or_insert(Seen {
-            period_start: start,
-            used: 0,
-            read: None,
-        });
-        if s.period_start != start {
-            if start < s.period_start {
-                return stored; // a late answer about a period already over
-            }
-            s.period_start = start;
-            s.used = 0;
         }
-        s.used = s.used.max(stored);
-        s.read = Some(Instant::now());
-        s.used
+        self.lock().retain(|_, c| {
+            c.unsent > 0 || c.sending > 0 || c.read.is_some_and(|r| r.elapsed() < FORGET)
+        });
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Seen>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, i64), Count>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -259,7 +279,7 @@ fn utc(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicI64;
+    use std::sync::atomic::{AtomicI64, AtomicUsize};
 
     /// 2026-12-02T15:30:00Z, a Wednesday.
     const NOW: i64 = 1_796_225_400_000;
@@ -311,7 +331,9 @@ mod tests {
     struct Memory {
         counts: Mutex<HashMap<(String, i64), u64>>,
         reads: AtomicUsize,
-        broken: std::sync::atomic::AtomicBool,
+        adds: AtomicUsize,
+        broken: AtomicBool,
+        failing_adds: AtomicBool,
     }
 
     #[async_trait]
@@ -329,6 +351,10 @@ mod tests {
                 .unwrap_or(&0))
         }
         async fn add(&self, key: &str, start: i64, tokens: u64) -> Result<u64, String> {
+            self.adds.fetch_add(1, Ordering::SeqCst);
+            if self.failing_adds.load(Ordering::SeqCst) {
+                return Err("disk full".into());
+            }
             let mut c = self.counts.lock().unwrap();
             let n = c.entry((key.into(), start)).or_default();
             *n += tokens;
@@ -394,7 +420,8 @@ mod tests {
         let reads = ledger.reads.load(Ordering::SeqCst);
         one.check(&who).await.unwrap();
         assert_eq!(ledger.reads.load(Ordering::SeqCst), reads);
-        one.lock().get_mut("kid").unwrap().read = Some(Instant::now() - REFRESH);
+        let at = (Arc::from("kid"), period_bounds(BudgetPeriod::Day, NOW).0);
+        one.lock().get_mut(&at).unwrap().read = Some(Instant::now() - REFRESH);
         assert_eq!(one.check(&who).await.unwrap_err().status(), 429);
     }
 
@@ -406,8 +433,32 @@ mod tests {
         let who = kid(10);
         budgets.check(&who).await.unwrap();
         budgets.settle(&who, 50);
-        budgets.flush(Duration::from_secs(5)).await;
-        // The write went through; reads still fail, but this process counted it.
+        // Reads still fail, but this process's own count is past the budget.
         assert_eq!(budgets.check(&who).await.unwrap_err().status(), 429);
+        budgets.flush(Duration::from_secs(5)).await;
+        assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 50);
+    }
+
+    #[tokio::test]
+    async fn many_answers_are_one_write_per_key_and_a_failed_write_is_kept() {
+        let ledger = Arc::new(Memory::default());
+        let budgets = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
+        let who = kid(1_000_000);
+        ledger.failing_adds.store(true, Ordering::SeqCst);
+        for _ in 0..500 {
+            budgets.settle(&who, 3);
+        }
+        budgets.flush(Duration::from_secs(5)).await;
+        assert_eq!(ledger.adds.load(Ordering::SeqCst), 1);
+        assert!(ledger.counts.lock().unwrap().is_empty());
+        ledger.failing_adds.store(false, Ordering::SeqCst);
+        budgets.settle(&who, 1);
+        budgets.flush(Duration::from_secs(5)).await;
+        assert_eq!(ledger.adds.load(Ordering::SeqCst), 2);
+        assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 1501);
+        // The timer writes without a flush.
+        budgets.settle(&who, 9);
+        tokio::time::sleep(WRITE_EVERY * 2).await;
+        assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 1510);
     }
 }
