@@ -16,6 +16,8 @@ for part in gateway ratelimit scaleout engine embeddings grammar engines sandbox
     for args in "hearth" "hearth stream" "min-proxy"; do
       bash bench/gateway/instructions.sh $args || { echo "instructions.sh $args failed" >&2; status=1; }
     done
+    echo "== bench/gateway/budget.sh (a key's token budget: its cost, and no token lost)"
+    bash bench/gateway/budget.sh || { echo "bench/gateway/budget.sh failed" >&2; status=1; }
   fi
 done
 exit $status

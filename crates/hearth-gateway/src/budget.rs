@@ -132,8 +132,9 @@ impl Budgets {
                 }
             },
         };
-        metrics::gauge!("hearth_key_budget_used_tokens", "key" => who.id.to_string())
-            .set(used as f64);
+        if let Some(g) = &who.counters.budget_used {
+            g.set(used as f64);
+        }
         if used < budget.tokens {
             return Ok(());
         }
@@ -152,7 +153,8 @@ impl Budgets {
             .entry((who.id.clone(), start))
             .or_default()
             .unsent += tokens;
-        if !self.timer.swap(true, Ordering::SeqCst) {
+        // A load first: no write to a shared cache line on every answer.
+        if !self.timer.load(Ordering::Relaxed) && !self.timer.swap(true, Ordering::SeqCst) {
             self.start_timer();
         }
     }

@@ -46,9 +46,18 @@ impl Principal {
         }
     }
 
-    /// The same principal with a token budget.
+    /// The same principal with a token budget (and the gauge of its count, made
+    /// once here rather than looked up by name on every request).
     pub fn with_budget(mut self, budget: Option<Budget>) -> Self {
         self.budget = budget;
+        if budget.is_some() {
+            let mut counters = (*self.counters).clone();
+            counters.budget_used = Some(metrics::gauge!(
+                "hearth_key_budget_used_tokens",
+                "key" => self.id.to_string()
+            ));
+            self.counters = Arc::new(counters);
+        }
         self
     }
 
@@ -60,11 +69,13 @@ impl Principal {
 }
 
 /// The per-key metrics, registered once per key rather than looked up per request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Counters {
     pub requests: metrics::Counter,
     pub prompt_tokens: metrics::Counter,
     pub completion_tokens: metrics::Counter,
+    /// This period's count of a key with a token budget.
+    pub budget_used: Option<metrics::Gauge>,
 }
 
 impl Counters {
@@ -74,6 +85,7 @@ impl Counters {
             requests: metrics::counter!("hearth_key_requests_total", "key" => key.clone()),
             prompt_tokens: metrics::counter!("hearth_key_tokens_total", "key" => key.clone(), "kind" => "prompt"),
             completion_tokens: metrics::counter!("hearth_key_tokens_total", "key" => key, "kind" => "completion"),
+            budget_used: None,
         }
     }
 }
