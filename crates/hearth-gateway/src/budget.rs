@@ -14,10 +14,12 @@
 //! rate, off the requests' path; [`Budgets::flush`] writes what is left at
 //! shutdown.
 //!
-//! When the ledger cannot be read, a request is judged by what this process
-//! counted (admitted unless that alone is past the budget) and a warning logged: a
-//! database hiccup must not refuse every budgeted key's requests. Counts that could
-//! not be written are kept and written at the next turn.
+//! When the ledger cannot be read within [`READ_TIMEOUT`], a request is judged by
+//! what this process counted (admitted unless that alone is past the budget) and a
+//! warning logged, and the read is not tried again for [`REFRESH`]: a database
+//! that is down or slow must neither refuse every budgeted key's requests nor hold
+//! each of them. Counts that could not be written are kept and written at the next
+//! turn.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +34,10 @@ use crate::principal::Principal;
 
 /// How long a count read from the ledger is trusted before it is read again.
 pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// The longest a request waits for its key's count; past it, the request is judged
+/// by this process's own count.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often the tokens settled since are written to the ledger.
 pub const WRITE_EVERY: Duration = Duration::from_secs(1);
@@ -115,22 +121,36 @@ impl Budgets {
         let now = (self.clock)();
         let (start, end) = period_bounds(budget.period, now);
         let at = (who.id.clone(), start);
-        let known = self.lock().get(&at).filter(|c| c.fresh()).map(Count::used);
+        let known = match self.lock().get_mut(&at) {
+            Some(c) if c.fresh() => Some(c.used()),
+            // This request reads the count again; those that come meanwhile take the
+            // count as it is rather than each read it too.
+            Some(c) => {
+                c.read = Some(Instant::now());
+                None
+            }
+            None => None,
+        };
         let used = match known {
             Some(u) => u,
-            None => match self.ledger.used(&who.id, start).await {
-                Ok(stored) => {
-                    let mut counts = self.lock();
-                    let c = counts.entry(at).or_default();
-                    c.stored = c.stored.max(stored);
-                    c.read = Some(Instant::now());
-                    c.used()
+            None => {
+                let read = tokio::time::timeout(READ_TIMEOUT, self.ledger.used(&who.id, start))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer in {READ_TIMEOUT:?}")));
+                let mut counts = self.lock();
+                let c = counts.entry(at).or_default();
+                // A failed read is not tried again for REFRESH either: a database
+                // that is down or slow costs this key one wait (and one warning)
+                // every 2 s, not one per request.
+                c.read = Some(Instant::now());
+                match read {
+                    Ok(stored) => c.stored = c.stored.max(stored),
+                    Err(e) => {
+                        tracing::warn!(key = %who.id, error = %e, "the key's token budget cannot be read; judged by this process's own count");
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(key = %who.id, error = %e, "the key's token budget cannot be read; judged by this process's own count");
-                    self.lock().get(&at).map_or(0, Count::used)
-                }
-            },
+                c.used()
+            }
         };
         if let Some(g) = &who.counters.budget_used {
             g.set(used as f64);
@@ -435,10 +455,36 @@ mod tests {
         let who = kid(10);
         budgets.check(&who).await.unwrap();
         budgets.settle(&who, 50);
-        // Reads still fail, but this process's own count is past the budget.
+        // This process's own count is past the budget; the failed read is not tried
+        // again for REFRESH.
         assert_eq!(budgets.check(&who).await.unwrap_err().status(), 429);
+        assert_eq!(ledger.reads.load(Ordering::SeqCst), 1);
         budgets.flush(Duration::from_secs(5)).await;
         assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 50);
+    }
+
+    /// A ledger that never answers a read.
+    struct Stalled;
+
+    #[async_trait]
+    impl UsageLedger for Stalled {
+        async fn used(&self, _: &str, _: i64) -> Result<u64, String> {
+            std::future::pending().await
+        }
+        async fn add(&self, _: &str, _: i64, tokens: u64) -> Result<u64, String> {
+            Ok(tokens)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_ledger_holds_a_request_for_read_timeout_at_most() {
+        let budgets = Budgets::new(Arc::new(Stalled)).with_clock(|| NOW);
+        let started = tokio::time::Instant::now();
+        budgets.check(&kid(10)).await.unwrap();
+        assert_eq!(started.elapsed(), READ_TIMEOUT);
+        // Within REFRESH the next request does not wait at all.
+        budgets.check(&kid(10)).await.unwrap();
+        assert_eq!(started.elapsed(), READ_TIMEOUT);
     }
 
     #[tokio::test]
