@@ -113,13 +113,24 @@ impl Budgets {
     }
 
     /// Admits a request of `who` when its budget (if any) is not used up for this
-    /// period; else 429 `insufficient_quota` with `Retry-After` until it renews.
-    pub async fn check(&self, who: &Principal) -> Result<(), ApiError> {
-        let Some(budget) = who.budget else {
-            return Ok(());
+    /// period, and says where the budget stands (for the answer's headers, and
+    /// for [`Budgets::settle`]); else 429 `insufficient_quota` with `Retry-After`
+    /// until it renews.
+    pub async fn check(&self, who: &Principal) -> Result<Option<BudgetState>, ApiError> {
+        let Some(state) = self.state(who).await else {
+            return Ok(None);
         };
-        let now = (self.clock)();
-        let (start, end) = period_bounds(budget.period, now);
+        if state.used < state.budget.tokens {
+            return Ok(Some(state));
+        }
+        Err(exhausted(who, &state, (self.clock)()))
+    }
+
+    /// Where the budget of `who` stands now (`None`: it has none), read as
+    /// [`Budgets::check`] reads it.
+    pub async fn state(&self, who: &Principal) -> Option<BudgetState> {
+        let budget = who.budget?;
+        let (start, end) = period_bounds(budget.period, (self.clock)());
         let at = (who.id.clone(), start);
         let known = match self.lock().get_mut(&at) {
             Some(c) if c.fresh() => Some(c.used()),
@@ -155,22 +166,23 @@ impl Budgets {
         if let Some(g) = &who.counters.budget_used {
             g.set(used as f64);
         }
-        if used < budget.tokens {
-            return Ok(());
-        }
-        Err(exhausted(who, budget, used, now, end))
+        Some(BudgetState {
+            budget,
+            used,
+            start,
+            end,
+        })
     }
 
-    /// Adds `tokens` of an answer of `who` to its count: at once in this process,
-    /// in the ledger within [`WRITE_EVERY`].
-    pub fn settle(self: &Arc<Self>, who: &Principal, tokens: u64) {
-        let Some(budget) = who.budget else { return };
+    /// Adds `tokens` of an answer of `who` to its count for the period it was
+    /// admitted in (`state`, from [`Budgets::check`]): at once in this process, in
+    /// the ledger within [`WRITE_EVERY`].
+    pub fn settle(self: &Arc<Self>, who: &Principal, state: &BudgetState, tokens: u64) {
         if tokens == 0 {
             return;
         }
-        let (start, _) = period_bounds(budget.period, (self.clock)());
         self.lock()
-            .entry((who.id.clone(), start))
+            .entry((who.id.clone(), state.start))
             .or_default()
             .unsent += tokens;
         // A load first: no write to a shared cache line on every answer.
@@ -245,19 +257,48 @@ impl Budgets {
     }
 }
 
-fn exhausted(who: &Principal, budget: Budget, used: u64, now: i64, end: i64) -> ApiError {
-    let wait = u64::try_from((end - now).max(0))
+/// Where a key's budget stands in the current period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetState {
+    pub budget: Budget,
+    /// Tokens counted in this period so far.
+    pub used: u64,
+    /// The period: its start and the next one's (UTC milliseconds).
+    pub start: i64,
+    pub end: i64,
+}
+
+impl BudgetState {
+    /// Tokens left this period.
+    pub fn remaining(&self) -> u64 {
+        self.budget.tokens.saturating_sub(self.used)
+    }
+
+    /// When the budget renews: `2026-12-03T00:00:00Z`.
+    pub fn renews_at(&self) -> String {
+        utc(self.end)
+    }
+
+    /// When the period began, in the same form.
+    pub fn started_at(&self) -> String {
+        utc(self.start)
+    }
+}
+
+fn exhausted(who: &Principal, state: &BudgetState, now: i64) -> ApiError {
+    let wait = u64::try_from((state.end - now).max(0))
         .unwrap_or(0)
         .div_ceil(1000)
         .max(1);
     ApiError::new(
         ErrorKind::RateLimited,
         format!(
-            "key `{}` has used its budget of {} tokens this {} ({used} used); it renews at {}",
+            "key `{}` has used its budget of {} tokens this {} ({} used); it renews at {}",
             who.id,
-            budget.tokens,
-            budget.period.as_str(),
-            utc(end)
+            state.budget.tokens,
+            state.budget.period.as_str(),
+            state.used,
+            state.renews_at()
         ),
     )
     .with_code("insufficient_quota")
@@ -399,10 +440,14 @@ mod tests {
         let budgets =
             Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
         let who = kid(100);
-        budgets.check(&who).await.unwrap();
-        budgets.settle(&who, 60);
-        budgets.check(&who).await.unwrap(); // 60 < 100
-        budgets.settle(&who, 60);
+        let s = budgets.check(&who).await.unwrap().unwrap();
+        assert_eq!((s.used, s.remaining()), (0, 100));
+        assert_eq!(s.started_at(), "2026-12-02T00:00:00Z");
+        assert_eq!(s.renews_at(), "2026-12-03T00:00:00Z");
+        budgets.settle(&who, &s, 60);
+        let s = budgets.check(&who).await.unwrap().unwrap(); // 60 < 100
+        assert_eq!((s.used, s.remaining()), (60, 40));
+        budgets.settle(&who, &s, 60);
         let e = budgets.check(&who).await.unwrap_err();
         assert_eq!(e.status(), 429);
         assert_eq!(e.code.as_deref(), Some("insufficient_quota"));
@@ -418,14 +463,31 @@ mod tests {
             ledger.counts.lock().unwrap()[&("kid".into(), period_bounds(BudgetPeriod::Day, NOW).0)],
             120
         );
-        // A key without a budget is never refused.
-        budgets
-            .check(&Principal::new("other", 0, 0, false))
-            .await
-            .unwrap();
+        // A key without a budget is never refused, and has no state.
+        let other = Principal::new("other", 0, 0, false);
+        assert_eq!(budgets.check(&other).await.unwrap(), None);
         // The next day starts from zero.
         clock.store(NOW + DAY, Ordering::SeqCst);
-        budgets.check(&who).await.unwrap();
+        let s = budgets.check(&who).await.unwrap().unwrap();
+        assert_eq!((s.used, s.remaining()), (0, 100));
+        assert_eq!(budgets.state(&who).await, Some(s));
+    }
+
+    #[tokio::test]
+    async fn an_answer_counts_in_the_period_it_was_admitted_in() {
+        let ledger = Arc::new(Memory::default());
+        let clock = Arc::new(AtomicI64::new(NOW));
+        let c = clock.clone();
+        let budgets =
+            Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
+        let who = kid(100);
+        let s = budgets.check(&who).await.unwrap().unwrap();
+        // It ends after midnight: yesterday's count gets it, today's starts at 0.
+        clock.store(s.end + 5, Ordering::SeqCst);
+        budgets.settle(&who, &s, 70);
+        budgets.flush(Duration::from_secs(5)).await;
+        assert_eq!(ledger.counts.lock().unwrap()[&("kid".into(), s.start)], 70);
+        assert_eq!(budgets.state(&who).await.unwrap().used, 0);
     }
 
     #[tokio::test]
@@ -435,8 +497,8 @@ mod tests {
         let two = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
         let who = kid(100);
         one.check(&who).await.unwrap();
-        two.check(&who).await.unwrap();
-        two.settle(&who, 150);
+        let s = two.check(&who).await.unwrap().unwrap();
+        two.settle(&who, &s, 150);
         two.flush(Duration::from_secs(5)).await;
         // `one` read the count just now: it trusts it for REFRESH, then reads again.
         let reads = ledger.reads.load(Ordering::SeqCst);
@@ -453,8 +515,8 @@ mod tests {
         ledger.broken.store(true, Ordering::SeqCst);
         let budgets = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
         let who = kid(10);
-        budgets.check(&who).await.unwrap();
-        budgets.settle(&who, 50);
+        let s = budgets.check(&who).await.unwrap().unwrap();
+        budgets.settle(&who, &s, 50);
         // This process's own count is past the budget; the failed read is not tried
         // again for REFRESH.
         assert_eq!(budgets.check(&who).await.unwrap_err().status(), 429);
@@ -492,20 +554,21 @@ mod tests {
         let ledger = Arc::new(Memory::default());
         let budgets = Arc::new(Budgets::new(ledger.clone()).with_clock(|| NOW));
         let who = kid(1_000_000);
+        let s = budgets.check(&who).await.unwrap().unwrap();
         ledger.failing_adds.store(true, Ordering::SeqCst);
         for _ in 0..500 {
-            budgets.settle(&who, 3);
+            budgets.settle(&who, &s, 3);
         }
         budgets.flush(Duration::from_secs(5)).await;
         assert_eq!(ledger.adds.load(Ordering::SeqCst), 1);
         assert!(ledger.counts.lock().unwrap().is_empty());
         ledger.failing_adds.store(false, Ordering::SeqCst);
-        budgets.settle(&who, 1);
+        budgets.settle(&who, &s, 1);
         budgets.flush(Duration::from_secs(5)).await;
         assert_eq!(ledger.adds.load(Ordering::SeqCst), 2);
         assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 1501);
         // The timer writes without a flush.
-        budgets.settle(&who, 9);
+        budgets.settle(&who, &s, 9);
         tokio::time::sleep(WRITE_EVERY * 2).await;
         assert_eq!(ledger.counts.lock().unwrap().values().sum::<u64>(), 1510);
     }

@@ -25,7 +25,7 @@ pub mod principal;
 pub mod redis_limiter;
 pub mod service;
 
-pub use budget::{Budgets, UsageLedger};
+pub use budget::{BudgetState, Budgets, UsageLedger};
 pub use limiter::{Limiter, LocalLimiter, Quota, QuotaLine};
 pub use principal::{KeyRing, Principal};
 pub use redis_limiter::{RedisLimiter, RedisLimiterOptions};

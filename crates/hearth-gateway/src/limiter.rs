@@ -34,6 +34,9 @@ pub trait Limiter: Send + Sync + 'static {
 pub struct Quota {
     pub requests: Option<QuotaLine>,
     pub tokens: Option<QuotaLine>,
+    /// Where the key's token budget stood at admission, when it has one (for the
+    /// `x-hearth-budget-*` headers).
+    pub budget: Option<crate::BudgetState>,
 }
 
 /// One limit: its size per minute, what is left, and the seconds until it is whole.

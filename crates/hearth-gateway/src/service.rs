@@ -9,7 +9,7 @@ use hearth_api::{ApiError, Usage};
 use hearth_router::{Answer, BackendError, Event, ModelMetrics, Request, Router};
 use tracing::Instrument;
 
-use crate::budget::Budgets;
+use crate::budget::{BudgetState, Budgets};
 use crate::limiter::{Limiter, Quota};
 use crate::principal::{KeyRing, Principal};
 
@@ -130,19 +130,33 @@ impl Gateway {
     /// (an agent job submitted, retried or given new code) against the caller's
     /// requests per minute and token budget: 429 with `Retry-After` past them.
     pub async fn admit(&self, who: &Principal) -> Result<Quota, ApiError> {
-        self.check_budget(who).await?;
+        let budget = self.check_budget(who).await?;
         if !who.is_limited() {
-            return Ok(Quota::default());
+            return Ok(Quota {
+                budget,
+                ..Quota::default()
+            });
         }
         // Not counted in `hearth_key_requests_total`: the model calls it leads to are.
-        self.limiter.admit(who, 0).await
+        let quota = self.limiter.admit(who, 0).await?;
+        Ok(Quota { budget, ..quota })
     }
 
-    /// Refuses a key whose token budget is used up for this period.
-    async fn check_budget(&self, who: &Principal) -> Result<(), ApiError> {
+    /// Refuses a key whose token budget is used up for this period; where it
+    /// stands when it is not (`None`: the key has none).
+    async fn check_budget(&self, who: &Principal) -> Result<Option<BudgetState>, ApiError> {
         match &self.budgets {
             Some(b) if who.budget.is_some() => b.check(who).await,
-            _ => Ok(()),
+            _ => Ok(None),
+        }
+    }
+
+    /// Where the token budget of `who` stands this period (`None`: it has none),
+    /// refusing nothing: for a client asking what it has left.
+    pub async fn budget(&self, who: &Principal) -> Option<BudgetState> {
+        match &self.budgets {
+            Some(b) => b.state(who).await,
+            None => None,
         }
     }
 
@@ -159,10 +173,19 @@ impl Gateway {
         if who.tpm > 0 || who.budget.is_some() {
             request.ask_usage();
         }
-        if admit {
-            self.check_budget(who).instrument(span.clone()).await?;
-        }
-        let (estimate, quota) = if admit && who.is_limited() {
+        // Work already admitted (a job's model calls) still counts in the current
+        // period; its state is read without refusing.
+        let budget = match &self.budgets {
+            Some(b) if who.budget.is_some() => {
+                if admit {
+                    b.check(who).instrument(span.clone()).await?
+                } else {
+                    b.state(who).await
+                }
+            }
+            _ => None,
+        };
+        let (estimate, mut quota) = if admit && who.is_limited() {
             let estimate = request.estimated_prompt_tokens();
             let quota = self
                 .limiter
@@ -173,6 +196,7 @@ impl Gateway {
         } else {
             (0, Quota::default())
         };
+        quota.budget = budget;
         who.counters.requests.increment(1);
         // With logging at `warn` (the span is off) the dispatch is not wrapped: the
         // wrapper is a copy of the whole dispatch future on the gateway's hottest path.
@@ -195,7 +219,7 @@ impl Gateway {
                 inner: d.events,
                 who: who.clone(),
                 limiter: self.limiter.clone(),
-                budgets: self.budgets.clone().filter(|_| who.budget.is_some()),
+                budget: self.budgets.clone().zip(budget),
                 estimate,
                 usage: None,
                 settled: false,
@@ -212,8 +236,8 @@ pub struct Metered {
     inner: Answer,
     who: Principal,
     limiter: Arc<dyn Limiter>,
-    /// The budgets, when this key has one.
-    budgets: Option<Arc<Budgets>>,
+    /// The budgets and where this key's stood at admission, when it has one.
+    budget: Option<(Arc<Budgets>, BudgetState)>,
     estimate: u64,
     usage: Option<Usage>,
     /// The usage was counted (at the end of the stream, or when it was dropped).
@@ -270,8 +294,8 @@ impl Metered {
             self.limiter
                 .settle(&self.who, self.estimate, u.total_tokens);
         }
-        if let Some(b) = &self.budgets {
-            b.settle(&self.who, u.total_tokens);
+        if let Some((b, state)) = &self.budget {
+            b.settle(&self.who, state, u.total_tokens);
         }
         self.who.counters.prompt_tokens.increment(u.prompt_tokens);
         self.who
@@ -391,10 +415,18 @@ mod tests {
             period: hearth_config::BudgetPeriod::Month,
         }));
         // 13 tokens an answer: the second starts at 13 (under 20), the third at 26.
-        for id in ["r1", "r2"] {
+        // Each says what was left when it was admitted (for its answer's headers).
+        for (id, left) in [("r1", 20), ("r2", 7)] {
             let mut c = g.complete(&who, chat(), id).await.unwrap();
+            assert_eq!(c.quota.budget.map(|b| b.remaining()), Some(left));
             while c.events.next().await.is_some() {}
         }
+        assert_eq!(g.budget(&who).await.map(|b| b.used), Some(26));
+        let plain = Principal::new("plain", 0, 0, false);
+        assert_eq!(g.budget(&plain).await, None);
+        let c = g.complete(&plain, chat(), "p1").await.unwrap();
+        assert_eq!(c.quota.budget, None);
+        drop(c);
         g.flush(std::time::Duration::from_secs(5)).await;
         assert_eq!(*ledger.0.lock().unwrap(), 26);
         let e = g.complete(&who, chat(), "r3").await.err().unwrap();
@@ -403,7 +435,7 @@ mod tests {
             (429, Some("insufficient_quota"))
         );
         assert!(e.retry_after.unwrap() >= 1);
-        assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 3);
         assert_eq!(g.admit(&who).await.unwrap_err().status(), 429);
         // A job's model calls, admitted when it was submitted, still run and count.
         let mut c = g.complete_admitted(&who, chat(), "j1").await.unwrap();

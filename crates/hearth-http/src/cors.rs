@@ -113,6 +113,10 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-ratelimit-limit-tokens"),
             HeaderName::from_static("x-ratelimit-remaining-tokens"),
             HeaderName::from_static("x-ratelimit-reset-tokens"),
+            HeaderName::from_static("x-hearth-budget-limit-tokens"),
+            HeaderName::from_static("x-hearth-budget-remaining-tokens"),
+            HeaderName::from_static("x-hearth-budget-renews-at"),
+            HeaderName::from_static("x-hearth-warning"),
         ])
 }
 

@@ -85,7 +85,8 @@ async fn whole(answer: &mut Metered, encoder: &mut Encoder) -> Result<Bytes, Api
     Ok(encoder.whole(events))
 }
 
-/// OpenAI's `x-ratelimit-*` headers, when the caller has limits.
+/// OpenAI's `x-ratelimit-*` headers, when the caller has limits, and
+/// `x-hearth-budget-*` when it has a token budget.
 pub(crate) fn quota_headers(q: &Quota, h: &mut HeaderMap) {
     let lines = [
         (
@@ -111,6 +112,20 @@ pub(crate) fn quota_headers(q: &Quota, h: &mut HeaderMap) {
         h.insert(remaining, HeaderValue::from(l.remaining));
         if let Ok(v) = HeaderValue::from_str(&format!("{:.3}s", l.reset_secs.max(0.0))) {
             h.insert(reset, v);
+        }
+    }
+    // The key's token budget, as it stood when this request was admitted.
+    if let Some(b) = &q.budget {
+        h.insert(
+            "x-hearth-budget-limit-tokens",
+            HeaderValue::from(b.budget.tokens),
+        );
+        h.insert(
+            "x-hearth-budget-remaining-tokens",
+            HeaderValue::from(b.remaining()),
+        );
+        if let Ok(v) = HeaderValue::from_str(&b.renews_at()) {
+            h.insert("x-hearth-budget-renews-at", v);
         }
     }
 }

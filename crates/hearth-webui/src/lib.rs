@@ -12,24 +12,28 @@
 //!   it grows; `context` picks the history that fits the model).
 //! - [`assets`]: the static UI, with the SPA fallback.
 //! - [`jobs`]: the agent jobs' API (`/api/jobs`), over `hearth_jobs::Jobs`.
+//! - [`account`]: `/api/hearth/me`, the caller's key, limits and token budget.
 //!
 //! The UI's API lives under [`API_ROOT`], clear of the paths other APIs at `/api`
 //! use (Ollama's `/api/chat`, `/api/generate`, `/api/tags`, ...).
 
+pub mod account;
 pub mod assets;
 pub mod conversations;
 pub mod jobs;
 
 pub use conversations::ApiLimits;
 
-/// The conversations' routes ([`conversations::routes`]), their answers carrying the
-/// UI's security headers as its pages do.
+/// The conversations' routes ([`conversations::routes`]) and `/me`
+/// ([`account::routes`]), their answers carrying the UI's security headers as its
+/// pages do.
 pub fn routes(
     gateway: std::sync::Arc<hearth_gateway::Gateway>,
     store: std::sync::Arc<dyn hearth_store::ConversationStore>,
     limits: ApiLimits,
 ) -> axum::Router {
-    conversations::routes(gateway, store, limits)
+    conversations::routes(gateway.clone(), store, limits)
+        .merge(account::routes(gateway))
         .method_not_allowed_fallback(assets::method_not_allowed)
         .layer(axum::middleware::map_response(assets::security_headers))
 }

@@ -174,13 +174,18 @@ async fn a_keys_token_budget_holds_across_a_restart() {
             .send()
     };
     // The fake reports 5 + 4 = 9 tokens a request: the second starts at 9 of 15 (a
-    // stream, counted from its last chunk's usage), the third at 18.
-    assert_eq!(
-        ask(&gw, "sk-kid-0123456789", false).await.unwrap().status(),
-        200
-    );
+    // stream, counted from its last chunk's usage), the third at 18. Each answer
+    // says what was left when it was admitted.
+    let r = ask(&gw, "sk-kid-0123456789", false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers();
+    assert_eq!(h["x-hearth-budget-limit-tokens"], "15");
+    assert_eq!(h["x-hearth-budget-remaining-tokens"], "15");
+    let renews = h["x-hearth-budget-renews-at"].to_str().unwrap().to_owned();
+    assert!(renews.ends_with("T00:00:00Z"), "{renews}");
     let r = ask(&gw, "sk-kid-0123456789", true).await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-hearth-budget-remaining-tokens"], "6");
     // The gateway asked the upstream for the usage; the client, who did not, gets
     // no usage chunk.
     let payloads = sse_payloads(r).await;
@@ -212,11 +217,39 @@ async fn a_keys_token_budget_holds_across_a_restart() {
         metrics.contains("hearth_key_budget_used_tokens{key=\"kid\"} 18"),
         "{metrics}"
     );
-    // Other keys are not held to it.
+    // `/api/hearth/me` says it too, without spending a request.
+    let me = |key: &'static str| gw.get("/api/hearth/me").bearer_auth(key).send();
+    let kid: serde_json::Value = me("sk-kid-0123456789").await.unwrap().json().await.unwrap();
+    assert_eq!(kid["key"], "kid");
+    assert_eq!(kid["admin"], false);
+    let budget = &kid["budget"];
     assert_eq!(
-        ask(&gw, "sk-bob-0123456789", false).await.unwrap().status(),
-        200
+        (
+            &budget["tokens"],
+            &budget["period"],
+            &budget["used"],
+            &budget["remaining"]
+        ),
+        (&15.into(), &"day".into(), &18.into(), &0.into()),
+        "{kid}"
     );
+    assert_eq!(budget["renews_at"], renews.as_str());
+    assert!(
+        budget["period_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z")
+    );
+    // Other keys are not held to it, and have none.
+    let r = ask(&gw, "sk-bob-0123456789", false).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-hearth-budget-limit-tokens").is_none());
+    let bob: serde_json::Value = me("sk-bob-0123456789").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&bob["key"], &bob["tpm"], &bob["budget"]),
+        (&"bob".into(), &40.into(), &serde_json::Value::Null)
+    );
+    assert_eq!(gw.get("/api/hearth/me").send().await.unwrap().status(), 401);
     // The count is in the store: a restarted server still refuses the key.
     gw.stop().await;
     let gw = Gateway::start_with_env(&toml, env()).await;
