@@ -18,8 +18,17 @@ const KEY: &str = "sk-chat-test-1";
 /// A Hearth with one key and `models` (TOML `[[models]]` tables), stopping when
 /// the sender is dropped.
 async fn serve(data: &Path, models: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    serve_keyed(data, "", models).await
+}
+
+/// The same, `key` (TOML lines: limits, a budget) added to the key's table.
+async fn serve_keyed(
+    data: &Path,
+    key: &str,
+    models: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let toml = format!(
-        "[server]\nshutdown_grace_secs = 1\n[storage]\ndata_dir = \"{}\"\n[[keys]]\nname = \"cli\"\nkey = \"{KEY}\"\n{models}",
+        "[server]\nshutdown_grace_secs = 1\n[storage]\ndata_dir = \"{}\"\n[[keys]]\nname = \"cli\"\nkey = \"{KEY}\"\n{key}\n{models}",
         data.display()
     );
     serve_in_process(&toml).await
@@ -41,35 +50,12 @@ fn upstream_models(up: &FakeUpstream, names: &[&str]) -> String {
 /// Runs `hearth chat ARGS` with `stdin` (None: no stdin at all) and the test's key
 /// (off the runtime: the server runs on it): its exit code, stdout and stderr.
 async fn chat(args: &[&str], stdin: Option<&str>, key: bool) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    let stdin = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = hearth();
-        cmd.arg("chat").args(&args);
-        if key {
-            cmd.env("HEARTH_API_KEY", KEY);
-        }
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(text) = stdin {
-            let mut w = child.stdin.take().unwrap();
-            w.write_all(text.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let mut cmd = hearth();
+    cmd.arg("chat").args(args);
+    if key {
+        cmd.env("HEARTH_API_KEY", KEY);
+    }
+    common::run_blocking(cmd, stdin.map(str::to_owned)).await
 }
 
 /// `hearth chat --image dot.png "What is this?"`, the image ([`common::PNG`])
@@ -291,17 +277,27 @@ async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"count to eight\n").unwrap();
         let mut stdout = child.stdout.take().unwrap();
+        let (began, first_bytes) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut all = Vec::new();
-            stdout.read_to_end(&mut all).unwrap();
-            all
+            let mut buf = [0u8; 256];
+            loop {
+                let n = stdout.read(&mut buf).unwrap();
+                if n == 0 {
+                    return all;
+                }
+                if all.is_empty() {
+                    let _ = began.send(());
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
         });
-        // Interrupt once the answer has begun; the next message is answered after.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while up2.hits() == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(700));
+        // Interrupt once the answer's first words are out (seven more are 2.8 s
+        // away); the next message is answered after.
+        first_bytes
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the answer began");
+        assert_eq!(up2.hits(), 1);
         let kill = std::process::Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
@@ -468,22 +464,31 @@ async fn images_go_inline_with_their_message() {
 async fn a_spent_budget_is_said_at_once_not_waited_for() {
     let up = FakeUpstream::start().await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    // The test's key (the table `serve` writes last) gets a budget of 1 token a day.
-    let models = format!(
-        "budget_tokens = 1\nbudget_period = \"day\"\n{}",
-        upstream_models(&up, &["m"])
-    );
-    let (base, _stop) = serve(data.path(), &models).await;
-    let (code, out, err) = chat(&["--server", &base, "hi"], None, true).await;
+    // The fake's answers use 9 tokens each: two are admitted (0 and 9 used of 10).
+    let (base, _stop) = serve_keyed(
+        data.path(),
+        "budget_tokens = 10\nbudget_period = \"day\"",
+        &upstream_models(&up, &["m"]),
+    )
+    .await;
+    let (code, out, err) = chat(&["--server", &base, "--stats", "hi"], None, true).await;
     assert_eq!(code, 0, "{out}\n{err}");
+    let line = err.lines().last().unwrap();
+    assert!(
+        line.contains(" · budget 1 of 10 tokens left, renews ") && line.ends_with("T00:00:00Z"),
+        "{err}"
+    );
+    let (code, out, err) = chat(&["--server", &base, "--stats", "hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains(" · budget 0 of 10 tokens left"), "{err}");
     let started = Instant::now();
     let (code, out, err) = chat(&["--server", &base, "again"], None, true).await;
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(
-        err.contains("key `cli` has used its budget of 1 tokens this day"),
+        err.contains("key `cli` has used its budget of 10 tokens this day (18 used)"),
         "{err}"
     );
     assert!(!err.contains("waiting"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20));
-    assert_eq!(sent(&up).len(), 1);
+    assert_eq!(sent(&up).len(), 2);
 }

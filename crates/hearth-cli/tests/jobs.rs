@@ -66,21 +66,9 @@ async fn fake(script: Value) -> FakeUpstream {
 
 /// Runs `hearth` with `args` (off the runtime: the server runs on it).
 async fn run(args: Vec<String>, env: Vec<(&'static str, String)>) -> (i32, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = hearth();
-        cmd.args(&args);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let mut cmd = hearth();
+    cmd.args(&args).envs(env);
+    common::run_blocking(cmd, None).await
 }
 
 /// Checks `out` against snapshot `name`, with what varies from run to run (job ids,

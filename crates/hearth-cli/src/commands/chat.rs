@@ -276,6 +276,9 @@ struct Turn {
     took: Duration,
     /// Stopped by Ctrl-C.
     stopped: bool,
+    /// The key's token budget as the answer's headers said it (before this answer):
+    /// tokens left, the budget, when it renews.
+    budget: Option<(u64, u64, String)>,
 }
 
 impl Turn {
@@ -313,6 +316,13 @@ impl Turn {
             }
         }
         parts.push(format!("{:.2} s", self.took.as_secs_f64()));
+        if let Some((left, limit, renews)) = &self.budget {
+            let spent = self.usage.map_or(0, |(p, c)| p + c);
+            parts.push(format!(
+                "budget {} of {limit} tokens left, renews {renews}",
+                left.saturating_sub(spent)
+            ));
+        }
         parts.join(" · ")
     }
 }
@@ -344,6 +354,7 @@ async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Re
             return Ok(turn);
         }
     };
+    turn.budget = budget_of(resp.headers());
     let mut out = Printer::new();
     let mut events = Events::new(resp);
     let ended = loop {
@@ -399,6 +410,17 @@ async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Re
         return Err("the answer broke off: the server closed the stream before its end".into());
     }
     Ok(turn)
+}
+
+/// The `x-hearth-budget-*` headers of an answer to a key with a token budget.
+fn budget_of(h: &reqwest::header::HeaderMap) -> Option<(u64, u64, String)> {
+    let text = |name: &str| h.get(name)?.to_str().ok();
+    let number = |name: &str| text(name)?.parse::<u64>().ok();
+    Some((
+        number("x-hearth-budget-remaining-tokens")?,
+        number("x-hearth-budget-limit-tokens")?,
+        text("x-hearth-budget-renews-at")?.to_owned(),
+    ))
 }
 
 /// Writes an answer as it streams: text to stdout, reasoning to stderr.
@@ -825,5 +847,25 @@ mod tests {
             ..Turn::default()
         };
         assert_eq!(t.stats(), "model (not said) · 0.05 s");
+        // A key with a budget: what is left after this answer.
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("x-hearth-budget-limit-tokens", "1000".parse().unwrap());
+        h.insert("x-hearth-budget-remaining-tokens", "400".parse().unwrap());
+        h.insert(
+            "x-hearth-budget-renews-at",
+            "2026-12-03T00:00:00Z".parse().unwrap(),
+        );
+        let t = Turn {
+            usage: Some((10, 21)),
+            took: Duration::from_millis(50),
+            budget: budget_of(&h),
+            ..Turn::default()
+        };
+        assert_eq!(
+            t.stats(),
+            "model (not said) · 10 prompt + 21 completion tokens · 0.05 s · budget 369 of 1000 tokens left, renews 2026-12-03T00:00:00Z"
+        );
+        h.remove("x-hearth-budget-renews-at");
+        assert_eq!(budget_of(&h), None);
     }
 }

@@ -236,6 +236,34 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
+/// [`run`] off the async runtime (a server in this process runs on it), with
+/// `stdin` written to the command (`None`: no stdin at all).
+#[allow(dead_code, reason = "not every test file runs commands this way")]
+pub async fn run_blocking(mut cmd: Command, stdin: Option<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let Some(text) = stdin else {
+            return run(cmd.stdin(Stdio::null()));
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut w = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut w, text.as_bytes()).unwrap();
+        drop(w);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 /// `git -C dir ARGS` as a fixed test author; a failure fails the test.
 #[allow(dead_code, reason = "not every test file makes repositories")]
 pub fn git(dir: &std::path::Path, args: &[&str]) {
