@@ -436,11 +436,11 @@ async function main() {
       assert(r.status === 404, `GET deleted: ${r.status}`);
     });
 
-    await step('when the server requires API keys, the UI asks for one and uses it', async () => {
+    await step('when the server requires API keys, the UI asks for one and uses it, and shows its token budget', async () => {
       const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-keys-'));
       const keyed = await startServer(keyDir, {
         log: 'server-keys.log',
-        extra: '\n[[keys]]\nname = "e2e"\nkey = "sk-e2e-browser-key"\n',
+        extra: '\n[[keys]]\nname = "e2e"\nkey = "sk-e2e-browser-key"\nbudget_tokens = 100000\nbudget_period = "day"\n',
       });
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       try {
@@ -465,6 +465,15 @@ async function main() {
           const m = all[all.length - 1];
           return m && !m.dataset.id.startsWith('pending') && m.querySelector('.msg-body').textContent.length > 0;
         }, null, { timeout: GEN_TIMEOUT });
+        // The key's budget, at the sidebar's foot, is read again once the reply ends:
+        // its tokens (counted by the real server) are gone from it.
+        const meter = p.getByRole('status', { name: 'Token budget' });
+        await p.waitForFunction(() => {
+          const t = document.querySelector('.budget-text')?.textContent ?? '';
+          return /^[\d,]+ of 100,000 tokens left today$/.test(t) && !t.startsWith('100,000 ');
+        }, null, { timeout: 20_000 });
+        const renews = await meter.locator('.budget-renews').textContent();
+        assert(/^renews \d{1,2} [A-Z][a-z]{2}, 00:00 UTC$/.test(renews), `budget renewal: ${renews}`);
         // The key lives in this tab's session: a reload does not ask again.
         await p.reload();
         await p.getByTestId('status').filter({ hasText: 'smollm2-135m ready' }).waitFor({ timeout: 20_000 });

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { App } from './App';
-import type { Conversation, Message, ModelEntry } from './api';
+import type { Budget, Conversation, Message, ModelEntry } from './api';
 
 // A fake server behind fetch: conversations in memory, replies streamed by a
 // controllable ReadableStream.
@@ -19,6 +19,8 @@ interface Server {
   reply: (controller: ReadableStreamDefaultController<Uint8Array>, convId: string, signal: AbortSignal) => void;
   needKey: string | null;
   messagesStatus: number;
+  /** The key's budget as `/api/hearth/me` says it (null: none). */
+  budget: Budget | null;
 }
 
 let server: Server;
@@ -44,6 +46,7 @@ function fakeFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Re
   }
   const p = url.pathname;
   if (p === '/v1/models') return Promise.resolve(json({ object: 'list', data: models }));
+  if (p === '/api/hearth/me') return Promise.resolve(json({ key: 'kid', admin: false, rpm: 0, tpm: 0, budget: server.budget }));
   if (p === '/api/hearth/conversations' && method === 'GET') {
     const s = url.searchParams.get('search')?.toLowerCase();
     const data = server.convs.filter((c) => !s || c.title.toLowerCase().includes(s));
@@ -112,6 +115,7 @@ beforeEach(() => {
     },
     needKey: null,
     messagesStatus: 200,
+    budget: null,
   };
   vi.stubGlobal('fetch', vi.fn(fakeFetch));
   history.replaceState(null, '', '/');
@@ -223,6 +227,36 @@ describe('App', () => {
     fireEvent.keyDown(box, { key: 'Enter' });
     const alert = await screen.findByRole('alert');
     expect(alert.textContent).toContain('Too many requests: the queue is full. Try again in 12 s.');
+  });
+
+  it('shows what is left of the key\'s token budget, and a spent one in words', async () => {
+    const budget = (used: number): Budget => ({
+      tokens: 20000,
+      period: 'day',
+      used,
+      remaining: Math.max(0, 20000 - used),
+      period_start: '2026-12-02T00:00:00Z',
+      renews_at: '2026-12-03T00:00:00Z',
+    });
+    server.budget = budget(1500);
+    render(<App />);
+    const meter = await screen.findByRole('status', { name: 'Token budget' });
+    expect(meter.textContent).toContain('18,500 of 20,000 tokens left today');
+    expect(meter.textContent).toContain('renews 3 Dec, 00:00 UTC');
+    // A reply spends the rest: the meter is read again when it ends.
+    server.budget = budget(20400);
+    const box = screen.getByLabelText('Message');
+    fireEvent.change(box, { target: { value: 'Say hello' } });
+    fireEvent.keyDown(box, { key: 'Enter' });
+    expect(await screen.findByText('Hello!')).toBeTruthy();
+    await waitFor(() => expect(meter.textContent).toContain('Token budget used up today'));
+  });
+
+  it('shows no budget for a key without one', async () => {
+    render(<App />);
+    await screen.findByText('First chat');
+    await waitFor(() => expect(server.requests.some((r) => r.url === '/api/hearth/me')).toBe(true));
+    expect(screen.queryByRole('status', { name: 'Token budget' })).toBeNull();
   });
 
   it('deletes with undo', async () => {

@@ -9,6 +9,7 @@ import {
   replyUrl,
   setApiKey,
   streamReply,
+  type Budget,
   type Conversation,
   type ConversationDetail,
   type Message,
@@ -140,6 +141,19 @@ export function App() {
     const t = setTimeout(() => loadList(true), search ? 200 : 0);
     return () => clearTimeout(t);
   }, [search, loadList]);
+
+  // The key's token budget (null: none, or a server that does not say).
+  const [budget, setBudget] = useState<Budget | null>(null);
+  const loadBudget = useCallback(async () => {
+    try {
+      setBudget((await api.me()).budget);
+    } catch {
+      /* a 401 opens the key dialog; otherwise the budget is just not shown */
+    }
+  }, []);
+  useEffect(() => {
+    loadBudget();
+  }, [loadBudget, keyVersion]);
 
   const loadModels = useCallback(async () => {
     try {
@@ -435,9 +449,10 @@ export function App() {
       } finally {
         if (controller.current === ac) controller.current = null;
         setStreamingId(null);
+        loadBudget();
       }
     },
-    [touch, notify, fail],
+    [touch, notify, fail, loadBudget],
   );
 
   const send = useCallback(
@@ -602,6 +617,7 @@ export function App() {
             onDelete={remove}
             onMore={() => loadList(false, cursor)}
             onView={switchView}
+            budget={budget}
           />
           <ChatView
             ref={composer}

@@ -40,6 +40,9 @@ describe('errors', () => {
   it('names backend outages and context overflows', () => {
     expect(describeError(new ApiError(503, 'all backends failed', { retryAfter: 10 }))).toBe('Backend unavailable: all backends failed. Try again in 10 s.');
     expect(describeError(new ApiError(400, 'too long', { code: 'context_length_exceeded' }))).toBe('Context exceeded: too long');
+    // A spent budget says when it renews, not a Retry-After of hours.
+    const spent = new ApiError(429, 'key `kid` has used its budget of 15 tokens this day (18 used); it renews at 2026-12-03T00:00:00Z', { code: 'insufficient_quota', retryAfter: 30600 });
+    expect(describeError(spent)).toBe('Token budget used up: key `kid` has used its budget of 15 tokens this day (18 used); it renews at 2026-12-03T00:00:00Z.');
   });
 
   it('a 401 asks for a key, and the key is sent once given', async () => {

@@ -76,6 +76,26 @@ export interface ModelEntry {
   kind?: 'embedding';
 }
 
+/** A key's token budget this period (`[[keys]] budget_tokens`), as `/api/hearth/me` says it. */
+export interface Budget {
+  tokens: number;
+  period: 'day' | 'week' | 'month';
+  used: number;
+  remaining: number;
+  /** RFC 3339, UTC. */
+  period_start: string;
+  renews_at: string;
+}
+
+/** Who the caller is to the server: its key's name, limits (0 = none) and budget. */
+export interface Me {
+  key: string;
+  admin: boolean;
+  rpm: number;
+  tpm: number;
+  budget: Budget | null;
+}
+
 /** An error in the server's OpenAI shape, or a network failure (status 0). */
 export class ApiError extends Error {
   status: number;
@@ -187,6 +207,8 @@ export const api = {
   /** The models that chat (embedding models cannot answer a chat or a job). */
   models: async (signal?: AbortSignal) =>
     (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data.filter((m) => m.kind !== 'embedding'),
+  /** The caller's key, limits and token budget. */
+  me: (signal?: AbortSignal) => request<Me>('GET', `${API_ROOT}/me`, undefined, signal),
   exportUrl: (id: string, format: 'json' | 'markdown') =>
     `${CONVERSATIONS}/${encodeURIComponent(id)}/export?format=${format}`,
 };
@@ -270,6 +292,8 @@ export function describeError(e: unknown): string {
   const msg = /[.!?]$/.test(e.message.trim()) ? e.message.trim() : `${e.message.trim()}.`;
   if (e.status === 0) return 'Cannot reach the Hearth server. Is it running? Retrying in the background.';
   if (e.status === 401) return 'This server needs an API key.';
+  // The message says when the budget renews (a Retry-After of hours says less).
+  if (e.code === 'insufficient_quota') return `Token budget used up: ${msg}`;
   if (e.status === 429) return `Too many requests: ${msg}${wait || ' Try again shortly.'}`;
   if (e.code === 'context_length_exceeded') return `Context exceeded: ${e.message}`;
   if (e.status === 503 || e.status === 502 || e.status === 504) return `Backend unavailable: ${msg}${wait}`;

@@ -1,5 +1,6 @@
 import { memo, useEffect, useRef, useState } from 'react';
-import type { Conversation } from '../api';
+import type { Budget, Conversation } from '../api';
+import { BudgetMeter } from './BudgetMeter';
 import { SidebarHead, type View } from './SidebarHead';
 
 export interface SidebarProps {
@@ -17,6 +18,8 @@ export interface SidebarProps {
   onMore: () => void;
   /** Switches to the jobs' page (no switch when absent). */
   onView?: (v: View) => void;
+  /** The key's token budget, when it has one. */
+  budget?: Budget | null;
 }
 
 export function Sidebar(p: SidebarProps) {
@@ -69,6 +72,7 @@ export function Sidebar(p: SidebarProps) {
           </li>
         ) : null}
       </ul>
+      {p.budget ? <BudgetMeter budget={p.budget} /> : null}
     </nav>
   );
 }
