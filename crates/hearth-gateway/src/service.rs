@@ -175,15 +175,10 @@ impl Gateway {
         }
         // Work already admitted (a job's model calls) still counts in the current
         // period; its state is read without refusing.
-        let budget = match &self.budgets {
-            Some(b) if who.budget.is_some() => {
-                if admit {
-                    b.check(who).instrument(span.clone()).await?
-                } else {
-                    b.state(who).await
-                }
-            }
-            _ => None,
+        let budget = if admit {
+            self.check_budget(who).instrument(span.clone()).await?
+        } else {
+            self.budget(who).await
         };
         let (estimate, mut quota) = if admit && who.is_limited() {
             let estimate = request.estimated_prompt_tokens();
