@@ -553,9 +553,8 @@ fn deploy_renders_every_kind_and_reports_an_empty_host() {
     // Over SSH: a host that refuses the connection fails the apply, saying so,
     // and nothing is done.
     let dir = tempfile::tempdir().unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = hearth_testkit::ClosedPort::new();
+    let port = closed.port();
     let manifest = dir.path().join("deploy.toml");
     std::fs::write(
         &manifest,

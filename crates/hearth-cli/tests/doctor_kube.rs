@@ -8,7 +8,6 @@
 #[path = "doctor_kube/support.rs"]
 mod support;
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use support::{FakeApi, Kube, TOKEN, clean, has, values};
@@ -288,12 +287,9 @@ fn refused_credentials_fail_with_what_to_renew() {
 
 #[test]
 fn an_unreachable_server_or_a_bad_kubeconfig_fails_first() {
-    // A port that was free a moment ago: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port held closed: nothing listens there.
+    let closed = hearth_testkit::ClosedPort::new();
+    let port = closed.port();
     let kube = Kube::new(&format!("http://127.0.0.1:{port}"), TOKEN);
     let (code, out) = kube.doctor(&[]);
     assert_eq!(code, 1);

@@ -227,11 +227,8 @@ fn doctor_checks_the_database_and_says_what_to_do_when_it_cannot_log_in_or_reach
     assert!(!out.contains("wrong-secret"), "{out}");
 
     // A closed port: unreachable, the remedy says to start it or fix host and port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = hearth_testkit::ClosedPort::new();
+    let port = closed_port.port();
     let closed = format!("postgres://hearth:{PASSWORD}@127.0.0.1:{port}/x");
     let (c, out) = doctor(&config(dir.path(), &data, up, Some(&closed)));
     assert_eq!(c["status"], "fail", "{c}");
@@ -361,11 +358,10 @@ fn db_import_sqlite_copies_a_data_folder_once() {
 #[test]
 fn a_server_that_cannot_use_its_database_stops_and_says_why_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nobody listens there, and no other test's server can take the port meanwhile
+    // (one did, and sqlx met an HTTP answer instead of a refused connect).
+    let closed = hearth_testkit::ClosedPort::new();
+    let port = closed.port();
     let run = |url: &str| {
         let cfg = config(
             dir.path(),

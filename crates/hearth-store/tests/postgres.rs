@@ -82,11 +82,8 @@ async fn a_wrong_password_and_a_closed_port_are_told_apart_without_the_password(
     assert!(shown.contains("hearth:***@127.0.0.1"), "{shown}");
     assert!(shown.contains("password authentication failed"), "{shown}");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = hearth_testkit::ClosedPort::new();
+    let port = closed_port.port();
     let closed = format!("postgres://hearth:{PASSWORD}@127.0.0.1:{port}/hearth");
     let e = PgStore::connect(
         &closed,

@@ -465,6 +465,51 @@ pub fn pid_alive(pid: u32) -> bool {
     })
 }
 
+/// A loopback port that refuses every connection, held for as long as the value
+/// lives: a socket bound to it without `SO_REUSEADDR` and never listening. A
+/// connect gets "connection refused" at once, and no other server (a test running
+/// beside this one) can take the port meanwhile, which a port found free and let
+/// go can never promise.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    port: u16,
+}
+
+impl ClosedPort {
+    #[allow(clippy::expect_used)] // a test that cannot hold a loopback port fails loudly
+    pub fn new() -> ClosedPort {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a TCP socket");
+        let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+        socket.bind(&any.into()).expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("the bound port");
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        ClosedPort::new()
+    }
+}
+
 /// The `fake-upstream` executable, built first if needed (once per test process),
 /// for tests that run it as a real process (a managed model server). It lives next
 /// to the test binary's `deps` folder, as cargo lays out a target directory.

@@ -139,9 +139,8 @@ async fn error_statuses_stalls_and_refused_connections() {
         );
         assert!(b.probe().await.is_ok(), "{via:?}: probe");
 
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/v1", closed.local_addr().unwrap());
-        drop(closed);
+        let closed = hearth_testkit::ClosedPort::new();
+        let url = format!("http://{}/v1", closed.addr());
         let b = UpstreamBackend::with_transport(&config(url), None, via).unwrap();
         assert!(
             matches!(b.call(&chat(false)).await, Err(BackendError::Connect(_))),

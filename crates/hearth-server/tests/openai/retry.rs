@@ -134,12 +134,9 @@ async fn all_backends_failing_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn connect_error_falls_back() {
-    // A port nobody listens on: bind, learn the port, close.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nobody listens on, held so no other test's server takes it.
+    let closed = hearth_testkit::ClosedPort::new();
+    let dead = closed.addr();
     let good = FakeUpstream::start().await.unwrap();
     let toml = format!(
         "{}{}",
