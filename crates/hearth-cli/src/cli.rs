@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     backup::BackupArgs, chat::ChatArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs,
-    jobs::JobsArgs, models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
+    jobs::JobsArgs, keys::KeysArgs, models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
     worker::WorkerArgs,
 };
 
@@ -56,6 +56,9 @@ pub enum Command {
     /// Agent jobs on a running Hearth: an image in, Python run in the sandbox, its
     /// charts and files out.
     Jobs(JobsArgs),
+    /// Every API key of a running Hearth: its limits, the tokens its budget has
+    /// left this period and when it renews. Needs an admin key (`admin = true`).
+    Keys(KeysArgs),
     /// Check this host and config: GPUs, launchers, ports, disk, sandbox.
     ///
     /// Each check says ok, warn or fail, why, and what to do. Exit 1 on any fail,

@@ -1,5 +1,6 @@
 //! `hearth chat`: the real binary against a real server started here, its models
-//! played by the fake upstream (what they receive is checked) or the real SmolLM2.
+//! played by the fake upstream (what they receive is checked) or the real SmolLM2;
+//! and `hearth keys`, an admin's view of what the chats spent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -491,4 +492,61 @@ async fn a_spent_budget_is_said_at_once_not_waited_for() {
     assert!(!err.contains("waiting"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(sent(&up).len(), 2);
+}
+
+/// `hearth keys` with an admin key: every key, its limits, and the tokens a chat
+/// spent of its budget; another key is told it needs an admin one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_shows_an_admin_what_each_key_spent() {
+    let up = FakeUpstream::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve_keyed(
+        data.path(),
+        "budget_tokens = 100\nbudget_period = \"month\"\nrpm = 30\n\n[[keys]]\nname = \"root\"\nkey = \"sk-root-test-1\"\nadmin = true",
+        &upstream_models(&up, &["m"]),
+    )
+    .await;
+    let (code, out, err) = chat(&["--server", &base, "hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let keys = |key: &'static str, json: bool| {
+        let mut cmd = hearth();
+        cmd.args(["keys", "--server", &base])
+            .env("HEARTH_API_KEY", key);
+        if json {
+            cmd.arg("--json");
+        }
+        common::run_blocking(cmd, None)
+    };
+    let (code, out, err) = keys("sk-root-test-1", false).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("KEY   ADMIN  RPM  TPM  BUDGET     USED  LEFT  RENEWS"),
+        "{out}"
+    );
+    // The fake's answer used 9 tokens; the month renews on its first day.
+    let cli: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        cli[..7],
+        ["cli", "no", "30", "-", "100/month", "9", "91"],
+        "{out}"
+    );
+    assert!(cli[7].ends_with("-01T00:00:00Z"), "{out}");
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["root", "yes", "-", "-", "-", "-", "-", "-"],
+        "{out}"
+    );
+    let (code, out, _) = keys("sk-root-test-1", true).await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"][0]["budget"]["used"], 9, "{v}");
+    let (code, out, err) = keys(KEY, false).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("key `cli` is not an admin key") && err.contains("admin = true"),
+        "{err}"
+    );
 }

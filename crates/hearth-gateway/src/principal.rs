@@ -143,6 +143,12 @@ impl KeyRing {
             .find(|p| &*p.id == id)
     }
 
+    /// The configured keys' principals, in the config's order (never the
+    /// anonymous one): for an admin's listing.
+    pub fn principals(&self) -> impl Iterator<Item = &Principal> {
+        self.keys.iter().map(|(_, p)| p)
+    }
+
     /// The caller of a server that needs no key.
     pub fn anonymous(&self) -> &Principal {
         &self.anonymous

@@ -12,7 +12,8 @@
 //!   it grows; `context` picks the history that fits the model).
 //! - [`assets`]: the static UI, with the SPA fallback.
 //! - [`jobs`]: the agent jobs' API (`/api/jobs`), over `hearth_jobs::Jobs`.
-//! - [`account`]: `/api/hearth/me`, the caller's key, limits and token budget.
+//! - [`account`]: `/api/hearth/me`, the caller's key, limits and token budget;
+//!   `/api/hearth/keys`, every key's, for an admin key.
 //!
 //! The UI's API lives under [`API_ROOT`], clear of the paths other APIs at `/api`
 //! use (Ollama's `/api/chat`, `/api/generate`, `/api/tags`, ...).

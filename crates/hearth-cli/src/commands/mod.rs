@@ -8,6 +8,7 @@ pub mod db;
 pub mod deploy;
 pub mod doctor;
 pub mod jobs;
+pub mod keys;
 pub mod models;
 pub mod sandbox;
 pub mod serve;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Deploy(args) => deploy::run(args),
         Command::Status(args) => status::run(args),
         Command::Jobs(args) => jobs::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Db(args) => db::run(args),

@@ -163,7 +163,7 @@ async fn a_keys_token_budget_holds_across_a_restart() {
         )])
     };
     let toml = format!(
-        "{KEYS}\n[[keys]]\nname = \"kid\"\nkey = \"sk-kid-0123456789\"\nbudget_tokens = 15\nbudget_period = \"day\"\n{}",
+        "{KEYS}\n[[keys]]\nname = \"kid\"\nkey = \"sk-kid-0123456789\"\nbudget_tokens = 15\nbudget_period = \"day\"\n\n[[keys]]\nname = \"root\"\nkey = \"sk-root-0123456789\"\nadmin = true\n{}",
         upstream_model("m", &up.base_url(), "")
     );
     let gw = Gateway::start_with_env(&toml, env()).await;
@@ -257,6 +257,53 @@ async fn a_keys_token_budget_holds_across_a_restart() {
     assert_eq!(
         (status, e["code"].as_str()),
         (429, Some("insufficient_quota"))
+    );
+    // An admin key sees every key's limits and budget (the count read back from
+    // the store); any other key is refused, saying why.
+    let keys = gw
+        .get("/api/hearth/keys")
+        .bearer_auth("sk-root-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    let keys: serde_json::Value = keys.json().await.unwrap();
+    assert_eq!(keys["object"], "list");
+    let data = keys["data"].as_array().unwrap();
+    let names: Vec<&str> = data.iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "kid", "root"], "{keys}");
+    assert_eq!(
+        (&data[0]["rpm"], &data[0]["budget"]),
+        (&2.into(), &serde_json::Value::Null)
+    );
+    assert_eq!(
+        (&data[2]["budget"]["used"], &data[2]["budget"]["remaining"]),
+        (&18.into(), &0.into()),
+        "{keys}"
+    );
+    assert_eq!(data[2]["budget"]["renews_at"], renews.as_str());
+    assert_eq!(data[3]["admin"], true);
+    let r = gw
+        .get("/api/hearth/keys")
+        .bearer_auth("sk-kid-0123456789")
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = error_of(r).await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (403, Some("admin_key_required"))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("key `kid` is not an admin key"),
+        "{e}"
+    );
+    assert_eq!(
+        gw.get("/api/hearth/keys").send().await.unwrap().status(),
+        401
     );
     assert_eq!(up.hits(), 3);
 }
