@@ -425,6 +425,16 @@ mod tests {
         }
     }
 
+    /// Budgets on an in-memory ledger, with a clock the test moves (set to `NOW`).
+    fn clocked() -> (Arc<Memory>, Arc<AtomicI64>, Arc<Budgets>) {
+        let ledger = Arc::new(Memory::default());
+        let clock = Arc::new(AtomicI64::new(NOW));
+        let c = clock.clone();
+        let budgets =
+            Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
+        (ledger, clock, budgets)
+    }
+
     fn kid(tokens: u64) -> Principal {
         Principal::new("kid", 0, 0, false).with_budget(Some(Budget {
             tokens,
@@ -434,11 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_is_refused_once_its_budget_is_used_until_the_period_renews() {
-        let ledger = Arc::new(Memory::default());
-        let clock = Arc::new(AtomicI64::new(NOW));
-        let c = clock.clone();
-        let budgets =
-            Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
+        let (ledger, clock, budgets) = clocked();
         let who = kid(100);
         let s = budgets.check(&who).await.unwrap().unwrap();
         assert_eq!((s.used, s.remaining()), (0, 100));
@@ -475,11 +481,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_counts_in_the_period_it_was_admitted_in() {
-        let ledger = Arc::new(Memory::default());
-        let clock = Arc::new(AtomicI64::new(NOW));
-        let c = clock.clone();
-        let budgets =
-            Arc::new(Budgets::new(ledger.clone()).with_clock(move || c.load(Ordering::SeqCst)));
+        let (ledger, clock, budgets) = clocked();
         let who = kid(100);
         let s = budgets.check(&who).await.unwrap().unwrap();
         // It ends after midnight: yesterday's count gets it, today's starts at 0.
