@@ -136,9 +136,7 @@ impl KeyRing {
     /// The principal named `id` (a key's name, or `anonymous`), for work done later
     /// on its behalf (a queued job). `None` for a key no longer configured.
     pub fn by_id(&self, id: &str) -> Option<&Principal> {
-        self.keys
-            .iter()
-            .map(|(_, p)| p)
+        self.principals()
             .chain(std::iter::once(&self.anonymous))
             .find(|p| &*p.id == id)
     }
