@@ -472,7 +472,7 @@ pub fn pid_alive(pid: u32) -> bool {
 /// go can never promise.
 pub struct ClosedPort {
     _socket: socket2::Socket,
-    port: u16,
+    addr: std::net::SocketAddr,
 }
 
 impl ClosedPort {
@@ -482,25 +482,24 @@ impl ClosedPort {
             .expect("a TCP socket");
         let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
         socket.bind(&any.into()).expect("bind a loopback port");
-        let port = socket
+        let addr = socket
             .local_addr()
             .ok()
             .and_then(|a| a.as_socket())
-            .map(|a| a.port())
-            .expect("the bound port");
+            .expect("the bound address");
         ClosedPort {
             _socket: socket,
-            port,
+            addr,
         }
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
 
     /// `127.0.0.1:port`.
     pub fn addr(&self) -> std::net::SocketAddr {
-        ([127, 0, 0, 1], self.port).into()
+        self.addr
     }
 }
 

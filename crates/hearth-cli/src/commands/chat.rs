@@ -566,13 +566,7 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
 
 /// The names of the models the server serves (`/v1/models`).
 async fn models(client: &Client) -> Result<Vec<String>, String> {
-    let resp = client
-        .send(client.request(reqwest::Method::GET, "/v1/models"))
-        .await?;
-    let list: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("the model list cannot be read: {e}"))?;
+    let list = client.get_json("/v1/models").await?;
     Ok(list["data"]
         .as_array()
         .into_iter()

@@ -53,6 +53,21 @@ impl Client {
         self.try_send(r).await.map_err(|f| f.message)
     }
 
+    /// Sends `r` and reads its JSON answer; what went wrong, in words.
+    pub async fn send_json(&self, r: reqwest::RequestBuilder) -> Result<Value, String> {
+        self.send(r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| format!("the server's answer cannot be read: {}", root_cause(&e)))
+    }
+
+    /// `GET path`, read as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<Value, String> {
+        self.send_json(self.request(reqwest::Method::GET, path))
+            .await
+    }
+
     /// Sends the request `make` builds, again while the server says to come back
     /// later (429 or 503 with `Retry-After`: a model still loading, a full queue, a
     /// rate limit) and `patience` allows; the first such answer is said on stderr.

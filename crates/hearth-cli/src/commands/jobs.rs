@@ -68,12 +68,7 @@ pub fn run(args: JobsArgs) -> ExitCode {
 }
 
 async fn job(client: &Client, id: &str) -> Result<Value, String> {
-    let resp = client
-        .send(client.request(reqwest::Method::GET, &format!("/api/jobs/{id}")))
-        .await?;
-    resp.json()
-        .await
-        .map_err(|e| format!("the job's answer cannot be read: {e}"))
+    client.get_json(&format!("/api/jobs/{id}")).await
 }
 
 /// Submits the job; with `--wait`, follows it. `Ok(true)`: submitted (and, with
@@ -83,18 +78,14 @@ async fn submit(args: &SubmitArgs) -> Result<bool, String> {
         .map_err(|e| format!("cannot read {}: {e}", args.image.display()))?;
     let client = Client::new(&args.server)?;
     let (ctype, body) = multipart(&args.image, &image, &args.prompt);
-    let resp = client
-        .send(
+    let job = client
+        .send_json(
             client
                 .request(reqwest::Method::POST, "/api/jobs")
                 .header(reqwest::header::CONTENT_TYPE, ctype)
                 .body(body),
         )
         .await?;
-    let job: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("the server's answer cannot be read: {e}"))?;
     let id = job["id"]
         .as_str()
         .ok_or("the server's answer has no job id")?

@@ -34,13 +34,7 @@ pub fn run(args: KeysArgs) -> ExitCode {
 
 async fn list(args: &KeysArgs) -> Result<(), String> {
     let client = Client::new(&args.server)?;
-    let resp = client
-        .send(client.request(reqwest::Method::GET, "/api/hearth/keys"))
-        .await?;
-    let body: Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("the server's answer cannot be read: {e}"))?;
+    let body = client.get_json("/api/hearth/keys").await?;
     let keys = body["data"]
         .as_array()
         .ok_or("the server's answer has no list of keys")?;
