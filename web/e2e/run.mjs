@@ -436,11 +436,13 @@ async function main() {
       assert(r.status === 404, `GET deleted: ${r.status}`);
     });
 
-    await step('when the server requires API keys, the UI asks for one and uses it, and shows its token budget', async () => {
+    await step('when the server requires API keys, the UI asks for one and uses it, shows its token budget, and an admin key sees every key', async () => {
       const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hearth-e2e-keys-'));
       const keyed = await startServer(keyDir, {
         log: 'server-keys.log',
-        extra: '\n[[keys]]\nname = "e2e"\nkey = "sk-e2e-browser-key"\nbudget_tokens = 100000\nbudget_period = "day"\n',
+        extra:
+          '\n[[keys]]\nname = "e2e"\nkey = "sk-e2e-browser-key"\nbudget_tokens = 100000\nbudget_period = "day"\n' +
+          '\n[[keys]]\nname = "root"\nkey = "sk-e2e-admin-key"\nadmin = true\n',
       });
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       try {
@@ -482,6 +484,29 @@ async function main() {
         assert(stored.includes('sk-e2e-browser-key'), 'the key is kept in sessionStorage');
         const local = await p.evaluate(() => JSON.stringify(localStorage));
         assert(!local.includes('sk-e2e-browser-key'), 'the key must not be kept in localStorage');
+        // Not an admin key: no Keys page is offered, and its address says why.
+        assert((await p.getByRole('link', { name: 'Keys' }).count()) === 0, 'a Keys link for a key that is not an admin');
+        await p.goto(keyed.url('/keys'));
+        await p.getByRole('alert').filter({ hasText: 'Only an admin key can see the server' }).waitFor({ timeout: 10_000 });
+        // The admin key (another tab: its own session) sees every key and what e2e spent.
+        const a = await ctx.newPage();
+        a.on('pageerror', (e) => consoleErrors.push(String(e)));
+        await a.goto(keyed.url('/'));
+        await a.getByRole('textbox', { name: 'API key' }).fill('sk-e2e-admin-key');
+        await a.getByRole('button', { name: 'Continue' }).click();
+        await a.getByRole('link', { name: 'Keys' }).click();
+        await a.waitForURL(/\/keys$/);
+        const table = a.getByRole('table', { name: 'API keys' });
+        await table.waitFor({ timeout: 10_000 });
+        const cells = async (k) => table.getByRole('row').filter({ has: a.getByRole('rowheader', { name: k }) }).locator('td').allTextContents();
+        const e2e = await cells('e2e');
+        assert(e2e[0] === 'user' && e2e[3] === '100,000 / day', `e2e's row: ${e2e}`);
+        const used = Number(e2e[4].replace(/,/g, ''));
+        assert(used > 0 && Number(e2e[5].replace(/,/g, '')) === 100000 - used, `e2e's use: ${e2e}`);
+        assert(/^\d{1,2} [A-Z][a-z]{2}, 00:00 UTC$/.test(e2e[6]), `e2e's renewal: ${e2e}`);
+        const root = await cells('root');
+        assert(root[0] === 'admin' && root.slice(1).every((c) => c === '–'), `root's row: ${root}`);
+        await a.screenshot({ path: path.join(ART, 'keys.png') });
       } finally {
         await ctx.close().catch(() => undefined);
         await keyed.stop();

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { act, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
+import { act, cleanup, fireEvent, render, screen, waitFor, within } from '@testing-library/react';
 import { App } from './App';
-import type { Budget, Conversation, Message, ModelEntry } from './api';
+import type { Budget, Conversation, KeyInfo, Message, ModelEntry } from './api';
 
 // A fake server behind fetch: conversations in memory, replies streamed by a
 // controllable ReadableStream.
@@ -21,6 +21,9 @@ interface Server {
   messagesStatus: number;
   /** The key's budget as `/api/hearth/me` says it (null: none). */
   budget: Budget | null;
+  /** Whether the key is an admin's, and the keys `/api/hearth/keys` lists to it. */
+  admin: boolean;
+  keys: KeyInfo[];
 }
 
 let server: Server;
@@ -46,7 +49,15 @@ function fakeFetch(input: RequestInfo | URL, init: RequestInit = {}): Promise<Re
   }
   const p = url.pathname;
   if (p === '/v1/models') return Promise.resolve(json({ object: 'list', data: models }));
-  if (p === '/api/hearth/me') return Promise.resolve(json({ key: 'kid', admin: false, rpm: 0, tpm: 0, budget: server.budget }));
+  if (p === '/api/hearth/me') return Promise.resolve(json({ key: 'kid', admin: server.admin, rpm: 0, tpm: 0, budget: server.budget }));
+  if (p === '/api/hearth/keys') {
+    if (!server.admin) {
+      return Promise.resolve(
+        json({ error: { message: 'key `kid` is not an admin key: only an admin key (`admin = true`) lists the keys', type: 'permission_error', param: null, code: 'admin_key_required' } }, 403),
+      );
+    }
+    return Promise.resolve(json({ object: 'list', data: server.keys }));
+  }
   if (p === '/api/hearth/conversations' && method === 'GET') {
     const s = url.searchParams.get('search')?.toLowerCase();
     const data = server.convs.filter((c) => !s || c.title.toLowerCase().includes(s));
@@ -116,6 +127,8 @@ beforeEach(() => {
     needKey: null,
     messagesStatus: 200,
     budget: null,
+    admin: false,
+    keys: [],
   };
   vi.stubGlobal('fetch', vi.fn(fakeFetch));
   history.replaceState(null, '', '/');
@@ -257,6 +270,50 @@ describe('App', () => {
     await screen.findByText('First chat');
     await waitFor(() => expect(server.requests.some((r) => r.url === '/api/hearth/me')).toBe(true));
     expect(screen.queryByRole('status', { name: 'Token budget' })).toBeNull();
+  });
+
+  it('offers an admin key the Keys page: every key, its limits and its budget use', async () => {
+    const spent: Budget = { tokens: 100, period: 'month', used: 130, remaining: 0, period_start: '2026-12-01T00:00:00Z', renews_at: '2027-01-01T00:00:00Z' };
+    const some: Budget = { tokens: 2_000_000, period: 'day', used: 1500, remaining: 1_998_500, period_start: '2026-12-03T00:00:00Z', renews_at: '2026-12-04T00:00:00Z' };
+    server.admin = true;
+    server.keys = [
+      { key: 'root', admin: true, rpm: 0, tpm: 0, budget: null },
+      { key: 'alice', admin: false, rpm: 30, tpm: 20000, budget: some },
+      { key: 'bob', admin: false, rpm: 0, tpm: 0, budget: spent },
+    ];
+    render(<App />);
+    await screen.findByText('First chat');
+    fireEvent.click(await screen.findByRole('link', { name: 'Keys' }));
+    expect(location.pathname).toBe('/keys');
+    const table = await screen.findByRole('table', { name: 'API keys' });
+    const row = (k: string) => [...within(table).getByRole('rowheader', { name: k }).closest('tr')!.querySelectorAll('td')].map((c) => c.textContent);
+    expect(row('root')).toEqual(['admin', '–', '–', '–', '–', '–', '–']);
+    expect(row('alice')).toEqual(['user', '30', '20,000', '2,000,000 / day', '1,500', '1,998,500', '4 Dec, 00:00 UTC']);
+    expect(row('bob')).toEqual(['user', '–', '–', '100 / month', '130', 'used up', '1 Jan, 00:00 UTC']);
+    expect(screen.getByRole('meter', { name: 'bob budget used' }).getAttribute('aria-valuenow')).toBe('100');
+    // Back to the chat, where it was.
+    fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
+    await waitFor(() => expect(location.pathname).toBe('/'));
+    expect(await screen.findByText('First chat')).toBeTruthy();
+  });
+
+  it('offers another key no Keys page, and says why when it is opened by its address', async () => {
+    render(<App />);
+    await screen.findByText('First chat');
+    await waitFor(() => expect(server.requests.some((r) => r.url === '/api/hearth/me')).toBe(true));
+    expect(screen.queryByRole('link', { name: 'Keys' })).toBeNull();
+    cleanup();
+    history.replaceState(null, '', '/keys');
+    render(<App />);
+    const alert = await screen.findByRole('alert');
+    expect(alert.textContent).toContain('Only an admin key can see the server\'s keys. key `kid` is not an admin key');
+  });
+
+  it('says so when the server has no keys', async () => {
+    server.admin = true;
+    history.replaceState(null, '', '/keys');
+    render(<App />);
+    expect((await screen.findByText(/This server has no API keys/)).textContent).toContain('only on loopback');
   });
 
   it('deletes with undo', async () => {

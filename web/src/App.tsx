@@ -9,9 +9,9 @@ import {
   replyUrl,
   setApiKey,
   streamReply,
-  type Budget,
   type Conversation,
   type ConversationDetail,
+  type Me,
   type Message,
   type ModelEntry,
   type Page,
@@ -19,6 +19,7 @@ import {
 import { planContext } from './context';
 import { ChatView } from './components/ChatView';
 import { KeyDialog } from './components/KeyDialog';
+import { KeysPage } from './components/KeysPage';
 import { Notices, type Notice } from './components/Notices';
 import { Shortcuts } from './components/Shortcuts';
 import { Sidebar } from './components/Sidebar';
@@ -40,6 +41,11 @@ function idFromPath(): string | null {
 function jobsFromPath(): { jobId: string | null } | null {
   const m = /^\/jobs(?:\/([0-9a-fA-F-]{36}))?\/?$/.exec(location.pathname);
   return m ? { jobId: m[1] ?? null } : null;
+}
+
+/** `/keys`: the admin's page of keys. */
+function keysFromPath(): boolean {
+  return /^\/keys\/?$/.test(location.pathname);
 }
 
 function titleFrom(text: string): string {
@@ -85,6 +91,8 @@ export function App() {
 
   // ---- the Jobs page, when it is the one open ----
   const [jobsRoute, setJobsRoute] = useState(jobsFromPath);
+  // ---- the Keys page (an admin's), when it is the one open ----
+  const [keysOpen, setKeysOpen] = useState(keysFromPath);
 
   // ---- chrome ----
   const [notices, setNotices] = useState<Notice[]>([]);
@@ -142,11 +150,13 @@ export function App() {
     return () => clearTimeout(t);
   }, [search, loadList]);
 
-  // The key's token budget (null: none, or a server that does not say).
-  const [budget, setBudget] = useState<Budget | null>(null);
+  // The caller's key: its token budget (null: none, or a server that does not
+  // say) and whether it is an admin's (the Keys page).
+  const [me, setMe] = useState<Me | null>(null);
+  const budget = me?.budget ?? null;
   const loadBudget = useCallback(async () => {
     try {
-      setBudget((await api.me()).budget);
+      setMe(await api.me());
     } catch {
       /* a 401 opens the key dialog; otherwise the budget is just not shown */
     }
@@ -201,8 +211,10 @@ export function App() {
   useEffect(() => {
     const onPop = () => {
       const jobs = jobsFromPath();
+      const keys = keysFromPath();
       setJobsRoute(jobs);
-      if (!jobs) setActiveId(idFromPath());
+      setKeysOpen(keys);
+      if (!jobs && !keys) setActiveId(idFromPath());
     };
     window.addEventListener('popstate', onPop);
     return () => window.removeEventListener('popstate', onPop);
@@ -238,6 +250,7 @@ export function App() {
     const path = id ? `/c/${id}` : '/';
     if (location.pathname !== path) history.pushState(null, '', path);
     setJobsRoute(null);
+    setKeysOpen(false);
     setActiveId(id);
     setSidebarOpen(false);
   }, []);
@@ -246,6 +259,7 @@ export function App() {
     const path = jobId ? `/jobs/${jobId}` : '/jobs';
     if (location.pathname !== path) history.pushState(null, '', path);
     setJobsRoute({ jobId });
+    setKeysOpen(false);
     setSidebarOpen(false);
   }, []);
 
@@ -256,9 +270,10 @@ export function App() {
         openJob(null);
         return;
       }
-      const path = activeId ? `/c/${activeId}` : '/';
+      const path = v === 'keys' ? '/keys' : activeId ? `/c/${activeId}` : '/';
       if (location.pathname !== path) history.pushState(null, '', path);
       setJobsRoute(null);
+      setKeysOpen(v === 'keys');
       setSidebarOpen(false);
     },
     [activeId, openJob],
@@ -582,7 +597,7 @@ export function App() {
           fallback={
             <>
               <nav className="sidebar" aria-label="Jobs">
-                <SidebarHead status={status} view="jobs" onView={switchView} />
+                <SidebarHead status={status} view="jobs" onView={switchView} admin={me?.admin} />
               </nav>
               <main className="chat">
                 <div className="placeholder">Loading…</div>
@@ -594,6 +609,7 @@ export function App() {
             jobId={jobsRoute.jobId}
             keyVersion={keyVersion}
             status={status}
+            admin={me?.admin}
             onView={switchView}
             onOpen={openJob}
             onMenu={() => setSidebarOpen((s) => !s)}
@@ -601,6 +617,8 @@ export function App() {
             fail={fail}
           />
         </Suspense>
+      ) : keysOpen ? (
+        <KeysPage keyVersion={keyVersion} status={status} onView={switchView} onMenu={() => setSidebarOpen((s) => !s)} fail={fail} />
       ) : (
         <>
           <Sidebar
@@ -617,6 +635,7 @@ export function App() {
             onDelete={remove}
             onMore={() => loadList(false, cursor)}
             onView={switchView}
+            admin={me?.admin}
             budget={budget}
           />
           <ChatView

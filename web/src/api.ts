@@ -96,6 +96,9 @@ export interface Me {
   budget: Budget | null;
 }
 
+/** One configured key as `/api/hearth/keys` lists it for an admin (never its secret). */
+export type KeyInfo = Me;
+
 /** An error in the server's OpenAI shape, or a network failure (status 0). */
 export class ApiError extends Error {
   status: number;
@@ -209,6 +212,9 @@ export const api = {
     (await request<{ data: ModelEntry[] }>('GET', '/v1/models', undefined, signal)).data.filter((m) => m.kind !== 'embedding'),
   /** The caller's key, limits and token budget. */
   me: (signal?: AbortSignal) => request<Me>('GET', `${API_ROOT}/me`, undefined, signal),
+  /** Every configured key, its limits and its budget use (an admin key only: 403 otherwise). */
+  keys: async (signal?: AbortSignal) =>
+    (await request<{ data: KeyInfo[] }>('GET', `${API_ROOT}/keys`, undefined, signal)).data,
   exportUrl: (id: string, format: 'json' | 'markdown') =>
     `${CONVERSATIONS}/${encodeURIComponent(id)}/export?format=${format}`,
 };

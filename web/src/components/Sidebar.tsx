@@ -18,6 +18,8 @@ export interface SidebarProps {
   onMore: () => void;
   /** Switches to the jobs' page (no switch when absent). */
   onView?: (v: View) => void;
+  /** Whether the caller's key is an admin key (the Keys page is offered). */
+  admin?: boolean;
   /** The key's token budget, when it has one. */
   budget?: Budget | null;
 }
@@ -38,7 +40,7 @@ export function Sidebar(p: SidebarProps) {
 
   return (
     <nav className="sidebar" aria-label="Conversations">
-      <SidebarHead status={p.status} view="chat" onView={p.onView} />
+      <SidebarHead status={p.status} view="chat" onView={p.onView} admin={p.admin} />
       <button type="button" className="new-chat primary" onClick={p.onNew} title="New chat (Ctrl+K)">
         + New chat
       </button>

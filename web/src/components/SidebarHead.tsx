@@ -1,7 +1,19 @@
-export type View = 'chat' | 'jobs';
+export type View = 'chat' | 'jobs' | 'keys';
 
-/** The top of the sidebar: the brand, the server's status, and the switch between chat and jobs. */
-export function SidebarHead({ status, view, onView }: { status: { level: 'ok' | 'warn' | 'down'; text: string }; view: View; onView?: (v: View) => void }) {
+/** The top of the sidebar: the brand, the server's status, and the switch between
+ *  chat and jobs (and, for an admin key, the keys' page). */
+export function SidebarHead({
+  status,
+  view,
+  onView,
+  admin = false,
+}: {
+  status: { level: 'ok' | 'warn' | 'down'; text: string };
+  view: View;
+  onView?: (v: View) => void;
+  /** Whether the caller's key is an admin key: the Keys link is shown. */
+  admin?: boolean;
+}) {
   const link = (v: View, label: string, href: string) => (
     <a
       href={href}
@@ -29,6 +41,7 @@ export function SidebarHead({ status, view, onView }: { status: { level: 'ok' | 
         <div className="view-switch">
           {link('chat', 'Chat', '/')}
           {link('jobs', 'Jobs', '/jobs')}
+          {admin || view === 'keys' ? link('keys', 'Keys', '/keys') : null}
         </div>
       ) : null}
     </>

@@ -21,6 +21,8 @@ export interface JobsPageProps {
   jobId: string | null;
   keyVersion: number;
   status: { level: 'ok' | 'warn' | 'down'; text: string };
+  /** Whether the caller's key is an admin key (the Keys page is offered). */
+  admin?: boolean;
   onView: (v: View) => void;
   onOpen: (id: string | null) => void;
   onMenu: () => void;
@@ -113,7 +115,7 @@ export default function JobsPage(p: JobsPageProps) {
   return (
     <>
       <nav className="sidebar" aria-label="Jobs">
-        <SidebarHead status={p.status} view="jobs" onView={p.onView} />
+        <SidebarHead status={p.status} view="jobs" onView={p.onView} admin={p.admin} />
         <button type="button" className="new-chat primary" onClick={() => onOpen(null)}>
           + New job
         </button>
