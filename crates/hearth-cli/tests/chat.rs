@@ -12,7 +12,7 @@ use hearth_testkit::{Behaviour, FakeUpstream};
 use serde_json::{Value, json};
 
 mod common;
-use common::{hearth, serve_in_process};
+use common::{hearth, serve_in_process, turns};
 
 const KEY: &str = "sk-chat-test-1";
 
@@ -249,26 +249,16 @@ async fn what_went_wrong_is_said_and_the_exit_is_1() {
     assert!(err.starts_with("error: "), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
-    let up = FakeUpstream::start().await.unwrap();
-    up.script_model(
-        "m",
-        [
-            Behaviour::slow(
-                "one two three four five six seven eight",
-                8,
-                Duration::from_millis(400),
-            ),
-            Behaviour::ok("Going on."),
-        ],
-    );
-    let data = tempfile::tempdir().unwrap();
-    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
-    let up2 = up.clone();
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
+/// `hearth chat ARGS` asked "count to eight" on stdin; SIGINT once the answer's
+/// first words are out (the fake has been asked once), then "go on": its exit
+/// code, stdout and stderr.
+async fn interrupt_the_first_answer(up: &FakeUpstream, args: &[&str]) -> (i32, String, String) {
+    let up = up.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
         let mut child = hearth()
-            .args(["chat", "--server", &base, "-i"])
+            .arg("chat")
+            .args(&args)
             .env("HEARTH_API_KEY", KEY)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -298,7 +288,7 @@ async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
         first_bytes
             .recv_timeout(Duration::from_secs(30))
             .expect("the answer began");
-        assert_eq!(up2.hits(), 1);
+        assert_eq!(up.hits(), 1);
         let kill = std::process::Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
@@ -323,7 +313,31 @@ async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
         )
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Eight words, 400 ms apart, then "Going on.".
+fn slow_then_going_on(up: &FakeUpstream) {
+    up.script_model(
+        "m",
+        [
+            Behaviour::slow(
+                "one two three four five six seven eight",
+                8,
+                Duration::from_millis(400),
+            ),
+            Behaviour::ok("Going on."),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
+    let up = FakeUpstream::start().await.unwrap();
+    slow_then_going_on(&up);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) = interrupt_the_first_answer(&up, &["--server", &base, "-i"]).await;
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(err.contains("(stopped)"), "{err}");
     assert!(out.ends_with("Going on.\n"), "{out:?}");
@@ -548,5 +562,234 @@ async fn keys_shows_an_admin_what_each_key_spent() {
     assert!(
         err.contains("key `cli` is not an admin key") && err.contains("admin = true"),
         "{err}"
+    );
+}
+
+/// `GET path` on the test's server with its key, as JSON.
+async fn get(base: &str, path: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// The id in "(kept in the history: BASE/c/ID)" on stderr.
+fn kept_id(err: &str) -> String {
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("(kept in the history: "))
+        .unwrap_or_else(|| panic!("no address of the saved conversation: {err}"));
+    line.trim_end_matches(')')
+        .rsplit_once("/c/")
+        .unwrap()
+        .1
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_chat_is_in_the_uis_history_and_resume_goes_on_with_it() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model("m", [Behaviour::ok("First answer.")]);
+    up.script_model(
+        "other",
+        [
+            Behaviour::ok("Second answer."),
+            Behaviour::ok("Third answer."),
+        ],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m", "other"])).await;
+
+    // One question, kept: the conversation is titled by it and holds both turns.
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--save",
+            "-m",
+            "m",
+            "-s",
+            "Be brief.",
+            "--stats",
+            "First question",
+        ],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "First answer.\n");
+    assert!(
+        err.contains("model m · 5 prompt + 4 completion tokens"),
+        "{err}"
+    );
+    let id = kept_id(&err);
+    let c = get(&base, &format!("/api/hearth/conversations/{id}")).await;
+    assert_eq!(c["title"], "First question");
+    assert_eq!(c["model"], "m");
+    assert_eq!(c["system_prompt"], "Be brief.");
+    assert_eq!(
+        turns(&c),
+        [
+            ("user".into(), "First question".into(), Value::Null),
+            ("assistant".into(), "First answer.".into(), json!("stop")),
+        ]
+    );
+    // The UI lists it.
+    let list = get(&base, "/api/hearth/conversations").await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+
+    // Going on with it (by its address, as the UI shows it), on another model and
+    // with a new system message: the model is asked with the turns so far.
+    let input = "Second question\n/image dot.png\n/system Answer in French.\nThird\n";
+    let (code, out, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--resume",
+            &format!("{base}/c/{id}"),
+            "-m",
+            "other",
+            "-i",
+        ],
+        Some(input),
+        true,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Second answer.\nThird answer.\n");
+    assert!(err.contains("the history keeps text, not images"), "{err}");
+    assert_eq!(kept_id(&err), id);
+    let bodies = sent(&up);
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert_eq!(bodies[1]["model"], "other");
+    assert_eq!(
+        bodies[1]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "First answer."},
+            {"role": "user", "content": "Second question"},
+        ])
+    );
+    assert_eq!(
+        bodies[2]["messages"][0],
+        json!({"role": "system", "content": "Answer in French."})
+    );
+    let c = get(&base, &format!("/api/hearth/conversations/{id}")).await;
+    assert_eq!(c["model"], "other");
+    assert_eq!(c["system_prompt"], "Answer in French.");
+    let kept: Vec<String> = turns(&c).into_iter().map(|t| t.1).collect();
+    assert_eq!(
+        kept,
+        [
+            "First question",
+            "First answer.",
+            "Second question",
+            "Second answer.",
+            "Third",
+            "Third answer."
+        ]
+    );
+
+    // What cannot be kept is refused before anything is sent; so is an id that is none.
+    let (code, _, err) = chat(
+        &["--server", &base, "--save", "--temperature", "0", "hi"],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--temperature") && err.contains("--save"),
+        "{err}"
+    );
+    let (code, _, err) = chat(
+        &["--server", &base, "--resume", "../../v1/models", "hi"],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a conversation's id"), "{err}");
+    let (code, _, err) = chat(
+        &[
+            "--server",
+            &base,
+            "--resume",
+            "99999999-9999-4999-8999-999999999999",
+            "hi",
+        ],
+        None,
+        true,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("99999999-9999-4999-8999-999999999999"),
+        "{err}"
+    );
+    assert_eq!(sent(&up).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_message_the_model_could_not_take_yet_is_answered_once_not_stored_twice() {
+    let up = FakeUpstream::start().await.unwrap();
+    let busy = Behaviour::Status {
+        status: 503,
+        retry_after: Some(1),
+    };
+    up.script_model("m", [busy, Behaviour::ok("Ready now.")]);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) = chat(&["--server", &base, "--save", "hi"], None, true).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out, "Ready now.\n");
+    assert!(err.contains("waiting up to 120 s"), "{err}");
+    assert_eq!(sent(&up).len(), 2);
+    let c = get(
+        &base,
+        &format!("/api/hearth/conversations/{}", kept_id(&err)),
+    )
+    .await;
+    let kept: Vec<String> = turns(&c).into_iter().map(|t| t.1).collect();
+    assert_eq!(kept, ["hi", "Ready now."]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_a_saved_chat_keeps_the_answer_as_far_as_it_came_marked_stopped() {
+    let up = FakeUpstream::start().await.unwrap();
+    slow_then_going_on(&up);
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let (code, out, err) =
+        interrupt_the_first_answer(&up, &["--server", &base, "-i", "--save"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("(stopped)"), "{err}");
+    let partial = out.trim_end_matches("Going on.\n").trim();
+    assert!(
+        !partial.is_empty() && !partial.contains("eight"),
+        "the first answer should have been cut: {out:?}"
+    );
+    let c = get(
+        &base,
+        &format!("/api/hearth/conversations/{}", kept_id(&err)),
+    )
+    .await;
+    let t = turns(&c);
+    assert_eq!(t.len(), 4, "{t:?}");
+    assert_eq!((t[1].1.trim(), &t[1].2), (partial, &json!("stopped")));
+    assert_eq!((t[3].1.as_str(), &t[3].2), ("Going on.", &json!("stop")));
+    // The model was asked to go on from the cut answer.
+    assert_eq!(
+        sent(&up)[1]["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        partial
     );
 }

@@ -189,18 +189,7 @@ async fn a_reply_cut_by_kill_9_is_kept_marked_interrupted_and_the_chat_goes_on()
     let done = Events::send(&served.base, &id, "go on").await.last().await;
     assert_eq!(done["type"], "done", "{done}");
     let c = get(&format!("{}{CONVERSATIONS}/{id}", served.base)).await;
-    let got: Vec<(String, String, Value)> = c["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["role"].as_str().unwrap().to_owned(),
-                m["content"].as_str().unwrap().to_owned(),
-                m["finish_reason"].clone(),
-            )
-        })
-        .collect();
+    let got = common::turns(&c);
     assert_eq!(
         got,
         [

@@ -5,6 +5,10 @@
 //! it is a conversation: each line a message, the answers streamed, the turns
 //! kept, Ctrl-C stopping an answer. A client of `/v1/chat/completions` like any
 //! other: the server does the work (and its keys, limits and models apply).
+//!
+//! With `--save` or `--resume ID` the conversation lives in the server's history
+//! instead, the one the chat UI shows: each message goes to
+//! `/api/hearth/conversations/{id}/messages`, which stores it and its answer.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::process::ExitCode;
@@ -33,7 +37,9 @@ const HELP: &str = "\
   hearth chat \"Why is the sky blue?\"            one answer, streamed to stdout
   git diff | hearth chat \"Review this change\"   piped text goes after the question
   hearth chat -m qwen-coder                     a conversation on the terminal
-  hearth chat --server https://ai.example.org   (with HEARTH_API_KEY in the environment)")]
+  hearth chat --server https://ai.example.org   (with HEARTH_API_KEY in the environment)
+  hearth chat --save \"Plan my week\"             kept in the chat UI's history
+  hearth chat --resume 0b6f…                    go on with a conversation of the history")]
 pub struct ChatArgs {
     /// What to ask. Text piped in is added after it (or is the question).
     /// Without either, on a terminal: a conversation, a message a line.
@@ -47,15 +53,16 @@ pub struct ChatArgs {
     pub system: Option<String>,
     /// An image for the question (PNG, JPEG, GIF, WebP, BMP), sent inline to a
     /// model that reads images; repeat for several. In a conversation, with the
-    /// first message.
-    #[arg(long, value_name = "FILE")]
+    /// first message. Not with --save or --resume (the history keeps text).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["save", "resume"])]
     pub image: Vec<std::path::PathBuf>,
     /// The most tokens an answer may have (the server's own limit applies too).
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u32>,
     /// Sampling temperature, 0 to 2 (0: the most likely tokens; default: the
-    /// model's).
-    #[arg(long, value_name = "T")]
+    /// model's). Not with --save or --resume (the history's conversations use
+    /// the model's).
+    #[arg(long, value_name = "T", conflicts_with_all = ["save", "resume"])]
     pub temperature: Option<f64>,
     /// A conversation even when stdin is not a terminal: each line of stdin a
     /// message (after PROMPT, when given), answered in turn.
@@ -69,6 +76,14 @@ pub struct ChatArgs {
     /// tokens per second.
     #[arg(long)]
     pub stats: bool,
+    /// Keep the conversation in the server's history, the one the chat UI shows
+    /// (titled by its first message); where it is is said on stderr at the end.
+    #[arg(long)]
+    pub save: bool,
+    /// Go on with a conversation of the history (its id, or its address
+    /// `…/c/ID`): its turns, model and system message; what is said is kept in it.
+    #[arg(long, value_name = "ID", conflicts_with = "save")]
+    pub resume: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -132,9 +147,12 @@ async fn once(args: &ChatArgs, q: String) -> Result<ExitCode, String> {
     for path in &args.image {
         chat.attach(path)?;
     }
-    chat.ask(&q);
-    let turn = answer(&client, &chat.body(args), Stop::Never, patience(args)).await?;
-    turn.report(args.stats);
+    if let Some(r) = &args.resume {
+        resume(&client, &mut chat, r).await?;
+    }
+    let turn = reply(&client, &mut chat, args, &q, Stop::Never).await;
+    chat.say_where_kept(&client);
+    turn?.report(args.stats);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,6 +164,17 @@ struct Conversation {
     messages: Vec<Value>,
     /// Images for the next message (`--image`, `/image`), as `data:` URLs.
     images: Vec<String>,
+    /// Kept in the server's history (`--save`, `--resume`), not in `messages`.
+    saved: Option<Saved>,
+}
+
+/// A conversation of the server's history.
+#[derive(Default)]
+struct Saved {
+    /// Its id, once made (the first message makes it) or read (`--resume`).
+    id: Option<String>,
+    /// The system message changed since: written before the next message.
+    system_changed: bool,
 }
 
 impl Conversation {
@@ -155,6 +184,14 @@ impl Conversation {
             system: args.system.clone().filter(|s| !s.is_empty()),
             messages: Vec::new(),
             images: Vec::new(),
+            saved: (args.save || args.resume.is_some()).then(Saved::default),
+        }
+    }
+
+    /// The saved conversation's address (on stderr: stdout is the answers).
+    fn say_where_kept(&self, client: &Client) {
+        if let Some(id) = self.saved.as_ref().and_then(|s| s.id.as_deref()) {
+            output::err(format!("(kept in the history: {}/c/{id})", client.base));
         }
     }
 
@@ -327,14 +364,257 @@ impl Turn {
     }
 }
 
-/// Streams one answer to `body`: its text to stdout as it comes, its reasoning (a
-/// thinking model's) to stderr, dimmed on a terminal.
-async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Result<Turn, String> {
-    let request = || {
-        client
+/// Asks `text` and streams its answer, in the conversation this process keeps
+/// (`/v1/chat/completions`) or in the server's history.
+async fn reply(
+    client: &Client,
+    chat: &mut Conversation,
+    args: &ChatArgs,
+    text: &str,
+    stop: Stop,
+) -> Result<Turn, String> {
+    if chat.saved.is_some() {
+        return reply_saved(client, chat, args, text, stop).await;
+    }
+    chat.ask(text);
+    let body = chat.body(args);
+    let request = async || {
+        Ok(client
             .request(reqwest::Method::POST, "/v1/chat/completions")
-            .json(body)
+            .json(&body))
     };
+    match answer(client, request, completion_event, stop, patience(args)).await {
+        Ok(turn) => {
+            // A stopped answer stays as far as it came: the next message can say
+            // "go on".
+            chat.messages.push(message("assistant", &turn.text));
+            if chat.model.is_none() {
+                chat.model.clone_from(&turn.model);
+            }
+            Ok(turn)
+        }
+        Err(e) => {
+            // Its images stay for the message sent again.
+            if let Some(Value::Array(parts)) = chat.messages.pop().map(|m| m["content"].clone()) {
+                chat.images.extend(
+                    parts
+                        .iter()
+                        .filter_map(|p| p["image_url"]["url"].as_str().map(str::to_owned)),
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `text` sent to the conversation of the history (made first when it is new):
+/// the server stores it, asks the model, and stores the answer as it streams.
+async fn reply_saved(
+    client: &Client,
+    chat: &mut Conversation,
+    args: &ChatArgs,
+    text: &str,
+    stop: Stop,
+) -> Result<Turn, String> {
+    let id = saved_conversation(client, chat).await?;
+    let mut body = Map::new();
+    if let Some(m) = &chat.model {
+        body.insert("model".into(), json!(m));
+    }
+    if let Some(n) = args.max_tokens {
+        body.insert("max_tokens".into(), json!(n));
+    }
+    let again = Value::Object(body.clone());
+    body.insert("content".into(), json!(text));
+    let first = Value::Object(body);
+    let base = format!("/api/hearth/conversations/{id}");
+    let mut tries = 0;
+    let request = async || {
+        tries += 1;
+        // A try refused by the model's queue or a rate limit came after the server
+        // stored the message: then its answer is asked for, the message not sent
+        // twice. (A refusal before the handler stored nothing.)
+        let regenerate = tries > 1 && last_is_unanswered(client, &base, text).await?;
+        Ok(if regenerate {
+            client
+                .request(reqwest::Method::POST, &format!("{base}/regenerate"))
+                .json(&again)
+        } else {
+            client
+                .request(reqwest::Method::POST, &format!("{base}/messages"))
+                .json(&first)
+        })
+    };
+    answer(client, request, history_event, stop, patience(args)).await
+}
+
+/// Whether the conversation's last message is the user's `text`, with no answer.
+async fn last_is_unanswered(client: &Client, base: &str, text: &str) -> Result<bool, String> {
+    let c = client.get_json(base).await?;
+    let last = c["messages"].as_array().and_then(|m| m.last());
+    Ok(last.is_some_and(|m| m["role"] == "user" && m["content"] == text))
+}
+
+/// The saved conversation's id: made now (with the model and system message) when
+/// it is new, its system message written when it changed.
+async fn saved_conversation(client: &Client, chat: &mut Conversation) -> Result<String, String> {
+    let (model, system) = (chat.model.clone(), chat.system.clone());
+    let Some(saved) = chat.saved.as_mut() else {
+        return Err("this conversation is not kept in the history".into());
+    };
+    match saved.id.clone() {
+        None => {
+            let made = client
+                .send_json(
+                    client
+                        .request(reqwest::Method::POST, "/api/hearth/conversations")
+                        .json(&json!({"model": model, "system_prompt": system})),
+                )
+                .await?;
+            let id = made["id"]
+                .as_str()
+                .ok_or("the server's answer has no conversation id")?
+                .to_owned();
+            saved.id = Some(id.clone());
+            saved.system_changed = false;
+            Ok(id)
+        }
+        Some(id) => {
+            if saved.system_changed {
+                client
+                    .send_json(
+                        client
+                            .request(
+                                reqwest::Method::PATCH,
+                                &format!("/api/hearth/conversations/{id}"),
+                            )
+                            .json(&json!({"system_prompt": system})),
+                    )
+                    .await?;
+                saved.system_changed = false;
+            }
+            Ok(id)
+        }
+    }
+}
+
+/// Reads a conversation of the history to go on with it: its model and system
+/// message (unless `--model`/`--system` say others), and says what it is on a
+/// terminal.
+async fn resume(client: &Client, chat: &mut Conversation, which: &str) -> Result<(), String> {
+    // An address (`https://host/c/ID`) or the id alone.
+    let id = which.trim().trim_end_matches('/');
+    let id = id.rsplit_once("/c/").map_or(id, |(_, id)| id);
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(format!(
+            "'{which}' is not a conversation's id (a UUID, as in the chat UI's address /c/ID)"
+        ));
+    }
+    let c = client
+        .get_json(&format!("/api/hearth/conversations/{id}"))
+        .await?;
+    if chat.model.is_none() {
+        chat.model = c["model"].as_str().map(str::to_owned);
+    }
+    let saved = chat.saved.get_or_insert_with(Saved::default);
+    saved.id = Some(id.to_owned());
+    if chat.system.is_some() {
+        saved.system_changed = true;
+    } else {
+        chat.system = c["system_prompt"].as_str().map(str::to_owned);
+    }
+    if std::io::stderr().is_terminal() {
+        let turns = c["messages"].as_array().map_or(0, Vec::len);
+        output::err(format!(
+            "Going on with “{}” ({turns} messages so far).",
+            c["title"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .unwrap_or("New chat")
+        ));
+    }
+    Ok(())
+}
+
+/// What one event of an answer says: pieces of text (`true`: thinking), in order.
+type Pieces = Vec<(String, bool)>;
+
+/// A `/v1/chat/completions` chunk.
+fn completion_event(v: &Value, turn: &mut Turn) -> Result<Pieces, String> {
+    if let Some(m) = error_message(v) {
+        return Err(m.to_owned());
+    }
+    if let Some(m) = v["model"].as_str() {
+        turn.model = Some(m.to_owned());
+    }
+    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        turn.usage = Some((
+            u["prompt_tokens"].as_u64().unwrap_or(0),
+            u["completion_tokens"].as_u64().unwrap_or(0),
+        ));
+    }
+    let Some(choice) = v["choices"].get(0) else {
+        return Ok(Vec::new());
+    };
+    let delta = &choice["delta"];
+    let pieces = [("reasoning_content", true), ("content", false)]
+        .into_iter()
+        .filter_map(|(field, thinking)| {
+            delta[field]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(|s| (s.to_owned(), thinking))
+        })
+        .collect();
+    if let Some(f) = choice["finish_reason"].as_str() {
+        turn.finish = Some(f.to_owned());
+    }
+    Ok(pieces)
+}
+
+/// An event of a reply in the history (`start`, `delta`, `reasoning`, `done`,
+/// `error`: docs/ui.md).
+fn history_event(v: &Value, turn: &mut Turn) -> Result<Pieces, String> {
+    let text = |thinking| {
+        Ok(v["content"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(|s| vec![(s.to_owned(), thinking)])
+            .unwrap_or_default())
+    };
+    match v["type"].as_str() {
+        Some("start") => {
+            turn.model = v["model"].as_str().map(str::to_owned);
+            Ok(Vec::new())
+        }
+        Some("delta") => text(false),
+        Some("reasoning") => text(true),
+        Some("done") => {
+            let m = &v["message"];
+            if let (Some(p), Some(c)) =
+                (m["prompt_tokens"].as_u64(), m["completion_tokens"].as_u64())
+            {
+                turn.usage = Some((p, c));
+            }
+            // Always said; "the stream ended" otherwise.
+            turn.finish = Some(m["finish_reason"].as_str().unwrap_or("stop").to_owned());
+            Ok(Vec::new())
+        }
+        Some("error") => Err(error_message(v).unwrap_or("the reply failed").to_owned()),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Streams one answer to the request `make` builds (again while the server asks to
+/// come back later, within `wait`): its text to stdout as it comes, its reasoning
+/// (a thinking model's) to stderr, dimmed on a terminal. `read` reads each event.
+async fn answer(
+    client: &Client,
+    make: impl AsyncFnMut() -> Result<reqwest::RequestBuilder, String>,
+    read: fn(&Value, &mut Turn) -> Result<Pieces, String>,
+    stop: Stop,
+    wait: Duration,
+) -> Result<Turn, String> {
     let ctrl_c = async {
         if stop == Stop::OnCtrlC {
             let _ = tokio::signal::ctrl_c().await;
@@ -347,7 +627,7 @@ async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Re
     let asked = Instant::now();
     // Times count from the request that was answered, not from the waiting.
     let (resp, start) = tokio::select! {
-        r = client.send_patiently(request, wait) => r?,
+        r = client.send_patiently(make, wait) => r?,
         () = &mut ctrl_c => {
             turn.stopped = true;
             turn.took = asked.elapsed();
@@ -374,34 +654,19 @@ async fn answer(client: &Client, body: &Value, stop: Stop, wait: Duration) -> Re
                 return Err(e);
             }
         };
-        if let Some(m) = error_message(&v) {
-            out.end();
-            return Err(m.to_owned());
-        }
-        if let Some(m) = v["model"].as_str() {
-            turn.model = Some(m.to_owned());
-        }
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            turn.usage = Some((
-                u["prompt_tokens"].as_u64().unwrap_or(0),
-                u["completion_tokens"].as_u64().unwrap_or(0),
-            ));
-        }
-        let Some(choice) = v["choices"].get(0) else {
-            continue;
-        };
-        let delta = &choice["delta"];
-        for (field, thinking) in [("reasoning_content", true), ("content", false)] {
-            if let Some(s) = delta[field].as_str().filter(|s| !s.is_empty()) {
-                turn.first.get_or_insert_with(|| start.elapsed());
-                out.write(s, thinking);
-                if !thinking {
-                    turn.text.push_str(s);
-                }
+        let pieces = match read(&v, &mut turn) {
+            Ok(p) => p,
+            Err(e) => {
+                out.end();
+                return Err(e);
             }
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            turn.finish = Some(f.to_owned());
+        };
+        for (s, thinking) in pieces {
+            turn.first.get_or_insert_with(|| start.elapsed());
+            out.write(&s, thinking);
+            if !thinking {
+                turn.text.push_str(&s);
+            }
         }
     };
     out.end();
@@ -490,11 +755,32 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
     if let Some(m) = &chat.model {
         check_model(m, &models)?;
     }
+    if let Some(r) = &args.resume {
+        resume(&client, &mut chat, r).await?;
+    }
+    let code = talk(&client, &mut chat, args, &models, terminal).await;
+    chat.say_where_kept(&client);
+    code
+}
+
+/// The conversation's turns until the end of stdin, `/bye` or Ctrl-C.
+async fn talk(
+    client: &Client,
+    chat: &mut Conversation,
+    args: &ChatArgs,
+    models: &[String],
+    terminal: bool,
+) -> Result<ExitCode, String> {
     if terminal {
         output::err(format!(
-            "Talking to {} at {}. /help for commands, Ctrl-D to leave.",
+            "Talking to {} at {}{}. /help for commands, Ctrl-D to leave.",
             chat.model.as_deref().unwrap_or("the default model"),
-            client.base
+            client.base,
+            if chat.saved.is_some() {
+                ", kept in the history"
+            } else {
+                ""
+            }
         ));
     }
     let mut lines = stdin_lines();
@@ -523,7 +809,7 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
         if let Some(command) = text.strip_prefix('/')
             && !text.starts_with("//")
         {
-            match command_of(command, &mut chat, &models) {
+            match command_of(command, chat, models) {
                 Ok(true) => continue,
                 Ok(false) => return Ok(ExitCode::SUCCESS),
                 Err(e) => {
@@ -537,29 +823,9 @@ async fn converse(args: &ChatArgs) -> Result<ExitCode, String> {
             .strip_prefix('/')
             .filter(|t| t.starts_with('/'))
             .unwrap_or(text);
-        chat.ask(text);
-        match answer(&client, &chat.body(args), Stop::OnCtrlC, patience(args)).await {
-            Ok(turn) => {
-                turn.report(args.stats);
-                // A stopped answer stays as far as it came: the next message can
-                // say "go on".
-                chat.messages.push(message("assistant", &turn.text));
-                if chat.model.is_none() {
-                    chat.model = turn.model;
-                }
-            }
-            Err(e) => {
-                output::err(format!("error: {e}"));
-                // Its images stay for the message sent again.
-                if let Some(Value::Array(parts)) = chat.messages.pop().map(|m| m["content"].clone())
-                {
-                    chat.images.extend(
-                        parts
-                            .iter()
-                            .filter_map(|p| p["image_url"]["url"].as_str().map(str::to_owned)),
-                    );
-                }
-            }
+        match reply(client, chat, args, text, Stop::OnCtrlC).await {
+            Ok(turn) => turn.report(args.stats),
+            Err(e) => output::err(format!("error: {e}")),
         }
     }
 }
@@ -602,9 +868,21 @@ fn command_of(command: &str, chat: &mut Conversation, models: &[String]) -> Resu
             "{} image(s) wait for the next message; /image FILE adds one",
             chat.images.len()
         )),
+        "image" if chat.saved.is_some() => {
+            return Err(
+                "the history keeps text, not images: run hearth chat without --save or --resume to send one"
+                    .into(),
+            );
+        }
         "image" => {
             chat.attach(std::path::Path::new(rest))?;
             output::err(format!("(the next message takes {rest})"));
+        }
+        "clear" if chat.saved.is_some() => {
+            chat.saved = Some(Saved::default());
+            output::err(
+                "(a new conversation from the next message; the last one stays in the history)",
+            );
         }
         "clear" => {
             chat.messages.clear();
@@ -623,6 +901,9 @@ fn command_of(command: &str, chat: &mut Conversation, models: &[String]) -> Resu
         }
         "system" => {
             chat.system = Some(rest.to_owned()).filter(|s| !s.is_empty());
+            if let Some(saved) = &mut chat.saved {
+                saved.system_changed = true;
+            }
             output::err(if rest.is_empty() {
                 "(no system message)"
             } else {
@@ -721,6 +1002,8 @@ mod tests {
             interactive: false,
             wait: 0,
             stats: false,
+            save: false,
+            resume: None,
             server: ServerArgs {
                 server: String::new(),
                 api_key: None,

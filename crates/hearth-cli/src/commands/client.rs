@@ -71,17 +71,20 @@ impl Client {
     /// Sends the request `make` builds, again while the server says to come back
     /// later (429 or 503 with `Retry-After`: a model still loading, a full queue, a
     /// rate limit) and `patience` allows; the first such answer is said on stderr.
-    /// The response, and when the request it answers was sent.
+    /// `make` is asked again for each try (it may look at the server first: what
+    /// the refused try left behind). The response, and when the request it
+    /// answers was sent.
     pub async fn send_patiently(
         &self,
-        make: impl Fn() -> reqwest::RequestBuilder,
+        mut make: impl AsyncFnMut() -> Result<reqwest::RequestBuilder, String>,
         patience: Duration,
     ) -> Result<(reqwest::Response, std::time::Instant), String> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut said = false;
         loop {
+            let request = make().await?;
             let sent = std::time::Instant::now();
-            let failure = match self.try_send(make()).await {
+            let failure = match self.try_send(request).await {
                 Ok(resp) => return Ok((resp, sent)),
                 Err(f) => f,
             };

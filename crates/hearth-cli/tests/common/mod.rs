@@ -284,3 +284,21 @@ pub fn commit(dir: &std::path::Path, message: &str) {
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", message]);
 }
+
+/// Each message of a stored conversation (`GET /api/hearth/conversations/{id}`):
+/// its role, content and finish reason.
+#[allow(dead_code, reason = "not every test file reads the history")]
+pub fn turns(c: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    c["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap().to_owned(),
+                m["content"].as_str().unwrap().to_owned(),
+                m["finish_reason"].clone(),
+            )
+        })
+        .collect()
+}
