@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     backup::BackupArgs, chat::ChatArgs, db::DbArgs, deploy::DeployArgs, doctor::DoctorArgs,
-    jobs::JobsArgs, keys::KeysArgs, models::ModelsArgs, sandbox::SandboxArgs, status::StatusArgs,
-    worker::WorkerArgs,
+    history::HistoryArgs, jobs::JobsArgs, keys::KeysArgs, models::ModelsArgs, sandbox::SandboxArgs,
+    status::StatusArgs, worker::WorkerArgs,
 };
 
 const EXAMPLES: &str = "\
@@ -53,6 +53,10 @@ pub enum Command {
     /// Talk to a model of a running Hearth: one question answered on stdout, or a
     /// conversation on the terminal.
     Chat(ChatArgs),
+    /// The chat UI's conversations of a running Hearth: a list (newest first,
+    /// searched), or one whole as Markdown or JSON. `hearth chat --resume ID` goes
+    /// on with one.
+    History(HistoryArgs),
     /// Agent jobs on a running Hearth: an image in, Python run in the sandbox, its
     /// charts and files out.
     Jobs(JobsArgs),

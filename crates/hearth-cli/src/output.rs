@@ -22,3 +22,23 @@ pub fn text(s: &str) {
 pub fn err_text(s: &str) {
     eprint!("{s}");
 }
+
+/// Rows as a table: each column padded to its widest cell, two spaces between,
+/// nothing trailing. The first row is the header.
+pub fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

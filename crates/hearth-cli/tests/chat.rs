@@ -793,3 +793,98 @@ async fn ctrl_c_in_a_saved_chat_keeps_the_answer_as_far_as_it_came_marked_stoppe
         partial
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_lists_the_saved_conversations_and_prints_one_whole() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.script_model(
+        "m",
+        [Behaviour::ok("Pack light."), Behaviour::ok("Forty-two.")],
+    );
+    let data = tempfile::tempdir().unwrap();
+    let (base, _stop) = serve(data.path(), &upstream_models(&up, &["m"])).await;
+    let history = |args: &[&str]| {
+        let mut cmd = hearth();
+        cmd.arg("history")
+            .args(["--server", &base])
+            .args(args)
+            .env("HEARTH_API_KEY", KEY);
+        common::run_blocking(cmd, None)
+    };
+    let (code, out, err) = history(&[]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            "No conversations yet: `hearth chat --save` or the chat UI makes one."
+        ),
+        "{err}"
+    );
+    let (_, _, err) = chat(
+        &["--server", &base, "--save", "-m", "m", "Trip to Lisbon?"],
+        None,
+        true,
+    )
+    .await;
+    let trip = kept_id(&err);
+    let (_, _, err) = chat(
+        &["--server", &base, "--save", "The answer to everything?"],
+        None,
+        true,
+    )
+    .await;
+    let answer = kept_id(&err);
+
+    // Newest first; the id is what --resume takes.
+    let (code, out, err) = history(&[]).await;
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!(rows[0], ["ID", "UPDATED", "(UTC)", "MODEL", "TITLE"]);
+    assert_eq!(
+        (rows[1][0], rows[1][3]),
+        (answer.as_str(), "default"),
+        "{out}"
+    );
+    assert_eq!(rows[1][4..], ["The", "answer", "to", "everything?"]);
+    assert_eq!((rows[2][0], rows[2][3]), (trip.as_str(), "m"), "{out}");
+    // Searched, limited, or as JSON.
+    let (_, out, _) = history(&["--search", "lisbon"]).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(&trip), "{out}");
+    let (_, out, err) = history(&["-n", "1"]).await;
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("(more than 1: --limit N lists more"), "{err}");
+    let (_, out, _) = history(&["--json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let (_, out, _) = history(&["--search", "nowhere"]).await;
+    assert_eq!(out.trim(), "No conversation says that.");
+
+    // One whole: Markdown by its address, JSON by its id.
+    let (code, out, err) = history(&[&format!("{base}/c/{trip}")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Trip to Lisbon?") && out.contains("Pack light."),
+        "{out}"
+    );
+    let (_, out, _) = history(&[&trip, "--json"]).await;
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["messages"][1]["content"], "Pack light.");
+    // A made-up id, a limit the server refuses, or not an id: exit 1, and why.
+    let (code, out, err) = history(&["99999999-9999-4999-8999-999999999999"]).await;
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("99999999-9999-4999-8999-999999999999"),
+        "{err}"
+    );
+    let (code, _, err) = history(&["--limit", "0"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("limit"), "{err}");
+    let (code, _, err) = history(&["x/../y"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not a conversation's id"), "{err}");
+}

@@ -502,14 +502,7 @@ async fn saved_conversation(client: &Client, chat: &mut Conversation) -> Result<
 /// message (unless `--model`/`--system` say others), and says what it is on a
 /// terminal.
 async fn resume(client: &Client, chat: &mut Conversation, which: &str) -> Result<(), String> {
-    // An address (`https://host/c/ID`) or the id alone.
-    let id = which.trim().trim_end_matches('/');
-    let id = id.rsplit_once("/c/").map_or(id, |(_, id)| id);
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(format!(
-            "'{which}' is not a conversation's id (a UUID, as in the chat UI's address /c/ID)"
-        ));
-    }
+    let id = super::history::conversation_id(which)?;
     let c = client
         .get_json(&format!("/api/hearth/conversations/{id}"))
         .await?;

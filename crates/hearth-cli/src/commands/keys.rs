@@ -19,17 +19,7 @@ pub struct KeysArgs {
 }
 
 pub fn run(args: KeysArgs) -> ExitCode {
-    let runtime = match super::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    match runtime.block_on(list(&args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            output::err(format!("error: {e}"));
-            ExitCode::FAILURE
-        }
-    }
+    super::finish(list(&args))
 }
 
 async fn list(args: &KeysArgs) -> Result<(), String> {
@@ -89,21 +79,7 @@ fn table(keys: &[Value]) -> String {
             renews,
         ]);
     }
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    output::columns(&rows)
 }
 
 #[cfg(test)]

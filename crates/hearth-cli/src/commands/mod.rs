@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod deploy;
 pub mod doctor;
+pub mod history;
 pub mod jobs;
 pub mod keys;
 pub mod models;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Jobs(args) => jobs::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::History(args) => history::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Backup(args) => backup::run(args),
         Command::Db(args) => db::run(args),
@@ -62,4 +64,20 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
             output::err(format!("error: cannot start the async runtime: {e}"));
             ExitCode::FAILURE
         })
+}
+
+/// Does a command's async `work` on a [`runtime`]: exit 0 when it succeeded, else
+/// its error printed and exit 1.
+pub(crate) fn finish(work: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::err(format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
 }
