@@ -52,6 +52,12 @@ phase() {
     [ -z "$PHASE" ] || echo "test-vm: == $PHASE"
 }
 
+# mark LABEL: the seconds since the phase began, once LABEL is done (where a
+# phase's time goes under tcg).
+mark() {
+    echo "test-vm:   +$(($(date +%s) - PHASE_START)) s $1"
+}
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/hearth-vm.XXXXXX")
 QEMU_PID='' HTTP_PID='' LOAD_PID='' SSH_UP=0
 cleanup() {
@@ -271,8 +277,10 @@ openssl x509 -in "$TMP/cert.pem" -noout -ext subjectAltName 2>/dev/null | grep -
     fail "the self-signed certificate does not name $DOMAIN"
 code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' -d '{}' "$BASE/v1/chat/completions")
 [ "$code" = 401 ] || fail "/v1/chat/completions without a key answered $code, not 401"
+mark "certificate and 401 checked"
 answer=$(chat)
 echo "test-vm: answer: $answer"
+mark "answered"
 banner=$(vm_ssh sudo run-parts /etc/update-motd.d) || fail "the motd scripts failed"
 while IFS= read -r line; do echo "test-vm: banner | $line"; done <<<"$banner"
 grep -q "serving" <<<"$banner" || fail "the login banner does not say Hearth is serving"
@@ -280,6 +288,7 @@ grep -q "https://127.0.0.1:443/" <<<"$banner" || fail "the login banner does not
 grep -q "/etc/hearth/credentials" <<<"$banner" || fail "the login banner does not say where the key is"
 vm_ssh sudo nft list table inet hearth >/dev/null || fail "the firewall table inet hearth is not loaded"
 state >"$TMP/state.before" || fail "cannot read the installed files"
+mark "banner, firewall and files read"
 BOOT_ID=$(vm_ssh cat /proc/sys/kernel/random/boot_id)
 
 # ---- a reboot brings the service back, and changes nothing ----
@@ -298,8 +307,10 @@ phase "checks after reboot"
 # The second boot's cloud-init runs to its end before the files are compared.
 status=$(vm_ssh sudo timeout "$BOOT_TIMEOUT" cloud-init status --wait --long 2>&1) || true
 grep -q '^status: done' <<<"$status" || fail "cloud-init did not finish cleanly after the reboot: $status"
-answer=$(chat)
-echo "test-vm: answer: $answer"
+mark "cloud-init done"
+# /ready answered 200: the one model is loaded again, from its file (no completion
+# here: under tcg one costs two minutes, and the first boot's and the reload's
+# prove the engine answers).
 vm_ssh sudo run-parts /etc/update-motd.d | grep -q serving || fail "the login banner does not say serving after the reboot"
 vm_ssh sudo nft list table inet hearth >/dev/null || fail "the firewall is not loaded after the reboot"
 # systemd breaks an ordering cycle by dropping a job (once, the firewall's: it
@@ -310,6 +321,7 @@ cycles=$(vm_ssh "sudo journalctl -b --no-pager | grep -i 'ordering cycle'" || tr
     fail "hearth-firewall.service is not active after the reboot"
 state >"$TMP/state.after" || fail "cannot read the installed files"
 diff -u "$TMP/state.before" "$TMP/state.after" || fail "the second boot changed the installed files (diff above)"
+mark "banner, firewall, boot log and files checked"
 installs=$(vm_ssh "sudo grep -c 'hearth-install: release .* verified' /var/log/hearth/install.log" || true)
 [ "$installs" = 1 ] || fail "the installer ran $installs times, not once"
 downloads=$(grep -c "GET /$TARBALL" "$TMP/http.log" || true)
@@ -342,19 +354,23 @@ vm_ssh "sudo cp -a /opt/hearth/releases/$VERSION /opt/hearth/releases/$VERSION-r
 ) &
 LOAD_PID=$!
 sleep 2
+mark "second release staged, load running"
 vm_ssh sudo systemctl reload hearth || fail "systemctl reload hearth failed"
+mark "systemctl reload returned"
 new_main() {
     local pid
     pid=$(vm_ssh sudo systemctl show -p MainPID --value hearth 2>/dev/null) &&
         [ -n "$pid" ] && [ "$pid" != 0 ] && [ "$pid" != "$old_pid" ]
 }
 until_ok "$BOOT_TIMEOUT" new_main || fail "no new main pid within $BOOT_TIMEOUT s of systemctl reload"
+mark "new main process"
 new_pid=$(vm_ssh sudo systemctl show -p MainPID --value hearth)
 exe=$(vm_ssh sudo readlink "/proc/$new_pid/exe") || fail "cannot read the new process's executable"
 [[ $exe == *"/releases/$VERSION-reload/bin/hearth" ]] || fail "the new main process runs $exe, not the release current points at"
 # The old process drains and leaves; the service stays active throughout.
 old_gone() { ! vm_ssh kill -0 "$old_pid" 2>/dev/null; }
 until_ok 120 old_gone || fail "the old process ($old_pid) did not leave after the handover"
+mark "old process gone"
 [ "$(vm_ssh sudo systemctl is-active hearth)" = active ] || fail "hearth.service is not active after the reload"
 sleep 2
 touch "$TMP/load.stop"

@@ -154,7 +154,7 @@ export function App() {
   // say) and whether it is an admin's (the Keys page).
   const [me, setMe] = useState<Me | null>(null);
   const budget = me?.budget ?? null;
-  const loadBudget = useCallback(async () => {
+  const loadMe = useCallback(async () => {
     try {
       setMe(await api.me());
     } catch {
@@ -162,8 +162,8 @@ export function App() {
     }
   }, []);
   useEffect(() => {
-    loadBudget();
-  }, [loadBudget, keyVersion]);
+    loadMe();
+  }, [loadMe, keyVersion]);
 
   const loadModels = useCallback(async () => {
     try {
@@ -464,10 +464,10 @@ export function App() {
       } finally {
         if (controller.current === ac) controller.current = null;
         setStreamingId(null);
-        loadBudget();
+        loadMe();
       }
     },
-    [touch, notify, fail, loadBudget],
+    [touch, notify, fail, loadMe],
   );
 
   const send = useCallback(

@@ -756,3 +756,100 @@ fn stackscript_refuses_a_hostile_answer_and_installs_nothing() {
     }
     assert!(!Path::new("/tmp/hearth-pwned").exists());
 }
+
+/// A folder to be the installer's whole `PATH`: every command of `/usr/bin` and
+/// `/bin` but curl and wget, an `apt-get` that logs its arguments to `apt.log`
+/// (and fails when `apt-fails` exists, else "installs" curl), and, with
+/// `curl`, a curl that copies `tarball` to its `-o` file.
+fn shim_path(dir: &Path, tarball: &Path, curl: bool) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for sys in ["/usr/bin", "/bin"] {
+        for e in std::fs::read_dir(sys).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if ["curl", "wget", "apt-get"].contains(&name.to_str().unwrap_or("")) {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+        }
+    }
+    let curl_sh = format!(
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -o ] && cp {} \"$2\"; shift; done\n",
+        tarball.display()
+    );
+    let apt = format!(
+        "#!/bin/sh\necho \"$*\" >> {log}\n[ -e {fails} ] && exit 100\n[ \"$1\" = install ] && printf '%s' '{curl}' > {bin}/curl && chmod +x {bin}/curl\nexit 0\n",
+        log = dir.join("apt.log").display(),
+        fails = dir.join("apt-fails").display(),
+        curl = curl_sh,
+        bin = bin.display(),
+    );
+    std::fs::write(bin.join("apt-get"), apt).unwrap();
+    std::fs::set_permissions(bin.join("apt-get"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if curl {
+        std::fs::write(bin.join("curl"), curl_sh).unwrap();
+        std::fs::set_permissions(bin.join("curl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn installer_installs_curl_with_apt_get_only_where_it_is_missing() {
+    for (case, curl, apt_fails) in [
+        ("missing", false, false),
+        ("there", true, false),
+        ("apt fails", false, true),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tarball, sha) = fake_release(tmp.path(), "0.7.0");
+        let text = MINIMAL
+            .replace("1.2.3", "0.7.0")
+            .replace(&"0".repeat(64), &sha);
+        let m = Manifest::from_str(&text, "d").unwrap();
+        let script = tmp.path().join("install.sh");
+        std::fs::write(&script, render::install_sh(&m)).unwrap();
+        let bin = shim_path(tmp.path(), &tarball, curl);
+        if apt_fails {
+            std::fs::write(tmp.path().join("apt-fails"), "").unwrap();
+        }
+        let root = tmp.path().join("root");
+        // Downloaded (no HEARTH_RELEASE_FILE), under a prefix, with only the shims.
+        let out = Command::new(bin.join("sh"))
+            .arg(&script)
+            .env_clear()
+            .env("PATH", &bin)
+            .env("HEARTH_ROOT", &root)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        let apt = std::fs::read_to_string(tmp.path().join("apt.log")).unwrap_or_default();
+        match case {
+            "missing" => {
+                assert!(out.status.success(), "{case}: {log}");
+                assert!(
+                    log.contains("installing curl and ca-certificates (apt-get)"),
+                    "{log}"
+                );
+                assert_eq!(
+                    apt,
+                    "update -qq\ninstall -y -qq --no-install-recommends curl ca-certificates\n"
+                );
+                assert!(log.contains("release 0.7.0 verified"), "{log}");
+            }
+            "there" => {
+                assert!(out.status.success(), "{case}: {log}");
+                assert_eq!(apt, "", "apt-get ran though curl is there");
+                assert!(!log.contains("apt-get"), "{log}");
+            }
+            _ => {
+                assert!(!out.status.success(), "{case}: {log}");
+                assert!(
+                    log.contains("cannot install curl and ca-certificates with apt-get; install curl or wget, or set HEARTH_RELEASE_FILE"),
+                    "{log}"
+                );
+                assert!(!root.exists(), "{case}: the root was written");
+            }
+        }
+    }
+}

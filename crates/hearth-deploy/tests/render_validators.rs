@@ -99,7 +99,7 @@ fn cloud_init_schema() {
         "{}",
         text(&good)
     );
-    let bad = run(&rendering.replace("package_update: true", "package_update: sometimes"));
+    let bad = run(&format!("{rendering}package_update: sometimes\n"));
     check(&good, &bad, false, "cloud-init schema");
 }
 

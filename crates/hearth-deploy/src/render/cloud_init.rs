@@ -1,6 +1,8 @@
 //! `#cloud-config` user data for a fresh VM (Ubuntu 22.04/24.04, Debian 12):
 //! writes the installer and runs it once, with its output in
-//! `/var/log/hearth/install.log` and on the serial console.
+//! `/var/log/hearth/install.log` and on the serial console. No `packages:`: that
+//! module updates the package lists and upgrades what it names on every image,
+//! minutes on a small VM; the installer installs curl only where it is missing.
 
 use super::{indent, install_sh};
 use crate::manifest::{INSTALL_LOG, Manifest};
@@ -17,10 +19,6 @@ pub fn cloud_init(m: &Manifest) -> String {
          # The log folder is made first: the output is redirected before any module runs.\n\
          output:\n  \
            all: \"| mkdir -p /var/log/hearth && exec tee -a {log} /dev/console\"\n\
-         package_update: true\n\
-         packages:\n  \
-           - ca-certificates\n  \
-           - curl\n\
          write_files:\n  \
            - path: {installer}\n    \
              owner: root:root\n    \

@@ -13,6 +13,22 @@ if [ -z "$ROOT" ] && [ "$(id -u)" = 0 ]; then SYSTEM=1; else SYSTEM=0; fi
 CHANGED=0
 
 # ---- 1. fetch and verify, before anything under the root changes ----
+# curl (or wget), and CA certificates for an https:// release, come from the
+# distribution only when missing: stock Debian and Ubuntu images have both, so
+# there nothing is installed or upgraded (a first boot needs no package mirror).
+no_fetcher() { ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; }
+no_ca_bundle() {
+    case "$HEARTH_URL" in
+        https://*) [ ! -s /etc/ssl/certs/ca-certificates.crt ] ;;
+        *) return 1 ;;
+    esac
+}
+if [ -z "${HEARTH_RELEASE_FILE:-}" ] && { no_fetcher || no_ca_bundle; } && command -v apt-get >/dev/null 2>&1; then
+    log "installing curl and ca-certificates (apt-get)"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates; } >&2 ||
+        die "cannot install curl and ca-certificates with apt-get; install curl or wget, or set HEARTH_RELEASE_FILE"
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hearth-install.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 if [ -n "${HEARTH_RELEASE_FILE:-}" ]; then
