@@ -243,9 +243,10 @@ chat() {
     local key body
     key=$(vm_ssh sudo cat /etc/hearth/credentials) || fail "cannot read /etc/hearth/credentials"
     [[ $key == sk-* ]] || fail "/etc/hearth/credentials does not hold a key"
-    # The whole boot timeout: under tcg, llama.cpp's vector code is emulated (minutes).
+    # The whole boot timeout: under tcg, llama.cpp's vector code is emulated (seconds
+    # a token), so one token out is asked for: the engine answering is the check.
     body=$("${CURL[@]}" --max-time "$BOOT_TIMEOUT" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
-        -d "{\"model\":\"$MODEL_NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}],\"max_tokens\":8,\"temperature\":0}" \
+        -d "{\"model\":\"$MODEL_NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Say hello.\"}],\"max_tokens\":1,\"temperature\":0}" \
         "$BASE/v1/chat/completions") || fail "POST /v1/chat/completions failed"
     # A completion in OpenAI's shape with at least one token: what the tiny model
     # says (greedy, but the emulated CPU's vector code can change a near tie) may
